@@ -1,0 +1,32 @@
+//! ollama-guard: a transparent reverse proxy for Ollama that measures every request and
+//! detects (and, in block mode, stops) model exfiltration.
+//!
+//! # Layout
+//! - [`config`]: command line, environment and TOML merged into one validated `Config`.
+//! - [`record`]: the [`record::RequestRecord`] every finished request becomes — the one
+//!   type the proxy and `scan` hand to everything downstream.
+//! - [`route`]: Ollama's route table (bounded metric labels) and path normalisation.
+//! - [`proxy`]: the hyper server, the pooled upstream client, client-IP resolution and the
+//!   timing body.
+//! - [`gin`]: Ollama's `[GIN]` access-line format and Go duration text, written by the access
+//!   log and read by `scan`.
+//! - [`detect`]: rules, window store and engine; pure, time passed in.
+//! - [`scan`]: the offline driver of the same engine over Ollama logs.
+//! - [`enforce`]: bans, allowlist, persistence.
+//! - [`telemetry`]: Prometheus metrics, the access log and the detection log.
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/bans`).
+//! - [`demo`]: the embedded Ollama simulator used by `demo`, the tests and the benchmarks.
+//! - [`serve`]: wires everything together for the `serve` command.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod detect;
+pub mod enforce;
+pub mod gin;
+pub mod proxy;
+pub mod record;
+pub mod route;
+pub mod scan;
+pub mod serve;
+pub mod telemetry;

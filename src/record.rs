@@ -1,0 +1,178 @@
+//! The one record every finished request becomes.
+//!
+//! The proxy builds a [`RequestRecord`] when a response body ends (or the client goes away);
+//! `scan` builds the same record from an Ollama `[GIN]` line. Everything downstream —
+//! metrics, the access log, the detection engine — consumes only this type, which is why
+//! it carries no HTTP or I/O types: the detection engine must not know where a request
+//! came from.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::route::Route;
+
+/// How a proxied exchange ended, as seen from the client side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The response body was delivered to its end (or the response had no body).
+    Complete,
+    /// The client went away before the last byte (the upstream request was dropped).
+    ClientCancelled,
+    /// The upstream failed: connect error, reset, or an error mid-stream.
+    UpstreamError,
+    /// The request was refused by a ban and never forwarded.
+    Blocked,
+}
+
+impl Outcome {
+    /// Every outcome, in a fixed order (metric label tables are built from it).
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Complete,
+        Outcome::Blocked,
+        Outcome::UpstreamError,
+        Outcome::ClientCancelled,
+    ];
+
+    /// The metric label value (SPEC §7: `forwarded`, `blocked`, `upstream_error`, `client_cancelled`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Complete => "forwarded",
+            Outcome::Blocked => "blocked",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::ClientCancelled => "client_cancelled",
+        }
+    }
+
+    /// Position in [`Outcome::ALL`], for pre-resolved handle tables.
+    pub fn index(self) -> usize {
+        match self {
+            Outcome::Complete => 0,
+            Outcome::Blocked => 1,
+            Outcome::UpstreamError => 2,
+            Outcome::ClientCancelled => 3,
+        }
+    }
+}
+
+/// The HTTP method, reduced to a small closed set so it can be a bounded metric label
+/// and a compact detection key without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`
+    Head,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `DELETE`
+    Delete,
+    /// `OPTIONS`
+    Options,
+    /// `PATCH`
+    Patch,
+    /// Anything else (`CONNECT`, `TRACE`, extension methods).
+    Other,
+}
+
+impl Method {
+    /// Every method, in label-table order.
+    pub const ALL: [Method; 8] = [
+        Method::Get,
+        Method::Head,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Options,
+        Method::Patch,
+        Method::Other,
+    ];
+
+    /// Classifies method text (case-sensitive, as HTTP methods are).
+    pub fn parse(text: &str) -> Method {
+        match text {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+
+    /// The method text (`OTHER` for the catch-all).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Other => "OTHER",
+        }
+    }
+
+    /// Position in [`Method::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One finished request: what the detection engine, the metrics and the access log see.
+///
+/// The text fields are `Cow<'static, str>`: for the common case (a known method, a known
+/// route path with no query) they borrow from static tables, so building a record does
+/// not allocate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestRecord {
+    /// The resolved client address (socket peer, or the `X-Forwarded-For` hop a trusted
+    /// proxy vouched for). IPv4-mapped IPv6 is already shown as IPv4.
+    pub src: IpAddr,
+    /// The socket peer that actually connected (differs from `src` behind a trusted proxy).
+    pub peer: IpAddr,
+    /// The request method.
+    pub method: Method,
+    /// The method text as received, for the access log (`GET`, or an extension method).
+    pub method_text: Cow<'static, str>,
+    /// The normalised path (percent-decoded, `//` collapsed, no query): the detection key.
+    pub path: Cow<'static, str>,
+    /// The raw request target (path and query) as received, for the access log.
+    pub raw_target: Cow<'static, str>,
+    /// Which known Ollama route the path belongs to (bounded metric label).
+    pub route: Route,
+    /// The response status sent to the client (`499` when the client left before the head).
+    pub status: u16,
+    /// Time from request head in to the first response body byte (none when no body byte
+    /// was ever sent).
+    pub ttfb: Option<Duration>,
+    /// Time from request head in to the last response byte out, or to the client disconnect:
+    /// the span Ollama's own `[GIN]` line measures.
+    pub total: Duration,
+    /// Wall-clock time the request finished (window alignment and log timestamps).
+    pub completed_at: DateTime<Utc>,
+    /// How the exchange ended.
+    pub outcome: Outcome,
+}
+
+/// Where finished requests go. The proxy calls it once per request, from the task that
+/// finished the response; an implementation must not block (hand slow work to a task).
+pub trait RecordSink: Send + Sync + 'static {
+    /// Takes one finished request.
+    fn record(&self, record: RequestRecord);
+}
+
+/// A sink that forgets everything (tests and the `demo` baseline).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl RecordSink for NullSink {
+    fn record(&self, _record: RequestRecord) {}
+}

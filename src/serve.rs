@@ -1,0 +1,1 @@
+//! serve wiring (in progress)
