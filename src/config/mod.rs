@@ -1,1 +1,165 @@
-//! config (in progress)
+//! Configuration: the command line, the environment and the TOML file merged into one
+//! validated [`Config`] (precedence CLI > env > file > default).
+//!
+//! Pure: nothing here binds a socket or opens a log. Every problem becomes one
+//! [`ConfigError`] line naming the key, so `main` can print it and exit 2 before anything
+//! starts.
+
+mod cli;
+mod file;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use cli::{BansAction, BansArgs, Cli, Command, ScanArgs, ServeArgs};
+pub use file::{BanFile, FileConfig, TimeoutsFile};
+pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
+
+use crate::detect::RuleConfig;
+
+/// A configuration problem: which key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value failed validation.
+    #[error("config error: {key}: {problem}")]
+    Invalid {
+        /// The key as the operator wrote it (`listen`, `ban.duration`, `rule[x].window`).
+        key: String,
+        /// What is wrong, with the offending value.
+        problem: String,
+    },
+    /// The file could not be read or is not valid TOML for this schema.
+    #[error("config error: {path}: {problem}")]
+    File {
+        /// The file.
+        path: String,
+        /// The parser's message with the line number.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The ban policy (`[ban]`): first duration, escalation, cap and memory of offences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BanPolicy {
+    /// First ban.
+    pub duration: Duration,
+    /// Each repeat offence within `memory` multiplies the duration by this.
+    pub increment: f64,
+    /// No ban is longer than this.
+    pub max: Duration,
+    /// How long an offence counts towards escalation.
+    pub memory: Duration,
+}
+
+/// Timeouts around the proxied exchange. There is deliberately no total or body timeout:
+/// generations and pulls legitimately run for minutes to hours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// Upstream TCP connect timeout.
+    pub upstream_connect: Duration,
+    /// Time a client has to send a complete request head (slowloris guard).
+    pub header_read: Duration,
+    /// How long in-flight requests may run on after SIGTERM/SIGINT.
+    pub grace_period: Duration,
+    /// Interval of the background readiness probe.
+    pub readiness_probe: Duration,
+    /// Idle pooled upstream connections are closed after this long.
+    pub upstream_idle: Duration,
+}
+
+/// The effective, validated configuration of `serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Client-facing listener.
+    pub listen: SocketAddr,
+    /// The Ollama to forward to.
+    pub upstream: Upstream,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Default action of rules that set none.
+    pub mode: Mode,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Sources never counted and never banned.
+    pub allowlist: Vec<IpNet>,
+    /// IPv6 sources are grouped by this prefix length.
+    pub ipv6_prefix: u8,
+    /// Hard cap on detection counter entries.
+    pub max_tracked_keys: usize,
+    /// Detection log destination.
+    pub detection_log: LogTarget,
+    /// Access log destination (none = off).
+    pub access_log: Option<LogTarget>,
+    /// Access log line format.
+    pub access_log_format: AccessLogFormat,
+    /// Where bans persist (none = in memory only).
+    pub state_dir: Option<PathBuf>,
+    /// Tracing filter for diagnostics.
+    pub log_level: String,
+    /// Bearer token the admin API's ban endpoints require (none = no auth; loopback bind).
+    pub admin_token: Option<String>,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Ban policy.
+    pub ban: BanPolicy,
+    /// Rules as written (empty = the built-in set).
+    pub rules: Vec<RuleConfig>,
+    /// The file this came from, re-read on SIGHUP.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Reads and parses a TOML config file; errors name the file and the line.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let file_err = |problem: String| ConfigError::File {
+        path: path.display().to_string(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let msg = e.message().replace('\n', " ");
+        match line {
+            Some(l) => file_err(format!("line {l}: {msg}")),
+            None => file_err(msg),
+        }
+    })
+}
+
+impl Config {
+    /// Loads the file named by `--config` (if any) and merges it under the command line.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::merge(args, file)
+    }
+
+    /// Merges command-line/env values over file values over defaults, and validates all.
+    pub fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
+        values::merge(args, file)
+    }
+
+    /// The effective configuration as a TOML document (`check-config`), secrets redacted.
+    pub fn to_toml(&self) -> String {
+        values::to_toml(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! The command line (clap). Every `serve` option is also read from `OLLAMA_GUARD_<NAME>`;
+//! values stay text here and are validated once, with the config file, in [`super::Config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// ollama-guard: a transparent reverse proxy for Ollama that detects and blocks model
+/// exfiltration.
+#[derive(Debug, Parser)]
+#[command(name = "ollama-guard", version, about, long_about = None)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the default `serve` command.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Serve(ServeArgs),
+    /// Run the detection engine over existing Ollama logs.
+    Scan(ScanArgs),
+    /// Validate a config file and print the effective configuration (exit 0, or 2).
+    CheckConfig {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// List, add or remove bans through the admin API.
+    Bans(BansArgs),
+    /// Run the embedded Ollama simulator, the proxy and a scripted attack.
+    Demo,
+}
+
+/// Options of `serve` (CLI > env > config file > default).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Client-facing listener [default: 0.0.0.0:11434]
+    #[arg(long, env = "OLLAMA_GUARD_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// The Ollama to forward to [default: http://127.0.0.1:11435]
+    #[arg(long, env = "OLLAMA_GUARD_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Listener for /metrics, /healthz, /readyz and /api/bans [default: 127.0.0.1:9464]
+    #[arg(long, env = "OLLAMA_GUARD_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// TOML configuration file
+    #[arg(long, env = "OLLAMA_GUARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Default action of rules that set none: monitor | block [default: monitor]
+    #[arg(long, env = "OLLAMA_GUARD_MODE", value_name = "MODE")]
+    pub mode: Option<String>,
+    /// JSON-lines detection log; `-` = stdout [default: -]
+    #[arg(long, env = "OLLAMA_GUARD_DETECTION_LOG", value_name = "PATH")]
+    pub detection_log: Option<String>,
+    /// One line per request; `-` = stdout [default: off]
+    #[arg(long, env = "OLLAMA_GUARD_ACCESS_LOG", value_name = "PATH")]
+    pub access_log: Option<String>,
+    /// Access log format: gin | json [default: gin]
+    #[arg(long, env = "OLLAMA_GUARD_ACCESS_LOG_FORMAT", value_name = "FORMAT")]
+    pub access_log_format: Option<String>,
+    /// Peers whose X-Forwarded-For is believed (repeatable; env: comma-separated)
+    #[arg(
+        long = "trusted-proxy",
+        env = "OLLAMA_GUARD_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxy: Vec<String>,
+    /// Where bans persist across restarts [default: none]
+    #[arg(long, env = "OLLAMA_GUARD_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Tracing filter for the program's own diagnostics on stderr [default: info]
+    #[arg(long, env = "OLLAMA_GUARD_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Options of `scan`.
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// Reproduce the seed rule's Splunk search exactly (SPEC §6)
+    #[arg(long)]
+    pub splunk_compat: bool,
+    /// Rules as in the config file [default: the built-in rule set]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Zone of the GIN timestamps: UTC, a fixed offset (+02:00) or an IANA name
+    #[arg(long, default_value = "UTC", value_name = "TZ")]
+    pub timezone: String,
+    /// Output format: jsonl | table | csv [default: jsonl unless stdout is a terminal]
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Log files (`-` or none = stdin; `.gz` is decompressed)
+    #[arg(value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+/// Options of `bans`.
+#[derive(Debug, Clone, Args)]
+pub struct BansArgs {
+    /// The admin listener's base URL
+    #[arg(
+        long,
+        env = "OLLAMA_GUARD_ADMIN",
+        default_value = "http://127.0.0.1:9464",
+        value_name = "URL"
+    )]
+    pub admin: String,
+    /// Bearer token, when the admin API requires one
+    #[arg(long, env = "OLLAMA_GUARD_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: BansAction,
+}
+
+/// `bans` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BansAction {
+    /// List active bans
+    List,
+    /// Ban an IP or CIDR
+    Add {
+        /// IP or CIDR
+        src: String,
+        /// How long (humantime: 15m, 1h, 7d)
+        #[arg(long, default_value = "1h")]
+        duration: String,
+        /// Why (copied into the detection log)
+        #[arg(long, default_value = "manual")]
+        reason: String,
+        /// Ban even an allowlisted source
+        #[arg(long)]
+        force: bool,
+    },
+    /// Lift a ban
+    Remove {
+        /// IP or CIDR exactly as listed
+        src: String,
+    },
+}

@@ -1,0 +1,77 @@
+//! The TOML configuration file, as written by the operator: every key optional, unknown keys
+//! rejected (a typo must not silently fall back to a default).
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::RuleConfig;
+
+/// The file's top level (SPEC §3 plus the documented extension keys).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Client-facing listener.
+    pub listen: Option<String>,
+    /// The Ollama to forward to.
+    pub upstream: Option<String>,
+    /// Admin listener.
+    pub admin_listen: Option<String>,
+    /// `monitor` | `block`.
+    pub mode: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Sources never counted and never banned.
+    pub allowlist: Option<Vec<String>>,
+    /// IPv6 grouping prefix length.
+    pub ipv6_prefix: Option<u8>,
+    /// Hard cap on counter entries.
+    pub max_tracked_keys: Option<usize>,
+    /// Detection log path (`-` = stdout).
+    pub detection_log: Option<String>,
+    /// Access log path (`-` = stdout); absent = off.
+    pub access_log: Option<String>,
+    /// `gin` | `json`.
+    pub access_log_format: Option<String>,
+    /// Where bans persist.
+    pub state_dir: Option<String>,
+    /// Tracing filter for diagnostics.
+    pub log_level: Option<String>,
+    /// Bearer token required by the admin API's `/api/bans` (extension).
+    pub admin_token: Option<String>,
+    /// Timeouts (extension).
+    pub timeouts: Option<TimeoutsFile>,
+    /// Ban policy.
+    pub ban: Option<BanFile>,
+    /// Detection rules; none = the built-in set.
+    #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[ban]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanFile {
+    /// First ban.
+    pub duration: Option<String>,
+    /// Multiplier per repeat offence.
+    pub increment: Option<f64>,
+    /// Longest ban.
+    pub max: Option<String>,
+    /// How long offences are remembered.
+    pub memory: Option<String>,
+}
+
+/// `[timeouts]` (extension of SPEC §3).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// Upstream TCP connect timeout.
+    pub upstream_connect: Option<String>,
+    /// Client header-read timeout (slowloris guard).
+    pub header_read: Option<String>,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub grace_period: Option<String>,
+    /// How often the readiness probe asks the upstream.
+    pub readiness_probe: Option<String>,
+    /// Idle upstream connections are closed after this long.
+    pub upstream_idle: Option<String>,
+}

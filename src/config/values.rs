@@ -1,0 +1,306 @@
+//! Value types of the configuration and the merge/validation of every key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use ipnet::IpNet;
+
+use super::{BanFile, BanPolicy, Config, ConfigError, FileConfig, ServeArgs, Timeouts, TimeoutsFile};
+
+/// Default action of rules that set none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Detect and log; never change a response.
+    Monitor,
+    /// Ban flagged sources and refuse their requests.
+    Block,
+}
+
+impl Mode {
+    /// The config text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Block => "block",
+        }
+    }
+}
+
+/// Where a log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard output (`-`).
+    Stdout,
+    /// A file, appended to and reopened on SIGHUP.
+    File(PathBuf),
+}
+
+impl LogTarget {
+    fn parse(text: &str) -> LogTarget {
+        if text == "-" {
+            LogTarget::Stdout
+        } else {
+            LogTarget::File(PathBuf::from(text))
+        }
+    }
+
+    /// The config text.
+    pub fn display(&self) -> String {
+        match self {
+            LogTarget::Stdout => "-".to_owned(),
+            LogTarget::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// Byte-compatible with Ollama's own `[GIN]` line.
+    Gin,
+    /// One JSON object per request.
+    Json,
+}
+
+impl AccessLogFormat {
+    /// The config text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessLogFormat::Gin => "gin",
+            AccessLogFormat::Json => "json",
+        }
+    }
+}
+
+/// The upstream Ollama: plain HTTP, scheme and authority only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http`.
+    pub scheme: Scheme,
+    /// `host:port` (port defaulted to 80 when absent).
+    pub authority: Authority,
+}
+
+impl Upstream {
+    /// Parses `http://host:port` (a trailing `/` is accepted; a path prefix is not).
+    pub fn parse(text: &str) -> Result<Upstream, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("'{text}' is not a URL ({e})"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| format!("'{text}' has no scheme (write http://host:port)"))?;
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "'{text}': only http:// upstreams are supported (Ollama speaks plain HTTP)"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("'{text}' has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("'{text}': credentials in the URL are not supported"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("'{text}': a path prefix is not supported"));
+        }
+        let authority = match authority.port_u16() {
+            Some(_) => authority,
+            None => format!("{}:80", authority.host())
+                .parse()
+                .map_err(|e| format!("'{text}': {e}"))?,
+        };
+        Ok(Upstream { scheme, authority })
+    }
+
+    /// The URL text.
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+}
+
+fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| ConfigError::invalid(key, format!("'{text}' is not an address like 127.0.0.1:11434 or [::1]:11434")))
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text)
+        .map_err(|e| ConfigError::invalid(key, format!("'{text}' is not a duration like 250ms, 55s, 15m ({e})")))
+}
+
+fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let d = duration(key, text)?;
+    if d.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn cidrs(key: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    items
+        .iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| ConfigError::invalid(key, format!("'{s}' is not an IP address or CIDR")))
+        })
+        .collect()
+}
+
+fn mode(text: &str) -> Result<Mode, ConfigError> {
+    match text {
+        "monitor" => Ok(Mode::Monitor),
+        "block" => Ok(Mode::Block),
+        other => Err(ConfigError::invalid("mode", format!("'{other}' is not one of monitor, block"))),
+    }
+}
+
+fn access_log_format(text: &str) -> Result<AccessLogFormat, ConfigError> {
+    match text {
+        "gin" => Ok(AccessLogFormat::Gin),
+        "json" => Ok(AccessLogFormat::Json),
+        other => Err(ConfigError::invalid(
+            "access_log_format",
+            format!("'{other}' is not one of gin, json"),
+        )),
+    }
+}
+
+fn ban_policy(file: &BanFile) -> Result<BanPolicy, ConfigError> {
+    let duration = positive_duration("ban.duration", file.duration.as_deref().unwrap_or("15m"))?;
+    let increment = file.increment.unwrap_or(2.0);
+    if !increment.is_finite() || increment < 1.0 {
+        return Err(ConfigError::invalid("ban.increment", format!("{increment} must be a number >= 1.0")));
+    }
+    let max = positive_duration("ban.max", file.max.as_deref().unwrap_or("24h"))?;
+    if max < duration {
+        return Err(ConfigError::invalid("ban.max", "must be at least ban.duration"));
+    }
+    let memory = duration_or("ban.memory", file.memory.as_deref(), "7d")?;
+    Ok(BanPolicy { duration, increment, max, memory })
+}
+
+fn duration_or(key: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
+    duration(key, text.unwrap_or(default))
+}
+
+fn timeouts(file: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
+    Ok(Timeouts {
+        upstream_connect: positive_duration("timeouts.upstream_connect", file.upstream_connect.as_deref().unwrap_or("5s"))?,
+        header_read: positive_duration("timeouts.header_read", file.header_read.as_deref().unwrap_or("30s"))?,
+        grace_period: duration_or("timeouts.grace_period", file.grace_period.as_deref(), "30s")?,
+        readiness_probe: positive_duration("timeouts.readiness_probe", file.readiness_probe.as_deref().unwrap_or("5s"))?,
+        upstream_idle: positive_duration("timeouts.upstream_idle", file.upstream_idle.as_deref().unwrap_or("90s"))?,
+    })
+}
+
+fn log_level(text: &str) -> Result<String, ConfigError> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| ConfigError::invalid("log_level", format!("'{text}': {e}")))
+}
+
+pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
+    let pick = |cli: &Option<String>, file: &Option<String>, default: &str| -> String {
+        cli.clone().or_else(|| file.clone()).unwrap_or_else(|| default.to_owned())
+    };
+    let listen = socket_addr("listen", &pick(&args.listen, &file.listen, "0.0.0.0:11434"))?;
+    let upstream_text = pick(&args.upstream, &file.upstream, "http://127.0.0.1:11435");
+    let upstream = Upstream::parse(&upstream_text).map_err(|p| ConfigError::invalid("upstream", p))?;
+    let admin_listen = socket_addr("admin_listen", &pick(&args.admin_listen, &file.admin_listen, "127.0.0.1:9464"))?;
+    let mode = mode(&pick(&args.mode, &file.mode, "monitor"))?;
+    let trusted = if args.trusted_proxy.is_empty() {
+        file.trusted_proxies.clone().unwrap_or_default()
+    } else {
+        args.trusted_proxy.clone()
+    };
+    let trusted_proxies = cidrs("trusted_proxies", &trusted)?;
+    let allowlist = cidrs("allowlist", file.allowlist.as_deref().unwrap_or(&[]))?;
+    let ipv6_prefix = file.ipv6_prefix.unwrap_or(64);
+    if ipv6_prefix == 0 || ipv6_prefix > 128 {
+        return Err(ConfigError::invalid("ipv6_prefix", format!("{ipv6_prefix} must be between 1 and 128")));
+    }
+    let max_tracked_keys = file.max_tracked_keys.unwrap_or(1_000_000);
+    if max_tracked_keys == 0 {
+        return Err(ConfigError::invalid("max_tracked_keys", "must be at least 1"));
+    }
+    let detection_log = LogTarget::parse(&pick(&args.detection_log, &file.detection_log, "-"));
+    let access_log = args.access_log.clone().or_else(|| file.access_log.clone());
+    let access_log = access_log.filter(|s| !s.is_empty()).map(|s| LogTarget::parse(&s));
+    let access_log_format = access_log_format(&pick(&args.access_log_format, &file.access_log_format, "gin"))?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(|| file.state_dir.as_ref().map(PathBuf::from));
+    let log_level = log_level(&pick(&args.log_level, &file.log_level, "info"))?;
+    let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
+    let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
+    let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
+    crate::detect::validate_rule_configs(&file.rules).map_err(|e| ConfigError::invalid(e.key(), e.problem()))?;
+    Ok(Config {
+        listen,
+        upstream,
+        admin_listen,
+        mode,
+        trusted_proxies,
+        allowlist,
+        ipv6_prefix,
+        max_tracked_keys,
+        detection_log,
+        access_log,
+        access_log_format,
+        state_dir,
+        log_level,
+        admin_token,
+        timeouts,
+        ban,
+        rules: file.rules,
+        config_file: args.config.clone(),
+    })
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+pub(super) fn to_toml(c: &Config) -> String {
+    let cidr_texts = |v: &[IpNet]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let file = FileConfig {
+        listen: Some(c.listen.to_string()),
+        upstream: Some(c.upstream.url()),
+        admin_listen: Some(c.admin_listen.to_string()),
+        mode: Some(c.mode.as_str().to_owned()),
+        trusted_proxies: Some(cidr_texts(&c.trusted_proxies)),
+        allowlist: Some(cidr_texts(&c.allowlist)),
+        ipv6_prefix: Some(c.ipv6_prefix),
+        max_tracked_keys: Some(c.max_tracked_keys),
+        detection_log: Some(c.detection_log.display()),
+        access_log: Some(c.access_log.as_ref().map(LogTarget::display).unwrap_or_default()),
+        access_log_format: Some(c.access_log_format.as_str().to_owned()),
+        state_dir: c.state_dir.as_ref().map(|p| p.display().to_string()),
+        log_level: Some(c.log_level.clone()),
+        admin_token: c.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
+        timeouts: Some(TimeoutsFile {
+            upstream_connect: Some(human(c.timeouts.upstream_connect)),
+            header_read: Some(human(c.timeouts.header_read)),
+            grace_period: Some(human(c.timeouts.grace_period)),
+            readiness_probe: Some(human(c.timeouts.readiness_probe)),
+            upstream_idle: Some(human(c.timeouts.upstream_idle)),
+        }),
+        ban: Some(BanFile {
+            duration: Some(human(c.ban.duration)),
+            increment: Some(c.ban.increment),
+            max: Some(human(c.ban.max)),
+            memory: Some(human(c.ban.memory)),
+        }),
+        rules: crate::detect::effective_rule_configs(&c.rules),
+    };
+    toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+}
