@@ -217,8 +217,14 @@ mod tests {
 
     #[test]
     fn percent_encoded_query_and_double_slash_normalise_to_show() {
-        assert_eq!(normalize("/api/%73how?x=1"), (Cow::Borrowed("/api/show"), Route::Show));
-        assert_eq!(normalize("//api//show"), (Cow::Borrowed("/api/show"), Route::Show));
+        assert_eq!(
+            normalize("/api/%73how?x=1"),
+            (Cow::Borrowed("/api/show"), Route::Show)
+        );
+        assert_eq!(
+            normalize("//api//show"),
+            (Cow::Borrowed("/api/show"), Route::Show)
+        );
         assert_eq!(normalize("/api/show#frag").1, Route::Show);
     }
 
@@ -227,7 +233,10 @@ mod tests {
         let (p, r) = normalize("/api/blobs/sha256:abc?x");
         assert_eq!((p.as_ref(), r), ("/api/blobs/sha256:abc", Route::Blobs));
         let (p, r) = normalize("/v1/models/llama3%2F8b");
-        assert_eq!((p.as_ref(), r), ("/v1/models/llama3/8b", Route::OpenAiModel));
+        assert_eq!(
+            (p.as_ref(), r),
+            ("/v1/models/llama3/8b", Route::OpenAiModel)
+        );
     }
 
     #[test]
@@ -256,7 +265,10 @@ mod tests {
 
     #[test]
     fn fast_path_borrows_for_fixed_routes() {
-        assert!(matches!(normalize_fast("/api/tags").0, Cow::Borrowed("/api/tags")));
+        assert!(matches!(
+            normalize_fast("/api/tags").0,
+            Cow::Borrowed("/api/tags")
+        ));
         assert_eq!(normalize_fast("/api/tags?x=1").0, "/api/tags");
     }
 }

@@ -112,7 +112,12 @@ pub struct BansArgs {
     )]
     pub admin: String,
     /// Bearer token, when the admin API requires one
-    #[arg(long, env = "OLLAMA_GUARD_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "OLLAMA_GUARD_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// What to do.
     #[command(subcommand)]

@@ -56,7 +56,8 @@ fn bad_values_name_their_key() {
         err("allowlist = [\"10.0.0.0/33\"]"),
         "config error: allowlist: '10.0.0.0/33' is not an IP address or CIDR"
     );
-    assert!(err("[ban]\nduration = \"soon\"").starts_with("config error: ban.duration: 'soon' is not a duration"));
+    assert!(err("[ban]\nduration = \"soon\"")
+        .starts_with("config error: ban.duration: 'soon' is not a duration"));
     assert_eq!(
         err("[ban]\nduration = \"2h\"\nmax = \"1h\""),
         "config error: ban.max: must be at least ban.duration"
@@ -83,9 +84,17 @@ fn unknown_key_in_file_is_an_error_with_its_line() {
 
 #[test]
 fn upstream_without_port_defaults_to_80_and_rejects_paths() {
-    assert_eq!(Upstream::parse("http://ollama").unwrap().url(), "http://ollama:80");
-    assert_eq!(Upstream::parse("http://[::1]:11435/").unwrap().url(), "http://[::1]:11435");
-    assert!(Upstream::parse("http://h:1/ollama").unwrap_err().contains("path prefix"));
+    assert_eq!(
+        Upstream::parse("http://ollama").unwrap().url(),
+        "http://ollama:80"
+    );
+    assert_eq!(
+        Upstream::parse("http://[::1]:11435/").unwrap().url(),
+        "http://[::1]:11435"
+    );
+    assert!(Upstream::parse("http://h:1/ollama")
+        .unwrap_err()
+        .contains("path prefix"));
 }
 
 #[test]
@@ -101,7 +110,11 @@ fn trusted_proxy_single_address_becomes_host_cidr() {
 
 #[test]
 fn effective_config_round_trips_through_toml() {
-    let c = Config::merge(&ServeArgs::default(), file("mode = \"block\"\nadmin_token = \"s3cret\"")).unwrap();
+    let c = Config::merge(
+        &ServeArgs::default(),
+        file("mode = \"block\"\nadmin_token = \"s3cret\""),
+    )
+    .unwrap();
     let text = c.to_toml();
     assert!(text.contains("mode = \"block\""));
     assert!(text.contains("admin_token = \"<redacted>\""));

@@ -8,7 +8,9 @@ use http::uri::{Authority, Scheme};
 use http::Uri;
 use ipnet::IpNet;
 
-use super::{BanFile, BanPolicy, Config, ConfigError, FileConfig, ServeArgs, Timeouts, TimeoutsFile};
+use super::{
+    BanFile, BanPolicy, Config, ConfigError, FileConfig, ServeArgs, Timeouts, TimeoutsFile,
+};
 
 /// Default action of rules that set none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +106,9 @@ impl Upstream {
             .cloned()
             .ok_or_else(|| format!("'{text}' has no host"))?;
         if authority.as_str().contains('@') {
-            return Err(format!("'{text}': credentials in the URL are not supported"));
+            return Err(format!(
+                "'{text}': credentials in the URL are not supported"
+            ));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("'{text}': a path prefix is not supported"));
@@ -125,13 +129,21 @@ impl Upstream {
 }
 
 fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| ConfigError::invalid(key, format!("'{text}' is not an address like 127.0.0.1:11434 or [::1]:11434")))
+    text.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("'{text}' is not an address like 127.0.0.1:11434 or [::1]:11434"),
+        )
+    })
 }
 
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text)
-        .map_err(|e| ConfigError::invalid(key, format!("'{text}' is not a duration like 250ms, 55s, 15m ({e})")))
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("'{text}' is not a duration like 250ms, 55s, 15m ({e})"),
+        )
+    })
 }
 
 fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -149,7 +161,9 @@ fn cidrs(key: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
             s.parse::<IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
                 .map(|n| n.trunc())
-                .map_err(|_| ConfigError::invalid(key, format!("'{s}' is not an IP address or CIDR")))
+                .map_err(|_| {
+                    ConfigError::invalid(key, format!("'{s}' is not an IP address or CIDR"))
+                })
         })
         .collect()
 }
@@ -158,7 +172,10 @@ fn mode(text: &str) -> Result<Mode, ConfigError> {
     match text {
         "monitor" => Ok(Mode::Monitor),
         "block" => Ok(Mode::Block),
-        other => Err(ConfigError::invalid("mode", format!("'{other}' is not one of monitor, block"))),
+        other => Err(ConfigError::invalid(
+            "mode",
+            format!("'{other}' is not one of monitor, block"),
+        )),
     }
 }
 
@@ -177,14 +194,25 @@ fn ban_policy(file: &BanFile) -> Result<BanPolicy, ConfigError> {
     let duration = positive_duration("ban.duration", file.duration.as_deref().unwrap_or("15m"))?;
     let increment = file.increment.unwrap_or(2.0);
     if !increment.is_finite() || increment < 1.0 {
-        return Err(ConfigError::invalid("ban.increment", format!("{increment} must be a number >= 1.0")));
+        return Err(ConfigError::invalid(
+            "ban.increment",
+            format!("{increment} must be a number >= 1.0"),
+        ));
     }
     let max = positive_duration("ban.max", file.max.as_deref().unwrap_or("24h"))?;
     if max < duration {
-        return Err(ConfigError::invalid("ban.max", "must be at least ban.duration"));
+        return Err(ConfigError::invalid(
+            "ban.max",
+            "must be at least ban.duration",
+        ));
     }
     let memory = duration_or("ban.memory", file.memory.as_deref(), "7d")?;
-    Ok(BanPolicy { duration, increment, max, memory })
+    Ok(BanPolicy {
+        duration,
+        increment,
+        max,
+        memory,
+    })
 }
 
 fn duration_or(key: &str, text: Option<&str>, default: &str) -> Result<Duration, ConfigError> {
@@ -193,11 +221,23 @@ fn duration_or(key: &str, text: Option<&str>, default: &str) -> Result<Duration,
 
 fn timeouts(file: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
     Ok(Timeouts {
-        upstream_connect: positive_duration("timeouts.upstream_connect", file.upstream_connect.as_deref().unwrap_or("5s"))?,
-        header_read: positive_duration("timeouts.header_read", file.header_read.as_deref().unwrap_or("30s"))?,
+        upstream_connect: positive_duration(
+            "timeouts.upstream_connect",
+            file.upstream_connect.as_deref().unwrap_or("5s"),
+        )?,
+        header_read: positive_duration(
+            "timeouts.header_read",
+            file.header_read.as_deref().unwrap_or("30s"),
+        )?,
         grace_period: duration_or("timeouts.grace_period", file.grace_period.as_deref(), "30s")?,
-        readiness_probe: positive_duration("timeouts.readiness_probe", file.readiness_probe.as_deref().unwrap_or("5s"))?,
-        upstream_idle: positive_duration("timeouts.upstream_idle", file.upstream_idle.as_deref().unwrap_or("90s"))?,
+        readiness_probe: positive_duration(
+            "timeouts.readiness_probe",
+            file.readiness_probe.as_deref().unwrap_or("5s"),
+        )?,
+        upstream_idle: positive_duration(
+            "timeouts.upstream_idle",
+            file.upstream_idle.as_deref().unwrap_or("90s"),
+        )?,
     })
 }
 
@@ -209,12 +249,18 @@ fn log_level(text: &str) -> Result<String, ConfigError> {
 
 pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
     let pick = |cli: &Option<String>, file: &Option<String>, default: &str| -> String {
-        cli.clone().or_else(|| file.clone()).unwrap_or_else(|| default.to_owned())
+        cli.clone()
+            .or_else(|| file.clone())
+            .unwrap_or_else(|| default.to_owned())
     };
     let listen = socket_addr("listen", &pick(&args.listen, &file.listen, "0.0.0.0:11434"))?;
     let upstream_text = pick(&args.upstream, &file.upstream, "http://127.0.0.1:11435");
-    let upstream = Upstream::parse(&upstream_text).map_err(|p| ConfigError::invalid("upstream", p))?;
-    let admin_listen = socket_addr("admin_listen", &pick(&args.admin_listen, &file.admin_listen, "127.0.0.1:9464"))?;
+    let upstream =
+        Upstream::parse(&upstream_text).map_err(|p| ConfigError::invalid("upstream", p))?;
+    let admin_listen = socket_addr(
+        "admin_listen",
+        &pick(&args.admin_listen, &file.admin_listen, "127.0.0.1:9464"),
+    )?;
     let mode = mode(&pick(&args.mode, &file.mode, "monitor"))?;
     let trusted = if args.trusted_proxy.is_empty() {
         file.trusted_proxies.clone().unwrap_or_default()
@@ -225,16 +271,28 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let allowlist = cidrs("allowlist", file.allowlist.as_deref().unwrap_or(&[]))?;
     let ipv6_prefix = file.ipv6_prefix.unwrap_or(64);
     if ipv6_prefix == 0 || ipv6_prefix > 128 {
-        return Err(ConfigError::invalid("ipv6_prefix", format!("{ipv6_prefix} must be between 1 and 128")));
+        return Err(ConfigError::invalid(
+            "ipv6_prefix",
+            format!("{ipv6_prefix} must be between 1 and 128"),
+        ));
     }
     let max_tracked_keys = file.max_tracked_keys.unwrap_or(1_000_000);
     if max_tracked_keys == 0 {
-        return Err(ConfigError::invalid("max_tracked_keys", "must be at least 1"));
+        return Err(ConfigError::invalid(
+            "max_tracked_keys",
+            "must be at least 1",
+        ));
     }
     let detection_log = LogTarget::parse(&pick(&args.detection_log, &file.detection_log, "-"));
     let access_log = args.access_log.clone().or_else(|| file.access_log.clone());
-    let access_log = access_log.filter(|s| !s.is_empty()).map(|s| LogTarget::parse(&s));
-    let access_log_format = access_log_format(&pick(&args.access_log_format, &file.access_log_format, "gin"))?;
+    let access_log = access_log
+        .filter(|s| !s.is_empty())
+        .map(|s| LogTarget::parse(&s));
+    let access_log_format = access_log_format(&pick(
+        &args.access_log_format,
+        &file.access_log_format,
+        "gin",
+    ))?;
     let state_dir = args
         .state_dir
         .clone()
@@ -243,7 +301,8 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
-    crate::detect::validate_rule_configs(&file.rules).map_err(|e| ConfigError::invalid(e.key(), e.problem()))?;
+    crate::detect::validate_rule_configs(&file.rules)
+        .map_err(|e| ConfigError::invalid(e.key(), e.problem()))?;
     Ok(Config {
         listen,
         upstream,
@@ -282,7 +341,12 @@ pub(super) fn to_toml(c: &Config) -> String {
         ipv6_prefix: Some(c.ipv6_prefix),
         max_tracked_keys: Some(c.max_tracked_keys),
         detection_log: Some(c.detection_log.display()),
-        access_log: Some(c.access_log.as_ref().map(LogTarget::display).unwrap_or_default()),
+        access_log: Some(
+            c.access_log
+                .as_ref()
+                .map(LogTarget::display)
+                .unwrap_or_default(),
+        ),
         access_log_format: Some(c.access_log_format.as_str().to_owned()),
         state_dir: c.state_dir.as_ref().map(|p| p.display().to_string()),
         log_level: Some(c.log_level.clone()),

@@ -1,1 +1,221 @@
-//! proxy (in progress)
+//! The proxy path: accept, resolve the client, forward unchanged and unbuffered, stream the
+//! response back frame by frame, and hand one [`RequestRecord`] per request to the sink.
+//!
+//! There is one service function and one body wrapper ([`timing::TimingBody`]); no tower
+//! stack, because there is exactly one path through the proxy.
+
+pub mod client_ip;
+pub mod headers;
+pub mod timing;
+pub mod upstream;
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{HeaderValue, EXPECT, HOST};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::config::{Config, Upstream};
+use crate::record::{Method, Outcome, RecordSink, RequestRecord};
+use crate::route;
+use crate::telemetry::Metrics;
+use timing::{Completion, HeadGuard, InFlight, TimingBody};
+
+/// The response body every proxied or locally answered request gets.
+pub type ProxyBody = TimingBody<Either<Incoming, Full<Bytes>>>;
+
+/// The proxy: upstream client, client-IP policy, and where records go.
+pub struct Proxy {
+    client: upstream::UpstreamClient,
+    upstream: Upstream,
+    upstream_host: HeaderValue,
+    trusted: ArcSwap<Vec<IpNet>>,
+    sink: Arc<dyn RecordSink>,
+    metrics: Arc<Metrics>,
+    header_read_timeout: Duration,
+}
+
+impl Proxy {
+    /// Builds the proxy for `config`; records go to `sink`.
+    pub fn new(config: &Config, sink: Arc<dyn RecordSink>, metrics: Arc<Metrics>) -> Arc<Proxy> {
+        let upstream_host = HeaderValue::from_str(config.upstream.authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        Arc::new(Proxy {
+            client: upstream::client(&config.timeouts),
+            upstream: config.upstream.clone(),
+            upstream_host,
+            trusted: ArcSwap::from_pointee(config.trusted_proxies.clone()),
+            sink,
+            metrics,
+            header_read_timeout: config.timeouts.header_read,
+        })
+    }
+
+    /// Replaces the trusted-proxy list (config reload).
+    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+        self.trusted.store(Arc::new(trusted));
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then lets in-flight requests finish for
+    /// up to `grace` (idle keep-alive connections close at once).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) {
+        let graceful = GracefulShutdown::new();
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .keep_alive(true);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let proxy = self.clone();
+                        let service = service_fn(move |req| proxy.clone().handle(req, peer));
+                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => tracing::info!("all connections drained"),
+            () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
+        }
+    }
+
+    fn completion(&self, req: &Request<Incoming>, peer: SocketAddr, start: Instant) -> Completion {
+        let trusted = self.trusted.load();
+        let src = client_ip::resolve(peer.ip(), req.headers(), &trusted);
+        let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let (path, route) = route::normalize_fast(target);
+        let raw_target = if path == target {
+            path.clone()
+        } else {
+            Cow::Owned(target.to_owned())
+        };
+        let method = Method::parse(req.method().as_str());
+        let method_text = match method {
+            Method::Other => Cow::Owned(req.method().as_str().to_owned()),
+            m => Cow::Borrowed(m.as_str()),
+        };
+        Completion {
+            record: RequestRecord {
+                src,
+                peer: client_ip::canonical(peer.ip()),
+                method,
+                method_text,
+                path,
+                raw_target,
+                route,
+                status: 0,
+                ttfb: None,
+                total: Duration::ZERO,
+                completed_at: chrono::Utc::now(),
+                outcome: Outcome::Complete,
+            },
+            start,
+            sink: self.sink.clone(),
+            in_flight: Some(InFlight::new(self.metrics.in_flight.clone())),
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let start = Instant::now();
+        let completion = self.completion(&req, peer, start);
+        let src = completion.record.src;
+        let guard = HeadGuard::new(completion);
+        let req = self.rewrite(req, src);
+        match self.client.request(req).await {
+            Ok(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers);
+                let body =
+                    guard.into_body(parts.status.as_u16(), Outcome::Complete, Either::Left(body));
+                Ok(Response::from_parts(parts, body))
+            }
+            Err(e) => {
+                let kind = upstream::classify(&e);
+                self.metrics.upstream_error(kind);
+                let detail = upstream::describe(&e);
+                tracing::warn!(upstream = %self.upstream.url(), error = %detail, "upstream request failed");
+                let (parts, body) = upstream::bad_gateway(&detail).into_parts();
+                let body = guard.into_body(
+                    parts.status.as_u16(),
+                    Outcome::UpstreamError,
+                    Either::Right(body),
+                );
+                Ok(Response::from_parts(parts, body))
+            }
+        }
+    }
+
+    /// Points the request at the upstream: absolute URI, `Host` = upstream authority,
+    /// hop-by-hop headers and `Expect` removed (hyper already answered `100 Continue` to the
+    /// client when the body is first read), `X-Forwarded-*` set from what we resolved.
+    fn rewrite(&self, req: Request<Incoming>, src: IpAddr) -> Request<Incoming> {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(self.upstream.scheme.clone());
+        uri.authority = Some(self.upstream.authority.clone());
+        uri.path_and_query = Some(pq);
+        if let Ok(uri) = Uri::from_parts(uri) {
+            parts.uri = uri;
+        }
+        let h = &mut parts.headers;
+        let original_host = h.remove(HOST);
+        headers::strip_hop_by_hop(h);
+        h.remove(EXPECT);
+        h.insert(HOST, self.upstream_host.clone());
+        h.insert("x-forwarded-for", headers::ip_value(src));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        match original_host {
+            Some(host) => h.insert("x-forwarded-host", host),
+            None => h.remove("x-forwarded-host"),
+        };
+        parts.version = Version::HTTP_11;
+        Request::from_parts(parts, body)
+    }
+}

@@ -1,0 +1,183 @@
+//! The timing body: turns a response into exactly one [`RequestRecord`].
+//!
+//! Modelled on linkerd2-proxy's `BodyWithEosFn`: the record fires exactly once — on the end
+//! of the stream, on an error, when `is_end_stream()` turns true after a frame (hyper stops
+//! polling a body once its Content-Length is reached), and from `Drop` (the client went
+//! away, or hyper never polled an empty body). Until then a [`HeadGuard`] covers the time
+//! before the response head exists: if the request future is dropped there, the client
+//! disconnected while Ollama was still thinking, and that is recorded too (status 499).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use chrono::Utc;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use prometheus::IntGauge;
+use tokio::time::Instant;
+
+use crate::record::{Outcome, RecordSink, RequestRecord};
+
+/// Status recorded when the client left before a response head was sent (nginx's 499).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Everything about a request known before its response, waiting for its end.
+pub struct Completion {
+    /// The record with `status`, `ttfb`, `total`, `completed_at`, `outcome` still to fill.
+    pub(crate) record: RequestRecord,
+    /// When the request head was read.
+    pub(crate) start: Instant,
+    /// Where the finished record goes.
+    pub(crate) sink: Arc<dyn RecordSink>,
+    /// Decrements `in_flight_requests` when the record fires.
+    pub(crate) in_flight: Option<InFlight>,
+}
+
+/// +1 on `in_flight_requests` while alive.
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    /// Increments the gauge; the drop decrements it.
+    pub fn new(gauge: IntGauge) -> Self {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Completion {
+    /// Fills in the end of the exchange and hands the record to the sink.
+    fn finish(mut self, ttfb: Option<Instant>, outcome: Outcome) {
+        let now = Instant::now();
+        self.record.ttfb = ttfb.map(|t| t.saturating_duration_since(self.start));
+        self.record.total = now.saturating_duration_since(self.start);
+        self.record.completed_at = Utc::now();
+        self.record.outcome = outcome;
+        drop(self.in_flight.take());
+        self.sink.record(self.record);
+    }
+}
+
+/// Records a cancelled request if the request future is dropped before a response exists.
+pub struct HeadGuard {
+    completion: Option<Completion>,
+}
+
+impl HeadGuard {
+    /// Arms the guard.
+    pub fn new(completion: Completion) -> Self {
+        HeadGuard {
+            completion: Some(completion),
+        }
+    }
+
+    /// Disarms the guard: the response exists, its body takes over with this status.
+    pub fn into_body<B: Body>(mut self, status: u16, outcome: Outcome, inner: B) -> TimingBody<B> {
+        let mut completion = self.completion.take();
+        if let Some(c) = completion.as_mut() {
+            c.record.status = status;
+            c.record.outcome = outcome;
+        }
+        TimingBody::new(inner, completion)
+    }
+}
+
+impl Drop for HeadGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.completion.take() {
+            c.record.status = CLIENT_CLOSED_REQUEST;
+            c.finish(None, Outcome::ClientCancelled);
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that records its request when it ends, fails or is dropped.
+    #[project = TimingBodyProj]
+    pub struct TimingBody<B> {
+        #[pin]
+        inner: B,
+        completion: Option<Completion>,
+        first_byte: Option<Instant>,
+        empty_at_start: bool,
+    }
+
+    impl<B> PinnedDrop for TimingBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(c) = this.completion.take() {
+                // hyper never polls a body that is empty from the start (HEAD, 204,
+                // Content-Length: 0): dropping it is its normal end.
+                let outcome = if *this.empty_at_start { c.record.outcome } else { Outcome::ClientCancelled };
+                c.finish(*this.first_byte, outcome);
+            }
+        }
+    }
+}
+
+impl<B: Body> TimingBody<B> {
+    /// Wraps `inner`; `completion` is `None` for bodies that need no record.
+    pub fn new(inner: B, completion: Option<Completion>) -> Self {
+        let empty_at_start = inner.is_end_stream();
+        TimingBody {
+            inner,
+            completion,
+            first_byte: None,
+            empty_at_start,
+        }
+    }
+}
+
+impl<B: Body> Body for TimingBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let fire = |this: &mut TimingBodyProj<'_, B>, outcome: Option<Outcome>| {
+            if let Some(c) = this.completion.take() {
+                let outcome = outcome.unwrap_or(c.record.outcome);
+                c.finish(*this.first_byte, outcome);
+            }
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.first_byte.is_none()
+                    && frame
+                        .data_ref()
+                        .is_some_and(|d| bytes::Buf::has_remaining(d))
+                {
+                    *this.first_byte = Some(Instant::now());
+                }
+                if this.inner.is_end_stream() {
+                    fire(&mut this, None);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => fire(&mut this, Some(Outcome::UpstreamError)),
+            Poll::Ready(None) => fire(&mut this, None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! The pooled upstream client and the mapping of its failures.
+
+use std::error::Error as StdError;
+use std::io;
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Timeouts;
+use crate::telemetry::UpstreamErrorKind;
+
+/// The client type: plain HTTP/1.1 to Ollama, request bodies streamed through untouched.
+pub type UpstreamClient = Client<HttpConnector, Incoming>;
+
+/// Idle connections kept per upstream; enough for bursts at high concurrency.
+const MAX_IDLE_PER_HOST: usize = 1024;
+
+/// Builds the pooled client: `TCP_NODELAY` (streamed tokens must not wait for Nagle),
+/// a connect timeout, an idle timer, and a bounded idle pool.
+pub fn client(t: &Timeouts) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(t.upstream_connect));
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(t.upstream_idle)
+        .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Classifies a failed upstream exchange for `upstream_errors_total{kind}`.
+pub fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    let timed_out =
+        io_kind(e) == Some(io::ErrorKind::TimedOut) || format!("{e:?}").contains("timed out");
+    match (e.is_connect(), timed_out) {
+        (_, true) => UpstreamErrorKind::Timeout,
+        (true, false) => UpstreamErrorKind::Connect,
+        (false, false) => UpstreamErrorKind::Reset,
+    }
+}
+
+/// The innermost cause, which is the part an operator can act on ("Connection refused").
+pub fn describe(e: &(dyn StdError + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+/// `502 {"error":"ollama-guard: upstream unavailable: ..."}`.
+pub fn bad_gateway(detail: &str) -> Response<Full<Bytes>> {
+    let body =
+        serde_json::json!({ "error": format!("ollama-guard: upstream unavailable: {detail}") });
+    json_response(StatusCode::BAD_GATEWAY, body.to_string())
+}
+
+/// A JSON response with an exact Content-Length.
+pub fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}

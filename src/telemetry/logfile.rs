@@ -1,0 +1,244 @@
+//! A log writer on its own thread behind a bounded channel.
+//!
+//! The request path only does a `try_send`: a slow or stuck disk can never stall the proxy.
+//! When the channel is full the line is dropped, counted in `log_lines_dropped_total` and
+//! warned about (at most once per second), never lost silently. The thread writes each batch
+//! of queued lines and flushes before waiting again, so every line is on disk (or stdout)
+//! as soon as the writer is idle. `reopen()` (SIGHUP) closes and reopens the file, which is
+//! what logrotate's `postrotate` expects.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::IntCounter;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::LogTarget;
+
+/// Lines queued per log before new lines are dropped.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+
+enum Msg {
+    Line(String),
+    Reopen,
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to one log; cheap to clone.
+#[derive(Clone)]
+pub struct LogWriter {
+    tx: mpsc::Sender<Msg>,
+    dropped: IntCounter,
+    name: &'static str,
+}
+
+/// Opening the log failed (named, so `serve` can say which).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open {name} log {path}: {source}")]
+pub struct LogOpenError {
+    name: &'static str,
+    path: String,
+    #[source]
+    source: io::Error,
+}
+
+enum Sink {
+    Stdout,
+    File(File, PathBuf),
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Sink {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout => io::stdout().lock().write_all(bytes),
+            Sink::File(f, _) => f.write_all(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout => io::stdout().lock().flush(),
+            Sink::File(f, _) => f.flush(),
+        }
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Sink::File(f, path) = self {
+            *f = open(path)?;
+        }
+        Ok(())
+    }
+}
+
+static LAST_WARN: AtomicU64 = AtomicU64::new(0);
+
+impl LogWriter {
+    /// Opens `target` (failing now, not later) and starts the writer thread.
+    pub fn spawn(
+        name: &'static str,
+        target: &LogTarget,
+        capacity: usize,
+        dropped: IntCounter,
+    ) -> Result<LogWriter, LogOpenError> {
+        let sink = match target {
+            LogTarget::Stdout => Sink::Stdout,
+            LogTarget::File(p) => Sink::File(
+                open(p).map_err(|source| LogOpenError {
+                    name,
+                    path: p.display().to_string(),
+                    source,
+                })?,
+                p.clone(),
+            ),
+        };
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        std::thread::Builder::new()
+            .name(format!("{name}-log"))
+            .spawn(move || run(name, sink, rx))
+            .map_err(|source| LogOpenError {
+                name,
+                path: target.display(),
+                source,
+            })?;
+        Ok(LogWriter { tx, dropped, name })
+    }
+
+    /// Queues one line (the newline is added here). Never blocks.
+    pub fn write(&self, mut line: String) {
+        line.push('\n');
+        if self.tx.try_send(Msg::Line(line)).is_err() {
+            self.dropped.inc();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if LAST_WARN.swap(now, Ordering::Relaxed) != now {
+                tracing::warn!(
+                    log = self.name,
+                    "log writer is behind; dropping lines (see log_lines_dropped_total)"
+                );
+            }
+        }
+    }
+
+    /// Asks the writer to reopen its file (logrotate).
+    pub fn reopen(&self) {
+        if self.tx.try_send(Msg::Reopen).is_err() {
+            tracing::warn!(log = self.name, "reopen request dropped: writer is behind");
+        }
+    }
+
+    /// Waits until every line queued before this call is written and flushed.
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+fn run(name: &'static str, mut sink: Sink, mut rx: mpsc::Receiver<Msg>) {
+    let mut failed = false;
+    while let Some(msg) = rx.blocking_recv() {
+        let mut next = Some(msg);
+        while let Some(msg) = next.take() {
+            let result = match msg {
+                Msg::Line(line) => sink.write_all(line.as_bytes()),
+                Msg::Reopen => sink.reopen(),
+                Msg::Flush(ack) => {
+                    let r = sink.flush();
+                    let _ = ack.send(());
+                    r
+                }
+            };
+            match result {
+                Err(e) if !failed => {
+                    tracing::error!(log = name, error = %e, "log write failed");
+                    failed = true;
+                }
+                Ok(()) => failed = false,
+                Err(_) => {}
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = sink.flush() {
+            tracing::error!(log = name, error = %e, "log flush failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> IntCounter {
+        IntCounter::new("t", "t").unwrap()
+    }
+
+    #[tokio::test]
+    async fn lines_are_written_in_order_and_flushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let w = LogWriter::spawn("test", &LogTarget::File(path.clone()), 16, counter()).unwrap();
+        for i in 0..10 {
+            w.write(format!("line {i}"));
+        }
+        w.flush().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected: String = (0..10).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(text, expected);
+    }
+
+    #[tokio::test]
+    async fn reopen_follows_a_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let w = LogWriter::spawn("test", &LogTarget::File(path.clone()), 16, counter()).unwrap();
+        w.write("before".into());
+        w.flush().await;
+        std::fs::rename(&path, dir.path().join("a.log.1")).unwrap();
+        w.reopen();
+        w.write("after".into());
+        w.flush().await;
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("a.log.1")).unwrap(),
+            "before\n"
+        );
+    }
+
+    #[test]
+    fn unopenable_path_is_an_error_naming_the_log() {
+        let err = LogWriter::spawn(
+            "access",
+            &LogTarget::File("/nonexistent/dir/x.log".into()),
+            1,
+            counter(),
+        )
+        .err()
+        .unwrap();
+        assert!(err
+            .to_string()
+            .starts_with("cannot open access log /nonexistent/dir/x.log"));
+    }
+
+    #[test]
+    fn full_channel_counts_dropped_lines() {
+        let (tx, _rx) = mpsc::channel(1);
+        let w = LogWriter {
+            tx,
+            dropped: counter(),
+            name: "test",
+        };
+        w.write("a".into());
+        w.write("b".into());
+        w.write("c".into());
+        assert_eq!(w.dropped.get(), 2);
+    }
+}

@@ -1,0 +1,363 @@
+//! Prometheus metrics (SPEC §7), registered once with every handle the request path needs
+//! resolved in advance.
+//!
+//! Labels come only from fixed tables (route id, method, status class, outcome, configured
+//! rule names, severities, actions), never from client input, so cardinality is bounded by
+//! construction. The combinations an operator alerts on are pre-initialised to 0 so `rate()`
+//! works from the first scrape; the rest of the fixed table is created on first use through a
+//! `OnceLock` slot, which costs the request path one atomic load, not a hash lookup.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::record::{Method, Outcome, RequestRecord};
+use crate::route::Route;
+
+/// Histogram buckets of request durations: sub-second API calls up to hour-long pulls, with
+/// the seed rule's edges (40, 50, 55, 60 s) as exact boundaries.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 55.0,
+    60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
+/// Buckets of time to first byte (first token): finer at the low end.
+pub const TTFB_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 3600.0,
+];
+
+/// Status class labels; index = first digit - 1, last = anything outside 100..=599.
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Upstream error kinds (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    /// TCP connect refused or failed.
+    Connect,
+    /// Connect timed out.
+    Timeout,
+    /// The connection broke after it was established.
+    Reset,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 3] = [Self::Connect, Self::Timeout, Self::Reset];
+
+    /// Label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+/// Severity labels pre-initialised for `detections_total`.
+pub const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
+/// Action labels of `detections_total`.
+pub const ACTIONS: [&str; 2] = ["logged", "banned"];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 5,
+    }
+}
+
+const N_ROUTE: usize = Route::ALL.len();
+const N_METHOD: usize = Method::ALL.len();
+const N_CLASS: usize = STATUS_CLASSES.len();
+const N_OUTCOME: usize = Outcome::ALL.len();
+
+fn slot(route: Route, method: Method, class: usize, outcome: Outcome) -> usize {
+    ((route.index() * N_METHOD + method.index()) * N_CLASS + class) * N_OUTCOME + outcome.index()
+}
+
+/// All metric families of one process.
+pub struct Metrics {
+    registry: Registry,
+    requests_vec: IntCounterVec,
+    requests: Box<[OnceLock<IntCounter>]>,
+    duration: Box<[Histogram]>,
+    ttfb: Box<[Histogram]>,
+    /// Requests currently being proxied.
+    pub in_flight: IntGauge,
+    upstream_errors: [IntCounter; 3],
+    /// `detections_total{rule,severity,action}`.
+    pub detections: IntCounterVec,
+    /// `blocked_requests_total{rule}`.
+    pub blocked: IntCounterVec,
+    /// Bans in force.
+    pub active_bans: IntGauge,
+    /// Detection counter entries.
+    pub tracked_keys: IntGauge,
+    /// Counter entries evicted by the `max_tracked_keys` cap.
+    pub tracked_key_evictions: IntCounter,
+    /// Log lines dropped because a log writer could not keep up (`log` = access | detection).
+    pub log_lines_dropped: IntCounterVec,
+    /// Config reloads by result (`success` | `failure`).
+    pub config_reloads: IntCounterVec,
+}
+
+/// Registration failed (a programming error: duplicate or invalid metric).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics registration: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(
+    r: &Registry,
+    c: T,
+) -> Result<T, MetricsError> {
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    /// Registers every family; `rules` are the configured rule names (pre-initialised labels).
+    pub fn new(rules: &[String]) -> Result<Metrics, MetricsError> {
+        let r = Registry::new_custom(Some("ollama_guard".into()), None)?;
+        let requests_vec = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "requests_total",
+                    "Requests handled, by route, method, status class and outcome.",
+                ),
+                &["route", "method", "status_class", "outcome"],
+            )?,
+        )?;
+        let hist =
+            |name: &str, help: &str, buckets: &[f64]| -> Result<HistogramVec, MetricsError> {
+                let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+                reg(&r, HistogramVec::new(opts, &["route"])?)
+            };
+        let duration_vec = hist(
+            "request_duration_seconds",
+            "Request head in to last response byte out (Ollama's [GIN] latency).",
+            DURATION_BUCKETS,
+        )?;
+        let ttfb_vec = hist(
+            "time_to_first_byte_seconds",
+            "Request head in to the first response body byte.",
+            TTFB_BUCKETS,
+        )?;
+        let per_route = |v: &HistogramVec| -> Box<[Histogram]> {
+            Route::ALL
+                .iter()
+                .map(|r| v.with_label_values(&[r.label()]))
+                .collect()
+        };
+        let upstream_vec = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new("upstream_errors_total", "Upstream failures by kind."),
+                &["kind"],
+            )?,
+        )?;
+        let upstream_errors =
+            UpstreamErrorKind::ALL.map(|k| upstream_vec.with_label_values(&[k.label()]));
+        let m = Metrics {
+            requests: (0..N_ROUTE * N_METHOD * N_CLASS * N_OUTCOME)
+                .map(|_| OnceLock::new())
+                .collect(),
+            duration: per_route(&duration_vec),
+            ttfb: per_route(&ttfb_vec),
+            in_flight: reg(
+                &r,
+                IntGauge::new("in_flight_requests", "Requests being proxied now.")?,
+            )?,
+            upstream_errors,
+            detections: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "detections_total",
+                        "Rule detections by rule, severity and action.",
+                    ),
+                    &["rule", "severity", "action"],
+                )?,
+            )?,
+            blocked: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("blocked_requests_total", "Requests refused by a ban."),
+                    &["rule"],
+                )?,
+            )?,
+            active_bans: reg(&r, IntGauge::new("active_bans", "Bans in force.")?)?,
+            tracked_keys: reg(
+                &r,
+                IntGauge::new("tracked_keys", "Detection counter entries held.")?,
+            )?,
+            tracked_key_evictions: reg(
+                &r,
+                IntCounter::new(
+                    "tracked_key_evictions_total",
+                    "Counter entries evicted by max_tracked_keys.",
+                )?,
+            )?,
+            log_lines_dropped: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "log_lines_dropped_total",
+                        "Log lines dropped because the writer fell behind.",
+                    ),
+                    &["log"],
+                )?,
+            )?,
+            config_reloads: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("config_reloads_total", "Config reloads by result."),
+                    &["result"],
+                )?,
+            )?,
+            requests_vec,
+            registry: r,
+        };
+        let build = reg(
+            &m.registry,
+            IntGaugeVec::new(
+                Opts::new("build_info", "Build information; always 1."),
+                &["version"],
+            )?,
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.preinitialise(rules);
+        Ok(m)
+    }
+
+    /// Sets the label combinations operators alert on to 0 so every series exists at start.
+    fn preinitialise(&self, rules: &[String]) {
+        for route in Route::ALL {
+            let method = match route {
+                Route::Root
+                | Route::Version
+                | Route::Tags
+                | Route::Ps
+                | Route::OpenAiModels
+                | Route::OpenAiModel => Method::Get,
+                Route::Delete => Method::Delete,
+                _ => Method::Post,
+            };
+            for (class, outcome) in [
+                (1, Outcome::Complete),
+                (3, Outcome::Complete),
+                (4, Outcome::Complete),
+                (3, Outcome::Blocked),
+                (4, Outcome::UpstreamError),
+                (3, Outcome::ClientCancelled),
+            ] {
+                self.request_counter(route, method, class, outcome);
+            }
+        }
+        for rule in rules {
+            for sev in SEVERITIES {
+                for action in ACTIONS {
+                    self.detections
+                        .with_label_values(&[rule.as_str(), sev, action]);
+                }
+            }
+            self.blocked.with_label_values(&[rule.as_str()]);
+        }
+        self.blocked.with_label_values(&["admin"]);
+        for log in ["access", "detection"] {
+            self.log_lines_dropped.with_label_values(&[log]);
+        }
+        for result in ["success", "failure"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+    }
+
+    fn request_counter(
+        &self,
+        route: Route,
+        method: Method,
+        class: usize,
+        outcome: Outcome,
+    ) -> &IntCounter {
+        let i = slot(route, method, class, outcome);
+        self.requests[i].get_or_init(|| {
+            self.requests_vec.with_label_values(&[
+                route.label(),
+                method.as_str(),
+                STATUS_CLASSES[class],
+                outcome.label(),
+            ])
+        })
+    }
+
+    /// Counts one finished request.
+    pub fn observe(&self, rec: &RequestRecord) {
+        self.request_counter(rec.route, rec.method, status_class(rec.status), rec.outcome)
+            .inc();
+        if rec.outcome == Outcome::Blocked {
+            return;
+        }
+        self.duration[rec.route.index()].observe(rec.total.as_secs_f64());
+        if let Some(t) = rec.ttfb {
+            self.ttfb[rec.route.index()].observe(t.as_secs_f64());
+        }
+    }
+
+    /// Counts one upstream failure.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        let i = UpstreamErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        self.upstream_errors[i].inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes_cover_499_and_out_of_range() {
+        assert_eq!(STATUS_CLASSES[status_class(499)], "4xx");
+        assert_eq!(STATUS_CLASSES[status_class(204)], "2xx");
+        assert_eq!(STATUS_CLASSES[status_class(100)], "1xx");
+        assert_eq!(STATUS_CLASSES[status_class(999)], "other");
+    }
+
+    #[test]
+    fn every_family_is_exported_from_the_first_scrape() {
+        let m = Metrics::new(&["model_exfiltration".into()]).unwrap();
+        let text = m.render();
+        for family in [
+            "ollama_guard_requests_total{",
+            "ollama_guard_request_duration_seconds_bucket{",
+            "ollama_guard_time_to_first_byte_seconds_bucket{",
+            "ollama_guard_in_flight_requests 0",
+            "ollama_guard_upstream_errors_total{kind=\"timeout\"} 0",
+            "ollama_guard_detections_total{action=\"banned\",rule=\"model_exfiltration\",severity=\"high\"} 0",
+            "ollama_guard_blocked_requests_total{rule=\"model_exfiltration\"} 0",
+            "ollama_guard_active_bans 0",
+            "ollama_guard_tracked_keys 0",
+            "ollama_guard_tracked_key_evictions_total 0",
+            "ollama_guard_build_info{version=\"",
+            "route=\"/api/show\",status_class=\"2xx\"",
+            "le=\"55\"",
+        ] {
+            assert!(text.contains(family), "missing {family}");
+        }
+    }
+}
