@@ -1,1 +1,190 @@
-//! serve wiring (in progress)
+//! Wires the `serve` command together: logs, metrics, the record pipeline, the proxy, the
+//! admin listener, the readiness probe — and their orderly shutdown.
+//!
+//! [`Server::start`] takes already-bound listeners, so tests run everything on ephemeral
+//! ports; [`run`] binds the configured addresses and handles the process signals.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::record::{NullSink, RecordSink};
+use crate::telemetry::logfile::{LogOpenError, DEFAULT_CAPACITY};
+use crate::telemetry::metrics::MetricsError;
+use crate::telemetry::{LogWriter, Metrics, TelemetrySink};
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error (address in use, permission denied).
+        #[source]
+        source: std::io::Error,
+    },
+    /// A log could not be opened.
+    #[error(transparent)]
+    Log(#[from] LogOpenError),
+    /// Metrics registration failed.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Installing a signal handler failed.
+    #[error("cannot install signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+/// Binds `addr`, naming it in the error.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// A running server.
+pub struct Server {
+    /// Where the proxy listens.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin listener listens.
+    pub admin_addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    logs: Vec<LogWriter>,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+fn signalled(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Server {
+    /// Starts every part of `serve` on the given listeners.
+    pub async fn start(
+        config: Config,
+        proxy_listener: TcpListener,
+        admin_listener: TcpListener,
+    ) -> Result<Server, ServeError> {
+        let proxy_addr = proxy_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: config.admin_listen,
+                source,
+            })?;
+        let metrics = Arc::new(Metrics::new(&[])?);
+        let mut logs = Vec::new();
+        let detection_log = LogWriter::spawn(
+            "detection",
+            &config.detection_log,
+            DEFAULT_CAPACITY,
+            metrics.log_lines_dropped.with_label_values(&["detection"]),
+        )?;
+        logs.push(detection_log);
+        let access = match &config.access_log {
+            Some(target) => {
+                let w = LogWriter::spawn(
+                    "access",
+                    target,
+                    DEFAULT_CAPACITY,
+                    metrics.log_lines_dropped.with_label_values(&["access"]),
+                )?;
+                logs.push(w.clone());
+                Some((w, config.access_log_format))
+            }
+            None => None,
+        };
+        let detection: Arc<dyn RecordSink> = Arc::new(NullSink);
+        let sink: Arc<dyn RecordSink> =
+            Arc::new(TelemetrySink::new(metrics.clone(), access, detection));
+        let proxy = Proxy::new(&config, sink, metrics.clone());
+        let (shutdown, rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(proxy.serve(proxy_listener, signalled(&rx), config.timeouts.grace_period));
+        let admin_state = Arc::new(AdminState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        });
+        tasks.spawn(admin::serve(admin_listener, admin_state, signalled(&rx)));
+        tasks.spawn(admin::probe_upstream(
+            config.upstream.clone(),
+            config.timeouts.readiness_probe,
+            ready,
+            signalled(&rx),
+        ));
+        tracing::info!(listen = %proxy_addr, admin = %admin_addr, upstream = %config.upstream.url(), mode = config.mode.as_str(), "ollama-guard started");
+        Ok(Server {
+            proxy_addr,
+            admin_addr,
+            metrics,
+            logs,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The metric registry (tests and `demo` read it).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Reopens every log file (SIGHUP, logrotate).
+    pub fn reopen_logs(&self) {
+        for log in &self.logs {
+            log.reopen();
+        }
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), flushes the
+    /// logs, and returns when everything has stopped.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        for log in &self.logs {
+            log.flush().await;
+        }
+    }
+}
+
+/// Runs `serve` until SIGTERM or SIGINT; SIGHUP reopens the logs.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
+    let proxy_listener = bind(config.listen).await?;
+    let admin_listener = bind(config.admin_listen).await?;
+    let server = Server::start(config, proxy_listener, admin_listener).await?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reopening logs");
+                server.reopen_logs();
+            }
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}

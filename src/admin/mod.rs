@@ -1,1 +1,138 @@
-//! admin (in progress)
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` (and, with enforcement, `/api/bans`).
+//!
+//! It binds loopback by default and is a separate listener from the proxy so that scraping
+//! and operating never share a port with untrusted clients.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::config::Upstream;
+use crate::telemetry::Metrics;
+
+/// Shared state of the admin endpoints.
+pub struct AdminState {
+    /// The metric registry rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Whether the upstream answered the last readiness probe.
+    pub ready: Arc<AtomicBool>,
+}
+
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(),
+        ),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, PLAIN, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if state.ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, PLAIN, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    PLAIN,
+                    "upstream not ready\n",
+                )
+            }
+        }
+        (_, "/metrics" | "/healthz" | "/readyz") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN,
+            "method not allowed\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let state = state.clone();
+                let service = service_fn(move |req| {
+                    let resp = route(&state, &req);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                tokio::spawn(async move {
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "admin connection error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
+
+/// Probes the upstream (`GET /api/version`) every `interval`; any HTTP answer within the
+/// timeout counts as ready. Runs until `shutdown` resolves.
+pub async fn probe_upstream(
+    upstream: Upstream,
+    interval: Duration,
+    ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let uri = format!("{}/api/version", upstream.url());
+    let timeout = interval.min(Duration::from_secs(5));
+    tokio::pin!(shutdown);
+    loop {
+        let ok = match uri.parse::<http::Uri>() {
+            Ok(u) => matches!(
+                tokio::time::timeout(timeout, client.get(u)).await,
+                Ok(Ok(_))
+            ),
+            Err(_) => false,
+        };
+        if ready.swap(ok, Ordering::Relaxed) != ok {
+            tracing::info!(upstream = %upstream.url(), ready = ok, "upstream readiness changed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = &mut shutdown => break,
+        }
+    }
+}

@@ -35,6 +35,23 @@ pub enum Command {
     Bans(BansArgs),
     /// Run the embedded Ollama simulator, the proxy and a scripted attack.
     Demo,
+    /// Run only the embedded Ollama simulator (benchmarks and manual testing).
+    #[command(hide = true)]
+    Simulator(SimulatorArgs),
+}
+
+/// Options of the hidden `simulator` command.
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:11435")]
+    pub listen: String,
+    /// Benchmark mode: no stream delays
+    #[arg(long)]
+    pub fast: bool,
+    /// Do not emulate Ollama's loopback Host check
+    #[arg(long)]
+    pub no_host_check: bool,
 }
 
 /// Options of `serve` (CLI > env > config file > default).

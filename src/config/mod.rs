@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-pub use cli::{BansAction, BansArgs, Cli, Command, ScanArgs, ServeArgs};
+pub use cli::{BansAction, BansArgs, Cli, Command, ScanArgs, ServeArgs, SimulatorArgs};
 pub use file::{BanFile, FileConfig, TimeoutsFile};
 pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
 
@@ -32,6 +32,9 @@ pub enum ConfigError {
         /// What is wrong, with the offending value.
         problem: String,
     },
+    /// A `[[rule]]` is invalid (the message names `rule[NAME].KEY`).
+    #[error("config error: {0}")]
+    Rule(#[from] crate::detect::RuleError),
     /// The file could not be read or is not valid TOML for this schema.
     #[error("config error: {path}: {problem}")]
     File {

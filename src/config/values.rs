@@ -301,8 +301,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
-    crate::detect::validate_rule_configs(&file.rules)
-        .map_err(|e| ConfigError::invalid(e.key(), e.problem()))?;
+    crate::detect::build_rules(&file.rules)?;
     Ok(Config {
         listen,
         upstream,
@@ -364,7 +363,11 @@ pub(super) fn to_toml(c: &Config) -> String {
             max: Some(human(c.ban.max)),
             memory: Some(human(c.ban.memory)),
         }),
-        rules: crate::detect::effective_rule_configs(&c.rules),
+        rules: if c.rules.is_empty() {
+            crate::detect::default_rules()
+        } else {
+            c.rules.clone()
+        },
     };
     toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }

@@ -1,7 +1,10 @@
 //! Telemetry: Prometheus metrics, the access log and the detection log.
 
+pub mod access_log;
 pub mod logfile;
 pub mod metrics;
+pub mod sink;
 
 pub use logfile::LogWriter;
 pub use metrics::{Metrics, UpstreamErrorKind};
+pub use sink::TelemetrySink;

@@ -155,7 +155,7 @@ impl<B: Body> Body for TimingBody<B> {
                 if this.first_byte.is_none()
                     && frame
                         .data_ref()
-                        .is_some_and(|d| bytes::Buf::has_remaining(d))
+                        .is_some_and(bytes::Buf::has_remaining)
                 {
                     *this.first_byte = Some(Instant::now());
                 }

@@ -1,0 +1,333 @@
+//! The detection engine: rules applied to finished requests over per-key windows.
+//!
+//! # Using it
+//! - Build the rules with [`build_rules`](super::build_rules) (or
+//!   [`default_rules`](super::default_rules) first), then [`Engine::new`].
+//! - Call [`Engine::observe`] once per finished request, from any task (`&self`, lock-free
+//!   apart from a DashMap shard lock held for a few field updates). It pushes a
+//!   [`Event::Detection`] the first time a key reaches its threshold in a window, and a
+//!   [`Event::WindowSummary`] when a request rolls a flagged key into a newer window.
+//! - Call [`Engine::tick`] periodically (e.g. every second) with the current time: it closes
+//!   windows that have ended, emits their summaries and forgets idle keys. `scan` calls it
+//!   with the log's own timestamps instead, and [`Engine::finish`] at end of input.
+//!
+//! Time only ever comes in from outside (`completed_at` of records, `now` of `tick`), so the
+//! engine is deterministic and tests drive it with explicit timestamps.
+//!
+//! # Concurrency
+//! Window state lives in two `DashMap`s (tumbling and sliding keys). No method holds a map
+//! reference while calling the same map again; the only nesting is window map → path table,
+//! never the reverse. The key count is an atomic, so the cap check costs one load.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeZone, Utc};
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use ipnet::IpNet;
+
+use super::event::{round2, DetectionEvent, Event};
+use super::paths::{PathStore, NO_PATH};
+use super::rule::{GroupBy, Rule, WindowKind};
+use super::source::{Allowlist, SourceKey};
+use super::window::{align, Added, Sliding, Snapshot, Tumbling, WindowKey, SUB_BUCKETS};
+use crate::record::{Method, Outcome, RequestRecord};
+
+/// Engine-wide settings (SPEC §3 top-level keys).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    /// IPv6 sources are grouped by this many leading bits (128 = exact address). Default 64:
+    /// one customer network is one source.
+    pub ipv6_prefix: u8,
+    /// Sources that are never counted.
+    pub allowlist: Vec<IpNet>,
+    /// Hard cap on live counter keys; the least recently updated are evicted first.
+    /// Default 1 000 000.
+    pub max_tracked_keys: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            ipv6_prefix: 64,
+            allowlist: Vec::new(),
+            max_tracked_keys: 1_000_000,
+        }
+    }
+}
+
+/// Engine settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// An IPv6 prefix longer than the address.
+    #[error("ipv6_prefix: must be between 0 and 128, got {0}")]
+    Ipv6Prefix(u8),
+    /// A cap of zero would evict every key before it is counted.
+    #[error("max_tracked_keys: must be at least 1")]
+    ZeroKeys,
+    /// Rule indexes are 16-bit inside the keys.
+    #[error("rule: at most 65535 rules are supported, got {0}")]
+    TooManyRules(usize),
+}
+
+/// The detection engine. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Engine {
+    pub(super) rules: Vec<Rule>,
+    pub(super) tumbling: DashMap<WindowKey, Tumbling>,
+    pub(super) sliding: DashMap<WindowKey, Sliding>,
+    pub(super) paths: PathStore,
+    allowlist: Allowlist,
+    ipv6_prefix: u8,
+    pub(super) max_keys: usize,
+    pub(super) keys: AtomicUsize,
+    pub(super) evictions: AtomicU64,
+    late: AtomicU64,
+    pub(super) evicting: Mutex<()>,
+}
+
+/// Up to two events per rule and request (a summary of the old window, then a detection).
+type Pending = [Option<(bool, Snapshot)>; 2];
+
+impl Engine {
+    /// An engine running `rules` (in order; the position is the rule's index in keys).
+    pub fn new(rules: Vec<Rule>, options: EngineOptions) -> Result<Engine, EngineError> {
+        if options.ipv6_prefix > 128 {
+            return Err(EngineError::Ipv6Prefix(options.ipv6_prefix));
+        }
+        if options.max_tracked_keys == 0 {
+            return Err(EngineError::ZeroKeys);
+        }
+        if rules.len() > usize::from(u16::MAX) {
+            return Err(EngineError::TooManyRules(rules.len()));
+        }
+        Ok(Engine {
+            rules,
+            tumbling: DashMap::new(),
+            sliding: DashMap::new(),
+            paths: PathStore::default(),
+            allowlist: Allowlist::new(options.allowlist),
+            ipv6_prefix: options.ipv6_prefix,
+            max_keys: options.max_tracked_keys,
+            keys: AtomicUsize::new(0),
+            evictions: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            evicting: Mutex::new(()),
+        })
+    }
+
+    /// The rules, in index order (for metric label tables and `check-config`).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Live counter keys (the `tracked_keys` gauge).
+    pub fn tracked_keys(&self) -> usize {
+        self.keys.load(Ordering::Relaxed)
+    }
+
+    /// Keys evicted by the cap so far (the `tracked_key_evictions_total` counter).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    /// Distinct paths whose text is held for live keys.
+    pub fn tracked_paths(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// Records ignored because they were older than their key's current window (out-of-order
+    /// arrival across a window boundary).
+    pub fn late_records(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+
+    /// Feeds one finished request; pushes any resulting events onto `out`.
+    ///
+    /// Blocked requests (never forwarded) and allowlisted sources are ignored. Each rule
+    /// whose filters the request passes counts it under its own key.
+    pub fn observe(&self, rec: &RequestRecord, out: &mut Vec<Event>) {
+        if rec.outcome == Outcome::Blocked {
+            return;
+        }
+        if !self.allowlist.is_empty() && self.allowlist.contains(rec.src) {
+            return;
+        }
+        let src = SourceKey::new(rec.src, self.ipv6_prefix);
+        let mut path_hash = None;
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.qualifies(&rec.method_text, &rec.path, rec.total) {
+                continue;
+            }
+            let path = match rule.group_by {
+                GroupBy::SrcPath => *path_hash.get_or_insert_with(|| self.paths.hash(&rec.path)),
+                GroupBy::Src => NO_PATH,
+            };
+            // `rules.len() <= u16::MAX` is checked in `new`.
+            let rule_ix = u16::try_from(index).unwrap_or(u16::MAX);
+            let key = WindowKey {
+                path,
+                src,
+                rule: rule_ix,
+            };
+            let pending = match rule.window_kind {
+                WindowKind::Tumbling => self.count_tumbling(rule, key, rec, out),
+                WindowKind::Sliding => self.count_sliding(rule, key, rec, out),
+            };
+            if pending.iter().all(Option::is_none) {
+                continue; // the common case: no event, no allocation
+            }
+            let text = (path != NO_PATH).then(|| rec.path.to_string());
+            for (detection, snap) in pending.into_iter().flatten() {
+                let ev = self.event(rule, &src, text.clone(), snap);
+                out.push(if detection {
+                    Event::Detection(ev)
+                } else {
+                    Event::WindowSummary(ev)
+                });
+            }
+        }
+    }
+
+    fn count_tumbling(
+        &self,
+        rule: &Rule,
+        key: WindowKey,
+        rec: &RequestRecord,
+        out: &mut Vec<Event>,
+    ) -> Pending {
+        let window = window_secs(rule);
+        let now = epoch_secs(&rec.completed_at);
+        let start = align(now, window);
+        let latency = u64::try_from(rec.total.as_nanos()).unwrap_or(u64::MAX);
+        let method = method_code(rec.method);
+        self.make_room(&self.tumbling, &key, out);
+        let mut pending: Pending = [None, None];
+        match self.tumbling.entry(key) {
+            Entry::Occupied(mut e) => {
+                let st = e.get_mut();
+                if start > st.window_start {
+                    if st.flagged {
+                        pending[0] = Some((false, st.snapshot(window)));
+                    }
+                    *st = Tumbling::new(start, method);
+                }
+                match st.add(start, now, latency, rule.threshold) {
+                    Added::Crossed => pending[1] = Some((true, st.snapshot(window))),
+                    Added::Late => self.note_late(),
+                    Added::Counted => {}
+                }
+            }
+            Entry::Vacant(e) => {
+                self.paths.acquire(key.path, &rec.path);
+                let mut st = Tumbling::new(start, method);
+                if st.add(start, now, latency, rule.threshold) == Added::Crossed {
+                    pending[1] = Some((true, st.snapshot(window)));
+                }
+                // Count before inserting: a concurrent sweep may remove (and subtract) the key
+                // as soon as it is in the map, and the count must never dip below the truth.
+                self.keys.fetch_add(1, Ordering::Relaxed);
+                e.insert(st);
+            }
+        }
+        pending
+    }
+
+    fn count_sliding(
+        &self,
+        rule: &Rule,
+        key: WindowKey,
+        rec: &RequestRecord,
+        out: &mut Vec<Event>,
+    ) -> Pending {
+        let sub = sub_bucket_ms(rule);
+        let now = epoch_secs(&rec.completed_at);
+        let idx = bucket_index(&rec.completed_at, sub);
+        let latency = u32::try_from(rec.total.as_millis()).unwrap_or(u32::MAX);
+        let method = method_code(rec.method);
+        self.make_room(&self.sliding, &key, out);
+        let mut pending: Pending = [None, None];
+        let mut st = match self.sliding.entry(key) {
+            Entry::Occupied(e) => e.into_ref(),
+            Entry::Vacant(e) => {
+                self.paths.acquire(key.path, &rec.path);
+                self.keys.fetch_add(1, Ordering::Relaxed);
+                e.insert(Sliding::new(idx, now, method))
+            }
+        };
+        if let Some(end) = st.advance(idx, rule.threshold) {
+            pending[0] = Some((false, st.episode_snapshot(end, sub)));
+        }
+        match st.add(idx, now, latency, rule.threshold) {
+            Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
+            Added::Late => self.note_late(),
+            Added::Counted => {}
+        }
+        pending
+    }
+
+    fn note_late(&self) {
+        self.late.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Builds the event fields for `rule` and `src` from a window snapshot.
+    pub(super) fn event(
+        &self,
+        rule: &Rule,
+        src: &SourceKey,
+        uri_path: Option<String>,
+        snap: Snapshot,
+    ) -> DetectionEvent {
+        let avg = round2(snap.avg_secs);
+        let max = round2(snap.max_secs);
+        DetectionEvent {
+            rule: rule.name.clone(),
+            escu_id: rule.escu_id.clone(),
+            mitre: rule.mitre.clone(),
+            attack_type: rule.attack_type.clone(),
+            src: src.to_string(),
+            uri_path,
+            http_method: Method::ALL
+                .get(usize::from(snap.method))
+                .map_or("OTHER", |m| m.as_str()),
+            window_start: time_ms(snap.start_ms),
+            window_end: time_ms(snap.end_ms),
+            count: snap.count,
+            avg_response_time: avg,
+            max_response_time: max,
+            severity: rule.severity.grade(snap.count, avg, max),
+            action: rule.action,
+        }
+    }
+}
+
+/// The tumbling window length in seconds (validated to fit `u32`).
+pub(super) fn window_secs(rule: &Rule) -> u32 {
+    u32::try_from(rule.window.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// The sliding sub-bucket length in milliseconds (≥ 1000: sliding windows are ≥ 15 s).
+pub(super) fn sub_bucket_ms(rule: &Rule) -> u64 {
+    let ms = u64::try_from(rule.window.as_millis()).unwrap_or(u64::MAX);
+    (ms / u64::from(SUB_BUCKETS)).max(1)
+}
+
+/// Epoch seconds, clamped to the `u32` range the window state stores.
+pub(super) fn epoch_secs(t: &DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX)
+}
+
+/// The sliding sub-bucket `t` falls in.
+pub(super) fn bucket_index(t: &DateTime<Utc>, sub_ms: u64) -> u32 {
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+    u32::try_from(ms / sub_ms).unwrap_or(u32::MAX)
+}
+
+fn time_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn method_code(m: Method) -> u8 {
+    u8::try_from(m.index()).unwrap_or(u8::MAX)
+}

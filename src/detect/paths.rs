@@ -1,0 +1,121 @@
+//! The texts of the paths that live counter keys refer to.
+//!
+//! Keys carry a keyed 64-bit hash of the normalised path so they stay fixed-size; the text
+//! (needed only when an event is written) is stored once per distinct path, shared by every
+//! key that uses it and reference-counted, so evicting or closing keys also frees the paths
+//! only they used — an attacker spraying random paths cannot grow this table past the key cap.
+//!
+//! Lock order: callers may hold a window-map shard lock while calling in here; this table
+//! never calls back into the window maps.
+
+use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+/// Path hash used for keys of rules grouped by source only.
+pub(crate) const NO_PATH: u64 = 0;
+
+#[derive(Debug)]
+struct PathEntry {
+    text: Cow<'static, str>,
+    refs: u32,
+}
+
+/// Reference-counted path texts, keyed by a SipHash of the text under a per-process random
+/// key (an attacker cannot aim collisions at it).
+#[derive(Debug, Default)]
+pub(crate) struct PathStore {
+    map: DashMap<u64, PathEntry>,
+    hasher: RandomState,
+}
+
+impl PathStore {
+    /// The key hash of `path`; never [`NO_PATH`].
+    pub(crate) fn hash(&self, path: &str) -> u64 {
+        self.hasher.hash_one(path).max(1)
+    }
+
+    /// A new key refers to `hash`: store the text on first use, count the reference.
+    ///
+    /// Takes the `Cow` itself (not `&str`) so a borrowed static route path is stored
+    /// without allocating.
+    #[allow(clippy::ptr_arg)]
+    pub(crate) fn acquire(&self, hash: u64, text: &Cow<'static, str>) {
+        if hash == NO_PATH {
+            return;
+        }
+        let mut entry = self.map.entry(hash).or_insert_with(|| PathEntry {
+            text: text.clone(),
+            refs: 0,
+        });
+        entry.refs = entry.refs.saturating_add(1);
+    }
+
+    /// A key referring to `hash` is gone: drop the text with its last reference.
+    pub(crate) fn release(&self, hash: u64) {
+        if let Entry::Occupied(mut e) = self.map.entry(hash) {
+            e.get_mut().refs = e.get().refs.saturating_sub(1);
+            if e.get().refs == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// The text for an event (`None` for [`NO_PATH`]).
+    pub(crate) fn text(&self, hash: u64) -> Option<String> {
+        if hash == NO_PATH {
+            return None;
+        }
+        self.map.get(&hash).map(|e| e.text.to_string())
+    }
+
+    /// Distinct paths stored.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Approximate heap bytes held (entries plus owned texts), for the memory estimate.
+    pub(crate) fn approx_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(u64, PathEntry)>() + 1;
+        let texts: usize = self
+            .map
+            .iter()
+            .map(|e| match &e.text {
+                Cow::Owned(s) => s.capacity(),
+                Cow::Borrowed(_) => 0,
+            })
+            .sum();
+        self.map.capacity() * entry * 8 / 7 + texts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_release_frees_the_text() {
+        let store = PathStore::default();
+        let text: Cow<'static, str> = Cow::Owned("/x/y".to_owned());
+        let h = store.hash(&text);
+        store.acquire(h, &text);
+        store.acquire(h, &text);
+        store.release(h);
+        assert_eq!(store.text(h).as_deref(), Some("/x/y"));
+        store.release(h);
+        assert_eq!(store.text(h), None);
+        assert_eq!(store.len(), 0);
+    }
+
+    #[test]
+    fn no_path_is_never_stored() {
+        let store = PathStore::default();
+        store.acquire(NO_PATH, &Cow::Borrowed("/a"));
+        assert_eq!(store.len(), 0);
+        assert_eq!(store.text(NO_PATH), None);
+        assert_ne!(store.hash(""), NO_PATH);
+    }
+}

@@ -1,0 +1,243 @@
+//! Rules: the `[[rule]]` TOML table ([`RuleConfig`]) and its validated form ([`Rule`]).
+//!
+//! The config type keeps every value as the operator wrote it (strings for durations and
+//! enums) so `check-config` can print the effective configuration back, and so validation can
+//! name the exact key that is wrong. [`Rule`] is what the engine runs: parsed durations,
+//! compiled globs, typed modes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::event::{round2, RuleAction, Severity};
+use super::glob::Glob;
+pub use super::validate::{build_rules, RuleError};
+
+/// One `[[rule]]` table as written in the config file (SPEC §3).
+///
+/// Missing keys take the defaults of [`RuleConfig::default`]; unknown keys are an error, so a
+/// typo (`treshold`) cannot silently leave a default in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name, used in the detection log and as a metric label. Required.
+    pub name: String,
+    /// The Splunk ESCU detection id this rule mirrors, copied into the detection log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escu_id: Option<String>,
+    /// Human label of the attack; empty means "use the rule name".
+    pub attack_type: String,
+    /// MITRE ATT&CK technique id(s), copied into the detection log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mitre: Option<String>,
+    /// Globs on the normalised path (`*`, `?`); `["*"]` = any path. Default `["*"]`.
+    pub paths: Vec<String>,
+    /// Exact, case-sensitive HTTP methods; empty = any. Default `[]`.
+    pub methods: Vec<String>,
+    /// A request qualifies when its latency is strictly greater. Default `"0s"` (every request).
+    pub min_latency: String,
+    /// Optional exclusive upper bound on latency; `""` = none. Default `""`.
+    pub max_latency: String,
+    /// `src_path` (one counter per source and path) or `src`. Default `src_path`.
+    pub group_by: String,
+    /// Window length (humantime). Default `"15m"`.
+    pub window: String,
+    /// `tumbling` (epoch-aligned, like SPL `bin`) or `sliding`. Default `tumbling`.
+    pub window_kind: String,
+    /// Qualifying requests in one window that flag the key (`>=`). Default 1.
+    pub threshold: i64,
+    /// `avg_latency`, `max_latency` or `count`. Default `avg_latency`.
+    pub severity_by: String,
+    /// Value above which severity is `high`: a duration for latency modes (default `"50s"`),
+    /// a whole number for `count` (required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity_high: Option<Cutoff>,
+    /// Value above which severity is `medium` (default `"40s"` for latency modes; required
+    /// for `count`). Must not exceed `severity_high`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity_medium: Option<Cutoff>,
+    /// `""` (follow the global mode), `log` or `block`. Default `""`.
+    pub action: String,
+}
+
+impl Default for RuleConfig {
+    /// The neutral rule: every request on every path, per source and path, 15-minute
+    /// tumbling windows, flag on the first request, severity from the average latency
+    /// (the seed's 50 s / 40 s cut-offs).
+    fn default() -> Self {
+        RuleConfig {
+            name: String::new(),
+            escu_id: None,
+            attack_type: String::new(),
+            mitre: None,
+            paths: vec!["*".to_owned()],
+            methods: Vec::new(),
+            min_latency: "0s".to_owned(),
+            max_latency: String::new(),
+            group_by: "src_path".to_owned(),
+            window: "15m".to_owned(),
+            window_kind: "tumbling".to_owned(),
+            threshold: 1,
+            severity_by: "avg_latency".to_owned(),
+            severity_high: None,
+            severity_medium: None,
+            action: String::new(),
+        }
+    }
+}
+
+/// A severity cut-off as written: TOML allows `"50s"` for latency modes and `500` (or
+/// `"500"`) for `count`, so both shapes deserialise and validation decides which fits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Cutoff {
+    /// A plain TOML integer (a count).
+    Count(i64),
+    /// A string: a humantime duration, or a count in digits.
+    Text(String),
+}
+
+/// What a counter key is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One counter per (source, normalised path): the seed's `by src, uri_path`.
+    SrcPath,
+    /// One counter per source, all matching paths together.
+    Src,
+}
+
+/// How windows move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed windows aligned to the epoch (`floor(t / window) * window`), like SPL `bin`.
+    Tumbling,
+    /// A window ending now, approximated by 15 sub-buckets (error ≤ 1/15 of the window).
+    Sliding,
+}
+
+/// The validated severity mode and cut-offs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeverityRule {
+    /// Compare a latency in seconds (rounded to 2 decimals) with the cut-offs in seconds.
+    Latency {
+        /// `true` for `max_latency`, `false` for `avg_latency`.
+        use_max: bool,
+        /// `> high` → high.
+        high: f64,
+        /// `> medium` → medium.
+        medium: f64,
+    },
+    /// Compare the request count with the cut-offs.
+    Count {
+        /// `> high` → high.
+        high: u64,
+        /// `> medium` → medium.
+        medium: u64,
+    },
+}
+
+impl SeverityRule {
+    /// Grades a window's figures. Latencies are rounded to 2 decimals first, as SPL's
+    /// `round()` runs before its `case()`; rounding twice is harmless.
+    pub fn grade(&self, count: u64, avg_secs: f64, max_secs: f64) -> Severity {
+        let (above_high, above_medium) = match *self {
+            SeverityRule::Latency {
+                use_max,
+                high,
+                medium,
+            } => {
+                let v = round2(if use_max { max_secs } else { avg_secs });
+                (v > high, v > medium)
+            }
+            SeverityRule::Count { high, medium } => (count > high, count > medium),
+        };
+        if above_high {
+            Severity::High
+        } else if above_medium {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    }
+}
+
+/// A validated rule, ready for the engine. Build it with [`Rule::from_config`] or, for a
+/// whole list (which also rejects duplicate names), [`build_rules`].
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(super) config: RuleConfig,
+    pub(super) name: Arc<str>,
+    pub(super) escu_id: Option<Arc<str>>,
+    pub(super) mitre: Option<Arc<str>>,
+    pub(super) attack_type: Arc<str>,
+    pub(super) paths: Vec<Glob>,
+    pub(super) any_path: bool,
+    pub(super) methods: Vec<Box<str>>,
+    pub(super) min_latency: Duration,
+    pub(super) max_latency: Option<Duration>,
+    pub(super) group_by: GroupBy,
+    pub(super) window: Duration,
+    pub(super) window_kind: WindowKind,
+    pub(super) threshold: u64,
+    pub(super) severity: SeverityRule,
+    pub(super) action: RuleAction,
+}
+
+impl Rule {
+    /// The rule's unique name (detection log field and metric label).
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The effective configuration, with defaults filled in (for `check-config`).
+    pub fn config(&self) -> &RuleConfig {
+        &self.config
+    }
+
+    /// What to do when the rule flags a key.
+    pub fn action(&self) -> RuleAction {
+        self.action
+    }
+
+    /// How keys are grouped.
+    pub fn group_by(&self) -> GroupBy {
+        self.group_by
+    }
+
+    /// How windows move.
+    pub fn window_kind(&self) -> WindowKind {
+        self.window_kind
+    }
+
+    /// The window length.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Qualifying requests in one window that flag a key.
+    pub fn threshold(&self) -> u64 {
+        self.threshold
+    }
+
+    /// The severity mode and cut-offs.
+    pub fn severity(&self) -> SeverityRule {
+        self.severity
+    }
+
+    /// Whether a request counts for this rule: method listed (or none listed), latency
+    /// strictly above `min_latency` and strictly below `max_latency` (when set), and the
+    /// normalised path matching one of the globs. Cheapest tests first.
+    pub fn qualifies(&self, method: &str, path: &str, latency: Duration) -> bool {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| &**m == method) {
+            return false;
+        }
+        if latency <= self.min_latency {
+            return false;
+        }
+        if self.max_latency.is_some_and(|max| latency >= max) {
+            return false;
+        }
+        self.any_path || self.paths.iter().any(|g| g.matches(path))
+    }
+}

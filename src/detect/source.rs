@@ -1,0 +1,178 @@
+//! Source identity: who a request is counted against.
+//!
+//! IPv4 sources are single addresses. An IPv6 client usually owns a whole /64 (SLAAC, privacy
+//! addresses), so counting per address would let one attacker rotate through 2^64 identities;
+//! IPv6 sources are therefore grouped by a configurable prefix (default 64) and displayed as a
+//! network, `2001:db8:1:2::/64` (or as a plain address when the prefix is 128). IPv4-mapped
+//! IPv6 (`::ffff:192.0.2.1`, what a dual-stack socket reports) is treated as the IPv4 address
+//! it carries, so the same client never counts twice.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// A compact, fixed-size source identity (18 bytes, no heap), used inside counter keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceKey {
+    /// IPv4: the address in the first four bytes; IPv6: the masked network.
+    addr: [u8; 16],
+    /// 32 for IPv4; the grouping prefix (1..=128) for IPv6.
+    prefix: u8,
+    v4: bool,
+}
+
+impl SourceKey {
+    /// The identity of `ip` when IPv6 sources are grouped by `ipv6_prefix` bits (clamped to
+    /// 0..=128).
+    pub fn new(ip: IpAddr, ipv6_prefix: u8) -> SourceKey {
+        match canonical(ip) {
+            IpAddr::V4(v4) => {
+                let mut addr = [0u8; 16];
+                addr[..4].copy_from_slice(&v4.octets());
+                SourceKey {
+                    addr,
+                    prefix: 32,
+                    v4: true,
+                }
+            }
+            IpAddr::V6(v6) => {
+                let prefix = ipv6_prefix.min(128);
+                let bits = u128::from(v6);
+                let masked = match prefix {
+                    0 => 0,
+                    p => bits & (u128::MAX << (128 - u32::from(p))),
+                };
+                SourceKey {
+                    addr: masked.to_be_bytes(),
+                    prefix,
+                    v4: false,
+                }
+            }
+        }
+    }
+
+    /// The network this identity covers (a /32 for IPv4), e.g. for a ban.
+    pub fn network(&self) -> IpNet {
+        let net = match self.ip() {
+            IpAddr::V4(a) => ipnet::Ipv4Net::new(a, 32).map(IpNet::V4),
+            IpAddr::V6(a) => ipnet::Ipv6Net::new(a, self.prefix).map(IpNet::V6),
+        };
+        // The prefix is at most 32 / 128 by construction; the fallback is unreachable.
+        net.unwrap_or_else(|_| IpNet::from(self.ip()))
+    }
+
+    fn ip(&self) -> IpAddr {
+        if self.v4 {
+            let [a, b, c, d, ..] = self.addr;
+            IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.addr))
+        }
+    }
+}
+
+impl fmt::Display for SourceKey {
+    /// `192.0.2.1`, `2001:db8::1` (prefix 128) or `2001:db8:1:2::/64`: the `src` field.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip() {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) if self.prefix == 128 => write!(f, "{a}"),
+            IpAddr::V6(a) => write!(f, "{a}/{}", self.prefix),
+        }
+    }
+}
+
+/// IPv4-mapped IPv6 becomes the IPv4 address; everything else is unchanged.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Sources that are never counted (SPEC §3 `allowlist`): health checkers, the operator's own
+/// tooling, loopback.
+#[derive(Debug, Clone, Default)]
+pub struct Allowlist {
+    nets: Vec<IpNet>,
+}
+
+impl Allowlist {
+    /// Wraps the configured networks.
+    pub fn new(nets: Vec<IpNet>) -> Allowlist {
+        Allowlist { nets }
+    }
+
+    /// Whether `ip` (or, for IPv4-mapped IPv6, the IPv4 address inside) is listed.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let canon = canonical(ip);
+        self.nets
+            .iter()
+            .any(|n| n.contains(&canon) || (canon != ip && n.contains(&ip)))
+    }
+
+    /// Whether nothing is listed (skips the check on the hot path).
+    pub fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ip: &str, prefix: u8) -> SourceKey {
+        SourceKey::new(ip.parse().unwrap(), prefix)
+    }
+
+    #[test]
+    fn ipv4_is_exact_and_displays_as_address() {
+        assert_eq!(key("192.168.1.50", 64).to_string(), "192.168.1.50");
+        assert_ne!(key("192.168.1.50", 64), key("192.168.1.51", 64));
+        assert_eq!(
+            key("192.168.1.50", 64).network().to_string(),
+            "192.168.1.50/32"
+        );
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_prefix_and_displayed_as_network() {
+        let a = key("2001:db8:1:2:aaaa::1", 64);
+        let b = key("2001:DB8:1:2:bbbb::2", 64);
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "2001:db8:1:2::/64");
+        assert_ne!(a, key("2001:db8:1:3::1", 64));
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1", 48).to_string(),
+            "2001:db8:1::/48"
+        );
+    }
+
+    #[test]
+    fn ipv6_prefix_128_is_exact_and_displays_as_address() {
+        let a = key("2001:db8::1", 128);
+        assert_eq!(a.to_string(), "2001:db8::1");
+        assert_ne!(a, key("2001:db8::2", 128));
+        assert_eq!(a.network().to_string(), "2001:db8::1/128");
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_the_ipv4_source() {
+        assert_eq!(key("::ffff:192.0.2.7", 64), key("192.0.2.7", 64));
+        assert_eq!(key("::ffff:192.0.2.7", 64).to_string(), "192.0.2.7");
+    }
+
+    #[test]
+    fn allowlist_matches_networks_and_mapped_addresses() {
+        let list = Allowlist::new(vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "::1/128".parse().unwrap(),
+        ]);
+        assert!(list.contains("127.0.0.1".parse().unwrap()));
+        assert!(list.contains("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(list.contains("::1".parse().unwrap()));
+        assert!(!list.contains("127.0.0.2".parse().unwrap()));
+        assert!(!list.contains("::2".parse().unwrap()));
+    }
+}

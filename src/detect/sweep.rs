@@ -1,0 +1,190 @@
+//! Closing windows and keeping the key count under the cap.
+//!
+//! [`Engine::tick`] and [`Engine::finish`] close windows (emitting the summaries of flagged
+//! keys) and forget idle keys. The cap is enforced on insertion: when a *new* key would
+//! exceed `max_tracked_keys`, the oldest ~1% of keys (by last update) are evicted in one
+//! pass, so the full scan happens once per ~1% of inserts, never per insert. Evicted flagged
+//! keys emit their summary first, so a detection is never left without its closing line.
+
+use std::sync::atomic::Ordering;
+use std::sync::TryLockError;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+
+use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine};
+use super::event::Event;
+use super::window::{Recency, Sliding, Tumbling, WindowKey, SUB_BUCKETS};
+
+impl Engine {
+    /// Closes every tumbling window that ended at or before `now` (emitting summaries for
+    /// flagged keys and forgetting the keys), moves sliding windows up to `now` (emitting a
+    /// summary when a flagged key has fallen below its threshold), and forgets sliding keys
+    /// whose windows are empty. Events are appended to `out` sorted by window start, source,
+    /// path and rule.
+    pub fn tick(&self, now: DateTime<Utc>, out: &mut Vec<Event>) {
+        let first = out.len();
+        let now_secs = now.timestamp();
+        let mut removed = 0usize;
+        self.tumbling.retain(|key, st| {
+            let end = st.window_end(window_secs(&self.rules[usize::from(key.rule)]));
+            if i64::try_from(end).unwrap_or(i64::MAX) > now_secs {
+                return true;
+            }
+            self.close_tumbling(key, st, out);
+            removed += 1;
+            false
+        });
+        self.sliding.retain(|key, st| {
+            let rule = &self.rules[usize::from(key.rule)];
+            let sub = sub_bucket_ms(rule);
+            if let Some(end) = st.advance(bucket_index(&now, sub), rule.threshold) {
+                self.push_episode(key, st, end, out);
+            }
+            if st.flagged || st.total() > 0 {
+                return true;
+            }
+            self.paths.release(key.path);
+            removed += 1;
+            false
+        });
+        self.keys.fetch_sub(removed, Ordering::Relaxed);
+        sort_events(&mut out[first..]);
+    }
+
+    /// Closes everything, as if time ran out: summaries for every flagged key (a sliding
+    /// episode ends where its count would fall below threshold with no further requests).
+    /// For `scan` at end of input. The engine is empty afterwards.
+    pub fn finish(&self, out: &mut Vec<Event>) {
+        let first = out.len();
+        let mut removed = 0usize;
+        self.tumbling.retain(|key, st| {
+            self.close_tumbling(key, st, out);
+            removed += 1;
+            false
+        });
+        self.sliding.retain(|key, st| {
+            self.close_sliding(key, st, out);
+            removed += 1;
+            false
+        });
+        self.keys.fetch_sub(removed, Ordering::Relaxed);
+        sort_events(&mut out[first..]);
+    }
+
+    /// Approximate bytes held by the counter maps and the path table: each map's buckets
+    /// (`capacity × 8/7`, hashbrown's maximum load being 7/8) times the entry size plus one
+    /// control byte, plus the path texts. For sizing `max_tracked_keys`.
+    pub fn approx_memory_bytes(&self) -> usize {
+        map_bytes(&self.tumbling) + map_bytes(&self.sliding) + self.paths.approx_bytes()
+    }
+
+    /// Before inserting `key` into `map`: when the cap is reached and `key` is new, evict.
+    pub(super) fn make_room<V: Recency>(
+        &self,
+        map: &DashMap<WindowKey, V>,
+        key: &WindowKey,
+        out: &mut Vec<Event>,
+    ) {
+        if self.keys.load(Ordering::Relaxed) < self.max_keys || map.contains_key(key) {
+            return;
+        }
+        self.evict(out);
+    }
+
+    /// Removes the least recently updated ~1% of keys (at least one). Concurrent callers do
+    /// not queue: if an eviction is already running, they go on (the cap may be exceeded by
+    /// the few keys inserted meanwhile).
+    fn evict(&self, out: &mut Vec<Event>) {
+        let _running = match self.evicting.try_lock() {
+            Ok(guard) => guard,
+            // The guard protects no data; a panic elsewhere must not stop eviction for good.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        if self.keys.load(Ordering::Relaxed) < self.max_keys {
+            return;
+        }
+        let mut ages: Vec<u32> = Vec::with_capacity(self.tracked_keys());
+        ages.extend(self.tumbling.iter().map(|e| e.value().last_seen()));
+        ages.extend(self.sliding.iter().map(|e| e.value().last_seen()));
+        if ages.is_empty() {
+            return;
+        }
+        let batch = (self.max_keys / 100).clamp(1, ages.len());
+        let cutoff = *ages.select_nth_unstable(batch - 1).1;
+        let older = ages.iter().filter(|a| **a < cutoff).count();
+        let mut ties = batch - older;
+        let mut take = |seen: u32| {
+            let yes = seen < cutoff || (seen == cutoff && ties > 0);
+            if seen == cutoff && yes {
+                ties -= 1;
+            }
+            yes
+        };
+        let mut removed = 0usize;
+        self.tumbling.retain(|key, st| {
+            if !take(st.last_seen()) {
+                return true;
+            }
+            self.close_tumbling(key, st, out);
+            removed += 1;
+            false
+        });
+        self.sliding.retain(|key, st| {
+            if !take(st.last_seen()) {
+                return true;
+            }
+            self.close_sliding(key, st, out);
+            removed += 1;
+            false
+        });
+        self.keys.fetch_sub(removed, Ordering::Relaxed);
+        self.evictions.fetch_add(removed as u64, Ordering::Relaxed);
+    }
+
+    /// A tumbling key is going away: its summary if flagged, and its path reference.
+    fn close_tumbling(&self, key: &WindowKey, st: &Tumbling, out: &mut Vec<Event>) {
+        if st.flagged {
+            let rule = &self.rules[usize::from(key.rule)];
+            let snap = st.snapshot(window_secs(rule));
+            let ev = self.event(rule, &key.src, self.paths.text(key.path), snap);
+            out.push(Event::WindowSummary(ev));
+        }
+        self.paths.release(key.path);
+    }
+
+    /// A sliding key is going away: its episode summary if flagged, and its path reference.
+    fn close_sliding(&self, key: &WindowKey, st: &mut Sliding, out: &mut Vec<Event>) {
+        let threshold = self.rules[usize::from(key.rule)].threshold;
+        let horizon = st.head().saturating_add(SUB_BUCKETS);
+        if let Some(end) = st.advance(horizon, threshold) {
+            self.push_episode(key, st, end, out);
+        }
+        self.paths.release(key.path);
+    }
+
+    fn push_episode(&self, key: &WindowKey, st: &Sliding, end: u32, out: &mut Vec<Event>) {
+        let rule = &self.rules[usize::from(key.rule)];
+        let snap = st.episode_snapshot(end, sub_bucket_ms(rule));
+        let ev = self.event(rule, &key.src, self.paths.text(key.path), snap);
+        out.push(Event::WindowSummary(ev));
+    }
+}
+
+fn map_bytes<V>(map: &DashMap<WindowKey, V>) -> usize {
+    map.capacity() * 8 / 7 * (std::mem::size_of::<(WindowKey, V)>() + 1)
+}
+
+/// Deterministic order for batches of summaries (the maps iterate in hash order).
+fn sort_events(events: &mut [Event]) {
+    events.sort_by(|a, b| {
+        let (a, b) = (a.detail(), b.detail());
+        (a.window_start, &a.src, &a.uri_path, &a.rule).cmp(&(
+            b.window_start,
+            &b.src,
+            &b.uri_path,
+            &b.rule,
+        ))
+    });
+}

@@ -1,0 +1,82 @@
+//! The built-in rules fire at their published thresholds, with their published severities.
+
+use super::*;
+use crate::detect::{default_rules, Severity};
+
+/// `n` requests from `src` to `path`, one per second from `T0 + start`.
+fn burst(src: &str, path: &str, latency: Duration, start: i64, n: i64) -> Vec<RequestRecord> {
+    (0..n).map(|i| req(src, path, latency, start + i)).collect()
+}
+
+fn fired(events: &[Event]) -> Vec<(&str, &'static str, u64, Severity)> {
+    events
+        .iter()
+        .map(|e| {
+            let d = e.detail();
+            (&*d.rule, e.kind(), d.count, d.severity)
+        })
+        .collect()
+}
+
+#[test]
+fn jailbreak_rule_needs_more_than_170_long_generations_in_ten_minutes() {
+    let e = engine(&default_rules());
+    // T0 + 120 .. T0 + 290 all lie in the 10-minute bin [T0 - 300, T0 + 300).
+    let mut recs = burst("10.0.0.1", "/api/generate", secs(31), 120, 170);
+    let out = feed(&e, &recs);
+    assert!(fired(&out)
+        .iter()
+        .all(|f| f.0 != "jailbreak_long_generation"));
+    recs = burst("10.0.0.1", "/v1/chat/completions", secs(31), 290, 1);
+    let out = feed(&e, &recs);
+    assert!(fired(&out).contains(&(
+        "jailbreak_long_generation",
+        "detection",
+        171,
+        Severity::High
+    )));
+}
+
+#[test]
+fn request_volume_rules_fire_at_121_requests_in_five_minutes() {
+    let e = engine(&default_rules());
+    let out = feed(
+        &e,
+        &burst("10.0.0.2", "/api/version", Duration::from_millis(2), 0, 120),
+    );
+    assert!(out.is_empty(), "{out:?}");
+    let out = feed(
+        &e,
+        &burst("10.0.0.2", "/api/version", Duration::from_millis(2), 120, 1),
+    );
+    assert_eq!(
+        fired(&out),
+        [
+            ("excessive_requests", "detection", 121, Severity::High),
+            ("endpoint_scan", "detection", 121, Severity::Medium),
+        ]
+    );
+}
+
+#[test]
+fn metadata_enumeration_fires_at_100_metadata_calls_per_source() {
+    let e = engine(&default_rules());
+    let mut recs = burst("10.0.0.3", "/api/tags", Duration::from_millis(3), 0, 50);
+    recs.extend(burst(
+        "10.0.0.3",
+        "/v1/models/llama3",
+        Duration::from_millis(3),
+        50,
+        49,
+    ));
+    assert!(feed(&e, &recs).is_empty());
+    let out = feed(
+        &e,
+        &burst("10.0.0.3", "/api/show", Duration::from_millis(3), 99, 1),
+    );
+    assert_eq!(
+        fired(&out),
+        [("metadata_enumeration", "detection", 100, Severity::Low)]
+    );
+    assert_eq!(out[0].detail().uri_path, None);
+}

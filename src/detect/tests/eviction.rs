@@ -1,0 +1,104 @@
+//! The key cap, eviction, and the per-key memory figure.
+
+use std::mem::size_of;
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::detect::window::{Sliding, Tumbling, WindowKey};
+
+fn capped(max_tracked_keys: usize) -> EngineOptions {
+    EngineOptions {
+        max_tracked_keys,
+        ..EngineOptions::default()
+    }
+}
+
+fn nth_source(i: u32) -> String {
+    Ipv4Addr::from(0x0a00_0000 + i).to_string()
+}
+
+#[test]
+fn tracked_keys_stay_under_the_cap_and_evictions_are_counted() {
+    let e = engine_with(&[rule("pairs", |r| r.threshold = 2)], capped(10));
+    for i in 0..25 {
+        feed(&e, &[req(&nth_source(i), "/a", secs(1), i64::from(i))]);
+        assert!(e.tracked_keys() <= 10, "after {i}: {}", e.tracked_keys());
+    }
+    assert_eq!((e.tracked_keys(), e.evictions()), (10, 15));
+    assert_eq!(e.tracked_paths(), 1);
+}
+
+#[test]
+fn the_least_recently_updated_keys_are_evicted_first() {
+    let e = engine_with(&[rule("triples", |r| r.threshold = 3)], capped(3));
+    for i in 0..3 {
+        feed(&e, &[req(&nth_source(i), "/a", secs(1), i64::from(i))]);
+    }
+    // Refresh source 0, so source 1 is now the oldest; source 3 then needs room.
+    feed(&e, &[req(&nth_source(0), "/a", secs(1), 10)]);
+    feed(&e, &[req(&nth_source(3), "/a", secs(1), 11)]);
+    assert_eq!(e.evictions(), 1);
+    let kept = feed(&e, &[req(&nth_source(0), "/a", secs(1), 12)]);
+    assert_eq!(kinds(&kept), [("detection", 3)]);
+    let lost = feed(
+        &e,
+        &[
+            req(&nth_source(1), "/a", secs(1), 13),
+            req(&nth_source(1), "/a", secs(1), 14),
+        ],
+    );
+    assert!(
+        lost.is_empty(),
+        "source 1 started again from zero: {lost:?}"
+    );
+}
+
+#[test]
+fn an_evicted_flagged_key_emits_its_summary() {
+    let e = engine_with(&[rule("every", |_| {})], capped(2));
+    let out = feed(
+        &e,
+        &[
+            req("10.0.0.1", "/a", secs(1), 1),
+            req("10.0.0.2", "/a", secs(1), 2),
+            req("10.0.0.3", "/a", secs(1), 3),
+        ],
+    );
+    let rows: Vec<_> = out
+        .iter()
+        .map(|e| (e.kind(), e.detail().src.as_str()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("detection", "10.0.0.1"),
+            ("detection", "10.0.0.2"),
+            ("window_summary", "10.0.0.1"),
+            ("detection", "10.0.0.3"),
+        ]
+    );
+}
+
+#[test]
+fn entries_are_compact() {
+    assert_eq!(size_of::<WindowKey>(), 32);
+    assert_eq!(size_of::<Tumbling>(), 32);
+    assert_eq!(size_of::<(WindowKey, Tumbling)>(), 64);
+    assert_eq!(size_of::<(WindowKey, Sliding)>(), 248);
+}
+
+/// The memory figure of the report: live bytes per tumbling key with 100 000 sources.
+/// Bounded by (64 + 1) × 16 / 7 = 148 bytes (a table that has just doubled).
+#[test]
+fn memory_per_tumbling_key_is_bounded() {
+    let e = engine(&[rule("per_src", |r| r.group_by = "src".into())]);
+    let n = 100_000u32;
+    let mut out = Vec::new();
+    for i in 0..n {
+        e.observe(&req(&nth_source(i), "/a", secs(1), 1), &mut out);
+    }
+    assert_eq!(e.tracked_keys(), n as usize);
+    let per_key = e.approx_memory_bytes() / e.tracked_keys();
+    eprintln!("detect memory: {per_key} bytes per tumbling key at {n} keys");
+    assert!((74..=148).contains(&per_key), "{per_key}");
+}

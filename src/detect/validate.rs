@@ -1,0 +1,296 @@
+//! Turning a [`RuleConfig`] into a [`Rule`], with errors that name the key.
+//!
+//! Every message has the shape `rule[NAME].KEY: PROBLEM` (SPEC §2: one clear line naming the
+//! key and the problem), e.g. `rule[model_exfiltration].threshold: must be at least 1`.
+//! A rule without a name is named by its 1-based position: `rule[#2].name: must not be empty`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::event::RuleAction;
+use super::glob::Glob;
+use super::rule::{Cutoff, GroupBy, Rule, RuleConfig, SeverityRule, WindowKind};
+
+/// Sliding windows use 15 sub-buckets of at least one second each.
+const MIN_SLIDING_WINDOW: Duration = Duration::from_secs(15);
+
+/// A rule that cannot be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// Every rule needs a name: it keys the detection log and the metrics.
+    #[error("rule[#{position}].name: must not be empty")]
+    EmptyName {
+        /// 1-based position of the rule in the list (1 when built on its own).
+        position: usize,
+    },
+    /// Two rules share a name, so their log lines and metrics could not be told apart.
+    #[error("rule[{0}].name: duplicate rule name")]
+    Duplicate(String),
+    /// A key has a value the engine cannot use.
+    #[error("rule[{rule}].{key}: {problem}")]
+    Invalid {
+        /// The rule's name.
+        rule: String,
+        /// The offending key (`threshold`, `paths[1]`, ...).
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Validates a whole `[[rule]]` list: each rule, then name uniqueness.
+pub fn build_rules(configs: &[RuleConfig]) -> Result<Vec<Rule>, RuleError> {
+    let mut seen = HashSet::new();
+    let mut rules = Vec::with_capacity(configs.len());
+    for (i, cfg) in configs.iter().enumerate() {
+        let rule = build(cfg, i + 1)?;
+        if !seen.insert(cfg.name.as_str()) {
+            return Err(RuleError::Duplicate(cfg.name.clone()));
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+impl Rule {
+    /// Validates one rule on its own (duplicate names are checked by [`build_rules`]).
+    pub fn from_config(cfg: &RuleConfig) -> Result<Rule, RuleError> {
+        build(cfg, 1)
+    }
+}
+
+/// A problem with one key: `(key, message)`.
+type Problem = (String, String);
+
+fn build(cfg: &RuleConfig, position: usize) -> Result<Rule, RuleError> {
+    if cfg.name.trim().is_empty() {
+        return Err(RuleError::EmptyName { position });
+    }
+    parse(cfg).map_err(|(key, problem)| RuleError::Invalid {
+        rule: cfg.name.clone(),
+        key,
+        problem,
+    })
+}
+
+fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
+    let paths = parse_paths(&cfg.paths)?;
+    let methods = parse_methods(&cfg.methods).map_err(at("methods"))?;
+    let (min_latency, max_latency) = parse_latency_band(cfg)?;
+    let group_by = pick(
+        &cfg.group_by,
+        "group_by",
+        &[("src_path", GroupBy::SrcPath), ("src", GroupBy::Src)],
+    )?;
+    let kinds = [
+        ("tumbling", WindowKind::Tumbling),
+        ("sliding", WindowKind::Sliding),
+    ];
+    let window_kind = pick(&cfg.window_kind, "window_kind", &kinds)?;
+    let window = parse_window(&cfg.window, window_kind).map_err(at("window"))?;
+    let threshold = u64::try_from(cfg.threshold)
+        .ok()
+        .filter(|t| *t >= 1)
+        .ok_or_else(|| ("threshold".to_owned(), "must be at least 1".to_owned()))?;
+    let (severity, high, medium) = parse_severity(cfg).map_err(|(k, p)| (k.to_owned(), p))?;
+    let actions = [
+        ("", RuleAction::Default),
+        ("log", RuleAction::Log),
+        ("block", RuleAction::Block),
+    ];
+    let action = pick(&cfg.action, "action", &actions)?;
+    let attack_type = match cfg.attack_type.trim() {
+        "" => cfg.name.as_str(),
+        text => text,
+    };
+    Ok(Rule {
+        name: Arc::from(cfg.name.as_str()),
+        escu_id: non_empty(cfg.escu_id.as_deref()),
+        mitre: non_empty(cfg.mitre.as_deref()),
+        attack_type: Arc::from(attack_type),
+        any_path: paths.iter().any(|g| g.as_str().bytes().all(|b| b == b'*')),
+        paths,
+        methods,
+        min_latency,
+        max_latency,
+        group_by,
+        window,
+        window_kind,
+        threshold,
+        severity,
+        action,
+        config: RuleConfig {
+            severity_high: Some(high),
+            severity_medium: Some(medium),
+            ..cfg.clone()
+        },
+    })
+}
+
+/// Tags a message with its key.
+fn at(key: &'static str) -> impl Fn(String) -> Problem {
+    move |problem| (key.to_owned(), problem)
+}
+
+/// One of a fixed set of spellings.
+fn pick<T: Copy>(value: &str, key: &str, choices: &[(&str, T)]) -> Result<T, Problem> {
+    if let Some((_, v)) = choices.iter().find(|(name, _)| *name == value) {
+        return Ok(*v);
+    }
+    let names: Vec<String> = choices
+        .iter()
+        .map(|(n, _)| {
+            if n.is_empty() {
+                "\"\"".to_owned()
+            } else {
+                (*n).to_owned()
+            }
+        })
+        .collect();
+    let expected = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    };
+    Err((
+        key.to_owned(),
+        format!("unknown value {value:?} (expected {expected})"),
+    ))
+}
+
+fn parse_latency_band(cfg: &RuleConfig) -> Result<(Duration, Option<Duration>), Problem> {
+    let min = parse_duration(&cfg.min_latency).map_err(at("min_latency"))?;
+    let max = match cfg.max_latency.trim() {
+        "" => None,
+        text => Some(parse_duration(text).map_err(at("max_latency"))?),
+    };
+    if max.is_some_and(|max| max <= min) {
+        return Err((
+            "max_latency".into(),
+            "must be greater than min_latency".into(),
+        ));
+    }
+    Ok((min, max))
+}
+
+fn non_empty(v: Option<&str>) -> Option<Arc<str>> {
+    v.map(str::trim).filter(|s| !s.is_empty()).map(Arc::from)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
+fn parse_paths(paths: &[String]) -> Result<Vec<Glob>, Problem> {
+    if paths.is_empty() {
+        return Err((
+            "paths".into(),
+            "must not be empty (use [\"*\"] for any path)".into(),
+        ));
+    }
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Glob::new(p).map_err(|e| (format!("paths[{i}]"), e.to_string())))
+        .collect()
+}
+
+fn parse_methods(methods: &[String]) -> Result<Vec<Box<str>>, String> {
+    methods
+        .iter()
+        .map(|m| {
+            let token = !m.is_empty() && m.bytes().all(|b| b.is_ascii_graphic());
+            if !token {
+                Err(format!("{m:?} is not an HTTP method"))
+            } else if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                Err(format!(
+                    "{m:?} must be upper case (HTTP methods are case-sensitive)"
+                ))
+            } else {
+                Ok(m.as_str().into())
+            }
+        })
+        .collect()
+}
+
+fn parse_window(text: &str, kind: WindowKind) -> Result<Duration, String> {
+    let window = parse_duration(text)?;
+    if window < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    if window.subsec_nanos() != 0 {
+        return Err("must be a whole number of seconds".into());
+    }
+    if window.as_secs() > u64::from(u32::MAX) {
+        return Err("is too long".into());
+    }
+    if kind == WindowKind::Sliding && window < MIN_SLIDING_WINDOW {
+        return Err("must be at least 15s for a sliding window".into());
+    }
+    Ok(window)
+}
+
+type SeverityParts = (SeverityRule, Cutoff, Cutoff);
+
+fn parse_severity(cfg: &RuleConfig) -> Result<SeverityParts, (&'static str, String)> {
+    let (high, medium) = (cfg.severity_high.as_ref(), cfg.severity_medium.as_ref());
+    match cfg.severity_by.as_str() {
+        by @ ("avg_latency" | "max_latency") => {
+            let high = high.cloned().unwrap_or_else(|| Cutoff::Text("50s".into()));
+            let medium = medium
+                .cloned()
+                .unwrap_or_else(|| Cutoff::Text("40s".into()));
+            let h = latency_cutoff(&high, by).map_err(|p| ("severity_high", p))?;
+            let m = latency_cutoff(&medium, by).map_err(|p| ("severity_medium", p))?;
+            if m > h {
+                return Err(("severity_medium", "must not exceed severity_high".into()));
+            }
+            let use_max = by == "max_latency";
+            let sev = SeverityRule::Latency {
+                use_max,
+                high: h,
+                medium: m,
+            };
+            Ok((sev, high, medium))
+        }
+        "count" => {
+            let required = || "required when severity_by = \"count\"".to_owned();
+            let high = high.ok_or_else(|| ("severity_high", required()))?;
+            let medium = medium.ok_or_else(|| ("severity_medium", required()))?;
+            let h = count_cutoff(high).map_err(|p| ("severity_high", p))?;
+            let m = count_cutoff(medium).map_err(|p| ("severity_medium", p))?;
+            if m > h {
+                return Err(("severity_medium", "must not exceed severity_high".into()));
+            }
+            let sev = SeverityRule::Count { high: h, medium: m };
+            Ok((sev, Cutoff::Count(h as i64), Cutoff::Count(m as i64)))
+        }
+        other => Err((
+            "severity_by",
+            format!("unknown value {other:?} (expected avg_latency, max_latency or count)"),
+        )),
+    }
+}
+
+fn latency_cutoff(c: &Cutoff, by: &str) -> Result<f64, String> {
+    match c {
+        Cutoff::Text(t) => parse_duration(t).map(|d| d.as_secs_f64()),
+        Cutoff::Count(n) => Err(format!(
+            "expected a duration like \"50s\" for severity_by = {by:?}, got {n}"
+        )),
+    }
+}
+
+fn count_cutoff(c: &Cutoff) -> Result<u64, String> {
+    let n = match c {
+        Cutoff::Count(n) => Some(*n),
+        Cutoff::Text(t) => t.trim().parse::<i64>().ok(),
+    };
+    n.and_then(|n| u64::try_from(n).ok())
+        .ok_or_else(|| match c {
+            Cutoff::Count(n) => format!("must not be negative, got {n}"),
+            Cutoff::Text(t) => {
+                format!("expected a whole number for severity_by = \"count\", got {t:?}")
+            }
+        })
+}

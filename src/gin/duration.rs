@@ -1,0 +1,203 @@
+//! Go's `time.Duration` text: written exactly as `Duration.String()` prints it, read back
+//! by a hand-written parser of every form Go's `time.ParseDuration` accepts.
+//!
+//! Ollama's access line carries its latency in this text, so the access log must print it
+//! byte for byte like Go, and `scan` must read every unit (`ns`, `µs`, `ms`, `s`, `m`, `h`)
+//! that Go can emit, including the compound `1h2m3.5s` forms.
+
+use std::time::Duration;
+
+/// The largest duration Go can represent (`1<<63 - 1` ns); longer texts are rejected as
+/// overflow, exactly like `time.ParseDuration`.
+const GO_MAX_NANOS: u64 = i64::MAX as u64;
+
+/// Appends `d` formatted exactly like Go's `time.Duration.String()`.
+///
+/// Why: the gin access line right-aligns this text in a 13-rune column, and Splunk searches
+/// and our parser both key on its exact shape (`57.204518733s`, `16.52µs`, `1m5s`).
+/// Sub-second values use the largest unit below one second (`ns`, `µs` with U+00B5, `ms`);
+/// from one second on the form is `[Nh][Nm]S[.frac]s`, trailing zeros of the fraction
+/// dropped. `Duration::ZERO` is `0s`.
+pub fn format_go_duration(d: Duration, out: &mut String) {
+    let secs = d.as_secs();
+    let sub = u64::from(d.subsec_nanos());
+    if secs == 0 {
+        match sub {
+            0 => out.push_str("0s"),
+            1..=999 => {
+                push_uint(out, sub);
+                out.push_str("ns");
+            }
+            1_000..=999_999 => {
+                push_fixed_point(out, sub, 3);
+                out.push_str("µs");
+            }
+            _ => {
+                push_fixed_point(out, sub, 6);
+                out.push_str("ms");
+            }
+        }
+        return;
+    }
+    let (hours, minutes, seconds) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    if hours > 0 {
+        push_uint(out, hours);
+        out.push('h');
+    }
+    if secs >= 60 {
+        push_uint(out, minutes);
+        out.push('m');
+    }
+    push_uint(out, seconds);
+    push_fraction(out, sub, 9);
+    out.push('s');
+}
+
+/// Gin's own rounding of the latency it prints: above one minute the value is truncated to
+/// whole seconds (`param.Latency.Truncate(time.Second)` in gin's default formatter).
+///
+/// Why: the access log must print what gin prints, and tests compare a parsed line with
+/// the exact latency it was written from.
+pub fn gin_latency(d: Duration) -> Duration {
+    if d > Duration::from_secs(60) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        d
+    }
+}
+
+/// Parses Go duration text: every form `Duration.String()` prints plus everything
+/// `time.ParseDuration` accepts for non-negative values (`us`, `μs` U+03BC, `+` sign,
+/// `1.5h`, `.5s`, `1h2m3s`, a bare `0`).
+///
+/// Why: `scan` must turn each `[GIN]` latency into an exact duration, whatever unit gin
+/// chose. Returns `None` for garbage, negative values, missing or unknown units, and
+/// values beyond Go's range (about 292 years). Fraction digits finer than a nanosecond are
+/// truncated.
+pub fn parse_go_duration(text: &[u8]) -> Option<Duration> {
+    let rest = text.strip_prefix(b"+").unwrap_or(text);
+    if rest == b"0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut rest = rest;
+    while !rest.is_empty() {
+        let (nanos, tail) = parse_component(rest)?;
+        total = total.checked_add(nanos).filter(|t| *t <= GO_MAX_NANOS)?;
+        rest = tail;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+/// One `<digits>[.<digits>]<unit>` component, in nanoseconds, and the text after it.
+fn parse_component(text: &[u8]) -> Option<(u64, &[u8])> {
+    let int_len = digit_run(text);
+    let (whole, mut rest) = text.split_at(int_len);
+    let mut frac: &[u8] = &[];
+    if let Some(after_dot) = rest.strip_prefix(b".") {
+        let frac_len = digit_run(after_dot);
+        (frac, rest) = after_dot.split_at(frac_len);
+    }
+    if whole.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let unit_len = rest
+        .iter()
+        .position(|&b| b == b'.' || b.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let (unit_text, tail) = rest.split_at(unit_len);
+    let unit = unit_nanos(unit_text)?;
+    let whole_nanos = decimal_value(whole)?.checked_mul(unit)?;
+    if whole_nanos > GO_MAX_NANOS {
+        return None;
+    }
+    Some((whole_nanos.checked_add(fraction_nanos(frac, unit))?, tail))
+}
+
+fn digit_run(text: &[u8]) -> usize {
+    text.iter().take_while(|b| b.is_ascii_digit()).count()
+}
+
+fn unit_nanos(unit: &[u8]) -> Option<u64> {
+    Some(match unit {
+        b"ns" => 1,
+        // `us`, `µs` (U+00B5 MICRO SIGN) and `μs` (U+03BC GREEK SMALL LETTER MU).
+        b"us" | [0xc2, 0xb5, b's'] | [0xce, 0xbc, b's'] => 1_000,
+        b"ms" => 1_000_000,
+        b"s" => 1_000_000_000,
+        b"m" => 60_000_000_000,
+        b"h" => 3_600_000_000_000,
+        _ => return None,
+    })
+}
+
+/// The value of a run of ASCII digits; `None` once it exceeds Go's range in any unit.
+fn decimal_value(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &b| {
+        let v = acc * 10 + u64::from(b - b'0');
+        (v <= GO_MAX_NANOS).then_some(v)
+    })
+}
+
+/// `0.<digits>` of one `unit`, in whole nanoseconds (truncated). Only the first 18 digits
+/// count: the rest adds less than a thousandth of a nanosecond to any unit up to an hour.
+fn fraction_nanos(digits: &[u8], unit: u64) -> u64 {
+    let digits = &digits[..digits.len().min(18)];
+    let (value, scale) = digits.iter().fold((0u64, 1u64), |(v, s), &b| {
+        (v * 10 + u64::from(b - b'0'), s * 10)
+    });
+    if unit % scale == 0 {
+        // Every fraction Go prints lands here: at most 9, 6 or 3 digits for s, ms, µs.
+        return value * (unit / scale);
+    }
+    let nanos = u128::from(value) * u128::from(unit) / u128::from(scale);
+    u64::try_from(nanos).unwrap_or(u64::MAX)
+}
+
+/// Appends `value` in decimal.
+fn push_uint(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    digits[start..]
+        .iter()
+        .for_each(|&b| out.push(char::from(b)));
+}
+
+/// Appends `value / 10^prec` as Go's `fmtFrac`/`fmtInt` pair would: the integer part, then
+/// a `.` and the fraction without trailing zeros when the fraction is not zero.
+fn push_fixed_point(out: &mut String, value: u64, prec: u32) {
+    let scale = 10u64.pow(prec);
+    push_uint(out, value / scale);
+    push_fraction(out, value % scale, prec);
+}
+
+/// Appends `.ddd` for `frac` written with `prec` digits, trailing zeros removed; nothing
+/// when `frac` is zero.
+fn push_fraction(out: &mut String, frac: u64, prec: u32) {
+    if frac == 0 {
+        return;
+    }
+    let mut frac = frac;
+    let mut width = prec;
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    out.push('.');
+    let mut divisor = 10u64.pow(width - 1);
+    while divisor > 0 {
+        out.push(char::from(b'0' + ((frac / divisor) % 10) as u8));
+        divisor /= 10;
+    }
+}

@@ -1,0 +1,122 @@
+//! Writing one `[GIN]` access line exactly as gin v1.10's default formatter does.
+
+use std::time::Duration;
+
+use chrono::{Datelike, NaiveDateTime, Timelike};
+
+use super::duration::{format_go_duration, gin_latency};
+use super::quote::go_quote;
+
+/// What one access line says about a finished request, borrowed from the caller.
+///
+/// Why: the access log in `gin` format writes these, and `scan` tests rewrite parsed lines
+/// through the same struct to prove the round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GinFields<'a> {
+    /// When the response finished, in the zone the log is written in (gin prints local
+    /// time without a zone; only whole seconds are printed).
+    pub time: NaiveDateTime,
+    /// The HTTP status code the client received.
+    pub status: u16,
+    /// The request's measured latency, before gin's truncation (applied when writing).
+    pub latency: Duration,
+    /// The client IP as text (gin prints `c.ClientIP()` unchanged).
+    pub client_ip: &'a str,
+    /// The request method as received.
+    pub method: &'a str,
+    /// The percent-decoded path plus `?` and the raw query when there is one, as bytes
+    /// (Go strings may hold invalid UTF-8).
+    pub path: &'a [u8],
+}
+
+/// Appends one access line, trailing `'\n'` included, byte-compatible with gin's
+/// `"[GIN] %v |%s %3d %s| %13v | %15s |%s %-7s %s %#v\n%s"` without colours and without an
+/// error message.
+///
+/// Why: operators keep their existing Ollama log tooling (and the Splunk rule) pointed at
+/// the proxy's access log. Go pads `%13v`, `%15s` and `%-7s` by rune count, so a `µs`
+/// latency gets one more byte than its width suggests.
+pub fn write_gin_line(f: &GinFields<'_>, out: &mut String) {
+    out.push_str("[GIN] ");
+    push_timestamp(f.time, out);
+    out.push_str(" | ");
+    push_padded_left(out, 3, |out| push_status(f.status, out));
+    out.push_str(" | ");
+    push_padded_left(out, 13, |out| {
+        format_go_duration(gin_latency(f.latency), out)
+    });
+    out.push_str(" | ");
+    push_padded_left(out, 15, |out| out.push_str(f.client_ip));
+    out.push_str(" | ");
+    out.push_str(f.method);
+    push_spaces(out, 7usize.saturating_sub(f.method.chars().count()));
+    out.push_str("  ");
+    go_quote(f.path, out);
+    out.push('\n');
+}
+
+/// Runs `write`, then right-aligns what it appended to `width` runes (Go's `%Nv`).
+fn push_padded_left(out: &mut String, width: usize, write: impl FnOnce(&mut String)) {
+    let start = out.len();
+    write(out);
+    let runes = out[start..].chars().count();
+    if runes < width {
+        const SPACES: &str = "                ";
+        let pad = width - runes;
+        out.insert_str(start, &SPACES[..pad.min(SPACES.len())]);
+    }
+}
+
+fn push_spaces(out: &mut String, count: usize) {
+    out.extend(std::iter::repeat(' ').take(count));
+}
+
+fn push_status(status: u16, out: &mut String) {
+    let mut digits = [b'0'; 5];
+    let mut value = status;
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    digits[start..]
+        .iter()
+        .for_each(|&b| out.push(char::from(b)));
+}
+
+/// `2006/01/02 - 15:04:05`; years outside 0..=9999 are written the way Go's `appendInt`
+/// does (sign, then at least four digits).
+fn push_timestamp(t: NaiveDateTime, out: &mut String) {
+    let year = t.year();
+    if year < 0 {
+        out.push('-');
+    }
+    let abs_year = year.unsigned_abs();
+    if abs_year > 9999 {
+        out.push_str(&abs_year.to_string());
+    } else {
+        push_digits(out, abs_year, 4);
+    }
+    out.push('/');
+    push_digits(out, t.month(), 2);
+    out.push('/');
+    push_digits(out, t.day(), 2);
+    out.push_str(" - ");
+    push_digits(out, t.hour(), 2);
+    out.push(':');
+    push_digits(out, t.minute(), 2);
+    out.push(':');
+    push_digits(out, t.second(), 2);
+}
+
+/// Appends the low `width` decimal digits of `value`, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (value / 10u32.pow(place)) % 10;
+        out.push(char::from(b'0' + digit as u8));
+    }
+}

@@ -1,0 +1,88 @@
+//! The access log: one line per finished request, as Ollama's own `[GIN]` line (byte
+//! compatible, so existing Splunk searches and `scan` read it unchanged) or as JSON.
+//!
+//! Never logs credentials: only the method, the request target, the resolved client and
+//! the measured times — no header is ever written.
+
+use std::fmt::Write as _;
+
+use chrono::{Local, SecondsFormat};
+use percent_encoding::percent_decode_str;
+
+use crate::config::AccessLogFormat;
+use crate::gin::{write_gin_line, GinFields};
+use crate::record::RequestRecord;
+
+/// Formats `rec` as one access-log line (without the newline).
+pub fn format_line(format: AccessLogFormat, rec: &RequestRecord) -> String {
+    match format {
+        AccessLogFormat::Gin => gin_line(rec),
+        AccessLogFormat::Json => json_line(rec),
+    }
+}
+
+/// gin logs `URL.Path` (percent-decoded) plus `?RawQuery` when there is a query.
+fn gin_path(raw_target: &str) -> Vec<u8> {
+    let (path, query) = match raw_target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (raw_target, None),
+    };
+    let mut out: Vec<u8> = percent_decode_str(path).collect();
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out
+}
+
+fn gin_line(rec: &RequestRecord) -> String {
+    let ip = rec.src.to_string();
+    let path = gin_path(&rec.raw_target);
+    let fields = GinFields {
+        time: rec.completed_at.with_timezone(&Local).naive_local(),
+        status: rec.status,
+        latency: rec.total,
+        client_ip: &ip,
+        method: &rec.method_text,
+        path: &path,
+    };
+    let mut line = String::with_capacity(96 + path.len());
+    write_gin_line(&fields, &mut line);
+    if line.ends_with('\n') {
+        line.pop();
+    }
+    line
+}
+
+fn json_line(rec: &RequestRecord) -> String {
+    let mut v = serde_json::json!({
+        "time": rec.completed_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "src": rec.src.to_string(),
+        "peer": rec.peer.to_string(),
+        "method": rec.method_text,
+        "uri": rec.raw_target,
+        "path": rec.path,
+        "route": rec.route.label(),
+        "status": rec.status,
+        "duration_seconds": rec.total.as_secs_f64(),
+        "outcome": rec.outcome.label(),
+    });
+    if let (Some(t), Some(obj)) = (rec.ttfb, v.as_object_mut()) {
+        obj.insert("ttfb_seconds".into(), t.as_secs_f64().into());
+    }
+    let mut s = String::with_capacity(256);
+    let _ = write!(s, "{v}");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gin_path_is_decoded_and_keeps_the_raw_query() {
+        assert_eq!(gin_path("/api/%73how?x=%41"), b"/api/show?x=%41".to_vec());
+        assert_eq!(gin_path("/api/tags?"), b"/api/tags".to_vec());
+        assert_eq!(gin_path("/a%ffb"), b"/a\xffb".to_vec());
+    }
+}

@@ -1,0 +1,162 @@
+//! Shared harness of the integration tests: the simulator and a full `serve` stack on
+//! ephemeral loopback ports, and small HTTP helpers.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use ollama_guard::config::{Config, FileConfig, ServeArgs};
+use ollama_guard::demo::sim::{self, SimConfig, SimHandle};
+use ollama_guard::serve::Server;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+pub struct Stack {
+    pub sim: SimHandle,
+    pub server: Server,
+    pub proxy: String,
+    pub admin: String,
+    pub dir: TempDir,
+}
+
+impl Stack {
+    pub fn access_log(&self) -> PathBuf {
+        self.dir.path().join("access.log")
+    }
+    pub fn detection_log(&self) -> PathBuf {
+        self.dir.path().join("detection.log")
+    }
+}
+
+pub async fn loopback() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+pub async fn simulator() -> SimHandle {
+    sim::spawn(loopback().await, SimConfig::default()).await
+}
+
+/// A config pointing at `upstream`, logs in `dir`; `file` adds TOML.
+pub fn config(upstream: &str, dir: &TempDir, args: ServeArgs, file: &str) -> Config {
+    let args = ServeArgs {
+        upstream: Some(upstream.to_owned()),
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        detection_log: Some(dir.path().join("detection.log").display().to_string()),
+        access_log: Some(dir.path().join("access.log").display().to_string()),
+        ..args
+    };
+    let file: FileConfig = toml::from_str(file).unwrap();
+    Config::merge(&args, file).unwrap()
+}
+
+pub async fn stack_with(args: ServeArgs, file: &str) -> Stack {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&sim.url(), &dir, args, file);
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    Stack {
+        proxy: format!("http://{}", server.proxy_addr),
+        admin: format!("http://{}", server.admin_addr),
+        sim,
+        server,
+        dir,
+    }
+}
+
+pub async fn stack() -> Stack {
+    stack_with(ServeArgs::default(), "").await
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn request(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(body.into())).unwrap()
+}
+
+pub async fn send(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let resp = tokio::time::timeout(
+        Duration::from_secs(20),
+        client().request(request(method, url, headers, body)),
+    )
+    .await
+    .expect("request timed out")
+    .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Method::GET, url, &[], Bytes::new()).await
+}
+
+/// Scrapes `/metrics` and returns the value of the exact series line `series`.
+pub async fn metric(admin: &str, series: &str) -> f64 {
+    let text = get(&format!("{admin}/metrics")).await.text();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("series {series} not found"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (bounded) until `f` holds, polling the state it reads.
+pub async fn eventually<F: FnMut() -> bool>(mut f: F) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("condition not reached within 5 s");
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Throughput and latency of ollama-guard against nginx and against the upstream directly.
+#
+# The upstream is the embedded simulator in fast mode. Rounds are interleaved
+# (direct, guard, nginx, direct, guard, nginx, ...) so that drift on a shared machine hits
+# every target alike; the summary gives per-target medians and the guard/nginx ratio.
+#
+# Usage: tests/perf/proxy_bench.sh [PATH] [CONNECTIONS] [SECONDS] [ROUNDS]
+#   env RULES=off runs ollama-guard with every detection rule disabled (for the rules-cost
+#   comparison), GUARD_ONLY=1 skips nginx and direct.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+path=${1:-/api/tags}
+conns=${2:-32}
+secs=${3:-10}
+rounds=${4:-5}
+command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "nginx is required: apt-get install nginx-light" >&2; exit 1; }
+cargo build --release --quiet
+bin=target/release/ollama-guard
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sim_port=$(free_port); guard_port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
+
+"$bin" simulator --listen "127.0.0.1:$sim_port" --fast --no-host-check 2>"$work/sim.err" & pids+=($!)
+guard_cfg="$work/guard.toml"
+if [ "${RULES:-on}" = off ]; then
+  # One rule that can never match: the engine is present but counts nothing.
+  cat >"$guard_cfg" <<TOML
+[[rule]]
+name = "disabled"
+paths = ["/never-matches"]
+TOML
+else
+  : >"$guard_cfg"
+fi
+"$bin" --listen "127.0.0.1:$guard_port" --upstream "http://127.0.0.1:$sim_port" \
+  --admin-listen "127.0.0.1:$admin_port" --detection-log /dev/null --config "$guard_cfg" \
+  --log-level warn 2>"$work/guard.err" & pids+=($!)
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream ollama { server 127.0.0.1:$sim_port; keepalive 256; }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://ollama;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1:$sim_port;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+
+for port in "$sim_port" "$guard_port" "$nginx_port"; do
+  for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/api/version" && break; sleep 0.05; done
+done
+
+targets=(direct guard nginx)
+[ -n "${GUARD_ONLY:-}" ] && targets=(guard)
+declare -A port=([direct]=$sim_port [guard]=$guard_port [nginx]=$nginx_port)
+results="$work/results.tsv"
+: >"$results"
+echo "path=$path connections=$conns duration=${secs}s rounds=$rounds rules=${RULES:-on}"
+for r in $(seq "$rounds"); do
+  for t in "${targets[@]}"; do
+    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${port[$t]}$path")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    errs=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+    printf '%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$rps" "$p50" "$p99" | tee -a "$results"
+    [ -n "$errs" ] && echo "  warning: $errs"
+  done
+done
+python3 - "$results" <<'PY'
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+def ms(t):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * f
+    return float(t)
+by = {}
+for _, target, rps, p50, p99 in rows:
+    by.setdefault(target, []).append((float(rps), ms(p50), ms(p99)))
+print("\ntarget   median req/s   median p50 ms   median p99 ms")
+med = {}
+for t, v in by.items():
+    med[t] = tuple(statistics.median(x[i] for x in v) for i in range(3))
+    print(f"{t:8} {med[t][0]:13.0f} {med[t][1]:15.3f} {med[t][2]:15.3f}")
+if "guard" in med and "nginx" in med:
+    print(f"\nguard/nginx throughput ratio: {med['guard'][0] / med['nginx'][0]:.3f}")
+    print(f"guard/nginx p99 ratio:        {med['guard'][2] / med['nginx'][2]:.3f}")
+if "guard" in med and "direct" in med:
+    print(f"guard/direct throughput ratio: {med['guard'][0] / med['direct'][0]:.3f}")
+PY

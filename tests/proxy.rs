@@ -1,0 +1,563 @@
+//! The proxy in front of the simulator, over real sockets: transparency, streaming,
+//! uploads, cancellation, client IP, Host rewrite, upstream failure.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use ollama_guard::config::ServeArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CASES: &[(&str, &str, &str)] = &[
+    ("GET", "/", ""),
+    ("HEAD", "/", ""),
+    ("GET", "/api/version", ""),
+    ("GET", "/api/tags", ""),
+    ("GET", "/api/ps", ""),
+    ("POST", "/api/show", r#"{"model":"llama3.2"}"#),
+    ("POST", "/api/show", r#"{"model":"nope"}"#),
+    ("POST", "/api/show", "{not json"),
+    (
+        "POST",
+        "/api/generate",
+        r#"{"model":"llama3.2","prompt":"hi","stream":false}"#,
+    ),
+    (
+        "POST",
+        "/api/generate",
+        r#"{"model":"llama3.2","prompt":"hi"}"#,
+    ),
+    (
+        "POST",
+        "/api/chat",
+        r#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}"#,
+    ),
+    ("POST", "/api/embed", r#"{"model":"llama3.2","input":"hi"}"#),
+    (
+        "POST",
+        "/api/embeddings",
+        r#"{"model":"llama3.2","prompt":"hi"}"#,
+    ),
+    ("POST", "/api/pull", r#"{"model":"llama3.2"}"#),
+    (
+        "POST",
+        "/api/copy",
+        r#"{"source":"llama3.2","destination":"x"}"#,
+    ),
+    ("DELETE", "/api/delete", r#"{"model":"missing"}"#),
+    (
+        "HEAD",
+        "/api/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        "",
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}"#,
+    ),
+    (
+        "POST",
+        "/v1/chat/completions",
+        r#"{"model":"llama3.2","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    ),
+    ("GET", "/v1/models", ""),
+    ("GET", "/v1/models/missing", ""),
+    ("GET", "/nope", ""),
+    ("GET", "/api/generate", ""),
+];
+
+/// Removes the fields that legitimately differ between two calls (clock readings).
+fn stable(body: &Bytes) -> String {
+    let text = String::from_utf8_lossy(body).into_owned();
+    text.lines()
+        .map(
+            |l| match serde_json::from_str::<serde_json::Value>(l.trim_start_matches("data: ")) {
+                Ok(mut v) => {
+                    scrub(&mut v);
+                    v.to_string()
+                }
+                Err(_) => l.to_owned(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn scrub(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for key in [
+                "created_at",
+                "created",
+                "id",
+                "modified_at",
+                "expires_at",
+                "total_duration",
+                "load_duration",
+                "prompt_eval_duration",
+                "eval_duration",
+            ] {
+                m.remove(key);
+            }
+            m.values_mut().for_each(scrub);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(scrub),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_route_answers_through_the_proxy_as_it_does_directly() {
+    let s = stack().await;
+    for (method, path, body) in CASES {
+        let m: Method = method.parse().unwrap();
+        let direct = send(
+            m.clone(),
+            &format!("{}{path}", s.sim.url()),
+            &[("host", "localhost")],
+            body.to_string(),
+        )
+        .await;
+        let proxied = send(m, &format!("{}{path}", s.proxy), &[], body.to_string()).await;
+        assert_eq!(proxied.status, direct.status, "{method} {path}");
+        assert_eq!(
+            proxied.content_type(),
+            direct.content_type(),
+            "{method} {path}"
+        );
+        assert_eq!(
+            stable(&proxied.body),
+            stable(&direct.body),
+            "{method} {path}"
+        );
+        assert_eq!(
+            proxied.headers.get("content-length"),
+            direct.headers.get("content-length"),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ndjson_frames_arrive_while_the_upstream_is_still_generating() {
+    let s = stack().await;
+    let req = request(
+        Method::POST,
+        &format!("{}/api/generate", s.proxy),
+        &[
+            ("x-sim-id", "stream-1"),
+            ("x-sim-chunks", "6"),
+            ("x-sim-chunk-delay-ms", "150"),
+        ],
+        r#"{"model":"llama3.2","prompt":"hi"}"#,
+    );
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    // The first line is here while the simulator has not produced its last one yet:
+    // nothing buffers the stream.
+    let seen = s.sim.log.requests();
+    let r = seen
+        .iter()
+        .find(|r| r.id.as_deref() == Some("stream-1"))
+        .unwrap();
+    assert!(
+        !r.finished,
+        "first frame must arrive before the upstream finished"
+    );
+    let mut lines = vec![first];
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            lines.push(d);
+        }
+    }
+    let text: String = lines
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    let parsed: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(parsed.len(), 7, "6 chunks and the final done line");
+    assert_eq!(parsed.last().unwrap()["done"], true);
+    assert!(lines.len() >= 2, "frames were not coalesced into one");
+}
+
+#[tokio::test]
+async fn sse_stream_passes_unchanged_and_ends_with_done() {
+    let s = stack().await;
+    let body = r#"{"model":"llama3.2","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = send(
+        Method::POST,
+        &format!("{}/v1/chat/completions", s.proxy),
+        &[("x-sim-chunks", "3")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type(), "text/event-stream");
+    let text = r.text();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(
+        text.matches("data: ").count(),
+        5,
+        "3 chunks, a finish chunk and [DONE]: {text}"
+    );
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn blob_upload_of_32_mib_streams_with_content_length_and_chunked() {
+    let s = stack().await;
+    let data: Vec<u8> = (0..32 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let digest = format!("sha256:{}", sha256_hex(&data));
+    let url = format!("{}/api/blobs/{digest}", s.proxy);
+    let r = send(Method::POST, &url, &[], data.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let head = send(Method::HEAD, &url, &[], Bytes::new()).await;
+    assert_eq!(head.status, StatusCode::OK);
+
+    // Chunked: a streamed body with no Content-Length (other bytes: a stored digest would
+    // be answered without reading the body, as Ollama does).
+    let data: Vec<u8> = data.iter().map(|b| b.wrapping_add(1)).collect();
+    let url = format!("{}/api/blobs/sha256:{}", s.proxy, sha256_hex(&data));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let req = http::Request::post(&url).body(ChannelBody(rx)).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let feeder = tokio::spawn(async move {
+        for chunk in data.chunks(1024 * 1024) {
+            tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+    });
+    let resp = client.request(req).await.unwrap();
+    feeder.await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let seen = s.sim.log.requests();
+    let uploads: Vec<_> = seen
+        .iter()
+        .filter(|r| r.method == "POST" && r.target.starts_with("/api/blobs/"))
+        .collect();
+    assert_eq!(uploads.len(), 2);
+    assert!(uploads.iter().all(|r| r.body_len == 32 * 1024 * 1024));
+    assert_eq!(
+        uploads[1]
+            .headers
+            .get("transfer-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("chunked")
+    );
+}
+
+/// A request body fed through a channel: no size hint, so it goes out chunked.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&buf).contains(needle) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("timed out waiting for response bytes")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before {needle:?}: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn expect_100_continue_upload_is_answered_then_forwarded() {
+    let s = stack().await;
+    let data = vec![7u8; 256 * 1024];
+    let digest = format!("sha256:{}", sha256_hex(&data));
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    let head = format!(
+        "POST /api/blobs/{digest} HTTP/1.1\r\nHost: guard\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        data.len()
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let interim = read_until(&mut c, "\r\n\r\n").await;
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    c.write_all(&data).await.unwrap();
+    let resp = read_until(&mut c, "\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 201 Created\r\n"), "{resp}");
+    let seen = s.sim.log.requests();
+    let up = seen
+        .iter()
+        .find(|r| r.target.starts_with("/api/blobs/"))
+        .unwrap();
+    assert_eq!(up.body_len, data.len() as u64);
+    assert!(
+        up.headers.get("expect").is_none(),
+        "Expect is hop-local; the proxy answered it"
+    );
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_drops_the_upstream_request() {
+    let s = stack().await;
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    let body = r#"{"model":"llama3.2","prompt":"hi"}"#;
+    let req = format!(
+        "POST /api/generate HTTP/1.1\r\nHost: guard\r\nx-sim-id: gone\r\nx-sim-chunks: 100\r\nx-sim-chunk-delay-ms: 100\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    c.write_all(req.as_bytes()).await.unwrap();
+    read_until(&mut c, "\"response\"").await;
+    drop(c);
+    let r = tokio::time::timeout(Duration::from_secs(10), s.sim.log.wait_done("gone"))
+        .await
+        .expect("upstream never saw the disconnect");
+    assert!(r.client_disconnected);
+    assert!(!r.finished);
+    let series = r#"ollama_guard_requests_total{method="POST",outcome="client_cancelled",route="/api/generate",status_class="2xx"}"#;
+    let mut n = 0.0;
+    for _ in 0..100 {
+        n = metric(&s.admin, series).await;
+        if n == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(n, 1.0);
+}
+
+#[tokio::test]
+async fn client_disconnect_before_the_head_is_recorded_as_499() {
+    let s = stack().await;
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    c.write_all(
+        b"GET /api/tags HTTP/1.1\r\nHost: guard\r\nx-sim-id: early\r\nx-sim-delay-ms: 5000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    // Wait until the simulator has the request, then hang up.
+    for _ in 0..200 {
+        if s.sim
+            .log
+            .requests()
+            .iter()
+            .any(|r| r.id.as_deref() == Some("early"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(c);
+    let r = tokio::time::timeout(Duration::from_secs(10), s.sim.log.wait_done("early"))
+        .await
+        .expect("upstream never saw the disconnect");
+    assert!(r.client_disconnected);
+    let series = r#"ollama_guard_requests_total{method="GET",outcome="client_cancelled",route="/api/tags",status_class="4xx"}"#;
+    assert_eq!(metric(&s.admin, series).await, 1.0);
+}
+
+#[tokio::test]
+async fn upstream_death_mid_stream_aborts_the_client_stream() {
+    let s = stack().await;
+    let req = request(
+        Method::POST,
+        &format!("{}/api/chat", s.proxy),
+        &[("x-sim-fail", "abort"), ("x-sim-chunks", "5")],
+        r#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let collected = resp.into_body().collect().await;
+    assert!(
+        collected.is_err(),
+        "a clean end would hide the upstream failure"
+    );
+    let series = r#"ollama_guard_requests_total{method="POST",outcome="upstream_error",route="/api/chat",status_class="2xx"}"#;
+    let mut n = 0.0;
+    for _ in 0..100 {
+        n = metric(&s.admin, series).await;
+        if n == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(n, 1.0);
+}
+
+fn upstream_header(s: &Stack, id: &str, name: &str) -> Option<String> {
+    s.sim
+        .log
+        .requests()
+        .into_iter()
+        .find(|r| r.id.as_deref() == Some(id))
+        .and_then(|r| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned()))
+}
+
+#[tokio::test]
+async fn spoofed_xff_from_untrusted_peer_is_replaced_by_the_peer() {
+    let s = stack().await;
+    send(
+        Method::GET,
+        &format!("{}/api/tags", s.proxy),
+        &[("x-sim-id", "x1"), ("x-forwarded-for", "6.6.6.6")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        upstream_header(&s, "x1", "x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        upstream_header(&s, "x1", "x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+}
+
+#[tokio::test]
+async fn xff_from_a_trusted_proxy_is_believed() {
+    let args = ServeArgs {
+        trusted_proxy: vec!["127.0.0.1/32".into()],
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "").await;
+    send(
+        Method::GET,
+        &format!("{}/api/tags", s.proxy),
+        &[("x-sim-id", "x2"), ("x-forwarded-for", "198.51.100.7")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(
+        upstream_header(&s, "x2", "x-forwarded-for").as_deref(),
+        Some("198.51.100.7")
+    );
+}
+
+#[tokio::test]
+async fn host_is_rewritten_so_the_loopback_host_check_passes() {
+    let s = stack().await;
+    let direct = send(
+        Method::GET,
+        &format!("{}/api/tags", s.sim.url()),
+        &[("host", "evil.example")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(direct.status, StatusCode::FORBIDDEN);
+    assert!(direct.body.is_empty());
+    let proxied = send(
+        Method::GET,
+        &format!("{}/api/tags", s.proxy),
+        &[("host", "evil.example"), ("x-sim-id", "h")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(proxied.status, StatusCode::OK);
+    let upstream = s.sim.url().trim_start_matches("http://").to_owned();
+    assert_eq!(upstream_header(&s, "h", "host"), Some(upstream));
+    assert_eq!(
+        upstream_header(&s, "h", "x-forwarded-host").as_deref(),
+        Some("evil.example")
+    );
+}
+
+#[tokio::test]
+async fn unreachable_upstream_gives_502_json_and_counts_a_connect_error() {
+    let dead = loopback().await;
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(&dead_url, &dir, ServeArgs::default(), "");
+    let server = ollama_guard::serve::Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let r = get(&format!("http://{}/api/tags", server.proxy_addr)).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.content_type(), "application/json; charset=utf-8");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("ollama-guard: upstream unavailable: "),
+        "{msg}"
+    );
+    assert!(msg.to_lowercase().contains("refused"), "{msg}");
+    let admin = format!("http://{}", server.admin_addr);
+    assert_eq!(
+        metric(
+            &admin,
+            r#"ollama_guard_upstream_errors_total{kind="connect"}"#
+        )
+        .await,
+        1.0
+    );
+    let series = r#"ollama_guard_requests_total{method="GET",outcome="upstream_error",route="/api/tags",status_class="5xx"}"#;
+    assert_eq!(metric(&admin, series).await, 1.0);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
+    let s = stack().await;
+    let url = format!("{}/api/tags", s.proxy);
+    let slow = tokio::spawn(async move {
+        send(
+            Method::GET,
+            &url,
+            &[("x-sim-id", "slow"), ("x-sim-delay-ms", "400")],
+            Bytes::new(),
+        )
+        .await
+    });
+    for _ in 0..200 {
+        if s.sim
+            .log
+            .requests()
+            .iter()
+            .any(|r| r.id.as_deref() == Some("slow"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let addr = s.server.proxy_addr;
+    s.server.shutdown().await;
+    let r = slow.await.unwrap();
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "in-flight request completed during drain"
+    );
+    assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
+}
