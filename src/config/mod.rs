@@ -158,6 +158,15 @@ impl Config {
         values::merge(args, file)
     }
 
+    /// The rules in force: the file's, or the built-in set when it has none.
+    pub fn effective_rules(&self) -> Vec<RuleConfig> {
+        if self.rules.is_empty() {
+            crate::detect::default_rules()
+        } else {
+            self.rules.clone()
+        }
+    }
+
     /// The effective configuration as a TOML document (`check-config`), secrets redacted.
     pub fn to_toml(&self) -> String {
         values::to_toml(self)

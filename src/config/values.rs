@@ -363,11 +363,7 @@ pub(super) fn to_toml(c: &Config) -> String {
             max: Some(human(c.ban.max)),
             memory: Some(human(c.ban.memory)),
         }),
-        rules: if c.rules.is_empty() {
-            crate::detect::default_rules()
-        } else {
-            c.rules.clone()
-        },
+        rules: c.effective_rules(),
     };
     toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }

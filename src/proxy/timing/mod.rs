@@ -153,9 +153,7 @@ impl<B: Body> Body for TimingBody<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if this.first_byte.is_none()
-                    && frame
-                        .data_ref()
-                        .is_some_and(bytes::Buf::has_remaining)
+                    && frame.data_ref().is_some_and(bytes::Buf::has_remaining)
                 {
                     *this.first_byte = Some(Instant::now());
                 }

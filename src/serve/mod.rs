@@ -13,13 +13,21 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+mod detection;
+
+pub use detection::DetectionStage;
+
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::detect::{build_rules, Engine, EngineError, EngineOptions};
 use crate::proxy::Proxy;
-use crate::record::{NullSink, RecordSink};
+use crate::record::RecordSink;
 use crate::telemetry::logfile::{LogOpenError, DEFAULT_CAPACITY};
 use crate::telemetry::metrics::MetricsError;
-use crate::telemetry::{LogWriter, Metrics, TelemetrySink};
+use crate::telemetry::{DetectionLog, LogWriter, Metrics, TelemetrySink};
+
+/// How often windows are closed on wall-clock time.
+const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +47,9 @@ pub enum ServeError {
     /// Metrics registration failed.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The rules or engine options are invalid.
+    #[error("config error: {0}")]
+    Rules(String),
     /// Installing a signal handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
@@ -59,6 +70,7 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     metrics: Arc<Metrics>,
     logs: Vec<LogWriter>,
+    detection: Arc<DetectionStage>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -89,7 +101,19 @@ impl Server {
                 addr: config.admin_listen,
                 source,
             })?;
-        let metrics = Arc::new(Metrics::new(&[])?);
+        let rules =
+            build_rules(&config.effective_rules()).map_err(|e| ServeError::Rules(e.to_string()))?;
+        let rule_names: Vec<String> = rules.iter().map(|r| r.name().to_string()).collect();
+        let engine = Engine::new(
+            rules,
+            EngineOptions {
+                ipv6_prefix: config.ipv6_prefix,
+                allowlist: config.allowlist.clone(),
+                max_tracked_keys: config.max_tracked_keys,
+            },
+        )
+        .map_err(|e: EngineError| ServeError::Rules(e.to_string()))?;
+        let metrics = Arc::new(Metrics::new(&rule_names)?);
         let mut logs = Vec::new();
         let detection_log = LogWriter::spawn(
             "detection",
@@ -97,7 +121,7 @@ impl Server {
             DEFAULT_CAPACITY,
             metrics.log_lines_dropped.with_label_values(&["detection"]),
         )?;
-        logs.push(detection_log);
+        logs.push(detection_log.clone());
         let access = match &config.access_log {
             Some(target) => {
                 let w = LogWriter::spawn(
@@ -111,9 +135,14 @@ impl Server {
             }
             None => None,
         };
-        let detection: Arc<dyn RecordSink> = Arc::new(NullSink);
-        let sink: Arc<dyn RecordSink> =
-            Arc::new(TelemetrySink::new(metrics.clone(), access, detection));
+        let detection = Arc::new(DetectionStage::new(
+            Arc::new(engine),
+            DetectionLog::new(detection_log),
+            metrics.clone(),
+            config.mode,
+        ));
+        let next: Arc<dyn RecordSink> = detection.clone();
+        let sink: Arc<dyn RecordSink> = Arc::new(TelemetrySink::new(metrics.clone(), access, next));
         let proxy = Proxy::new(&config, sink, metrics.clone());
         let (shutdown, rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
@@ -124,6 +153,7 @@ impl Server {
             ready: ready.clone(),
         });
         tasks.spawn(admin::serve(admin_listener, admin_state, signalled(&rx)));
+        tasks.spawn(detection.clone().run_ticker(TICK_INTERVAL, signalled(&rx)));
         tasks.spawn(admin::probe_upstream(
             config.upstream.clone(),
             config.timeouts.readiness_probe,
@@ -136,6 +166,7 @@ impl Server {
             admin_addr,
             metrics,
             logs,
+            detection,
             shutdown,
             tasks,
         })
@@ -158,6 +189,7 @@ impl Server {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        self.detection.finish();
         for log in &self.logs {
             log.flush().await;
         }
