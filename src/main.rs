@@ -98,6 +98,18 @@ fn simulator(args: &config::SimulatorArgs) -> ExitCode {
     }
 }
 
+fn demo() -> ExitCode {
+    init_tracing("warn");
+    let result = runtime().and_then(|rt| Ok(rt.block_on(ollama_guard::demo::scenario::run())?));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ollama-guard: demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -105,7 +117,8 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::Simulator(args)) => simulator(args),
-        Some(Command::Scan(_)) | Some(Command::Bans(_)) | Some(Command::Demo) => {
+        Some(Command::Demo) => demo(),
+        Some(Command::Scan(_)) | Some(Command::Bans(_)) => {
             eprintln!("ollama-guard: this command is not built yet");
             ExitCode::from(2)
         }

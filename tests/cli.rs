@@ -1,0 +1,208 @@
+//! The binary as an operator runs it: exit codes, one-line config errors, signals, demo.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ollama-guard");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_built_in_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "mode = \"block\"\n[ban]\nduration = \"1h\"\n").unwrap();
+    let (code, out, err) = run(&["check-config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mode = \"block\""));
+    assert!(out.contains("duration = \"1h\""));
+    for rule in [
+        "model_exfiltration",
+        "metadata_enumeration",
+        "jailbreak_long_generation",
+        "excessive_requests",
+        "endpoint_scan",
+    ] {
+        assert!(
+            out.contains(&format!("name = \"{rule}\"")),
+            "{rule} missing:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn bad_config_is_one_line_naming_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, "[[rule]]\nname = \"x\"\nthreshold = 0\n").unwrap();
+    let (code, out, err) = run(&["check-config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("rule[x].threshold"), "{err}");
+    let (code, _, err) = run(&["--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "serve refuses the same config before starting");
+    assert!(err.contains("rule[x].threshold"), "{err}");
+}
+
+#[test]
+fn env_overrides_are_validated_like_flags() {
+    let (code, _, err) = run(&[], &[("OLLAMA_GUARD_MODE", "loud")]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "ollama-guard: config error: mode: 'loud' is not one of monitor, block"
+    );
+    // The flag wins over the environment.
+    let (code, _, err) = run(&["--mode", "bogus"], &[("OLLAMA_GUARD_MODE", "monitor")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("'bogus'"), "{err}");
+}
+
+#[test]
+fn address_in_use_is_exit_1_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run(
+        &[
+            "--listen",
+            &addr,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--detection-log",
+            "/dev/null",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("port {port} never opened");
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn sighup_reopens_logs_and_sigterm_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--detection-log",
+            "/dev/null",
+            "--access-log",
+            access.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let get = |p: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    };
+    assert!(get("/api/version").starts_with("HTTP/1.1 502"));
+    let rotated = dir.path().join("access.log.1");
+    for _ in 0..100 {
+        if std::fs::metadata(&access)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::rename(&access, &rotated).unwrap();
+    signal(&child, "HUP");
+    for _ in 0..100 {
+        if access.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    get("/api/ps");
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("\"/api/version\""));
+    let fresh = std::fs::read_to_string(&access).unwrap();
+    assert!(
+        fresh.contains("\"/api/ps\"") && !fresh.contains("/api/version"),
+        "{fresh}"
+    );
+}
+
+#[test]
+fn demo_runs_the_scripted_attack_and_exits_0() {
+    let (code, out, err) = run(&["demo"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |event: &str, rule: &str| {
+        events
+            .iter()
+            .any(|e| e["event"] == event && e["rule"] == rule && e["src"] == "127.0.0.66")
+    };
+    assert!(has("detection", "model_exfiltration"), "{out}");
+    assert!(has("window_summary", "model_exfiltration"), "{out}");
+    assert!(has("detection", "metadata_enumeration"), "{out}");
+    assert!(
+        events.iter().all(|e| e["src"] != "127.0.0.1"),
+        "normal traffic is never flagged"
+    );
+    assert!(err.contains("ollama_guard_detections_total"), "{err}");
+}
