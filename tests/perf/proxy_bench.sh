@@ -6,8 +6,8 @@
 # every target alike; the summary gives per-target medians and the guard/nginx ratio.
 #
 # Usage: tests/perf/proxy_bench.sh [PATH] [CONNECTIONS] [SECONDS] [ROUNDS]
-#   env RULES=off runs ollama-guard with every detection rule disabled (for the rules-cost
-#   comparison), GUARD_ONLY=1 skips nginx and direct.
+#   Targets: direct (the simulator), guard (default rule set), guard_norules (one rule that
+#   never matches: the cost of detection is guard vs guard_norules), nginx.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 path=${1:-/api/tags}
@@ -25,22 +25,20 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sim_port=$(free_port); guard_port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
+bare_port=$(free_port); bare_admin=$(free_port)
 
 "$bin" simulator --listen "127.0.0.1:$sim_port" --fast --no-host-check 2>"$work/sim.err" & pids+=($!)
-guard_cfg="$work/guard.toml"
-if [ "${RULES:-on}" = off ]; then
-  # One rule that can never match: the engine is present but counts nothing.
-  cat >"$guard_cfg" <<TOML
+# One rule that can never match: the engine is there but counts nothing.
+cat >"$work/norules.toml" <<TOML
 [[rule]]
 name = "disabled"
 paths = ["/never-matches"]
 TOML
-else
-  : >"$guard_cfg"
-fi
 "$bin" --listen "127.0.0.1:$guard_port" --upstream "http://127.0.0.1:$sim_port" \
-  --admin-listen "127.0.0.1:$admin_port" --detection-log /dev/null --config "$guard_cfg" \
-  --log-level warn 2>"$work/guard.err" & pids+=($!)
+  --admin-listen "127.0.0.1:$admin_port" --detection-log /dev/null --log-level warn 2>"$work/guard.err" & pids+=($!)
+"$bin" --listen "127.0.0.1:$bare_port" --upstream "http://127.0.0.1:$sim_port" \
+  --admin-listen "127.0.0.1:$bare_admin" --detection-log /dev/null --config "$work/norules.toml" \
+  --log-level warn 2>"$work/bare.err" & pids+=($!)
 
 cat >"$work/nginx.conf" <<NGINX
 worker_processes auto;
@@ -66,16 +64,15 @@ http {
 NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 
-for port in "$sim_port" "$guard_port" "$nginx_port"; do
+for port in "$sim_port" "$guard_port" "$bare_port" "$nginx_port"; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/api/version" && break; sleep 0.05; done
 done
 
-targets=(direct guard nginx)
-[ -n "${GUARD_ONLY:-}" ] && targets=(guard)
-declare -A port=([direct]=$sim_port [guard]=$guard_port [nginx]=$nginx_port)
+targets=(direct guard guard_norules nginx)
+declare -A port=([direct]=$sim_port [guard]=$guard_port [guard_norules]=$bare_port [nginx]=$nginx_port)
 results="$work/results.tsv"
 : >"$results"
-echo "path=$path connections=$conns duration=${secs}s rounds=$rounds rules=${RULES:-on}"
+echo "path=$path connections=$conns duration=${secs}s rounds=$rounds"
 for r in $(seq "$rounds"); do
   for t in "${targets[@]}"; do
     out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${port[$t]}$path")
@@ -98,14 +95,16 @@ def ms(t):
 by = {}
 for _, target, rps, p50, p99 in rows:
     by.setdefault(target, []).append((float(rps), ms(p50), ms(p99)))
-print("\ntarget   median req/s   median p50 ms   median p99 ms")
+print("\ntarget          median req/s   median p50 ms   median p99 ms")
 med = {}
 for t, v in by.items():
     med[t] = tuple(statistics.median(x[i] for x in v) for i in range(3))
-    print(f"{t:8} {med[t][0]:13.0f} {med[t][1]:15.3f} {med[t][2]:15.3f}")
+    print(f"{t:15} {med[t][0]:13.0f} {med[t][1]:15.3f} {med[t][2]:15.3f}")
 if "guard" in med and "nginx" in med:
     print(f"\nguard/nginx throughput ratio: {med['guard'][0] / med['nginx'][0]:.3f}")
     print(f"guard/nginx p99 ratio:        {med['guard'][2] / med['nginx'][2]:.3f}")
+if "guard" in med and "guard_norules" in med:
+    print(f"detection cost (1 - guard/guard_norules): {100 * (1 - med['guard'][0] / med['guard_norules'][0]):.1f} %")
 if "guard" in med and "direct" in med:
     print(f"guard/direct throughput ratio: {med['guard'][0] / med['direct'][0]:.3f}")
 PY
