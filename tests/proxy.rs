@@ -68,6 +68,7 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     ("GET", "/v1/models", ""),
     ("GET", "/v1/models/missing", ""),
+    ("OPTIONS", "/api/tags", ""),
     ("GET", "/nope", ""),
     ("GET", "/api/generate", ""),
 ];

@@ -36,10 +36,15 @@ fn gin_path(raw_target: &str) -> Vec<u8> {
 }
 
 fn gin_line(rec: &RequestRecord) -> String {
+    gin_line_at(rec, rec.completed_at.with_timezone(&Local).naive_local())
+}
+
+/// The gin line of `rec` stamped with `local` (gin prints the host's local time).
+fn gin_line_at(rec: &RequestRecord, local: chrono::NaiveDateTime) -> String {
     let ip = rec.src.to_string();
     let path = gin_path(&rec.raw_target);
     let fields = GinFields {
-        time: rec.completed_at.with_timezone(&Local).naive_local(),
+        time: local,
         status: rec.status,
         latency: rec.total,
         client_ip: &ip,
@@ -78,6 +83,49 @@ fn json_line(rec: &RequestRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gin::parse_gin_line;
+    use crate::record::{Method, Outcome};
+    use std::borrow::Cow;
+
+    /// The proxy's gin line for the request an Ollama line describes is that very line.
+    #[test]
+    fn gin_lines_are_byte_identical_to_ollamas_for_the_shared_samples() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/gin-synthetic.log"
+        );
+        let text = std::fs::read_to_string(path).expect("shared/data beside the repository");
+        let mut checked = 0;
+        for line in text.lines() {
+            let p = parse_gin_line(line.as_bytes()).unwrap();
+            // We show IPv4-mapped IPv6 as IPv4 and IPv6 in lowercase (Go's net does too;
+            // other spellings only come from client-supplied X-Forwarded-For text).
+            if p.client_ip.to_string() != p.client_ip_text {
+                continue;
+            }
+            let (norm, route) = crate::route::normalize(&p.path);
+            let rec = RequestRecord {
+                src: p.client_ip,
+                peer: p.client_ip,
+                method: Method::parse(p.method),
+                method_text: Cow::Owned(p.method.to_owned()),
+                path: norm,
+                raw_target: Cow::Owned(p.path.clone()),
+                route,
+                status: p.status,
+                ttfb: None,
+                total: p.latency,
+                completed_at: chrono::Utc::now(),
+                outcome: Outcome::Complete,
+            };
+            assert_eq!(gin_line_at(&rec, p.time), line);
+            checked += 1;
+        }
+        assert_eq!(
+            checked, 11,
+            "13 sample lines, 2 with non-canonical IP spellings"
+        );
+    }
 
     #[test]
     fn gin_path_is_decoded_and_keeps_the_raw_query() {
