@@ -29,7 +29,8 @@ fn serve(args: &config::ServeArgs) -> ExitCode {
         }
     };
     init_tracing(&config.log_level);
-    let result = runtime().and_then(|rt| Ok(rt.block_on(ollama_guard::serve::run(config))?));
+    let result =
+        runtime().and_then(|rt| Ok(rt.block_on(ollama_guard::serve::run(args.clone(), config))?));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -118,7 +119,8 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => check_config(file),
         Some(Command::Simulator(args)) => simulator(args),
         Some(Command::Demo) => demo(),
-        Some(Command::Scan(_)) | Some(Command::Bans(_)) => {
+        Some(Command::Bans(args)) => ollama_guard::admin::client::main(args),
+        Some(Command::Scan(_)) => {
             eprintln!("ollama-guard: this command is not built yet");
             ExitCode::from(2)
         }

@@ -19,7 +19,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+pub mod bans;
+pub mod client;
+
+use arc_swap::ArcSwapOption;
+
 use crate::config::Upstream;
+use crate::enforce::Enforcement;
 use crate::telemetry::Metrics;
 
 /// Shared state of the admin endpoints.
@@ -28,6 +34,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Whether the upstream answered the last readiness probe.
     pub ready: Arc<AtomicBool>,
+    /// The ban service behind `/api/bans`.
+    pub enforcement: Arc<Enforcement>,
+    /// Bearer token `/api/bans` requires (reloadable).
+    pub token: ArcSwapOption<String>,
 }
 
 fn text(
@@ -44,8 +54,17 @@ fn text(
     resp
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.uri().path() == "/api/bans" || req.uri().path().starts_with("/api/bans/") {
+        let token = state.token.load_full();
+        return bans::handle(
+            &state.enforcement,
+            token.as_deref().map(String::as_str),
+            req,
+        )
+        .await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
@@ -89,8 +108,8 @@ pub async fn serve(
                 };
                 let state = state.clone();
                 let service = service_fn(move |req| {
-                    let resp = route(&state, &req);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, req).await) }
                 });
                 tokio::spawn(async move {
                     let conn = http1::Builder::new()

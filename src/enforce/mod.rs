@@ -1,1 +1,70 @@
-//! enforce (in progress)
+//! Enforcement: the ban table the proxy consults on every request, its lifecycle, the
+//! allowlist, and persistence across restarts.
+//!
+//! The design follows fail2ban/CrowdSec (escalating bans with a memory of past offences, an
+//! allowlist that always wins) while avoiding their known failure modes:
+//!
+//! - **No self-feeding bans.** A verdict against a source that is already banned is
+//!   [`BanOutcome::AlreadyBanned`]: no new offence, no extension. (The proxy also never feeds
+//!   blocked requests to detection, SPEC §4.)
+//! - **No lost or inflated bans on restart.** The table and the offence history are written
+//!   atomically to `state_dir/bans.json` ([`save_state`], [`Bans::save`]) and restored without
+//!   counting as new offences ([`Bans::restore`]); bans that ran out while the process was down
+//!   are dropped. A corrupt file is moved aside and reported, never fatal, never ignored.
+//! - **The allowlist is absolute for rule bans.** An allowlisted address is never banned by a
+//!   rule; when an IPv6 group would cover an allowlisted address, the ban narrows to the
+//!   offending address alone. Admin bans overlapping the allowlist need `force`.
+//!
+//! Everything here is synchronous, takes time as an argument and knows nothing about HTTP,
+//! so it is unit-tested with explicit timestamps. The lead wires it into the proxy (hot path
+//! [`Bans::check`]), the admin API, the detection stage and the expiry timer
+//! ([`Bans::next_expiry`] / [`Bans::expire`]).
+//!
+//! # Layout
+//! - `ban`: the [`Ban`] record, what the hot path returns ([`BanHit`]), source parsing.
+//! - `table`: [`Bans`], the table and its lifecycle (ban, unban, expire, escalate).
+//! - `snapshot`: the immutable lookup structure behind the lock-free hot path.
+//! - `blocked`: rate limiting of `blocked` events.
+//! - `persist`: `bans.json` — atomic save, tolerant load.
+
+mod ban;
+mod blocked;
+mod persist;
+mod service;
+mod snapshot;
+mod table;
+
+#[cfg(test)]
+mod tests;
+
+pub use ban::{parse_source, Ban, BanHit, BanOutcome, ADMIN_RULE};
+pub use persist::{
+    load_state, save_state, LoadReport, OffenceRecord, State, STATE_FILE, STATE_VERSION,
+};
+pub use service::Enforcement;
+pub use table::Bans;
+
+/// Why an enforcement request was refused; each variant maps to a clear admin API answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnforceError {
+    /// The source overlaps the allowlist and the caller did not `force` the ban.
+    #[error("{src} overlaps the allowlist; refusing to ban it without force")]
+    Allowlisted {
+        /// The refused source, as displayed.
+        src: String,
+    },
+    /// The text is not an IP address or a CIDR network.
+    #[error("bad source {input:?}: {reason}")]
+    BadSource {
+        /// The text as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A ban of zero length would never block anything.
+    #[error("ban duration must be greater than zero")]
+    ZeroDuration,
+    /// The ban would end beyond the representable calendar.
+    #[error("ban duration {0:?} is too long")]
+    DurationTooLong(std::time::Duration),
+}

@@ -6,6 +6,7 @@
 
 pub mod client_ip;
 pub mod headers;
+pub mod refusal;
 pub mod timing;
 pub mod upstream;
 
@@ -35,6 +36,7 @@ use crate::config::{Config, Upstream};
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 use crate::route;
 use crate::telemetry::Metrics;
+use refusal::Gate;
 use timing::{Completion, HeadGuard, InFlight, TimingBody};
 
 /// The response body every proxied or locally answered request gets.
@@ -47,13 +49,19 @@ pub struct Proxy {
     upstream_host: HeaderValue,
     trusted: ArcSwap<Vec<IpNet>>,
     sink: Arc<dyn RecordSink>,
+    gate: Arc<dyn Gate>,
     metrics: Arc<Metrics>,
     header_read_timeout: Duration,
 }
 
 impl Proxy {
     /// Builds the proxy for `config`; records go to `sink`.
-    pub fn new(config: &Config, sink: Arc<dyn RecordSink>, metrics: Arc<Metrics>) -> Arc<Proxy> {
+    pub fn new(
+        config: &Config,
+        sink: Arc<dyn RecordSink>,
+        gate: Arc<dyn Gate>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Proxy> {
         let upstream_host = HeaderValue::from_str(config.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Arc::new(Proxy {
@@ -62,6 +70,7 @@ impl Proxy {
             upstream_host,
             trusted: ArcSwap::from_pointee(config.trusted_proxies.clone()),
             sink,
+            gate,
             metrics,
             header_read_timeout: config.timeouts.header_read,
         })
@@ -161,6 +170,20 @@ impl Proxy {
         let start = Instant::now();
         let completion = self.completion(&req, peer, start);
         let src = completion.record.src;
+        if self
+            .gate
+            .refuse(src, &completion.record.method_text, &completion.record.path)
+            .is_some()
+        {
+            // Refused before any upstream connection is touched; the body is dropped unread.
+            let (parts, body) = refusal::forbidden(&completion.record.path).into_parts();
+            let body = HeadGuard::new(completion).into_body(
+                parts.status.as_u16(),
+                Outcome::Blocked,
+                Either::Right(body),
+            );
+            return Ok(Response::from_parts(parts, body));
+        }
         let guard = HeadGuard::new(completion);
         let req = self.rewrite(req, src);
         match self.client.request(req).await {

@@ -5,49 +5,79 @@
 //! written when its window ends even if that source never sends another request.
 
 use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use chrono::Utc;
 
 use crate::config::Mode;
 use crate::detect::{Engine, Event};
+use crate::enforce::Enforcement;
 use crate::record::{RecordSink, RequestRecord};
 use crate::telemetry::{DetectionLog, Metrics};
 
 /// Feeds records to the engine and acts on its events.
 pub struct DetectionStage {
-    engine: Arc<Engine>,
+    engine: ArcSwap<Engine>,
     log: DetectionLog,
     metrics: Arc<Metrics>,
-    mode: Mode,
+    block_mode: AtomicBool,
+    enforcement: Arc<Enforcement>,
+    evictions_seen: AtomicU64,
 }
 
 impl DetectionStage {
     /// Builds the stage.
-    pub fn new(engine: Arc<Engine>, log: DetectionLog, metrics: Arc<Metrics>, mode: Mode) -> Self {
+    pub fn new(
+        engine: Engine,
+        log: DetectionLog,
+        metrics: Arc<Metrics>,
+        mode: Mode,
+        enforcement: Arc<Enforcement>,
+    ) -> Self {
         DetectionStage {
-            engine,
+            engine: ArcSwap::from_pointee(engine),
             log,
             metrics,
-            mode,
+            block_mode: AtomicBool::new(mode == Mode::Block),
+            enforcement,
+            evictions_seen: AtomicU64::new(0),
         }
     }
 
-    /// Logs and counts events (a `detection` counts in `detections_total`; a summary does not).
-    pub fn handle(&self, events: &[Event]) {
+    /// The engine in force.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    /// Swaps in a rebuilt engine and the global mode (config reload).
+    pub fn reconfigure(&self, engine: Engine, mode: Mode) {
+        self.engine.store(Arc::new(engine));
+        self.evictions_seen.store(0, Ordering::Relaxed);
+        self.block_mode
+            .store(mode == Mode::Block, Ordering::Relaxed);
+    }
+
+    /// Logs and counts events (a `detection` counts in `detections_total`; a summary does
+    /// not). A detection whose action bans bans `src`, the client of the request that
+    /// triggered it.
+    pub fn handle(&self, events: &[Event], src: Option<IpAddr>) {
         let now = Utc::now();
+        let block_mode = self.block_mode.load(Ordering::Relaxed);
         for event in events {
             let d = event.detail();
-            let banned = d.action.bans(self.mode == Mode::Block);
+            let mut banned = d.action.bans(block_mode);
             if let Event::Detection(_) = event {
+                if let (true, Some(ip)) = (banned, src) {
+                    banned = self.enforcement.on_verdict(ip, d, now);
+                }
+                let action = if banned { "banned" } else { "logged" };
                 self.metrics
                     .detections
-                    .with_label_values(&[
-                        &*d.rule,
-                        d.severity.as_str(),
-                        if banned { "banned" } else { "logged" },
-                    ])
+                    .with_label_values(&[&*d.rule, d.severity.as_str(), action])
                     .inc();
             }
             self.log.event(now, event, banned);
@@ -57,25 +87,27 @@ impl DetectionStage {
     /// Closes due windows and refreshes the engine gauges.
     pub fn tick(&self) {
         let mut events = Vec::new();
-        self.engine.tick(Utc::now(), &mut events);
-        self.handle(&events);
+        self.engine.load().tick(Utc::now(), &mut events);
+        self.handle(&events, None);
         self.refresh_gauges();
     }
 
     /// Closes every window (shutdown): flagged keys get their final summary.
     pub fn finish(&self) {
         let mut events = Vec::new();
-        self.engine.finish(&mut events);
-        self.handle(&events);
+        self.engine.load().finish(&mut events);
+        self.handle(&events, None);
         self.refresh_gauges();
     }
 
     fn refresh_gauges(&self) {
+        let engine = self.engine.load();
         self.metrics
             .tracked_keys
-            .set(i64::try_from(self.engine.tracked_keys()).unwrap_or(i64::MAX));
-        let evictions = self.engine.evictions();
-        let seen = self.metrics.tracked_key_evictions.get();
+            .set(i64::try_from(engine.tracked_keys()).unwrap_or(i64::MAX));
+        // A rebuilt engine counts evictions from zero again; count only what is new.
+        let evictions = engine.evictions();
+        let seen = self.evictions_seen.swap(evictions, Ordering::Relaxed);
         if evictions > seen {
             self.metrics.tracked_key_evictions.inc_by(evictions - seen);
         }
@@ -102,9 +134,9 @@ impl DetectionStage {
 impl RecordSink for DetectionStage {
     fn record(&self, record: RequestRecord) {
         let mut events = Vec::new();
-        self.engine.observe(&record, &mut events);
+        self.engine.load().observe(&record, &mut events);
         if !events.is_empty() {
-            self.handle(&events);
+            self.handle(&events, Some(record.src));
         }
     }
 }

@@ -14,12 +14,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 mod detection;
+mod reload;
 
 pub use detection::DetectionStage;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::detect::{build_rules, Engine, EngineError, EngineOptions};
+use crate::enforce::{Bans, Enforcement};
+use crate::proxy::refusal::Gate;
 use crate::proxy::Proxy;
 use crate::record::RecordSink;
 use crate::telemetry::logfile::{LogOpenError, DEFAULT_CAPACITY};
@@ -71,6 +74,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     logs: Vec<LogWriter>,
     detection: Arc<DetectionStage>,
+    live: reload::Live,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -101,18 +105,12 @@ impl Server {
                 addr: config.admin_listen,
                 source,
             })?;
-        let rules =
-            build_rules(&config.effective_rules()).map_err(|e| ServeError::Rules(e.to_string()))?;
-        let rule_names: Vec<String> = rules.iter().map(|r| r.name().to_string()).collect();
-        let engine = Engine::new(
-            rules,
-            EngineOptions {
-                ipv6_prefix: config.ipv6_prefix,
-                allowlist: config.allowlist.clone(),
-                max_tracked_keys: config.max_tracked_keys,
-            },
-        )
-        .map_err(|e: EngineError| ServeError::Rules(e.to_string()))?;
+        let engine = build_engine(&config)?;
+        let rule_names: Vec<String> = engine
+            .rules()
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect();
         let metrics = Arc::new(Metrics::new(&rule_names)?);
         let mut logs = Vec::new();
         let detection_log = LogWriter::spawn(
@@ -135,24 +133,50 @@ impl Server {
             }
             None => None,
         };
+        let dlog = DetectionLog::new(detection_log);
+        let bans = Arc::new(Bans::new(
+            config.ban.clone(),
+            config.allowlist.clone(),
+            config.ipv6_prefix,
+        ));
+        let enforcement = Arc::new(Enforcement::new(
+            bans,
+            dlog.clone(),
+            metrics.clone(),
+            config.state_dir.clone(),
+        ));
+        enforcement.restore(chrono::Utc::now());
         let detection = Arc::new(DetectionStage::new(
-            Arc::new(engine),
-            DetectionLog::new(detection_log),
+            engine,
+            dlog,
             metrics.clone(),
             config.mode,
+            enforcement.clone(),
         ));
         let next: Arc<dyn RecordSink> = detection.clone();
         let sink: Arc<dyn RecordSink> = Arc::new(TelemetrySink::new(metrics.clone(), access, next));
-        let proxy = Proxy::new(&config, sink, metrics.clone());
+        let gate: Arc<dyn Gate> = enforcement.clone();
+        let proxy = Proxy::new(&config, sink, gate, metrics.clone());
         let (shutdown, rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
-        tasks.spawn(proxy.serve(proxy_listener, signalled(&rx), config.timeouts.grace_period));
+        tasks.spawn(proxy.clone().serve(
+            proxy_listener,
+            signalled(&rx),
+            config.timeouts.grace_period,
+        ));
+        tasks.spawn(enforcement.clone().run(signalled(&rx)));
         let admin_state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: ready.clone(),
+            enforcement: enforcement.clone(),
+            token: arc_swap::ArcSwapOption::from_pointee(config.admin_token.clone()),
         });
-        tasks.spawn(admin::serve(admin_listener, admin_state, signalled(&rx)));
+        tasks.spawn(admin::serve(
+            admin_listener,
+            admin_state.clone(),
+            signalled(&rx),
+        ));
         tasks.spawn(detection.clone().run_ticker(TICK_INTERVAL, signalled(&rx)));
         tasks.spawn(admin::probe_upstream(
             config.upstream.clone(),
@@ -166,6 +190,13 @@ impl Server {
             admin_addr,
             metrics,
             logs,
+            live: reload::Live {
+                proxy,
+                admin: admin_state,
+                enforcement,
+                detection: detection.clone(),
+                config: std::sync::Mutex::new(config),
+            },
             detection,
             shutdown,
             tasks,
@@ -175,6 +206,21 @@ impl Server {
     /// The metric registry (tests and `demo` read it).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Re-reads the config file named by `args` (with the same command line and environment)
+    /// and swaps what can change at run time; a bad file is refused and the old config stays.
+    pub fn reload(
+        &self,
+        args: &crate::config::ServeArgs,
+    ) -> Result<reload::ReloadReport, crate::config::ConfigError> {
+        let result = self.live.reload(args);
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
+        result
     }
 
     /// Reopens every log file (SIGHUP, logrotate).
@@ -196,8 +242,25 @@ impl Server {
     }
 }
 
-/// Runs `serve` until SIGTERM or SIGINT; SIGHUP reopens the logs.
-pub async fn run(config: Config) -> Result<(), ServeError> {
+/// Builds the detection engine of `config`.
+pub(crate) fn build_engine(config: &Config) -> Result<Engine, ServeError> {
+    let rules =
+        build_rules(&config.effective_rules()).map_err(|e| ServeError::Rules(e.to_string()))?;
+    Engine::new(rules, engine_options(config))
+        .map_err(|e: EngineError| ServeError::Rules(e.to_string()))
+}
+
+pub(crate) fn engine_options(config: &Config) -> EngineOptions {
+    EngineOptions {
+        ipv6_prefix: config.ipv6_prefix,
+        allowlist: config.allowlist.clone(),
+        max_tracked_keys: config.max_tracked_keys,
+    }
+}
+
+/// Runs `serve` until SIGTERM or SIGINT; SIGHUP reopens the logs and reloads the config
+/// file named by `args`.
+pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), ServeError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
@@ -210,8 +273,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                tracing::info!("SIGHUP: reopening logs");
+                tracing::info!("SIGHUP: reopening logs and reloading the config");
                 server.reopen_logs();
+                match server.reload(&args) {
+                    Ok(report) => tracing::info!(%report, "config reloaded"),
+                    Err(e) => tracing::error!(error = %e, "config reload refused; the old config stays in force"),
+                }
             }
         }
     }

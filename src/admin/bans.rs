@@ -1,0 +1,141 @@
+//! `/api/bans`: list, add and lift bans (SPEC §7). Input is validated (bad IP/CIDR or
+//! duration → 400 with a JSON error); an allowlisted source is refused (409) unless the
+//! request says `"force": true`. When `admin_token` is configured every call needs
+//! `Authorization: Bearer <token>`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+
+use crate::enforce::{parse_source, EnforceError, Enforcement};
+use crate::proxy::upstream::json_response;
+
+/// Largest accepted request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// `POST /api/bans` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBan {
+    src: String,
+    duration: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        serde_json::json!({ "error": message.to_string() }).to_string(),
+    )
+}
+
+fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
+    let Some(token) = token else { return true };
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compare without an early exit so the time taken does not reveal a matching prefix.
+    given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+/// Handles every request under `/api/bans`.
+pub async fn handle(
+    enf: &Arc<Enforcement>,
+    token: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if !authorised(&req, token) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.strip_prefix("/api/bans")) {
+        (Method::GET, Some("" | "/")) => list(enf),
+        (Method::POST, Some("" | "/")) => add(enf, req).await,
+        (Method::DELETE, Some(rest)) if rest.len() > 1 => {
+            let text = percent_decode_str(&rest[1..])
+                .decode_utf8_lossy()
+                .into_owned();
+            remove(enf, &text)
+        }
+        (_, Some("" | "/")) => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST"),
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn list(enf: &Enforcement) -> Response<Full<Bytes>> {
+    let bans: Vec<serde_json::Value> = enf
+        .list()
+        .iter()
+        .map(|b| serde_json::to_value(b).unwrap_or_default())
+        .collect();
+    json_response(StatusCode::OK, serde_json::Value::from(bans).to_string())
+}
+
+async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+    };
+    let new: NewBan = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let src = match parse_source(&new.src) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let text = new.duration.as_deref().unwrap_or("1h");
+    let duration = match humantime::parse_duration(text) {
+        Ok(d) => d,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("bad duration {text:?}: {e}"),
+            )
+        }
+    };
+    let reason = new.reason.unwrap_or_else(|| "manual".to_owned());
+    match enf.admin_add(src, duration, reason, new.force) {
+        Ok(ban) => json_response(
+            StatusCode::CREATED,
+            serde_json::to_value(&ban).unwrap_or_default().to_string(),
+        ),
+        Err(e @ EnforceError::Allowlisted { .. }) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {
+    let src = match parse_source(text) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match enf.admin_remove(&src) {
+        Some(_) => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no ban for {text}")),
+    }
+}

@@ -1,0 +1,135 @@
+//! `ollama-guard bans list|add|remove`: a thin client of the admin API, so operators never
+//! hand-write JSON. Table output on a terminal, the API's JSON otherwise (for scripts).
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+
+use crate::config::{BansAction, BansArgs};
+
+async fn call(
+    args: &BansArgs,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, String), String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    let mut req = Request::builder().method(method).uri(&url);
+    if let Some(token) = &args.token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| format!("bad admin URL {url:?}: {e}"))?;
+    let resp = client
+        .request(req)
+        .await
+        .map_err(|e| format!("cannot reach the admin API at {url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer of {url}: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn table(json: &str) -> String {
+    let Ok(serde_json::Value::Array(bans)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
+    if bans.is_empty() {
+        return "no active bans\n".to_owned();
+    }
+    let field = |b: &serde_json::Value, k: &str| match &b[k] {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let mut out = format!(
+        "{:<28} {:<26} {:>7} {:<20} REASON\n",
+        "SRC", "UNTIL", "OFFENCE", "RULE"
+    );
+    for b in &bans {
+        out.push_str(&format!(
+            "{:<28} {:<26} {:>7} {:<20} {}\n",
+            field(b, "src"),
+            field(b, "until"),
+            field(b, "offence"),
+            field(b, "rule"),
+            field(b, "reason")
+        ));
+    }
+    out
+}
+
+async fn run(args: &BansArgs) -> Result<String, String> {
+    let (expect, result) = match &args.action {
+        BansAction::List => (200, call(args, Method::GET, "/api/bans", None).await?),
+        BansAction::Add {
+            src,
+            duration,
+            reason,
+            force,
+        } => {
+            let body = serde_json::json!({"src": src, "duration": duration, "reason": reason, "force": force});
+            (
+                201,
+                call(args, Method::POST, "/api/bans", Some(body.to_string())).await?,
+            )
+        }
+        BansAction::Remove { src } => {
+            let path = format!("/api/bans/{}", utf8_percent_encode(src, NON_ALPHANUMERIC));
+            (204, call(args, Method::DELETE, &path, None).await?)
+        }
+    };
+    let (status, body) = result;
+    if status != expect {
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(body);
+        return Err(format!("admin API answered {status}: {msg}"));
+    }
+    let terminal = std::io::stdout().is_terminal();
+    Ok(match (&args.action, terminal) {
+        (BansAction::List, true) => table(&body),
+        (BansAction::Remove { src }, _) => format!("unbanned {src}\n"),
+        (_, true) => format!("banned: {body}\n"),
+        (_, false) => format!("{body}\n"),
+    })
+}
+
+/// Runs `ollama-guard bans ...`: exit 0 on success, 1 when the API refused or was unreachable.
+pub fn main(args: &BansArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ollama-guard: bans: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ollama-guard: bans: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

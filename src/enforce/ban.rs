@@ -1,0 +1,156 @@
+//! The ban record, what the hot path returns, and source text parsing.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::EnforceError;
+
+/// The `rule` of bans made through the admin API, so metrics and logs can tell them apart.
+pub const ADMIN_RULE: &str = "admin";
+
+/// One ban: who, until when, and why. This is what the admin API lists, what `ban`/`unban`
+/// events carry and what `bans.json` stores.
+///
+/// JSON: `{"src","until","reason","offence","rule","since"}` with `src` as displayed
+/// ([`Ban::src_display`]) and times in RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ban {
+    /// The banned source: a single address (/32, /128), an IPv6 group or an admin CIDR.
+    #[serde(serialize_with = "ser_src", deserialize_with = "de_src")]
+    pub src: IpNet,
+    /// The first instant at which the ban no longer applies.
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
+    pub until: DateTime<Utc>,
+    /// Why, in words (the rule's verdict or the operator's note).
+    pub reason: String,
+    /// Which offence of this source within the ban memory this is (1, 2, ...).
+    pub offence: u32,
+    /// The rule that banned, or [`ADMIN_RULE`]; shared with the hot path, hence `Arc`.
+    #[serde(serialize_with = "ser_rule", deserialize_with = "de_rule")]
+    pub rule: Arc<str>,
+    /// When the ban started.
+    #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
+    pub since: DateTime<Utc>,
+}
+
+impl Ban {
+    /// The `src` field of logs and the API: `192.0.2.1`, `2001:db8::1`, `2001:db8:1:2::/64`.
+    pub fn src_display(&self) -> String {
+        display_net(&self.src)
+    }
+}
+
+/// What [`Bans::check`](super::Bans::check) returns for a banned request: enough to answer
+/// 403, label `blocked_requests_total{rule}` and log a `blocked` event, all without locking or
+/// allocating (cloning is two reference-count increments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanHit {
+    /// The matching ban's source.
+    pub src: IpNet,
+    /// The same, as displayed in logs.
+    pub display: Arc<str>,
+    /// The rule that banned, or [`ADMIN_RULE`].
+    pub rule: Arc<str>,
+    /// When the ban ends.
+    pub until: DateTime<Utc>,
+}
+
+/// What a rule verdict did, so the detection stage can log `action` and a `ban` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BanOutcome {
+    /// A new ban started; log a `ban` event.
+    Banned(Ban),
+    /// The source was already under this (still active) ban: nothing changed, no new offence.
+    AlreadyBanned(Ban),
+    /// The source is allowlisted and is never banned by a rule.
+    Allowlisted,
+}
+
+/// Parses admin input: an address (`192.0.2.1`, `2001:db8::1`) or a network
+/// (`192.0.2.0/24`). A network with host bits set (`192.0.2.5/24`) is refused rather than
+/// guessed at; IPv4-mapped IPv6 becomes IPv4, as everywhere else.
+pub fn parse_source(text: &str) -> Result<IpNet, EnforceError> {
+    let text = text.trim();
+    let bad = |reason: String| EnforceError::BadSource {
+        input: text.to_string(),
+        reason,
+    };
+    let net = if text.contains('/') {
+        let net: IpNet = text.parse().map_err(|e| bad(format!("{e}")))?;
+        if net.trunc() != net {
+            return Err(bad(format!("host bits set; did you mean {}?", net.trunc())));
+        }
+        net
+    } else {
+        let ip: IpAddr = text
+            .parse()
+            .map_err(|_| bad("not an IP address or CIDR network".to_string()))?;
+        IpNet::from(ip)
+    };
+    Ok(canonical_net(net))
+}
+
+/// IPv4-mapped IPv6 networks (`::ffff:192.0.2.0/120`) become the IPv4 network they carry, so
+/// a ban matches the canonical (IPv4) form the hot path looks up.
+pub(super) fn canonical_net(net: IpNet) -> IpNet {
+    let net = net.trunc();
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map(IpNet::V4)
+                .unwrap_or(net),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// A single address without its `/32` or `/128`; a network as CIDR.
+pub(super) fn display_net(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// Whether two networks share any address (for the allowlist overlap check).
+pub(super) fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(b) || b.contains(a)
+}
+
+pub(super) fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(super) fn ser_src<S: Serializer>(src: &IpNet, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&display_net(src))
+}
+
+pub(super) fn de_src<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_source(&text).map_err(serde::de::Error::custom)
+}
+
+pub(super) fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(t))
+}
+
+pub(super) fn de_time<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = String::deserialize(d)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| serde::de::Error::custom(format!("bad time {text:?}: {e}")))
+}
+
+fn ser_rule<S: Serializer>(rule: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(rule)
+}
+
+fn de_rule<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    String::deserialize(d).map(Arc::from)
+}

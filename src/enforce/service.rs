@@ -1,0 +1,262 @@
+//! Enforcement at run time: the ban table wired to the proxy (as its [`Gate`]), the
+//! detection stage (rule verdicts), the admin API, the detection log, the metrics, the
+//! expiry timer and the state file.
+//!
+//! Nothing slow happens on the request path: a refusal is a snapshot lookup; a ban is an
+//! in-memory change plus a wake-up of the background task, which writes the state file
+//! (atomically, off the runtime's worker threads) and lifts bans when they expire — on a
+//! timer, not on the next request.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use serde_json::{json, Map, Value};
+use tokio::sync::Notify;
+
+use super::{load_state, Ban, BanOutcome, Bans, EnforceError};
+use crate::detect::DetectionEvent;
+use crate::proxy::refusal::Gate;
+use crate::telemetry::{DetectionLog, Metrics};
+
+/// Longest sleep of the background task when no ban is due (it also wakes on every change).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// The run-time enforcement service.
+pub struct Enforcement {
+    bans: Arc<Bans>,
+    log: DetectionLog,
+    metrics: Arc<Metrics>,
+    state_dir: Option<PathBuf>,
+    dirty: AtomicBool,
+    wake: Notify,
+}
+
+fn fields(pairs: Value) -> Map<String, Value> {
+    match pairs {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl Enforcement {
+    /// Builds the service around `bans`.
+    pub fn new(
+        bans: Arc<Bans>,
+        log: DetectionLog,
+        metrics: Arc<Metrics>,
+        state_dir: Option<PathBuf>,
+    ) -> Self {
+        Enforcement {
+            bans,
+            log,
+            metrics,
+            state_dir,
+            dirty: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The ban table (reload swaps its policy, allowlist and prefix in place).
+    pub fn bans(&self) -> &Arc<Bans> {
+        &self.bans
+    }
+
+    /// Loads the state file (if `state_dir` is set) and restores its running bans, logging
+    /// each as a `ban` event with `restored: true`. A corrupt file is reported and moved
+    /// aside by the loader; start-up goes on.
+    pub fn restore(&self, now: DateTime<Utc>) {
+        let Some(dir) = &self.state_dir else { return };
+        let report = load_state(dir, now);
+        if let Some(problem) = &report.problem {
+            tracing::error!(state_dir = %dir.display(), moved_to = ?report.moved_to, %problem, "ban state file unusable; starting without it");
+        }
+        if report.dropped_expired > 0 {
+            tracing::info!(
+                count = report.dropped_expired,
+                "bans that expired while stopped were dropped"
+            );
+        }
+        for ban in self.bans.restore(report.state, now) {
+            self.log_ban(now, &ban, true);
+        }
+        self.refresh_gauge();
+    }
+
+    fn changed(&self) {
+        self.dirty.store(true, Ordering::Release);
+        self.refresh_gauge();
+        self.wake.notify_one();
+    }
+
+    fn refresh_gauge(&self) {
+        self.metrics
+            .active_bans
+            .set(i64::try_from(self.bans.len()).unwrap_or(i64::MAX));
+    }
+
+    fn log_ban(&self, now: DateTime<Utc>, ban: &Ban, restored: bool) {
+        self.log.other(
+            now,
+            "ban",
+            fields(json!({
+                "src": ban.src_display(),
+                "until": stamp(ban.until),
+                "reason": ban.reason,
+                "offence": ban.offence,
+                "restored": restored,
+                "rule": &*ban.rule,
+            })),
+        );
+    }
+
+    fn log_unban(&self, now: DateTime<Utc>, ban: &Ban, ended: &str) {
+        self.log.other(
+            now,
+            "unban",
+            fields(json!({
+                "src": ban.src_display(),
+                "until": stamp(ban.until),
+                "reason": ban.reason,
+                "offence": ban.offence,
+                "restored": false,
+                "rule": &*ban.rule,
+                "ended": ended,
+            })),
+        );
+    }
+
+    /// Acts on a rule verdict whose action bans: bans `ip`'s source group unless it is
+    /// allowlisted. Returns whether the source is (now or already) banned.
+    pub fn on_verdict(&self, ip: IpAddr, d: &DetectionEvent, now: DateTime<Utc>) -> bool {
+        let reason = format!(
+            "{}: {} qualifying requests (avg {:.2}s, max {:.2}s) in the window from {}",
+            d.rule,
+            d.count,
+            d.avg_response_time,
+            d.max_response_time,
+            stamp(d.window_start)
+        );
+        match self.bans.ban_offender(ip, &d.rule, reason, now) {
+            BanOutcome::Banned(ban) => {
+                self.log_ban(now, &ban, false);
+                self.changed();
+                true
+            }
+            BanOutcome::AlreadyBanned(_) => true,
+            BanOutcome::Allowlisted => false,
+        }
+    }
+
+    /// Admin API: ban `src` for `duration`.
+    pub fn admin_add(
+        &self,
+        src: IpNet,
+        duration: Duration,
+        reason: String,
+        force: bool,
+    ) -> Result<Ban, EnforceError> {
+        let now = Utc::now();
+        let ban = self.bans.add_manual(src, duration, reason, force, now)?;
+        self.log_ban(now, &ban, false);
+        self.changed();
+        Ok(ban)
+    }
+
+    /// Admin API: lift the ban of exactly `src`.
+    pub fn admin_remove(&self, src: &IpNet) -> Option<Ban> {
+        let now = Utc::now();
+        let ban = self.bans.remove(src, now)?;
+        self.log_unban(now, &ban, "admin");
+        self.changed();
+        Some(ban)
+    }
+
+    /// Admin API: the bans in force.
+    pub fn list(&self) -> Vec<Ban> {
+        self.bans.list()
+    }
+
+    fn sweep(&self, now: DateTime<Utc>) {
+        let expired = self.bans.expire(now);
+        for ban in &expired {
+            self.log_unban(now, ban, "expired");
+        }
+        if !expired.is_empty() {
+            self.dirty.store(true, Ordering::Release);
+            self.refresh_gauge();
+        }
+    }
+
+    /// Writes the state file if anything changed since the last write.
+    pub async fn persist(&self) {
+        let Some(dir) = self.state_dir.clone() else {
+            return;
+        };
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let bans = self.bans.clone();
+        let result = tokio::task::spawn_blocking(move || bans.save(&dir, Utc::now())).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.dirty.store(true, Ordering::Release);
+                tracing::error!(error = %e, "cannot write the ban state file; will retry on the next change");
+            }
+            Err(e) => tracing::error!(error = %e, "ban state writer panicked"),
+        }
+    }
+
+    /// Lifts expired bans on time and writes the state file after every change, until
+    /// `shutdown`; then writes it one last time.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.sweep(Utc::now());
+            self.persist().await;
+            let sleep = self
+                .bans
+                .next_expiry()
+                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.wake.notified() => {}
+                () = &mut shutdown => break,
+            }
+        }
+        self.persist().await;
+    }
+}
+
+impl Gate for Enforcement {
+    fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>> {
+        let now = Utc::now();
+        let hit = self.bans.check(src, now)?;
+        self.metrics.blocked.with_label_values(&[&*hit.rule]).inc();
+        if let Some(n) = self.bans.note_blocked(src, now) {
+            self.log.other(
+                now,
+                "blocked",
+                fields(json!({
+                    "src": &*hit.display,
+                    "uri_path": path,
+                    "http_method": method,
+                    "blocked_since_last": n,
+                    "rule": &*hit.rule,
+                })),
+            );
+        }
+        Some(hit.rule)
+    }
+}

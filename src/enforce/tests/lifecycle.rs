@@ -1,0 +1,272 @@
+//! Ban lifecycle: escalation, no self-feeding, allowlist, admin bans, unban, expiry.
+
+use std::time::Duration;
+
+use super::*;
+use crate::enforce::EnforceError;
+
+#[test]
+fn repeat_offences_within_memory_escalate_15m_30m_60m() {
+    let bans = table();
+    let first = ban(&bans, "192.0.2.7", t0());
+    assert_eq!((first.offence, first.until), (1, t0() + mins(15)));
+    assert_eq!(bans.expire(t0() + mins(15)), vec![first]);
+
+    let second = ban(&bans, "192.0.2.7", t0() + mins(60));
+    assert_eq!((second.offence, second.until), (2, t0() + mins(90)));
+    bans.expire(t0() + mins(90));
+
+    let third = ban(&bans, "192.0.2.7", t0() + mins(120));
+    assert_eq!((third.offence, third.until), (3, t0() + mins(180)));
+}
+
+#[test]
+fn offences_older_than_memory_no_longer_escalate() {
+    let bans = table();
+    ban(&bans, "192.0.2.7", t0());
+    bans.expire(t0() + mins(15));
+    ban(&bans, "192.0.2.7", t0() + mins(60));
+    bans.expire(t0() + mins(90));
+    // Exactly 7 days after the second offence: both have left the memory.
+    let now = t0() + mins(60) + TimeDelta::days(7);
+    let again = ban(&bans, "192.0.2.7", now);
+    assert_eq!((again.offence, again.until), (1, now + mins(15)));
+}
+
+#[test]
+fn escalation_is_capped_at_max() {
+    let bans = Bans::new(
+        BanPolicy {
+            max: Duration::from_secs(45 * 60),
+            ..policy()
+        },
+        Vec::new(),
+        64,
+    );
+    let mut lengths = Vec::new();
+    for i in 0..4 {
+        let now = t0() + TimeDelta::hours(2 * i);
+        let b = ban(&bans, "192.0.2.7", now);
+        lengths.push(((b.until - now).num_minutes(), b.offence));
+        bans.expire(b.until);
+    }
+    assert_eq!(lengths, vec![(15, 1), (30, 2), (45, 3), (45, 4)]);
+}
+
+#[test]
+fn verdict_against_banned_source_neither_extends_nor_counts() {
+    let bans = table();
+    let first = ban(&bans, "192.0.2.7", t0());
+    let again = bans.ban_offender(ip("192.0.2.7"), "other_rule", "late".into(), t0() + mins(5));
+    assert_eq!(again, BanOutcome::AlreadyBanned(first.clone()));
+    assert_eq!(bans.list(), vec![first]);
+
+    bans.expire(t0() + mins(15));
+    let next = ban(&bans, "192.0.2.7", t0() + mins(20));
+    assert_eq!(next.offence, 2);
+}
+
+#[test]
+fn verdict_inside_admin_cidr_ban_is_already_banned() {
+    let bans = table();
+    let cidr = bans
+        .add_manual(
+            net("203.0.113.0/24"),
+            Duration::from_secs(3600),
+            "ops".into(),
+            false,
+            t0(),
+        )
+        .unwrap();
+    let outcome = bans.ban_offender(ip("203.0.113.9"), "r", "x".into(), t0() + mins(1));
+    assert_eq!(outcome, BanOutcome::AlreadyBanned(cidr));
+    assert_eq!(bans.len(), 1);
+}
+
+#[test]
+fn allowlisted_source_is_never_banned_by_a_rule() {
+    let bans = table();
+    for addr in ["127.0.0.1", "::ffff:127.0.0.1", "::1"] {
+        let outcome = bans.ban_offender(ip(addr), "r", "x".into(), t0());
+        assert_eq!(outcome, BanOutcome::Allowlisted, "{addr}");
+    }
+    assert_eq!(bans.len(), 0);
+    assert_eq!(bans.check(ip("127.0.0.1"), t0()), None);
+}
+
+#[test]
+fn ipv6_group_covering_an_allowlisted_address_narrows_to_the_offender() {
+    let bans = table(); // ::1/128 is allowlisted and lies in ::/64
+    let b = ban(&bans, "::2", t0());
+    assert_eq!(b.src_display(), "::2");
+    assert_eq!(bans.check(ip("::1"), t0()), None);
+    assert!(bans.check(ip("::2"), t0()).is_some());
+}
+
+#[test]
+fn reloaded_allowlist_applies_to_later_verdicts() {
+    let bans = table();
+    bans.set_allowlist(vec![net("192.0.2.0/24")]);
+    let outcome = bans.ban_offender(ip("192.0.2.5"), "r", "x".into(), t0());
+    assert_eq!(outcome, BanOutcome::Allowlisted);
+}
+
+#[test]
+fn admin_ban_overlapping_allowlist_needs_force() {
+    let bans = table();
+    let refused = bans.add_manual(
+        net("127.0.0.0/8"),
+        Duration::from_secs(600),
+        "x".into(),
+        false,
+        t0(),
+    );
+    assert_eq!(
+        refused,
+        Err(EnforceError::Allowlisted {
+            src: "127.0.0.0/8".into()
+        })
+    );
+    let forced = bans
+        .add_manual(
+            net("127.0.0.0/8"),
+            Duration::from_secs(600),
+            "x".into(),
+            true,
+            t0(),
+        )
+        .unwrap();
+    assert_eq!(forced.until, t0() + mins(10));
+    assert_eq!(&*bans.check(ip("127.0.0.1"), t0()).unwrap().rule, "admin");
+}
+
+#[test]
+fn admin_ban_counts_as_offence_uses_its_duration_and_replaces_same_src() {
+    let bans = table();
+    ban(&bans, "192.0.2.7", t0());
+    bans.expire(t0() + mins(15));
+    let hour = Duration::from_secs(3600);
+    let manual = bans
+        .add_manual(
+            net("192.0.2.7/32"),
+            hour,
+            "ops".into(),
+            false,
+            t0() + mins(60),
+        )
+        .unwrap();
+    assert_eq!((manual.offence, manual.until), (2, t0() + mins(120)));
+    let replaced = bans
+        .add_manual(
+            net("192.0.2.7/32"),
+            Duration::from_secs(600),
+            "ops".into(),
+            false,
+            t0() + mins(70),
+        )
+        .unwrap();
+    assert_eq!((replaced.offence, replaced.until), (3, t0() + mins(80)));
+    assert_eq!(bans.list(), vec![replaced]);
+}
+
+#[test]
+fn admin_ban_of_zero_length_is_refused() {
+    let bans = table();
+    let result = bans.add_manual(net("192.0.2.7/32"), Duration::ZERO, "x".into(), false, t0());
+    assert_eq!(result, Err(EnforceError::ZeroDuration));
+}
+
+#[test]
+fn remove_lifts_only_the_exact_src_and_reports_when_it_ended() {
+    let bans = table();
+    bans.add_manual(
+        net("10.0.0.0/8"),
+        Duration::from_secs(3600),
+        "x".into(),
+        false,
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(bans.remove(&net("10.0.0.1/32"), t0() + mins(5)), None);
+    let lifted = bans.remove(&net("10.0.0.0/8"), t0() + mins(5)).unwrap();
+    assert_eq!(lifted.until, t0() + mins(5));
+    assert_eq!(bans.check(ip("10.0.0.1"), t0() + mins(6)), None);
+    assert_eq!(bans.len(), 0);
+}
+
+#[test]
+fn expire_sweeps_ended_bans_and_next_expiry_tracks_the_earliest() {
+    let bans = table();
+    assert_eq!(bans.next_expiry(), None);
+    let rule = ban(&bans, "192.0.2.7", t0());
+    let admin = bans
+        .add_manual(
+            net("10.0.0.0/8"),
+            Duration::from_secs(3600),
+            "x".into(),
+            false,
+            t0(),
+        )
+        .unwrap();
+    assert_eq!(bans.next_expiry(), Some(t0() + mins(15)));
+    assert_eq!(bans.expire(t0() + mins(15) - TimeDelta::seconds(1)), vec![]);
+    assert_eq!(bans.expire(t0() + mins(15)), vec![rule]);
+    assert_eq!(bans.next_expiry(), Some(t0() + mins(60)));
+    assert_eq!(bans.expire(t0() + mins(60)), vec![admin]);
+    assert_eq!((bans.next_expiry(), bans.len()), (None, 0));
+}
+
+#[test]
+fn expire_forgets_offences_older_than_memory() {
+    let bans = table();
+    ban(&bans, "192.0.2.7", t0());
+    ban(&bans, "192.0.2.8", t0() + TimeDelta::days(1));
+    bans.expire(t0() + TimeDelta::days(7));
+    let remembered: Vec<IpNet> = bans.lock().offences.keys().copied().collect();
+    assert_eq!(remembered, vec![net("192.0.2.8/32")]);
+}
+
+#[test]
+fn list_is_sorted_by_source() {
+    let bans = table();
+    for addr in ["192.0.2.9", "2001:db8::1", "10.0.0.1"] {
+        ban(&bans, addr, t0());
+    }
+    let srcs: Vec<String> = bans.list().iter().map(Ban::src_display).collect();
+    assert_eq!(srcs, vec!["10.0.0.1", "192.0.2.9", "2001:db8::/64"]);
+}
+
+#[test]
+fn ban_serialises_for_the_admin_api() {
+    let bans = table();
+    let b = ban(&bans, "2001:db8:1:2::7", t0());
+    assert_eq!(
+        serde_json::to_string(&b).unwrap(),
+        r#"{"src":"2001:db8:1:2::/64","until":"2025-10-02T14:15:00.000Z","reason":"test","offence":1,"rule":"model_exfiltration","since":"2025-10-02T14:00:00.000Z"}"#
+    );
+    let back: Ban = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+    assert_eq!(back, b);
+}
+
+#[test]
+fn parse_source_accepts_addresses_and_networks_and_refuses_host_bits() {
+    use crate::enforce::parse_source;
+    assert_eq!(parse_source("192.0.2.1").unwrap(), net("192.0.2.1/32"));
+    assert_eq!(
+        parse_source("::ffff:192.0.2.1").unwrap(),
+        net("192.0.2.1/32")
+    );
+    assert_eq!(
+        parse_source(" 2001:db8::/48 ").unwrap(),
+        net("2001:db8::/48")
+    );
+    let err = parse_source("192.0.2.5/24").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        r#"bad source "192.0.2.5/24": host bits set; did you mean 192.0.2.0/24?"#
+    );
+    assert!(matches!(
+        parse_source("nope"),
+        Err(EnforceError::BadSource { .. })
+    ));
+}

@@ -1,0 +1,172 @@
+//! `bans.json`: restart keeps bans without inflating offences; bad files are moved aside.
+
+use std::fs;
+use std::time::Duration;
+
+use super::*;
+use crate::enforce::{load_state, save_state, State, STATE_FILE};
+
+/// A table with a rule ban of 192.0.2.7 (15m) and an admin ban of 10.0.0.0/8 (1h) from t0.
+fn populated() -> (Bans, Ban, Ban) {
+    let bans = table();
+    let rule = ban(&bans, "192.0.2.7", t0());
+    let admin = bans
+        .add_manual(
+            net("10.0.0.0/8"),
+            Duration::from_secs(3600),
+            "ops".into(),
+            false,
+            t0(),
+        )
+        .unwrap();
+    (bans, rule, admin)
+}
+
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn restart_keeps_bans_and_a_reoffence_is_the_second_not_the_third() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, rule, admin) = populated();
+    before.save(dir.path(), t0() + mins(1)).unwrap();
+
+    let after = table();
+    let report = load_state(dir.path(), t0() + mins(5));
+    assert_eq!(
+        (report.problem.as_deref(), report.dropped_expired),
+        (None, 0)
+    );
+    let restored = after.restore(report.state, t0() + mins(5));
+    assert_eq!(restored, vec![admin.clone(), rule.clone()]);
+    assert_eq!(after.list(), before.list());
+    assert!(after.check(ip("192.0.2.7"), t0() + mins(5)).is_some());
+
+    assert_eq!(after.expire(t0() + mins(15)), vec![rule]);
+    let next = ban(&after, "192.0.2.7", t0() + mins(20));
+    assert_eq!((next.offence, next.until), (2, t0() + mins(50)));
+}
+
+#[test]
+fn bans_that_ended_while_down_are_dropped_but_their_offences_remembered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, _, admin) = populated();
+    before.save(dir.path(), t0() + mins(1)).unwrap();
+
+    let report = load_state(dir.path(), t0() + mins(15));
+    assert_eq!(report.dropped_expired, 1);
+    let after = table();
+    assert_eq!(after.restore(report.state, t0() + mins(15)), vec![admin]);
+    assert_eq!(after.check(ip("192.0.2.7"), t0() + mins(15)), None);
+    assert_eq!(ban(&after, "192.0.2.7", t0() + mins(16)).offence, 2);
+}
+
+#[test]
+fn missing_file_is_an_empty_state_without_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = load_state(dir.path(), t0());
+    assert_eq!(report.state, State::empty(t0()));
+    assert_eq!((report.problem, report.moved_to), (None, None));
+}
+
+#[test]
+fn corrupt_file_is_moved_aside_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join(STATE_FILE), "not json{").unwrap();
+    let report = load_state(dir.path(), t0());
+    let aside = dir
+        .path()
+        .join(format!("bans.json.corrupt-{}", t0().timestamp()));
+    assert_eq!(report.moved_to.as_deref(), Some(aside.as_path()));
+    assert!(report
+        .problem
+        .unwrap()
+        .contains("not valid JSON: expected ident"));
+    assert_eq!(fs::read_to_string(&aside).unwrap(), "not json{");
+    assert_eq!(
+        files(dir.path()),
+        vec![format!("bans.json.corrupt-{}", t0().timestamp())]
+    );
+    assert_eq!(report.state.bans, vec![]);
+}
+
+#[test]
+fn truncated_file_is_moved_aside_and_a_second_one_gets_a_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bans, _, _) = populated();
+    let ts = t0().timestamp();
+    for _ in 0..2 {
+        bans.save(dir.path(), t0()).unwrap();
+        let path = dir.path().join(STATE_FILE);
+        let text = fs::read(&path).unwrap();
+        fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let report = load_state(dir.path(), t0());
+        assert!(report.problem.unwrap().contains("EOF while parsing"));
+    }
+    let expected = vec![
+        format!("bans.json.corrupt-{ts}"),
+        format!("bans.json.corrupt-{ts}-1"),
+    ];
+    assert_eq!(files(dir.path()), expected);
+}
+
+#[test]
+fn future_version_is_moved_aside_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"version":2,"saved_at":"2025-10-02T14:00:00.000Z","bans":[],"offences":[]}"#;
+    fs::write(dir.path().join(STATE_FILE), text).unwrap();
+    let report = load_state(dir.path(), t0());
+    let problem = report.problem.unwrap();
+    assert!(
+        problem.contains(
+            "state version 2 was written by a newer ollama-guard; this build reads version 1"
+        ),
+        "{problem}"
+    );
+    assert!(report.moved_to.is_some());
+    assert!(!dir.path().join(STATE_FILE).exists());
+}
+
+#[test]
+fn well_formed_json_with_a_bad_ban_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"version":1,"saved_at":"2025-10-02T14:00:00.000Z","bans":[{"src":"nope"}],"offences":[]}"#;
+    fs::write(dir.path().join(STATE_FILE), text).unwrap();
+    let report = load_state(dir.path(), t0());
+    assert!(report.problem.unwrap().contains("bad content"));
+    assert!(report.moved_to.is_some());
+}
+
+#[test]
+fn atomic_save_leaves_only_the_state_file_and_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bans, _, _) = populated();
+    bans.save(dir.path(), t0()).unwrap();
+    save_state(dir.path(), &State::empty(t0() + mins(1))).unwrap();
+    assert_eq!(files(dir.path()), vec![STATE_FILE.to_string()]);
+    let report = load_state(dir.path(), t0() + mins(1));
+    assert_eq!(report.state, State::empty(t0() + mins(1)));
+}
+
+#[test]
+fn saved_state_records_bans_and_offence_history() {
+    let (bans, rule, admin) = populated();
+    let state = bans.snapshot(t0() + mins(1));
+    assert_eq!((state.version, state.saved_at), (1, t0() + mins(1)));
+    assert_eq!(state.bans, vec![admin, rule]);
+    let history: Vec<(String, usize)> = state
+        .offences
+        .iter()
+        .map(|r| (r.src.to_string(), r.times.len()))
+        .collect();
+    assert_eq!(
+        history,
+        vec![("10.0.0.0/8".into(), 1), ("192.0.2.7/32".into(), 1)]
+    );
+}

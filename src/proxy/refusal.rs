@@ -1,0 +1,75 @@
+//! The answer to a banned source: 403 before anything is forwarded, with a body shaped for
+//! the client library of the route family, so each SDK surfaces a readable error instead of
+//! a parse failure. 403, not 429 or 5xx: the OpenAI SDK retries those, which would turn one
+//! refusal into a retry storm.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::Full;
+
+use super::upstream::json_response;
+
+/// Decides, before forwarding, whether a source is refused.
+pub trait Gate: Send + Sync + 'static {
+    /// `Some(rule)` refuses the request (the rule that banned the source, or `admin`);
+    /// the implementation counts and logs the refusal.
+    fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>>;
+}
+
+/// A gate that admits everyone (no enforcement configured).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenGate;
+
+impl Gate for OpenGate {
+    fn refuse(&self, _src: IpAddr, _method: &str, _path: &str) -> Option<Arc<str>> {
+        None
+    }
+}
+
+/// The message every refusal carries.
+pub const MESSAGE: &str = "ollama-guard: request blocked: this source is banned";
+
+/// The 403 response for `path` (normalised), shaped for its route family.
+pub fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
+    let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        serde_json::json!({"type": "error", "error": {"type": "permission_error", "message": MESSAGE}})
+    } else if path.starts_with("/v1/") {
+        serde_json::json!({"error": {"message": MESSAGE, "type": "permission_error", "param": null, "code": "ollama_guard_blocked"}})
+    } else {
+        serde_json::json!({ "error": MESSAGE })
+    };
+    json_response(StatusCode::FORBIDDEN, body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(path: &str) -> serde_json::Value {
+        let resp = forbidden(path);
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn native_openai_and_anthropic_routes_get_their_own_error_shapes() {
+        assert_eq!(
+            body("/api/show").await,
+            serde_json::json!({"error": MESSAGE})
+        );
+        assert_eq!(
+            body("/v1/chat/completions").await,
+            serde_json::json!({"error": {"message": MESSAGE, "type": "permission_error", "param": null, "code": "ollama_guard_blocked"}})
+        );
+        assert_eq!(
+            body("/v1/messages").await,
+            serde_json::json!({"type": "error", "error": {"type": "permission_error", "message": MESSAGE}})
+        );
+        assert_eq!(body("/").await, serde_json::json!({"error": MESSAGE}));
+    }
+}
