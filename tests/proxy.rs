@@ -113,9 +113,17 @@ fn scrub(v: &mut serde_json::Value) {
     }
 }
 
+/// Flags every request of every source, so the monitor-mode corpus below runs with rules firing.
+const FLAG_EVERYTHING: &str = r#"
+[[rule]]
+name = "everything"
+min_latency = "0s"
+threshold = 1
+"#;
+
 #[tokio::test]
 async fn every_route_answers_through_the_proxy_as_it_does_directly() {
-    let s = stack().await;
+    let s = stack_with(ServeArgs::default(), FLAG_EVERYTHING).await;
     for (method, path, body) in CASES {
         let m: Method = method.parse().unwrap();
         let direct = send(
@@ -143,6 +151,41 @@ async fn every_route_answers_through_the_proxy_as_it_does_directly() {
             "{method} {path}"
         );
     }
+    // The rule fired on every distinct path, and monitor mode changed nothing above.
+    let server = s.server;
+    let log_path = s.dir.path().join("detection.log");
+    server.shutdown().await;
+    let log = std::fs::read_to_string(log_path).unwrap();
+    let mut paths: Vec<String> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "detection")
+        .map(|v| v["uri_path"].as_str().unwrap().to_owned())
+        .collect();
+    paths.sort();
+    let mut expected: Vec<String> = CASES.iter().map(|(_, p, _)| p.to_string()).collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(paths, expected, "one detection per source and path");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_head_is_disconnected() {
+    let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"300ms\"").await;
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf))
+        .await
+        .expect("a slowloris connection must be closed");
+    assert!(read.is_ok());
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
