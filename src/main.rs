@@ -120,9 +120,6 @@ fn main() -> ExitCode {
         Some(Command::Simulator(args)) => simulator(args),
         Some(Command::Demo) => demo(),
         Some(Command::Bans(args)) => ollama_guard::admin::client::main(args),
-        Some(Command::Scan(_)) => {
-            eprintln!("ollama-guard: this command is not built yet");
-            ExitCode::from(2)
-        }
+        Some(Command::Scan(args)) => ollama_guard::scan::main(args),
     }
 }

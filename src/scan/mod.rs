@@ -1,1 +1,125 @@
-//! scan (in progress)
+//! `ollama-guard scan`: the detection engine run offline over Ollama server logs.
+//!
+//! Two modes (SPEC §2, §6):
+//! - default: every `[GIN]` line (any Go duration form, IPv6 in any case, journald or
+//!   syslog prefixes, colour codes) becomes a [`RequestRecord`](crate::record::RequestRecord)
+//!   for the same [`Engine`](crate::detect::Engine) the proxy runs, with the rules of
+//!   `--config` or the built-in set;
+//! - `--splunk-compat`: only the seed rule, with the SPL search's exact semantics and
+//!   defects (see `compat`), for parity checks against Splunk. `--config` is still
+//!   validated there but has no effect.
+//!
+//! Rows go to stdout (sorted by `_time`, `src`, `uri_path`, rule), a summary to stderr.
+//! Bad lines are counted, never fatal. Inputs are read in the order given, as one stream:
+//! give rotated files oldest first (`ollama.log.1 ollama.log`).
+//!
+//! # Layout
+//! - `options`: [`ScanOptions`] from [`ScanArgs`] (timezone, format, rules).
+//! - `zone`: [`LogZone`], local GIN time → UTC (DST edges documented there).
+//! - `input`: [`Input`], opening files/stdin, gzip by magic bytes, bounded line reading.
+//! - `driver`: [`run`], the loop, [`ScanSummary`], [`Skip`].
+//! - `fixed`: the engine-driven default mode; `compat`: the SPL mode.
+//! - `row`, `output`: [`Row`] and the `jsonl` / `csv` / `table` writers.
+
+mod compat;
+mod driver;
+mod fixed;
+mod input;
+mod options;
+mod output;
+mod row;
+mod zone;
+
+#[cfg(test)]
+mod tests;
+
+use std::io::{self, IsTerminal, Write};
+use std::process::ExitCode;
+
+pub use driver::{run, scan_rows, ScanSummary, Skip};
+pub use input::{open_inputs, Input, OpenError};
+pub use options::{ScanMode, ScanOptions, DEFAULT_MAX_LINE_BYTES};
+pub use output::{write_rows, OutputFormat, COLUMNS};
+pub use row::Row;
+pub use zone::{LogZone, ZoneResolver};
+
+use crate::config::{ConfigError, ScanArgs};
+use crate::detect::EngineError;
+
+/// Why `scan` stopped.
+///
+/// Why: argument problems (exit 2, nothing read) must be told apart from failures half-way
+/// (exit 1); see [`ScanError::exit_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// `--timezone` is not a zone.
+    #[error(
+        "--timezone: '{0}' is not UTC, a fixed offset (+02:00, -0530, +02) or an IANA zone \
+         name (Europe/Berlin)"
+    )]
+    Timezone(String),
+    /// `--format` is not a format.
+    #[error("--format: '{0}' is not one of jsonl, table, csv")]
+    Format(String),
+    /// `--config` is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The engine refused the settings.
+    #[error("config error: {0}")]
+    Engine(#[from] EngineError),
+    /// An input could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// An input failed half-way (a truncated gzip file, a device error).
+    #[error("reading {input}: {source}")]
+    Read {
+        /// The input's name (`-` for stdin).
+        input: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the rows failed.
+    #[error("writing output: {0}")]
+    Write(#[source] io::Error),
+}
+
+impl ScanError {
+    /// 2 for bad arguments (nothing was scanned), 1 for a failure during the scan.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ScanError::Read { .. } | ScanError::Write(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The `scan` subcommand: rows on stdout, the summary on stderr; exit 0, 2 (bad arguments,
+/// one line `ollama-guard: scan: ...`) or 1 (an error during the scan).
+///
+/// Why: `main` stays a dispatcher; everything `scan`-specific, exit codes included, is here.
+/// A closed stdout (`scan ... | head`) ends the scan quietly with exit 0.
+pub fn main(args: &ScanArgs) -> ExitCode {
+    let stdout = io::stdout();
+    let result = ScanOptions::from_args(args, stdout.is_terminal()).and_then(|opts| {
+        let (inputs, bar) = open_inputs(&args.files)?;
+        let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+        let result = run(&opts, inputs, &mut out);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        result
+    });
+    match result {
+        Ok(summary) => {
+            eprintln!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(ScanError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = io::stdout().flush();
+            eprintln!("ollama-guard: scan: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

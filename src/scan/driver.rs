@@ -1,0 +1,234 @@
+//! The scan loop shared by both modes: lines in, counters kept, rows sorted and written.
+
+use std::fmt;
+use std::io::Write;
+
+use super::compat::CompatScan;
+use super::fixed::FixedScan;
+use super::input::{Input, Line, LineSplitter};
+use super::options::{ScanMode, ScanOptions};
+use super::output::write_rows;
+use super::row::Row;
+use super::ScanError;
+use crate::gin::SkipReason;
+
+/// Why `scan` skipped a line.
+///
+/// Why: the summary tells an operator whether the file was not Ollama's log at all, or a
+/// column the parser (or, in compat mode, the SPL regex) does not accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Default mode: the `[GIN]` reader refused the line.
+    Gin(SkipReason),
+    /// Compat mode: the SPL regex does not match (the search never sees the event).
+    NoMatch,
+    /// Compat mode: the regex matches but there is no `[GIN] YYYY/MM/DD - HH:MM:SS` time.
+    NoTimestamp,
+    /// Compat mode: `response_time` is not a number (`1.2.3`), so `> 55` is false.
+    NotNumeric,
+    /// The line is longer than the line limit (binary data, or not a log).
+    TooLong,
+}
+
+const SLOTS: usize = SkipReason::ALL.len() + 4;
+
+impl Skip {
+    /// The summary label (the `[GIN]` reader's labels, or `no_match`, `no_timestamp`,
+    /// `not_numeric`, `line_too_long`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Skip::Gin(r) => r.label(),
+            Skip::NoMatch => "no_match",
+            Skip::NoTimestamp => "no_timestamp",
+            Skip::NotNumeric => "not_numeric",
+            Skip::TooLong => "line_too_long",
+        }
+    }
+
+    fn slot(self) -> usize {
+        let gin = SkipReason::ALL.len();
+        match self {
+            Skip::Gin(r) => SkipReason::ALL.iter().position(|x| *x == r).unwrap_or(0),
+            Skip::NoMatch => gin,
+            Skip::NoTimestamp => gin + 1,
+            Skip::NotNumeric => gin + 2,
+            Skip::TooLong => gin + 3,
+        }
+    }
+
+    fn all() -> [Skip; SLOTS] {
+        let mut all = [Skip::TooLong; SLOTS];
+        for (slot, r) in all.iter_mut().zip(SkipReason::ALL) {
+            *slot = Skip::Gin(r);
+        }
+        let gin = SkipReason::ALL.len();
+        all[gin] = Skip::NoMatch;
+        all[gin + 1] = Skip::NoTimestamp;
+        all[gin + 2] = Skip::NotNumeric;
+        all
+    }
+}
+
+/// Running counts, updated by the loop and the mode.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) lines_read: u64,
+    pub(super) lines_parsed: u64,
+    pub(super) late: u64,
+    skipped: [u64; SLOTS],
+}
+
+impl Counters {
+    pub(super) fn skip(&mut self, why: Skip) {
+        self.skipped[why.slot()] += 1;
+    }
+}
+
+/// What a scan saw, for the summary on stderr.
+///
+/// Why: bad lines are never fatal, so the summary is where an operator learns that half a
+/// file was not understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// Lines read from all inputs.
+    pub lines_read: u64,
+    /// Lines turned into requests (compat mode: matched by the regex with a time and a
+    /// numeric response time).
+    pub lines_parsed: u64,
+    /// Skipped lines by reason label, non-zero reasons only, in a fixed order.
+    pub skipped: Vec<(&'static str, u64)>,
+    /// Requests not counted because they came too far out of time order (default mode).
+    pub late_records: u64,
+    /// Rows written.
+    pub rows_emitted: u64,
+}
+
+impl ScanSummary {
+    /// All skipped lines.
+    pub fn lines_skipped(&self) -> u64 {
+        self.skipped.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Lines skipped for the reason labelled `label` (0 when none).
+    pub fn skipped_for(&self, label: &str) -> u64 {
+        self.skipped
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl fmt::Display for ScanSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "scan: {} lines read, {} parsed, {} skipped, {} late records, {} rows emitted",
+            self.lines_read,
+            self.lines_parsed,
+            self.lines_skipped(),
+            self.late_records,
+            self.rows_emitted
+        )?;
+        if self.late_records > 0 {
+            write!(
+                f,
+                "\nscan: late records are older than the newest by more than a window \
+                 (inputs out of time order? give rotated files oldest first)"
+            )?;
+        }
+        if !self.skipped.is_empty() {
+            let parts: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(l, n)| format!("{l}={n}"))
+                .collect();
+            write!(f, "\nscan: skipped by reason: {}", parts.join(" "))?;
+        }
+        Ok(())
+    }
+}
+
+/// One scan mode: takes lines, gives rows at the end.
+pub(super) trait Scanner {
+    /// One line (with its `\n` if it had one).
+    fn line(&mut self, line: &[u8], counters: &mut Counters);
+    /// End of input: every remaining row.
+    fn finish(self, counters: &mut Counters) -> Vec<Row>;
+}
+
+/// Scans `inputs` in order as one stream, then writes the rows in SPEC order to `out`.
+///
+/// Why: the testable core of `ollama-guard scan`; [`super::main`] only adds argument
+/// handling, stdout/stderr and exit codes. A read error stops the scan with no output.
+pub fn run(
+    opts: &ScanOptions,
+    inputs: Vec<Input>,
+    out: &mut dyn Write,
+) -> Result<ScanSummary, ScanError> {
+    let (rows, summary) = scan_rows(opts, inputs)?;
+    write_rows(opts.format, &rows, out)
+        .and_then(|()| out.flush())
+        .map_err(ScanError::Write)?;
+    Ok(summary)
+}
+
+/// Scans `inputs` in order as one stream and returns the rows in SPEC order.
+///
+/// Why: rows are collected and sorted before anything is written, so both modes share one
+/// order. Memory grows with the rows, not with the lines: the engine's windows are closed
+/// as the log's time moves on.
+pub fn scan_rows(
+    opts: &ScanOptions,
+    inputs: Vec<Input>,
+) -> Result<(Vec<Row>, ScanSummary), ScanError> {
+    let mut counters = Counters::default();
+    let mut rows = match &opts.mode {
+        ScanMode::Rules { rules, engine } => {
+            let scanner = FixedScan::new(rules.clone(), engine.clone(), opts.zone)?;
+            scan_all(scanner, inputs, opts.max_line_bytes, &mut counters)?
+        }
+        ScanMode::SplunkCompat => {
+            let scanner = CompatScan::new(opts.zone);
+            scan_all(scanner, inputs, opts.max_line_bytes, &mut counters)?
+        }
+    };
+    rows.sort_by(Row::spec_order);
+    let skipped = Skip::all()
+        .into_iter()
+        .filter_map(|s| {
+            let n = counters.skipped[s.slot()];
+            (n > 0).then_some((s.label(), n))
+        })
+        .collect();
+    let summary = ScanSummary {
+        lines_read: counters.lines_read,
+        lines_parsed: counters.lines_parsed,
+        skipped,
+        late_records: counters.late,
+        rows_emitted: rows.len() as u64,
+    };
+    Ok((rows, summary))
+}
+
+fn scan_all<S: Scanner>(
+    mut scanner: S,
+    inputs: Vec<Input>,
+    max_line: usize,
+    counters: &mut Counters,
+) -> Result<Vec<Row>, ScanError> {
+    for mut input in inputs {
+        let mut lines = LineSplitter::new(max_line);
+        let result = lines.each(&mut *input.reader, |kind, line| {
+            counters.lines_read += 1;
+            match kind {
+                Line::Text => scanner.line(line, counters),
+                Line::TooLong => counters.skip(Skip::TooLong),
+            }
+        });
+        result.map_err(|source| ScanError::Read {
+            input: input.name.clone(),
+            source,
+        })?;
+    }
+    Ok(scanner.finish(counters))
+}

@@ -1,0 +1,170 @@
+//! Default mode: every `[GIN]` line becomes a [`RequestRecord`] for the same detection
+//! [`Engine`] the proxy runs, with the rules of `--config` (or the built-in set).
+//!
+//! Rows: a tumbling rule gives one row per `window_summary` (the window's final figures,
+//! like the Splunk search's rows); a sliding rule gives one row per `detection`, its `_time`
+//! being the start of the window in which the threshold was reached.
+//!
+//! Time comes from the log. Every [`TICK_STEP_SECS`] of log time the engine is ticked at
+//! *newest timestamp − largest window*, which closes finished windows so memory stays
+//! bounded on logs of any length. A record older than that point (logs concatenated out of
+//! order, by more than a window) is counted as late and ignored, so a window is never
+//! reported twice.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+
+use super::driver::{Counters, Scanner, Skip};
+use super::row::Row;
+use super::zone::{LogZone, ZoneResolver};
+use crate::detect::{Engine, EngineError, EngineOptions, Event, Rule, WindowKind};
+use crate::gin::parse_gin_line;
+use crate::record::{Method, Outcome, RequestRecord};
+use crate::route;
+
+/// How much log time passes between engine ticks.
+pub(super) const TICK_STEP_SECS: i64 = 60;
+
+/// The engine-driven scanner.
+pub(super) struct FixedScan {
+    engine: Engine,
+    /// Window kind per rule, in engine order (events name their rule).
+    kinds: Vec<(std::sync::Arc<str>, WindowKind)>,
+    zone: ZoneResolver,
+    events: Vec<Event>,
+    rows: Vec<Row>,
+    /// The largest rule window, in seconds.
+    max_window: i64,
+    /// Records before this epoch second are late (the last tick point).
+    watermark: i64,
+    /// The newest record time seen.
+    newest: i64,
+}
+
+impl FixedScan {
+    /// An engine over `rules`.
+    pub(super) fn new(
+        rules: Vec<Rule>,
+        options: EngineOptions,
+        zone: LogZone,
+    ) -> Result<FixedScan, EngineError> {
+        let kinds = rules
+            .iter()
+            .map(|r| (r.name().clone(), r.window_kind()))
+            .collect();
+        let max_window = rules
+            .iter()
+            .map(|r| i64::try_from(r.window().as_secs()).unwrap_or(i64::MAX))
+            .max()
+            .unwrap_or(0);
+        Ok(FixedScan {
+            engine: Engine::new(rules, options)?,
+            kinds,
+            zone: zone.resolver(),
+            events: Vec::new(),
+            rows: Vec::new(),
+            max_window,
+            watermark: i64::MIN,
+            newest: i64::MIN,
+        })
+    }
+
+    /// Turns the pending engine events into rows (tumbling summaries, sliding detections).
+    fn collect_events(&mut self) {
+        for event in self.events.drain(..) {
+            let (want, ev) = match event {
+                Event::Detection(ev) => (WindowKind::Sliding, ev),
+                Event::WindowSummary(ev) => (WindowKind::Tumbling, ev),
+            };
+            let kind = self
+                .kinds
+                .iter()
+                .find(|(name, _)| *name == ev.rule)
+                .map(|(_, k)| *k);
+            if kind != Some(want) {
+                continue;
+            }
+            self.rows.push(Row {
+                rule: ev.rule,
+                time: ev.window_start.timestamp(),
+                src: ev.src,
+                uri_path: ev.uri_path,
+                count: ev.count,
+                avg_response_time: ev.avg_response_time,
+                max_response_time: ev.max_response_time,
+                severity: ev.severity,
+                attack_type: ev.attack_type,
+            });
+        }
+    }
+
+    /// Moves the tick point when the log's time has moved far enough.
+    fn advance(&mut self, t: i64) {
+        if t <= self.newest {
+            return;
+        }
+        self.newest = t;
+        let point = t.saturating_sub(self.max_window);
+        if self.watermark != i64::MIN && point < self.watermark.saturating_add(TICK_STEP_SECS) {
+            return;
+        }
+        self.watermark = point;
+        if let Some(now) = DateTime::<Utc>::from_timestamp(point, 0) {
+            self.engine.tick(now, &mut self.events);
+        }
+    }
+}
+
+/// The record a parsed line stands for: the GIN time is when the response finished.
+fn record(parsed: crate::gin::ParsedLine<'_>, completed_at: DateTime<Utc>) -> RequestRecord {
+    let (path, route) = route::normalize_fast(&parsed.path);
+    let method = Method::parse(parsed.method);
+    let method_text = match method {
+        Method::Other => Cow::Owned(parsed.method.to_owned()),
+        known => Cow::Borrowed(known.as_str()),
+    };
+    RequestRecord {
+        src: parsed.client_ip,
+        peer: parsed.client_ip,
+        method,
+        method_text,
+        path,
+        raw_target: Cow::Owned(parsed.path),
+        route,
+        status: parsed.status,
+        ttfb: None,
+        total: parsed.latency,
+        completed_at,
+        outcome: Outcome::Complete,
+    }
+}
+
+impl Scanner for FixedScan {
+    fn line(&mut self, line: &[u8], counters: &mut Counters) {
+        let parsed = match parse_gin_line(line) {
+            Ok(p) => p,
+            Err(why) => return counters.skip(Skip::Gin(why)),
+        };
+        counters.lines_parsed += 1;
+        let completed_at = self.zone.to_utc(parsed.time);
+        let t = completed_at.timestamp();
+        if t < self.watermark {
+            counters.late += 1;
+            return;
+        }
+        self.advance(t);
+        let rec = record(parsed, completed_at);
+        self.engine.observe(&rec, &mut self.events);
+        if !self.events.is_empty() {
+            self.collect_events();
+        }
+    }
+
+    fn finish(mut self, counters: &mut Counters) -> Vec<Row> {
+        self.engine.finish(&mut self.events);
+        self.collect_events();
+        counters.late += self.engine.late_records();
+        self.rows
+    }
+}

@@ -1,0 +1,227 @@
+//! Opening `scan`'s inputs and reading them line by line as bytes.
+//!
+//! Files (or stdin for `-` / no file) are opened before anything is scanned, so a missing
+//! or unreadable file is an argument error (exit 2) and not a failure half-way. gzip input
+//! is recognised by its magic bytes, not its name, and may have several members
+//! (`cat a.gz b.gz`). Lines are bytes: a log may hold binary garbage or invalid UTF-8, and
+//! such lines are skipped by the parsers, never fatal.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::bufread::MultiGzDecoder;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Read buffer size: large enough that refills are rare against the per-line cost.
+const BUF_BYTES: usize = 256 * 1024;
+
+/// One input stream and the name used in error messages.
+///
+/// Why: `run` reads any `BufRead` (tests feed in-memory text), and a read error half-way
+/// must still say which file failed.
+pub struct Input {
+    /// The file name, or `-` for stdin.
+    pub name: String,
+    /// The decoded stream.
+    pub reader: Box<dyn BufRead>,
+}
+
+impl Input {
+    /// Wraps an already decoded stream.
+    pub fn new(name: impl Into<String>, reader: Box<dyn BufRead>) -> Input {
+        Input {
+            name: name.into(),
+            reader,
+        }
+    }
+
+    /// Wraps a raw stream, decompressing it when it starts with the gzip magic bytes.
+    /// Reads the first buffer to look, so errors here mean the input cannot be read.
+    pub fn sniffed(name: impl Into<String>, raw: Box<dyn Read>) -> io::Result<Input> {
+        let mut buffered = BufReader::with_capacity(BUF_BYTES, raw);
+        let head = buffered.fill_buf()?;
+        let reader: Box<dyn BufRead> = if head.starts_with(&[0x1f, 0x8b]) {
+            let decoder = MultiGzDecoder::new(buffered);
+            Box::new(BufReader::with_capacity(BUF_BYTES, decoder))
+        } else {
+            Box::new(buffered)
+        };
+        Ok(Input::new(name, reader))
+    }
+}
+
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input").field("name", &self.name).finish()
+    }
+}
+
+/// An input that could not be opened or read at all.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {path}: {source}")]
+pub struct OpenError {
+    /// The file as given.
+    pub path: String,
+    /// The operating system's reason.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Opens the command-line inputs (none or `-` = stdin), with a progress bar on stderr when
+/// stderr is a terminal and every input is a regular file. Returns the inputs and the bar
+/// (to clear before the summary is printed).
+pub fn open_inputs(files: &[PathBuf]) -> Result<(Vec<Input>, Option<ProgressBar>), OpenError> {
+    if files.is_empty() {
+        return Ok((vec![open_stdin()?], None));
+    }
+    let mut opened = Vec::with_capacity(files.len());
+    let mut total: Option<u64> = Some(0);
+    for path in files {
+        if path.as_os_str() == "-" {
+            total = None;
+            opened.push((path.clone(), None));
+            continue;
+        }
+        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        let meta = file.metadata().map_err(|e| open_error(path, e))?;
+        total = total.filter(|_| meta.is_file()).map(|t| t + meta.len());
+        opened.push((path.clone(), Some(file)));
+    }
+    let bar = total
+        .filter(|_| io::stderr().is_terminal())
+        .map(progress_bar);
+    let mut inputs = Vec::with_capacity(opened.len());
+    for (path, file) in opened {
+        let input = match file {
+            None => open_stdin()?,
+            Some(file) => {
+                let raw: Box<dyn Read> = match &bar {
+                    Some(bar) => Box::new(bar.wrap_read(file)),
+                    None => Box::new(file),
+                };
+                let name = path.display().to_string();
+                Input::sniffed(name, raw).map_err(|e| open_error(&path, e))?
+            }
+        };
+        inputs.push(input);
+    }
+    Ok((inputs, bar))
+}
+
+fn open_stdin() -> Result<Input, OpenError> {
+    Input::sniffed("-", Box::new(io::stdin())).map_err(|e| open_error(Path::new("-"), e))
+}
+
+fn open_error(path: &Path, source: io::Error) -> OpenError {
+    OpenError {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let template = "{spinner} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// What kind of line [`LineSplitter::each`] hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Line {
+    /// A whole line, with its `\n` if it had one.
+    Text,
+    /// A line longer than the limit; only its first bytes are handed over.
+    TooLong,
+}
+
+/// Splits a stream into lines without copying them: lines that lie inside the reader's
+/// buffer are handed over in place; only a line that straddles two buffer fills is copied,
+/// and never more than the limit of it.
+///
+/// Why not `read_until`: it copies every line, and a binary file without newlines would be
+/// read whole into memory; this bounds memory and is the cheapest way through the bytes.
+#[derive(Debug)]
+pub(super) struct LineSplitter {
+    max: usize,
+    /// The start of a line that continues in the next buffer fill.
+    partial: Vec<u8>,
+    /// Whether bytes of the partial line beyond `max` were dropped.
+    overflow: bool,
+}
+
+impl LineSplitter {
+    /// Lines longer than `max` bytes (line ending excluded) are [`Line::TooLong`].
+    pub(super) fn new(max: usize) -> LineSplitter {
+        LineSplitter {
+            max: max.max(1),
+            partial: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    /// Calls `f` for every line of `reader`, in order, until end of input.
+    pub(super) fn each(
+        &mut self,
+        reader: &mut dyn BufRead,
+        mut f: impl FnMut(Line, &[u8]),
+    ) -> io::Result<()> {
+        loop {
+            let buf = reader.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            let len = buf.len();
+            let mut start = 0;
+            if !self.partial.is_empty() || self.overflow {
+                let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    self.keep(buf);
+                    reader.consume(len);
+                    continue;
+                };
+                self.keep(&buf[..=nl]);
+                self.flush(&mut f);
+                start = nl + 1;
+            }
+            while let Some(off) = memchr::memchr(b'\n', &buf[start..]) {
+                let line = &buf[start..=start + off];
+                if off > self.max {
+                    f(Line::TooLong, &line[..self.max]);
+                } else {
+                    f(Line::Text, line);
+                }
+                start += off + 1;
+            }
+            self.keep(&buf[start..]);
+            reader.consume(len);
+        }
+        if !self.partial.is_empty() || self.overflow {
+            self.flush(&mut f);
+        }
+        Ok(())
+    }
+
+    /// Appends to the partial line, up to the limit (plus room for its `\n`).
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = (self.max + 1).saturating_sub(self.partial.len());
+        if bytes.len() > room {
+            self.overflow = true;
+        }
+        self.partial
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn flush(&mut self, f: &mut impl FnMut(Line, &[u8])) {
+        let body = self.partial.len() - usize::from(self.partial.last() == Some(&b'\n'));
+        if self.overflow || body > self.max {
+            f(Line::TooLong, &self.partial[..body.min(self.max)]);
+        } else {
+            f(Line::Text, &self.partial);
+        }
+        self.partial.clear();
+        self.overflow = false;
+    }
+}

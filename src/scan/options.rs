@@ -1,0 +1,104 @@
+//! `scan`'s validated options, built from the command line (and `--config`).
+
+use super::output::OutputFormat;
+use super::zone::LogZone;
+use super::ScanError;
+use crate::config::{self, Config, ScanArgs, ServeArgs};
+use crate::detect::{build_rules, default_rules, EngineOptions, Rule};
+
+/// Default line limit: far above any real `[GIN]` line (Go caps request heads at 1 MB, and
+/// quoting can at most quadruple a path), low enough that binary junk cannot exhaust memory.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Which search to run.
+///
+/// Why: the default mode runs the real rule set over exact latencies; compat mode answers
+/// "what does our Splunk search say about this log", defects included.
+#[derive(Debug, Clone)]
+pub enum ScanMode {
+    /// The detection engine with these rules and engine settings.
+    Rules {
+        /// Validated rules, in engine order.
+        rules: Vec<Rule>,
+        /// `ipv6_prefix`, `allowlist`, `max_tracked_keys`.
+        engine: EngineOptions,
+    },
+    /// The seed rule's SPL, exactly (`--splunk-compat`).
+    SplunkCompat,
+}
+
+/// Everything [`super::run`] needs, already validated.
+///
+/// Why: argument errors must all surface (exit 2) before a single line is read.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Which search.
+    pub mode: ScanMode,
+    /// The zone of the GIN timestamps.
+    pub zone: LogZone,
+    /// How rows are written.
+    pub format: OutputFormat,
+    /// Lines longer than this are skipped as `line_too_long`.
+    pub max_line_bytes: usize,
+}
+
+impl ScanOptions {
+    /// The built-in rules, UTC, JSON lines: the defaults of `scan` with stdout not a
+    /// terminal.
+    pub fn builtin() -> Result<ScanOptions, ScanError> {
+        let rules = build_rules(&default_rules()).map_err(config::ConfigError::from)?;
+        Ok(ScanOptions {
+            mode: ScanMode::Rules {
+                rules,
+                engine: EngineOptions::default(),
+            },
+            zone: LogZone::utc(),
+            format: OutputFormat::Jsonl,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        })
+    }
+
+    /// Validates the command line. `stdout_is_terminal` picks the default format (`table`
+    /// on a terminal, `jsonl` otherwise). `--config` is read and validated like `serve`
+    /// reads it (a file `serve` accepts, `scan` accepts); in compat mode it is validated but
+    /// has no effect, since the SPL has no parameters.
+    pub fn from_args(args: &ScanArgs, stdout_is_terminal: bool) -> Result<ScanOptions, ScanError> {
+        let zone = LogZone::parse(&args.timezone)
+            .ok_or_else(|| ScanError::Timezone(args.timezone.clone()))?;
+        let format = match &args.format {
+            Some(text) => {
+                OutputFormat::parse(text).ok_or_else(|| ScanError::Format(text.clone()))?
+            }
+            None if stdout_is_terminal => OutputFormat::Table,
+            None => OutputFormat::Jsonl,
+        };
+        let file = match &args.config {
+            Some(path) => config::read_file(path)?,
+            None => config::FileConfig::default(),
+        };
+        let merged = Config::merge(&ServeArgs::default(), file)?;
+        let mode = if args.splunk_compat {
+            ScanMode::SplunkCompat
+        } else {
+            let configs = if merged.rules.is_empty() {
+                default_rules()
+            } else {
+                merged.rules.clone()
+            };
+            ScanMode::Rules {
+                rules: build_rules(&configs).map_err(config::ConfigError::from)?,
+                engine: EngineOptions {
+                    ipv6_prefix: merged.ipv6_prefix,
+                    allowlist: merged.allowlist.clone(),
+                    max_tracked_keys: merged.max_tracked_keys,
+                },
+            }
+        };
+        Ok(ScanOptions {
+            mode,
+            zone,
+            format,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        })
+    }
+}
