@@ -568,8 +568,18 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
         1.0
     );
 
+    // One qualifying request under the old config (threshold 2: not flagged yet) ...
+    let c = client_from("127.0.0.40");
+    let show = format!("http://{}/api/show", server.proxy_addr);
+    call(&c, Method::POST, &show, &[("x-sim-delay-ms", "250")]).await;
     std::fs::write(&file, format!("mode = \"block\"\n{RULE}")).unwrap();
-    server.reload(&args).unwrap();
+    let report = server.reload(&args).unwrap();
+    assert_eq!(
+        report.kept_rules,
+        ["slow_meta"],
+        "the rule did not change: its counters are kept"
+    );
+    assert_eq!(report.keys_kept, 1);
     assert_eq!(
         metric(
             &admin_url,
@@ -578,9 +588,7 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
         .await,
         1.0
     );
-    let c = client_from("127.0.0.40");
-    let show = format!("http://{}/api/show", server.proxy_addr);
-    call(&c, Method::POST, &show, &[("x-sim-delay-ms", "250")]).await;
+    // ... and one after: the kept count reaches the threshold, and block mode bans.
     call(&c, Method::POST, &show, &[("x-sim-delay-ms", "250")]).await;
     let r = call(&c, Method::POST, &show, &[]).await;
     assert_eq!(

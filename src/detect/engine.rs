@@ -10,6 +10,8 @@
 //! - Call [`Engine::tick`] periodically (e.g. every second) with the current time: it closes
 //!   windows that have ended, emits their summaries and forgets idle keys. `scan` calls it
 //!   with the log's own timestamps instead, and [`Engine::finish`] at end of input.
+//! - On a config reload, [`Engine::rebuild`] gives the engine to swap in, holding the
+//!   counters of the rules that did not change.
 //!
 //! Time only ever comes in from outside (`completed_at` of records, `now` of `tick`), so the
 //! engine is deterministic and tests drive it with explicit timestamps.
@@ -30,8 +32,9 @@ use ipnet::IpNet;
 use super::event::{round2, DetectionEvent, Event};
 use super::paths::{PathStore, NO_PATH};
 use super::rule::{GroupBy, Rule, WindowKind};
+use super::sliding::{Sliding, SUB_BUCKETS};
 use super::source::{Allowlist, SourceKey};
-use super::window::{align, Added, Sliding, Snapshot, Tumbling, WindowKey, SUB_BUCKETS};
+use super::window::{align, Added, Snapshot, Tumbling, WindowKey};
 use crate::record::{Method, Outcome, RequestRecord};
 
 /// Engine-wide settings (SPEC §3 top-level keys).
@@ -78,12 +81,12 @@ pub struct Engine {
     pub(super) tumbling: DashMap<WindowKey, Tumbling>,
     pub(super) sliding: DashMap<WindowKey, Sliding>,
     pub(super) paths: PathStore,
-    allowlist: Allowlist,
-    ipv6_prefix: u8,
+    pub(super) allowlist: Allowlist,
+    pub(super) ipv6_prefix: u8,
     pub(super) max_keys: usize,
     pub(super) keys: AtomicUsize,
     pub(super) evictions: AtomicU64,
-    late: AtomicU64,
+    pub(super) late: AtomicU64,
     pub(super) evicting: Mutex<()>,
 }
 
@@ -93,6 +96,16 @@ type Pending = [Option<(bool, Snapshot)>; 2];
 impl Engine {
     /// An engine running `rules` (in order; the position is the rule's index in keys).
     pub fn new(rules: Vec<Rule>, options: EngineOptions) -> Result<Engine, EngineError> {
+        Engine::with_paths(rules, options, PathStore::default())
+    }
+
+    /// [`Engine::new`] over a given (empty) path table: a rebuilt engine shares the old
+    /// one's hash key, so copied keys keep their path hashes.
+    pub(super) fn with_paths(
+        rules: Vec<Rule>,
+        options: EngineOptions,
+        paths: PathStore,
+    ) -> Result<Engine, EngineError> {
         if options.ipv6_prefix > 128 {
             return Err(EngineError::Ipv6Prefix(options.ipv6_prefix));
         }
@@ -106,7 +119,7 @@ impl Engine {
             rules,
             tumbling: DashMap::new(),
             sliding: DashMap::new(),
-            paths: PathStore::default(),
+            paths,
             allowlist: Allowlist::new(options.allowlist),
             ipv6_prefix: options.ipv6_prefix,
             max_keys: options.max_tracked_keys,
@@ -166,11 +179,7 @@ impl Engine {
             };
             // `rules.len() <= u16::MAX` is checked in `new`.
             let rule_ix = u16::try_from(index).unwrap_or(u16::MAX);
-            let key = WindowKey {
-                path,
-                src,
-                rule: rule_ix,
-            };
+            let key = WindowKey::new(path, src, rule_ix);
             let pending = match rule.window_kind {
                 WindowKind::Tumbling => self.count_tumbling(rule, key, rec, out),
                 WindowKind::Sliding => self.count_sliding(rule, key, rec, out),
@@ -220,7 +229,7 @@ impl Engine {
                 }
             }
             Entry::Vacant(e) => {
-                self.paths.acquire(key.path, &rec.path);
+                self.paths.acquire(key.path(), &rec.path);
                 let mut st = Tumbling::new(start, method);
                 if st.add(start, now, latency, rule.threshold) == Added::Crossed {
                     pending[1] = Some((true, st.snapshot(window)));
@@ -242,7 +251,6 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Pending {
         let sub = sub_bucket_ms(rule);
-        let now = epoch_secs(&rec.completed_at);
         let idx = bucket_index(&rec.completed_at, sub);
         let latency = u32::try_from(rec.total.as_millis()).unwrap_or(u32::MAX);
         let method = method_code(rec.method);
@@ -251,15 +259,15 @@ impl Engine {
         let mut st = match self.sliding.entry(key) {
             Entry::Occupied(e) => e.into_ref(),
             Entry::Vacant(e) => {
-                self.paths.acquire(key.path, &rec.path);
+                self.paths.acquire(key.path(), &rec.path);
                 self.keys.fetch_add(1, Ordering::Relaxed);
-                e.insert(Sliding::new(idx, now, method))
+                e.insert(Sliding::new(idx))
             }
         };
-        if let Some(end) = st.advance(idx, rule.threshold) {
-            pending[0] = Some((false, st.episode_snapshot(end, sub)));
+        if let Some(summary) = st.advance(idx, rule.threshold, sub) {
+            pending[0] = Some((false, summary));
         }
-        match st.add(idx, now, latency, rule.threshold) {
+        match st.add(idx, latency, rule.threshold, method) {
             Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
             Added::Late => self.note_late(),
             Added::Counted => {}

@@ -11,25 +11,44 @@
 //! - [`builtin`]: the default rule set ([`default_rules`]) with the reason for every value.
 //! - [`glob`]: the `*` / `?` path patterns.
 //! - [`source`]: source identity (IPv6 prefix grouping, IPv4-mapped addresses, allowlist).
-//! - `window`: compact per-key tumbling and sliding state.
+//! - `window`: the fixed-size map key and the tumbling state.
+//! - `sliding`: the sliding state (12-bit sub-bucket ring, latency figures per run).
 //! - `paths`: reference-counted path texts behind the fixed-size keys.
 //! - [`engine`]: [`Engine::observe`]; `sweep`: [`Engine::tick`], [`Engine::finish`], eviction.
+//! - `reload`: [`Engine::rebuild`] for SIGHUP, keeping the counters of unchanged rules
+//!   ([`ReloadReport`]).
 //! - [`event`]: [`Event`], [`DetectionEvent`] (SPEC §5 fields), [`Severity`], [`RuleAction`].
 //!
 //! # Memory
-//! A tumbling key is 64 bytes (32-byte key, 32-byte state) plus one hashbrown control byte;
-//! at hashbrown's 7/8 maximum load that is 74 bytes per key, 149 bytes just after a table
-//! doubles (7/16 load), about 103 bytes averaged over a doubling cycle (85 bytes measured
-//! with 100 000 keys by `tests::eviction::memory_per_tumbling_key_is_bounded`). A sliding key is
-//! 248 bytes (its 15 sub-buckets are inline). Path texts are shared by every key on that
-//! path and freed with the last one. [`Engine::approx_memory_bytes`] reports the live figure.
+//! The budget is 100 bytes per tracked key, everything included. A key is 28 bytes (rule
+//! index, source, 64-bit path hash; 4-aligned). A tumbling entry is 64 bytes (its 32-byte
+//! state is 8-aligned); a sliding entry is 72 bytes (44-byte state). Each also costs one
+//! hashbrown control byte; at hashbrown's 7/8 maximum load that is 74 / 83 bytes per key,
+//! twice that just after a table doubles (7/16 load). Measured with 100 000 keys
+//! (`tests::eviction::memory_per_*_key_is_at_most_100_bytes`, 76% load): **85 bytes per
+//! tumbling key, 95 per sliding key** (a sliding entry was 248 bytes, 326 measured, before).
+//!
+//! The sliding state got there by giving up two things, documented in `sliding`:
+//! - sub-bucket counts are 12-bit (saturating at 4095), so sliding thresholds are capped at
+//!   4095 (validation says so; tumbling windows have no cap). Counting is otherwise unchanged,
+//!   error ≤ 1/15 of the window.
+//! - latency sum and maximum are no longer kept per sub-bucket but once per *run* (the
+//!   requests since the key's window was last empty, or since its last episode ended).
+//!   Summaries are exact for the span they state (their `window_start` widens to the run's
+//!   start when that is earlier); a detection's avg/max are the run's, equal to the
+//!   window's for a burst after a quiet window.
+//!
+//! Path texts are shared by every key on that path and freed with the last one.
+//! [`Engine::approx_memory_bytes`] reports the live figure.
 
 pub mod builtin;
 pub mod engine;
 pub mod event;
 pub mod glob;
 mod paths;
+mod reload;
 pub mod rule;
+mod sliding;
 pub mod source;
 mod sweep;
 mod validate;
@@ -41,6 +60,7 @@ mod tests;
 pub use builtin::default_rules;
 pub use engine::{Engine, EngineError, EngineOptions};
 pub use event::{DetectionEvent, Event, RuleAction, Severity};
+pub use reload::{ReloadReport, RuleKeys};
 pub use rule::{
     build_rules, Cutoff, GroupBy, Rule, RuleConfig, RuleError, SeverityRule, WindowKind,
 };

@@ -54,6 +54,28 @@ impl PathStore {
         entry.refs = entry.refs.saturating_add(1);
     }
 
+    /// An empty table under the same hash key, so a rebuilt engine can take over keys (and
+    /// their path hashes) from this one.
+    pub(crate) fn empty_sharing_key(&self) -> PathStore {
+        PathStore {
+            map: DashMap::new(),
+            hasher: self.hasher.clone(),
+        }
+    }
+
+    /// A key copied from `from` refers to `hash`: take the text over from there and count the
+    /// reference. Returns `false` (and stores nothing) when `from` does not hold `hash`.
+    pub(crate) fn acquire_from(&self, from: &PathStore, hash: u64) -> bool {
+        if hash == NO_PATH {
+            return true;
+        }
+        let Some(text) = from.map.get(&hash).map(|e| e.text.clone()) else {
+            return false;
+        };
+        self.acquire(hash, &text);
+        true
+    }
+
     /// A key referring to `hash` is gone: drop the text with its last reference.
     pub(crate) fn release(&self, hash: u64) {
         if let Entry::Occupied(mut e) = self.map.entry(hash) {
@@ -108,6 +130,19 @@ mod tests {
         store.release(h);
         assert_eq!(store.text(h), None);
         assert_eq!(store.len(), 0);
+    }
+
+    #[test]
+    fn a_table_sharing_the_key_hashes_alike_and_takes_texts_over() {
+        let old = PathStore::default();
+        let text: Cow<'static, str> = Cow::Owned("/api/show".to_owned());
+        let h = old.hash(&text);
+        old.acquire(h, &text);
+        let new = old.empty_sharing_key();
+        assert_eq!(new.hash("/api/show"), h);
+        assert!(new.acquire_from(&old, h));
+        assert!(!new.acquire_from(&old, h ^ 1));
+        assert_eq!((new.text(h).as_deref(), new.len()), (Some("/api/show"), 1));
     }
 
     #[test]

@@ -225,6 +225,46 @@ impl Rule {
         self.severity
     }
 
+    /// Whether `other` is the same rule in effect: every validated value equal, so `"15m"`
+    /// and `"900s"`, or `"50s"` and `"50000ms"`, compare equal while any real change (even
+    /// of a label or the action) does not. Hot reload keeps the counters of such rules only.
+    pub fn same_effective_config(&self, other: &Rule) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let Rule {
+            config: _,
+            name,
+            escu_id,
+            mitre,
+            attack_type,
+            paths,
+            any_path,
+            methods,
+            min_latency,
+            max_latency,
+            group_by,
+            window,
+            window_kind,
+            threshold,
+            severity,
+            action,
+        } = self;
+        *name == other.name
+            && *escu_id == other.escu_id
+            && *mitre == other.mitre
+            && *attack_type == other.attack_type
+            && *paths == other.paths
+            && *any_path == other.any_path
+            && *methods == other.methods
+            && *min_latency == other.min_latency
+            && *max_latency == other.max_latency
+            && *group_by == other.group_by
+            && *window == other.window
+            && *window_kind == other.window_kind
+            && *threshold == other.threshold
+            && *severity == other.severity
+            && *action == other.action
+    }
+
     /// Whether a request counts for this rule: method listed (or none listed), latency
     /// strictly above `min_latency` and strictly below `max_latency` (when set), and the
     /// normalised path matching one of the globs. Cheapest tests first.

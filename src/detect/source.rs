@@ -10,7 +10,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 
 /// A compact, fixed-size source identity (18 bytes, no heap), used inside counter keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,6 +112,22 @@ impl Allowlist {
             .any(|n| n.contains(&canon) || (canon != ip && n.contains(&ip)))
     }
 
+    /// Whether every address counted under `src` is listed: such a key can never count
+    /// again, so a hot reload drops it. An IPv4 source is also covered by an IPv4-mapped
+    /// IPv6 entry (`::ffff:192.0.2.1/128`), as [`Allowlist::contains`] treats it.
+    pub fn covers(&self, src: &SourceKey) -> bool {
+        let net = src.network();
+        let mapped = match net {
+            IpNet::V4(v4) => Ipv6Net::new(v4.addr().to_ipv6_mapped(), 96 + v4.prefix_len())
+                .ok()
+                .map(IpNet::V6),
+            IpNet::V6(_) => None,
+        };
+        self.nets
+            .iter()
+            .any(|n| n.contains(&net) || mapped.is_some_and(|m| n.contains(&m)))
+    }
+
     /// Whether nothing is listed (skips the check on the hot path).
     pub fn is_empty(&self) -> bool {
         self.nets.is_empty()
@@ -174,5 +190,19 @@ mod tests {
         assert!(list.contains("::1".parse().unwrap()));
         assert!(!list.contains("127.0.0.2".parse().unwrap()));
         assert!(!list.contains("::2".parse().unwrap()));
+    }
+
+    #[test]
+    fn allowlist_covers_a_source_only_when_its_whole_network_is_listed() {
+        let list = Allowlist::new(vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "::ffff:192.0.2.7/128".parse().unwrap(),
+            "2001:db8::/48".parse().unwrap(),
+        ]);
+        assert!(list.covers(&key("10.1.2.3", 64)));
+        assert!(list.covers(&key("192.0.2.7", 64)));
+        assert!(!list.covers(&key("192.0.2.8", 64)));
+        assert!(list.covers(&key("2001:db8:0:5::1", 64)));
+        assert!(!list.covers(&key("2001:db8:0:5::1", 32)));
     }
 }

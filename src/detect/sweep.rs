@@ -14,7 +14,8 @@ use dashmap::DashMap;
 
 use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine};
 use super::event::Event;
-use super::window::{Recency, Sliding, Tumbling, WindowKey, SUB_BUCKETS};
+use super::sliding::{Sliding, SUB_BUCKETS};
+use super::window::{Snapshot, Tumbling, WindowKey};
 
 impl Engine {
     /// Closes every tumbling window that ended at or before `now` (emitting summaries for
@@ -38,13 +39,13 @@ impl Engine {
         self.sliding.retain(|key, st| {
             let rule = &self.rules[usize::from(key.rule)];
             let sub = sub_bucket_ms(rule);
-            if let Some(end) = st.advance(bucket_index(&now, sub), rule.threshold) {
-                self.push_episode(key, st, end, out);
+            if let Some(snap) = st.advance(bucket_index(&now, sub), rule.threshold, sub) {
+                out.push(self.summary(key, snap));
             }
-            if st.flagged || st.total() > 0 {
+            if st.flagged() || st.total() > 0 {
                 return true;
             }
-            self.paths.release(key.path);
+            self.paths.release(key.path());
             removed += 1;
             false
         });
@@ -80,7 +81,7 @@ impl Engine {
     }
 
     /// Before inserting `key` into `map`: when the cap is reached and `key` is new, evict.
-    pub(super) fn make_room<V: Recency>(
+    pub(super) fn make_room<V>(
         &self,
         map: &DashMap<WindowKey, V>,
         key: &WindowKey,
@@ -89,13 +90,6 @@ impl Engine {
         if self.keys.load(Ordering::Relaxed) < self.max_keys || map.contains_key(key) {
             return;
         }
-        self.evict(out);
-    }
-
-    /// Removes the least recently updated ~1% of keys (at least one). Concurrent callers do
-    /// not queue: if an eviction is already running, they go on (the cap may be exceeded by
-    /// the few keys inserted meanwhile).
-    fn evict(&self, out: &mut Vec<Event>) {
         let _running = match self.evicting.try_lock() {
             Ok(guard) => guard,
             // The guard protects no data; a panic elsewhere must not stop eviction for good.
@@ -105,13 +99,24 @@ impl Engine {
         if self.keys.load(Ordering::Relaxed) < self.max_keys {
             return;
         }
+        self.evict((self.max_keys / 100).max(1), out);
+    }
+
+    /// Removes the `batch` least recently updated keys (all of them when fewer). Callers
+    /// hold `evicting`: concurrent inserters do not queue behind an eviction, they go on
+    /// (the cap may be exceeded by the few keys inserted meanwhile).
+    pub(super) fn evict(&self, batch: usize, out: &mut Vec<Event>) {
         let mut ages: Vec<u32> = Vec::with_capacity(self.tracked_keys());
         ages.extend(self.tumbling.iter().map(|e| e.value().last_seen()));
-        ages.extend(self.sliding.iter().map(|e| e.value().last_seen()));
-        if ages.is_empty() {
+        ages.extend(
+            self.sliding
+                .iter()
+                .map(|e| self.sliding_seen(e.key(), e.value())),
+        );
+        if ages.is_empty() || batch == 0 {
             return;
         }
-        let batch = (self.max_keys / 100).clamp(1, ages.len());
+        let batch = batch.min(ages.len());
         let cutoff = *ages.select_nth_unstable(batch - 1).1;
         let older = ages.iter().filter(|a| **a < cutoff).count();
         let mut ties = batch - older;
@@ -132,7 +137,7 @@ impl Engine {
             false
         });
         self.sliding.retain(|key, st| {
-            if !take(st.last_seen()) {
+            if !take(self.sliding_seen(key, st)) {
                 return true;
             }
             self.close_sliding(key, st, out);
@@ -145,30 +150,40 @@ impl Engine {
 
     /// A tumbling key is going away: its summary if flagged, and its path reference.
     fn close_tumbling(&self, key: &WindowKey, st: &Tumbling, out: &mut Vec<Event>) {
-        if st.flagged {
-            let rule = &self.rules[usize::from(key.rule)];
-            let snap = st.snapshot(window_secs(rule));
-            let ev = self.event(rule, &key.src, self.paths.text(key.path), snap);
-            out.push(Event::WindowSummary(ev));
-        }
-        self.paths.release(key.path);
+        out.extend(self.tumbling_summary(key, st));
+        self.paths.release(key.path());
     }
 
     /// A sliding key is going away: its episode summary if flagged, and its path reference.
     fn close_sliding(&self, key: &WindowKey, st: &mut Sliding, out: &mut Vec<Event>) {
-        let threshold = self.rules[usize::from(key.rule)].threshold;
-        let horizon = st.head().saturating_add(SUB_BUCKETS);
-        if let Some(end) = st.advance(horizon, threshold) {
-            self.push_episode(key, st, end, out);
-        }
-        self.paths.release(key.path);
+        out.extend(self.sliding_summary(key, st));
+        self.paths.release(key.path());
     }
 
-    fn push_episode(&self, key: &WindowKey, st: &Sliding, end: u32, out: &mut Vec<Event>) {
+    /// The summary a flagged tumbling key gives when it goes away early.
+    pub(super) fn tumbling_summary(&self, key: &WindowKey, st: &Tumbling) -> Option<Event> {
         let rule = &self.rules[usize::from(key.rule)];
-        let snap = st.episode_snapshot(end, sub_bucket_ms(rule));
-        let ev = self.event(rule, &key.src, self.paths.text(key.path), snap);
-        out.push(Event::WindowSummary(ev));
+        st.flagged
+            .then(|| self.summary(key, st.snapshot(window_secs(rule))))
+    }
+
+    /// The summary a flagged sliding key gives when it goes away early: its episode ends
+    /// where its count would fall below threshold with no further requests.
+    pub(super) fn sliding_summary(&self, key: &WindowKey, st: &mut Sliding) -> Option<Event> {
+        let rule = &self.rules[usize::from(key.rule)];
+        let horizon = st.head().saturating_add(SUB_BUCKETS);
+        st.advance(horizon, rule.threshold, sub_bucket_ms(rule))
+            .map(|snap| self.summary(key, snap))
+    }
+
+    fn summary(&self, key: &WindowKey, snap: Snapshot) -> Event {
+        let rule = &self.rules[usize::from(key.rule)];
+        Event::WindowSummary(self.event(rule, &key.src, self.paths.text(key.path()), snap))
+    }
+
+    /// Eviction recency of a sliding key, in epoch seconds.
+    fn sliding_seen(&self, key: &WindowKey, st: &Sliding) -> u32 {
+        st.last_seen(sub_bucket_ms(&self.rules[usize::from(key.rule)]))
     }
 }
 
@@ -177,7 +192,7 @@ fn map_bytes<V>(map: &DashMap<WindowKey, V>) -> usize {
 }
 
 /// Deterministic order for batches of summaries (the maps iterate in hash order).
-fn sort_events(events: &mut [Event]) {
+pub(super) fn sort_events(events: &mut [Event]) {
     events.sort_by(|a, b| {
         let (a, b) = (a.detail(), b.detail());
         (a.window_start, &a.src, &a.uri_path, &a.rule).cmp(&(

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::event::RuleAction;
 use super::glob::Glob;
 use super::rule::{Cutoff, GroupBy, Rule, RuleConfig, SeverityRule, WindowKind};
+use super::sliding::MAX_SUB_COUNT;
 
 /// Sliding windows use 15 sub-buckets of at least one second each.
 const MIN_SLIDING_WINDOW: Duration = Duration::from_secs(15);
@@ -89,10 +90,7 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
     ];
     let window_kind = pick(&cfg.window_kind, "window_kind", &kinds)?;
     let window = parse_window(&cfg.window, window_kind).map_err(at("window"))?;
-    let threshold = u64::try_from(cfg.threshold)
-        .ok()
-        .filter(|t| *t >= 1)
-        .ok_or_else(|| ("threshold".to_owned(), "must be at least 1".to_owned()))?;
+    let threshold = parse_threshold(cfg.threshold, window_kind).map_err(at("threshold"))?;
     let (severity, high, medium) = parse_severity(cfg).map_err(|(k, p)| (k.to_owned(), p))?;
     let actions = [
         ("", RuleAction::Default),
@@ -211,6 +209,22 @@ fn parse_methods(methods: &[String]) -> Result<Vec<Box<str>>, String> {
             }
         })
         .collect()
+}
+
+/// At least 1; for sliding windows at most what a 12-bit sub-bucket counter holds, so a
+/// saturated counter can never hide a crossing (see `sliding`).
+fn parse_threshold(value: i64, kind: WindowKind) -> Result<u64, String> {
+    let threshold = u64::try_from(value)
+        .ok()
+        .filter(|t| *t >= 1)
+        .ok_or_else(|| "must be at least 1".to_owned())?;
+    let max = u64::from(MAX_SUB_COUNT);
+    if kind == WindowKind::Sliding && threshold > max {
+        return Err(format!(
+            "must be at most {max} for a sliding window (use a tumbling window for more)"
+        ));
+    }
+    Ok(threshold)
 }
 
 fn parse_window(text: &str, kind: WindowKind) -> Result<Duration, String> {

@@ -188,7 +188,7 @@ impl Server {
         Ok(Server {
             proxy_addr,
             admin_addr,
-            metrics,
+            metrics: metrics.clone(),
             logs,
             live: reload::Live {
                 proxy,
@@ -196,6 +196,7 @@ impl Server {
                 enforcement,
                 detection: detection.clone(),
                 config: std::sync::Mutex::new(config),
+                metrics: metrics.clone(),
             },
             detection,
             shutdown,

@@ -22,6 +22,7 @@ pub(crate) struct Live {
     pub(crate) enforcement: Arc<Enforcement>,
     pub(crate) detection: Arc<DetectionStage>,
     pub(crate) config: Mutex<Config>,
+    pub(crate) metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// What a successful reload changed.
@@ -31,6 +32,12 @@ pub struct ReloadReport {
     pub kept_rules: Vec<String>,
     /// Rules that are new or changed (counters start from zero).
     pub reset_rules: Vec<String>,
+    /// Rules that are gone.
+    pub removed_rules: Vec<String>,
+    /// Counter keys carried over.
+    pub keys_kept: usize,
+    /// Counter keys dropped (removed or changed rules, changed IPv6 grouping, new allowlist).
+    pub keys_dropped: usize,
     /// Keys that need a restart to take effect.
     pub needs_restart: Vec<&'static str>,
 }
@@ -39,9 +46,12 @@ impl fmt::Display for ReloadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "kept rules [{}], reset rules [{}]",
+            "kept rules [{}], reset rules [{}], removed rules [{}]; {} counter keys kept, {} dropped",
             self.kept_rules.join(", "),
-            self.reset_rules.join(", ")
+            self.reset_rules.join(", "),
+            self.removed_rules.join(", "),
+            self.keys_kept,
+            self.keys_dropped
         )?;
         if !self.needs_restart.is_empty() {
             write!(f, "; restart needed for: {}", self.needs_restart.join(", "))?;
@@ -76,24 +86,24 @@ impl Live {
     pub(crate) fn reload(&self, args: &ServeArgs) -> Result<ReloadReport, ConfigError> {
         let new = Config::load(args)?;
         let rules = build_rules(&new.effective_rules())?;
-        let names: Vec<String> = rules.iter().map(|r| r.name().to_string()).collect();
-        let engine = crate::detect::Engine::new(rules, engine_options(&new))
-            .map_err(|e| ConfigError::invalid("rule", e.to_string()))?;
-        struct Report {
-            kept_rules: Vec<String>,
-            reset_rules: Vec<String>,
-        }
-        let report = Report {
-            kept_rules: Vec::new(),
-            reset_rules: names,
-        };
+        // One reload at a time; the engine swap must follow its rebuild directly.
         let mut guard = self
             .config
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (engine, report) = self
+            .detection
+            .engine()
+            .rebuild(rules, engine_options(&new))
+            .map_err(|e| ConfigError::invalid("rule", e.to_string()))?;
         let needs_restart = restart_keys(&guard, &new);
+        for rule in engine.rules() {
+            self.metrics.init_rule(rule.name());
+        }
         // Everything validated: swap.
         self.detection.reconfigure(engine, new.mode);
+        // Flagged keys of removed or changed rules close with their summary.
+        self.detection.handle(&report.summaries, None);
         self.proxy.set_trusted_proxies(new.trusted_proxies.clone());
         let bans = self.enforcement.bans();
         bans.set_policy(new.ban.clone());
@@ -103,9 +113,17 @@ impl Live {
             .token
             .store(new.admin_token.clone().map(Arc::new));
         *guard = new;
+        let names = |v: &[crate::detect::RuleKeys]| {
+            v.iter().map(|r| r.name.to_string()).collect::<Vec<_>>()
+        };
+        let mut reset_rules = names(&report.reset_rules);
+        reset_rules.extend(report.added_rules.iter().map(|n| n.to_string()));
         Ok(ReloadReport {
-            kept_rules: report.kept_rules,
-            reset_rules: report.reset_rules,
+            kept_rules: names(&report.kept_rules),
+            reset_rules,
+            removed_rules: names(&report.removed_rules),
+            keys_kept: report.keys_kept,
+            keys_dropped: report.keys_dropped,
             needs_restart,
         })
     }

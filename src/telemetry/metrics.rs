@@ -275,6 +275,16 @@ impl Metrics {
         }
     }
 
+    /// Creates the zero series of a rule (at start, and for rules a reload adds).
+    pub fn init_rule(&self, rule: &str) {
+        for sev in SEVERITIES {
+            for action in ACTIONS {
+                self.detections.with_label_values(&[rule, sev, action]);
+            }
+        }
+        self.blocked.with_label_values(&[rule]);
+    }
+
     fn request_counter(
         &self,
         route: Route,

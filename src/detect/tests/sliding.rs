@@ -137,3 +137,53 @@ fn idle_unflagged_sliding_keys_are_forgotten_once_empty() {
     e.tick(at(T0 + 900, 0), &mut out);
     assert_eq!((e.tracked_keys(), out.len()), (0, 0));
 }
+
+#[test]
+fn a_trickle_before_the_burst_is_part_of_the_run_the_figures_cover() {
+    let e = engine(&[sliding(3)]);
+    // The key never goes a full window without a request, so all four are one run.
+    let out = feed(
+        &e,
+        &[
+            req("10.0.0.1", "/a", secs(20), 0),
+            req("10.0.0.1", "/a", secs(20), 600),
+            req("10.0.0.1", "/a", secs(2), 1_200),
+            req("10.0.0.1", "/a", secs(2), 1_210),
+        ],
+    );
+    // The window that crossed holds the last three; the figures cover the whole run.
+    let d = only(&out);
+    assert_eq!((d.count, d.window_start), (3, at(T0 + 360, 0)));
+    assert_eq!((d.avg_response_time, d.max_response_time), (11.0, 20.0));
+    let mut out = Vec::new();
+    e.tick(at(T0 + 1_499, 0), &mut out);
+    assert!(out.is_empty());
+    e.tick(at(T0 + 1_500, 0), &mut out);
+    let s = only(&out);
+    assert_eq!(
+        (s.count, s.window_start, s.window_end),
+        (4, at(T0, 0), at(T0 + 1_500, 0))
+    );
+    assert_eq!((s.avg_response_time, s.max_response_time), (11.0, 20.0));
+}
+
+#[test]
+fn a_second_episode_counts_only_requests_after_the_first_ended() {
+    let e = engine(&[sliding(2)]);
+    feed(
+        &e,
+        &[
+            req("10.0.0.1", "/a", secs(1), 0),
+            req("10.0.0.1", "/a", secs(1), 300),
+        ],
+    );
+    // At T0 + 900 the first request expires: the episode ends, one request stays live.
+    let out = feed(&e, &[req("10.0.0.1", "/a", secs(5), 900)]);
+    assert_eq!(kinds(&out), [("window_summary", 2), ("detection", 2)]);
+    // The detection's figures are the new run's: the 1 s request was reported already.
+    assert_eq!(out[1].detail().avg_response_time, 5.0);
+    let mut out = Vec::new();
+    e.finish(&mut out);
+    let s = only(&out);
+    assert_eq!((s.count, s.avg_response_time), (1, 5.0));
+}

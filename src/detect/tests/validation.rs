@@ -215,3 +215,23 @@ fn default_rules_are_valid_and_named_as_documented() {
         ]
     );
 }
+
+#[test]
+fn sliding_thresholds_stop_at_what_a_sub_bucket_counts() {
+    let sliding = |t: i64| {
+        rule("r", move |r| {
+            r.window_kind = "sliding".into();
+            r.threshold = t;
+        })
+    };
+    assert_eq!(
+        error_of(sliding(4_096)),
+        "rule[r].threshold: must be at most 4095 for a sliding window (use a tumbling window for more)"
+    );
+    assert_eq!(
+        Rule::from_config(&sliding(4_095)).unwrap().threshold(),
+        4_095
+    );
+    let tumbling = rule("r", |r| r.threshold = 100_000);
+    assert_eq!(Rule::from_config(&tumbling).unwrap().threshold(), 100_000);
+}
