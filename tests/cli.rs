@@ -206,3 +206,47 @@ fn demo_runs_the_scripted_attack_and_exits_0() {
     );
     assert!(err.contains("ollama_guard_detections_total"), "{err}");
 }
+
+#[test]
+fn unopenable_log_or_state_dir_is_a_config_error_before_anything_binds() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (code, _, err) = run(
+        &[
+            "--listen",
+            &listen,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--detection-log",
+            "/nonexistent/dir/d.log",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with(
+            "ollama-guard: config error: detection_log: cannot open /nonexistent/dir/d.log"
+        ),
+        "{err}"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let (code, _, err) = run(
+        &[
+            "--listen",
+            &listen,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--detection-log",
+            "/dev/null",
+            "--state-dir",
+            file.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("config error: state_dir:"), "{err}");
+    assert!(
+        std::net::TcpListener::bind(&listen).is_ok(),
+        "nothing was bound"
+    );
+}

@@ -205,7 +205,7 @@ async fn block_mode_bans_and_refuses_with_route_family_bodies_without_forwarding
 
 async fn admin(s: &Stack, method: Method, path: &str, body: &str, token: Option<&str>) -> Reply {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = vec![];
+    let mut headers = vec![("content-type", "application/json")];
     if let Some(a) = &auth {
         headers.push(("authorization", a.as_str()));
     }
@@ -220,7 +220,11 @@ async fn admin(s: &Stack, method: Method, path: &str, body: &str, token: Option<
 
 #[tokio::test]
 async fn admin_api_adds_lists_and_lifts_bans_and_validates_input() {
-    let s = stack_with(ServeArgs::default(), "allowlist = [\"127.0.0.20/32\"]").await;
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "allowlist = [\"127.0.0.20/32\"]").await;
     assert_eq!(
         admin(&s, Method::GET, "/api/bans", "", None).await.text(),
         "[]"
@@ -335,6 +339,53 @@ async fn admin_api_adds_lists_and_lifts_bans_and_validates_input() {
 }
 
 #[tokio::test]
+async fn admin_api_refuses_cross_site_forms_and_foreign_hosts() {
+    let s = stack().await;
+    let url = format!("{}/api/bans", s.admin);
+    let form = send(
+        Method::POST,
+        &url,
+        &[("content-type", "text/plain")],
+        r#"{"src":"0.0.0.0/0","force":true}"#,
+    )
+    .await;
+    assert_eq!(form.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let rebound = send(
+        Method::GET,
+        &url,
+        &[("host", "attacker.example:9464")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(rebound.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        admin(&s, Method::GET, "/api/bans", "", None).await.text(),
+        "[]"
+    );
+}
+
+#[tokio::test]
+async fn monitor_mode_never_refuses_even_a_banned_source() {
+    let s = stack().await;
+    let r = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.13","duration":"1h"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let c = client_from("127.0.0.13");
+    let ok = call(&c, Method::GET, &format!("{}/api/tags", s.proxy), &[]).await;
+    assert_eq!(
+        ok.status,
+        StatusCode::OK,
+        "the ban is stored but monitor mode changes no response"
+    );
+}
+
+#[tokio::test]
 async fn admin_token_is_required_when_configured() {
     let s = stack_with(ServeArgs::default(), "admin_token = \"s3cret\"").await;
     assert_eq!(
@@ -411,7 +462,7 @@ async fn bans_survive_a_restart_without_inflating_offences() {
     let r = send(
         Method::POST,
         &url,
-        &[],
+        &[("content-type", "application/json")],
         r#"{"src":"2001:db8::/48","duration":"1h","reason":"net"}"#,
     )
     .await;

@@ -53,12 +53,35 @@ fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
     })
 }
 
+/// Without a token, only requests addressed to an IP literal or `localhost` are served: a
+/// web page cannot reach the API through DNS rebinding.
+fn host_ok(req: &Request<Incoming>) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return true; // HTTP/1.0 without Host: not a browser
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Handles every request under `/api/bans`.
 pub async fn handle(
     enf: &Arc<Enforcement>,
     token: Option<&str>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if token.is_none() && !host_ok(&req) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API answers only to an IP address or localhost as Host",
+        );
+    }
     if !authorised(&req, token) {
         let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
         r.headers_mut().insert(
@@ -92,6 +115,23 @@ fn list(enf: &Enforcement) -> Response<Full<Bytes>> {
 }
 
 async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    // A browser cannot send `application/json` cross-site without a CORS preflight, which
+    // this API never grants: no cross-site request forgery of bans.
+    let json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        );
+    }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),

@@ -13,12 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
 use super::{load_state, Ban, BanOutcome, Bans, EnforceError};
+use crate::config::Mode;
 use crate::detect::DetectionEvent;
 use crate::proxy::refusal::Gate;
 use crate::telemetry::{DetectionLog, Metrics};
@@ -34,6 +36,8 @@ pub struct Enforcement {
     state_dir: Option<PathBuf>,
     dirty: AtomicBool,
     wake: Notify,
+    block_mode: AtomicBool,
+    trusted: ArcSwap<Vec<IpNet>>,
 }
 
 fn fields(pairs: Value) -> Map<String, Value> {
@@ -62,7 +66,25 @@ impl Enforcement {
             state_dir,
             dirty: AtomicBool::new(false),
             wake: Notify::new(),
+            block_mode: AtomicBool::new(false),
+            trusted: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    /// Sets the global mode: only in block mode is any request refused.
+    pub fn set_mode(&self, mode: Mode) {
+        self.block_mode
+            .store(mode == Mode::Block, Ordering::Relaxed);
+    }
+
+    /// Whether the global mode is `block`.
+    pub fn block_mode(&self) -> bool {
+        self.block_mode.load(Ordering::Relaxed)
+    }
+
+    /// The trusted proxies: a rule never bans one (it would ban every client behind it).
+    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+        self.trusted.store(Arc::new(trusted));
     }
 
     /// The ban table (reload swaps its policy, allowlist and prefix in place).
@@ -137,6 +159,10 @@ impl Enforcement {
     /// Acts on a rule verdict whose action bans: bans `ip`'s source group unless it is
     /// allowlisted. Returns whether the source is (now or already) banned.
     pub fn on_verdict(&self, ip: IpAddr, d: &DetectionEvent, now: DateTime<Utc>) -> bool {
+        if self.trusted.load().iter().any(|n| n.contains(&ip)) {
+            tracing::warn!(%ip, rule = %d.rule, "not banning a trusted proxy; is it sending X-Forwarded-For?");
+            return false;
+        }
         let reason = format!(
             "{}: {} qualifying requests (avg {:.2}s, max {:.2}s) in the window from {}",
             d.rule,
@@ -241,6 +267,9 @@ impl Enforcement {
 
 impl Gate for Enforcement {
     fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>> {
+        if !self.block_mode() || self.bans.is_empty() {
+            return None;
+        }
         let now = Utc::now();
         let hit = self.bans.check(src, now)?;
         self.metrics.blocked.with_label_values(&[&*hit.rule]).inc();

@@ -30,6 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Config, Upstream};
@@ -96,6 +97,10 @@ impl Proxy {
             .header_read_timeout(self.header_read_timeout)
             .keep_alive(true);
         tokio::pin!(shutdown);
+        // Connection tasks are owned here, so those still open when the grace period ends
+        // can be aborted and awaited: their responses' drops fire the last records before
+        // the caller flushes the logs.
+        let mut conns = JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -104,7 +109,7 @@ impl Proxy {
                         let proxy = self.clone();
                         let service = service_fn(move |req| proxy.clone().handle(req, peer));
                         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                        tokio::spawn(async move {
+                        conns.spawn(async move {
                             if let Err(e) = conn.await {
                                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
                             }
@@ -116,6 +121,7 @@ impl Proxy {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 () = &mut shutdown => break,
             }
         }
@@ -124,6 +130,8 @@ impl Proxy {
             () = graceful.shutdown() => tracing::info!("all connections drained"),
             () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
         }
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
     }
 
     fn completion(&self, req: &Request<Incoming>, peer: SocketAddr, start: Instant) -> Completion {
@@ -153,7 +161,7 @@ impl Proxy {
                 status: 0,
                 ttfb: None,
                 total: Duration::ZERO,
-                completed_at: chrono::Utc::now(),
+                completed_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
                 outcome: Outcome::Complete,
             },
             start,
@@ -232,11 +240,11 @@ impl Proxy {
         headers::strip_hop_by_hop(h);
         h.remove(EXPECT);
         h.insert(HOST, self.upstream_host.clone());
-        h.insert("x-forwarded-for", headers::ip_value(src));
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert(headers::X_FORWARDED_FOR, headers::ip_value(src));
+        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         match original_host {
-            Some(host) => h.insert("x-forwarded-host", host),
-            None => h.remove("x-forwarded-host"),
+            Some(host) => h.insert(headers::X_FORWARDED_HOST, host),
+            None => h.remove(headers::X_FORWARDED_HOST),
         };
         parts.version = Version::HTTP_11;
         Request::from_parts(parts, body)

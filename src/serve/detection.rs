@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +24,11 @@ pub struct DetectionStage {
     engine: ArcSwap<Engine>,
     log: DetectionLog,
     metrics: Arc<Metrics>,
-    block_mode: AtomicBool,
     enforcement: Arc<Enforcement>,
     evictions_seen: AtomicU64,
+    /// Held by `tick`/`finish` and by a reload's rebuild-and-swap, so a window is never
+    /// closed in the old engine after its state was copied into the new one.
+    sweep: std::sync::Mutex<()>,
 }
 
 impl DetectionStage {
@@ -38,13 +40,14 @@ impl DetectionStage {
         mode: Mode,
         enforcement: Arc<Enforcement>,
     ) -> Self {
+        enforcement.set_mode(mode);
         DetectionStage {
             engine: ArcSwap::from_pointee(engine),
             log,
             metrics,
-            block_mode: AtomicBool::new(mode == Mode::Block),
             enforcement,
             evictions_seen: AtomicU64::new(0),
+            sweep: std::sync::Mutex::new(()),
         }
     }
 
@@ -53,12 +56,28 @@ impl DetectionStage {
         self.engine.load_full()
     }
 
-    /// Swaps in a rebuilt engine and the global mode (config reload).
-    pub fn reconfigure(&self, engine: Engine, mode: Mode) {
-        self.engine.store(Arc::new(engine));
-        self.evictions_seen.store(0, Ordering::Relaxed);
-        self.block_mode
-            .store(mode == Mode::Block, Ordering::Relaxed);
+    /// Rebuilds the engine for new rules/options, keeping the counters of unchanged rules,
+    /// and swaps it in with the global mode (config reload). Flagged keys of dropped rules
+    /// get their `window_summary`.
+    pub fn reconfigure(
+        &self,
+        rules: Vec<crate::detect::Rule>,
+        options: crate::detect::EngineOptions,
+        mode: Mode,
+    ) -> Result<crate::detect::ReloadReport, crate::detect::EngineError> {
+        let report = {
+            let _sweep = self
+                .sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (engine, report) = self.engine.load().rebuild(rules, options)?;
+            // The rebuilt engine carries the eviction total over, so `evictions_seen` stays.
+            self.engine.store(Arc::new(engine));
+            report
+        };
+        self.enforcement.set_mode(mode);
+        self.handle(&report.summaries, None);
+        Ok(report)
     }
 
     /// Logs and counts events (a `detection` counts in `detections_total`; a summary does
@@ -66,10 +85,11 @@ impl DetectionStage {
     /// triggered it.
     pub fn handle(&self, events: &[Event], src: Option<IpAddr>) {
         let now = Utc::now();
-        let block_mode = self.block_mode.load(Ordering::Relaxed);
+        // Monitor mode never changes a response, so no rule bans in it (whatever its action).
+        let block_mode = self.enforcement.block_mode();
         for event in events {
             let d = event.detail();
-            let mut banned = d.action.bans(block_mode);
+            let mut banned = block_mode && d.action.bans(block_mode);
             if let Event::Detection(_) = event {
                 if let (true, Some(ip)) = (banned, src) {
                     banned = self.enforcement.on_verdict(ip, d, now);
@@ -87,7 +107,13 @@ impl DetectionStage {
     /// Closes due windows and refreshes the engine gauges.
     pub fn tick(&self) {
         let mut events = Vec::new();
-        self.engine.load().tick(Utc::now(), &mut events);
+        {
+            let _sweep = self
+                .sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.engine.load().tick(Utc::now(), &mut events);
+        }
         self.handle(&events, None);
         self.refresh_gauges();
     }
@@ -95,7 +121,13 @@ impl DetectionStage {
     /// Closes every window (shutdown): flagged keys get their final summary.
     pub fn finish(&self) {
         let mut events = Vec::new();
-        self.engine.load().finish(&mut events);
+        {
+            let _sweep = self
+                .sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.engine.load().finish(&mut events);
+        }
         self.handle(&events, None);
         self.refresh_gauges();
     }

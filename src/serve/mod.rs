@@ -145,7 +145,11 @@ impl Server {
             metrics.clone(),
             config.state_dir.clone(),
         ));
+        enforcement.set_trusted_proxies(config.trusted_proxies.clone());
         enforcement.restore(chrono::Utc::now());
+        if !config.admin_listen.ip().is_loopback() && config.admin_token.is_none() {
+            tracing::warn!(admin = %config.admin_listen, "the admin listener is not on loopback and has no admin_token: anyone who can reach it can ban and unban");
+        }
         let detection = Arc::new(DetectionStage::new(
             engine,
             dlog,
@@ -237,10 +241,49 @@ impl Server {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         self.detection.finish();
+        // Bans made by requests that finished during the drain are saved too.
+        self.live.enforcement.persist().await;
         for log in &self.logs {
             log.flush().await;
         }
     }
+}
+
+/// Checks, before anything is bound, what would otherwise fail only later: the logs can be
+/// opened for appending and `state_dir` is a writable directory (created if missing).
+pub fn preflight(config: &Config) -> Result<(), crate::config::ConfigError> {
+    use crate::config::{ConfigError, LogTarget};
+    let open = |key: &str, target: &LogTarget| match target {
+        LogTarget::Stdout => Ok(()),
+        LogTarget::File(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| {
+                ConfigError::invalid(
+                    key,
+                    format!("cannot open {} for appending: {e}", path.display()),
+                )
+            }),
+    };
+    open("detection_log", &config.detection_log)?;
+    if let Some(access) = &config.access_log {
+        open("access_log", access)?;
+    }
+    if let Some(dir) = &config.state_dir {
+        let probe = dir.join(".ollama-guard-write-test");
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&probe, b""))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|e| {
+                ConfigError::invalid(
+                    "state_dir",
+                    format!("{} is not a writable directory: {e}", dir.display()),
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Builds the detection engine of `config`.
@@ -283,8 +326,15 @@ pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), S
             }
         }
     }
-    tracing::info!("shutting down: draining in-flight requests");
-    server.shutdown().await;
-    tracing::info!("stopped");
+    tracing::info!(
+        "shutting down: draining in-flight requests (send the signal again to stop at once)"
+    );
+    let drain = server.shutdown();
+    tokio::pin!(drain);
+    tokio::select! {
+        () = &mut drain => tracing::info!("stopped"),
+        _ = term.recv() => tracing::warn!("second signal: stopping without waiting for the drain"),
+        _ = int.recv() => tracing::warn!("second signal: stopping without waiting for the drain"),
+    }
     Ok(())
 }

@@ -91,20 +91,19 @@ impl Live {
             .config
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (engine, report) = self
-            .detection
-            .engine()
-            .rebuild(rules, engine_options(&new))
-            .map_err(|e| ConfigError::invalid("rule", e.to_string()))?;
-        let needs_restart = restart_keys(&guard, &new);
-        for rule in engine.rules() {
+        for rule in &rules {
             self.metrics.init_rule(rule.name());
         }
-        // Everything validated: swap.
-        self.detection.reconfigure(engine, new.mode);
-        // Flagged keys of removed or changed rules close with their summary.
-        self.detection.handle(&report.summaries, None);
+        let needs_restart = restart_keys(&guard, &new);
+        // Everything validated; options were checked by `Config::load`, so the rebuild
+        // cannot fail half-way: swap.
+        let report = self
+            .detection
+            .reconfigure(rules, engine_options(&new), new.mode)
+            .map_err(|e| ConfigError::invalid("rule", e.to_string()))?;
         self.proxy.set_trusted_proxies(new.trusted_proxies.clone());
+        self.enforcement
+            .set_trusted_proxies(new.trusted_proxies.clone());
         let bans = self.enforcement.bans();
         bans.set_policy(new.ban.clone());
         bans.set_allowlist(new.allowlist.clone());
@@ -112,6 +111,17 @@ impl Live {
         self.admin
             .token
             .store(new.admin_token.clone().map(Arc::new));
+        // Keys bound at start keep their running values, so a later reload still reports them.
+        let mut new = new;
+        new.listen = guard.listen;
+        new.admin_listen = guard.admin_listen;
+        new.upstream = guard.upstream.clone();
+        new.detection_log = guard.detection_log.clone();
+        new.access_log = guard.access_log.clone();
+        new.access_log_format = guard.access_log_format;
+        new.state_dir = guard.state_dir.clone();
+        new.timeouts = guard.timeouts.clone();
+        new.log_level = guard.log_level.clone();
         *guard = new;
         let names = |v: &[crate::detect::RuleKeys]| {
             v.iter().map(|r| r.name.to_string()).collect::<Vec<_>>()

@@ -10,7 +10,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
@@ -20,6 +21,10 @@ use crate::config::LogTarget;
 
 /// Lines queued per log before new lines are dropped.
 pub const DEFAULT_CAPACITY: usize = 65_536;
+
+/// Bytes queued per log before new lines are dropped: long request targets must not turn a
+/// stalled disk into gigabytes of queue.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 enum Msg {
     Line(String),
@@ -33,6 +38,8 @@ pub struct LogWriter {
     tx: mpsc::Sender<Msg>,
     dropped: IntCounter,
     name: &'static str,
+    queued: Arc<AtomicUsize>,
+    reopen: Arc<AtomicBool>,
 }
 
 /// Opening the log failed (named, so `serve` can say which).
@@ -99,21 +106,33 @@ impl LogWriter {
             ),
         };
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let reopen = Arc::new(AtomicBool::new(false));
+        let shared = (queued.clone(), reopen.clone());
         std::thread::Builder::new()
             .name(format!("{name}-log"))
-            .spawn(move || run(name, sink, rx))
+            .spawn(move || run(name, sink, rx, &shared.0, &shared.1))
             .map_err(|source| LogOpenError {
                 name,
                 path: target.display(),
                 source,
             })?;
-        Ok(LogWriter { tx, dropped, name })
+        Ok(LogWriter {
+            tx,
+            dropped,
+            name,
+            queued,
+            reopen,
+        })
     }
 
     /// Queues one line (the newline is added here). Never blocks.
     pub fn write(&self, mut line: String) {
         line.push('\n');
-        if self.tx.try_send(Msg::Line(line)).is_err() {
+        let len = line.len();
+        let over = self.queued.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES;
+        if over || self.tx.try_send(Msg::Line(line)).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
             self.dropped.inc();
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -127,11 +146,11 @@ impl LogWriter {
         }
     }
 
-    /// Asks the writer to reopen its file (logrotate).
+    /// Asks the writer to reopen its file (logrotate). The request is a flag the writer checks
+    /// before every batch, so it is never lost, even when the queue is full.
     pub fn reopen(&self) {
-        if self.tx.try_send(Msg::Reopen).is_err() {
-            tracing::warn!(log = self.name, "reopen request dropped: writer is behind");
-        }
+        self.reopen.store(true, Ordering::Release);
+        let _ = self.tx.try_send(Msg::Reopen);
     }
 
     /// Waits until every line queued before this call is written and flushed.
@@ -143,14 +162,28 @@ impl LogWriter {
     }
 }
 
-fn run(name: &'static str, mut sink: Sink, mut rx: mpsc::Receiver<Msg>) {
+fn run(
+    name: &'static str,
+    mut sink: Sink,
+    mut rx: mpsc::Receiver<Msg>,
+    queued: &AtomicUsize,
+    reopen: &AtomicBool,
+) {
     let mut failed = false;
     while let Some(msg) = rx.blocking_recv() {
+        if reopen.swap(false, Ordering::AcqRel) {
+            if let Err(e) = sink.reopen() {
+                tracing::error!(log = name, error = %e, "log reopen failed");
+            }
+        }
         let mut next = Some(msg);
         while let Some(msg) = next.take() {
             let result = match msg {
-                Msg::Line(line) => sink.write_all(line.as_bytes()),
-                Msg::Reopen => sink.reopen(),
+                Msg::Line(line) => {
+                    queued.fetch_sub(line.len(), Ordering::AcqRel);
+                    sink.write_all(line.as_bytes())
+                }
+                Msg::Reopen => Ok(()),
                 Msg::Flush(ack) => {
                     let r = sink.flush();
                     let _ = ack.send(());
@@ -229,12 +262,31 @@ mod tests {
     }
 
     #[test]
+    fn queue_is_bounded_in_bytes_not_only_lines() {
+        let (tx, _rx) = mpsc::channel(1000);
+        let w = LogWriter {
+            tx,
+            dropped: counter(),
+            name: "test",
+            queued: Arc::new(AtomicUsize::new(MAX_QUEUED_BYTES - 10)),
+            reopen: Arc::new(AtomicBool::new(false)),
+        };
+        w.write("x".repeat(20));
+        assert_eq!(w.dropped.get(), 1, "20 bytes would pass the cap");
+        w.write("abc".into());
+        assert_eq!(w.dropped.get(), 1, "4 bytes fit");
+        assert_eq!(w.queued.load(Ordering::Acquire), MAX_QUEUED_BYTES - 6);
+    }
+
+    #[test]
     fn full_channel_counts_dropped_lines() {
         let (tx, _rx) = mpsc::channel(1);
         let w = LogWriter {
             tx,
             dropped: counter(),
             name: "test",
+            queued: Arc::new(AtomicUsize::new(0)),
+            reopen: Arc::new(AtomicBool::new(false)),
         };
         w.write("a".into());
         w.write("b".into());

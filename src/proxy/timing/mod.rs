@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 use prometheus::IntGauge;
 use tokio::time::Instant;
 
-use crate::record::{Outcome, RecordSink, RequestRecord};
+use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 
 /// Status recorded when the client left before a response head was sent (nginx's 499).
 pub const CLIENT_CLOSED_REQUEST: u16 = 499;
@@ -80,11 +80,17 @@ impl HeadGuard {
     /// Disarms the guard: the response exists, its body takes over with this status.
     pub fn into_body<B: Body>(mut self, status: u16, outcome: Outcome, inner: B) -> TimingBody<B> {
         let mut completion = self.completion.take();
+        // hyper sends no body for HEAD, 1xx, 204 and 304 and drops it unpolled: that drop is
+        // the normal end of the exchange, not a client disconnect.
+        let mut bodiless = matches!(status, 100..=199 | 204 | 304);
         if let Some(c) = completion.as_mut() {
             c.record.status = status;
             c.record.outcome = outcome;
+            bodiless |= c.record.method == Method::Head;
         }
-        TimingBody::new(inner, completion)
+        let mut body = TimingBody::new(inner, completion);
+        body.empty_at_start |= bodiless;
+        body
     }
 }
 

@@ -177,3 +177,27 @@ async fn outcome_given_at_head_is_kept_for_local_responses() {
         (502, Outcome::UpstreamError)
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn head_response_dropped_unpolled_keeps_its_outcome() {
+    let sink = Arc::new(Collect::default());
+    let mut c = completion(&sink);
+    c.record.method = Method::Head;
+    let b =
+        HeadGuard::new(c).into_body(403, Outcome::Blocked, Full::new(Bytes::from_static(b"{}")));
+    drop(b);
+    let recs = sink.take();
+    assert_eq!((recs[0].status, recs[0].outcome), (403, Outcome::Blocked));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_content_response_dropped_unpolled_is_complete() {
+    let sink = Arc::new(Collect::default());
+    let b = HeadGuard::new(completion(&sink)).into_body(
+        204,
+        Outcome::Complete,
+        Full::new(Bytes::from_static(b"x")),
+    );
+    drop(b);
+    assert_eq!(sink.take()[0].outcome, Outcome::Complete);
+}
