@@ -80,6 +80,27 @@ impl Engine {
         map_bytes(&self.tumbling) + map_bytes(&self.sliding) + self.paths.approx_bytes()
     }
 
+    /// Evicts ahead of the cap, from a background task: above 95 % of `max_tracked_keys`, the
+    /// least recently updated keys go until 90 % remain. A flood of new sources (a client
+    /// rotating IPv6 /64s) then rarely reaches the cap, where eviction would run inline on
+    /// the request path.
+    pub fn trim(&self, out: &mut Vec<Event>) {
+        let high = self.max_keys - self.max_keys / 20;
+        if self.keys.load(Ordering::Relaxed) < high {
+            return;
+        }
+        let _running = match self.evicting.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        let target = self.max_keys - self.max_keys / 10;
+        let keys = self.keys.load(Ordering::Relaxed);
+        if keys > target {
+            self.evict(keys - target, out);
+        }
+    }
+
     /// Before inserting `key` into `map`: when the cap is reached and `key` is new, evict.
     pub(super) fn make_room<V>(
         &self,

@@ -4,13 +4,11 @@
 //! refusal into a retry storm.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
-
-use super::upstream::json_response;
 
 /// Decides, before forwarding, whether a source is refused.
 pub trait Gate: Send + Sync + 'static {
@@ -32,16 +30,39 @@ impl Gate for OpenGate {
 /// The message every refusal carries.
 pub const MESSAGE: &str = "ollama-guard: request blocked: this source is banned";
 
+fn body(value: serde_json::Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+/// The three bodies, rendered once (a flood of refused requests only clones them).
+static NATIVE: LazyLock<Bytes> = LazyLock::new(|| body(serde_json::json!({ "error": MESSAGE })));
+static OPENAI: LazyLock<Bytes> = LazyLock::new(|| {
+    body(
+        serde_json::json!({"error": {"message": MESSAGE, "type": "permission_error", "param": null, "code": "ollama_guard_blocked"}}),
+    )
+});
+static ANTHROPIC: LazyLock<Bytes> = LazyLock::new(|| {
+    body(
+        serde_json::json!({"type": "error", "error": {"type": "permission_error", "message": MESSAGE}}),
+    )
+});
+
 /// The 403 response for `path` (normalised), shaped for its route family.
 pub fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
     let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {
-        serde_json::json!({"type": "error", "error": {"type": "permission_error", "message": MESSAGE}})
+        &ANTHROPIC
     } else if path.starts_with("/v1/") {
-        serde_json::json!({"error": {"message": MESSAGE, "type": "permission_error", "param": null, "code": "ollama_guard_blocked"}})
+        &OPENAI
     } else {
-        serde_json::json!({ "error": MESSAGE })
+        &NATIVE
     };
-    json_response(StatusCode::FORBIDDEN, body.to_string())
+    let mut resp = http::Response::new(Full::new(Bytes::clone(body)));
+    *resp.status_mut() = StatusCode::FORBIDDEN;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
 }
 
 #[cfg(test)]

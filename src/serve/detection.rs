@@ -112,7 +112,9 @@ impl DetectionStage {
                 .sweep
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.engine.load().tick(Utc::now(), &mut events);
+            let engine = self.engine.load();
+            engine.tick(Utc::now(), &mut events);
+            engine.trim(&mut events);
         }
         self.handle(&events, None);
         self.refresh_gauges();
@@ -156,7 +158,13 @@ impl DetectionStage {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = timer.tick() => self.tick(),
+                // Sweeping and trimming walk every key: keep them off the async workers.
+                _ = timer.tick() => {
+                    let stage = self.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || stage.tick()).await {
+                        tracing::error!(error = %e, "detection ticker failed");
+                    }
+                }
                 () = &mut shutdown => break,
             }
         }

@@ -30,6 +30,31 @@ fn tracked_keys_stay_under_the_cap_and_evictions_are_counted() {
 }
 
 #[test]
+fn trim_evicts_ahead_of_the_cap_down_to_90_percent() {
+    let e = engine_with(&[rule("pairs", |r| r.threshold = 2)], capped(100));
+    let mut out = Vec::new();
+    for i in 0..94 {
+        feed(&e, &[req(&nth_source(i), "/a", secs(1), i64::from(i))]);
+    }
+    e.trim(&mut out);
+    assert_eq!(
+        (e.tracked_keys(), e.evictions()),
+        (94, 0),
+        "below 95 %: nothing to do"
+    );
+    feed(&e, &[req(&nth_source(94), "/a", secs(1), 94)]);
+    e.trim(&mut out);
+    assert_eq!((e.tracked_keys(), e.evictions()), (90, 5));
+    // The oldest went: source 0 is gone (a new key), source 94 is kept (a second request
+    // reaches the threshold of 2).
+    assert_eq!(
+        kinds(&feed(&e, &[req(&nth_source(94), "/a", secs(1), 95)])),
+        [("detection", 2)]
+    );
+    assert!(out.is_empty(), "no flagged key was evicted");
+}
+
+#[test]
 fn the_least_recently_updated_keys_are_evicted_first() {
     let e = engine_with(&[rule("triples", |r| r.threshold = 3)], capped(3));
     for i in 0..3 {
