@@ -171,13 +171,15 @@ fn run(
 ) {
     let mut failed = false;
     while let Some(msg) = rx.blocking_recv() {
-        if reopen.swap(false, Ordering::AcqRel) {
-            if let Err(e) = sink.reopen() {
-                tracing::error!(log = name, error = %e, "log reopen failed");
-            }
-        }
         let mut next = Some(msg);
         while let Some(msg) = next.take() {
+            // Checked before every message: a line queued after `reopen()` must land in the
+            // new file even when it arrives in the same batch.
+            if reopen.load(Ordering::Acquire) && reopen.swap(false, Ordering::AcqRel) {
+                if let Err(e) = sink.reopen() {
+                    tracing::error!(log = name, error = %e, "log reopen failed");
+                }
+            }
             let result = match msg {
                 Msg::Line(line) => {
                     queued.fetch_sub(line.len(), Ordering::AcqRel);
