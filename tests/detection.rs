@@ -9,7 +9,6 @@ use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use ollama_guard::config::ServeArgs;
 
 const RULE: &str = r#"
@@ -25,13 +24,6 @@ threshold = 2
 severity_high = "50s"
 severity_medium = "40s"
 "#;
-
-/// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux).
-fn client_from(source: &str) -> Client<HttpConnector, Full<Bytes>> {
-    let mut c = HttpConnector::new();
-    c.set_local_address(Some(source.parse().unwrap()));
-    Client::builder(TokioExecutor::new()).build(c)
-}
 
 async fn call(c: &Client<HttpConnector, Full<Bytes>>, url: &str, delay_ms: u32) -> Bytes {
     let delay = delay_ms.to_string();
@@ -142,23 +134,10 @@ async fn detections_are_counted_in_metrics_by_rule_severity_and_action() {
     }
     let series =
         r#"ollama_guard_detections_total{action="logged",rule="slow_show",severity="low"}"#;
-    let mut n = 0.0;
-    for _ in 0..100 {
-        n = metric(&s.admin, series).await;
-        if n == 1.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(n, 1.0);
+    assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
     // The ticker publishes the engine's size: one key (127.0.0.3, /api/tags).
-    let mut keys = 0.0;
-    for _ in 0..150 {
-        keys = metric(&s.admin, "ollama_guard_tracked_keys").await;
-        if keys == 1.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(keys, 1.0);
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_tracked_keys", 1.0).await,
+        1.0
+    );
 }

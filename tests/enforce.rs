@@ -12,7 +12,6 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use ollama_guard::config::ServeArgs;
 use ollama_guard::serve::Server;
 use serde_json::Value;
@@ -25,12 +24,6 @@ min_latency = "200ms"
 window = "1h"
 threshold = 2
 "#;
-
-fn client_from(source: &str) -> Client<HttpConnector, Full<Bytes>> {
-    let mut c = HttpConnector::new();
-    c.set_local_address(Some(source.parse().unwrap()));
-    Client::builder(TokioExecutor::new()).build(c)
-}
 
 async fn call(
     c: &Client<HttpConnector, Full<Bytes>>,

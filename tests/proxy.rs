@@ -392,15 +392,7 @@ async fn client_disconnect_mid_stream_drops_the_upstream_request() {
     assert!(r.client_disconnected);
     assert!(!r.finished);
     let series = r#"ollama_guard_requests_total{method="POST",outcome="client_cancelled",route="/api/generate",status_class="2xx"}"#;
-    let mut n = 0.0;
-    for _ in 0..100 {
-        n = metric(&s.admin, series).await;
-        if n == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(n, 1.0);
+    assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
 }
 
 #[tokio::test]
@@ -450,15 +442,7 @@ async fn upstream_death_mid_stream_aborts_the_client_stream() {
         "a clean end would hide the upstream failure"
     );
     let series = r#"ollama_guard_requests_total{method="POST",outcome="upstream_error",route="/api/chat",status_class="2xx"}"#;
-    let mut n = 0.0;
-    for _ in 0..100 {
-        n = metric(&s.admin, series).await;
-        if n == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(n, 1.0);
+    assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
 }
 
 fn upstream_header(s: &Stack, id: &str, name: &str) -> Option<String> {

@@ -158,20 +158,10 @@ fn fraction_nanos(digits: &[u8], unit: u64) -> u64 {
 }
 
 /// Appends `value` in decimal.
-fn push_uint(out: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    digits[start..]
-        .iter()
-        .for_each(|&b| out.push(char::from(b)));
+pub(super) fn push_uint(out: &mut String, value: u64) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{value}");
 }
 
 /// Appends `value / 10^prec` as Go's `fmtFrac`/`fmtInt` pair would: the integer part, then

@@ -72,20 +72,7 @@ fn push_spaces(out: &mut String, count: usize) {
 }
 
 fn push_status(status: u16, out: &mut String) {
-    let mut digits = [b'0'; 5];
-    let mut value = status;
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    digits[start..]
-        .iter()
-        .for_each(|&b| out.push(char::from(b)));
+    super::duration::push_uint(out, u64::from(status));
 }
 
 /// `2006/01/02 - 15:04:05`; years outside 0..=9999 are written the way Go's `appendInt`

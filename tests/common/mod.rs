@@ -150,6 +150,29 @@ pub async fn metric(admin: &str, series: &str) -> f64 {
         .unwrap()
 }
 
+/// Waits (bounded, 5 s) until the series `series` reads `want`, and returns what it read last.
+/// Records are counted when a response body ends, which can be just after the client saw it.
+pub async fn metric_eventually(admin: &str, series: &str, want: f64) -> f64 {
+    let mut n = metric(admin, series).await;
+    for _ in 0..250 {
+        if n == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        n = metric(admin, series).await;
+    }
+    n
+}
+
+/// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux).
+pub fn client_from(
+    source: &str,
+) -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    let mut c = hyper_util::client::legacy::connect::HttpConnector::new();
+    c.set_local_address(Some(source.parse().unwrap()));
+    Client::builder(TokioExecutor::new()).build(c)
+}
+
 /// Waits (bounded) until `f` holds, polling the state it reads.
 pub async fn eventually<F: FnMut() -> bool>(mut f: F) {
     for _ in 0..200 {
