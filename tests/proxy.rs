@@ -443,6 +443,8 @@ async fn upstream_death_mid_stream_aborts_the_client_stream() {
     );
     let series = r#"ollama_guard_requests_total{method="POST",outcome="upstream_error",route="/api/chat",status_class="2xx"}"#;
     assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
+    let resets = r#"ollama_guard_upstream_errors_total{kind="reset"}"#;
+    assert_eq!(metric(&s.admin, resets).await, 1.0);
 }
 
 fn upstream_header(s: &Stack, id: &str, name: &str) -> Option<String> {

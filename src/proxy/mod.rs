@@ -52,6 +52,7 @@ pub struct Proxy {
     sink: Arc<dyn RecordSink>,
     gate: Arc<dyn Gate>,
     metrics: Arc<Metrics>,
+    upstream_resets: prometheus::IntCounter,
     header_read_timeout: Duration,
 }
 
@@ -72,6 +73,8 @@ impl Proxy {
             trusted: ArcSwap::from_pointee(config.trusted_proxies.clone()),
             sink,
             gate,
+            upstream_resets: metrics
+                .upstream_error_counter(crate::telemetry::UpstreamErrorKind::Reset),
             metrics,
             header_read_timeout: config.timeouts.header_read,
         })
@@ -167,6 +170,7 @@ impl Proxy {
             start,
             sink: self.sink.clone(),
             in_flight: Some(InFlight::new(self.metrics.in_flight.clone())),
+            upstream_resets: None,
         }
     }
 
@@ -198,6 +202,8 @@ impl Proxy {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);
+                let mut guard = guard;
+                guard.count_resets(self.upstream_resets.clone());
                 let body =
                     guard.into_body(parts.status.as_u16(), Outcome::Complete, Either::Left(body));
                 Ok(Response::from_parts(parts, body))

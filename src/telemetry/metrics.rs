@@ -316,6 +316,15 @@ impl Metrics {
         }
     }
 
+    /// The counter of one upstream failure kind (resolved once, for the request path).
+    pub fn upstream_error_counter(&self, kind: UpstreamErrorKind) -> IntCounter {
+        let i = UpstreamErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        self.upstream_errors[i].clone()
+    }
+
     /// Counts one upstream failure.
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
         let i = UpstreamErrorKind::ALL

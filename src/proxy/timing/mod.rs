@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use chrono::Utc;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::time::Instant;
 
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
@@ -32,6 +32,8 @@ pub struct Completion {
     pub(crate) sink: Arc<dyn RecordSink>,
     /// Decrements `in_flight_requests` when the record fires.
     pub(crate) in_flight: Option<InFlight>,
+    /// Counts `upstream_errors_total{kind="reset"}` when a forwarded body fails mid-stream.
+    pub(crate) upstream_resets: Option<IntCounter>,
 }
 
 /// +1 on `in_flight_requests` while alive.
@@ -60,6 +62,9 @@ impl Completion {
         self.record.completed_at = Utc::now();
         self.record.outcome = outcome;
         drop(self.in_flight.take());
+        if let (Outcome::UpstreamError, Some(resets)) = (outcome, &self.upstream_resets) {
+            resets.inc();
+        }
         self.sink.record(self.record);
     }
 }
@@ -91,6 +96,15 @@ impl HeadGuard {
         let mut body = TimingBody::new(inner, completion);
         body.empty_at_start |= bodiless;
         body
+    }
+}
+
+impl HeadGuard {
+    /// The response is Ollama's: a failure of its body from now on is an upstream reset.
+    pub fn count_resets(&mut self, resets: IntCounter) {
+        if let Some(c) = self.completion.as_mut() {
+            c.upstream_resets = Some(resets);
+        }
     }
 }
 

@@ -69,6 +69,7 @@ fn completion(sink: &Arc<Collect>) -> Completion {
         start: Instant::now(),
         sink: sink.clone(),
         in_flight: None,
+        upstream_resets: None,
     }
 }
 
