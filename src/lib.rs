@@ -12,11 +12,14 @@
 //!   log and read by `scan`.
 //! - [`detect`]: rules, window store and engine; pure, time passed in.
 //! - [`scan`]: the offline driver of the same engine over Ollama logs.
-//! - [`enforce`]: bans, allowlist, persistence.
+//! - [`enforce`]: the ban table (allowlist, escalation, IPv6 grouping), its state file, and the
+//!   run-time service that is the proxy's gate, acts on rule verdicts and expires bans.
 //! - [`telemetry`]: Prometheus metrics, the access log and the detection log.
-//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/bans`).
+//! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/bans`) and the
+//!   `bans` command's client.
 //! - [`demo`]: the embedded Ollama simulator used by `demo`, the tests and the benchmarks.
-//! - [`serve`]: wires everything together for the `serve` command.
+//! - [`serve`]: wires everything together for the `serve` command: the record pipeline
+//!   (telemetry, then the detection stage), the ticker, hot reload and shutdown.
 
 pub mod admin;
 pub mod config;
