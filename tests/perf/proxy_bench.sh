@@ -6,6 +6,9 @@
 # every target alike; the summary gives per-target medians and the guard/nginx ratio.
 #
 # Usage: tests/perf/proxy_bench.sh [PATH] [CONNECTIONS] [SECONDS] [ROUNDS]
+#   env BODY='{"model":"llama3.2","prompt":"hi"}' sends POST requests with that JSON body, and
+#   CHUNKS=N asks the simulator for N streamed frames per response (x-sim-chunks), e.g.
+#   BODY=... CHUNKS=20 tests/perf/proxy_bench.sh /api/generate   # NDJSON streaming
 #   Targets: direct (the simulator), guard (default rule set), guard_norules (one rule that
 #   never matches: the cost of detection is guard vs guard_norules), nginx.
 set -euo pipefail
@@ -70,12 +73,24 @@ done
 
 targets=(direct guard guard_norules nginx)
 declare -A port=([direct]=$sim_port [guard]=$guard_port [guard_norules]=$bare_port [nginx]=$nginx_port)
+script=()
+if [ -n "${BODY:-}" ]; then
+  python3 - "$work/post.lua" "$BODY" "${CHUNKS:-}" <<'PY'
+import json, sys
+path, body, chunks = sys.argv[1], sys.argv[2], sys.argv[3]
+lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}", 'wrk.headers["Content-Type"] = "application/json"']
+if chunks:
+    lines.append(f'wrk.headers["x-sim-chunks"] = "{chunks}"')
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+  script=(-s "$work/post.lua")
+fi
 results="$work/results.tsv"
 : >"$results"
-echo "path=$path connections=$conns duration=${secs}s rounds=$rounds"
+echo "path=$path connections=$conns duration=${secs}s rounds=$rounds body=${BODY:-none} chunks=${CHUNKS:-default}"
 for r in $(seq "$rounds"); do
   for t in "${targets[@]}"; do
-    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:${port[$t]}$path")
+    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency "${script[@]}" "http://127.0.0.1:${port[$t]}$path")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
