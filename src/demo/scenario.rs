@@ -201,7 +201,9 @@ pub async fn run() -> Result<(), DemoError> {
     normal_traffic(&proxy).await?;
     attack(&proxy).await?;
     normal_traffic(&proxy).await?;
-    let wait = 11 - (chrono::Utc::now().timestamp() % 10) as u64;
+    // The window closes at the next multiple of 10 s; the ticker writes its summary within
+    // the close grace plus one tick after that.
+    let wait = 13 - (chrono::Utc::now().timestamp() % 10) as u64;
     say(&format!(
         "waiting {wait}s for the 10s window to close: its window_summary lines follow"
     ));

@@ -19,6 +19,9 @@ use crate::enforce::Enforcement;
 use crate::record::{RecordSink, RequestRecord};
 use crate::telemetry::{DetectionLog, Metrics};
 
+/// How long after its end a window is closed by the ticker.
+pub(crate) const CLOSE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
+
 /// Feeds records to the engine and acts on its events.
 pub struct DetectionStage {
     engine: ArcSwap<Engine>,
@@ -113,7 +116,10 @@ impl DetectionStage {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let engine = self.engine.load();
-            engine.tick(Utc::now(), &mut events);
+            // Windows close CLOSE_GRACE after their end: a request that completed just before
+            // the boundary and reaches the engine a moment later still counts in its window
+            // instead of opening a second one.
+            engine.tick(Utc::now() - CLOSE_GRACE, &mut events);
             engine.trim(&mut events);
         }
         self.handle(&events, None);
