@@ -12,6 +12,14 @@ use super::EnforceError;
 /// The `rule` of bans made through the admin API, so metrics and logs can tell them apart.
 pub const ADMIN_RULE: &str = "admin";
 
+/// The latest end a ban can have, 9999-12-31T23:59:59.999Z: the last instant RFC 3339 can
+/// write. Every computed `until` is clamped to it, so a very long ban (admin `10000y`, a huge
+/// `ban.max`) still round-trips through `bans.json` instead of making the file unreadable.
+pub const MAX_UNTIL: DateTime<Utc> = match DateTime::from_timestamp_millis(253_402_300_799_999) {
+    Some(t) => t,
+    None => DateTime::<Utc>::MAX_UTC,
+};
+
 /// One ban: who, until when, and why. This is what the admin API lists, what `ban`/`unban`
 /// events carry and what `bans.json` stores.
 ///
@@ -68,6 +76,10 @@ pub enum BanOutcome {
     AlreadyBanned(Ban),
     /// The source is allowlisted and is never banned by a rule.
     Allowlisted,
+    /// The table holds [`MAX_BANS`](super::MAX_BANS) bans and this source could not be
+    /// widened into a ban that fits (IPv4, allowlisted IPv6 /48, or no headroom left): no ban,
+    /// no offence recorded. Log it: detection goes on, enforcement of this source does not.
+    TableFull,
 }
 
 /// Parses admin input: an address (`192.0.2.1`, `2001:db8::1`) or a network

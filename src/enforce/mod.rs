@@ -10,10 +10,15 @@
 //! - **No lost or inflated bans on restart.** The table and the offence history are written
 //!   atomically to `state_dir/bans.json` ([`save_state`], [`Bans::save`]) and restored without
 //!   counting as new offences ([`Bans::restore`]); bans that ran out while the process was down
-//!   are dropped. A corrupt file is moved aside and reported, never fatal, never ignored.
+//!   are dropped. A corrupt file is moved aside and reported, never fatal, never ignored; a
+//!   single unreadable entry is skipped and reported, the rest is kept. Ban ends are clamped
+//!   to [`MAX_UNTIL`] so every ban can be written and read back.
 //! - **The allowlist is absolute for rule bans.** An allowlisted address is never banned by a
 //!   rule; when an IPv6 group would cover an allowlisted address, the ban narrows to the
-//!   offending address alone. Admin bans overlapping the allowlist need `force`.
+//!   offending address alone; rule bans the allowlist covers are not restored and are lifted
+//!   when a reload extends it. Admin bans overlapping the allowlist need `force`.
+//! - **Bounded.** At most [`MAX_BANS`] rule bans (then IPv6 offenders are banned by /48), and
+//!   a change costs the hot path's publisher one shard copy, not a rebuild of the table.
 //!
 //! Everything here is synchronous, takes time as an argument and knows nothing about HTTP,
 //! so it is unit-tested with explicit timestamps. The lead wires it into the proxy (hot path
@@ -24,11 +29,13 @@
 //! - `ban`: the [`Ban`] record, what the hot path returns ([`BanHit`]), source parsing.
 //! - `table`: [`Bans`], the table and its lifecycle (ban, unban, expire, escalate).
 //! - `snapshot`: the immutable lookup structure behind the lock-free hot path.
+//! - `cap`: [`MAX_BANS`] and what a rule ban does when the table is full.
 //! - `blocked`: rate limiting of `blocked` events.
 //! - `persist`: `bans.json` — atomic save, tolerant load.
 
 mod ban;
 mod blocked;
+mod cap;
 mod persist;
 mod service;
 mod snapshot;
@@ -37,7 +44,8 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use ban::{parse_source, Ban, BanHit, BanOutcome, ADMIN_RULE};
+pub use ban::{parse_source, Ban, BanHit, BanOutcome, ADMIN_RULE, MAX_UNTIL};
+pub use cap::MAX_BANS;
 pub use persist::{
     load_state, save_state, LoadReport, OffenceRecord, State, STATE_FILE, STATE_VERSION,
 };
@@ -64,7 +72,4 @@ pub enum EnforceError {
     /// A ban of zero length would never block anything.
     #[error("ban duration must be greater than zero")]
     ZeroDuration,
-    /// The ban would end beyond the representable calendar.
-    #[error("ban duration {0:?} is too long")]
-    DurationTooLong(std::time::Duration),
 }

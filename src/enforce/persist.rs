@@ -4,7 +4,9 @@
 //! directory), so a crash leaves either the old or the new file, never a torn one. Loading is
 //! tolerant: a missing file is an empty table; an unreadable, corrupt, truncated or
 //! future-version file is reported and moved aside to `bans.json.corrupt-<unix time>` for the
-//! operator to inspect — never fatal (the proxy must come up), never silently ignored.
+//! operator to inspect — never fatal (the proxy must come up), never silently ignored. A
+//! well-formed file with some unreadable entries (a ban or offence record) keeps the rest:
+//! those entries are skipped, counted and reported; one bad entry never costs every ban.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -16,8 +18,8 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::ban::{de_src, de_time, format_time, ser_src, ser_time, Ban};
-use super::table::{Bans, Entry};
+use super::ban::{de_src, de_time, format_time, ser_src, ser_time, Ban, ADMIN_RULE};
+use super::table::Bans;
 
 /// The file name inside `state_dir`.
 pub const STATE_FILE: &str = "bans.json";
@@ -56,8 +58,10 @@ pub struct OffenceRecord {
 pub struct LoadReport {
     /// The usable state (empty when there was none or it was unusable).
     pub state: State,
-    /// Why the file could not be used, if it could not; log it as a warning.
+    /// Why the file, or some of its entries, could not be used; log it as a warning.
     pub problem: Option<String>,
+    /// Entries (bans and offence records) skipped as unreadable from a file otherwise used.
+    pub skipped: usize,
     /// Where an unusable file was moved.
     pub moved_to: Option<PathBuf>,
     /// Bans that ended while the process was down (dropped, not restored).
@@ -121,6 +125,7 @@ pub fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
         state: State::empty(now),
         problem: None,
         moved_to: None,
+        skipped: 0,
         dropped_expired: 0,
     };
     let bytes = match fs::read(&path) {
@@ -132,11 +137,13 @@ pub fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
         }
     };
     match parse_state(&bytes) {
-        Ok(mut state) => {
+        Ok((mut state, skipped)) => {
             let before = state.bans.len();
             state.bans.retain(|b| b.until > now);
             report.dropped_expired = before - state.bans.len();
             report.state = state;
+            report.skipped = skipped.count;
+            report.problem = skipped.describe(&path);
         }
         Err(why) => match move_aside(&path, now) {
             Ok(to) => {
@@ -158,8 +165,59 @@ pub fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
     report
 }
 
-/// Checks the version before the schema so a newer format gets a clear message.
-fn parse_state(bytes: &[u8]) -> Result<State, String> {
+/// The shape of the file with its entries left unparsed, so each is read on its own.
+#[derive(Deserialize)]
+struct RawState {
+    version: u32,
+    #[serde(deserialize_with = "de_time")]
+    saved_at: DateTime<Utc>,
+    bans: Vec<serde_json::Value>,
+    offences: Vec<serde_json::Value>,
+}
+
+/// Entries of a usable file that could not be read.
+#[derive(Debug, Default)]
+struct Skipped {
+    count: usize,
+    /// The first one, as `bans[3]: <error>`.
+    first: Option<String>,
+}
+
+impl Skipped {
+    /// Reads each entry of `list` (named `field` in messages), skipping unreadable ones.
+    fn read<T: serde::de::DeserializeOwned>(
+        &mut self,
+        field: &str,
+        list: Vec<serde_json::Value>,
+    ) -> Vec<T> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, value) in list.into_iter().enumerate() {
+            match serde_json::from_value(value) {
+                Ok(item) => out.push(item),
+                Err(e) => {
+                    self.count += 1;
+                    self.first
+                        .get_or_insert_with(|| format!("{field}[{i}]: {e}"));
+                }
+            }
+        }
+        out
+    }
+
+    fn describe(&self, path: &Path) -> Option<String> {
+        let first = self.first.as_deref()?;
+        Some(format!(
+            "{}: skipped {} unreadable {} (first: {first}); the rest was loaded",
+            path.display(),
+            self.count,
+            if self.count == 1 { "entry" } else { "entries" }
+        ))
+    }
+}
+
+/// Checks the version before the schema so a newer format gets a clear message; then reads
+/// each entry on its own.
+fn parse_state(bytes: &[u8]) -> Result<(State, Skipped), String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
     let version = value
@@ -176,7 +234,15 @@ fn parse_state(bytes: &[u8]) -> Result<State, String> {
             "unknown state version {version}; this build reads version {STATE_VERSION}"
         ));
     }
-    serde_json::from_value(value).map_err(|e| format!("bad content: {e}"))
+    let raw: RawState = serde_json::from_value(value).map_err(|e| format!("bad content: {e}"))?;
+    let mut skipped = Skipped::default();
+    let state = State {
+        version: raw.version,
+        saved_at: raw.saved_at,
+        bans: skipped.read("bans", raw.bans),
+        offences: skipped.read("offences", raw.offences),
+    };
+    Ok((state, skipped))
 }
 
 /// Renames `path` to `path.corrupt-<unix time>` (with `-1`, `-2`, ... if that exists).
@@ -197,11 +263,9 @@ impl Bans {
     pub fn snapshot(&self, now: DateTime<Utc>) -> State {
         let mut inner = self.lock();
         inner.prune_offences(now);
-        let bans = inner
-            .bans
-            .values()
-            .filter(|e| e.ban.until > now)
-            .map(|e| e.ban.clone())
+        let bans = (inner.bans.values())
+            .filter(|b| b.until > now)
+            .cloned()
             .collect();
         let mut offences: Vec<OffenceRecord> = inner
             .offences
@@ -234,7 +298,9 @@ impl Bans {
     /// with `restored: true`). Nothing here is a new offence: numbers and history are kept
     /// as saved, so a re-offence escalates exactly as if there had been no restart. Bans
     /// that ended by `now` and offences older than the memory are dropped; a ban already in
-    /// the table wins over the saved one.
+    /// the table wins over the saved one. Rule bans that the current allowlist overlaps are
+    /// not restored (allowlisted sources are never banned by a rule; the count is logged);
+    /// admin bans are, as they were forced. Not subject to [`MAX_BANS`](super::MAX_BANS).
     pub fn restore(&self, state: State, now: DateTime<Utc>) -> Vec<Ban> {
         let mut inner = self.lock();
         for record in state.offences {
@@ -245,14 +311,26 @@ impl Bans {
                 .extend(record.times);
         }
         let mut restored = Vec::new();
+        let mut allowlisted = Vec::new();
         for ban in state.bans {
             if ban.until <= now || inner.bans.contains_key(&ban.src) {
                 continue;
             }
+            if &*ban.rule != ADMIN_RULE && inner.allowlisted(&ban.src) {
+                allowlisted.push(ban.src_display());
+                continue;
+            }
             // A ban is itself an offence: keep that fact even if the history was lost.
             inner.offences.entry(ban.src).or_default().push(ban.since);
-            inner.bans.insert(ban.src, Entry::new(ban.clone()));
+            inner.put(ban.clone());
             restored.push(ban);
+        }
+        if !allowlisted.is_empty() {
+            tracing::info!(
+                count = allowlisted.len(),
+                first = %allowlisted[0],
+                "saved rule bans of sources now allowlisted were not restored"
+            );
         }
         for times in inner.offences.values_mut() {
             times.sort_unstable();

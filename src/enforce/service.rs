@@ -98,8 +98,16 @@ impl Enforcement {
     pub fn restore(&self, now: DateTime<Utc>) {
         let Some(dir) = &self.state_dir else { return };
         let report = load_state(dir, now);
-        if let Some(problem) = &report.problem {
-            tracing::error!(state_dir = %dir.display(), moved_to = ?report.moved_to, %problem, "ban state file unusable; starting without it");
+        match (&report.problem, &report.moved_to) {
+            (Some(problem), Some(moved_to)) => tracing::error!(
+                state_dir = %dir.display(), moved_to = %moved_to.display(), %problem,
+                "ban state file unusable; moved aside, starting without it"
+            ),
+            (Some(problem), None) => tracing::warn!(
+                state_dir = %dir.display(), skipped = report.skipped, %problem,
+                "ban state file partly unreadable; the readable entries were restored"
+            ),
+            (None, _) => {}
         }
         if report.dropped_expired > 0 {
             tracing::info!(
@@ -179,6 +187,10 @@ impl Enforcement {
             }
             BanOutcome::AlreadyBanned(_) => true,
             BanOutcome::Allowlisted => false,
+            BanOutcome::TableFull => {
+                tracing::warn!(%ip, rule = %d.rule, "ban table full; source not banned");
+                false
+            }
         }
     }
 
@@ -204,6 +216,21 @@ impl Enforcement {
         self.log_unban(now, &ban, "admin");
         self.changed();
         Some(ban)
+    }
+
+    /// Replaces the allowlist (reload); rule bans the new allowlist covers are lifted and
+    /// logged as `unban` with `"ended": "allowlist"`.
+    pub fn set_allowlist(&self, allowlist: Vec<IpNet>) {
+        let lifted = self.bans.set_allowlist(allowlist);
+        if lifted.is_empty() {
+            return;
+        }
+        let now = Utc::now();
+        for mut ban in lifted {
+            ban.until = ban.until.min(now);
+            self.log_unban(now, &ban, "allowlist");
+        }
+        self.changed();
     }
 
     /// Admin API: the bans in force.

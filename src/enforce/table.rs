@@ -1,10 +1,14 @@
 //! The ban table: who is banned, the offence history that drives escalation, and the
 //! lifecycle operations (rule ban, admin ban, unban, expiry, hot reload).
 //!
-//! Writers (a handful per minute) take one `Mutex` and republish an immutable snapshot;
-//! the hot path ([`Bans::check`]) reads the snapshot without locking. A `std` mutex is right
-//! here, as in mini-redis' `db.rs`: critical sections are short, synchronous and never span
-//! an `.await`.
+//! Writers take one `Mutex` and publish an immutable snapshot (copy-on-write of the one
+//! shard a change touches, see `snapshot`); the hot path ([`Bans::check`]) reads it without
+//! locking. A `std` mutex is right here, as in mini-redis' `db.rs`: critical sections are
+//! short (no work proportional to the table on a single-ban change), synchronous and never
+//! span an `.await`.
+//!
+//! The table is capped at [`MAX_BANS`] so a source rotating addresses cannot grow it (and
+//! the cost of keeping it) without bound; see [`Bans::ban_offender`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -16,9 +20,12 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, TimeDelta, Utc};
 use ipnet::IpNet;
 
-use super::ban::{canonical_net, display_net, overlaps, Ban, BanHit, BanOutcome, ADMIN_RULE};
+use super::ban::{
+    canonical_net, display_net, overlaps, Ban, BanHit, BanOutcome, ADMIN_RULE, MAX_UNTIL,
+};
 use super::blocked::BlockedLimiter;
-use super::snapshot::Snapshot;
+use super::cap::MAX_BANS;
+use super::snapshot::{Index, Snapshot};
 use super::EnforceError;
 use crate::config::BanPolicy;
 use crate::detect::source::canonical;
@@ -43,29 +50,14 @@ pub(super) struct Inner {
     pub(super) policy: BanPolicy,
     allowlist: Vec<IpNet>,
     ipv6_prefix: u8,
+    /// The cap on rule bans ([`MAX_BANS`]; lowered by tests).
+    pub(super) max_bans: usize,
     /// Sorted by source, which is the order [`Bans::list`] promises.
-    pub(super) bans: BTreeMap<IpNet, Entry>,
+    pub(super) bans: BTreeMap<IpNet, Ban>,
+    /// The same bans indexed for the hot path and the expiry sweep.
+    index: Index,
     /// When each source offended, pruned to the ban memory.
     pub(super) offences: HashMap<IpNet, Vec<DateTime<Utc>>>,
-}
-
-/// A ban and its precomputed hot-path answer.
-#[derive(Debug)]
-pub(super) struct Entry {
-    pub(super) ban: Ban,
-    hit: BanHit,
-}
-
-impl Entry {
-    pub(super) fn new(ban: Ban) -> Entry {
-        let hit = BanHit {
-            src: ban.src,
-            display: Arc::from(display_net(&ban.src)),
-            rule: Arc::clone(&ban.rule),
-            until: ban.until,
-        };
-        Entry { ban, hit }
-    }
 }
 
 impl Bans {
@@ -76,10 +68,12 @@ impl Bans {
                 policy,
                 allowlist: allowlist.into_iter().map(canonical_net).collect(),
                 ipv6_prefix,
+                max_bans: MAX_BANS,
                 bans: BTreeMap::new(),
+                index: Index::default(),
                 offences: HashMap::new(),
             }),
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(ipv6_prefix)),
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
             count: AtomicUsize::new(0),
             blocked: BlockedLimiter::default(),
             save_lock: Mutex::new(()),
@@ -91,18 +85,32 @@ impl Bans {
         self.lock().policy = policy;
     }
 
-    /// Hot reload of `allowlist`: applies to later bans; existing bans stay (lift them through
-    /// the admin API if needed).
-    pub fn set_allowlist(&self, allowlist: Vec<IpNet>) {
-        self.lock().allowlist = allowlist.into_iter().map(canonical_net).collect();
+    /// Hot reload of `allowlist`. Allowlisted sources are never banned by a rule (SPEC), so
+    /// rule bans the new allowlist overlaps are lifted now and returned, sorted by source,
+    /// for `unban` events (their `until` is still the scheduled end; the event's time is the
+    /// reload). Admin bans stay: they overlap the allowlist only because they were forced.
+    /// The offence history is kept.
+    pub fn set_allowlist(&self, allowlist: Vec<IpNet>) -> Vec<Ban> {
+        let mut inner = self.lock();
+        inner.allowlist = allowlist.into_iter().map(canonical_net).collect();
+        let lifted: Vec<Ban> = inner
+            .rule_bans_allowlisted()
+            .iter()
+            .filter_map(|src| inner.take(src))
+            .collect();
+        if !lifted.is_empty() {
+            for ban in &lifted {
+                self.blocked.forget(&ban.src);
+            }
+            self.publish(&inner);
+        }
+        lifted
     }
 
     /// Hot reload of `ipv6_prefix`: later rule bans use the new grouping; existing group bans
     /// keep their network and still match.
     pub fn set_ipv6_prefix(&self, ipv6_prefix: u8) {
-        let mut inner = self.lock();
-        inner.ipv6_prefix = ipv6_prefix;
-        self.publish(&inner);
+        self.lock().ipv6_prefix = ipv6_prefix;
     }
 
     /// HOT PATH, once per proxied request: the active ban covering `ip`, if any. Lock-free;
@@ -118,8 +126,14 @@ impl Bans {
     /// Acts on a rule's `block` verdict against the source `ip`. The ban covers the source
     /// group (IPv4 address, IPv6 /`ipv6_prefix`), narrowed to the single address when the
     /// group would cover an allowlisted address. Repeat offences within the ban memory
-    /// escalate: `duration * increment^(offence-1)`, capped at `max`. A source already under
-    /// an active ban is left alone: no new offence, no extension.
+    /// escalate: `duration * increment^(offence-1)`, capped at `max`; the end is clamped to
+    /// [`MAX_UNTIL`]. A source already under an active ban is left alone: no new offence, no
+    /// extension.
+    ///
+    /// When the table holds [`MAX_BANS`] bans, an IPv6 source is banned with its /48 instead
+    /// (one ban for a whole rotating allocation; the reason says so), unless that /48
+    /// overlaps the allowlist or the widened bans have used up their headroom (a tenth of the
+    /// cap); otherwise, and for IPv4, the answer is [`BanOutcome::TableFull`].
     pub fn ban_offender(
         &self,
         ip: IpAddr,
@@ -133,15 +147,18 @@ impl Bans {
             return BanOutcome::Allowlisted;
         };
         if let Some(hit) = self.snapshot.load().lookup(ip, now) {
-            if let Some(entry) = inner.bans.get(&hit.src) {
-                return BanOutcome::AlreadyBanned(entry.ban.clone());
+            if let Some(ban) = inner.bans.get(&hit.src) {
+                return BanOutcome::AlreadyBanned(ban.clone());
             }
         }
+        let Some((key, reason)) = inner.fit(key, ip, reason) else {
+            return BanOutcome::TableFull;
+        };
         let offence = inner.record_offence(key, now);
         let length = escalated(&inner.policy, offence);
         let ban = Ban {
             src: key,
-            until: end_of(now, length).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            until: end_of(now, length),
             reason,
             offence,
             rule: Arc::from(rule),
@@ -151,9 +168,10 @@ impl Bans {
         BanOutcome::Banned(ban)
     }
 
-    /// An operator's ban (admin API) of an address or network for exactly `duration`. It
-    /// counts as an offence of `src` (the number is reported) and replaces any ban of the same
-    /// `src`. A source overlapping the allowlist is refused unless `force`.
+    /// An operator's ban (admin API) of an address or network for exactly `duration` (the end
+    /// clamped to [`MAX_UNTIL`], as the returned ban shows). It counts as an offence of `src`
+    /// (the number is reported) and replaces any ban of the same `src`. A source overlapping
+    /// the allowlist is refused unless `force`. Not subject to [`MAX_BANS`].
     pub fn add_manual(
         &self,
         src: IpNet,
@@ -165,10 +183,10 @@ impl Bans {
         if duration.is_zero() {
             return Err(EnforceError::ZeroDuration);
         }
-        let until = end_of(now, duration).ok_or(EnforceError::DurationTooLong(duration))?;
+        let until = end_of(now, duration);
         let src = canonical_net(src);
         let mut inner = self.lock();
-        if !force && inner.allowlist.iter().any(|a| overlaps(a, &src)) {
+        if !force && inner.allowlisted(&src) {
             return Err(EnforceError::Allowlisted {
                 src: display_net(&src),
             });
@@ -192,10 +210,9 @@ impl Bans {
     pub fn remove(&self, src: &IpNet, now: DateTime<Utc>) -> Option<Ban> {
         let src = canonical_net(*src);
         let mut inner = self.lock();
-        let entry = inner.bans.remove(&src)?;
+        let mut ban = inner.take(&src)?;
         self.blocked.forget(&src);
         self.publish(&inner);
-        let mut ban = entry.ban;
         ban.until = ban.until.min(now);
         Some(ban)
     }
@@ -205,17 +222,9 @@ impl Bans {
     /// counters of bans that are gone.
     pub fn expire(&self, now: DateTime<Utc>) -> Vec<Ban> {
         let mut inner = self.lock();
-        let ended: Vec<IpNet> = inner
-            .bans
-            .iter()
-            .filter(|(_, e)| e.ban.until <= now)
-            .map(|(src, _)| *src)
-            .collect();
-        let expired: Vec<Ban> = ended
-            .iter()
-            .filter_map(|src| inner.bans.remove(src))
-            .map(|e| e.ban)
-            .collect();
+        let mut ended = inner.index.ended(now);
+        ended.sort_unstable();
+        let expired: Vec<Ban> = ended.iter().filter_map(|src| inner.take(src)).collect();
         inner.prune_offences(now);
         if !expired.is_empty() {
             self.publish(&inner);
@@ -232,7 +241,7 @@ impl Bans {
     /// All bans in the table (including any that ended but were not swept yet), sorted by
     /// source: `GET /api/bans`.
     pub fn list(&self) -> Vec<Ban> {
-        self.lock().bans.values().map(|e| e.ban.clone()).collect()
+        self.lock().bans.values().cloned().collect()
     }
 
     /// Number of bans in the table (the `active_bans` gauge).
@@ -260,17 +269,23 @@ impl Bans {
     /// Puts `ban` in the table (replacing one of the same source) and publishes.
     pub(super) fn install(&self, inner: &mut Inner, ban: Ban) {
         let src = ban.src;
-        inner.bans.insert(src, Entry::new(ban));
+        inner.put(ban);
         self.blocked.forget(&src);
         self.publish(inner);
     }
 
-    /// Rebuilds the hot-path snapshot from the table. Called with the lock held, so
-    /// generations are published in order.
+    /// Publishes the current index to the hot path: O(shards), the changed shards having
+    /// been copied as they changed. Called with the lock held, so generations are published
+    /// in order.
     pub(super) fn publish(&self, inner: &Inner) {
-        let snap = Snapshot::build(inner.bans.values().map(|e| &e.hit), inner.ipv6_prefix);
-        self.snapshot.store(Arc::new(snap));
+        self.snapshot.store(Arc::new(inner.index.snapshot()));
         self.count.store(inner.bans.len(), Ordering::Release);
+    }
+
+    /// The published generation (tests check what a change copies).
+    #[cfg(test)]
+    pub(super) fn published(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
     }
 
     #[cfg(test)]
@@ -280,13 +295,42 @@ impl Bans {
 }
 
 impl Inner {
+    /// Puts `ban` in the table and the index, replacing a ban of the same source.
+    pub(super) fn put(&mut self, ban: Ban) {
+        if let Some(old) = self.bans.remove(&ban.src) {
+            self.index.remove(&old);
+        }
+        self.index.insert(&ban);
+        self.bans.insert(ban.src, ban);
+    }
+
+    /// Takes the ban of exactly `src` out of the table and the index.
+    pub(super) fn take(&mut self, src: &IpNet) -> Option<Ban> {
+        let ban = self.bans.remove(src)?;
+        self.index.remove(&ban);
+        Some(ban)
+    }
+
+    /// Whether `src` overlaps the allowlist.
+    pub(super) fn allowlisted(&self, src: &IpNet) -> bool {
+        self.allowlist.iter().any(|a| overlaps(a, src))
+    }
+
+    /// The sources of rule (not admin) bans that the allowlist overlaps.
+    fn rule_bans_allowlisted(&self) -> Vec<IpNet> {
+        (self.bans.values())
+            .filter(|b| &*b.rule != ADMIN_RULE && self.allowlisted(&b.src))
+            .map(|b| b.src)
+            .collect()
+    }
+
     /// The network a rule ban of `ip` (canonical) covers, or `None` when `ip` is allowlisted.
     fn offender_key(&self, ip: IpAddr) -> Option<IpNet> {
         if self.allowlist.iter().any(|a| a.contains(&ip)) {
             return None;
         }
         let group = SourceKey::new(ip, self.ipv6_prefix).network();
-        if self.allowlist.iter().any(|a| overlaps(a, &group)) {
+        if self.allowlisted(&group) {
             return Some(IpNet::from(ip));
         }
         Some(group)
@@ -322,9 +366,10 @@ fn escalated(policy: &BanPolicy, offence: u32) -> Duration {
     Duration::try_from_secs_f64(secs).map_or(policy.max, |d| d.min(policy.max))
 }
 
-/// `now + length`, or `None` past the representable calendar.
-fn end_of(now: DateTime<Utc>, length: Duration) -> Option<DateTime<Utc>> {
+/// `now + length`, clamped to [`MAX_UNTIL`] (which also stands for "past the calendar").
+pub(super) fn end_of(now: DateTime<Utc>, length: Duration) -> DateTime<Utc> {
     TimeDelta::from_std(length)
         .ok()
         .and_then(|d| now.checked_add_signed(d))
+        .map_or(MAX_UNTIL, |t| t.min(MAX_UNTIL))
 }

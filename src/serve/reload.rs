@@ -106,7 +106,7 @@ impl Live {
             .set_trusted_proxies(new.trusted_proxies.clone());
         let bans = self.enforcement.bans();
         bans.set_policy(new.ban.clone());
-        bans.set_allowlist(new.allowlist.clone());
+        self.enforcement.set_allowlist(new.allowlist.clone());
         bans.set_ipv6_prefix(new.ipv6_prefix);
         self.admin
             .token

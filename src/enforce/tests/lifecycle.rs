@@ -112,6 +112,27 @@ fn reloaded_allowlist_applies_to_later_verdicts() {
 }
 
 #[test]
+fn reloaded_allowlist_lifts_the_rule_bans_it_overlaps_and_returns_them() {
+    let bans = table();
+    let v4 = ban(&bans, "10.1.2.3", t0());
+    let group = ban(&bans, "2001:db8:1:2::a", t0());
+    let kept = ban(&bans, "192.0.2.7", t0());
+    let hour = Duration::from_secs(3600);
+    let admin = bans
+        .add_manual(net("10.9.0.0/16"), hour, "ops".into(), false, t0())
+        .unwrap();
+    bans.note_blocked(ip("10.1.2.3"), t0());
+
+    let lifted = bans.set_allowlist(vec![net("10.0.0.0/8"), net("2001:db8:1:2::5/128")]);
+    assert_eq!(lifted, vec![v4, group]);
+    assert_eq!(bans.list(), vec![admin, kept]);
+    assert_eq!(bans.check(ip("10.1.2.3"), t0()), None);
+    assert_eq!(bans.check(ip("2001:db8:1:2::a"), t0()), None);
+    assert_eq!(bans.blocked_counters(), 0);
+    assert_eq!(bans.set_allowlist(vec![net("10.0.0.0/8")]), vec![]);
+}
+
+#[test]
 fn admin_ban_overlapping_allowlist_needs_force() {
     let bans = table();
     let refused = bans.add_manual(

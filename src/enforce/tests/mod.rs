@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use super::{Ban, BanOutcome, Bans};
 use crate::config::BanPolicy;
 
+mod capacity;
 mod lifecycle;
 mod matching;
 mod persistence;

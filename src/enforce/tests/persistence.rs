@@ -134,13 +134,99 @@ fn future_version_is_moved_aside_with_a_clear_message() {
 }
 
 #[test]
-fn well_formed_json_with_a_bad_ban_is_moved_aside() {
+fn unreadable_entries_are_skipped_and_counted_and_the_rest_is_loaded() {
     let dir = tempfile::tempdir().unwrap();
-    let text = r#"{"version":1,"saved_at":"2025-10-02T14:00:00.000Z","bans":[{"src":"nope"}],"offences":[]}"#;
+    let good = r#"{"src":"192.0.2.7","until":"2025-10-02T15:00:00.000Z","reason":"r","offence":1,"rule":"x","since":"2025-10-02T14:00:00.000Z"}"#;
+    let far = good.replace("2025-10-02T15", "+12025-10-02T15");
+    let text = format!(
+        r#"{{"version":1,"saved_at":"2025-10-02T14:00:00.000Z","bans":[{far},{good}],"offences":[{{"src":"nope","times":[]}}]}}"#
+    );
+    let path = dir.path().join(STATE_FILE);
+    fs::write(&path, &text).unwrap();
+    let report = load_state(dir.path(), t0());
+    let srcs: Vec<String> = report.state.bans.iter().map(Ban::src_display).collect();
+    assert_eq!(
+        (srcs, report.state.offences.len(), report.skipped),
+        (vec!["192.0.2.7".to_string()], 0, 2)
+    );
+    assert_eq!(
+        report.problem.unwrap(),
+        format!(
+            "{}: skipped 2 unreadable entries (first: bans[0]: bad time \"+12025-10-02T15:00:00.000Z\": input contains invalid characters); the rest was loaded",
+            path.display()
+        )
+    );
+    assert_eq!(report.moved_to, None);
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+}
+
+#[test]
+fn well_formed_json_of_the_wrong_shape_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"{"version":1,"saved_at":"2025-10-02T14:00:00.000Z","bans":{},"offences":[]}"#;
     fs::write(dir.path().join(STATE_FILE), text).unwrap();
     let report = load_state(dir.path(), t0());
     assert!(report.problem.unwrap().contains("bad content"));
     assert!(report.moved_to.is_some());
+}
+
+#[test]
+fn admin_ban_of_ten_thousand_years_ends_at_max_until_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let bans = table();
+    let years = Duration::from_secs(10_000 * 366 * 86_400);
+    let b = bans
+        .add_manual(net("192.0.2.0/24"), years, "ops".into(), false, t0())
+        .unwrap();
+    assert_eq!(
+        crate::enforce::MAX_UNTIL.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "9999-12-31T23:59:59.999Z"
+    );
+    assert_eq!(b.until, crate::enforce::MAX_UNTIL);
+    bans.save(dir.path(), t0()).unwrap();
+    let report = load_state(dir.path(), t0());
+    assert_eq!((report.problem, report.skipped), (None, 0));
+    assert_eq!(table().restore(report.state, t0()), vec![b]);
+}
+
+#[test]
+fn rule_ban_past_the_calendar_ends_at_max_until() {
+    for length in [Duration::from_secs(20_000 * 366 * 86_400), Duration::MAX] {
+        let bans = Bans::new(
+            BanPolicy {
+                duration: length,
+                max: length,
+                ..policy()
+            },
+            Vec::new(),
+            64,
+        );
+        let b = ban(&bans, "192.0.2.7", t0());
+        assert_eq!(b.until, crate::enforce::MAX_UNTIL, "{length:?}");
+    }
+}
+
+#[test]
+fn restore_skips_rule_bans_the_allowlist_now_covers_but_keeps_admin_bans() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = table();
+    let covered = ban(&before, "10.1.2.3", t0());
+    let other = ban(&before, "192.0.2.7", t0());
+    let hour = Duration::from_secs(3600);
+    let admin = before
+        .add_manual(net("10.9.0.0/16"), hour, "ops".into(), false, t0())
+        .unwrap();
+    before.save(dir.path(), t0()).unwrap();
+
+    let after = Bans::new(policy(), vec![net("10.0.0.0/8")], 64);
+    let report = load_state(dir.path(), t0() + mins(1));
+    assert_eq!(report.state.bans.len(), 3);
+    let restored = after.restore(report.state, t0() + mins(1));
+    assert_eq!(restored, vec![admin, other]);
+    assert_eq!(after.check(ip("10.1.2.3"), t0() + mins(1)), None);
+    assert!(after.check(ip("10.9.0.1"), t0() + mins(1)).is_some());
+    assert_eq!(after.len(), 2);
+    assert!(!after.list().contains(&covered));
 }
 
 #[test]
