@@ -30,12 +30,21 @@ use dashmap::DashMap;
 use ipnet::IpNet;
 
 use super::event::{round2, DetectionEvent, Event};
-use super::paths::{PathStore, NO_PATH};
+use super::paths::{capped, PathStore, NO_PATH};
 use super::rule::{GroupBy, Rule, WindowKind};
 use super::sliding::{Sliding, SUB_BUCKETS};
 use super::source::{Allowlist, SourceKey};
 use super::window::{align, Added, Snapshot, Tumbling, WindowKey};
 use crate::record::{Method, Outcome, RequestRecord};
+
+/// The request times the engine can count, in epoch seconds: 1970-01-01T00:00:00Z to
+/// 2106-02-07T06:28:15Z.
+///
+/// Why: window state stores times as `u32` epoch seconds to stay small (see `window`).
+/// [`Engine::observe`] ignores records outside this range and counts them
+/// ([`Engine::out_of_range_records`]) rather than clamping them into a wrong window; `scan`
+/// skips such lines before they reach the engine.
+pub const SUPPORTED_EPOCH_SECS: std::ops::RangeInclusive<i64> = 0..=u32::MAX as i64;
 
 /// Engine-wide settings (SPEC §3 top-level keys).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +55,9 @@ pub struct EngineOptions {
     /// Sources that are never counted.
     pub allowlist: Vec<IpNet>,
     /// Hard cap on live counter keys; the least recently updated are evicted first.
-    /// Default 1 000 000.
+    /// Default 1 000 000. It bounds memory: under 100 bytes per key for the counters, plus
+    /// in the worst case (each key on its own long random path) about 1.1 KB of path text
+    /// per key, path texts being capped at 1 KiB (see the `detect` module docs).
     pub max_tracked_keys: usize,
 }
 
@@ -87,6 +98,7 @@ pub struct Engine {
     pub(super) keys: AtomicUsize,
     pub(super) evictions: AtomicU64,
     pub(super) late: AtomicU64,
+    pub(super) out_of_range: AtomicU64,
     pub(super) evicting: Mutex<()>,
 }
 
@@ -126,6 +138,7 @@ impl Engine {
             keys: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            out_of_range: AtomicU64::new(0),
             evicting: Mutex::new(()),
         })
     }
@@ -156,12 +169,25 @@ impl Engine {
         self.late.load(Ordering::Relaxed)
     }
 
+    /// Records ignored because their `completed_at` lies outside [`SUPPORTED_EPOCH_SECS`].
+    pub fn out_of_range_records(&self) -> u64 {
+        self.out_of_range.load(Ordering::Relaxed)
+    }
+
     /// Feeds one finished request; pushes any resulting events onto `out`.
     ///
     /// Blocked requests (never forwarded) and allowlisted sources are ignored. Each rule
     /// whose filters the request passes counts it under its own key.
+    ///
+    /// Supported times: `rec.completed_at` must lie in [`SUPPORTED_EPOCH_SECS`] (1970 to
+    /// 2106-02-07). A record outside it is not counted, never clamped into the first or last
+    /// window; it is counted in [`Engine::out_of_range_records`] instead.
     pub fn observe(&self, rec: &RequestRecord, out: &mut Vec<Event>) {
         if rec.outcome == Outcome::Blocked {
+            return;
+        }
+        if !SUPPORTED_EPOCH_SECS.contains(&rec.completed_at.timestamp()) {
+            self.out_of_range.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if !self.allowlist.is_empty() && self.allowlist.contains(rec.src) {
@@ -187,7 +213,7 @@ impl Engine {
             if pending.iter().all(Option::is_none) {
                 continue; // the common case: no event, no allocation
             }
-            let text = (path != NO_PATH).then(|| rec.path.to_string());
+            let text = (path != NO_PATH).then(|| capped(&rec.path));
             for (detection, snap) in pending.into_iter().flatten() {
                 let ev = self.event(rule, &src, text.clone(), snap);
                 out.push(if detection {
@@ -321,12 +347,15 @@ pub(super) fn sub_bucket_ms(rule: &Rule) -> u64 {
     (ms / u64::from(SUB_BUCKETS)).max(1)
 }
 
-/// Epoch seconds, clamped to the `u32` range the window state stores.
+/// Epoch seconds in the `u32` the window state stores. `observe` checks
+/// [`SUPPORTED_EPOCH_SECS`] first, so the saturation here never happens for a counted record.
 pub(super) fn epoch_secs(t: &DateTime<Utc>) -> u32 {
     u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX)
 }
 
-/// The sliding sub-bucket `t` falls in.
+/// The sliding sub-bucket `t` falls in. For a `tick` time outside [`SUPPORTED_EPOCH_SECS`]
+/// it saturates: before 1970 moves no window, after 2106 moves every window past its end,
+/// which is what such a clock means for windows that only hold supported times.
 pub(super) fn bucket_index(t: &DateTime<Utc>, sub_ms: u64) -> u32 {
     let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
     u32::try_from(ms / sub_ms).unwrap_or(u32::MAX)

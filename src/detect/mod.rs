@@ -20,7 +20,7 @@
 //! - [`event`]: [`Event`], [`DetectionEvent`] (SPEC §5 fields), [`Severity`], [`RuleAction`].
 //!
 //! # Memory
-//! The budget is 100 bytes per tracked key, everything included. A key is 28 bytes (rule
+//! The window maps' budget is 100 bytes per tracked key. A key is 28 bytes (rule
 //! index, source, 64-bit path hash; 4-aligned). A tumbling entry is 64 bytes (its 32-byte
 //! state is 8-aligned); a sliding entry is 72 bytes (44-byte state). Each also costs one
 //! hashbrown control byte; at hashbrown's 7/8 maximum load that is 74 / 83 bytes per key,
@@ -30,15 +30,19 @@
 //!
 //! The sliding state got there by giving up two things, documented in `sliding`:
 //! - sub-bucket counts are 12-bit (saturating at 4095), so sliding thresholds are capped at
-//!   4095 (validation says so; tumbling windows have no cap). Counting is otherwise unchanged,
-//!   error ≤ 1/15 of the window.
+//!   4095 (validation says so; tumbling thresholds stop at `u32::MAX`, their count's
+//!   width). Counting is otherwise unchanged, error ≤ 1/15 of the window.
 //! - latency sum and maximum are no longer kept per sub-bucket but once per *run* (the
 //!   requests since the key's window was last empty, or since its last episode ended).
 //!   Summaries are exact for the span they state (their `window_start` widens to the run's
 //!   start when that is earlier); a detection's avg/max are the run's, equal to the
 //!   window's for a burst after a quiet window.
 //!
-//! Path texts are shared by every key on that path and freed with the last one.
+//! Path texts come on top, for `src_path` rules only: one entry per distinct path of the live
+//! keys, shared by every key on that path and freed with the last one. Route paths are
+//! static (no text stored); other texts are capped at 1 KiB plus `…` (see `paths`), so the
+//! worst case, every key on its own maximal random path, adds about 1.1 KB per key: at most
+//! ~1.2 KB per tracked key in all, bounded by `max_tracked_keys`.
 //! [`Engine::approx_memory_bytes`] reports the live figure.
 
 pub mod builtin;
@@ -58,7 +62,7 @@ mod window;
 mod tests;
 
 pub use builtin::default_rules;
-pub use engine::{Engine, EngineError, EngineOptions};
+pub use engine::{Engine, EngineError, EngineOptions, SUPPORTED_EPOCH_SECS};
 pub use event::{DetectionEvent, Event, RuleAction, Severity};
 pub use reload::{ReloadReport, RuleKeys};
 pub use rule::{

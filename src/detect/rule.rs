@@ -35,7 +35,9 @@ pub struct RuleConfig {
     pub paths: Vec<String>,
     /// Exact, case-sensitive HTTP methods; empty = any. Default `[]`.
     pub methods: Vec<String>,
-    /// A request qualifies when its latency is strictly greater. Default `"0s"` (every request).
+    /// A request qualifies when its latency is strictly greater, except that `"0s"` means
+    /// every request, including one of exactly 0 ns (gin prints `0s` when the clock did not
+    /// tick). Default `"0s"`.
     pub min_latency: String,
     /// Optional exclusive upper bound on latency; `""` = none. Default `""`.
     pub max_latency: String,
@@ -45,7 +47,8 @@ pub struct RuleConfig {
     pub window: String,
     /// `tumbling` (epoch-aligned, like SPL `bin`) or `sliding`. Default `tumbling`.
     pub window_kind: String,
-    /// Qualifying requests in one window that flag the key (`>=`). Default 1.
+    /// Qualifying requests in one window that flag the key (`>=`). Default 1. At most 4095
+    /// for sliding windows and 4294967295 for tumbling ones (what their counters hold).
     pub threshold: i64,
     /// `avg_latency`, `max_latency` or `count`. Default `avg_latency`.
     pub severity_by: String,
@@ -266,13 +269,14 @@ impl Rule {
     }
 
     /// Whether a request counts for this rule: method listed (or none listed), latency
-    /// strictly above `min_latency` and strictly below `max_latency` (when set), and the
-    /// normalised path matching one of the globs. Cheapest tests first.
+    /// strictly above `min_latency` (any latency when `min_latency` is zero) and strictly
+    /// below `max_latency` (when set), and the normalised path matching one of the globs.
+    /// Cheapest tests first.
     pub fn qualifies(&self, method: &str, path: &str, latency: Duration) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| &**m == method) {
             return false;
         }
-        if latency <= self.min_latency {
+        if latency <= self.min_latency && !self.min_latency.is_zero() {
             return false;
         }
         if self.max_latency.is_some_and(|max| latency >= max) {

@@ -211,18 +211,27 @@ fn parse_methods(methods: &[String]) -> Result<Vec<Box<str>>, String> {
         .collect()
 }
 
-/// At least 1; for sliding windows at most what a 12-bit sub-bucket counter holds, so a
-/// saturated counter can never hide a crossing (see `sliding`).
+/// At least 1, and at most what the window's counter holds, so a saturated counter can
+/// never hide a crossing: for sliding windows what a 12-bit sub-bucket counter holds (see
+/// `sliding`), for tumbling windows `u32::MAX` (see `window`).
 fn parse_threshold(value: i64, kind: WindowKind) -> Result<u64, String> {
     let threshold = u64::try_from(value)
         .ok()
         .filter(|t| *t >= 1)
         .ok_or_else(|| "must be at least 1".to_owned())?;
-    let max = u64::from(MAX_SUB_COUNT);
-    if kind == WindowKind::Sliding && threshold > max {
-        return Err(format!(
-            "must be at most {max} for a sliding window (use a tumbling window for more)"
-        ));
+    let max = match kind {
+        WindowKind::Sliding => u64::from(MAX_SUB_COUNT),
+        WindowKind::Tumbling => u64::from(u32::MAX),
+    };
+    if threshold > max {
+        return Err(match kind {
+            WindowKind::Sliding => format!(
+                "must be at most {max} for a sliding window (use a tumbling window for more)"
+            ),
+            WindowKind::Tumbling => format!(
+                "must be at most {max} for a tumbling window (its per-window count is 32-bit)"
+            ),
+        });
     }
     Ok(threshold)
 }

@@ -137,7 +137,7 @@ fn unit_nanos(unit: &[u8]) -> Option<u64> {
 /// The value of a run of ASCII digits; `None` once it exceeds Go's range in any unit.
 fn decimal_value(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |acc, &b| {
-        let v = acc * 10 + u64::from(b - b'0');
+        let v = acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
         (v <= GO_MAX_NANOS).then_some(v)
     })
 }

@@ -26,21 +26,26 @@ pub enum Skip {
     NoTimestamp,
     /// Compat mode: `response_time` is not a number (`1.2.3`), so `> 55` is false.
     NotNumeric,
+    /// Default mode: the time (in `--timezone`) is before 1970 or after 2106-02-07, outside
+    /// what the engine's windows can hold
+    /// ([`SUPPORTED_EPOCH_SECS`](crate::detect::SUPPORTED_EPOCH_SECS)).
+    TimeOutOfRange,
     /// The line is longer than the line limit (binary data, or not a log).
     TooLong,
 }
 
-const SLOTS: usize = SkipReason::ALL.len() + 4;
+const SLOTS: usize = SkipReason::ALL.len() + 5;
 
 impl Skip {
     /// The summary label (the `[GIN]` reader's labels, or `no_match`, `no_timestamp`,
-    /// `not_numeric`, `line_too_long`).
+    /// `not_numeric`, `time_out_of_range`, `line_too_long`).
     pub fn label(self) -> &'static str {
         match self {
             Skip::Gin(r) => r.label(),
             Skip::NoMatch => "no_match",
             Skip::NoTimestamp => "no_timestamp",
             Skip::NotNumeric => "not_numeric",
+            Skip::TimeOutOfRange => "time_out_of_range",
             Skip::TooLong => "line_too_long",
         }
     }
@@ -52,7 +57,8 @@ impl Skip {
             Skip::NoMatch => gin,
             Skip::NoTimestamp => gin + 1,
             Skip::NotNumeric => gin + 2,
-            Skip::TooLong => gin + 3,
+            Skip::TimeOutOfRange => gin + 3,
+            Skip::TooLong => gin + 4,
         }
     }
 
@@ -65,6 +71,7 @@ impl Skip {
         all[gin] = Skip::NoMatch;
         all[gin + 1] = Skip::NoTimestamp;
         all[gin + 2] = Skip::NotNumeric;
+        all[gin + 3] = Skip::TimeOutOfRange;
         all
     }
 }
@@ -75,6 +82,7 @@ pub(super) struct Counters {
     pub(super) lines_read: u64,
     pub(super) lines_parsed: u64,
     pub(super) late: u64,
+    pub(super) time_breaks: u64,
     skipped: [u64; SLOTS],
 }
 
@@ -97,8 +105,12 @@ pub struct ScanSummary {
     pub lines_parsed: u64,
     /// Skipped lines by reason label, non-zero reasons only, in a fixed order.
     pub skipped: Vec<(&'static str, u64)>,
-    /// Requests not counted because they came too far out of time order (default mode).
+    /// Requests not counted because their key's window had already moved on (default
+    /// mode: a line out of time order by less than a window, across a window boundary).
     pub late_records: u64,
+    /// Times the log's time jumped back by more than the longest window (default mode):
+    /// every window was closed there and counting started afresh, so no line was dropped.
+    pub time_breaks: u64,
     /// Rows written.
     pub rows_emitted: u64,
 }
@@ -132,8 +144,17 @@ impl fmt::Display for ScanSummary {
         if self.late_records > 0 {
             write!(
                 f,
-                "\nscan: late records are older than the newest by more than a window \
-                 (inputs out of time order? give rotated files oldest first)"
+                "\nscan: late records came after their window had moved on (lines out of \
+                 time order by less than a window)"
+            )?;
+        }
+        if self.time_breaks > 0 {
+            write!(
+                f,
+                "\nscan: {} time breaks: the log's time jumped back by more than the longest \
+                 window, all windows were closed there (inputs out of time order? give rotated \
+                 files oldest first)",
+                self.time_breaks
             )?;
         }
         if !self.skipped.is_empty() {
@@ -205,6 +226,7 @@ pub fn scan_rows(
         lines_parsed: counters.lines_parsed,
         skipped,
         late_records: counters.late,
+        time_breaks: counters.time_breaks,
         rows_emitted: rows.len() as u64,
     };
     Ok((rows, summary))

@@ -6,10 +6,19 @@
 //! being the start of the window in which the threshold was reached.
 //!
 //! Time comes from the log. Every [`TICK_STEP_SECS`] of log time the engine is ticked at
-//! *newest timestamp − largest window*, which closes finished windows so memory stays
-//! bounded on logs of any length. A record older than that point (logs concatenated out of
-//! order, by more than a window) is counted as late and ignored, so a window is never
-//! reported twice.
+//! *newest timestamp − largest window* (the watermark), which closes finished windows so
+//! memory stays bounded on logs of any length.
+//!
+//! A record older than the watermark (the log's time jumped back by more than the largest
+//! window: logs concatenated out of order, or one line dated far in the future) is a *time
+//! break*: every window is closed and reported as at end of input, the watermark restarts
+//! from that record, and counting goes on. No line is dropped, at the price that a window
+//! straddling the break may be reported in two parts. Breaks are counted in the summary.
+//! (A record less than a window behind the newest is counted by the engine as usual, or as
+//! late when its key's window has already moved on.)
+//!
+//! Lines whose time is outside what the engine holds
+//! ([`SUPPORTED_EPOCH_SECS`]: 1970 to 2106-02-07) are skipped as `time_out_of_range`.
 
 use std::borrow::Cow;
 
@@ -18,7 +27,9 @@ use chrono::{DateTime, Utc};
 use super::driver::{Counters, Scanner, Skip};
 use super::row::Row;
 use super::zone::{LogZone, ZoneResolver};
-use crate::detect::{Engine, EngineError, EngineOptions, Event, Rule, WindowKind};
+use crate::detect::{
+    Engine, EngineError, EngineOptions, Event, Rule, WindowKind, SUPPORTED_EPOCH_SECS,
+};
 use crate::gin::parse_gin_line;
 use crate::record::{Method, Outcome, RequestRecord};
 use crate::route;
@@ -99,6 +110,16 @@ impl FixedScan {
         }
     }
 
+    /// A time break: closes every window (rows as at end of input) and forgets the log's
+    /// time, so the next record restarts the watermark.
+    fn time_break(&mut self, counters: &mut Counters) {
+        self.engine.finish(&mut self.events);
+        self.collect_events();
+        self.watermark = i64::MIN;
+        self.newest = i64::MIN;
+        counters.time_breaks += 1;
+    }
+
     /// Moves the tick point when the log's time has moved far enough.
     fn advance(&mut self, t: i64) {
         if t <= self.newest {
@@ -146,12 +167,14 @@ impl Scanner for FixedScan {
             Ok(p) => p,
             Err(why) => return counters.skip(Skip::Gin(why)),
         };
-        counters.lines_parsed += 1;
         let completed_at = self.zone.to_utc(parsed.time);
         let t = completed_at.timestamp();
+        if !SUPPORTED_EPOCH_SECS.contains(&t) {
+            return counters.skip(Skip::TimeOutOfRange);
+        }
+        counters.lines_parsed += 1;
         if t < self.watermark {
-            counters.late += 1;
-            return;
+            self.time_break(counters);
         }
         self.advance(t);
         let rec = record(parsed, completed_at);

@@ -5,8 +5,13 @@
 //! or an IANA name (`Europe/Berlin`, via chrono-tz).
 //!
 //! Daylight-saving edges, for named zones:
-//! - an *ambiguous* local time (the repeated hour when clocks go back) is taken as the
-//!   **earlier** instant (the first pass through that hour);
+//! - an *ambiguous* local time (the repeated hour when clocks go back) is read in the
+//!   order the log runs: as the **earlier** instant (the first pass through that hour),
+//!   unless that would put it further before the previous line than the later instant puts
+//!   it after — then it is the **later** instant (the second pass). So a log running
+//!   `01:30 → 02:59 → 02:00 → 03:30` on Berlin's fall-back day stays in time order, while a
+//!   line a few seconds out of order inside the first pass (concurrent requests) stays in
+//!   the first pass. Without a previous line the earlier instant is taken;
 //! - a *nonexistent* local time (the skipped hour when clocks go forward) is shifted
 //!   **forward** by the gap: it is read with the offset in force just before the gap, so
 //!   Berlin's `02:30` on a spring-forward day is `01:30Z` (= `03:30` summer time).
@@ -15,7 +20,9 @@
 //! the offset of the current local hour when that whole hour has one offset (every hour but
 //! the transition hours, which are resolved line by line).
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
+use chrono::{
+    DateTime, Duration, FixedOffset, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 
 /// A parsed `--timezone` value.
@@ -54,6 +61,7 @@ impl LogZone {
             zone: *self,
             cached_hour: None,
             cached_offset: None,
+            last: None,
         }
     }
 }
@@ -92,10 +100,13 @@ pub struct ZoneResolver {
     cached_hour: Option<NaiveDateTime>,
     /// Its offset in seconds east of UTC, when the whole hour has one.
     cached_offset: Option<i32>,
+    /// The instant returned for the previous line (picks the pass of a repeated hour).
+    last: Option<DateTime<Utc>>,
 }
 
 impl ZoneResolver {
-    /// The instant a GIN timestamp denotes (see the module docs for DST edges).
+    /// The instant a GIN timestamp denotes (see the module docs for DST edges). Call it for
+    /// the lines in log order: in a repeated hour the answer depends on the previous line.
     pub fn to_utc(&mut self, local: NaiveDateTime) -> DateTime<Utc> {
         let tz = match self.zone {
             LogZone::Fixed(off) => return shift(local, off.local_minus_utc()),
@@ -109,10 +120,20 @@ impl ZoneResolver {
             self.cached_hour = Some(hour);
             self.cached_offset = uniform_offset(&tz, hour);
         }
-        match self.cached_offset {
+        let instant = match self.cached_offset {
             Some(off) => shift(local, off),
-            None => resolve(&tz, local),
-        }
+            None => resolve(&tz, local, self.last),
+        };
+        self.last = Some(instant);
+        instant
+    }
+
+    /// A resolver whose previous line resolved to `last` (tests compare a resolver with a
+    /// history against a fresh one with the same history).
+    #[cfg(test)]
+    pub(super) fn after(mut self, last: DateTime<Utc>) -> ZoneResolver {
+        self.last = Some(last);
+        self
     }
 }
 
@@ -135,11 +156,23 @@ fn uniform_offset(tz: &Tz, hour: NaiveDateTime) -> Option<i32> {
     (a == b).then_some(a)
 }
 
-/// One local time through the zone rules: earlier instant when ambiguous, shifted forward
-/// when in a gap.
-fn resolve(tz: &Tz, local: NaiveDateTime) -> DateTime<Utc> {
-    if let Some(off) = tz.offset_from_local_datetime(&local).earliest() {
-        return shift(local, off.fix().local_minus_utc());
+/// One local time through the zone rules: when ambiguous, the reading nearer to `last`
+/// (the earlier one on a tie or without `last`); when in a gap, shifted forward.
+fn resolve(tz: &Tz, local: NaiveDateTime, last: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    match tz.offset_from_local_datetime(&local) {
+        LocalResult::Single(off) => return shift(local, off.fix().local_minus_utc()),
+        LocalResult::Ambiguous(a, b) => {
+            let (a, b) = (
+                shift(local, a.fix().local_minus_utc()),
+                shift(local, b.fix().local_minus_utc()),
+            );
+            let (earlier, later) = if a <= b { (a, b) } else { (b, a) };
+            return match last {
+                Some(last) if later - last < last - earlier => later,
+                _ => earlier,
+            };
+        }
+        LocalResult::None => {}
     }
     // In a gap: the offset in force before it. Gaps are at most a few hours long.
     for back in 1..=48 {

@@ -175,3 +175,25 @@ fn sliding_keys_are_evicted_least_recently_updated_first() {
         "source 1 started again from zero: {lost:?}"
     );
 }
+
+#[test]
+fn path_text_is_capped_at_1_kib_so_the_key_cap_bounds_path_memory() {
+    let e = engine(&[rule("per_path", |r| r.threshold = 2)]);
+    let body = "x".repeat(300_000);
+    let out = feed(
+        &e,
+        &[
+            req("10.0.0.1", &format!("/{body}/a"), secs(1), 0),
+            req("10.0.0.1", &format!("/{body}/b"), secs(1), 1),
+        ],
+    );
+    // The two paths agree in their first KiB: one key, counted twice.
+    let cut = format!("/{}…", &body[..1023]);
+    assert_eq!(only(&out).uri_path.as_deref(), Some(cut.as_str()));
+    assert_eq!((e.tracked_keys(), e.tracked_paths()), (1, 1));
+    for i in 0..3 {
+        feed(&e, &[req("10.0.0.1", &format!("/{i}{body}"), secs(1), 2)]);
+    }
+    assert_eq!((e.tracked_keys(), e.tracked_paths()), (4, 4));
+    assert_eq!(e.paths.text_bytes(), 4 * 1027);
+}

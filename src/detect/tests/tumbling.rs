@@ -131,6 +131,32 @@ fn min_latency_is_a_strict_lower_bound() {
 }
 
 #[test]
+fn zero_min_latency_counts_a_request_of_exactly_zero_latency() {
+    let e = engine(&[rule("every", |r| r.min_latency = "0s".into())]);
+    assert_eq!(
+        kinds(&feed(&e, &[req("10.0.0.1", "/x", Duration::ZERO, 1)])),
+        [("detection", 1)]
+    );
+}
+
+#[test]
+fn one_nanosecond_min_latency_stays_strict() {
+    let e = engine(&[rule("above_1ns", |r| r.min_latency = "1ns".into())]);
+    let at_min = [
+        req("10.0.0.1", "/x", Duration::ZERO, 1),
+        req("10.0.0.1", "/x", Duration::from_nanos(1), 2),
+    ];
+    assert!(feed(&e, &at_min).is_empty());
+    assert_eq!(
+        kinds(&feed(
+            &e,
+            &[req("10.0.0.1", "/x", Duration::from_nanos(2), 3)]
+        )),
+        [("detection", 1)]
+    );
+}
+
+#[test]
 fn max_latency_is_an_exclusive_upper_bound() {
     let e = engine(&[rule("band", |r| r.max_latency = "60s".into())]);
     assert!(feed(&e, &[req("10.0.0.1", "/x", secs(60), 1)]).is_empty());
@@ -316,4 +342,26 @@ fn normalised_spellings_of_a_path_share_one_key() {
         ],
     );
     assert_eq!(only(&out).uri_path.as_deref(), Some("/api/show"));
+}
+
+#[test]
+fn records_outside_the_supported_time_range_are_counted_as_such_not_clamped() {
+    let sliding = rule("sliding", |r| {
+        r.window_kind = "sliding".to_owned();
+        r.threshold = 2;
+    });
+    let e = engine(&[counting(2), sliding]);
+    let last = i64::from(u32::MAX);
+    let mut out = Vec::new();
+    for t in [-1, 0, last, last + 1] {
+        let when = at(t, 0);
+        e.observe(
+            &req_at("10.0.0.1", Method::Get, "/api/tags", secs(1), when),
+            &mut out,
+        );
+    }
+    // Clamped, -1 would join 0 and last + 1 would join last, reaching the threshold of 2.
+    assert_eq!(kinds(&out), vec![]);
+    assert_eq!(e.out_of_range_records(), 2);
+    assert_eq!(e.tracked_keys(), 2);
 }

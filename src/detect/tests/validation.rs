@@ -235,3 +235,18 @@ fn sliding_thresholds_stop_at_what_a_sub_bucket_counts() {
     let tumbling = rule("r", |r| r.threshold = 100_000);
     assert_eq!(Rule::from_config(&tumbling).unwrap().threshold(), 100_000);
 }
+
+#[test]
+fn tumbling_thresholds_stop_at_what_the_32_bit_count_holds() {
+    let tumbling = |t: i64| rule("r", move |r| r.threshold = t);
+    assert_eq!(
+        error_of(tumbling(4_294_967_296)),
+        "rule[r].threshold: must be at most 4294967295 for a tumbling window (its per-window count is 32-bit)"
+    );
+    assert_eq!(
+        Rule::from_config(&tumbling(4_294_967_295))
+            .unwrap()
+            .threshold(),
+        4_294_967_295
+    );
+}

@@ -247,3 +247,12 @@ fn parse_gin_line_reads_ipv4_strictly_like_go() {
         );
     }
 }
+
+#[test]
+fn parse_gin_line_rejects_a_latency_whose_digits_overflow_u64() {
+    let line = "[GIN] 2025/10/02 - 14:47:30 | 200 | 20000000000000000000ns |       127.0.0.1 | POST     \"/api/chat\"";
+    assert_eq!(
+        parse_gin_line(line.as_bytes()).unwrap_err(),
+        SkipReason::BadLatency
+    );
+}

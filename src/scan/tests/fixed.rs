@@ -82,15 +82,14 @@ fn tumbling_rules_give_one_row_per_window_with_its_final_count() {
 }
 
 #[test]
-fn records_older_than_the_newest_by_more_than_a_window_are_late_and_not_counted() {
+fn a_jump_back_by_more_than_a_window_is_a_time_break_that_drops_no_line() {
     let opts = with_rules(vec![model_exfiltration()], EngineOptions::default());
     let log = lines([
         gin_line(BIN_1500, "57s", "10.0.0.5", "POST", "/api/generate"),
-        // An hour later: the 15:00 window of 10.0.0.5 is closed and reported.
         gin_line(BIN_1500 + 3600, "57s", "10.0.0.6", "POST", "/api/generate"),
-        // 50 minutes behind the newest: late. Counting it would report 15:00 twice.
+        // 50 minutes behind the newest: a time break. Everything open is closed and
+        // reported, then counting restarts here, so 15:00 of 10.0.0.5 comes in two parts.
         gin_line(BIN_1500 + 600, "59s", "10.0.0.5", "POST", "/api/generate"),
-        // 100 s behind the newest, within one window: still counted.
         gin_line(BIN_1500 + 3500, "58s", "10.0.0.5", "POST", "/api/chat"),
     ]);
     let (rows, summary) = scan(&opts, &log);
@@ -98,12 +97,82 @@ fn records_older_than_the_newest_by_more_than_a_window_are_late_and_not_counted(
         rows,
         vec![
             exfil(BIN_1500, "10.0.0.5", "/api/generate", 1, 57.0, 57.0),
+            exfil(BIN_1500, "10.0.0.5", "/api/generate", 1, 59.0, 59.0),
             exfil(BIN_1500 + 2700, "10.0.0.5", "/api/chat", 1, 58.0, 58.0),
             exfil(BIN_1500 + 3600, "10.0.0.6", "/api/generate", 1, 57.0, 57.0),
         ]
     );
     assert_eq!(summary.lines_parsed, 4);
-    assert_eq!(summary.late_records, 1);
+    assert_eq!((summary.late_records, summary.time_breaks), (0, 1));
+}
+
+#[test]
+fn one_future_dated_line_does_not_drop_the_normal_lines_after_it() {
+    let opts = with_rules(vec![model_exfiltration()], EngineOptions::default());
+    // 2099-01-01T00:00:00Z.
+    let future = 4_070_908_800;
+    let log = lines([
+        gin_line(BIN_1500, "57s", "10.0.0.5", "POST", "/api/generate"),
+        gin_line(future, "57s", "10.0.0.9", "POST", "/api/generate"),
+        gin_line(BIN_1500 + 60, "58s", "10.0.0.6", "POST", "/api/generate"),
+        gin_line(BIN_1500 + 120, "60s", "10.0.0.6", "POST", "/api/generate"),
+    ]);
+    let (rows, summary) = scan(&opts, &log);
+    assert_eq!(
+        rows,
+        vec![
+            exfil(BIN_1500, "10.0.0.5", "/api/generate", 1, 57.0, 57.0),
+            exfil(BIN_1500, "10.0.0.6", "/api/generate", 2, 59.0, 60.0),
+            exfil(future, "10.0.0.9", "/api/generate", 1, 57.0, 57.0),
+        ]
+    );
+    assert_eq!((summary.late_records, summary.time_breaks), (0, 1));
+    assert_eq!(
+        summary.to_string(),
+        "scan: 4 lines read, 4 parsed, 0 skipped, 0 late records, 3 rows emitted\n\
+         scan: 1 time breaks: the log's time jumped back by more than the longest window, all \
+         windows were closed there (inputs out of time order? give rotated files oldest first)"
+    );
+}
+
+#[test]
+fn a_line_behind_its_keys_window_by_less_than_a_window_is_late() {
+    let opts = with_rules(vec![model_exfiltration()], EngineOptions::default());
+    let log = lines([
+        gin_line(BIN_1500 + 10, "57s", "10.0.0.5", "POST", "/api/generate"),
+        // 20 s behind the newest, but in the 14:45 window this key has left: late.
+        gin_line(BIN_1500 - 10, "59s", "10.0.0.5", "POST", "/api/generate"),
+    ]);
+    let (rows, summary) = scan(&opts, &log);
+    assert_eq!(
+        rows,
+        vec![exfil(BIN_1500, "10.0.0.5", "/api/generate", 1, 57.0, 57.0)]
+    );
+    assert_eq!((summary.late_records, summary.time_breaks), (1, 0));
+}
+
+#[test]
+fn lines_outside_1970_to_2106_are_skipped_as_time_out_of_range() {
+    let opts = with_rules(vec![model_exfiltration()], EngineOptions::default());
+    let last = i64::from(u32::MAX); // 2106-02-07T06:28:15Z
+    let log = lines([
+        gin_line(-1, "57s", "10.0.0.1", "POST", "/api/generate"),
+        gin_line(0, "58s", "10.0.0.1", "POST", "/api/generate"),
+        gin_line(BIN_1500, "57s", "10.0.0.5", "POST", "/api/generate"),
+        gin_line(last, "59s", "10.0.0.2", "POST", "/api/generate"),
+        gin_line(last + 1, "60s", "10.0.0.2", "POST", "/api/generate"),
+    ]);
+    let (rows, summary) = scan(&opts, &log);
+    assert_eq!(
+        rows,
+        vec![
+            exfil(0, "10.0.0.1", "/api/generate", 1, 58.0, 58.0),
+            exfil(BIN_1500, "10.0.0.5", "/api/generate", 1, 57.0, 57.0),
+            exfil(4_294_966_500, "10.0.0.2", "/api/generate", 1, 59.0, 59.0),
+        ]
+    );
+    assert_eq!(summary.lines_parsed, 3);
+    assert_eq!(summary.skipped, vec![("time_out_of_range", 2)]);
 }
 
 fn args(config: Option<std::path::PathBuf>) -> ScanArgs {

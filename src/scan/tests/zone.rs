@@ -3,8 +3,9 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use super::{builtin, compat, data_file, gin_line, scan};
-use crate::scan::LogZone;
+use super::{builtin, compat, data_file, gin_line, scan, with_rules};
+use crate::detect::{EngineOptions, RuleConfig};
+use crate::scan::{LogZone, ScanOptions};
 
 fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> NaiveDateTime {
     NaiveDate::from_ymd_opt(y, mo, d)
@@ -97,7 +98,7 @@ fn europe_berlin_in_winter_equals_plus_one_hour() {
 }
 
 #[test]
-fn ambiguous_local_time_is_the_earlier_instant() {
+fn ambiguous_local_time_without_a_previous_line_is_the_earlier_instant() {
     // Berlin, 2025-10-26: 03:00 CEST goes back to 02:00 CET; 02:30 happens twice.
     let mut r = LogZone::Named(Tz::Europe__Berlin).resolver();
     assert_eq!(
@@ -145,17 +146,94 @@ fn cached_resolution_equals_fresh_resolution_across_transitions() {
     ];
     for tz in zones {
         let mut cached = LogZone::Named(tz).resolver();
+        let mut prev = None;
         for day in days {
             // Every 7 minutes 13 seconds over three days, in order, then backwards.
             let steps: Vec<i64> = (0..(3 * 86_400 / 433)).collect();
             for &k in steps.iter().chain(steps.iter().rev()) {
                 let t = day + chrono::Duration::seconds(433 * k);
-                let fresh = LogZone::Named(tz).resolver().to_utc(t);
-                assert_eq!(cached.to_utc(t), fresh, "{tz} {t}");
+                let mut fresh = LogZone::Named(tz).resolver();
+                if let Some(prev) = prev {
+                    fresh = fresh.after(prev);
+                }
+                let got = cached.to_utc(t);
+                let fresh = fresh.to_utc(t);
+                assert_eq!(got, fresh, "{tz} {t}");
+                prev = Some(got);
                 if let Some(exact) = tz.from_local_datetime(&t).single() {
                     assert_eq!(fresh, exact.with_timezone(&Utc), "{tz} {t}");
                 }
             }
         }
     }
+}
+
+/// Every minute from 2025-10-25T23:30Z to 2025-10-26T02:30Z, written in Berlin time: 01:30
+/// CEST → 02:59 CEST (first pass), then 02:00 CET → 03:30 CET (second pass).
+fn berlin_fall_back_minutes() -> Vec<i64> {
+    let start = utc(2025, 10, 25, 23, 30, 0).timestamp();
+    (0..=180).map(|i| start + 60 * i).collect()
+}
+
+#[test]
+fn repeated_hour_is_read_in_log_order_first_pass_then_second_pass() {
+    let mut r = LogZone::Named(Tz::Europe__Berlin).resolver();
+    let got: Vec<i64> = berlin_fall_back_minutes()
+        .into_iter()
+        .map(|epoch| {
+            let t = DateTime::from_timestamp(epoch, 0).unwrap();
+            r.to_utc(t.with_timezone(&Tz::Europe__Berlin).naive_local())
+                .timestamp()
+        })
+        .collect();
+    assert_eq!(got, berlin_fall_back_minutes());
+}
+
+#[test]
+fn a_line_slightly_out_of_order_in_the_first_pass_stays_in_the_first_pass() {
+    let mut r = LogZone::Named(Tz::Europe__Berlin).resolver();
+    let seq = [
+        (local(2025, 10, 26, 2, 30, 5), utc(2025, 10, 26, 0, 30, 5)),
+        (local(2025, 10, 26, 2, 30, 4), utc(2025, 10, 26, 0, 30, 4)),
+        (local(2025, 10, 26, 2, 59, 59), utc(2025, 10, 26, 0, 59, 59)),
+        (local(2025, 10, 26, 2, 0, 0), utc(2025, 10, 26, 1, 0, 0)),
+        (local(2025, 10, 26, 2, 0, 3), utc(2025, 10, 26, 1, 0, 3)),
+        (local(2025, 10, 26, 2, 0, 2), utc(2025, 10, 26, 1, 0, 2)),
+        (local(2025, 10, 26, 3, 0, 0), utc(2025, 10, 26, 2, 0, 0)),
+    ];
+    for (t, want) in seq {
+        assert_eq!(r.to_utc(t), want, "{t}");
+    }
+}
+
+#[test]
+fn berlin_fall_back_day_loses_no_line_in_default_mode() {
+    let rule = RuleConfig {
+        name: "all".to_owned(),
+        group_by: "src".to_owned(),
+        ..RuleConfig::default()
+    };
+    let opts = ScanOptions {
+        zone: LogZone::parse("Europe/Berlin").unwrap(),
+        ..with_rules(vec![rule], EngineOptions::default())
+    };
+    let log: String = berlin_fall_back_minutes()
+        .into_iter()
+        .map(|epoch| {
+            let t = DateTime::from_timestamp(epoch, 0).unwrap();
+            let local = t.with_timezone(&Tz::Europe__Berlin);
+            format!(
+                "[GIN] {} | 200 |            1s |        10.0.0.5 | POST     \"/api/chat\"\n",
+                local.format("%Y/%m/%d - %H:%M:%S")
+            )
+        })
+        .collect();
+    let (rows, summary) = scan(&opts, log.as_bytes());
+    assert_eq!((summary.lines_parsed, summary.late_records), (181, 0));
+    let start = utc(2025, 10, 25, 23, 30, 0).timestamp();
+    let want: Vec<(i64, u64)> = (0..13)
+        .map(|i| (start + 900 * i, if i < 12 { 15 } else { 1 }))
+        .collect();
+    let got: Vec<(i64, u64)> = rows.iter().map(|r| (r.time, r.count)).collect();
+    assert_eq!(got, want);
 }
