@@ -92,6 +92,9 @@ pub struct ServeArgs {
     /// Where bans persist across restarts [default: none]
     #[arg(long, env = "OLLAMA_GUARD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Proxy worker threads; 0 = one per CPU [default: 0]
+    #[arg(long, env = "OLLAMA_GUARD_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
     /// Tracing filter for the program's own diagnostics on stderr [default: info]
     #[arg(long, env = "OLLAMA_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub state_dir: Option<String>,
     /// Tracing filter for diagnostics.
     pub log_level: Option<String>,
+    /// Proxy worker threads; 0 = one per CPU (extension).
+    pub workers: Option<usize>,
     /// Bearer token required by the admin API's `/api/bans` (extension).
     pub admin_token: Option<String>,
     /// Timeouts (extension).

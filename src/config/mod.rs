@@ -112,6 +112,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// Tracing filter for diagnostics.
     pub log_level: String,
+    /// Proxy worker threads (each a single-threaded runtime with its own upstream pool).
+    pub workers: usize,
     /// Bearer token the admin API's ban endpoints require (none = no auth; loopback bind).
     pub admin_token: Option<String>,
     /// Timeouts.

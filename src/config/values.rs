@@ -298,6 +298,16 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         .clone()
         .or_else(|| file.state_dir.as_ref().map(PathBuf::from));
     let log_level = log_level(&pick(&args.log_level, &file.log_level, "info"))?;
+    let workers = match args.workers.or(file.workers).unwrap_or(0) {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+        n if n > 1024 => {
+            return Err(ConfigError::invalid(
+                "workers",
+                format!("{n} is more than 1024"),
+            ));
+        }
+        n => n,
+    };
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
@@ -316,6 +326,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         access_log_format,
         state_dir,
         log_level,
+        workers,
         admin_token,
         timeouts,
         ban,
@@ -349,6 +360,7 @@ pub(super) fn to_toml(c: &Config) -> String {
         access_log_format: Some(c.access_log_format.as_str().to_owned()),
         state_dir: c.state_dir.as_ref().map(|p| p.display().to_string()),
         log_level: Some(c.log_level.clone()),
+        workers: Some(c.workers),
         admin_token: c.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
         timeouts: Some(TimeoutsFile {
             upstream_connect: Some(human(c.timeouts.upstream_connect)),

@@ -7,12 +7,12 @@
 pub mod client_ip;
 pub mod headers;
 pub mod refusal;
+mod server;
 pub mod timing;
 pub mod upstream;
 
 use std::borrow::Cow;
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,13 +24,7 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use ipnet::IpNet;
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::config::{Config, Upstream};
@@ -45,7 +39,6 @@ pub type ProxyBody = TimingBody<Either<Incoming, Full<Bytes>>>;
 
 /// The proxy: upstream client, client-IP policy, and where records go.
 pub struct Proxy {
-    client: upstream::UpstreamClient,
     upstream: Upstream,
     upstream_host: HeaderValue,
     trusted: ArcSwap<Vec<IpNet>>,
@@ -53,7 +46,8 @@ pub struct Proxy {
     gate: Arc<dyn Gate>,
     metrics: Arc<Metrics>,
     upstream_resets: prometheus::IntCounter,
-    header_read_timeout: Duration,
+    timeouts: crate::config::Timeouts,
+    workers: usize,
 }
 
 impl Proxy {
@@ -67,7 +61,6 @@ impl Proxy {
         let upstream_host = HeaderValue::from_str(config.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Arc::new(Proxy {
-            client: upstream::client(&config.timeouts),
             upstream: config.upstream.clone(),
             upstream_host,
             trusted: ArcSwap::from_pointee(config.trusted_proxies.clone()),
@@ -76,65 +69,14 @@ impl Proxy {
             upstream_resets: metrics
                 .upstream_error_counter(crate::telemetry::UpstreamErrorKind::Reset),
             metrics,
-            header_read_timeout: config.timeouts.header_read,
+            timeouts: config.timeouts.clone(),
+            workers: config.workers,
         })
     }
 
     /// Replaces the trusted-proxy list (config reload).
     pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.trusted.store(Arc::new(trusted));
-    }
-
-    /// Serves `listener` until `shutdown` resolves, then lets in-flight requests finish for
-    /// up to `grace` (idle keep-alive connections close at once).
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-        grace: Duration,
-    ) {
-        let graceful = GracefulShutdown::new();
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .keep_alive(true);
-        tokio::pin!(shutdown);
-        // Connection tasks are owned here, so those still open when the grace period ends
-        // can be aborted and awaited: their responses' drops fire the last records before
-        // the caller flushes the logs.
-        let mut conns = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let proxy = self.clone();
-                        let service = service_fn(move |req| proxy.clone().handle(req, peer));
-                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                        conns.spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                () = &mut shutdown => break,
-            }
-        }
-        drop(listener);
-        tokio::select! {
-            () = graceful.shutdown() => tracing::info!("all connections drained"),
-            () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
-        }
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
     }
 
     fn completion(&self, req: &Request<Incoming>, peer: SocketAddr, start: Instant) -> Completion {
@@ -175,7 +117,8 @@ impl Proxy {
     }
 
     async fn handle(
-        self: Arc<Self>,
+        &self,
+        client: &upstream::UpstreamClient,
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
@@ -198,7 +141,7 @@ impl Proxy {
         }
         let guard = HeadGuard::new(completion);
         let req = self.rewrite(req, src);
-        match self.client.request(req).await {
+        match client.request(req).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers);

@@ -79,6 +79,7 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.state_dir != new.state_dir, "state_dir");
     check(old.timeouts != new.timeouts, "timeouts");
     check(old.log_level != new.log_level, "log_level");
+    check(old.workers != new.workers, "workers");
     keys
 }
 
@@ -122,6 +123,7 @@ impl Live {
         new.state_dir = guard.state_dir.clone();
         new.timeouts = guard.timeouts.clone();
         new.log_level = guard.log_level.clone();
+        new.workers = guard.workers;
         *guard = new;
         let names = |v: &[crate::detect::RuleKeys]| {
             v.iter().map(|r| r.name.to_string()).collect::<Vec<_>>()
