@@ -27,6 +27,11 @@ use std::sync::Mutex;
 use chrono::{DateTime, TimeZone, Utc};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+
+/// The window store's map: foldhash, randomly seeded per process, instead of SipHash — the
+/// hash is a large share of `observe` (scan: ~20 % of the engine's time with SipHash), and the
+/// keys are fixed-size, already compact source/path identities.
+pub(super) type KeyMap<V> = DashMap<WindowKey, V, foldhash::fast::RandomState>;
 use ipnet::IpNet;
 
 use super::event::{round2, DetectionEvent, Event};
@@ -89,8 +94,8 @@ pub enum EngineError {
 #[derive(Debug)]
 pub struct Engine {
     pub(super) rules: Vec<Rule>,
-    pub(super) tumbling: DashMap<WindowKey, Tumbling>,
-    pub(super) sliding: DashMap<WindowKey, Sliding>,
+    pub(super) tumbling: KeyMap<Tumbling>,
+    pub(super) sliding: KeyMap<Sliding>,
     pub(super) paths: PathStore,
     pub(super) allowlist: Allowlist,
     pub(super) ipv6_prefix: u8,
@@ -129,8 +134,8 @@ impl Engine {
         }
         Ok(Engine {
             rules,
-            tumbling: DashMap::new(),
-            sliding: DashMap::new(),
+            tumbling: KeyMap::default(),
+            sliding: KeyMap::default(),
             paths,
             allowlist: Allowlist::new(options.allowlist),
             ipv6_prefix: options.ipv6_prefix,

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::TryLockError;
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 
 use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine};
 use super::event::Event;
@@ -104,7 +103,7 @@ impl Engine {
     /// Before inserting `key` into `map`: when the cap is reached and `key` is new, evict.
     pub(super) fn make_room<V>(
         &self,
-        map: &DashMap<WindowKey, V>,
+        map: &super::engine::KeyMap<V>,
         key: &WindowKey,
         out: &mut Vec<Event>,
     ) {
@@ -208,7 +207,7 @@ impl Engine {
     }
 }
 
-fn map_bytes<V>(map: &DashMap<WindowKey, V>) -> usize {
+fn map_bytes<V>(map: &super::engine::KeyMap<V>) -> usize {
     map.capacity() * 8 / 7 * (std::mem::size_of::<(WindowKey, V)>() + 1)
 }
 
