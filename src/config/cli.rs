@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// TOML configuration file
     #[arg(long, env = "OLLAMA_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Default action of rules that set none: monitor | block [default: monitor]
+    /// monitor (detect and log, never change a response) | block (rules ban) [default: monitor]
     #[arg(long, env = "OLLAMA_GUARD_MODE", value_name = "MODE")]
     pub mode: Option<String>,
     /// JSON-lines detection log; `-` = stdout [default: -]
