@@ -250,3 +250,17 @@ fn unopenable_log_or_state_dir_is_a_config_error_before_anything_binds() {
         "nothing was bound"
     );
 }
+
+#[test]
+fn check_config_output_is_itself_a_valid_config_with_the_same_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("a.toml");
+    std::fs::write(&first, "mode = \"block\"\nallowlist = [\"10.0.0.0/8\"]\n").unwrap();
+    let (code, out1, err) = run(&["check-config", first.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    let second = dir.path().join("b.toml");
+    std::fs::write(&second, &out1).unwrap();
+    let (code, out2, err) = run(&["check-config", second.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out1, out2, "the effective config is a fixed point");
+}
