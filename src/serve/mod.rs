@@ -19,7 +19,7 @@ mod reload;
 pub use detection::DetectionStage;
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{AccessLogFormat, Config};
 use crate::detect::{build_rules, Engine, EngineError, EngineOptions};
 use crate::enforce::{Bans, Enforcement};
 use crate::proxy::refusal::Gate;
@@ -112,44 +112,9 @@ impl Server {
             .map(|r| r.name().to_string())
             .collect();
         let metrics = Arc::new(Metrics::new(&rule_names)?);
-        let mut logs = Vec::new();
-        let detection_log = LogWriter::spawn(
-            "detection",
-            &config.detection_log,
-            DEFAULT_CAPACITY,
-            metrics.log_lines_dropped.with_label_values(&["detection"]),
-        )?;
-        logs.push(detection_log.clone());
-        let access = match &config.access_log {
-            Some(target) => {
-                let w = LogWriter::spawn(
-                    "access",
-                    target,
-                    DEFAULT_CAPACITY,
-                    metrics.log_lines_dropped.with_label_values(&["access"]),
-                )?;
-                logs.push(w.clone());
-                Some((w, config.access_log_format))
-            }
-            None => None,
-        };
+        let (detection_log, access, logs) = open_logs(&config, &metrics)?;
         let dlog = DetectionLog::new(detection_log);
-        let bans = Arc::new(Bans::new(
-            config.ban.clone(),
-            config.allowlist.clone(),
-            config.ipv6_prefix,
-        ));
-        let enforcement = Arc::new(Enforcement::new(
-            bans,
-            dlog.clone(),
-            metrics.clone(),
-            config.state_dir.clone(),
-        ));
-        enforcement.set_trusted_proxies(config.trusted_proxies.clone());
-        enforcement.restore(chrono::Utc::now());
-        if !config.admin_listen.ip().is_loopback() && config.admin_token.is_none() {
-            tracing::warn!(admin = %config.admin_listen, "the admin listener is not on loopback and has no admin_token: anyone who can reach it can ban and unban");
-        }
+        let enforcement = start_enforcement(&config, dlog.clone(), &metrics);
         let detection = Arc::new(DetectionStage::new(
             engine,
             dlog,
@@ -247,6 +212,60 @@ impl Server {
             log.flush().await;
         }
     }
+}
+
+/// Opens the detection log and, if configured, the access log (each on its writer thread).
+type OpenedLogs = (
+    LogWriter,
+    Option<(LogWriter, AccessLogFormat)>,
+    Vec<LogWriter>,
+);
+
+fn open_logs(config: &Config, metrics: &Metrics) -> Result<OpenedLogs, ServeError> {
+    let open = |name: &'static str, target| {
+        LogWriter::spawn(
+            name,
+            target,
+            DEFAULT_CAPACITY,
+            metrics.log_lines_dropped.with_label_values(&[name]),
+        )
+    };
+    let detection = open("detection", &config.detection_log)?;
+    let mut all = vec![detection.clone()];
+    let access = match &config.access_log {
+        Some(target) => {
+            let w = open("access", target)?;
+            all.push(w.clone());
+            Some((w, config.access_log_format))
+        }
+        None => None,
+    };
+    Ok((detection, access, all))
+}
+
+/// The ban table and its service, with the bans of the state file restored.
+fn start_enforcement(
+    config: &Config,
+    log: DetectionLog,
+    metrics: &Arc<Metrics>,
+) -> Arc<Enforcement> {
+    let bans = Arc::new(Bans::new(
+        config.ban.clone(),
+        config.allowlist.clone(),
+        config.ipv6_prefix,
+    ));
+    let enforcement = Arc::new(Enforcement::new(
+        bans,
+        log,
+        metrics.clone(),
+        config.state_dir.clone(),
+    ));
+    enforcement.set_trusted_proxies(config.trusted_proxies.clone());
+    enforcement.restore(chrono::Utc::now());
+    if !config.admin_listen.ip().is_loopback() && config.admin_token.is_none() {
+        tracing::warn!(admin = %config.admin_listen, "the admin listener is not on loopback and has no admin_token: anyone who can reach it can ban and unban");
+    }
+    enforcement
 }
 
 /// Checks, before anything is bound, what would otherwise fail only later: the logs can be
