@@ -1,17 +1,15 @@
 //! The proxy in front of the simulator, over real sockets: transparency, streaming,
-//! uploads, cancellation, client IP, Host rewrite, upstream failure.
+//! uploads, client IP and Host rewriting.
 #![allow(clippy::unwrap_used)]
 
 mod common;
-
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use ollama_guard::config::ServeArgs;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const CASES: &[(&str, &str, &str)] = &[
@@ -170,25 +168,6 @@ async fn every_route_answers_through_the_proxy_as_it_does_directly() {
 }
 
 #[tokio::test]
-async fn a_client_that_never_finishes_its_head_is_disconnected() {
-    let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"300ms\"").await;
-    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
-    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf))
-        .await
-        .expect("a slowloris connection must be closed");
-    assert!(read.is_ok());
-    let text = String::from_utf8_lossy(&buf);
-    assert!(
-        text.is_empty() || text.starts_with("HTTP/1.1 408"),
-        "{text}"
-    );
-}
-
-#[tokio::test]
 async fn ndjson_frames_arrive_while_the_upstream_is_still_generating() {
     let s = stack().await;
     let req = request(
@@ -324,25 +303,6 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-async fn read_until(stream: &mut TcpStream, needle: &str) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&buf).contains(needle) {
-        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
-            .await
-            .expect("timed out waiting for response bytes")
-            .unwrap();
-        assert!(
-            n > 0,
-            "connection closed before {needle:?}: {}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[tokio::test]
 async fn expect_100_continue_upload_is_answered_then_forwarded() {
     let s = stack().await;
@@ -372,79 +332,6 @@ async fn expect_100_continue_upload_is_answered_then_forwarded() {
         up.headers.get("expect").is_none(),
         "Expect is hop-local; the proxy answered it"
     );
-}
-
-#[tokio::test]
-async fn client_disconnect_mid_stream_drops_the_upstream_request() {
-    let s = stack().await;
-    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
-    let body = r#"{"model":"llama3.2","prompt":"hi"}"#;
-    let req = format!(
-        "POST /api/generate HTTP/1.1\r\nHost: guard\r\nx-sim-id: gone\r\nx-sim-chunks: 100\r\nx-sim-chunk-delay-ms: 100\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    c.write_all(req.as_bytes()).await.unwrap();
-    read_until(&mut c, "\"response\"").await;
-    drop(c);
-    let r = tokio::time::timeout(Duration::from_secs(10), s.sim.log.wait_done("gone"))
-        .await
-        .expect("upstream never saw the disconnect");
-    assert!(r.client_disconnected);
-    assert!(!r.finished);
-    let series = r#"ollama_guard_requests_total{method="POST",outcome="client_cancelled",route="/api/generate",status_class="2xx"}"#;
-    assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
-}
-
-#[tokio::test]
-async fn client_disconnect_before_the_head_is_recorded_as_499() {
-    let s = stack().await;
-    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
-    c.write_all(
-        b"GET /api/tags HTTP/1.1\r\nHost: guard\r\nx-sim-id: early\r\nx-sim-delay-ms: 5000\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    // Wait until the simulator has the request, then hang up.
-    for _ in 0..200 {
-        if s.sim
-            .log
-            .requests()
-            .iter()
-            .any(|r| r.id.as_deref() == Some("early"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    drop(c);
-    let r = tokio::time::timeout(Duration::from_secs(10), s.sim.log.wait_done("early"))
-        .await
-        .expect("upstream never saw the disconnect");
-    assert!(r.client_disconnected);
-    let series = r#"ollama_guard_requests_total{method="GET",outcome="client_cancelled",route="/api/tags",status_class="4xx"}"#;
-    assert_eq!(metric(&s.admin, series).await, 1.0);
-}
-
-#[tokio::test]
-async fn upstream_death_mid_stream_aborts_the_client_stream() {
-    let s = stack().await;
-    let req = request(
-        Method::POST,
-        &format!("{}/api/chat", s.proxy),
-        &[("x-sim-fail", "abort"), ("x-sim-chunks", "5")],
-        r#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}"#,
-    );
-    let resp = client().request(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let collected = resp.into_body().collect().await;
-    assert!(
-        collected.is_err(),
-        "a clean end would hide the upstream failure"
-    );
-    let series = r#"ollama_guard_requests_total{method="POST",outcome="upstream_error",route="/api/chat",status_class="2xx"}"#;
-    assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
-    let resets = r#"ollama_guard_upstream_errors_total{kind="reset"}"#;
-    assert_eq!(metric(&s.admin, resets).await, 1.0);
 }
 
 fn upstream_header(s: &Stack, id: &str, name: &str) -> Option<String> {
@@ -522,72 +409,4 @@ async fn host_is_rewritten_so_the_loopback_host_check_passes() {
         upstream_header(&s, "h", "x-forwarded-host").as_deref(),
         Some("evil.example")
     );
-}
-
-#[tokio::test]
-async fn unreachable_upstream_gives_502_json_and_counts_a_connect_error() {
-    let dead = loopback().await;
-    let dead_url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(&dead_url, &dir, ServeArgs::default(), "");
-    let server = ollama_guard::serve::Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
-    let r = get(&format!("http://{}/api/tags", server.proxy_addr)).await;
-    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(r.content_type(), "application/json; charset=utf-8");
-    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let msg = v["error"].as_str().unwrap();
-    assert!(
-        msg.starts_with("ollama-guard: upstream unavailable: "),
-        "{msg}"
-    );
-    assert!(msg.to_lowercase().contains("refused"), "{msg}");
-    let admin = format!("http://{}", server.admin_addr);
-    assert_eq!(
-        metric(
-            &admin,
-            r#"ollama_guard_upstream_errors_total{kind="connect"}"#
-        )
-        .await,
-        1.0
-    );
-    let series = r#"ollama_guard_requests_total{method="GET",outcome="upstream_error",route="/api/tags",status_class="5xx"}"#;
-    assert_eq!(metric(&admin, series).await, 1.0);
-}
-
-#[tokio::test]
-async fn graceful_shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
-    let s = stack().await;
-    let url = format!("{}/api/tags", s.proxy);
-    let slow = tokio::spawn(async move {
-        send(
-            Method::GET,
-            &url,
-            &[("x-sim-id", "slow"), ("x-sim-delay-ms", "400")],
-            Bytes::new(),
-        )
-        .await
-    });
-    for _ in 0..200 {
-        if s.sim
-            .log
-            .requests()
-            .iter()
-            .any(|r| r.id.as_deref() == Some("slow"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let addr = s.server.proxy_addr;
-    s.server.shutdown().await;
-    let r = slow.await.unwrap();
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "in-flight request completed during drain"
-    );
-    assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }

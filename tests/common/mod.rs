@@ -8,12 +8,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ollama_guard::config::{Config, FileConfig, ServeArgs};
 use ollama_guard::demo::sim::{self, SimConfig, SimHandle};
 use ollama_guard::serve::Server;
+use serde_json::Value;
 use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 pub struct Stack {
@@ -93,7 +96,7 @@ impl Reply {
     }
 }
 
-pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
@@ -165,10 +168,8 @@ pub async fn metric_eventually(admin: &str, series: &str, want: f64) -> f64 {
 }
 
 /// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux).
-pub fn client_from(
-    source: &str,
-) -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    let mut c = hyper_util::client::legacy::connect::HttpConnector::new();
+pub fn client_from(source: &str) -> Client<HttpConnector, Full<Bytes>> {
+    let mut c = HttpConnector::new();
     c.set_local_address(Some(source.parse().unwrap()));
     Client::builder(TokioExecutor::new()).build(c)
 }
@@ -182,4 +183,88 @@ pub async fn eventually<F: FnMut() -> bool>(mut f: F) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("condition not reached within 5 s");
+}
+
+pub async fn call(
+    c: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let body = if method == Method::POST {
+        r#"{"model":"llama3.2"}"#
+    } else {
+        ""
+    };
+    let resp = c
+        .request(request(method, url, headers, body))
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+pub fn events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub async fn wait_events(path: &std::path::Path, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..250 {
+        let ev = events(path);
+        if pred(&ev) {
+            return ev;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("expected events never appeared: {:#?}", events(path));
+}
+
+/// A call to the admin API (JSON content type, optional bearer token).
+pub async fn admin(
+    s: &Stack,
+    method: Method,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Reply {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a.as_str()));
+    }
+    send(
+        method,
+        &format!("{}{path}", s.admin),
+        &headers,
+        body.to_string(),
+    )
+    .await
+}
+
+/// Reads from a raw connection until `needle` has arrived (bounded: 10 s).
+pub async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&buf).contains(needle) {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .expect("timed out waiting for response bytes")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before {needle:?}: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
