@@ -168,11 +168,3 @@ pub trait RecordSink: Send + Sync + 'static {
     /// Takes one finished request.
     fn record(&self, record: RequestRecord);
 }
-
-/// A sink that forgets everything (tests and the `demo` baseline).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NullSink;
-
-impl RecordSink for NullSink {
-    fn record(&self, _record: RequestRecord) {}
-}

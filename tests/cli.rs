@@ -20,12 +20,21 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     )
 }
 
+/// Writes `text` to `name` in `dir` and runs `check-config` on it.
+fn check_config(dir: &tempfile::TempDir, name: &str, text: &str) -> (i32, String, String) {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    run(&["check-config", path.to_str().unwrap()], &[])
+}
+
 #[test]
 fn check_config_prints_the_effective_config_with_built_in_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, "mode = \"block\"\n[ban]\nduration = \"1h\"\n").unwrap();
-    let (code, out, err) = run(&["check-config", path.to_str().unwrap()], &[]);
+    let (code, out, err) = check_config(
+        &dir,
+        "c.toml",
+        "mode = \"block\"\n[ban]\nduration = \"1h\"\n",
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("mode = \"block\""));
     assert!(out.contains("duration = \"1h\""));
@@ -46,13 +55,12 @@ fn check_config_prints_the_effective_config_with_built_in_rules() {
 #[test]
 fn bad_config_is_one_line_naming_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, "[[rule]]\nname = \"x\"\nthreshold = 0\n").unwrap();
-    let (code, out, err) = run(&["check-config", path.to_str().unwrap()], &[]);
+    let (code, out, err) = check_config(&dir, "c.toml", "[[rule]]\nname = \"x\"\nthreshold = 0\n");
     assert_eq!(code, 2);
     assert!(out.is_empty());
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("rule[x].threshold"), "{err}");
+    let path = dir.path().join("c.toml");
     let (code, _, err) = run(&["--config", path.to_str().unwrap()], &[]);
     assert_eq!(code, 2, "serve refuses the same config before starting");
     assert!(err.contains("rule[x].threshold"), "{err}");
@@ -254,13 +262,10 @@ fn unopenable_log_or_state_dir_is_a_config_error_before_anything_binds() {
 #[test]
 fn check_config_output_is_itself_a_valid_config_with_the_same_effect() {
     let dir = tempfile::tempdir().unwrap();
-    let first = dir.path().join("a.toml");
-    std::fs::write(&first, "mode = \"block\"\nallowlist = [\"10.0.0.0/8\"]\n").unwrap();
-    let (code, out1, err) = run(&["check-config", first.to_str().unwrap()], &[]);
+    let text = "mode = \"block\"\nallowlist = [\"10.0.0.0/8\"]\n";
+    let (code, out1, err) = check_config(&dir, "a.toml", text);
     assert_eq!(code, 0, "{err}");
-    let second = dir.path().join("b.toml");
-    std::fs::write(&second, &out1).unwrap();
-    let (code, out2, err) = run(&["check-config", second.to_str().unwrap()], &[]);
+    let (code, out2, err) = check_config(&dir, "b.toml", &out1);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out1, out2, "the effective config is a fixed point");
 }

@@ -17,16 +17,6 @@ pub trait Gate: Send + Sync + 'static {
     fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>>;
 }
 
-/// A gate that admits everyone (no enforcement configured).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct OpenGate;
-
-impl Gate for OpenGate {
-    fn refuse(&self, _src: IpAddr, _method: &str, _path: &str) -> Option<Arc<str>> {
-        None
-    }
-}
-
 /// The message every refusal carries.
 pub const MESSAGE: &str = "ollama-guard: request blocked: this source is banned";
 

@@ -54,11 +54,6 @@ impl DetectionStage {
         }
     }
 
-    /// The engine in force.
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine.load_full()
-    }
-
     /// Rebuilds the engine for new rules/options, keeping the counters of unchanged rules,
     /// and swaps it in with the global mode (config reload). Flagged keys of dropped rules
     /// get their `window_summary`.

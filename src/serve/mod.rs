@@ -173,11 +173,6 @@ impl Server {
         })
     }
 
-    /// The metric registry (tests and `demo` read it).
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
     /// Re-reads the config file named by `args` (with the same command line and environment)
     /// and swaps what can change at run time; a bad file is refused and the old config stays.
     pub fn reload(

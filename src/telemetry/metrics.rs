@@ -45,6 +45,7 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
+    /// In discriminant order, so `kind as usize` indexes tables built from it.
     const ALL: [UpstreamErrorKind; 3] = [Self::Connect, Self::Timeout, Self::Reset];
 
     /// Label value.
@@ -318,20 +319,12 @@ impl Metrics {
 
     /// The counter of one upstream failure kind (resolved once, for the request path).
     pub fn upstream_error_counter(&self, kind: UpstreamErrorKind) -> IntCounter {
-        let i = UpstreamErrorKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(0);
-        self.upstream_errors[i].clone()
+        self.upstream_errors[kind as usize].clone()
     }
 
     /// Counts one upstream failure.
     pub fn upstream_error(&self, kind: UpstreamErrorKind) {
-        let i = UpstreamErrorKind::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(0);
-        self.upstream_errors[i].inc();
+        self.upstream_errors[kind as usize].inc();
     }
 
     /// The text exposition format.
