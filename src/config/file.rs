@@ -39,6 +39,12 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     /// Bearer token required by the admin API's `/api/bans` (extension).
     pub admin_token: Option<String>,
+    /// Host names clients may address (exact, `*.suffix`, `"*"`); unset = Ollama's own rule.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Open client connections at most; 0 = derived from the file-descriptor limit.
+    pub max_connections: Option<usize>,
+    /// Open client connections per source address at most; 0 = no per-source limit.
+    pub max_connections_per_source: Option<usize>,
     /// Timeouts (extension).
     pub timeouts: Option<TimeoutsFile>,
     /// Ban policy.
@@ -76,4 +82,6 @@ pub struct TimeoutsFile {
     pub readiness_probe: Option<String>,
     /// Idle upstream connections are closed after this long.
     pub upstream_idle: Option<String>,
+    /// Longest pause between two reads of a request body.
+    pub body_idle: Option<String>,
 }

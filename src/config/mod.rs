@@ -81,6 +81,9 @@ pub struct Timeouts {
     pub readiness_probe: Duration,
     /// Idle pooled upstream connections are closed after this long.
     pub upstream_idle: Duration,
+    /// Longest pause between two reads of a request body: a trickling upload cannot hold
+    /// an upstream connection for ever.
+    pub body_idle: Duration,
 }
 
 /// The effective, validated configuration of `serve`.
@@ -118,6 +121,13 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Host names clients may address (lower case; exact, `*.suffix` or `*`). `None` =
+    /// the rule Ollama itself applies for the listen address.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Open client connections at most (0 = derived from the file-descriptor limit at start).
+    pub max_connections: usize,
+    /// Open client connections per source address at most (0 = off).
+    pub max_connections_per_source: usize,
     /// Ban policy.
     pub ban: BanPolicy,
     /// Rules as written (empty = the built-in set).

@@ -238,7 +238,40 @@ fn timeouts(file: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
             "timeouts.upstream_idle",
             file.upstream_idle.as_deref().unwrap_or("90s"),
         )?,
+        body_idle: positive_duration(
+            "timeouts.body_idle",
+            file.body_idle.as_deref().unwrap_or("5m"),
+        )?,
     })
+}
+
+/// `allowed_hosts`: exact names, `*.suffix` patterns or `"*"`, compared case-insensitively
+/// (stored lower case). A port or a scheme is a mistake worth refusing: Host ports are ignored.
+fn allowed_hosts(list: &[String]) -> Result<Vec<String>, ConfigError> {
+    list.iter()
+        .map(|raw| {
+            let entry = raw.trim().to_ascii_lowercase();
+            let name = entry.strip_prefix("*.").unwrap_or(&entry);
+            let ok = entry == "*"
+                || (!name.is_empty()
+                    && name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+                    && !name.starts_with('.')
+                    && !name.ends_with('.')
+                    && !name.contains(".."))
+                || entry.parse::<std::net::IpAddr>().is_ok();
+            if ok {
+                Ok(entry)
+            } else {
+                Err(ConfigError::invalid(
+                    "allowed_hosts",
+                    format!("'{raw}' is not a host name, a '*.suffix' pattern or \"*\" (no scheme, no port)"),
+                ))
+            }
+        })
+        .collect()
 }
 
 fn log_level(text: &str) -> Result<String, ConfigError> {
@@ -311,6 +344,12 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
+    let allowed_hosts = match &file.allowed_hosts {
+        Some(list) => Some(allowed_hosts(list)?),
+        None => None,
+    };
+    let max_connections = file.max_connections.unwrap_or(0);
+    let max_connections_per_source = file.max_connections_per_source.unwrap_or(256);
     crate::detect::build_rules(&file.rules)?;
     Ok(Config {
         listen,
@@ -329,6 +368,9 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         workers,
         admin_token,
         timeouts,
+        allowed_hosts,
+        max_connections,
+        max_connections_per_source,
         ban,
         rules: file.rules,
         config_file: args.config.clone(),
@@ -362,12 +404,16 @@ pub(super) fn to_toml(c: &Config) -> String {
         log_level: Some(c.log_level.clone()),
         workers: Some(c.workers),
         admin_token: c.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
+        allowed_hosts: c.allowed_hosts.clone(),
+        max_connections: Some(c.max_connections),
+        max_connections_per_source: Some(c.max_connections_per_source),
         timeouts: Some(TimeoutsFile {
             upstream_connect: Some(human(c.timeouts.upstream_connect)),
             header_read: Some(human(c.timeouts.header_read)),
             grace_period: Some(human(c.timeouts.grace_period)),
             readiness_probe: Some(human(c.timeouts.readiness_probe)),
             upstream_idle: Some(human(c.timeouts.upstream_idle)),
+            body_idle: Some(human(c.timeouts.body_idle)),
         }),
         ban: Some(BanFile {
             duration: Some(human(c.ban.duration)),
