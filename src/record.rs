@@ -25,15 +25,19 @@ pub enum Outcome {
     UpstreamError,
     /// The request was refused by a ban and never forwarded.
     Blocked,
+    /// The request was refused before forwarding for what it is, not who sent it (a `Host`
+    /// the guard does not serve); never fed to detection, so nobody can be framed with it.
+    Refused,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order (metric label tables are built from it).
-    pub const ALL: [Outcome; 4] = [
+    pub const ALL: [Outcome; 5] = [
         Outcome::Complete,
         Outcome::Blocked,
         Outcome::UpstreamError,
         Outcome::ClientCancelled,
+        Outcome::Refused,
     ];
 
     /// The metric label value (SPEC §7: `forwarded`, `blocked`, `upstream_error`, `client_cancelled`).
@@ -43,6 +47,7 @@ impl Outcome {
             Outcome::Blocked => "blocked",
             Outcome::UpstreamError => "upstream_error",
             Outcome::ClientCancelled => "client_cancelled",
+            Outcome::Refused => "refused",
         }
     }
 
@@ -53,7 +58,14 @@ impl Outcome {
             Outcome::Blocked => 1,
             Outcome::UpstreamError => 2,
             Outcome::ClientCancelled => 3,
+            Outcome::Refused => 4,
         }
+    }
+
+    /// Refused before forwarding (a ban or a refused Host): such requests never reach
+    /// detection, so a refusal cannot feed more bans or frame anyone.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Outcome::Blocked | Outcome::Refused)
     }
 }
 

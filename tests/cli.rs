@@ -152,7 +152,7 @@ fn sighup_reopens_logs_and_sigterm_exits_0() {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         write!(
             s,
-            "GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {p} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut buf = String::new();

@@ -310,7 +310,7 @@ async fn expect_100_continue_upload_is_answered_then_forwarded() {
     let digest = format!("sha256:{}", sha256_hex(&data));
     let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
     let head = format!(
-        "POST /api/blobs/{digest} HTTP/1.1\r\nHost: guard\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        "POST /api/blobs/{digest} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         data.len()
     );
     c.write_all(head.as_bytes()).await.unwrap();
@@ -385,7 +385,8 @@ async fn xff_from_a_trusted_proxy_is_believed() {
 
 #[tokio::test]
 async fn host_is_rewritten_so_the_loopback_host_check_passes() {
-    let s = stack().await;
+    // An operator serving a public name lists it; the guard forwards it with Host rewritten.
+    let s = stack_with(ServeArgs::default(), r#"allowed_hosts = ["ollama.example"]"#).await;
     let direct = send(
         Method::GET,
         &format!("{}/api/tags", s.sim.url()),
@@ -398,7 +399,7 @@ async fn host_is_rewritten_so_the_loopback_host_check_passes() {
     let proxied = send(
         Method::GET,
         &format!("{}/api/tags", s.proxy),
-        &[("host", "evil.example"), ("x-sim-id", "h")],
+        &[("host", "ollama.example"), ("x-sim-id", "h")],
         Bytes::new(),
     )
     .await;
@@ -407,6 +408,6 @@ async fn host_is_rewritten_so_the_loopback_host_check_passes() {
     assert_eq!(upstream_header(&s, "h", "host"), Some(upstream));
     assert_eq!(
         upstream_header(&s, "h", "x-forwarded-host").as_deref(),
-        Some("evil.example")
+        Some("ollama.example")
     );
 }

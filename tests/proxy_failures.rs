@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 async fn a_client_that_never_finishes_its_head_is_disconnected() {
     let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"300ms\"").await;
     let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
-    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: x\r\n")
+    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n")
         .await
         .unwrap();
     let mut buf = Vec::new();
@@ -39,7 +39,7 @@ async fn client_disconnect_mid_stream_drops_the_upstream_request() {
     let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
     let body = r#"{"model":"llama3.2","prompt":"hi"}"#;
     let req = format!(
-        "POST /api/generate HTTP/1.1\r\nHost: guard\r\nx-sim-id: gone\r\nx-sim-chunks: 100\r\nx-sim-chunk-delay-ms: 100\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /api/generate HTTP/1.1\r\nHost: localhost\r\nx-sim-id: gone\r\nx-sim-chunks: 100\r\nx-sim-chunk-delay-ms: 100\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     c.write_all(req.as_bytes()).await.unwrap();
@@ -59,7 +59,7 @@ async fn client_disconnect_before_the_head_is_recorded_as_499() {
     let s = stack().await;
     let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
     c.write_all(
-        b"GET /api/tags HTTP/1.1\r\nHost: guard\r\nx-sim-id: early\r\nx-sim-delay-ms: 5000\r\n\r\n",
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nx-sim-id: early\r\nx-sim-delay-ms: 5000\r\n\r\n",
     )
     .await
     .unwrap();

@@ -92,6 +92,9 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
     }
 }
 
+/// Admin connections open at once, at most (part of the proxy's descriptor reserve).
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -99,11 +102,23 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    // The admin listener's own budget, inside the descriptors the proxy leaves in reserve.
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    let mut backoff = crate::proxy::AcceptBackoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        backoff.wait(&e).await;
+                        continue;
+                    }
+                };
+                backoff.reset();
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Over budget: close at once rather than queue behind the flood.
+                    drop(stream);
                     continue;
                 };
                 let state = state.clone();
@@ -119,6 +134,7 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "admin connection error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,

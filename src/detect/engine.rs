@@ -40,7 +40,7 @@ use super::rule::{GroupBy, Rule, WindowKind};
 use super::sliding::{Sliding, SUB_BUCKETS};
 use super::source::{Allowlist, SourceKey};
 use super::window::{align, Added, Snapshot, Tumbling, WindowKey};
-use crate::record::{Method, Outcome, RequestRecord};
+use crate::record::{Method, RequestRecord};
 
 /// The request times the engine can count, in epoch seconds: 1970-01-01T00:00:00Z to
 /// 2106-02-07T06:28:15Z.
@@ -181,14 +181,14 @@ impl Engine {
 
     /// Feeds one finished request; pushes any resulting events onto `out`.
     ///
-    /// Blocked requests (never forwarded) and allowlisted sources are ignored. Each rule
+    /// Refused requests (never forwarded) and allowlisted sources are ignored. Each rule
     /// whose filters the request passes counts it under its own key.
     ///
     /// Supported times: `rec.completed_at` must lie in [`SUPPORTED_EPOCH_SECS`] (1970 to
     /// 2106-02-07). A record outside it is not counted, never clamped into the first or last
     /// window; it is counted in [`Engine::out_of_range_records`] instead.
     pub fn observe(&self, rec: &RequestRecord, out: &mut Vec<Event>) {
-        if rec.outcome == Outcome::Blocked {
+        if rec.outcome.is_refusal() {
             return;
         }
         if !SUPPORTED_EPOCH_SECS.contains(&rec.completed_at.timestamp()) {

@@ -5,9 +5,13 @@
 //! stack, because there is exactly one path through the proxy.
 
 pub mod client_ip;
+pub mod fault;
 pub mod headers;
+pub mod host_guard;
+pub mod limits;
 pub mod refusal;
 mod server;
+pub(crate) use server::AcceptBackoff;
 pub mod timing;
 pub mod upstream;
 
@@ -28,6 +32,9 @@ use ipnet::IpNet;
 use tokio::time::Instant;
 
 use crate::config::{Config, Upstream};
+use crate::telemetry::throttle::Throttle;
+use fault::{ClientBody, ClientFault, Fault, FaultCell};
+use host_guard::HostPolicy;
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 use crate::route;
 use crate::telemetry::Metrics;
@@ -42,12 +49,15 @@ pub struct Proxy {
     upstream: Upstream,
     upstream_host: HeaderValue,
     trusted: ArcSwap<Vec<IpNet>>,
+    hosts: ArcSwap<HostPolicy>,
+    listen: SocketAddr,
     sink: Arc<dyn RecordSink>,
     gate: Arc<dyn Gate>,
     metrics: Arc<Metrics>,
     upstream_resets: prometheus::IntCounter,
     timeouts: crate::config::Timeouts,
     workers: usize,
+    limits: Arc<limits::ConnLimits>,
 }
 
 impl Proxy {
@@ -58,12 +68,31 @@ impl Proxy {
         gate: Arc<dyn Gate>,
         metrics: Arc<Metrics>,
     ) -> Arc<Proxy> {
+        let max_connections = match config.max_connections {
+            0 => {
+                let (max, nofile) = limits::derived_max_connections();
+                tracing::info!(max_connections = max, nofile, "connection limit derived from the file-descriptor limit");
+                max
+            }
+            n => n,
+        };
+        let limits = limits::ConnLimits::new(
+            max_connections,
+            config.max_connections_per_source,
+            config.ipv6_prefix,
+            &metrics,
+        );
         let upstream_host = HeaderValue::from_str(config.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Arc::new(Proxy {
             upstream: config.upstream.clone(),
             upstream_host,
             trusted: ArcSwap::from_pointee(config.trusted_proxies.clone()),
+            hosts: ArcSwap::from_pointee(HostPolicy::new(
+                config.listen,
+                config.allowed_hosts.as_deref(),
+            )),
+            listen: config.listen,
             sink,
             gate,
             upstream_resets: metrics
@@ -71,12 +100,19 @@ impl Proxy {
             metrics,
             timeouts: config.timeouts.clone(),
             workers: config.workers,
+            limits,
         })
     }
 
     /// Replaces the trusted-proxy list (config reload).
     pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.trusted.store(Arc::new(trusted));
+    }
+
+    /// Replaces the `allowed_hosts` policy (config reload; the listener stays).
+    pub fn set_allowed_hosts(&self, allowed: Option<&[String]>) {
+        self.hosts
+            .store(Arc::new(HostPolicy::new(self.listen, allowed)));
     }
 
     fn completion(&self, req: &Request<Incoming>, peer: SocketAddr, start: Instant) -> Completion {
@@ -113,6 +149,7 @@ impl Proxy {
             sink: self.sink.clone(),
             in_flight: Some(InFlight::new(self.metrics.in_flight.clone())),
             upstream_resets: None,
+            fault: None,
         }
     }
 
@@ -123,7 +160,11 @@ impl Proxy {
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let start = Instant::now();
-        let completion = self.completion(&req, peer, start);
+        let mut completion = self.completion(&req, peer, start);
+        if let Err(refusal) = self.hosts.load().check(req.uri(), req.headers()) {
+            self.metrics.refused_host.inc();
+            return Ok(refuse(completion, refusal::host_refused(refusal), Outcome::Refused));
+        }
         let src = completion.record.src;
         if self
             .gate
@@ -131,16 +172,13 @@ impl Proxy {
             .is_some()
         {
             // Refused before any upstream connection is touched; the body is dropped unread.
-            let (parts, body) = refusal::forbidden(&completion.record.path).into_parts();
-            let body = HeadGuard::new(completion).into_body(
-                parts.status.as_u16(),
-                Outcome::Blocked,
-                Either::Right(body),
-            );
-            return Ok(Response::from_parts(parts, body));
+            let resp = refusal::forbidden(&completion.record.path);
+            return Ok(refuse(completion, resp, Outcome::Blocked));
         }
+        let cell = Arc::new(FaultCell::default());
+        completion.fault = Some(cell.clone());
         let guard = HeadGuard::new(completion);
-        let req = self.rewrite(req, src);
+        let req = self.rewrite(req, src, cell);
         match client.request(req).await {
             Ok(resp) => {
                 let (mut parts, body) = resp.into_parts();
@@ -151,18 +189,46 @@ impl Proxy {
                     guard.into_body(parts.status.as_u16(), Outcome::Complete, Either::Left(body));
                 Ok(Response::from_parts(parts, body))
             }
-            Err(e) => {
-                let kind = upstream::classify(&e);
+            Err(e) => Ok(self.failed(guard, &e)),
+        }
+    }
+
+    /// Answers an exchange that failed before a response head, filed on the side that
+    /// caused it.
+    fn failed(
+        &self,
+        guard: HeadGuard,
+        e: &hyper_util::client::legacy::Error,
+    ) -> Response<ProxyBody> {
+        let detail = upstream::describe(e);
+        match fault::classify(e) {
+            Fault::Upstream(kind) => {
                 self.metrics.upstream_error(kind);
-                let detail = upstream::describe(&e);
-                tracing::warn!(upstream = %self.upstream.url(), error = %detail, "upstream request failed");
+                static WARN: Throttle = Throttle::new(Duration::from_secs(10));
+                if let Some(repeats) = WARN.allow() {
+                    tracing::warn!(upstream = %self.upstream.url(), error = %detail, repeats, "upstream request failed");
+                }
                 let (parts, body) = upstream::bad_gateway(&detail).into_parts();
                 let body = guard.into_body(
                     parts.status.as_u16(),
                     Outcome::UpstreamError,
                     Either::Right(body),
                 );
-                Ok(Response::from_parts(parts, body))
+                Response::from_parts(parts, body)
+            }
+            Fault::Client(fault) => {
+                static WARN: Throttle = Throttle::new(Duration::from_secs(10));
+                if let Some(repeats) = WARN.allow() {
+                    tracing::info!(error = %detail, repeats, "client request body failed");
+                }
+                let (parts, body) = upstream::client_fault(fault, &detail).into_parts();
+                let (status, outcome) = match fault {
+                    // Nobody is left to read an answer: the log says 499, as nginx's does.
+                    ClientFault::Aborted => (timing::CLIENT_CLOSED_REQUEST, Outcome::ClientCancelled),
+                    _ => (parts.status.as_u16(), Outcome::Complete),
+                };
+                let body = guard.into_body(status, outcome, Either::Right(body));
+                Response::from_parts(parts, body)
             }
         }
     }
@@ -170,7 +236,12 @@ impl Proxy {
     /// Points the request at the upstream: absolute URI, `Host` = upstream authority,
     /// hop-by-hop headers and `Expect` removed (hyper already answered `100 Continue` to the
     /// client when the body is first read), `X-Forwarded-*` set from what we resolved.
-    fn rewrite(&self, req: Request<Incoming>, src: IpAddr) -> Request<Incoming> {
+    fn rewrite(
+        &self,
+        req: Request<Incoming>,
+        src: IpAddr,
+        fault: Arc<FaultCell>,
+    ) -> Request<ClientBody> {
         let (mut parts, body) = req.into_parts();
         let pq = parts
             .uri
@@ -196,6 +267,24 @@ impl Proxy {
             None => h.remove(headers::X_FORWARDED_HOST),
         };
         parts.version = Version::HTTP_11;
-        Request::from_parts(parts, body)
+        Request::from_parts(
+            parts,
+            ClientBody::new(body, self.timeouts.body_idle, fault),
+        )
     }
+}
+
+/// A response refused before forwarding: recorded with `outcome`, and the connection closed
+/// after it, so a refused client cannot park keep-alive connections on the guard's slots.
+fn refuse(
+    completion: Completion,
+    resp: Response<Full<Bytes>>,
+    outcome: Outcome,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    parts
+        .headers
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    let body = HeadGuard::new(completion).into_body(parts.status.as_u16(), outcome, Either::Right(body));
+    Response::from_parts(parts, body)
 }

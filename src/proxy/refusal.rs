@@ -37,6 +37,17 @@ static ANTHROPIC: LazyLock<Bytes> = LazyLock::new(|| {
     )
 });
 
+/// What Ollama answers a Host it does not serve: `403` with an empty body (and `400` for a
+/// request with several `Host` headers, as Go's server does).
+pub fn host_refused(refusal: crate::proxy::host_guard::HostRefusal) -> http::Response<Full<Bytes>> {
+    let mut resp = http::Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = match refusal {
+        crate::proxy::host_guard::HostRefusal::NotAllowed => StatusCode::FORBIDDEN,
+        crate::proxy::host_guard::HostRefusal::Malformed => StatusCode::BAD_REQUEST,
+    };
+    resp
+}
+
 /// The 403 response for `path` (normalised), shaped for its route family.
 pub fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
     let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {

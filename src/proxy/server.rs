@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::{upstream, Proxy};
+use super::{limits, upstream, Proxy};
+use crate::telemetry::throttle::Throttle;
 
 /// One worker's share: the proxy and this thread's upstream pool.
 struct Worker {
@@ -113,10 +114,25 @@ impl Proxy {
         // can be aborted and awaited: their responses' drops fire the last records before
         // the caller flushes the logs.
         let mut conns = JoinSet::new();
+        let mut backoff = AcceptBackoff::default();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        backoff.reset();
+                        let ip = super::client_ip::canonical(peer.ip());
+                        let exempt = limits::is_trusted(ip, &worker.proxy.trusted.load());
+                        let permit = match worker.proxy.limits.admit(ip, exempt) {
+                            Ok(p) => p,
+                            Err(why) => {
+                                static WARN: Throttle = Throttle::new(Duration::from_secs(10));
+                                if let Some(repeats) = WARN.allow() {
+                                    tracing::warn!(%peer, limit = why.label(), repeats, "connection limit reached; answering 503");
+                                }
+                                worker.proxy.limits.reject(stream);
+                                continue;
+                            }
+                        };
                         let _ = stream.set_nodelay(true);
                         let w = worker.clone();
                         let service = service_fn(move |req| {
@@ -128,12 +144,12 @@ impl Proxy {
                             if let Err(e) = conn.await {
                                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
                             }
+                            drop(permit);
                         });
                     }
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        worker.proxy.metrics.connections_rejected.with_label_values(&["accept_error"]).inc();
+                        backoff.wait(&e).await;
                     }
                 },
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -147,5 +163,39 @@ impl Proxy {
         }
         conns.abort_all();
         while conns.join_next().await.is_some() {}
+    }
+}
+
+/// Back-off of an accept loop that fails: out of descriptors (`EMFILE`/`ENFILE`) or memory,
+/// waiting 10 ms doubling to 1 s instead of spinning, with one rate-limited warning.
+#[derive(Default)]
+pub(crate) struct AcceptBackoff {
+    delay: Duration,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// A connection was accepted: the next failure starts over.
+    pub(crate) fn reset(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+
+    /// Waits after a failed accept. A connection aborted before it was accepted is not a
+    /// resource problem: no wait.
+    pub(crate) async fn wait(&mut self, e: &std::io::Error) {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+        ) {
+            return;
+        }
+        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::MAX);
+        static WARN: Throttle = Throttle::new(Duration::from_secs(10));
+        if let Some(repeats) = WARN.allow() {
+            tracing::warn!(error = %e, retry_in = ?self.delay, repeats, "accept failed (out of file descriptors?); backing off");
+        }
+        tokio::time::sleep(self.delay).await;
     }
 }

@@ -1,21 +1,19 @@
 //! The pooled upstream client and the mapping of its failures.
 
 use std::error::Error as StdError;
-use std::io;
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Timeouts;
-use crate::telemetry::UpstreamErrorKind;
 
-/// The client type: plain HTTP/1.1 to Ollama, request bodies streamed through untouched.
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+/// The client type: plain HTTP/1.1 to Ollama, request bodies streamed through untouched
+/// (wrapped only to tell the client's faults from the upstream's).
+pub type UpstreamClient = Client<HttpConnector, super::fault::ClientBody>;
 
 /// Idle connections kept per upstream; enough for bursts at high concurrency.
 const MAX_IDLE_PER_HOST: usize = 1024;
@@ -34,28 +32,6 @@ pub fn client(t: &Timeouts) -> UpstreamClient {
         .build(connector)
 }
 
-fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<io::Error>() {
-            return Some(io.kind());
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// Classifies a failed upstream exchange for `upstream_errors_total{kind}`.
-pub fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
-    let timed_out =
-        io_kind(e) == Some(io::ErrorKind::TimedOut) || format!("{e:?}").contains("timed out");
-    match (e.is_connect(), timed_out) {
-        (_, true) => UpstreamErrorKind::Timeout,
-        (true, false) => UpstreamErrorKind::Connect,
-        (false, false) => UpstreamErrorKind::Reset,
-    }
-}
-
 /// The innermost cause, which is the part an operator can act on ("Connection refused").
 pub fn describe(e: &(dyn StdError + 'static)) -> String {
     let mut parts = vec![e.to_string()];
@@ -68,6 +44,19 @@ pub fn describe(e: &(dyn StdError + 'static)) -> String {
         cur = err.source();
     }
     parts.join(": ")
+}
+
+/// `400 {"error":"ollama-guard: malformed request body: ..."}` or `408` for a stalled body.
+pub fn client_fault(fault: super::fault::ClientFault, detail: &str) -> Response<Full<Bytes>> {
+    let (status, what) = match fault {
+        super::fault::ClientFault::Idle => (StatusCode::REQUEST_TIMEOUT, "request body timed out"),
+        _ => (StatusCode::BAD_REQUEST, "malformed request body"),
+    };
+    let body = serde_json::json!({ "error": format!("ollama-guard: {what}: {detail}") });
+    let mut resp = json_response(status, body.to_string());
+    resp.headers_mut()
+        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    resp
 }
 
 /// `502 {"error":"ollama-guard: upstream unavailable: ..."}`.

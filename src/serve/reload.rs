@@ -80,6 +80,11 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.timeouts != new.timeouts, "timeouts");
     check(old.log_level != new.log_level, "log_level");
     check(old.workers != new.workers, "workers");
+    check(old.max_connections != new.max_connections, "max_connections");
+    check(
+        old.max_connections_per_source != new.max_connections_per_source,
+        "max_connections_per_source",
+    );
     keys
 }
 
@@ -103,6 +108,7 @@ impl Live {
             .reconfigure(rules, engine_options(&new), new.mode)
             .map_err(|e| ConfigError::invalid("rule", e.to_string()))?;
         self.proxy.set_trusted_proxies(new.trusted_proxies.clone());
+        self.proxy.set_allowed_hosts(new.allowed_hosts.as_deref());
         self.enforcement
             .set_trusted_proxies(new.trusted_proxies.clone());
         let bans = self.enforcement.bans();
@@ -124,6 +130,8 @@ impl Live {
         new.timeouts = guard.timeouts.clone();
         new.log_level = guard.log_level.clone();
         new.workers = guard.workers;
+        new.max_connections = guard.max_connections;
+        new.max_connections_per_source = guard.max_connections_per_source;
         *guard = new;
         let names = |v: &[crate::detect::RuleKeys]| {
             v.iter().map(|r| r.name.to_string()).collect::<Vec<_>>()

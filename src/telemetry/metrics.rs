@@ -103,7 +103,21 @@ pub struct Metrics {
     pub log_lines_dropped: IntCounterVec,
     /// Config reloads by result (`success` | `failure`).
     pub config_reloads: IntCounterVec,
+    /// `refused_requests_total{reason}`: refused before forwarding for what the request is.
+    pub refused: IntCounterVec,
+    /// `refused_requests_total{reason="host"}`, resolved for the request path.
+    pub refused_host: IntCounter,
+    /// `connections_rejected_total{reason}`: connections turned away by a limit.
+    pub connections_rejected: IntCounterVec,
+    /// Client connections open now (proxy listener).
+    pub open_connections: IntGauge,
 }
+
+/// Reasons of `refused_requests_total` known at start.
+pub const REFUSAL_REASONS: [&str; 1] = ["host"];
+/// Reasons of `connections_rejected_total`.
+pub const CONNECTION_REJECT_REASONS: [&str; 3] =
+    ["max_connections", "per_source", "accept_error"];
 
 /// Registration failed (a programming error: duplicate or invalid metric).
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +176,33 @@ impl Metrics {
         )?;
         let upstream_errors =
             UpstreamErrorKind::ALL.map(|k| upstream_vec.with_label_values(&[k.label()]));
+        let refused = reg(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "refused_requests_total",
+                    "Requests refused before forwarding, by reason (host, ...).",
+                ),
+                &["reason"],
+            )?,
+        )?;
         let m = Metrics {
+            refused_host: refused.with_label_values(&["host"]),
+            refused,
+            connections_rejected: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "connections_rejected_total",
+                        "Client connections turned away by a connection limit, by reason.",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            open_connections: reg(
+                &r,
+                IntGauge::new("open_connections", "Client connections open on the proxy listener.")?,
+            )?,
             requests: (0..N_ROUTE * N_METHOD * N_CLASS * N_OUTCOME)
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -252,6 +292,7 @@ impl Metrics {
                 (3, Outcome::Complete),
                 (4, Outcome::Complete),
                 (3, Outcome::Blocked),
+                (3, Outcome::Refused),
                 (4, Outcome::UpstreamError),
                 (3, Outcome::ClientCancelled),
             ] {
@@ -273,6 +314,12 @@ impl Metrics {
         }
         for result in ["success", "failure"] {
             self.config_reloads.with_label_values(&[result]);
+        }
+        for reason in REFUSAL_REASONS {
+            self.refused.with_label_values(&[reason]);
+        }
+        for reason in CONNECTION_REJECT_REASONS {
+            self.connections_rejected.with_label_values(&[reason]);
         }
     }
 
@@ -308,7 +355,7 @@ impl Metrics {
     pub fn observe(&self, rec: &RequestRecord) {
         self.request_counter(rec.route, rec.method, status_class(rec.status), rec.outcome)
             .inc();
-        if rec.outcome == Outcome::Blocked {
+        if rec.outcome.is_refusal() {
             return;
         }
         self.duration[rec.route.index()].observe(rec.total.as_secs_f64());
@@ -366,6 +413,9 @@ mod tests {
             "ollama_guard_tracked_keys 0",
             "ollama_guard_tracked_key_evictions_total 0",
             "ollama_guard_build_info{version=\"",
+            "ollama_guard_refused_requests_total{reason=\"host\"} 0",
+            "ollama_guard_connections_rejected_total{reason=\"per_source\"} 0",
+            "ollama_guard_open_connections 0",
             "route=\"/api/show\",status_class=\"2xx\"",
             "le=\"55\"",
         ] {

@@ -5,6 +5,7 @@ pub mod detection_log;
 pub mod logfile;
 pub mod metrics;
 pub mod sink;
+pub mod throttle;
 
 pub use detection_log::DetectionLog;
 pub use logfile::LogWriter;

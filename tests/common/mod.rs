@@ -19,6 +19,8 @@ use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
+pub mod nginx;
+
 pub struct Stack {
     pub sim: SimHandle,
     pub server: Server,

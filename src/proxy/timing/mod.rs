@@ -17,6 +17,7 @@ use pin_project_lite::pin_project;
 use prometheus::{IntCounter, IntGauge};
 use tokio::time::Instant;
 
+use super::fault::FaultCell;
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 
 /// Status recorded when the client left before a response head was sent (nginx's 499).
@@ -34,6 +35,9 @@ pub struct Completion {
     pub(crate) in_flight: Option<InFlight>,
     /// Counts `upstream_errors_total{kind="reset"}` when a forwarded body fails mid-stream.
     pub(crate) upstream_resets: Option<IntCounter>,
+    /// What the request body noted: a response that breaks because the client's upload
+    /// failed is the client's fault, not an upstream reset.
+    pub(crate) fault: Option<Arc<FaultCell>>,
 }
 
 /// +1 on `in_flight_requests` while alive.
@@ -56,6 +60,11 @@ impl Drop for InFlight {
 impl Completion {
     /// Fills in the end of the exchange and hands the record to the sink.
     fn finish(mut self, ttfb: Option<Instant>, outcome: Outcome) {
+        let client_fault = self.fault.as_deref().and_then(FaultCell::get).is_some();
+        let outcome = match outcome {
+            Outcome::UpstreamError if client_fault => Outcome::ClientCancelled,
+            o => o,
+        };
         let now = Instant::now();
         self.record.ttfb = ttfb.map(|t| t.saturating_duration_since(self.start));
         self.record.total = now.saturating_duration_since(self.start);

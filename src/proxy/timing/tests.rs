@@ -70,6 +70,7 @@ fn completion(sink: &Arc<Collect>) -> Completion {
         sink: sink.clone(),
         in_flight: None,
         upstream_resets: None,
+        fault: None,
     }
 }
 

@@ -1,0 +1,116 @@
+//! Which client a request really comes from.
+//!
+//! The socket peer, unless the peer is a trusted proxy: then `X-Forwarded-For` is walked
+//! right to left, skipping trusted hops, and the first untrusted address is the client
+//! (nginx `real_ip_recursive on`). Anything a client writes into the header itself sits to
+//! the left of what its proxy appended, so it can neither evade a ban nor frame another
+//! source.
+//!
+//! The header is read as bytes, hop by hop. nginx's `$proxy_add_x_forwarded_for` appends the
+//! real client to whatever the client sent, on the same line: a client that sends one
+//! non-ASCII byte (`caf\xe9`) must not make the whole line unreadable, or the walk would fall
+//! back to the trusted proxy and nobody would be counted or banned. So each comma-separated
+//! hop is judged on its own; the walk stops at the first hop that is not an IP address, and
+//! the answer is the last valid hop to the right of it (an untrusted one ends the walk
+//! earlier, as usual). A bad hop can only sit to the left of what a trusted proxy appended,
+//! so stopping there never lets the client choose its own address.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use http::header::{HeaderMap, HeaderName};
+use ipnet::IpNet;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Shows an IPv4-mapped IPv6 address (`::ffff:192.0.2.10`) as the IPv4 address it is.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Optional whitespace around a hop (RFC 9110 OWS: space and horizontal tab).
+fn trim_ows(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Parses one `X-Forwarded-For` element: a bare IP, `[v6]`, `[v6]:port` or `v4:port`.
+/// Anything else (a name, `unknown`, a zone id, a non-ASCII byte) is not an address.
+fn parse_hop(raw: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(trim_ows(raw)).ok()?;
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    if !is_port(port) {
+        return None;
+    }
+    host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.parse::<u16>().is_ok()
+}
+
+/// What the walk found at one hop.
+enum Step {
+    /// Keep walking left (a trusted address, or an empty element).
+    Continue,
+    /// The answer.
+    Stop(IpAddr),
+}
+
+/// Resolves the client address of a request from its socket peer and headers.
+pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return peer;
+    }
+    // The last address a trusted hop vouched for: the answer if the walk runs out.
+    let mut current = peer;
+    let mut step = |hop: &[u8]| -> Step {
+        if trim_ows(hop).is_empty() {
+            return Step::Continue;
+        }
+        let Some(ip) = parse_hop(hop) else {
+            return Step::Stop(current);
+        };
+        current = canonical(ip);
+        if is_trusted(current, trusted) {
+            Step::Continue
+        } else {
+            Step::Stop(current)
+        }
+    };
+    // Later header lines were appended by later hops (HAProxy adds a line of its own), so
+    // the lines are walked in reverse too: together they are one list.
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        for hop in value.as_bytes().rsplit(|&b| b == b',') {
+            if let Step::Stop(ip) = step(hop) {
+                return ip;
+            }
+        }
+    }
+    current
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,235 @@
+//! Which side a failed exchange is the fault of, in the style of pingora's error sources.
+//!
+//! A forwarded request can fail because the *client* sent a malformed body, stopped sending
+//! it, or went away mid-upload, or because the *upstream* refused, timed out or broke the
+//! connection. hyper-util reports both the same way (an error of the upstream exchange), so
+//! the client's request body is wrapped in [`ClientBody`], whose errors are a type of their
+//! own ([`ClientBodyError`]) and which notes the fault in a shared [`FaultCell`]. The
+//! classifier finds that type in the error's source chain — typed matching, never the
+//! `Debug` text — and the response body consults the cell when the upstream stream breaks
+//! afterwards. Client faults answer 400/408 (or nothing, when the client is gone) and never
+//! touch an upstream counter; upstream faults keep 502 and their `kind`.
+
+use std::error::Error as StdError;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::telemetry::UpstreamErrorKind;
+
+/// What the client did wrong while its request body was being forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFault {
+    /// The body's framing was invalid (bad chunk size, bad chunk terminator): `400`.
+    Malformed,
+    /// The client closed or reset the connection before the body was complete.
+    Aborted,
+    /// The body stalled longer than `timeouts.body_idle`: `408`.
+    Idle,
+}
+
+/// The origin of a failed exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The downstream client caused it.
+    Client(ClientFault),
+    /// The upstream caused it.
+    Upstream(UpstreamErrorKind),
+}
+
+/// An error of the client's request body, as the upstream client sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    /// Reading the body from the client failed.
+    #[error("client request body: {0}")]
+    Read(#[source] hyper::Error),
+    /// No body bytes arrived for this long.
+    #[error("client request body idle for {0:?}")]
+    Idle(Duration),
+}
+
+impl ClientBodyError {
+    /// The fault this error is.
+    pub fn fault(&self) -> ClientFault {
+        match self {
+            ClientBodyError::Idle(_) => ClientFault::Idle,
+            ClientBodyError::Read(e) => match io_kind(e) {
+                Some(io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput) => {
+                    ClientFault::Malformed
+                }
+                _ if e.is_parse() => ClientFault::Malformed,
+                _ => ClientFault::Aborted,
+            },
+        }
+    }
+}
+
+/// The first client fault of one request, shared by its request and response bodies.
+#[derive(Debug, Default)]
+pub struct FaultCell(AtomicU8);
+
+impl FaultCell {
+    fn set(&self, fault: ClientFault) {
+        let code = match fault {
+            ClientFault::Malformed => 1,
+            ClientFault::Aborted => 2,
+            ClientFault::Idle => 3,
+        };
+        let _ = self
+            .0
+            .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The client fault noted so far, if any.
+    pub fn get(&self) -> Option<ClientFault> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(ClientFault::Malformed),
+            2 => Some(ClientFault::Aborted),
+            3 => Some(ClientFault::Idle),
+            _ => None,
+        }
+    }
+}
+
+pin_project! {
+    /// The client's request body on its way upstream: frames pass through untouched; a read
+    /// error or a stall longer than `idle` becomes a [`ClientBodyError`].
+    pub struct ClientBody {
+        #[pin]
+        inner: Incoming,
+        idle: Duration,
+        timer: Option<Pin<Box<Sleep>>>,
+        fault: Arc<FaultCell>,
+    }
+}
+
+impl ClientBody {
+    /// Wraps a request body; `fault` is shared with the response side.
+    pub fn new(inner: Incoming, idle: Duration, fault: Arc<FaultCell>) -> Self {
+        ClientBody {
+            inner,
+            idle,
+            timer: None,
+            fault,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                // The idle clock restarts with every frame.
+                *this.timer = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let err = ClientBodyError::Read(e);
+                this.fault.set(err.fault());
+                Poll::Ready(Some(Err(err)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                // Armed only while the upstream waits on the client (hyper polls the body
+                // when it can write), so upstream back-pressure never counts as idling.
+                let idle = *this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(timer.as_mut().poll(cx));
+                this.fault.set(ClientFault::Idle);
+                Poll::Ready(Some(Err(ClientBodyError::Idle(idle))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+use std::future::Future;
+
+fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return Some(io.kind());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn client_body_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a ClientBodyError> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<ClientBodyError>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Classifies a failed upstream exchange by its origin.
+pub fn classify(e: &hyper_util::client::legacy::Error) -> Fault {
+    if let Some(client) = client_body_error(e) {
+        return Fault::Client(client.fault());
+    }
+    Fault::Upstream(upstream_kind(e.is_connect(), e))
+}
+
+/// Classifies an error of the upstream response body (the exchange had begun), consulting
+/// what the request body noted: a response that breaks because the client's upload did is
+/// the client's fault.
+pub fn classify_response_error(cell: Option<&FaultCell>, e: &(dyn StdError + 'static)) -> Fault {
+    match cell.and_then(FaultCell::get) {
+        Some(fault) => Fault::Client(fault),
+        None => Fault::Upstream(upstream_kind(false, e)),
+    }
+}
+
+fn upstream_kind(connect: bool, e: &(dyn StdError + 'static)) -> UpstreamErrorKind {
+    let timed_out = io_kind(e) == Some(io::ErrorKind::TimedOut)
+        || chain_has(e, |h: &hyper::Error| h.is_timeout());
+    match (connect, timed_out) {
+        (_, true) => UpstreamErrorKind::Timeout,
+        (true, false) => UpstreamErrorKind::Connect,
+        (false, false) => UpstreamErrorKind::Reset,
+    }
+}
+
+fn chain_has(e: &(dyn StdError + 'static), pred: impl Fn(&hyper::Error) -> bool) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<hyper::Error>().is_some_and(&pred) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,368 @@
+//! Hardening over real sockets: client attribution through a real nginx, the Host guard,
+//! faults filed on the side that caused them, and connection limits.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::nginx::Nginx;
+use common::*;
+use http::Method;
+use ollama_guard::config::ServeArgs;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Connects from `source` (a loopback address) to `to`.
+async fn connect_from(source: &str, to: std::net::SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Sends raw bytes from `source` and reads the whole answer (the request says close).
+async fn raw_from(source: &str, to: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut c = connect_from(source, to).await;
+    c.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn addr(url: &str) -> std::net::SocketAddr {
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+fn sim_header(s: &Stack, id: &str, name: &str) -> Option<String> {
+    s.sim
+        .log
+        .requests()
+        .into_iter()
+        .find(|r| r.id.as_deref() == Some(id))
+        .and_then(|r| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned()))
+}
+
+fn sim_saw(s: &Stack, id: &str) -> bool {
+    s.sim
+        .log
+        .requests()
+        .iter()
+        .any(|r| r.id.as_deref() == Some(id))
+}
+
+fn behind_nginx() -> ServeArgs {
+    ServeArgs {
+        trusted_proxy: vec!["127.0.0.1/32".into()],
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    }
+}
+
+#[tokio::test]
+async fn non_ascii_xff_sent_through_real_nginx_still_attributes_the_real_client() {
+    let s = stack_with(behind_nginx(), "").await;
+    let nginx = Nginx::start(s.proxy.trim_start_matches("http://")).await;
+    let req = b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: caf\xe9\r\nx-sim-id: n1\r\nConnection: close\r\n\r\n";
+    let answer = raw_from("127.0.0.66", nginx.addr, req).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // nginx appended the real client to the client's text: the guard found it.
+    assert_eq!(sim_header(&s, "n1", "x-forwarded-for").as_deref(), Some("127.0.0.66"));
+}
+
+#[tokio::test]
+async fn a_ban_cannot_be_dodged_with_one_odd_byte_in_xff_behind_nginx() {
+    let s = stack_with(behind_nginx(), "").await;
+    let nginx = Nginx::start(s.proxy.trim_start_matches("http://")).await;
+    let added = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.66","duration":"1h","reason":"test"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(added.status, 201);
+    for (i, xff) in [&b"caf\xe9"[..], b"\xff\xfe, 10.0.0.1", b"unknown", b"1.2.3.4, \x80"]
+        .iter()
+        .enumerate()
+    {
+        let mut req = format!("GET /api/tags HTTP/1.1\r\nHost: localhost\r\nx-sim-id: b{i}\r\nConnection: close\r\nX-Forwarded-For: ").into_bytes();
+        req.extend_from_slice(xff);
+        req.extend_from_slice(b"\r\n\r\n");
+        let answer = raw_from("127.0.0.66", nginx.addr, &req).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{xff:?}: {answer}");
+        assert!(!sim_saw(&s, &format!("b{i}")), "banned request forwarded");
+    }
+    // Another client behind the same nginx is served.
+    let answer = raw_from(
+        "127.0.0.67",
+        nginx.addr,
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: caf\xe9\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn rebound_host_on_a_loopback_listener_is_refused_like_ollama_and_never_forwarded() {
+    let s = stack().await;
+    let to = addr(&s.proxy);
+    for (i, host) in ["rebind.attacker.example", "rebind.attacker.example:11434", "8.8.8.8"]
+        .iter()
+        .enumerate()
+    {
+        let req = format!("GET /api/tags HTTP/1.1\r\nHost: {host}\r\nx-sim-id: r{i}\r\n\r\n");
+        let answer = raw_from("127.0.0.1", to, req.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer}");
+        assert!(answer.contains("content-length: 0\r\n"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(!sim_saw(&s, &format!("r{i}")));
+    }
+    // An absolute-form target names the host Go would check.
+    let answer = raw_from(
+        "127.0.0.1",
+        to,
+        b"DELETE http://rebind.attacker.example/api/delete HTTP/1.1\r\nHost: localhost\r\nx-sim-id: abs\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(!sim_saw(&s, "abs"));
+    // Two Host headers: 400, as Go's server answers.
+    let answer = raw_from(
+        "127.0.0.1",
+        to,
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nHost: rebind.attacker.example\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_refused_requests_total{reason=\"host\"}", 5.0).await,
+        5.0
+    );
+    // Local names keep working.
+    let ok = raw_from(
+        "127.0.0.1",
+        to,
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost:11434\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+}
+
+#[tokio::test]
+async fn refused_hosts_are_not_fed_to_detection_so_nobody_is_framed() {
+    // A rule that would ban on the first request of any kind.
+    let rule = r#"
+[[rule]]
+name = "any"
+paths = ["*"]
+min_latency = "0s"
+group_by = "src"
+window = "1m"
+threshold = 1
+"#;
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, rule).await;
+    let answer = raw_from(
+        "127.0.0.70",
+        addr(&s.proxy),
+        b"GET /api/tags HTTP/1.1\r\nHost: rebind.attacker.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bans = admin(&s, Method::GET, "/api/bans", "", None).await;
+    assert_eq!(bans.text(), "[]", "a refused Host must not ban the victim's address");
+}
+
+#[tokio::test]
+async fn allowed_hosts_refuses_every_other_name_on_any_listener() {
+    let s = stack_with(
+        ServeArgs::default(),
+        r#"allowed_hosts = ["ollama.example.com", "*.gpu.example"]"#,
+    )
+    .await;
+    let to = addr(&s.proxy);
+    for (host, status) in [
+        ("ollama.example.com", "200"),
+        ("a.gpu.example:11434", "200"),
+        ("localhost", "403"),
+        ("gpu.example", "403"),
+    ] {
+        let req = format!("GET /api/tags HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw_from("127.0.0.1", to, req.as_bytes()).await;
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{host}: {answer}");
+    }
+}
+
+async fn upstream_resets(s: &Stack) -> f64 {
+    metric(&s.admin, "ollama_guard_upstream_errors_total{kind=\"reset\"}").await
+}
+
+fn access_lines(s: &Stack) -> Vec<String> {
+    std::fs::read_to_string(s.access_log())
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn malformed_chunked_body_is_a_400_and_never_an_upstream_error() {
+    let s = stack().await;
+    let answer = raw_from(
+        "127.0.0.1",
+        addr(&s.proxy),
+        b"POST /api/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nbroken\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("malformed request body"), "{answer}");
+    assert_eq!(upstream_resets(&s).await, 0.0);
+    assert_eq!(
+        metric(&s.admin, "ollama_guard_upstream_errors_total{kind=\"connect\"}").await,
+        0.0
+    );
+    eventually(|| access_lines(&s).iter().any(|l| l.contains("| 400 |"))).await;
+}
+
+#[tokio::test]
+async fn client_aborting_mid_upload_is_client_cancelled_499_not_an_upstream_error() {
+    let s = stack().await;
+    let mut c = connect_from("127.0.0.1", addr(&s.proxy)).await;
+    c.write_all(b"POST /api/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000\r\n\r\npartial")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    eventually(|| access_lines(&s).iter().any(|l| l.contains("| 499 |"))).await;
+    assert_eq!(upstream_resets(&s).await, 0.0);
+    let series = "ollama_guard_requests_total{method=\"POST\",outcome=\"client_cancelled\",route=\"/api/blobs/:digest\",status_class=\"4xx\"}";
+    assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
+}
+
+#[tokio::test]
+async fn stalled_upload_times_out_with_408_after_body_idle() {
+    let s = stack_with(ServeArgs::default(), "[timeouts]\nbody_idle = \"300ms\"").await;
+    let mut c = connect_from("127.0.0.1", addr(&s.proxy)).await;
+    c.write_all(b"POST /api/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nsome")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert_eq!(upstream_resets(&s).await, 0.0);
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_upload_is_not_cut_by_body_idle() {
+    let s = stack_with(ServeArgs::default(), "[timeouts]\nbody_idle = \"400ms\"").await;
+    let mut c = connect_from("127.0.0.1", addr(&s.proxy)).await;
+    c.write_all(b"POST /api/blobs/sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"hello" {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.write_all(&[*b]).await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+#[tokio::test]
+async fn per_source_limit_answers_503_with_retry_after_and_spares_other_sources() {
+    let s = stack_with(ServeArgs::default(), "max_connections_per_source = 2").await;
+    let to = addr(&s.proxy);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect_from("127.0.0.80", to).await;
+        c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        read_until(&mut c, "\"models\"").await;
+        held.push(c);
+    }
+    let answer = raw_from("127.0.0.80", to, b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    let other = raw_from(
+        "127.0.0.81",
+        to,
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    assert_eq!(
+        metric(&s.admin, "ollama_guard_connections_rejected_total{reason=\"per_source\"}").await,
+        1.0
+    );
+    assert_eq!(metric_eventually(&s.admin, "ollama_guard_open_connections", 2.0).await, 2.0);
+    drop(held);
+    assert_eq!(metric_eventually(&s.admin, "ollama_guard_open_connections", 0.0).await, 0.0);
+}
+
+#[tokio::test]
+async fn admin_answers_while_the_proxy_is_at_max_connections() {
+    let s = stack_with(ServeArgs::default(), "max_connections = 8").await;
+    let to = addr(&s.proxy);
+    // Eight half-sent requests hold every slot.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        let mut c = TcpStream::connect(to).await.unwrap();
+        c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: loc").await.unwrap();
+        held.push(c);
+    }
+    assert_eq!(metric_eventually(&s.admin, "ollama_guard_open_connections", 8.0).await, 8.0);
+    let answer = raw_from("127.0.0.1", to, b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert_eq!(get(&format!("{}/healthz", s.admin)).await.status, 200);
+    assert_eq!(
+        metric(&s.admin, "ollama_guard_connections_rejected_total{reason=\"max_connections\"}").await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connections() {
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "max_connections_per_source = 3").await;
+    let added = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.90","duration":"1h","reason":"test"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(added.status, 201);
+    let to = addr(&s.proxy);
+    let mut c = connect_from("127.0.0.90", to).await;
+    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    // The guard closes the connection after the refusal even though the client asked for
+    // keep-alive: read_to_end returns.
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+}
