@@ -69,7 +69,10 @@ async fn non_ascii_xff_sent_through_real_nginx_still_attributes_the_real_client(
     let answer = raw_from("127.0.0.66", nginx.addr, req).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // nginx appended the real client to the client's text: the guard found it.
-    assert_eq!(sim_header(&s, "n1", "x-forwarded-for").as_deref(), Some("127.0.0.66"));
+    assert_eq!(
+        sim_header(&s, "n1", "x-forwarded-for").as_deref(),
+        Some("127.0.0.66")
+    );
 }
 
 #[tokio::test]
@@ -85,9 +88,14 @@ async fn a_ban_cannot_be_dodged_with_one_odd_byte_in_xff_behind_nginx() {
     )
     .await;
     assert_eq!(added.status, 201);
-    for (i, xff) in [&b"caf\xe9"[..], b"\xff\xfe, 10.0.0.1", b"unknown", b"1.2.3.4, \x80"]
-        .iter()
-        .enumerate()
+    for (i, xff) in [
+        &b"caf\xe9"[..],
+        b"\xff\xfe, 10.0.0.1",
+        b"unknown",
+        b"1.2.3.4, \x80",
+    ]
+    .iter()
+    .enumerate()
     {
         let mut req = format!("GET /api/tags HTTP/1.1\r\nHost: localhost\r\nx-sim-id: b{i}\r\nConnection: close\r\nX-Forwarded-For: ").into_bytes();
         req.extend_from_slice(xff);
@@ -110,9 +118,13 @@ async fn a_ban_cannot_be_dodged_with_one_odd_byte_in_xff_behind_nginx() {
 async fn rebound_host_on_a_loopback_listener_is_refused_like_ollama_and_never_forwarded() {
     let s = stack().await;
     let to = addr(&s.proxy);
-    for (i, host) in ["rebind.attacker.example", "rebind.attacker.example:11434", "8.8.8.8"]
-        .iter()
-        .enumerate()
+    for (i, host) in [
+        "rebind.attacker.example",
+        "rebind.attacker.example:11434",
+        "8.8.8.8",
+    ]
+    .iter()
+    .enumerate()
     {
         let req = format!("GET /api/tags HTTP/1.1\r\nHost: {host}\r\nx-sim-id: r{i}\r\n\r\n");
         let answer = raw_from("127.0.0.1", to, req.as_bytes()).await;
@@ -139,7 +151,12 @@ async fn rebound_host_on_a_loopback_listener_is_refused_like_ollama_and_never_fo
     .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(
-        metric_eventually(&s.admin, "ollama_guard_refused_requests_total{reason=\"host\"}", 5.0).await,
+        metric_eventually(
+            &s.admin,
+            "ollama_guard_refused_requests_total{reason=\"host\"}",
+            5.0
+        )
+        .await,
         5.0
     );
     // Local names keep working.
@@ -178,7 +195,11 @@ threshold = 1
     assert!(answer.starts_with("HTTP/1.1 403"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let bans = admin(&s, Method::GET, "/api/bans", "", None).await;
-    assert_eq!(bans.text(), "[]", "a refused Host must not ban the victim's address");
+    assert_eq!(
+        bans.text(),
+        "[]",
+        "a refused Host must not ban the victim's address"
+    );
 }
 
 #[tokio::test]
@@ -197,12 +218,19 @@ async fn allowed_hosts_refuses_every_other_name_on_any_listener() {
     ] {
         let req = format!("GET /api/tags HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         let answer = raw_from("127.0.0.1", to, req.as_bytes()).await;
-        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{host}: {answer}");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{host}: {answer}"
+        );
     }
 }
 
 async fn upstream_resets(s: &Stack) -> f64 {
-    metric(&s.admin, "ollama_guard_upstream_errors_total{kind=\"reset\"}").await
+    metric(
+        &s.admin,
+        "ollama_guard_upstream_errors_total{kind=\"reset\"}",
+    )
+    .await
 }
 
 fn access_lines(s: &Stack) -> Vec<String> {
@@ -226,7 +254,11 @@ async fn malformed_chunked_body_is_a_400_and_never_an_upstream_error() {
     assert!(answer.contains("malformed request body"), "{answer}");
     assert_eq!(upstream_resets(&s).await, 0.0);
     assert_eq!(
-        metric(&s.admin, "ollama_guard_upstream_errors_total{kind=\"connect\"}").await,
+        metric(
+            &s.admin,
+            "ollama_guard_upstream_errors_total{kind=\"connect\"}"
+        )
+        .await,
         0.0
     );
     eventually(|| access_lines(&s).iter().any(|l| l.contains("| 400 |"))).await;
@@ -291,11 +323,18 @@ async fn per_source_limit_answers_503_with_retry_after_and_spares_other_sources(
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut c = connect_from("127.0.0.80", to).await;
-        c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
         read_until(&mut c, "\"models\"").await;
         held.push(c);
     }
-    let answer = raw_from("127.0.0.80", to, b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    let answer = raw_from(
+        "127.0.0.80",
+        to,
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("retry-after: 1\r\n"), "{answer}");
     assert!(answer.contains("connection: close\r\n"), "{answer}");
@@ -307,12 +346,22 @@ async fn per_source_limit_answers_503_with_retry_after_and_spares_other_sources(
     .await;
     assert!(other.starts_with("HTTP/1.1 200"), "{other}");
     assert_eq!(
-        metric(&s.admin, "ollama_guard_connections_rejected_total{reason=\"per_source\"}").await,
+        metric(
+            &s.admin,
+            "ollama_guard_connections_rejected_total{reason=\"per_source\"}"
+        )
+        .await,
         1.0
     );
-    assert_eq!(metric_eventually(&s.admin, "ollama_guard_open_connections", 2.0).await, 2.0);
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_open_connections", 2.0).await,
+        2.0
+    );
     drop(held);
-    assert_eq!(metric_eventually(&s.admin, "ollama_guard_open_connections", 0.0).await, 0.0);
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_open_connections", 0.0).await,
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -323,15 +372,29 @@ async fn admin_answers_while_the_proxy_is_at_max_connections() {
     let mut held = Vec::new();
     for _ in 0..8 {
         let mut c = TcpStream::connect(to).await.unwrap();
-        c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: loc").await.unwrap();
+        c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: loc")
+            .await
+            .unwrap();
         held.push(c);
     }
-    assert_eq!(metric_eventually(&s.admin, "ollama_guard_open_connections", 8.0).await, 8.0);
-    let answer = raw_from("127.0.0.1", to, b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_open_connections", 8.0).await,
+        8.0
+    );
+    let answer = raw_from(
+        "127.0.0.1",
+        to,
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert_eq!(get(&format!("{}/healthz", s.admin)).await.status, 200);
     assert_eq!(
-        metric(&s.admin, "ollama_guard_connections_rejected_total{reason=\"max_connections\"}").await,
+        metric(
+            &s.admin,
+            "ollama_guard_connections_rejected_total{reason=\"max_connections\"}"
+        )
+        .await,
         1.0
     );
 }
@@ -354,7 +417,9 @@ async fn a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connec
     assert_eq!(added.status, 201);
     let to = addr(&s.proxy);
     let mut c = connect_from("127.0.0.90", to).await;
-    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     // The guard closes the connection after the refusal even though the client asked for
     // keep-alive: read_to_end returns.

@@ -386,7 +386,11 @@ async fn xff_from_a_trusted_proxy_is_believed() {
 #[tokio::test]
 async fn host_is_rewritten_so_the_loopback_host_check_passes() {
     // An operator serving a public name lists it; the guard forwards it with Host rewritten.
-    let s = stack_with(ServeArgs::default(), r#"allowed_hosts = ["ollama.example"]"#).await;
+    let s = stack_with(
+        ServeArgs::default(),
+        r#"allowed_hosts = ["ollama.example"]"#,
+    )
+    .await;
     let direct = send(
         Method::GET,
         &format!("{}/api/tags", s.sim.url()),

@@ -215,20 +215,30 @@ mod tests {
         let (l, m) = limits(2, 0);
         let a = l.admit(ip("192.0.2.1"), false).unwrap();
         let _b = l.admit(ip("192.0.2.2"), false).unwrap();
-        assert_eq!(l.admit(ip("192.0.2.3"), false).err(), Some(Rejection::Total));
+        assert_eq!(
+            l.admit(ip("192.0.2.3"), false).err(),
+            Some(Rejection::Total)
+        );
         assert_eq!(m.open_connections.get(), 2);
         drop(a);
         assert_eq!(m.open_connections.get(), 1);
         assert!(l.admit(ip("192.0.2.3"), false).is_ok());
-        let rejected = m.connections_rejected.with_label_values(&["max_connections"]);
+        let rejected = m
+            .connections_rejected
+            .with_label_values(&["max_connections"]);
         assert_eq!(rejected.get(), 1);
     }
 
     #[test]
     fn per_source_limit_binds_one_address_but_not_others_or_exempt_peers() {
         let (l, m) = limits(100, 2);
-        let held: Vec<_> = (0..2).map(|_| l.admit(ip("192.0.2.1"), false).unwrap()).collect();
-        assert_eq!(l.admit(ip("192.0.2.1"), false).err(), Some(Rejection::PerSource));
+        let held: Vec<_> = (0..2)
+            .map(|_| l.admit(ip("192.0.2.1"), false).unwrap())
+            .collect();
+        assert_eq!(
+            l.admit(ip("192.0.2.1"), false).err(),
+            Some(Rejection::PerSource)
+        );
         assert!(l.admit(ip("192.0.2.2"), false).is_ok());
         let _v6: Vec<_> = ["2001:db8::1", "2001:db8::2"]
             .iter()
@@ -240,12 +250,22 @@ mod tests {
             "one /64 is one source"
         );
         assert!(l.admit(ip("2001:db8:0:1::1"), false).is_ok());
-        let proxy: Vec<_> = (0..5).map(|_| l.admit(ip("10.0.0.1"), true).unwrap()).collect();
+        let proxy: Vec<_> = (0..5)
+            .map(|_| l.admit(ip("10.0.0.1"), true).unwrap())
+            .collect();
         assert_eq!(proxy.len(), 5);
         drop(held);
-        assert!(l.by_source.get(&ip("192.0.2.1")).is_none(), "entry removed at zero");
+        assert!(
+            l.by_source.get(&ip("192.0.2.1")).is_none(),
+            "entry removed at zero"
+        );
         assert!(l.admit(ip("192.0.2.1"), false).is_ok());
-        assert_eq!(m.connections_rejected.with_label_values(&["per_source"]).get(), 2);
+        assert_eq!(
+            m.connections_rejected
+                .with_label_values(&["per_source"])
+                .get(),
+            2
+        );
     }
 
     #[test]

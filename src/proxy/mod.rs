@@ -32,12 +32,12 @@ use ipnet::IpNet;
 use tokio::time::Instant;
 
 use crate::config::{Config, Upstream};
-use crate::telemetry::throttle::Throttle;
-use fault::{ClientBody, ClientFault, Fault, FaultCell};
-use host_guard::HostPolicy;
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 use crate::route;
+use crate::telemetry::throttle::Throttle;
 use crate::telemetry::Metrics;
+use fault::{ClientBody, ClientFault, Fault, FaultCell};
+use host_guard::HostPolicy;
 use refusal::Gate;
 use timing::{Completion, HeadGuard, InFlight, TimingBody};
 
@@ -71,7 +71,11 @@ impl Proxy {
         let max_connections = match config.max_connections {
             0 => {
                 let (max, nofile) = limits::derived_max_connections();
-                tracing::info!(max_connections = max, nofile, "connection limit derived from the file-descriptor limit");
+                tracing::info!(
+                    max_connections = max,
+                    nofile,
+                    "connection limit derived from the file-descriptor limit"
+                );
                 max
             }
             n => n,
@@ -163,7 +167,11 @@ impl Proxy {
         let mut completion = self.completion(&req, peer, start);
         if let Err(refusal) = self.hosts.load().check(req.uri(), req.headers()) {
             self.metrics.refused_host.inc();
-            return Ok(refuse(completion, refusal::host_refused(refusal), Outcome::Refused));
+            return Ok(refuse(
+                completion,
+                refusal::host_refused(refusal),
+                Outcome::Refused,
+            ));
         }
         let src = completion.record.src;
         if self
@@ -224,7 +232,9 @@ impl Proxy {
                 let (parts, body) = upstream::client_fault(fault, &detail).into_parts();
                 let (status, outcome) = match fault {
                     // Nobody is left to read an answer: the log says 499, as nginx's does.
-                    ClientFault::Aborted => (timing::CLIENT_CLOSED_REQUEST, Outcome::ClientCancelled),
+                    ClientFault::Aborted => {
+                        (timing::CLIENT_CLOSED_REQUEST, Outcome::ClientCancelled)
+                    }
                     _ => (parts.status.as_u16(), Outcome::Complete),
                 };
                 let body = guard.into_body(status, outcome, Either::Right(body));
@@ -267,10 +277,7 @@ impl Proxy {
             None => h.remove(headers::X_FORWARDED_HOST),
         };
         parts.version = Version::HTTP_11;
-        Request::from_parts(
-            parts,
-            ClientBody::new(body, self.timeouts.body_idle, fault),
-        )
+        Request::from_parts(parts, ClientBody::new(body, self.timeouts.body_idle, fault))
     }
 }
 
@@ -285,6 +292,7 @@ fn refuse(
     parts
         .headers
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    let body = HeadGuard::new(completion).into_body(parts.status.as_u16(), outcome, Either::Right(body));
+    let body =
+        HeadGuard::new(completion).into_body(parts.status.as_u16(), outcome, Either::Right(body));
     Response::from_parts(parts, body)
 }

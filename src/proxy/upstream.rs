@@ -54,8 +54,10 @@ pub fn client_fault(fault: super::fault::ClientFault, detail: &str) -> Response<
     };
     let body = serde_json::json!({ "error": format!("ollama-guard: {what}: {detail}") });
     let mut resp = json_response(status, body.to_string());
-    resp.headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     resp
 }
 

@@ -80,7 +80,10 @@ fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
     check(old.timeouts != new.timeouts, "timeouts");
     check(old.log_level != new.log_level, "log_level");
     check(old.workers != new.workers, "workers");
-    check(old.max_connections != new.max_connections, "max_connections");
+    check(
+        old.max_connections != new.max_connections,
+        "max_connections",
+    );
     check(
         old.max_connections_per_source != new.max_connections_per_source,
         "max_connections_per_source",

@@ -89,12 +89,9 @@ mod tests {
 
     /// The proxy's gin line for the request an Ollama line describes is that very line.
     #[test]
-    fn gin_lines_are_byte_identical_to_ollamas_for_the_shared_samples() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/data/gin-synthetic.log"
-        );
-        let text = std::fs::read_to_string(path).expect("shared/data beside the repository");
+    fn gin_lines_are_byte_identical_to_ollamas_for_the_sample_lines() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/gin-synthetic.log");
+        let text = std::fs::read_to_string(path).expect("tests/data/gin-synthetic.log");
         let mut checked = 0;
         for line in text.lines() {
             let p = parse_gin_line(line.as_bytes()).unwrap();

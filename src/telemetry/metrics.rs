@@ -116,8 +116,7 @@ pub struct Metrics {
 /// Reasons of `refused_requests_total` known at start.
 pub const REFUSAL_REASONS: [&str; 1] = ["host"];
 /// Reasons of `connections_rejected_total`.
-pub const CONNECTION_REJECT_REASONS: [&str; 3] =
-    ["max_connections", "per_source", "accept_error"];
+pub const CONNECTION_REJECT_REASONS: [&str; 3] = ["max_connections", "per_source", "accept_error"];
 
 /// Registration failed (a programming error: duplicate or invalid metric).
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +200,10 @@ impl Metrics {
             )?,
             open_connections: reg(
                 &r,
-                IntGauge::new("open_connections", "Client connections open on the proxy listener.")?,
+                IntGauge::new(
+                    "open_connections",
+                    "Client connections open on the proxy listener.",
+                )?,
             )?,
             requests: (0..N_ROUTE * N_METHOD * N_CLASS * N_OUTCOME)
                 .map(|_| OnceLock::new())

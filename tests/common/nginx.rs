@@ -67,7 +67,11 @@ http {{
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Nginx { child, addr, _dir: dir };
+                return Nginx {
+                    child,
+                    addr,
+                    _dir: dir,
+                };
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

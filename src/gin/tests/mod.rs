@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use chrono::{NaiveDate, NaiveDateTime};
 
-/// A sample file of `shared/data`, which sits beside the repository checkout.
+/// A sample file of `tests/data` (see its README for where each comes from).
 fn data_file(name: &str) -> String {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "..", "shared", "data", name]
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "data", name]
         .iter()
         .collect();
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))

@@ -21,7 +21,9 @@ async fn incoming_from(raw: &'static [u8], close_after: bool) -> Incoming {
                 let _ = tx.send(req.into_body());
                 // Keep the connection reading the body until the test is done with it.
                 tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+                Ok::<_, std::convert::Infallible>(http::Response::new(
+                    http_body_util::Empty::<Bytes>::new(),
+                ))
             }
         });
         let _ = http1::Builder::new()
@@ -48,7 +50,11 @@ async fn read_error(body: Incoming) -> ClientBodyError {
         match http_body_util::BodyExt::frame(&mut body).await {
             Some(Ok(_)) => continue,
             Some(Err(e)) => {
-                assert_eq!(cell.get(), Some(e.fault()), "the cell notes the first fault");
+                assert_eq!(
+                    cell.get(),
+                    Some(e.fault()),
+                    "the cell notes the first fault"
+                );
                 return e;
             }
             None => panic!("body ended without an error"),
@@ -58,7 +64,8 @@ async fn read_error(body: Incoming) -> ClientBodyError {
 
 const BAD_CHUNK: &[u8] =
     b"POST /api/blobs/x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n";
-const SHORT_LENGTH: &[u8] = b"POST /api/blobs/x HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nonly-some";
+const SHORT_LENGTH: &[u8] =
+    b"POST /api/blobs/x HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nonly-some";
 const SHORT_CHUNKED: &[u8] =
     b"POST /api/blobs/x HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel";
 
@@ -90,11 +97,22 @@ fn client(timeout: Option<Duration>) -> crate::proxy::upstream::UpstreamClient {
         .build(connector)
 }
 
-async fn post(url: &str, body: Incoming, timeout: Option<Duration>) -> hyper_util::client::legacy::Error {
+async fn post(
+    url: &str,
+    body: Incoming,
+    timeout: Option<Duration>,
+) -> hyper_util::client::legacy::Error {
     let req = Request::post(url)
-        .body(ClientBody::new(body, Duration::from_secs(60), Arc::default()))
+        .body(ClientBody::new(
+            body,
+            Duration::from_secs(60),
+            Arc::default(),
+        ))
         .unwrap();
-    client(timeout).request(req).await.expect_err("the exchange must fail")
+    client(timeout)
+        .request(req)
+        .await
+        .expect_err("the exchange must fail")
 }
 
 /// An upstream that reads everything and answers with `reply` (nothing: just reads).
@@ -103,7 +121,9 @@ async fn upstream(reply: Option<&'static [u8]>) -> String {
     let url = format!("http://{}/", l.local_addr().unwrap());
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 match reply {
@@ -155,7 +175,12 @@ async fn connect_timeout_is_an_upstream_timeout_fault() {
         }
     }
     let url = format!("http://{addr}/");
-    let e = post(&url, incoming_from(EMPTY_REQ, false).await, Some(Duration::from_secs(5))).await;
+    let e = post(
+        &url,
+        incoming_from(EMPTY_REQ, false).await,
+        Some(Duration::from_secs(5)),
+    )
+    .await;
     assert_eq!(classify(&e), Fault::Upstream(UpstreamErrorKind::Timeout));
     drop(l);
 }
@@ -165,7 +190,11 @@ async fn upstream_closing_or_garbling_the_response_is_an_upstream_reset() {
     for reply in [&b""[..], b"NOT HTTP AT ALL\r\n\r\n"] {
         let url = upstream(Some(reply)).await;
         let e = post(&url, incoming_from(EMPTY_REQ, false).await, None).await;
-        assert_eq!(classify(&e), Fault::Upstream(UpstreamErrorKind::Reset), "{reply:?}");
+        assert_eq!(
+            classify(&e),
+            Fault::Upstream(UpstreamErrorKind::Reset),
+            "{reply:?}"
+        );
     }
 }
 

@@ -85,7 +85,8 @@ impl HostPolicy {
 
     /// Whether this policy can refuse anything (the request path skips it when not).
     pub fn is_open(&self) -> bool {
-        matches!(self.kind, Kind::Any) || matches!(&self.kind, Kind::Listed(p) if p.contains(&Pattern::All))
+        matches!(self.kind, Kind::Any)
+            || matches!(&self.kind, Kind::Listed(p) if p.contains(&Pattern::All))
     }
 
     /// Checks the host a request addresses.

@@ -86,7 +86,10 @@ fn absolute_form_target_is_checked_instead_of_the_host_header() {
     let p = loopback();
     let evil = parts("http://rebind.attacker.example/api/tags", &[b"localhost"]);
     assert_eq!(p.check_parts(&evil), Err(HostRefusal::NotAllowed));
-    let fine = parts("http://localhost:11434/api/tags", &[b"rebind.attacker.example"]);
+    let fine = parts(
+        "http://localhost:11434/api/tags",
+        &[b"rebind.attacker.example"],
+    );
     assert_eq!(p.check_parts(&fine), Ok(()));
 }
 
@@ -134,7 +137,11 @@ fn allowed_hosts_is_enforced_on_every_listener() {
             "ollama.example.com.attacker.example",
             "",
         ] {
-            assert_eq!(host(&p, bad), Err(HostRefusal::NotAllowed), "{listen} {bad}");
+            assert_eq!(
+                host(&p, bad),
+                Err(HostRefusal::NotAllowed),
+                "{listen} {bad}"
+            );
         }
     }
 }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use super::{scan_rows, Input, LogZone, Row, ScanMode, ScanOptions, ScanSummary};
 use crate::detect::{build_rules, EngineOptions, RuleConfig, Severity};
 
-/// A sample file of `shared/data`, which sits beside the repository checkout.
+/// A sample file of `tests/data` (see its README for where each comes from).
 fn data_file(name: &str) -> Vec<u8> {
     let path = format!(
         "{}/{name}",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data")
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
