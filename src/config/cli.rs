@@ -20,6 +20,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Built once per process: boxing `ServeArgs` to shrink it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default).
