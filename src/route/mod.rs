@@ -1,0 +1,183 @@
+//! Ollama's route table and path normalisation.
+//!
+//! Metric labels must be bounded, so every request is classified into one of Ollama's known
+//! routes or `other`. A request is attributed to the route *Ollama itself* would serve it
+//! from, so that `serve` and `scan` count the same request the same way and an attacker can
+//! neither dodge a rule by spelling a path differently nor inflate a count by spelling it
+//! oddly:
+//!
+//! - `serve` sees the request target: it is percent-decoded once, as Go does, so
+//!   `/api/%73how?x=1` counts as `/api/show` and `/api/%2573how` as `/api/%73how` (`other`;
+//!   Ollama answers it 404). See [`normalize`].
+//! - `scan` sees gin's log text, which is already the decoded path: it is used as-is (only
+//!   the `?query` is dropped), never decoded a second time. See [`normalize_logged`].
+//! - Unclean paths (`//api/show`, `/api/./show`) never reach Ollama's handlers: its
+//!   `net/http` mux answers them with a 301 to the clean path. That redirect is the
+//!   request's own record (`other`, the path as sent); the client's follow-up to the clean
+//!   path is a request of its own.
+
+mod normalize;
+
+pub use normalize::{normalize, normalize_fast, normalize_logged};
+
+/// One of Ollama's known routes (SPEC §7), or [`Route::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Route {
+    /// `/`
+    Root,
+    /// `/api/version`
+    Version,
+    /// `/api/tags`
+    Tags,
+    /// `/api/show`
+    Show,
+    /// `/api/ps`
+    Ps,
+    /// `/api/generate`
+    Generate,
+    /// `/api/chat`
+    Chat,
+    /// `/api/embed`
+    Embed,
+    /// `/api/embeddings`
+    Embeddings,
+    /// `/api/pull`
+    Pull,
+    /// `/api/push`
+    Push,
+    /// `/api/create`
+    Create,
+    /// `/api/copy`
+    Copy,
+    /// `/api/delete`
+    Delete,
+    /// `/api/blobs/:digest`
+    Blobs,
+    /// `/v1/chat/completions`
+    OpenAiChat,
+    /// `/v1/completions`
+    OpenAiCompletions,
+    /// `/v1/embeddings`
+    OpenAiEmbeddings,
+    /// `/v1/models`
+    OpenAiModels,
+    /// `/v1/models/:model`
+    OpenAiModel,
+    /// `/v1/responses`
+    OpenAiResponses,
+    /// `/v1/messages`
+    AnthropicMessages,
+    /// Anything else.
+    Other,
+}
+
+impl Route {
+    /// Every route, in label-table order.
+    pub const ALL: [Route; 23] = [
+        Route::Root,
+        Route::Version,
+        Route::Tags,
+        Route::Show,
+        Route::Ps,
+        Route::Generate,
+        Route::Chat,
+        Route::Embed,
+        Route::Embeddings,
+        Route::Pull,
+        Route::Push,
+        Route::Create,
+        Route::Copy,
+        Route::Delete,
+        Route::Blobs,
+        Route::OpenAiChat,
+        Route::OpenAiCompletions,
+        Route::OpenAiEmbeddings,
+        Route::OpenAiModels,
+        Route::OpenAiModel,
+        Route::OpenAiResponses,
+        Route::AnthropicMessages,
+        Route::Other,
+    ];
+
+    /// The metric label (the route pattern as SPEC §7 writes it).
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Root => "/",
+            Route::Version => "/api/version",
+            Route::Tags => "/api/tags",
+            Route::Show => "/api/show",
+            Route::Ps => "/api/ps",
+            Route::Generate => "/api/generate",
+            Route::Chat => "/api/chat",
+            Route::Embed => "/api/embed",
+            Route::Embeddings => "/api/embeddings",
+            Route::Pull => "/api/pull",
+            Route::Push => "/api/push",
+            Route::Create => "/api/create",
+            Route::Copy => "/api/copy",
+            Route::Delete => "/api/delete",
+            Route::Blobs => "/api/blobs/:digest",
+            Route::OpenAiChat => "/v1/chat/completions",
+            Route::OpenAiCompletions => "/v1/completions",
+            Route::OpenAiEmbeddings => "/v1/embeddings",
+            Route::OpenAiModels => "/v1/models",
+            Route::OpenAiModel => "/v1/models/:model",
+            Route::OpenAiResponses => "/v1/responses",
+            Route::AnthropicMessages => "/v1/messages",
+            Route::Other => "other",
+        }
+    }
+
+    /// Position in [`Route::ALL`], for pre-resolved handle tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The exact static path of a fixed route (none for pattern routes and `other`).
+    pub(crate) fn fixed_path(self) -> Option<&'static str> {
+        match self {
+            Route::Blobs | Route::OpenAiModel | Route::Other => None,
+            r => Some(r.label()),
+        }
+    }
+
+    /// Classifies a *normalised* path.
+    pub fn classify(path: &str) -> Route {
+        if let Some(rest) = path.strip_prefix("/api/") {
+            return match rest {
+                "version" => Route::Version,
+                "tags" => Route::Tags,
+                "show" => Route::Show,
+                "ps" => Route::Ps,
+                "generate" => Route::Generate,
+                "chat" => Route::Chat,
+                "embed" => Route::Embed,
+                "embeddings" => Route::Embeddings,
+                "pull" => Route::Pull,
+                "push" => Route::Push,
+                "create" => Route::Create,
+                "copy" => Route::Copy,
+                "delete" => Route::Delete,
+                r if r.starts_with("blobs/") && r.len() > "blobs/".len() => Route::Blobs,
+                _ => Route::Other,
+            };
+        }
+        if let Some(rest) = path.strip_prefix("/v1/") {
+            return match rest {
+                "chat/completions" => Route::OpenAiChat,
+                "completions" => Route::OpenAiCompletions,
+                "embeddings" => Route::OpenAiEmbeddings,
+                "models" => Route::OpenAiModels,
+                "responses" => Route::OpenAiResponses,
+                "messages" => Route::AnthropicMessages,
+                r if r.starts_with("models/") && r.len() > "models/".len() => Route::OpenAiModel,
+                _ => Route::Other,
+            };
+        }
+        if path == "/" {
+            Route::Root
+        } else {
+            Route::Other
+        }
+    }
+}
