@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`config`]: command line, environment and TOML merged into one validated `Config`.
+//! - [`cidr`]: the one parser of operator-written IPs and CIDRs (config and admin API).
 //! - [`record`]: the [`record::RequestRecord`] every finished request becomes — the one
 //!   type the proxy and `scan` hand to everything downstream.
 //! - [`route`]: Ollama's route table (bounded metric labels) and path normalisation.
@@ -22,6 +23,7 @@
 //!   (telemetry, then the detection stage), the ticker, hot reload and shutdown.
 
 pub mod admin;
+pub mod cidr;
 pub mod config;
 pub mod demo;
 pub mod detect;

@@ -228,3 +228,63 @@ async fn bans_command_operates_the_admin_api() {
     assert_eq!(code, Some(1));
     assert!(err.contains("admin API answered 404"), "{err}");
 }
+
+#[tokio::test]
+async fn bearer_scheme_is_case_insensitive_and_allows_several_spaces() {
+    let s = stack_with(ServeArgs::default(), "admin_token = \"s3cret\"").await;
+    let url = format!("{}/api/bans", s.admin);
+    for auth in ["bearer s3cret", "BEARER s3cret", "Bearer    s3cret"] {
+        let r = send(Method::GET, &url, &[("authorization", auth)], "").await;
+        assert_eq!(r.status, StatusCode::OK, "{auth}");
+    }
+    for auth in ["bearer s3cre", "Basic s3cret", "Bearers3cret", "bearer"] {
+        let r = send(Method::GET, &url, &[("authorization", auth)], "").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{auth}");
+    }
+}
+
+/// The admin API parses sources with the config's function: host bits are refused naming
+/// the network, IPv4-mapped networks become IPv4.
+#[tokio::test]
+async fn admin_api_parses_sources_like_the_config() {
+    let s = stack_with(
+        ServeArgs {
+            mode: Some("block".into()),
+            ..ServeArgs::default()
+        },
+        "",
+    )
+    .await;
+    let post = |src: &str| {
+        let body = format!(r#"{{"src":"{src}","duration":"1h"}}"#);
+        let s = &s;
+        async move { admin(s, Method::POST, "/api/bans", &body, None).await }
+    };
+    let bad = post("10.0.0.5/8").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bad.body).unwrap()["error"],
+        "'10.0.0.5/8' has host bits set; write 10.0.0.0/8"
+    );
+    let mapped = post("::ffff:192.0.2.0/120").await;
+    assert_eq!(mapped.status, StatusCode::CREATED);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&mapped.body).unwrap()["src"],
+        "192.0.2.0/24"
+    );
+    let gone = admin(&s, Method::DELETE, "/api/bans/192.0.2.5%2F24", "", None).await;
+    assert_eq!(gone.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&gone.body).unwrap()["error"],
+        "'192.0.2.5/24' has host bits set; write 192.0.2.0/24"
+    );
+    let gone = admin(
+        &s,
+        Method::DELETE,
+        "/api/bans/::ffff:192.0.2.0%2F120",
+        "",
+        None,
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+}

@@ -97,6 +97,65 @@ fn address_in_use_is_exit_1_naming_the_address() {
     );
     assert_eq!(code, 1);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    // The OS error is printed once, not once per level of the error chain.
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+    assert!(
+        err.trim().starts_with(&format!(
+            "ollama-guard: cannot listen on {addr}: Address already in use"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn upstream_pointing_at_the_guard_itself_is_exit_2() {
+    let (code, _, err) = run(
+        &[
+            "--listen",
+            "127.0.0.1:18080",
+            "--upstream",
+            "http://localhost:18080",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "ollama-guard: config error: upstream: 'http://localhost:18080' is this guard's own \
+         listen (127.0.0.1:18080): requests would loop; point it at Ollama"
+    );
+}
+
+#[test]
+fn trusting_everyone_starts_with_a_loud_warning_and_env_lists_take_spaces() {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--detection-log",
+            "/dev/null",
+        ])
+        .env("OLLAMA_GUARD_TRUSTED_PROXY", "10.0.0.0/8, 0.0.0.0/0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    signal(&child, "TERM");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    let warning = "trusted_proxies contains 0.0.0.0/0: every client can forge X-Forwarded-For";
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains("WARN") && l.contains(warning)),
+        "{err}"
+    );
 }
 
 fn free_port() -> u16 {

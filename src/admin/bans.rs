@@ -1,7 +1,9 @@
-//! `/api/bans`: list, add and lift bans (SPEC §7). Input is validated (bad IP/CIDR or
-//! duration → 400 with a JSON error); an allowlisted source is refused (409) unless the
-//! request says `"force": true`. When `admin_token` is configured every call needs
-//! `Authorization: Bearer <token>`.
+//! `/api/bans`: list, add and lift bans (see README, "Admin listener"). Input is validated
+//! (bad IP/CIDR or duration → 400 with a JSON error); sources are parsed by
+//! [`crate::cidr::parse_cidr`], the same function the config uses, so a network the config
+//! refuses is refused here too. An allowlisted source is refused (409) unless the request
+//! says `"force": true`. When `admin_token` is configured every call needs
+//! `Authorization: Bearer <token>` (scheme in any case).
 
 use std::sync::Arc;
 
@@ -12,7 +14,8 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use crate::enforce::{parse_source, EnforceError, Enforcement};
+use crate::cidr::parse_cidr;
+use crate::enforce::{EnforceError, Enforcement};
 use crate::proxy::upstream::json_response;
 
 /// Largest accepted request body.
@@ -42,7 +45,7 @@ fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_credentials);
     // Compare without an early exit so the time taken does not reveal a matching prefix.
     given.is_some_and(|g| {
         g.len() == token.len()
@@ -51,6 +54,15 @@ fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     })
+}
+
+/// The credentials of a `Bearer` `Authorization` value. The scheme is case-insensitive
+/// and followed by one or more spaces (RFC 9110 §11.4), so `bearer  TOKEN` from a client
+/// library that spells it differently is accepted too.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    let credentials = rest.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !credentials.is_empty()).then_some(credentials)
 }
 
 /// Without a token, only requests addressed to an IP literal or `localhost` are served: a
@@ -140,7 +152,7 @@ async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>>
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
     };
-    let src = match parse_source(&new.src) {
+    let src = match parse_cidr(&new.src) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -166,7 +178,7 @@ async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>>
 }
 
 fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {
-    let src = match parse_source(text) {
+    let src = match parse_cidr(text) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
@@ -177,5 +189,21 @@ fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {
             r
         }
         None => error(StatusCode::NOT_FOUND, format!("no ban for {text}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_takes_any_run_of_spaces() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER    abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Bearer"), None);
+        assert_eq!(bearer_credentials("Bearer   "), None);
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearerabc"), None);
     }
 }

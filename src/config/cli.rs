@@ -20,6 +20,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Built once per process: boxing `ServeArgs` to shrink it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy (the default).
@@ -81,7 +83,8 @@ pub struct ServeArgs {
     /// Access log format: gin | json [default: gin]
     #[arg(long, env = "OLLAMA_GUARD_ACCESS_LOG_FORMAT", value_name = "FORMAT")]
     pub access_log_format: Option<String>,
-    /// Peers whose X-Forwarded-For is believed (repeatable; env: comma-separated)
+    /// Peers whose X-Forwarded-For is believed (repeatable; env: comma-separated, spaces
+    /// around each element ignored)
     #[arg(
         long = "trusted-proxy",
         env = "OLLAMA_GUARD_TRUSTED_PROXY",
@@ -89,6 +92,25 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxy: Vec<String>,
+    /// Host names clients may address: exact, `*.suffix` or `*` (repeatable; env:
+    /// comma-separated) [default: Ollama's own rule for the listen address]
+    #[arg(
+        long = "allowed-host",
+        env = "OLLAMA_GUARD_ALLOWED_HOST",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_host: Vec<String>,
+    /// Open client connections at most; 0 = derived from the file-descriptor limit [default: 0]
+    #[arg(long, env = "OLLAMA_GUARD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open client connections per source address at most; 0 = no limit [default: 256]
+    #[arg(
+        long,
+        env = "OLLAMA_GUARD_MAX_CONNECTIONS_PER_SOURCE",
+        value_name = "N"
+    )]
+    pub max_connections_per_source: Option<usize>,
     /// Where bans persist across restarts [default: none]
     #[arg(long, env = "OLLAMA_GUARD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -1,10 +1,12 @@
 //! Configuration: the command line, the environment and the TOML file merged into one
 //! validated [`Config`] (precedence CLI > env > file > default).
 //!
-//! Pure: nothing here binds a socket or opens a log. Every problem becomes one
+//! Pure: nothing here listens or opens a log (the one probe is a UDP bind to port 0 that asks
+//! whether an upstream address is local, see `addrs`). Every problem becomes one
 //! [`ConfigError`] line naming the key, so `main` can print it and exit 2 before anything
 //! starts.
 
+mod addrs;
 mod cli;
 mod file;
 mod values;
@@ -134,6 +136,8 @@ pub struct Config {
     pub rules: Vec<RuleConfig>,
     /// The file this came from, re-read on SIGHUP.
     pub config_file: Option<PathBuf>,
+    /// Valid but dangerous settings, logged by `serve` at start (see [`Config::warnings`]).
+    warnings: Vec<String>,
 }
 
 /// Reads and parses a TOML config file; errors name the file and the line.
@@ -177,6 +181,13 @@ impl Config {
         } else {
             self.rules.clone()
         }
+    }
+
+    /// Settings that are accepted but almost certainly a mistake (`trusted_proxies`
+    /// containing `0.0.0.0/0`): `serve` logs each as a warning when it starts, so an operator
+    /// sees them without the config being refused.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The effective configuration as a TOML document (`check-config`), secrets redacted.

@@ -122,3 +122,183 @@ fn effective_config_round_trips_through_toml() {
     let back: FileConfig = toml::from_str(&text).unwrap();
     assert_eq!(back.listen.as_deref(), Some("0.0.0.0:11434"));
 }
+
+fn merge_err(args: ServeArgs, text: &str) -> String {
+    Config::merge(&args, file(text)).unwrap_err().to_string()
+}
+
+#[test]
+fn upstream_pointing_at_the_guard_itself_is_refused() {
+    assert_eq!(
+        merge_err(
+            ServeArgs::default(),
+            "upstream = \"http://127.0.0.1:11434\""
+        ),
+        "config error: upstream: 'http://127.0.0.1:11434' is this guard's own listen \
+         (0.0.0.0:11434): requests would loop; point it at Ollama"
+    );
+    assert_eq!(
+        merge_err(ServeArgs::default(), "upstream = \"http://localhost:9464\""),
+        "config error: upstream: 'http://localhost:9464' is this guard's own admin_listen \
+         (127.0.0.1:9464): requests would loop; point it at Ollama"
+    );
+    // Another port, another host, a name that needs DNS: all fine.
+    for ok in [
+        "upstream = \"http://127.0.0.1:11435\"",
+        "listen = \"127.0.0.1:11434\"\nupstream = \"http://127.0.0.2:11434\"",
+        "upstream = \"http://ollama.internal:11434\"",
+    ] {
+        assert!(
+            Config::merge(&ServeArgs::default(), file(ok)).is_ok(),
+            "{ok}"
+        );
+    }
+}
+
+#[test]
+fn admin_listen_overlapping_listen_is_refused_but_port_zero_is_not() {
+    assert_eq!(
+        merge_err(
+            ServeArgs::default(),
+            "listen = \"0.0.0.0:9000\"\nadmin_listen = \"127.0.0.1:9000\""
+        ),
+        "config error: admin_listen: 127.0.0.1:9000 overlaps listen (0.0.0.0:9000); \
+         give the admin listener another port"
+    );
+    let ephemeral = "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"";
+    assert!(Config::merge(&ServeArgs::default(), file(ephemeral)).is_ok());
+    let apart = "listen = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.2:9000\"";
+    assert!(Config::merge(&ServeArgs::default(), file(apart)).is_ok());
+}
+
+#[test]
+fn cidrs_with_host_bits_are_refused_naming_the_network() {
+    assert_eq!(
+        merge_err(ServeArgs::default(), "trusted_proxies = [\"10.0.0.5/8\"]"),
+        "config error: trusted_proxies: '10.0.0.5/8' has host bits set; write 10.0.0.0/8"
+    );
+    assert_eq!(
+        merge_err(ServeArgs::default(), "allowlist = [\"2001:db8::1/64\"]"),
+        "config error: allowlist: '2001:db8::1/64' has host bits set; write 2001:db8::/64"
+    );
+}
+
+#[test]
+fn ipv4_mapped_cidrs_become_ipv4_networks() {
+    let c = Config::merge(
+        &ServeArgs::default(),
+        file("allowlist = [\"::ffff:192.0.2.0/120\", \"::ffff:10.1.2.3\"]"),
+    )
+    .unwrap();
+    let texts: Vec<String> = c.allowlist.iter().map(|n| n.to_string()).collect();
+    assert_eq!(texts, ["192.0.2.0/24", "10.1.2.3/32"]);
+}
+
+#[test]
+fn trusting_everyone_is_accepted_with_a_warning() {
+    let c = Config::merge(
+        &ServeArgs::default(),
+        file("trusted_proxies = [\"0.0.0.0/0\", \"10.0.0.0/8\", \"::/0\"]"),
+    )
+    .unwrap();
+    assert_eq!(c.trusted_proxies.len(), 3);
+    let w = c.warnings();
+    assert_eq!(w.len(), 2);
+    assert!(w[0]
+        .starts_with("trusted_proxies contains 0.0.0.0/0: every client can forge X-Forwarded-For"));
+    assert!(w[1].starts_with("trusted_proxies contains ::/0: "));
+    let quiet = Config::merge(&ServeArgs::default(), FileConfig::default()).unwrap();
+    assert!(quiet.warnings().is_empty());
+}
+
+#[test]
+fn comma_lists_from_the_environment_are_trimmed() {
+    use clap::Parser;
+    let cli = Cli::try_parse_from([
+        "ollama-guard",
+        "--trusted-proxy",
+        "10.0.0.0/8, 192.168.0.0/16,",
+        "--allowed-host",
+        " ollama.example.com , *.corp.example.com",
+    ])
+    .unwrap();
+    let c = Config::merge(&cli.serve, FileConfig::default()).unwrap();
+    let texts: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(texts, ["10.0.0.0/8", "192.168.0.0/16"]);
+    assert_eq!(
+        c.allowed_hosts,
+        Some(vec![
+            "ollama.example.com".to_owned(),
+            "*.corp.example.com".to_owned()
+        ])
+    );
+}
+
+#[test]
+fn connection_limits_and_body_idle_default_and_merge() {
+    let c = Config::merge(&ServeArgs::default(), FileConfig::default()).unwrap();
+    assert_eq!(c.max_connections, 0);
+    assert_eq!(c.max_connections_per_source, 256);
+    assert_eq!(c.timeouts.body_idle, Duration::from_secs(300));
+    assert_eq!(c.allowed_hosts, None);
+    let f =
+        "max_connections = 1000\nmax_connections_per_source = 0\n[timeouts]\nbody_idle = \"30s\"";
+    let c = Config::merge(&ServeArgs::default(), file(f)).unwrap();
+    assert_eq!(c.max_connections, 1000);
+    assert_eq!(c.max_connections_per_source, 0);
+    assert_eq!(c.timeouts.body_idle, Duration::from_secs(30));
+    let args = ServeArgs {
+        max_connections: Some(50),
+        max_connections_per_source: Some(5),
+        ..ServeArgs::default()
+    };
+    let c = Config::merge(&args, file(f)).unwrap();
+    assert_eq!((c.max_connections, c.max_connections_per_source), (50, 5));
+    assert_eq!(
+        merge_err(ServeArgs::default(), "[timeouts]\nbody_idle = \"0s\""),
+        "config error: timeouts.body_idle: must be greater than zero"
+    );
+}
+
+#[test]
+fn allowed_hosts_accept_names_suffixes_star_and_ips_and_refuse_urls_and_ports() {
+    let c = Config::merge(
+        &ServeArgs::default(),
+        file("allowed_hosts = [\"Ollama.Example.com\", \"*.example.com\", \"*\", \"10.0.0.1\", \"::1\"]"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.allowed_hosts.unwrap(),
+        [
+            "ollama.example.com",
+            "*.example.com",
+            "*",
+            "10.0.0.1",
+            "::1"
+        ]
+    );
+    for (bad, shown) in [
+        ("http://x", "http://x"),
+        ("x:80", "x:80"),
+        ("*.", "*."),
+        ("a..b", "a..b"),
+        ("", ""),
+    ] {
+        assert_eq!(
+            merge_err(
+                ServeArgs::default(),
+                &format!("allowed_hosts = [\"{bad}\"]")
+            ),
+            format!(
+                "config error: allowed_hosts: '{shown}' is not a host name, a '*.suffix' \
+                 pattern or \"*\" (no scheme, no port)"
+            )
+        );
+    }
+    let args = ServeArgs {
+        allowed_host: vec!["cli.example.com".into()],
+        ..ServeArgs::default()
+    };
+    let c = Config::merge(&args, file("allowed_hosts = [\"file.example.com\"]")).unwrap();
+    assert_eq!(c.allowed_hosts.unwrap(), ["cli.example.com"]);
+}

@@ -9,7 +9,7 @@ use http::Uri;
 use ipnet::IpNet;
 
 use super::{
-    BanFile, BanPolicy, Config, ConfigError, FileConfig, ServeArgs, Timeouts, TimeoutsFile,
+    addrs, BanFile, BanPolicy, Config, ConfigError, FileConfig, ServeArgs, Timeouts, TimeoutsFile,
 };
 
 /// Default action of rules that set none.
@@ -154,17 +154,11 @@ fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
+/// Every entry through the shared parser (the admin API uses the same one, see README).
 fn cidrs(key: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     items
         .iter()
-        .map(|s| {
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map(|n| n.trunc())
-                .map_err(|_| {
-                    ConfigError::invalid(key, format!("'{s}' is not an IP address or CIDR"))
-                })
-        })
+        .map(|s| crate::cidr::parse_cidr(s).map_err(|e| ConfigError::invalid(key, e.to_string())))
         .collect()
 }
 
@@ -245,32 +239,14 @@ fn timeouts(file: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
     })
 }
 
-/// `allowed_hosts`: exact names, `*.suffix` patterns or `"*"`, compared case-insensitively
-/// (stored lower case). A port or a scheme is a mistake worth refusing: Host ports are ignored.
-fn allowed_hosts(list: &[String]) -> Result<Vec<String>, ConfigError> {
-    list.iter()
-        .map(|raw| {
-            let entry = raw.trim().to_ascii_lowercase();
-            let name = entry.strip_prefix("*.").unwrap_or(&entry);
-            let ok = entry == "*"
-                || (!name.is_empty()
-                    && name.len() <= 253
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-                    && !name.starts_with('.')
-                    && !name.ends_with('.')
-                    && !name.contains(".."))
-                || entry.parse::<std::net::IpAddr>().is_ok();
-            if ok {
-                Ok(entry)
-            } else {
-                Err(ConfigError::invalid(
-                    "allowed_hosts",
-                    format!("'{raw}' is not a host name, a '*.suffix' pattern or \"*\" (no scheme, no port)"),
-                ))
-            }
-        })
+/// List flags split on `,` (environment variables) may carry spaces around each element:
+/// `"10.0.0.0/8, 192.168.0.0/16"`. Empty elements (a trailing comma) are dropped.
+fn trimmed(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
         .collect()
 }
 
@@ -298,7 +274,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let trusted = if args.trusted_proxy.is_empty() {
         file.trusted_proxies.clone().unwrap_or_default()
     } else {
-        args.trusted_proxy.clone()
+        trimmed(&args.trusted_proxy)
     };
     let trusted_proxies = cidrs("trusted_proxies", &trusted)?;
     let allowlist = cidrs("allowlist", file.allowlist.as_deref().unwrap_or(&[]))?;
@@ -344,12 +320,18 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
-    let allowed_hosts = match &file.allowed_hosts {
-        Some(list) => Some(allowed_hosts(list)?),
-        None => None,
+    let allowed_hosts = match (args.allowed_host.is_empty(), &file.allowed_hosts) {
+        (false, _) => Some(addrs::allowed_hosts(&trimmed(&args.allowed_host))?),
+        (true, Some(list)) => Some(addrs::allowed_hosts(list)?),
+        (true, None) => None,
     };
-    let max_connections = file.max_connections.unwrap_or(0);
-    let max_connections_per_source = file.max_connections_per_source.unwrap_or(256);
+    let max_connections = args.max_connections.or(file.max_connections).unwrap_or(0);
+    let max_connections_per_source = args
+        .max_connections_per_source
+        .or(file.max_connections_per_source)
+        .unwrap_or(256);
+    addrs::check_listeners(listen, admin_listen, &upstream)?;
+    let warnings = addrs::trust_warnings(&trusted_proxies);
     crate::detect::build_rules(&file.rules)?;
     Ok(Config {
         listen,
@@ -374,6 +356,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         ban,
         rules: file.rules,
         config_file: args.config.clone(),
+        warnings,
     })
 }
 

@@ -49,8 +49,8 @@ severity_medium = 30
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// Binding a loopback port failed.
-    #[error("cannot bind a loopback port: {0}")]
+    /// Binding a loopback port failed (the OS error is the source, printed once by `main`).
+    #[error("cannot bind a loopback port")]
     Bind(#[from] std::io::Error),
     /// The embedded config is invalid (a bug).
     #[error(transparent)]

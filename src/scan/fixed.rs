@@ -139,7 +139,7 @@ impl FixedScan {
 
 /// The record a parsed line stands for: the GIN time is when the response finished.
 fn record(parsed: crate::gin::ParsedLine<'_>, completed_at: DateTime<Utc>) -> RequestRecord {
-    let (path, route) = route::normalize_fast(&parsed.path);
+    let (path, route) = route::normalize_logged(&parsed.path);
     let method = Method::parse(parsed.method);
     let method_text = match method {
         Method::Other => Cow::Owned(parsed.method.to_owned()),

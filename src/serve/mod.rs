@@ -35,8 +35,9 @@ const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// A listener could not be bound. The OS error is the `source`, not part of this
+    /// message: `main` prints the whole chain, which would otherwise repeat it.
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The configured address.
         addr: SocketAddr,
@@ -153,6 +154,9 @@ impl Server {
             ready,
             signalled(&rx),
         ));
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         tracing::info!(listen = %proxy_addr, admin = %admin_addr, upstream = %config.upstream.url(), mode = config.mode.as_str(), "ollama-guard started");
         Ok(Server {
             proxy_addr,

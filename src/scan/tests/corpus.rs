@@ -51,15 +51,16 @@ const IPS: [&str; 11] = [
     "203.0.113.250",
 ];
 
-/// (as requested, normalised).
-const PATHS: [(&str, &str); 11] = [
+/// (as gin logs it, normalised): a logged path is Go's decoded path, used as-is.
+const PATHS: [(&str, &str); 12] = [
     ("/api/generate", "/api/generate"),
     ("/api/chat", "/api/chat"),
     ("/api/tags?x=1", "/api/tags"),
     ("/api/show", "/api/show"),
     ("/v1/chat/completions", "/v1/chat/completions"),
-    ("/api/%73how?verbose=true", "/api/show"),
-    ("//api//chat", "/api/chat"),
+    ("/api/show?verbose=true", "/api/show"),
+    ("/api/%73how?verbose=true", "/api/%73how"),
+    ("//api//chat", "//api//chat"),
     ("/v1/models/llama3:8b", "/v1/models/llama3:8b"),
     ("/api/blobs/sha256:abc", "/api/blobs/sha256:abc"),
     ("/", "/"),

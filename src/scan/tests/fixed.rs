@@ -267,3 +267,29 @@ fn invalid_rule_in_config_names_the_rule_and_key() {
     assert_eq!(err.exit_code(), 2);
     assert!(err.to_string().contains("rule[x].window"), "{err}");
 }
+
+/// A logged `/api/%73how` is Ollama's record of a request for `/api/%2573how` (gin logs the
+/// path decoded once; Ollama answered 404): it is not a `/api/show`, and its key is the
+/// logged text as-is, the same key `serve` gives that request.
+#[test]
+fn logged_paths_are_never_percent_decoded_a_second_time() {
+    let opts = with_rules(vec![metadata_enumeration()], EngineOptions::default());
+    let log = lines((0..150).map(|i| {
+        let path = if i % 2 == 0 {
+            "/api/%73how"
+        } else {
+            "/api/tags"
+        };
+        gin_line(BIN_1445 + 2 * i, "10ms", "10.0.0.1", "GET", path)
+    }));
+    let (rows, summary) = scan(&opts, &log);
+    assert_eq!(summary.lines_parsed, 150);
+    // Only the 75 /api/tags lines qualify: below metadata_enumeration's threshold of 100.
+    assert_eq!(rows, vec![]);
+    let (path, route) = crate::route::normalize_logged("/api/%73how");
+    assert_eq!(
+        (path.as_ref(), route),
+        ("/api/%73how", crate::route::Route::Other)
+    );
+    assert_eq!(crate::route::normalize("/api/%2573how").0, path);
+}

@@ -1,13 +1,24 @@
 //! Ollama's route table and path normalisation.
 //!
 //! Metric labels must be bounded, so every request is classified into one of Ollama's known
-//! routes or `other`. Detection keys use the *normalised* path: percent-decoded, `//`
-//! collapsed, query dropped, so that `/api/%73how?x=1` counts as `/api/show` and an attacker
-//! cannot dodge a rule by spelling a path differently.
+//! routes or `other`. A request is attributed to the route *Ollama itself* would serve it
+//! from, so that `serve` and `scan` count the same request the same way and an attacker can
+//! neither dodge a rule by spelling a path differently nor inflate a count by spelling it
+//! oddly:
+//!
+//! - `serve` sees the request target: it is percent-decoded once, as Go does, so
+//!   `/api/%73how?x=1` counts as `/api/show` and `/api/%2573how` as `/api/%73how` (`other`;
+//!   Ollama answers it 404). See [`normalize`].
+//! - `scan` sees gin's log text, which is already the decoded path: it is used as-is (only
+//!   the `?query` is dropped), never decoded a second time. See [`normalize_logged`].
+//! - Unclean paths (`//api/show`, `/api/./show`) never reach Ollama's handlers: its
+//!   `net/http` mux answers them with a 301 to the clean path. That redirect is the
+//!   request's own record (`other`, the path as sent); the client's follow-up to the clean
+//!   path is a request of its own.
 
-use std::borrow::Cow;
+mod normalize;
 
-use percent_encoding::percent_decode_str;
+pub use normalize::{normalize, normalize_fast, normalize_logged};
 
 /// One of Ollama's known routes (SPEC §7), or [`Route::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,7 +134,7 @@ impl Route {
     }
 
     /// The exact static path of a fixed route (none for pattern routes and `other`).
-    fn fixed_path(self) -> Option<&'static str> {
+    pub(crate) fn fixed_path(self) -> Option<&'static str> {
         match self {
             Route::Blobs | Route::OpenAiModel | Route::Other => None,
             r => Some(r.label()),
@@ -168,107 +179,5 @@ impl Route {
         } else {
             Route::Other
         }
-    }
-}
-
-/// Normalises a request path for detection: drops the query (and fragment), percent-decodes
-/// (invalid UTF-8 is replaced, never rejected), and collapses runs of `/`.
-///
-/// Returns the route's static path when the result is a fixed route, so the common case
-/// does not allocate.
-pub fn normalize(raw_target: &str) -> (Cow<'static, str>, Route) {
-    let path = match raw_target.find(['?', '#']) {
-        Some(i) => &raw_target[..i],
-        None => raw_target,
-    };
-    let decoded = percent_decode_str(path).decode_utf8_lossy();
-    let mut out = String::with_capacity(decoded.len() + 1);
-    if !decoded.starts_with('/') {
-        out.push('/');
-    }
-    let mut prev_slash = false;
-    for c in decoded.chars() {
-        if c == '/' && prev_slash {
-            continue;
-        }
-        prev_slash = c == '/';
-        out.push(c);
-    }
-    let route = Route::classify(&out);
-    match route.fixed_path() {
-        Some(fixed) => (Cow::Borrowed(fixed), route),
-        None => (Cow::Owned(out), route),
-    }
-}
-
-/// Like [`normalize`], but avoids the work (and the allocation) when `raw_target` is already
-/// a fixed route path with no query — the proxy's hot path.
-pub fn normalize_fast(raw_target: &str) -> (Cow<'static, str>, Route) {
-    let route = Route::classify(raw_target);
-    if let Some(fixed) = route.fixed_path() {
-        return (Cow::Borrowed(fixed), route);
-    }
-    normalize(raw_target)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_encoded_query_and_double_slash_normalise_to_show() {
-        assert_eq!(
-            normalize("/api/%73how?x=1"),
-            (Cow::Borrowed("/api/show"), Route::Show)
-        );
-        assert_eq!(
-            normalize("//api//show"),
-            (Cow::Borrowed("/api/show"), Route::Show)
-        );
-        assert_eq!(normalize("/api/show#frag").1, Route::Show);
-    }
-
-    #[test]
-    fn pattern_routes_keep_their_path() {
-        let (p, r) = normalize("/api/blobs/sha256:abc?x");
-        assert_eq!((p.as_ref(), r), ("/api/blobs/sha256:abc", Route::Blobs));
-        let (p, r) = normalize("/v1/models/llama3%2F8b");
-        assert_eq!(
-            (p.as_ref(), r),
-            ("/v1/models/llama3/8b", Route::OpenAiModel)
-        );
-    }
-
-    #[test]
-    fn unknown_paths_are_other_and_empty_suffixes_are_not_pattern_routes() {
-        assert_eq!(normalize("/api/blobs/").1, Route::Other);
-        assert_eq!(normalize("/v1/models/").1, Route::Other);
-        assert_eq!(normalize("/favicon.ico").1, Route::Other);
-        assert_eq!(normalize("").0, "/");
-    }
-
-    #[test]
-    fn invalid_utf8_escapes_are_replaced_not_rejected() {
-        assert_eq!(normalize("/api/%ff").0, "/api/\u{fffd}");
-    }
-
-    #[test]
-    fn labels_are_unique_and_index_matches_table_order() {
-        for (i, r) in Route::ALL.iter().enumerate() {
-            assert_eq!(r.index(), i);
-        }
-        let mut labels: Vec<_> = Route::ALL.iter().map(|r| r.label()).collect();
-        labels.sort_unstable();
-        labels.dedup();
-        assert_eq!(labels.len(), Route::ALL.len());
-    }
-
-    #[test]
-    fn fast_path_borrows_for_fixed_routes() {
-        assert!(matches!(
-            normalize_fast("/api/tags").0,
-            Cow::Borrowed("/api/tags")
-        ));
-        assert_eq!(normalize_fast("/api/tags?x=1").0, "/api/tags");
     }
 }
