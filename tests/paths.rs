@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 async fn raw_get(s: &Stack, target: &str) -> String {
     let addr = s.proxy.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let head = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     read_until(&mut stream, "\r\n\r\n").await
 }
