@@ -36,7 +36,10 @@
 mod ban;
 mod blocked;
 mod cap;
+mod durable;
+mod journal;
 mod persist;
+mod restore;
 mod service;
 mod snapshot;
 mod table;
@@ -46,6 +49,7 @@ mod tests;
 
 pub use ban::{parse_source, Ban, BanHit, BanOutcome, ADMIN_RULE, MAX_UNTIL};
 pub use cap::MAX_BANS;
+pub use journal::{Change, JournalReport, JOURNAL_FILE, JOURNAL_VERSION};
 pub use persist::{
     load_state, save_state, LoadReport, OffenceRecord, State, STATE_FILE, STATE_VERSION,
 };
@@ -72,4 +76,11 @@ pub enum EnforceError {
     /// A ban of zero length would never block anything.
     #[error("ban duration must be greater than zero")]
     ZeroDuration,
+    /// The change is in force but could not be written to `state_dir`: it would not
+    /// survive a restart.
+    #[error("the change is in force but could not be persisted: {reason}")]
+    NotPersisted {
+        /// Why the write failed.
+        reason: String,
+    },
 }
