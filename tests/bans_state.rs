@@ -1,13 +1,25 @@
-//! Bans over time: expiry on a timer, surviving a restart, a corrupt state file.
+//! Bans over time: expiry on a timer, surviving a restart (and a `kill -9`), a corrupt
+//! state file.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+
+use std::collections::HashSet;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use http::{Method, StatusCode};
 use ollama_guard::config::ServeArgs;
 use ollama_guard::serve::Server;
 use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ollama-guard");
 
 #[tokio::test]
 async fn bans_expire_on_a_timer_without_traffic() {
@@ -112,4 +124,117 @@ async fn corrupt_state_file_is_moved_aside_and_start_up_goes_on() {
         .collect();
     assert_eq!(moved.len(), 1, "the corrupt file is kept for inspection");
     server.shutdown().await;
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real binary on fresh ports with `state` as its `--state-dir`, and its admin URL once
+/// it accepts connections.
+async fn spawn_guard(state: &Path) -> (Child, String) {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--detection-log",
+            "/dev/null",
+        ])
+        .args(["--state-dir", state.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", admin))
+            .await
+            .is_ok()
+        {
+            return (child, format!("http://127.0.0.1:{admin}"));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    panic!("the admin port {admin} never opened");
+}
+
+const STORM_TASKS: u32 = 6;
+const STORM_PER_TASK: u32 = 50;
+/// Acknowledged bans after which the process is killed, mid-storm.
+const KILL_AT: usize = 100;
+
+/// One task of the storm: POSTs its bans one after the other, noting each answered 201,
+/// until the process dies under it.
+async fn storm_task(task: u32, url: String, acked: Arc<Mutex<Vec<String>>>, enough: Arc<Notify>) {
+    let client = client();
+    for i in 0..STORM_PER_TASK {
+        let src = format!("10.{task}.{}.{}", i / 256, i % 256);
+        let body = format!(r#"{{"src":"{src}","duration":"1h","reason":"storm"}}"#);
+        let json = [("content-type", "application/json")];
+        match client
+            .request(request(Method::POST, &url, &json, body))
+            .await
+        {
+            Ok(r) if r.status() == StatusCode::CREATED => {
+                let mut acked = acked.lock().unwrap();
+                acked.push(src);
+                if acked.len() == KILL_AT {
+                    enough.notify_one();
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_ban_answered_201_survives_kill_9_in_the_middle_of_a_ban_storm() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (mut child, admin) = spawn_guard(&state).await;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let enough = Arc::new(Notify::new());
+    let mut storm = JoinSet::new();
+    for task in 0..STORM_TASKS {
+        let url = format!("{admin}/api/bans");
+        storm.spawn(storm_task(task, url, acked.clone(), enough.clone()));
+    }
+    tokio::time::timeout(Duration::from_secs(30), enough.notified())
+        .await
+        .expect("the storm never reached KILL_AT acknowledged bans");
+    child.kill().unwrap(); // SIGKILL: no drain, no final save
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    while storm.join_next().await.is_some() {}
+    let acked = acked.lock().unwrap().clone();
+    let total = (STORM_TASKS * STORM_PER_TASK) as usize;
+    assert!(
+        (KILL_AT..total).contains(&acked.len()),
+        "killed mid-storm: {} of {total} acknowledged",
+        acked.len()
+    );
+    assert!(state.join("bans.journal").exists());
+
+    let (mut second, admin) = spawn_guard(&state).await;
+    let list: Vec<Value> =
+        serde_json::from_slice(&get(&format!("{admin}/api/bans")).await.body).unwrap();
+    let listed: HashSet<&str> = list.iter().filter_map(|b| b["src"].as_str()).collect();
+    let lost: Vec<&String> = acked
+        .iter()
+        .filter(|s| !listed.contains(s.as_str()))
+        .collect();
+    assert_eq!(
+        lost,
+        Vec::<&String>::new(),
+        "acknowledged bans lost by kill -9"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
 }

@@ -110,7 +110,7 @@ pub async fn handle(
             let text = percent_decode_str(&rest[1..])
                 .decode_utf8_lossy()
                 .into_owned();
-            remove(enf, &text)
+            remove(enf, &text).await
         }
         (_, Some("" | "/")) => error(StatusCode::METHOD_NOT_ALLOWED, "use GET or POST"),
         _ => error(StatusCode::NOT_FOUND, "not found"),
@@ -167,28 +167,30 @@ async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>>
         }
     };
     let reason = new.reason.unwrap_or_else(|| "manual".to_owned());
-    match enf.admin_add(src, duration, reason, new.force) {
+    match enf.admin_add(src, duration, reason, new.force).await {
         Ok(ban) => json_response(
             StatusCode::CREATED,
             serde_json::to_value(&ban).unwrap_or_default().to_string(),
         ),
         Err(e @ EnforceError::Allowlisted { .. }) => error(StatusCode::CONFLICT, e),
+        Err(e @ EnforceError::NotPersisted { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
-fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {
+async fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {
     let src = match parse_cidr(text) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match enf.admin_remove(&src) {
-        Some(_) => {
+    match enf.admin_remove(&src).await {
+        Ok(Some(_)) => {
             let mut r = Response::new(Full::new(Bytes::new()));
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }
-        None => error(StatusCode::NOT_FOUND, format!("no ban for {text}")),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no ban for {text}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

@@ -7,12 +7,18 @@
 //! - **No self-feeding bans.** A verdict against a source that is already banned is
 //!   [`BanOutcome::AlreadyBanned`]: no new offence, no extension. (The proxy also never feeds
 //!   blocked requests to detection, SPEC §4.)
-//! - **No lost or inflated bans on restart.** The table and the offence history are written
-//!   atomically to `state_dir/bans.json` ([`save_state`], [`Bans::save`]) and restored without
-//!   counting as new offences ([`Bans::restore`]); bans that ran out while the process was down
-//!   are dropped. A corrupt file is moved aside and reported, never fatal, never ignored; a
-//!   single unreadable entry is skipped and reported, the rest is kept. Ban ends are clamped
-//!   to [`MAX_UNTIL`] so every ban can be written and read back.
+//! - **No lost or inflated bans on restart, at a cost that does not grow with the table.**
+//!   Each change (ban, unban; a ban also records its offence) is appended to
+//!   `state_dir/bans.journal` and fsync'd, changes pending together sharing one write and one
+//!   fsync; the whole table is written to `state_dir/bans.json` only at compaction (start-up,
+//!   shutdown, a journal longer than max(4096, 2 × bans)), atomically and in an order that a
+//!   crash cannot turn into lost or resurrected bans. An admin ban is answered only once it is
+//!   durable, so `kill -9` loses at most changes not yet acknowledged. At start the snapshot
+//!   is loaded, the journal replayed ([`load_state`]) and the result restored without
+//!   counting as new offences ([`Bans::restore`]); bans that ran out while the process was
+//!   down are dropped. A corrupt snapshot is moved aside and reported, never fatal, never
+//!   ignored; a single unreadable entry or journal line is skipped and reported, the rest is
+//!   kept. Ban ends are clamped to [`MAX_UNTIL`] so every ban can be written and read back.
 //! - **The allowlist is absolute for rule bans.** An allowlisted address is never banned by a
 //!   rule; when an IPv6 group would cover an allowlisted address, the ban narrows to the
 //!   offending address alone; rule bans the allowlist covers are not restored and are lifted
@@ -31,12 +37,19 @@
 //! - `snapshot`: the immutable lookup structure behind the lock-free hot path.
 //! - `cap`: [`MAX_BANS`] and what a rule ban does when the table is full.
 //! - `blocked`: rate limiting of `blocked` events.
-//! - `persist`: `bans.json` — atomic save, tolerant load.
+//! - `persist`: `bans.json`, the snapshot — atomic save, tolerant load (with the journal).
+//! - `journal`: `bans.journal` — the change records, their format, replay, and why not an
+//!   embedded store.
+//! - `durable`: group commit of journal appends, and compaction.
+//! - `restore`: the table's side — the change queue, snapshots, restoring a loaded state.
 
 mod ban;
 mod blocked;
 mod cap;
+mod durable;
+mod journal;
 mod persist;
+mod restore;
 mod service;
 mod snapshot;
 mod table;
@@ -46,6 +59,7 @@ mod tests;
 
 pub use ban::{parse_source, Ban, BanHit, BanOutcome, ADMIN_RULE, MAX_UNTIL};
 pub use cap::MAX_BANS;
+pub use journal::{Change, JournalReport, JOURNAL_FILE, JOURNAL_VERSION};
 pub use persist::{
     load_state, save_state, LoadReport, OffenceRecord, State, STATE_FILE, STATE_VERSION,
 };
@@ -72,4 +86,11 @@ pub enum EnforceError {
     /// A ban of zero length would never block anything.
     #[error("ban duration must be greater than zero")]
     ZeroDuration,
+    /// The change is in force but could not be written to `state_dir`: it would not
+    /// survive a restart.
+    #[error("the change is in force but could not be persisted: {reason}")]
+    NotPersisted {
+        /// Why the write failed.
+        reason: String,
+    },
 }

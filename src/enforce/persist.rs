@@ -1,6 +1,9 @@
-//! `state_dir/bans.json`: bans and offence history survive restarts (SPEC §2 `--state-dir`).
+//! `state_dir/bans.json`: the snapshot of the bans and offence history that survive a
+//! restart; the changes made since it are in `bans.journal` (see `journal`), replayed on top
+//! of it by [`load_state`].
 //!
-//! Writes are atomic (temp file in the same directory, `fsync`, rename over, `fsync` the
+//! The snapshot is written only at compaction (start-up, shutdown, and when the journal has
+//! grown past its threshold; see `durable`), never per change. Writes are atomic (temp file in the same directory, `fsync`, rename over, `fsync` the
 //! directory), so a crash leaves either the old or the new file, never a torn one. Loading is
 //! tolerant: a missing file is an empty table; an unreadable, corrupt, truncated or
 //! future-version file is reported and moved aside to `bans.json.corrupt-<unix time>` for the
@@ -12,14 +15,13 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::PoisonError;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::ban::{de_src, de_time, format_time, ser_src, ser_time, Ban, ADMIN_RULE};
-use super::table::Bans;
+use super::ban::{de_src, de_time, format_time, ser_src, ser_time, Ban};
+use super::journal::{self, JournalReport};
 
 /// The file name inside `state_dir`.
 pub const STATE_FILE: &str = "bans.json";
@@ -40,6 +42,10 @@ pub struct State {
     pub bans: Vec<Ban>,
     /// Offences within the ban memory, so escalation continues across restarts.
     pub offences: Vec<OffenceRecord>,
+    /// The generation of the journal that continues this snapshot; a journal of an older
+    /// generation is already contained in it. Absent (0) in files of older builds.
+    #[serde(default)]
+    pub journal_generation: u64,
 }
 
 /// The offence times of one source.
@@ -66,6 +72,15 @@ pub struct LoadReport {
     pub moved_to: Option<PathBuf>,
     /// Bans that ended while the process was down (dropped, not restored).
     pub dropped_expired: usize,
+    /// What replaying the journal did (its own problems are reported there).
+    pub journal: JournalReport,
+}
+
+impl LoadReport {
+    /// The highest journal generation on disk: the next compaction must write a higher one.
+    pub fn generation(&self) -> u64 {
+        (self.journal.generation.unwrap_or(0)).max(self.state.journal_generation)
+    }
 }
 
 impl State {
@@ -76,6 +91,7 @@ impl State {
             saved_at: now,
             bans: Vec::new(),
             offences: Vec::new(),
+            journal_generation: 0,
         }
     }
 }
@@ -84,7 +100,7 @@ impl State {
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `state` to `dir/bans.json` atomically (creating `dir` if needed). Prefer
-/// [`Bans::save`], which also orders concurrent saves.
+/// [`Bans::save`](super::Bans::save), which also orders concurrent saves.
 pub fn save_state(dir: &Path, state: &State) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
@@ -100,7 +116,7 @@ pub fn save_state(dir: &Path, state: &State) -> io::Result<()> {
     sync_dir(dir)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = File::create(path)?;
     file.write_all(bytes)?;
     file.sync_all()
@@ -108,18 +124,29 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Makes the rename durable: the directory entry itself must reach the disk.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Reads `dir/bans.json` at start-up. Bans that ended by `now` are dropped; an unusable file
-/// is moved aside and explained in [`LoadReport::problem`]. Never fails.
+/// Reads `dir/bans.json` at start-up and replays `dir/bans.journal` on top of it. Bans that
+/// ended by `now` are dropped; an unusable snapshot is moved aside and explained in
+/// [`LoadReport::problem`], journal trouble in [`LoadReport::journal`]. Never fails.
 pub fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
+    let mut report = load_snapshot(dir, now);
+    report.journal = journal::replay_into(dir, &mut report.state, now);
+    let before = report.state.bans.len();
+    report.state.bans.retain(|b| b.until > now);
+    report.dropped_expired = before - report.state.bans.len();
+    report
+}
+
+/// Reads `dir/bans.json` alone; an unusable file is moved aside.
+fn load_snapshot(dir: &Path, now: DateTime<Utc>) -> LoadReport {
     let path = dir.join(STATE_FILE);
     let mut report = LoadReport {
         state: State::empty(now),
@@ -127,6 +154,7 @@ pub fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
         moved_to: None,
         skipped: 0,
         dropped_expired: 0,
+        journal: JournalReport::default(),
     };
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
@@ -137,10 +165,7 @@ pub fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
         }
     };
     match parse_state(&bytes) {
-        Ok((mut state, skipped)) => {
-            let before = state.bans.len();
-            state.bans.retain(|b| b.until > now);
-            report.dropped_expired = before - state.bans.len();
+        Ok((state, skipped)) => {
             report.state = state;
             report.skipped = skipped.count;
             report.problem = skipped.describe(&path);
@@ -173,6 +198,8 @@ struct RawState {
     saved_at: DateTime<Utc>,
     bans: Vec<serde_json::Value>,
     offences: Vec<serde_json::Value>,
+    #[serde(default)]
+    journal_generation: u64,
 }
 
 /// Entries of a usable file that could not be read.
@@ -241,12 +268,13 @@ fn parse_state(bytes: &[u8]) -> Result<(State, Skipped), String> {
         saved_at: raw.saved_at,
         bans: skipped.read("bans", raw.bans),
         offences: skipped.read("offences", raw.offences),
+        journal_generation: raw.journal_generation,
     };
     Ok((state, skipped))
 }
 
 /// Renames `path` to `path.corrupt-<unix time>` (with `-1`, `-2`, ... if that exists).
-fn move_aside(path: &Path, now: DateTime<Utc>) -> io::Result<PathBuf> {
+pub(super) fn move_aside(path: &Path, now: DateTime<Utc>) -> io::Result<PathBuf> {
     let base = format!("{}.corrupt-{}", path.display(), now.timestamp());
     let mut target = PathBuf::from(&base);
     let mut n = 0u32;
@@ -256,90 +284,6 @@ fn move_aside(path: &Path, now: DateTime<Utc>) -> io::Result<PathBuf> {
     }
     fs::rename(path, &target)?;
     Ok(target)
-}
-
-impl Bans {
-    /// The state to persist: bans still running at `now` and offences within the memory.
-    pub fn snapshot(&self, now: DateTime<Utc>) -> State {
-        let mut inner = self.lock();
-        inner.prune_offences(now);
-        let bans = (inner.bans.values())
-            .filter(|b| b.until > now)
-            .cloned()
-            .collect();
-        let mut offences: Vec<OffenceRecord> = inner
-            .offences
-            .iter()
-            .map(|(src, times)| OffenceRecord {
-                src: *src,
-                times: times.clone(),
-            })
-            .collect();
-        offences.sort_by_key(|r| r.src);
-        State {
-            version: STATE_VERSION,
-            saved_at: now,
-            bans,
-            offences,
-        }
-    }
-
-    /// Snapshots and writes `dir/bans.json`; concurrent calls are serialised so the file
-    /// always ends up with the latest table. Call after every ban change.
-    pub fn save(&self, dir: &Path, now: DateTime<Utc>) -> io::Result<()> {
-        let _one_writer = self
-            .save_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        save_state(dir, &self.snapshot(now))
-    }
-
-    /// Puts a loaded state back at start-up and returns the bans restored (for `ban` events
-    /// with `restored: true`). Nothing here is a new offence: numbers and history are kept
-    /// as saved, so a re-offence escalates exactly as if there had been no restart. Bans
-    /// that ended by `now` and offences older than the memory are dropped; a ban already in
-    /// the table wins over the saved one. Rule bans that the current allowlist overlaps are
-    /// not restored (allowlisted sources are never banned by a rule; the count is logged);
-    /// admin bans are, as they were forced. Not subject to [`MAX_BANS`](super::MAX_BANS).
-    pub fn restore(&self, state: State, now: DateTime<Utc>) -> Vec<Ban> {
-        let mut inner = self.lock();
-        for record in state.offences {
-            inner
-                .offences
-                .entry(record.src)
-                .or_default()
-                .extend(record.times);
-        }
-        let mut restored = Vec::new();
-        let mut allowlisted = Vec::new();
-        for ban in state.bans {
-            if ban.until <= now || inner.bans.contains_key(&ban.src) {
-                continue;
-            }
-            if &*ban.rule != ADMIN_RULE && inner.allowlisted(&ban.src) {
-                allowlisted.push(ban.src_display());
-                continue;
-            }
-            // A ban is itself an offence: keep that fact even if the history was lost.
-            inner.offences.entry(ban.src).or_default().push(ban.since);
-            inner.put(ban.clone());
-            restored.push(ban);
-        }
-        if !allowlisted.is_empty() {
-            tracing::info!(
-                count = allowlisted.len(),
-                first = %allowlisted[0],
-                "saved rule bans of sources now allowlisted were not restored"
-            );
-        }
-        for times in inner.offences.values_mut() {
-            times.sort_unstable();
-            times.dedup();
-        }
-        inner.prune_offences(now);
-        self.publish(&inner);
-        restored
-    }
 }
 
 fn ser_times<S: Serializer>(times: &[DateTime<Utc>], s: S) -> Result<S::Ok, S::Error> {

@@ -2,10 +2,15 @@
 //! detection stage (rule verdicts), the admin API, the detection log, the metrics, the
 //! expiry timer and the state file.
 //!
-//! Nothing slow happens on the request path: a refusal is a snapshot lookup; a ban is an
-//! in-memory change plus a wake-up of the background task, which writes the state file
-//! (atomically, off the runtime's worker threads) and lifts bans when they expire — on a
-//! timer, not on the next request.
+//! Nothing slow happens on the proxied request path: a refusal is a snapshot lookup; a rule
+//! ban is an in-memory change (queued for the journal) plus a wake-up of the background
+//! task, which appends the queued changes to the journal (off the runtime's worker threads,
+//! see `durable`) and lifts bans when they expire — on a timer, not on the next request.
+//!
+//! An admin ban or unban is acknowledged (201/204) only once its change is durable: the
+//! handler waits for the journal append and fsync that contains it (group commit: one
+//! fsync covers every change pending at that moment), so a `kill -9` after the answer
+//! cannot lose it.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -19,7 +24,8 @@ use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
-use super::{load_state, Ban, BanOutcome, Bans, EnforceError};
+use super::durable::{Flush, Persister};
+use super::{load_state, Ban, BanOutcome, Bans, EnforceError, LoadReport};
 use crate::config::Mode;
 use crate::detect::DetectionEvent;
 use crate::proxy::refusal::Gate;
@@ -33,8 +39,8 @@ pub struct Enforcement {
     bans: Arc<Bans>,
     log: DetectionLog,
     metrics: Arc<Metrics>,
-    state_dir: Option<PathBuf>,
-    dirty: AtomicBool,
+    /// Writes changes to `state_dir`; `None` without one (bans live in memory only).
+    persister: Option<Persister>,
     wake: Notify,
     block_mode: AtomicBool,
     trusted: ArcSwap<Vec<IpNet>>,
@@ -52,19 +58,22 @@ fn stamp(t: DateTime<Utc>) -> String {
 }
 
 impl Enforcement {
-    /// Builds the service around `bans`.
+    /// Builds the service around `bans`; with a `state_dir`, the table starts queueing its
+    /// changes for the journal.
     pub fn new(
         bans: Arc<Bans>,
         log: DetectionLog,
         metrics: Arc<Metrics>,
         state_dir: Option<PathBuf>,
     ) -> Self {
+        if state_dir.is_some() {
+            bans.record_changes();
+        }
         Enforcement {
             bans,
             log,
             metrics,
-            state_dir,
-            dirty: AtomicBool::new(false),
+            persister: state_dir.map(Persister::new),
             wake: Notify::new(),
             block_mode: AtomicBool::new(false),
             trusted: ArcSwap::from_pointee(Vec::new()),
@@ -92,29 +101,17 @@ impl Enforcement {
         &self.bans
     }
 
-    /// Loads the state file (if `state_dir` is set) and restores its running bans, logging
-    /// each as a `ban` event with `restored: true`. A corrupt file is reported and moved
-    /// aside by the loader; start-up goes on.
+    /// Loads the state (snapshot and journal, if `state_dir` is set) and restores its running
+    /// bans, logging each as a `ban` event with `restored: true`. A corrupt file is reported
+    /// and moved aside by the loader; start-up goes on. The first write of the run compacts,
+    /// so the files are rewritten from the restored table.
     pub fn restore(&self, now: DateTime<Utc>) {
-        let Some(dir) = &self.state_dir else { return };
-        let report = load_state(dir, now);
-        match (&report.problem, &report.moved_to) {
-            (Some(problem), Some(moved_to)) => tracing::error!(
-                state_dir = %dir.display(), moved_to = %moved_to.display(), %problem,
-                "ban state file unusable; moved aside, starting without it"
-            ),
-            (Some(problem), None) => tracing::warn!(
-                state_dir = %dir.display(), skipped = report.skipped, %problem,
-                "ban state file partly unreadable; the readable entries were restored"
-            ),
-            (None, _) => {}
-        }
-        if report.dropped_expired > 0 {
-            tracing::info!(
-                count = report.dropped_expired,
-                "bans that expired while stopped were dropped"
-            );
-        }
+        let Some(persister) = &self.persister else {
+            return;
+        };
+        let report = load_state(persister.dir(), now);
+        persister.set_generation(report.generation());
+        log_load(persister.dir(), &report);
         for ban in self.bans.restore(report.state, now) {
             self.log_ban(now, &ban, true);
         }
@@ -122,9 +119,23 @@ impl Enforcement {
     }
 
     fn changed(&self) {
-        self.dirty.store(true, Ordering::Release);
         self.refresh_gauge();
         self.wake.notify_one();
+    }
+
+    /// Waits until every change made so far is durable (nothing to wait for without a
+    /// `state_dir`): what an admin API answer promises.
+    async fn acknowledge(&self) -> Result<(), EnforceError> {
+        let Some(persister) = &self.persister else {
+            return Ok(());
+        };
+        let through = Flush::Through(self.bans.last_change());
+        persister.flush(&self.bans, through).await.map_err(|e| {
+            tracing::error!(error = %e, "a ban change is in force but could not be persisted");
+            EnforceError::NotPersisted {
+                reason: e.to_string(),
+            }
+        })
     }
 
     fn refresh_gauge(&self) {
@@ -194,8 +205,9 @@ impl Enforcement {
         }
     }
 
-    /// Admin API: ban `src` for `duration`.
-    pub fn admin_add(
+    /// Admin API: ban `src` for `duration`. Returns once the ban is durable;
+    /// [`EnforceError::NotPersisted`] when it is in force but could not be written.
+    pub async fn admin_add(
         &self,
         src: IpNet,
         duration: Duration,
@@ -206,16 +218,21 @@ impl Enforcement {
         let ban = self.bans.add_manual(src, duration, reason, force, now)?;
         self.log_ban(now, &ban, false);
         self.changed();
+        self.acknowledge().await?;
         Ok(ban)
     }
 
-    /// Admin API: lift the ban of exactly `src`.
-    pub fn admin_remove(&self, src: &IpNet) -> Option<Ban> {
+    /// Admin API: lift the ban of exactly `src` (`Ok(None)`: there was none). Returns once
+    /// the unban is durable, like [`Enforcement::admin_add`].
+    pub async fn admin_remove(&self, src: &IpNet) -> Result<Option<Ban>, EnforceError> {
         let now = Utc::now();
-        let ban = self.bans.remove(src, now)?;
+        let Some(ban) = self.bans.remove(src, now) else {
+            return Ok(None);
+        };
         self.log_unban(now, &ban, "admin");
         self.changed();
-        Some(ban)
+        self.acknowledge().await?;
+        Ok(Some(ban))
     }
 
     /// Replaces the allowlist (reload); rule bans the new allowlist covers are lifted and
@@ -244,33 +261,28 @@ impl Enforcement {
             self.log_unban(now, ban, "expired");
         }
         if !expired.is_empty() {
-            self.dirty.store(true, Ordering::Release);
+            // Not journaled: a ban carries its end, and the loader drops ended bans.
             self.refresh_gauge();
         }
     }
 
-    /// Writes the state file if anything changed since the last write.
+    /// Appends the changes queued since the last write to the journal (compacting when due),
+    /// if there are any. A failure is logged; the next write compacts from the table.
     pub async fn persist(&self) {
-        let Some(dir) = self.state_dir.clone() else {
+        self.write(Flush::Pending).await;
+    }
+
+    async fn write(&self, what: Flush) {
+        let Some(persister) = &self.persister else {
             return;
         };
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        let bans = self.bans.clone();
-        let result = tokio::task::spawn_blocking(move || bans.save(&dir, Utc::now())).await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                self.dirty.store(true, Ordering::Release);
-                tracing::error!(error = %e, "cannot write the ban state file; will retry on the next change");
-            }
-            Err(e) => tracing::error!(error = %e, "ban state writer panicked"),
+        if let Err(e) = persister.flush(&self.bans, what).await {
+            tracing::error!(error = %e, "cannot write the ban state; will retry on the next change");
         }
     }
 
-    /// Lifts expired bans on time and writes the state file after every change, until
-    /// `shutdown`; then writes it one last time.
+    /// Lifts expired bans on time and appends every change to the journal, until
+    /// `shutdown`; then compacts one last time (a short journal for the next start).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -288,7 +300,38 @@ impl Enforcement {
                 () = &mut shutdown => break,
             }
         }
-        self.persist().await;
+        self.write(Flush::Compact).await;
+    }
+}
+
+/// Logs what the loader found: problems with the snapshot or the journal, dropped bans.
+fn log_load(dir: &std::path::Path, report: &LoadReport) {
+    match (&report.problem, &report.moved_to) {
+        (Some(problem), Some(moved_to)) => tracing::error!(
+            state_dir = %dir.display(), moved_to = %moved_to.display(), %problem,
+            "ban state file unusable; moved aside, starting without it"
+        ),
+        (Some(problem), None) => tracing::warn!(
+            state_dir = %dir.display(), skipped = report.skipped, %problem,
+            "ban state file partly unreadable; the readable entries were restored"
+        ),
+        (None, _) => {}
+    }
+    let journal = &report.journal;
+    if let Some(problem) = &journal.problem {
+        tracing::warn!(
+            state_dir = %dir.display(), skipped = journal.skipped, torn_tail = journal.torn_tail, %problem,
+            "ban journal partly unusable; the readable changes were replayed"
+        );
+    }
+    if journal.stale {
+        tracing::info!("ban journal older than the snapshot (compaction was interrupted); already contained, not replayed");
+    }
+    if report.dropped_expired > 0 {
+        tracing::info!(
+            count = report.dropped_expired,
+            "bans that expired while stopped were dropped"
+        );
     }
 }
 

@@ -25,6 +25,7 @@ use super::ban::{
 };
 use super::blocked::BlockedLimiter;
 use super::cap::MAX_BANS;
+use super::journal::{Change, ChangeLog};
 use super::snapshot::{Index, Snapshot};
 use super::EnforceError;
 use crate::config::BanPolicy;
@@ -58,6 +59,8 @@ pub(super) struct Inner {
     index: Index,
     /// When each source offended, pruned to the ban memory.
     pub(super) offences: HashMap<IpNet, Vec<DateTime<Utc>>>,
+    /// Changes not yet taken by the journal writer, queued in the order they were applied.
+    pub(super) changes: ChangeLog,
 }
 
 impl Bans {
@@ -72,6 +75,7 @@ impl Bans {
                 bans: BTreeMap::new(),
                 index: Index::default(),
                 offences: HashMap::new(),
+                changes: ChangeLog::default(),
             }),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             count: AtomicUsize::new(0),
@@ -99,8 +103,13 @@ impl Bans {
             .filter_map(|src| inner.take(src))
             .collect();
         if !lifted.is_empty() {
+            let now = Utc::now();
             for ban in &lifted {
                 self.blocked.forget(&ban.src);
+                inner.changes.push(Change::Unban {
+                    src: ban.src,
+                    at: now,
+                });
             }
             self.publish(&inner);
         }
@@ -211,6 +220,7 @@ impl Bans {
         let src = canonical_net(*src);
         let mut inner = self.lock();
         let mut ban = inner.take(&src)?;
+        inner.changes.push(Change::Unban { src, at: now });
         self.blocked.forget(&src);
         self.publish(&inner);
         ban.until = ban.until.min(now);
@@ -266,9 +276,11 @@ impl Bans {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts `ban` in the table (replacing one of the same source) and publishes.
+    /// Puts `ban` in the table (replacing one of the same source), queues it for the
+    /// journal and publishes.
     pub(super) fn install(&self, inner: &mut Inner, ban: Ban) {
         let src = ban.src;
+        inner.changes.push(Change::Ban(ban.clone()));
         inner.put(ban);
         self.blocked.forget(&src);
         self.publish(inner);

@@ -10,6 +10,7 @@ use super::{Ban, BanOutcome, Bans};
 use crate::config::BanPolicy;
 
 mod capacity;
+mod journal;
 mod lifecycle;
 mod matching;
 mod persistence;
