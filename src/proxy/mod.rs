@@ -5,6 +5,7 @@
 //! stack, because there is exactly one path through the proxy.
 
 pub mod client_ip;
+pub mod eos;
 pub mod fault;
 pub mod headers;
 pub mod host_guard;

@@ -76,7 +76,7 @@ impl HostPolicy {
     /// (lower case). An empty list counts as unset.
     pub fn new(listen: SocketAddr, allowed: Option<&[String]>) -> HostPolicy {
         let kind = match allowed {
-            Some(list) if !list.is_empty() => Kind::Listed(list.iter().map(pattern).collect()),
+            Some(list) if !list.is_empty() => Kind::Listed(list.iter().map(|e| pattern(e)).collect()),
             _ if listen.ip().is_loopback() => Kind::Ollama(LocalNames::read()),
             _ => Kind::Any,
         };
@@ -109,8 +109,8 @@ impl HostPolicy {
     }
 }
 
-fn pattern(entry: &String) -> Pattern {
-    match entry.as_str() {
+fn pattern(entry: &str) -> Pattern {
+    match entry {
         "*" => Pattern::All,
         e => match e.strip_prefix('*') {
             Some(suffix) => Pattern::Suffix(suffix.to_owned()),

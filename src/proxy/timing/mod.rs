@@ -1,22 +1,20 @@
 //! The timing body: turns a response into exactly one [`RequestRecord`].
 //!
-//! Modelled on linkerd2-proxy's `BodyWithEosFn`: the record fires exactly once — on the end
-//! of the stream, on an error, when `is_end_stream()` turns true after a frame (hyper stops
-//! polling a body once its Content-Length is reached), and from `Drop` (the client went
-//! away, or hyper never polled an empty body). Until then a [`HeadGuard`] covers the time
-//! before the response head exists: if the request future is dropped there, the client
-//! disconnected while Ollama was still thinking, and that is recorded too (status 499).
+//! The response body is an [`EosBody`] whose end-of-stream callback is the request's
+//! [`Completion`]: it fills in the timings and outcome and hands the record to the sink —
+//! on the end of the stream, on an error, when `is_end_stream()` turns true after a frame,
+//! or from `Drop`. Until then a [`HeadGuard`] covers the time before the response head
+//! exists: if the request future is dropped there, the client disconnected while Ollama was
+//! still thinking, and that is recorded too (status 499).
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use chrono::Utc;
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use http_body::Body;
 use prometheus::{IntCounter, IntGauge};
 use tokio::time::Instant;
 
+use super::eos::{End, Eos, EosBody, OnEos};
 use super::fault::FaultCell;
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 
@@ -102,9 +100,7 @@ impl HeadGuard {
             c.record.outcome = outcome;
             bodiless |= c.record.method == Method::Head;
         }
-        let mut body = TimingBody::new(inner, completion);
-        body.empty_at_start |= bodiless;
-        body
+        EosBody::new(inner, completion).bodiless(bodiless)
     }
 }
 
@@ -126,83 +122,17 @@ impl Drop for HeadGuard {
     }
 }
 
-pin_project! {
-    /// A response body that records its request when it ends, fails or is dropped.
-    #[project = TimingBodyProj]
-    pub struct TimingBody<B> {
-        #[pin]
-        inner: B,
-        completion: Option<Completion>,
-        first_byte: Option<Instant>,
-        empty_at_start: bool,
-    }
+/// A response body that records its request when it ends, fails or is dropped.
+pub type TimingBody<B> = EosBody<B, Completion>;
 
-    impl<B> PinnedDrop for TimingBody<B> {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(c) = this.completion.take() {
-                // hyper never polls a body that is empty from the start (HEAD, 204,
-                // Content-Length: 0): dropping it is its normal end.
-                let outcome = if *this.empty_at_start { c.record.outcome } else { Outcome::ClientCancelled };
-                c.finish(*this.first_byte, outcome);
-            }
-        }
-    }
-}
-
-impl<B: Body> TimingBody<B> {
-    /// Wraps `inner`; `completion` is `None` for bodies that need no record.
-    pub fn new(inner: B, completion: Option<Completion>) -> Self {
-        let empty_at_start = inner.is_end_stream();
-        TimingBody {
-            inner,
-            completion,
-            first_byte: None,
-            empty_at_start,
-        }
-    }
-}
-
-impl<B: Body> Body for TimingBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        let fire = |this: &mut TimingBodyProj<'_, B>, outcome: Option<Outcome>| {
-            if let Some(c) = this.completion.take() {
-                let outcome = outcome.unwrap_or(c.record.outcome);
-                c.finish(*this.first_byte, outcome);
-            }
+impl OnEos for Completion {
+    fn on_eos(self, eos: Eos) {
+        let outcome = match eos.end {
+            End::Complete => self.record.outcome,
+            End::Error => Outcome::UpstreamError,
+            End::Dropped => Outcome::ClientCancelled,
         };
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.first_byte.is_none()
-                    && frame.data_ref().is_some_and(bytes::Buf::has_remaining)
-                {
-                    *this.first_byte = Some(Instant::now());
-                }
-                if this.inner.is_end_stream() {
-                    fire(&mut this, None);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => fire(&mut this, Some(Outcome::UpstreamError)),
-            Poll::Ready(None) => fire(&mut this, None),
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.finish(eos.first_byte, outcome);
     }
 }
 

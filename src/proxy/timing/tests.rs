@@ -1,10 +1,13 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::Frame;
 use http_body_util::{BodyExt, Empty, Full};
 
 use super::*;
