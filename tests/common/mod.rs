@@ -20,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
 pub mod nginx;
+pub mod process;
 
 pub struct Stack {
     pub sim: SimHandle,
