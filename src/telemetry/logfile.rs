@@ -62,11 +62,23 @@ fn open(path: &Path) -> io::Result<File> {
 }
 
 impl Sink {
-    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Stdout => io::stdout().lock().write_all(bytes),
-            Sink::File(f, _) => f.write_all(bytes),
+    /// Writes one line; on failure says how many of its bytes reached the file (a partial
+    /// line must be terminated before the next one, or it would corrupt it too).
+    fn write_line(&mut self, bytes: &[u8]) -> Result<(), (usize, io::Error)> {
+        let mut written = 0;
+        while written < bytes.len() {
+            let r = match self {
+                Sink::Stdout => io::stdout().lock().write(&bytes[written..]),
+                Sink::File(f, _) => f.write(&bytes[written..]),
+            };
+            match r {
+                Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err((written, e)),
+            }
         }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -111,7 +123,10 @@ impl LogWriter {
         let shared = (queued.clone(), reopen.clone());
         std::thread::Builder::new()
             .name(format!("{name}-log"))
-            .spawn(move || run(name, sink, rx, &shared.0, &shared.1))
+            .spawn({
+                let dropped = dropped.clone();
+                move || run(name, sink, rx, &shared.0, &shared.1, &dropped)
+            })
             .map_err(|source| LogOpenError {
                 name,
                 path: target.display(),
@@ -162,14 +177,20 @@ impl LogWriter {
     }
 }
 
+/// The writer thread. A line that cannot be written (disk full, I/O error) is counted in
+/// `dropped` like a line the queue had no room for: nothing is lost silently. A line cut
+/// short by the failure is terminated by a newline before the next line is written, so one
+/// failure costs at most that line.
 fn run(
     name: &'static str,
     mut sink: Sink,
     mut rx: mpsc::Receiver<Msg>,
     queued: &AtomicUsize,
     reopen: &AtomicBool,
+    dropped: &IntCounter,
 ) {
     let mut failed = false;
+    let mut torn = false;
     while let Some(msg) = rx.blocking_recv() {
         let mut next = Some(msg);
         while let Some(msg) = next.take() {
@@ -183,7 +204,17 @@ fn run(
             let result = match msg {
                 Msg::Line(line) => {
                     queued.fetch_sub(line.len(), Ordering::AcqRel);
-                    sink.write_all(line.as_bytes())
+                    if torn && sink.write_line(b"\n").is_ok() {
+                        torn = false;
+                    }
+                    match sink.write_line(line.as_bytes()) {
+                        Ok(()) => Ok(()),
+                        Err((written, e)) => {
+                            dropped.inc();
+                            torn |= written > 0;
+                            Err(e)
+                        }
+                    }
                 }
                 Msg::Reopen => Ok(()),
                 Msg::Flush(ack) => {
@@ -194,7 +225,7 @@ fn run(
             };
             match result {
                 Err(e) if !failed => {
-                    tracing::error!(log = name, error = %e, "log write failed");
+                    tracing::error!(log = name, error = %e, "log write failed; lines are dropped and counted in log_lines_dropped_total until writes succeed again");
                     failed = true;
                 }
                 Ok(()) => failed = false,
@@ -228,6 +259,19 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let expected: String = (0..10).map(|i| format!("line {i}\n")).collect();
         assert_eq!(text, expected);
+    }
+
+    #[tokio::test]
+    async fn lines_that_fail_to_write_are_counted_as_dropped() {
+        // /dev/full fails every write with ENOSPC.
+        let c = counter();
+        let w =
+            LogWriter::spawn("test", &LogTarget::File("/dev/full".into()), 16, c.clone()).unwrap();
+        for i in 0..5 {
+            w.write(format!("line {i}"));
+        }
+        w.flush().await;
+        assert_eq!(c.get(), 5);
     }
 
     #[tokio::test]

@@ -76,7 +76,9 @@ impl HostPolicy {
     /// (lower case). An empty list counts as unset.
     pub fn new(listen: SocketAddr, allowed: Option<&[String]>) -> HostPolicy {
         let kind = match allowed {
-            Some(list) if !list.is_empty() => Kind::Listed(list.iter().map(|e| pattern(e)).collect()),
+            Some(list) if !list.is_empty() => {
+                Kind::Listed(list.iter().map(|e| pattern(e)).collect())
+            }
             _ if listen.ip().is_loopback() => Kind::Ollama(LocalNames::read()),
             _ => Kind::Any,
         };
