@@ -1,14 +1,18 @@
 //! The proxy path: accept, resolve the client, forward unchanged and unbuffered, stream the
-//! response back frame by frame, and hand one [`RequestRecord`] per request to the sink.
+//! response back frame by frame, and hand one [`RequestRecord`](crate::record::RequestRecord)
+//! per request to the record pipeline.
 //!
-//! There is one service function and one body wrapper ([`timing::TimingBody`]); no tower
-//! stack, because there is exactly one path through the proxy.
+//! The request path is a tower stack of one-concern layers ([`layers`]), assembled once in
+//! [`Proxy::stack`]; hyper serves it through `TowerToHyperService`. Connection admission
+//! (limits, accept back-off) happens before hyper sees a byte, in the accept loop
+//! ([`server`] and [`limits`]).
 
 pub mod client_ip;
 pub mod eos;
 pub mod fault;
 pub mod headers;
 pub mod host_guard;
+pub mod layers;
 pub mod limits;
 pub mod refusal;
 mod server;
@@ -16,53 +20,52 @@ pub(crate) use server::AcceptBackoff;
 pub mod timing;
 pub mod upstream;
 
-use std::borrow::Cow;
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{HeaderValue, EXPECT, HOST};
-use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::header::HeaderValue;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use ipnet::IpNet;
-use tokio::time::Instant;
+use tower::ServiceBuilder;
 
 use crate::config::{Config, Upstream};
-use crate::record::{Method, Outcome, RecordSink, RequestRecord};
-use crate::route;
-use crate::telemetry::throttle::Throttle;
+use crate::record::RecordSink;
 use crate::telemetry::Metrics;
-use fault::{ClientBody, ClientFault, Fault, FaultCell};
 use host_guard::HostPolicy;
+use layers::gate::{GateLayer, GateService};
+use layers::host_guard::{HostGuard, HostGuardLayer};
+use layers::record::{Record, RecordCtx, RecordLayer};
+use layers::rewrite::{Rewrite, RewriteLayer, Target};
+use layers::upstream_error::{ErrorCtx, UpstreamError, UpstreamErrorLayer};
 use refusal::Gate;
-use timing::{Completion, HeadGuard, InFlight, TimingBody};
+use timing::TimingBody;
 
 /// The response body every proxied or locally answered request gets.
 pub type ProxyBody = TimingBody<Either<Incoming, Full<Bytes>>>;
 
-/// The proxy: upstream client, client-IP policy, and where records go.
+/// The request path below the connection-bound client-IP layer: a concrete type (no boxed
+/// service per request), built once per worker around that worker's upstream pool.
+pub type Stack = Record<HostGuard<GateService<UpstreamError<Rewrite<upstream::UpstreamClient>>>>>;
+
+/// The proxy: what every layer of the stack shares, and the live policies reload swaps.
 pub struct Proxy {
     upstream: Upstream,
-    upstream_host: HeaderValue,
-    trusted: ArcSwap<Vec<IpNet>>,
-    hosts: ArcSwap<HostPolicy>,
+    trusted: Arc<ArcSwap<Vec<IpNet>>>,
+    hosts: Arc<ArcSwap<HostPolicy>>,
     listen: SocketAddr,
     sink: Arc<dyn RecordSink>,
     gate: Arc<dyn Gate>,
     metrics: Arc<Metrics>,
-    upstream_resets: prometheus::IntCounter,
     timeouts: crate::config::Timeouts,
     workers: usize,
     limits: Arc<limits::ConnLimits>,
 }
 
 impl Proxy {
-    /// Builds the proxy for `config`; records go to `sink`.
+    /// Builds the proxy for `config`; records go to `sink`, bans are asked of `gate`.
     pub fn new(
         config: &Config,
         sink: Arc<dyn RecordSink>,
@@ -87,21 +90,16 @@ impl Proxy {
             config.ipv6_prefix,
             &metrics,
         );
-        let upstream_host = HeaderValue::from_str(config.upstream.authority.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Arc::new(Proxy {
             upstream: config.upstream.clone(),
-            upstream_host,
-            trusted: ArcSwap::from_pointee(config.trusted_proxies.clone()),
-            hosts: ArcSwap::from_pointee(HostPolicy::new(
+            trusted: Arc::new(ArcSwap::from_pointee(config.trusted_proxies.clone())),
+            hosts: Arc::new(ArcSwap::from_pointee(HostPolicy::new(
                 config.listen,
                 config.allowed_hosts.as_deref(),
-            )),
+            ))),
             listen: config.listen,
             sink,
             gate,
-            upstream_resets: metrics
-                .upstream_error_counter(crate::telemetry::UpstreamErrorKind::Reset),
             metrics,
             timeouts: config.timeouts.clone(),
             workers: config.workers,
@@ -120,180 +118,47 @@ impl Proxy {
             .store(Arc::new(HostPolicy::new(self.listen, allowed)));
     }
 
-    fn completion(&self, req: &Request<Incoming>, peer: SocketAddr, start: Instant) -> Completion {
-        let trusted = self.trusted.load();
-        let src = client_ip::resolve(peer.ip(), req.headers(), &trusted);
-        let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
-        let (path, route) = route::normalize_fast(target);
-        let raw_target = if path == target {
-            path.clone()
-        } else {
-            Cow::Owned(target.to_owned())
-        };
-        let method = Method::parse(req.method().as_str());
-        let method_text = match method {
-            Method::Other => Cow::Owned(req.method().as_str().to_owned()),
-            m => Cow::Borrowed(m.as_str()),
-        };
-        Completion {
-            record: RequestRecord {
-                src,
-                peer: client_ip::canonical(peer.ip()),
-                method,
-                method_text,
-                path,
-                raw_target,
-                route,
-                status: 0,
-                ttfb: None,
-                total: Duration::ZERO,
-                completed_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
-                outcome: Outcome::Complete,
-            },
-            start,
-            sink: self.sink.clone(),
-            in_flight: Some(InFlight::new(self.metrics.in_flight.clone())),
-            upstream_resets: None,
-            fault: None,
-        }
+    /// The request path, outermost first. The order is the design:
+    ///
+    /// 1. *(per connection, added by the accept loop)* client IP — every layer below needs
+    ///    to know who is calling.
+    /// 2. record — outermost per request, so the clock starts before any work and every
+    ///    request, refused or forwarded, becomes exactly one record.
+    /// 3. host guard — refuses for *what* the request is (a rebound name), cheapest check,
+    ///    and must hold even for sources nobody has banned.
+    /// 4. gate — refuses banned sources before any upstream work (and before a later policy
+    ///    stage would read a body).
+    /// 5. upstream-error mapping — turns failures from below into answers filed on the
+    ///    side that caused them.
+    /// 6. rewrite — the last touch before the wire (URI, `Host`, `X-Forwarded-*`,
+    ///    hop-by-hop headers, the body's fault wrapper).
+    /// 7. the pooled hyper-util client.
+    pub fn stack(&self, client: upstream::UpstreamClient) -> Stack {
+        let host = HeaderValue::from_str(self.upstream.authority.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        ServiceBuilder::new()
+            .layer(RecordLayer::new(RecordCtx {
+                sink: self.sink.clone(),
+                in_flight: self.metrics.in_flight.clone(),
+                resets: self
+                    .metrics
+                    .upstream_error_counter(crate::telemetry::UpstreamErrorKind::Reset),
+            }))
+            .layer(HostGuardLayer::new(
+                self.hosts.clone(),
+                self.metrics.refused_host.clone(),
+            ))
+            .layer(GateLayer::new(self.gate.clone()))
+            .layer(UpstreamErrorLayer::new(ErrorCtx {
+                metrics: self.metrics.clone(),
+                upstream: self.upstream.url(),
+            }))
+            .layer(RewriteLayer::new(Target {
+                scheme: self.upstream.scheme.clone(),
+                authority: self.upstream.authority.clone(),
+                host,
+                body_idle: self.timeouts.body_idle,
+            }))
+            .service(client)
     }
-
-    async fn handle(
-        &self,
-        client: &upstream::UpstreamClient,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Result<Response<ProxyBody>, Infallible> {
-        let start = Instant::now();
-        let mut completion = self.completion(&req, peer, start);
-        if let Err(refusal) = self.hosts.load().check(req.uri(), req.headers()) {
-            self.metrics.refused_host.inc();
-            return Ok(refuse(
-                completion,
-                refusal::host_refused(refusal),
-                Outcome::Refused,
-            ));
-        }
-        let src = completion.record.src;
-        if self
-            .gate
-            .refuse(src, &completion.record.method_text, &completion.record.path)
-            .is_some()
-        {
-            // Refused before any upstream connection is touched; the body is dropped unread.
-            let resp = refusal::forbidden(&completion.record.path);
-            return Ok(refuse(completion, resp, Outcome::Blocked));
-        }
-        let cell = Arc::new(FaultCell::default());
-        completion.fault = Some(cell.clone());
-        let guard = HeadGuard::new(completion);
-        let req = self.rewrite(req, src, cell);
-        match client.request(req).await {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers);
-                let mut guard = guard;
-                guard.count_resets(self.upstream_resets.clone());
-                let body =
-                    guard.into_body(parts.status.as_u16(), Outcome::Complete, Either::Left(body));
-                Ok(Response::from_parts(parts, body))
-            }
-            Err(e) => Ok(self.failed(guard, &e)),
-        }
-    }
-
-    /// Answers an exchange that failed before a response head, filed on the side that
-    /// caused it.
-    fn failed(
-        &self,
-        guard: HeadGuard,
-        e: &hyper_util::client::legacy::Error,
-    ) -> Response<ProxyBody> {
-        let detail = upstream::describe(e);
-        match fault::classify(e) {
-            Fault::Upstream(kind) => {
-                self.metrics.upstream_error(kind);
-                static WARN: Throttle = Throttle::new(Duration::from_secs(10));
-                if let Some(repeats) = WARN.allow() {
-                    tracing::warn!(upstream = %self.upstream.url(), error = %detail, repeats, "upstream request failed");
-                }
-                let (parts, body) = upstream::bad_gateway(&detail).into_parts();
-                let body = guard.into_body(
-                    parts.status.as_u16(),
-                    Outcome::UpstreamError,
-                    Either::Right(body),
-                );
-                Response::from_parts(parts, body)
-            }
-            Fault::Client(fault) => {
-                static WARN: Throttle = Throttle::new(Duration::from_secs(10));
-                if let Some(repeats) = WARN.allow() {
-                    tracing::info!(error = %detail, repeats, "client request body failed");
-                }
-                let (parts, body) = upstream::client_fault(fault, &detail).into_parts();
-                let (status, outcome) = match fault {
-                    // Nobody is left to read an answer: the log says 499, as nginx's does.
-                    ClientFault::Aborted => {
-                        (timing::CLIENT_CLOSED_REQUEST, Outcome::ClientCancelled)
-                    }
-                    _ => (parts.status.as_u16(), Outcome::Complete),
-                };
-                let body = guard.into_body(status, outcome, Either::Right(body));
-                Response::from_parts(parts, body)
-            }
-        }
-    }
-
-    /// Points the request at the upstream: absolute URI, `Host` = upstream authority,
-    /// hop-by-hop headers and `Expect` removed (hyper already answered `100 Continue` to the
-    /// client when the body is first read), `X-Forwarded-*` set from what we resolved.
-    fn rewrite(
-        &self,
-        req: Request<Incoming>,
-        src: IpAddr,
-        fault: Arc<FaultCell>,
-    ) -> Request<ClientBody> {
-        let (mut parts, body) = req.into_parts();
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(self.upstream.scheme.clone());
-        uri.authority = Some(self.upstream.authority.clone());
-        uri.path_and_query = Some(pq);
-        if let Ok(uri) = Uri::from_parts(uri) {
-            parts.uri = uri;
-        }
-        let h = &mut parts.headers;
-        let original_host = h.remove(HOST);
-        headers::strip_hop_by_hop(h);
-        h.remove(EXPECT);
-        h.insert(HOST, self.upstream_host.clone());
-        h.insert(headers::X_FORWARDED_FOR, headers::ip_value(src));
-        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        match original_host {
-            Some(host) => h.insert(headers::X_FORWARDED_HOST, host),
-            None => h.remove(headers::X_FORWARDED_HOST),
-        };
-        parts.version = Version::HTTP_11;
-        Request::from_parts(parts, ClientBody::new(body, self.timeouts.body_idle, fault))
-    }
-}
-
-/// A response refused before forwarding: recorded with `outcome`, and the connection closed
-/// after it, so a refused client cannot park keep-alive connections on the guard's slots.
-fn refuse(
-    completion: Completion,
-    resp: Response<Full<Bytes>>,
-    outcome: Outcome,
-) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
-    parts
-        .headers
-        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    let body =
-        HeadGuard::new(completion).into_body(parts.status.as_u16(), outcome, Either::Right(body));
-    Response::from_parts(parts, body)
 }

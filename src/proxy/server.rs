@@ -12,20 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
+use tower::Layer;
 
+use super::layers::client_ip::ClientIpLayer;
 use super::{limits, upstream, Proxy};
 use crate::telemetry::throttle::Throttle;
 
-/// One worker's share: the proxy and this thread's upstream pool.
+/// One worker's share: the proxy and the request stack around this thread's upstream pool.
 struct Worker {
     proxy: Arc<Proxy>,
-    client: upstream::UpstreamClient,
+    stack: super::Stack,
 }
 
 impl Proxy {
@@ -101,7 +103,7 @@ impl Proxy {
             }
         };
         let worker = Arc::new(Worker {
-            client: upstream::client(&self.timeouts),
+            stack: self.stack(upstream::client(&self.timeouts)),
             proxy: self,
         });
         let graceful = GracefulShutdown::new();
@@ -134,11 +136,11 @@ impl Proxy {
                             }
                         };
                         let _ = stream.set_nodelay(true);
-                        let w = worker.clone();
-                        let service = service_fn(move |req| {
-                            let w = w.clone();
-                            async move { w.proxy.handle(&w.client, req, peer).await }
-                        });
+                        // The connection-bound layer on top of the worker's stack (see
+                        // `Proxy::stack` for the order).
+                        let service = ClientIpLayer::new(peer, worker.proxy.trusted.clone())
+                            .layer(worker.stack.clone());
+                        let service = TowerToHyperService::new(service);
                         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
                         conns.spawn(async move {
                             if let Err(e) = conn.await {

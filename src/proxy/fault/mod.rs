@@ -46,12 +46,15 @@ pub enum Fault {
     Upstream(UpstreamErrorKind),
 }
 
+/// The error type of any request body (hyper's, in production).
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
 /// An error of the client's request body, as the upstream client sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBodyError {
     /// Reading the body from the client failed.
     #[error("client request body: {0}")]
-    Read(#[source] hyper::Error),
+    Read(#[source] BoxError),
     /// No body bytes arrived for this long.
     #[error("client request body idle for {0:?}")]
     Idle(Duration),
@@ -62,11 +65,11 @@ impl ClientBodyError {
     pub fn fault(&self) -> ClientFault {
         match self {
             ClientBodyError::Idle(_) => ClientFault::Idle,
-            ClientBodyError::Read(e) => match io_kind(e) {
+            ClientBodyError::Read(e) => match io_kind(&**e) {
                 Some(io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput) => {
                     ClientFault::Malformed
                 }
-                _ if e.is_parse() => ClientFault::Malformed,
+                _ if chain_has(&**e, hyper::Error::is_parse) => ClientFault::Malformed,
                 _ => ClientFault::Aborted,
             },
         }
@@ -103,18 +106,18 @@ impl FaultCell {
 pin_project! {
     /// The client's request body on its way upstream: frames pass through untouched; a read
     /// error or a stall longer than `idle` becomes a [`ClientBodyError`].
-    pub struct ClientBody {
+    pub struct ClientBody<B = Incoming> {
         #[pin]
-        inner: Incoming,
+        inner: B,
         idle: Duration,
         timer: Option<Pin<Box<Sleep>>>,
         fault: Arc<FaultCell>,
     }
 }
 
-impl ClientBody {
+impl<B> ClientBody<B> {
     /// Wraps a request body; `fault` is shared with the response side.
-    pub fn new(inner: Incoming, idle: Duration, fault: Arc<FaultCell>) -> Self {
+    pub fn new(inner: B, idle: Duration, fault: Arc<FaultCell>) -> Self {
         ClientBody {
             inner,
             idle,
@@ -124,7 +127,11 @@ impl ClientBody {
     }
 }
 
-impl Body for ClientBody {
+impl<B> Body for ClientBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = ClientBodyError;
 
@@ -140,7 +147,7 @@ impl Body for ClientBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let err = ClientBodyError::Read(e);
+                let err = ClientBodyError::Read(e.into());
                 this.fault.set(err.fault());
                 Poll::Ready(Some(Err(err)))
             }

@@ -1,0 +1,154 @@
+//! Enforcement-gate layer: a banned source is answered `403` before anything is forwarded,
+//! with a body shaped for its route family, its connection closed, and the exchange
+//! recorded as `blocked` (never fed back to detection: no self-feeding bans). The ban
+//! decision itself belongs to [`crate::proxy::refusal::Gate`] (the enforcement service).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use super::{refusal, Answer, Client, Meta, ShortCircuit};
+use crate::proxy::refusal::{forbidden, Gate};
+use crate::record::Outcome;
+
+/// Refuses banned sources.
+#[derive(Clone)]
+pub struct GateLayer {
+    gate: Arc<dyn Gate>,
+}
+
+impl GateLayer {
+    /// Asks `gate` about every request.
+    pub fn new(gate: Arc<dyn Gate>) -> Self {
+        GateLayer { gate }
+    }
+}
+
+impl<S> Layer<S> for GateLayer {
+    type Service = GateService<S>;
+    fn layer(&self, inner: S) -> GateService<S> {
+        GateService {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The gate service.
+#[derive(Clone)]
+pub struct GateService<S> {
+    inner: S,
+    gate: Arc<dyn Gate>,
+}
+
+impl<S, B, RB> Service<Request<B>> for GateService<S>
+where
+    S: Service<Request<B>, Response = Response<Answer<RB>>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ShortCircuit<S::Future, RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let ext = req.extensions();
+        if let (Some(client), Some(meta)) = (ext.get::<Client>(), ext.get::<Meta>()) {
+            if self
+                .gate
+                .refuse(client.src, &meta.method_text, &meta.path)
+                .is_some()
+            {
+                // The request body is dropped unread.
+                return ShortCircuit::answer(refusal(forbidden(&meta.path), Outcome::Blocked));
+            }
+        }
+        ShortCircuit::Inner {
+            fut: self.inner.call(req),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::proxy::fault::FaultCell;
+    use crate::proxy::layers::test_support::{capture, request_from};
+    use crate::proxy::layers::Disposition;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    /// Bans one address; remembers what it was asked.
+    struct Banned(IpAddr, Mutex<Vec<(IpAddr, String, String)>>);
+
+    impl Gate for Banned {
+        fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>> {
+            self.1
+                .lock()
+                .unwrap()
+                .push((src, method.to_owned(), path.to_owned()));
+            (src == self.0).then(|| Arc::from("admin"))
+        }
+    }
+
+    fn request(src: &str, path: &'static str) -> Request<http_body_util::Empty<bytes::Bytes>> {
+        let mut req = request_from(src, path);
+        req.extensions_mut().insert(Meta {
+            path: Cow::Borrowed(path),
+            method_text: Cow::Borrowed("POST"),
+            fault: Arc::new(FaultCell::default()),
+        });
+        req
+    }
+
+    #[tokio::test]
+    async fn a_banned_source_gets_the_route_family_403_and_is_not_forwarded() {
+        let gate = Arc::new(Banned("192.0.2.66".parse().unwrap(), Mutex::default()));
+        let (inner, seen) = capture();
+        let svc = GateLayer::new(gate.clone()).layer(inner);
+        let resp = svc
+            .oneshot(request("192.0.2.66", "/v1/chat/completions"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+        assert_eq!(resp.headers()["connection"], "close");
+        assert_eq!(
+            resp.extensions().get::<Disposition>().map(|d| d.outcome),
+            Some(Outcome::Blocked)
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "ollama_guard_blocked");
+        assert!(seen.lock().unwrap().is_empty());
+        let asked = gate.1.lock().unwrap().clone();
+        assert_eq!(
+            asked,
+            [(
+                "192.0.2.66".parse().unwrap(),
+                "POST".to_owned(),
+                "/v1/chat/completions".to_owned()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn another_source_is_forwarded() {
+        let gate = Arc::new(Banned("192.0.2.66".parse().unwrap(), Mutex::default()));
+        let (inner, seen) = capture();
+        let resp = GateLayer::new(gate)
+            .layer(inner)
+            .oneshot(request("192.0.2.67", "/api/tags"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+}

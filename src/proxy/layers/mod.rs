@@ -1,0 +1,122 @@
+//! The request path as a tower stack: one concern per layer, in the order written once in
+//! [`super::Proxy::stack`].
+//!
+//! Each layer is a `Layer` plus a `Service` (plus a `Future` where it answers by itself), in
+//! the style of tower-http, and is unit-tested with `ServiceExt::oneshot` against a mock inner
+//! service. Layers talk to each other only through request and response extensions:
+//! [`Client`] (who is calling, set by the client-IP layer), [`Meta`] (the normalised target
+//! and the request's fault cell, set by the record layer) and [`Disposition`] (how a layer
+//! that answered by itself wants the exchange recorded).
+
+pub mod client_ip;
+pub mod gate;
+pub mod host_guard;
+pub mod record;
+pub mod rewrite;
+pub mod upstream_error;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
+
+use super::fault::FaultCell;
+use crate::record::Outcome;
+
+/// A response body: the upstream's own (`Left`) or one the guard wrote (`Right`).
+pub type Answer<B> = Either<B, Full<Bytes>>;
+
+/// Who is calling: set by the client-IP layer, read by every layer below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The resolved client (the socket peer, or the hop a trusted proxy vouched for).
+    pub src: IpAddr,
+    /// The socket peer.
+    pub peer: IpAddr,
+}
+
+/// What the record layer learned about the request, for the layers below it.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// The normalised path (the detection key).
+    pub path: Cow<'static, str>,
+    /// The method text.
+    pub method_text: Cow<'static, str>,
+    /// Where the request body notes a client fault (read by the response side).
+    pub fault: Arc<FaultCell>,
+}
+
+/// How an exchange a layer answered itself is recorded: its outcome, and the status the
+/// logs show when it differs from the one sent (499 for a client that is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Disposition {
+    /// The record's outcome.
+    pub outcome: Outcome,
+    /// The logged status, when not the response's.
+    pub status: Option<u16>,
+}
+
+/// Marks `resp` as answered by the guard with `outcome`.
+pub fn answered<B>(mut resp: Response<B>, outcome: Outcome, status: Option<u16>) -> Response<B> {
+    resp.extensions_mut()
+        .insert(Disposition { outcome, status });
+    resp
+}
+
+/// A refusal: recorded with `outcome`, and the connection closed after it, so a refused
+/// client cannot park keep-alive connections on the guard's slots.
+pub fn refusal<B>(resp: Response<Full<Bytes>>, outcome: Outcome) -> Response<Answer<B>> {
+    let mut resp = answered(resp.map(Either::Right), outcome, None);
+    resp.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
+pin_project! {
+    /// The future of a layer that either answers at once or asks the inner service.
+    #[project = ShortCircuitProj]
+    #[allow(missing_docs)] // variant fields; pin-project-lite takes no docs there
+    pub enum ShortCircuit<F, B> {
+        /// Answered by the layer (the answer, until it is taken).
+        Answer { resp: Option<Response<Answer<B>>> },
+        /// Forwarded (the inner service's future).
+        Inner { #[pin] fut: F },
+    }
+}
+
+impl<F, B> ShortCircuit<F, B> {
+    /// A future that yields `resp`.
+    pub fn answer(resp: Response<Answer<B>>) -> Self {
+        ShortCircuit::Answer { resp: Some(resp) }
+    }
+}
+
+impl<F, B, E> Future for ShortCircuit<F, B>
+where
+    F: Future<Output = Result<Response<Answer<B>>, E>>,
+{
+    type Output = Result<Response<Answer<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ShortCircuitProj::Answer { resp } => match resp.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                // Polled again after completion: a caller bug; stay pending rather than panic.
+                None => Poll::Pending,
+            },
+            ShortCircuitProj::Inner { fut } => fut.poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -1,0 +1,190 @@
+//! Record layer: every request becomes exactly one [`RequestRecord`] — forwarded, refused
+//! or failed — timed from the moment the head was read to the last byte out or the client's
+//! disconnect.
+//!
+//! Outermost per request (only the connection-bound client-IP layer is above it), so the
+//! clock starts before any other work and refusals are recorded like anything else. The
+//! response body becomes a [`TimingBody`] whose end-of-stream callback builds the record;
+//! before the head exists a [`HeadGuard`] records a client that left (499). A layer below
+//! that answered by itself says how to record it with a [`Disposition`].
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::{Request, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use prometheus::{IntCounter, IntGauge};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::{Client, Disposition, Meta};
+use crate::proxy::fault::FaultCell;
+use crate::proxy::timing::{Completion, HeadGuard, InFlight, TimingBody};
+use crate::record::{Method, Outcome, RecordSink, RequestRecord};
+use crate::route;
+
+/// Where records go and what they count.
+pub struct RecordCtx {
+    /// The record pipeline.
+    pub sink: Arc<dyn RecordSink>,
+    /// `in_flight_requests`.
+    pub in_flight: IntGauge,
+    /// `upstream_errors_total{kind="reset"}`: forwarded bodies that break mid-stream.
+    pub resets: IntCounter,
+}
+
+/// Records every request.
+#[derive(Clone)]
+pub struct RecordLayer {
+    ctx: Arc<RecordCtx>,
+}
+
+impl RecordLayer {
+    /// Records into `ctx.sink`.
+    pub fn new(ctx: RecordCtx) -> Self {
+        RecordLayer { ctx: Arc::new(ctx) }
+    }
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+    fn layer(&self, inner: S) -> Record<S> {
+        Record {
+            inner,
+            ctx: self.ctx.clone(),
+        }
+    }
+}
+
+/// The record service.
+#[derive(Clone)]
+pub struct Record<S> {
+    inner: S,
+    ctx: Arc<RecordCtx>,
+}
+
+/// The record a request starts with: everything known before its response.
+fn start_record<B>(req: &Request<B>) -> RequestRecord {
+    let unknown = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let client = req.extensions().get::<Client>().copied().unwrap_or(Client {
+        src: unknown,
+        peer: unknown,
+    });
+    let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+    let (path, route) = route::normalize_fast(target);
+    let raw_target = if path == target {
+        path.clone()
+    } else {
+        Cow::Owned(target.to_owned())
+    };
+    let method = Method::parse(req.method().as_str());
+    let method_text = match method {
+        Method::Other => Cow::Owned(req.method().as_str().to_owned()),
+        m => Cow::Borrowed(m.as_str()),
+    };
+    RequestRecord {
+        src: client.src,
+        peer: client.peer,
+        method,
+        method_text,
+        path,
+        raw_target,
+        route,
+        status: 0,
+        ttfb: None,
+        total: Duration::ZERO,
+        completed_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        outcome: Outcome::Complete,
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Record<S>
+where
+    S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
+    RB: Body,
+{
+    type Response = Response<TimingBody<RB>>;
+    type Error = Infallible;
+    type Future = RecordFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let record = start_record(&req);
+        let fault = Arc::new(FaultCell::default());
+        req.extensions_mut().insert(Meta {
+            path: record.path.clone(),
+            method_text: record.method_text.clone(),
+            fault: fault.clone(),
+        });
+        let completion = Completion {
+            record,
+            start,
+            sink: self.ctx.sink.clone(),
+            in_flight: Some(InFlight::new(self.ctx.in_flight.clone())),
+            upstream_resets: None,
+            fault: Some(fault),
+        };
+        RecordFuture {
+            fut: self.inner.call(req),
+            guard: Some(HeadGuard::new(completion)),
+            resets: self.ctx.resets.clone(),
+        }
+    }
+}
+
+pin_project! {
+    /// Waits for the response head; the [`HeadGuard`] records a client that leaves first.
+    pub struct RecordFuture<F> {
+        #[pin]
+        fut: F,
+        guard: Option<HeadGuard>,
+        resets: IntCounter,
+    }
+}
+
+impl<F, RB> Future for RecordFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, Infallible>>,
+    RB: Body,
+{
+    type Output = Result<Response<TimingBody<RB>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = match ready!(this.fut.poll(cx)) {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        let (mut parts, body) = resp.into_parts();
+        let Some(mut guard) = this.guard.take() else {
+            // Polled after completion: a caller bug; stay pending rather than panic.
+            return Poll::Pending;
+        };
+        let (outcome, status) = match parts.extensions.remove::<Disposition>() {
+            Some(d) => (d.outcome, d.status.unwrap_or(parts.status.as_u16())),
+            None => {
+                // Ollama's own response: a failure of its body from now on is an upstream
+                // reset (unless the client's upload failed first; the fault cell says).
+                guard.count_resets(this.resets.clone());
+                (Outcome::Complete, parts.status.as_u16())
+            }
+        };
+        let body = guard.into_body(status, outcome, body);
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

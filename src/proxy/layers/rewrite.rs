@@ -1,0 +1,220 @@
+//! Rewrite layer: the last touch before the wire. The request is pointed at the upstream
+//! (absolute URI, `Host` = the upstream's authority, which Ollama on loopback requires),
+//! hop-by-hop headers and `Expect` are removed (hyper already answered `100 Continue` to the
+//! client when the body is first read), `X-Forwarded-For` is *replaced* by the resolved client
+//! (Ollama's gin trusts any `X-Forwarded-For`), and the body is wrapped so its faults can be
+//! told from the upstream's ([`ClientBody`]). On the way back, hop-by-hop headers are removed
+//! from the response. Nothing else changes: bytes and framing pass through.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderValue, EXPECT, HOST};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::{Client, Meta};
+use crate::proxy::fault::{ClientBody, FaultCell};
+use crate::proxy::headers;
+
+/// Where requests go.
+pub struct Target {
+    /// `http`.
+    pub scheme: Scheme,
+    /// `host:port` of the upstream.
+    pub authority: Authority,
+    /// The same, as the `Host` header value.
+    pub host: HeaderValue,
+    /// `timeouts.body_idle`.
+    pub body_idle: Duration,
+}
+
+/// Points requests at the upstream.
+#[derive(Clone)]
+pub struct RewriteLayer {
+    target: Arc<Target>,
+}
+
+impl RewriteLayer {
+    /// Rewrites for `target`.
+    pub fn new(target: Target) -> Self {
+        RewriteLayer {
+            target: Arc::new(target),
+        }
+    }
+}
+
+impl<S> Layer<S> for RewriteLayer {
+    type Service = Rewrite<S>;
+    fn layer(&self, inner: S) -> Rewrite<S> {
+        Rewrite {
+            inner,
+            target: self.target.clone(),
+        }
+    }
+}
+
+/// The rewrite service.
+#[derive(Clone)]
+pub struct Rewrite<S> {
+    inner: S,
+    target: Arc<Target>,
+}
+
+impl<S, B, RB> Service<Request<B>> for Rewrite<S>
+where
+    S: Service<Request<ClientBody<B>>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = RewriteFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        RewriteFuture {
+            fut: self.inner.call(rewrite(&self.target, req)),
+        }
+    }
+}
+
+fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
+    let (mut parts, body) = req.into_parts();
+    let src = parts
+        .extensions
+        .get::<Client>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.src);
+    let fault = parts
+        .extensions
+        .get::<Meta>()
+        .map_or_else(|| Arc::new(FaultCell::default()), |m| m.fault.clone());
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(t.scheme.clone());
+    uri.authority = Some(t.authority.clone());
+    uri.path_and_query = Some(pq);
+    if let Ok(uri) = Uri::from_parts(uri) {
+        parts.uri = uri;
+    }
+    let h = &mut parts.headers;
+    let original_host = h.remove(HOST);
+    headers::strip_hop_by_hop(h);
+    h.remove(EXPECT);
+    h.insert(HOST, t.host.clone());
+    h.insert(headers::X_FORWARDED_FOR, headers::ip_value(src));
+    h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match original_host {
+        Some(host) => h.insert(headers::X_FORWARDED_HOST, host),
+        None => h.remove(headers::X_FORWARDED_HOST),
+    };
+    parts.version = Version::HTTP_11;
+    Request::from_parts(parts, ClientBody::new(body, t.body_idle, fault))
+}
+
+pin_project! {
+    /// The upstream exchange; hop-by-hop headers are removed from its response.
+    pub struct RewriteFuture<F> {
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F, RB, E> Future for RewriteFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut resp = ready!(self.project().fut.poll(cx))?;
+        headers::strip_hop_by_hop(resp.headers_mut());
+        Poll::Ready(Ok(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::ready;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::proxy::layers::test_support::request_from;
+
+    fn target() -> Target {
+        Target {
+            scheme: Scheme::HTTP,
+            authority: "127.0.0.1:11435".parse().unwrap(),
+            host: HeaderValue::from_static("127.0.0.1:11435"),
+            body_idle: Duration::from_secs(300),
+        }
+    }
+
+    #[tokio::test]
+    async fn request_is_pointed_upstream_with_xff_replaced_and_hop_headers_removed() {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
+            *s.lock().unwrap() = Some((req.uri().clone(), req.headers().clone(), req.version()));
+            let mut resp = Response::new(());
+            resp.headers_mut()
+                .insert("connection", HeaderValue::from_static("x-upstream-hop"));
+            resp.headers_mut()
+                .insert("x-upstream-hop", HeaderValue::from_static("1"));
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("application/x-ndjson"),
+            );
+            ready(Ok::<_, Infallible>(resp))
+        });
+        let mut req = request_from("198.51.100.7", "/api/chat?x=1");
+        let h = req.headers_mut();
+        h.insert("host", HeaderValue::from_static("ollama.example"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("expect", HeaderValue::from_static("100-continue"));
+        h.insert("authorization", HeaderValue::from_static("Bearer k"));
+        let resp = RewriteLayer::new(target())
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .unwrap();
+        let (uri, headers, version) = seen.lock().unwrap().take().unwrap();
+        assert_eq!(uri, "http://127.0.0.1:11435/api/chat?x=1");
+        assert_eq!(version, Version::HTTP_11);
+        assert_eq!(headers["host"], "127.0.0.1:11435");
+        assert_eq!(headers["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(headers["x-forwarded-host"], "ollama.example");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(
+            headers["authorization"], "Bearer k",
+            "end-to-end headers pass"
+        );
+        for gone in ["connection", "x-secret-hop", "expect"] {
+            assert!(!headers.contains_key(gone), "{gone}");
+        }
+        assert!(!resp.headers().contains_key("x-upstream-hop"));
+        assert!(!resp.headers().contains_key("connection"));
+        assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    }
+}
