@@ -11,6 +11,8 @@
 #   BODY=... CHUNKS=20 tests/perf/proxy_bench.sh /api/generate   # NDJSON streaming
 #   Targets: direct (the simulator), guard (default rule set), guard_norules (one rule that
 #   never matches: the cost of detection is guard vs guard_norules), nginx.
+#   env BASELINE_BIN=path/to/older/ollama-guard adds a target "baseline" (that binary, default
+#   rules, same flags) to the same interleaved rounds: before/after figures of a change.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 path=${1:-/api/tags}
@@ -39,6 +41,11 @@ paths = ["/never-matches"]
 TOML
 "$bin" --listen "127.0.0.1:$guard_port" --upstream "http://127.0.0.1:$sim_port" \
   --admin-listen "127.0.0.1:$admin_port" --detection-log /dev/null --log-level warn 2>"$work/guard.err" & pids+=($!)
+if [ -n "${BASELINE_BIN:-}" ]; then
+  base_port=$(free_port); base_admin=$(free_port)
+  "$BASELINE_BIN" --listen "127.0.0.1:$base_port" --upstream "http://127.0.0.1:$sim_port" \
+    --admin-listen "127.0.0.1:$base_admin" --detection-log /dev/null --log-level warn 2>"$work/base.err" & pids+=($!)
+fi
 "$bin" --listen "127.0.0.1:$bare_port" --upstream "http://127.0.0.1:$sim_port" \
   --admin-listen "127.0.0.1:$bare_admin" --detection-log /dev/null --config "$work/norules.toml" \
   --log-level warn 2>"$work/bare.err" & pids+=($!)
@@ -67,12 +74,13 @@ http {
 NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 
-for port in "$sim_port" "$guard_port" "$bare_port" "$nginx_port"; do
+for port in "$sim_port" "$guard_port" "$bare_port" "$nginx_port" ${base_port:-}; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/api/version" && break; sleep 0.05; done
 done
 
 targets=(direct guard guard_norules nginx)
 declare -A port=([direct]=$sim_port [guard]=$guard_port [guard_norules]=$bare_port [nginx]=$nginx_port)
+if [ -n "${BASELINE_BIN:-}" ]; then targets+=(baseline); port[baseline]=$base_port; fi
 script=()
 if [ -n "${BODY:-}" ]; then
   python3 - "$work/post.lua" "$BODY" "${CHUNKS:-}" <<'PY'
@@ -120,6 +128,9 @@ if "guard" in med and "nginx" in med:
     print(f"guard/nginx p99 ratio:        {med['guard'][2] / med['nginx'][2]:.3f}")
 if "guard" in med and "guard_norules" in med:
     print(f"detection cost (1 - guard/guard_norules): {100 * (1 - med['guard'][0] / med['guard_norules'][0]):.1f} %")
+if "guard" in med and "baseline" in med:
+    print(f"guard/baseline throughput ratio: {med['guard'][0] / med['baseline'][0]:.3f}")
+    print(f"guard/baseline p99 ratio:        {med['guard'][2] / med['baseline'][2]:.3f}")
 if "guard" in med and "direct" in med:
     print(f"guard/direct throughput ratio: {med['guard'][0] / med['direct'][0]:.3f}")
 PY
