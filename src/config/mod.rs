@@ -9,6 +9,7 @@
 mod addrs;
 mod cli;
 mod file;
+mod render;
 mod values;
 
 use std::net::SocketAddr;
@@ -192,7 +193,7 @@ impl Config {
 
     /// The effective configuration as a TOML document (`check-config`), secrets redacted.
     pub fn to_toml(&self) -> String {
-        values::to_toml(self)
+        render::to_toml(self)
     }
 }
 
