@@ -9,7 +9,8 @@ use http::Uri;
 use ipnet::IpNet;
 
 use super::{
-    addrs, BanFile, BanPolicy, Config, ConfigError, FileConfig, ServeArgs, Timeouts, TimeoutsFile,
+    addrs, BanFile, BanPolicy, Bound, Config, ConfigError, FileConfig, Live, ServeArgs, Timeouts,
+    TimeoutsFile,
 };
 
 /// Default action of rules that set none.
@@ -334,27 +335,31 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let warnings = addrs::trust_warnings(&trusted_proxies);
     crate::detect::build_rules(&file.rules)?;
     Ok(Config {
-        listen,
-        upstream,
-        admin_listen,
-        mode,
-        trusted_proxies,
-        allowlist,
-        ipv6_prefix,
-        max_tracked_keys,
-        detection_log,
-        access_log,
-        access_log_format,
-        state_dir,
-        log_level,
-        workers,
-        admin_token,
-        timeouts,
-        allowed_hosts,
-        max_connections,
-        max_connections_per_source,
-        ban,
-        rules: file.rules,
+        bound: Bound {
+            listen,
+            upstream,
+            admin_listen,
+            detection_log,
+            access_log,
+            access_log_format,
+            state_dir,
+            log_level,
+            workers,
+            timeouts,
+            max_connections,
+            max_connections_per_source,
+        },
+        live: Live {
+            mode,
+            trusted_proxies,
+            allowlist,
+            allowed_hosts,
+            ipv6_prefix,
+            max_tracked_keys,
+            ban,
+            admin_token,
+            rules: file.rules,
+        },
         config_file: args.config.clone(),
         warnings,
     })

@@ -68,7 +68,7 @@ impl Proxy {
         gate: Arc<dyn Gate>,
         metrics: Arc<Metrics>,
     ) -> Arc<Proxy> {
-        let max_connections = match config.max_connections {
+        let max_connections = match config.bound.max_connections {
             0 => {
                 let (max, nofile) = limits::derived_max_connections();
                 tracing::info!(
@@ -82,28 +82,28 @@ impl Proxy {
         };
         let limits = limits::ConnLimits::new(
             max_connections,
-            config.max_connections_per_source,
-            config.ipv6_prefix,
+            config.bound.max_connections_per_source,
+            config.live.ipv6_prefix,
             &metrics,
         );
-        let upstream_host = HeaderValue::from_str(config.upstream.authority.as_str())
+        let upstream_host = HeaderValue::from_str(config.bound.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         Arc::new(Proxy {
-            upstream: config.upstream.clone(),
+            upstream: config.bound.upstream.clone(),
             upstream_host,
-            trusted: ArcSwap::from_pointee(config.trusted_proxies.clone()),
+            trusted: ArcSwap::from_pointee(config.live.trusted_proxies.clone()),
             hosts: ArcSwap::from_pointee(HostPolicy::new(
-                config.listen,
-                config.allowed_hosts.as_deref(),
+                config.bound.listen,
+                config.live.allowed_hosts.as_deref(),
             )),
-            listen: config.listen,
+            listen: config.bound.listen,
             sink,
             gate,
             upstream_resets: metrics
                 .upstream_error_counter(crate::telemetry::UpstreamErrorKind::Reset),
             metrics,
-            timeouts: config.timeouts.clone(),
-            workers: config.workers,
+            timeouts: config.bound.timeouts.clone(),
+            workers: config.bound.workers,
             limits,
         })
     }
