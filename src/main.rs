@@ -21,15 +21,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: &config::ServeArgs) -> ExitCode {
-    let config =
-        match Config::load(args).and_then(|c| ollama_guard::serve::preflight(&c).map(|()| c)) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ollama-guard: {e}");
-                return ExitCode::from(2);
-            }
-        };
-    init_tracing(&config.log_level);
+    let config = match Config::load(args)
+        .and_then(|c| ollama_guard::serve::preflight(&c.bound).map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ollama-guard: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.bound.log_level);
     let result =
         runtime().and_then(|rt| Ok(rt.block_on(ollama_guard::serve::run(args.clone(), config))?));
     match result {

@@ -302,3 +302,46 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn reload_reports_bound_keys_until_restart_and_swaps_live_ones() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guard.toml");
+    std::fs::write(&file, "max_connections_per_source = 256\n").unwrap();
+    let args = ServeArgs {
+        config: Some(file.clone()),
+        upstream: Some(sim.url()),
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        detection_log: Some(dir.path().join("detection.log").display().to_string()),
+        ..ServeArgs::default()
+    };
+    let config = ollama_guard::config::Config::load(&args).unwrap();
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+
+    std::fs::write(&file, "mode = \"block\"\nmax_connections_per_source = 7\n").unwrap();
+    let report = server.reload(&args).unwrap();
+    assert_eq!(report.needs_restart, ["max_connections_per_source"]);
+    assert_eq!(server.live_config().mode, ollama_guard::config::Mode::Block);
+    assert_eq!(
+        server.bound_config().max_connections_per_source,
+        256,
+        "a bound key keeps its running value"
+    );
+    // Compared with the running value, not the last file: still reported next time.
+    std::fs::write(
+        &file,
+        "mode = \"monitor\"\nmax_connections_per_source = 7\n",
+    )
+    .unwrap();
+    let report = server.reload(&args).unwrap();
+    assert_eq!(report.needs_restart, ["max_connections_per_source"]);
+    assert_eq!(
+        server.live_config().mode,
+        ollama_guard::config::Mode::Monitor
+    );
+    server.shutdown().await;
+}

@@ -9,16 +9,16 @@
 mod addrs;
 mod cli;
 mod file;
+mod parts;
+mod render;
 mod values;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 pub use cli::{BansAction, BansArgs, Cli, Command, ScanArgs, ServeArgs, SimulatorArgs};
 pub use file::{BanFile, FileConfig, TimeoutsFile};
+pub use parts::{Bound, Live};
 pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
 
 use crate::detect::RuleConfig;
@@ -88,52 +88,16 @@ pub struct Timeouts {
     pub body_idle: Duration,
 }
 
-/// The effective, validated configuration of `serve`.
+/// The effective, validated configuration of `serve`, in the two parts `serve` treats
+/// differently: [`Bound`] is fixed for the life of the process, [`Live`] is what a reload
+/// replaces. Keeping them apart lets a reload swap `live` whole and report changes to
+/// `bound` from one comparison, instead of listing the bound keys field by field.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Client-facing listener.
-    pub listen: SocketAddr,
-    /// The Ollama to forward to.
-    pub upstream: Upstream,
-    /// Admin listener.
-    pub admin_listen: SocketAddr,
-    /// Default action of rules that set none.
-    pub mode: Mode,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Sources never counted and never banned.
-    pub allowlist: Vec<IpNet>,
-    /// IPv6 sources are grouped by this prefix length.
-    pub ipv6_prefix: u8,
-    /// Hard cap on detection counter entries.
-    pub max_tracked_keys: usize,
-    /// Detection log destination.
-    pub detection_log: LogTarget,
-    /// Access log destination (none = off).
-    pub access_log: Option<LogTarget>,
-    /// Access log line format.
-    pub access_log_format: AccessLogFormat,
-    /// Where bans persist (none = in memory only).
-    pub state_dir: Option<PathBuf>,
-    /// Tracing filter for diagnostics.
-    pub log_level: String,
-    /// Proxy worker threads (each a single-threaded runtime with its own upstream pool).
-    pub workers: usize,
-    /// Bearer token the admin API's ban endpoints require (none = no auth; loopback bind).
-    pub admin_token: Option<String>,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// Host names clients may address (lower case; exact, `*.suffix` or `*`). `None` =
-    /// the rule Ollama itself applies for the listen address.
-    pub allowed_hosts: Option<Vec<String>>,
-    /// Open client connections at most (0 = derived from the file-descriptor limit at start).
-    pub max_connections: usize,
-    /// Open client connections per source address at most (0 = off).
-    pub max_connections_per_source: usize,
-    /// Ban policy.
-    pub ban: BanPolicy,
-    /// Rules as written (empty = the built-in set).
-    pub rules: Vec<RuleConfig>,
+    /// Needs a restart to change.
+    pub bound: Bound,
+    /// Swapped on reload.
+    pub live: Live,
     /// The file this came from, re-read on SIGHUP.
     pub config_file: Option<PathBuf>,
     /// Valid but dangerous settings, logged by `serve` at start (see [`Config::warnings`]).
@@ -176,11 +140,7 @@ impl Config {
 
     /// The rules in force: the file's, or the built-in set when it has none.
     pub fn effective_rules(&self) -> Vec<RuleConfig> {
-        if self.rules.is_empty() {
-            crate::detect::default_rules()
-        } else {
-            self.rules.clone()
-        }
+        self.live.effective_rules()
     }
 
     /// Settings that are accepted but almost certainly a mistake (`trusted_proxies`
@@ -192,7 +152,7 @@ impl Config {
 
     /// The effective configuration as a TOML document (`check-config`), secrets redacted.
     pub fn to_toml(&self) -> String {
-        values::to_toml(self)
+        render::to_toml(self)
     }
 }
 

@@ -7,20 +7,20 @@ fn file(text: &str) -> FileConfig {
 #[test]
 fn defaults_match_the_spec() {
     let c = Config::merge(&ServeArgs::default(), FileConfig::default()).unwrap();
-    assert_eq!(c.listen, "0.0.0.0:11434".parse().unwrap());
-    assert_eq!(c.upstream.url(), "http://127.0.0.1:11435");
-    assert_eq!(c.admin_listen, "127.0.0.1:9464".parse().unwrap());
-    assert_eq!(c.mode, Mode::Monitor);
-    assert_eq!(c.detection_log, LogTarget::Stdout);
-    assert_eq!(c.access_log, None);
-    assert_eq!(c.access_log_format, AccessLogFormat::Gin);
-    assert_eq!(c.ipv6_prefix, 64);
-    assert_eq!(c.max_tracked_keys, 1_000_000);
-    assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(5));
-    assert_eq!(c.timeouts.grace_period, Duration::from_secs(30));
-    assert_eq!(c.ban.duration, Duration::from_secs(900));
-    assert_eq!(c.ban.max, Duration::from_secs(86_400));
-    assert_eq!(c.ban.memory, Duration::from_secs(7 * 86_400));
+    assert_eq!(c.bound.listen, "0.0.0.0:11434".parse().unwrap());
+    assert_eq!(c.bound.upstream.url(), "http://127.0.0.1:11435");
+    assert_eq!(c.bound.admin_listen, "127.0.0.1:9464".parse().unwrap());
+    assert_eq!(c.live.mode, Mode::Monitor);
+    assert_eq!(c.bound.detection_log, LogTarget::Stdout);
+    assert_eq!(c.bound.access_log, None);
+    assert_eq!(c.bound.access_log_format, AccessLogFormat::Gin);
+    assert_eq!(c.live.ipv6_prefix, 64);
+    assert_eq!(c.live.max_tracked_keys, 1_000_000);
+    assert_eq!(c.bound.timeouts.upstream_connect, Duration::from_secs(5));
+    assert_eq!(c.bound.timeouts.grace_period, Duration::from_secs(30));
+    assert_eq!(c.live.ban.duration, Duration::from_secs(900));
+    assert_eq!(c.live.ban.max, Duration::from_secs(86_400));
+    assert_eq!(c.live.ban.memory, Duration::from_secs(7 * 86_400));
 }
 
 #[test]
@@ -31,9 +31,9 @@ fn command_line_wins_over_file_and_file_over_default() {
     };
     let f = file("listen = \"127.0.0.1:2\"\nadmin_listen = \"127.0.0.1:3\"\nmode = \"block\"");
     let c = Config::merge(&args, f).unwrap();
-    assert_eq!(c.listen.port(), 1);
-    assert_eq!(c.admin_listen.port(), 3);
-    assert_eq!(c.mode, Mode::Block);
+    assert_eq!(c.bound.listen.port(), 1);
+    assert_eq!(c.bound.admin_listen.port(), 3);
+    assert_eq!(c.live.mode, Mode::Block);
 }
 
 #[test]
@@ -104,7 +104,12 @@ fn trusted_proxy_single_address_becomes_host_cidr() {
         ..ServeArgs::default()
     };
     let c = Config::merge(&args, FileConfig::default()).unwrap();
-    let texts: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    let texts: Vec<String> = c
+        .live
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(texts, ["10.1.2.3/32", "192.168.0.0/16"]);
 }
 
@@ -190,7 +195,7 @@ fn ipv4_mapped_cidrs_become_ipv4_networks() {
         file("allowlist = [\"::ffff:192.0.2.0/120\", \"::ffff:10.1.2.3\"]"),
     )
     .unwrap();
-    let texts: Vec<String> = c.allowlist.iter().map(|n| n.to_string()).collect();
+    let texts: Vec<String> = c.live.allowlist.iter().map(|n| n.to_string()).collect();
     assert_eq!(texts, ["192.0.2.0/24", "10.1.2.3/32"]);
 }
 
@@ -201,7 +206,7 @@ fn trusting_everyone_is_accepted_with_a_warning() {
         file("trusted_proxies = [\"0.0.0.0/0\", \"10.0.0.0/8\", \"::/0\"]"),
     )
     .unwrap();
-    assert_eq!(c.trusted_proxies.len(), 3);
+    assert_eq!(c.live.trusted_proxies.len(), 3);
     let w = c.warnings();
     assert_eq!(w.len(), 2);
     assert!(w[0]
@@ -223,10 +228,15 @@ fn comma_lists_from_the_environment_are_trimmed() {
     ])
     .unwrap();
     let c = Config::merge(&cli.serve, FileConfig::default()).unwrap();
-    let texts: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    let texts: Vec<String> = c
+        .live
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(texts, ["10.0.0.0/8", "192.168.0.0/16"]);
     assert_eq!(
-        c.allowed_hosts,
+        c.live.allowed_hosts,
         Some(vec![
             "ollama.example.com".to_owned(),
             "*.corp.example.com".to_owned()
@@ -237,23 +247,26 @@ fn comma_lists_from_the_environment_are_trimmed() {
 #[test]
 fn connection_limits_and_body_idle_default_and_merge() {
     let c = Config::merge(&ServeArgs::default(), FileConfig::default()).unwrap();
-    assert_eq!(c.max_connections, 0);
-    assert_eq!(c.max_connections_per_source, 256);
-    assert_eq!(c.timeouts.body_idle, Duration::from_secs(300));
-    assert_eq!(c.allowed_hosts, None);
+    assert_eq!(c.bound.max_connections, 0);
+    assert_eq!(c.bound.max_connections_per_source, 256);
+    assert_eq!(c.bound.timeouts.body_idle, Duration::from_secs(300));
+    assert_eq!(c.live.allowed_hosts, None);
     let f =
         "max_connections = 1000\nmax_connections_per_source = 0\n[timeouts]\nbody_idle = \"30s\"";
     let c = Config::merge(&ServeArgs::default(), file(f)).unwrap();
-    assert_eq!(c.max_connections, 1000);
-    assert_eq!(c.max_connections_per_source, 0);
-    assert_eq!(c.timeouts.body_idle, Duration::from_secs(30));
+    assert_eq!(c.bound.max_connections, 1000);
+    assert_eq!(c.bound.max_connections_per_source, 0);
+    assert_eq!(c.bound.timeouts.body_idle, Duration::from_secs(30));
     let args = ServeArgs {
         max_connections: Some(50),
         max_connections_per_source: Some(5),
         ..ServeArgs::default()
     };
     let c = Config::merge(&args, file(f)).unwrap();
-    assert_eq!((c.max_connections, c.max_connections_per_source), (50, 5));
+    assert_eq!(
+        (c.bound.max_connections, c.bound.max_connections_per_source),
+        (50, 5)
+    );
     assert_eq!(
         merge_err(ServeArgs::default(), "[timeouts]\nbody_idle = \"0s\""),
         "config error: timeouts.body_idle: must be greater than zero"
@@ -268,7 +281,7 @@ fn allowed_hosts_accept_names_suffixes_star_and_ips_and_refuse_urls_and_ports() 
     )
     .unwrap();
     assert_eq!(
-        c.allowed_hosts.unwrap(),
+        c.live.allowed_hosts.unwrap(),
         [
             "ollama.example.com",
             "*.example.com",
@@ -300,5 +313,54 @@ fn allowed_hosts_accept_names_suffixes_star_and_ips_and_refuse_urls_and_ports() 
         ..ServeArgs::default()
     };
     let c = Config::merge(&args, file("allowed_hosts = [\"file.example.com\"]")).unwrap();
-    assert_eq!(c.allowed_hosts.unwrap(), ["cli.example.com"]);
+    assert_eq!(c.live.allowed_hosts.unwrap(), ["cli.example.com"]);
+}
+
+#[test]
+fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
+    let base = Config::merge(&ServeArgs::default(), FileConfig::default()).unwrap();
+    assert!(base.bound.changed_keys(&base.bound.clone()).is_empty());
+    // Every live key changed: nothing needs a restart.
+    let live_only = Config::merge(
+        &ServeArgs::default(),
+        file(
+            "mode = \"block\"\ntrusted_proxies = [\"10.0.0.0/8\"]\nallowlist = [\"10.1.0.0/16\"]\n\
+             allowed_hosts = [\"x.example.com\"]\nipv6_prefix = 48\nmax_tracked_keys = 5\n\
+             admin_token = \"t\"\n[ban]\nduration = \"1m\"",
+        ),
+    )
+    .unwrap();
+    assert!(base.bound.changed_keys(&live_only.bound).is_empty());
+    // Every bound key changed: each is named once, in the order a reload reports them.
+    let args = ServeArgs {
+        workers: Some(base.bound.workers + 1),
+        ..ServeArgs::default()
+    };
+    let all = Config::merge(
+        &args,
+        file(
+            "listen = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\n\
+             upstream = \"http://127.0.0.1:3\"\ndetection_log = \"d.log\"\naccess_log = \"a.log\"\n\
+             access_log_format = \"json\"\nstate_dir = \"s\"\nlog_level = \"debug\"\n\
+             max_connections = 9\nmax_connections_per_source = 8\n[timeouts]\nbody_idle = \"1s\"",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        base.bound.changed_keys(&all.bound),
+        [
+            "listen",
+            "admin_listen",
+            "upstream",
+            "detection_log",
+            "access_log",
+            "access_log_format",
+            "state_dir",
+            "timeouts",
+            "log_level",
+            "workers",
+            "max_connections",
+            "max_connections_per_source",
+        ]
+    );
 }

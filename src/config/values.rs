@@ -9,7 +9,8 @@ use http::Uri;
 use ipnet::IpNet;
 
 use super::{
-    addrs, BanFile, BanPolicy, Config, ConfigError, FileConfig, ServeArgs, Timeouts, TimeoutsFile,
+    addrs, BanFile, BanPolicy, Bound, Config, ConfigError, FileConfig, Live, ServeArgs, Timeouts,
+    TimeoutsFile,
 };
 
 /// Default action of rules that set none.
@@ -334,77 +335,32 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     let warnings = addrs::trust_warnings(&trusted_proxies);
     crate::detect::build_rules(&file.rules)?;
     Ok(Config {
-        listen,
-        upstream,
-        admin_listen,
-        mode,
-        trusted_proxies,
-        allowlist,
-        ipv6_prefix,
-        max_tracked_keys,
-        detection_log,
-        access_log,
-        access_log_format,
-        state_dir,
-        log_level,
-        workers,
-        admin_token,
-        timeouts,
-        allowed_hosts,
-        max_connections,
-        max_connections_per_source,
-        ban,
-        rules: file.rules,
+        bound: Bound {
+            listen,
+            upstream,
+            admin_listen,
+            detection_log,
+            access_log,
+            access_log_format,
+            state_dir,
+            log_level,
+            workers,
+            timeouts,
+            max_connections,
+            max_connections_per_source,
+        },
+        live: Live {
+            mode,
+            trusted_proxies,
+            allowlist,
+            allowed_hosts,
+            ipv6_prefix,
+            max_tracked_keys,
+            ban,
+            admin_token,
+            rules: file.rules,
+        },
         config_file: args.config.clone(),
         warnings,
     })
-}
-
-fn human(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-pub(super) fn to_toml(c: &Config) -> String {
-    let cidr_texts = |v: &[IpNet]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let file = FileConfig {
-        listen: Some(c.listen.to_string()),
-        upstream: Some(c.upstream.url()),
-        admin_listen: Some(c.admin_listen.to_string()),
-        mode: Some(c.mode.as_str().to_owned()),
-        trusted_proxies: Some(cidr_texts(&c.trusted_proxies)),
-        allowlist: Some(cidr_texts(&c.allowlist)),
-        ipv6_prefix: Some(c.ipv6_prefix),
-        max_tracked_keys: Some(c.max_tracked_keys),
-        detection_log: Some(c.detection_log.display()),
-        access_log: Some(
-            c.access_log
-                .as_ref()
-                .map(LogTarget::display)
-                .unwrap_or_default(),
-        ),
-        access_log_format: Some(c.access_log_format.as_str().to_owned()),
-        state_dir: c.state_dir.as_ref().map(|p| p.display().to_string()),
-        log_level: Some(c.log_level.clone()),
-        workers: Some(c.workers),
-        admin_token: c.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
-        allowed_hosts: c.allowed_hosts.clone(),
-        max_connections: Some(c.max_connections),
-        max_connections_per_source: Some(c.max_connections_per_source),
-        timeouts: Some(TimeoutsFile {
-            upstream_connect: Some(human(c.timeouts.upstream_connect)),
-            header_read: Some(human(c.timeouts.header_read)),
-            grace_period: Some(human(c.timeouts.grace_period)),
-            readiness_probe: Some(human(c.timeouts.readiness_probe)),
-            upstream_idle: Some(human(c.timeouts.upstream_idle)),
-            body_idle: Some(human(c.timeouts.body_idle)),
-        }),
-        ban: Some(BanFile {
-            duration: Some(human(c.ban.duration)),
-            increment: Some(c.ban.increment),
-            max: Some(human(c.ban.max)),
-            memory: Some(human(c.ban.memory)),
-        }),
-        rules: c.effective_rules(),
-    };
-    toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }

@@ -31,7 +31,7 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 use tower::ServiceBuilder;
 
-use crate::config::{Config, Upstream};
+use crate::config::{Bound, Live, Upstream};
 use crate::record::RecordSink;
 use crate::telemetry::Metrics;
 use host_guard::HostPolicy;
@@ -65,14 +65,16 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy for `config`; records go to `sink`, bans are asked of `gate`.
+    /// Builds the proxy from the restart-bound part of the config and the live part it
+    /// starts with; records go to `sink`, bans are asked of `gate`.
     pub fn new(
-        config: &Config,
+        bound: &Bound,
+        live: &Live,
         sink: Arc<dyn RecordSink>,
         gate: Arc<dyn Gate>,
         metrics: Arc<Metrics>,
     ) -> Arc<Proxy> {
-        let max_connections = match config.max_connections {
+        let max_connections = match bound.max_connections {
             0 => {
                 let (max, nofile) = limits::derived_max_connections();
                 tracing::info!(
@@ -86,23 +88,23 @@ impl Proxy {
         };
         let limits = limits::ConnLimits::new(
             max_connections,
-            config.max_connections_per_source,
-            config.ipv6_prefix,
+            bound.max_connections_per_source,
+            live.ipv6_prefix,
             &metrics,
         );
         Arc::new(Proxy {
-            upstream: config.upstream.clone(),
-            trusted: Arc::new(ArcSwap::from_pointee(config.trusted_proxies.clone())),
+            upstream: bound.upstream.clone(),
+            trusted: Arc::new(ArcSwap::from_pointee(live.trusted_proxies.clone())),
             hosts: Arc::new(ArcSwap::from_pointee(HostPolicy::new(
-                config.listen,
-                config.allowed_hosts.as_deref(),
+                bound.listen,
+                live.allowed_hosts.as_deref(),
             ))),
-            listen: config.listen,
+            listen: bound.listen,
             sink,
             gate,
             metrics,
-            timeouts: config.timeouts.clone(),
-            workers: config.workers,
+            timeouts: bound.timeouts.clone(),
+            workers: bound.workers,
             limits,
         })
     }

@@ -80,17 +80,17 @@ impl ScanOptions {
         let mode = if args.splunk_compat {
             ScanMode::SplunkCompat
         } else {
-            let configs = if merged.rules.is_empty() {
+            let configs = if merged.live.rules.is_empty() {
                 default_rules()
             } else {
-                merged.rules.clone()
+                merged.live.rules.clone()
             };
             ScanMode::Rules {
                 rules: build_rules(&configs).map_err(config::ConfigError::from)?,
                 engine: EngineOptions {
-                    ipv6_prefix: merged.ipv6_prefix,
-                    allowlist: merged.allowlist.clone(),
-                    max_tracked_keys: merged.max_tracked_keys,
+                    ipv6_prefix: merged.live.ipv6_prefix,
+                    allowlist: merged.live.allowlist.clone(),
+                    max_tracked_keys: merged.live.max_tracked_keys,
                 },
             }
         };

@@ -19,7 +19,7 @@ mod reload;
 pub use detection::DetectionStage;
 
 use crate::admin::{self, AdminState};
-use crate::config::{AccessLogFormat, Config};
+use crate::config::{AccessLogFormat, Bound, Config, Live};
 use crate::detect::{build_rules, Engine, EngineError, EngineOptions};
 use crate::enforce::{Bans, Enforcement};
 use crate::proxy::refusal::Gate;
@@ -75,7 +75,7 @@ pub struct Server {
     metrics: Arc<Metrics>,
     logs: Vec<LogWriter>,
     detection: Arc<DetectionStage>,
-    live: reload::Live,
+    reloader: reload::Reloader,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -97,50 +97,58 @@ impl Server {
         let proxy_addr = proxy_listener
             .local_addr()
             .map_err(|source| ServeError::Bind {
-                addr: config.listen,
+                addr: config.bound.listen,
                 source,
             })?;
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| ServeError::Bind {
-                addr: config.admin_listen,
+                addr: config.bound.admin_listen,
                 source,
             })?;
-        let engine = build_engine(&config)?;
+        let engine = build_engine(&config.live)?;
         let rule_names: Vec<String> = engine
             .rules()
             .iter()
             .map(|r| r.name().to_string())
             .collect();
         let metrics = Arc::new(Metrics::new(&rule_names)?);
-        let (detection_log, access, logs) = open_logs(&config, &metrics)?;
+        let (detection_log, access, logs) = open_logs(&config.bound, &metrics)?;
         let dlog = DetectionLog::new(detection_log);
-        let enforcement = start_enforcement(&config, dlog.clone(), &metrics);
+        let enforcement = start_enforcement(
+            &config.live,
+            config.bound.state_dir.clone(),
+            dlog.clone(),
+            &metrics,
+        );
+        if !config.bound.admin_listen.ip().is_loopback() && config.live.admin_token.is_none() {
+            tracing::warn!(admin = %config.bound.admin_listen, "the admin listener is not on loopback and has no admin_token: anyone who can reach it can ban and unban");
+        }
         let detection = Arc::new(DetectionStage::new(
             engine,
             dlog,
             metrics.clone(),
-            config.mode,
+            config.live.mode,
             enforcement.clone(),
         ));
         let next: Arc<dyn RecordSink> = detection.clone();
         let sink: Arc<dyn RecordSink> = Arc::new(TelemetrySink::new(metrics.clone(), access, next));
         let gate: Arc<dyn Gate> = enforcement.clone();
-        let proxy = Proxy::new(&config, sink, gate, metrics.clone());
+        let proxy = Proxy::new(&config.bound, &config.live, sink, gate, metrics.clone());
         let (shutdown, rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         tasks.spawn(proxy.clone().serve(
             proxy_listener,
             signalled(&rx),
-            config.timeouts.grace_period,
+            config.bound.timeouts.grace_period,
         ));
         tasks.spawn(enforcement.clone().run(signalled(&rx)));
         let admin_state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: ready.clone(),
             enforcement: enforcement.clone(),
-            token: arc_swap::ArcSwapOption::from_pointee(config.admin_token.clone()),
+            token: arc_swap::ArcSwapOption::from_pointee(config.live.admin_token.clone()),
         });
         tasks.spawn(admin::serve(
             admin_listener,
@@ -149,28 +157,29 @@ impl Server {
         ));
         tasks.spawn(detection.clone().run_ticker(TICK_INTERVAL, signalled(&rx)));
         tasks.spawn(admin::probe_upstream(
-            config.upstream.clone(),
-            config.timeouts.readiness_probe,
+            config.bound.upstream.clone(),
+            config.bound.timeouts.readiness_probe,
             ready,
             signalled(&rx),
         ));
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
-        tracing::info!(listen = %proxy_addr, admin = %admin_addr, upstream = %config.upstream.url(), mode = config.mode.as_str(), "ollama-guard started");
+        tracing::info!(listen = %proxy_addr, admin = %admin_addr, upstream = %config.bound.upstream.url(), mode = config.live.mode.as_str(), "ollama-guard started");
         Ok(Server {
             proxy_addr,
             admin_addr,
             metrics: metrics.clone(),
             logs,
-            live: reload::Live {
+            reloader: reload::Reloader::new(
                 proxy,
-                admin: admin_state,
+                admin_state,
                 enforcement,
-                detection: detection.clone(),
-                config: std::sync::Mutex::new(config),
-                metrics: metrics.clone(),
-            },
+                detection.clone(),
+                metrics.clone(),
+                config.bound,
+                config.live,
+            ),
             detection,
             shutdown,
             tasks,
@@ -183,13 +192,24 @@ impl Server {
         &self,
         args: &crate::config::ServeArgs,
     ) -> Result<reload::ReloadReport, crate::config::ConfigError> {
-        let result = self.live.reload(args);
+        let result = self.reloader.reload(args);
         let label = if result.is_ok() { "success" } else { "failure" };
         self.metrics
             .config_reloads
             .with_label_values(&[label])
             .inc();
         result
+    }
+
+    /// The settings bound at start: a reload never changes them (it reports a changed one
+    /// as needing a restart).
+    pub fn bound_config(&self) -> &Bound {
+        self.reloader.bound()
+    }
+
+    /// The live settings in force: those `start` was given, or of the last successful reload.
+    pub fn live_config(&self) -> Arc<Live> {
+        self.reloader.live()
     }
 
     /// Reopens every log file (SIGHUP, logrotate).
@@ -206,7 +226,7 @@ impl Server {
         while self.tasks.join_next().await.is_some() {}
         self.detection.finish();
         // Bans made by requests that finished during the drain are saved too.
-        self.live.enforcement.persist().await;
+        self.reloader.enforcement.persist().await;
         for log in &self.logs {
             log.flush().await;
         }
@@ -220,7 +240,7 @@ type OpenedLogs = (
     Vec<LogWriter>,
 );
 
-fn open_logs(config: &Config, metrics: &Metrics) -> Result<OpenedLogs, ServeError> {
+fn open_logs(bound: &Bound, metrics: &Metrics) -> Result<OpenedLogs, ServeError> {
     let open = |name: &'static str, target| {
         LogWriter::spawn(
             name,
@@ -229,47 +249,43 @@ fn open_logs(config: &Config, metrics: &Metrics) -> Result<OpenedLogs, ServeErro
             metrics.log_lines_dropped.with_label_values(&[name]),
         )
     };
-    let detection = open("detection", &config.detection_log)?;
+    let detection = open("detection", &bound.detection_log)?;
     let mut all = vec![detection.clone()];
-    let access = match &config.access_log {
+    let access = match &bound.access_log {
         Some(target) => {
             let w = open("access", target)?;
             all.push(w.clone());
-            Some((w, config.access_log_format))
+            Some((w, bound.access_log_format))
         }
         None => None,
     };
     Ok((detection, access, all))
 }
 
-/// The ban table and its service, with the bans of the state file restored.
+/// The ban table and its service, with the bans of the state file restored. It takes the
+/// live settings it enforces (ban policy, allowlist, IPv6 grouping, trusted proxies) and the
+/// one bound setting it opens files in (`state_dir`).
 fn start_enforcement(
-    config: &Config,
+    live: &Live,
+    state_dir: Option<std::path::PathBuf>,
     log: DetectionLog,
     metrics: &Arc<Metrics>,
 ) -> Arc<Enforcement> {
     let bans = Arc::new(Bans::new(
-        config.ban.clone(),
-        config.allowlist.clone(),
-        config.ipv6_prefix,
+        live.ban.clone(),
+        live.allowlist.clone(),
+        live.ipv6_prefix,
     ));
-    let enforcement = Arc::new(Enforcement::new(
-        bans,
-        log,
-        metrics.clone(),
-        config.state_dir.clone(),
-    ));
-    enforcement.set_trusted_proxies(config.trusted_proxies.clone());
+    let enforcement = Arc::new(Enforcement::new(bans, log, metrics.clone(), state_dir));
+    enforcement.set_trusted_proxies(live.trusted_proxies.clone());
     enforcement.restore(chrono::Utc::now());
-    if !config.admin_listen.ip().is_loopback() && config.admin_token.is_none() {
-        tracing::warn!(admin = %config.admin_listen, "the admin listener is not on loopback and has no admin_token: anyone who can reach it can ban and unban");
-    }
     enforcement
 }
 
 /// Checks, before anything is bound, what would otherwise fail only later: the logs can be
-/// opened for appending and `state_dir` is a writable directory (created if missing).
-pub fn preflight(config: &Config) -> Result<(), crate::config::ConfigError> {
+/// opened for appending and `state_dir` is a writable directory (created if missing). Only
+/// bound keys name files, so only they are checked.
+pub fn preflight(bound: &Bound) -> Result<(), crate::config::ConfigError> {
     use crate::config::{ConfigError, LogTarget};
     let open = |key: &str, target: &LogTarget| match target {
         LogTarget::Stdout => Ok(()),
@@ -285,11 +301,11 @@ pub fn preflight(config: &Config) -> Result<(), crate::config::ConfigError> {
                 )
             }),
     };
-    open("detection_log", &config.detection_log)?;
-    if let Some(access) = &config.access_log {
+    open("detection_log", &bound.detection_log)?;
+    if let Some(access) = &bound.access_log {
         open("access_log", access)?;
     }
-    if let Some(dir) = &config.state_dir {
+    if let Some(dir) = &bound.state_dir {
         let probe = dir.join(".ollama-guard-write-test");
         std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(&probe, b""))
@@ -304,19 +320,20 @@ pub fn preflight(config: &Config) -> Result<(), crate::config::ConfigError> {
     Ok(())
 }
 
-/// Builds the detection engine of `config`.
-pub(crate) fn build_engine(config: &Config) -> Result<Engine, ServeError> {
+/// Builds the detection engine of the live settings (rules, grouping, allowlist, cap).
+pub(crate) fn build_engine(live: &Live) -> Result<Engine, ServeError> {
     let rules =
-        build_rules(&config.effective_rules()).map_err(|e| ServeError::Rules(e.to_string()))?;
-    Engine::new(rules, engine_options(config))
+        build_rules(&live.effective_rules()).map_err(|e| ServeError::Rules(e.to_string()))?;
+    Engine::new(rules, engine_options(live))
         .map_err(|e: EngineError| ServeError::Rules(e.to_string()))
 }
 
-pub(crate) fn engine_options(config: &Config) -> EngineOptions {
+/// The engine options of the live settings: all three are rebuilt into the engine on reload.
+pub(crate) fn engine_options(live: &Live) -> EngineOptions {
     EngineOptions {
-        ipv6_prefix: config.ipv6_prefix,
-        allowlist: config.allowlist.clone(),
-        max_tracked_keys: config.max_tracked_keys,
+        ipv6_prefix: live.ipv6_prefix,
+        allowlist: live.allowlist.clone(),
+        max_tracked_keys: live.max_tracked_keys,
     }
 }
 
@@ -327,8 +344,8 @@ pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), S
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
-    let proxy_listener = bind(config.listen).await?;
-    let admin_listener = bind(config.admin_listen).await?;
+    let proxy_listener = bind(config.bound.listen).await?;
+    let admin_listener = bind(config.bound.admin_listen).await?;
     let server = Server::start(config, proxy_listener, admin_listener).await?;
     loop {
         tokio::select! {

@@ -1,28 +1,40 @@
-//! Hot reload (SIGHUP): re-read the config file, validate all of it, then swap rules, mode,
-//! allowlist, trusted proxies, ban policy and admin token — or refuse and keep the old
-//! config. In-flight requests are untouched (every request reads the config through an
-//! `ArcSwap` snapshot). Listeners, upstream, log paths, state dir and timeouts are bound at
-//! start: a change to them is reported as needing a restart.
+//! Hot reload (SIGHUP): re-read the config file, validate all of it, then swap the
+//! [`Live`] settings (rules, mode, allowlist, IPv6 grouping, counter cap, trusted proxies,
+//! allowed hosts, ban policy, admin token) — or refuse and keep the old config. In-flight
+//! requests are untouched: every request reads what it needs through an `ArcSwap` snapshot.
+//!
+//! The [`Bound`] settings (listeners, upstream, logs, state dir, timeouts, workers,
+//! connection limits) are fixed at start. [`Reloader`] holds the running `Bound` for the
+//! life of the process and never replaces it, so a change to one is reported as needing a
+//! restart on this reload and on every later one, until the process restarts.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use crate::admin::AdminState;
-use crate::config::{Config, ConfigError, ServeArgs};
+use crate::config::{Bound, Config, ConfigError, Live, ServeArgs};
 use crate::detect::build_rules;
 use crate::enforce::Enforcement;
 use crate::proxy::Proxy;
 
 use super::{engine_options, DetectionStage};
 
-/// Everything a reload can reach.
-pub(crate) struct Live {
+/// Everything a reload can reach, and the configuration in force.
+pub(crate) struct Reloader {
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) admin: Arc<AdminState>,
     pub(crate) enforcement: Arc<Enforcement>,
     pub(crate) detection: Arc<DetectionStage>,
-    pub(crate) config: Mutex<Config>,
     pub(crate) metrics: Arc<crate::telemetry::Metrics>,
+    /// The settings bound at start: what a new file is compared against.
+    bound: Bound,
+    /// The live settings in force: swapped whole by a successful reload.
+    live: ArcSwap<Live>,
+    /// One reload at a time: the engine swap must follow its rebuild directly, and two
+    /// reloads must not interleave their pushes to the components.
+    reloading: Mutex<()>,
 }
 
 /// What a successful reload changed.
@@ -60,50 +72,57 @@ impl fmt::Display for ReloadReport {
     }
 }
 
-fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut check = |changed: bool, key| {
-        if changed {
-            keys.push(key);
+impl Reloader {
+    /// The reloader for a server started with `bound` and `live`.
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        admin: Arc<AdminState>,
+        enforcement: Arc<Enforcement>,
+        detection: Arc<DetectionStage>,
+        metrics: Arc<crate::telemetry::Metrics>,
+        bound: Bound,
+        live: Live,
+    ) -> Self {
+        Reloader {
+            proxy,
+            admin,
+            enforcement,
+            detection,
+            metrics,
+            bound,
+            live: ArcSwap::from_pointee(live),
+            reloading: Mutex::new(()),
         }
-    };
-    check(old.listen != new.listen, "listen");
-    check(old.admin_listen != new.admin_listen, "admin_listen");
-    check(old.upstream != new.upstream, "upstream");
-    check(old.detection_log != new.detection_log, "detection_log");
-    check(old.access_log != new.access_log, "access_log");
-    check(
-        old.access_log_format != new.access_log_format,
-        "access_log_format",
-    );
-    check(old.state_dir != new.state_dir, "state_dir");
-    check(old.timeouts != new.timeouts, "timeouts");
-    check(old.log_level != new.log_level, "log_level");
-    check(old.workers != new.workers, "workers");
-    check(
-        old.max_connections != new.max_connections,
-        "max_connections",
-    );
-    check(
-        old.max_connections_per_source != new.max_connections_per_source,
-        "max_connections_per_source",
-    );
-    keys
-}
+    }
 
-impl Live {
+    /// The settings bound at start.
+    pub(crate) fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// The live settings in force (those of the last successful reload).
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Loads and validates the file named by `args`, then pushes each component its part of
+    /// the new [`Live`] and stores it; bound keys that differ from the running ones are only
+    /// reported. A bad file changes nothing.
     pub(crate) fn reload(&self, args: &ServeArgs) -> Result<ReloadReport, ConfigError> {
-        let new = Config::load(args)?;
+        let Config {
+            bound: new_bound,
+            live: new,
+            ..
+        } = Config::load(args)?;
         let rules = build_rules(&new.effective_rules())?;
-        // One reload at a time; the engine swap must follow its rebuild directly.
-        let mut guard = self
-            .config
+        let _reloading = self
+            .reloading
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for rule in &rules {
             self.metrics.init_rule(rule.name());
         }
-        let needs_restart = restart_keys(&guard, &new);
+        let needs_restart = self.bound.changed_keys(&new_bound);
         // Everything validated; options were checked by `Config::load`, so the rebuild
         // cannot fail half-way: swap.
         let report = self
@@ -121,21 +140,7 @@ impl Live {
         self.admin
             .token
             .store(new.admin_token.clone().map(Arc::new));
-        // Keys bound at start keep their running values, so a later reload still reports them.
-        let mut new = new;
-        new.listen = guard.listen;
-        new.admin_listen = guard.admin_listen;
-        new.upstream = guard.upstream.clone();
-        new.detection_log = guard.detection_log.clone();
-        new.access_log = guard.access_log.clone();
-        new.access_log_format = guard.access_log_format;
-        new.state_dir = guard.state_dir.clone();
-        new.timeouts = guard.timeouts.clone();
-        new.log_level = guard.log_level.clone();
-        new.workers = guard.workers;
-        new.max_connections = guard.max_connections;
-        new.max_connections_per_source = guard.max_connections_per_source;
-        *guard = new;
+        self.live.store(Arc::new(new));
         let names = |v: &[crate::detect::RuleKeys]| {
             v.iter().map(|r| r.name.to_string()).collect::<Vec<_>>()
         };
