@@ -40,7 +40,7 @@ impl Outcome {
         Outcome::Refused,
     ];
 
-    /// The metric label value (SPEC §7: `forwarded`, `blocked`, `upstream_error`, `client_cancelled`).
+    /// The metric label value (README, "Metrics": `forwarded`, `blocked`, `upstream_error`, `client_cancelled`).
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Complete => "forwarded",

@@ -125,7 +125,7 @@ pub struct ServeArgs {
 /// Options of `scan`.
 #[derive(Debug, Clone, Args)]
 pub struct ScanArgs {
-    /// Reproduce the seed rule's Splunk search exactly (SPEC §6)
+    /// Reproduce the seed rule's Splunk search exactly
     #[arg(long)]
     pub splunk_compat: bool,
     /// Rules as in the config file [default: the built-in rule set]

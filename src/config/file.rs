@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::RuleConfig;
 
-/// The file's top level (SPEC §3 plus the documented extension keys).
+/// The file's top level (README, "Configuration file").
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
@@ -68,7 +68,7 @@ pub struct BanFile {
     pub memory: Option<String>,
 }
 
-/// `[timeouts]` (extension of SPEC §3).
+/// `[timeouts]` (README, "Configuration file").
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsFile {

@@ -1,4 +1,4 @@
-//! The built-in rule set, used when the config file has no `[[rule]]` (SPEC §3).
+//! The built-in rule set, used when the config file has no `[[rule]]` (README, "Detection rules").
 //!
 //! Four rules mirror published Splunk ESCU detections of the "Suspicious Ollama Activities"
 //! story (splunk/security_content, `detections/application/ollama_*.yml`, author Rod Soto,
@@ -25,7 +25,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 }
 
 /// ESCU "Ollama Possible Model Exfiltration Data Leakage"
-/// (`c9fd1a54-0eab-4470-8970-d5fcc3c740fb`, T1048), exactly the SPEC §3 example.
+/// (`c9fd1a54-0eab-4470-8970-d5fcc3c740fb`, T1048), exactly the seed rule (docs/seed-rule.md).
 ///
 /// - `paths = ["*"]`: the SPL has no path filter (`stats ... by _time, src, uri_path` over
 ///   every `[GIN]` line).

@@ -51,7 +51,7 @@ use crate::record::{Method, RequestRecord};
 /// skips such lines before they reach the engine.
 pub const SUPPORTED_EPOCH_SECS: std::ops::RangeInclusive<i64> = 0..=u32::MAX as i64;
 
-/// Engine-wide settings (SPEC §3 top-level keys).
+/// Engine-wide settings (the top-level config keys).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineOptions {
     /// IPv6 sources are grouped by this many leading bits (128 = exact address). Default 64:

@@ -17,7 +17,7 @@
 //! - [`engine`]: [`Engine::observe`]; `sweep`: [`Engine::tick`], [`Engine::finish`], eviction.
 //! - `reload`: [`Engine::rebuild`] for SIGHUP, keeping the counters of unchanged rules
 //!   ([`ReloadReport`]).
-//! - [`event`]: [`Event`], [`DetectionEvent`] (SPEC §5 fields), [`Severity`], [`RuleAction`].
+//! - [`event`]: [`Event`], [`DetectionEvent`] (detection-log fields, docs/detection-log.md), [`Severity`], [`RuleAction`].
 //!
 //! # Memory
 //! The window maps' budget is 100 bytes per tracked key. A key is 28 bytes (rule

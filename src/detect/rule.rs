@@ -14,7 +14,7 @@ use super::event::{round2, RuleAction, Severity};
 use super::glob::Glob;
 pub use super::validate::{build_rules, RuleError};
 
-/// One `[[rule]]` table as written in the config file (SPEC §3).
+/// One `[[rule]]` table as written in the config file (README, "Detection rules").
 ///
 /// Missing keys take the defaults of [`RuleConfig::default`]; unknown keys are an error, so a
 /// typo (`treshold`) cannot silently leave a default in force.

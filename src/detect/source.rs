@@ -91,7 +91,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Sources that are never counted (SPEC §3 `allowlist`): health checkers, the operator's own
+/// Sources that are never counted (the `allowlist` config key): health checkers, the operator's own
 /// tooling, loopback.
 #[derive(Debug, Clone, Default)]
 pub struct Allowlist {

@@ -1,6 +1,6 @@
 //! Turning a [`RuleConfig`] into a [`Rule`], with errors that name the key.
 //!
-//! Every message has the shape `rule[NAME].KEY: PROBLEM` (SPEC §2: one clear line naming the
+//! Every message has the shape `rule[NAME].KEY: PROBLEM` (one clear line naming the
 //! key and the problem), e.g. `rule[model_exfiltration].threshold: must be at least 1`.
 //! A rule without a name is named by its 1-based position: `rule[#2].name: must not be empty`.
 

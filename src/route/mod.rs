@@ -20,7 +20,7 @@ mod normalize;
 
 pub use normalize::{normalize, normalize_fast, normalize_logged};
 
-/// One of Ollama's known routes (SPEC §7), or [`Route::Other`].
+/// One of Ollama's known routes (README, "Metrics"), or [`Route::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Route {
     /// `/`
@@ -99,7 +99,7 @@ impl Route {
         Route::Other,
     ];
 
-    /// The metric label (the route pattern as SPEC §7 writes it).
+    /// The metric label (the route pattern, as README "Metrics" lists it).
     pub fn label(self) -> &'static str {
         match self {
             Route::Root => "/",

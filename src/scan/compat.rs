@@ -1,4 +1,4 @@
-//! `--splunk-compat`: the seed rule's Splunk search, reproduced exactly (SPEC §1, §6).
+//! `--splunk-compat`: the seed rule's Splunk search, reproduced exactly (docs/seed-rule.md).
 //!
 //! ```text
 //! rex "<SPL_PATTERN>" | where response_time > 55 | bin _time span=15m

@@ -177,7 +177,7 @@ pub(super) trait Scanner {
     fn finish(self, counters: &mut Counters) -> Vec<Row>;
 }
 
-/// Scans `inputs` in order as one stream, then writes the rows in SPEC order to `out`.
+/// Scans `inputs` in order as one stream, then writes the rows in output order (README, "scan") to `out`.
 ///
 /// Why: the testable core of `ollama-guard scan`; [`super::main`] only adds argument
 /// handling, stdout/stderr and exit codes. A read error stops the scan with no output.
@@ -193,7 +193,7 @@ pub fn run(
     Ok(summary)
 }
 
-/// Scans `inputs` in order as one stream and returns the rows in SPEC order.
+/// Scans `inputs` in order as one stream and returns the rows in output order (README, "scan").
 ///
 /// Why: rows are collected and sorted before anything is written, so both modes share one
 /// order. Memory grows with the rows, not with the lines: the engine's windows are closed

@@ -1,6 +1,6 @@
 //! `ollama-guard scan`: the detection engine run offline over Ollama server logs.
 //!
-//! Two modes (SPEC §2, §6):
+//! Two modes (README, "scan"):
 //! - default: every `[GIN]` line (any Go duration form, IPv6 in any case, journald or
 //!   syslog prefixes, colour codes) becomes a [`RequestRecord`](crate::record::RequestRecord)
 //!   for the same [`Engine`](crate::detect::Engine) the proxy runs, with the rules of

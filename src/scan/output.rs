@@ -1,4 +1,4 @@
-//! Writing rows as JSON lines, CSV or an aligned table (SPEC §6).
+//! Writing rows as JSON lines, CSV or an aligned table (README, "scan").
 //!
 //! Latencies are written with exactly two decimals in every format (`57.20`): they are
 //! rounded to two decimals, and printing them so keeps `jsonl`, `csv` and `table` byte-equal
@@ -50,7 +50,7 @@ impl OutputFormat {
     }
 }
 
-/// Writes `rows` (already in SPEC order) in `format`.
+/// Writes `rows` (already in output order (README, "scan")) in `format`.
 pub fn write_rows(format: OutputFormat, rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
     match format {
         OutputFormat::Jsonl => rows.iter().try_for_each(|r| write_jsonl(r, out)),

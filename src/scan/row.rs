@@ -1,4 +1,4 @@
-//! One output row of `scan` (SPEC §6) and its order.
+//! One output row of `scan` (README, "scan") and its order.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ pub struct Row {
 }
 
 impl Row {
-    /// SPEC §6 order: `_time`, then `src`, then `uri_path` (byte order, no path first),
+    /// Output order (README, "scan"): `_time`, then `src`, then `uri_path` (byte order, no path first),
     /// then the rule name.
     pub fn spec_order(a: &Row, b: &Row) -> Ordering {
         a.time

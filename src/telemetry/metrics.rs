@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7), registered once with every handle the request path needs
+//! Prometheus metrics (README, "Metrics"), registered once with every handle the request path needs
 //! resolved in advance.
 //!
 //! Labels come only from fixed tables (route id, method, status class, outcome, configured
@@ -33,7 +33,7 @@ pub const TTFB_BUCKETS: &[f64] = &[
 /// Status class labels; index = first digit - 1, last = anything outside 100..=599.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
-/// Upstream error kinds (SPEC §7).
+/// Upstream error kinds (README, "Metrics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
     /// TCP connect refused or failed.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a realistic, seeded Ollama server log for the `scan` benchmark.
 
-Lines are byte-compatible with gin v1.10's default formatter (see SPEC section 1): mostly
+Lines are byte-compatible with gin v1.10's default formatter (see docs/seed-rule.md): mostly
 fast API calls (tags, show, ps, version, embeddings, model lists) with microsecond to
 millisecond latencies, some generations of seconds, a few slow ones above 55 s and a few
 minutes long; about 50 sources, a few of them IPv6 (one written in upper case); about a

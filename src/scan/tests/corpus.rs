@@ -14,7 +14,7 @@ use crate::detect::{EngineOptions, Severity};
 use crate::gin::{format_go_duration, gin_latency, go_quote, write_gin_line, GinFields};
 use crate::scan::{scan_rows, Input, Row, ScanOptions};
 
-/// The seed rule's `rex`, copied from SPEC §1 (not from the crate's constant).
+/// The seed rule's `rex`, copied from docs/seed-rule.md (not from the crate's constant).
 const SPL: &str = r#"\|\s+(?<status_code>\d+)\s+\|\s+(?<response_time>[\d\.]+)s\s+\|\s+(?<src_ip>[\:\da-f\.]+)\s+\|\s+(?<http_method>\w+)\s+\"(?<uri_path>[^\"]+)\""#;
 
 /// 2025-10-02T12:00:00 (local).
