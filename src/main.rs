@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => commands::serve::check_config(file),
         Some(Command::Simulator(args)) => commands::simulator::main(args),
         Some(Command::Demo) => commands::demo::main(),
-        Some(Command::Bans(args)) => ollama_guard::admin::client::main(args),
-        Some(Command::Scan(args)) => ollama_guard::scan::main(args),
+        Some(Command::Bans(args)) => commands::bans::main(args),
+        Some(Command::Scan(args)) => commands::scan::main(args),
     }
 }

@@ -1,7 +1,9 @@
 //! The CLI layer: one module per subcommand. Each entry point takes the parsed arguments,
 //! calls the library, prints, and returns the process's exit code.
 
+pub(crate) mod bans;
 pub(crate) mod demo;
+pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod simulator;
 
