@@ -55,7 +55,7 @@ http {{
         );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).unwrap();
-        let child = Command::new(binary())
+        let mut child = Command::new(binary())
             .arg("-c")
             .arg(&path)
             .arg("-p")
@@ -75,6 +75,8 @@ http {{
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "nginx did not start: {}",
             std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
