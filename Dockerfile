@@ -6,14 +6,16 @@
 #   docker run --rm -p 11434:11434 -p 127.0.0.1:9464:9464 ollama-guard:0.1.0 \
 #       serve --listen 0.0.0.0:11434 --admin-listen 0.0.0.0:9464 --upstream http://ollama:11434
 #
-# Only Cargo.toml, Cargo.lock and src/ are copied, so a local target/ directory is never part
-# of the image (add `target/` to a .dockerignore to keep it out of the build context too).
+# Only Cargo.toml, Cargo.lock, src/ and crates/ (the workspace's ollama-sim, which the `demo`
+# and `simulator` commands embed) are copied, so a local target/ directory is never part of
+# the image (.dockerignore keeps it out of the build context too).
 
 # ---- build ------------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 # The cache mounts keep the registry and incremental artefacts between builds (BuildKit);
 # the binary is copied out of the cached target dir because cache mounts are not layers.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -18,14 +18,17 @@
 //! - [`telemetry`]: Prometheus metrics, the access log and the detection log.
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/bans`) and the
 //!   `bans` command's client.
-//! - [`demo`]: the embedded Ollama simulator used by `demo`, the tests and the benchmarks.
 //! - [`serve`]: wires everything together for the `serve` command: the record pipeline
 //!   (telemetry, then the detection stage), the ticker, hot reload and shutdown.
+//!
+//! The command line itself (one module per subcommand; stdout, stderr and exit codes) is the
+//! binary's `src/commands/`, which calls this library. The fake Ollama behind `demo`,
+//! `simulator`, the tests and the benchmarks is the separate `ollama-sim` crate
+//! (`crates/ollama-sim`); this library does not depend on it.
 
 pub mod admin;
 pub mod cidr;
 pub mod config;
-pub mod demo;
 pub mod detect;
 pub mod enforce;
 pub mod gin;

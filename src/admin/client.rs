@@ -1,8 +1,8 @@
 //! `ollama-guard bans list|add|remove`: a thin client of the admin API, so operators never
 //! hand-write JSON. Table output on a terminal, the API's JSON otherwise (for scripts).
-
-use std::io::IsTerminal;
-use std::process::ExitCode;
+//!
+//! [`run`] returns the text to print; the command (`src/commands/bans.rs`) prints it and
+//! chooses the exit code.
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -13,12 +13,18 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 use crate::config::{BansAction, BansArgs};
 
+/// Why a `bans` action failed: the admin API was unreachable, or refused the action (the
+/// message names the status and the API's error text).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BansError(String);
+
 async fn call(
     args: &BansArgs,
     method: Method,
     path: &str,
     body: Option<String>,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), BansError> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let url = format!("{}{path}", args.admin.trim_end_matches('/'));
     let mut req = Request::builder().method(method).uri(&url);
@@ -30,17 +36,17 @@ async fn call(
     }
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| format!("bad admin URL {url:?}: {e}"))?;
+        .map_err(|e| BansError(format!("bad admin URL {url:?}: {e}")))?;
     let resp = client
         .request(req)
         .await
-        .map_err(|e| format!("cannot reach the admin API at {url}: {e}"))?;
+        .map_err(|e| BansError(format!("cannot reach the admin API at {url}: {e}")))?;
     let status = resp.status().as_u16();
     let bytes = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("reading the answer of {url}: {e}"))?
+        .map_err(|e| BansError(format!("reading the answer of {url}: {e}")))?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
@@ -73,7 +79,10 @@ fn table(json: &str) -> String {
     out
 }
 
-async fn run(args: &BansArgs) -> Result<String, String> {
+/// Runs one `bans` action against the admin API and returns what to print on stdout: a
+/// table (`list`) or a sentence (`add`) when `stdout_is_terminal`, else the API's JSON; the
+/// same `unbanned <src>` line for `remove` either way.
+pub async fn run(args: &BansArgs, stdout_is_terminal: bool) -> Result<String, BansError> {
     let (expect, result) = match &args.action {
         BansAction::List => (200, call(args, Method::GET, "/api/bans", None).await?),
         BansAction::Add {
@@ -99,37 +108,12 @@ async fn run(args: &BansArgs) -> Result<String, String> {
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or(body);
-        return Err(format!("admin API answered {status}: {msg}"));
+        return Err(BansError(format!("admin API answered {status}: {msg}")));
     }
-    let terminal = std::io::stdout().is_terminal();
-    Ok(match (&args.action, terminal) {
+    Ok(match (&args.action, stdout_is_terminal) {
         (BansAction::List, true) => table(&body),
         (BansAction::Remove { src }, _) => format!("unbanned {src}\n"),
         (_, true) => format!("banned: {body}\n"),
         (_, false) => format!("{body}\n"),
     })
-}
-
-/// Runs `ollama-guard bans ...`: exit 0 on success, 1 when the API refused or was unreachable.
-pub fn main(args: &BansArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ollama-guard: bans: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match rt.block_on(run(args)) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("ollama-guard: bans: {e}");
-            ExitCode::from(1)
-        }
-    }
 }

@@ -179,8 +179,8 @@ pub(super) trait Scanner {
 
 /// Scans `inputs` in order as one stream, then writes the rows in output order (README, "scan") to `out`.
 ///
-/// Why: the testable core of `ollama-guard scan`; [`super::main`] only adds argument
-/// handling, stdout/stderr and exit codes. A read error stops the scan with no output.
+/// Why: the testable core of `ollama-guard scan`; [`super::scan_logs`] only adds argument
+/// handling, and the command stdout/stderr and exit codes. A read error stops the scan with no output.
 pub fn run(
     opts: &ScanOptions,
     inputs: Vec<Input>,

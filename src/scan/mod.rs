@@ -9,7 +9,8 @@
 //!   defects (see `compat`), for parity checks against Splunk. `--config` is still
 //!   validated there but has no effect.
 //!
-//! Rows go to stdout (sorted by `_time`, `src`, `uri_path`, rule), a summary to stderr.
+//! Rows go to stdout (sorted by `_time`, `src`, `uri_path`, rule), a summary to stderr;
+//! [`scan_logs`] is the command's work, the binary's `src/commands/scan.rs` its terminal.
 //! Bad lines are counted, never fatal. Inputs are read in the order given, as one stream:
 //! give rotated files oldest first (`ollama.log.1 ollama.log`).
 //!
@@ -33,8 +34,7 @@ mod zone;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, IsTerminal, Write};
-use std::process::ExitCode;
+use std::io::{self, Write};
 
 pub use driver::{run, scan_rows, ScanSummary, Skip};
 pub use input::{open_inputs, Input, OpenError};
@@ -94,32 +94,22 @@ impl ScanError {
     }
 }
 
-/// The `scan` subcommand: rows on stdout, the summary on stderr; exit 0, 2 (bad arguments,
-/// one line `ollama-guard: scan: ...`) or 1 (an error during the scan).
+/// The `scan` subcommand's work: options from `args`, the inputs opened in order (with a
+/// progress bar on stderr when that is a terminal and the inputs are files), the rows
+/// written to `out`; returns the summary.
 ///
-/// Why: `main` stays a dispatcher; everything `scan`-specific, exit codes included, is here.
-/// A closed stdout (`scan ... | head`) ends the scan quietly with exit 0.
-pub fn main(args: &ScanArgs) -> ExitCode {
-    let stdout = io::stdout();
-    let result = ScanOptions::from_args(args, stdout.is_terminal()).and_then(|opts| {
-        let (inputs, bar) = open_inputs(&args.files)?;
-        let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-        let result = run(&opts, inputs, &mut out);
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        result
-    });
-    match result {
-        Ok(summary) => {
-            eprintln!("{summary}");
-            ExitCode::SUCCESS
-        }
-        Err(ScanError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => {
-            let _ = io::stdout().flush();
-            eprintln!("ollama-guard: scan: {e}");
-            ExitCode::from(e.exit_code())
-        }
+/// Why: the command (`src/commands/scan.rs`) only adds stdout, stderr and exit codes (see
+/// [`ScanError::exit_code`]); `stdout_is_terminal` picks the default `--format`.
+pub fn scan_logs(
+    args: &ScanArgs,
+    stdout_is_terminal: bool,
+    out: &mut dyn Write,
+) -> Result<ScanSummary, ScanError> {
+    let opts = ScanOptions::from_args(args, stdout_is_terminal)?;
+    let (inputs, bar) = open_inputs(&args.files)?;
+    let result = run(&opts, inputs, out);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
+    result
 }

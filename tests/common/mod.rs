@@ -12,8 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use ollama_guard::config::{Config, FileConfig, ServeArgs};
-use ollama_guard::demo::sim::{self, SimConfig, SimHandle};
 use ollama_guard::serve::Server;
+use ollama_sim::{SimConfig, SimHandle};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
@@ -44,7 +44,7 @@ pub async fn loopback() -> TcpListener {
 }
 
 pub async fn simulator() -> SimHandle {
-    sim::spawn(loopback().await, SimConfig::default()).await
+    ollama_sim::spawn(loopback().await, SimConfig::default()).await
 }
 
 /// A config pointing at `upstream`, logs in `dir`; `file` adds TOML.

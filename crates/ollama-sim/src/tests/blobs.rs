@@ -4,7 +4,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::{collect, fetch, post, quick, req, send, start, Repeat};
-use crate::demo::sim::call::hex;
+use crate::call::hex;
 
 fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(data)))

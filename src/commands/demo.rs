@@ -1,10 +1,12 @@
-//! The `demo` command: the simulator, the proxy and a scripted attack, in one process.
+//! `ollama-guard demo`: the simulator (`ollama-sim`), the proxy and a scripted attack, in one
+//! process.
 //!
 //! Rules are scaled from minutes to seconds so the whole story fits in about twenty seconds:
 //! a team member chats normally from 127.0.0.1 while an attacker on 127.0.0.66 hammers
 //! `/api/show` and `/api/tags` with slow calls. The detection log (JSON lines) goes to
 //! stdout as it is written; the narration and a metrics excerpt go to stderr.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,12 +17,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
-use super::sim::{self, SimConfig};
-use crate::config::{Config, ConfigError, FileConfig, ServeArgs};
-use crate::serve::{ServeError, Server};
+use ollama_guard::config::{Config, ConfigError, FileConfig, ServeArgs};
+use ollama_guard::serve::{ServeError, Server};
+use ollama_sim::SimConfig;
+
+use super::{init_tracing, runtime};
 
 /// The demo's rules: the built-ins' shape with seconds instead of minutes.
-pub const DEMO_RULES: &str = r#"
+const DEMO_RULES: &str = r#"
 [[rule]]
 name = "model_exfiltration"
 escu_id = "c9fd1a54-0eab-4470-8970-d5fcc3c740fb"
@@ -48,8 +52,8 @@ severity_medium = 30
 
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
-    /// Binding a loopback port failed (the OS error is the source, printed once by `main`).
+enum DemoError {
+    /// Binding a loopback port failed (the OS error is the source, printed once by [`main`]).
     #[error("cannot bind a loopback port")]
     Bind(#[from] std::io::Error),
     /// The embedded config is invalid (a bug).
@@ -167,8 +171,8 @@ async fn metrics_excerpt(admin: &str) -> Result<String, DemoError> {
 }
 
 /// Runs the demo; returns when the story is told and everything has shut down.
-pub async fn run() -> Result<(), DemoError> {
-    let sim = sim::spawn(
+async fn run() -> Result<(), DemoError> {
+    let sim = ollama_sim::spawn(
         TcpListener::bind("127.0.0.1:0").await?,
         SimConfig::default(),
     )
@@ -215,4 +219,17 @@ pub async fn run() -> Result<(), DemoError> {
     sim.shutdown().await;
     say("done: no response was changed (monitor mode); run with --mode block in production to ban");
     Ok(())
+}
+
+/// `ollama-guard demo`: exit 0 when the story has been told, 1 if anything failed.
+pub(crate) fn main() -> ExitCode {
+    init_tracing("warn");
+    let result = runtime().and_then(|rt| Ok(rt.block_on(run())?));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ollama-guard: demo: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -4,7 +4,7 @@
 // Test helpers may unwrap: a failure here is a failed test.
 #![allow(clippy::unwrap_used)]
 
-use ollama_guard::demo::sim::{spawn, SimConfig, SimHandle};
+use ollama_sim::{spawn, SimConfig, SimHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

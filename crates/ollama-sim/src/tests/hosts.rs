@@ -1,7 +1,7 @@
 //! Ollama's loopback `Host` check.
 
 use super::{fetch, quick, req, req_host, start};
-use crate::demo::sim::SimConfig;
+use crate::SimConfig;
 
 #[tokio::test]
 async fn foreign_host_is_refused_with_an_empty_403() {

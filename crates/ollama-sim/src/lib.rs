@@ -1,6 +1,6 @@
-//! An in-process fake of Ollama's HTTP API.
+//! ollama-sim: an in-process fake of Ollama's HTTP API.
 //!
-//! The proxy's integration tests, the benchmarks and the `demo` command need an upstream
+//! ollama-guard's integration tests, the benchmarks and the `demo` command need an upstream
 //! that behaves like Ollama on the wire — same routes, statuses, content types, NDJSON and
 //! SSE streaming frame by frame, the loopback `Host` check, blob uploads — without a model
 //! or a GPU. Each request can be made slow, long or broken through `x-sim-*` headers, which
@@ -13,6 +13,13 @@
 //! - `x-sim-chunk-delay-ms: N`, `x-sim-chunks: N` override the stream schedule.
 //! - `x-sim-fail: error-line` ends a stream after two frames with an in-band error line;
 //!   `x-sim-fail: abort` cuts the connection after two frames (no chunked terminator).
+//!
+//! Start one with [`spawn`] on a bound listener and a [`SimConfig`]; the returned
+//! [`SimHandle`] gives its [`url`](SimHandle::url), its [`log`](SimHandle::log) and
+//! [`shutdown`](SimHandle::shutdown).
+//!
+//! This crate stands alone (it does not depend on ollama-guard, which depends on it), so
+//! the route table and response formats here are the simulator's own copy of Ollama's.
 //!
 //! # Layout
 //! - `log`: [`SimLog`] and [`SimRequest`], and the tracker that follows each request.

@@ -214,7 +214,7 @@ async fn client_leaving_during_head_delay_is_recorded_as_disconnect() {
 
 #[tokio::test(start_paused = true)]
 async fn delay_header_holds_the_response_head_even_in_fast_mode() {
-    let cfg = super::super::SimConfig {
+    let cfg = crate::SimConfig {
         fast: true,
         ..quick()
     };

@@ -150,7 +150,7 @@ async fn request_body_length_and_digest_are_logged() {
     assert_eq!(logged.body_len, body.len() as u64);
     assert_eq!(
         logged.body_sha256.as_deref(),
-        Some(super::super::call::hex(&<sha2::Sha256 as sha2::Digest>::digest(body)).as_str())
+        Some(crate::call::hex(&<sha2::Sha256 as sha2::Digest>::digest(body)).as_str())
     );
     assert!(logged.finished);
 }
