@@ -95,51 +95,48 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
 /// Admin connections open at once, at most (part of the proxy's descriptor reserve).
 pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// How long admin connections may finish after the stop.
+const ADMIN_GRACE: Duration = Duration::from_secs(5);
+
 /// Serves the admin endpoints until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
     // The admin listener's own budget, inside the descriptors the proxy leaves in reserve.
     let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
-    let mut backoff = crate::proxy::AcceptBackoff::default();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        backoff.wait(&e).await;
-                        continue;
-                    }
-                };
-                backoff.reset();
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    // Over budget: close at once rather than queue behind the flood.
-                    drop(stream);
-                    continue;
-                };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let options = accept_loop::Options {
+        name: "admin",
+        grace: ADMIN_GRACE,
+    };
+    accept_loop::serve(
+        listener,
+        options,
+        shutdown,
+        |_| {},
+        |stream, _peer, drain| {
+            // Over budget: close at once rather than queue behind the flood.
+            let slot = slots.clone().try_acquire_owned().ok()?;
+            let state = state.clone();
+            let service = service_fn(move |req| {
                 let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, req).await) }
-                });
-                tokio::spawn(async move {
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "admin connection error");
-                    }
-                    drop(slot);
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
+                async move { Ok::<_, Infallible>(route(&state, req).await) }
+            });
+            let conn = drain.watch(builder.serve_connection(TokioIo::new(stream), service));
+            Some(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "admin connection error");
+                }
+                drop(slot);
+            })
+        },
+    )
+    .await;
 }
 
 /// Probes the upstream (`GET /api/version`) every `interval`; any HTTP answer within the

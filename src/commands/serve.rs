@@ -10,14 +10,15 @@ use super::{init_tracing, runtime};
 /// `serve` (also the default command): exit 2 for a config the preflight refuses, 1 when
 /// the server fails, 0 after a clean shutdown.
 pub(crate) fn serve(args: &config::ServeArgs) -> ExitCode {
-    let config =
-        match Config::load(args).and_then(|c| ollama_guard::serve::preflight(&c.bound).map(|()| c)) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ollama-guard: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let config = match Config::load(args)
+        .and_then(|c| ollama_guard::serve::preflight(&c.bound).map(|()| c))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ollama-guard: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_tracing(&config.bound.log_level);
     let result =
         runtime().and_then(|rt| Ok(rt.block_on(ollama_guard::serve::run(args.clone(), config))?));

@@ -16,7 +16,6 @@ pub mod layers;
 pub mod limits;
 pub mod refusal;
 mod server;
-pub(crate) use server::AcceptBackoff;
 pub mod timing;
 pub mod upstream;
 

@@ -8,16 +8,16 @@
 //! served 17 % more than one two-worker process in the same benchmark).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use accept_loop::GracefulShutdown;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
-use tokio::task::JoinSet;
 use tower::Layer;
 
 use super::layers::client_ip::ClientIpLayer;
@@ -106,98 +106,68 @@ impl Proxy {
             stack: self.stack(upstream::client(&self.timeouts)),
             proxy: self,
         });
-        let graceful = GracefulShutdown::new();
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(worker.proxy.timeouts.header_read)
             .keep_alive(true);
-        // Connection tasks are owned here, so those still open when the grace period ends
-        // can be aborted and awaited: their responses' drops fire the last records before
-        // the caller flushes the logs.
-        let mut conns = JoinSet::new();
-        let mut backoff = AcceptBackoff::default();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff.reset();
-                        let ip = super::client_ip::canonical(peer.ip());
-                        let exempt = limits::is_trusted(ip, &worker.proxy.trusted.load());
-                        let permit = match worker.proxy.limits.admit(ip, exempt) {
-                            Ok(p) => p,
-                            Err(why) => {
-                                static WARN: Throttle = Throttle::new(Duration::from_secs(10));
-                                if let Some(repeats) = WARN.allow() {
-                                    tracing::warn!(%peer, limit = why.label(), repeats, "connection limit reached; answering 503");
-                                }
-                                worker.proxy.limits.reject(stream);
-                                continue;
-                            }
-                        };
-                        let _ = stream.set_nodelay(true);
-                        // The connection-bound layer on top of the worker's stack (see
-                        // `Proxy::stack` for the order).
-                        let service = ClientIpLayer::new(peer, worker.proxy.trusted.clone())
-                            .layer(worker.stack.clone());
-                        let service = TowerToHyperService::new(service);
-                        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                        conns.spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                            }
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => {
-                        worker.proxy.metrics.connections_rejected.with_label_values(&["accept_error"]).inc();
-                        backoff.wait(&e).await;
-                    }
-                },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                _ = stopped.wait_for(|s| *s) => break,
+        let accept_errors = worker
+            .proxy
+            .metrics
+            .connections_rejected
+            .with_label_values(&["accept_error"]);
+        let options = accept_loop::Options {
+            name: "proxy",
+            grace,
+        };
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        accept_loop::serve(
+            listener,
+            options,
+            stop,
+            |_| accept_errors.inc(),
+            |stream, peer, drain| worker.connection(&builder, stream, peer, drain),
+        )
+        .await;
+    }
+}
+
+impl Worker {
+    /// Admits a connection (or answers it `503`) and returns its task: hyper serving the
+    /// connection-bound client-IP layer on top of the worker's stack (see `Proxy::stack`).
+    fn connection(
+        &self,
+        builder: &http1::Builder,
+        stream: TcpStream,
+        peer: SocketAddr,
+        drain: &GracefulShutdown,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let proxy = &self.proxy;
+        let ip = super::client_ip::canonical(peer.ip());
+        let exempt = limits::is_trusted(ip, &proxy.trusted.load());
+        let permit = match proxy.limits.admit(ip, exempt) {
+            Ok(p) => p,
+            Err(why) => {
+                static WARN: Throttle = Throttle::new(Duration::from_secs(10));
+                if let Some(repeats) = WARN.allow() {
+                    tracing::warn!(%peer, limit = why.label(), repeats, "connection limit reached; answering 503");
+                }
+                proxy.limits.reject(stream);
+                return None;
             }
-        }
-        drop(listener);
-        tokio::select! {
-            () = graceful.shutdown() => tracing::debug!("worker drained"),
-            () = tokio::time::sleep(grace) => tracing::warn!(?grace, "grace period over; closing remaining connections"),
-        }
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-    }
-}
-
-/// Back-off of an accept loop that fails: out of descriptors (`EMFILE`/`ENFILE`) or memory,
-/// waiting 10 ms doubling to 1 s instead of spinning, with one rate-limited warning.
-#[derive(Default)]
-pub(crate) struct AcceptBackoff {
-    delay: Duration,
-}
-
-impl AcceptBackoff {
-    const FIRST: Duration = Duration::from_millis(10);
-    const MAX: Duration = Duration::from_secs(1);
-
-    /// A connection was accepted: the next failure starts over.
-    pub(crate) fn reset(&mut self) {
-        self.delay = Duration::ZERO;
-    }
-
-    /// Waits after a failed accept. A connection aborted before it was accepted is not a
-    /// resource problem: no wait.
-    pub(crate) async fn wait(&mut self, e: &std::io::Error) {
-        if matches!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
-        ) {
-            return;
-        }
-        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::MAX);
-        static WARN: Throttle = Throttle::new(Duration::from_secs(10));
-        if let Some(repeats) = WARN.allow() {
-            tracing::warn!(error = %e, retry_in = ?self.delay, repeats, "accept failed (out of file descriptors?); backing off");
-        }
-        tokio::time::sleep(self.delay).await;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = ClientIpLayer::new(peer, proxy.trusted.clone()).layer(self.stack.clone());
+        let conn = drain.watch(
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+        );
+        Some(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+            drop(permit);
+        })
     }
 }

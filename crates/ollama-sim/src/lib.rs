@@ -54,13 +54,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 pub use self::log::{SimLog, SimRequest};
-
-/// How long the accept loop backs off after an accept error (e.g. out of file descriptors),
-/// so it does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The simulator's defaults; every field can be overridden per request by a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,29 +165,23 @@ pub async fn spawn(listener: TcpListener, cfg: SimConfig) -> SimHandle {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<SimState>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(Arc::clone(&state), stream));
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "simulator accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    connections.shutdown().await;
+async fn accept_loop(listener: TcpListener, state: Arc<SimState>, stopped: oneshot::Receiver<()>) {
+    // No grace: a stopped simulator closes every connection at once (tests kill it mid-stream).
+    let options = accept_loop::Options {
+        name: "simulator",
+        grace: Duration::ZERO,
+    };
+    let stop = async move {
+        let _ = stopped.await;
+    };
+    accept_loop::serve(
+        listener,
+        options,
+        stop,
+        |_| {},
+        |stream, _peer, _drain| Some(serve_connection(Arc::clone(&state), stream)),
+    )
+    .await;
 }
 
 /// One task per connection: HTTP/1.1 with keep-alive, as Go's `net/http` serves Ollama.
