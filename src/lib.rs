@@ -14,13 +14,16 @@
 //! - [`detect`]: rules, window store and engine; pure, time passed in.
 //! - [`scan`]: the offline driver of the same engine over Ollama logs.
 //! - [`enforce`]: the ban table (allowlist, escalation, IPv6 grouping), its state file, and the
-//!   run-time service that is the proxy's gate, acts on rule verdicts and expires bans.
-//! - [`telemetry`]: Prometheus metrics, the access log and the detection log.
+//!   run-time service that is the proxy's gate, bans when the pipeline says so and expires bans.
+//! - [`pipeline`]: the record pipeline after the proxy: telemetry, then the detection
+//!   engine, the one decision whether a verdict bans, the detection log; the window ticker.
+//! - [`telemetry`]: Prometheus metrics, the access log and the detection log (typed events,
+//!   one serialiser).
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/bans`) and the
 //!   `bans` command's client.
 //! - [`demo`]: the embedded Ollama simulator used by `demo`, the tests and the benchmarks.
-//! - [`serve`]: wires everything together for the `serve` command: the record pipeline
-//!   (telemetry, then the detection stage), the ticker, hot reload and shutdown.
+//! - [`serve`]: wires everything together for the `serve` command: logs, the pipeline,
+//!   enforcement, the proxy, hot reload and shutdown.
 
 pub mod admin;
 pub mod cidr;
@@ -29,6 +32,7 @@ pub mod demo;
 pub mod detect;
 pub mod enforce;
 pub mod gin;
+pub mod pipeline;
 pub mod proxy;
 pub mod record;
 pub mod route;

@@ -1,0 +1,137 @@
+//! The detection stage: every finished request goes to the engine, whose verdicts go to
+//! [`Verdicts`]. It also closes windows when the [ticker](super::ticker) says so, at a
+//! reload (rules that changed or went away) and at shutdown.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use arc_swap::ArcSwap;
+use chrono::Utc;
+use ipnet::IpNet;
+
+use super::ticker::CLOSE_GRACE;
+use super::verdict::Verdicts;
+use crate::config::Mode;
+use crate::detect::{Engine, EngineError, EngineOptions, Event, ReloadReport, Rule};
+use crate::enforce::Enforcement;
+use crate::record::{RecordSink, RequestRecord};
+use crate::telemetry::{DetectionLog, Metrics};
+
+/// Feeds records to the engine and hands its verdicts on.
+pub struct DetectionStage {
+    engine: ArcSwap<Engine>,
+    verdicts: Verdicts,
+    metrics: Arc<Metrics>,
+    enforcement: Arc<Enforcement>,
+    evictions_seen: AtomicU64,
+    /// Held by `tick`/`finish` and by a reload's rebuild-and-swap, so a window is never
+    /// closed in the old engine after its state was copied into the new one.
+    sweep: Mutex<()>,
+}
+
+impl DetectionStage {
+    /// Builds the stage; `mode` is the global mode, set on the gate too.
+    pub fn new(
+        engine: Engine,
+        log: DetectionLog,
+        metrics: Arc<Metrics>,
+        mode: Mode,
+        enforcement: Arc<Enforcement>,
+    ) -> Self {
+        enforcement.set_mode(mode);
+        DetectionStage {
+            engine: ArcSwap::from_pointee(engine),
+            verdicts: Verdicts::new(log, metrics.clone(), enforcement.clone()),
+            metrics,
+            enforcement,
+            evictions_seen: AtomicU64::new(0),
+            sweep: Mutex::new(()),
+        }
+    }
+
+    fn sweep_lock(&self) -> MutexGuard<'_, ()> {
+        self.sweep.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The trusted proxies (start-up and reload): a rule never bans one.
+    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+        self.verdicts.set_trusted_proxies(trusted);
+    }
+
+    /// Rebuilds the engine for new rules/options, keeping the counters of unchanged rules,
+    /// and swaps it in with the global mode (config reload). Flagged keys of dropped rules
+    /// get their `window_summary`.
+    pub fn reconfigure(
+        &self,
+        rules: Vec<Rule>,
+        options: EngineOptions,
+        mode: Mode,
+    ) -> Result<ReloadReport, EngineError> {
+        let report = {
+            let _sweep = self.sweep_lock();
+            let (engine, report) = self.engine.load().rebuild(rules, options)?;
+            // The rebuilt engine carries the eviction total over, so `evictions_seen` stays.
+            self.engine.store(Arc::new(engine));
+            report
+        };
+        self.enforcement.set_mode(mode);
+        self.handle(&report.summaries, None);
+        Ok(report)
+    }
+
+    /// Acts on events (see [`Verdicts::handle`]).
+    pub fn handle(&self, events: &[Event], src: Option<IpAddr>) {
+        self.verdicts.handle(events, src);
+    }
+
+    /// Closes due windows and refreshes the engine gauges.
+    pub fn tick(&self) {
+        let mut events = Vec::new();
+        {
+            let _sweep = self.sweep_lock();
+            let engine = self.engine.load();
+            // Windows close CLOSE_GRACE after their end: a request that completed just before
+            // the boundary and reaches the engine a moment later still counts in its window
+            // instead of opening a second one.
+            engine.tick(Utc::now() - CLOSE_GRACE, &mut events);
+            engine.trim(&mut events);
+        }
+        self.handle(&events, None);
+        self.refresh_gauges();
+    }
+
+    /// Closes every window (shutdown): flagged keys get their final summary.
+    pub fn finish(&self) {
+        let mut events = Vec::new();
+        {
+            let _sweep = self.sweep_lock();
+            self.engine.load().finish(&mut events);
+        }
+        self.handle(&events, None);
+        self.refresh_gauges();
+    }
+
+    fn refresh_gauges(&self) {
+        let engine = self.engine.load();
+        self.metrics
+            .tracked_keys
+            .set(i64::try_from(engine.tracked_keys()).unwrap_or(i64::MAX));
+        // A rebuilt engine counts evictions from zero again; count only what is new.
+        let evictions = engine.evictions();
+        let seen = self.evictions_seen.swap(evictions, Ordering::Relaxed);
+        if evictions > seen {
+            self.metrics.tracked_key_evictions.inc_by(evictions - seen);
+        }
+    }
+}
+
+impl RecordSink for DetectionStage {
+    fn record(&self, record: RequestRecord) {
+        let mut events = Vec::new();
+        self.engine.load().observe(&record, &mut events);
+        if !events.is_empty() {
+            self.handle(&events, Some(record.src));
+        }
+    }
+}
