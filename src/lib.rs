@@ -14,12 +14,15 @@
 //! - [`detect`]: rules, window store and engine; pure, time passed in.
 //! - [`scan`]: the offline driver of the same engine over Ollama logs.
 //! - [`enforce`]: the ban table (allowlist, escalation, IPv6 grouping), its state file, and the
-//!   run-time service that is the proxy's gate, acts on rule verdicts and expires bans.
-//! - [`telemetry`]: Prometheus metrics, the access log and the detection log.
+//!   run-time service that is the proxy's gate, bans when the pipeline says so and expires bans.
+//! - [`pipeline`]: the record pipeline after the proxy: telemetry, then the detection
+//!   engine, the one decision whether a verdict bans, the detection log; the window ticker.
+//! - [`telemetry`]: Prometheus metrics, the access log and the detection log (typed events,
+//!   one serialiser).
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/bans`) and the
 //!   `bans` command's client.
-//! - [`serve`]: wires everything together for the `serve` command: the record pipeline
-//!   (telemetry, then the detection stage), the ticker, hot reload and shutdown.
+//! - [`serve`]: wires everything together for the `serve` command: logs, the pipeline,
+//!   enforcement, the proxy, hot reload and shutdown.
 //!
 //! The command line itself (one module per subcommand; stdout, stderr and exit codes) is the
 //! binary's `src/commands/`, which calls this library. The fake Ollama behind `demo`,
@@ -32,6 +35,7 @@ pub mod config;
 pub mod detect;
 pub mod enforce;
 pub mod gin;
+pub mod pipeline;
 pub mod proxy;
 pub mod record;
 pub mod route;

@@ -47,6 +47,9 @@ async fn bans_expire_on_a_timer_without_traffic() {
         "[]"
     );
     assert_eq!(metric(&s.admin, "ollama_guard_active_bans").await, 0.0);
+    let log = s.detection_log();
+    s.server.shutdown().await;
+    assert_detection_log_valid(&log);
 }
 
 #[tokio::test]
@@ -90,7 +93,7 @@ async fn bans_survive_a_restart_without_inflating_offences() {
     assert_eq!(list[0]["src"], "2001:db8::/48");
     assert_eq!(list[0]["offence"], 1, "restoring is not a new offence");
     second.shutdown().await;
-    let ev = events(&dir.path().join("detection.log"));
+    let ev = assert_detection_log_valid(&dir.path().join("detection.log"));
     let restored: Vec<_> = ev
         .iter()
         .filter(|e| e["event"] == "ban" && e["restored"] == true)

@@ -110,6 +110,7 @@ async fn slow_requests_of_one_source_give_one_detection_then_a_window_summary() 
         0,
         "tumbling windows are epoch-aligned"
     );
+    assert_detection_log_valid(&log);
 }
 
 #[tokio::test]
@@ -140,4 +141,7 @@ async fn detections_are_counted_in_metrics_by_rule_severity_and_action() {
         metric_eventually(&s.admin, "ollama_guard_tracked_keys", 1.0).await,
         1.0
     );
+    let log = s.detection_log();
+    s.server.shutdown().await;
+    assert_detection_log_valid(&log);
 }

@@ -65,6 +65,9 @@ async fn monitor_mode_flags_but_never_changes_a_response() {
         1.0,
         "the would-block count of monitor mode"
     );
+    let log = s.detection_log();
+    s.server.shutdown().await;
+    assert_detection_log_valid(&log);
 }
 
 #[tokio::test]
@@ -100,6 +103,12 @@ async fn block_mode_bans_and_refuses_with_route_family_bodies_without_forwarding
     .await;
     let det = ev.iter().find(|e| e["event"] == "detection").unwrap();
     assert_eq!(det["action"], "banned");
+    // Cause before effect: the detection, then the ban it triggered, then the refusals.
+    let order = ["detection", "ban", "blocked"].map(|k| position(&ev, k).unwrap());
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "events out of order: {ev:#?}"
+    );
     let ban = ev.iter().find(|e| e["event"] == "ban").unwrap();
     assert_eq!(
         (
@@ -146,6 +155,7 @@ async fn block_mode_bans_and_refuses_with_route_family_bodies_without_forwarding
         .find(|e| e["event"] == "window_summary")
         .unwrap();
     assert_eq!(summary["count"], 2);
+    assert_detection_log_valid(&log);
 }
 
 #[tokio::test]
@@ -235,6 +245,15 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_banned_not_the_proxy() {
     )
     .await;
     assert_eq!(evade.status, StatusCode::FORBIDDEN);
+    // Lifting the admin ban writes an `unban`: every kind of event is now in the log.
+    let r = admin(&s, Method::DELETE, "/api/bans/127.0.0.31", "", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let log = s.detection_log();
+    s.server.shutdown().await;
+    let ev = assert_detection_log_valid(&log);
+    for kind in ["detection", "ban", "blocked", "unban", "window_summary"] {
+        assert!(position(&ev, kind).is_some(), "no {kind} event: {ev:#?}");
+    }
 }
 
 #[tokio::test]
@@ -301,6 +320,12 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
         "block mode from the reloaded file is in force"
     );
     server.shutdown().await;
+    let ev = assert_detection_log_valid(&dir.path().join("detection.log"));
+    let order = ["detection", "ban"].map(|k| position(&ev, k).unwrap());
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "events out of order: {ev:#?}"
+    );
 }
 
 #[tokio::test]

@@ -1,13 +1,13 @@
-//! What the engine reports: detections and window summaries (SPEC §5).
+//! What the engine reports: detections and window summaries.
 //!
-//! The engine only *describes* what happened. The detection-log writer adds the common
-//! fields (`schema`, `time`, `event`) and maps [`RuleAction`] to `logged`/`banned` under the
-//! global mode; `enforce` decides whether a `block` verdict becomes a ban.
+//! The engine only *describes* what happened. The record pipeline (`pipeline::verdict`)
+//! decides from [`RuleAction`] and the global mode whether a verdict bans, and logs it as a
+//! typed `telemetry::log_event::Finding` (README "Detection log", `docs/detection-log.md`).
 
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Serialize, Serializer};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 /// How bad a flagged key looks, from the rule's `severity_by` value and cut-offs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -82,7 +82,7 @@ pub enum Event {
 }
 
 impl Event {
-    /// The SPEC §5 `event` value: `detection` or `window_summary`.
+    /// The detection-log `event` value: `detection` or `window_summary`.
     pub fn kind(&self) -> &'static str {
         match self {
             Event::Detection(_) => "detection",
@@ -98,35 +98,28 @@ impl Event {
     }
 }
 
-/// The fields of a `detection` / `window_summary` line (SPEC §5), serialised under the SPEC's
-/// names. Times serialise as RFC 3339 UTC with milliseconds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The figures of a `detection` / `window_summary`. Not serialised itself: the detection
+/// log writes them, with what was done, as a `telemetry::log_event::Finding`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DetectionEvent {
     /// The rule's unique name (also the metric label).
-    #[serde(serialize_with = "ser_arc")]
     pub rule: Arc<str>,
     /// The Splunk ESCU detection id this rule mirrors, when it mirrors one.
-    #[serde(serialize_with = "ser_opt_arc")]
     pub escu_id: Option<Arc<str>>,
     /// MITRE ATT&CK technique id(s), as configured.
-    #[serde(serialize_with = "ser_opt_arc")]
     pub mitre: Option<Arc<str>>,
     /// Human label of the attack (`Potential Data Exfiltration`).
-    #[serde(serialize_with = "ser_arc")]
     pub attack_type: Arc<str>,
     /// The source: an IPv4 address, an IPv6 address (prefix 128) or an IPv6 network
     /// (`2001:db8:1:2::/64`).
     pub src: String,
     /// The normalised path; absent for rules grouped by `src` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub uri_path: Option<String>,
     /// The method of the first qualifying request of the key in this window.
     pub http_method: &'static str,
     /// Start of the window (tumbling: epoch-aligned like SPL `bin`).
-    #[serde(serialize_with = "ser_time")]
     pub window_start: DateTime<Utc>,
     /// End of the window (exclusive).
-    #[serde(serialize_with = "ser_time")]
     pub window_end: DateTime<Utc>,
     /// Qualifying requests counted.
     pub count: u64,
@@ -136,7 +129,7 @@ pub struct DetectionEvent {
     pub max_response_time: f64,
     /// Severity from the rounded figures.
     pub severity: Severity,
-    /// The rule's action; the writer maps it to `logged` / `banned`.
+    /// The rule's action; the pipeline decides from it (and the mode) whether to ban.
     pub action: RuleAction,
 }
 
@@ -145,55 +138,9 @@ pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-fn ser_arc<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(v)
-}
-
-fn ser_opt_arc<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.serialize_some(&**v),
-        None => s.serialize_none(),
-    }
-}
-
-fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn detection_event_serialises_to_spec_field_names() {
-        let ev = DetectionEvent {
-            rule: "model_exfiltration".into(),
-            escu_id: Some("c9fd1a54-0eab-4470-8970-d5fcc3c740fb".into()),
-            mitre: None,
-            attack_type: "Potential Data Exfiltration".into(),
-            src: "192.168.1.50".into(),
-            uri_path: None,
-            http_method: "POST",
-            window_start: Utc.timestamp_opt(1_759_416_300, 0).unwrap(),
-            window_end: Utc.timestamp_opt(1_759_417_200, 0).unwrap(),
-            count: 2,
-            avg_response_time: 57.2,
-            max_response_time: 58.0,
-            severity: Severity::High,
-            action: RuleAction::Default,
-        };
-        assert_eq!(
-            serde_json::to_string(&ev).unwrap(),
-            concat!(
-                r#"{"rule":"model_exfiltration","escu_id":"c9fd1a54-0eab-4470-8970-d5fcc3c740fb","#,
-                r#""mitre":null,"attack_type":"Potential Data Exfiltration","src":"192.168.1.50","#,
-                r#""http_method":"POST","window_start":"2025-10-02T14:45:00.000Z","#,
-                r#""window_end":"2025-10-02T15:00:00.000Z","count":2,"avg_response_time":57.2,"#,
-                r#""max_response_time":58.0,"severity":"high","action":"default"}"#
-            )
-        );
-    }
 
     #[test]
     fn round2_rounds_half_away_from_zero_on_two_decimals() {

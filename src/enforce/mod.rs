@@ -6,7 +6,7 @@
 //!
 //! - **No self-feeding bans.** A verdict against a source that is already banned is
 //!   [`BanOutcome::AlreadyBanned`]: no new offence, no extension. (The proxy also never feeds
-//!   blocked requests to detection, SPEC §4.)
+//!   blocked requests to detection, see README "Blocking: the operator's guide".)
 //! - **No lost or inflated bans on restart, at a cost that does not grow with the table.**
 //!   Each change (ban, unban; a ban also records its offence) is appended to
 //!   `state_dir/bans.journal` and fsync'd, changes pending together sharing one write and one
@@ -27,9 +27,14 @@
 //!   a change costs the hot path's publisher one shard copy, not a rebuild of the table.
 //!
 //! Everything here is synchronous, takes time as an argument and knows nothing about HTTP,
-//! so it is unit-tested with explicit timestamps. The lead wires it into the proxy (hot path
-//! [`Bans::check`]), the admin API, the detection stage and the expiry timer
+//! so it is unit-tested with explicit timestamps. `serve` wires it into the proxy (hot path
+//! [`Bans::check`]), the admin API, the record pipeline and the expiry timer
 //! ([`Bans::next_expiry`] / [`Bans::expire`]).
+//!
+//! Enforcement does not decide whether a rule verdict bans: `pipeline::verdict` does (mode,
+//! rule action, trusted proxies, allowlist) and then calls [`Enforcement::ban`]. The table
+//! still refuses to ban an allowlisted address itself, because a reload can extend the
+//! allowlist between that decision and the ban.
 //!
 //! # Layout
 //! - `ban`: the [`Ban`] record, what the hot path returns ([`BanHit`]), source parsing.
@@ -37,6 +42,8 @@
 //! - `snapshot`: the immutable lookup structure behind the lock-free hot path.
 //! - `cap`: [`MAX_BANS`] and what a rule ban does when the table is full.
 //! - `blocked`: rate limiting of `blocked` events.
+//! - `service`: [`Enforcement`], the run-time service: gate, ban/unban/expiry, and the `ban`,
+//!   `unban` and `blocked` events of the detection log.
 //! - `persist`: `bans.json`, the snapshot — atomic save, tolerant load (with the journal).
 //! - `journal`: `bans.journal` — the change records, their format, replay, and why not an
 //!   embedded store.

@@ -1,6 +1,6 @@
-//! Enforcement at run time: the ban table wired to the proxy (as its [`Gate`]), the
-//! detection stage (rule verdicts), the admin API, the detection log, the metrics, the
-//! expiry timer and the state file.
+//! Enforcement at run time: the ban table wired to the proxy (as its [`Gate`]), the record
+//! pipeline (which decides that a verdict bans and says so through [`Enforcement::ban`]), the
+//! admin API, the detection log, the metrics, the expiry timer and the state file.
 //!
 //! Nothing slow happens on the proxied request path: a refusal is a snapshot lookup; a rule
 //! ban is an in-memory change (queued for the journal) plus a wake-up of the background
@@ -18,17 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
 use super::durable::{Flush, Persister};
 use super::{load_state, Ban, BanOutcome, Bans, EnforceError, LoadReport};
 use crate::config::Mode;
-use crate::detect::DetectionEvent;
 use crate::proxy::refusal::Gate;
+use crate::telemetry::log_event::{BanEvent, BlockedEvent, Ended, LogEvent, UnbanEvent};
 use crate::telemetry::{DetectionLog, Metrics};
 
 /// Longest sleep of the background task when no ban is due (it also wakes on every change).
@@ -43,18 +41,18 @@ pub struct Enforcement {
     persister: Option<Persister>,
     wake: Notify,
     block_mode: AtomicBool,
-    trusted: ArcSwap<Vec<IpNet>>,
 }
 
-fn fields(pairs: Value) -> Map<String, Value> {
-    match pairs {
-        Value::Object(m) => m,
-        _ => Map::new(),
+/// The `ban` event fields of `ban`.
+fn ban_event(ban: &Ban, restored: bool) -> BanEvent<'_> {
+    BanEvent {
+        src: ban.src_display(),
+        until: ban.until,
+        reason: &ban.reason,
+        offence: ban.offence,
+        restored,
+        rule: &ban.rule,
     }
-}
-
-fn stamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 impl Enforcement {
@@ -76,7 +74,6 @@ impl Enforcement {
             persister: state_dir.map(Persister::new),
             wake: Notify::new(),
             block_mode: AtomicBool::new(false),
-            trusted: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -89,11 +86,6 @@ impl Enforcement {
     /// Whether the global mode is `block`.
     pub fn block_mode(&self) -> bool {
         self.block_mode.load(Ordering::Relaxed)
-    }
-
-    /// The trusted proxies: a rule never bans one (it would ban every client behind it).
-    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
-        self.trusted.store(Arc::new(trusted));
     }
 
     /// The ban table (reload swaps its policy, allowlist and prefix in place).
@@ -145,64 +137,48 @@ impl Enforcement {
     }
 
     fn log_ban(&self, now: DateTime<Utc>, ban: &Ban, restored: bool) {
-        self.log.other(
-            now,
-            "ban",
-            fields(json!({
-                "src": ban.src_display(),
-                "until": stamp(ban.until),
-                "reason": ban.reason,
-                "offence": ban.offence,
-                "restored": restored,
-                "rule": &*ban.rule,
-            })),
-        );
+        self.log
+            .write(now, &LogEvent::Ban(ban_event(ban, restored)));
     }
 
-    fn log_unban(&self, now: DateTime<Utc>, ban: &Ban, ended: &str) {
-        self.log.other(
-            now,
-            "unban",
-            fields(json!({
-                "src": ban.src_display(),
-                "until": stamp(ban.until),
-                "reason": ban.reason,
-                "offence": ban.offence,
-                "restored": false,
-                "rule": &*ban.rule,
-                "ended": ended,
-            })),
-        );
+    fn log_unban(&self, now: DateTime<Utc>, ban: &Ban, ended: Ended) {
+        let ban = ban_event(ban, false);
+        self.log
+            .write(now, &LogEvent::Unban(UnbanEvent { ban, ended }));
     }
 
-    /// Acts on a rule verdict whose action bans: bans `ip`'s source group unless it is
-    /// allowlisted. Returns whether the source is (now or already) banned.
-    pub fn on_verdict(&self, ip: IpAddr, d: &DetectionEvent, now: DateTime<Utc>) -> bool {
-        if self.trusted.load().iter().any(|n| n.contains(&ip)) {
-            tracing::warn!(%ip, rule = %d.rule, "not banning a trusted proxy; is it sending X-Forwarded-For?");
-            return false;
-        }
-        let reason = format!(
-            "{}: {} qualifying requests (avg {:.2}s, max {:.2}s) in the window from {}",
-            d.rule,
-            d.count,
-            d.avg_response_time,
-            d.max_response_time,
-            stamp(d.window_start)
-        );
-        match self.bans.ban_offender(ip, &d.rule, reason, now) {
-            BanOutcome::Banned(ban) => {
-                self.log_ban(now, &ban, false);
-                self.changed();
-                true
-            }
-            BanOutcome::AlreadyBanned(_) => true,
-            BanOutcome::Allowlisted => false,
+    /// Whether `ip` is allowlisted: a rule never bans it (the pipeline asks before deciding).
+    pub fn allowlisted(&self, ip: IpAddr) -> bool {
+        self.bans.allowlists(ip)
+    }
+
+    /// Bans `ip`'s source group for `rule`: the pipeline decided that the verdict bans.
+    /// `announce` runs once the ban is settled but before the gate can see it, and before the
+    /// `ban` event is written, so the cause the pipeline logs there (the `detection`) comes
+    /// first in the log, then the `ban`, then any `blocked`. It does not run when nothing
+    /// new is banned (already banned, allowlisted, table full); the outcome says which.
+    pub fn ban(
+        &self,
+        ip: IpAddr,
+        rule: &str,
+        reason: String,
+        now: DateTime<Utc>,
+        announce: impl FnOnce(),
+    ) -> BanOutcome {
+        let outcome = self
+            .bans
+            .ban_offender_announced(ip, rule, reason, now, |ban| {
+                announce();
+                self.log_ban(now, ban, false);
+            });
+        match &outcome {
+            BanOutcome::Banned(_) => self.changed(),
             BanOutcome::TableFull => {
-                tracing::warn!(%ip, rule = %d.rule, "ban table full; source not banned");
-                false
+                tracing::warn!(%ip, %rule, "ban table full; source not banned");
             }
+            BanOutcome::AlreadyBanned(_) | BanOutcome::Allowlisted => {}
         }
+        outcome
     }
 
     /// Admin API: ban `src` for `duration`. Returns once the ban is durable;
@@ -229,7 +205,7 @@ impl Enforcement {
         let Some(ban) = self.bans.remove(src, now) else {
             return Ok(None);
         };
-        self.log_unban(now, &ban, "admin");
+        self.log_unban(now, &ban, Ended::Admin);
         self.changed();
         self.acknowledge().await?;
         Ok(Some(ban))
@@ -245,7 +221,7 @@ impl Enforcement {
         let now = Utc::now();
         for mut ban in lifted {
             ban.until = ban.until.min(now);
-            self.log_unban(now, &ban, "allowlist");
+            self.log_unban(now, &ban, Ended::Allowlist);
         }
         self.changed();
     }
@@ -258,7 +234,7 @@ impl Enforcement {
     fn sweep(&self, now: DateTime<Utc>) {
         let expired = self.bans.expire(now);
         for ban in &expired {
-            self.log_unban(now, ban, "expired");
+            self.log_unban(now, ban, Ended::Expired);
         }
         if !expired.is_empty() {
             // Not journaled: a ban carries its end, and the loader drops ended bans.
@@ -344,17 +320,14 @@ impl Gate for Enforcement {
         let hit = self.bans.check(src, now)?;
         self.metrics.blocked.with_label_values(&[&*hit.rule]).inc();
         if let Some(n) = self.bans.note_blocked(src, now) {
-            self.log.other(
-                now,
-                "blocked",
-                fields(json!({
-                    "src": &*hit.display,
-                    "uri_path": path,
-                    "http_method": method,
-                    "blocked_since_last": n,
-                    "rule": &*hit.rule,
-                })),
-            );
+            let event = BlockedEvent {
+                src: &hit.display,
+                uri_path: path,
+                http_method: method,
+                blocked_since_last: n,
+                rule: &hit.rule,
+            };
+            self.log.write(now, &LogEvent::Blocked(event));
         }
         Some(hit.rule)
     }

@@ -89,7 +89,7 @@ impl Bans {
         self.lock().policy = policy;
     }
 
-    /// Hot reload of `allowlist`. Allowlisted sources are never banned by a rule (SPEC), so
+    /// Hot reload of `allowlist`. Allowlisted sources are never banned by a rule, so
     /// rule bans the new allowlist overlaps are lifted now and returned, sorted by source,
     /// for `unban` events (their `until` is still the scheduled end; the event's time is the
     /// reload). Admin bans stay: they overlap the allowlist only because they were forced.
@@ -122,6 +122,12 @@ impl Bans {
         self.lock().ipv6_prefix = ipv6_prefix;
     }
 
+    /// Whether the allowlist covers `ip`: a rule never bans it.
+    pub fn allowlists(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.lock().allowlists(ip)
+    }
+
     /// HOT PATH, once per proxied request: the active ban covering `ip`, if any. Lock-free;
     /// with no bans it is a single atomic load. A ban whose `until` is not after `now` no
     /// longer matches, even before [`Bans::expire`] sweeps it.
@@ -150,6 +156,20 @@ impl Bans {
         reason: String,
         now: DateTime<Utc>,
     ) -> BanOutcome {
+        self.ban_offender_announced(ip, rule, reason, now, |_| {})
+    }
+
+    /// [`Bans::ban_offender`], calling `announce` with a new ban before it is published to
+    /// the hot path, so what it logs precedes any `blocked` event the ban causes. It runs
+    /// under the table's lock: it must only queue log lines.
+    pub fn ban_offender_announced(
+        &self,
+        ip: IpAddr,
+        rule: &str,
+        reason: String,
+        now: DateTime<Utc>,
+        announce: impl FnOnce(&Ban),
+    ) -> BanOutcome {
         let ip = canonical(ip);
         let mut inner = self.lock();
         let Some(key) = inner.offender_key(ip) else {
@@ -173,6 +193,7 @@ impl Bans {
             rule: Arc::from(rule),
             since: now,
         };
+        announce(&ban);
         self.install(&mut inner, ban.clone());
         BanOutcome::Banned(ban)
     }
@@ -336,9 +357,14 @@ impl Inner {
             .collect()
     }
 
+    /// Whether the allowlist covers the address `ip` (canonical).
+    fn allowlists(&self, ip: IpAddr) -> bool {
+        self.allowlist.iter().any(|a| a.contains(&ip))
+    }
+
     /// The network a rule ban of `ip` (canonical) covers, or `None` when `ip` is allowlisted.
     fn offender_key(&self, ip: IpAddr) -> Option<IpNet> {
-        if self.allowlist.iter().any(|a| a.contains(&ip)) {
+        if self.allowlists(ip) {
             return None;
         }
         let group = SourceKey::new(ip, self.ipv6_prefix).network();

@@ -13,24 +13,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-mod detection;
 mod reload;
 
-pub use detection::DetectionStage;
+pub use crate::pipeline::DetectionStage;
 
 use crate::admin::{self, AdminState};
 use crate::config::{AccessLogFormat, Bound, Config, Live};
 use crate::detect::{build_rules, Engine, EngineError, EngineOptions};
 use crate::enforce::{Bans, Enforcement};
+use crate::pipeline::{self, ticker};
 use crate::proxy::refusal::Gate;
 use crate::proxy::Proxy;
-use crate::record::RecordSink;
 use crate::telemetry::logfile::{LogOpenError, DEFAULT_CAPACITY};
 use crate::telemetry::metrics::MetricsError;
-use crate::telemetry::{DetectionLog, LogWriter, Metrics, TelemetrySink};
-
-/// How often windows are closed on wall-clock time.
-const TICK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+use crate::telemetry::{DetectionLog, LogWriter, Metrics};
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,8 +127,8 @@ impl Server {
             config.live.mode,
             enforcement.clone(),
         ));
-        let next: Arc<dyn RecordSink> = detection.clone();
-        let sink: Arc<dyn RecordSink> = Arc::new(TelemetrySink::new(metrics.clone(), access, next));
+        detection.set_trusted_proxies(config.live.trusted_proxies.clone());
+        let sink = pipeline::chain(metrics.clone(), access, detection.clone());
         let gate: Arc<dyn Gate> = enforcement.clone();
         let proxy = Proxy::new(&config.bound, &config.live, sink, gate, metrics.clone());
         let (shutdown, rx) = watch::channel(false);
@@ -155,7 +151,11 @@ impl Server {
             admin_state.clone(),
             signalled(&rx),
         ));
-        tasks.spawn(detection.clone().run_ticker(TICK_INTERVAL, signalled(&rx)));
+        tasks.spawn(ticker::run(
+            detection.clone(),
+            ticker::TICK_INTERVAL,
+            signalled(&rx),
+        ));
         tasks.spawn(admin::probe_upstream(
             config.bound.upstream.clone(),
             config.bound.timeouts.readiness_probe,
@@ -277,7 +277,6 @@ fn start_enforcement(
         live.ipv6_prefix,
     ));
     let enforcement = Arc::new(Enforcement::new(bans, log, metrics.clone(), state_dir));
-    enforcement.set_trusted_proxies(live.trusted_proxies.clone());
     enforcement.restore(chrono::Utc::now());
     enforcement
 }

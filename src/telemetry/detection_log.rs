@@ -1,12 +1,16 @@
-//! The JSON-lines detection log (SPEC §5): one object per line, schema
-//! `ollama-guard.detection.v1`, written through a [`LogWriter`] so a slow disk never
-//! stalls the proxy.
+//! The JSON-lines detection log (README "Detection log", `docs/detection-log.md`): one
+//! object per line, schema `ollama-guard.detection.v1`, written through a [`LogWriter`] so a
+//! slow disk never stalls the proxy.
+//!
+//! [`DetectionLog::write`] is the only place a detection-log line is serialised: it wraps a
+//! typed [`LogEvent`] in the `schema`/`time`/`event` envelope, so every line starts with the
+//! same three fields whoever wrote it (the pipeline, enforcement, the gate).
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value};
+use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
 
+use super::log_event::{stamp, LogEvent};
 use super::LogWriter;
-use crate::detect::Event;
 
 /// The `schema` value of every line.
 pub const SCHEMA: &str = "ollama-guard.detection.v1";
@@ -17,40 +21,27 @@ pub struct DetectionLog {
     writer: LogWriter,
 }
 
-fn stamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+/// One line: the envelope, then the event's kind and fields.
+#[derive(Serialize)]
+struct Envelope<'e, 'a> {
+    schema: &'static str,
+    #[serde(serialize_with = "ser_time")]
+    time: DateTime<Utc>,
+    #[serde(flatten)]
+    event: &'e LogEvent<'a>,
 }
 
-/// Renders one line: the common fields first, then `fields` in their order.
-pub fn render(now: DateTime<Utc>, event: &str, fields: Map<String, Value>) -> String {
-    let mut line = String::with_capacity(512);
-    line.push_str("{\"schema\":\"");
-    line.push_str(SCHEMA);
-    line.push_str("\",\"time\":\"");
-    line.push_str(&stamp(now));
-    line.push_str("\",\"event\":");
-    line.push_str(&Value::from(event).to_string());
-    for (k, v) in fields {
-        line.push(',');
-        line.push_str(&Value::from(k).to_string());
-        line.push(':');
-        line.push_str(&v.to_string());
-    }
-    line.push('}');
-    line
+fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&stamp(t))
 }
 
-/// The line of a `detection` or `window_summary` event; `banned` says what was done.
-pub fn event_line(now: DateTime<Utc>, event: &Event, banned: bool) -> String {
-    let mut fields = match serde_json::to_value(event.detail()) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    fields.insert(
-        "action".into(),
-        Value::from(if banned { "banned" } else { "logged" }),
-    );
-    render(now, event.kind(), fields)
+/// Renders `event`, logged at `now`, as one line (without the newline).
+pub fn render(now: DateTime<Utc>, event: &LogEvent<'_>) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&Envelope {
+        schema: SCHEMA,
+        time: now,
+        event,
+    })
 }
 
 impl DetectionLog {
@@ -59,55 +50,16 @@ impl DetectionLog {
         DetectionLog { writer }
     }
 
-    /// Logs a `detection` or `window_summary`.
-    pub fn event(&self, now: DateTime<Utc>, event: &Event, banned: bool) {
-        self.writer.write(event_line(now, event, banned));
-    }
-
-    /// Logs any other event (`ban`, `unban`, `blocked`) with its fields.
-    pub fn other(&self, now: DateTime<Utc>, event: &str, fields: Map<String, Value>) {
-        self.writer.write(render(now, event, fields));
+    /// Writes `event`, logged at `now`. Lines are written in the order of the calls, so a
+    /// cause (a `detection`) is written before its effect (the `ban`) by calling in that order.
+    pub fn write(&self, now: DateTime<Utc>, event: &LogEvent<'_>) {
+        match render(now, event) {
+            Ok(line) => self.writer.write(line),
+            // Only a failing custom serialiser could get here; none of the events has one.
+            Err(e) => tracing::error!(error = %e, "cannot serialise a detection-log event"),
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::detect::{DetectionEvent, RuleAction, Severity};
-    use chrono::TimeZone;
-
-    #[test]
-    fn detection_line_has_schema_time_event_and_spec_fields() {
-        let t = |s| Utc.timestamp_opt(s, 0).unwrap();
-        let ev = Event::Detection(DetectionEvent {
-            rule: "model_exfiltration".into(),
-            escu_id: Some("c9fd1a54-0eab-4470-8970-d5fcc3c740fb".into()),
-            mitre: Some("T1048".into()),
-            attack_type: "Potential Data Exfiltration".into(),
-            src: "192.168.1.50".into(),
-            uri_path: Some("/api/show".into()),
-            http_method: "POST",
-            window_start: t(1_759_416_300),
-            window_end: t(1_759_417_200),
-            count: 1,
-            avg_response_time: 57.2,
-            max_response_time: 57.2,
-            severity: Severity::High,
-            action: RuleAction::Default,
-        });
-        let line = event_line(t(1_759_416_450), &ev, false);
-        assert!(line.starts_with(
-            r#"{"schema":"ollama-guard.detection.v1","time":"2025-10-02T14:47:30.000Z","event":"detection","#
-        ));
-        let v: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["action"], "logged");
-        assert_eq!(v["uri_path"], "/api/show");
-        assert_eq!(v["window_start"], "2025-10-02T14:45:00.000Z");
-        assert_eq!(v["window_end"], "2025-10-02T15:00:00.000Z");
-        assert_eq!(v["avg_response_time"], 57.2);
-        assert_eq!(v["severity"], "high");
-        assert_eq!(v["escu_id"], "c9fd1a54-0eab-4470-8970-d5fcc3c740fb");
-        let banned: Value = serde_json::from_str(&event_line(t(0), &ev, true)).unwrap();
-        assert_eq!(banned["action"], "banned");
-    }
-}
+pub(crate) mod tests;

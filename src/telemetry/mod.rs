@@ -2,12 +2,11 @@
 
 pub mod access_log;
 pub mod detection_log;
+pub mod log_event;
 pub mod logfile;
 pub mod metrics;
-pub mod sink;
 pub mod throttle;
 
 pub use detection_log::DetectionLog;
 pub use logfile::LogWriter;
 pub use metrics::{Metrics, UpstreamErrorKind};
-pub use sink::TelemetrySink;

@@ -271,3 +271,42 @@ pub async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> Str
     }
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+/// The detection log's JSON Schema, as shipped.
+pub const DETECTION_LOG_SCHEMA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/docs/detection-log.schema.json"
+);
+
+/// Checks every line of the detection log at `path` against `docs/detection-log.schema.json`
+/// and returns the lines parsed; panics naming each line that does not match. Call it at the
+/// end of a test that ran a stack, so every event the program really wrote is checked.
+pub fn assert_detection_log_valid(path: &std::path::Path) -> Vec<Value> {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(DETECTION_LOG_SCHEMA).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut bad = Vec::new();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+            if !errors.is_empty() {
+                bad.push(format!("{line}\n  {}", errors.join("\n  ")));
+            }
+            v
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "detection log lines violate the schema:\n{}",
+        bad.join("\n")
+    );
+    lines
+}
+
+/// The position of the first event of kind `kind`.
+pub fn position(events: &[Value], kind: &str) -> Option<usize> {
+    events.iter().position(|e| e["event"] == kind)
+}

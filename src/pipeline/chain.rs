@@ -1,0 +1,54 @@
+//! The record chain: what the proxy's [`RecordSink`] is. Every finished request is seen by
+//! telemetry first (metrics, access log: every request counts, whatever detection makes of
+//! it), then by the detection stage.
+
+use std::sync::Arc;
+
+use crate::config::AccessLogFormat;
+use crate::record::{RecordSink, RequestRecord};
+use crate::telemetry::{access_log, LogWriter, Metrics};
+
+use super::DetectionStage;
+
+/// Counts every record and writes it to the access log.
+pub struct TelemetryStage {
+    metrics: Arc<Metrics>,
+    access: Option<(LogWriter, AccessLogFormat)>,
+}
+
+impl TelemetryStage {
+    /// Counts in `metrics`; writes `access` lines when an access log is configured.
+    pub fn new(metrics: Arc<Metrics>, access: Option<(LogWriter, AccessLogFormat)>) -> Self {
+        TelemetryStage { metrics, access }
+    }
+
+    fn observe(&self, record: &RequestRecord) {
+        self.metrics.observe(record);
+        if let Some((log, format)) = &self.access {
+            log.write(access_log::format_line(*format, record));
+        }
+    }
+}
+
+/// Telemetry, then detection, in that order.
+pub struct Chain {
+    telemetry: TelemetryStage,
+    detection: Arc<DetectionStage>,
+}
+
+impl Chain {
+    /// The chain of `telemetry` then `detection`.
+    pub fn new(telemetry: TelemetryStage, detection: Arc<DetectionStage>) -> Self {
+        Chain {
+            telemetry,
+            detection,
+        }
+    }
+}
+
+impl RecordSink for Chain {
+    fn record(&self, record: RequestRecord) {
+        self.telemetry.observe(&record);
+        self.detection.record(record);
+    }
+}

@@ -1,0 +1,200 @@
+//! The pipeline end to end at unit level: records in, detection-log lines out, in order and
+//! valid against `docs/detection-log.schema.json`.
+#![allow(clippy::unwrap_used)]
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ipnet::IpNet;
+
+use super::verdict::{decide, Decision, Exemption};
+use super::*;
+use crate::config::{BanPolicy, LogTarget, Mode};
+use crate::detect::{build_rules, Engine, EngineOptions, RuleConfig};
+use crate::enforce::{Bans, Enforcement};
+use crate::proxy::refusal::Gate;
+use crate::record::{Method, Outcome, RequestRecord};
+use crate::route::normalize;
+use crate::telemetry::detection_log::tests::{assert_valid, validator};
+use crate::telemetry::{DetectionLog, LogWriter, Metrics};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    writer: LogWriter,
+    stage: Arc<DetectionStage>,
+    enforcement: Arc<Enforcement>,
+    metrics: Arc<Metrics>,
+}
+
+/// A stage with one rule that flags every source on its first request to any path.
+fn fixture(mode: Mode, allowlist: Vec<IpNet>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("detection.log");
+    let metrics = Arc::new(Metrics::new(&["every".to_owned()]).unwrap());
+    let dropped = metrics.log_lines_dropped.with_label_values(&["detection"]);
+    let writer =
+        LogWriter::spawn("detection", &LogTarget::File(path.clone()), 64, dropped).unwrap();
+    let log = DetectionLog::new(writer.clone());
+    let policy = BanPolicy {
+        duration: Duration::from_secs(900),
+        increment: 2.0,
+        max: Duration::from_secs(86_400),
+        memory: Duration::from_secs(7 * 86_400),
+    };
+    let bans = Arc::new(Bans::new(policy, allowlist, 64));
+    let enforcement = Arc::new(Enforcement::new(bans, log.clone(), metrics.clone(), None));
+    let rules = build_rules(&[RuleConfig {
+        name: "every".into(),
+        ..RuleConfig::default()
+    }])
+    .unwrap();
+    let options = EngineOptions {
+        ipv6_prefix: 64,
+        allowlist: Vec::new(),
+        max_tracked_keys: 1000,
+    };
+    let engine = Engine::new(rules, options).unwrap();
+    let stage = Arc::new(DetectionStage::new(
+        engine,
+        log,
+        metrics.clone(),
+        mode,
+        enforcement.clone(),
+    ));
+    Fixture {
+        _dir: dir,
+        path,
+        writer,
+        stage,
+        enforcement,
+        metrics,
+    }
+}
+
+fn record(src: &str, path: &str) -> RequestRecord {
+    let (norm, route) = normalize(path);
+    RequestRecord {
+        src: src.parse().unwrap(),
+        peer: src.parse().unwrap(),
+        method: Method::Post,
+        method_text: Cow::Borrowed("POST"),
+        path: norm,
+        raw_target: Cow::Owned(path.to_owned()),
+        route,
+        status: 200,
+        ttfb: Some(Duration::from_millis(5)),
+        total: Duration::from_millis(500),
+        completed_at: Utc::now(),
+        outcome: Outcome::Complete,
+    }
+}
+
+impl Fixture {
+    /// Every line written so far, each checked against the schema.
+    async fn lines(&self) -> Vec<serde_json::Value> {
+        self.writer.flush().await;
+        let validator = validator();
+        let text = std::fs::read_to_string(&self.path).unwrap();
+        text.lines()
+            .map(|line| {
+                assert_valid(&validator, line);
+                serde_json::from_str(line).unwrap()
+            })
+            .collect()
+    }
+
+    fn detections(&self, action: &str) -> f64 {
+        self.metrics
+            .detections
+            .with_label_values(&["every", "low", action])
+            .get() as f64
+    }
+}
+
+fn kinds(lines: &[serde_json::Value]) -> Vec<&str> {
+    lines.iter().map(|l| l["event"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn block_mode_writes_cause_before_effect_and_every_kind_matches_the_schema() {
+    let f = fixture(Mode::Block, Vec::new());
+    let chain = chain(f.metrics.clone(), None, f.stage.clone());
+    chain.record(record("192.0.2.7", "/api/show"));
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    assert!(f.enforcement.refuse(ip, "POST", "/api/pull").is_some());
+    let src: IpNet = "192.0.2.7/32".parse().unwrap();
+    assert!(f.enforcement.admin_remove(&src).await.unwrap().is_some());
+    f.stage.finish();
+    let lines = f.lines().await;
+    assert_eq!(
+        kinds(&lines),
+        ["detection", "ban", "blocked", "unban", "window_summary"]
+    );
+    assert_eq!(lines[0]["action"], "banned");
+    assert_eq!(
+        (lines[1]["src"].as_str(), lines[1]["offence"].as_u64()),
+        (Some("192.0.2.7"), Some(1))
+    );
+    assert_eq!(lines[3]["ended"], "admin");
+    assert_eq!(lines[4]["action"], "banned");
+    assert_eq!(f.detections("banned"), 1.0);
+}
+
+#[tokio::test]
+async fn a_source_already_banned_is_reported_banned_without_a_second_ban() {
+    let f = fixture(Mode::Block, Vec::new());
+    f.stage.record(record("192.0.2.8", "/api/show"));
+    f.stage.record(record("192.0.2.8", "/api/tags")); // a new key of the same source
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "ban", "detection"]);
+    assert_eq!(lines[2]["action"], "banned");
+    assert_eq!(f.detections("banned"), 2.0);
+}
+
+#[tokio::test]
+async fn monitor_mode_only_logs() {
+    let f = fixture(Mode::Monitor, Vec::new());
+    f.stage.record(record("192.0.2.9", "/api/show"));
+    f.stage.finish();
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "window_summary"]);
+    assert!(lines.iter().all(|l| l["action"] == "logged"));
+    assert_eq!((f.detections("logged"), f.detections("banned")), (1.0, 0.0));
+    assert!(f.enforcement.list().is_empty());
+}
+
+#[tokio::test]
+async fn trusted_proxies_and_allowlisted_sources_are_exempt_in_block_mode() {
+    let f = fixture(Mode::Block, vec!["192.0.2.20/32".parse().unwrap()]);
+    f.stage
+        .set_trusted_proxies(vec!["192.0.2.30/32".parse().unwrap()]);
+    f.stage.record(record("192.0.2.20", "/api/show"));
+    f.stage.record(record("192.0.2.30", "/api/show"));
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "detection"]);
+    assert!(lines.iter().all(|l| l["action"] == "logged"));
+    assert!(f.enforcement.list().is_empty());
+}
+
+#[test]
+fn the_decision_is_mode_times_action_then_exemptions() {
+    let ip: IpAddr = "198.51.100.1".parse().unwrap();
+    let trusted: Vec<IpNet> = vec!["198.51.100.0/24".parse().unwrap()];
+    let no = |_| false;
+    let log_only = Decision::Log(Exemption::LogOnly);
+    assert_eq!(decide(false, true, ip, &[], no), log_only);
+    assert_eq!(decide(true, false, ip, &[], no), log_only);
+    assert_eq!(decide(true, true, ip, &[], no), Decision::Ban);
+    assert_eq!(
+        decide(true, true, ip, &trusted, no),
+        Decision::Log(Exemption::TrustedProxy)
+    );
+    assert_eq!(
+        decide(true, true, ip, &[], |_| true),
+        Decision::Log(Exemption::Allowlisted)
+    );
+}

@@ -1,0 +1,176 @@
+//! What is done about the engine's verdicts: the one place that decides whether a verdict
+//! bans, and that writes `detection` / `window_summary` lines and counts detections.
+//!
+//! The decision: the global mode (monitor/block) and the rule's `action` say whether the
+//! verdict would ban; a source inside `trusted_proxies` or the allowlist is exempt. A verdict
+//! that bans is handed to enforcement ([`Enforcement::ban`]), which keeps the table and
+//! reports what became of the ban; the `action` logged (`logged` / `banned`) is that outcome.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ipnet::IpNet;
+
+use crate::detect::{DetectionEvent, Event};
+use crate::enforce::{BanOutcome, Enforcement};
+use crate::telemetry::log_event::{Action, Finding, LogEvent};
+use crate::telemetry::{DetectionLog, Metrics};
+
+/// Why a verdict that would ban does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exemption {
+    /// Monitor mode, or a log-only rule.
+    LogOnly,
+    /// The source is a trusted proxy: banning it would ban every client behind it.
+    TrustedProxy,
+    /// The source is allowlisted.
+    Allowlisted,
+}
+
+/// The decision about one verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Ban the source (its address, or its IPv6 group).
+    Ban,
+    /// Only log it, for this reason.
+    Log(Exemption),
+}
+
+/// Whether a verdict of a rule with `rule_bans` (its action resolved under the mode) against
+/// `src` bans, given the exemptions. Monitor mode never changes a response, so in it no rule
+/// bans, whatever its action (README "Blocking: the operator's guide").
+pub fn decide(
+    block_mode: bool,
+    rule_bans: bool,
+    src: IpAddr,
+    trusted: &[IpNet],
+    allowlisted: impl FnOnce(IpAddr) -> bool,
+) -> Decision {
+    if !(block_mode && rule_bans) {
+        Decision::Log(Exemption::LogOnly)
+    } else if trusted.iter().any(|n| n.contains(&src)) {
+        Decision::Log(Exemption::TrustedProxy)
+    } else if allowlisted(src) {
+        Decision::Log(Exemption::Allowlisted)
+    } else {
+        Decision::Ban
+    }
+}
+
+/// Acts on verdicts: decides, bans through enforcement, logs and counts.
+pub struct Verdicts {
+    log: DetectionLog,
+    metrics: Arc<Metrics>,
+    enforcement: Arc<Enforcement>,
+    trusted: ArcSwap<Vec<IpNet>>,
+}
+
+impl Verdicts {
+    /// Acts through `enforcement`, writing to `log`; no trusted proxies yet.
+    pub fn new(log: DetectionLog, metrics: Arc<Metrics>, enforcement: Arc<Enforcement>) -> Self {
+        Verdicts {
+            log,
+            metrics,
+            enforcement,
+            trusted: ArcSwap::from_pointee(Vec::new()),
+        }
+    }
+
+    /// The trusted proxies (start-up and reload): a rule never bans one.
+    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+        self.trusted.store(Arc::new(trusted));
+    }
+
+    /// Acts on `events`; `src` is the client of the request that triggered them (`None`
+    /// when a window closed on time, a reload or shutdown).
+    pub fn handle(&self, events: &[Event], src: Option<IpAddr>) {
+        let now = Utc::now();
+        for event in events {
+            match event {
+                Event::Detection(d) => self.detection(now, d, src),
+                Event::WindowSummary(d) => {
+                    // A summary bans nothing: it says what the rule does in the current mode.
+                    let block_mode = self.enforcement.block_mode();
+                    let action = if block_mode && d.action.bans(block_mode) {
+                        Action::Banned
+                    } else {
+                        Action::Logged
+                    };
+                    self.log
+                        .write(now, &LogEvent::WindowSummary(Finding::new(d, action)));
+                }
+            }
+        }
+    }
+
+    /// A `detection`: decide, ban if so, log the detection before the ban, count it.
+    fn detection(&self, now: DateTime<Utc>, d: &DetectionEvent, src: Option<IpAddr>) {
+        let block_mode = self.enforcement.block_mode();
+        let rule_bans = d.action.bans(block_mode);
+        let write = |action| {
+            self.log
+                .write(now, &LogEvent::Detection(Finding::new(d, action)));
+            action
+        };
+        let action = match src {
+            // Without a request there is no one to ban; the line says what the rule does.
+            None if block_mode && rule_bans => write(Action::Banned),
+            None => write(Action::Logged),
+            Some(ip) => {
+                let trusted = self.trusted.load();
+                match decide(block_mode, rule_bans, ip, &trusted, |ip| {
+                    self.enforcement.allowlisted(ip)
+                }) {
+                    Decision::Ban => self.ban(now, d, ip, write),
+                    Decision::Log(why) => {
+                        if why == Exemption::TrustedProxy {
+                            tracing::warn!(%ip, rule = %d.rule, "not banning a trusted proxy; is it sending X-Forwarded-For?");
+                        }
+                        write(Action::Logged)
+                    }
+                }
+            }
+        };
+        self.metrics
+            .detections
+            .with_label_values(&[&*d.rule, d.severity.as_str(), action.as_str()])
+            .inc();
+    }
+
+    /// Tells enforcement to ban `ip` for verdict `d`. The detection line is written through
+    /// `write` before the `ban` line when a new ban starts, after the outcome otherwise.
+    fn ban(
+        &self,
+        now: DateTime<Utc>,
+        d: &DetectionEvent,
+        ip: IpAddr,
+        write: impl Fn(Action) -> Action,
+    ) -> Action {
+        let mut written = None;
+        let outcome = self.enforcement.ban(ip, &d.rule, reason(d), now, || {
+            written = Some(write(Action::Banned));
+        });
+        if let Some(action) = written {
+            return action;
+        }
+        write(match outcome {
+            BanOutcome::Banned(_) | BanOutcome::AlreadyBanned(_) => Action::Banned,
+            // A reload extended the allowlist since the decision, or the table is full.
+            BanOutcome::Allowlisted | BanOutcome::TableFull => Action::Logged,
+        })
+    }
+}
+
+/// The `reason` of a rule ban: the verdict's figures in words.
+fn reason(d: &DetectionEvent) -> String {
+    format!(
+        "{}: {} qualifying requests (avg {:.2}s, max {:.2}s) in the window from {}",
+        d.rule,
+        d.count,
+        d.avg_response_time,
+        d.max_response_time,
+        d.window_start.to_rfc3339_opts(SecondsFormat::Millis, true)
+    )
+}

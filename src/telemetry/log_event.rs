@@ -1,0 +1,179 @@
+//! The events of the detection log, as types.
+//!
+//! Every line of the detection log is one [`LogEvent`]; the `schema`/`time`/`event` envelope
+//! is added by [`DetectionLog::write`](super::DetectionLog::write), the only place a line is
+//! serialised. Field names and order are the log's public contract (`docs/detection-log.md`,
+//! checked against `docs/detection-log.schema.json`): a field is renamed or reordered here
+//! only together with those documents and the schema version.
+//!
+//! The payloads borrow from what produced them (the engine's verdict, the ban, the refused
+//! request), so writing an event costs one `String`, the line itself.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::detect::{DetectionEvent, Severity};
+
+/// One detection-log event. Serialised with its kind as the `event` field; the variants'
+/// fields follow in their declared order. New kinds (a request aborted by a policy, policy
+/// changes) are new variants here, a new `oneOf` branch in the schema and a section in the
+/// docs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LogEvent<'a> {
+    /// A key first reached its rule's threshold in a window.
+    Detection(Finding<'a>),
+    /// A flagged key's window closed (or its sliding count fell below the threshold, or the
+    /// rule went away at a reload, or shutdown): the final figures.
+    WindowSummary(Finding<'a>),
+    /// A ban started (or was restored from `state_dir` at start-up).
+    Ban(BanEvent<'a>),
+    /// A ban ended: expired, lifted through the admin API, or lifted by the allowlist.
+    Unban(UnbanEvent<'a>),
+    /// A banned source's request was refused (at most one event per ban per minute).
+    Blocked(BlockedEvent<'a>),
+}
+
+/// What was done about a verdict: the `action` field of `detection` and `window_summary`,
+/// and the `action` label of `ollama_guard_detections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Logged only (monitor mode, a log-only rule, or an exempt source).
+    Logged,
+    /// The source is banned (now, or already was).
+    Banned,
+}
+
+impl Action {
+    /// The log value and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Logged => "logged",
+            Action::Banned => "banned",
+        }
+    }
+}
+
+/// The fields of a `detection` or `window_summary` event: the engine's figures and what was
+/// done about them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding<'a> {
+    /// The rule's name.
+    pub rule: &'a str,
+    /// The Splunk ESCU detection id the rule mirrors (`null` when none).
+    pub escu_id: Option<&'a str>,
+    /// MITRE ATT&CK technique id(s) (`null` when none).
+    pub mitre: Option<&'a str>,
+    /// Human label of the attack.
+    pub attack_type: &'a str,
+    /// The source: IPv4 address, IPv6 address or IPv6 network.
+    pub src: &'a str,
+    /// The normalised path; absent for rules grouped by source only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri_path: Option<&'a str>,
+    /// The method of the key's first qualifying request in the window.
+    pub http_method: &'a str,
+    /// Start of the window.
+    #[serde(serialize_with = "ser_time")]
+    pub window_start: DateTime<Utc>,
+    /// End of the window (exclusive).
+    #[serde(serialize_with = "ser_time")]
+    pub window_end: DateTime<Utc>,
+    /// Qualifying requests counted.
+    pub count: u64,
+    /// Mean latency in seconds, 2 decimals.
+    pub avg_response_time: f64,
+    /// Largest latency in seconds, 2 decimals.
+    pub max_response_time: f64,
+    /// Severity from the rounded figures.
+    pub severity: Severity,
+    /// What was done.
+    pub action: Action,
+}
+
+impl<'a> Finding<'a> {
+    /// The fields of verdict `d`, with what was done about it.
+    pub fn new(d: &'a DetectionEvent, action: Action) -> Self {
+        Finding {
+            rule: &d.rule,
+            escu_id: d.escu_id.as_deref(),
+            mitre: d.mitre.as_deref(),
+            attack_type: &d.attack_type,
+            src: &d.src,
+            uri_path: d.uri_path.as_deref(),
+            http_method: d.http_method,
+            window_start: d.window_start,
+            window_end: d.window_end,
+            count: d.count,
+            avg_response_time: d.avg_response_time,
+            max_response_time: d.max_response_time,
+            severity: d.severity,
+            action,
+        }
+    }
+}
+
+/// The fields of a `ban` event (and the first fields of an `unban`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BanEvent<'a> {
+    /// The banned source as displayed (`192.0.2.1`, `2001:db8:1:2::/64`).
+    pub src: String,
+    /// When the ban ends (for an `unban`, when it was scheduled to end, or the lift).
+    #[serde(serialize_with = "ser_time")]
+    pub until: DateTime<Utc>,
+    /// Why, in words.
+    pub reason: &'a str,
+    /// Which offence of this source within the ban memory.
+    pub offence: u32,
+    /// Restored from `state_dir` at start-up rather than started now.
+    pub restored: bool,
+    /// The rule that banned, or `admin`.
+    pub rule: &'a str,
+}
+
+/// Why a ban ended: the `ended` field of `unban`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ended {
+    /// Its time ran out.
+    Expired,
+    /// Lifted through the admin API.
+    Admin,
+    /// Lifted because a reload extended the allowlist over it.
+    Allowlist,
+}
+
+/// The fields of an `unban` event: the ban that ended, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnbanEvent<'a> {
+    /// The ban (`restored` is always `false`).
+    #[serde(flatten)]
+    pub ban: BanEvent<'a>,
+    /// Why it ended.
+    pub ended: Ended,
+}
+
+/// The fields of a `blocked` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockedEvent<'a> {
+    /// The ban's source as displayed (the ban's network, not the client's address).
+    pub src: &'a str,
+    /// The refused request's path.
+    pub uri_path: &'a str,
+    /// The refused request's method.
+    pub http_method: &'a str,
+    /// Requests refused under this ban since the previous `blocked` event and not logged.
+    pub blocked_since_last: u64,
+    /// The rule that banned, or `admin`.
+    pub rule: &'a str,
+}
+
+/// RFC 3339 UTC with milliseconds, the one time format of the log.
+pub(super) fn stamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&stamp(t))
+}
