@@ -1,4 +1,4 @@
-//! Rate limiting of `blocked` events (SPEC §5): a banned client hammering the proxy must not
+//! Rate limiting of `blocked` events (docs/detection-log.md): a banned client hammering the proxy must not
 //! flood the detection log, yet the log must still say how much was refused.
 //!
 //! Counters are kept per ban (not per client address), so a CIDR ban covering millions of

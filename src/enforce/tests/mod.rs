@@ -24,7 +24,7 @@ fn mins(m: i64) -> TimeDelta {
     TimeDelta::minutes(m)
 }
 
-/// SPEC §3 defaults: 15m, x2, max 24h, memory 7d.
+/// The documented `[ban]` defaults (README, "Configuration file"): 15m, x2, max 24h, memory 7d.
 fn policy() -> BanPolicy {
     BanPolicy {
         duration: Duration::from_secs(15 * 60),
