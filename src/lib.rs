@@ -30,11 +30,11 @@
 //! (`crates/ollama-sim`); this library does not depend on it.
 
 pub mod admin;
-pub mod cidr;
 pub mod config;
 pub mod detect;
 pub mod enforce;
 pub mod gin;
+pub mod ip;
 pub mod pipeline;
 pub mod proxy;
 pub mod record;
@@ -42,3 +42,4 @@ pub mod route;
 pub mod scan;
 pub mod serve;
 pub mod telemetry;
+pub mod time;

@@ -1,6 +1,6 @@
 //! `/api/bans`: list, add and lift bans (see README, "Admin listener"). Input is validated
 //! (bad IP/CIDR or duration → 400 with a JSON error); sources are parsed by
-//! [`crate::cidr::parse_cidr`], the same function the config uses, so a network the config
+//! [`crate::ip::parse_cidr`], the same function the config uses, so a network the config
 //! refuses is refused here too. An allowlisted source is refused (409) unless the request
 //! says `"force": true`. When `admin_token` is configured every call needs
 //! `Authorization: Bearer <token>` (scheme in any case).
@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use crate::cidr::parse_cidr;
+use crate::ip::parse_cidr;
 use crate::enforce::{EnforceError, Enforcement};
 use crate::proxy::upstream::json_response;
 

@@ -159,7 +159,7 @@ fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
 fn cidrs(key: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     items
         .iter()
-        .map(|s| crate::cidr::parse_cidr(s).map_err(|e| ConfigError::invalid(key, e.to_string())))
+        .map(|s| crate::ip::parse_cidr(s).map_err(|e| ConfigError::invalid(key, e.to_string())))
         .collect()
 }
 

@@ -83,13 +83,7 @@ impl fmt::Display for SourceKey {
     }
 }
 
-/// IPv4-mapped IPv6 becomes the IPv4 address; everything else is unchanged.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+pub use crate::ip::canonical;
 
 /// Sources that are never counted (the `allowlist` config key): health checkers, the operator's own
 /// tooling, loopback.

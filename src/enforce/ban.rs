@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use ipnet::{IpNet, Ipv4Net};
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::EnforceError;
@@ -106,20 +106,7 @@ pub fn parse_source(text: &str) -> Result<IpNet, EnforceError> {
     Ok(canonical_net(net))
 }
 
-/// IPv4-mapped IPv6 networks (`::ffff:192.0.2.0/120`) become the IPv4 network they carry, so
-/// a ban matches the canonical (IPv4) form the hot path looks up.
-pub(super) fn canonical_net(net: IpNet) -> IpNet {
-    let net = net.trunc();
-    match net {
-        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map(IpNet::V4)
-                .unwrap_or(net),
-            None => net,
-        },
-        other => other,
-    }
-}
+pub(super) use crate::ip::canonical_net;
 
 /// A single address without its `/32` or `/128`; a network as CIDR.
 pub(super) fn display_net(net: &IpNet) -> String {
@@ -136,7 +123,7 @@ pub(super) fn overlaps(a: &IpNet, b: &IpNet) -> bool {
 }
 
 pub(super) fn format_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::time::rfc3339_ms(t)
 }
 
 pub(super) fn ser_src<S: Serializer>(src: &IpNet, s: S) -> Result<S::Ok, S::Error> {

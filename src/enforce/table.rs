@@ -29,7 +29,7 @@ use super::journal::{Change, ChangeLog};
 use super::snapshot::{Index, Snapshot};
 use super::EnforceError;
 use crate::config::BanPolicy;
-use crate::detect::source::canonical;
+use crate::ip::canonical;
 use crate::detect::SourceKey;
 
 /// The ban table, shared behind an `Arc` by the proxy, the detection stage, the admin API

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 
 use crate::detect::{DetectionEvent, Event};
@@ -171,6 +171,6 @@ fn reason(d: &DetectionEvent) -> String {
         d.count,
         d.avg_response_time,
         d.max_response_time,
-        d.window_start.to_rfc3339_opts(SecondsFormat::Millis, true)
+        crate::time::rfc3339_ms(&d.window_start)
     )
 }

@@ -145,7 +145,7 @@ impl Worker {
         drain: &GracefulShutdown,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let proxy = &self.proxy;
-        let ip = super::client_ip::canonical(peer.ip());
+        let ip = crate::ip::canonical(peer.ip());
         let exempt = limits::is_trusted(ip, &proxy.trusted.load());
         let permit = match proxy.limits.admit(ip, exempt) {
             Ok(p) => p,

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{Local, SecondsFormat};
+use chrono::Local;
 use percent_encoding::percent_decode_str;
 
 use crate::config::AccessLogFormat;
@@ -61,7 +61,7 @@ fn gin_line_at(rec: &RequestRecord, local: chrono::NaiveDateTime) -> String {
 
 fn json_line(rec: &RequestRecord) -> String {
     let mut v = serde_json::json!({
-        "time": rec.completed_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "time": crate::time::rfc3339_ms(&rec.completed_at),
         "src": rec.src.to_string(),
         "peer": rec.peer.to_string(),
         "method": rec.method_text,

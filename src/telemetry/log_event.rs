@@ -9,7 +9,7 @@
 //! The payloads borrow from what produced them (the engine's verdict, the ban, the refused
 //! request), so writing an event costs one `String`, the line itself.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
 use crate::detect::{DetectionEvent, Severity};
@@ -171,7 +171,7 @@ pub struct BlockedEvent<'a> {
 
 /// RFC 3339 UTC with milliseconds, the one time format of the log.
 pub(super) fn stamp(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    crate::time::rfc3339_ms(t)
 }
 
 fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

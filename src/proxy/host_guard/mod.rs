@@ -179,7 +179,7 @@ impl LocalNames {
         // cannot be rebound, so accepting it weakens nothing).
         let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
         if let Ok(ip) = literal.unwrap_or(name).parse::<IpAddr>() {
-            let ip = crate::proxy::client_ip::canonical(ip);
+            let ip = crate::ip::canonical(ip);
             if ip.is_loopback() || is_private(ip) || ip.is_unspecified() || self.is_local(ip) {
                 return true;
             }

@@ -1,7 +1,9 @@
-//! The one parser for an IP address or CIDR network written by an operator — in the config
-//! file (`trusted_proxies`, `allowlist`), on the command line, or sent to the admin API.
+//! Addresses in one place: the canonical form every module compares and shows
+//! ([`canonical`], [`canonical_net`]), and the one parser for an IP address or CIDR network
+//! written by an operator — in the config file (`trusted_proxies`, `allowlist`), on the
+//! command line, or sent to the admin API ([`parse_cidr`]).
 //!
-//! Why one function: the config and the admin API used to disagree (the config silently
+//! Why one parser: the config and the admin API used to disagree (the config silently
 //! truncated `10.0.0.5/8` to `10.0.0.0/8`, the API refused it). Now both refuse a network
 //! with host bits, naming the network it would mean, because a typo in a trust or allow
 //! list must not silently widen or shift it.
@@ -15,6 +17,22 @@
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
+
+/// IPv4-mapped IPv6 (`::ffff:192.0.2.10`) becomes the IPv4 address it is; everything else is
+/// unchanged. Every source is compared, counted, banned and shown in this form.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The network in canonical form: host bits cleared, and an IPv4-mapped IPv6 network
+/// (`::ffff:192.0.2.0/120`) as the IPv4 network it carries, so a ban or an allowlist entry
+/// matches the canonical (IPv4) addresses the hot path looks up.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    unmap(net.trunc())
+}
 
 /// Why a text is not an acceptable address or network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
