@@ -38,6 +38,7 @@ pub mod ip;
 pub mod pipeline;
 pub mod proxy;
 pub mod record;
+pub mod respond;
 pub mod route;
 pub mod scan;
 pub mod serve;

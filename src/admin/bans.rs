@@ -14,9 +14,9 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use crate::ip::parse_cidr;
 use crate::enforce::{EnforceError, Enforcement};
-use crate::proxy::upstream::json_response;
+use crate::ip::parse_cidr;
+use crate::respond;
 
 /// Largest accepted request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -33,10 +33,7 @@ struct NewBan {
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
-    json_response(
-        status,
-        serde_json::json!({ "error": message.to_string() }).to_string(),
-    )
+    crate::respond::json_error(status, message)
 }
 
 fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
@@ -123,7 +120,7 @@ fn list(enf: &Enforcement) -> Response<Full<Bytes>> {
         .iter()
         .map(|b| serde_json::to_value(b).unwrap_or_default())
         .collect();
-    json_response(StatusCode::OK, serde_json::Value::from(bans).to_string())
+    respond::json(StatusCode::OK, serde_json::Value::from(bans).to_string())
 }
 
 async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -168,7 +165,7 @@ async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>>
     };
     let reason = new.reason.unwrap_or_else(|| "manual".to_owned());
     match enf.admin_add(src, duration, reason, new.force).await {
-        Ok(ban) => json_response(
+        Ok(ban) => respond::json(
             StatusCode::CREATED,
             serde_json::to_value(&ban).unwrap_or_default().to_string(),
         ),
@@ -185,7 +182,7 @@ async fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {
     };
     match enf.admin_remove(&src).await {
         Ok(Some(_)) => {
-            let mut r = Response::new(Full::new(Bytes::new()));
+            let mut r = crate::respond::empty(StatusCode::NO_CONTENT);
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -26,6 +26,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::config::Upstream;
 use crate::enforce::Enforcement;
+use crate::respond::{with_body, PLAIN};
 use crate::telemetry::Metrics;
 
 /// Shared state of the admin endpoints.
@@ -40,22 +41,7 @@ pub struct AdminState {
     pub token: ArcSwapOption<String>,
 }
 
-fn text(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    resp
-}
-
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    const PLAIN: &str = "text/plain; charset=utf-8";
     if req.uri().path() == "/api/bans" || req.uri().path().starts_with("/api/bans/") {
         let token = state.token.load_full();
         return bans::handle(
@@ -66,29 +52,29 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
         .await;
     }
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => text(
+        (&Method::GET, "/metrics") => with_body(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.render(),
         ),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, PLAIN, "ok\n"),
+        (&Method::GET, "/healthz") => with_body(StatusCode::OK, PLAIN, "ok\n"),
         (&Method::GET, "/readyz") => {
             if state.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, PLAIN, "ready\n")
+                with_body(StatusCode::OK, PLAIN, "ready\n")
             } else {
-                text(
+                with_body(
                     StatusCode::SERVICE_UNAVAILABLE,
                     PLAIN,
                     "upstream not ready\n",
                 )
             }
         }
-        (_, "/metrics" | "/healthz" | "/readyz") => text(
+        (_, "/metrics" | "/healthz" | "/readyz") => with_body(
             StatusCode::METHOD_NOT_ALLOWED,
             PLAIN,
             "method not allowed\n",
         ),
-        _ => text(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
+        _ => with_body(StatusCode::NOT_FOUND, PLAIN, "not found\n"),
     }
 }
 

@@ -29,8 +29,8 @@ use super::journal::{Change, ChangeLog};
 use super::snapshot::{Index, Snapshot};
 use super::EnforceError;
 use crate::config::BanPolicy;
-use crate::ip::canonical;
 use crate::detect::SourceKey;
+use crate::ip::canonical;
 
 /// The ban table, shared behind an `Arc` by the proxy, the detection stage, the admin API
 /// and the expiry timer. All methods take `&self`.

@@ -40,12 +40,10 @@ static ANTHROPIC: LazyLock<Bytes> = LazyLock::new(|| {
 /// What Ollama answers a Host it does not serve: `403` with an empty body (and `400` for a
 /// request with several `Host` headers, as Go's server does).
 pub fn host_refused(refusal: crate::proxy::host_guard::HostRefusal) -> http::Response<Full<Bytes>> {
-    let mut resp = http::Response::new(Full::new(Bytes::new()));
-    *resp.status_mut() = match refusal {
+    crate::respond::empty(match refusal {
         crate::proxy::host_guard::HostRefusal::NotAllowed => StatusCode::FORBIDDEN,
         crate::proxy::host_guard::HostRefusal::Malformed => StatusCode::BAD_REQUEST,
-    };
-    resp
+    })
 }
 
 /// The 403 response for `path` (normalised), shaped for its route family.
@@ -57,13 +55,7 @@ pub fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
     } else {
         &NATIVE
     };
-    let mut resp = http::Response::new(Full::new(Bytes::clone(body)));
-    *resp.status_mut() = StatusCode::FORBIDDEN;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
+    crate::respond::json(StatusCode::FORBIDDEN, Bytes::clone(body))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Timeouts;
+use crate::respond;
 
 /// The client type: plain HTTP/1.1 to Ollama, request bodies streamed through untouched
 /// (wrapped only to tell the client's faults from the upstream's).
@@ -46,14 +47,14 @@ pub fn describe(e: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
-/// `400 {"error":"ollama-guard: malformed request body: ..."}` or `408` for a stalled body.
+/// `400 {"error":"ollama-guard: malformed request body: ..."}` or `408` for a stalled body;
+/// the connection closes after it (the body's framing cannot be trusted).
 pub fn client_fault(fault: super::fault::ClientFault, detail: &str) -> Response<Full<Bytes>> {
     let (status, what) = match fault {
         super::fault::ClientFault::Idle => (StatusCode::REQUEST_TIMEOUT, "request body timed out"),
         _ => (StatusCode::BAD_REQUEST, "malformed request body"),
     };
-    let body = serde_json::json!({ "error": format!("ollama-guard: {what}: {detail}") });
-    let mut resp = json_response(status, body.to_string());
+    let mut resp = respond::json_error(status, format!("ollama-guard: {what}: {detail}"));
     resp.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
@@ -63,18 +64,8 @@ pub fn client_fault(fault: super::fault::ClientFault, detail: &str) -> Response<
 
 /// `502 {"error":"ollama-guard: upstream unavailable: ..."}`.
 pub fn bad_gateway(detail: &str) -> Response<Full<Bytes>> {
-    let body =
-        serde_json::json!({ "error": format!("ollama-guard: upstream unavailable: {detail}") });
-    json_response(StatusCode::BAD_GATEWAY, body.to_string())
-}
-
-/// A JSON response with an exact Content-Length.
-pub fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
+    respond::json_error(
+        StatusCode::BAD_GATEWAY,
+        format!("ollama-guard: upstream unavailable: {detail}"),
+    )
 }
