@@ -20,7 +20,7 @@ use ipnet::{IpNet, Ipv4Net};
 
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.10`) becomes the IPv4 address it is; everything else is
 /// unchanged. Every source is compared, counted, banned and shown in this form.
-pub fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -30,13 +30,13 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 /// The network in canonical form: host bits cleared, and an IPv4-mapped IPv6 network
 /// (`::ffff:192.0.2.0/120`) as the IPv4 network it carries, so a ban or an allowlist entry
 /// matches the canonical (IPv4) addresses the hot path looks up.
-pub fn canonical_net(net: IpNet) -> IpNet {
+pub(crate) fn canonical_net(net: IpNet) -> IpNet {
     unmap(net.trunc())
 }
 
 /// Why a text is not an acceptable address or network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CidrError {
+pub(crate) enum CidrError {
     /// Neither an IP address nor a CIDR network.
     #[error("'{0}' is not an IP address or CIDR")]
     Syntax(String),
@@ -54,7 +54,7 @@ pub enum CidrError {
 ///
 /// Surrounding spaces are ignored; host bits are refused; IPv4-mapped IPv6 with a prefix of
 /// at least 96 becomes the IPv4 network (see the module docs for why).
-pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
+pub(crate) fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
     let text = text.trim();
     let syntax = || CidrError::Syntax(text.to_owned());
     let net = if text.contains('/') {

@@ -31,16 +31,16 @@
 
 pub mod admin;
 pub mod config;
-pub mod detect;
-pub mod enforce;
+pub(crate) mod detect;
+pub(crate) mod enforce;
 pub mod gin;
-pub mod ip;
-pub mod pipeline;
-pub mod proxy;
-pub mod record;
-pub mod respond;
-pub mod route;
+pub(crate) mod ip;
+pub(crate) mod pipeline;
+pub(crate) mod proxy;
+pub(crate) mod record;
+pub(crate) mod respond;
+pub(crate) mod route;
 pub mod scan;
 pub mod serve;
-pub mod telemetry;
-pub mod time;
+pub(crate) mod telemetry;
+pub(crate) mod time;

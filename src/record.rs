@@ -16,7 +16,7 @@ use crate::route::Route;
 
 /// How a proxied exchange ended, as seen from the client side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The response body was delivered to its end (or the response had no body).
     Complete,
     /// The client went away before the last byte (the upstream request was dropped).
@@ -32,7 +32,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a fixed order (metric label tables are built from it).
-    pub const ALL: [Outcome; 5] = [
+    pub(crate) const ALL: [Outcome; 5] = [
         Outcome::Complete,
         Outcome::Blocked,
         Outcome::UpstreamError,
@@ -41,7 +41,7 @@ impl Outcome {
     ];
 
     /// The metric label value (README, "Metrics": `forwarded`, `blocked`, `upstream_error`, `client_cancelled`).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Complete => "forwarded",
             Outcome::Blocked => "blocked",
@@ -52,7 +52,7 @@ impl Outcome {
     }
 
     /// Position in [`Outcome::ALL`], for pre-resolved handle tables.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Outcome::Complete => 0,
             Outcome::Blocked => 1,
@@ -64,7 +64,7 @@ impl Outcome {
 
     /// Refused before forwarding (a ban or a refused Host): such requests never reach
     /// detection, so a refusal cannot feed more bans or frame anyone.
-    pub fn is_refusal(self) -> bool {
+    pub(crate) fn is_refusal(self) -> bool {
         matches!(self, Outcome::Blocked | Outcome::Refused)
     }
 }
@@ -72,7 +72,7 @@ impl Outcome {
 /// The HTTP method, reduced to a small closed set so it can be a bounded metric label
 /// and a compact detection key without allocating.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Method {
+pub(crate) enum Method {
     /// `GET`
     Get,
     /// `HEAD`
@@ -93,7 +93,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, in label-table order.
-    pub const ALL: [Method; 8] = [
+    pub(crate) const ALL: [Method; 8] = [
         Method::Get,
         Method::Head,
         Method::Post,
@@ -105,7 +105,7 @@ impl Method {
     ];
 
     /// Classifies method text (case-sensitive, as HTTP methods are).
-    pub fn parse(text: &str) -> Method {
+    pub(crate) fn parse(text: &str) -> Method {
         match text {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
@@ -119,7 +119,7 @@ impl Method {
     }
 
     /// The method text (`OTHER` for the catch-all).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
@@ -133,7 +133,7 @@ impl Method {
     }
 
     /// Position in [`Method::ALL`].
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
@@ -144,39 +144,39 @@ impl Method {
 /// route path with no query) they borrow from static tables, so building a record does
 /// not allocate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RequestRecord {
+pub(crate) struct RequestRecord {
     /// The resolved client address (socket peer, or the `X-Forwarded-For` hop a trusted
     /// proxy vouched for). IPv4-mapped IPv6 is already shown as IPv4.
-    pub src: IpAddr,
+    pub(crate) src: IpAddr,
     /// The socket peer that actually connected (differs from `src` behind a trusted proxy).
-    pub peer: IpAddr,
+    pub(crate) peer: IpAddr,
     /// The request method.
-    pub method: Method,
+    pub(crate) method: Method,
     /// The method text as received, for the access log (`GET`, or an extension method).
-    pub method_text: Cow<'static, str>,
+    pub(crate) method_text: Cow<'static, str>,
     /// The normalised path (percent-decoded, `//` collapsed, no query): the detection key.
-    pub path: Cow<'static, str>,
+    pub(crate) path: Cow<'static, str>,
     /// The raw request target (path and query) as received, for the access log.
-    pub raw_target: Cow<'static, str>,
+    pub(crate) raw_target: Cow<'static, str>,
     /// Which known Ollama route the path belongs to (bounded metric label).
-    pub route: Route,
+    pub(crate) route: Route,
     /// The response status sent to the client (`499` when the client left before the head).
-    pub status: u16,
+    pub(crate) status: u16,
     /// Time from request head in to the first response body byte (none when no body byte
     /// was ever sent).
-    pub ttfb: Option<Duration>,
+    pub(crate) ttfb: Option<Duration>,
     /// Time from request head in to the last response byte out, or to the client disconnect:
     /// the span Ollama's own `[GIN]` line measures.
-    pub total: Duration,
+    pub(crate) total: Duration,
     /// Wall-clock time the request finished (window alignment and log timestamps).
-    pub completed_at: DateTime<Utc>,
+    pub(crate) completed_at: DateTime<Utc>,
     /// How the exchange ended.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
 }
 
 /// Where finished requests go. The proxy calls it once per request, from the task that
 /// finished the response; an implementation must not block (hand slow work to a task).
-pub trait RecordSink: Send + Sync + 'static {
+pub(crate) trait RecordSink: Send + Sync + 'static {
     /// Takes one finished request.
     fn record(&self, record: RequestRecord);
 }

@@ -9,12 +9,12 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 /// `application/json; charset=utf-8`.
-pub const JSON: &str = "application/json; charset=utf-8";
+pub(crate) const JSON: &str = "application/json; charset=utf-8";
 /// `text/plain; charset=utf-8`.
-pub const PLAIN: &str = "text/plain; charset=utf-8";
+pub(crate) const PLAIN: &str = "text/plain; charset=utf-8";
 
 /// A response of `status` with `body` of `content_type`.
-pub fn with_body(
+pub(crate) fn with_body(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -27,12 +27,15 @@ pub fn with_body(
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     with_body(status, JSON, body)
 }
 
 /// `{"error": message}` with `status`.
-pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+pub(crate) fn json_error(
+    status: StatusCode,
+    message: impl std::fmt::Display,
+) -> Response<Full<Bytes>> {
     json(
         status,
         serde_json::json!({ "error": message.to_string() }).to_string(),
@@ -40,7 +43,7 @@ pub fn json_error(status: StatusCode, message: impl std::fmt::Display) -> Respon
 }
 
 /// A response with no body (`Content-Length: 0`) and no content type.
-pub fn empty(status: StatusCode) -> Response<Full<Bytes>> {
+pub(crate) fn empty(status: StatusCode) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = status;
     resp

@@ -5,7 +5,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// `t` as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn rfc3339_ms(t: &DateTime<Utc>) -> String {
+pub(crate) fn rfc3339_ms(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 

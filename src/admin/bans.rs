@@ -80,7 +80,7 @@ fn host_ok(req: &Request<Incoming>) -> bool {
 }
 
 /// Handles every request under `/api/bans`.
-pub async fn handle(
+pub(crate) async fn handle(
     enf: &Arc<Enforcement>,
     token: Option<&str>,
     req: Request<Incoming>,

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-pub mod bans;
+pub(crate) mod bans;
 pub mod client;
 
 use arc_swap::ArcSwapOption;
@@ -30,15 +30,15 @@ use crate::respond::{with_body, PLAIN};
 use crate::telemetry::Metrics;
 
 /// Shared state of the admin endpoints.
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The metric registry rendered at `/metrics`.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Whether the upstream answered the last readiness probe.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) ready: Arc<AtomicBool>,
     /// The ban service behind `/api/bans`.
-    pub enforcement: Arc<Enforcement>,
+    pub(crate) enforcement: Arc<Enforcement>,
     /// Bearer token `/api/bans` requires (reloadable).
-    pub token: ArcSwapOption<String>,
+    pub(crate) token: ArcSwapOption<String>,
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -79,13 +79,13 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
 }
 
 /// Admin connections open at once, at most (part of the proxy's descriptor reserve).
-pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// How long admin connections may finish after the stop.
 const ADMIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves the admin endpoints until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
@@ -127,7 +127,7 @@ pub async fn serve(
 
 /// Probes the upstream (`GET /api/version`) every `interval`; any HTTP answer within the
 /// timeout counts as ready. Runs until `shutdown` resolves.
-pub async fn probe_upstream(
+pub(crate) async fn probe_upstream(
     upstream: Upstream,
     interval: Duration,
     ready: Arc<AtomicBool>,

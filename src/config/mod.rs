@@ -21,7 +21,8 @@ pub use file::{BanFile, FileConfig, TimeoutsFile};
 pub use parts::{Bound, Live};
 pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
 
-use crate::detect::RuleConfig;
+/// The rule types a config holds (defined with the engine that runs them).
+pub use crate::detect::{RuleConfig, RuleError};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

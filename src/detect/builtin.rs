@@ -10,7 +10,7 @@ use super::rule::{Cutoff, RuleConfig};
 
 /// The built-in rules, in this order: `model_exfiltration`, `metadata_enumeration`,
 /// `jailbreak_long_generation`, `excessive_requests`, `endpoint_scan`.
-pub fn default_rules() -> Vec<RuleConfig> {
+pub(crate) fn default_rules() -> Vec<RuleConfig> {
     vec![
         model_exfiltration(),
         metadata_enumeration(),
@@ -38,7 +38,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// - `severity_by = "avg_latency"`, high > 50 s, medium > 40 s: the SPL's `case()` on the
 ///   rounded average (always "high" in practice, since every counted request is > 55 s).
 /// - `attack_type = "Potential Data Exfiltration"`: the SPL's `eval attack_type`.
-pub fn model_exfiltration() -> RuleConfig {
+pub(crate) fn model_exfiltration() -> RuleConfig {
     RuleConfig {
         name: "model_exfiltration".into(),
         escu_id: Some("c9fd1a54-0eab-4470-8970-d5fcc3c740fb".into()),
@@ -66,7 +66,7 @@ pub fn model_exfiltration() -> RuleConfig {
 ///   10 s is 90 calls in 15 minutes), far below a scripted dump of every model's Modelfile.
 /// - severity by count, high > 500, medium > 200: five and two times the threshold.
 /// - `mitre = "T1048"`: the seed's technique; the harvested metadata is what leaks.
-pub fn metadata_enumeration() -> RuleConfig {
+pub(crate) fn metadata_enumeration() -> RuleConfig {
     RuleConfig {
         name: "metadata_enumeration".into(),
         attack_type: "Model Metadata Enumeration".into(),
@@ -103,7 +103,7 @@ pub fn metadata_enumeration() -> RuleConfig {
 ///   always says "critical" and this rule always says "high". (The SPL's alternative
 ///   `max_response_time > 55` trigger cannot change the outcome for the same reason.)
 /// - `attack_type = "Potential Prompt Injection / Jailbreak"`: the SPL's `eval attack_type`.
-pub fn jailbreak_long_generation() -> RuleConfig {
+pub(crate) fn jailbreak_long_generation() -> RuleConfig {
     RuleConfig {
         name: "jailbreak_long_generation".into(),
         escu_id: Some("aac5df6f-9151-4da6-bdb2-5691aa6e376f".into()),
@@ -133,7 +133,7 @@ pub fn jailbreak_long_generation() -> RuleConfig {
 /// - `attack_type = "Rate Limit Abuse / DDoS"`: the SPL's `eval attack_type`.
 ///
 /// The SPL's client-IP regex only matches dotted IPv4; this rule counts IPv6 sources too.
-pub fn excessive_requests() -> RuleConfig {
+pub(crate) fn excessive_requests() -> RuleConfig {
     RuleConfig {
         name: "excessive_requests".into(),
         escu_id: Some("1cfab663-9adc-4169-a88c-6bae29ba3c70".into()),
@@ -164,7 +164,7 @@ pub fn excessive_requests() -> RuleConfig {
 /// - severity by count, high > 4294967295 (unreachable), medium > 120: every flagged key is
 ///   "medium", the SPL's constant `eval severity="medium"`.
 /// - `attack_type = "API Activity Surge"`: the SPL's `eval attack_type`.
-pub fn endpoint_scan() -> RuleConfig {
+pub(crate) fn endpoint_scan() -> RuleConfig {
     RuleConfig {
         name: "endpoint_scan".into(),
         escu_id: Some("ad3f352a-0347-48ee-86b9-670b5025a548".into()),

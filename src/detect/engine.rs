@@ -49,21 +49,21 @@ use crate::record::{Method, RequestRecord};
 /// [`Engine::observe`] ignores records outside this range and counts them
 /// ([`Engine::out_of_range_records`]) rather than clamping them into a wrong window; `scan`
 /// skips such lines before they reach the engine.
-pub const SUPPORTED_EPOCH_SECS: std::ops::RangeInclusive<i64> = 0..=u32::MAX as i64;
+pub(crate) const SUPPORTED_EPOCH_SECS: std::ops::RangeInclusive<i64> = 0..=u32::MAX as i64;
 
 /// Engine-wide settings (the top-level config keys).
 #[derive(Debug, Clone, PartialEq)]
-pub struct EngineOptions {
+pub(crate) struct EngineOptions {
     /// IPv6 sources are grouped by this many leading bits (128 = exact address). Default 64:
     /// one customer network is one source.
-    pub ipv6_prefix: u8,
+    pub(crate) ipv6_prefix: u8,
     /// Sources that are never counted.
-    pub allowlist: Vec<IpNet>,
+    pub(crate) allowlist: Vec<IpNet>,
     /// Hard cap on live counter keys; the least recently updated are evicted first.
     /// Default 1 000 000. It bounds memory: under 100 bytes per key for the counters, plus
     /// in the worst case (each key on its own long random path) about 1.1 KB of path text
     /// per key, path texts being capped at 1 KiB (see the `detect` module docs).
-    pub max_tracked_keys: usize,
+    pub(crate) max_tracked_keys: usize,
 }
 
 impl Default for EngineOptions {
@@ -92,7 +92,7 @@ pub enum EngineError {
 
 /// The detection engine. Cheap to share behind an `Arc`; every method takes `&self`.
 #[derive(Debug)]
-pub struct Engine {
+pub(crate) struct Engine {
     pub(super) rules: Vec<Rule>,
     pub(super) tumbling: KeyMap<Tumbling>,
     pub(super) sliding: KeyMap<Sliding>,
@@ -112,7 +112,7 @@ type Pending = [Option<(bool, Snapshot)>; 2];
 
 impl Engine {
     /// An engine running `rules` (in order; the position is the rule's index in keys).
-    pub fn new(rules: Vec<Rule>, options: EngineOptions) -> Result<Engine, EngineError> {
+    pub(crate) fn new(rules: Vec<Rule>, options: EngineOptions) -> Result<Engine, EngineError> {
         Engine::with_paths(rules, options, PathStore::default())
     }
 
@@ -149,33 +149,35 @@ impl Engine {
     }
 
     /// The rules, in index order (for metric label tables and `check-config`).
-    pub fn rules(&self) -> &[Rule] {
+    pub(crate) fn rules(&self) -> &[Rule] {
         &self.rules
     }
 
     /// Live counter keys (the `tracked_keys` gauge).
-    pub fn tracked_keys(&self) -> usize {
+    pub(crate) fn tracked_keys(&self) -> usize {
         self.keys.load(Ordering::Relaxed)
     }
 
     /// Keys evicted by the cap so far (the `tracked_key_evictions_total` counter).
-    pub fn evictions(&self) -> u64 {
+    pub(crate) fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
     }
 
     /// Distinct paths whose text is held for live keys.
-    pub fn tracked_paths(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked_paths(&self) -> usize {
         self.paths.len()
     }
 
     /// Records ignored because they were older than their key's current window (out-of-order
     /// arrival across a window boundary).
-    pub fn late_records(&self) -> u64 {
+    pub(crate) fn late_records(&self) -> u64 {
         self.late.load(Ordering::Relaxed)
     }
 
     /// Records ignored because their `completed_at` lies outside [`SUPPORTED_EPOCH_SECS`].
-    pub fn out_of_range_records(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn out_of_range_records(&self) -> u64 {
         self.out_of_range.load(Ordering::Relaxed)
     }
 
@@ -187,7 +189,7 @@ impl Engine {
     /// Supported times: `rec.completed_at` must lie in [`SUPPORTED_EPOCH_SECS`] (1970 to
     /// 2106-02-07). A record outside it is not counted, never clamped into the first or last
     /// window; it is counted in [`Engine::out_of_range_records`] instead.
-    pub fn observe(&self, rec: &RequestRecord, out: &mut Vec<Event>) {
+    pub(crate) fn observe(&self, rec: &RequestRecord, out: &mut Vec<Event>) {
         if rec.outcome.is_refusal() {
             return;
         }

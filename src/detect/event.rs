@@ -12,7 +12,7 @@ use serde::Serialize;
 /// How bad a flagged key looks, from the rule's `severity_by` value and cut-offs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub(crate) enum Severity {
     /// At or below `severity_medium`.
     Low,
     /// Above `severity_medium`, at or below `severity_high`.
@@ -22,11 +22,8 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Every severity, so metric label tables can be pre-initialised.
-    pub const ALL: [Severity; 3] = [Severity::Low, Severity::Medium, Severity::High];
-
     /// The log field and metric label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",
             Severity::Medium => "medium",
@@ -38,7 +35,7 @@ impl Severity {
 /// What a rule asks for when it flags a key (config key `action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum RuleAction {
+pub(crate) enum RuleAction {
     /// `""`: follow the global `--mode` (monitor → log, block → ban).
     Default,
     /// `"log"`: only ever log, even in block mode.
@@ -48,20 +45,8 @@ pub enum RuleAction {
 }
 
 impl RuleAction {
-    /// Every action, so metric label tables can be pre-initialised.
-    pub const ALL: [RuleAction; 3] = [RuleAction::Default, RuleAction::Log, RuleAction::Block];
-
-    /// The config spelling (`""`, `log`, `block`).
-    pub fn config_str(self) -> &'static str {
-        match self {
-            RuleAction::Default => "",
-            RuleAction::Log => "log",
-            RuleAction::Block => "block",
-        }
-    }
-
     /// Whether this action bans, given the global mode (`block_mode` = `--mode block`).
-    pub fn bans(self, block_mode: bool) -> bool {
+    pub(crate) fn bans(self, block_mode: bool) -> bool {
         match self {
             RuleAction::Default => block_mode,
             RuleAction::Log => false,
@@ -72,7 +57,7 @@ impl RuleAction {
 
 /// One engine verdict. Both kinds carry the same fields; they differ in *when* they fire.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A key reached its rule's threshold for the first time in this window (sliding: since
     /// it was last below threshold). This is the moment to ban.
     Detection(DetectionEvent),
@@ -83,7 +68,8 @@ pub enum Event {
 
 impl Event {
     /// The detection-log `event` value: `detection` or `window_summary`.
-    pub fn kind(&self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Event::Detection(_) => "detection",
             Event::WindowSummary(_) => "window_summary",
@@ -91,7 +77,7 @@ impl Event {
     }
 
     /// The fields, whichever the kind.
-    pub fn detail(&self) -> &DetectionEvent {
+    pub(crate) fn detail(&self) -> &DetectionEvent {
         match self {
             Event::Detection(d) | Event::WindowSummary(d) => d,
         }
@@ -101,36 +87,36 @@ impl Event {
 /// The figures of a `detection` / `window_summary`. Not serialised itself: the detection
 /// log writes them, with what was done, as a `telemetry::log_event::Finding`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DetectionEvent {
+pub(crate) struct DetectionEvent {
     /// The rule's unique name (also the metric label).
-    pub rule: Arc<str>,
+    pub(crate) rule: Arc<str>,
     /// The Splunk ESCU detection id this rule mirrors, when it mirrors one.
-    pub escu_id: Option<Arc<str>>,
+    pub(crate) escu_id: Option<Arc<str>>,
     /// MITRE ATT&CK technique id(s), as configured.
-    pub mitre: Option<Arc<str>>,
+    pub(crate) mitre: Option<Arc<str>>,
     /// Human label of the attack (`Potential Data Exfiltration`).
-    pub attack_type: Arc<str>,
+    pub(crate) attack_type: Arc<str>,
     /// The source: an IPv4 address, an IPv6 address (prefix 128) or an IPv6 network
     /// (`2001:db8:1:2::/64`).
-    pub src: String,
+    pub(crate) src: String,
     /// The normalised path; absent for rules grouped by `src` only.
-    pub uri_path: Option<String>,
+    pub(crate) uri_path: Option<String>,
     /// The method of the first qualifying request of the key in this window.
-    pub http_method: &'static str,
+    pub(crate) http_method: &'static str,
     /// Start of the window (tumbling: epoch-aligned like SPL `bin`).
-    pub window_start: DateTime<Utc>,
+    pub(crate) window_start: DateTime<Utc>,
     /// End of the window (exclusive).
-    pub window_end: DateTime<Utc>,
+    pub(crate) window_end: DateTime<Utc>,
     /// Qualifying requests counted.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Mean latency in seconds, rounded to 2 decimals.
-    pub avg_response_time: f64,
+    pub(crate) avg_response_time: f64,
     /// Largest latency in seconds, rounded to 2 decimals.
-    pub max_response_time: f64,
+    pub(crate) max_response_time: f64,
     /// Severity from the rounded figures.
-    pub severity: Severity,
+    pub(crate) severity: Severity,
     /// The rule's action; the pipeline decides from it (and the mode) whether to ban.
-    pub action: RuleAction,
+    pub(crate) action: RuleAction,
 }
 
 /// Rounds to 2 decimals the way SPL `round(x, 2)` does (half away from zero).

@@ -11,7 +11,7 @@ use std::fmt;
 
 /// A validated path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob {
+pub(crate) struct Glob {
     pattern: Box<str>,
     /// `"*"` alone: every path, without running the matcher.
     any: bool,
@@ -19,7 +19,7 @@ pub struct Glob {
 
 /// Why a pattern was refused (shown after the key name in a config error).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GlobError {
+pub(crate) enum GlobError {
     /// An empty pattern matches nothing and is certainly a typo.
     #[error("bad glob \"\": must not be empty")]
     Empty,
@@ -33,7 +33,7 @@ pub enum GlobError {
 
 impl Glob {
     /// Validates a pattern.
-    pub fn new(pattern: &str) -> Result<Glob, GlobError> {
+    pub(crate) fn new(pattern: &str) -> Result<Glob, GlobError> {
         if pattern.is_empty() {
             return Err(GlobError::Empty);
         }
@@ -50,7 +50,7 @@ impl Glob {
     }
 
     /// The pattern text as configured.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.pattern
     }
 
@@ -58,7 +58,7 @@ impl Glob {
     ///
     /// Iterative matching with one backtrack point (the last `*`): linear for patterns with
     /// a single star, `O(pattern × path)` at worst, and it never allocates.
-    pub fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         if self.any {
             return true;
         }

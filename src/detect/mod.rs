@@ -45,15 +45,15 @@
 //! ~1.2 KB per tracked key in all, bounded by `max_tracked_keys`.
 //! [`Engine::approx_memory_bytes`] reports the live figure.
 
-pub mod builtin;
-pub mod engine;
-pub mod event;
-pub mod glob;
+pub(crate) mod builtin;
+pub(crate) mod engine;
+pub(crate) mod event;
+pub(crate) mod glob;
 mod paths;
 mod reload;
-pub mod rule;
+pub(crate) mod rule;
 mod sliding;
-pub mod source;
+pub(crate) mod source;
 mod sweep;
 mod validate;
 mod window;
@@ -61,11 +61,11 @@ mod window;
 #[cfg(test)]
 mod tests;
 
-pub use builtin::default_rules;
-pub use engine::{Engine, EngineError, EngineOptions, SUPPORTED_EPOCH_SECS};
-pub use event::{DetectionEvent, Event, RuleAction, Severity};
-pub use reload::{ReloadReport, RuleKeys};
-pub use rule::{
-    build_rules, Cutoff, GroupBy, Rule, RuleConfig, RuleError, SeverityRule, WindowKind,
-};
-pub use source::{Allowlist, SourceKey};
+pub(crate) use builtin::default_rules;
+pub use engine::EngineError;
+pub(crate) use engine::{Engine, EngineOptions, SUPPORTED_EPOCH_SECS};
+pub(crate) use event::{DetectionEvent, Event, Severity};
+pub(crate) use reload::{ReloadReport, RuleKeys};
+pub(crate) use rule::{build_rules, Rule, WindowKind};
+pub use rule::{RuleConfig, RuleError};
+pub(crate) use source::SourceKey;

@@ -139,11 +139,13 @@ impl PathStore {
     }
 
     /// Distinct paths stored.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
 
     /// Heap bytes held by the owned texts (static route paths cost nothing).
+    #[cfg(test)]
     pub(crate) fn text_bytes(&self) -> usize {
         self.map
             .iter()
@@ -155,6 +157,7 @@ impl PathStore {
     }
 
     /// Approximate heap bytes held (entries plus owned texts), for the memory estimate.
+    #[cfg(test)]
     pub(crate) fn approx_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(u64, PathEntry)>() + 1;
         self.map.capacity() * entry * 8 / 7 + self.text_bytes()

@@ -43,39 +43,39 @@ use super::window::WindowKey;
 
 /// A rule and a number of its keys, for the reload log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleKeys {
+pub(crate) struct RuleKeys {
     /// The rule's name.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Keys carried over (in [`ReloadReport::kept_rules`]) or dropped (in the other lists).
-    pub keys: usize,
+    pub(crate) keys: usize,
 }
 
 /// What [`Engine::rebuild`] kept and what it reset, for the operator's reload log line.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// Rules whose effective config is unchanged, with the keys carried over.
-    pub kept_rules: Vec<RuleKeys>,
+    pub(crate) kept_rules: Vec<RuleKeys>,
     /// Rules still configured but changed, with the keys dropped: they count from zero.
-    pub reset_rules: Vec<RuleKeys>,
+    pub(crate) reset_rules: Vec<RuleKeys>,
     /// Rules no longer configured, with the keys dropped.
-    pub removed_rules: Vec<RuleKeys>,
+    pub(crate) removed_rules: Vec<RuleKeys>,
     /// Rules new in the config.
-    pub added_rules: Vec<Arc<str>>,
+    pub(crate) added_rules: Vec<Arc<str>>,
     /// Keys carried over into the new engine.
-    pub keys_kept: usize,
+    pub(crate) keys_kept: usize,
     /// Keys not carried over, for whatever reason.
-    pub keys_dropped: usize,
+    pub(crate) keys_dropped: usize,
     /// `ipv6_prefix` changed, so every IPv6 source key was dropped.
-    pub ipv6_prefix_changed: bool,
+    pub(crate) ipv6_prefix_changed: bool,
     /// Of `keys_dropped`: IPv6 keys of unchanged rules, dropped for the new prefix.
-    pub ipv6_keys_dropped: usize,
+    pub(crate) ipv6_keys_dropped: usize,
     /// Of `keys_dropped`: keys of unchanged rules whose source the new allowlist covers.
-    pub allowlisted_keys_dropped: usize,
+    pub(crate) allowlisted_keys_dropped: usize,
     /// Of `keys_dropped`: keys of unchanged rules evicted to fit a lower `max_tracked_keys`.
-    pub keys_evicted: usize,
+    pub(crate) keys_evicted: usize,
     /// `window_summary` events of the flagged keys that were dropped, sorted like `tick`'s;
     /// write them to the detection log like any other.
-    pub summaries: Vec<Event>,
+    pub(crate) summaries: Vec<Event>,
 }
 
 /// Why a key of an unchanged rule is not carried over.
@@ -91,7 +91,7 @@ impl Engine {
     ///
     /// Fails like [`Engine::new`] on unusable options; the running engine then stays in
     /// force.
-    pub fn rebuild(
+    pub(crate) fn rebuild(
         &self,
         rules: Vec<Rule>,
         options: EngineOptions,

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::event::{round2, RuleAction, Severity};
 use super::glob::Glob;
-pub use super::validate::{build_rules, RuleError};
+pub(crate) use super::validate::build_rules;
+pub use super::validate::RuleError;
 
 /// One `[[rule]]` table as written in the config file (README, "Detection rules").
 ///
@@ -22,46 +23,46 @@ pub use super::validate::{build_rules, RuleError};
 #[serde(default, deny_unknown_fields)]
 pub struct RuleConfig {
     /// Unique name, used in the detection log and as a metric label. Required.
-    pub name: String,
+    pub(crate) name: String,
     /// The Splunk ESCU detection id this rule mirrors, copied into the detection log.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub escu_id: Option<String>,
+    pub(crate) escu_id: Option<String>,
     /// Human label of the attack; empty means "use the rule name".
-    pub attack_type: String,
+    pub(crate) attack_type: String,
     /// MITRE ATT&CK technique id(s), copied into the detection log.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mitre: Option<String>,
+    pub(crate) mitre: Option<String>,
     /// Globs on the normalised path (`*`, `?`); `["*"]` = any path. Default `["*"]`.
-    pub paths: Vec<String>,
+    pub(crate) paths: Vec<String>,
     /// Exact, case-sensitive HTTP methods; empty = any. Default `[]`.
-    pub methods: Vec<String>,
+    pub(crate) methods: Vec<String>,
     /// A request qualifies when its latency is strictly greater, except that `"0s"` means
     /// every request, including one of exactly 0 ns (gin prints `0s` when the clock did not
     /// tick). Default `"0s"`.
-    pub min_latency: String,
+    pub(crate) min_latency: String,
     /// Optional exclusive upper bound on latency; `""` = none. Default `""`.
-    pub max_latency: String,
+    pub(crate) max_latency: String,
     /// `src_path` (one counter per source and path) or `src`. Default `src_path`.
-    pub group_by: String,
+    pub(crate) group_by: String,
     /// Window length (humantime). Default `"15m"`.
-    pub window: String,
+    pub(crate) window: String,
     /// `tumbling` (epoch-aligned, like SPL `bin`) or `sliding`. Default `tumbling`.
-    pub window_kind: String,
+    pub(crate) window_kind: String,
     /// Qualifying requests in one window that flag the key (`>=`). Default 1. At most 4095
     /// for sliding windows and 4294967295 for tumbling ones (what their counters hold).
-    pub threshold: i64,
+    pub(crate) threshold: i64,
     /// `avg_latency`, `max_latency` or `count`. Default `avg_latency`.
-    pub severity_by: String,
+    pub(crate) severity_by: String,
     /// Value above which severity is `high`: a duration for latency modes (default `"50s"`),
     /// a whole number for `count` (required).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub severity_high: Option<Cutoff>,
+    pub(crate) severity_high: Option<Cutoff>,
     /// Value above which severity is `medium` (default `"40s"` for latency modes; required
     /// for `count`). Must not exceed `severity_high`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub severity_medium: Option<Cutoff>,
+    pub(crate) severity_medium: Option<Cutoff>,
     /// `""` (follow the global mode), `log` or `block`. Default `""`.
-    pub action: String,
+    pub(crate) action: String,
 }
 
 impl Default for RuleConfig {
@@ -94,7 +95,7 @@ impl Default for RuleConfig {
 /// `"500"`) for `count`, so both shapes deserialise and validation decides which fits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
-pub enum Cutoff {
+pub(crate) enum Cutoff {
     /// A plain TOML integer (a count).
     Count(i64),
     /// A string: a humantime duration, or a count in digits.
@@ -103,7 +104,7 @@ pub enum Cutoff {
 
 /// What a counter key is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
+pub(crate) enum GroupBy {
     /// One counter per (source, normalised path): the seed's `by src, uri_path`.
     SrcPath,
     /// One counter per source, all matching paths together.
@@ -112,7 +113,7 @@ pub enum GroupBy {
 
 /// How windows move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowKind {
+pub(crate) enum WindowKind {
     /// Fixed windows aligned to the epoch (`floor(t / window) * window`), like SPL `bin`.
     Tumbling,
     /// A window ending now, approximated by 15 sub-buckets (error ≤ 1/15 of the window).
@@ -121,7 +122,7 @@ pub enum WindowKind {
 
 /// The validated severity mode and cut-offs.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SeverityRule {
+pub(crate) enum SeverityRule {
     /// Compare a latency in seconds (rounded to 2 decimals) with the cut-offs in seconds.
     Latency {
         /// `true` for `max_latency`, `false` for `avg_latency`.
@@ -143,7 +144,7 @@ pub enum SeverityRule {
 impl SeverityRule {
     /// Grades a window's figures. Latencies are rounded to 2 decimals first, as SPL's
     /// `round()` runs before its `case()`; rounding twice is harmless.
-    pub fn grade(&self, count: u64, avg_secs: f64, max_secs: f64) -> Severity {
+    pub(crate) fn grade(&self, count: u64, avg_secs: f64, max_secs: f64) -> Severity {
         let (above_high, above_medium) = match *self {
             SeverityRule::Latency {
                 use_max,
@@ -168,7 +169,9 @@ impl SeverityRule {
 /// A validated rule, ready for the engine. Build it with [`Rule::from_config`] or, for a
 /// whole list (which also rejects duplicate names), [`build_rules`].
 #[derive(Debug, Clone)]
-pub struct Rule {
+pub(crate) struct Rule {
+    /// The rule as written (the tests check it round-trips).
+    #[cfg(test)]
     pub(super) config: RuleConfig,
     pub(super) name: Arc<str>,
     pub(super) escu_id: Option<Arc<str>>,
@@ -189,52 +192,46 @@ pub struct Rule {
 
 impl Rule {
     /// The rule's unique name (detection log field and metric label).
-    pub fn name(&self) -> &Arc<str> {
+    pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
     }
 
     /// The effective configuration, with defaults filled in (for `check-config`).
-    pub fn config(&self) -> &RuleConfig {
+    #[cfg(test)]
+    pub(crate) fn config(&self) -> &RuleConfig {
         &self.config
     }
 
-    /// What to do when the rule flags a key.
-    pub fn action(&self) -> RuleAction {
-        self.action
-    }
-
-    /// How keys are grouped.
-    pub fn group_by(&self) -> GroupBy {
-        self.group_by
-    }
-
     /// How windows move.
-    pub fn window_kind(&self) -> WindowKind {
+    pub(crate) fn window_kind(&self) -> WindowKind {
         self.window_kind
     }
 
     /// The window length.
-    pub fn window(&self) -> Duration {
+    pub(crate) fn window(&self) -> Duration {
         self.window
     }
 
     /// Qualifying requests in one window that flag a key.
-    pub fn threshold(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn threshold(&self) -> u64 {
         self.threshold
     }
 
     /// The severity mode and cut-offs.
-    pub fn severity(&self) -> SeverityRule {
+    #[cfg(test)]
+    pub(crate) fn severity(&self) -> SeverityRule {
         self.severity
     }
 
     /// Whether `other` is the same rule in effect: every validated value equal, so `"15m"`
     /// and `"900s"`, or `"50s"` and `"50000ms"`, compare equal while any real change (even
     /// of a label or the action) does not. Hot reload keeps the counters of such rules only.
-    pub fn same_effective_config(&self, other: &Rule) -> bool {
+    pub(crate) fn same_effective_config(&self, other: &Rule) -> bool {
         // Destructured so that a new field cannot be forgotten here.
         let Rule {
-            config: _,
+            #[cfg(test)]
+                config: _,
             name,
             escu_id,
             mitre,
@@ -272,7 +269,7 @@ impl Rule {
     /// strictly above `min_latency` (any latency when `min_latency` is zero) and strictly
     /// below `max_latency` (when set), and the normalised path matching one of the globs.
     /// Cheapest tests first.
-    pub fn qualifies(&self, method: &str, path: &str, latency: Duration) -> bool {
+    pub(crate) fn qualifies(&self, method: &str, path: &str, latency: Duration) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| &**m == method) {
             return false;
         }

@@ -14,7 +14,7 @@ use ipnet::{IpNet, Ipv6Net};
 
 /// A compact, fixed-size source identity (18 bytes, no heap), used inside counter keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SourceKey {
+pub(crate) struct SourceKey {
     /// IPv4: the address in the first four bytes; IPv6: the masked network.
     addr: [u8; 16],
     /// 32 for IPv4; the grouping prefix (1..=128) for IPv6.
@@ -25,7 +25,7 @@ pub struct SourceKey {
 impl SourceKey {
     /// The identity of `ip` when IPv6 sources are grouped by `ipv6_prefix` bits (clamped to
     /// 0..=128).
-    pub fn new(ip: IpAddr, ipv6_prefix: u8) -> SourceKey {
+    pub(crate) fn new(ip: IpAddr, ipv6_prefix: u8) -> SourceKey {
         match canonical(ip) {
             IpAddr::V4(v4) => {
                 let mut addr = [0u8; 16];
@@ -53,7 +53,7 @@ impl SourceKey {
     }
 
     /// The network this identity covers (a /32 for IPv4), e.g. for a ban.
-    pub fn network(&self) -> IpNet {
+    pub(crate) fn network(&self) -> IpNet {
         let net = match self.ip() {
             IpAddr::V4(a) => ipnet::Ipv4Net::new(a, 32).map(IpNet::V4),
             IpAddr::V6(a) => ipnet::Ipv6Net::new(a, self.prefix).map(IpNet::V6),
@@ -83,23 +83,23 @@ impl fmt::Display for SourceKey {
     }
 }
 
-pub use crate::ip::canonical;
+pub(crate) use crate::ip::canonical;
 
 /// Sources that are never counted (the `allowlist` config key): health checkers, the operator's own
 /// tooling, loopback.
 #[derive(Debug, Clone, Default)]
-pub struct Allowlist {
+pub(crate) struct Allowlist {
     nets: Vec<IpNet>,
 }
 
 impl Allowlist {
     /// Wraps the configured networks.
-    pub fn new(nets: Vec<IpNet>) -> Allowlist {
+    pub(crate) fn new(nets: Vec<IpNet>) -> Allowlist {
         Allowlist { nets }
     }
 
     /// Whether `ip` (or, for IPv4-mapped IPv6, the IPv4 address inside) is listed.
-    pub fn contains(&self, ip: IpAddr) -> bool {
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let canon = canonical(ip);
         self.nets
             .iter()
@@ -109,7 +109,7 @@ impl Allowlist {
     /// Whether every address counted under `src` is listed: such a key can never count
     /// again, so a hot reload drops it. An IPv4 source is also covered by an IPv4-mapped
     /// IPv6 entry (`::ffff:192.0.2.1/128`), as [`Allowlist::contains`] treats it.
-    pub fn covers(&self, src: &SourceKey) -> bool {
+    pub(crate) fn covers(&self, src: &SourceKey) -> bool {
         let net = src.network();
         let mapped = match net {
             IpNet::V4(v4) => Ipv6Net::new(v4.addr().to_ipv6_mapped(), 96 + v4.prefix_len())
@@ -123,7 +123,7 @@ impl Allowlist {
     }
 
     /// Whether nothing is listed (skips the check on the hot path).
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.nets.is_empty()
     }
 }

@@ -22,7 +22,7 @@ impl Engine {
     /// summary when a flagged key has fallen below its threshold), and forgets sliding keys
     /// whose windows are empty. Events are appended to `out` sorted by window start, source,
     /// path and rule.
-    pub fn tick(&self, now: DateTime<Utc>, out: &mut Vec<Event>) {
+    pub(crate) fn tick(&self, now: DateTime<Utc>, out: &mut Vec<Event>) {
         let first = out.len();
         let now_secs = now.timestamp();
         let mut removed = 0usize;
@@ -55,7 +55,7 @@ impl Engine {
     /// Closes everything, as if time ran out: summaries for every flagged key (a sliding
     /// episode ends where its count would fall below threshold with no further requests).
     /// For `scan` at end of input. The engine is empty afterwards.
-    pub fn finish(&self, out: &mut Vec<Event>) {
+    pub(crate) fn finish(&self, out: &mut Vec<Event>) {
         let first = out.len();
         let mut removed = 0usize;
         self.tumbling.retain(|key, st| {
@@ -75,7 +75,8 @@ impl Engine {
     /// Approximate bytes held by the counter maps and the path table: each map's buckets
     /// (`capacity × 8/7`, hashbrown's maximum load being 7/8) times the entry size plus one
     /// control byte, plus the path texts. For sizing `max_tracked_keys`.
-    pub fn approx_memory_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn approx_memory_bytes(&self) -> usize {
         map_bytes(&self.tumbling) + map_bytes(&self.sliding) + self.paths.approx_bytes()
     }
 
@@ -83,7 +84,7 @@ impl Engine {
     /// least recently updated keys go until 90 % remain. A flood of new sources (a client
     /// rotating IPv6 /64s) then rarely reaches the cap, where eviction would run inline on
     /// the request path.
-    pub fn trim(&self, out: &mut Vec<Event>) {
+    pub(crate) fn trim(&self, out: &mut Vec<Event>) {
         let high = self.max_keys - self.max_keys / 20;
         if self.keys.load(Ordering::Relaxed) < high {
             return;
@@ -207,6 +208,7 @@ impl Engine {
     }
 }
 
+#[cfg(test)]
 fn map_bytes<V>(map: &super::engine::KeyMap<V>) -> usize {
     map.capacity() * 8 / 7 * (std::mem::size_of::<(WindowKey, V)>() + 1)
 }

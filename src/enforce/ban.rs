@@ -10,15 +10,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::EnforceError;
 
 /// The `rule` of bans made through the admin API, so metrics and logs can tell them apart.
-pub const ADMIN_RULE: &str = "admin";
+pub(crate) const ADMIN_RULE: &str = "admin";
 
 /// The latest end a ban can have, 9999-12-31T23:59:59.999Z: the last instant RFC 3339 can
 /// write. Every computed `until` is clamped to it, so a very long ban (admin `10000y`, a huge
 /// `ban.max`) still round-trips through `bans.json` instead of making the file unreadable.
-pub const MAX_UNTIL: DateTime<Utc> = match DateTime::from_timestamp_millis(253_402_300_799_999) {
-    Some(t) => t,
-    None => DateTime::<Utc>::MAX_UTC,
-};
+pub(crate) const MAX_UNTIL: DateTime<Utc> =
+    match DateTime::from_timestamp_millis(253_402_300_799_999) {
+        Some(t) => t,
+        None => DateTime::<Utc>::MAX_UTC,
+    };
 
 /// One ban: who, until when, and why. This is what the admin API lists, what `ban`/`unban`
 /// events carry and what `bans.json` stores.
@@ -26,28 +27,28 @@ pub const MAX_UNTIL: DateTime<Utc> = match DateTime::from_timestamp_millis(253_4
 /// JSON: `{"src","until","reason","offence","rule","since"}` with `src` as displayed
 /// ([`Ban::src_display`]) and times in RFC 3339 UTC with milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ban {
+pub(crate) struct Ban {
     /// The banned source: a single address (/32, /128), an IPv6 group or an admin CIDR.
     #[serde(serialize_with = "ser_src", deserialize_with = "de_src")]
-    pub src: IpNet,
+    pub(crate) src: IpNet,
     /// The first instant at which the ban no longer applies.
     #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
-    pub until: DateTime<Utc>,
+    pub(crate) until: DateTime<Utc>,
     /// Why, in words (the rule's verdict or the operator's note).
-    pub reason: String,
+    pub(crate) reason: String,
     /// Which offence of this source within the ban memory this is (1, 2, ...).
-    pub offence: u32,
+    pub(crate) offence: u32,
     /// The rule that banned, or [`ADMIN_RULE`]; shared with the hot path, hence `Arc`.
     #[serde(serialize_with = "ser_rule", deserialize_with = "de_rule")]
-    pub rule: Arc<str>,
+    pub(crate) rule: Arc<str>,
     /// When the ban started.
     #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
-    pub since: DateTime<Utc>,
+    pub(crate) since: DateTime<Utc>,
 }
 
 impl Ban {
     /// The `src` field of logs and the API: `192.0.2.1`, `2001:db8::1`, `2001:db8:1:2::/64`.
-    pub fn src_display(&self) -> String {
+    pub(crate) fn src_display(&self) -> String {
         display_net(&self.src)
     }
 }
@@ -56,20 +57,20 @@ impl Ban {
 /// 403, label `blocked_requests_total{rule}` and log a `blocked` event, all without locking or
 /// allocating (cloning is two reference-count increments).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BanHit {
+pub(crate) struct BanHit {
     /// The matching ban's source.
-    pub src: IpNet,
+    pub(crate) src: IpNet,
     /// The same, as displayed in logs.
-    pub display: Arc<str>,
+    pub(crate) display: Arc<str>,
     /// The rule that banned, or [`ADMIN_RULE`].
-    pub rule: Arc<str>,
+    pub(crate) rule: Arc<str>,
     /// When the ban ends.
-    pub until: DateTime<Utc>,
+    pub(crate) until: DateTime<Utc>,
 }
 
 /// What a rule verdict did, so the detection stage can log `action` and a `ban` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BanOutcome {
+pub(crate) enum BanOutcome {
     /// A new ban started; log a `ban` event.
     Banned(Ban),
     /// The source was already under this (still active) ban: nothing changed, no new offence.
@@ -85,7 +86,7 @@ pub enum BanOutcome {
 /// Parses admin input: an address (`192.0.2.1`, `2001:db8::1`) or a network
 /// (`192.0.2.0/24`). A network with host bits set (`192.0.2.5/24`) is refused rather than
 /// guessed at; IPv4-mapped IPv6 becomes IPv4, as everywhere else.
-pub fn parse_source(text: &str) -> Result<IpNet, EnforceError> {
+pub(crate) fn parse_source(text: &str) -> Result<IpNet, EnforceError> {
     let text = text.trim();
     let bad = |reason: String| EnforceError::BadSource {
         input: text.to_string(),

@@ -11,7 +11,7 @@ use super::table::Inner;
 /// The most bans the table holds before rule bans are widened or refused
 /// ([`BanOutcome::TableFull`](super::BanOutcome::TableFull)). Admin bans and restored bans
 /// are not refused.
-pub const MAX_BANS: usize = 100_000;
+pub(crate) const MAX_BANS: usize = 100_000;
 
 /// When the table is full, an IPv6 offender is banned with its network of this length.
 const WIDENED_PREFIX: u8 = 48;

@@ -51,15 +51,15 @@ use super::ban::{de_src, de_time, ser_src, ser_time, Ban};
 use super::persist::{move_aside, sync_dir, OffenceRecord, State};
 
 /// The journal's file name inside `state_dir`.
-pub const JOURNAL_FILE: &str = "bans.journal";
+pub(crate) const JOURNAL_FILE: &str = "bans.journal";
 
 /// The journal format this build writes and reads (the header's `journal` field).
-pub const JOURNAL_VERSION: u32 = 1;
+pub(crate) const JOURNAL_VERSION: u32 = 1;
 
 /// One change of the ban table, as a journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
-pub enum Change {
+pub(crate) enum Change {
     /// A ban started (rule or admin) or replaced the ban of the same source; the offence it
     /// counts is its `since`.
     Ban(Ban),
@@ -116,20 +116,20 @@ impl ChangeLog {
 
 /// What the loader did with the journal.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JournalReport {
+pub(crate) struct JournalReport {
     /// The journal's generation, when it had a readable header.
-    pub generation: Option<u64>,
+    pub(crate) generation: Option<u64>,
     /// Records applied on top of the snapshot.
-    pub replayed: usize,
+    pub(crate) replayed: usize,
     /// Unreadable records before the last one, skipped.
-    pub skipped: usize,
+    pub(crate) skipped: usize,
     /// The last record was unreadable (a crash while it was written) and was ignored.
-    pub torn_tail: bool,
+    pub(crate) torn_tail: bool,
     /// The journal is older than the snapshot (a crash during compaction): all its records
     /// are in the snapshot already, so none was replayed.
-    pub stale: bool,
+    pub(crate) stale: bool,
     /// What to warn the operator about, if anything.
-    pub problem: Option<String>,
+    pub(crate) problem: Option<String>,
 }
 
 /// Creates an empty journal of `generation` atomically (temp file with the header, fsync,

@@ -64,18 +64,21 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use ban::{parse_source, Ban, BanHit, BanOutcome, ADMIN_RULE, MAX_UNTIL};
-pub use cap::MAX_BANS;
-pub use journal::{Change, JournalReport, JOURNAL_FILE, JOURNAL_VERSION};
-pub use persist::{
-    load_state, save_state, LoadReport, OffenceRecord, State, STATE_FILE, STATE_VERSION,
+pub(crate) use ban::{Ban, BanOutcome};
+pub(crate) use persist::{load_state, LoadReport};
+pub(crate) use service::Enforcement;
+pub(crate) use table::Bans;
+#[cfg(test)]
+pub(crate) use {
+    ban::{parse_source, MAX_UNTIL},
+    cap::MAX_BANS,
+    journal::{Change, JOURNAL_FILE},
+    persist::{save_state, State, STATE_FILE},
 };
-pub use service::Enforcement;
-pub use table::Bans;
 
 /// Why an enforcement request was refused; each variant maps to a clear admin API answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum EnforceError {
+pub(crate) enum EnforceError {
     /// The source overlaps the allowlist and the caller did not `force` the ban.
     #[error("{src} overlaps the allowlist; refusing to ban it without force")]
     Allowlisted {

@@ -24,68 +24,68 @@ use super::ban::{de_src, de_time, format_time, ser_src, ser_time, Ban};
 use super::journal::{self, JournalReport};
 
 /// The file name inside `state_dir`.
-pub const STATE_FILE: &str = "bans.json";
+pub(crate) const STATE_FILE: &str = "bans.json";
 
 /// The format version this build writes and reads. A file with another version is not
 /// guessed at: it is moved aside and reported.
-pub const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 
 /// Everything that must survive a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     /// [`STATE_VERSION`] when written by this build.
-    pub version: u32,
+    pub(crate) version: u32,
     /// When the snapshot was taken.
     #[serde(serialize_with = "ser_time", deserialize_with = "de_time")]
-    pub saved_at: DateTime<Utc>,
+    pub(crate) saved_at: DateTime<Utc>,
     /// Bans still running at `saved_at`, sorted by source.
-    pub bans: Vec<Ban>,
+    pub(crate) bans: Vec<Ban>,
     /// Offences within the ban memory, so escalation continues across restarts.
-    pub offences: Vec<OffenceRecord>,
+    pub(crate) offences: Vec<OffenceRecord>,
     /// The generation of the journal that continues this snapshot; a journal of an older
     /// generation is already contained in it. Absent (0) in files of older builds.
     #[serde(default)]
-    pub journal_generation: u64,
+    pub(crate) journal_generation: u64,
 }
 
 /// The offence times of one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OffenceRecord {
+pub(crate) struct OffenceRecord {
     /// The offending source (as displayed, like [`Ban::src`]).
     #[serde(serialize_with = "ser_src", deserialize_with = "de_src")]
-    pub src: IpNet,
+    pub(crate) src: IpNet,
     /// When it offended, oldest first.
     #[serde(serialize_with = "ser_times", deserialize_with = "de_times")]
-    pub times: Vec<DateTime<Utc>>,
+    pub(crate) times: Vec<DateTime<Utc>>,
 }
 
 /// What [`load_state`] found, for the start-up log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     /// The usable state (empty when there was none or it was unusable).
-    pub state: State,
+    pub(crate) state: State,
     /// Why the file, or some of its entries, could not be used; log it as a warning.
-    pub problem: Option<String>,
+    pub(crate) problem: Option<String>,
     /// Entries (bans and offence records) skipped as unreadable from a file otherwise used.
-    pub skipped: usize,
+    pub(crate) skipped: usize,
     /// Where an unusable file was moved.
-    pub moved_to: Option<PathBuf>,
+    pub(crate) moved_to: Option<PathBuf>,
     /// Bans that ended while the process was down (dropped, not restored).
-    pub dropped_expired: usize,
+    pub(crate) dropped_expired: usize,
     /// What replaying the journal did (its own problems are reported there).
-    pub journal: JournalReport,
+    pub(crate) journal: JournalReport,
 }
 
 impl LoadReport {
     /// The highest journal generation on disk: the next compaction must write a higher one.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         (self.journal.generation.unwrap_or(0)).max(self.state.journal_generation)
     }
 }
 
 impl State {
     /// A state with nothing in it.
-    pub fn empty(now: DateTime<Utc>) -> State {
+    pub(crate) fn empty(now: DateTime<Utc>) -> State {
         State {
             version: STATE_VERSION,
             saved_at: now,
@@ -101,7 +101,7 @@ static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `state` to `dir/bans.json` atomically (creating `dir` if needed). Prefer
 /// [`Bans::save`](super::Bans::save), which also orders concurrent saves.
-pub fn save_state(dir: &Path, state: &State) -> io::Result<()> {
+pub(crate) fn save_state(dir: &Path, state: &State) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let mut bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
     bytes.push(b'\n');
@@ -136,7 +136,7 @@ pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
 /// Reads `dir/bans.json` at start-up and replays `dir/bans.journal` on top of it. Bans that
 /// ended by `now` are dropped; an unusable snapshot is moved aside and explained in
 /// [`LoadReport::problem`], journal trouble in [`LoadReport::journal`]. Never fails.
-pub fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
+pub(crate) fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
     let mut report = load_snapshot(dir, now);
     report.journal = journal::replay_into(dir, &mut report.state, now);
     let before = report.state.bans.len();

@@ -1,20 +1,22 @@
 //! The ban table's side of persistence: what a snapshot holds, the change queue the
 //! journal is fed from, and putting a loaded state back at start-up.
 
-use std::io;
-use std::path::Path;
-use std::sync::PoisonError;
+#[cfg(test)]
+use std::{io, path::Path, sync::PoisonError};
 
 use chrono::{DateTime, Utc};
 
 use super::ban::{Ban, ADMIN_RULE};
 use super::journal::Change;
-use super::persist::{save_state, OffenceRecord, State, STATE_VERSION};
+#[cfg(test)]
+use super::persist::save_state;
+use super::persist::{OffenceRecord, State, STATE_VERSION};
 use super::table::{Bans, Inner};
 
 impl Bans {
     /// The state to persist: bans still running at `now` and offences within the memory.
-    pub fn snapshot(&self, now: DateTime<Utc>) -> State {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self, now: DateTime<Utc>) -> State {
         state_of(&mut self.lock(), now)
     }
 
@@ -30,7 +32,7 @@ impl Bans {
 
     /// From now on, queue every change for the journal (only with a `state_dir`: without
     /// one nothing would ever take them).
-    pub fn record_changes(&self) {
+    pub(crate) fn record_changes(&self) {
         self.lock().changes.start();
     }
 
@@ -49,7 +51,8 @@ impl Bans {
     /// Snapshots and writes `dir/bans.json` alone (no journal); concurrent calls are
     /// serialised so the file always ends up with the latest table. The service persists
     /// through the journal instead (see `durable`).
-    pub fn save(&self, dir: &Path, now: DateTime<Utc>) -> io::Result<()> {
+    #[cfg(test)]
+    pub(crate) fn save(&self, dir: &Path, now: DateTime<Utc>) -> io::Result<()> {
         let _one_writer = self
             .save_lock
             .lock()
@@ -64,7 +67,7 @@ impl Bans {
     /// the table wins over the saved one. Rule bans that the current allowlist overlaps are
     /// not restored (allowlisted sources are never banned by a rule; the count is logged);
     /// admin bans are, as they were forced. Not subject to [`MAX_BANS`](super::MAX_BANS).
-    pub fn restore(&self, state: State, now: DateTime<Utc>) -> Vec<Ban> {
+    pub(crate) fn restore(&self, state: State, now: DateTime<Utc>) -> Vec<Ban> {
         let mut inner = self.lock();
         for record in state.offences {
             inner

@@ -33,7 +33,7 @@ use crate::telemetry::{DetectionLog, Metrics};
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// The run-time enforcement service.
-pub struct Enforcement {
+pub(crate) struct Enforcement {
     bans: Arc<Bans>,
     log: DetectionLog,
     metrics: Arc<Metrics>,
@@ -58,7 +58,7 @@ fn ban_event(ban: &Ban, restored: bool) -> BanEvent<'_> {
 impl Enforcement {
     /// Builds the service around `bans`; with a `state_dir`, the table starts queueing its
     /// changes for the journal.
-    pub fn new(
+    pub(crate) fn new(
         bans: Arc<Bans>,
         log: DetectionLog,
         metrics: Arc<Metrics>,
@@ -78,18 +78,18 @@ impl Enforcement {
     }
 
     /// Sets the global mode: only in block mode is any request refused.
-    pub fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         self.block_mode
             .store(mode == Mode::Block, Ordering::Relaxed);
     }
 
     /// Whether the global mode is `block`.
-    pub fn block_mode(&self) -> bool {
+    pub(crate) fn block_mode(&self) -> bool {
         self.block_mode.load(Ordering::Relaxed)
     }
 
     /// The ban table (reload swaps its policy, allowlist and prefix in place).
-    pub fn bans(&self) -> &Arc<Bans> {
+    pub(crate) fn bans(&self) -> &Arc<Bans> {
         &self.bans
     }
 
@@ -97,7 +97,7 @@ impl Enforcement {
     /// bans, logging each as a `ban` event with `restored: true`. A corrupt file is reported
     /// and moved aside by the loader; start-up goes on. The first write of the run compacts,
     /// so the files are rewritten from the restored table.
-    pub fn restore(&self, now: DateTime<Utc>) {
+    pub(crate) fn restore(&self, now: DateTime<Utc>) {
         let Some(persister) = &self.persister else {
             return;
         };
@@ -148,7 +148,7 @@ impl Enforcement {
     }
 
     /// Whether `ip` is allowlisted: a rule never bans it (the pipeline asks before deciding).
-    pub fn allowlisted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allowlisted(&self, ip: IpAddr) -> bool {
         self.bans.allowlists(ip)
     }
 
@@ -157,7 +157,7 @@ impl Enforcement {
     /// `ban` event is written, so the cause the pipeline logs there (the `detection`) comes
     /// first in the log, then the `ban`, then any `blocked`. It does not run when nothing
     /// new is banned (already banned, allowlisted, table full); the outcome says which.
-    pub fn ban(
+    pub(crate) fn ban(
         &self,
         ip: IpAddr,
         rule: &str,
@@ -183,7 +183,7 @@ impl Enforcement {
 
     /// Admin API: ban `src` for `duration`. Returns once the ban is durable;
     /// [`EnforceError::NotPersisted`] when it is in force but could not be written.
-    pub async fn admin_add(
+    pub(crate) async fn admin_add(
         &self,
         src: IpNet,
         duration: Duration,
@@ -200,7 +200,7 @@ impl Enforcement {
 
     /// Admin API: lift the ban of exactly `src` (`Ok(None)`: there was none). Returns once
     /// the unban is durable, like [`Enforcement::admin_add`].
-    pub async fn admin_remove(&self, src: &IpNet) -> Result<Option<Ban>, EnforceError> {
+    pub(crate) async fn admin_remove(&self, src: &IpNet) -> Result<Option<Ban>, EnforceError> {
         let now = Utc::now();
         let Some(ban) = self.bans.remove(src, now) else {
             return Ok(None);
@@ -213,7 +213,7 @@ impl Enforcement {
 
     /// Replaces the allowlist (reload); rule bans the new allowlist covers are lifted and
     /// logged as `unban` with `"ended": "allowlist"`.
-    pub fn set_allowlist(&self, allowlist: Vec<IpNet>) {
+    pub(crate) fn set_allowlist(&self, allowlist: Vec<IpNet>) {
         let lifted = self.bans.set_allowlist(allowlist);
         if lifted.is_empty() {
             return;
@@ -227,7 +227,7 @@ impl Enforcement {
     }
 
     /// Admin API: the bans in force.
-    pub fn list(&self) -> Vec<Ban> {
+    pub(crate) fn list(&self) -> Vec<Ban> {
         self.bans.list()
     }
 
@@ -244,7 +244,7 @@ impl Enforcement {
 
     /// Appends the changes queued since the last write to the journal (compacting when due),
     /// if there are any. A failure is logged; the next write compacts from the table.
-    pub async fn persist(&self) {
+    pub(crate) async fn persist(&self) {
         self.write(Flush::Pending).await;
     }
 
@@ -259,7 +259,7 @@ impl Enforcement {
 
     /// Lifts expired bans on time and appends every change to the journal, until
     /// `shutdown`; then compacts one last time (a short journal for the next start).
-    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+    pub(crate) async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
             self.sweep(Utc::now());

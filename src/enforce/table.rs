@@ -35,13 +35,15 @@ use crate::ip::canonical;
 /// The ban table, shared behind an `Arc` by the proxy, the detection stage, the admin API
 /// and the expiry timer. All methods take `&self`.
 #[derive(Debug)]
-pub struct Bans {
+pub(crate) struct Bans {
     pub(super) inner: Mutex<Inner>,
     snapshot: ArcSwap<Snapshot>,
     /// Number of bans in the table, read first by the hot path (one atomic load when empty).
     count: AtomicUsize,
     blocked: BlockedLimiter,
-    /// Serialises [`Bans::save`] so the last write always holds the latest table.
+    /// Serialises [`Bans::save`] (the whole-table snapshot the tests write) so the last
+    /// write always holds the latest table.
+    #[cfg(test)]
     pub(super) save_lock: Mutex<()>,
 }
 
@@ -65,7 +67,7 @@ pub(super) struct Inner {
 
 impl Bans {
     /// An empty table with the configured policy, allowlist and IPv6 grouping.
-    pub fn new(policy: BanPolicy, allowlist: Vec<IpNet>, ipv6_prefix: u8) -> Bans {
+    pub(crate) fn new(policy: BanPolicy, allowlist: Vec<IpNet>, ipv6_prefix: u8) -> Bans {
         Bans {
             inner: Mutex::new(Inner {
                 policy,
@@ -80,12 +82,13 @@ impl Bans {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             count: AtomicUsize::new(0),
             blocked: BlockedLimiter::default(),
+            #[cfg(test)]
             save_lock: Mutex::new(()),
         }
     }
 
     /// Hot reload of `[ban]`: applies to later bans; existing bans keep their end.
-    pub fn set_policy(&self, policy: BanPolicy) {
+    pub(crate) fn set_policy(&self, policy: BanPolicy) {
         self.lock().policy = policy;
     }
 
@@ -94,7 +97,7 @@ impl Bans {
     /// for `unban` events (their `until` is still the scheduled end; the event's time is the
     /// reload). Admin bans stay: they overlap the allowlist only because they were forced.
     /// The offence history is kept.
-    pub fn set_allowlist(&self, allowlist: Vec<IpNet>) -> Vec<Ban> {
+    pub(crate) fn set_allowlist(&self, allowlist: Vec<IpNet>) -> Vec<Ban> {
         let mut inner = self.lock();
         inner.allowlist = allowlist.into_iter().map(canonical_net).collect();
         let lifted: Vec<Ban> = inner
@@ -118,12 +121,12 @@ impl Bans {
 
     /// Hot reload of `ipv6_prefix`: later rule bans use the new grouping; existing group bans
     /// keep their network and still match.
-    pub fn set_ipv6_prefix(&self, ipv6_prefix: u8) {
+    pub(crate) fn set_ipv6_prefix(&self, ipv6_prefix: u8) {
         self.lock().ipv6_prefix = ipv6_prefix;
     }
 
     /// Whether the allowlist covers `ip`: a rule never bans it.
-    pub fn allowlists(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allowlists(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.lock().allowlists(ip)
     }
@@ -131,7 +134,7 @@ impl Bans {
     /// HOT PATH, once per proxied request: the active ban covering `ip`, if any. Lock-free;
     /// with no bans it is a single atomic load. A ban whose `until` is not after `now` no
     /// longer matches, even before [`Bans::expire`] sweeps it.
-    pub fn check(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<BanHit> {
+    pub(crate) fn check(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<BanHit> {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -149,7 +152,8 @@ impl Bans {
     /// (one ban for a whole rotating allocation; the reason says so), unless that /48
     /// overlaps the allowlist or the widened bans have used up their headroom (a tenth of the
     /// cap); otherwise, and for IPv4, the answer is [`BanOutcome::TableFull`].
-    pub fn ban_offender(
+    #[cfg(test)]
+    pub(crate) fn ban_offender(
         &self,
         ip: IpAddr,
         rule: &str,
@@ -162,7 +166,7 @@ impl Bans {
     /// [`Bans::ban_offender`], calling `announce` with a new ban before it is published to
     /// the hot path, so what it logs precedes any `blocked` event the ban causes. It runs
     /// under the table's lock: it must only queue log lines.
-    pub fn ban_offender_announced(
+    pub(crate) fn ban_offender_announced(
         &self,
         ip: IpAddr,
         rule: &str,
@@ -202,7 +206,7 @@ impl Bans {
     /// clamped to [`MAX_UNTIL`], as the returned ban shows). It counts as an offence of `src`
     /// (the number is reported) and replaces any ban of the same `src`. A source overlapping
     /// the allowlist is refused unless `force`. Not subject to [`MAX_BANS`].
-    pub fn add_manual(
+    pub(crate) fn add_manual(
         &self,
         src: IpNet,
         duration: Duration,
@@ -237,7 +241,7 @@ impl Bans {
     /// Lifts the ban of exactly `src` (as listed) for the admin API; `None` when there is
     /// none (404). The returned ban's `until` is when it actually ended (at most `now`), for
     /// the `unban` event. The offence history is kept: a re-offence still escalates.
-    pub fn remove(&self, src: &IpNet, now: DateTime<Utc>) -> Option<Ban> {
+    pub(crate) fn remove(&self, src: &IpNet, now: DateTime<Utc>) -> Option<Ban> {
         let src = canonical_net(*src);
         let mut inner = self.lock();
         let mut ban = inner.take(&src)?;
@@ -251,7 +255,7 @@ impl Bans {
     /// Sweeps bans that have ended (`until <= now`) and returns them, sorted by source, for
     /// `unban` events; also forgets offences older than the ban memory and the `blocked`
     /// counters of bans that are gone.
-    pub fn expire(&self, now: DateTime<Utc>) -> Vec<Ban> {
+    pub(crate) fn expire(&self, now: DateTime<Utc>) -> Vec<Ban> {
         let mut inner = self.lock();
         let mut ended = inner.index.ended(now);
         ended.sort_unstable();
@@ -265,30 +269,30 @@ impl Bans {
     }
 
     /// When the next ban ends, so the expiry timer can sleep exactly until then.
-    pub fn next_expiry(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_expiry(&self) -> Option<DateTime<Utc>> {
         self.snapshot.load().next_expiry()
     }
 
     /// All bans in the table (including any that ended but were not swept yet), sorted by
     /// source: `GET /api/bans`.
-    pub fn list(&self) -> Vec<Ban> {
+    pub(crate) fn list(&self) -> Vec<Ban> {
         self.lock().bans.values().cloned().collect()
     }
 
     /// Number of bans in the table (the `active_bans` gauge).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
 
     /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Counts one refused request of `ip`; `Some(n)` when a `blocked` event should be logged
     /// (the first of its ban per minute), `n` being the blocked requests not logged since
     /// that ban's previous event. `None` also when `ip` is not banned.
-    pub fn note_blocked(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<u64> {
+    pub(crate) fn note_blocked(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<u64> {
         let hit = self.check(ip, now)?;
         self.blocked.note(hit.src, now)
     }

@@ -11,14 +11,14 @@ use crate::telemetry::{access_log, LogWriter, Metrics};
 use super::DetectionStage;
 
 /// Counts every record and writes it to the access log.
-pub struct TelemetryStage {
+pub(crate) struct TelemetryStage {
     metrics: Arc<Metrics>,
     access: Option<(LogWriter, AccessLogFormat)>,
 }
 
 impl TelemetryStage {
     /// Counts in `metrics`; writes `access` lines when an access log is configured.
-    pub fn new(metrics: Arc<Metrics>, access: Option<(LogWriter, AccessLogFormat)>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, access: Option<(LogWriter, AccessLogFormat)>) -> Self {
         TelemetryStage { metrics, access }
     }
 
@@ -31,14 +31,14 @@ impl TelemetryStage {
 }
 
 /// Telemetry, then detection, in that order.
-pub struct Chain {
+pub(crate) struct Chain {
     telemetry: TelemetryStage,
     detection: Arc<DetectionStage>,
 }
 
 impl Chain {
     /// The chain of `telemetry` then `detection`.
-    pub fn new(telemetry: TelemetryStage, detection: Arc<DetectionStage>) -> Self {
+    pub(crate) fn new(telemetry: TelemetryStage, detection: Arc<DetectionStage>) -> Self {
         Chain {
             telemetry,
             detection,

@@ -26,23 +26,23 @@
 
 mod chain;
 mod stage;
-pub mod ticker;
-pub mod verdict;
+pub(crate) mod ticker;
+pub(crate) mod verdict;
 
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
-pub use chain::{Chain, TelemetryStage};
-pub use stage::DetectionStage;
+pub(crate) use chain::{Chain, TelemetryStage};
+pub(crate) use stage::DetectionStage;
 
 use crate::config::AccessLogFormat;
 use crate::record::RecordSink;
 use crate::telemetry::{LogWriter, Metrics};
 
 /// The proxy's record sink: telemetry (with the access log, if configured), then `detection`.
-pub fn chain(
+pub(crate) fn chain(
     metrics: Arc<Metrics>,
     access: Option<(LogWriter, AccessLogFormat)>,
     detection: Arc<DetectionStage>,

@@ -19,7 +19,7 @@ use crate::record::{RecordSink, RequestRecord};
 use crate::telemetry::{DetectionLog, Metrics};
 
 /// Feeds records to the engine and hands its verdicts on.
-pub struct DetectionStage {
+pub(crate) struct DetectionStage {
     engine: ArcSwap<Engine>,
     verdicts: Verdicts,
     metrics: Arc<Metrics>,
@@ -32,7 +32,7 @@ pub struct DetectionStage {
 
 impl DetectionStage {
     /// Builds the stage; `mode` is the global mode, set on the gate too.
-    pub fn new(
+    pub(crate) fn new(
         engine: Engine,
         log: DetectionLog,
         metrics: Arc<Metrics>,
@@ -55,14 +55,14 @@ impl DetectionStage {
     }
 
     /// The trusted proxies (start-up and reload): a rule never bans one.
-    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+    pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.verdicts.set_trusted_proxies(trusted);
     }
 
     /// Rebuilds the engine for new rules/options, keeping the counters of unchanged rules,
     /// and swaps it in with the global mode (config reload). Flagged keys of dropped rules
     /// get their `window_summary`.
-    pub fn reconfigure(
+    pub(crate) fn reconfigure(
         &self,
         rules: Vec<Rule>,
         options: EngineOptions,
@@ -81,12 +81,12 @@ impl DetectionStage {
     }
 
     /// Acts on events (see [`Verdicts::handle`]).
-    pub fn handle(&self, events: &[Event], src: Option<IpAddr>) {
+    pub(crate) fn handle(&self, events: &[Event], src: Option<IpAddr>) {
         self.verdicts.handle(events, src);
     }
 
     /// Closes due windows and refreshes the engine gauges.
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let mut events = Vec::new();
         {
             let _sweep = self.sweep_lock();
@@ -102,7 +102,7 @@ impl DetectionStage {
     }
 
     /// Closes every window (shutdown): flagged keys get their final summary.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         let mut events = Vec::new();
         {
             let _sweep = self.sweep_lock();

@@ -8,13 +8,13 @@ use std::time::Duration;
 use super::DetectionStage;
 
 /// How often windows are closed on wall-clock time.
-pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const TICK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long after its end a window is closed by the ticker.
 pub(crate) const CLOSE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(2);
 
 /// Ticks `stage` every `interval` until `shutdown` resolves.
-pub async fn run(
+pub(crate) async fn run(
     stage: Arc<DetectionStage>,
     interval: Duration,
     shutdown: impl Future<Output = ()>,

@@ -20,7 +20,7 @@ use crate::telemetry::{DetectionLog, Metrics};
 
 /// Why a verdict that would ban does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exemption {
+pub(crate) enum Exemption {
     /// Monitor mode, or a log-only rule.
     LogOnly,
     /// The source is a trusted proxy: banning it would ban every client behind it.
@@ -31,7 +31,7 @@ pub enum Exemption {
 
 /// The decision about one verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Ban the source (its address, or its IPv6 group).
     Ban,
     /// Only log it, for this reason.
@@ -41,7 +41,7 @@ pub enum Decision {
 /// Whether a verdict of a rule with `rule_bans` (its action resolved under the mode) against
 /// `src` bans, given the exemptions. Monitor mode never changes a response, so in it no rule
 /// bans, whatever its action (README "Blocking: the operator's guide").
-pub fn decide(
+pub(crate) fn decide(
     block_mode: bool,
     rule_bans: bool,
     src: IpAddr,
@@ -60,7 +60,7 @@ pub fn decide(
 }
 
 /// Acts on verdicts: decides, bans through enforcement, logs and counts.
-pub struct Verdicts {
+pub(crate) struct Verdicts {
     log: DetectionLog,
     metrics: Arc<Metrics>,
     enforcement: Arc<Enforcement>,
@@ -69,7 +69,11 @@ pub struct Verdicts {
 
 impl Verdicts {
     /// Acts through `enforcement`, writing to `log`; no trusted proxies yet.
-    pub fn new(log: DetectionLog, metrics: Arc<Metrics>, enforcement: Arc<Enforcement>) -> Self {
+    pub(crate) fn new(
+        log: DetectionLog,
+        metrics: Arc<Metrics>,
+        enforcement: Arc<Enforcement>,
+    ) -> Self {
         Verdicts {
             log,
             metrics,
@@ -79,13 +83,13 @@ impl Verdicts {
     }
 
     /// The trusted proxies (start-up and reload): a rule never bans one.
-    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+    pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.trusted.store(Arc::new(trusted));
     }
 
     /// Acts on `events`; `src` is the client of the request that triggered them (`None`
     /// when a window closed on time, a reload or shutdown).
-    pub fn handle(&self, events: &[Event], src: Option<IpAddr>) {
+    pub(crate) fn handle(&self, events: &[Event], src: Option<IpAddr>) {
         let now = Utc::now();
         for event in events {
             match event {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 /// How a body's stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     /// The last frame was delivered (or the body was empty and needed no polling).
     Complete,
     /// The inner body yielded an error.
@@ -27,16 +27,16 @@ pub enum End {
 
 /// What the callback learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Eos {
+pub(crate) struct Eos {
     /// How the stream ended.
-    pub end: End,
+    pub(crate) end: End,
     /// When the first non-empty data frame passed, if one did.
-    pub first_byte: Option<Instant>,
+    pub(crate) first_byte: Option<Instant>,
 }
 
 /// The end-of-stream callback. Implemented by closures and by named types (a named type
 /// keeps the body type nameable, so the proxy's service stack stays a concrete type).
-pub trait OnEos {
+pub(crate) trait OnEos {
     /// Called exactly once.
     fn on_eos(self, eos: Eos);
 }
@@ -49,7 +49,7 @@ impl<F: FnOnce(Eos)> OnEos for F {
 
 pin_project! {
     /// `inner`, calling `on_eos` once when it is over.
-    pub struct EosBody<B, F: OnEos> {
+    pub(crate) struct EosBody<B, F: OnEos> {
         #[pin]
         inner: B,
         on_eos: Option<F>,
@@ -71,7 +71,7 @@ pin_project! {
 
 impl<B: Body, F: OnEos> EosBody<B, F> {
     /// Wraps `inner`; `on_eos` = `None` makes a plain pass-through.
-    pub fn new(inner: B, on_eos: Option<F>) -> Self {
+    pub(crate) fn new(inner: B, on_eos: Option<F>) -> Self {
         let empty_at_start = inner.is_end_stream();
         EosBody {
             inner,
@@ -83,7 +83,7 @@ impl<B: Body, F: OnEos> EosBody<B, F> {
 
     /// Treats a drop before any polling as the normal end (HEAD, 1xx, 204, 304 responses,
     /// whose bodies hyper never sends).
-    pub fn bodiless(mut self, yes: bool) -> Self {
+    pub(crate) fn bodiless(mut self, yes: bool) -> Self {
         self.empty_at_start |= yes;
         self
     }

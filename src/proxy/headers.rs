@@ -9,11 +9,11 @@ use http::header::{
 };
 
 /// `X-Forwarded-For`, set upstream to the resolved client.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`, the client's original `Host`.
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -30,7 +30,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(CONNECTION) {
         // Split the raw bytes: a value with a non-ASCII byte must still have its names honoured.
         let named: Vec<HeaderName> = headers
@@ -51,7 +51,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The header value of an IP address (`X-Forwarded-For`), formatted without a temporary
 /// `String`.
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
     let mut buf = [0u8; 64];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);

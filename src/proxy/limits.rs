@@ -30,16 +30,16 @@ use tokio::sync::Semaphore;
 
 /// Descriptors kept back from the proxy: admin listener and its connections, logs, state
 /// files, listeners, the runtime's own, and the connections being turned away.
-pub const RESERVE_FDS: u64 = 192;
+pub(crate) const RESERVE_FDS: u64 = 192;
 /// Connections being answered `503` at once, at most.
-pub const MAX_REJECTING: usize = 64;
+pub(crate) const MAX_REJECTING: usize = 64;
 /// The smallest derived limit, for tiny descriptor limits.
 const MIN_DERIVED: usize = 16;
 
 const REJECT_BODY: &str = r#"{"error":"ollama-guard: too many connections, retry later"}"#;
 
 /// Raises the soft descriptor limit to the hard one and derives `max_connections` from it.
-pub fn derived_max_connections() -> (usize, u64) {
+pub(crate) fn derived_max_connections() -> (usize, u64) {
     let soft = rlimit::increase_nofile_limit(u64::MAX)
         .or_else(|_| rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft))
         .unwrap_or(1024);
@@ -49,7 +49,7 @@ pub fn derived_max_connections() -> (usize, u64) {
 
 /// Why a connection was turned away (the `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
+pub(crate) enum Rejection {
     /// `max_connections` reached.
     Total,
     /// `max_connections_per_source` reached for this peer.
@@ -58,7 +58,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Rejection::Total => "max_connections",
             Rejection::PerSource => "per_source",
@@ -67,7 +67,7 @@ impl Rejection {
 }
 
 /// The limits shared by every worker.
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     max: usize,
     per_source: usize,
     v6_prefix: u8,
@@ -80,7 +80,7 @@ pub struct ConnLimits {
 }
 
 /// One open connection's share of the limits; released on drop.
-pub struct ConnPermit {
+pub(crate) struct ConnPermit {
     limits: Arc<ConnLimits>,
     source: Option<IpAddr>,
 }
@@ -88,7 +88,7 @@ pub struct ConnPermit {
 impl ConnLimits {
     /// Limits of `max` connections in all and `per_source` per peer (0 = off); IPv6 peers
     /// count per `v6_prefix` network, since one host can hold a whole /64.
-    pub fn new(
+    pub(crate) fn new(
         max: usize,
         per_source: usize,
         v6_prefix: u8,
@@ -108,14 +108,13 @@ impl ConnLimits {
         })
     }
 
-    /// The effective total limit.
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
     /// Admits a connection from `peer`, unless a limit is reached; `exempt` skips the
     /// per-source limit (trusted proxies).
-    pub fn admit(self: &Arc<Self>, peer: IpAddr, exempt: bool) -> Result<ConnPermit, Rejection> {
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        exempt: bool,
+    ) -> Result<ConnPermit, Rejection> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             self.rejected_total.inc();
@@ -148,7 +147,7 @@ impl ConnLimits {
 
     /// Answers a turned-away connection with `503` off the accept loop, or closes it at once
     /// when too many such answers are already in progress.
-    pub fn reject(&self, stream: TcpStream) {
+    pub(crate) fn reject(&self, stream: TcpStream) {
         let Ok(permit) = self.rejecting.clone().try_acquire_owned() else {
             drop(stream);
             return;
@@ -193,7 +192,7 @@ impl Drop for ConnPermit {
 }
 
 /// Whether `ip` is one of `trusted` (exempt from the per-source limit).
-pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+pub(crate) fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|n| n.contains(&ip))
 }
 

@@ -7,26 +7,23 @@
 //! (limits, accept back-off) happens before hyper sees a byte, in the accept loop
 //! ([`server`] and [`limits`]).
 
-pub mod client_ip;
-pub mod eos;
-pub mod fault;
-pub mod headers;
-pub mod host_guard;
-pub mod layers;
-pub mod limits;
-pub mod refusal;
+pub(crate) mod client_ip;
+pub(crate) mod eos;
+pub(crate) mod fault;
+pub(crate) mod headers;
+pub(crate) mod host_guard;
+pub(crate) mod layers;
+pub(crate) mod limits;
+pub(crate) mod refusal;
 mod server;
-pub mod timing;
-pub mod upstream;
+pub(crate) mod timing;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::header::HeaderValue;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use ipnet::IpNet;
 use tower::ServiceBuilder;
 
@@ -40,17 +37,14 @@ use layers::record::{Record, RecordCtx, RecordLayer};
 use layers::rewrite::{Rewrite, RewriteLayer, Target};
 use layers::upstream_error::{ErrorCtx, UpstreamError, UpstreamErrorLayer};
 use refusal::Gate;
-use timing::TimingBody;
-
-/// The response body every proxied or locally answered request gets.
-pub type ProxyBody = TimingBody<Either<Incoming, Full<Bytes>>>;
 
 /// The request path below the connection-bound client-IP layer: a concrete type (no boxed
 /// service per request), built once per worker around that worker's upstream pool.
-pub type Stack = Record<HostGuard<GateService<UpstreamError<Rewrite<upstream::UpstreamClient>>>>>;
+pub(crate) type Stack =
+    Record<HostGuard<GateService<UpstreamError<Rewrite<upstream::UpstreamClient>>>>>;
 
 /// The proxy: what every layer of the stack shares, and the live policies reload swaps.
-pub struct Proxy {
+pub(crate) struct Proxy {
     upstream: Upstream,
     trusted: Arc<ArcSwap<Vec<IpNet>>>,
     hosts: Arc<ArcSwap<HostPolicy>>,
@@ -66,7 +60,7 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the proxy from the restart-bound part of the config and the live part it
     /// starts with; records go to `sink`, bans are asked of `gate`.
-    pub fn new(
+    pub(crate) fn new(
         bound: &Bound,
         live: &Live,
         sink: Arc<dyn RecordSink>,
@@ -109,12 +103,12 @@ impl Proxy {
     }
 
     /// Replaces the trusted-proxy list (config reload).
-    pub fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+    pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.trusted.store(Arc::new(trusted));
     }
 
     /// Replaces the `allowed_hosts` policy (config reload; the listener stays).
-    pub fn set_allowed_hosts(&self, allowed: Option<&[String]>) {
+    pub(crate) fn set_allowed_hosts(&self, allowed: Option<&[String]>) {
         self.hosts
             .store(Arc::new(HostPolicy::new(self.listen, allowed)));
     }
@@ -134,7 +128,7 @@ impl Proxy {
     /// 6. rewrite — the last touch before the wire (URI, `Host`, `X-Forwarded-*`,
     ///    hop-by-hop headers, the body's fault wrapper).
     /// 7. the pooled hyper-util client.
-    pub fn stack(&self, client: upstream::UpstreamClient) -> Stack {
+    pub(crate) fn stack(&self, client: upstream::UpstreamClient) -> Stack {
         let host = HeaderValue::from_str(self.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         ServiceBuilder::new()

@@ -11,14 +11,14 @@ use http::StatusCode;
 use http_body_util::Full;
 
 /// Decides, before forwarding, whether a source is refused.
-pub trait Gate: Send + Sync + 'static {
+pub(crate) trait Gate: Send + Sync + 'static {
     /// `Some(rule)` refuses the request (the rule that banned the source, or `admin`);
     /// the implementation counts and logs the refusal.
     fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>>;
 }
 
 /// The message every refusal carries.
-pub const MESSAGE: &str = "ollama-guard: request blocked: this source is banned";
+pub(crate) const MESSAGE: &str = "ollama-guard: request blocked: this source is banned";
 
 fn body(value: serde_json::Value) -> Bytes {
     Bytes::from(value.to_string())
@@ -39,7 +39,9 @@ static ANTHROPIC: LazyLock<Bytes> = LazyLock::new(|| {
 
 /// What Ollama answers a Host it does not serve: `403` with an empty body (and `400` for a
 /// request with several `Host` headers, as Go's server does).
-pub fn host_refused(refusal: crate::proxy::host_guard::HostRefusal) -> http::Response<Full<Bytes>> {
+pub(crate) fn host_refused(
+    refusal: crate::proxy::host_guard::HostRefusal,
+) -> http::Response<Full<Bytes>> {
     crate::respond::empty(match refusal {
         crate::proxy::host_guard::HostRefusal::NotAllowed => StatusCode::FORBIDDEN,
         crate::proxy::host_guard::HostRefusal::Malformed => StatusCode::BAD_REQUEST,
@@ -47,7 +49,7 @@ pub fn host_refused(refusal: crate::proxy::host_guard::HostRefusal) -> http::Res
 }
 
 /// The 403 response for `path` (normalised), shaped for its route family.
-pub fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
+pub(crate) fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
     let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         &ANTHROPIC
     } else if path.starts_with("/v1/") {

@@ -34,7 +34,7 @@ impl Proxy {
     /// Serves `listener` on `workers` threads until `shutdown` resolves, then lets in-flight
     /// requests finish for up to `grace` (idle keep-alive connections close at once); returns
     /// when every worker has stopped.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,

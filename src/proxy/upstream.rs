@@ -14,14 +14,14 @@ use crate::respond;
 
 /// The client type: plain HTTP/1.1 to Ollama, request bodies streamed through untouched
 /// (wrapped only to tell the client's faults from the upstream's).
-pub type UpstreamClient = Client<HttpConnector, super::fault::ClientBody>;
+pub(crate) type UpstreamClient = Client<HttpConnector, super::fault::ClientBody>;
 
 /// Idle connections kept per upstream; enough for bursts at high concurrency.
 const MAX_IDLE_PER_HOST: usize = 1024;
 
 /// Builds the pooled client: `TCP_NODELAY` (streamed tokens must not wait for Nagle),
 /// a connect timeout, an idle timer, and a bounded idle pool.
-pub fn client(t: &Timeouts) -> UpstreamClient {
+pub(crate) fn client(t: &Timeouts) -> UpstreamClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(t.upstream_connect));
@@ -34,7 +34,7 @@ pub fn client(t: &Timeouts) -> UpstreamClient {
 }
 
 /// The innermost cause, which is the part an operator can act on ("Connection refused").
-pub fn describe(e: &(dyn StdError + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn StdError + 'static)) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(err) = cur {
@@ -49,7 +49,10 @@ pub fn describe(e: &(dyn StdError + 'static)) -> String {
 
 /// `400 {"error":"ollama-guard: malformed request body: ..."}` or `408` for a stalled body;
 /// the connection closes after it (the body's framing cannot be trusted).
-pub fn client_fault(fault: super::fault::ClientFault, detail: &str) -> Response<Full<Bytes>> {
+pub(crate) fn client_fault(
+    fault: super::fault::ClientFault,
+    detail: &str,
+) -> Response<Full<Bytes>> {
     let (status, what) = match fault {
         super::fault::ClientFault::Idle => (StatusCode::REQUEST_TIMEOUT, "request body timed out"),
         _ => (StatusCode::BAD_REQUEST, "malformed request body"),
@@ -63,7 +66,7 @@ pub fn client_fault(fault: super::fault::ClientFault, detail: &str) -> Response<
 }
 
 /// `502 {"error":"ollama-guard: upstream unavailable: ..."}`.
-pub fn bad_gateway(detail: &str) -> Response<Full<Bytes>> {
+pub(crate) fn bad_gateway(detail: &str) -> Response<Full<Bytes>> {
     respond::json_error(
         StatusCode::BAD_GATEWAY,
         format!("ollama-guard: upstream unavailable: {detail}"),

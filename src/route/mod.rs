@@ -18,11 +18,13 @@
 
 mod normalize;
 
-pub use normalize::{normalize, normalize_fast, normalize_logged};
+#[cfg(test)]
+pub(crate) use normalize::normalize;
+pub(crate) use normalize::{normalize_fast, normalize_logged};
 
 /// One of Ollama's known routes (README, "Metrics"), or [`Route::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Route {
+pub(crate) enum Route {
     /// `/`
     Root,
     /// `/api/version`
@@ -73,7 +75,7 @@ pub enum Route {
 
 impl Route {
     /// Every route, in label-table order.
-    pub const ALL: [Route; 23] = [
+    pub(crate) const ALL: [Route; 23] = [
         Route::Root,
         Route::Version,
         Route::Tags,
@@ -100,7 +102,7 @@ impl Route {
     ];
 
     /// The metric label (the route pattern, as README "Metrics" lists it).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Route::Root => "/",
             Route::Version => "/api/version",
@@ -129,7 +131,7 @@ impl Route {
     }
 
     /// Position in [`Route::ALL`], for pre-resolved handle tables.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
@@ -142,7 +144,7 @@ impl Route {
     }
 
     /// Classifies a *normalised* path.
-    pub fn classify(path: &str) -> Route {
+    pub(crate) fn classify(path: &str) -> Route {
         if let Some(rest) = path.strip_prefix("/api/") {
             return match rest {
                 "version" => Route::Version,

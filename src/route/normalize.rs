@@ -25,7 +25,7 @@ use super::Route;
 ///
 /// Returns the route's static path when the result is a fixed route, so the common case
 /// does not allocate.
-pub fn normalize(raw_target: &str) -> (Cow<'static, str>, Route) {
+pub(crate) fn normalize(raw_target: &str) -> (Cow<'static, str>, Route) {
     let path = raw_target.split_once('?').map_or(raw_target, |(p, _)| p);
     let decoded = percent_decode_str(path).decode_utf8_lossy();
     let mut out = String::with_capacity(decoded.len() + 1);
@@ -51,7 +51,7 @@ pub fn normalize(raw_target: &str) -> (Cow<'static, str>, Route) {
 /// would turn a logged `/api/%73how` (a request for `/api/%2573how`, 404 in Ollama) into
 /// `/api/show`. A `?` that gin logged inside the path (decoded from `%3F`) cannot be told
 /// from the query separator; it is taken as the separator.
-pub fn normalize_logged(logged: &str) -> (Cow<'static, str>, Route) {
+pub(crate) fn normalize_logged(logged: &str) -> (Cow<'static, str>, Route) {
     let route = Route::classify(logged);
     if let Some(fixed) = route.fixed_path() {
         return (Cow::Borrowed(fixed), route);
@@ -115,7 +115,7 @@ fn go_valid_path_encoding(path: &str) -> bool {
 
 /// Like [`normalize`], but avoids the work (and the allocation) when `raw_target` is already
 /// a fixed route path with no query — the proxy's hot path.
-pub fn normalize_fast(raw_target: &str) -> (Cow<'static, str>, Route) {
+pub(crate) fn normalize_fast(raw_target: &str) -> (Cow<'static, str>, Route) {
     let route = Route::classify(raw_target);
     if let Some(fixed) = route.fixed_path() {
         return (Cow::Borrowed(fixed), route);

@@ -78,7 +78,7 @@ impl Scanner for CompatScan {
         if response_time <= MIN_RESPONSE_TIME {
             return;
         }
-        let epoch = self.zone.to_utc(local).timestamp();
+        let epoch = self.zone.utc_of(local).timestamp();
         let bin = epoch.div_euclid(BIN_SECS) * BIN_SECS;
         let key = (bin, fields.src_ip.to_owned(), fields.uri_path.to_owned());
         let stats = self.groups.entry(key).or_default();

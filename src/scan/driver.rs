@@ -39,7 +39,7 @@ const SLOTS: usize = SkipReason::ALL.len() + 5;
 impl Skip {
     /// The summary label (the `[GIN]` reader's labels, or `no_match`, `no_timestamp`,
     /// `not_numeric`, `time_out_of_range`, `line_too_long`).
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Skip::Gin(r) => r.label(),
             Skip::NoMatch => "no_match",
@@ -117,16 +117,8 @@ pub struct ScanSummary {
 
 impl ScanSummary {
     /// All skipped lines.
-    pub fn lines_skipped(&self) -> u64 {
+    pub(crate) fn lines_skipped(&self) -> u64 {
         self.skipped.iter().map(|(_, n)| n).sum()
-    }
-
-    /// Lines skipped for the reason labelled `label` (0 when none).
-    pub fn skipped_for(&self, label: &str) -> u64 {
-        self.skipped
-            .iter()
-            .find(|(l, _)| *l == label)
-            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -181,7 +173,7 @@ pub(super) trait Scanner {
 ///
 /// Why: the testable core of `ollama-guard scan`; [`super::scan_logs`] only adds argument
 /// handling, and the command stdout/stderr and exit codes. A read error stops the scan with no output.
-pub fn run(
+pub(crate) fn run(
     opts: &ScanOptions,
     inputs: Vec<Input>,
     out: &mut dyn Write,
@@ -198,7 +190,7 @@ pub fn run(
 /// Why: rows are collected and sorted before anything is written, so both modes share one
 /// order. Memory grows with the rows, not with the lines: the engine's windows are closed
 /// as the log's time moves on.
-pub fn scan_rows(
+pub(crate) fn scan_rows(
     opts: &ScanOptions,
     inputs: Vec<Input>,
 ) -> Result<(Vec<Row>, ScanSummary), ScanError> {

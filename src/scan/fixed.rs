@@ -167,7 +167,7 @@ impl Scanner for FixedScan {
             Ok(p) => p,
             Err(why) => return counters.skip(Skip::Gin(why)),
         };
-        let completed_at = self.zone.to_utc(parsed.time);
+        let completed_at = self.zone.utc_of(parsed.time);
         let t = completed_at.timestamp();
         if !SUPPORTED_EPOCH_SECS.contains(&t) {
             return counters.skip(Skip::TimeOutOfRange);

@@ -20,7 +20,7 @@ const BUF_BYTES: usize = 256 * 1024;
 ///
 /// Why: `run` reads any `BufRead` (tests feed in-memory text), and a read error half-way
 /// must still say which file failed.
-pub struct Input {
+pub(crate) struct Input {
     /// The file name, or `-` for stdin.
     pub name: String,
     /// The decoded stream.
@@ -29,7 +29,7 @@ pub struct Input {
 
 impl Input {
     /// Wraps an already decoded stream.
-    pub fn new(name: impl Into<String>, reader: Box<dyn BufRead>) -> Input {
+    pub(crate) fn new(name: impl Into<String>, reader: Box<dyn BufRead>) -> Input {
         Input {
             name: name.into(),
             reader,
@@ -38,7 +38,7 @@ impl Input {
 
     /// Wraps a raw stream, decompressing it when it starts with the gzip magic bytes.
     /// Reads the first buffer to look, so errors here mean the input cannot be read.
-    pub fn sniffed(name: impl Into<String>, raw: Box<dyn Read>) -> io::Result<Input> {
+    pub(crate) fn sniffed(name: impl Into<String>, raw: Box<dyn Read>) -> io::Result<Input> {
         let mut buffered = BufReader::with_capacity(BUF_BYTES, raw);
         let head = buffered.fill_buf()?;
         let reader: Box<dyn BufRead> = if head.starts_with(&[0x1f, 0x8b]) {
@@ -71,7 +71,9 @@ pub struct OpenError {
 /// Opens the command-line inputs (none or `-` = stdin), with a progress bar on stderr when
 /// stderr is a terminal and every input is a regular file. Returns the inputs and the bar
 /// (to clear before the summary is printed).
-pub fn open_inputs(files: &[PathBuf]) -> Result<(Vec<Input>, Option<ProgressBar>), OpenError> {
+pub(crate) fn open_inputs(
+    files: &[PathBuf],
+) -> Result<(Vec<Input>, Option<ProgressBar>), OpenError> {
     if files.is_empty() {
         return Ok((vec![open_stdin()?], None));
     }

@@ -36,15 +36,24 @@ mod tests;
 
 use std::io::{self, Write};
 
-pub use driver::{run, scan_rows, ScanSummary, Skip};
-pub use input::{open_inputs, Input, OpenError};
-pub use options::{ScanMode, ScanOptions, DEFAULT_MAX_LINE_BYTES};
-pub use output::{write_rows, OutputFormat, COLUMNS};
-pub use row::Row;
-pub use zone::{LogZone, ZoneResolver};
+/// The engine's start-up error `ScanError` wraps.
+pub use crate::detect::EngineError;
+pub(crate) use driver::run;
+pub use driver::{ScanSummary, Skip};
+pub(crate) use input::open_inputs;
+pub use input::OpenError;
+pub(crate) use options::ScanOptions;
+#[cfg(test)]
+pub(crate) use {
+    driver::scan_rows,
+    input::Input,
+    options::ScanMode,
+    output::{write_rows, OutputFormat, COLUMNS},
+    row::Row,
+    zone::LogZone,
+};
 
 use crate::config::{ConfigError, ScanArgs};
-use crate::detect::EngineError;
 
 /// Why `scan` stopped.
 ///

@@ -8,14 +8,14 @@ use crate::detect::{build_rules, default_rules, EngineOptions, Rule};
 
 /// Default line limit: far above any real `[GIN]` line (Go caps request heads at 1 MB, and
 /// quoting can at most quadruple a path), low enough that binary junk cannot exhaust memory.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Which search to run.
 ///
 /// Why: the default mode runs the real rule set over exact latencies; compat mode answers
 /// "what does our Splunk search say about this log", defects included.
 #[derive(Debug, Clone)]
-pub enum ScanMode {
+pub(crate) enum ScanMode {
     /// The detection engine with these rules and engine settings.
     Rules {
         /// Validated rules, in engine order.
@@ -31,7 +31,7 @@ pub enum ScanMode {
 ///
 /// Why: argument errors must all surface (exit 2) before a single line is read.
 #[derive(Debug, Clone)]
-pub struct ScanOptions {
+pub(crate) struct ScanOptions {
     /// Which search.
     pub mode: ScanMode,
     /// The zone of the GIN timestamps.
@@ -45,7 +45,8 @@ pub struct ScanOptions {
 impl ScanOptions {
     /// The built-in rules, UTC, JSON lines: the defaults of `scan` with stdout not a
     /// terminal.
-    pub fn builtin() -> Result<ScanOptions, ScanError> {
+    #[cfg(test)]
+    pub(crate) fn builtin() -> Result<ScanOptions, ScanError> {
         let rules = build_rules(&default_rules()).map_err(config::ConfigError::from)?;
         Ok(ScanOptions {
             mode: ScanMode::Rules {
@@ -62,7 +63,10 @@ impl ScanOptions {
     /// on a terminal, `jsonl` otherwise). `--config` is read and validated like `serve`
     /// reads it (a file `serve` accepts, `scan` accepts); in compat mode it is validated but
     /// has no effect, since the SPL has no parameters.
-    pub fn from_args(args: &ScanArgs, stdout_is_terminal: bool) -> Result<ScanOptions, ScanError> {
+    pub(crate) fn from_args(
+        args: &ScanArgs,
+        stdout_is_terminal: bool,
+    ) -> Result<ScanOptions, ScanError> {
         let zone = LogZone::parse(&args.timezone)
             .ok_or_else(|| ScanError::Timezone(args.timezone.clone()))?;
         let format = match &args.format {

@@ -11,7 +11,7 @@ use chrono::DateTime;
 use super::row::Row;
 
 /// The column names, in output order (`csv` header, `jsonl` keys).
-pub const COLUMNS: [&str; 9] = [
+pub(crate) const COLUMNS: [&str; 9] = [
     "rule",
     "_time",
     "src",
@@ -28,7 +28,7 @@ pub const COLUMNS: [&str; 9] = [
 /// Why: `jsonl` for pipelines and Splunk, `csv` for spreadsheets and diffing against a
 /// Splunk export, `table` for a person at a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     /// One JSON object per line; `uri_path` is `null` for rules grouped by source.
     Jsonl,
     /// Aligned columns with a human-readable UTC time.
@@ -40,7 +40,7 @@ pub enum OutputFormat {
 
 impl OutputFormat {
     /// `jsonl`, `table` or `csv`; `None` otherwise.
-    pub fn parse(text: &str) -> Option<OutputFormat> {
+    pub(crate) fn parse(text: &str) -> Option<OutputFormat> {
         match text {
             "jsonl" => Some(OutputFormat::Jsonl),
             "table" => Some(OutputFormat::Table),
@@ -51,7 +51,11 @@ impl OutputFormat {
 }
 
 /// Writes `rows` (already in output order (README, "scan")) in `format`.
-pub fn write_rows(format: OutputFormat, rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write_rows(
+    format: OutputFormat,
+    rows: &[Row],
+    out: &mut dyn Write,
+) -> io::Result<()> {
     match format {
         OutputFormat::Jsonl => rows.iter().try_for_each(|r| write_jsonl(r, out)),
         OutputFormat::Csv => write_csv(rows, out),

@@ -10,7 +10,7 @@ use crate::detect::Severity;
 /// Why: the same shape for both modes, so a SOC can diff `--splunk-compat` output against
 /// its Splunk search and the default mode against it, column for column.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub(crate) struct Row {
     /// The rule's name (`model_exfiltration` in compat mode).
     pub rule: Arc<str>,
     /// Window start, epoch seconds (`_time`).
@@ -36,7 +36,7 @@ pub struct Row {
 impl Row {
     /// Output order (README, "scan"): `_time`, then `src`, then `uri_path` (byte order, no path first),
     /// then the rule name.
-    pub fn spec_order(a: &Row, b: &Row) -> Ordering {
+    pub(crate) fn spec_order(a: &Row, b: &Row) -> Ordering {
         a.time
             .cmp(&b.time)
             .then_with(|| a.src.as_bytes().cmp(b.src.as_bytes()))

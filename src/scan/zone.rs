@@ -30,7 +30,7 @@ use chrono_tz::Tz;
 /// Why: the GIN timestamp has no zone, and Splunk's `_time` (and every window) depends on
 /// reading it in the right one.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LogZone {
+pub(crate) enum LogZone {
     /// `UTC` or a fixed offset east of UTC.
     Fixed(FixedOffset),
     /// An IANA zone with its daylight-saving rules.
@@ -39,13 +39,13 @@ pub enum LogZone {
 
 impl LogZone {
     /// UTC, the default.
-    pub fn utc() -> LogZone {
+    pub(crate) fn utc() -> LogZone {
         LogZone::Fixed(Utc.fix())
     }
 
     /// Parses `UTC`, `Z`, `+HH:MM`, `-HHMM`, `+HH` or an IANA name; `None` when it is none
     /// of these (an offset of 24 hours or more, minutes of 60 or more, an unknown name).
-    pub fn parse(text: &str) -> Option<LogZone> {
+    pub(crate) fn parse(text: &str) -> Option<LogZone> {
         if text.eq_ignore_ascii_case("utc") || text == "Z" {
             return Some(LogZone::utc());
         }
@@ -56,7 +56,7 @@ impl LogZone {
     }
 
     /// A converter with its own cache (one per scan).
-    pub fn resolver(&self) -> ZoneResolver {
+    pub(crate) fn resolver(&self) -> ZoneResolver {
         ZoneResolver {
             zone: *self,
             cached_hour: None,
@@ -94,7 +94,7 @@ fn parse_offset(text: &str) -> Option<FixedOffset> {
 /// Why: a log holds millions of lines in a few hours; resolving each through the zone's
 /// transition table would cost more than parsing the line.
 #[derive(Debug, Clone)]
-pub struct ZoneResolver {
+pub(crate) struct ZoneResolver {
     zone: LogZone,
     /// The local hour (`YYYY-MM-DD HH:00:00`) the cache describes.
     cached_hour: Option<NaiveDateTime>,
@@ -107,7 +107,7 @@ pub struct ZoneResolver {
 impl ZoneResolver {
     /// The instant a GIN timestamp denotes (see the module docs for DST edges). Call it for
     /// the lines in log order: in a repeated hour the answer depends on the previous line.
-    pub fn to_utc(&mut self, local: NaiveDateTime) -> DateTime<Utc> {
+    pub(crate) fn utc_of(&mut self, local: NaiveDateTime) -> DateTime<Utc> {
         let tz = match self.zone {
             LogZone::Fixed(off) => return shift(local, off.local_minus_utc()),
             LogZone::Named(tz) => tz,

@@ -15,7 +15,9 @@ use tokio::task::JoinSet;
 
 mod reload;
 
-pub use crate::pipeline::DetectionStage;
+pub(crate) use crate::pipeline::DetectionStage;
+/// The start-up errors `ServeError` wraps.
+pub use crate::telemetry::{logfile::LogOpenError, metrics::MetricsError};
 
 use crate::admin::{self, AdminState};
 use crate::config::{AccessLogFormat, Bound, Config, Live};
@@ -24,8 +26,7 @@ use crate::enforce::{Bans, Enforcement};
 use crate::pipeline::{self, ticker};
 use crate::proxy::refusal::Gate;
 use crate::proxy::Proxy;
-use crate::telemetry::logfile::{LogOpenError, DEFAULT_CAPACITY};
-use crate::telemetry::metrics::MetricsError;
+use crate::telemetry::logfile::DEFAULT_CAPACITY;
 use crate::telemetry::{DetectionLog, LogWriter, Metrics};
 
 /// Why `serve` could not start.

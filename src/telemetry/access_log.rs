@@ -14,7 +14,7 @@ use crate::gin::{write_gin_line, GinFields};
 use crate::record::RequestRecord;
 
 /// Formats `rec` as one access-log line (without the newline).
-pub fn format_line(format: AccessLogFormat, rec: &RequestRecord) -> String {
+pub(crate) fn format_line(format: AccessLogFormat, rec: &RequestRecord) -> String {
     match format {
         AccessLogFormat::Gin => gin_line(rec),
         AccessLogFormat::Json => json_line(rec),

@@ -13,11 +13,11 @@ use super::log_event::{stamp, LogEvent};
 use super::LogWriter;
 
 /// The `schema` value of every line.
-pub const SCHEMA: &str = "ollama-guard.detection.v1";
+pub(crate) const SCHEMA: &str = "ollama-guard.detection.v1";
 
 /// Writes detection-log lines.
 #[derive(Clone)]
-pub struct DetectionLog {
+pub(crate) struct DetectionLog {
     writer: LogWriter,
 }
 
@@ -36,7 +36,10 @@ fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// Renders `event`, logged at `now`, as one line (without the newline).
-pub fn render(now: DateTime<Utc>, event: &LogEvent<'_>) -> Result<String, serde_json::Error> {
+pub(crate) fn render(
+    now: DateTime<Utc>,
+    event: &LogEvent<'_>,
+) -> Result<String, serde_json::Error> {
     serde_json::to_string(&Envelope {
         schema: SCHEMA,
         time: now,
@@ -46,13 +49,13 @@ pub fn render(now: DateTime<Utc>, event: &LogEvent<'_>) -> Result<String, serde_
 
 impl DetectionLog {
     /// Wraps the writer of the detection log.
-    pub fn new(writer: LogWriter) -> Self {
+    pub(crate) fn new(writer: LogWriter) -> Self {
         DetectionLog { writer }
     }
 
     /// Writes `event`, logged at `now`. Lines are written in the order of the calls, so a
     /// cause (a `detection`) is written before its effect (the `ban`) by calling in that order.
-    pub fn write(&self, now: DateTime<Utc>, event: &LogEvent<'_>) {
+    pub(crate) fn write(&self, now: DateTime<Utc>, event: &LogEvent<'_>) {
         match render(now, event) {
             Ok(line) => self.writer.write(line),
             // Only a failing custom serialiser could get here; none of the events has one.

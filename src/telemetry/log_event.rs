@@ -20,7 +20,7 @@ use crate::detect::{DetectionEvent, Severity};
 /// docs.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum LogEvent<'a> {
+pub(crate) enum LogEvent<'a> {
     /// A key first reached its rule's threshold in a window.
     Detection(Finding<'a>),
     /// A flagged key's window closed (or its sliding count fell below the threshold, or the
@@ -38,7 +38,7 @@ pub enum LogEvent<'a> {
 /// and the `action` label of `ollama_guard_detections_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Action {
+pub(crate) enum Action {
     /// Logged only (monitor mode, a log-only rule, or an exempt source).
     Logged,
     /// The source is banned (now, or already was).
@@ -47,7 +47,7 @@ pub enum Action {
 
 impl Action {
     /// The log value and metric label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Logged => "logged",
             Action::Banned => "banned",
@@ -58,43 +58,43 @@ impl Action {
 /// The fields of a `detection` or `window_summary` event: the engine's figures and what was
 /// done about them.
 #[derive(Debug, Clone, Serialize)]
-pub struct Finding<'a> {
+pub(crate) struct Finding<'a> {
     /// The rule's name.
-    pub rule: &'a str,
+    pub(crate) rule: &'a str,
     /// The Splunk ESCU detection id the rule mirrors (`null` when none).
-    pub escu_id: Option<&'a str>,
+    pub(crate) escu_id: Option<&'a str>,
     /// MITRE ATT&CK technique id(s) (`null` when none).
-    pub mitre: Option<&'a str>,
+    pub(crate) mitre: Option<&'a str>,
     /// Human label of the attack.
-    pub attack_type: &'a str,
+    pub(crate) attack_type: &'a str,
     /// The source: IPv4 address, IPv6 address or IPv6 network.
-    pub src: &'a str,
+    pub(crate) src: &'a str,
     /// The normalised path; absent for rules grouped by source only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub uri_path: Option<&'a str>,
+    pub(crate) uri_path: Option<&'a str>,
     /// The method of the key's first qualifying request in the window.
-    pub http_method: &'a str,
+    pub(crate) http_method: &'a str,
     /// Start of the window.
     #[serde(serialize_with = "ser_time")]
-    pub window_start: DateTime<Utc>,
+    pub(crate) window_start: DateTime<Utc>,
     /// End of the window (exclusive).
     #[serde(serialize_with = "ser_time")]
-    pub window_end: DateTime<Utc>,
+    pub(crate) window_end: DateTime<Utc>,
     /// Qualifying requests counted.
-    pub count: u64,
+    pub(crate) count: u64,
     /// Mean latency in seconds, 2 decimals.
-    pub avg_response_time: f64,
+    pub(crate) avg_response_time: f64,
     /// Largest latency in seconds, 2 decimals.
-    pub max_response_time: f64,
+    pub(crate) max_response_time: f64,
     /// Severity from the rounded figures.
-    pub severity: Severity,
+    pub(crate) severity: Severity,
     /// What was done.
-    pub action: Action,
+    pub(crate) action: Action,
 }
 
 impl<'a> Finding<'a> {
     /// The fields of verdict `d`, with what was done about it.
-    pub fn new(d: &'a DetectionEvent, action: Action) -> Self {
+    pub(crate) fn new(d: &'a DetectionEvent, action: Action) -> Self {
         Finding {
             rule: &d.rule,
             escu_id: d.escu_id.as_deref(),
@@ -116,26 +116,26 @@ impl<'a> Finding<'a> {
 
 /// The fields of a `ban` event (and the first fields of an `unban`).
 #[derive(Debug, Clone, Serialize)]
-pub struct BanEvent<'a> {
+pub(crate) struct BanEvent<'a> {
     /// The banned source as displayed (`192.0.2.1`, `2001:db8:1:2::/64`).
-    pub src: String,
+    pub(crate) src: String,
     /// When the ban ends (for an `unban`, when it was scheduled to end, or the lift).
     #[serde(serialize_with = "ser_time")]
-    pub until: DateTime<Utc>,
+    pub(crate) until: DateTime<Utc>,
     /// Why, in words.
-    pub reason: &'a str,
+    pub(crate) reason: &'a str,
     /// Which offence of this source within the ban memory.
-    pub offence: u32,
+    pub(crate) offence: u32,
     /// Restored from `state_dir` at start-up rather than started now.
-    pub restored: bool,
+    pub(crate) restored: bool,
     /// The rule that banned, or `admin`.
-    pub rule: &'a str,
+    pub(crate) rule: &'a str,
 }
 
 /// Why a ban ended: the `ended` field of `unban`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Ended {
+pub(crate) enum Ended {
     /// Its time ran out.
     Expired,
     /// Lifted through the admin API.
@@ -146,27 +146,27 @@ pub enum Ended {
 
 /// The fields of an `unban` event: the ban that ended, and why.
 #[derive(Debug, Clone, Serialize)]
-pub struct UnbanEvent<'a> {
+pub(crate) struct UnbanEvent<'a> {
     /// The ban (`restored` is always `false`).
     #[serde(flatten)]
-    pub ban: BanEvent<'a>,
+    pub(crate) ban: BanEvent<'a>,
     /// Why it ended.
-    pub ended: Ended,
+    pub(crate) ended: Ended,
 }
 
 /// The fields of a `blocked` event.
 #[derive(Debug, Clone, Serialize)]
-pub struct BlockedEvent<'a> {
+pub(crate) struct BlockedEvent<'a> {
     /// The ban's source as displayed (the ban's network, not the client's address).
-    pub src: &'a str,
+    pub(crate) src: &'a str,
     /// The refused request's path.
-    pub uri_path: &'a str,
+    pub(crate) uri_path: &'a str,
     /// The refused request's method.
-    pub http_method: &'a str,
+    pub(crate) http_method: &'a str,
     /// Requests refused under this ban since the previous `blocked` event and not logged.
-    pub blocked_since_last: u64,
+    pub(crate) blocked_since_last: u64,
     /// The rule that banned, or `admin`.
-    pub rule: &'a str,
+    pub(crate) rule: &'a str,
 }
 
 /// RFC 3339 UTC with milliseconds, the one time format of the log.

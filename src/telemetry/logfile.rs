@@ -20,11 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::LogTarget;
 
 /// Lines queued per log before new lines are dropped.
-pub const DEFAULT_CAPACITY: usize = 65_536;
+pub(crate) const DEFAULT_CAPACITY: usize = 65_536;
 
 /// Bytes queued per log before new lines are dropped: long request targets must not turn a
 /// stalled disk into gigabytes of queue.
-pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 enum Msg {
     Line(String),
@@ -34,7 +34,7 @@ enum Msg {
 
 /// A handle to one log; cheap to clone.
 #[derive(Clone)]
-pub struct LogWriter {
+pub(crate) struct LogWriter {
     tx: mpsc::Sender<Msg>,
     dropped: IntCounter,
     name: &'static str,
@@ -100,7 +100,7 @@ static LAST_WARN: AtomicU64 = AtomicU64::new(0);
 
 impl LogWriter {
     /// Opens `target` (failing now, not later) and starts the writer thread.
-    pub fn spawn(
+    pub(crate) fn spawn(
         name: &'static str,
         target: &LogTarget,
         capacity: usize,
@@ -142,7 +142,7 @@ impl LogWriter {
     }
 
     /// Queues one line (the newline is added here). Never blocks.
-    pub fn write(&self, mut line: String) {
+    pub(crate) fn write(&self, mut line: String) {
         line.push('\n');
         let len = line.len();
         let over = self.queued.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES;
@@ -163,13 +163,13 @@ impl LogWriter {
 
     /// Asks the writer to reopen its file (logrotate). The request is a flag the writer checks
     /// before every batch, so it is never lost, even when the queue is full.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
         let _ = self.tx.try_send(Msg::Reopen);
     }
 
     /// Waits until every line queued before this call is written and flushed.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Msg::Flush(ack)).await.is_ok() {
             let _ = done.await;

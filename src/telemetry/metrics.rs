@@ -19,13 +19,13 @@ use crate::route::Route;
 
 /// Histogram buckets of request durations: sub-second API calls up to hour-long pulls, with
 /// the seed rule's edges (40, 50, 55, 60 s) as exact boundaries.
-pub const DURATION_BUCKETS: &[f64] = &[
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 55.0,
     60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
 /// Buckets of time to first byte (first token): finer at the low end.
-pub const TTFB_BUCKETS: &[f64] = &[
+pub(crate) const TTFB_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 3600.0,
 ];
@@ -35,7 +35,7 @@ const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
 /// Upstream error kinds (README, "Metrics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
+pub(crate) enum UpstreamErrorKind {
     /// TCP connect refused or failed.
     Connect,
     /// Connect timed out.
@@ -49,7 +49,7 @@ impl UpstreamErrorKind {
     const ALL: [UpstreamErrorKind; 3] = [Self::Connect, Self::Timeout, Self::Reset];
 
     /// Label value.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Timeout => "timeout",
@@ -59,9 +59,9 @@ impl UpstreamErrorKind {
 }
 
 /// Severity labels pre-initialised for `detections_total`.
-pub const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
+pub(crate) const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
 /// Action labels of `detections_total`.
-pub const ACTIONS: [&str; 2] = ["logged", "banned"];
+pub(crate) const ACTIONS: [&str; 2] = ["logged", "banned"];
 
 fn status_class(status: u16) -> usize {
     match status {
@@ -80,43 +80,44 @@ fn slot(route: Route, method: Method, class: usize, outcome: Outcome) -> usize {
 }
 
 /// All metric families of one process.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests_vec: IntCounterVec,
     requests: Box<[OnceLock<IntCounter>]>,
     duration: Box<[Histogram]>,
     ttfb: Box<[Histogram]>,
     /// Requests currently being proxied.
-    pub in_flight: IntGauge,
+    pub(crate) in_flight: IntGauge,
     upstream_errors: [IntCounter; 3],
     /// `detections_total{rule,severity,action}`.
-    pub detections: IntCounterVec,
+    pub(crate) detections: IntCounterVec,
     /// `blocked_requests_total{rule}`.
-    pub blocked: IntCounterVec,
+    pub(crate) blocked: IntCounterVec,
     /// Bans in force.
-    pub active_bans: IntGauge,
+    pub(crate) active_bans: IntGauge,
     /// Detection counter entries.
-    pub tracked_keys: IntGauge,
+    pub(crate) tracked_keys: IntGauge,
     /// Counter entries evicted by the `max_tracked_keys` cap.
-    pub tracked_key_evictions: IntCounter,
+    pub(crate) tracked_key_evictions: IntCounter,
     /// Log lines dropped because a log writer could not keep up (`log` = access | detection).
-    pub log_lines_dropped: IntCounterVec,
+    pub(crate) log_lines_dropped: IntCounterVec,
     /// Config reloads by result (`success` | `failure`).
-    pub config_reloads: IntCounterVec,
+    pub(crate) config_reloads: IntCounterVec,
     /// `refused_requests_total{reason}`: refused before forwarding for what the request is.
-    pub refused: IntCounterVec,
+    pub(crate) refused: IntCounterVec,
     /// `refused_requests_total{reason="host"}`, resolved for the request path.
-    pub refused_host: IntCounter,
+    pub(crate) refused_host: IntCounter,
     /// `connections_rejected_total{reason}`: connections turned away by a limit.
-    pub connections_rejected: IntCounterVec,
+    pub(crate) connections_rejected: IntCounterVec,
     /// Client connections open now (proxy listener).
-    pub open_connections: IntGauge,
+    pub(crate) open_connections: IntGauge,
 }
 
 /// Reasons of `refused_requests_total` known at start.
-pub const REFUSAL_REASONS: [&str; 1] = ["host"];
+pub(crate) const REFUSAL_REASONS: [&str; 1] = ["host"];
 /// Reasons of `connections_rejected_total`.
-pub const CONNECTION_REJECT_REASONS: [&str; 3] = ["max_connections", "per_source", "accept_error"];
+pub(crate) const CONNECTION_REJECT_REASONS: [&str; 3] =
+    ["max_connections", "per_source", "accept_error"];
 
 /// Registration failed (a programming error: duplicate or invalid metric).
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +134,7 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(
 
 impl Metrics {
     /// Registers every family; `rules` are the configured rule names (pre-initialised labels).
-    pub fn new(rules: &[String]) -> Result<Metrics, MetricsError> {
+    pub(crate) fn new(rules: &[String]) -> Result<Metrics, MetricsError> {
         let r = Registry::new_custom(Some("ollama_guard".into()), None)?;
         let requests_vec = reg(
             &r,
@@ -326,7 +327,7 @@ impl Metrics {
     }
 
     /// Creates the zero series of a rule (at start, and for rules a reload adds).
-    pub fn init_rule(&self, rule: &str) {
+    pub(crate) fn init_rule(&self, rule: &str) {
         for sev in SEVERITIES {
             for action in ACTIONS {
                 self.detections.with_label_values(&[rule, sev, action]);
@@ -354,7 +355,7 @@ impl Metrics {
     }
 
     /// Counts one finished request.
-    pub fn observe(&self, rec: &RequestRecord) {
+    pub(crate) fn observe(&self, rec: &RequestRecord) {
         self.request_counter(rec.route, rec.method, status_class(rec.status), rec.outcome)
             .inc();
         if rec.outcome.is_refusal() {
@@ -367,17 +368,17 @@ impl Metrics {
     }
 
     /// The counter of one upstream failure kind (resolved once, for the request path).
-    pub fn upstream_error_counter(&self, kind: UpstreamErrorKind) -> IntCounter {
+    pub(crate) fn upstream_error_counter(&self, kind: UpstreamErrorKind) -> IntCounter {
         self.upstream_errors[kind as usize].clone()
     }
 
     /// Counts one upstream failure.
-    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+    pub(crate) fn upstream_error(&self, kind: UpstreamErrorKind) {
         self.upstream_errors[kind as usize].inc();
     }
 
     /// The text exposition format.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {

@@ -1,12 +1,12 @@
 //! Telemetry: Prometheus metrics, the access log and the detection log.
 
-pub mod access_log;
-pub mod detection_log;
-pub mod log_event;
-pub mod logfile;
-pub mod metrics;
-pub mod throttle;
+pub(crate) mod access_log;
+pub(crate) mod detection_log;
+pub(crate) mod log_event;
+pub(crate) mod logfile;
+pub(crate) mod metrics;
+pub(crate) mod throttle;
 
-pub use detection_log::DetectionLog;
-pub use logfile::LogWriter;
-pub use metrics::{Metrics, UpstreamErrorKind};
+pub(crate) use detection_log::DetectionLog;
+pub(crate) use logfile::LogWriter;
+pub(crate) use metrics::{Metrics, UpstreamErrorKind};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// One warning's rate limit.
 #[derive(Debug)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     every: Duration,
     last: Mutex<Option<Instant>>,
     suppressed: AtomicU64,
@@ -16,7 +16,7 @@ pub struct Throttle {
 
 impl Throttle {
     /// At most one warning per `every`.
-    pub const fn new(every: Duration) -> Self {
+    pub(crate) const fn new(every: Duration) -> Self {
         Throttle {
             every,
             last: Mutex::new(None),
@@ -26,7 +26,7 @@ impl Throttle {
 
     /// `Some(n)` when a warning may be written now (`n` = occurrences suppressed since the
     /// last one); `None` when this occurrence is only counted.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let now = Instant::now();
         let mut last = match self.last.try_lock() {
             Ok(guard) => guard,

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::detect::{default_rules, RuleAction, Severity};
+use crate::detect::event::RuleAction;
+use crate::detect::rule::Cutoff;
+use crate::detect::{default_rules, Severity};
 
 fn exfil() -> RuleConfig {
     crate::detect::builtin::model_exfiltration()
@@ -215,8 +217,8 @@ fn severity_by_max_latency_and_by_count() {
 
     let by_count = engine(&[rule("c", |r| {
         r.severity_by = "count".into();
-        r.severity_high = Some(crate::detect::Cutoff::Count(2));
-        r.severity_medium = Some(crate::detect::Cutoff::Count(1));
+        r.severity_high = Some(Cutoff::Count(2));
+        r.severity_medium = Some(Cutoff::Count(1));
     })]);
     let recs: Vec<_> = (0..3).map(|i| req("10.0.0.1", "/a", secs(1), i)).collect();
     assert_eq!(only(&feed(&by_count, &recs)).severity, Severity::Low);

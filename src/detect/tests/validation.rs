@@ -1,7 +1,8 @@
 //! Rule validation messages, defaults and the TOML shape.
 
 use super::*;
-use crate::detect::{default_rules, Cutoff, Rule, RuleError};
+use crate::detect::rule::{Cutoff, SeverityRule};
+use crate::detect::{default_rules, Rule, RuleError};
 
 fn error_of(cfg: RuleConfig) -> String {
     Rule::from_config(&cfg).unwrap_err().to_string()
@@ -177,7 +178,7 @@ fn count_cutoffs_accept_integers_and_digit_strings() {
     let rules = build_rules(&toml_rules(text).unwrap()).unwrap();
     assert_eq!(
         rules[0].severity(),
-        crate::detect::SeverityRule::Count {
+        SeverityRule::Count {
             high: 500,
             medium: 200
         }

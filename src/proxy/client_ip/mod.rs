@@ -22,7 +22,7 @@ use ipnet::IpNet;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-pub use crate::ip::canonical;
+pub(crate) use crate::ip::canonical;
 
 fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
@@ -73,7 +73,7 @@ enum Step {
 }
 
 /// Resolves the client address of a request from its socket peer and headers.
-pub fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+pub(crate) fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     if trusted.is_empty() || !is_trusted(peer, trusted) {
         return peer;

@@ -28,7 +28,7 @@ use crate::telemetry::UpstreamErrorKind;
 
 /// What the client did wrong while its request body was being forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientFault {
+pub(crate) enum ClientFault {
     /// The body's framing was invalid (bad chunk size, bad chunk terminator): `400`.
     Malformed,
     /// The client closed or reset the connection before the body was complete.
@@ -39,7 +39,7 @@ pub enum ClientFault {
 
 /// The origin of a failed exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// The downstream client caused it.
     Client(ClientFault),
     /// The upstream caused it.
@@ -47,11 +47,11 @@ pub enum Fault {
 }
 
 /// The error type of any request body (hyper's, in production).
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// An error of the client's request body, as the upstream client sees it.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
+pub(crate) enum ClientBodyError {
     /// Reading the body from the client failed.
     #[error("client request body: {0}")]
     Read(#[source] BoxError),
@@ -62,7 +62,7 @@ pub enum ClientBodyError {
 
 impl ClientBodyError {
     /// The fault this error is.
-    pub fn fault(&self) -> ClientFault {
+    pub(crate) fn fault(&self) -> ClientFault {
         match self {
             ClientBodyError::Idle(_) => ClientFault::Idle,
             ClientBodyError::Read(e) => match io_kind(&**e) {
@@ -78,7 +78,7 @@ impl ClientBodyError {
 
 /// The first client fault of one request, shared by its request and response bodies.
 #[derive(Debug, Default)]
-pub struct FaultCell(AtomicU8);
+pub(crate) struct FaultCell(AtomicU8);
 
 impl FaultCell {
     fn set(&self, fault: ClientFault) {
@@ -93,7 +93,7 @@ impl FaultCell {
     }
 
     /// The client fault noted so far, if any.
-    pub fn get(&self) -> Option<ClientFault> {
+    pub(crate) fn get(&self) -> Option<ClientFault> {
         match self.0.load(Ordering::Relaxed) {
             1 => Some(ClientFault::Malformed),
             2 => Some(ClientFault::Aborted),
@@ -106,7 +106,7 @@ impl FaultCell {
 pin_project! {
     /// The client's request body on its way upstream: frames pass through untouched; a read
     /// error or a stall longer than `idle` becomes a [`ClientBodyError`].
-    pub struct ClientBody<B = Incoming> {
+    pub(crate) struct ClientBody<B = Incoming> {
         #[pin]
         inner: B,
         idle: Duration,
@@ -117,7 +117,7 @@ pin_project! {
 
 impl<B> ClientBody<B> {
     /// Wraps a request body; `fault` is shared with the response side.
-    pub fn new(inner: B, idle: Duration, fault: Arc<FaultCell>) -> Self {
+    pub(crate) fn new(inner: B, idle: Duration, fault: Arc<FaultCell>) -> Self {
         ClientBody {
             inner,
             idle,
@@ -200,21 +200,11 @@ fn client_body_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a ClientBo
 }
 
 /// Classifies a failed upstream exchange by its origin.
-pub fn classify(e: &hyper_util::client::legacy::Error) -> Fault {
+pub(crate) fn classify(e: &hyper_util::client::legacy::Error) -> Fault {
     if let Some(client) = client_body_error(e) {
         return Fault::Client(client.fault());
     }
     Fault::Upstream(upstream_kind(e.is_connect(), e))
-}
-
-/// Classifies an error of the upstream response body (the exchange had begun), consulting
-/// what the request body noted: a response that breaks because the client's upload did is
-/// the client's fault.
-pub fn classify_response_error(cell: Option<&FaultCell>, e: &(dyn StdError + 'static)) -> Fault {
-    match cell.and_then(FaultCell::get) {
-        Some(fault) => Fault::Client(fault),
-        None => Fault::Upstream(upstream_kind(false, e)),
-    }
 }
 
 fn upstream_kind(connect: bool, e: &(dyn StdError + 'static)) -> UpstreamErrorKind {

@@ -199,21 +199,10 @@ async fn upstream_closing_or_garbling_the_response_is_an_upstream_reset() {
 }
 
 #[test]
-fn response_errors_are_the_clients_fault_only_when_its_body_failed_first() {
-    let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-    assert_eq!(
-        classify_response_error(None, &io),
-        Fault::Upstream(UpstreamErrorKind::Reset)
-    );
+fn the_fault_cell_keeps_the_first_client_fault() {
     let cell = FaultCell::default();
-    assert_eq!(
-        classify_response_error(Some(&cell), &io),
-        Fault::Upstream(UpstreamErrorKind::Reset)
-    );
+    assert_eq!(cell.get(), None);
     cell.set(ClientFault::Aborted);
     cell.set(ClientFault::Malformed);
-    assert_eq!(
-        classify_response_error(Some(&cell), &io),
-        Fault::Client(ClientFault::Aborted)
-    );
+    assert_eq!(cell.get(), Some(ClientFault::Aborted));
 }

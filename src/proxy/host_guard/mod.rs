@@ -33,7 +33,7 @@ const INTERFACE_REFRESH: Duration = Duration::from_secs(10);
 
 /// Why a request's host was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostRefusal {
+pub(crate) enum HostRefusal {
     /// A name the policy does not allow: `403`, empty body (Ollama's answer).
     NotAllowed,
     /// Several `Host` headers, or one that is not text: `400`.
@@ -42,7 +42,7 @@ pub enum HostRefusal {
 
 /// The rule in force on one listener.
 #[derive(Debug)]
-pub struct HostPolicy {
+pub(crate) struct HostPolicy {
     kind: Kind,
 }
 
@@ -74,7 +74,7 @@ struct LocalNames {
 impl HostPolicy {
     /// The policy for a listener on `listen`; `allowed` is the validated `allowed_hosts`
     /// (lower case). An empty list counts as unset.
-    pub fn new(listen: SocketAddr, allowed: Option<&[String]>) -> HostPolicy {
+    pub(crate) fn new(listen: SocketAddr, allowed: Option<&[String]>) -> HostPolicy {
         let kind = match allowed {
             Some(list) if !list.is_empty() => {
                 Kind::Listed(list.iter().map(|e| pattern(e)).collect())
@@ -86,13 +86,13 @@ impl HostPolicy {
     }
 
     /// Whether this policy can refuse anything (the request path skips it when not).
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         matches!(self.kind, Kind::Any)
             || matches!(&self.kind, Kind::Listed(p) if p.contains(&Pattern::All))
     }
 
     /// Checks the host a request addresses.
-    pub fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), HostRefusal> {
+    pub(crate) fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), HostRefusal> {
         if self.is_open() {
             return Ok(());
         }

@@ -16,14 +16,14 @@ use crate::proxy::client_ip::{canonical, resolve};
 
 /// Resolves the client of each request on one connection.
 #[derive(Clone)]
-pub struct ClientIpLayer {
+pub(crate) struct ClientIpLayer {
     peer: SocketAddr,
     trusted: Arc<ArcSwap<Vec<IpNet>>>,
 }
 
 impl ClientIpLayer {
     /// For the connection from `peer`; `trusted` is the live trusted-proxy list.
-    pub fn new(peer: SocketAddr, trusted: Arc<ArcSwap<Vec<IpNet>>>) -> Self {
+    pub(crate) fn new(peer: SocketAddr, trusted: Arc<ArcSwap<Vec<IpNet>>>) -> Self {
         ClientIpLayer { peer, trusted }
     }
 }
@@ -40,7 +40,7 @@ impl<S> Layer<S> for ClientIpLayer {
 
 /// The client-IP service.
 #[derive(Clone)]
-pub struct ClientIp<S> {
+pub(crate) struct ClientIp<S> {
     inner: S,
     layer: ClientIpLayer,
 }

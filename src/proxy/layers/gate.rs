@@ -15,13 +15,13 @@ use crate::record::Outcome;
 
 /// Refuses banned sources.
 #[derive(Clone)]
-pub struct GateLayer {
+pub(crate) struct GateLayer {
     gate: Arc<dyn Gate>,
 }
 
 impl GateLayer {
     /// Asks `gate` about every request.
-    pub fn new(gate: Arc<dyn Gate>) -> Self {
+    pub(crate) fn new(gate: Arc<dyn Gate>) -> Self {
         GateLayer { gate }
     }
 }
@@ -38,7 +38,7 @@ impl<S> Layer<S> for GateLayer {
 
 /// The gate service.
 #[derive(Clone)]
-pub struct GateService<S> {
+pub(crate) struct GateService<S> {
     inner: S,
     gate: Arc<dyn Gate>,
 }

@@ -18,14 +18,14 @@ use crate::record::Outcome;
 
 /// Refuses hosts the policy does not serve.
 #[derive(Clone)]
-pub struct HostGuardLayer {
+pub(crate) struct HostGuardLayer {
     policy: Arc<ArcSwap<HostPolicy>>,
     refused: IntCounter,
 }
 
 impl HostGuardLayer {
     /// `policy` is live (swapped on reload); `refused` counts refusals.
-    pub fn new(policy: Arc<ArcSwap<HostPolicy>>, refused: IntCounter) -> Self {
+    pub(crate) fn new(policy: Arc<ArcSwap<HostPolicy>>, refused: IntCounter) -> Self {
         HostGuardLayer { policy, refused }
     }
 }
@@ -42,7 +42,7 @@ impl<S> Layer<S> for HostGuardLayer {
 
 /// The host-guard service.
 #[derive(Clone)]
-pub struct HostGuard<S> {
+pub(crate) struct HostGuard<S> {
     inner: S,
     layer: HostGuardLayer,
 }

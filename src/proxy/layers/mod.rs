@@ -8,12 +8,12 @@
 //! and the request's fault cell, set by the record layer) and [`Disposition`] (how a layer
 //! that answered by itself wants the exchange recorded).
 
-pub mod client_ip;
-pub mod gate;
-pub mod host_guard;
-pub mod record;
-pub mod rewrite;
-pub mod upstream_error;
+pub(crate) mod client_ip;
+pub(crate) mod gate;
+pub(crate) mod host_guard;
+pub(crate) mod record;
+pub(crate) mod rewrite;
+pub(crate) mod upstream_error;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -31,40 +31,44 @@ use super::fault::FaultCell;
 use crate::record::Outcome;
 
 /// A response body: the upstream's own (`Left`) or one the guard wrote (`Right`).
-pub type Answer<B> = Either<B, Full<Bytes>>;
+pub(crate) type Answer<B> = Either<B, Full<Bytes>>;
 
 /// Who is calling: set by the client-IP layer, read by every layer below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Client {
+pub(crate) struct Client {
     /// The resolved client (the socket peer, or the hop a trusted proxy vouched for).
-    pub src: IpAddr,
+    pub(crate) src: IpAddr,
     /// The socket peer.
-    pub peer: IpAddr,
+    pub(crate) peer: IpAddr,
 }
 
 /// What the record layer learned about the request, for the layers below it.
 #[derive(Debug, Clone)]
-pub struct Meta {
+pub(crate) struct Meta {
     /// The normalised path (the detection key).
-    pub path: Cow<'static, str>,
+    pub(crate) path: Cow<'static, str>,
     /// The method text.
-    pub method_text: Cow<'static, str>,
+    pub(crate) method_text: Cow<'static, str>,
     /// Where the request body notes a client fault (read by the response side).
-    pub fault: Arc<FaultCell>,
+    pub(crate) fault: Arc<FaultCell>,
 }
 
 /// How an exchange a layer answered itself is recorded: its outcome, and the status the
 /// logs show when it differs from the one sent (499 for a client that is gone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Disposition {
+pub(crate) struct Disposition {
     /// The record's outcome.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
     /// The logged status, when not the response's.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
 }
 
 /// Marks `resp` as answered by the guard with `outcome`.
-pub fn answered<B>(mut resp: Response<B>, outcome: Outcome, status: Option<u16>) -> Response<B> {
+pub(crate) fn answered<B>(
+    mut resp: Response<B>,
+    outcome: Outcome,
+    status: Option<u16>,
+) -> Response<B> {
     resp.extensions_mut()
         .insert(Disposition { outcome, status });
     resp
@@ -72,7 +76,7 @@ pub fn answered<B>(mut resp: Response<B>, outcome: Outcome, status: Option<u16>)
 
 /// A refusal: recorded with `outcome`, and the connection closed after it, so a refused
 /// client cannot park keep-alive connections on the guard's slots.
-pub fn refusal<B>(resp: Response<Full<Bytes>>, outcome: Outcome) -> Response<Answer<B>> {
+pub(crate) fn refusal<B>(resp: Response<Full<Bytes>>, outcome: Outcome) -> Response<Answer<B>> {
     let mut resp = answered(resp.map(Either::Right), outcome, None);
     resp.headers_mut().insert(
         http::header::CONNECTION,
@@ -85,7 +89,7 @@ pin_project! {
     /// The future of a layer that either answers at once or asks the inner service.
     #[project = ShortCircuitProj]
     #[allow(missing_docs)] // variant fields; pin-project-lite takes no docs there
-    pub enum ShortCircuit<F, B> {
+    pub(crate) enum ShortCircuit<F, B> {
         /// Answered by the layer (the answer, until it is taken).
         Answer { resp: Option<Response<Answer<B>>> },
         /// Forwarded (the inner service's future).
@@ -95,7 +99,7 @@ pin_project! {
 
 impl<F, B> ShortCircuit<F, B> {
     /// A future that yields `resp`.
-    pub fn answer(resp: Response<Answer<B>>) -> Self {
+    pub(crate) fn answer(resp: Response<Answer<B>>) -> Self {
         ShortCircuit::Answer { resp: Some(resp) }
     }
 }

@@ -32,24 +32,24 @@ use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 use crate::route;
 
 /// Where records go and what they count.
-pub struct RecordCtx {
+pub(crate) struct RecordCtx {
     /// The record pipeline.
-    pub sink: Arc<dyn RecordSink>,
+    pub(crate) sink: Arc<dyn RecordSink>,
     /// `in_flight_requests`.
-    pub in_flight: IntGauge,
+    pub(crate) in_flight: IntGauge,
     /// `upstream_errors_total{kind="reset"}`: forwarded bodies that break mid-stream.
-    pub resets: IntCounter,
+    pub(crate) resets: IntCounter,
 }
 
 /// Records every request.
 #[derive(Clone)]
-pub struct RecordLayer {
+pub(crate) struct RecordLayer {
     ctx: Arc<RecordCtx>,
 }
 
 impl RecordLayer {
     /// Records into `ctx.sink`.
-    pub fn new(ctx: RecordCtx) -> Self {
+    pub(crate) fn new(ctx: RecordCtx) -> Self {
         RecordLayer { ctx: Arc::new(ctx) }
     }
 }
@@ -66,7 +66,7 @@ impl<S> Layer<S> for RecordLayer {
 
 /// The record service.
 #[derive(Clone)]
-pub struct Record<S> {
+pub(crate) struct Record<S> {
     inner: S,
     ctx: Arc<RecordCtx>,
 }
@@ -146,7 +146,7 @@ where
 
 pin_project! {
     /// Waits for the response head; the [`HeadGuard`] records a client that leaves first.
-    pub struct RecordFuture<F> {
+    pub(crate) struct RecordFuture<F> {
         #[pin]
         fut: F,
         guard: Option<HeadGuard>,

@@ -24,26 +24,26 @@ use crate::proxy::fault::{ClientBody, FaultCell};
 use crate::proxy::headers;
 
 /// Where requests go.
-pub struct Target {
+pub(crate) struct Target {
     /// `http`.
-    pub scheme: Scheme,
+    pub(crate) scheme: Scheme,
     /// `host:port` of the upstream.
-    pub authority: Authority,
+    pub(crate) authority: Authority,
     /// The same, as the `Host` header value.
-    pub host: HeaderValue,
+    pub(crate) host: HeaderValue,
     /// `timeouts.body_idle`.
-    pub body_idle: Duration,
+    pub(crate) body_idle: Duration,
 }
 
 /// Points requests at the upstream.
 #[derive(Clone)]
-pub struct RewriteLayer {
+pub(crate) struct RewriteLayer {
     target: Arc<Target>,
 }
 
 impl RewriteLayer {
     /// Rewrites for `target`.
-    pub fn new(target: Target) -> Self {
+    pub(crate) fn new(target: Target) -> Self {
         RewriteLayer {
             target: Arc::new(target),
         }
@@ -62,7 +62,7 @@ impl<S> Layer<S> for RewriteLayer {
 
 /// The rewrite service.
 #[derive(Clone)]
-pub struct Rewrite<S> {
+pub(crate) struct Rewrite<S> {
     inner: S,
     target: Arc<Target>,
 }
@@ -125,7 +125,7 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
 
 pin_project! {
     /// The upstream exchange; hop-by-hop headers are removed from its response.
-    pub struct RewriteFuture<F> {
+    pub(crate) struct RewriteFuture<F> {
         #[pin]
         fut: F,
     }

@@ -25,7 +25,7 @@ use crate::telemetry::Metrics;
 
 /// An error that can say whose fault it was (implemented by the upstream client's error;
 /// tests use their own).
-pub trait Classify {
+pub(crate) trait Classify {
     /// The side at fault, and how.
     fn fault(&self) -> Fault;
     /// The cause, for the answer and the log.
@@ -42,22 +42,22 @@ impl Classify for hyper_util::client::legacy::Error {
 }
 
 /// What the layer counts and names.
-pub struct ErrorCtx {
+pub(crate) struct ErrorCtx {
     /// Metrics (`upstream_errors_total`).
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The upstream URL, for the warning.
-    pub upstream: String,
+    pub(crate) upstream: String,
 }
 
 /// Maps failed exchanges to answers.
 #[derive(Clone)]
-pub struct UpstreamErrorLayer {
+pub(crate) struct UpstreamErrorLayer {
     ctx: Arc<ErrorCtx>,
 }
 
 impl UpstreamErrorLayer {
     /// Counts in `ctx.metrics`.
-    pub fn new(ctx: ErrorCtx) -> Self {
+    pub(crate) fn new(ctx: ErrorCtx) -> Self {
         UpstreamErrorLayer { ctx: Arc::new(ctx) }
     }
 }
@@ -74,7 +74,7 @@ impl<S> Layer<S> for UpstreamErrorLayer {
 
 /// The upstream-error service.
 #[derive(Clone)]
-pub struct UpstreamError<S> {
+pub(crate) struct UpstreamError<S> {
     inner: S,
     ctx: Arc<ErrorCtx>,
 }
@@ -105,7 +105,7 @@ where
 
 pin_project! {
     /// The inner exchange, its failure answered.
-    pub struct ErrorFuture<F> {
+    pub(crate) struct ErrorFuture<F> {
         #[pin]
         fut: F,
         ctx: Arc<ErrorCtx>,

@@ -19,10 +19,10 @@ use super::fault::FaultCell;
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 
 /// Status recorded when the client left before a response head was sent (nginx's 499).
-pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Everything about a request known before its response, waiting for its end.
-pub struct Completion {
+pub(crate) struct Completion {
     /// The record with `status`, `ttfb`, `total`, `completed_at`, `outcome` still to fill.
     pub(crate) record: RequestRecord,
     /// When the request head was read.
@@ -39,11 +39,11 @@ pub struct Completion {
 }
 
 /// +1 on `in_flight_requests` while alive.
-pub struct InFlight(IntGauge);
+pub(crate) struct InFlight(IntGauge);
 
 impl InFlight {
     /// Increments the gauge; the drop decrements it.
-    pub fn new(gauge: IntGauge) -> Self {
+    pub(crate) fn new(gauge: IntGauge) -> Self {
         gauge.inc();
         InFlight(gauge)
     }
@@ -77,20 +77,25 @@ impl Completion {
 }
 
 /// Records a cancelled request if the request future is dropped before a response exists.
-pub struct HeadGuard {
+pub(crate) struct HeadGuard {
     completion: Option<Completion>,
 }
 
 impl HeadGuard {
     /// Arms the guard.
-    pub fn new(completion: Completion) -> Self {
+    pub(crate) fn new(completion: Completion) -> Self {
         HeadGuard {
             completion: Some(completion),
         }
     }
 
     /// Disarms the guard: the response exists, its body takes over with this status.
-    pub fn into_body<B: Body>(mut self, status: u16, outcome: Outcome, inner: B) -> TimingBody<B> {
+    pub(crate) fn into_body<B: Body>(
+        mut self,
+        status: u16,
+        outcome: Outcome,
+        inner: B,
+    ) -> TimingBody<B> {
         let mut completion = self.completion.take();
         // hyper sends no body for HEAD, 1xx, 204 and 304 and drops it unpolled: that drop is
         // the normal end of the exchange, not a client disconnect.
@@ -106,7 +111,7 @@ impl HeadGuard {
 
 impl HeadGuard {
     /// The response is Ollama's: a failure of its body from now on is an upstream reset.
-    pub fn count_resets(&mut self, resets: IntCounter) {
+    pub(crate) fn count_resets(&mut self, resets: IntCounter) {
         if let Some(c) = self.completion.as_mut() {
             c.upstream_resets = Some(resets);
         }
@@ -123,7 +128,7 @@ impl Drop for HeadGuard {
 }
 
 /// A response body that records its request when it ends, fails or is dropped.
-pub type TimingBody<B> = EosBody<B, Completion>;
+pub(crate) type TimingBody<B> = EosBody<B, Completion>;
 
 impl OnEos for Completion {
     fn on_eos(self, eos: Eos) {

@@ -102,11 +102,11 @@ fn ambiguous_local_time_without_a_previous_line_is_the_earlier_instant() {
     // Berlin, 2025-10-26: 03:00 CEST goes back to 02:00 CET; 02:30 happens twice.
     let mut r = LogZone::Named(Tz::Europe__Berlin).resolver();
     assert_eq!(
-        r.to_utc(local(2025, 10, 26, 2, 30, 0)),
+        r.utc_of(local(2025, 10, 26, 2, 30, 0)),
         utc(2025, 10, 26, 0, 30, 0)
     );
     assert_eq!(
-        r.to_utc(local(2025, 10, 26, 3, 0, 0)),
+        r.utc_of(local(2025, 10, 26, 3, 0, 0)),
         utc(2025, 10, 26, 2, 0, 0)
     );
 }
@@ -116,15 +116,15 @@ fn nonexistent_local_time_is_shifted_forward_by_the_gap() {
     // Berlin, 2025-03-30: 02:00 CET jumps to 03:00 CEST; 02:30 is read as CET (= 03:30 CEST).
     let mut r = LogZone::Named(Tz::Europe__Berlin).resolver();
     assert_eq!(
-        r.to_utc(local(2025, 3, 30, 2, 30, 0)),
+        r.utc_of(local(2025, 3, 30, 2, 30, 0)),
         utc(2025, 3, 30, 1, 30, 0)
     );
     assert_eq!(
-        r.to_utc(local(2025, 3, 30, 1, 59, 59)),
+        r.utc_of(local(2025, 3, 30, 1, 59, 59)),
         utc(2025, 3, 30, 0, 59, 59)
     );
     assert_eq!(
-        r.to_utc(local(2025, 3, 30, 3, 0, 0)),
+        r.utc_of(local(2025, 3, 30, 3, 0, 0)),
         utc(2025, 3, 30, 1, 0, 0)
     );
 }
@@ -156,8 +156,8 @@ fn cached_resolution_equals_fresh_resolution_across_transitions() {
                 if let Some(prev) = prev {
                     fresh = fresh.after(prev);
                 }
-                let got = cached.to_utc(t);
-                let fresh = fresh.to_utc(t);
+                let got = cached.utc_of(t);
+                let fresh = fresh.utc_of(t);
                 assert_eq!(got, fresh, "{tz} {t}");
                 prev = Some(got);
                 if let Some(exact) = tz.from_local_datetime(&t).single() {
@@ -182,7 +182,7 @@ fn repeated_hour_is_read_in_log_order_first_pass_then_second_pass() {
         .into_iter()
         .map(|epoch| {
             let t = DateTime::from_timestamp(epoch, 0).unwrap();
-            r.to_utc(t.with_timezone(&Tz::Europe__Berlin).naive_local())
+            r.utc_of(t.with_timezone(&Tz::Europe__Berlin).naive_local())
                 .timestamp()
         })
         .collect();
@@ -202,7 +202,7 @@ fn a_line_slightly_out_of_order_in_the_first_pass_stays_in_the_first_pass() {
         (local(2025, 10, 26, 3, 0, 0), utc(2025, 10, 26, 2, 0, 0)),
     ];
     for (t, want) in seq {
-        assert_eq!(r.to_utc(t), want, "{t}");
+        assert_eq!(r.utc_of(t), want, "{t}");
     }
 }
 

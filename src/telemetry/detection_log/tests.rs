@@ -5,7 +5,8 @@ use chrono::TimeZone;
 use serde_json::Value;
 
 use super::*;
-use crate::detect::{DetectionEvent, RuleAction, Severity};
+use crate::detect::event::RuleAction;
+use crate::detect::{DetectionEvent, Severity};
 use crate::telemetry::log_event::{
     Action, BanEvent, BlockedEvent, Ended, Finding, LogEvent, UnbanEvent,
 };
