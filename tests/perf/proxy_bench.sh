@@ -11,6 +11,7 @@
 #   BODY=... CHUNKS=20 tests/perf/proxy_bench.sh /api/generate   # NDJSON streaming
 #   Targets: direct (the simulator), guard (default rule set), guard_norules (one rule that
 #   never matches: the cost of detection is guard vs guard_norules), nginx.
+#   env GUARD_BIN=path uses that build as "guard" instead of building the work tree;
 #   env BASELINE_BIN=path/to/older/ollama-guard adds a target "baseline" (that binary, default
 #   rules, same flags) to the same interleaved rounds: before/after figures of a change.
 set -euo pipefail
@@ -21,8 +22,13 @@ secs=${3:-10}
 rounds=${4:-5}
 command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
 command -v nginx >/dev/null || { echo "nginx is required: apt-get install nginx-light" >&2; exit 1; }
-cargo build --release --quiet
-bin=target/release/ollama-guard
+# GUARD_BIN=path benchmarks a build made elsewhere (e.g. a worktree) instead of building here.
+if [ -n "${GUARD_BIN:-}" ]; then
+  bin=$GUARD_BIN
+else
+  cargo build --release --quiet
+  bin=target/release/ollama-guard
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
