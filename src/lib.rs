@@ -3,26 +3,32 @@
 //!
 //! # Layout
 //! - [`config`]: command line, environment and TOML merged into one validated `Config`.
-//! - [`cidr`]: the one parser of operator-written IPs and CIDRs (config and admin API).
-//! - [`record`]: the [`record::RequestRecord`] every finished request becomes — the one
-//!   type the proxy and `scan` hand to everything downstream.
-//! - [`route`]: Ollama's route table (bounded metric labels) and path normalisation.
-//! - [`proxy`]: the hyper server, the pooled upstream client, client-IP resolution and the
-//!   timing body.
+//! - `ip`: the canonical form of addresses and the one parser of operator-written IPs and
+//!   CIDRs (config and admin API); `time`: the one machine timestamp format; `respond`: the
+//!   one builder of responses the guard writes itself.
+//! - `record`: the `RequestRecord` every finished request becomes — the one type the proxy
+//!   and `scan` hand to everything downstream.
+//! - `route`: Ollama's route table (bounded metric labels) and path normalisation.
+//! - `proxy`: the request path as a tower stack (client IP, record, host guard, gate,
+//!   upstream-error mapping, rewrite, pooled client), connection limits, the accept side.
 //! - [`gin`]: Ollama's `[GIN]` access-line format and Go duration text, written by the access
 //!   log and read by `scan`.
-//! - [`detect`]: rules, window store and engine; pure, time passed in.
+//! - `detect`: rules, window store and engine; pure, time passed in.
 //! - [`scan`]: the offline driver of the same engine over Ollama logs.
-//! - [`enforce`]: the ban table (allowlist, escalation, IPv6 grouping), its state file, and the
+//! - `enforce`: the ban table (allowlist, escalation, IPv6 grouping), its state file, and the
 //!   run-time service that is the proxy's gate, bans when the pipeline says so and expires bans.
-//! - [`pipeline`]: the record pipeline after the proxy: telemetry, then the detection
+//! - `pipeline`: the record pipeline after the proxy: telemetry, then the detection
 //!   engine, the one decision whether a verdict bans, the detection log; the window ticker.
-//! - [`telemetry`]: Prometheus metrics, the access log and the detection log (typed events,
+//! - `telemetry`: Prometheus metrics, the access log and the detection log (typed events,
 //!   one serialiser).
 //! - [`admin`]: the admin listener (`/metrics`, `/healthz`, `/readyz`, `/api/bans`) and the
 //!   `bans` command's client.
 //! - [`serve`]: wires everything together for the `serve` command: logs, the pipeline,
 //!   enforcement, the proxy, hot reload and shutdown.
+//!
+//! Only what the binary and the integration tests use is public (`config`, `serve`,
+//! `scan::scan_logs`, `admin::client`, `gin`); the rest is `pub(crate)`. ARCHITECTURE.md
+//! draws the request and record paths.
 //!
 //! The command line itself (one module per subcommand; stdout, stderr and exit codes) is the
 //! binary's `src/commands/`, which calls this library. The fake Ollama behind `demo`,
