@@ -42,6 +42,7 @@ pub(crate) mod enforce;
 pub mod gin;
 pub(crate) mod ip;
 pub(crate) mod pipeline;
+pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod record;
 pub(crate) mod respond;

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub timeouts: Option<TimeoutsFile>,
     /// Ban policy.
     pub ban: Option<BanFile>,
+    /// The policy stage of the model-management routes.
+    pub policy: Option<PolicyFile>,
     /// Detection rules; none = the built-in set.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -84,4 +86,22 @@ pub struct TimeoutsFile {
     pub upstream_idle: Option<String>,
     /// Longest pause between two reads of a request body.
     pub body_idle: Option<String>,
+}
+
+/// `[policy]`: what the model-management routes may be asked (README, "Policy").
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// Largest request body read for a policy decision (`1MiB`).
+    pub max_body: Option<String>,
+    /// Registries models may be pulled from.
+    pub registries_pull: Option<Vec<String>>,
+    /// Registries models may be pushed to.
+    pub registries_push: Option<Vec<String>>,
+    /// Hosts `/api/create` may name as `remote_host`.
+    pub create_remote_hosts: Option<Vec<String>>,
+    /// Networks allowed to call pull/push/create/copy/delete/blob uploads (empty = any).
+    pub manage_from: Option<Vec<String>>,
+    /// Also ban the source on a policy verdict in block mode.
+    pub ban: Option<bool>,
 }

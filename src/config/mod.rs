@@ -10,6 +10,7 @@ mod addrs;
 mod cli;
 mod file;
 mod parts;
+mod policy;
 mod render;
 mod values;
 
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cli::{BansAction, BansArgs, Cli, Command, ScanArgs, ServeArgs, SimulatorArgs};
-pub use file::{BanFile, FileConfig, TimeoutsFile};
+pub use file::{BanFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
 pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
 

@@ -117,6 +117,8 @@ pub struct Live {
     pub admin_token: Option<String>,
     /// Rules as written (empty = the built-in set).
     pub rules: Vec<RuleConfig>,
+    /// The policy stage (`[policy]`).
+    pub(crate) policy: crate::policy::PolicyConfig,
 }
 
 impl Live {

@@ -56,6 +56,7 @@ pub(super) fn to_toml(c: &Config) -> String {
             max: Some(human(l.ban.max)),
             memory: Some(human(l.ban.memory)),
         }),
+        policy: Some(super::policy::render(&l.policy)),
         rules: c.effective_rules(),
     };
     toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))

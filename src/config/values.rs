@@ -320,6 +320,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     };
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
+    let policy = super::policy::policy(file.policy.as_ref())?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
     let allowed_hosts = match (args.allowed_host.is_empty(), &file.allowed_hosts) {
         (false, _) => Some(addrs::allowed_hosts(&trimmed(&args.allowed_host))?),
@@ -359,6 +360,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             ban,
             admin_token,
             rules: file.rules,
+            policy,
         },
         config_file: args.config.clone(),
         warnings,

@@ -25,6 +25,7 @@
 //! both before the ban reaches the gate, so before any `blocked` it causes.
 
 mod chain;
+mod policy;
 mod stage;
 pub(crate) mod ticker;
 pub(crate) mod verdict;

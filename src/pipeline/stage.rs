@@ -54,6 +54,11 @@ impl DetectionStage {
         self.sweep.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// What is done about verdicts (rule and policy).
+    pub(crate) fn verdicts(&self) -> &Verdicts {
+        &self.verdicts
+    }
+
     /// The trusted proxies (start-up and reload): a rule never bans one.
     pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.verdicts.set_trusted_proxies(trusted);

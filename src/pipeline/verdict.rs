@@ -82,6 +82,26 @@ impl Verdicts {
         }
     }
 
+    /// The detection log.
+    pub(crate) fn log(&self) -> &DetectionLog {
+        &self.log
+    }
+
+    /// The metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Enforcement.
+    pub(crate) fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
+    }
+
+    /// The trusted proxies now.
+    pub(crate) fn trusted(&self) -> arc_swap::Guard<Arc<Vec<IpNet>>> {
+        self.trusted.load()
+    }
+
     /// The trusted proxies (start-up and reload): a rule never bans one.
     pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.trusted.store(Arc::new(trusted));

@@ -14,6 +14,7 @@ pub(crate) mod headers;
 pub(crate) mod host_guard;
 pub(crate) mod layers;
 pub(crate) mod limits;
+pub(crate) mod policy_body;
 pub(crate) mod refusal;
 mod server;
 pub(crate) mod timing;
@@ -33,6 +34,7 @@ use crate::telemetry::Metrics;
 use host_guard::HostPolicy;
 use layers::gate::{GateLayer, GateService};
 use layers::host_guard::{HostGuard, HostGuardLayer};
+use layers::policy::{PolicyCtx, PolicyLayer, PolicyService, PolicySink};
 use layers::record::{Record, RecordCtx, RecordLayer};
 use layers::rewrite::{Rewrite, RewriteLayer, Target};
 use layers::upstream_error::{ErrorCtx, UpstreamError, UpstreamErrorLayer};
@@ -41,7 +43,7 @@ use refusal::Gate;
 /// The request path below the connection-bound client-IP layer: a concrete type (no boxed
 /// service per request), built once per worker around that worker's upstream pool.
 pub(crate) type Stack =
-    Record<HostGuard<GateService<UpstreamError<Rewrite<upstream::UpstreamClient>>>>>;
+    Record<HostGuard<GateService<PolicyService<UpstreamError<Rewrite<upstream::UpstreamClient>>>>>>;
 
 /// The proxy: what every layer of the stack shares, and the live policies reload swaps.
 pub(crate) struct Proxy {
@@ -55,6 +57,8 @@ pub(crate) struct Proxy {
     timeouts: crate::config::Timeouts,
     workers: usize,
     limits: Arc<limits::ConnLimits>,
+    policy: Arc<ArcSwap<crate::policy::PolicyConfig>>,
+    policy_sink: Arc<dyn PolicySink>,
 }
 
 impl Proxy {
@@ -65,6 +69,7 @@ impl Proxy {
         live: &Live,
         sink: Arc<dyn RecordSink>,
         gate: Arc<dyn Gate>,
+        policy_sink: Arc<dyn PolicySink>,
         metrics: Arc<Metrics>,
     ) -> Arc<Proxy> {
         let max_connections = match bound.max_connections {
@@ -99,12 +104,19 @@ impl Proxy {
             timeouts: bound.timeouts.clone(),
             workers: bound.workers,
             limits,
+            policy: Arc::new(ArcSwap::from_pointee(live.policy.clone())),
+            policy_sink,
         })
     }
 
     /// Replaces the trusted-proxy list (config reload).
     pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.trusted.store(Arc::new(trusted));
+    }
+
+    /// Replaces the `[policy]` section (config reload).
+    pub(crate) fn set_policy(&self, policy: crate::policy::PolicyConfig) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// Replaces the `allowed_hosts` policy (config reload; the listener stays).
@@ -121,13 +133,15 @@ impl Proxy {
     ///    request, refused or forwarded, becomes exactly one record.
     /// 3. host guard — refuses for *what* the request is (a rebound name), cheapest check,
     ///    and must hold even for sources nobody has banned.
-    /// 4. gate — refuses banned sources before any upstream work (and before a later policy
-    ///    stage would read a body).
-    /// 5. upstream-error mapping — turns failures from below into answers filed on the
+    /// 4. gate — refuses banned sources before any upstream work (and before the policy
+    ///    stage reads a body).
+    /// 5. policy — reads the JSON body of model-management (and generation) routes and
+    ///    refuses what `[policy]` forbids before a byte is forwarded.
+    /// 6. upstream-error mapping — turns failures from below into answers filed on the
     ///    side that caused them.
-    /// 6. rewrite — the last touch before the wire (URI, `Host`, `X-Forwarded-*`,
+    /// 7. rewrite — the last touch before the wire (URI, `Host`, `X-Forwarded-*`,
     ///    hop-by-hop headers, the body's fault wrapper).
-    /// 7. the pooled hyper-util client.
+    /// 8. the pooled hyper-util client.
     pub(crate) fn stack(&self, client: upstream::UpstreamClient) -> Stack {
         let host = HeaderValue::from_str(self.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
@@ -144,6 +158,12 @@ impl Proxy {
                 self.metrics.refused_host.clone(),
             ))
             .layer(GateLayer::new(self.gate.clone()))
+            .layer(PolicyLayer::new(PolicyCtx {
+                config: self.policy.clone(),
+                sink: self.policy_sink.clone(),
+                refused: self.metrics.refused.with_label_values(&["policy"]),
+                body_idle: self.timeouts.body_idle,
+            }))
             .layer(UpstreamErrorLayer::new(ErrorCtx {
                 metrics: self.metrics.clone(),
                 upstream: self.upstream.url(),

@@ -48,6 +48,20 @@ pub(crate) fn host_refused(
     })
 }
 
+/// A `403` for `path` carrying `message`, shaped for the route family the way its clients
+/// read errors: native `{"error": ...}` (ollama-python raises `ResponseError` with it),
+/// OpenAI's error object (the SDK raises `PermissionDeniedError`), Anthropic's.
+pub(crate) fn shaped(path: &str, message: &str) -> http::Response<Full<Bytes>> {
+    let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        serde_json::json!({"type": "error", "error": {"type": "permission_error", "message": message}})
+    } else if path.starts_with("/v1/") {
+        serde_json::json!({"error": {"message": message, "type": "permission_error", "param": null, "code": "ollama_guard_blocked"}})
+    } else {
+        serde_json::json!({ "error": message })
+    };
+    crate::respond::json(StatusCode::FORBIDDEN, body.to_string())
+}
+
 /// The 403 response for `path` (normalised), shaped for its route family.
 pub(crate) fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
     let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {

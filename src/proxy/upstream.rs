@@ -14,7 +14,10 @@ use crate::respond;
 
 /// The client type: plain HTTP/1.1 to Ollama, request bodies streamed through untouched
 /// (wrapped only to tell the client's faults from the upstream's).
-pub(crate) type UpstreamClient = Client<HttpConnector, super::fault::ClientBody>;
+pub(crate) type UpstreamClient = Client<
+    HttpConnector,
+    super::fault::ClientBody<super::policy_body::PolicyBody<hyper::body::Incoming>>,
+>;
 
 /// Idle connections kept per upstream; enough for bursts at high concurrency.
 const MAX_IDLE_PER_HOST: usize = 1024;

@@ -131,7 +131,15 @@ impl Server {
         detection.set_trusted_proxies(config.live.trusted_proxies.clone());
         let sink = pipeline::chain(metrics.clone(), access, detection.clone());
         let gate: Arc<dyn Gate> = enforcement.clone();
-        let proxy = Proxy::new(&config.bound, &config.live, sink, gate, metrics.clone());
+        let policy_sink: Arc<dyn crate::proxy::layers::policy::PolicySink> = detection.clone();
+        let proxy = Proxy::new(
+            &config.bound,
+            &config.live,
+            sink,
+            gate,
+            policy_sink,
+            metrics.clone(),
+        );
         let (shutdown, rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();

@@ -131,6 +131,7 @@ impl Reloader {
             .map_err(|e| ConfigError::invalid("rule", e.to_string()))?;
         self.proxy.set_trusted_proxies(new.trusted_proxies.clone());
         self.proxy.set_allowed_hosts(new.allowed_hosts.as_deref());
+        self.proxy.set_policy(new.policy.clone());
         self.detection
             .set_trusted_proxies(new.trusted_proxies.clone());
         let bans = self.enforcement.bans();

@@ -23,6 +23,10 @@ use crate::detect::{DetectionEvent, Severity};
 pub(crate) enum LogEvent<'a> {
     /// A key first reached its rule's threshold in a window.
     Detection(Finding<'a>),
+    /// A request broke a policy rule (`rule = "policy.<name>"`): a `detection` event with the
+    /// offending value instead of window figures.
+    #[serde(rename = "detection")]
+    Policy(PolicyFinding<'a>),
     /// A flagged key's window closed (or its sliding count fell below the threshold, or the
     /// rule went away at a reload, or shutdown): the final figures.
     WindowSummary(Finding<'a>),
@@ -41,6 +45,11 @@ pub(crate) enum LogEvent<'a> {
 pub(crate) enum Action {
     /// Logged only (monitor mode, a log-only rule, or an exempt source).
     Logged,
+    /// Monitor mode: block mode would have refused the request (policy verdicts).
+    #[serde(rename = "would_block")]
+    WouldBlock,
+    /// The request was refused, the source not banned (policy verdicts).
+    Blocked,
     /// The source is banned (now, or already was).
     Banned,
 }
@@ -50,9 +59,36 @@ impl Action {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Logged => "logged",
+            Action::WouldBlock => "would_block",
+            Action::Blocked => "blocked",
             Action::Banned => "banned",
         }
     }
+}
+
+/// The fields of a policy `detection`: what the request asked for that a policy rule forbids.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct PolicyFinding<'a> {
+    /// `policy.<name>`.
+    pub(crate) rule: &'a str,
+    /// MITRE ATT&CK technique id.
+    pub(crate) mitre: &'a str,
+    /// Human label of the attack.
+    pub(crate) attack_type: &'a str,
+    /// The client.
+    pub(crate) src: &'a str,
+    /// The normalised path.
+    pub(crate) uri_path: &'a str,
+    /// The request method.
+    pub(crate) http_method: &'a str,
+    /// The request field that carried the value (`model`, `destination`, … or `source`).
+    pub(crate) field: &'a str,
+    /// The offending value, as sent (at most 256 bytes).
+    pub(crate) value: &'a str,
+    /// How serious.
+    pub(crate) severity: Severity,
+    /// What was done: `would_block` (monitor), `blocked` or `banned`.
+    pub(crate) action: Action,
 }
 
 /// The fields of a `detection` or `window_summary` event: the engine's figures and what was

@@ -62,6 +62,8 @@ impl UpstreamErrorKind {
 pub(crate) const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
 /// Action labels of `detections_total`.
 pub(crate) const ACTIONS: [&str; 2] = ["logged", "banned"];
+/// Action labels of policy verdicts in `detections_total`.
+pub(crate) const POLICY_ACTIONS: [&str; 3] = ["would_block", "blocked", "banned"];
 
 fn status_class(status: u16) -> usize {
     match status {
@@ -114,7 +116,7 @@ pub(crate) struct Metrics {
 }
 
 /// Reasons of `refused_requests_total` known at start.
-pub(crate) const REFUSAL_REASONS: [&str; 1] = ["host"];
+pub(crate) const REFUSAL_REASONS: [&str; 2] = ["host", "policy"];
 /// Reasons of `connections_rejected_total`.
 pub(crate) const CONNECTION_REJECT_REASONS: [&str; 3] =
     ["max_connections", "per_source", "accept_error"];
@@ -312,6 +314,15 @@ impl Metrics {
             self.blocked.with_label_values(&[rule.as_str()]);
         }
         self.blocked.with_label_values(&["admin"]);
+        for rule in crate::policy::RULES {
+            for (sev, action) in crate::policy::RULE_SEVERITIES
+                .iter()
+                .filter(|(r, _)| *r == rule)
+                .flat_map(|(_, sev)| POLICY_ACTIONS.map(|a| (sev.as_str(), a)))
+            {
+                self.detections.with_label_values(&[rule, sev, action]);
+            }
+        }
         for log in ["access", "detection"] {
             self.log_lines_dropped.with_label_values(&[log]);
         }

@@ -90,7 +90,12 @@ async fn stalled_body_times_out_as_idle() {
     assert_eq!(e.fault(), ClientFault::Idle);
 }
 
-fn client(timeout: Option<Duration>) -> crate::proxy::upstream::UpstreamClient {
+fn client(
+    timeout: Option<Duration>,
+) -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    ClientBody,
+> {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_connect_timeout(timeout);
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())

@@ -104,6 +104,7 @@ mod tests {
         req.extensions_mut().insert(Meta {
             path: Cow::Borrowed(path),
             method_text: Cow::Borrowed("POST"),
+            route: crate::route::Route::Other,
             fault: Arc::new(FaultCell::default()),
         });
         req

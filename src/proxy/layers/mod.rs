@@ -11,6 +11,7 @@
 pub(crate) mod client_ip;
 pub(crate) mod gate;
 pub(crate) mod host_guard;
+pub(crate) mod policy;
 pub(crate) mod record;
 pub(crate) mod rewrite;
 pub(crate) mod upstream_error;
@@ -49,6 +50,8 @@ pub(crate) struct Meta {
     pub(crate) path: Cow<'static, str>,
     /// The method text.
     pub(crate) method_text: Cow<'static, str>,
+    /// The known route the path belongs to.
+    pub(crate) route: crate::route::Route,
     /// Where the request body notes a client fault (read by the response side).
     pub(crate) fault: Arc<FaultCell>,
 }

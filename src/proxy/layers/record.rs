@@ -126,6 +126,7 @@ where
         req.extensions_mut().insert(Meta {
             path: record.path.clone(),
             method_text: record.method_text.clone(),
+            route: record.route,
             fault: fault.clone(),
         });
         let completion = Completion {

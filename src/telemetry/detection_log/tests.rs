@@ -8,7 +8,7 @@ use super::*;
 use crate::detect::event::RuleAction;
 use crate::detect::{DetectionEvent, Severity};
 use crate::telemetry::log_event::{
-    Action, BanEvent, BlockedEvent, Ended, Finding, LogEvent, UnbanEvent,
+    Action, BanEvent, BlockedEvent, Ended, Finding, LogEvent, PolicyFinding, UnbanEvent,
 };
 
 /// The schema of the detection log, as shipped in `docs/`.
@@ -152,4 +152,38 @@ fn the_schema_refuses_unknown_fields_kinds_and_values() {
         assert!(!validator.is_valid(&bad), "accepted {bad}");
     }
     assert!(validator.is_valid(&good));
+}
+
+#[test]
+fn a_policy_verdict_is_a_detection_with_the_offending_value_and_matches_the_schema() {
+    let v = validator();
+    for (action, text) in [
+        (Action::WouldBlock, "would_block"),
+        (Action::Blocked, "blocked"),
+        (Action::Banned, "banned"),
+    ] {
+        let line = render(
+            t(1_759_416_450),
+            &LogEvent::Policy(PolicyFinding {
+                rule: "policy.registry_push",
+                mitre: "T1048",
+                attack_type: "Model Theft via Push to Foreign Registry",
+                src: "192.0.2.9",
+                uri_path: "/api/push",
+                http_method: "POST",
+                field: "model",
+                value: "attacker.example/x/y",
+                severity: Severity::High,
+                action,
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "{HEAD}\"event\":\"detection\",\"rule\":\"policy.registry_push\",\"mitre\":\"T1048\",\"attack_type\":\"Model Theft via Push to Foreign Registry\",\"src\":\"192.0.2.9\",\"uri_path\":\"/api/push\",\"http_method\":\"POST\",\"field\":\"model\",\"value\":\"attacker.example/x/y\",\"severity\":\"high\",\"action\":\"{text}\"}}"
+            )
+        );
+        assert_valid(&v, &line);
+    }
 }

@@ -1,0 +1,85 @@
+//! What is done about a policy verdict — decided here, next to the rule verdicts, so the
+//! pipeline stays the one owner of "does this ban?".
+//!
+//! Monitor mode never changes a response: the verdict is logged `would_block`. Block mode
+//! refuses the request (`blocked`) and, with `[policy] ban = true`, also bans the source
+//! (`banned`) unless it is a trusted proxy or allowlisted (those are refused, not banned).
+//! The `detection` line is written before the `ban` it causes.
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+
+use super::verdict::{decide, Decision, Verdicts};
+use super::DetectionStage;
+use crate::enforce::BanOutcome;
+use crate::policy::{classify, Verdict};
+use crate::proxy::layers::policy::PolicySink;
+use crate::telemetry::log_event::{Action, LogEvent, PolicyFinding};
+
+impl Verdicts {
+    /// Acts on a policy verdict against `src` (`method` `path`); `ban` = `[policy] ban`.
+    pub(crate) fn policy(
+        &self,
+        v: &Verdict,
+        src: IpAddr,
+        path: &str,
+        method: &str,
+        ban: bool,
+    ) -> Action {
+        let now = Utc::now();
+        let src_text = src.to_string();
+        let (mitre, attack_type) = classify(v.rule);
+        let write = |action: Action| {
+            let finding = PolicyFinding {
+                rule: v.rule,
+                mitre,
+                attack_type,
+                src: &src_text,
+                uri_path: path,
+                http_method: method,
+                field: v.field,
+                value: &v.value,
+                severity: v.severity,
+                action,
+            };
+            self.log().write(now, &LogEvent::Policy(finding));
+            self.metrics()
+                .detections
+                .with_label_values(&[v.rule, v.severity.as_str(), action.as_str()])
+                .inc();
+            action
+        };
+        if !self.enforcement().block_mode() {
+            return write(Action::WouldBlock);
+        }
+        if !ban {
+            return write(Action::Blocked);
+        }
+        let trusted = self.trusted();
+        match decide(true, true, src, &trusted, |ip| {
+            self.enforcement().allowlisted(ip)
+        }) {
+            Decision::Log(_) => write(Action::Blocked),
+            Decision::Ban => {
+                let mut written = None;
+                let reason = format!("{}: {} = {}", v.rule, v.field, v.value);
+                let outcome = self.enforcement().ban(src, v.rule, reason, now, || {
+                    written = Some(write(Action::Banned));
+                });
+                written.unwrap_or_else(|| {
+                    write(match outcome {
+                        BanOutcome::Banned(_) | BanOutcome::AlreadyBanned(_) => Action::Banned,
+                        BanOutcome::Allowlisted | BanOutcome::TableFull => Action::Blocked,
+                    })
+                })
+            }
+        }
+    }
+}
+
+impl PolicySink for DetectionStage {
+    fn verdict(&self, v: &Verdict, src: IpAddr, path: &str, method: &str, ban: bool) -> Action {
+        self.verdicts().policy(v, src, path, method, ban)
+    }
+}

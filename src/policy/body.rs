@@ -1,0 +1,110 @@
+//! Reading a request body the way Ollama's Go server does, so a policy cannot be dodged by
+//! spelling.
+//!
+//! Go's `encoding/json` matches object keys to struct fields *case-insensitively* (with
+//! Unicode case folding: `MODEL`, `modeL` and `inſecure` with a long s all set the field) and,
+//! when a key repeats, the *last* value wins. A policy that read `model` with a map lookup
+//! would be dodged by `{"model":"llama3","MODEL":"attacker.example/x/y"}`. So the top-level
+//! entries are read in order, duplicates kept, keys folded; a field's value is the last entry
+//! whose folded key matches.
+
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+/// The top-level members of a JSON object, in source order, duplicates kept.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Members(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    out.push((k, v));
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Go's case folding for ASCII and the two non-ASCII letters that fold onto ASCII ones
+/// (`ſ` U+017F → `s`, Kelvin sign U+212A → `k`).
+fn fold(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '\u{17F}' => 's',
+            '\u{212A}' => 'k',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect()
+}
+
+impl Members {
+    /// Parses a body; `None` when it is not a JSON object (Ollama answers 400 itself).
+    pub(crate) fn parse(body: &[u8]) -> Option<Members> {
+        serde_json::from_slice(body).ok()
+    }
+
+    /// The value Go would decode into the field named `name` (lower-case ASCII): the last
+    /// member whose key folds to it.
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name || fold(k) == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The field as a string, when it is one.
+    pub(crate) fn str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(Value::as_str)
+    }
+
+    /// Whether the field is JSON `true`.
+    pub(crate) fn is_true(&self, name: &str) -> bool {
+        self.get(name) == Some(&Value::Bool(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_fold_like_go_and_the_last_duplicate_wins() {
+        let m =
+            Members::parse(br#"{"model":"llama3","MODEL":"a/b/c","Model":"attacker.example/x/y"}"#)
+                .unwrap();
+        assert_eq!(m.str("model"), Some("attacker.example/x/y"));
+        let m = Members::parse("{\"in\u{17F}ecure\":true}".as_bytes()).unwrap();
+        assert!(m.is_true("insecure"));
+        let m = Members::parse("{\"\u{212A}eep_alive\":1}".as_bytes()).unwrap();
+        assert!(m.get("keep_alive").is_some());
+        let m = Members::parse(br#"{"model":"a","model":"b"}"#).unwrap();
+        assert_eq!(m.str("model"), Some("b"));
+    }
+
+    #[test]
+    fn escaped_keys_are_decoded_before_matching() {
+        let m = Members::parse(br#"{"\u005fdebug_render_only":true}"#).unwrap();
+        assert!(m.is_true("_debug_render_only"));
+    }
+
+    #[test]
+    fn non_objects_and_invalid_json_are_not_members() {
+        for body in [&b"[1]"[..], b"\"x\"", b"{not json", b"", b"\xff\xfe"] {
+            assert_eq!(Members::parse(body), None, "{body:?}");
+        }
+        assert!(!Members::parse(br#"{"insecure":"true"}"#)
+            .unwrap()
+            .is_true("insecure"));
+    }
+}

@@ -1,0 +1,316 @@
+//! The policy stage's rules: what a request to Ollama's model-management routes (and the
+//! `_debug_render_only` switch of the generation routes) may ask for, decided before anything
+//! is forwarded. Pure: the layer (`proxy::layers::policy`) reads the body and acts; this
+//! module only says which rules a request breaks.
+//!
+//! The rules (each a `detection` event named `policy.<name>`, see README "Threat model"):
+//! `manage_from` (management routes only from these networks), `registry_pull` /
+//! `registry_push` (model names must reference allowed registries), `insecure` (TLS
+//! verification off on pull/push), `create_from_path` (`/api/create` reading a server-side
+//! path — a file oracle), `create_remote_host`, `copy_destination` (a copy staged for a push to
+//! a foreign registry), `debug_render_only` (the rendered prompt, hidden system prompt
+//! included, without running the model), and `body_too_large`.
+
+mod body;
+mod model;
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+pub(crate) use body::Members;
+use model::{host_allowed, registry_host, DEFAULT_REGISTRY};
+
+use crate::detect::Severity;
+use crate::route::Route;
+
+/// Every policy rule, for pre-initialised metric series.
+pub(crate) const RULES: [&str; 9] = [
+    "policy.manage_from",
+    "policy.registry_pull",
+    "policy.registry_push",
+    "policy.insecure",
+    "policy.create_from_path",
+    "policy.create_remote_host",
+    "policy.copy_destination",
+    "policy.debug_render_only",
+    "policy.body_too_large",
+];
+
+/// The severity each policy rule reports.
+pub(crate) const RULE_SEVERITIES: [(&str, Severity); 9] = [
+    ("policy.manage_from", Severity::High),
+    ("policy.registry_pull", Severity::High),
+    ("policy.registry_push", Severity::High),
+    ("policy.insecure", Severity::High),
+    ("policy.create_from_path", Severity::High),
+    ("policy.create_remote_host", Severity::High),
+    ("policy.copy_destination", Severity::High),
+    ("policy.debug_render_only", Severity::Medium),
+    ("policy.body_too_large", Severity::Medium),
+];
+
+/// The MITRE ATT&CK technique and attack label a policy rule reports.
+pub(crate) fn classify(rule: &str) -> (&'static str, &'static str) {
+    match rule {
+        "policy.registry_push" | "policy.copy_destination" => {
+            ("T1048", "Model Theft via Push to Foreign Registry")
+        }
+        "policy.registry_pull" | "policy.insecure" => {
+            ("T1195", "Model Supply Chain: Untrusted Registry")
+        }
+        "policy.create_from_path" | "policy.create_remote_host" => {
+            ("T1005", "Server File Access via Model Create")
+        }
+        "policy.debug_render_only" => ("T1552", "Prompt Disclosure via _debug_render_only"),
+        "policy.manage_from" => ("T1078", "Model Management from Unauthorised Network"),
+        _ => ("T1499", "Oversized Management Request"),
+    }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PolicyConfig {
+    /// Largest body read for a policy decision.
+    pub(crate) max_body: u64,
+    /// Registries models may be pulled from.
+    pub(crate) registries_pull: Vec<String>,
+    /// Registries models may be pushed to (none by default: a push is how weights leave).
+    pub(crate) registries_push: Vec<String>,
+    /// Hosts `/api/create` may name as `remote_host`.
+    pub(crate) create_remote_hosts: Vec<String>,
+    /// Networks allowed to call the management routes at all (empty = any).
+    pub(crate) manage_from: Vec<IpNet>,
+    /// Also ban the source on a policy verdict (block mode).
+    pub(crate) ban: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            max_body: 1024 * 1024,
+            registries_pull: [
+                "registry.ollama.ai",
+                "ollama.com",
+                "hf.co",
+                "huggingface.co",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            registries_push: Vec::new(),
+            create_remote_hosts: vec!["ollama.com".to_owned()],
+            manage_from: Vec::new(),
+            ban: false,
+        }
+    }
+}
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// `policy.<name>`.
+    pub(crate) rule: &'static str,
+    /// The request field that carried the offending value (`model`, `from`, … or `source`).
+    pub(crate) field: &'static str,
+    /// The offending value as sent (capped at 256 bytes).
+    pub(crate) value: String,
+    /// How serious.
+    pub(crate) severity: Severity,
+}
+
+fn verdict(rule: &'static str, field: &'static str, value: &str, severity: Severity) -> Verdict {
+    let mut value = value.to_owned();
+    if value.len() > 256 {
+        let mut cut = 256;
+        while !value.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        value.truncate(cut);
+    }
+    Verdict {
+        rule,
+        field,
+        value,
+        severity,
+    }
+}
+
+/// Whether the policy stage looks at this request at all, and whether it needs its body.
+pub(crate) fn scope(route: Route, method: &http::Method) -> Scope {
+    match route {
+        Route::Pull | Route::Push | Route::Create | Route::Copy | Route::Delete => {
+            Scope::ManageWithBody
+        }
+        Route::Blobs if method == http::Method::POST => Scope::Manage,
+        // Ollama's OpenAI-compatible routes become the same chat/generate requests.
+        Route::Generate | Route::Chat | Route::OpenAiChat | Route::OpenAiCompletions => {
+            Scope::Generation
+        }
+        _ => Scope::None,
+    }
+}
+
+/// What the policy stage does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// Not a policy route.
+    None,
+    /// A management route whose decision needs only the source (blob uploads: the body is
+    /// the model file itself, never buffered).
+    Manage,
+    /// A management route whose JSON body is read (pull, push, create, copy, delete).
+    ManageWithBody,
+    /// A generation route: the body is read for `_debug_render_only`.
+    Generation,
+}
+
+/// The verdict on a management body larger than the stage reads.
+pub(crate) fn too_large(limit: u64) -> Verdict {
+    verdict(
+        "policy.body_too_large",
+        "body",
+        &format!("more than {limit} bytes"),
+        Severity::Medium,
+    )
+}
+
+/// `manage_from`: the verdict for a management request from `src`, if it may not manage.
+pub(crate) fn check_source(cfg: &PolicyConfig, src: IpAddr) -> Option<Verdict> {
+    if cfg.manage_from.is_empty() || cfg.manage_from.iter().any(|n| n.contains(&src)) {
+        return None;
+    }
+    Some(verdict(
+        "policy.manage_from",
+        "source",
+        &src.to_string(),
+        Severity::High,
+    ))
+}
+
+/// The rules a management or generation body breaks.
+pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    // The deprecated `name` alias of `model` counts too: either may carry the name.
+    let names = || {
+        ["model", "name"]
+            .into_iter()
+            .filter_map(|f| m.str(f).filter(|v| !v.is_empty()).map(|v| (f, v)))
+    };
+    match route {
+        Route::Pull | Route::Push => {
+            let (rule, allowed) = if route == Route::Pull {
+                ("policy.registry_pull", &cfg.registries_pull)
+            } else {
+                ("policy.registry_push", &cfg.registries_push)
+            };
+            for (field, name) in names() {
+                let ok = registry_host(name).is_some_and(|h| host_allowed(&h, allowed));
+                if !ok {
+                    out.push(verdict(rule, field, name, Severity::High));
+                }
+            }
+            if m.is_true("insecure") {
+                out.push(verdict(
+                    "policy.insecure",
+                    "insecure",
+                    "true",
+                    Severity::High,
+                ));
+            }
+        }
+        Route::Create => create(cfg, m, &mut out),
+        Route::Copy => {
+            if let Some(dest) = m.str("destination") {
+                let ok = registry_host(dest).is_some_and(|h| {
+                    h == DEFAULT_REGISTRY || host_allowed(&h, &cfg.registries_push)
+                });
+                if !ok {
+                    out.push(verdict(
+                        "policy.copy_destination",
+                        "destination",
+                        dest,
+                        Severity::High,
+                    ));
+                }
+            }
+        }
+        Route::Generate | Route::Chat | Route::OpenAiChat | Route::OpenAiCompletions
+            if m.is_true("_debug_render_only") =>
+        {
+            out.push(verdict(
+                "policy.debug_render_only",
+                "_debug_render_only",
+                "true",
+                Severity::Medium,
+            ));
+        }
+        _ => {}
+    }
+    out
+}
+
+/// `/api/create`: a `from` (or the deprecated `path`, or a Modelfile `FROM` line) that is a
+/// server-side path, and a `remote_host` outside the allowlist.
+fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
+    if let Some(from) = m.str("from").filter(|f| is_path(f)) {
+        out.push(verdict(
+            "policy.create_from_path",
+            "from",
+            from,
+            Severity::High,
+        ));
+    }
+    if let Some(path) = m.str("path").filter(|p| !p.is_empty()) {
+        out.push(verdict(
+            "policy.create_from_path",
+            "path",
+            path,
+            Severity::High,
+        ));
+    }
+    if let Some(modelfile) = m.str("modelfile") {
+        for line in modelfile.lines() {
+            let line = line.trim();
+            if line.len() > 5
+                && line[..5].eq_ignore_ascii_case("from ")
+                && is_path(line[5..].trim())
+            {
+                out.push(verdict(
+                    "policy.create_from_path",
+                    "modelfile",
+                    line,
+                    Severity::High,
+                ));
+            }
+        }
+    }
+    if let Some(host) = m.str("remote_host").filter(|h| !h.is_empty()) {
+        let bare = host
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or_default();
+        if !host_allowed(bare, &cfg.create_remote_hosts) {
+            out.push(verdict(
+                "policy.create_remote_host",
+                "remote_host",
+                host,
+                Severity::High,
+            ));
+        }
+    }
+}
+
+/// A filesystem path rather than a model name: absolute, relative, home-relative, or
+/// Windows-style.
+fn is_path(text: &str) -> bool {
+    let t = text.trim();
+    let b = t.as_bytes();
+    t.starts_with(['/', '.', '~'])
+        || t.contains('\\')
+        || (b.len() > 2 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! Which registry a model name points at, as Ollama's `model.ParseName` reads it.
+//!
+//! A name is `[scheme://][host/][namespace/]model[:tag][@digest]`; a name without a host
+//! means `registry.ollama.ai`. Three parts (`host/ns/model`) name a host; fewer do not (`ns/model`
+//! is a namespace on the default registry). Anything that does not parse as such a name is
+//! treated as naming an unknown host: a policy must fail closed, not open.
+
+/// Ollama's default registry.
+pub(crate) const DEFAULT_REGISTRY: &str = "registry.ollama.ai";
+
+/// The registry host a model name refers to (lower case, without port), or `None` when the
+/// name cannot be read (treated as foreign by the policy).
+pub(crate) fn registry_host(name: &str) -> Option<String> {
+    let name = name.trim();
+    let lower = name.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .unwrap_or(&lower);
+    let rest = rest.split('@').next().unwrap_or(rest);
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [model] | [_, model] if !model.is_empty() => Some(DEFAULT_REGISTRY.to_owned()),
+        [host, ns, model] if !host.is_empty() && !ns.is_empty() && !model.is_empty() => {
+            let host = host.split(':').next().unwrap_or(host);
+            let valid = !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+            valid.then(|| host.to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// Whether `host` is one of `allowed` (exact, case-insensitive; ports ignored).
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|a| {
+        let a = a.split(':').next().unwrap_or(a);
+        a.eq_ignore_ascii_case(host)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_without_a_host_mean_the_default_registry() {
+        for n in [
+            "llama3.2",
+            "llama3.2:1b",
+            "library/llama3.2",
+            "user/model:tag",
+            "m@sha256:00",
+        ] {
+            assert_eq!(registry_host(n).as_deref(), Some(DEFAULT_REGISTRY), "{n}");
+        }
+    }
+
+    #[test]
+    fn three_part_names_and_schemes_name_their_host() {
+        for (n, h) in [
+            ("attacker.example/ns/llama3", "attacker.example"),
+            (
+                "https://Attacker.Example:5000/ns/llama3:latest",
+                "attacker.example",
+            ),
+            ("http://10.0.0.5/x/y", "10.0.0.5"),
+            ("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", "hf.co"),
+            ("registry.ollama.ai/library/llama3", "registry.ollama.ai"),
+        ] {
+            assert_eq!(registry_host(n).as_deref(), Some(h), "{n}");
+        }
+    }
+
+    #[test]
+    fn unreadable_names_fail_closed() {
+        for n in ["a/b/c/d", "", "/x/y", "evil host/ns/m", "a//b"] {
+            assert_eq!(registry_host(n), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn allowed_hosts_compare_without_case_and_port() {
+        let allowed = vec!["registry.ollama.ai".to_owned(), "hf.co".to_owned()];
+        assert!(host_allowed("hf.co", &allowed));
+        assert!(host_allowed("REGISTRY.ollama.ai", &allowed));
+        assert!(!host_allowed(
+            "registry.ollama.ai.attacker.example",
+            &allowed
+        ));
+    }
+}

@@ -1,0 +1,180 @@
+use super::*;
+
+fn members(json: &str) -> Members {
+    Members::parse(json.as_bytes()).unwrap()
+}
+
+fn rules(route: Route, json: &str) -> Vec<(&'static str, String)> {
+    check_body(&PolicyConfig::default(), route, &members(json))
+        .into_iter()
+        .map(|v| (v.rule, v.value))
+        .collect()
+}
+
+#[test]
+fn default_pulls_from_the_official_registry_and_hugging_face_pass() {
+    for body in [
+        r#"{"model":"llama3.2"}"#,
+        r#"{"name":"llama3.2:1b"}"#,
+        r#"{"model":"hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"}"#,
+        r#"{"model":"huggingface.co/user/repo"}"#,
+        r#"{"model":"ollama.com/library/llama3"}"#,
+    ] {
+        assert_eq!(rules(Route::Pull, body), [], "{body}");
+    }
+}
+
+#[test]
+fn pulls_from_a_rogue_registry_and_insecure_transfers_are_flagged() {
+    assert_eq!(
+        rules(
+            Route::Pull,
+            r#"{"model":"evil.example/ns/llama3","insecure":true}"#
+        ),
+        [
+            ("policy.registry_pull", "evil.example/ns/llama3".to_owned()),
+            ("policy.insecure", "true".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn every_push_is_flagged_by_default_and_allowed_registries_pass() {
+    assert_eq!(
+        rules(Route::Push, r#"{"model":"attacker.example/x/y"}"#),
+        [("policy.registry_push", "attacker.example/x/y".to_owned())]
+    );
+    assert_eq!(rules(Route::Push, r#"{"model":"me/llama3"}"#).len(), 1);
+    let cfg = PolicyConfig {
+        registries_push: vec!["registry.internal".into()],
+        ..PolicyConfig::default()
+    };
+    let ok = check_body(
+        &cfg,
+        Route::Push,
+        &members(r#"{"model":"registry.internal/t/m"}"#),
+    );
+    assert_eq!(ok, []);
+}
+
+#[test]
+fn the_deprecated_name_alias_and_case_games_cannot_dodge_the_push_rule() {
+    assert_eq!(
+        rules(Route::Push, r#"{"model":"","name":"attacker.example/x/y"}"#),
+        [("policy.registry_push", "attacker.example/x/y".to_owned())]
+    );
+    assert_eq!(
+        rules(
+            Route::Pull,
+            r#"{"model":"llama3","MODEL":"attacker.example/x/y"}"#
+        ),
+        [("policy.registry_pull", "attacker.example/x/y".to_owned())]
+    );
+    assert_eq!(
+        rules(Route::Pull, r#"{"model":"a/b/c/d"}"#),
+        [("policy.registry_pull", "a/b/c/d".to_owned())],
+        "unreadable names fail closed"
+    );
+}
+
+#[test]
+fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
+    assert_eq!(
+        rules(Route::Create, r#"{"model":"x","from":"/etc/passwd"}"#),
+        [("policy.create_from_path", "/etc/passwd".to_owned())]
+    );
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"x","modelfile":"FROM ../../secret.gguf\nSYSTEM hi"}"#
+        ),
+        [(
+            "policy.create_from_path",
+            "FROM ../../secret.gguf".to_owned()
+        )]
+    );
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"x","remote_host":"http://10.0.0.9:11434"}"#
+        ),
+        [(
+            "policy.create_remote_host",
+            "http://10.0.0.9:11434".to_owned()
+        )]
+    );
+    assert_eq!(
+        rules(Route::Create, r#"{"model":"x","from":"llama3.2:1b"}"#),
+        []
+    );
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"x","from":"llama3:latest","remote_host":"https://ollama.com:443"}"#
+        ),
+        []
+    );
+}
+
+#[test]
+fn copies_staged_for_a_foreign_push_are_flagged() {
+    assert_eq!(
+        rules(
+            Route::Copy,
+            r#"{"source":"llama3","destination":"attacker.example/x/y"}"#
+        ),
+        [("policy.copy_destination", "attacker.example/x/y".to_owned())]
+    );
+    assert_eq!(
+        rules(
+            Route::Copy,
+            r#"{"source":"llama3","destination":"my-llama"}"#
+        ),
+        []
+    );
+}
+
+#[test]
+fn debug_render_only_is_flagged_on_generation_routes_only_when_true() {
+    assert_eq!(
+        rules(Route::Chat, r#"{"model":"m","_debug_render_only":true}"#),
+        [("policy.debug_render_only", "true".to_owned())]
+    );
+    assert_eq!(
+        rules(
+            Route::Generate,
+            r#"{"model":"m","_debug_render_only":false}"#
+        ),
+        []
+    );
+    assert_eq!(rules(Route::Generate, r#"{"model":"m","prompt":"hi"}"#), []);
+}
+
+#[test]
+fn manage_from_restricts_management_to_listed_networks() {
+    let cfg = PolicyConfig {
+        manage_from: vec!["10.0.0.0/8".parse().unwrap()],
+        ..PolicyConfig::default()
+    };
+    assert_eq!(check_source(&cfg, "10.1.2.3".parse().unwrap()), None);
+    let v = check_source(&cfg, "192.0.2.7".parse().unwrap()).unwrap();
+    assert_eq!(
+        (v.rule, v.value.as_str()),
+        ("policy.manage_from", "192.0.2.7")
+    );
+    assert_eq!(
+        check_source(&PolicyConfig::default(), "192.0.2.7".parse().unwrap()),
+        None
+    );
+}
+
+#[test]
+fn scope_covers_management_and_generation_routes() {
+    use http::Method;
+    assert_eq!(scope(Route::Push, &Method::POST), Scope::ManageWithBody);
+    assert_eq!(scope(Route::Delete, &Method::DELETE), Scope::ManageWithBody);
+    assert_eq!(scope(Route::Blobs, &Method::POST), Scope::Manage);
+    assert_eq!(scope(Route::Blobs, &Method::HEAD), Scope::None);
+    assert_eq!(scope(Route::Chat, &Method::POST), Scope::Generation);
+    assert_eq!(scope(Route::Tags, &Method::GET), Scope::None);
+}

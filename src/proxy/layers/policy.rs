@@ -1,0 +1,319 @@
+//! Policy layer: Ollama's model-management routes (pull, push, create, copy, delete, blob
+//! uploads) and the `_debug_render_only` switch of generate/chat are checked *before* anything
+//! is forwarded ([`crate::policy`] holds the rules).
+//!
+//! What is buffered, and why: to refuse a push before a byte of the model leaves, the JSON
+//! body must be read before the request is forwarded. Management bodies are small; they are
+//! read up to `policy.max_body` (1 MiB), parsed the way Ollama's Go server parses them, and
+//! then forwarded byte-identical ([`PolicyBody::replay`]). A larger management body is itself
+//! a verdict (`policy.body_too_large`: `413` in block mode). Generation bodies are read up to
+//! the same size to see `_debug_render_only`; one larger than that (an image) is forwarded as
+//! read plus the rest of the stream, unchecked. Blob uploads (the model file itself) are never
+//! buffered: only `manage_from` applies to them. Every other route passes untouched.
+//!
+//! Only requests in scope pay for a boxed future; the rest keep the stack's concrete types.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use prometheus::IntCounter;
+use tower::{Layer, Service};
+
+use super::{answered, refusal, Answer, Client, Meta};
+use crate::policy::{self, Members, PolicyConfig, Scope, Verdict};
+use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
+use crate::proxy::policy_body::PolicyBody;
+use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
+use crate::proxy::{refusal as refuse, upstream};
+use crate::record::Outcome;
+use crate::telemetry::log_event::Action;
+
+/// Where policy verdicts go: the pipeline decides and logs (and bans), and says what it did.
+pub(crate) trait PolicySink: Send + Sync + 'static {
+    /// Acts on `v` against `src`; `ban` is `[policy] ban`.
+    fn verdict(&self, v: &Verdict, src: IpAddr, path: &str, method: &str, ban: bool) -> Action;
+}
+
+/// What the layer shares.
+pub(crate) struct PolicyCtx {
+    /// `[policy]`, swapped on reload.
+    pub(crate) config: Arc<ArcSwap<PolicyConfig>>,
+    /// The pipeline.
+    pub(crate) sink: Arc<dyn PolicySink>,
+    /// `refused_requests_total{reason="policy"}`.
+    pub(crate) refused: IntCounter,
+    /// `timeouts.body_idle`, while the layer reads a body.
+    pub(crate) body_idle: Duration,
+}
+
+/// Checks policy routes.
+#[derive(Clone)]
+pub(crate) struct PolicyLayer {
+    ctx: Arc<PolicyCtx>,
+}
+
+impl PolicyLayer {
+    /// A policy stage acting through `ctx`.
+    pub(crate) fn new(ctx: PolicyCtx) -> Self {
+        PolicyLayer { ctx: Arc::new(ctx) }
+    }
+}
+
+impl<S> Layer<S> for PolicyLayer {
+    type Service = PolicyService<S>;
+    fn layer(&self, inner: S) -> PolicyService<S> {
+        PolicyService {
+            inner,
+            ctx: self.ctx.clone(),
+        }
+    }
+}
+
+/// The policy service.
+#[derive(Clone)]
+pub(crate) struct PolicyService<S> {
+    inner: S,
+    ctx: Arc<PolicyCtx>,
+}
+
+/// The future: the inner one for requests out of scope, boxed for those the layer reads.
+pub(crate) type PolicyFuture<F, RB> = futures_either::Either<
+    F,
+    Pin<Box<dyn Future<Output = Result<Response<Answer<RB>>, Infallible>> + Send>>,
+>;
+
+/// The two-variant future (local, to keep the dependency list short).
+pub(crate) mod futures_either {
+    use super::*;
+    use pin_project_lite::pin_project;
+
+    pin_project! {
+        /// One of two futures with the same output.
+        #[project = EitherProj]
+        pub(crate) enum Either<A, B> {
+            /// The first.
+            Left { #[pin] a: A },
+            /// The second.
+            Right { #[pin] b: B },
+        }
+    }
+
+    impl<A: Future, B: Future<Output = A::Output>> Future for Either<A, B> {
+        type Output = A::Output;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<A::Output> {
+            match self.project() {
+                EitherProj::Left { a } => a.poll(cx),
+                EitherProj::Right { b } => b.poll(cx),
+            }
+        }
+    }
+}
+
+use futures_either::Either as Fut;
+
+impl<S, B, RB> Service<Request<B>> for PolicyService<S>
+where
+    S: Service<Request<PolicyBody<B>>, Response = Response<Answer<RB>>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    type Response = Response<Answer<RB>>;
+    type Error = Infallible;
+    type Future = PolicyFuture<S::Future, RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (src, meta) = request_info(&req);
+        let scope = policy::scope(meta.route, req.method());
+        if scope == Scope::None {
+            return Fut::Left {
+                a: self.inner.call(req.map(PolicyBody::stream)),
+            };
+        }
+        // The inner service was made ready for this call; the clone is not, so swap them.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let ctx = self.ctx.clone();
+        Fut::Right {
+            b: Box::pin(check(ctx, inner, req, scope, src, meta)),
+        }
+    }
+}
+
+fn request_info<B>(req: &Request<B>) -> (IpAddr, Meta) {
+    let src = req
+        .extensions()
+        .get::<Client>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.src);
+    let meta = req.extensions().get::<Meta>().cloned().unwrap_or(Meta {
+        path: req.uri().path().to_owned().into(),
+        method_text: req.method().as_str().to_owned().into(),
+        route: crate::route::Route::Other,
+        fault: Arc::default(),
+    });
+    (src, meta)
+}
+
+/// Reads what the scope needs, decides, and forwards or refuses.
+async fn check<S, B, RB>(
+    ctx: Arc<PolicyCtx>,
+    mut inner: S,
+    req: Request<B>,
+    scope: Scope,
+    src: IpAddr,
+    meta: Meta,
+) -> Result<Response<Answer<RB>>, Infallible>
+where
+    S: Service<Request<PolicyBody<B>>, Response = Response<Answer<RB>>, Error = Infallible>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let cfg = ctx.config.load_full();
+    let judge = |v: &Verdict| {
+        let action = ctx
+            .sink
+            .verdict(v, src, &meta.path, &meta.method_text, cfg.ban);
+        matches!(action, Action::Blocked | Action::Banned)
+    };
+    if matches!(scope, Scope::Manage | Scope::ManageWithBody) {
+        if let Some(v) = policy::check_source(&cfg, src) {
+            if judge(&v) {
+                return Ok(refused(&ctx, &meta, &v, StatusCode::FORBIDDEN));
+            }
+        }
+    }
+    if scope == Scope::Manage {
+        return inner.call(req.map(PolicyBody::stream)).await;
+    }
+    let (parts, body) = req.into_parts();
+    let exact = content_length(&parts.headers);
+    let read = match read_prefix(body, cfg.max_body, exact, ctx.body_idle).await {
+        Ok(read) => read,
+        Err(fault) => return Ok(client_fault(fault)),
+    };
+    let verdicts = match (&read.rest, scope) {
+        (None, _) => Members::parse(&read.prefix)
+            .map(|m| policy::check_body(&cfg, meta.route, &m))
+            .unwrap_or_default(),
+        (Some(_), Scope::ManageWithBody) => vec![policy::too_large(cfg.max_body)],
+        // A generation body larger than the stage reads is forwarded unchecked.
+        (Some(_), _) => Vec::new(),
+    };
+    let mut refusal = None;
+    for v in &verdicts {
+        if judge(v) && refusal.is_none() {
+            refusal = Some(v);
+        }
+    }
+    if let Some(v) = refusal {
+        let status = if v.rule == "policy.body_too_large" {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        return Ok(refused(&ctx, &meta, v, status));
+    }
+    let body = PolicyBody::replay(read.prefix.freeze(), read.rest, exact);
+    inner.call(Request::from_parts(parts, body)).await
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What was read: the bytes, and the unread rest when the body is larger than the limit.
+struct Prefix<B> {
+    prefix: BytesMut,
+    rest: Option<B>,
+}
+
+/// Reads `body` until its end or until more than `limit` bytes are in (a declared
+/// `Content-Length` above the limit is not read at all), each frame within `idle`.
+async fn read_prefix<B>(
+    mut body: B,
+    limit: u64,
+    exact: Option<u64>,
+    idle: Duration,
+) -> Result<Prefix<B>, ClientFault>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let mut prefix = BytesMut::new();
+    if exact.is_some_and(|n| n > limit) {
+        return Ok(Prefix {
+            prefix,
+            rest: Some(body),
+        });
+    }
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return Err(ClientFault::Idle),
+            Ok(None) => return Ok(Prefix { prefix, rest: None }),
+            Ok(Some(Err(e))) => return Err(ClientBodyError::Read(e.into()).fault()),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            prefix.extend_from_slice(&data);
+        }
+        if prefix.len() as u64 > limit {
+            return Ok(Prefix {
+                prefix,
+                rest: Some(body),
+            });
+        }
+    }
+}
+
+/// The refusal of a policy verdict: the route family's shape, with the rule and the value.
+fn refused<RB>(
+    ctx: &PolicyCtx,
+    meta: &Meta,
+    v: &Verdict,
+    status: StatusCode,
+) -> Response<Answer<RB>> {
+    ctx.refused.inc();
+    let message = format!(
+        "ollama-guard: request refused by {}: {} {:?} is not allowed",
+        v.rule, v.field, v.value
+    );
+    let mut resp = refuse::shaped(&meta.path, &message);
+    *resp.status_mut() = status;
+    refusal(resp, Outcome::Blocked)
+}
+
+fn client_fault<RB>(fault: ClientFault) -> Response<Answer<RB>> {
+    let resp = upstream::client_fault(fault, "while the policy stage read it")
+        .map(http_body_util::Either::Right);
+    match fault {
+        ClientFault::Aborted => {
+            answered(resp, Outcome::ClientCancelled, Some(CLIENT_CLOSED_REQUEST))
+        }
+        _ => answered(resp, Outcome::Complete, None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tower::ServiceExt;
+
+use super::*;
+use crate::proxy::layers::Disposition;
+use crate::route::Route;
+
+/// Records verdicts; answers as monitor (`would_block`) or block mode would.
+struct Sink {
+    block: bool,
+    seen: Mutex<Vec<(String, String)>>,
+}
+
+impl PolicySink for Sink {
+    fn verdict(&self, v: &Verdict, _: IpAddr, _: &str, _: &str, _: bool) -> Action {
+        self.seen
+            .lock()
+            .unwrap()
+            .push((v.rule.to_owned(), v.value.clone()));
+        if self.block {
+            Action::Blocked
+        } else {
+            Action::WouldBlock
+        }
+    }
+}
+
+/// An inner service that records the body it was sent, byte for byte, and its size hint.
+#[derive(Clone, Default)]
+struct Upstream(Arc<Mutex<Vec<Sent>>>);
+
+/// A body the upstream received, and its exact size hint (the framing).
+type Sent = (Bytes, Option<u64>);
+
+impl Service<Request<PolicyBody<Full<Bytes>>>> for Upstream {
+    type Response = Response<Answer<http_body_util::Empty<Bytes>>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Request<PolicyBody<Full<Bytes>>>) -> Self::Future {
+        let log = self.0.clone();
+        Box::pin(async move {
+            let hint = req.body().size_hint().exact();
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            log.lock().unwrap().push((bytes, hint));
+            Ok(Response::new(http_body_util::Either::Left(
+                http_body_util::Empty::new(),
+            )))
+        })
+    }
+}
+
+fn service(block: bool, cfg: PolicyConfig) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
+    let sink = Arc::new(Sink {
+        block,
+        seen: Mutex::default(),
+    });
+    let up = Upstream::default();
+    let layer = PolicyLayer::new(PolicyCtx {
+        config: Arc::new(ArcSwap::from_pointee(cfg)),
+        sink: sink.clone(),
+        refused: IntCounter::new("r", "r").unwrap(),
+        body_idle: Duration::from_secs(5),
+    });
+    (layer.layer(up.clone()), sink, up)
+}
+
+fn request(
+    route: Route,
+    path: &'static str,
+    body: &'static [u8],
+    length: bool,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::post(path);
+    if length {
+        b = b.header("content-length", body.len());
+    }
+    let mut req = b.body(Full::new(Bytes::from_static(body))).unwrap();
+    req.extensions_mut().insert(Meta {
+        path: path.into(),
+        method_text: "POST".into(),
+        route,
+        fault: Arc::default(),
+    });
+    req.extensions_mut().insert(Client {
+        src: "192.0.2.9".parse().unwrap(),
+        peer: "192.0.2.9".parse().unwrap(),
+    });
+    req
+}
+
+const FOREIGN_PUSH: &[u8] = br#"{"model":"attacker.example/x/y","insecure":true}"#;
+
+#[tokio::test]
+async fn block_mode_refuses_a_foreign_push_before_anything_is_forwarded() {
+    let (svc, sink, up) = service(true, PolicyConfig::default());
+    let resp = svc
+        .oneshot(request(Route::Push, "/api/push", FOREIGN_PUSH, true))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.extensions().get::<Disposition>().map(|d| d.outcome),
+        Some(Outcome::Blocked)
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json["error"],
+        "ollama-guard: request refused by policy.registry_push: model \"attacker.example/x/y\" is not allowed"
+    );
+    assert!(
+        up.0.lock().unwrap().is_empty(),
+        "nothing reached the upstream"
+    );
+    let seen = sink.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            (
+                "policy.registry_push".to_owned(),
+                "attacker.example/x/y".to_owned()
+            ),
+            ("policy.insecure".to_owned(), "true".to_owned())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn monitor_mode_forwards_the_body_byte_identical_with_its_framing() {
+    for length in [true, false] {
+        let (svc, sink, up) = service(false, PolicyConfig::default());
+        let resp = svc
+            .oneshot(request(Route::Push, "/api/push", FOREIGN_PUSH, length))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let sent = up.0.lock().unwrap().clone();
+        let expected_hint = length.then_some(FOREIGN_PUSH.len() as u64);
+        assert_eq!(sent, [(Bytes::from_static(FOREIGN_PUSH), expected_hint)]);
+        assert_eq!(sink.seen.lock().unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn an_official_pull_passes_and_other_routes_are_not_read() {
+    let (svc, sink, up) = service(true, PolicyConfig::default());
+    let resp = svc
+        .clone()
+        .oneshot(request(
+            Route::Pull,
+            "/api/pull",
+            br#"{"model":"llama3.2"}"#,
+            true,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = svc
+        .oneshot(request(
+            Route::Show,
+            "/api/show",
+            br#"{"model":"x/y/z"}"#,
+            true,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(sink.seen.lock().unwrap().is_empty());
+    assert_eq!(up.0.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn oversized_management_bodies_are_413_in_block_mode_and_forwarded_whole_in_monitor() {
+    let cfg = PolicyConfig {
+        max_body: 16,
+        ..PolicyConfig::default()
+    };
+    let big: &'static [u8] = br#"{"model":"llama3.2","padding":"xxxxxxxxxxxxxxxx"}"#;
+    let (svc, _, up) = service(true, cfg.clone());
+    let resp = svc
+        .oneshot(request(Route::Pull, "/api/pull", big, false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(up.0.lock().unwrap().is_empty());
+    let (svc, sink, up) = service(false, cfg);
+    let resp = svc
+        .oneshot(request(Route::Pull, "/api/pull", big, true))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.0.lock().unwrap()[0].0, Bytes::from_static(big));
+    assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.body_too_large");
+}
+
+#[tokio::test]
+async fn invalid_duplicate_and_non_utf8_bodies_never_change_what_is_forwarded() {
+    for body in [
+        &b"{not json"[..],
+        b"\xff\xfe\x00",
+        br#"{"model":"llama3","MODEL":"attacker.example/x/y"}"#,
+    ] {
+        let (svc, sink, up) = service(false, PolicyConfig::default());
+        let resp = svc
+            .oneshot(request(Route::Pull, "/api/pull", body, true))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{body:?}");
+        assert_eq!(up.0.lock().unwrap()[0].0, Bytes::from_static(body));
+        let flagged = sink.seen.lock().unwrap().len();
+        assert_eq!(
+            flagged,
+            usize::from(body.starts_with(b"{\"model\"")),
+            "{body:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn debug_render_only_is_flagged_and_refused_in_block_mode() {
+    let (svc, sink, _) = service(true, PolicyConfig::default());
+    let resp = svc
+        .oneshot(request(
+            Route::Chat,
+            "/v1/chat/completions",
+            br#"{"model":"m","messages":[],"_debug_render_only":true}"#,
+            true,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["error"]["type"], "permission_error");
+    assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.debug_render_only");
+}
+
+#[tokio::test]
+async fn manage_from_refuses_other_networks_even_for_blob_uploads() {
+    let cfg = PolicyConfig {
+        manage_from: vec!["10.0.0.0/8".parse().unwrap()],
+        ..PolicyConfig::default()
+    };
+    let (svc, sink, up) = service(true, cfg);
+    let resp = svc
+        .oneshot(request(
+            Route::Blobs,
+            "/api/blobs/sha256:00",
+            b"GGUF....",
+            true,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(up.0.lock().unwrap().is_empty());
+    assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.manage_from");
+}

@@ -1,0 +1,197 @@
+//! The policy stage through a running stack and the real `ollama` Python client and OpenAI
+//! SDK (tests/e2e/test_policy.py): a push to a foreign registry is refused before the
+//! simulator sees it (block) or flagged `would_block` and forwarded byte-identical (monitor).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use ollama_guard::config::ServeArgs;
+use serde_json::Value;
+
+async fn run_python(s: &Stack, mode: &str) -> String {
+    let python = std::env::var("OLLAMA_GUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/test_policy.py"
+        ))
+        .env("OLLAMA_GUARD_URL", &s.proxy)
+        .env("OLLAMA_GUARD_MODE", mode)
+        .env_remove("OLLAMA_API_KEY");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .expect("OLLAMA_GUARD_PYTHON: a venv with pytest, ollama, openai");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pytest failed:\n{report}");
+    assert!(report.contains("3 passed"), "{report}");
+    report
+}
+
+fn policy_events(s: &Stack) -> Vec<(String, String, String)> {
+    events(&s.detection_log())
+        .into_iter()
+        .filter(|e| e["rule"].as_str().is_some_and(|r| r.starts_with("policy.")))
+        .map(|e: Value| {
+            (
+                e["rule"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap().to_owned(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn sim_targets(s: &Stack) -> Vec<String> {
+    s.sim.log.requests().into_iter().map(|r| r.target).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_mode_refuses_a_foreign_push_before_the_simulator_sees_it() {
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "").await;
+    run_python(&s, "block").await;
+    let got = wait_events(&s.detection_log(), |ev| {
+        ev.iter()
+            .filter(|e| e["rule"].as_str().is_some_and(|r| r.starts_with("policy.")))
+            .count()
+            >= 2
+    })
+    .await;
+    assert_detection_log_valid(&s.detection_log());
+    drop(got);
+    assert_eq!(
+        policy_events(&s),
+        [
+            (
+                "policy.registry_push".into(),
+                "attacker.example/x/y".into(),
+                "blocked".into()
+            ),
+            (
+                "policy.debug_render_only".into(),
+                "true".into(),
+                "blocked".into()
+            ),
+        ]
+    );
+    let targets = sim_targets(&s);
+    assert!(!targets.iter().any(|t| t == "/api/push"), "{targets:?}");
+    assert!(
+        targets.iter().any(|t| t == "/api/pull"),
+        "the official pull passed"
+    );
+    assert_eq!(
+        metric(
+            &s.admin,
+            "ollama_guard_refused_requests_total{reason=\"policy\"}"
+        )
+        .await,
+        2.0
+    );
+    // Refused is not banned: the same client may still pull.
+    assert_eq!(
+        admin(&s, http::Method::GET, "/api/bans", "", None)
+            .await
+            .text(),
+        "[]"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_mode_flags_would_block_and_forwards_the_push_byte_identical() {
+    let s = stack().await;
+    run_python(&s, "monitor").await;
+    wait_events(&s.detection_log(), |ev| {
+        ev.iter()
+            .filter(|e| e["rule"].as_str().is_some_and(|r| r.starts_with("policy.")))
+            .count()
+            >= 2
+    })
+    .await;
+    assert_detection_log_valid(&s.detection_log());
+    assert_eq!(
+        policy_events(&s),
+        [
+            (
+                "policy.registry_push".into(),
+                "attacker.example/x/y".into(),
+                "would_block".into()
+            ),
+            (
+                "policy.debug_render_only".into(),
+                "true".into(),
+                "would_block".into()
+            ),
+        ]
+    );
+    assert!(sim_targets(&s).iter().any(|t| t == "/api/push"));
+}
+
+/// A body with odd spacing, a duplicate key and a trailing newline, as Content-Length and as
+/// chunks: the simulator receives exactly these bytes.
+#[tokio::test]
+async fn monitor_mode_forwards_policy_bodies_byte_identical_in_both_framings() {
+    use sha2::Digest;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = stack().await;
+    let body: &[u8] =
+        b"{ \"model\" :\"llama3\",\"MODEL\":\"attacker.example/x/y\" ,\"insecure\":true}\n";
+    let want = format!("{:x}", sha2::Sha256::digest(body));
+    let addr = s.proxy.trim_start_matches("http://").to_owned();
+    let head_cl = format!(
+        "POST /api/push HTTP/1.1\r\nHost: localhost\r\nx-sim-id: cl\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut chunked = b"POST /api/push HTTP/1.1\r\nHost: localhost\r\nx-sim-id: ch\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for part in body.chunks(7) {
+        chunked.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        chunked.extend_from_slice(part);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let mut with_cl = head_cl.into_bytes();
+    with_cl.extend_from_slice(body);
+    for raw in [with_cl, chunked] {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(&raw).await.unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        // The simulator's own answer (whatever it thinks of the model) came back.
+        assert!(
+            out.starts_with(b"HTTP/1.1 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    for id in ["cl", "ch"] {
+        let r = s
+            .sim
+            .log
+            .requests()
+            .into_iter()
+            .find(|r| r.id.as_deref() == Some(id))
+            .unwrap();
+        assert_eq!(r.body_sha256.as_deref(), Some(want.as_str()), "{id}");
+    }
+    // The duplicate, case-folded key is read as Go reads it: the last one.
+    let values: Vec<String> = policy_events(&s).into_iter().map(|e| e.1).collect();
+    assert_eq!(
+        values
+            .iter()
+            .filter(|v| *v == "attacker.example/x/y")
+            .count(),
+        2
+    );
+}
