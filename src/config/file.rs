@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub ban: Option<BanFile>,
     /// The policy stage of the model-management routes.
     pub policy: Option<PolicyFile>,
+    /// What a ban does to running requests.
+    pub enforcement: Option<EnforcementFile>,
     /// Detection rules; none = the built-in set.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -104,4 +106,12 @@ pub struct PolicyFile {
     pub manage_from: Option<Vec<String>>,
     /// Also ban the source on a policy verdict in block mode.
     pub ban: Option<bool>,
+}
+
+/// `[enforcement]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforcementFile {
+    /// A ban cuts the banned source's running requests (default true).
+    pub abort_in_flight: Option<bool>,
 }

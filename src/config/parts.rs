@@ -119,6 +119,8 @@ pub struct Live {
     pub rules: Vec<RuleConfig>,
     /// The policy stage (`[policy]`).
     pub(crate) policy: crate::policy::PolicyConfig,
+    /// `enforcement.abort_in_flight`: a ban cuts the banned source's running requests.
+    pub abort_in_flight: bool,
 }
 
 impl Live {

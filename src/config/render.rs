@@ -57,6 +57,9 @@ pub(super) fn to_toml(c: &Config) -> String {
             memory: Some(human(l.ban.memory)),
         }),
         policy: Some(super::policy::render(&l.policy)),
+        enforcement: Some(super::EnforcementFile {
+            abort_in_flight: Some(l.abort_in_flight),
+        }),
         rules: c.effective_rules(),
     };
     toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))

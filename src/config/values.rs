@@ -361,6 +361,11 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             admin_token,
             rules: file.rules,
             policy,
+            abort_in_flight: file
+                .enforcement
+                .as_ref()
+                .and_then(|e| e.abort_in_flight)
+                .unwrap_or(true),
         },
         config_file: args.config.clone(),
         warnings,

@@ -41,6 +41,8 @@ pub(crate) struct Enforcement {
     persister: Option<Persister>,
     wake: Notify,
     block_mode: AtomicBool,
+    /// `enforcement.abort_in_flight`: a ban cuts the source's running requests.
+    abort_in_flight: AtomicBool,
 }
 
 /// The `ban` event fields of `ban`.
@@ -74,6 +76,7 @@ impl Enforcement {
             persister: state_dir.map(Persister::new),
             wake: Notify::new(),
             block_mode: AtomicBool::new(false),
+            abort_in_flight: AtomicBool::new(true),
         }
     }
 
@@ -81,6 +84,11 @@ impl Enforcement {
     pub(crate) fn set_mode(&self, mode: Mode) {
         self.block_mode
             .store(mode == Mode::Block, Ordering::Relaxed);
+    }
+
+    /// Sets `enforcement.abort_in_flight` (start-up and reload).
+    pub(crate) fn set_abort_in_flight(&self, on: bool) {
+        self.abort_in_flight.store(on, Ordering::Relaxed);
     }
 
     /// Whether the global mode is `block`.
@@ -312,6 +320,29 @@ fn log_load(dir: &std::path::Path, report: &LoadReport) {
 }
 
 impl Gate for Enforcement {
+    fn cut(&self, src: IpAddr) -> Option<Arc<str>> {
+        if !self.abort_in_flight.load(Ordering::Relaxed) || !self.block_mode() {
+            return None;
+        }
+        self.bans.check(src, Utc::now()).map(|hit| hit.rule)
+    }
+
+    fn aborted(&self, src: IpAddr, method: &str, path: &str, rule: &str) {
+        let src = src.to_string();
+        self.log.write(
+            Utc::now(),
+            &crate::telemetry::log_event::LogEvent::Aborted(
+                crate::telemetry::log_event::AbortedEvent {
+                    src: &src,
+                    uri_path: path,
+                    http_method: method,
+                    rule,
+                },
+            ),
+        );
+        self.metrics.aborted.inc();
+    }
+
     fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>> {
         if !self.block_mode() || self.bans.is_empty() {
             return None;

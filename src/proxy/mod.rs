@@ -8,6 +8,7 @@
 //! ([`server`] and [`limits`]).
 
 pub(crate) mod client_ip;
+pub(crate) mod cut;
 pub(crate) mod eos;
 pub(crate) mod fault;
 pub(crate) mod headers;
@@ -152,6 +153,7 @@ impl Proxy {
                 resets: self
                     .metrics
                     .upstream_error_counter(crate::telemetry::UpstreamErrorKind::Reset),
+                gate: self.gate.clone(),
             }))
             .layer(HostGuardLayer::new(
                 self.hosts.clone(),

@@ -15,6 +15,16 @@ pub(crate) trait Gate: Send + Sync + 'static {
     /// `Some(rule)` refuses the request (the rule that banned the source, or `admin`);
     /// the implementation counts and logs the refusal.
     fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>>;
+
+    /// `Some(rule)` when a running request of `src` must be cut now: the source has been
+    /// banned since the request started (block mode, `enforcement.abort_in_flight`). Called on
+    /// every frame of a running response, so it must cost one atomic load when no ban exists.
+    fn cut(&self, _src: IpAddr) -> Option<Arc<str>> {
+        None
+    }
+
+    /// A running request was cut by the ban of `rule`: log it (an `aborted` event).
+    fn aborted(&self, _src: IpAddr, _method: &str, _path: &str, _rule: &str) {}
 }
 
 /// The message every refusal carries.

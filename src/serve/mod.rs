@@ -286,6 +286,7 @@ fn start_enforcement(
         live.ipv6_prefix,
     ));
     let enforcement = Arc::new(Enforcement::new(bans, log, metrics.clone(), state_dir));
+    enforcement.set_abort_in_flight(live.abort_in_flight);
     enforcement.restore(chrono::Utc::now());
     enforcement
 }

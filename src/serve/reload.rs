@@ -132,6 +132,7 @@ impl Reloader {
         self.proxy.set_trusted_proxies(new.trusted_proxies.clone());
         self.proxy.set_allowed_hosts(new.allowed_hosts.as_deref());
         self.proxy.set_policy(new.policy.clone());
+        self.enforcement.set_abort_in_flight(new.abort_in_flight);
         self.detection
             .set_trusted_proxies(new.trusted_proxies.clone());
         let bans = self.enforcement.bans();

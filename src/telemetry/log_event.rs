@@ -36,6 +36,8 @@ pub(crate) enum LogEvent<'a> {
     Unban(UnbanEvent<'a>),
     /// A banned source's request was refused (at most one event per ban per minute).
     Blocked(BlockedEvent<'a>),
+    /// A running request was cut because its source was banned while it ran.
+    Aborted(AbortedEvent<'a>),
 }
 
 /// What was done about a verdict: the `action` field of `detection` and `window_summary`,
@@ -202,6 +204,19 @@ pub(crate) struct BlockedEvent<'a> {
     /// Requests refused under this ban since the previous `blocked` event and not logged.
     pub(crate) blocked_since_last: u64,
     /// The rule that banned, or `admin`.
+    pub(crate) rule: &'a str,
+}
+
+/// The fields of an `aborted` event.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AbortedEvent<'a> {
+    /// The client whose request was cut.
+    pub(crate) src: &'a str,
+    /// The request's path.
+    pub(crate) uri_path: &'a str,
+    /// The request's method.
+    pub(crate) http_method: &'a str,
+    /// The rule whose ban cut it, or `admin`.
     pub(crate) rule: &'a str,
 }
 

@@ -113,6 +113,8 @@ pub(crate) struct Metrics {
     pub(crate) connections_rejected: IntCounterVec,
     /// Client connections open now (proxy listener).
     pub(crate) open_connections: IntGauge,
+    /// Running requests cut because their source was banned.
+    pub(crate) aborted: IntCounter,
 }
 
 /// Reasons of `refused_requests_total` known at start.
@@ -189,6 +191,13 @@ impl Metrics {
             )?,
         )?;
         let m = Metrics {
+            aborted: reg(
+                &r,
+                IntCounter::new(
+                    "aborted_requests_total",
+                    "Running requests cut because their source was banned while they ran.",
+                )?,
+            )?,
             refused_host: refused.with_label_values(&["host"]),
             refused,
             connections_rejected: reg(

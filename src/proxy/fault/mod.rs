@@ -78,7 +78,7 @@ impl ClientBodyError {
 
 /// The first client fault of one request, shared by its request and response bodies.
 #[derive(Debug, Default)]
-pub(crate) struct FaultCell(AtomicU8);
+pub(crate) struct FaultCell(AtomicU8, std::sync::atomic::AtomicBool);
 
 impl FaultCell {
     fn set(&self, fault: ClientFault) {
@@ -90,6 +90,16 @@ impl FaultCell {
         let _ = self
             .0
             .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// A ban cut the request.
+    pub(crate) fn mark_cut(&self) {
+        self.1.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a ban cut the request.
+    pub(crate) fn was_cut(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
     }
 
     /// The client fault noted so far, if any.

@@ -26,7 +26,9 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{Client, Disposition, Meta};
+use crate::proxy::cut::{CutBody, Owner};
 use crate::proxy::fault::FaultCell;
+use crate::proxy::refusal::Gate;
 use crate::proxy::timing::{Completion, HeadGuard, InFlight, TimingBody};
 use crate::record::{Method, Outcome, RecordSink, RequestRecord};
 use crate::route;
@@ -39,6 +41,8 @@ pub(crate) struct RecordCtx {
     pub(crate) in_flight: IntGauge,
     /// `upstream_errors_total{kind="reset"}`: forwarded bodies that break mid-stream.
     pub(crate) resets: IntCounter,
+    /// Asked on every frame of a forwarded response whether a ban cuts it.
+    pub(crate) gate: Arc<dyn Gate>,
 }
 
 /// Records every request.
@@ -109,9 +113,10 @@ fn start_record<B>(req: &Request<B>) -> RequestRecord {
 impl<S, B, RB> Service<Request<B>> for Record<S>
 where
     S: Service<Request<B>, Response = Response<RB>, Error = Infallible>,
-    RB: Body,
+    RB: Body<Data = bytes::Bytes>,
+    RB::Error: Into<crate::proxy::fault::BoxError>,
 {
-    type Response = Response<TimingBody<RB>>;
+    type Response = Response<TimingBody<CutBody<RB>>>;
     type Error = Infallible;
     type Future = RecordFuture<S::Future>;
 
@@ -129,6 +134,7 @@ where
             route: record.route,
             fault: fault.clone(),
         });
+        let fault_for_owner = fault.clone();
         let completion = Completion {
             record,
             start,
@@ -137,10 +143,18 @@ where
             upstream_resets: None,
             fault: Some(fault),
         };
+        let owner = Owner {
+            src: completion.record.src,
+            method: completion.record.method_text.clone(),
+            path: completion.record.path.clone(),
+            gate: self.ctx.gate.clone(),
+            cell: fault_for_owner,
+        };
         RecordFuture {
             fut: self.inner.call(req),
             guard: Some(HeadGuard::new(completion)),
             resets: self.ctx.resets.clone(),
+            owner: Some(owner),
         }
     }
 }
@@ -152,15 +166,17 @@ pin_project! {
         fut: F,
         guard: Option<HeadGuard>,
         resets: IntCounter,
+        owner: Option<Owner>,
     }
 }
 
 impl<F, RB> Future for RecordFuture<F>
 where
     F: Future<Output = Result<Response<RB>, Infallible>>,
-    RB: Body,
+    RB: Body<Data = bytes::Bytes>,
+    RB::Error: Into<crate::proxy::fault::BoxError>,
 {
-    type Output = Result<Response<TimingBody<RB>>, Infallible>;
+    type Output = Result<Response<TimingBody<CutBody<RB>>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -173,16 +189,17 @@ where
             // Polled after completion: a caller bug; stay pending rather than panic.
             return Poll::Pending;
         };
-        let (outcome, status) = match parts.extensions.remove::<Disposition>() {
-            Some(d) => (d.outcome, d.status.unwrap_or(parts.status.as_u16())),
+        let (outcome, status, owner) = match parts.extensions.remove::<Disposition>() {
+            Some(d) => (d.outcome, d.status.unwrap_or(parts.status.as_u16()), None),
             None => {
                 // Ollama's own response: a failure of its body from now on is an upstream
-                // reset (unless the client's upload failed first; the fault cell says).
+                // reset (unless the client's upload failed first; the fault cell says), and a
+                // ban of its source cuts it.
                 guard.count_resets(this.resets.clone());
-                (Outcome::Complete, parts.status.as_u16())
+                (Outcome::Complete, parts.status.as_u16(), this.owner.take())
             }
         };
-        let body = guard.into_body(status, outcome, body);
+        let body = guard.into_body(status, outcome, CutBody::new(body, owner));
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }

@@ -59,7 +59,10 @@ impl Completion {
     /// Fills in the end of the exchange and hands the record to the sink.
     fn finish(mut self, ttfb: Option<Instant>, outcome: Outcome) {
         let client_fault = self.fault.as_deref().and_then(FaultCell::get).is_some();
+        let cut = self.fault.as_deref().is_some_and(FaultCell::was_cut);
         let outcome = match outcome {
+            // Cut by a ban: refused like any request of a banned source (never fed back).
+            _ if cut => Outcome::Blocked,
             Outcome::UpstreamError if client_fault => Outcome::ClientCancelled,
             o => o,
         };

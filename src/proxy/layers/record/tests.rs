@@ -9,6 +9,15 @@ use crate::proxy::layers::answered;
 use crate::proxy::layers::test_support::{capture, request_from, Records};
 use crate::route::Route;
 
+/// A gate with no bans.
+struct NoBans;
+
+impl crate::proxy::refusal::Gate for NoBans {
+    fn refuse(&self, _: std::net::IpAddr, _: &str, _: &str) -> Option<Arc<str>> {
+        None
+    }
+}
+
 fn layer(records: &Arc<Records>) -> (RecordLayer, IntGauge, IntCounter) {
     let gauge = IntGauge::new("g", "g").unwrap();
     let resets = IntCounter::new("r", "r").unwrap();
@@ -16,6 +25,7 @@ fn layer(records: &Arc<Records>) -> (RecordLayer, IntGauge, IntCounter) {
         sink: records.clone(),
         in_flight: gauge.clone(),
         resets: resets.clone(),
+        gate: Arc::new(NoBans),
     });
     (l, gauge, resets)
 }

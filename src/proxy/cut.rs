@@ -1,0 +1,159 @@
+//! Cutting a running response when its source is banned (`enforcement.abort_in_flight`).
+//!
+//! A ban must stop what the banned source is already doing — a 30-minute push, a slow
+//! exfiltration — not only its next request. The response body asks the gate on every frame
+//! whether its source is banned now (one atomic load while no ban exists); when it is, the
+//! body ends with an error: hyper aborts the client's stream (no clean chunked terminator, so
+//! the client sees the failure) and drops the upstream body, which closes the upstream
+//! connection, and Ollama stops the transfer. The exchange is recorded as `blocked` and an
+//! `aborted` event is logged.
+//!
+//! A response still waiting for its head (a non-streamed request Ollama is working on) is cut
+//! at its first frame.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::fault::{BoxError, FaultCell};
+use super::refusal::Gate;
+
+/// The error a cut body ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("ollama-guard: request cut: the source was banned ({0})")]
+pub(crate) struct Cut(Arc<str>);
+
+/// Who a response belongs to, for the gate and the `aborted` event.
+#[derive(Clone)]
+pub(crate) struct Owner {
+    pub(crate) src: IpAddr,
+    pub(crate) method: std::borrow::Cow<'static, str>,
+    pub(crate) path: std::borrow::Cow<'static, str>,
+    pub(crate) gate: Arc<dyn Gate>,
+    pub(crate) cell: Arc<FaultCell>,
+}
+
+pin_project! {
+    /// A response body that ends early when its source is banned.
+    pub(crate) struct CutBody<B> {
+        #[pin]
+        inner: B,
+        owner: Option<Owner>,
+    }
+}
+
+impl<B> CutBody<B> {
+    /// `inner`, cut when `owner.src` is banned; `None` = never cut (locally answered).
+    pub(crate) fn new(inner: B, owner: Option<Owner>) -> Self {
+        CutBody { inner, owner }
+    }
+}
+
+impl<B> Body for CutBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Some(owner) = this.owner.as_ref() {
+            if let Some(rule) = owner.gate.cut(owner.src) {
+                owner.cell.mark_cut();
+                owner.gate.aborted(owner.src, &owner.method, &owner.path, &rule);
+                *this.owner = None;
+                return Poll::Ready(Some(Err(Box::new(Cut(rule)))));
+            }
+        }
+        this.inner.poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Switch {
+        banned: AtomicBool,
+        aborted: Mutex<Vec<String>>,
+    }
+
+    impl Gate for Switch {
+        fn refuse(&self, _: IpAddr, _: &str, _: &str) -> Option<Arc<str>> {
+            None
+        }
+        fn cut(&self, _: IpAddr) -> Option<Arc<str>> {
+            self.banned
+                .load(Ordering::Relaxed)
+                .then(|| Arc::from("admin"))
+        }
+        fn aborted(&self, src: IpAddr, method: &str, path: &str, rule: &str) {
+            self.aborted
+                .lock()
+                .unwrap()
+                .push(format!("{src} {method} {path} {rule}"));
+        }
+    }
+
+    /// A body yielding ten numbered frames.
+    struct Frames(u8);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0 += 1;
+            Poll::Ready((self.0 <= 10).then(|| Ok(Frame::data(Bytes::from(vec![self.0])))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ban_mid_stream_ends_the_body_with_an_error_once() {
+        let gate = Arc::new(Switch::default());
+        let cell = Arc::new(FaultCell::default());
+        let owner = Owner {
+            src: "192.0.2.66".parse().unwrap(),
+            method: "POST".into(),
+            path: "/api/push".into(),
+            gate: gate.clone(),
+            cell: cell.clone(),
+        };
+        let mut body = CutBody::new(Frames(0), Some(owner));
+        assert!(body.frame().await.unwrap().is_ok());
+        gate.banned.store(true, Ordering::Relaxed);
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ollama-guard: request cut: the source was banned (admin)"
+        );
+        assert!(cell.was_cut());
+        assert_eq!(*gate.aborted.lock().unwrap(), ["192.0.2.66 POST /api/push admin"]);
+    }
+}
