@@ -155,6 +155,22 @@ pub(crate) fn str_field<'v>(
     }
 }
 
+/// A boolean field, `Ok(None)` when absent or null; anything else is Go's unmarshal error.
+pub(crate) fn bool_field(
+    body: &Value,
+    field: &str,
+    go_struct: &str,
+) -> Result<Option<bool>, BodyError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(BodyError::Invalid(format!(
+            "json: cannot unmarshal {} into Go struct field {go_struct}.{field} of type bool",
+            go_kind(other)
+        ))),
+    }
+}
+
 /// Ollama's `stream` flag: streaming unless explicitly `false`.
 pub(crate) fn wants_stream(body: &Value) -> bool {
     body.get("stream").and_then(Value::as_bool).unwrap_or(true)

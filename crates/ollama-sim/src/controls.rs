@@ -13,6 +13,13 @@ use super::SimConfig;
 /// exhaust memory.
 const MAX_CHUNKS: usize = 100_000;
 
+/// A pull or push given a duration but no line count (`x-sim-transfer-ms` without
+/// `x-sim-chunks`) reports progress about this often, like a real download does.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Upper bound on the number of progress lines derived from `x-sim-transfer-ms`.
+const MAX_PROGRESS_LINES: usize = 10_000;
+
 /// How a streamed response should break, if at all (`x-sim-fail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fail {
@@ -36,18 +43,36 @@ pub(crate) struct Controls {
     pub(crate) chunks: usize,
     /// Deliberate failure (`x-sim-fail`).
     pub(crate) fail: Fail,
+    /// What the request said about its schedule, for [`Controls::transfer_schedule`].
+    transfer: TransferHints,
+}
+
+/// The inputs of a pull's or push's schedule, which is set by its total duration rather
+/// than by a per-line delay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TransferHints {
+    /// `x-sim-transfer-ms`.
+    total: Option<Duration>,
+    /// [`SimConfig::transfer_duration`] (zero in `fast` mode).
+    default_total: Duration,
+    /// `x-sim-chunks` was given.
+    chunks_given: bool,
+    /// `x-sim-chunk-delay-ms` was given.
+    chunk_delay_given: bool,
 }
 
 impl Controls {
     /// The configuration's defaults (no delays at all in `fast` mode), overridden by any
     /// well-formed `x-sim-*` header; malformed values are ignored.
     pub(crate) fn from_headers(headers: &HeaderMap, cfg: &SimConfig) -> Self {
-        let default_chunk_delay = if cfg.fast {
-            Duration::ZERO
+        let (default_chunk_delay, default_transfer) = if cfg.fast {
+            (Duration::ZERO, Duration::ZERO)
         } else {
-            cfg.chunk_delay
+            (cfg.chunk_delay, cfg.transfer_duration)
         };
         let millis = |name: &str| number(headers, name).map(Duration::from_millis);
+        let chunks = number(headers, "x-sim-chunks").and_then(|n| usize::try_from(n).ok());
+        let chunk_delay = millis("x-sim-chunk-delay-ms");
         let fail = match headers.get("x-sim-fail").map(|v| v.as_bytes()) {
             Some(b"error-line") => Fail::ErrorLine,
             Some(b"abort") => Fail::Abort,
@@ -55,12 +80,40 @@ impl Controls {
         };
         Controls {
             delay: millis("x-sim-delay-ms").unwrap_or(Duration::ZERO),
-            chunk_delay: millis("x-sim-chunk-delay-ms").unwrap_or(default_chunk_delay),
-            chunks: number(headers, "x-sim-chunks")
-                .and_then(|n| usize::try_from(n).ok())
-                .unwrap_or(cfg.chunks)
-                .min(MAX_CHUNKS),
+            chunk_delay: chunk_delay.unwrap_or(default_chunk_delay),
+            chunks: chunks.unwrap_or(cfg.chunks).min(MAX_CHUNKS),
             fail,
+            transfer: TransferHints {
+                total: millis("x-sim-transfer-ms"),
+                default_total: default_transfer,
+                chunks_given: chunks.is_some(),
+                chunk_delay_given: chunk_delay.is_some(),
+            },
+        }
+    }
+
+    /// The schedule of a pull or push, which runs for a total duration:
+    /// - `x-sim-transfer-ms: N` spreads its progress lines evenly over N ms: `x-sim-chunks`
+    ///   of them if given, else one every 250 ms (at least the configured number);
+    /// - otherwise an explicit `x-sim-chunk-delay-ms` keeps the ordinary schedule;
+    /// - otherwise the lines are spread over [`SimConfig::transfer_duration`].
+    pub(crate) fn transfer_schedule(self) -> Self {
+        let hints = self.transfer;
+        let (total, chunks) = match hints.total {
+            Some(total) if hints.chunks_given => (total, self.chunks),
+            Some(total) => {
+                let paced = total.as_millis() / PROGRESS_INTERVAL.as_millis();
+                let paced = usize::try_from(paced).unwrap_or(usize::MAX);
+                (total, paced.max(self.chunks).min(MAX_PROGRESS_LINES))
+            }
+            None if hints.chunk_delay_given => return self,
+            None => (hints.default_total, self.chunks),
+        };
+        let lines = u32::try_from(chunks.max(1)).unwrap_or(u32::MAX);
+        Controls {
+            chunks,
+            chunk_delay: total / lines,
+            ..self
         }
     }
 
@@ -92,13 +145,8 @@ mod tests {
     fn defaults_come_from_the_config() {
         let c = Controls::from_headers(&HeaderMap::new(), &SimConfig::default());
         assert_eq!(
-            c,
-            Controls {
-                delay: Duration::ZERO,
-                chunk_delay: Duration::from_millis(10),
-                chunks: 5,
-                fail: Fail::None
-            }
+            (c.delay, c.chunk_delay, c.chunks, c.fail),
+            (Duration::ZERO, Duration::from_millis(10), 5, Fail::None)
         );
     }
 
@@ -146,5 +194,54 @@ mod tests {
     fn stream_duration_is_chunks_times_chunk_delay() {
         let c = Controls::from_headers(&HeaderMap::new(), &SimConfig::default());
         assert_eq!(c.stream_duration(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn transfers_default_to_the_configured_duration() {
+        let c =
+            Controls::from_headers(&HeaderMap::new(), &SimConfig::default()).transfer_schedule();
+        assert_eq!(c.chunks, 5);
+        assert_eq!(c.stream_duration(), SimConfig::default().transfer_duration);
+        let fast = SimConfig {
+            fast: true,
+            ..SimConfig::default()
+        };
+        let c = Controls::from_headers(&HeaderMap::new(), &fast).transfer_schedule();
+        assert_eq!(c.stream_duration(), Duration::ZERO);
+    }
+
+    #[test]
+    fn transfer_header_sets_the_total_and_paces_the_lines() {
+        let h = headers(&[("x-sim-transfer-ms", "30000")]);
+        let c = Controls::from_headers(&h, &SimConfig::default()).transfer_schedule();
+        assert_eq!((c.chunks, c.chunk_delay), (120, Duration::from_millis(250)));
+        // Short transfers keep at least the configured number of lines.
+        let h = headers(&[("x-sim-transfer-ms", "300")]);
+        let c = Controls::from_headers(&h, &SimConfig::default()).transfer_schedule();
+        assert_eq!((c.chunks, c.chunk_delay), (5, Duration::from_millis(60)));
+        // An explicit line count wins, and the total is still honoured.
+        let h = headers(&[("x-sim-transfer-ms", "1000"), ("x-sim-chunks", "4")]);
+        let c = Controls::from_headers(&h, &SimConfig::default()).transfer_schedule();
+        assert_eq!((c.chunks, c.chunk_delay), (4, Duration::from_millis(250)));
+        // So is the header in fast mode, like every other header.
+        let fast = SimConfig {
+            fast: true,
+            ..SimConfig::default()
+        };
+        let h = headers(&[("x-sim-transfer-ms", "1000")]);
+        let c = Controls::from_headers(&h, &fast).transfer_schedule();
+        assert_eq!(c.stream_duration(), Duration::from_millis(1000));
+        // Very long transfers are capped in lines, not in time.
+        let h = headers(&[("x-sim-transfer-ms", "100000000")]);
+        let c = Controls::from_headers(&h, &SimConfig::default()).transfer_schedule();
+        assert_eq!(c.chunks, MAX_PROGRESS_LINES);
+        assert_eq!(c.stream_duration(), Duration::from_millis(100_000_000));
+    }
+
+    #[test]
+    fn chunk_delay_header_keeps_the_ordinary_schedule_for_transfers() {
+        let h = headers(&[("x-sim-chunk-delay-ms", "7"), ("x-sim-chunks", "3")]);
+        let c = Controls::from_headers(&h, &SimConfig::default()).transfer_schedule();
+        assert_eq!((c.chunks, c.chunk_delay), (3, Duration::from_millis(7)));
     }
 }

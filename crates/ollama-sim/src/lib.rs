@@ -11,8 +11,21 @@
 //! - `x-sim-id: <text>` names the request in the log ([`SimLog::wait_done`]).
 //! - `x-sim-delay-ms: N` waits before the response head (honoured in `fast` mode too).
 //! - `x-sim-chunk-delay-ms: N`, `x-sim-chunks: N` override the stream schedule.
+//! - `x-sim-transfer-ms: N` makes a `/api/pull` or `/api/push` last N ms in total (default
+//!   [`SimConfig::transfer_duration`], 300 ms), with its progress lines spread evenly over
+//!   it: `x-sim-chunks` of them if given, else one every 250 ms (at least
+//!   [`SimConfig::chunks`]). A `"stream": false` transfer waits as long, then answers one
+//!   `{"status":"success"}`. So a test can start a slow transfer and cut it.
 //! - `x-sim-fail: error-line` ends a stream after two frames with an in-band error line;
 //!   `x-sim-fail: abort` cuts the connection after two frames (no chunked terminator).
+//!
+//! Pull progress is `{"status":"pulling manifest"}`, then `{"status":"pulling <digest 12>",
+//! "digest":"sha256:…","total":N,"completed":M}` lines with `completed` rising to `total`,
+//! then `verifying sha256 digest`, `writing manifest`, `success`; push progress is
+//! `retrieving manifest`, `pushing <digest 12>` lines, `pushing manifest`, `success`. Names
+//! may carry a registry host (`attacker.example/ns/model:tag`, `hf.co/user/repo`) and the
+//! body may set `insecure`; a push of an unqualified name the simulator does not have is
+//! refused (500) before any progress.
 //!
 //! Start one with [`spawn`] on a bound listener and a [`SimConfig`]; the returned
 //! [`SimHandle`] gives its [`url`](SimHandle::url), its [`log`](SimHandle::log) and
@@ -65,6 +78,10 @@ pub struct SimConfig {
     pub chunk_delay: Duration,
     /// Content chunks per stream (tokens of a generation, progress lines of a pull).
     pub chunks: usize,
+    /// Total duration of a `/api/pull` or `/api/push` progress stream (and the wait before
+    /// a `"stream": false` answer) unless the request sets `x-sim-transfer-ms`; zero in
+    /// `fast` mode.
+    pub transfer_duration: Duration,
     /// Reproduce Ollama's 403 for foreign `Host` headers when listening on loopback; this is
     /// what proves the proxy rewrites `Host`.
     pub host_check: bool,
@@ -77,6 +94,7 @@ impl Default for SimConfig {
         SimConfig {
             chunk_delay: Duration::from_millis(10),
             chunks: 5,
+            transfer_duration: Duration::from_millis(300),
             host_check: true,
             fast: false,
         }

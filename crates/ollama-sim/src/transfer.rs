@@ -2,6 +2,17 @@
 //!
 //! A pull or push of a multi-GB model is exactly the long-running request the exfiltration
 //! rule measures, so these stream progress on the request's schedule like the real thing.
+//! Pulls and pushes run for a total duration ([`SimConfig::transfer_duration`], or
+//! `x-sim-transfer-ms` per request; see [`Controls::transfer_schedule`]), so a test can
+//! start a transfer that lasts minutes and cut it.
+//!
+//! Names may carry a registry host (`attacker.example/ns/model:tag`, `hf.co/user/repo`).
+//! A pull of any name succeeds. A push succeeds for an installed model, and for any name
+//! qualified with a registry host (as if `ollama cp` had made it); an unqualified unknown
+//! name is refused before any progress, as Ollama refuses a model it does not have.
+//!
+//! [`SimConfig::transfer_duration`]: crate::SimConfig::transfer_duration
+//! [`Controls::transfer_schedule`]: super::controls::Controls::transfer_schedule
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -9,7 +20,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::body::Chunk;
-use super::call::{hex, str_field, wants_stream, Call};
+use super::call::{bool_field, hex, str_field, wants_stream, Call};
 use super::models;
 use super::reply::{error_line, go_json, go_json_line, Reply, JSON_PLAIN, NDJSON};
 
@@ -62,10 +73,20 @@ impl Transfer {
         }
     }
 
+    /// The installed model behind `name`. A pushed name is a copy of an installed model
+    /// under a registry host and namespace, so its last path component is tried too.
+    fn local_model(self, name: &str) -> Option<&'static models::Model> {
+        let base = || name.rsplit('/').next().and_then(models::find);
+        match self {
+            Transfer::Push => models::find(name).or_else(base),
+            _ => models::find(name),
+        }
+    }
+
     /// The progress lines for `name`: opening status, one delayed line per chunk, closing
     /// statuses ending in `success`.
     fn chunks(self, name: &str, count: usize) -> Vec<Chunk> {
-        let (digest, total) = match models::find(name) {
+        let (digest, total) = match self.local_model(name) {
             Some(m) => (m.layer.to_owned(), m.size),
             None => (
                 format!("sha256:{}", hex(&Sha256::digest(name.as_bytes()))),
@@ -122,12 +143,18 @@ pub(crate) async fn transfer(call: &mut Call, kind: Transfer) -> Reply {
         Ok(_) => return Reply::error(StatusCode::BAD_REQUEST, "model is required"),
         Err(e) => return Reply::error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if kind == Transfer::Push && models::find(&name).is_none() {
+    if let Err(e) = bool_field(&body, "insecure", go_struct) {
+        return Reply::error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    if kind == Transfer::Push && kind.local_model(&name).is_none() && !has_registry_host(&name) {
         // Ollama reports a failure that happens before any progress as a plain JSON error.
         return Reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("model '{name}' not found"),
         );
+    }
+    if kind != Transfer::Create {
+        call.controls = call.controls.transfer_schedule();
     }
     if !wants_stream(&body) {
         call.generate_time().await;
@@ -138,6 +165,17 @@ pub(crate) async fn transfer(call: &mut Call, kind: Transfer) -> Reply {
         NDJSON,
         call.plan(chunks, error_line("max retries exceeded: unexpected EOF")),
     )
+}
+
+/// Whether `name` names its registry: a first path component that is a host (has a dot or
+/// a port, or is `localhost`), as in Ollama's `model.ParseName`.
+fn has_registry_host(name: &str) -> bool {
+    match name.split_once('/') {
+        Some((host, rest)) => {
+            !rest.is_empty() && (host.contains('.') || host.contains(':') || host == "localhost")
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -175,5 +213,29 @@ mod tests {
             &chunks[2].data()[..],
             b"{\"status\":\"pushing manifest\"}\n"
         );
+    }
+
+    #[test]
+    fn registry_hosts_are_recognised() {
+        assert!(has_registry_host("attacker.example/ns/model:tag"));
+        assert!(has_registry_host("hf.co/user/repo"));
+        assert!(has_registry_host("localhost/ns/model"));
+        assert!(has_registry_host("10.0.0.9:5000/ns/model"));
+        assert!(!has_registry_host("ns/model"));
+        assert!(!has_registry_host("llama3.2"));
+        assert!(!has_registry_host("attacker.example/"));
+    }
+
+    #[test]
+    fn a_pushed_copy_reports_the_installed_model_it_copies() {
+        let chunks = Transfer::Push.chunks("attacker.example/ns/llama3.2:latest", 1);
+        assert!(chunks[1]
+            .data()
+            .starts_with(b"{\"status\":\"pushing dde5aa3fc5ff\""));
+        // A pull of the same name is a different model.
+        let chunks = Transfer::Pull.chunks("attacker.example/ns/llama3.2:latest", 1);
+        assert!(!chunks[1]
+            .data()
+            .starts_with(b"{\"status\":\"pulling dde5aa3fc5ff\""));
     }
 }

@@ -6,6 +6,7 @@ mod hosts;
 mod openai;
 mod routes;
 mod streams;
+mod transfers;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -32,6 +33,7 @@ pub(super) fn quick() -> SimConfig {
     SimConfig {
         chunk_delay: std::time::Duration::from_millis(2),
         chunks: 3,
+        transfer_duration: std::time::Duration::from_millis(6),
         ..SimConfig::default()
     }
 }
