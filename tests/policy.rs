@@ -195,3 +195,75 @@ async fn monitor_mode_forwards_policy_bodies_byte_identical_in_both_framings() {
         2
     );
 }
+
+/// A 30-second transfer of a source that gets banned is cut at once — no progress line passes
+/// after the ban is acknowledged (lines come every 250 ms, so that is well within a second) —
+/// and the simulator sees the upstream request dropped.
+#[tokio::test]
+async fn a_ban_cuts_the_sources_running_transfer_within_a_second() {
+    use http_body_util::BodyExt;
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "[policy]\nregistries_push = [\"registry.internal\"]").await;
+    let c = client_from("127.0.0.66");
+    let req = request(
+        http::Method::POST,
+        &format!("{}/api/push", s.proxy),
+        &[("x-sim-transfer-ms", "30000"), ("x-sim-id", "long-push")],
+        r#"{"model":"registry.internal/team/llama3"}"#,
+    );
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // The transfer is running: progress lines arrive.
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some());
+    let added = admin(
+        &s,
+        http::Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.66","duration":"1h","reason":"exfiltration"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(added.status, 201);
+    let mut frames_after_ban = 0;
+    let ended = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await {
+            Ok(Some(Ok(_))) => frames_after_ban += 1,
+            Ok(Some(Err(e))) => break Some(e.to_string()),
+            Ok(None) => break None,
+            Err(_) => panic!("the stream was not cut"),
+        }
+    };
+    assert!(
+        ended.is_some(),
+        "the stream must end with an error, not cleanly"
+    );
+    assert_eq!(frames_after_ban, 0, "no progress line passes after the ban");
+    eventually(|| {
+        s.sim
+            .log
+            .requests()
+            .iter()
+            .any(|r| r.id.as_deref() == Some("long-push") && r.client_disconnected)
+    })
+    .await;
+    let ev = wait_events(&s.detection_log(), |ev| {
+        ev.iter().any(|e| e["event"] == "aborted")
+    })
+    .await;
+    let aborted: Vec<&Value> = ev.iter().filter(|e| e["event"] == "aborted").collect();
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (
+            aborted[0]["src"].as_str(),
+            aborted[0]["uri_path"].as_str(),
+            aborted[0]["rule"].as_str()
+        ),
+        (Some("127.0.0.66"), Some("/api/push"), Some("admin"))
+    );
+    assert_detection_log_valid(&s.detection_log());
+}

@@ -70,7 +70,9 @@ where
         if let Some(owner) = this.owner.as_ref() {
             if let Some(rule) = owner.gate.cut(owner.src) {
                 owner.cell.mark_cut();
-                owner.gate.aborted(owner.src, &owner.method, &owner.path, &rule);
+                owner
+                    .gate
+                    .aborted(owner.src, &owner.method, &owner.path, &rule);
                 *this.owner = None;
                 return Poll::Ready(Some(Err(Box::new(Cut(rule)))));
             }
@@ -154,6 +156,9 @@ mod tests {
             "ollama-guard: request cut: the source was banned (admin)"
         );
         assert!(cell.was_cut());
-        assert_eq!(*gate.aborted.lock().unwrap(), ["192.0.2.66 POST /api/push admin"]);
+        assert_eq!(
+            *gate.aborted.lock().unwrap(),
+            ["192.0.2.66 POST /api/push admin"]
+        );
     }
 }
