@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => commands::serve::serve(args),
         Some(Command::CheckConfig { file }) => commands::serve::check_config(file),
         Some(Command::Simulator(args)) => commands::simulator::main(args),
-        Some(Command::Demo) => commands::demo::main(),
+        Some(Command::Demo(args)) => commands::demo::main(args.mode == "block"),
         Some(Command::Bans(args)) => commands::bans::main(args),
         Some(Command::Scan(args)) => commands::scan::main(args),
     }

@@ -328,3 +328,37 @@ fn check_config_output_is_itself_a_valid_config_with_the_same_effect() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out1, out2, "the effective config is a fixed point");
 }
+
+#[test]
+fn demo_in_block_mode_refuses_the_push_bans_and_cuts_the_transfer() {
+    let (code, out, err) = run(&["demo", "--mode", "block"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |src: &str, event: &str| {
+        events
+            .iter()
+            .filter(|e| e["src"] == src && e["event"] == event)
+            .count()
+    };
+    assert!(
+        events.iter().any(|e| e["rule"] == "policy.registry_push"
+            && e["action"] == "blocked"
+            && e["src"] == "127.0.0.66"),
+        "{out}"
+    );
+    assert_eq!(of("127.0.0.66", "ban"), 1, "{out}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "aborted" && e["uri_path"] == "/api/pull"),
+        "the running transfer was cut: {out}"
+    );
+    assert!(err.contains("background pull: cut after"), "{err}");
+    assert!(
+        events.iter().all(|e| e["src"] != "127.0.0.1"),
+        "normal traffic is never touched"
+    );
+}

