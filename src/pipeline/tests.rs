@@ -90,6 +90,8 @@ fn record(src: &str, path: &str) -> RequestRecord {
         total: Duration::from_millis(500),
         completed_at: Utc::now(),
         outcome: Outcome::Complete,
+        bytes_in: 0,
+        bytes_out: 0,
     }
 }
 

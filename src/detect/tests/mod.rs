@@ -51,6 +51,8 @@ fn req_at(
         total: latency,
         completed_at: when,
         outcome: Outcome::Complete,
+        bytes_in: 0,
+        bytes_out: 0,
     }
 }
 
