@@ -22,7 +22,7 @@ pub use parts::{Bound, Live};
 pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
 
 /// The rule types a config holds (defined with the engine that runs them).
-pub use crate::detect::{RuleConfig, RuleError};
+pub use crate::detect::{RuleConfig, RuleError, RuleOverride};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +139,7 @@ impl Config {
         values::merge(args, file)
     }
 
-    /// The rules in force: the file's, or the built-in set when it has none.
+    /// The rules in force: the file's `[[rule]]` tables, or the built-in set with its `[rules.NAME]` overrides.
     pub fn effective_rules(&self) -> Vec<RuleConfig> {
         self.live.effective_rules()
     }

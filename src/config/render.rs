@@ -57,6 +57,8 @@ pub(super) fn to_toml(c: &Config) -> String {
             memory: Some(human(l.ban.memory)),
         }),
         rules: c.effective_rules(),
+        // Already merged into `rules` above.
+        rule_overrides: Default::default(),
     };
     toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }

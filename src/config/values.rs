@@ -333,7 +333,9 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         .unwrap_or(256);
     addrs::check_listeners(listen, admin_listen, &upstream)?;
     let warnings = addrs::trust_warnings(&trusted_proxies);
-    crate::detect::build_rules(&file.rules)?;
+    let rules = crate::detect::effective_rules(&file.rules, &file.rule_overrides)
+        .map_err(|(key, problem)| ConfigError::invalid(key, problem))?;
+    crate::detect::build_rules(&rules)?;
     Ok(Config {
         bound: Bound {
             listen,
@@ -358,7 +360,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             max_tracked_keys,
             ban,
             admin_token,
-            rules: file.rules,
+            rules,
         },
         config_file: args.config.clone(),
         warnings,

@@ -8,7 +8,9 @@
 //! # Layout
 //! - [`rule`]: the `[[rule]]` config table ([`RuleConfig`]) and its validated form ([`Rule`]).
 //! - `validate`: config → rule, with `rule[NAME].KEY: problem` errors ([`RuleError`]).
-//! - [`builtin`]: the default rule set ([`default_rules`]) with the reason for every value.
+//! - [`builtin`]: the default rule set ([`default_rules`]) with the reason for every value
+//!   and its block-safe default action.
+//! - `overrides`: `[rules.NAME]` tables tuning the built-ins ([`effective_rules`]).
 //! - [`glob`]: the `*` / `?` path patterns.
 //! - [`source`]: source identity (IPv6 prefix grouping, IPv4-mapped addresses, allowlist).
 //! - `window`: the fixed-size map key and the tumbling state.
@@ -49,6 +51,7 @@ pub(crate) mod builtin;
 pub(crate) mod engine;
 pub(crate) mod event;
 pub(crate) mod glob;
+mod overrides;
 mod paths;
 mod reload;
 pub(crate) mod rule;
@@ -65,6 +68,8 @@ pub(crate) use builtin::default_rules;
 pub use engine::EngineError;
 pub(crate) use engine::{Engine, EngineOptions, SUPPORTED_EPOCH_SECS};
 pub(crate) use event::{DetectionEvent, Event, Severity};
+pub(crate) use overrides::effective_rules;
+pub use overrides::RuleOverride;
 pub(crate) use reload::{ReloadReport, RuleKeys};
 pub(crate) use rule::{build_rules, Rule, WindowKind};
 pub use rule::{RuleConfig, RuleError};

@@ -251,11 +251,6 @@ impl Rule {
         &self.config
     }
 
-    /// What the rule counts.
-    pub(crate) fn metric(&self) -> Metric {
-        self.metric
-    }
-
     /// How windows move.
     pub(crate) fn window_kind(&self) -> WindowKind {
         self.window_kind

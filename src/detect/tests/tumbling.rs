@@ -55,7 +55,7 @@ fn detection_carries_the_spec_fields_of_the_seed_rule() {
         avg_response_time: 57.2,
         max_response_time: 57.2,
         severity: Severity::High,
-        action: RuleAction::Default,
+        action: RuleAction::Log,
     };
     assert_eq!(out[0].detail(), &expected);
 }

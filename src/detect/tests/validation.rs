@@ -159,7 +159,12 @@ fn the_spec_example_table_parses_to_the_built_in_seed_rule() {
     "#;
     assert_eq!(
         toml_rules(text).unwrap(),
-        vec![crate::detect::builtin::model_exfiltration()]
+        // The README's example is a `[[rule]]` (follows the mode); the built-in carries its
+        // own block-safe action.
+        vec![RuleConfig {
+            action: String::new(),
+            ..crate::detect::builtin::model_exfiltration()
+        }]
     );
 }
 
@@ -212,7 +217,8 @@ fn default_rules_are_valid_and_named_as_documented() {
             "metadata_enumeration",
             "jailbreak_long_generation",
             "excessive_requests",
-            "endpoint_scan"
+            "endpoint_scan",
+            "bulk_generation"
         ]
     );
 }
