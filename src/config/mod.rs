@@ -158,4 +158,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod rule_tests;
+#[cfg(test)]
 mod tests;
