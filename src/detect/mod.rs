@@ -64,6 +64,7 @@ mod window;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
 pub(crate) use builtin::default_rules;
 pub use engine::EngineError;
 pub(crate) use engine::{Engine, EngineOptions, SUPPORTED_EPOCH_SECS};
