@@ -52,6 +52,9 @@ pub(crate) struct ScanOptions {
     pub format: OutputFormat,
     /// Lines longer than this are skipped as `line_too_long`.
     pub max_line_bytes: usize,
+    /// Rules of the set that `scan` cannot run (proxy-only volume rules), named in the
+    /// summary on stderr.
+    pub proxy_only_rules: Vec<String>,
 }
 
 impl ScanOptions {
@@ -69,6 +72,7 @@ impl ScanOptions {
             zone: LogZone::utc(),
             format: OutputFormat::Jsonl,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            proxy_only_rules: Vec::new(),
         })
     }
 
@@ -94,18 +98,14 @@ impl ScanOptions {
             None => config::FileConfig::default(),
         };
         let merged = Config::merge(&ServeArgs::default(), file)?;
+        let mut proxy_only = Vec::new();
         let mode = if args.splunk_compat {
             ScanMode::SplunkCompat
         } else {
             // Validated whole first, so a file `serve` refuses is refused here too.
             build_rules(&merged.effective_rules()).map_err(config::ConfigError::from)?;
-            let (configs, proxy_only) = gin_rules(merged.effective_rules());
-            if !proxy_only.is_empty() {
-                eprintln!(
-                    "ollama-guard: scan: skipping proxy-only rules (GIN lines carry no byte counts): {}",
-                    proxy_only.join(", ")
-                );
-            }
+            let (configs, skipped) = gin_rules(merged.effective_rules());
+            proxy_only = skipped;
             ScanMode::Rules {
                 rules: build_rules(&configs).map_err(config::ConfigError::from)?,
                 engine: EngineOptions {
@@ -120,6 +120,7 @@ impl ScanOptions {
             zone,
             format,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            proxy_only_rules: proxy_only,
         })
     }
 }
