@@ -172,6 +172,12 @@ pub(crate) struct RequestRecord {
     pub(crate) completed_at: DateTime<Utc>,
     /// How the exchange ended.
     pub(crate) outcome: Outcome,
+    /// Request body bytes read from the client (what passed before an error; 0 for a
+    /// refused request, whose body is never read). `scan` cannot know it: 0.
+    pub(crate) bytes_in: u64,
+    /// Response body bytes written to the client (0 for HEAD, 204, 304; `scan`: 0 — gin
+    /// logs no size). Volume rules (`metric = "bytes_out"`) count it.
+    pub(crate) bytes_out: u64,
 }
 
 /// Where finished requests go. The proxy calls it once per request, from the task that

@@ -1,9 +1,11 @@
 //! The TOML configuration file, as written by the operator: every key optional, unknown keys
 //! rejected (a typo must not silently fall back to a default).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::detect::RuleConfig;
+use crate::detect::{RuleConfig, RuleOverride};
 
 /// The file's top level (README, "Configuration file").
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -56,6 +58,9 @@ pub struct FileConfig {
     /// Detection rules; none = the built-in set.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
+    /// `[rules.NAME]`: overrides of built-in rules by name (built-in set only).
+    #[serde(default, rename = "rules", skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_overrides: BTreeMap<String, RuleOverride>,
 }
 
 /// `[ban]`.

@@ -23,7 +23,7 @@ pub use parts::{Bound, Live};
 pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
 
 /// The rule types a config holds (defined with the engine that runs them).
-pub use crate::detect::{RuleConfig, RuleError};
+pub use crate::detect::{RuleConfig, RuleError, RuleOverride};
 
 /// A configuration problem: which key, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,7 +140,7 @@ impl Config {
         values::merge(args, file)
     }
 
-    /// The rules in force: the file's, or the built-in set when it has none.
+    /// The rules in force: the file's `[[rule]]` tables, or the built-in set with its `[rules.NAME]` overrides.
     pub fn effective_rules(&self) -> Vec<RuleConfig> {
         self.live.effective_rules()
     }
@@ -158,5 +158,7 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+mod rule_tests;
 #[cfg(test)]
 mod tests;

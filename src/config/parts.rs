@@ -115,7 +115,9 @@ pub struct Live {
     pub ban: BanPolicy,
     /// Bearer token the admin API's ban endpoints require (none = no auth; loopback bind).
     pub admin_token: Option<String>,
-    /// Rules as written (empty = the built-in set).
+    /// The rules in force, resolved when the file was read: its `[[rule]]` tables, or the
+    /// built-in set with its `[rules.NAME]` overrides applied (possibly empty, when every
+    /// built-in is switched off).
     pub rules: Vec<RuleConfig>,
     /// The policy stage (`[policy]`).
     pub(crate) policy: crate::policy::PolicyConfig,
@@ -124,12 +126,8 @@ pub struct Live {
 }
 
 impl Live {
-    /// The rules in force: the file's, or the built-in set when it has none.
+    /// The rules in force.
     pub fn effective_rules(&self) -> Vec<RuleConfig> {
-        if self.rules.is_empty() {
-            crate::detect::default_rules()
-        } else {
-            self.rules.clone()
-        }
+        self.rules.clone()
     }
 }

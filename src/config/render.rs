@@ -61,6 +61,8 @@ pub(super) fn to_toml(c: &Config) -> String {
             abort_in_flight: Some(l.abort_in_flight),
         }),
         rules: c.effective_rules(),
+        // Already merged into `rules` above.
+        rule_overrides: Default::default(),
     };
     toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
 }

@@ -334,7 +334,9 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         .unwrap_or(256);
     addrs::check_listeners(listen, admin_listen, &upstream)?;
     let warnings = addrs::trust_warnings(&trusted_proxies);
-    crate::detect::build_rules(&file.rules)?;
+    let rules = crate::detect::effective_rules(&file.rules, &file.rule_overrides)
+        .map_err(|(key, problem)| ConfigError::invalid(key, problem))?;
+    crate::detect::build_rules(&rules)?;
     Ok(Config {
         bound: Bound {
             listen,
@@ -359,7 +361,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             max_tracked_keys,
             ban,
             admin_token,
-            rules: file.rules,
+            rules,
             policy,
             abort_in_flight: file
                 .enforcement

@@ -3,13 +3,21 @@
 //! Four rules mirror published Splunk ESCU detections of the "Suspicious Ollama Activities"
 //! story (splunk/security_content, `detections/application/ollama_*.yml`, author Rod Soto,
 //! 2025-10-05); one (`metadata_enumeration`) implements what the seed rule's *description*
-//! promises but its search never checks. Each function documents every parameter and the
+//! promises but its search never checks; one (`bulk_generation`) is a volume rule of our own
+//! against output harvesting (distillation). Each function documents every parameter and the
 //! reason for it, including where the product deliberately differs from the SPL.
+//!
+//! # Block-safe defaults
+//! Every built-in carries its own `action`, chosen by its false-positive profile, so that
+//! `mode = "block"` with the built-in set bans only what an innocent client cannot trip:
+//! `excessive_requests` bans (`block`); the others log (`log`) until an operator opts in
+//! with `[rules.NAME] action = "block"`. Rules written with `[[rule]]` keep `action = ""`
+//! (follow the mode): an operator's own rule is meant to ban in block mode.
 
 use super::rule::{Cutoff, RuleConfig};
 
 /// The built-in rules, in this order: `model_exfiltration`, `metadata_enumeration`,
-/// `jailbreak_long_generation`, `excessive_requests`, `endpoint_scan`.
+/// `jailbreak_long_generation`, `excessive_requests`, `endpoint_scan`, `bulk_generation`.
 pub(crate) fn default_rules() -> Vec<RuleConfig> {
     vec![
         model_exfiltration(),
@@ -17,8 +25,12 @@ pub(crate) fn default_rules() -> Vec<RuleConfig> {
         jailbreak_long_generation(),
         excessive_requests(),
         endpoint_scan(),
+        bulk_generation(),
     ]
 }
+
+/// One MiB.
+const MIB: i64 = 1024 * 1024;
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
@@ -38,6 +50,9 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// - `severity_by = "avg_latency"`, high > 50 s, medium > 40 s: the SPL's `case()` on the
 ///   rounded average (always "high" in practice, since every counted request is > 55 s).
 /// - `attack_type = "Potential Data Exfiltration"`: the SPL's `eval attack_type`.
+/// - `action = "log"`, even in block mode: the only signal is one request slower than 55 s,
+///   and a minute-long chat on a CPU-only box, a long `/api/pull` or a model load is
+///   ordinary. Banning on it would lock out innocent users.
 pub(crate) fn model_exfiltration() -> RuleConfig {
     RuleConfig {
         name: "model_exfiltration".into(),
@@ -47,6 +62,7 @@ pub(crate) fn model_exfiltration() -> RuleConfig {
         min_latency: "55s".into(),
         severity_high: Some(Cutoff::Text("50s".into())),
         severity_medium: Some(Cutoff::Text("40s".into())),
+        action: "log".into(),
         ..RuleConfig::default()
     }
 }
@@ -66,6 +82,10 @@ pub(crate) fn model_exfiltration() -> RuleConfig {
 ///   10 s is 90 calls in 15 minutes), far below a scripted dump of every model's Modelfile.
 /// - severity by count, high > 500, medium > 200: five and two times the threshold.
 /// - `mitre = "T1048"`: the seed's technique; the harvested metadata is what leaks.
+/// - `action = "log"`: several browser tabs of a UI (or several users behind one NAT) each
+///   polling `/api/tags` and `/api/ps` pass 100 in 15 minutes, and what is read is
+///   low-value metadata; a scripted dump fast enough to matter also trips
+///   `excessive_requests`, which bans.
 pub(crate) fn metadata_enumeration() -> RuleConfig {
     RuleConfig {
         name: "metadata_enumeration".into(),
@@ -84,6 +104,7 @@ pub(crate) fn metadata_enumeration() -> RuleConfig {
         severity_by: "count".into(),
         severity_high: Some(Cutoff::Count(500)),
         severity_medium: Some(Cutoff::Count(200)),
+        action: "log".into(),
         ..RuleConfig::default()
     }
 }
@@ -103,6 +124,9 @@ pub(crate) fn metadata_enumeration() -> RuleConfig {
 ///   always says "critical" and this rule always says "high". (The SPL's alternative
 ///   `max_response_time > 55` trigger cannot change the outcome for the same reason.)
 /// - `attack_type = "Potential Prompt Injection / Jailbreak"`: the SPL's `eval attack_type`.
+/// - `action = "log"`, even in block mode: latency is its only signal, and on a CPU box or
+///   with a large model every ordinary chat takes more than 30 s; a busy team behind one
+///   NAT reaches 171 of them in 10 minutes without any jailbreak.
 pub(crate) fn jailbreak_long_generation() -> RuleConfig {
     RuleConfig {
         name: "jailbreak_long_generation".into(),
@@ -117,6 +141,7 @@ pub(crate) fn jailbreak_long_generation() -> RuleConfig {
         severity_by: "count".into(),
         severity_high: Some(Cutoff::Count(50)),
         severity_medium: Some(Cutoff::Count(20)),
+        action: "log".into(),
         ..RuleConfig::default()
     }
 }
@@ -133,6 +158,12 @@ pub(crate) fn jailbreak_long_generation() -> RuleConfig {
 /// - `attack_type = "Rate Limit Abuse / DDoS"`: the SPL's `eval attack_type`.
 ///
 /// The SPL's client-IP regex only matches dotted IPv4; this rule counts IPv6 sources too.
+///
+/// `action = "block"` (bans in block mode; in monitor mode nothing bans): more than 120
+/// requests in 5 minutes is a sustained 0.4 requests per second, above what a person at a
+/// chat UI or an IDE assistant sends (a busy interactive session stays well below 100), and
+/// the flood it catches is the harm itself. Batch pipelines (embedding a corpus) legitimately
+/// exceed it: allowlist them, or set `[rules.excessive_requests] action = "log"`.
 pub(crate) fn excessive_requests() -> RuleConfig {
     RuleConfig {
         name: "excessive_requests".into(),
@@ -145,6 +176,7 @@ pub(crate) fn excessive_requests() -> RuleConfig {
         severity_by: "count".into(),
         severity_high: Some(Cutoff::Count(120)),
         severity_medium: Some(Cutoff::Count(120)),
+        action: "block".into(),
         ..RuleConfig::default()
     }
 }
@@ -164,6 +196,9 @@ pub(crate) fn excessive_requests() -> RuleConfig {
 /// - severity by count, high > 4294967295 (unreachable), medium > 120: every flagged key is
 ///   "medium", the SPL's constant `eval severity="medium"`.
 /// - `attack_type = "API Activity Surge"`: the SPL's `eval attack_type`.
+/// - `action = "log"`: it counts exactly what `excessive_requests` counts, so it fires on
+///   the same burst; that rule already bans it, and a second ban decision for one burst
+///   would add nothing but a second escalation step.
 pub(crate) fn endpoint_scan() -> RuleConfig {
     RuleConfig {
         name: "endpoint_scan".into(),
@@ -176,6 +211,55 @@ pub(crate) fn endpoint_scan() -> RuleConfig {
         severity_by: "count".into(),
         severity_high: Some(Cutoff::Count(i64::from(u32::MAX))),
         severity_medium: Some(Cutoff::Count(120)),
+        action: "log".into(),
+        ..RuleConfig::default()
+    }
+}
+
+/// Bulk generation from one source: output harvesting for distillation, measured in bytes
+/// sent. Not an ESCU search (gin logs no sizes, so Splunk cannot run it); proxy-only.
+///
+/// - `metric = "bytes_out"`: response body bytes written to the client.
+/// - `paths`: every generation route — `/api/generate`, `/api/chat`, `/v1/chat/completions`,
+///   `/v1/completions`, `/v1/responses`, `/v1/messages`.
+/// - `group_by = "src"`: a harvest spreads over routes and prompts; the source is the actor.
+/// - `window = "15m"`, sliding: long enough to integrate a harvest, sliding so a run across
+///   a quarter-hour boundary is not split in two.
+/// - `threshold_bytes = 32 MiB` (33 554 432). A streamed NDJSON token line is about 100–150
+///   bytes (the JSON envelope dominates; SSE chunks of the OpenAI routes are larger). A heavy
+///   legitimate user produces about 100 000 tokens in 15 minutes: 100 000 × 150 B = 15 MB,
+///   under half the threshold. The threshold is 32 MiB / 130 B ≈ 258 000 tokens in 15
+///   minutes (≈ 290 tokens/s sustained, several parallel streams on a GPU box); a
+///   distillation harvest of millions of tokens crosses it within its first quarter (1 M
+///   tokens × 130 B = 130 MB). Limits: a harvest with `"stream": false` sends ≈ 5–6 bytes
+///   per token (the text alone), ≈ 25× less, and one slower than ≈ 290 tokens/s stays
+///   under it; lower `threshold_bytes` where generation is that slow.
+/// - severity by bytes: high > 128 MiB (≈ 1 M streamed tokens), medium > 64 MiB.
+/// - `action = "log"`: new and tuned from arithmetic, not from field data; a legitimate
+///   batch job (synthetic data, evaluation runs) can produce this volume. Opt in with
+///   `[rules.bulk_generation] action = "block"`.
+/// - `mitre = "T1048"`: the generated output is what leaves.
+pub(crate) fn bulk_generation() -> RuleConfig {
+    RuleConfig {
+        name: "bulk_generation".into(),
+        attack_type: "Bulk Generation / Distillation".into(),
+        mitre: Some("T1048".into()),
+        paths: strings(&[
+            "/api/generate",
+            "/api/chat",
+            "/v1/chat/completions",
+            "/v1/completions",
+            "/v1/responses",
+            "/v1/messages",
+        ]),
+        group_by: "src".into(),
+        window_kind: "sliding".into(),
+        metric: "bytes_out".into(),
+        threshold_bytes: Some(32 * MIB),
+        severity_by: "bytes".into(),
+        severity_high: Some(Cutoff::Count(128 * MIB)),
+        severity_medium: Some(Cutoff::Count(64 * MIB)),
+        action: "log".into(),
         ..RuleConfig::default()
     }
 }

@@ -37,7 +37,7 @@ use ipnet::IpNet;
 use super::event::{round2, DetectionEvent, Event};
 use super::paths::{capped, PathStore, NO_PATH};
 use super::rule::{GroupBy, Rule, WindowKind};
-use super::sliding::{Sliding, SUB_BUCKETS};
+use super::sliding::{ByteRing, Ring, Sliding, SUB_BUCKETS};
 use super::source::{Allowlist, SourceKey};
 use super::window::{align, Added, Snapshot, Tumbling, WindowKey};
 use crate::record::{Method, RequestRecord};
@@ -96,6 +96,8 @@ pub(crate) struct Engine {
     pub(super) rules: Vec<Rule>,
     pub(super) tumbling: KeyMap<Tumbling>,
     pub(super) sliding: KeyMap<Sliding>,
+    /// Sliding keys of volume rules (`metric = "bytes_*"`): wider sub-buckets, own map.
+    pub(super) sliding_bytes: KeyMap<Sliding<ByteRing>>,
     pub(super) paths: PathStore,
     pub(super) allowlist: Allowlist,
     pub(super) ipv6_prefix: u8,
@@ -136,6 +138,7 @@ impl Engine {
             rules,
             tumbling: KeyMap::default(),
             sliding: KeyMap::default(),
+            sliding_bytes: KeyMap::default(),
             paths,
             allowlist: Allowlist::new(options.allowlist),
             ipv6_prefix: options.ipv6_prefix,
@@ -215,7 +218,10 @@ impl Engine {
             let key = WindowKey::new(path, src, rule_ix);
             let pending = match rule.window_kind {
                 WindowKind::Tumbling => self.count_tumbling(rule, key, rec, out),
-                WindowKind::Sliding => self.count_sliding(rule, key, rec, out),
+                WindowKind::Sliding if rule.metric.is_bytes() => {
+                    self.count_sliding(&self.sliding_bytes, rule, key, rec, out)
+                }
+                WindowKind::Sliding => self.count_sliding(&self.sliding, rule, key, rec, out),
             };
             if pending.iter().all(Option::is_none) {
                 continue; // the common case: no event, no allocation
@@ -244,6 +250,7 @@ impl Engine {
         let start = align(now, window);
         let latency = u64::try_from(rec.total.as_nanos()).unwrap_or(u64::MAX);
         let method = method_code(rec.method);
+        let bytes = (rule.metric.bytes(rec), rule.metric.is_bytes());
         self.make_room(&self.tumbling, &key, out);
         let mut pending: Pending = [None, None];
         match self.tumbling.entry(key) {
@@ -255,7 +262,7 @@ impl Engine {
                     }
                     *st = Tumbling::new(start, method);
                 }
-                match st.add(start, now, latency, rule.threshold) {
+                match st.add(start, now, latency, bytes, rule.threshold) {
                     Added::Crossed => pending[1] = Some((true, st.snapshot(window))),
                     Added::Late => self.note_late(),
                     Added::Counted => {}
@@ -264,7 +271,7 @@ impl Engine {
             Entry::Vacant(e) => {
                 self.paths.acquire(key.path(), &rec.path);
                 let mut st = Tumbling::new(start, method);
-                if st.add(start, now, latency, rule.threshold) == Added::Crossed {
+                if st.add(start, now, latency, bytes, rule.threshold) == Added::Crossed {
                     pending[1] = Some((true, st.snapshot(window)));
                 }
                 // Count before inserting: a concurrent sweep may remove (and subtract) the key
@@ -276,8 +283,9 @@ impl Engine {
         pending
     }
 
-    fn count_sliding(
+    fn count_sliding<R: Ring>(
         &self,
+        map: &KeyMap<Sliding<R>>,
         rule: &Rule,
         key: WindowKey,
         rec: &RequestRecord,
@@ -287,9 +295,9 @@ impl Engine {
         let idx = bucket_index(&rec.completed_at, sub);
         let latency = u32::try_from(rec.total.as_millis()).unwrap_or(u32::MAX);
         let method = method_code(rec.method);
-        self.make_room(&self.sliding, &key, out);
+        self.make_room(map, &key, out);
         let mut pending: Pending = [None, None];
-        let mut st = match self.sliding.entry(key) {
+        let mut st = match map.entry(key) {
             Entry::Occupied(e) => e.into_ref(),
             Entry::Vacant(e) => {
                 self.paths.acquire(key.path(), &rec.path);
@@ -300,7 +308,7 @@ impl Engine {
         if let Some(summary) = st.advance(idx, rule.threshold, sub) {
             pending[0] = Some((false, summary));
         }
-        match st.add(idx, latency, rule.threshold, method) {
+        match st.add(idx, latency, rule.metric.bytes(rec), rule.threshold, method) {
             Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
             Added::Late => self.note_late(),
             Added::Counted => {}
@@ -335,9 +343,10 @@ impl Engine {
             window_start: time_ms(snap.start_ms),
             window_end: time_ms(snap.end_ms),
             count: snap.count,
+            bytes: rule.metric.is_bytes().then_some(snap.bytes),
             avg_response_time: avg,
             max_response_time: max,
-            severity: rule.severity.grade(snap.count, avg, max),
+            severity: rule.severity.grade(snap.count, snap.bytes, avg, max),
             action: rule.action,
         }
     }

@@ -109,6 +109,9 @@ pub(crate) struct DetectionEvent {
     pub(crate) window_end: DateTime<Utc>,
     /// Qualifying requests counted.
     pub(crate) count: u64,
+    /// Bytes counted, for volume rules (`metric = "bytes_out"` / `"bytes_in"`); `None` for
+    /// count rules, whose events carry no `bytes` field.
+    pub(crate) bytes: Option<u64>,
     /// Mean latency in seconds, rounded to 2 decimals.
     pub(crate) avg_response_time: f64,
     /// Largest latency in seconds, rounded to 2 decimals.

@@ -8,7 +8,9 @@
 //! # Layout
 //! - [`rule`]: the `[[rule]]` config table ([`RuleConfig`]) and its validated form ([`Rule`]).
 //! - `validate`: config → rule, with `rule[NAME].KEY: problem` errors ([`RuleError`]).
-//! - [`builtin`]: the default rule set ([`default_rules`]) with the reason for every value.
+//! - [`builtin`]: the default rule set ([`default_rules`]) with the reason for every value
+//!   and its block-safe default action.
+//! - `overrides`: `[rules.NAME]` tables tuning the built-ins ([`effective_rules`]).
 //! - [`glob`]: the `*` / `?` path patterns.
 //! - [`source`]: source identity (IPv6 prefix grouping, IPv4-mapped addresses, allowlist).
 //! - `window`: the fixed-size map key and the tumbling state.
@@ -20,13 +22,15 @@
 //! - [`event`]: [`Event`], [`DetectionEvent`] (detection-log fields, docs/detection-log.md), [`Severity`], [`RuleAction`].
 //!
 //! # Memory
-//! The window maps' budget is 100 bytes per tracked key. A key is 28 bytes (rule
-//! index, source, 64-bit path hash; 4-aligned). A tumbling entry is 64 bytes (its 32-byte
-//! state is 8-aligned); a sliding entry is 72 bytes (44-byte state). Each also costs one
-//! hashbrown control byte; at hashbrown's 7/8 maximum load that is 74 / 83 bytes per key,
-//! twice that just after a table doubles (7/16 load). Measured with 100 000 keys
-//! (`tests::eviction::memory_per_*_key_is_at_most_100_bytes`, 76% load): **85 bytes per
-//! tumbling key, 95 per sliding key** (a sliding entry was 248 bytes, 326 measured, before).
+//! The window maps' budget is 100 bytes per tracked key of a count rule. A key is 28 bytes
+//! (rule index, source, 64-bit path hash; 4-aligned). A tumbling entry is 72 bytes (its
+//! 40-byte state, with the 64-bit byte total of volume rules, is 8-aligned); a sliding entry
+//! is 72 bytes (44-byte state). Each also costs one hashbrown control byte; at hashbrown's 7/8
+//! maximum load that is 83 bytes per key, twice that just after a table doubles (7/16 load).
+//! Measured with 100 000 keys (`tests::eviction::memory_per_*`, 76% load): **95 bytes per
+//! tumbling key, 95 per sliding key**. Sliding keys of volume rules (`metric = "bytes_*"`)
+//! keep one 32-bit byte total per sub-bucket instead of 12-bit counts: a 128-byte entry in a
+//! map of their own, **169 bytes** measured, paid by volume keys only.
 //!
 //! The sliding state got there by giving up two things, documented in `sliding`:
 //! - sub-bucket counts are 12-bit (saturating at 4095), so sliding thresholds are capped at
@@ -49,6 +53,7 @@ pub(crate) mod builtin;
 pub(crate) mod engine;
 pub(crate) mod event;
 pub(crate) mod glob;
+mod overrides;
 mod paths;
 mod reload;
 pub(crate) mod rule;
@@ -61,10 +66,13 @@ mod window;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
 pub(crate) use builtin::default_rules;
 pub use engine::EngineError;
 pub(crate) use engine::{Engine, EngineOptions, SUPPORTED_EPOCH_SECS};
 pub(crate) use event::{DetectionEvent, Event, Severity};
+pub(crate) use overrides::effective_rules;
+pub use overrides::RuleOverride;
 pub(crate) use reload::{ReloadReport, RuleKeys};
 pub(crate) use rule::{build_rules, Rule, WindowKind};
 pub use rule::{RuleConfig, RuleError};

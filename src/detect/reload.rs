@@ -36,9 +36,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::engine::{Engine, EngineError, EngineOptions};
+use super::engine::{Engine, EngineError, EngineOptions, KeyMap};
 use super::event::Event;
 use super::rule::Rule;
+use super::sliding::{Ring, Sliding};
 use super::window::WindowKey;
 
 /// A rule and a number of its keys, for the reload log line.
@@ -123,11 +124,44 @@ impl Engine {
             }
             count(key);
         }
-        for e in self.sliding.iter() {
+        total += self.carry_sliding(
+            &self.sliding,
+            &next.sliding,
+            &fates,
+            &next,
+            &mut report,
+            &mut count,
+        );
+        total += self.carry_sliding(
+            &self.sliding_bytes,
+            &next.sliding_bytes,
+            &fates,
+            &next,
+            &mut report,
+            &mut count,
+        );
+        self.settle(&next, total, &mut report);
+        self.classify(&next, &fates, &reset, &mut report);
+        Ok((next, report))
+    }
+
+    /// Copies the keys of one sliding map into `to` (of `next`) under their new rule index,
+    /// or closes them (summary) when their rule changed; returns how many keys there were.
+    fn carry_sliding<R: Ring>(
+        &self,
+        from: &KeyMap<Sliding<R>>,
+        to: &KeyMap<Sliding<R>>,
+        fates: &[Option<u16>],
+        next: &Engine,
+        report: &mut ReloadReport,
+        count: &mut impl FnMut(&WindowKey),
+    ) -> usize {
+        let mut total = 0usize;
+        for e in from.iter() {
             let (key, mut st) = (e.key(), *e.value());
             total += 1;
-            let kept = match self.carry(key, &fates, &next, &mut report) {
-                Some(new_key) => next.sliding.insert(new_key, st).is_none(),
+            let kept = match self.carry(key, fates, next, report) {
+                Some(new_key) => to.insert(new_key, st).is_none(),
                 None => false,
             };
             if !kept {
@@ -135,9 +169,7 @@ impl Engine {
             }
             count(key);
         }
-        self.settle(&next, total, &mut report);
-        self.classify(&next, &fates, &reset, &mut report);
-        Ok((next, report))
+        total
     }
 
     /// The key under which `key` lives on in `next` (its path reference taken over), or
@@ -171,7 +203,7 @@ impl Engine {
 
     /// Sets `next`'s key count and carried totals, then enforces its cap.
     fn settle(&self, next: &Engine, total: usize, report: &mut ReloadReport) {
-        let kept = next.tumbling.len() + next.sliding.len();
+        let kept = next.tumbling.len() + next.sliding.len() + next.sliding_bytes.len();
         next.keys.store(kept, Ordering::Relaxed);
         next.evictions.store(self.evictions(), Ordering::Relaxed);
         next.late.store(self.late_records(), Ordering::Relaxed);
@@ -200,6 +232,9 @@ impl Engine {
             .iter()
             .for_each(|e| held[usize::from(e.key().rule)] += 1);
         next.sliding
+            .iter()
+            .for_each(|e| held[usize::from(e.key().rule)] += 1);
+        next.sliding_bytes
             .iter()
             .for_each(|e| held[usize::from(e.key().rule)] += 1);
         for ((rule, fate), &dropped) in self.rules.iter().zip(fates).zip(reset) {

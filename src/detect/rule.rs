@@ -48,20 +48,30 @@ pub struct RuleConfig {
     pub(crate) window: String,
     /// `tumbling` (epoch-aligned, like SPL `bin`) or `sliding`. Default `tumbling`.
     pub(crate) window_kind: String,
+    /// What the rule counts: `count` (qualifying requests), `bytes_out` (response body
+    /// bytes sent to the client) or `bytes_in` (request body bytes read from it). Default
+    /// `count`. Byte metrics are proxy-only: `scan` cannot see sizes in a `[GIN]` line.
+    pub(crate) metric: String,
     /// Qualifying requests in one window that flag the key (`>=`). Default 1. At most 4095
     /// for sliding windows and 4294967295 for tumbling ones (what their counters hold).
+    /// Must stay 1 for byte metrics, which use `threshold_bytes`.
     pub(crate) threshold: i64,
-    /// `avg_latency`, `max_latency` or `count`. Default `avg_latency`.
+    /// Bytes in one window that flag the key (`>=`), for byte metrics (required there, and
+    /// refused for `count`). At most 4294967295 for sliding windows (a 32-bit sub-bucket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) threshold_bytes: Option<i64>,
+    /// `avg_latency`, `max_latency`, `count` or (byte metrics) `bytes`. Default `avg_latency`.
     pub(crate) severity_by: String,
     /// Value above which severity is `high`: a duration for latency modes (default `"50s"`),
-    /// a whole number for `count` (required).
+    /// a whole number for `count` and `bytes` (required).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) severity_high: Option<Cutoff>,
     /// Value above which severity is `medium` (default `"40s"` for latency modes; required
     /// for `count`). Must not exceed `severity_high`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) severity_medium: Option<Cutoff>,
-    /// `""` (follow the global mode), `log` or `block`. Default `""`.
+    /// `""` (follow the global mode), `log` or `block`. Default `""`; the built-in rules
+    /// set their own (see `builtin`).
     pub(crate) action: String,
 }
 
@@ -82,7 +92,9 @@ impl Default for RuleConfig {
             group_by: "src_path".to_owned(),
             window: "15m".to_owned(),
             window_kind: "tumbling".to_owned(),
+            metric: "count".to_owned(),
             threshold: 1,
+            threshold_bytes: None,
             severity_by: "avg_latency".to_owned(),
             severity_high: None,
             severity_medium: None,
@@ -109,6 +121,33 @@ pub(crate) enum GroupBy {
     SrcPath,
     /// One counter per source, all matching paths together.
     Src,
+}
+
+/// What a rule counts per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Metric {
+    /// Qualifying requests.
+    Count,
+    /// Response body bytes written to the client.
+    BytesOut,
+    /// Request body bytes read from the client.
+    BytesIn,
+}
+
+impl Metric {
+    /// Whether the rule counts bytes (its threshold is `threshold_bytes`).
+    pub(crate) fn is_bytes(self) -> bool {
+        self != Metric::Count
+    }
+
+    /// The bytes of `rec` this metric adds (0 for `count`).
+    pub(crate) fn bytes(self, rec: &crate::record::RequestRecord) -> u64 {
+        match self {
+            Metric::Count => 0,
+            Metric::BytesOut => rec.bytes_out,
+            Metric::BytesIn => rec.bytes_in,
+        }
+    }
 }
 
 /// How windows move.
@@ -139,12 +178,19 @@ pub(crate) enum SeverityRule {
         /// `> medium` → medium.
         medium: u64,
     },
+    /// Compare the byte total with the cut-offs (byte metrics only).
+    Bytes {
+        /// `> high` → high.
+        high: u64,
+        /// `> medium` → medium.
+        medium: u64,
+    },
 }
 
 impl SeverityRule {
     /// Grades a window's figures. Latencies are rounded to 2 decimals first, as SPL's
     /// `round()` runs before its `case()`; rounding twice is harmless.
-    pub(crate) fn grade(&self, count: u64, avg_secs: f64, max_secs: f64) -> Severity {
+    pub(crate) fn grade(&self, count: u64, bytes: u64, avg_secs: f64, max_secs: f64) -> Severity {
         let (above_high, above_medium) = match *self {
             SeverityRule::Latency {
                 use_max,
@@ -155,6 +201,7 @@ impl SeverityRule {
                 (v > high, v > medium)
             }
             SeverityRule::Count { high, medium } => (count > high, count > medium),
+            SeverityRule::Bytes { high, medium } => (bytes > high, bytes > medium),
         };
         if above_high {
             Severity::High
@@ -185,6 +232,8 @@ pub(crate) struct Rule {
     pub(super) group_by: GroupBy,
     pub(super) window: Duration,
     pub(super) window_kind: WindowKind,
+    pub(super) metric: Metric,
+    /// Requests, or bytes for byte metrics, that flag a key.
     pub(super) threshold: u64,
     pub(super) severity: SeverityRule,
     pub(super) action: RuleAction,
@@ -244,6 +293,7 @@ impl Rule {
             group_by,
             window,
             window_kind,
+            metric,
             threshold,
             severity,
             action,
@@ -260,6 +310,7 @@ impl Rule {
             && *group_by == other.group_by
             && *window == other.window
             && *window_kind == other.window_kind
+            && *metric == other.metric
             && *threshold == other.threshold
             && *severity == other.severity
             && *action == other.action

@@ -1,4 +1,6 @@
-//! Sliding-window state: 44 bytes per key (a 72-byte map entry with its 28-byte key).
+//! Sliding-window state: 44 bytes per key (a 72-byte map entry with its 28-byte key) for
+//! count rules; volume rules (`metric = "bytes_*"`) hold 32-bit byte totals per sub-bucket
+//! instead ([`ByteRing`], a 128-byte entry), in a map of their own.
 //!
 //! # Counting
 //! A sliding window is approximated by a ring of [`SUB_BUCKETS`] sub-buckets of
@@ -55,7 +57,7 @@ const _: () = assert!(Method::ALL.len() <= 8, "method codes must fit 3 bits");
 
 /// Sixteen 12-bit fields in 24 bytes, two per three bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Slots([u8; 24]);
+pub(crate) struct Slots([u8; 24]);
 
 impl Slots {
     fn get(&self, i: usize) -> u16 {
@@ -82,10 +84,83 @@ impl Slots {
     }
 }
 
-/// State of one sliding-window key: the ring of counts and the figures of the current run.
+/// What a sliding key's sub-buckets hold: request counts ([`Slots`], 12-bit) for count
+/// rules, byte totals ([`ByteRing`], 32-bit) for volume rules. Each kind lives in its own
+/// map, so count keys keep their compact entry and only volume keys pay for wider buckets.
+pub(crate) trait Ring: Copy + Default + std::fmt::Debug + PartialEq + Send + Sync {
+    /// Whether the ring counts bytes (the run then keeps its byte total too).
+    const BYTES: bool;
+    /// Sub-bucket `i` (0..15).
+    fn amount(&self, i: usize) -> u64;
+    /// Sets sub-bucket `i`, saturating at what it holds (4095 requests, 4 GiB); validation
+    /// keeps thresholds at or below that, so a saturated sub-bucket alone holds the key at
+    /// its threshold.
+    fn set_amount(&mut self, i: usize, v: u64);
+    /// The 12-bit meta field (flag, method, scale).
+    fn meta_bits(&self) -> u16;
+    /// Sets the meta field.
+    fn set_meta_bits(&mut self, v: u16);
+    /// Bytes of the current run (0 for count rings).
+    fn run_bytes(&self) -> u64 {
+        0
+    }
+    /// Sets the bytes of the current run (ignored by count rings).
+    fn set_run_bytes(&mut self, _: u64) {}
+}
+
+impl Ring for Slots {
+    const BYTES: bool = false;
+    fn amount(&self, i: usize) -> u64 {
+        u64::from(self.get(i))
+    }
+    fn set_amount(&mut self, i: usize, v: u64) {
+        self.set(i, u16::try_from(v).unwrap_or(u16::MAX));
+    }
+    fn meta_bits(&self) -> u16 {
+        self.get(META)
+    }
+    fn set_meta_bits(&mut self, v: u16) {
+        self.set(META, v);
+    }
+}
+
+/// Byte totals per sub-bucket for volume rules: exact bytes, saturating at 4 GiB per
+/// sub-bucket (so a sliding volume threshold is at most `u32::MAX` bytes), and the run's byte
+/// total. 72 bytes; a volume key's map entry is 128 bytes (see the `detect` module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ByteRing {
+    subs: [u32; SUB_BUCKETS as usize],
+    meta: u16,
+    run_bytes: u64,
+}
+
+impl Ring for ByteRing {
+    const BYTES: bool = true;
+    fn amount(&self, i: usize) -> u64 {
+        u64::from(self.subs[i])
+    }
+    fn set_amount(&mut self, i: usize, v: u64) {
+        self.subs[i] = u32::try_from(v).unwrap_or(u32::MAX);
+    }
+    fn meta_bits(&self) -> u16 {
+        self.meta
+    }
+    fn set_meta_bits(&mut self, v: u16) {
+        self.meta = v & MAX_SUB_COUNT;
+    }
+    fn run_bytes(&self) -> u64 {
+        self.run_bytes
+    }
+    fn set_run_bytes(&mut self, v: u64) {
+        self.run_bytes = v;
+    }
+}
+
+/// State of one sliding-window key: the ring of counts (or bytes) and the figures of the
+/// current run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sliding {
-    slots: Slots,
+pub(crate) struct Sliding<R = Slots> {
+    slots: R,
     /// Index (`epoch_ms / sub_ms`) of the newest sub-bucket.
     head: u32,
     /// First sub-bucket of the run; once flagged, the start of the summary's span.
@@ -97,11 +172,11 @@ pub(crate) struct Sliding {
     max_ms: u32,
 }
 
-impl Sliding {
+impl<R: Ring> Sliding<R> {
     /// An empty ring whose newest sub-bucket is `head`.
-    pub(crate) fn new(head: u32) -> Sliding {
+    pub(crate) fn new(head: u32) -> Sliding<R> {
         Sliding {
-            slots: Slots::default(),
+            slots: R::default(),
             head,
             start: head,
             count: 0,
@@ -110,9 +185,9 @@ impl Sliding {
         }
     }
 
-    /// Requests in the ring.
+    /// Requests (bytes, for a byte ring) in the ring.
     pub(crate) fn total(&self) -> u64 {
-        (0..META).map(|i| u64::from(self.slots.get(i))).sum()
+        (0..META).map(|i| self.slots.amount(i)).sum()
     }
 
     /// Whether the key is in a flagged episode (its detection has fired).
@@ -130,7 +205,7 @@ impl Sliding {
     pub(crate) fn last_seen(&self, sub_ms: u64) -> u32 {
         let newest = (0..SUB_BUCKETS)
             .map(|back| self.head.saturating_sub(back))
-            .find(|idx| self.slots.get(slot(*idx)) > 0)
+            .find(|idx| self.slots.amount(slot(*idx)) > 0)
             .unwrap_or_else(|| self.window_start());
         u32::try_from(u64::from(newest) * sub_ms / 1000).unwrap_or(u32::MAX)
     }
@@ -144,7 +219,7 @@ impl Sliding {
         }
         let mut ended = None;
         for idx in self.head + 1..=to.min(self.head.saturating_add(SUB_BUCKETS)) {
-            self.slots.set(slot(idx), 0);
+            self.slots.set_amount(slot(idx), 0);
             if self.flagged() && self.total() < threshold {
                 self.set_meta(FLAGGED, 0);
                 ended = Some(idx);
@@ -152,15 +227,24 @@ impl Sliding {
         }
         self.head = to;
         let end = ended?;
-        let summary = self.snapshot(self.start, end, sub_ms, u64::from(self.count));
+        let run = (u64::from(self.count), self.slots.run_bytes());
+        let summary = self.snapshot(self.start, end, sub_ms, run);
         self.count = 0;
         Some(summary)
     }
 
     /// Counts a request in sub-bucket `idx` (call [`Sliding::advance`] first when `idx` is
     /// newer than the head); [`Added::Crossed`] when the ring reaches `threshold` while the
-    /// key is not flagged. `method` is kept when the request starts a run.
-    pub(crate) fn add(&mut self, idx: u32, latency_ms: u32, threshold: u64, method: u8) -> Added {
+    /// key is not flagged. `method` is kept when the request starts a run. `bytes` is what a
+    /// byte ring adds (a count ring adds 1 whatever it is).
+    pub(crate) fn add(
+        &mut self,
+        idx: u32,
+        latency_ms: u32,
+        bytes: u64,
+        threshold: u64,
+        method: u8,
+    ) -> Added {
         if idx > self.head || self.head - idx >= SUB_BUCKETS {
             return Added::Late;
         }
@@ -169,7 +253,13 @@ impl Sliding {
         }
         self.start = self.start.min(idx);
         let s = slot(idx);
-        self.slots.set(s, self.slots.get(s).saturating_add(1));
+        let amount = if R::BYTES { bytes } else { 1 };
+        self.slots
+            .set_amount(s, self.slots.amount(s).saturating_add(amount));
+        if R::BYTES {
+            let run = self.slots.run_bytes().saturating_add(bytes);
+            self.slots.set_run_bytes(run);
+        }
         self.count = self.count.saturating_add(1);
         self.max_ms = self.max_ms.max(latency_ms);
         self.add_to_sum(latency_ms);
@@ -182,9 +272,15 @@ impl Sliding {
     }
 
     /// The window that just reached the threshold, with the run's latency figures, for a
-    /// detection.
+    /// detection. A byte ring reports the window's bytes and the run's request count (the
+    /// ring keeps no per-sub-bucket request counts).
     pub(crate) fn window_snapshot(&self, sub_ms: u64) -> Snapshot {
-        self.snapshot(self.window_start(), self.head + 1, sub_ms, self.total())
+        let figures = if R::BYTES {
+            (u64::from(self.count), self.total())
+        } else {
+            (self.total(), 0)
+        };
+        self.snapshot(self.window_start(), self.head + 1, sub_ms, figures)
     }
 
     fn begin_run(&mut self, idx: u32, method: u8) {
@@ -192,6 +288,7 @@ impl Sliding {
         self.count = 0;
         self.sum = 0;
         self.max_ms = 0;
+        self.slots.set_run_bytes(0);
         self.set_meta(SCALE, 0);
         self.set_meta(METHOD, u16::from(method.min(7)));
     }
@@ -229,12 +326,13 @@ impl Sliding {
         self.head.saturating_sub(SUB_BUCKETS - 1)
     }
 
-    fn snapshot(&self, start: u32, end: u32, sub_ms: u64, count: u64) -> Snapshot {
+    fn snapshot(&self, start: u32, end: u32, sub_ms: u64, (count, bytes): (u64, u64)) -> Snapshot {
         let at = |idx: u32| i64::try_from(u64::from(idx) * sub_ms).unwrap_or(i64::MAX);
         Snapshot {
             start_ms: at(start),
             end_ms: at(end),
             count,
+            bytes,
             avg_secs: self.sum_ms() / f64::from(self.count.max(1)) / 1e3,
             max_secs: f64::from(self.max_ms) / 1e3,
             method: u8::try_from(self.meta(METHOD)).unwrap_or(u8::MAX),
@@ -242,12 +340,12 @@ impl Sliding {
     }
 
     fn meta(&self, (at, mask): (u16, u16)) -> u16 {
-        self.slots.get(META) >> at & mask
+        self.slots.meta_bits() >> at & mask
     }
 
     fn set_meta(&mut self, (at, mask): (u16, u16), v: u16) {
-        let old = self.slots.get(META) & !(mask << at);
-        self.slots.set(META, old | (v & mask) << at);
+        let old = self.slots.meta_bits() & !(mask << at);
+        self.slots.set_meta_bits(old | (v & mask) << at);
     }
 }
 
@@ -275,8 +373,8 @@ mod tests {
 
     #[test]
     fn a_sub_bucket_saturates_at_4095_while_the_run_counts_on() {
-        let mut st = Sliding::new(100);
-        let crossed: Vec<Added> = (0..5_000).map(|_| st.add(100, 7, 4_095, 2)).collect();
+        let mut st: Sliding = Sliding::new(100);
+        let crossed: Vec<Added> = (0..5_000).map(|_| st.add(100, 7, 0, 4_095, 2)).collect();
         assert_eq!(crossed.iter().filter(|a| **a == Added::Crossed).count(), 1);
         assert_eq!(crossed[4_094], Added::Crossed);
         assert_eq!((st.total(), st.count), (4_095, 5_000));
@@ -289,9 +387,9 @@ mod tests {
 
     #[test]
     fn the_latency_sum_doubles_its_unit_instead_of_overflowing() {
-        let mut st = Sliding::new(1);
-        st.add(1, 3_000_000_001, 10, 0);
-        st.add(1, 3_000_000_001, 10, 0);
+        let mut st: Sliding = Sliding::new(1);
+        st.add(1, 3_000_000_001, 0, 10, 0);
+        st.add(1, 3_000_000_001, 0, 10, 0);
         assert_eq!((st.meta(SCALE), st.sum), (1, 3_000_000_002));
         let snap = st.window_snapshot(1_000);
         assert_eq!(snap.avg_secs, 3_000_000.002);
@@ -300,11 +398,26 @@ mod tests {
 
     #[test]
     fn meta_fields_do_not_disturb_the_counts() {
-        let mut st = Sliding::new(14);
-        st.add(14, 1, 3, 5);
-        st.add(14, 1, 3, 5);
-        st.add(14, 1, 3, 5);
+        let mut st: Sliding = Sliding::new(14);
+        st.add(14, 1, 0, 3, 5);
+        st.add(14, 1, 0, 3, 5);
+        st.add(14, 1, 0, 3, 5);
         assert_eq!((st.flagged(), st.meta(METHOD), st.total()), (true, 5, 3));
         assert_eq!(st.slots.get(14), 3);
+    }
+
+    #[test]
+    fn a_byte_ring_sums_bytes_per_sub_bucket_and_over_the_run() {
+        let mut st: Sliding<ByteRing> = Sliding::new(10);
+        assert_eq!(st.add(10, 5, 600_000, 1_000_000, 2), Added::Counted);
+        assert_eq!(st.add(10, 5, 500_000, 1_000_000, 2), Added::Crossed);
+        let snap = st.window_snapshot(60_000);
+        assert_eq!((snap.count, snap.bytes), (2, 1_100_000));
+        // A sub-bucket saturates at 4 GiB; the run's total does not.
+        st.add(10, 5, u64::from(u32::MAX), 1_000_000, 2);
+        assert_eq!(st.total(), u64::from(u32::MAX));
+        let end = st.advance(30, 1_000_000, 60_000).unwrap();
+        assert_eq!((end.count, end.bytes), (3, 1_100_000 + u64::from(u32::MAX)));
+        assert_eq!(st.total(), 0);
     }
 }

@@ -11,9 +11,9 @@ use std::sync::TryLockError;
 
 use chrono::{DateTime, Utc};
 
-use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine};
+use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine, KeyMap};
 use super::event::Event;
-use super::sliding::{Sliding, SUB_BUCKETS};
+use super::sliding::{Ring, Sliding, SUB_BUCKETS};
 use super::window::{Snapshot, Tumbling, WindowKey};
 
 impl Engine {
@@ -35,7 +35,21 @@ impl Engine {
             removed += 1;
             false
         });
-        self.sliding.retain(|key, st| {
+        removed += self.tick_sliding(&self.sliding, now, out);
+        removed += self.tick_sliding(&self.sliding_bytes, now, out);
+        self.keys.fetch_sub(removed, Ordering::Relaxed);
+        sort_events(&mut out[first..]);
+    }
+
+    /// [`Engine::tick`] for one sliding map; returns the keys forgotten.
+    fn tick_sliding<R: Ring>(
+        &self,
+        map: &KeyMap<Sliding<R>>,
+        now: DateTime<Utc>,
+        out: &mut Vec<Event>,
+    ) -> usize {
+        let mut removed = 0usize;
+        map.retain(|key, st| {
             let rule = &self.rules[usize::from(key.rule)];
             let sub = sub_bucket_ms(rule);
             if let Some(snap) = st.advance(bucket_index(&now, sub), rule.threshold, sub) {
@@ -48,8 +62,7 @@ impl Engine {
             removed += 1;
             false
         });
-        self.keys.fetch_sub(removed, Ordering::Relaxed);
-        sort_events(&mut out[first..]);
+        removed
     }
 
     /// Closes everything, as if time ran out: summaries for every flagged key (a sliding
@@ -63,11 +76,8 @@ impl Engine {
             removed += 1;
             false
         });
-        self.sliding.retain(|key, st| {
-            self.close_sliding(key, st, out);
-            removed += 1;
-            false
-        });
+        removed += self.evict_sliding(&self.sliding, &mut |_| true, out);
+        removed += self.evict_sliding(&self.sliding_bytes, &mut |_| true, out);
         self.keys.fetch_sub(removed, Ordering::Relaxed);
         sort_events(&mut out[first..]);
     }
@@ -77,7 +87,10 @@ impl Engine {
     /// control byte, plus the path texts. For sizing `max_tracked_keys`.
     #[cfg(test)]
     pub(crate) fn approx_memory_bytes(&self) -> usize {
-        map_bytes(&self.tumbling) + map_bytes(&self.sliding) + self.paths.approx_bytes()
+        map_bytes(&self.tumbling)
+            + map_bytes(&self.sliding)
+            + map_bytes(&self.sliding_bytes)
+            + self.paths.approx_bytes()
     }
 
     /// Evicts ahead of the cap, from a background task: above 95 % of `max_tracked_keys`, the
@@ -102,12 +115,7 @@ impl Engine {
     }
 
     /// Before inserting `key` into `map`: when the cap is reached and `key` is new, evict.
-    pub(super) fn make_room<V>(
-        &self,
-        map: &super::engine::KeyMap<V>,
-        key: &WindowKey,
-        out: &mut Vec<Event>,
-    ) {
+    pub(super) fn make_room<V>(&self, map: &KeyMap<V>, key: &WindowKey, out: &mut Vec<Event>) {
         if self.keys.load(Ordering::Relaxed) < self.max_keys || map.contains_key(key) {
             return;
         }
@@ -134,6 +142,11 @@ impl Engine {
                 .iter()
                 .map(|e| self.sliding_seen(e.key(), e.value())),
         );
+        ages.extend(
+            self.sliding_bytes
+                .iter()
+                .map(|e| self.sliding_seen(e.key(), e.value())),
+        );
         if ages.is_empty() || batch == 0 {
             return;
         }
@@ -157,7 +170,22 @@ impl Engine {
             removed += 1;
             false
         });
-        self.sliding.retain(|key, st| {
+        removed += self.evict_sliding(&self.sliding, &mut take, out);
+        removed += self.evict_sliding(&self.sliding_bytes, &mut take, out);
+        self.keys.fetch_sub(removed, Ordering::Relaxed);
+        self.evictions.fetch_add(removed as u64, Ordering::Relaxed);
+    }
+
+    /// Closes and removes the keys of one sliding map whose recency `take` picks; returns
+    /// how many.
+    fn evict_sliding<R: Ring>(
+        &self,
+        map: &KeyMap<Sliding<R>>,
+        take: &mut impl FnMut(u32) -> bool,
+        out: &mut Vec<Event>,
+    ) -> usize {
+        let mut removed = 0usize;
+        map.retain(|key, st| {
             if !take(self.sliding_seen(key, st)) {
                 return true;
             }
@@ -165,8 +193,7 @@ impl Engine {
             removed += 1;
             false
         });
-        self.keys.fetch_sub(removed, Ordering::Relaxed);
-        self.evictions.fetch_add(removed as u64, Ordering::Relaxed);
+        removed
     }
 
     /// A tumbling key is going away: its summary if flagged, and its path reference.
@@ -176,7 +203,7 @@ impl Engine {
     }
 
     /// A sliding key is going away: its episode summary if flagged, and its path reference.
-    fn close_sliding(&self, key: &WindowKey, st: &mut Sliding, out: &mut Vec<Event>) {
+    fn close_sliding<R: Ring>(&self, key: &WindowKey, st: &mut Sliding<R>, out: &mut Vec<Event>) {
         out.extend(self.sliding_summary(key, st));
         self.paths.release(key.path());
     }
@@ -190,7 +217,11 @@ impl Engine {
 
     /// The summary a flagged sliding key gives when it goes away early: its episode ends
     /// where its count would fall below threshold with no further requests.
-    pub(super) fn sliding_summary(&self, key: &WindowKey, st: &mut Sliding) -> Option<Event> {
+    pub(super) fn sliding_summary<R: Ring>(
+        &self,
+        key: &WindowKey,
+        st: &mut Sliding<R>,
+    ) -> Option<Event> {
         let rule = &self.rules[usize::from(key.rule)];
         let horizon = st.head().saturating_add(SUB_BUCKETS);
         st.advance(horizon, rule.threshold, sub_bucket_ms(rule))
@@ -203,13 +234,13 @@ impl Engine {
     }
 
     /// Eviction recency of a sliding key, in epoch seconds.
-    fn sliding_seen(&self, key: &WindowKey, st: &Sliding) -> u32 {
+    fn sliding_seen<R: Ring>(&self, key: &WindowKey, st: &Sliding<R>) -> u32 {
         st.last_seen(sub_bucket_ms(&self.rules[usize::from(key.rule)]))
     }
 }
 
 #[cfg(test)]
-fn map_bytes<V>(map: &super::engine::KeyMap<V>) -> usize {
+fn map_bytes<V>(map: &KeyMap<V>) -> usize {
     map.capacity() * 8 / 7 * (std::mem::size_of::<(WindowKey, V)>() + 1)
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::event::RuleAction;
 use super::glob::Glob;
-use super::rule::{Cutoff, GroupBy, Rule, RuleConfig, SeverityRule, WindowKind};
+use super::rule::{Cutoff, GroupBy, Metric, Rule, RuleConfig, SeverityRule, WindowKind};
 use super::sliding::MAX_SUB_COUNT;
 
 /// Sliding windows use 15 sub-buckets of at least one second each.
@@ -91,8 +91,24 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
     ];
     let window_kind = pick(&cfg.window_kind, "window_kind", &kinds)?;
     let window = parse_window(&cfg.window, window_kind).map_err(at("window"))?;
-    let threshold = parse_threshold(cfg.threshold, window_kind).map_err(at("threshold"))?;
-    let (severity, high, medium) = parse_severity(cfg).map_err(|(k, p)| (k.to_owned(), p))?;
+    let metrics = [
+        ("count", Metric::Count),
+        ("bytes_out", Metric::BytesOut),
+        ("bytes_in", Metric::BytesIn),
+    ];
+    let metric = pick(&cfg.metric, "metric", &metrics)?;
+    let threshold = if metric.is_bytes() {
+        parse_threshold_bytes(cfg, window_kind)?
+    } else if cfg.threshold_bytes.is_some() {
+        return Err((
+            "threshold_bytes".into(),
+            "only for metric = \"bytes_out\" or \"bytes_in\" (count rules use threshold)".into(),
+        ));
+    } else {
+        parse_threshold(cfg.threshold, window_kind).map_err(at("threshold"))?
+    };
+    let (severity, high, medium) =
+        parse_severity(cfg, metric).map_err(|(k, p)| (k.to_owned(), p))?;
     // The filled-in cutoffs are kept only in the tests' copy of the effective config.
     #[cfg(not(test))]
     let _ = (high, medium);
@@ -119,6 +135,7 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
         group_by,
         window,
         window_kind,
+        metric,
         threshold,
         severity,
         action,
@@ -241,6 +258,47 @@ fn parse_threshold(value: i64, kind: WindowKind) -> Result<u64, String> {
     Ok(threshold)
 }
 
+/// A byte threshold: at least 1 and, for sliding windows, what one 32-bit sub-bucket holds
+/// (so saturation cannot hide a crossing). `threshold` must be left at 1: a byte rule with
+/// a request threshold as well would be two rules in one, and a silently ignored value is a
+/// trap for whoever tunes it.
+fn parse_threshold_bytes(cfg: &RuleConfig, kind: WindowKind) -> Result<u64, Problem> {
+    if cfg.threshold != 1 {
+        return Err((
+            "threshold".into(),
+            format!(
+                "must be 1 (or left out) for metric = {:?}; set threshold_bytes",
+                cfg.metric
+            ),
+        ));
+    }
+    let value = cfg.threshold_bytes.ok_or_else(|| {
+        (
+            "threshold_bytes".to_owned(),
+            format!("required for metric = {:?}", cfg.metric),
+        )
+    })?;
+    let bytes = u64::try_from(value)
+        .ok()
+        .filter(|t| *t >= 1)
+        .ok_or_else(|| {
+            (
+                "threshold_bytes".to_owned(),
+                "must be at least 1".to_owned(),
+            )
+        })?;
+    if kind == WindowKind::Sliding && bytes > u64::from(u32::MAX) {
+        return Err((
+            "threshold_bytes".into(),
+            format!(
+                "must be at most {} for a sliding window (use a tumbling window for more)",
+                u32::MAX
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
 fn parse_window(text: &str, kind: WindowKind) -> Result<Duration, String> {
     let window = parse_duration(text)?;
     if window < Duration::from_secs(1) {
@@ -260,7 +318,10 @@ fn parse_window(text: &str, kind: WindowKind) -> Result<Duration, String> {
 
 type SeverityParts = (SeverityRule, Cutoff, Cutoff);
 
-fn parse_severity(cfg: &RuleConfig) -> Result<SeverityParts, (&'static str, String)> {
+fn parse_severity(
+    cfg: &RuleConfig,
+    metric: Metric,
+) -> Result<SeverityParts, (&'static str, String)> {
     let (high, medium) = (cfg.severity_high.as_ref(), cfg.severity_medium.as_ref());
     match cfg.severity_by.as_str() {
         by @ ("avg_latency" | "max_latency") => {
@@ -281,21 +342,29 @@ fn parse_severity(cfg: &RuleConfig) -> Result<SeverityParts, (&'static str, Stri
             };
             Ok((sev, high, medium))
         }
-        "count" => {
-            let required = || "required when severity_by = \"count\"".to_owned();
+        "bytes" if !metric.is_bytes() => Err((
+            "severity_by",
+            "\"bytes\" needs metric = \"bytes_out\" or \"bytes_in\"".into(),
+        )),
+        by @ ("count" | "bytes") => {
+            let required = || format!("required when severity_by = {by:?}");
             let high = high.ok_or_else(|| ("severity_high", required()))?;
             let medium = medium.ok_or_else(|| ("severity_medium", required()))?;
-            let h = count_cutoff(high).map_err(|p| ("severity_high", p))?;
-            let m = count_cutoff(medium).map_err(|p| ("severity_medium", p))?;
+            let h = count_cutoff(high, by).map_err(|p| ("severity_high", p))?;
+            let m = count_cutoff(medium, by).map_err(|p| ("severity_medium", p))?;
             if m > h {
                 return Err(("severity_medium", "must not exceed severity_high".into()));
             }
-            let sev = SeverityRule::Count { high: h, medium: m };
+            let sev = if by == "bytes" {
+                SeverityRule::Bytes { high: h, medium: m }
+            } else {
+                SeverityRule::Count { high: h, medium: m }
+            };
             Ok((sev, Cutoff::Count(h as i64), Cutoff::Count(m as i64)))
         }
         other => Err((
             "severity_by",
-            format!("unknown value {other:?} (expected avg_latency, max_latency or count)"),
+            format!("unknown value {other:?} (expected avg_latency, max_latency, count or bytes)"),
         )),
     }
 }
@@ -309,7 +378,7 @@ fn latency_cutoff(c: &Cutoff, by: &str) -> Result<f64, String> {
     }
 }
 
-fn count_cutoff(c: &Cutoff) -> Result<u64, String> {
+fn count_cutoff(c: &Cutoff, by: &str) -> Result<u64, String> {
     let n = match c {
         Cutoff::Count(n) => Some(*n),
         Cutoff::Text(t) => t.trim().parse::<i64>().ok(),
@@ -318,7 +387,7 @@ fn count_cutoff(c: &Cutoff) -> Result<u64, String> {
         .ok_or_else(|| match c {
             Cutoff::Count(n) => format!("must not be negative, got {n}"),
             Cutoff::Text(t) => {
-                format!("expected a whole number for severity_by = \"count\", got {t:?}")
+                format!("expected a whole number for severity_by = {by:?}, got {t:?}")
             }
         })
 }

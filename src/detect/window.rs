@@ -52,6 +52,8 @@ pub(crate) struct Snapshot {
     pub(crate) start_ms: i64,
     pub(crate) end_ms: i64,
     pub(crate) count: u64,
+    /// Bytes counted (volume rules; 0 for count rules).
+    pub(crate) bytes: u64,
     pub(crate) avg_secs: f64,
     pub(crate) max_secs: f64,
     pub(crate) method: u8,
@@ -68,7 +70,9 @@ pub(crate) enum Added {
     Late,
 }
 
-/// State of one tumbling-window key (32 bytes).
+/// State of one tumbling-window key (40 bytes: a 72-byte map entry). `bytes` is summed for
+/// every rule (one add) but only volume rules compare it with their threshold and report it;
+/// keeping one state type for both keeps one map and one sweep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tumbling {
     pub(crate) window_start: u32,
@@ -78,6 +82,7 @@ pub(crate) struct Tumbling {
     pub(crate) flagged: bool,
     sum_ns: u64,
     max_ns: u64,
+    bytes: u64,
 }
 
 impl Tumbling {
@@ -91,26 +96,35 @@ impl Tumbling {
             flagged: false,
             sum_ns: 0,
             max_ns: 0,
+            bytes: 0,
         }
     }
 
-    /// Counts a request that belongs to `window_start`; returns [`Added::Crossed`] the first
-    /// time the count reaches `threshold` in this window.
+    /// Counts a request of `bytes` that belongs to `window_start`; returns
+    /// [`Added::Crossed`] the first time the count (the byte total when `by_bytes`) reaches
+    /// `threshold` in this window.
     pub(crate) fn add(
         &mut self,
         window_start: u32,
         now: u32,
         latency_ns: u64,
+        (bytes, by_bytes): (u64, bool),
         threshold: u64,
     ) -> Added {
         if window_start < self.window_start {
             return Added::Late;
         }
         self.count = self.count.saturating_add(1);
+        self.bytes = self.bytes.saturating_add(bytes);
+        let value = if by_bytes {
+            self.bytes
+        } else {
+            u64::from(self.count)
+        };
         self.sum_ns = self.sum_ns.saturating_add(latency_ns);
         self.max_ns = self.max_ns.max(latency_ns);
         self.last_seen = self.last_seen.max(now);
-        if !self.flagged && u64::from(self.count) >= threshold {
+        if !self.flagged && value >= threshold {
             self.flagged = true;
             return Added::Crossed;
         }
@@ -134,6 +148,7 @@ impl Tumbling {
             start_ms: i64::from(self.window_start) * 1000,
             end_ms: (i64::from(self.window_start) + i64::from(window_secs)) * 1000,
             count: u64::from(self.count),
+            bytes: self.bytes,
             avg_secs: self.sum_ns as f64 / count as f64 / 1e9,
             max_secs: self.max_ns as f64 / 1e9,
             method: self.method,

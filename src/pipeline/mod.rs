@@ -31,6 +31,8 @@ pub(crate) mod ticker;
 pub(crate) mod verdict;
 
 #[cfg(test)]
+mod innocent_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

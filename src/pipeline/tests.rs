@@ -21,20 +21,30 @@ use crate::route::normalize;
 use crate::telemetry::detection_log::tests::{assert_valid, validator};
 use crate::telemetry::{DetectionLog, LogWriter, Metrics};
 
-struct Fixture {
+pub(super) struct Fixture {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
     writer: LogWriter,
-    stage: Arc<DetectionStage>,
-    enforcement: Arc<Enforcement>,
+    pub(super) stage: Arc<DetectionStage>,
+    pub(super) enforcement: Arc<Enforcement>,
     metrics: Arc<Metrics>,
 }
 
 /// A stage with one rule that flags every source on its first request to any path.
 fn fixture(mode: Mode, allowlist: Vec<IpNet>) -> Fixture {
+    let every = RuleConfig {
+        name: "every".into(),
+        ..RuleConfig::default()
+    };
+    fixture_with(mode, allowlist, vec![every])
+}
+
+/// A stage running `rules`.
+pub(super) fn fixture_with(mode: Mode, allowlist: Vec<IpNet>, rules: Vec<RuleConfig>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("detection.log");
-    let metrics = Arc::new(Metrics::new(&["every".to_owned()]).unwrap());
+    let names: Vec<String> = rules.iter().map(|r| r.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&names).unwrap());
     let dropped = metrics.log_lines_dropped.with_label_values(&["detection"]);
     let writer =
         LogWriter::spawn("detection", &LogTarget::File(path.clone()), 64, dropped).unwrap();
@@ -47,11 +57,7 @@ fn fixture(mode: Mode, allowlist: Vec<IpNet>) -> Fixture {
     };
     let bans = Arc::new(Bans::new(policy, allowlist, 64));
     let enforcement = Arc::new(Enforcement::new(bans, log.clone(), metrics.clone(), None));
-    let rules = build_rules(&[RuleConfig {
-        name: "every".into(),
-        ..RuleConfig::default()
-    }])
-    .unwrap();
+    let rules = build_rules(&rules).unwrap();
     let options = EngineOptions {
         ipv6_prefix: 64,
         allowlist: Vec::new(),
@@ -75,7 +81,7 @@ fn fixture(mode: Mode, allowlist: Vec<IpNet>) -> Fixture {
     }
 }
 
-fn record(src: &str, path: &str) -> RequestRecord {
+pub(super) fn record(src: &str, path: &str) -> RequestRecord {
     let (norm, route) = normalize(path);
     RequestRecord {
         src: src.parse().unwrap(),
@@ -90,12 +96,14 @@ fn record(src: &str, path: &str) -> RequestRecord {
         total: Duration::from_millis(500),
         completed_at: Utc::now(),
         outcome: Outcome::Complete,
+        bytes_in: 0,
+        bytes_out: 0,
     }
 }
 
 impl Fixture {
     /// Every line written so far, each checked against the schema.
-    async fn lines(&self) -> Vec<serde_json::Value> {
+    pub(super) async fn lines(&self) -> Vec<serde_json::Value> {
         self.writer.flush().await;
         let validator = validator();
         let text = std::fs::read_to_string(&self.path).unwrap();

@@ -189,6 +189,16 @@ impl Verdicts {
 
 /// The `reason` of a rule ban: the verdict's figures in words.
 fn reason(d: &DetectionEvent) -> String {
+    if let Some(bytes) = d.bytes {
+        return format!(
+            "{}: {bytes} bytes in {} qualifying requests (avg {:.2}s, max {:.2}s) in the window from {}",
+            d.rule,
+            d.count,
+            d.avg_response_time,
+            d.max_response_time,
+            crate::time::rfc3339_ms(&d.window_start)
+        );
+    }
     format!(
         "{}: {} qualifying requests (avg {:.2}s, max {:.2}s) in the window from {}",
         d.rule,

@@ -32,6 +32,8 @@ pub(crate) struct Eos {
     pub(crate) end: End,
     /// When the first non-empty data frame passed, if one did.
     pub(crate) first_byte: Option<Instant>,
+    /// Data bytes that passed (0 for a body hyper never polls: HEAD, 204, 304).
+    pub(crate) bytes: u64,
 }
 
 /// The end-of-stream callback. Implemented by closures and by named types (a named type
@@ -54,6 +56,7 @@ pin_project! {
         inner: B,
         on_eos: Option<F>,
         first_byte: Option<Instant>,
+        bytes: u64,
         // hyper never polls a body that is empty from the start: dropping it is its end.
         empty_at_start: bool,
     }
@@ -63,7 +66,7 @@ pin_project! {
             let this = this.project();
             if let Some(f) = this.on_eos.take() {
                 let end = if *this.empty_at_start { End::Complete } else { End::Dropped };
-                f.on_eos(Eos { end, first_byte: *this.first_byte });
+                f.on_eos(Eos { end, first_byte: *this.first_byte, bytes: *this.bytes });
             }
         }
     }
@@ -77,6 +80,7 @@ impl<B: Body, F: OnEos> EosBody<B, F> {
             inner,
             on_eos,
             first_byte: None,
+            bytes: 0,
             empty_at_start,
         }
     }
@@ -101,11 +105,13 @@ impl<B: Body, F: OnEos> Body for EosBody<B, F> {
         let polled = this.inner.as_mut().poll_frame(cx);
         let end = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if this.first_byte.is_none()
-                    && frame.data_ref().is_some_and(bytes::Buf::has_remaining)
-                {
+                let n = frame.data_ref().map_or(0, bytes::Buf::remaining);
+                if this.first_byte.is_none() && n > 0 {
                     *this.first_byte = Some(Instant::now());
                 }
+                *this.bytes = this
+                    .bytes
+                    .saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
                 this.inner.is_end_stream().then_some(End::Complete)
             }
             Poll::Ready(Some(Err(_))) => Some(End::Error),
@@ -117,6 +123,7 @@ impl<B: Body, F: OnEos> Body for EosBody<B, F> {
                 f.on_eos(Eos {
                     end,
                     first_byte: *this.first_byte,
+                    bytes: *this.bytes,
                 });
             }
         }
@@ -187,5 +194,53 @@ mod tests {
         drop(EosBody::new(Full::new(Bytes::from_static(b"x")), Some(f)).bodiless(true));
         let ends: Vec<End> = seen.lock().unwrap().iter().map(|e| e.end).collect();
         assert_eq!(ends, [End::Dropped, End::Complete, End::Complete]);
+    }
+
+    /// Yields `frames` then an error, or the end.
+    struct Frames(Vec<Result<Frame<Bytes>, std::io::Error>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready((!self.0.is_empty()).then(|| self.0.remove(0)))
+        }
+    }
+
+    fn data(n: usize) -> Result<Frame<Bytes>, std::io::Error> {
+        Ok(Frame::data(Bytes::from(vec![b'x'; n])))
+    }
+
+    #[tokio::test]
+    async fn counts_the_data_bytes_that_passed_however_the_body_ends() {
+        let (seen, f) = recorder();
+        let b = EosBody::new(Frames(vec![data(100), data(0), data(28)]), Some(f.clone()));
+        let _ = b.collect().await.unwrap();
+        let err = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let mut b = EosBody::new(Frames(vec![data(7), Err(err), data(9)]), Some(f.clone()));
+        while let Some(Ok(_)) = b.frame().await {}
+        drop(b);
+        let mut b = EosBody::new(Frames(vec![data(5), data(6)]), Some(f.clone()));
+        let _ = b.frame().await;
+        drop(b);
+        drop(EosBody::new(Full::new(Bytes::from_static(b"head")), Some(f)).bodiless(true));
+        let got: Vec<(End, u64)> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| (e.end, e.bytes))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (End::Complete, 128),
+                (End::Error, 7),
+                (End::Dropped, 5),
+                (End::Complete, 0)
+            ]
+        );
     }
 }

@@ -113,6 +113,8 @@ pub struct ScanSummary {
     pub time_breaks: u64,
     /// Rows written.
     pub rows_emitted: u64,
+    /// Rules not run because they are proxy-only (volume rules: a `[GIN]` line has no sizes).
+    pub proxy_only_rules: Vec<String>,
 }
 
 impl ScanSummary {
@@ -147,6 +149,13 @@ impl fmt::Display for ScanSummary {
                  window, all windows were closed there (inputs out of time order? give rotated \
                  files oldest first)",
                 self.time_breaks
+            )?;
+        }
+        if !self.proxy_only_rules.is_empty() {
+            write!(
+                f,
+                "\nscan: proxy-only rules not run (GIN lines carry no byte counts): {}",
+                self.proxy_only_rules.join(", ")
             )?;
         }
         if !self.skipped.is_empty() {
@@ -220,6 +229,7 @@ pub(crate) fn scan_rows(
         late_records: counters.late,
         time_breaks: counters.time_breaks,
         rows_emitted: rows.len() as u64,
+        proxy_only_rules: opts.proxy_only_rules.clone(),
     };
     Ok((rows, summary))
 }

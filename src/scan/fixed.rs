@@ -158,6 +158,8 @@ fn record(parsed: crate::gin::ParsedLine<'_>, completed_at: DateTime<Utc>) -> Re
         total: parsed.latency,
         completed_at,
         outcome: Outcome::Complete,
+        bytes_in: 0,
+        bytes_out: 0,
     }
 }
 

@@ -4,11 +4,23 @@ use super::output::OutputFormat;
 use super::zone::LogZone;
 use super::ScanError;
 use crate::config::{self, Config, ScanArgs, ServeArgs};
-use crate::detect::{build_rules, default_rules, EngineOptions, Rule};
+use crate::detect::{build_rules, EngineOptions, Rule};
 
 /// Default line limit: far above any real `[GIN]` line (Go caps request heads at 1 MB, and
 /// quoting can at most quadruple a path), low enough that binary junk cannot exhaust memory.
 pub(crate) const DEFAULT_MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The rules `scan` can run, and the names of those it cannot: volume rules
+/// (`metric = "bytes_*"`) need byte counts, which a `[GIN]` line does not carry; run over
+/// records whose sizes are all 0 they would silently never fire.
+fn gin_rules(
+    configs: Vec<crate::detect::RuleConfig>,
+) -> (Vec<crate::detect::RuleConfig>, Vec<String>) {
+    let (bytes, count): (Vec<_>, Vec<_>) = configs
+        .into_iter()
+        .partition(|r| r.metric.starts_with("bytes"));
+    (count, bytes.into_iter().map(|r| r.name).collect())
+}
 
 /// Which search to run.
 ///
@@ -40,6 +52,9 @@ pub(crate) struct ScanOptions {
     pub format: OutputFormat,
     /// Lines longer than this are skipped as `line_too_long`.
     pub max_line_bytes: usize,
+    /// Rules of the set that `scan` cannot run (proxy-only volume rules), named in the
+    /// summary on stderr.
+    pub proxy_only_rules: Vec<String>,
 }
 
 impl ScanOptions {
@@ -47,7 +62,8 @@ impl ScanOptions {
     /// terminal.
     #[cfg(test)]
     pub(crate) fn builtin() -> Result<ScanOptions, ScanError> {
-        let rules = build_rules(&default_rules()).map_err(config::ConfigError::from)?;
+        let (configs, _) = gin_rules(crate::detect::default_rules());
+        let rules = build_rules(&configs).map_err(config::ConfigError::from)?;
         Ok(ScanOptions {
             mode: ScanMode::Rules {
                 rules,
@@ -56,6 +72,7 @@ impl ScanOptions {
             zone: LogZone::utc(),
             format: OutputFormat::Jsonl,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            proxy_only_rules: Vec::new(),
         })
     }
 
@@ -81,14 +98,14 @@ impl ScanOptions {
             None => config::FileConfig::default(),
         };
         let merged = Config::merge(&ServeArgs::default(), file)?;
+        let mut proxy_only = Vec::new();
         let mode = if args.splunk_compat {
             ScanMode::SplunkCompat
         } else {
-            let configs = if merged.live.rules.is_empty() {
-                default_rules()
-            } else {
-                merged.live.rules.clone()
-            };
+            // Validated whole first, so a file `serve` refuses is refused here too.
+            build_rules(&merged.effective_rules()).map_err(config::ConfigError::from)?;
+            let (configs, skipped) = gin_rules(merged.effective_rules());
+            proxy_only = skipped;
             ScanMode::Rules {
                 rules: build_rules(&configs).map_err(config::ConfigError::from)?,
                 engine: EngineOptions {
@@ -103,6 +120,7 @@ impl ScanOptions {
             zone,
             format,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            proxy_only_rules: proxy_only,
         })
     }
 }

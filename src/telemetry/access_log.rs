@@ -71,6 +71,8 @@ fn json_line(rec: &RequestRecord) -> String {
         "status": rec.status,
         "duration_seconds": rec.total.as_secs_f64(),
         "outcome": rec.outcome.label(),
+        "bytes_in": rec.bytes_in,
+        "bytes_out": rec.bytes_out,
     });
     if let (Some(t), Some(obj)) = (rec.ttfb, v.as_object_mut()) {
         obj.insert("ttfb_seconds".into(), t.as_secs_f64().into());
@@ -114,6 +116,8 @@ mod tests {
                 total: p.latency,
                 completed_at: chrono::Utc::now(),
                 outcome: Outcome::Complete,
+                bytes_in: 0,
+                bytes_out: 0,
             };
             assert_eq!(gin_line_at(&rec, p.time), line);
             checked += 1;

@@ -120,6 +120,10 @@ pub(crate) struct Finding<'a> {
     pub(crate) window_end: DateTime<Utc>,
     /// Qualifying requests counted.
     pub(crate) count: u64,
+    /// Bytes counted, for volume rules (`metric = "bytes_out"` / `"bytes_in"`); absent for
+    /// count rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) bytes: Option<u64>,
     /// Mean latency in seconds, 2 decimals.
     pub(crate) avg_response_time: f64,
     /// Largest latency in seconds, 2 decimals.
@@ -144,6 +148,7 @@ impl<'a> Finding<'a> {
             window_start: d.window_start,
             window_end: d.window_end,
             count: d.count,
+            bytes: d.bytes,
             avg_response_time: d.avg_response_time,
             max_response_time: d.max_response_time,
             severity: d.severity,

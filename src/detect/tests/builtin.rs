@@ -80,3 +80,42 @@ fn metadata_enumeration_fires_at_100_metadata_calls_per_source() {
     );
     assert_eq!(out[0].detail().uri_path, None);
 }
+
+#[test]
+fn bulk_generation_fires_at_32_mib_of_generated_output_per_source() {
+    let e = engine(&default_rules());
+    // 31 streamed chats of 1 MiB each within 15 minutes: under the threshold.
+    let chat = |i: i64, bytes: u64| RequestRecord {
+        bytes_out: bytes,
+        ..req("10.0.0.4", "/api/chat", secs(20), i * 25)
+    };
+    let recs: Vec<RequestRecord> = (0..31).map(|i| chat(i, 1 << 20)).collect();
+    assert!(fired(&feed(&e, &recs)).is_empty());
+    let out = feed(&e, &[chat(31, 1 << 20)]);
+    assert_eq!(
+        fired(&out),
+        [("bulk_generation", "detection", 32, Severity::Low)]
+    );
+    assert_eq!(out[0].detail().bytes, Some(32 << 20));
+}
+
+#[test]
+fn built_ins_carry_block_safe_actions() {
+    let actions: Vec<(String, String)> = default_rules()
+        .into_iter()
+        .map(|r| (r.name, r.action))
+        .collect();
+    let want = [
+        ("model_exfiltration", "log"),
+        ("metadata_enumeration", "log"),
+        ("jailbreak_long_generation", "log"),
+        ("excessive_requests", "block"),
+        ("endpoint_scan", "log"),
+        ("bulk_generation", "log"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(n, a)| ((*n).to_owned(), (*a).to_owned()))
+        .collect();
+    assert_eq!(actions, want);
+}

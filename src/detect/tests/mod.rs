@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{build_rules, DetectionEvent, Engine, EngineOptions, Event, RuleConfig};
+use super::{build_rules, DetectionEvent, Engine, EngineOptions, Event, RuleConfig, Severity};
 use crate::record::{Method, Outcome, RequestRecord};
 use crate::route::{normalize, Route};
 
@@ -17,6 +17,7 @@ mod sliding;
 mod sources;
 mod tumbling;
 mod validation;
+mod volume;
 
 /// 2025-10-02T14:45:00Z, a multiple of 900 s (a 15-minute boundary).
 const T0: i64 = 1_759_416_300;
@@ -51,6 +52,8 @@ fn req_at(
         total: latency,
         completed_at: when,
         outcome: Outcome::Complete,
+        bytes_in: 0,
+        bytes_out: 0,
     }
 }
 

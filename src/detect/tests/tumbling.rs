@@ -51,10 +51,11 @@ fn detection_carries_the_spec_fields_of_the_seed_rule() {
         window_start: at(T0, 0),
         window_end: at(T0 + 900, 0),
         count: 1,
+        bytes: None,
         avg_response_time: 57.2,
         max_response_time: 57.2,
         severity: Severity::High,
-        action: RuleAction::Default,
+        action: RuleAction::Log,
     };
     assert_eq!(out[0].detail(), &expected);
 }

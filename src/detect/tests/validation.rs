@@ -110,7 +110,7 @@ fn severity_cutoffs_must_fit_the_mode_and_be_ordered() {
         ),
         (
             rule("r", |r| r.severity_by = "p99".into()),
-            "rule[r].severity_by: unknown value \"p99\" (expected avg_latency, max_latency or count)",
+            "rule[r].severity_by: unknown value \"p99\" (expected avg_latency, max_latency, count or bytes)",
         ),
     ];
     for (cfg, expected) in cases {
@@ -159,7 +159,12 @@ fn the_spec_example_table_parses_to_the_built_in_seed_rule() {
     "#;
     assert_eq!(
         toml_rules(text).unwrap(),
-        vec![crate::detect::builtin::model_exfiltration()]
+        // The README's example is a `[[rule]]` (follows the mode); the built-in carries its
+        // own block-safe action.
+        vec![RuleConfig {
+            action: String::new(),
+            ..crate::detect::builtin::model_exfiltration()
+        }]
     );
 }
 
@@ -194,7 +199,7 @@ fn a_minimal_rule_takes_the_documented_defaults() {
         concat!(
             "name = \"a\"\nattack_type = \"\"\npaths = [\"*\"]\nmethods = []\n",
             "min_latency = \"0s\"\nmax_latency = \"\"\ngroup_by = \"src_path\"\nwindow = \"15m\"\n",
-            "window_kind = \"tumbling\"\nthreshold = 1\nseverity_by = \"avg_latency\"\n",
+            "window_kind = \"tumbling\"\nmetric = \"count\"\nthreshold = 1\nseverity_by = \"avg_latency\"\n",
             "severity_high = \"50s\"\nseverity_medium = \"40s\"\naction = \"\"\n"
         )
     );
@@ -212,7 +217,8 @@ fn default_rules_are_valid_and_named_as_documented() {
             "metadata_enumeration",
             "jailbreak_long_generation",
             "excessive_requests",
-            "endpoint_scan"
+            "endpoint_scan",
+            "bulk_generation"
         ]
     );
 }

@@ -13,12 +13,12 @@
 use std::error::Error as StdError;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
@@ -76,9 +76,15 @@ impl ClientBodyError {
     }
 }
 
-/// The first client fault of one request, shared by its request and response bodies.
+/// What the request body noted, shared by its request and response sides: its first client
+/// fault, and the body bytes read from the client so far (the record's `bytes_in`). One cell
+/// for both, because both are written by [`ClientBody`] and read once the exchange is over.
 #[derive(Debug, Default)]
-pub(crate) struct FaultCell(AtomicU8, std::sync::atomic::AtomicBool);
+pub(crate) struct FaultCell {
+    fault: AtomicU8,
+    bytes_in: AtomicU64,
+    cut: std::sync::atomic::AtomicBool,
+}
 
 impl FaultCell {
     fn set(&self, fault: ClientFault) {
@@ -88,23 +94,35 @@ impl FaultCell {
             ClientFault::Idle => 3,
         };
         let _ = self
-            .0
+            .fault
             .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// A ban cut the request.
     pub(crate) fn mark_cut(&self) {
-        self.1.store(true, Ordering::Relaxed);
+        self.cut.store(true, Ordering::Relaxed);
     }
 
     /// Whether a ban cut the request.
     pub(crate) fn was_cut(&self) -> bool {
-        self.1.load(Ordering::Relaxed)
+        self.cut.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` request body bytes that passed on their way upstream.
+    fn add_bytes_in(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Request body bytes read from the client so far (what passed, even if the body failed
+    /// later).
+    pub(crate) fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
     }
 
     /// The client fault noted so far, if any.
     pub(crate) fn get(&self) -> Option<ClientFault> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.fault.load(Ordering::Relaxed) {
             1 => Some(ClientFault::Malformed),
             2 => Some(ClientFault::Aborted),
             3 => Some(ClientFault::Idle),
@@ -114,8 +132,9 @@ impl FaultCell {
 }
 
 pin_project! {
-    /// The client's request body on its way upstream: frames pass through untouched; a read
-    /// error or a stall longer than `idle` becomes a [`ClientBodyError`].
+    /// The client's request body on its way upstream: frames pass through untouched (their
+    /// data bytes are counted in the shared cell, without copying); a read error or a stall
+    /// longer than `idle` becomes a [`ClientBodyError`].
     pub(crate) struct ClientBody<B = Incoming> {
         #[pin]
         inner: B,
@@ -154,6 +173,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 // The idle clock restarts with every frame.
                 *this.timer = None;
+                if let Some(data) = frame.data_ref() {
+                    this.fault.add_bytes_in(data.remaining());
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {

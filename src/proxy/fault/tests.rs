@@ -211,3 +211,56 @@ fn the_fault_cell_keeps_the_first_client_fault() {
     cell.set(ClientFault::Malformed);
     assert_eq!(cell.get(), Some(ClientFault::Aborted));
 }
+
+/// A body that yields the given frames (or errors) in order, then ends.
+struct Frames(std::collections::VecDeque<Result<Frame<Bytes>, BoxError>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.0.pop_front())
+    }
+}
+
+fn frames(items: Vec<Result<Frame<Bytes>, BoxError>>) -> Frames {
+    Frames(items.into())
+}
+
+#[tokio::test]
+async fn request_body_bytes_are_counted_frame_by_frame_trailers_not() {
+    let cell = Arc::new(FaultCell::default());
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert(
+        "x-t",
+        http::HeaderValue::from_static("trailer-bytes-do-not-count"),
+    );
+    let body = frames(vec![
+        Ok(Frame::data(Bytes::from(vec![b'a'; 1000]))),
+        Ok(Frame::data(Bytes::new())),
+        Ok(Frame::data(Bytes::from(vec![b'b'; 24]))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let body = ClientBody::new(body, Duration::from_secs(5), cell.clone());
+    let collected = http_body_util::BodyExt::collect(body).await.unwrap();
+    assert_eq!(collected.to_bytes().len(), 1024);
+    assert_eq!(cell.bytes_in(), 1024);
+}
+
+#[tokio::test]
+async fn an_error_mid_body_counts_what_passed_before_it() {
+    let cell = Arc::new(FaultCell::default());
+    let body = frames(vec![
+        Ok(Frame::data(Bytes::from(vec![b'a'; 300]))),
+        Ok(Frame::data(Bytes::from(vec![b'b'; 200]))),
+        Err(Box::new(io::Error::from(io::ErrorKind::ConnectionReset)) as BoxError),
+        Ok(Frame::data(Bytes::from(vec![b'c'; 999]))),
+    ]);
+    let mut body = ClientBody::new(body, Duration::from_secs(5), cell.clone());
+    while let Some(Ok(_)) = http_body_util::BodyExt::frame(&mut body).await {}
+    assert_eq!(cell.bytes_in(), 500);
+    assert_eq!(cell.get(), Some(ClientFault::Aborted));
+}

@@ -107,6 +107,8 @@ fn start_record<B>(req: &Request<B>) -> RequestRecord {
         total: Duration::ZERO,
         completed_at: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
         outcome: Outcome::Complete,
+        bytes_in: 0,
+        bytes_out: 0,
     }
 }
 

@@ -34,7 +34,8 @@ pub(crate) struct Completion {
     /// Counts `upstream_errors_total{kind="reset"}` when a forwarded body fails mid-stream.
     pub(crate) upstream_resets: Option<IntCounter>,
     /// What the request body noted: a response that breaks because the client's upload
-    /// failed is the client's fault, not an upstream reset.
+    /// failed is the client's fault, not an upstream reset; and the body bytes it read
+    /// (`bytes_in`).
     pub(crate) fault: Option<Arc<FaultCell>>,
 }
 
@@ -57,9 +58,11 @@ impl Drop for InFlight {
 
 impl Completion {
     /// Fills in the end of the exchange and hands the record to the sink.
-    fn finish(mut self, ttfb: Option<Instant>, outcome: Outcome) {
+    fn finish(mut self, ttfb: Option<Instant>, bytes_out: u64, outcome: Outcome) {
         let client_fault = self.fault.as_deref().and_then(FaultCell::get).is_some();
         let cut = self.fault.as_deref().is_some_and(FaultCell::was_cut);
+        self.record.bytes_in = self.fault.as_deref().map_or(0, FaultCell::bytes_in);
+        self.record.bytes_out = bytes_out;
         let outcome = match outcome {
             // Cut by a ban: refused like any request of a banned source (never fed back).
             _ if cut => Outcome::Blocked,
@@ -125,7 +128,7 @@ impl Drop for HeadGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.completion.take() {
             c.record.status = CLIENT_CLOSED_REQUEST;
-            c.finish(None, Outcome::ClientCancelled);
+            c.finish(None, 0, Outcome::ClientCancelled);
         }
     }
 }
@@ -140,7 +143,7 @@ impl OnEos for Completion {
             End::Error => Outcome::UpstreamError,
             End::Dropped => Outcome::ClientCancelled,
         };
-        self.finish(eos.first_byte, outcome);
+        self.finish(eos.first_byte, eos.bytes, outcome);
     }
 }
 

@@ -68,6 +68,8 @@ fn completion(sink: &Arc<Collect>) -> Completion {
             total: Duration::ZERO,
             completed_at: Utc::now(),
             outcome: Outcome::Complete,
+            bytes_in: 0,
+            bytes_out: 0,
         },
         start: Instant::now(),
         sink: sink.clone(),

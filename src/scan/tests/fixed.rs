@@ -225,6 +225,11 @@ fn default_format_is_table_on_a_terminal_and_jsonl_otherwise() {
     let piped = ScanOptions::from_args(&args(None), false).unwrap();
     assert_eq!(on_tty.format, OutputFormat::Table);
     assert_eq!(piped.format, OutputFormat::Jsonl);
+    assert_eq!(
+        piped.proxy_only_rules,
+        ["bulk_generation"],
+        "volume rules need byte counts"
+    );
     let ScanMode::Rules { rules, .. } = piped.mode else {
         panic!("default mode runs rules");
     };

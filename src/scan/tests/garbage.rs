@@ -53,6 +53,7 @@ fn a_one_megabyte_line_without_newline_is_one_skipped_line() {
 fn lines_over_the_limit_are_skipped_and_the_next_line_is_read() {
     let opts = ScanOptions {
         max_line_bytes: 1024,
+        proxy_only_rules: Vec::new(),
         ..builtin("UTC")
     };
     let mut bytes = noise(5000, 7)
@@ -79,6 +80,7 @@ fn a_last_line_of_exactly_the_limit_is_read_whole() {
     let body = line.trim_end_matches('\n');
     let opts = ScanOptions {
         max_line_bytes: body.len(),
+        proxy_only_rules: Vec::new(),
         ..builtin("UTC")
     };
     let (rows, summary) = scan(&opts, body.as_bytes());

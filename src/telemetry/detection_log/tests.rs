@@ -47,6 +47,7 @@ fn verdict(uri_path: Option<&str>, escu: bool) -> DetectionEvent {
         window_start: t(1_759_416_300),
         window_end: t(1_759_417_200),
         count: 2,
+        bytes: None,
         avg_response_time: 57.2,
         max_response_time: 58.0,
         severity: Severity::High,
