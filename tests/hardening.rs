@@ -36,23 +36,6 @@ fn addr(url: &str) -> std::net::SocketAddr {
     url.trim_start_matches("http://").parse().unwrap()
 }
 
-fn sim_header(s: &Stack, id: &str, name: &str) -> Option<String> {
-    s.sim
-        .log
-        .requests()
-        .into_iter()
-        .find(|r| r.id.as_deref() == Some(id))
-        .and_then(|r| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned()))
-}
-
-fn sim_saw(s: &Stack, id: &str) -> bool {
-    s.sim
-        .log
-        .requests()
-        .iter()
-        .any(|r| r.id.as_deref() == Some(id))
-}
-
 fn behind_nginx() -> ServeArgs {
     ServeArgs {
         trusted_proxy: vec!["127.0.0.1/32".into()],

@@ -341,15 +341,6 @@ async fn expect_100_continue_upload_is_answered_then_forwarded() {
     );
 }
 
-fn upstream_header(s: &Stack, id: &str, name: &str) -> Option<String> {
-    s.sim
-        .log
-        .requests()
-        .into_iter()
-        .find(|r| r.id.as_deref() == Some(id))
-        .and_then(|r| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned()))
-}
-
 #[tokio::test]
 async fn spoofed_xff_from_untrusted_peer_is_replaced_by_the_peer() {
     let s = stack().await;
@@ -361,11 +352,11 @@ async fn spoofed_xff_from_untrusted_peer_is_replaced_by_the_peer() {
     )
     .await;
     assert_eq!(
-        upstream_header(&s, "x1", "x-forwarded-for").as_deref(),
+        sim_header(&s, "x1", "x-forwarded-for").as_deref(),
         Some("127.0.0.1")
     );
     assert_eq!(
-        upstream_header(&s, "x1", "x-forwarded-proto").as_deref(),
+        sim_header(&s, "x1", "x-forwarded-proto").as_deref(),
         Some("http")
     );
 }
@@ -385,7 +376,7 @@ async fn xff_from_a_trusted_proxy_is_believed() {
     )
     .await;
     assert_eq!(
-        upstream_header(&s, "x2", "x-forwarded-for").as_deref(),
+        sim_header(&s, "x2", "x-forwarded-for").as_deref(),
         Some("198.51.100.7")
     );
 }
@@ -416,9 +407,9 @@ async fn host_is_rewritten_so_the_loopback_host_check_passes() {
     .await;
     assert_eq!(proxied.status, StatusCode::OK);
     let upstream = s.sim.url().trim_start_matches("http://").to_owned();
-    assert_eq!(upstream_header(&s, "h", "host"), Some(upstream));
+    assert_eq!(sim_header(&s, "h", "host"), Some(upstream));
     assert_eq!(
-        upstream_header(&s, "h", "x-forwarded-host").as_deref(),
+        sim_header(&s, "h", "x-forwarded-host").as_deref(),
         Some("ollama.example")
     );
 }

@@ -310,3 +310,22 @@ pub fn assert_detection_log_valid(path: &std::path::Path) -> Vec<Value> {
 pub fn position(events: &[Value], kind: &str) -> Option<usize> {
     events.iter().position(|e| e["event"] == kind)
 }
+
+/// A header of the request the simulator received with `x-sim-id: id`.
+pub fn sim_header(s: &Stack, id: &str, name: &str) -> Option<String> {
+    s.sim
+        .log
+        .requests()
+        .into_iter()
+        .find(|r| r.id.as_deref() == Some(id))
+        .and_then(|r| r.headers.get(name).map(|v| v.to_str().unwrap().to_owned()))
+}
+
+/// Whether the simulator received a request with `x-sim-id: id`.
+pub fn sim_saw(s: &Stack, id: &str) -> bool {
+    s.sim
+        .log
+        .requests()
+        .iter()
+        .any(|r| r.id.as_deref() == Some(id))
+}
