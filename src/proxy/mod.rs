@@ -5,7 +5,9 @@
 //! The request path is a tower stack of one-concern layers ([`layers`]), assembled once in
 //! [`Proxy::stack`]; hyper serves it through `TowerToHyperService`. Connection admission
 //! (limits, accept back-off) happens before hyper sees a byte, in the accept loop
-//! ([`server`] and [`limits`]).
+//! (`server` and [`limits`]). tower's `ConcurrencyLimit`/`LoadShed` do not fit there: they
+//! bound requests in flight, while what exhausts the guard is open connections (idle
+//! keep-alive ones and half-sent heads included), which must be refused at accept time.
 
 pub(crate) mod client_ip;
 pub(crate) mod cut;
