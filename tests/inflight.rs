@@ -103,3 +103,51 @@ async fn a_slow_stream_is_detected_in_flight_before_it_ends_and_only_once() {
     assert_eq!(summaries[0]["count"], 1, "the completed request is counted");
     assert!(summaries[0].get("in_flight").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_mode_bans_in_flight_and_cuts_the_running_stream() {
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, RULE).await;
+    let c = client_from("127.0.0.77");
+    // 100 chunks 100 ms apart: 10 s if nothing cuts it.
+    let req = request(
+        Method::POST,
+        &format!("{}/api/generate", s.proxy),
+        &[
+            ("x-sim-id", "slow-ban"),
+            ("x-sim-chunks", "100"),
+            ("x-sim-chunk-delay-ms", "100"),
+        ],
+        r#"{"model":"llama3.2","prompt":"hi"}"#,
+    );
+    let resp = c.request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let ended = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await {
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => break Some(e.to_string()),
+            Ok(None) => break None,
+            Err(_) => panic!("the stream was neither cut nor finished"),
+        }
+    };
+    assert!(ended.is_some(), "the stream must be cut, not end cleanly");
+    let log = wait_events(&s.detection_log(), |ev| {
+        ev.iter().any(|e| e["event"] == "aborted")
+    })
+    .await;
+    let kinds: Vec<&str> = log.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, ["detection", "ban", "aborted"], "{log:#?}");
+    assert_eq!(log[0]["in_flight"], true);
+    assert_eq!(log[0]["action"], "banned");
+    assert_eq!(log[1]["src"], "127.0.0.77");
+    let sim = s.sim.log.requests();
+    let r = sim
+        .iter()
+        .find(|r| r.id.as_deref() == Some("slow-ban"))
+        .unwrap();
+    assert!(!r.finished, "cut before the upstream finished");
+    assert_detection_log_valid(&s.detection_log());
+}
