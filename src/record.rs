@@ -185,4 +185,14 @@ pub(crate) struct RequestRecord {
 pub(crate) trait RecordSink: Send + Sync + 'static {
     /// Takes one finished request.
     fn record(&self, record: RequestRecord);
+
+    /// A request started (`record` is its start record: no status, no timings). Returns a
+    /// ticket to hand to [`RecordSink::end`] when it ends, so in-flight detection can see
+    /// requests still running; `None` when the sink does not track running requests.
+    fn begin(&self, _record: &RequestRecord) -> Option<u64> {
+        None
+    }
+
+    /// The request of ticket `ticket` ended (called just before its `record`).
+    fn end(&self, _ticket: u64) {}
 }

@@ -257,7 +257,8 @@ impl Engine {
             Entry::Occupied(mut e) => {
                 let st = e.get_mut();
                 if start > st.window_start {
-                    if st.flagged {
+                    // A window flagged only by an in-flight request has nothing to summarise.
+                    if st.flagged && st.count() > 0 {
                         pending[0] = Some((false, st.snapshot(window)));
                     }
                     *st = Tumbling::new(start, method);
@@ -348,6 +349,7 @@ impl Engine {
             max_response_time: max,
             severity: rule.severity.grade(snap.count, snap.bytes, avg, max),
             action: rule.action,
+            in_flight: false,
         }
     }
 }

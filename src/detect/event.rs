@@ -120,6 +120,9 @@ pub(crate) struct DetectionEvent {
     pub(crate) severity: Severity,
     /// The rule's action; the pipeline decides from it (and the mode) whether to ban.
     pub(crate) action: RuleAction,
+    /// A detection of a request still running (it passed the rule's `min_latency`); its
+    /// figures include that request at its latency so far. Always `false` for summaries.
+    pub(crate) in_flight: bool,
 }
 
 /// Rounds to 2 decimals the way SPL `round(x, 2)` does (half away from zero).

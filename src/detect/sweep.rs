@@ -208,11 +208,12 @@ impl Engine {
         self.paths.release(key.path());
     }
 
-    /// The summary a flagged tumbling key gives when it goes away early.
+    /// The summary a flagged tumbling key gives when it goes away. A window flagged by an
+    /// in-flight request that closes before any completed request gives none: a summary
+    /// keeps Splunk's figures over completed requests, and there are none.
     pub(super) fn tumbling_summary(&self, key: &WindowKey, st: &Tumbling) -> Option<Event> {
         let rule = &self.rules[usize::from(key.rule)];
-        st.flagged
-            .then(|| self.summary(key, st.snapshot(window_secs(rule))))
+        (st.flagged && st.count() > 0).then(|| self.summary(key, st.snapshot(window_secs(rule))))
     }
 
     /// The summary a flagged sliding key gives when it goes away early: its episode ends

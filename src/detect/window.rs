@@ -131,6 +131,31 @@ impl Tumbling {
         Added::Counted
     }
 
+    /// A window flagged by a request still running (in-flight detection): no completed
+    /// request counted yet, so its summary stays exact when the request later completes.
+    pub(crate) fn flagged_in_flight(window_start: u32, now: u32, method: u8) -> Tumbling {
+        Tumbling {
+            last_seen: now.max(window_start),
+            flagged: true,
+            ..Tumbling::new(window_start, method)
+        }
+    }
+
+    /// Completed requests counted in the window.
+    pub(crate) fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The window's figures as if a running request of `latency_ns` were counted too: what
+    /// an in-flight detection reports (the state itself is left alone).
+    pub(crate) fn snapshot_with(&self, window_secs: u32, latency_ns: u64) -> Snapshot {
+        let mut with = *self;
+        with.count = with.count.saturating_add(1);
+        with.sum_ns = with.sum_ns.saturating_add(latency_ns);
+        with.max_ns = with.max_ns.max(latency_ns);
+        with.snapshot(window_secs)
+    }
+
     /// Epoch seconds of the last qualifying request (eviction ranks keys by it).
     pub(crate) fn last_seen(&self) -> u32 {
         self.last_seen

@@ -51,4 +51,12 @@ impl RecordSink for Chain {
         self.telemetry.observe(&record);
         self.detection.record(record);
     }
+
+    fn begin(&self, record: &RequestRecord) -> Option<u64> {
+        self.detection.begin(record)
+    }
+
+    fn end(&self, ticket: u64) {
+        self.detection.end(ticket);
+    }
 }

@@ -7,7 +7,8 @@
 //!                                  │ verdicts (detection / window_summary)
 //!                                  ▼
 //!                               Verdicts (verdict.rs): decide ─▶ log ─▶ Enforcement::ban
-//! ticker.rs: closes windows on wall-clock time (DetectionStage::tick)
+//! ticker.rs: closes windows on wall-clock time (DetectionStage::tick), and reports
+//!            running requests past a rule's min_latency (running.rs, in flight)
 //! ```
 //!
 //! Who decides what:
@@ -26,6 +27,7 @@
 
 mod chain;
 mod policy;
+mod running;
 mod stage;
 pub(crate) mod ticker;
 pub(crate) mod verdict;

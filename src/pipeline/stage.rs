@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use chrono::Utc;
 use ipnet::IpNet;
 
+use super::running::Running;
 use super::ticker::CLOSE_GRACE;
 use super::verdict::Verdicts;
 use crate::config::Mode;
@@ -25,6 +26,8 @@ pub(crate) struct DetectionStage {
     metrics: Arc<Metrics>,
     enforcement: Arc<Enforcement>,
     evictions_seen: AtomicU64,
+    /// Requests still running, for in-flight detection.
+    running: Running,
     /// Held by `tick`/`finish` and by a reload's rebuild-and-swap, so a window is never
     /// closed in the old engine after its state was copied into the new one.
     sweep: Mutex<()>,
@@ -41,6 +44,7 @@ impl DetectionStage {
     ) -> Self {
         enforcement.set_mode(mode);
         DetectionStage {
+            running: Running::new(&engine),
             engine: ArcSwap::from_pointee(engine),
             verdicts: Verdicts::new(log, metrics.clone(), enforcement.clone()),
             metrics,
@@ -76,6 +80,7 @@ impl DetectionStage {
         let report = {
             let _sweep = self.sweep_lock();
             let (engine, report) = self.engine.load().rebuild(rules, options)?;
+            self.running.configure(&engine);
             // The rebuilt engine carries the eviction total over, so `evictions_seen` stays.
             self.engine.store(Arc::new(engine));
             report
@@ -90,19 +95,26 @@ impl DetectionStage {
         self.verdicts.handle(events, src);
     }
 
-    /// Closes due windows and refreshes the engine gauges.
+    /// Closes due windows, reports running requests past an eligible rule's `min_latency`
+    /// (in-flight detection) and refreshes the engine gauges.
     pub(crate) fn tick(&self) {
         let mut events = Vec::new();
-        {
+        let in_flight = {
             let _sweep = self.sweep_lock();
             let engine = self.engine.load();
             // Windows close CLOSE_GRACE after their end: a request that completed just before
             // the boundary and reaches the engine a moment later still counts in its window
             // instead of opening a second one.
-            engine.tick(Utc::now() - CLOSE_GRACE, &mut events);
+            let now = Utc::now();
+            engine.tick(now - CLOSE_GRACE, &mut events);
             engine.trim(&mut events);
-        }
+            self.running.scan(&engine, now)
+        };
         self.handle(&events, None);
+        // In-flight detections name their request's client: they ban like any detection.
+        for (found, record) in &in_flight {
+            self.handle(found, Some(record.src));
+        }
         self.refresh_gauges();
     }
 
@@ -132,6 +144,14 @@ impl DetectionStage {
 }
 
 impl RecordSink for DetectionStage {
+    fn begin(&self, record: &RequestRecord) -> Option<u64> {
+        self.running.begin(record)
+    }
+
+    fn end(&self, ticket: u64) {
+        self.running.end(ticket);
+    }
+
     fn record(&self, record: RequestRecord) {
         let mut events = Vec::new();
         self.engine.load().observe(&record, &mut events);

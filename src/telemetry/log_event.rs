@@ -132,6 +132,10 @@ pub(crate) struct Finding<'a> {
     pub(crate) severity: Severity,
     /// What was done.
     pub(crate) action: Action,
+    /// `true` on a `detection` of a request still running (it passed the rule's
+    /// `min_latency`); absent otherwise, so lines of completed requests are unchanged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) in_flight: bool,
 }
 
 impl<'a> Finding<'a> {
@@ -153,6 +157,7 @@ impl<'a> Finding<'a> {
             max_response_time: d.max_response_time,
             severity: d.severity,
             action,
+            in_flight: d.in_flight,
         }
     }
 }

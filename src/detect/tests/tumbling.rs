@@ -56,6 +56,7 @@ fn detection_carries_the_spec_fields_of_the_seed_rule() {
         max_response_time: 57.2,
         severity: Severity::High,
         action: RuleAction::Log,
+        in_flight: false,
     };
     assert_eq!(out[0].detail(), &expected);
 }

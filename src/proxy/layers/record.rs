@@ -137,10 +137,12 @@ where
             fault: fault.clone(),
         });
         let fault_for_owner = fault.clone();
+        let ticket = self.ctx.sink.begin(&record);
         let completion = Completion {
             record,
             start,
             sink: self.ctx.sink.clone(),
+            ticket,
             in_flight: Some(InFlight::new(self.ctx.in_flight.clone())),
             upstream_resets: None,
             fault: Some(fault),

@@ -29,6 +29,8 @@ pub(crate) struct Completion {
     pub(crate) start: Instant,
     /// Where the finished record goes.
     pub(crate) sink: Arc<dyn RecordSink>,
+    /// The sink's ticket for the running request ([`RecordSink::begin`]), ended first.
+    pub(crate) ticket: Option<u64>,
     /// Decrements `in_flight_requests` when the record fires.
     pub(crate) in_flight: Option<InFlight>,
     /// Counts `upstream_errors_total{kind="reset"}` when a forwarded body fails mid-stream.
@@ -75,6 +77,9 @@ impl Completion {
         self.record.completed_at = Utc::now();
         self.record.outcome = outcome;
         drop(self.in_flight.take());
+        if let Some(ticket) = self.ticket.take() {
+            self.sink.end(ticket);
+        }
         if let (Outcome::UpstreamError, Some(resets)) = (outcome, &self.upstream_resets) {
             resets.inc();
         }

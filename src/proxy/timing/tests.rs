@@ -73,6 +73,7 @@ fn completion(sink: &Arc<Collect>) -> Completion {
         },
         start: Instant::now(),
         sink: sink.clone(),
+        ticket: None,
         in_flight: None,
         upstream_resets: None,
         fault: None,

@@ -52,6 +52,7 @@ fn verdict(uri_path: Option<&str>, escu: bool) -> DetectionEvent {
         max_response_time: 58.0,
         severity: Severity::High,
         action: RuleAction::Default,
+        in_flight: false,
     }
 }
 
