@@ -13,6 +13,7 @@
 
 mod body;
 mod model;
+pub(crate) mod scan;
 
 use std::net::IpAddr;
 
