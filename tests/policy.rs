@@ -267,3 +267,56 @@ async fn a_ban_cuts_the_sources_running_transfer_within_a_second() {
     );
     assert_detection_log_valid(&s.detection_log());
 }
+
+/// A generation body padded past `max_body`, streamed chunked through the real stack: the
+/// switch after the padding is still found, the simulator never receives a complete body, and
+/// the client gets the route's `403`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_mode_refuses_a_padded_debug_render_only_body_before_its_end_is_forwarded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "[policy]\nmax_body = \"1KiB\"\n").await;
+    let body = format!(
+        r#"{{"model":"llama3","prompt":"{}","_debug_render_only":true}}"#,
+        "x".repeat(16 * 1024)
+    );
+    let addr = s.proxy.trim_start_matches("http://").to_owned();
+    let mut raw = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nx-sim-id: pad\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for part in body.as_bytes().chunks(1500) {
+        raw.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        raw.extend_from_slice(part);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    c.write_all(&raw).await.unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains("policy.debug_render_only"), "{text}");
+    wait_events(&s.detection_log(), |ev| {
+        ev.iter().any(|e| e["rule"] == "policy.debug_render_only")
+    })
+    .await;
+    assert_eq!(
+        policy_events(&s),
+        [(
+            "policy.debug_render_only".into(),
+            "true".into(),
+            "blocked".into()
+        )]
+    );
+    let complete = s
+        .sim
+        .log
+        .requests()
+        .into_iter()
+        .filter(|r| r.id.as_deref() == Some("pad"))
+        .filter(|r| r.body_sha256.is_some())
+        .count();
+    assert_eq!(complete, 0, "the simulator never read a complete body");
+}

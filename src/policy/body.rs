@@ -37,7 +37,7 @@ impl<'de> Deserialize<'de> for Members {
 
 /// Go's case folding for ASCII and the two non-ASCII letters that fold onto ASCII ones
 /// (`ſ` U+017F → `s`, Kelvin sign U+212A → `k`).
-fn fold(key: &str) -> String {
+pub(super) fn fold(key: &str) -> String {
     key.chars()
         .map(|c| match c {
             '\u{17F}' => 's',

@@ -13,6 +13,7 @@
 
 mod body;
 mod model;
+pub(crate) mod scan;
 
 use std::net::IpAddr;
 
@@ -174,6 +175,16 @@ pub(crate) fn too_large(limit: u64) -> Verdict {
     )
 }
 
+/// The verdict on `"_debug_render_only": true` (also found by the streaming scan).
+pub(crate) fn debug_render_only() -> Verdict {
+    verdict(
+        "policy.debug_render_only",
+        "_debug_render_only",
+        "true",
+        Severity::Medium,
+    )
+}
+
 /// `manage_from`: the verdict for a management request from `src`, if it may not manage.
 pub(crate) fn check_source(cfg: &PolicyConfig, src: IpAddr) -> Option<Verdict> {
     if cfg.manage_from.is_empty() || cfg.manage_from.iter().any(|n| n.contains(&src)) {
@@ -237,12 +248,7 @@ pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<V
         Route::Generate | Route::Chat | Route::OpenAiChat | Route::OpenAiCompletions
             if m.is_true("_debug_render_only") =>
         {
-            out.push(verdict(
-                "policy.debug_render_only",
-                "_debug_render_only",
-                "true",
-                Severity::Medium,
-            ));
+            out.push(debug_render_only());
         }
         _ => {}
     }

@@ -2,17 +2,93 @@
 //! stage read, replayed byte-identical — followed, for a body larger than the stage reads,
 //! by the rest of the stream.
 //!
+//! A generation body larger than the stage reads carries a [`Guard`]: the rest is scanned
+//! for `"_debug_render_only": true` as it streams ([`crate::policy::scan`]). Ollama cannot act
+//! on a JSON body before it has the object's closing brace, so when the frame holding that
+//! brace shows the switch set and the verdict is to block, the body yields an error *instead*
+//! of that frame: the upstream never receives a complete body, the exchange fails, and the
+//! policy layer (which shares the [`ScanCell`]) answers the client `403`. Nothing else is held
+//! back; in monitor mode every frame passes unchanged.
+//!
 //! Framing is kept: a body that came with `Content-Length` (the header is forwarded) reports
 //! its exact size; a chunked one reports none, so hyper sends it chunked again.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::fault::BoxError;
+use crate::policy::scan::{Scan, Scanner};
+
+/// The hand-off between a scanned body and the policy layer: the body reports the verdict
+/// through `judge` (once) and notes here whether it refused to complete.
+pub(crate) struct ScanCell {
+    /// Reports the verdict (the pipeline logs it); `true` = refuse (block mode).
+    judge: Box<dyn Fn() -> bool + Send + Sync>,
+    refused: AtomicBool,
+}
+
+impl ScanCell {
+    /// A cell whose verdict is reported by `judge`.
+    pub(crate) fn new(judge: impl Fn() -> bool + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(ScanCell {
+            judge: Box::new(judge),
+            refused: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the body withheld its end because of a blocking verdict.
+    pub(crate) fn refused(&self) -> bool {
+        self.refused.load(Ordering::Acquire)
+    }
+}
+
+/// The streaming check of a body's remainder (see the module docs).
+pub(crate) struct Guard {
+    scanner: Scanner,
+    cell: Arc<ScanCell>,
+    /// The verdict was reported (it is reported once).
+    reported: bool,
+    refused: bool,
+}
+
+impl Guard {
+    /// Continues `scanner` (which has seen the prefix) over the rest, reporting to `cell`.
+    pub(crate) fn new(scanner: Scanner, cell: Arc<ScanCell>) -> Self {
+        Guard {
+            scanner,
+            cell,
+            reported: false,
+            refused: false,
+        }
+    }
+
+    /// Scans `data`; `true` when the frame holding it must not be sent.
+    fn withhold(&mut self, data: &[u8]) -> bool {
+        if self.reported {
+            return self.refused;
+        }
+        self.scanner.feed(data);
+        if self.scanner.outcome() == Scan::Flagged {
+            self.reported = true;
+            self.refused = (self.cell.judge)();
+            if self.refused {
+                self.cell.refused.store(true, Ordering::Release);
+            }
+        }
+        self.refused
+    }
+}
+
+/// The error a refused body ends with (the exchange fails; the policy layer answers).
+#[derive(Debug, thiserror::Error)]
+#[error("request body refused by policy.debug_render_only")]
+pub(crate) struct Refused;
 
 pin_project! {
     /// See the module docs.
@@ -21,7 +97,12 @@ pin_project! {
         /// Not read by the policy stage.
         Stream { #[pin] body: B },
         /// Read (in part or whole) by the policy stage: `prefix` first, then `rest`.
-        Replay { prefix: Option<Bytes>, #[pin] rest: Option<B>, exact: Option<u64> },
+        Replay {
+            prefix: Option<Bytes>,
+            #[pin] rest: Option<B>,
+            exact: Option<u64>,
+            guard: Option<Box<Guard>>,
+        },
     }
 }
 
@@ -38,6 +119,17 @@ impl<B> PolicyBody<B> {
             prefix: Some(prefix).filter(|p| !p.is_empty()),
             rest,
             exact,
+            guard: None,
+        }
+    }
+
+    /// [`PolicyBody::replay`], with the rest checked by `guard` as it streams.
+    pub(crate) fn guarded(prefix: Bytes, rest: B, exact: Option<u64>, guard: Guard) -> Self {
+        PolicyBody::Replay {
+            prefix: Some(prefix).filter(|p| !p.is_empty()),
+            rest: Some(rest),
+            exact,
+            guard: Some(Box::new(guard)),
         }
     }
 }
@@ -56,14 +148,28 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
             PolicyBodyProj::Stream { body } => body.poll_frame(cx).map_err(Into::into),
-            PolicyBodyProj::Replay { prefix, rest, .. } => {
+            PolicyBodyProj::Replay {
+                prefix,
+                rest,
+                guard,
+                ..
+            } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
-                match rest.as_pin_mut() {
-                    Some(r) => r.poll_frame(cx).map_err(Into::into),
-                    None => Poll::Ready(None),
+                if guard.as_ref().is_some_and(|g| g.refused) {
+                    return Poll::Ready(Some(Err(Box::new(Refused))));
                 }
+                let Some(r) = rest.as_pin_mut() else {
+                    return Poll::Ready(None);
+                };
+                let frame = ready!(r.poll_frame(cx));
+                if let (Some(Ok(f)), Some(g)) = (&frame, guard.as_mut()) {
+                    if f.data_ref().is_some_and(|d| g.withhold(d)) {
+                        return Poll::Ready(Some(Err(Box::new(Refused))));
+                    }
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
         }
     }
@@ -71,8 +177,14 @@ where
     fn is_end_stream(&self) -> bool {
         match self {
             PolicyBody::Stream { body } => body.is_end_stream(),
-            PolicyBody::Replay { prefix, rest, .. } => {
-                prefix.is_none() && rest.as_ref().map_or(true, Body::is_end_stream)
+            PolicyBody::Replay {
+                prefix,
+                rest,
+                guard,
+                ..
+            } => {
+                let refused = guard.as_ref().is_some_and(|g| g.refused);
+                !refused && prefix.is_none() && rest.as_ref().map_or(true, Body::is_end_stream)
             }
         }
     }

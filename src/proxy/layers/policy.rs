@@ -8,7 +8,9 @@
 //! then forwarded byte-identical ([`PolicyBody::replay`]). A larger management body is itself
 //! a verdict (`policy.body_too_large`: `413` in block mode). Generation bodies are read up to
 //! the same size to see `_debug_render_only`; one larger than that (an image) is forwarded as
-//! read plus the rest of the stream, unchecked. Blob uploads (the model file itself) are never
+//! read plus the rest of the stream, which is scanned for the switch as it passes (never
+//! buffered): in block mode the body withholds its final frame and the exchange's failure is
+//! answered `403` here, exactly as for a small body ([`PolicyBody::guarded`]). Blob uploads (the model file itself) are never
 //! buffered: only `manage_from` applies to them. Every other route passes untouched.
 //!
 //! Only requests in scope pay for a boxed future; the rest keep the stack's concrete types.
@@ -31,9 +33,10 @@ use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use super::{answered, refusal, Answer, Client, Meta};
+use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Verdict};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
-use crate::proxy::policy_body::PolicyBody;
+use crate::proxy::policy_body::{Guard, PolicyBody, ScanCell};
 use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
 use crate::proxy::{refusal as refuse, upstream};
 use crate::record::Outcome;
@@ -210,13 +213,26 @@ where
         Ok(read) => read,
         Err(fault) => return Ok(client_fault(fault)),
     };
+    // A generation body larger than the stage reads: its prefix is scanned here, its rest
+    // as it streams.
+    let mut scanner = None;
     let verdicts = match (&read.rest, scope) {
         (None, _) => Members::parse(&read.prefix)
             .map(|m| policy::check_body(&cfg, meta.route, &m))
             .unwrap_or_default(),
         (Some(_), Scope::ManageWithBody) => vec![policy::too_large(cfg.max_body)],
-        // A generation body larger than the stage reads is forwarded unchecked.
-        (Some(_), _) => Vec::new(),
+        (Some(_), _) => {
+            let mut s = Scanner::new("_debug_render_only");
+            s.feed(&read.prefix);
+            match s.outcome() {
+                Scan::Flagged => vec![policy::debug_render_only()],
+                Scan::Pending => {
+                    scanner = Some(s);
+                    Vec::new()
+                }
+                Scan::Clear => Vec::new(),
+            }
+        }
     };
     let mut refusal = None;
     for v in &verdicts {
@@ -232,8 +248,36 @@ where
         };
         return Ok(refused(&ctx, &meta, v, status));
     }
-    let body = PolicyBody::replay(read.prefix.freeze(), read.rest, exact);
-    inner.call(Request::from_parts(parts, body)).await
+    let (scanner, rest) = match (scanner, read.rest) {
+        (Some(scanner), Some(rest)) => (scanner, rest),
+        (_, rest) => {
+            let body = PolicyBody::replay(read.prefix.freeze(), rest, exact);
+            return inner.call(Request::from_parts(parts, body)).await;
+        }
+    };
+    let cell = {
+        let (ctx, cfg, meta) = (ctx.clone(), cfg.clone(), meta.clone());
+        ScanCell::new(move || {
+            let action = ctx.sink.verdict(
+                &policy::debug_render_only(),
+                src,
+                &meta.path,
+                &meta.method_text,
+                cfg.ban,
+            );
+            matches!(action, Action::Blocked | Action::Banned)
+        })
+    };
+    let guard = Guard::new(scanner, cell.clone());
+    let body = PolicyBody::guarded(read.prefix.freeze(), rest, exact, guard);
+    let resp = inner.call(Request::from_parts(parts, body)).await;
+    // The body withheld its end: the exchange failed (or the upstream answered early); either
+    // way the client gets the refusal a small body would have got.
+    if cell.refused() {
+        let v = policy::debug_render_only();
+        return Ok(refused(&ctx, &meta, &v, StatusCode::FORBIDDEN));
+    }
+    resp
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -1,12 +1,16 @@
 use std::sync::Mutex;
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
+use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
 
 use super::*;
 use crate::proxy::layers::Disposition;
 use crate::route::Route;
+use bytes::BytesMut;
 
 /// Records verdicts; answers as monitor (`would_block`) or block mode would.
 struct Sink {
@@ -35,23 +39,58 @@ struct Upstream(Arc<Mutex<Vec<Sent>>>);
 /// A body the upstream received, and its exact size hint (the framing).
 type Sent = (Bytes, Option<u64>);
 
-impl Service<Request<PolicyBody<Full<Bytes>>>> for Upstream {
+impl<B> Service<Request<PolicyBody<B>>> for Upstream
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     type Response = Response<Answer<http_body_util::Empty<Bytes>>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
-    fn call(&mut self, req: Request<PolicyBody<Full<Bytes>>>) -> Self::Future {
+    /// Records what arrived, even when the body fails part-way (as hyper's client would fail
+    /// the exchange).
+    fn call(&mut self, req: Request<PolicyBody<B>>) -> Self::Future {
         let log = self.0.clone();
         Box::pin(async move {
             let hint = req.body().size_hint().exact();
-            let bytes = req.into_body().collect().await.unwrap().to_bytes();
-            log.lock().unwrap().push((bytes, hint));
-            Ok(Response::new(http_body_util::Either::Left(
-                http_body_util::Empty::new(),
-            )))
+            let mut body = req.into_body();
+            let mut got = BytesMut::new();
+            let mut failed = false;
+            while let Some(frame) = body.frame().await {
+                match frame.map(Frame::into_data) {
+                    Ok(Ok(data)) => got.extend_from_slice(&data),
+                    Ok(Err(_)) => {}
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            log.lock().unwrap().push((got.freeze(), hint));
+            let mut resp =
+                Response::new(http_body_util::Either::Left(http_body_util::Empty::new()));
+            if failed {
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+            }
+            Ok(resp)
         })
+    }
+}
+
+/// A body delivered in the given frames.
+struct Frames(VecDeque<Bytes>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
     }
 }
 
@@ -76,11 +115,28 @@ fn request(
     body: &'static [u8],
     length: bool,
 ) -> Request<Full<Bytes>> {
+    let length = length.then_some(body.len());
+    with_meta(route, path, length, Full::new(Bytes::from_static(body)))
+}
+
+/// `body` in frames of `size` bytes.
+fn framed(
+    route: Route,
+    path: &'static str,
+    body: &[u8],
+    size: usize,
+    length: bool,
+) -> Request<Frames> {
+    let frames = body.chunks(size).map(Bytes::copy_from_slice).collect();
+    with_meta(route, path, length.then_some(body.len()), Frames(frames))
+}
+
+fn with_meta<B>(route: Route, path: &'static str, length: Option<usize>, body: B) -> Request<B> {
     let mut b = Request::post(path);
-    if length {
-        b = b.header("content-length", body.len());
+    if let Some(n) = length {
+        b = b.header("content-length", n);
     }
-    let mut req = b.body(Full::new(Bytes::from_static(body))).unwrap();
+    let mut req = b.body(body).unwrap();
     req.extensions_mut().insert(Meta {
         path: path.into(),
         method_text: "POST".into(),
@@ -261,3 +317,6 @@ async fn manage_from_refuses_other_networks_even_for_blob_uploads() {
     assert!(up.0.lock().unwrap().is_empty());
     assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.manage_from");
 }
+
+/// Generation bodies padded past `max_body`: the streamed scan.
+mod padded;
