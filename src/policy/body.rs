@@ -70,7 +70,19 @@ impl Members {
 
     /// Whether the field is JSON `true`.
     pub(crate) fn is_true(&self, name: &str) -> bool {
-        self.get(name) == Some(&Value::Bool(true))
+        // Go decodes every occurrence in order into the bool: `true`/`false` set it, `null`
+        // leaves it as it was (so `{"x":true,"x":null}` is true).
+        let mut set = false;
+        for (k, v) in &self.0 {
+            if k == name || fold(k) == name {
+                match v {
+                    Value::Bool(b) => set = *b,
+                    Value::Null => {}
+                    _ => set = false,
+                }
+            }
+        }
+        set
     }
 }
 
@@ -90,6 +102,11 @@ mod tests {
         assert!(m.get("keep_alive").is_some());
         let m = Members::parse(br#"{"model":"a","model":"b"}"#).unwrap();
         assert_eq!(m.str("model"), Some("b"));
+        // A bool keeps its value through a later null, as Go's decoder does.
+        let m = Members::parse(br#"{"insecure":true,"INSECURE":null}"#).unwrap();
+        assert!(m.is_true("insecure"));
+        let m = Members::parse(br#"{"insecure":true,"insecure":false}"#).unwrap();
+        assert!(!m.is_true("insecure"));
     }
 
     #[test]
