@@ -320,3 +320,68 @@ async fn block_mode_refuses_a_padded_debug_render_only_body_before_its_end_is_fo
         .count();
     assert_eq!(complete, 0, "the simulator never read a complete body");
 }
+
+/// A non-streamed 30-second pull (no response head until the end) of a source that gets banned
+/// is answered 403 at the ban, not after Ollama finishes: the upstream request is dropped.
+#[tokio::test]
+async fn a_ban_cuts_a_request_still_waiting_for_its_head() {
+    use http_body_util::BodyExt;
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "").await;
+    let c = client_from("127.0.0.66");
+    let req = request(
+        http::Method::POST,
+        &format!("{}/api/pull", s.proxy),
+        &[("x-sim-transfer-ms", "30000"), ("x-sim-id", "quiet-pull")],
+        r#"{"model":"llama3.2","stream":false}"#,
+    );
+    let pending = tokio::spawn(async move { c.request(req).await });
+    // The simulator has the request: Ollama is working on it.
+    eventually(|| {
+        s.sim
+            .log
+            .requests()
+            .iter()
+            .any(|r| r.id.as_deref() == Some("quiet-pull"))
+    })
+    .await;
+    let added = admin(
+        &s,
+        http::Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.66","duration":"1h","reason":"exfiltration"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(added.status, 201);
+    // 30 s of transfer remain; the answer arrives long before that.
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), pending)
+        .await
+        .expect("the request was not cut")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json["error"],
+        "ollama-guard: request blocked: this source is banned"
+    );
+    eventually(|| {
+        s.sim
+            .log
+            .requests()
+            .iter()
+            .any(|r| r.id.as_deref() == Some("quiet-pull") && r.client_disconnected)
+    })
+    .await;
+    let ev = wait_events(&s.detection_log(), |ev| {
+        ev.iter().any(|e| e["event"] == "aborted")
+    })
+    .await;
+    assert_eq!(ev.iter().filter(|e| e["event"] == "aborted").count(), 1);
+    assert_detection_log_valid(&s.detection_log());
+}

@@ -43,6 +43,9 @@ pub(crate) struct Enforcement {
     block_mode: AtomicBool,
     /// `enforcement.abort_in_flight`: a ban cuts the source's running requests.
     abort_in_flight: AtomicBool,
+    /// One per proxy worker: woken on every ban change, so requests still waiting for their
+    /// response head are cut too, not only streaming ones.
+    listeners: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
 }
 
 /// The `ban` event fields of `ban`.
@@ -77,6 +80,7 @@ impl Enforcement {
             wake: Notify::new(),
             block_mode: AtomicBool::new(false),
             abort_in_flight: AtomicBool::new(true),
+            listeners: std::sync::Mutex::default(),
         }
     }
 
@@ -121,6 +125,14 @@ impl Enforcement {
     fn changed(&self) {
         self.refresh_gauge();
         self.wake.notify_one();
+        // Running requests waiting for their head look again: one of them may be banned now.
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for l in listeners.iter() {
+            l.notify_waiters();
+        }
     }
 
     /// Waits until every change made so far is durable (nothing to wait for without a
@@ -320,6 +332,15 @@ fn log_load(dir: &std::path::Path, report: &LoadReport) {
 }
 
 impl Gate for Enforcement {
+    fn ban_listener(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.listeners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(notify.clone());
+        Some(notify)
+    }
+
     fn cut(&self, src: IpAddr) -> Option<Arc<str>> {
         if !self.abort_in_flight.load(Ordering::Relaxed) || !self.block_mode() {
             return None;

@@ -8,8 +8,10 @@
 //! connection, and Ollama stops the transfer. The exchange is recorded as `blocked` and an
 //! `aborted` event is logged.
 //!
-//! A response still waiting for its head (a non-streamed request Ollama is working on) is cut
-//! at its first frame.
+//! A request still waiting for its response head (a non-streamed request Ollama is working on)
+//! is cut too: each proxy worker has a ban signal the enforcement wakes on every ban, the
+//! record layer's future looks again, and a banned source's request is answered `403` at once —
+//! dropping the future drops the upstream request.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -38,19 +40,38 @@ pub(crate) struct Owner {
     pub(crate) cell: Arc<FaultCell>,
 }
 
+impl Owner {
+    /// `Some(rule)` when the owner's source is banned now: the cut is noted in the request's
+    /// cell and logged (`aborted`).
+    pub(crate) fn cut(&self) -> Option<Arc<str>> {
+        let rule = self.gate.cut(self.src)?;
+        self.cell.mark_cut();
+        self.gate.aborted(self.src, &self.method, &self.path, &rule);
+        Some(rule)
+    }
+}
+
 pin_project! {
-    /// A response body that ends early when its source is banned.
-    pub(crate) struct CutBody<B> {
-        #[pin]
-        inner: B,
-        owner: Option<Owner>,
+    /// A response body that ends early when its source is banned — or, for a request cut
+    /// before its response head existed, the refusal the guard answered instead.
+    #[project = CutProj]
+    pub(crate) enum CutBody<B> {
+        /// The response's own body.
+        Inner { #[pin] inner: B, owner: Option<Owner> },
+        /// The guard's answer to a request cut before its head.
+        Refused { body: Option<Bytes> },
     }
 }
 
 impl<B> CutBody<B> {
     /// `inner`, cut when `owner.src` is banned; `None` = never cut (locally answered).
     pub(crate) fn new(inner: B, owner: Option<Owner>) -> Self {
-        CutBody { inner, owner }
+        CutBody::Inner { inner, owner }
+    }
+
+    /// The refusal of a request cut before its response head.
+    pub(crate) fn refused(body: Bytes) -> Self {
+        CutBody::Refused { body: Some(body) }
     }
 }
 
@@ -66,26 +87,33 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        if let Some(owner) = this.owner.as_ref() {
-            if let Some(rule) = owner.gate.cut(owner.src) {
-                owner.cell.mark_cut();
-                owner
-                    .gate
-                    .aborted(owner.src, &owner.method, &owner.path, &rule);
-                *this.owner = None;
-                return Poll::Ready(Some(Err(Box::new(Cut(rule)))));
+        let (inner, owner) = match self.project() {
+            CutProj::Refused { body } => {
+                return Poll::Ready(body.take().map(|b| Ok(Frame::data(b))));
             }
+            CutProj::Inner { inner, owner } => (inner, owner),
+        };
+        if let Some(rule) = owner.as_ref().and_then(Owner::cut) {
+            *owner = None;
+            return Poll::Ready(Some(Err(Box::new(Cut(rule)))));
         }
-        this.inner.poll_frame(cx).map_err(Into::into)
+        inner.poll_frame(cx).map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            CutBody::Inner { inner, .. } => inner.is_end_stream(),
+            CutBody::Refused { body } => body.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            CutBody::Inner { inner, .. } => inner.size_hint(),
+            CutBody::Refused { body } => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 

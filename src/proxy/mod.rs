@@ -156,6 +156,7 @@ impl Proxy {
                     .metrics
                     .upstream_error_counter(crate::telemetry::UpstreamErrorKind::Reset),
                 gate: self.gate.clone(),
+                bans: self.gate.ban_listener(),
             }))
             .layer(HostGuardLayer::new(
                 self.hosts.clone(),

@@ -25,6 +25,12 @@ pub(crate) trait Gate: Send + Sync + 'static {
 
     /// A running request was cut by the ban of `rule`: log it (an `aborted` event).
     fn aborted(&self, _src: IpAddr, _method: &str, _path: &str, _rule: &str) {}
+
+    /// A signal woken whenever a ban starts, for one proxy worker's requests still waiting
+    /// for their response head (`None`: this gate never cuts).
+    fn ban_listener(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 /// The message every refusal carries.
@@ -72,8 +78,8 @@ pub(crate) fn shaped(path: &str, message: &str) -> http::Response<Full<Bytes>> {
     crate::respond::json(StatusCode::FORBIDDEN, body.to_string())
 }
 
-/// The 403 response for `path` (normalised), shaped for its route family.
-pub(crate) fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
+/// The 403 body for `path` (normalised), shaped for its route family.
+pub(crate) fn forbidden_body(path: &str) -> Bytes {
     let body = if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         &ANTHROPIC
     } else if path.starts_with("/v1/") {
@@ -81,7 +87,12 @@ pub(crate) fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
     } else {
         &NATIVE
     };
-    crate::respond::json(StatusCode::FORBIDDEN, Bytes::clone(body))
+    Bytes::clone(body)
+}
+
+/// The 403 response for `path` (normalised), shaped for its route family.
+pub(crate) fn forbidden(path: &str) -> http::Response<Full<Bytes>> {
+    crate::respond::json(StatusCode::FORBIDDEN, forbidden_body(path))
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use prometheus::{IntCounter, IntGauge};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -43,6 +45,8 @@ pub(crate) struct RecordCtx {
     pub(crate) resets: IntCounter,
     /// Asked on every frame of a forwarded response whether a ban cuts it.
     pub(crate) gate: Arc<dyn Gate>,
+    /// This worker's ban signal: wakes requests still waiting for their head on every ban.
+    pub(crate) bans: Option<Arc<Notify>>,
 }
 
 /// Records every request.
@@ -156,6 +160,8 @@ where
         };
         RecordFuture {
             fut: self.inner.call(req),
+            ban: self.ctx.bans.clone().map(Notify::notified_owned),
+            bans: self.ctx.bans.clone(),
             guard: Some(HeadGuard::new(completion)),
             resets: self.ctx.resets.clone(),
             owner: Some(owner),
@@ -168,6 +174,10 @@ pin_project! {
     pub(crate) struct RecordFuture<F> {
         #[pin]
         fut: F,
+        // Fires when any ban starts while the head is awaited (re-armed when it was not ours).
+        #[pin]
+        ban: Option<OwnedNotified>,
+        bans: Option<Arc<Notify>>,
         guard: Option<HeadGuard>,
         resets: IntCounter,
         owner: Option<Owner>,
@@ -183,7 +193,31 @@ where
     type Output = Result<Response<TimingBody<CutBody<RB>>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
+        while let Some(ban) = this.ban.as_mut().as_pin_mut() {
+            if ban.poll(cx).is_pending() {
+                break;
+            }
+            if let Some(rule) = this.owner.as_ref().and_then(Owner::cut) {
+                // Banned while Ollama was still working: answer the refusal now; dropping
+                // this future drops the upstream request, so Ollama stops.
+                let Some(guard) = this.guard.take() else {
+                    return Poll::Pending;
+                };
+                let path = this.owner.take().map(|o| o.path).unwrap_or_default();
+                tracing::debug!(%rule, "request cut before its response head");
+                let (parts, _) = crate::proxy::refusal::forbidden(&path).into_parts();
+                let bytes = crate::proxy::refusal::forbidden_body(&path);
+                let body = guard.into_body(
+                    parts.status.as_u16(),
+                    Outcome::Blocked,
+                    CutBody::refused(bytes),
+                );
+                return Poll::Ready(Ok(Response::from_parts(parts, body)));
+            }
+            let again = this.bans.clone().map(Notify::notified_owned);
+            this.ban.set(again);
+        }
         let resp = match ready!(this.fut.poll(cx)) {
             Ok(resp) => resp,
             Err(never) => match never {},

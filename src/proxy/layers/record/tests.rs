@@ -26,6 +26,7 @@ fn layer(records: &Arc<Records>) -> (RecordLayer, IntGauge, IntCounter) {
         in_flight: gauge.clone(),
         resets: resets.clone(),
         gate: Arc::new(NoBans),
+        bans: None,
     });
     (l, gauge, resets)
 }
