@@ -178,6 +178,10 @@ pub(crate) struct RequestRecord {
     /// Response body bytes written to the client (0 for HEAD, 204, 304; `scan`: 0 — gin
     /// logs no size). Volume rules (`metric = "bytes_out"`) count it.
     pub(crate) bytes_out: u64,
+    /// Rules (bit = rule index) that already reported this request in flight with a
+    /// sliding window: `observe` counts it there without a second `detection`. Filled by
+    /// [`RecordSink::end`]; 0 for `scan` and for requests no rule reported while running.
+    pub(crate) in_flight_reported: u64,
 }
 
 /// Where finished requests go. The proxy calls it once per request, from the task that
@@ -193,6 +197,9 @@ pub(crate) trait RecordSink: Send + Sync + 'static {
         None
     }
 
-    /// The request of ticket `ticket` ended (called just before its `record`).
-    fn end(&self, _ticket: u64) {}
+    /// The request of ticket `ticket` ended (called just before its `record`). Returns the
+    /// record's [`RequestRecord::in_flight_reported`] mask (0 when nothing reported it).
+    fn end(&self, _ticket: u64) -> u64 {
+        0
+    }
 }

@@ -1,6 +1,6 @@
 //! In-flight detection over real sockets: a threshold-1 latency rule reports a streamed
 //! request the moment it passes `min_latency`, while the stream is still open, and its
-//! completion adds no second detection.
+//! completion adds no second detection — with a tumbling and with a sliding window.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -22,6 +22,17 @@ window = "24h"
 threshold = 1
 "#;
 
+/// The same rule over a sliding window.
+const SLIDING_RULE: &str = r#"
+[[rule]]
+name = "slow_generate"
+paths = ["/api/generate"]
+min_latency = "1s"
+window = "24h"
+window_kind = "sliding"
+threshold = 1
+"#;
+
 fn detections(events: &[Value]) -> Vec<&Value> {
     events
         .iter()
@@ -31,7 +42,18 @@ fn detections(events: &[Value]) -> Vec<&Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_stream_is_detected_in_flight_before_it_ends_and_only_once() {
-    let s = stack_with(ServeArgs::default(), RULE).await;
+    slow_stream_detected_once(RULE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_stream_is_detected_in_flight_once_with_a_sliding_window() {
+    slow_stream_detected_once(SLIDING_RULE).await;
+}
+
+/// One slow stream under `rule`: the in-flight detection is written before the stream ends,
+/// the completion adds none, and the shutdown summary counts the completed request.
+async fn slow_stream_detected_once(rule: &str) {
+    let s = stack_with(ServeArgs::default(), rule).await;
     // 15 chunks 200 ms apart: about 3 s of streaming.
     let req = request(
         Method::POST,

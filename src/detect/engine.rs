@@ -216,7 +216,7 @@ impl Engine {
             // `rules.len() <= u16::MAX` is checked in `new`.
             let rule_ix = u16::try_from(index).unwrap_or(u16::MAX);
             let key = WindowKey::new(path, src, rule_ix);
-            let pending = match rule.window_kind {
+            let mut pending = match rule.window_kind {
                 WindowKind::Tumbling => self.count_tumbling(rule, key, rec, out),
                 WindowKind::Sliding if rule.metric.is_bytes() => {
                     self.count_sliding(&self.sliding_bytes, rule, key, rec, out)
@@ -225,6 +225,15 @@ impl Engine {
             };
             if pending.iter().all(Option::is_none) {
                 continue; // the common case: no event, no allocation
+            }
+            // Already reported while it ran (sliding: see `inflight`): counted, no detection.
+            if rec.in_flight_reported != 0
+                && rule.window_kind == WindowKind::Sliding
+                && 1u64
+                    .checked_shl(u32::try_from(index).unwrap_or(u32::MAX))
+                    .is_some_and(|bit| rec.in_flight_reported & bit != 0)
+            {
+                pending[1] = None;
             }
             let text = (path != NO_PATH).then(|| capped(&rec.path));
             for (detection, snap) in pending.into_iter().flatten() {

@@ -2,20 +2,27 @@
 //! `min_latency`, not when it ends.
 //!
 //! Only rules where one slow request is already the verdict are eligible ([`eligible`]:
-//! metric `count`, `threshold = 1`, `min_latency > 0`, tumbling window — e.g. the built-in
-//! `model_exfiltration`). For those, waiting for the end of a 20-minute pull to say "this
-//! source is pulling a model" is waiting for the exfiltration to finish.
+//! metric `count`, `threshold = 1`, `min_latency > 0`, tumbling or sliding window — e.g. the
+//! built-in `model_exfiltration`). For those, waiting for the end of a 20-minute pull to say
+//! "this source is pulling a model" is waiting for the exfiltration to finish.
 //!
-//! [`Engine::in_flight`] flags the key in the current window *without counting* the
-//! request, and reports a `detection` with `in_flight = true` whose figures include the
-//! running request at its latency so far. When the request completes, `observe` counts it
-//! in its window as usual: the key is already flagged, so no second `detection`, and the
-//! `window_summary` keeps exact Splunk figures over completed requests. A window flagged
-//! only in flight that closes before any request of the key completed (the request ran
-//! past the window's end, or was cut by a ban) writes no `window_summary`.
+//! Tumbling windows: [`Engine::in_flight`] flags the key in the current window *without
+//! counting* the request, and reports a `detection` with `in_flight = true` whose figures
+//! include the running request at its latency so far. When the request completes, `observe`
+//! counts it in its window as usual: the key is already flagged, so no second `detection`,
+//! and the `window_summary` keeps exact Splunk figures over completed requests. A window
+//! flagged only in flight that closes before any request of the key completed (the request
+//! ran past the window's end, or was cut by a ban) writes no `window_summary`.
 //!
-//! Sliding windows are not eligible: their flag ends as soon as the ring is below the
-//! threshold, which an uncounted request would do at the next sub-bucket.
+//! Sliding windows: a flag without a counted request would end at the next sub-bucket (the
+//! ring is below the threshold), so the key is not flagged in flight. The detection is
+//! reported (unless the key is already flagged by completed requests: then it is asked again
+//! at the next tick), the caller remembers the rule in the request's `sliding` mask, and the
+//! completed record carries that mask ([`RequestRecord::in_flight_reported`]): `observe`
+//! counts the request as usual — the key becomes flagged, its `window_summary` is normal —
+//! but writes no second `detection` for those rules. Limit: another request of the same key
+//! that *completes* while the reported one still runs crosses on its own and writes its own
+//! `detection`.
 //!
 //! Like the rest of the engine it is pure: the caller (the pipeline's ticker) passes the
 //! elapsed time and the wall clock in, and remembers which rules it already asked about.
@@ -26,12 +33,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use dashmap::mapref::entry::Entry;
 
-use super::engine::{epoch_secs, window_secs, Engine, SUPPORTED_EPOCH_SECS};
+use super::engine::{
+    bucket_index, epoch_secs, sub_bucket_ms, window_secs, Engine, SUPPORTED_EPOCH_SECS,
+};
 use super::event::Event;
 use super::paths::{capped, NO_PATH};
 use super::rule::{GroupBy, Metric, Rule, WindowKind};
+use super::sliding::SUB_BUCKETS;
 use super::source::SourceKey;
-use super::window::{align, Tumbling, WindowKey};
+use super::window::{align, Snapshot, Tumbling, WindowKey};
 use crate::record::RequestRecord;
 
 /// Rules beyond this index are never reported in flight (the caller's `reported` set is a
@@ -40,10 +50,7 @@ pub(crate) const MAX_IN_FLIGHT_RULES: usize = 64;
 
 /// Whether `rule` can report a running request: one slow request flags the key.
 pub(crate) fn eligible(rule: &Rule) -> bool {
-    rule.metric == Metric::Count
-        && rule.threshold == 1
-        && !rule.min_latency.is_zero()
-        && rule.window_kind == WindowKind::Tumbling
+    rule.metric == Metric::Count && rule.threshold == 1 && !rule.min_latency.is_zero()
 }
 
 impl Engine {
@@ -60,15 +67,23 @@ impl Engine {
 
     /// A request `rec` (its start record: method, path, source) has been running for
     /// `elapsed` at wall-clock `now`. For each eligible rule it now qualifies for and whose
-    /// bit in `reported` is clear: sets the bit, flags the key's current window (creating it
-    /// with no completed request) and, if the key was not flagged yet, pushes a `detection`
-    /// with `in_flight = true`. The request itself is counted later, by `observe`.
+    /// bit in `reported` is clear:
+    /// - tumbling window: sets the bit, flags the key's current window (creating it with no
+    ///   completed request) and, if the key was not flagged yet, pushes a `detection` with
+    ///   `in_flight = true`;
+    /// - sliding window: if the key is not flagged (after moving its ring to `now`, which
+    ///   may push the summary of an ended episode), pushes that `detection` and sets the bit
+    ///   in both `reported` and `sliding`; a flagged key is left alone and asked again later.
+    ///
+    /// The request itself is counted later, by `observe`, which writes no second detection
+    /// for the rules of its `in_flight_reported` mask (the caller's `sliding`).
     pub(crate) fn in_flight(
         &self,
         rec: &RequestRecord,
         elapsed: Duration,
         now: DateTime<Utc>,
         reported: &mut u64,
+        sliding: &mut u64,
         out: &mut Vec<Event>,
     ) {
         if rec.outcome.is_refusal() || !SUPPORTED_EPOCH_SECS.contains(&now.timestamp()) {
@@ -86,17 +101,71 @@ impl Engine {
             {
                 continue;
             }
-            *reported |= bit;
             let path = match rule.group_by {
                 GroupBy::SrcPath => self.paths.hash(&rec.path),
                 GroupBy::Src => NO_PATH,
             };
             let rule_ix = u16::try_from(index).unwrap_or(u16::MAX);
             let key = WindowKey::new(path, src, rule_ix);
-            if let Some(ev) = self.flag_tumbling(rule, key, rec, elapsed, now, out) {
+            let found = match rule.window_kind {
+                WindowKind::Tumbling => {
+                    *reported |= bit;
+                    self.flag_tumbling(rule, key, rec, elapsed, now, out)
+                }
+                WindowKind::Sliding => {
+                    let found = self.report_sliding(rule, key, rec, elapsed, now, out);
+                    if found.is_some() {
+                        *reported |= bit;
+                        *sliding |= bit;
+                    }
+                    found
+                }
+            };
+            if let Some(ev) = found {
                 out.push(ev);
             }
         }
+    }
+
+    /// The in-flight detection of a sliding count key at `now`, unless it is flagged. The
+    /// key is not changed beyond moving its ring forward (and ending its episode, whose
+    /// summary goes to `out`); the figures are those of the running request alone (a key
+    /// that is not flagged holds no request, the threshold being 1).
+    fn report_sliding(
+        &self,
+        rule: &Rule,
+        key: WindowKey,
+        rec: &RequestRecord,
+        elapsed: Duration,
+        now: DateTime<Utc>,
+        out: &mut Vec<Event>,
+    ) -> Option<Event> {
+        let sub = sub_bucket_ms(rule);
+        let idx = bucket_index(&now, sub);
+        let text = (key.path() != NO_PATH).then(|| capped(&rec.path));
+        if let Some(mut st) = self.sliding.get_mut(&key) {
+            if let Some(summary) = st.advance(idx, rule.threshold, sub) {
+                let ev = self.event(rule, &key.src, text.clone(), summary);
+                out.push(Event::WindowSummary(ev));
+            }
+            if st.flagged() {
+                return None;
+            }
+        }
+        let at = |i: u32| i64::try_from(u64::from(i) * sub).unwrap_or(i64::MAX);
+        let secs = elapsed.as_secs_f64();
+        let snap = Snapshot {
+            start_ms: at(idx.saturating_sub(SUB_BUCKETS - 1)),
+            end_ms: at(idx.saturating_add(1)),
+            count: 1,
+            bytes: 0,
+            avg_secs: secs,
+            max_secs: secs,
+            method: u8::try_from(rec.method.index()).unwrap_or(u8::MAX),
+        };
+        let mut ev = self.event(rule, &key.src, text, snap);
+        ev.in_flight = true;
+        Some(Event::Detection(ev))
     }
 
     /// Flags `key`'s window at `now`; the in-flight detection if it was not flagged.

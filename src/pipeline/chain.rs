@@ -56,7 +56,7 @@ impl RecordSink for Chain {
         self.detection.begin(record)
     }
 
-    fn end(&self, ticket: u64) {
-        self.detection.end(ticket);
+    fn end(&self, ticket: u64) -> u64 {
+        self.detection.end(ticket)
     }
 }

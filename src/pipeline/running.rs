@@ -25,6 +25,8 @@ struct Entry {
     record: RequestRecord,
     /// Rule indexes already asked about (see `Engine::in_flight`).
     reported: u64,
+    /// Sliding rules that reported it: the completed record's `in_flight_reported`.
+    sliding: u64,
 }
 
 /// The registry of running requests.
@@ -65,14 +67,15 @@ impl Running {
             start: Instant::now(),
             record: record.clone(),
             reported: 0,
+            sliding: 0,
         };
         self.map.insert(id, entry);
         Some(id)
     }
 
-    /// The request of ticket `id` ended.
-    pub(crate) fn end(&self, id: u64) {
-        self.map.remove(&id);
+    /// The request of ticket `id` ended; the sliding rules that reported it in flight.
+    pub(crate) fn end(&self, id: u64) -> u64 {
+        self.map.remove(&id).map_or(0, |(_, e)| e.sliding)
     }
 
     /// Asks `engine` about every request running longer than the shortest eligible
@@ -95,10 +98,13 @@ impl Running {
                 continue;
             }
             let Entry {
-                record, reported, ..
+                record,
+                reported,
+                sliding,
+                ..
             } = &mut *e;
             let mut events = Vec::new();
-            engine.in_flight(record, elapsed, now, reported, &mut events);
+            engine.in_flight(record, elapsed, now, reported, sliding, &mut events);
             if !events.is_empty() {
                 found.push((events, record.clone()));
             }

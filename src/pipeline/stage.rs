@@ -148,8 +148,8 @@ impl RecordSink for DetectionStage {
         self.running.begin(record)
     }
 
-    fn end(&self, ticket: u64) {
-        self.running.end(ticket);
+    fn end(&self, ticket: u64) -> u64 {
+        self.running.end(ticket)
     }
 
     fn record(&self, record: RequestRecord) {

@@ -98,6 +98,7 @@ pub(super) fn record(src: &str, path: &str) -> RequestRecord {
         outcome: Outcome::Complete,
         bytes_in: 0,
         bytes_out: 0,
+        in_flight_reported: 0,
     }
 }
 

@@ -118,6 +118,7 @@ mod tests {
                 outcome: Outcome::Complete,
                 bytes_in: 0,
                 bytes_out: 0,
+                in_flight_reported: 0,
             };
             assert_eq!(gin_line_at(&rec, p.time), line);
             checked += 1;

@@ -55,6 +55,7 @@ fn req_at(
         outcome: Outcome::Complete,
         bytes_in: 0,
         bytes_out: 0,
+        in_flight_reported: 0,
     }
 }
 

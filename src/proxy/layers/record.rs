@@ -113,6 +113,7 @@ fn start_record<B>(req: &Request<B>) -> RequestRecord {
         outcome: Outcome::Complete,
         bytes_in: 0,
         bytes_out: 0,
+        in_flight_reported: 0,
     }
 }
 

@@ -78,7 +78,7 @@ impl Completion {
         self.record.outcome = outcome;
         drop(self.in_flight.take());
         if let Some(ticket) = self.ticket.take() {
-            self.sink.end(ticket);
+            self.record.in_flight_reported = self.sink.end(ticket);
         }
         if let (Outcome::UpstreamError, Some(resets)) = (outcome, &self.upstream_resets) {
             resets.inc();

@@ -70,6 +70,7 @@ fn completion(sink: &Arc<Collect>) -> Completion {
             outcome: Outcome::Complete,
             bytes_in: 0,
             bytes_out: 0,
+            in_flight_reported: 0,
         },
         start: Instant::now(),
         sink: sink.clone(),
