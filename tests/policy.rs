@@ -50,17 +50,33 @@ fn policy_events(s: &Stack) -> Vec<(String, String, String)> {
         .collect()
 }
 
+fn block_mode() -> ServeArgs {
+    ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    }
+}
+
+/// Bans 127.0.0.66 through the admin API (201: in force and on disk).
+async fn ban_attacker(s: &Stack) {
+    let added = admin(
+        s,
+        http::Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.66","duration":"1h","reason":"exfiltration"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(added.status, 201);
+}
+
 fn sim_targets(s: &Stack) -> Vec<String> {
     s.sim.log.requests().into_iter().map(|r| r.target).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_mode_refuses_a_foreign_push_before_the_simulator_sees_it() {
-    let args = ServeArgs {
-        mode: Some("block".into()),
-        ..ServeArgs::default()
-    };
-    let s = stack_with(args, "").await;
+    let s = stack_with(block_mode(), "").await;
     run_python(&s, "block").await;
     let got = wait_events(&s.detection_log(), |ev| {
         ev.iter()
@@ -202,11 +218,11 @@ async fn monitor_mode_forwards_policy_bodies_byte_identical_in_both_framings() {
 #[tokio::test]
 async fn a_ban_cuts_the_sources_running_transfer_within_a_second() {
     use http_body_util::BodyExt;
-    let args = ServeArgs {
-        mode: Some("block".into()),
-        ..ServeArgs::default()
-    };
-    let s = stack_with(args, "[policy]\nregistries_push = [\"registry.internal\"]").await;
+    let s = stack_with(
+        block_mode(),
+        "[policy]\nregistries_push = [\"registry.internal\"]",
+    )
+    .await;
     let c = client_from("127.0.0.66");
     let req = request(
         http::Method::POST,
@@ -220,15 +236,7 @@ async fn a_ban_cuts_the_sources_running_transfer_within_a_second() {
     // The transfer is running: progress lines arrive.
     let first = body.frame().await.unwrap().unwrap();
     assert!(first.data_ref().is_some());
-    let added = admin(
-        &s,
-        http::Method::POST,
-        "/api/bans",
-        r#"{"src":"127.0.0.66","duration":"1h","reason":"exfiltration"}"#,
-        None,
-    )
-    .await;
-    assert_eq!(added.status, 201);
+    ban_attacker(&s).await;
     let mut frames_after_ban = 0;
     let ended = loop {
         match tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await {
@@ -274,11 +282,7 @@ async fn a_ban_cuts_the_sources_running_transfer_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_mode_refuses_a_padded_debug_render_only_body_before_its_end_is_forwarded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let args = ServeArgs {
-        mode: Some("block".into()),
-        ..ServeArgs::default()
-    };
-    let s = stack_with(args, "[policy]\nmax_body = \"1KiB\"\n").await;
+    let s = stack_with(block_mode(), "[policy]\nmax_body = \"1KiB\"\n").await;
     let body = format!(
         r#"{{"model":"llama3","prompt":"{}","_debug_render_only":true}}"#,
         "x".repeat(16 * 1024)
@@ -326,11 +330,7 @@ async fn block_mode_refuses_a_padded_debug_render_only_body_before_its_end_is_fo
 #[tokio::test]
 async fn a_ban_cuts_a_request_still_waiting_for_its_head() {
     use http_body_util::BodyExt;
-    let args = ServeArgs {
-        mode: Some("block".into()),
-        ..ServeArgs::default()
-    };
-    let s = stack_with(args, "").await;
+    let s = stack_with(block_mode(), "").await;
     let c = client_from("127.0.0.66");
     let req = request(
         http::Method::POST,
@@ -348,15 +348,7 @@ async fn a_ban_cuts_a_request_still_waiting_for_its_head() {
             .any(|r| r.id.as_deref() == Some("quiet-pull"))
     })
     .await;
-    let added = admin(
-        &s,
-        http::Method::POST,
-        "/api/bans",
-        r#"{"src":"127.0.0.66","duration":"1h","reason":"exfiltration"}"#,
-        None,
-    )
-    .await;
-    assert_eq!(added.status, 201);
+    ban_attacker(&s).await;
     // 30 s of transfer remain; the answer arrives long before that.
     let resp = tokio::time::timeout(std::time::Duration::from_secs(10), pending)
         .await
