@@ -48,9 +48,12 @@ VOLUME ["/var/lib/ollama-guard"]
 # /api/bans — publish it only to a trusted network (the compose file binds it to 127.0.0.1).
 EXPOSE 11434 9464
 
-# No HEALTHCHECK: the slim image has no curl/wget and the binary has no probe subcommand.
-# Orchestrators should probe the admin port themselves: GET /healthz (liveness) and
-# GET /readyz (readiness: 200 when the upstream Ollama answered the last probe, else 503).
+# The slim image has no curl/wget: the binary probes itself. `healthcheck` GETs /readyz on the
+# admin listener (200 when the upstream Ollama answered the last probe, else 503) and exits 0
+# or 1 within 3 s. Override --admin if the admin listener is moved off port 9464.
+# Orchestrators may probe the admin port directly too: GET /healthz (liveness), GET /readyz.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["ollama-guard", "healthcheck", "--admin", "http://127.0.0.1:9464"]
 
 # SIGTERM (Docker's default stop signal) drains in-flight requests for the grace period
 # (timeouts.grace_period, 30 s by default): give `docker stop` a --time above it.

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use ollama_guard::config::{Cli, Command};
 
 mod commands;
@@ -21,5 +21,15 @@ fn main() -> ExitCode {
         Some(Command::Demo(args)) => commands::demo::main(args.mode == "block"),
         Some(Command::Bans(args)) => commands::bans::main(args),
         Some(Command::Scan(args)) => commands::scan::main(args),
+        Some(Command::Healthcheck(args)) => commands::healthcheck::main(args),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "ollama-guard",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }

@@ -4,6 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ollama-guard");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -361,4 +363,84 @@ fn demo_in_block_mode_refuses_the_push_bans_and_cuts_the_transfer() {
         events.iter().all(|e| e["src"] != "127.0.0.1"),
         "normal traffic is never touched"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_is_0_when_ready_and_1_when_not() {
+    let s = common::stack().await;
+    let mut ready = http::StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..100 {
+        ready = common::get(&format!("{}/readyz", s.admin)).await.status;
+        if ready == http::StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ready, http::StatusCode::OK);
+    let admin = s.admin.clone();
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run(&["healthcheck", "--admin", &admin], &[]))
+            .await
+            .unwrap();
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+
+    // A closed port: exit 1, one line saying why.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run(&["healthcheck", "--admin", &closed], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    assert!(
+        err.starts_with("ollama-guard: healthcheck: not ready: cannot reach http://127.0.0.1:")
+            && err.ends_with('\n')
+            && err.lines().count() == 1,
+        "{err}"
+    );
+
+    // A listener that never answers: exit 1 after the 3 s timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || run(&["healthcheck", "--admin", &url], &[]))
+            .await
+            .unwrap();
+    drop(silent);
+    assert_eq!(code, 1);
+    assert!(err.contains("did not answer within 3s"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_is_1_when_the_upstream_is_down() {
+    let dead = common::loopback().await;
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let dir = tempfile::tempdir().unwrap();
+    let server = ollama_guard::serve::Server::start(
+        common::config(&url, &dir, ollama_guard::config::ServeArgs::default(), ""),
+        common::loopback().await,
+        common::loopback().await,
+    )
+    .await
+    .unwrap();
+    let admin = format!("http://{}", server.admin_addr);
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || run(&["healthcheck", "--admin", &admin], &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    assert!(err.contains("answered 503"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn completions_bash_names_the_subcommands() {
+    let (code, out, err) = run(&["completions", "bash"], &[]);
+    assert_eq!(code, 0, "{err}");
+    for sub in ["healthcheck", "scan", "bans", "check-config"] {
+        assert!(out.contains(sub), "{sub} missing");
+    }
+    let (code, _, _) = run(&["completions", "tcsh"], &[]);
+    assert_eq!(code, 2);
 }

@@ -192,3 +192,22 @@ fn timezone_offset_moves_every_time_by_the_offset() {
         .replace("1759417200", "1759410000");
     assert_eq!(text(&east.stdout), shifted);
 }
+
+#[test]
+fn negative_timezone_offset_is_a_value_not_a_flag() {
+    let want = "\
+rule,_time,src,uri_path,count,avg_response_time,max_response_time,severity,attack_type
+model_exfiltration,1759445100,192.168.1.50,/api/generate,1,57.20,57.20,high,Potential Data Exfiltration
+model_exfiltration,1759445100,2001:db8::1f,/api/chat,1,60.00,60.00,high,Potential Data Exfiltration
+model_exfiltration,1759446000,::ffff:192.0.2.10,/api/tags?x=1,1,58.00,58.00,high,Potential Data Exfiltration
+";
+    for tz in [&["--timezone", "-08:00"][..], &["--timezone=-08:00"][..]] {
+        let mut args = vec!["--splunk-compat", "--format", "csv"];
+        args.extend_from_slice(tz);
+        let log = synthetic();
+        args.push(&log);
+        let out = scan(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want, "{tz:?}");
+    }
+}

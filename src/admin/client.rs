@@ -117,3 +117,55 @@ pub async fn run(args: &BansArgs, stdout_is_terminal: bool) -> Result<String, Ba
         (_, false) => format!("{body}\n"),
     })
 }
+
+/// Why `healthcheck` found the guard not ready: unreachable, too slow, or `/readyz`
+/// answered something other than 200.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NotReady(String);
+
+/// `GET {admin}/readyz` within `timeout`: `Ok` on 200, else why not.
+pub async fn readyz(admin: &str, timeout: std::time::Duration) -> Result<(), NotReady> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let url = format!("{}/readyz", admin.trim_end_matches('/'));
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(&url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| NotReady(format!("bad admin URL {url:?}: {e}")))?;
+    let probe = async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| NotReady(format!("cannot reach {url}: {}", with_sources(&e))))?;
+        let status = resp.status();
+        // The body is a short reason (e.g. the upstream is down): worth a line.
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
+            .unwrap_or_default();
+        if status == http::StatusCode::OK {
+            Ok(())
+        } else if body.is_empty() {
+            Err(NotReady(format!("{url} answered {status}")))
+        } else {
+            Err(NotReady(format!("{url} answered {status}: {body}")))
+        }
+    };
+    tokio::time::timeout(timeout, probe)
+        .await
+        .map_err(|_| NotReady(format!("{url} did not answer within {timeout:?}")))?
+}
+
+/// `e` and its sources, `: `-separated (hyper's own text is only "client error (Connect)").
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}

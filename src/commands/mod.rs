@@ -3,6 +3,7 @@
 
 pub(crate) mod bans;
 pub(crate) mod demo;
+pub(crate) mod healthcheck;
 pub(crate) mod scan;
 pub(crate) mod serve;
 pub(crate) mod simulator;

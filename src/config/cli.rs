@@ -37,6 +37,14 @@ pub enum Command {
     Bans(BansArgs),
     /// Run the embedded Ollama simulator, the proxy and a scripted attack.
     Demo(DemoArgs),
+    /// Probe GET /readyz on the admin listener: exit 0 when ready (200), else 1.
+    Healthcheck(HealthcheckArgs),
+    /// Print shell completions for ollama-guard on stdout.
+    Completions {
+        /// The shell to generate completions for
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// Run only the embedded Ollama simulator (benchmarks and manual testing).
     #[command(hide = true)]
     Simulator(SimulatorArgs),
@@ -140,8 +148,14 @@ pub struct ScanArgs {
     /// Rules as in the config file [default: the built-in rule set]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Zone of the GIN timestamps: UTC, a fixed offset (+02:00) or an IANA name
-    #[arg(long, default_value = "UTC", value_name = "TZ")]
+    /// Zone of the GIN timestamps: UTC, a fixed offset (+02:00, -08:00) or an IANA name
+    // A negative offset starts with `-`: take it as the value, not as a flag.
+    #[arg(
+        long,
+        default_value = "UTC",
+        value_name = "TZ",
+        allow_hyphen_values = true
+    )]
     pub timezone: String,
     /// Output format: jsonl | table | csv [default: jsonl unless stdout is a terminal]
     #[arg(long, value_name = "FORMAT")]
@@ -149,6 +163,19 @@ pub struct ScanArgs {
     /// Log files (`-` or none = stdin; `.gz` is decompressed)
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
+}
+
+/// Options of `healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The admin listener's base URL
+    #[arg(
+        long,
+        env = "OLLAMA_GUARD_ADMIN",
+        default_value = "http://127.0.0.1:9464",
+        value_name = "URL"
+    )]
+    pub admin: String,
 }
 
 /// Options of `bans`.

@@ -17,7 +17,10 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cli::{BansAction, BansArgs, Cli, Command, DemoArgs, ScanArgs, ServeArgs, SimulatorArgs};
+pub use cli::{
+    BansAction, BansArgs, Cli, Command, DemoArgs, HealthcheckArgs, ScanArgs, ServeArgs,
+    SimulatorArgs,
+};
 pub use file::{BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
 pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
