@@ -158,6 +158,56 @@ fn trusting_everyone_starts_with_a_loud_warning_and_env_lists_take_spaces() {
             .any(|l| l.contains("WARN") && l.contains(warning)),
         "{err}"
     );
+    assert!(
+        !err.contains("\x1b["),
+        "no colour when stderr is not a terminal: {err:?}"
+    );
+}
+
+#[test]
+fn log_format_json_prints_json_lines_on_stderr() {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--detection-log",
+            "/dev/null",
+            "--log-format",
+            "json",
+        ])
+        .env("OLLAMA_GUARD_TRUSTED_PROXY", "0.0.0.0/0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    signal(&child, "TERM");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    assert!(!err.contains("\x1b["), "{err:?}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("trusted_proxies contains 0.0.0.0/0"))),
+        "{err}"
+    );
+    // The environment selects it too; a bad value is a config error naming the key.
+    let (code, _, err) = run(&[], &[("OLLAMA_GUARD_LOG_FORMAT", "xml")]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "ollama-guard: config error: log_format: 'xml' is not one of text, json"
+    );
 }
 
 fn free_port() -> u16 {
@@ -253,6 +303,110 @@ fn sighup_reopens_logs_and_sigterm_exits_0() {
     );
 }
 
+/// Reads `ollama_guard_config_reloads_total` (all its series summed) from the admin port.
+fn config_reloads(admin: u16) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let values: Vec<f64> = buf
+        .lines()
+        .filter(|l| l.starts_with("ollama_guard_config_reloads_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    assert!(!values.is_empty(), "no config_reloads_total series:\n{buf}");
+    values.into_iter().sum()
+}
+
+#[test]
+fn sigusr1_reopens_logs_without_reloading_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let config = dir.path().join("guard.toml");
+    std::fs::write(&config, "mode = \"monitor\"\n").unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--detection-log",
+            "/dev/null",
+            "--access-log",
+            access.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    wait_for_port(admin);
+    let get = |p: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            s,
+            "GET {p} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        buf
+    };
+    assert!(get("/api/version").starts_with("HTTP/1.1 502"));
+    for _ in 0..100 {
+        if std::fs::metadata(&access).is_ok_and(|m| m.len() > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&access, &rotated).unwrap();
+    // A changed config file that USR1 must not apply.
+    std::fs::write(&config, "mode = \"block\"\n").unwrap();
+    signal(&child, "USR1");
+    for _ in 0..100 {
+        if access.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(access.exists(), "USR1 reopened (recreated) the access log");
+    get("/api/ps");
+    let after_usr1 = config_reloads(admin);
+    // HUP, by contrast, does reload: the counter the assertion above reads does move.
+    signal(&child, "HUP");
+    let mut after_hup = 0.0;
+    for _ in 0..100 {
+        after_hup = config_reloads(admin);
+        if after_hup > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(after_usr1, 0.0, "USR1 does not reload the config");
+    assert_eq!(after_hup, 1.0, "HUP reloads it");
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("\"/api/version\""));
+    let fresh = std::fs::read_to_string(&access).unwrap();
+    assert!(
+        fresh.contains("\"/api/ps\"") && !fresh.contains("/api/version"),
+        "{fresh}"
+    );
+}
+
 #[test]
 fn demo_runs_the_scripted_attack_and_exits_0() {
     let (code, out, err) = run(&["demo"], &[]);
@@ -274,6 +428,11 @@ fn demo_runs_the_scripted_attack_and_exits_0() {
         "normal traffic is never flagged"
     );
     assert!(err.contains("ollama_guard_detections_total"), "{err}");
+    assert!(err.contains("demo: "), "{err}");
+    assert!(
+        !err.contains("\x1b["),
+        "no colour when stderr is not a terminal: {err:?}"
+    );
 }
 
 #[test]

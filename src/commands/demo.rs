@@ -17,7 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
-use ollama_guard::config::{Config, ConfigError, FileConfig, ServeArgs};
+use ollama_guard::config::{Config, ConfigError, FileConfig, LogFormat, ServeArgs};
 use ollama_guard::serve::{ServeError, Server};
 use ollama_sim::SimConfig;
 
@@ -106,7 +106,11 @@ async fn call(
 }
 
 fn say(text: &str) {
-    eprintln!("\x1b[1mdemo:\x1b[0m {text}");
+    if super::stderr_colour() {
+        eprintln!("\x1b[1mdemo:\x1b[0m {text}");
+    } else {
+        eprintln!("demo: {text}");
+    }
 }
 
 async fn normal_traffic(proxy: &str) -> Result<(), DemoError> {
@@ -292,7 +296,7 @@ async fn run(block: bool) -> Result<(), DemoError> {
 
 /// `ollama-guard demo`: exit 0 when the story has been told, 1 if anything failed.
 pub(crate) fn main(block: bool) -> ExitCode {
-    init_tracing("warn");
+    init_tracing("warn", LogFormat::Text);
     let result = runtime().and_then(|rt| Ok(rt.block_on(run(block))?));
     match result {
         Ok(()) => ExitCode::SUCCESS,

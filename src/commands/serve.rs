@@ -19,7 +19,7 @@ pub(crate) fn serve(args: &config::ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config.bound.log_level);
+    init_tracing(&config.bound.log_level, config.bound.log_format);
     let result =
         runtime().and_then(|rt| Ok(rt.block_on(ollama_guard::serve::run(args.clone(), config))?));
     match result {

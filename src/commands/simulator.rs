@@ -10,7 +10,7 @@ use super::{init_tracing, runtime};
 
 /// Serves until Ctrl-C: exit 2 for a bad `--listen`, 1 when binding fails.
 pub(crate) fn main(args: &SimulatorArgs) -> ExitCode {
-    init_tracing("warn");
+    init_tracing("warn", ollama_guard::config::LogFormat::Text);
     let addr: std::net::SocketAddr = match args.listen.parse() {
         Ok(a) => a,
         Err(_) => {

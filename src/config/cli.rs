@@ -137,6 +137,9 @@ pub struct ServeArgs {
     /// Tracing filter for the program's own diagnostics on stderr [default: info]
     #[arg(long, env = "OLLAMA_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// Diagnostics format on stderr: text | json (one JSON object per line) [default: text]
+    #[arg(long, env = "OLLAMA_GUARD_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// Options of `scan`.

@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub state_dir: Option<String>,
     /// Tracing filter for diagnostics.
     pub log_level: Option<String>,
+    /// `text` | `json`: diagnostics format on stderr.
+    pub log_format: Option<String>,
     /// Proxy worker threads; 0 = one per CPU (extension).
     pub workers: Option<usize>,
     /// Bearer token required by the admin API's `/api/bans` (extension).

@@ -23,7 +23,7 @@ pub use cli::{
 };
 pub use file::{BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
-pub use values::{AccessLogFormat, LogTarget, Mode, Upstream};
+pub use values::{AccessLogFormat, LogFormat, LogTarget, Mode, Upstream};
 
 /// The rule types a config holds (defined with the engine that runs them).
 pub use crate::detect::{RuleConfig, RuleError, RuleOverride};

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::{AccessLogFormat, BanPolicy, LogTarget, Mode, Timeouts, Upstream};
+use super::{AccessLogFormat, BanPolicy, LogFormat, LogTarget, Mode, Timeouts, Upstream};
 use crate::detect::RuleConfig;
 
 /// Settings bound when `serve` starts; a change takes effect only after a restart.
@@ -34,6 +34,8 @@ pub struct Bound {
     pub state_dir: Option<PathBuf>,
     /// Tracing filter for diagnostics (the subscriber is installed once).
     pub log_level: String,
+    /// Diagnostics format on stderr (the subscriber is installed once).
+    pub log_format: LogFormat,
     /// Proxy worker threads (each a single-threaded runtime with its own upstream pool).
     pub workers: usize,
     /// Timeouts (read by the listeners, the upstream pools and the readiness probe, all set
@@ -62,6 +64,7 @@ impl Bound {
             access_log_format,
             state_dir,
             log_level,
+            log_format,
             workers,
             timeouts,
             max_connections,
@@ -80,6 +83,7 @@ impl Bound {
             (*state_dir != new.state_dir, "state_dir"),
             (*timeouts != new.timeouts, "timeouts"),
             (*log_level != new.log_level, "log_level"),
+            (*log_format != new.log_format, "log_format"),
             (*workers != new.workers, "workers"),
             (*max_connections != new.max_connections, "max_connections"),
             (

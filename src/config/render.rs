@@ -37,6 +37,7 @@ pub(super) fn to_toml(c: &Config) -> String {
         access_log_format: Some(b.access_log_format.as_str().to_owned()),
         state_dir: b.state_dir.as_ref().map(|p| p.display().to_string()),
         log_level: Some(b.log_level.clone()),
+        log_format: Some(b.log_format.as_str().to_owned()),
         workers: Some(b.workers),
         admin_token: l.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
         allowed_hosts: l.allowed_hosts.clone(),

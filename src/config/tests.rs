@@ -70,6 +70,10 @@ fn bad_values_name_their_key() {
         err("access_log_format = \"xml\""),
         "config error: access_log_format: 'xml' is not one of gin, json"
     );
+    assert_eq!(
+        err("log_format = \"xml\""),
+        "config error: log_format: 'xml' is not one of text, json"
+    );
 }
 
 #[test]
@@ -341,7 +345,7 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
         file(
             "listen = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\n\
              upstream = \"http://127.0.0.1:3\"\ndetection_log = \"d.log\"\naccess_log = \"a.log\"\n\
-             access_log_format = \"json\"\nstate_dir = \"s\"\nlog_level = \"debug\"\n\
+             access_log_format = \"json\"\nstate_dir = \"s\"\nlog_level = \"debug\"\nlog_format = \"json\"\n\
              max_connections = 9\nmax_connections_per_source = 8\n[timeouts]\nbody_idle = \"1s\"",
         ),
     )
@@ -358,6 +362,7 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
             "state_dir",
             "timeouts",
             "log_level",
+            "log_format",
             "workers",
             "max_connections",
             "max_connections_per_source",

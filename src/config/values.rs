@@ -37,7 +37,7 @@ impl Mode {
 pub enum LogTarget {
     /// Standard output (`-`).
     Stdout,
-    /// A file, appended to and reopened on SIGHUP.
+    /// A file, appended to and reopened on SIGUSR1 (and SIGHUP).
     File(PathBuf),
 }
 
@@ -66,6 +66,25 @@ pub enum AccessLogFormat {
     Gin,
     /// One JSON object per request.
     Json,
+}
+
+/// Format of the program's own diagnostics on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only when stderr is a terminal and `NO_COLOR` is unset).
+    Text,
+    /// One JSON object per event (never coloured).
+    Json,
+}
+
+impl LogFormat {
+    /// The config text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 impl AccessLogFormat {
@@ -181,6 +200,17 @@ fn access_log_format(text: &str) -> Result<AccessLogFormat, ConfigError> {
         other => Err(ConfigError::invalid(
             "access_log_format",
             format!("'{other}' is not one of gin, json"),
+        )),
+    }
+}
+
+fn log_format(text: &str) -> Result<LogFormat, ConfigError> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError::invalid(
+            "log_format",
+            format!("'{other}' is not one of text, json"),
         )),
     }
 }
@@ -308,6 +338,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         .clone()
         .or_else(|| file.state_dir.as_ref().map(PathBuf::from));
     let log_level = log_level(&pick(&args.log_level, &file.log_level, "info"))?;
+    let log_format = log_format(&pick(&args.log_format, &file.log_format, "text"))?;
     let workers = match args.workers.or(file.workers).unwrap_or(0) {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n if n > 1024 => {
@@ -347,6 +378,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             access_log_format,
             state_dir,
             log_level,
+            log_format,
             workers,
             timeouts,
             max_connections,

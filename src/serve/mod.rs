@@ -221,7 +221,7 @@ impl Server {
         self.reloader.live()
     }
 
-    /// Reopens every log file (SIGHUP, logrotate).
+    /// Reopens every log file (SIGUSR1 from logrotate, and SIGHUP).
     pub fn reopen_logs(&self) {
         for log in &self.logs {
             log.reopen();
@@ -346,13 +346,15 @@ pub(crate) fn engine_options(live: &Live) -> EngineOptions {
     }
 }
 
-/// Runs `serve` until SIGTERM or SIGINT; SIGHUP reopens the logs and reloads the config
-/// file named by `args`.
+/// Runs `serve` until SIGTERM or SIGINT. As in nginx, SIGUSR1 reopens the log files
+/// (logrotate) and nothing else; SIGHUP reloads the config file named by `args` and reopens
+/// the logs too.
 pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), ServeError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(ServeError::Signal)?;
     let proxy_listener = bind(config.bound.listen).await?;
     let admin_listener = bind(config.bound.admin_listen).await?;
     let server = Server::start(config, proxy_listener, admin_listener).await?;
@@ -367,6 +369,10 @@ pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), S
                     Ok(report) => tracing::info!(%report, "config reloaded"),
                     Err(e) => tracing::error!(error = %e, "config reload refused; the old config stays in force"),
                 }
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening logs");
+                server.reopen_logs();
             }
         }
     }

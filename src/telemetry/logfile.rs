@@ -4,8 +4,8 @@
 //! When the channel is full the line is dropped, counted in `log_lines_dropped_total` and
 //! warned about (at most once per second), never lost silently. The thread writes each batch
 //! of queued lines and flushes before waiting again, so every line is on disk (or stdout)
-//! as soon as the writer is idle. `reopen()` (SIGHUP) closes and reopens the file, which is
-//! what logrotate's `postrotate` expects.
+//! as soon as the writer is idle. `reopen()` (SIGUSR1 or SIGHUP) closes and reopens the file,
+//! which is what logrotate's `postrotate` expects.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
