@@ -228,6 +228,48 @@ fn wait_for_port(port: u16) {
     panic!("port {port} never opened");
 }
 
+/// `serve` on loopback `port`/`admin` in front of a closed upstream, writing its access log to
+/// `access`; `extra` goes first on the command line.
+fn serve_with_access_log(
+    extra: &[&str],
+    port: u16,
+    admin: u16,
+    access: &std::path::Path,
+) -> std::process::Child {
+    let (listen, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
+    Command::new(BIN)
+        .args(extra)
+        .args([
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--detection-log",
+            "/dev/null",
+            "--access-log",
+            access.to_str().unwrap(),
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A raw `GET path` to the proxy on `port` (connection closed after it); the whole answer.
+fn raw_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf
+}
+
 fn signal(child: &std::process::Child, sig: &str) {
     let ok = Command::new("kill")
         .args(["-s", sig, &child.id().to_string()])
@@ -241,35 +283,9 @@ fn sighup_reopens_logs_and_sigterm_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let access = dir.path().join("access.log");
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--detection-log",
-            "/dev/null",
-            "--access-log",
-            access.to_str().unwrap(),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_with_access_log(&[], port, admin, &access);
     wait_for_port(port);
-    let get = |p: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "GET {p} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        buf
-    };
+    let get = |p: &str| raw_get(port, p);
     assert!(get("/api/version").starts_with("HTTP/1.1 502"));
     let rotated = dir.path().join("access.log.1");
     for _ in 0..100 {
@@ -330,38 +346,15 @@ fn sigusr1_reopens_logs_without_reloading_the_config() {
     let config = dir.path().join("guard.toml");
     std::fs::write(&config, "mode = \"monitor\"\n").unwrap();
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--detection-log",
-            "/dev/null",
-            "--access-log",
-            access.to_str().unwrap(),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve_with_access_log(
+        &["--config", config.to_str().unwrap()],
+        port,
+        admin,
+        &access,
+    );
     wait_for_port(port);
     wait_for_port(admin);
-    let get = |p: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            s,
-            "GET {p} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).unwrap();
-        buf
-    };
+    let get = |p: &str| raw_get(port, p);
     assert!(get("/api/version").starts_with("HTTP/1.1 502"));
     for _ in 0..100 {
         if std::fs::metadata(&access).is_ok_and(|m| m.len() > 0) {
