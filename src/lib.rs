@@ -36,6 +36,7 @@
 //! (`crates/ollama-sim`); this library does not depend on it.
 
 pub mod admin;
+pub(crate) mod auth;
 pub mod config;
 pub(crate) mod detect;
 pub(crate) mod enforce;

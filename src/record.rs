@@ -28,16 +28,22 @@ pub(crate) enum Outcome {
     /// The request was refused before forwarding for what it is, not who sent it (a `Host`
     /// the guard does not serve); never fed to detection, so nobody can be framed with it.
     Refused,
+    /// The request was refused by `[auth]` (401 without a valid key, 403 without the role a
+    /// route needs) and never forwarded. Fed to detection only for rules that name its status
+    /// in `status` (the built-in `auth_failures` counts the 401s), so a stranger's refused
+    /// requests cannot count toward any other rule.
+    Unauthorized,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order (metric label tables are built from it).
-    pub(crate) const ALL: [Outcome; 5] = [
+    pub(crate) const ALL: [Outcome; 6] = [
         Outcome::Complete,
         Outcome::Blocked,
         Outcome::UpstreamError,
         Outcome::ClientCancelled,
         Outcome::Refused,
+        Outcome::Unauthorized,
     ];
 
     /// The metric label value (README, "Metrics": `forwarded`, `blocked`, `upstream_error`, `client_cancelled`).
@@ -48,6 +54,7 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::ClientCancelled => "client_cancelled",
             Outcome::Refused => "refused",
+            Outcome::Unauthorized => "unauthorized",
         }
     }
 
@@ -59,6 +66,7 @@ impl Outcome {
             Outcome::UpstreamError => 2,
             Outcome::ClientCancelled => 3,
             Outcome::Refused => 4,
+            Outcome::Unauthorized => 5,
         }
     }
 
@@ -182,6 +190,9 @@ pub(crate) struct RequestRecord {
     /// sliding window: `observe` counts it there without a second `detection`. Filled by
     /// [`RecordSink::end`]; 0 for `scan` and for requests no rule reported while running.
     pub(crate) in_flight_reported: u64,
+    /// Who is calling, by API key: the key's name when `[auth]` is on and the request carried
+    /// a valid key, `None` otherwise (anonymous, `auth.mode = "off"`, and every `scan` record).
+    pub(crate) identity: Option<std::sync::Arc<str>>,
 }
 
 /// Where finished requests go. The proxy calls it once per request, from the task that

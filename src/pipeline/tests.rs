@@ -99,6 +99,7 @@ pub(super) fn record(src: &str, path: &str) -> RequestRecord {
         bytes_in: 0,
         bytes_out: 0,
         in_flight_reported: 0,
+        identity: None,
     }
 }
 

@@ -161,6 +161,7 @@ fn record(parsed: crate::gin::ParsedLine<'_>, completed_at: DateTime<Utc>) -> Re
         bytes_in: 0,
         bytes_out: 0,
         in_flight_reported: 0,
+        identity: None,
     }
 }
 

@@ -119,6 +119,7 @@ mod tests {
                 bytes_in: 0,
                 bytes_out: 0,
                 in_flight_reported: 0,
+                identity: None,
             };
             assert_eq!(gin_line_at(&rec, p.time), line);
             checked += 1;

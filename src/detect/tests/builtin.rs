@@ -88,6 +88,7 @@ fn bulk_generation_fires_at_32_mib_of_generated_output_per_source() {
     let chat = |i: i64, bytes: u64| RequestRecord {
         bytes_out: bytes,
         in_flight_reported: 0,
+        identity: None,
         ..req("10.0.0.4", "/api/chat", secs(20), i * 25)
     };
     let recs: Vec<RequestRecord> = (0..31).map(|i| chat(i, 1 << 20)).collect();

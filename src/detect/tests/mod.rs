@@ -56,6 +56,7 @@ fn req_at(
         bytes_in: 0,
         bytes_out: 0,
         in_flight_reported: 0,
+        identity: None,
     }
 }
 

@@ -9,6 +9,7 @@ fn sized(src: &str, out: u64, inn: u64, offset_s: i64) -> RequestRecord {
     RequestRecord {
         bytes_out: out,
         in_flight_reported: 0,
+        identity: None,
         bytes_in: inn,
         ..req(src, "/api/chat", secs(2), offset_s)
     }

@@ -114,6 +114,10 @@ fn start_record<B>(req: &Request<B>) -> RequestRecord {
         bytes_in: 0,
         bytes_out: 0,
         in_flight_reported: 0,
+        identity: req
+            .extensions()
+            .get::<crate::auth::Caller>()
+            .and_then(|c| c.identity.clone()),
     }
 }
 

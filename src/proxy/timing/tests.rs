@@ -71,6 +71,7 @@ fn completion(sink: &Arc<Collect>) -> Completion {
             bytes_in: 0,
             bytes_out: 0,
             in_flight_reported: 0,
+            identity: None,
         },
         start: Instant::now(),
         sink: sink.clone(),
