@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Some(Command::Simulator(args)) => commands::simulator::main(args),
         Some(Command::Demo(args)) => commands::demo::main(args.mode == "block"),
         Some(Command::Bans(args)) => commands::bans::main(args),
+        Some(Command::Keys(args)) => commands::bans::keys(args),
         Some(Command::Scan(args)) => commands::scan::main(args),
         Some(Command::Healthcheck(args)) => commands::healthcheck::main(args),
         Some(Command::Completions { shell }) => {

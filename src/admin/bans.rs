@@ -36,7 +36,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<B
     crate::respond::json_error(status, message)
 }
 
-fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
+pub(super) fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
     let Some(token) = token else { return true };
     let given = req
         .headers()
@@ -64,7 +64,7 @@ fn bearer_credentials(value: &str) -> Option<&str> {
 
 /// Without a token, only requests addressed to an IP literal or `localhost` are served: a
 /// web page cannot reach the API through DNS rebinding.
-fn host_ok(req: &Request<Incoming>) -> bool {
+pub(super) fn host_ok(req: &Request<Incoming>) -> bool {
     let Some(host) = req
         .headers()
         .get(http::header::HOST)
@@ -123,19 +123,22 @@ fn list(enf: &Enforcement) -> Response<Full<Bytes>> {
     respond::json(StatusCode::OK, serde_json::Value::from(bans).to_string())
 }
 
-async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    // A browser cannot send `application/json` cross-site without a CORS preflight, which
-    // this API never grants: no cross-site request forgery of bans.
-    let json = req
-        .headers()
+/// Whether the body is declared JSON. A browser cannot send `application/json` cross-site
+/// without a CORS preflight, which this API never grants: no cross-site request forgery of
+/// bans or keys.
+pub(super) fn json_content(req: &Request<Incoming>) -> bool {
+    req.headers()
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(';')
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json {
+        })
+}
+
+async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if !json_content(&req) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Content-Type must be application/json",

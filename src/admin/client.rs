@@ -25,10 +25,20 @@ async fn call(
     path: &str,
     body: Option<String>,
 ) -> Result<(u16, String), BansError> {
+    call_admin(&args.admin, args.token.as_deref(), method, path, body).await
+}
+
+async fn call_admin(
+    admin: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<(u16, String), BansError> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let url = format!("{}{path}", args.admin.trim_end_matches('/'));
+    let url = format!("{}{path}", admin.trim_end_matches('/'));
     let mut req = Request::builder().method(method).uri(&url);
-    if let Some(token) = &args.token {
+    if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
     if body.is_some() {
@@ -115,6 +125,101 @@ pub async fn run(args: &BansArgs, stdout_is_terminal: bool) -> Result<String, Ba
         (BansAction::Remove { src }, _) => format!("unbanned {src}\n"),
         (_, true) => format!("banned: {body}\n"),
         (_, false) => format!("{body}\n"),
+    })
+}
+
+fn api_error(status: u16, body: String) -> BansError {
+    let msg = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    BansError(format!("admin API answered {status}: {msg}"))
+}
+
+fn keys_table(json: &str) -> String {
+    let Ok(serde_json::Value::Array(keys)) = serde_json::from_str::<serde_json::Value>(json) else {
+        return json.to_owned();
+    };
+    if keys.is_empty() {
+        return "no API keys\n".to_owned();
+    }
+    let field = |k: &serde_json::Value, f: &str| match &k[f] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "never".to_owned(),
+        v => v.to_string(),
+    };
+    let mut out = format!("{:<32} {:<8} {:<26} EXPIRES\n", "NAME", "ROLE", "CREATED");
+    for k in &keys {
+        out.push_str(&format!(
+            "{:<32} {:<8} {:<26} {}\n",
+            field(k, "name"),
+            field(k, "role"),
+            field(k, "created"),
+            field(k, "expires")
+        ));
+    }
+    out
+}
+
+/// Runs one `keys` action against the admin API and returns what to print on stdout. `add`
+/// prints the new key, which the guard does not keep: on a terminal with instructions, else
+/// the API's JSON (with a `key` field).
+pub async fn run_keys(
+    args: &crate::config::KeysArgs,
+    stdout_is_terminal: bool,
+) -> Result<String, BansError> {
+    use crate::config::KeysAction;
+    let (admin, token) = (args.admin.as_str(), args.token.as_deref());
+    let (expect, (status, body)) = match &args.action {
+        KeysAction::List => (
+            200,
+            call_admin(admin, token, Method::GET, "/api/keys", None).await?,
+        ),
+        KeysAction::Add {
+            name,
+            role,
+            expires_in,
+        } => {
+            let mut body = serde_json::json!({"name": name, "role": role});
+            if let Some(e) = expires_in {
+                body["expires_in"] = serde_json::Value::from(e.as_str());
+            }
+            (
+                201,
+                call_admin(
+                    admin,
+                    token,
+                    Method::POST,
+                    "/api/keys",
+                    Some(body.to_string()),
+                )
+                .await?,
+            )
+        }
+        KeysAction::Revoke { name } => {
+            let path = format!("/api/keys/{}", utf8_percent_encode(name, NON_ALPHANUMERIC));
+            (
+                204,
+                call_admin(admin, token, Method::DELETE, &path, None).await?,
+            )
+        }
+    };
+    if status != expect {
+        return Err(api_error(status, body));
+    }
+    Ok(match (&args.action, stdout_is_terminal) {
+        (KeysAction::List, true) => keys_table(&body),
+        (KeysAction::Revoke { name }, _) => format!("revoked {name}\n"),
+        (KeysAction::Add { .. }, true) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let key = v["key"].as_str().unwrap_or_default();
+            format!(
+                "API key {} (role {}) — shown only this once, the guard keeps only its SHA-256:\n{key}\nClients send it as: Authorization: Bearer {key}\n",
+                v["name"].as_str().unwrap_or_default(),
+                v["role"].as_str().unwrap_or_default(),
+            )
+        }
+        (_, _) => format!("{body}\n"),
     })
 }
 

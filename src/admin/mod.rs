@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub(crate) mod bans;
 pub mod client;
+pub(crate) mod keys;
 
 use arc_swap::ArcSwapOption;
 
@@ -37,8 +38,10 @@ pub(crate) struct AdminState {
     pub(crate) ready: Arc<AtomicBool>,
     /// The ban service behind `/api/bans`.
     pub(crate) enforcement: Arc<Enforcement>,
-    /// Bearer token `/api/bans` requires (reloadable).
+    /// Bearer token `/api/bans` and `/api/keys` require (reloadable).
     pub(crate) token: ArcSwapOption<String>,
+    /// The API key store behind `/api/keys` (none without a key file).
+    pub(crate) keys: Option<Arc<crate::auth::store::KeyStore>>,
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -46,6 +49,15 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
         let token = state.token.load_full();
         return bans::handle(
             &state.enforcement,
+            token.as_deref().map(String::as_str),
+            req,
+        )
+        .await;
+    }
+    if req.uri().path() == "/api/keys" || req.uri().path().starts_with("/api/keys/") {
+        let token = state.token.load_full();
+        return keys::handle(
+            state.keys.as_ref(),
             token.as_deref().map(String::as_str),
             req,
         )

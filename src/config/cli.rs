@@ -35,6 +35,8 @@ pub enum Command {
     },
     /// List, add or remove bans through the admin API.
     Bans(BansArgs),
+    /// Add, list or revoke API keys through the admin API ([auth]).
+    Keys(KeysArgs),
     /// Run the embedded Ollama simulator, the proxy and a scripted attack.
     Demo(DemoArgs),
     /// Probe GET /readyz on the admin listener: exit 0 when ready (200), else 1.
@@ -128,6 +130,9 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_connections_per_source: Option<usize>,
+    /// API keys: off, observe or required (config `auth.mode`) [default: off]
+    #[arg(long, env = "OLLAMA_GUARD_AUTH_MODE", value_name = "MODE")]
+    pub auth_mode: Option<String>,
     /// Where bans persist across restarts [default: none]
     #[arg(long, env = "OLLAMA_GUARD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -203,6 +208,55 @@ pub struct BansArgs {
     /// What to do.
     #[command(subcommand)]
     pub action: BansAction,
+}
+
+/// Options of `keys`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// The admin listener's base URL
+    #[arg(
+        long,
+        global = true,
+        env = "OLLAMA_GUARD_ADMIN",
+        default_value = "http://127.0.0.1:9464",
+        value_name = "URL"
+    )]
+    pub admin: String,
+    /// Bearer token, when the admin API requires one
+    #[arg(
+        long,
+        global = true,
+        env = "OLLAMA_GUARD_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+/// `keys` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Make a new key and print it (once: only its SHA-256 is kept)
+    Add {
+        /// The key's name: the `identity` in logs (1-64 of A-Z a-z 0-9 . _ @ -)
+        name: String,
+        /// user (generate, chat, embed, list) | manager (also pull, push, create, copy, delete)
+        #[arg(long, default_value = "user", value_parser = ["user", "manager"])]
+        role: String,
+        /// The key stops working after this long (humantime: 30d, 12h) [default: never]
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List keys (names, roles, expiry; never the keys)
+    List,
+    /// Revoke a key: refused from the next request on
+    Revoke {
+        /// The key's name
+        name: String,
+    },
 }
 
 /// `bans` actions.

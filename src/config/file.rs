@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub policy: Option<PolicyFile>,
     /// What a ban does to running requests.
     pub enforcement: Option<EnforcementFile>,
+    /// API keys (README, "Authentication and TLS").
+    pub auth: Option<AuthFile>,
     /// Detection rules; none = the built-in set.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,
@@ -113,6 +115,20 @@ pub struct PolicyFile {
     pub manage_from: Option<Vec<String>>,
     /// Also ban the source on a policy verdict in block mode.
     pub ban: Option<bool>,
+}
+
+/// `[auth]`: optional API keys with roles.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// `off` | `observe` | `required`.
+    pub mode: Option<String>,
+    /// The key file (default `<state_dir>/keys.json`).
+    pub keys_file: Option<String>,
+    /// Also require a key on the probe routes (`HEAD`/`GET /`, `/api/version`).
+    pub protect_probes: Option<bool>,
+    /// Label `ollama_guard_identity_requests_total` by key name (small key sets; capped).
+    pub metrics_by_identity: Option<bool>,
 }
 
 /// `[enforcement]`.

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cli::{
-    BansAction, BansArgs, Cli, Command, DemoArgs, HealthcheckArgs, ScanArgs, ServeArgs,
-    SimulatorArgs,
+    BansAction, BansArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction, KeysArgs, ScanArgs,
+    ServeArgs, SimulatorArgs,
 };
-pub use file::{BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
+pub use file::{AuthFile, BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
 pub use values::{AccessLogFormat, LogFormat, LogTarget, Mode, Upstream};
 

@@ -45,6 +45,10 @@ pub struct Bound {
     pub max_connections: usize,
     /// Open client connections per source address at most (0 = off).
     pub max_connections_per_source: usize,
+    /// The API key file (`auth.keys_file`, or `<state_dir>/keys.json`; none when neither is
+    /// set, which `auth.mode = "off"` allows). The key store is opened there at start; its
+    /// content is re-read on SIGHUP and changed by the admin API, but not its place.
+    pub keys_file: Option<PathBuf>,
 }
 
 impl Bound {
@@ -69,6 +73,7 @@ impl Bound {
             timeouts,
             max_connections,
             max_connections_per_source,
+            keys_file,
         } = self;
         [
             (*listen != new.listen, "listen"),
@@ -90,6 +95,7 @@ impl Bound {
                 *max_connections_per_source != new.max_connections_per_source,
                 "max_connections_per_source",
             ),
+            (*keys_file != new.keys_file, "auth.keys_file"),
         ]
         .into_iter()
         .filter_map(|(changed, key)| changed.then_some(key))
@@ -127,6 +133,8 @@ pub struct Live {
     pub(crate) policy: crate::policy::PolicyConfig,
     /// `enforcement.abort_in_flight`: a ban cuts the banned source's running requests.
     pub abort_in_flight: bool,
+    /// `[auth]` (everything but the key file's place).
+    pub(crate) auth: crate::auth::AuthConfig,
 }
 
 impl Live {

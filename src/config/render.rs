@@ -61,6 +61,12 @@ pub(super) fn to_toml(c: &Config) -> String {
         enforcement: Some(super::EnforcementFile {
             abort_in_flight: Some(l.abort_in_flight),
         }),
+        auth: Some(super::AuthFile {
+            mode: Some(l.auth.mode.as_str().to_owned()),
+            keys_file: b.keys_file.as_ref().map(|p| p.display().to_string()),
+            protect_probes: Some(l.auth.protect_probes),
+            metrics_by_identity: Some(l.auth.metrics_by_identity),
+        }),
         rules: c.effective_rules(),
         // Already merged into `rules` above.
         rule_overrides: Default::default(),

@@ -193,6 +193,45 @@ fn mode(text: &str) -> Result<Mode, ConfigError> {
     }
 }
 
+/// `[auth]`: the reloadable settings and the key file's place. A mode that reads keys needs a
+/// key file: `auth.keys_file`, or `keys.json` in `state_dir`.
+fn auth(
+    file: Option<&super::AuthFile>,
+    cli_mode: Option<&str>,
+    state_dir: Option<&std::path::Path>,
+) -> Result<(crate::auth::AuthConfig, Option<PathBuf>), ConfigError> {
+    use crate::auth::{AuthConfig, AuthMode};
+    let f = file.cloned().unwrap_or_default();
+    let text = cli_mode
+        .map(str::to_owned)
+        .or(f.mode)
+        .unwrap_or_else(|| "off".to_owned());
+    let mode = AuthMode::parse(&text).ok_or_else(|| {
+        ConfigError::invalid(
+            "auth.mode",
+            format!("'{text}' is not one of off, observe, required"),
+        )
+    })?;
+    let keys_file = match f.keys_file.filter(|p| !p.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => state_dir.map(|d| d.join("keys.json")),
+    };
+    if mode != AuthMode::Off && keys_file.is_none() {
+        return Err(ConfigError::invalid(
+            "auth.keys_file",
+            format!("auth.mode = \"{text}\" needs a key file: set auth.keys_file or state_dir"),
+        ));
+    }
+    Ok((
+        AuthConfig {
+            mode,
+            protect_probes: f.protect_probes.unwrap_or(false),
+            metrics_by_identity: f.metrics_by_identity.unwrap_or(false),
+        },
+        keys_file,
+    ))
+}
+
 fn access_log_format(text: &str) -> Result<AccessLogFormat, ConfigError> {
     match text {
         "gin" => Ok(AccessLogFormat::Gin),
@@ -350,6 +389,11 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         n => n,
     };
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
+    let (auth, keys_file) = auth(
+        file.auth.as_ref(),
+        args.auth_mode.as_deref(),
+        state_dir.as_deref(),
+    )?;
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
     let policy = super::policy::policy(file.policy.as_ref())?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
@@ -383,6 +427,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             timeouts,
             max_connections,
             max_connections_per_source,
+            keys_file,
         },
         live: Live {
             mode,
@@ -400,6 +445,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
                 .as_ref()
                 .and_then(|e| e.abort_in_flight)
                 .unwrap_or(true),
+            auth,
         },
         config_file: args.config.clone(),
         warnings,

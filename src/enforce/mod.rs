@@ -65,7 +65,7 @@ mod table;
 mod tests;
 
 pub(crate) use ban::{Ban, BanOutcome};
-pub(crate) use persist::{load_state, LoadReport};
+pub(crate) use persist::{load_state, sync_dir, LoadReport};
 pub(crate) use service::Enforcement;
 pub(crate) use table::Bans;
 #[cfg(test)]

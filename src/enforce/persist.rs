@@ -124,12 +124,12 @@ pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Makes the rename durable: the directory entry itself must reach the disk.
 #[cfg(unix)]
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 

@@ -25,6 +25,7 @@
 //! Lines are written cause before effect: a `detection` before the `ban` it triggers, and
 //! both before the ban reaches the gate, so before any `blocked` it causes.
 
+mod auth;
 mod chain;
 mod policy;
 mod running;

@@ -31,6 +31,8 @@ pub(crate) struct DetectionStage {
     /// Held by `tick`/`finish` and by a reload's rebuild-and-swap, so a window is never
     /// closed in the old engine after its state was copied into the new one.
     sweep: Mutex<()>,
+    /// One `auth` event per source per minute.
+    auth_limiter: super::auth::AuthLimiter,
 }
 
 impl DetectionStage {
@@ -51,11 +53,17 @@ impl DetectionStage {
             enforcement,
             evictions_seen: AtomicU64::new(0),
             sweep: Mutex::new(()),
+            auth_limiter: super::auth::AuthLimiter::default(),
         }
     }
 
     fn sweep_lock(&self) -> MutexGuard<'_, ()> {
         self.sweep.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The `auth` event limiter.
+    pub(crate) fn auth_limiter(&self) -> &super::auth::AuthLimiter {
+        &self.auth_limiter
     }
 
     /// What is done about verdicts (rule and policy).

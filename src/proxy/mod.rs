@@ -35,8 +35,10 @@ use crate::config::{Bound, Live, Upstream};
 use crate::record::RecordSink;
 use crate::telemetry::Metrics;
 use host_guard::HostPolicy;
+use layers::auth::{AuthCtx, AuthLayer, AuthService, AuthSink};
 use layers::gate::{GateLayer, GateService};
 use layers::host_guard::{HostGuard, HostGuardLayer};
+use layers::identify::{Identify, IdentifyCtx, IdentifyLayer};
 use layers::policy::{PolicyCtx, PolicyLayer, PolicyService, PolicySink};
 use layers::record::{Record, RecordCtx, RecordLayer};
 use layers::rewrite::{Rewrite, RewriteLayer, Target};
@@ -45,8 +47,26 @@ use refusal::Gate;
 
 /// The request path below the connection-bound client-IP layer: a concrete type (no boxed
 /// service per request), built once per worker around that worker's upstream pool.
-pub(crate) type Stack =
-    Record<HostGuard<GateService<PolicyService<UpstreamError<Rewrite<upstream::UpstreamClient>>>>>>;
+pub(crate) type Stack = Identify<
+    Record<
+        HostGuard<
+            GateService<
+                AuthService<PolicyService<UpstreamError<Rewrite<upstream::UpstreamClient>>>>,
+            >,
+        >,
+    >,
+>;
+
+/// What the `[auth]` layers share with the rest of `serve`.
+#[derive(Clone)]
+pub(crate) struct AuthParts {
+    /// The live `[auth]` settings (reload swaps them).
+    pub(crate) config: Arc<ArcSwap<crate::auth::AuthConfig>>,
+    /// The key store (none without a key file).
+    pub(crate) store: Option<Arc<crate::auth::store::KeyStore>>,
+    /// Where refusals are reported.
+    pub(crate) sink: Arc<dyn AuthSink>,
+}
 
 /// The proxy: what every layer of the stack shares, and the live policies reload swaps.
 pub(crate) struct Proxy {
@@ -62,6 +82,7 @@ pub(crate) struct Proxy {
     limits: Arc<limits::ConnLimits>,
     policy: Arc<ArcSwap<crate::policy::PolicyConfig>>,
     policy_sink: Arc<dyn PolicySink>,
+    auth: AuthParts,
 }
 
 impl Proxy {
@@ -73,6 +94,7 @@ impl Proxy {
         sink: Arc<dyn RecordSink>,
         gate: Arc<dyn Gate>,
         policy_sink: Arc<dyn PolicySink>,
+        auth: AuthParts,
         metrics: Arc<Metrics>,
     ) -> Arc<Proxy> {
         let max_connections = match bound.max_connections {
@@ -109,12 +131,23 @@ impl Proxy {
             limits,
             policy: Arc::new(ArcSwap::from_pointee(live.policy.clone())),
             policy_sink,
+            auth,
         })
     }
 
     /// Replaces the trusted-proxy list (config reload).
     pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
         self.trusted.store(Arc::new(trusted));
+    }
+
+    /// Replaces the reloadable `[auth]` settings (config reload).
+    pub(crate) fn set_auth(&self, auth: crate::auth::AuthConfig) {
+        self.auth.config.store(Arc::new(auth));
+    }
+
+    /// The key store (none without a key file).
+    pub(crate) fn keys(&self) -> Option<&Arc<crate::auth::store::KeyStore>> {
+        self.auth.store.as_ref()
     }
 
     /// Replaces the `[policy]` section (config reload).
@@ -132,23 +165,32 @@ impl Proxy {
     ///
     /// 1. *(per connection, added by the accept loop)* client IP — every layer below needs
     ///    to know who is calling.
-    /// 2. record — outermost per request, so the clock starts before any work and every
+    /// 2. identify — which API key (if `[auth]` is on), and the credential removed: the
+    ///    record below starts with the identity, and no layer after this sees a key.
+    /// 3. record — outermost per request, so the clock starts before any work and every
     ///    request, refused or forwarded, becomes exactly one record.
-    /// 3. host guard — refuses for *what* the request is (a rebound name), cheapest check,
+    /// 4. host guard — refuses for *what* the request is (a rebound name), cheapest check,
     ///    and must hold even for sources nobody has banned.
-    /// 4. gate — refuses banned sources before any upstream work (and before the policy
-    ///    stage reads a body).
-    /// 5. policy — reads the JSON body of model-management (and generation) routes and
+    /// 5. gate — refuses banned sources (and banned identities) before any upstream work,
+    ///    before a key can matter and before the policy stage reads a body.
+    /// 6. auth — refuses what `auth.mode = "required"` does not allow (401/403), before a
+    ///    stranger's body is read.
+    /// 7. policy — reads the JSON body of model-management (and generation) routes and
     ///    refuses what `[policy]` forbids before a byte is forwarded.
-    /// 6. upstream-error mapping — turns failures from below into answers filed on the
+    /// 8. upstream-error mapping — turns failures from below into answers filed on the
     ///    side that caused them.
-    /// 7. rewrite — the last touch before the wire (URI, `Host`, `X-Forwarded-*`,
+    /// 9. rewrite — the last touch before the wire (URI, `Host`, `X-Forwarded-*`,
     ///    hop-by-hop headers, the body's fault wrapper).
-    /// 8. the pooled hyper-util client.
+    /// 10. the pooled hyper-util client.
     pub(crate) fn stack(&self, client: upstream::UpstreamClient) -> Stack {
         let host = HeaderValue::from_str(self.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let auth_metrics = &self.metrics.auth;
         ServiceBuilder::new()
+            .layer(IdentifyLayer::new(IdentifyCtx {
+                config: self.auth.config.clone(),
+                store: self.auth.store.clone(),
+            }))
             .layer(RecordLayer::new(RecordCtx {
                 sink: self.sink.clone(),
                 in_flight: self.metrics.in_flight.clone(),
@@ -163,6 +205,14 @@ impl Proxy {
                 self.metrics.refused_host.clone(),
             ))
             .layer(GateLayer::new(self.gate.clone()))
+            .layer(AuthLayer::new(AuthCtx {
+                config: self.auth.config.clone(),
+                sink: self.auth.sink.clone(),
+                refused_auth: self.metrics.refused.with_label_values(&["auth"]),
+                refused_role: self.metrics.refused.with_label_values(&["role"]),
+                results: auth_metrics.results.clone(),
+                by_identity: auth_metrics.by_identity.clone(),
+            }))
             .layer(PolicyLayer::new(PolicyCtx {
                 config: self.policy.clone(),
                 sink: self.policy_sink.clone(),

@@ -54,6 +54,9 @@ pub enum ServeError {
     /// Installing a signal handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    /// The API key file cannot be read.
+    #[error("auth.keys_file: {0}")]
+    Keys(String),
 }
 
 /// Binds `addr`, naming it in the error.
@@ -132,12 +135,25 @@ impl Server {
         let sink = pipeline::chain(metrics.clone(), access, detection.clone());
         let gate: Arc<dyn Gate> = enforcement.clone();
         let policy_sink: Arc<dyn crate::proxy::layers::policy::PolicySink> = detection.clone();
+        let keys = match &config.bound.keys_file {
+            Some(path) => Some(Arc::new(
+                crate::auth::store::KeyStore::open(path)
+                    .map_err(|e| ServeError::Keys(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let auth = crate::proxy::AuthParts {
+            config: Arc::new(arc_swap::ArcSwap::from_pointee(config.live.auth)),
+            store: keys.clone(),
+            sink: detection.clone(),
+        };
         let proxy = Proxy::new(
             &config.bound,
             &config.live,
             sink,
             gate,
             policy_sink,
+            auth.clone(),
             metrics.clone(),
         );
         let (shutdown, rx) = watch::channel(false);
@@ -154,6 +170,7 @@ impl Server {
             ready: ready.clone(),
             enforcement: enforcement.clone(),
             token: arc_swap::ArcSwapOption::from_pointee(config.live.admin_token.clone()),
+            keys,
         });
         tasks.spawn(admin::serve(
             admin_listener,
@@ -313,6 +330,10 @@ pub fn preflight(bound: &Bound) -> Result<(), crate::config::ConfigError> {
     open("detection_log", &bound.detection_log)?;
     if let Some(access) = &bound.access_log {
         open("access_log", access)?;
+    }
+    if let Some(path) = &bound.keys_file {
+        crate::auth::store::KeyStore::open(path)
+            .map_err(|e| ConfigError::invalid("auth.keys_file", e.to_string()))?;
     }
     if let Some(dir) = &bound.state_dir {
         let probe = dir.join(".ollama-guard-write-test");

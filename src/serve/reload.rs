@@ -123,6 +123,20 @@ impl Reloader {
             self.metrics.init_rule(rule.name());
         }
         let needs_restart = self.bound.changed_keys(&new_bound);
+        // The key file is re-read too (an operator may have edited it); a broken one fails
+        // the reload before anything changed, and the keys in force stay.
+        if let Some(keys) = self.proxy.keys() {
+            let n = keys
+                .reload()
+                .map_err(|e| ConfigError::invalid("auth.keys_file", e.to_string()))?;
+            tracing::info!(keys = n, file = %keys.path().display(), "API keys re-read");
+        } else if new.auth.mode != crate::auth::AuthMode::Off {
+            // Turning [auth] on needs the key file the server started without.
+            return Err(ConfigError::invalid(
+                "auth.keys_file",
+                "the server started without a key file (auth.keys_file or state_dir): restart to turn auth on",
+            ));
+        }
         // Everything validated; options were checked by `Config::load`, so the rebuild
         // cannot fail half-way: swap.
         let report = self
@@ -132,6 +146,7 @@ impl Reloader {
         self.proxy.set_trusted_proxies(new.trusted_proxies.clone());
         self.proxy.set_allowed_hosts(new.allowed_hosts.as_deref());
         self.proxy.set_policy(new.policy.clone());
+        self.proxy.set_auth(new.auth);
         self.enforcement.set_abort_in_flight(new.abort_in_flight);
         self.detection
             .set_trusted_proxies(new.trusted_proxies.clone());

@@ -38,6 +38,9 @@ pub(crate) enum LogEvent<'a> {
     Blocked(BlockedEvent<'a>),
     /// A running request was cut because its source was banned while it ran.
     Aborted(AbortedEvent<'a>),
+    /// `[auth]` refused a request (or, in `observe` mode, would have): at most one event per
+    /// source per minute, with the number not logged since.
+    Auth(AuthEvent<'a>),
 }
 
 /// What was done about a verdict: the `action` field of `detection` and `window_summary`,
@@ -228,6 +231,29 @@ pub(crate) struct AbortedEvent<'a> {
     pub(crate) http_method: &'a str,
     /// The rule whose ban cut it, or `admin`.
     pub(crate) rule: &'a str,
+}
+
+/// The fields of an `auth` event.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AuthEvent<'a> {
+    /// The client.
+    pub(crate) src: &'a str,
+    /// The key's name, when a valid key lacked the role (`reason = "role"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) identity: Option<&'a str>,
+    /// The request's path.
+    pub(crate) uri_path: &'a str,
+    /// The request's method.
+    pub(crate) http_method: &'a str,
+    /// The status `required` answers: 401 (no valid key) or 403 (role).
+    pub(crate) status: u16,
+    /// `missing_key`, `invalid_key`, `expired_key` or `role`.
+    pub(crate) reason: &'a str,
+    /// `refused` (`auth.mode = "required"`) or `would_refuse` (`observe`).
+    pub(crate) action: &'a str,
+    /// Requests of this source refused (or noted) since its previous `auth` event and not
+    /// logged.
+    pub(crate) since_last: u64,
 }
 
 /// RFC 3339 UTC with milliseconds, the one time format of the log.

@@ -115,10 +115,12 @@ pub(crate) struct Metrics {
     pub(crate) open_connections: IntGauge,
     /// Running requests cut because their source was banned.
     pub(crate) aborted: IntCounter,
+    /// The `[auth]` families.
+    pub(crate) auth: super::auth_metrics::AuthMetrics,
 }
 
 /// Reasons of `refused_requests_total` known at start.
-pub(crate) const REFUSAL_REASONS: [&str; 2] = ["host", "policy"];
+pub(crate) const REFUSAL_REASONS: [&str; 4] = ["host", "policy", "auth", "role"];
 /// Reasons of `connections_rejected_total`.
 pub(crate) const CONNECTION_REJECT_REASONS: [&str; 3] =
     ["max_connections", "per_source", "accept_error"];
@@ -273,6 +275,7 @@ impl Metrics {
                     &["result"],
                 )?,
             )?,
+            auth: super::auth_metrics::AuthMetrics::new(&r)?,
             requests_vec,
             registry: r,
         };

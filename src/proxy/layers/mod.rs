@@ -8,9 +8,11 @@
 //! and the request's fault cell, set by the record layer) and [`Disposition`] (how a layer
 //! that answered by itself wants the exchange recorded).
 
+pub(crate) mod auth;
 pub(crate) mod client_ip;
 pub(crate) mod gate;
 pub(crate) mod host_guard;
+pub(crate) mod identify;
 pub(crate) mod policy;
 pub(crate) mod record;
 pub(crate) mod rewrite;

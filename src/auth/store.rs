@@ -1,0 +1,527 @@
+//! The key store: who may call, as SHA-256 digests of their keys, with a name, a role and an
+//! optional expiry; persisted as one JSON file (`<state_dir>/keys.json` or `auth.keys_file`).
+//!
+//! The request path reads an immutable index through an `ArcSwap` (no lock); the admin API
+//! and a config reload change the file first (atomic write: temp file, `fsync`, rename,
+//! `fsync` of the directory) and then publish a new index, so a key added is usable and a
+//! key revoked is refused from the next request on, without a restart.
+//!
+//! Lookup is by digest, never by scanning: the index is keyed by the digest's first 8 bytes
+//! and the full 32 bytes are then compared in constant time (`subtle`), so how long a
+//! lookup takes says nothing about how much of a digest matched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+use super::key::{self, Digest};
+
+/// What a key may do. Ordered: a role includes every role below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Role {
+    /// Generation, chat, embeddings and metadata: what an application needs.
+    User,
+    /// Also model management: pull, push, create, copy, delete, blob uploads.
+    Manager,
+}
+
+impl Role {
+    /// The name used in the key file, the admin API and the CLI.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Manager => "manager",
+        }
+    }
+
+    /// Parses `user` or `manager`.
+    pub(crate) fn parse(text: &str) -> Option<Role> {
+        match text {
+            "user" => Some(Role::User),
+            "manager" => Some(Role::Manager),
+            _ => None,
+        }
+    }
+}
+
+/// One key, as the request path sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyEntry {
+    /// Its unique name: the `identity` of every request made with it.
+    pub(crate) name: Arc<str>,
+    /// What it may do.
+    pub(crate) role: Role,
+    /// When it was made.
+    pub(crate) created: DateTime<Utc>,
+    /// When it stops working (`None`: never).
+    pub(crate) expires: Option<DateTime<Utc>>,
+    digest: Digest,
+}
+
+/// What a presented key turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    /// A key in the store, not expired.
+    Valid(Arc<KeyEntry>),
+    /// A key in the store whose expiry has passed.
+    Expired(Arc<KeyEntry>),
+    /// No such key.
+    Unknown,
+}
+
+/// Why the store cannot be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// The file cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The file is not a key file.
+    #[error("{path}: not a valid key file: {problem}")]
+    Invalid {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong, naming the entry.
+        problem: String,
+    },
+    /// `add` with a name already in use.
+    #[error("a key named {0:?} already exists (revoke it first)")]
+    Exists(String),
+    /// A name that cannot be an identity.
+    #[error("key name {0:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ @ -")]
+    BadName(String),
+    /// The operating system has no randomness to give.
+    #[error("cannot generate a key: {0}")]
+    Random(String),
+}
+
+/// The key file as stored.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    version: u32,
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKey {
+    name: String,
+    role: Role,
+    /// Lower-case hex SHA-256 of the key.
+    sha256: String,
+    created: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires: Option<DateTime<Utc>>,
+}
+
+/// The format version this build writes and reads.
+const VERSION: u32 = 1;
+
+/// The immutable index the request path reads.
+#[derive(Debug, Default)]
+struct Index {
+    /// By the digest's first 8 bytes; a bucket holds more than one entry only on a 64-bit
+    /// collision of two keys' digests.
+    by_prefix: HashMap<u64, Vec<Arc<KeyEntry>>>,
+    /// By name, sorted (listing, revocation).
+    by_name: BTreeMap<Arc<str>, Arc<KeyEntry>>,
+}
+
+impl Index {
+    fn new(entries: impl IntoIterator<Item = Arc<KeyEntry>>) -> Index {
+        let mut index = Index::default();
+        for e in entries {
+            index
+                .by_prefix
+                .entry(prefix(&e.digest))
+                .or_default()
+                .push(e.clone());
+            index.by_name.insert(e.name.clone(), e);
+        }
+        index
+    }
+}
+
+fn prefix(d: &Digest) -> u64 {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&d[..8]);
+    u64::from_le_bytes(p)
+}
+
+/// The key store. Share it behind an `Arc`.
+#[derive(Debug)]
+pub(crate) struct KeyStore {
+    path: PathBuf,
+    index: ArcSwap<Index>,
+    /// Serialises changes (each one is a read-modify-write of the file).
+    write: Mutex<()>,
+}
+
+/// Whether `name` can be an identity: it appears in logs and URLs, so a small alphabet.
+pub(crate) fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+impl KeyStore {
+    /// Opens the store at `path`; a missing file is an empty store (created on the first
+    /// `add`).
+    pub(crate) fn open(path: &Path) -> Result<KeyStore, StoreError> {
+        let entries = read(path)?;
+        Ok(KeyStore {
+            path: path.to_owned(),
+            index: ArcSwap::from_pointee(Index::new(entries)),
+            write: Mutex::new(()),
+        })
+    }
+
+    /// The file the store lives in.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-reads the file (SIGHUP: an operator may have edited or replaced it). On error the
+    /// keys in force stay. Returns the number of keys now in force.
+    pub(crate) fn reload(&self) -> Result<usize, StoreError> {
+        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = read(&self.path)?;
+        let index = Index::new(entries);
+        let n = index.by_name.len();
+        self.index.store(Arc::new(index));
+        Ok(n)
+    }
+
+    /// HOT PATH: what `key` is at `now`. One SHA-256 of the presented bytes, one hash-map
+    /// probe, a constant-time comparison of the digests.
+    pub(crate) fn lookup(&self, presented: &[u8], now: DateTime<Utc>) -> Lookup {
+        let d = key::digest(presented);
+        let index = self.index.load();
+        let Some(bucket) = index.by_prefix.get(&prefix(&d)) else {
+            return Lookup::Unknown;
+        };
+        for e in bucket {
+            if bool::from(e.digest.ct_eq(&d)) {
+                return match e.expires {
+                    Some(t) if t <= now => Lookup::Expired(e.clone()),
+                    _ => Lookup::Valid(e.clone()),
+                };
+            }
+        }
+        Lookup::Unknown
+    }
+
+    /// Every key, sorted by name.
+    pub(crate) fn list(&self) -> Vec<Arc<KeyEntry>> {
+        self.index.load().by_name.values().cloned().collect()
+    }
+
+    /// The key named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<KeyEntry>> {
+        self.index.load().by_name.get(name).cloned()
+    }
+
+    /// Makes a new key named `name`: persisted first, then usable. Returns the entry and
+    /// the key text, which exists nowhere else (only its digest is stored).
+    pub(crate) fn add(
+        &self,
+        name: &str,
+        role: Role,
+        expires: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<(Arc<KeyEntry>, String), StoreError> {
+        if !valid_name(name) {
+            return Err(StoreError::BadName(name.to_owned()));
+        }
+        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        // The file, not the index, is the truth: an edit since the last reload is kept.
+        let mut entries = read(&self.path)?;
+        if entries.iter().any(|e| &*e.name == name) {
+            return Err(StoreError::Exists(name.to_owned()));
+        }
+        let text = key::generate().map_err(|e| StoreError::Random(e.to_string()))?;
+        let entry = Arc::new(KeyEntry {
+            name: Arc::from(name),
+            role,
+            created: now,
+            expires,
+            digest: key::digest(text.as_bytes()),
+        });
+        entries.push(entry.clone());
+        write(&self.path, &entries)?;
+        self.index.store(Arc::new(Index::new(entries)));
+        Ok((entry, text))
+    }
+
+    /// Removes the key named `name` (persisted first, then refused); `None` when there is
+    /// no such key.
+    pub(crate) fn revoke(&self, name: &str) -> Result<Option<Arc<KeyEntry>>, StoreError> {
+        let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut entries = read(&self.path)?;
+        let Some(pos) = entries.iter().position(|e| &*e.name == name) else {
+            return Ok(None);
+        };
+        let gone = entries.remove(pos);
+        write(&self.path, &entries)?;
+        self.index.store(Arc::new(Index::new(entries)));
+        Ok(Some(gone))
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    let invalid = |problem: String| StoreError::Invalid {
+        path: path.to_owned(),
+        problem,
+    };
+    let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+    if file.version != VERSION {
+        return Err(invalid(format!(
+            "version {} (this build reads {VERSION})",
+            file.version
+        )));
+    }
+    let mut entries: Vec<Arc<KeyEntry>> = Vec::with_capacity(file.keys.len());
+    for (i, k) in file.keys.into_iter().enumerate() {
+        if !valid_name(&k.name) {
+            return Err(invalid(format!("keys[{i}]: bad name {:?}", k.name)));
+        }
+        if entries.iter().any(|e| *e.name == *k.name) {
+            return Err(invalid(format!("keys[{i}]: duplicate name {:?}", k.name)));
+        }
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(&k.sha256, &mut digest).map_err(|_| {
+            invalid(format!(
+                "keys[{i}] ({}): sha256 must be 64 hex digits",
+                k.name
+            ))
+        })?;
+        entries.push(Arc::new(KeyEntry {
+            name: Arc::from(k.name),
+            role: k.role,
+            created: k.created,
+            expires: k.expires,
+            digest,
+        }));
+    }
+    Ok(entries)
+}
+
+fn write(path: &Path, entries: &[Arc<KeyEntry>]) -> Result<(), StoreError> {
+    let file = KeyFile {
+        version: VERSION,
+        keys: entries
+            .iter()
+            .map(|e| StoredKey {
+                name: e.name.to_string(),
+                role: e.role,
+                sha256: hex::encode(e.digest),
+                created: e.created,
+                expires: e.expires,
+            })
+            .collect(),
+    };
+    let io_err = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| io_err(io::Error::other(e)))?;
+    bytes.push(b'\n');
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&dir).map_err(io_err)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| "keys.json".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = write_private(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path));
+    if let Err(e) = written {
+        // Best effort: the temp file is useless now; the error that matters is `e`.
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err(e));
+    }
+    crate::enforce::sync_dir(&dir).map_err(io_err)
+}
+
+/// Writes and syncs a file only its owner can read (digests are not keys, but the list of
+/// who may call is nobody else's business).
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-11-29T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn added_keys_are_found_by_their_text_and_only_digests_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let store = KeyStore::open(&path).unwrap();
+        let (alice, key) = store.add("alice", Role::User, None, now()).unwrap();
+        assert_eq!(&*alice.name, "alice");
+        assert_eq!(store.lookup(key.as_bytes(), now()), Lookup::Valid(alice));
+        assert_eq!(store.lookup(b"ogk_wrong", now()), Lookup::Unknown);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&key), "the key itself must never be stored");
+        assert!(text.contains(&hex::encode(key::digest(key.as_bytes()))));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        // Another process (a restart) sees the same key.
+        let again = KeyStore::open(&path).unwrap();
+        assert!(matches!(
+            again.lookup(key.as_bytes(), now()),
+            Lookup::Valid(e) if &*e.name == "alice" && e.role == Role::User
+        ));
+    }
+
+    #[test]
+    fn revoked_and_expired_keys_stop_working_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(&dir.path().join("k.json")).unwrap();
+        let (_, a) = store.add("a", Role::Manager, None, now()).unwrap();
+        let later = now() + chrono::TimeDelta::hours(1);
+        let (b_entry, b) = store.add("b", Role::User, Some(later), now()).unwrap();
+        assert!(matches!(
+            store.lookup(b.as_bytes(), now()),
+            Lookup::Valid(_)
+        ));
+        assert_eq!(store.lookup(b.as_bytes(), later), Lookup::Expired(b_entry));
+        assert_eq!(
+            store.revoke("a").unwrap().map(|e| e.role),
+            Some(Role::Manager)
+        );
+        assert_eq!(store.lookup(a.as_bytes(), now()), Lookup::Unknown);
+        assert_eq!(store.revoke("a").unwrap(), None);
+        assert_eq!(
+            store
+                .list()
+                .iter()
+                .map(|e| e.name.to_string())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_restricted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(&dir.path().join("k.json")).unwrap();
+        store
+            .add("ci-bot@team_1.x", Role::User, None, now())
+            .unwrap();
+        assert!(matches!(
+            store.add("ci-bot@team_1.x", Role::User, None, now()),
+            Err(StoreError::Exists(_))
+        ));
+        for bad in ["", "a b", "a\"b", "é", &"x".repeat(65), "a\nb"] {
+            assert!(matches!(
+                store.add(bad, Role::User, None, now()),
+                Err(StoreError::BadName(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_hand_edited_file_is_picked_up_by_reload_and_a_broken_one_keeps_the_old_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        let store = KeyStore::open(&path).unwrap();
+        let (_, key) = store.add("a", Role::User, None, now()).unwrap();
+        let other = KeyStore::open(&path).unwrap();
+        other.revoke("a").unwrap();
+        // Still valid here until this store reloads.
+        assert!(matches!(
+            store.lookup(key.as_bytes(), now()),
+            Lookup::Valid(_)
+        ));
+        assert_eq!(store.reload().unwrap(), 0);
+        assert_eq!(store.lookup(key.as_bytes(), now()), Lookup::Unknown);
+
+        let (_, key2) = store.add("b", Role::User, None, now()).unwrap();
+        fs::write(&path, "{not json").unwrap();
+        let e = store.reload().unwrap_err().to_string();
+        assert!(e.contains("not a valid key file"), "{e}");
+        assert!(matches!(
+            store.lookup(key2.as_bytes(), now()),
+            Lookup::Valid(_)
+        ));
+        let e = KeyStore::open(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}: not a valid key file", path.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.json");
+        for (text, want) in [
+            (
+                r#"{"version":1,"keys":[{"name":"a","role":"user","sha256":"zz","created":"2026-01-01T00:00:00Z"}]}"#,
+                "keys[0] (a): sha256 must be 64 hex digits",
+            ),
+            (
+                r#"{"version":2,"keys":[]}"#,
+                "version 2 (this build reads 1)",
+            ),
+            (
+                r#"{"version":1,"keys":[{"name":"a","role":"admin","sha256":"","created":"2026-01-01T00:00:00Z"}]}"#,
+                "unknown variant `admin`",
+            ),
+        ] {
+            fs::write(&path, text).unwrap();
+            let e = KeyStore::open(&path).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Manager > Role::User);
+        assert_eq!(Role::parse("manager"), Some(Role::Manager));
+        assert_eq!(Role::parse("admin"), None);
+    }
+}

@@ -1,0 +1,273 @@
+use std::sync::Mutex;
+
+use super::*;
+use crate::auth::Credential;
+use crate::proxy::fault::FaultCell;
+use crate::proxy::layers::test_support::{capture, request_from};
+use crate::proxy::layers::Disposition;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct Notes(Mutex<Vec<(String, u16, &'static str, bool, Option<String>)>>);
+
+impl AuthSink for Notes {
+    fn auth_refusal(&self, n: &AuthNote<'_>) {
+        self.0.lock().unwrap().push((
+            n.path.to_owned(),
+            n.status,
+            n.reason,
+            n.enforced,
+            n.identity.map(str::to_owned),
+        ));
+    }
+}
+
+fn ctx(mode: AuthMode, protect_probes: bool, notes: Arc<Notes>) -> AuthCtx {
+    let r = prometheus::Registry::new();
+    let m = crate::telemetry::auth_metrics::AuthMetrics::new(&r).unwrap();
+    AuthCtx {
+        config: Arc::new(ArcSwap::from_pointee(AuthConfig {
+            mode,
+            protect_probes,
+            metrics_by_identity: false,
+        })),
+        sink: notes,
+        refused_auth: IntCounter::new("a", "a").unwrap(),
+        refused_role: IntCounter::new("r", "r").unwrap(),
+        results: m.results,
+        by_identity: m.by_identity,
+    }
+}
+
+fn caller(credential: Credential, role: Option<Role>) -> Caller {
+    Caller {
+        identity: role.map(|_| Arc::from("alice")),
+        role,
+        credential,
+    }
+}
+
+fn request(
+    method: &str,
+    path: &'static str,
+    who: Option<Caller>,
+) -> Request<http_body_util::Empty<Bytes>> {
+    let mut req = request_from("192.0.2.9", path);
+    *req.method_mut() = method.parse().unwrap();
+    let (_, route) = crate::route::normalize_fast(path);
+    req.extensions_mut().insert(Meta {
+        path: std::borrow::Cow::Borrowed(path),
+        method_text: std::borrow::Cow::Owned(method.to_owned()),
+        route,
+        fault: Arc::new(FaultCell::default()),
+    });
+    if let Some(c) = who {
+        req.extensions_mut().insert(c);
+    }
+    req
+}
+
+async fn json_of(resp: Response<Answer<http_body_util::Empty<Bytes>>>) -> serde_json::Value {
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn required_answers_401_in_each_route_familys_shape_and_forwards_nothing() {
+    let notes = Arc::new(Notes::default());
+    for (path, want) in [
+        (
+            "/api/chat",
+            serde_json::json!({"error": "ollama-guard: an API key is required (send Authorization: Bearer <key>)"}),
+        ),
+        (
+            "/v1/chat/completions",
+            serde_json::json!({"error": {"message": "ollama-guard: an API key is required (send Authorization: Bearer <key>)", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}),
+        ),
+        (
+            "/v1/messages",
+            serde_json::json!({"type": "error", "error": {"type": "authentication_error", "message": "ollama-guard: an API key is required (send Authorization: Bearer <key>)"}}),
+        ),
+    ] {
+        let (inner, seen) = capture();
+        let svc = AuthLayer::new(ctx(AuthMode::Required, false, notes.clone())).layer(inner);
+        let resp = svc
+            .oneshot(request(
+                "POST",
+                path,
+                Some(caller(Credential::Missing, None)),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()["www-authenticate"],
+            "Bearer realm=\"ollama-guard\""
+        );
+        assert_eq!(resp.headers()["connection"], "close");
+        assert_eq!(
+            resp.extensions().get::<Disposition>().map(|d| d.outcome),
+            Some(Outcome::Unauthorized)
+        );
+        assert_eq!(json_of(resp).await, want, "{path}");
+        assert!(seen.lock().unwrap().is_empty());
+    }
+    assert_eq!(notes.0.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_user_key_may_generate_but_not_manage_models() {
+    let notes = Arc::new(Notes::default());
+    let user = || Some(caller(Credential::Valid, Some(Role::User)));
+    for (method, path, allowed) in [
+        ("POST", "/api/chat", true),
+        ("GET", "/api/tags", true),
+        ("POST", "/v1/chat/completions", true),
+        ("HEAD", "/api/blobs/sha256:00", true),
+        ("POST", "/api/pull", false),
+        ("POST", "/api/push", false),
+        ("POST", "/api/create", false),
+        ("POST", "/api/copy", false),
+        ("DELETE", "/api/delete", false),
+        ("POST", "/api/blobs/sha256:00", false),
+    ] {
+        let (inner, seen) = capture();
+        let resp = AuthLayer::new(ctx(AuthMode::Required, false, notes.clone()))
+            .layer(inner)
+            .oneshot(request(method, path, user()))
+            .await
+            .unwrap();
+        let want = if allowed { 200 } else { 403 };
+        assert_eq!(resp.status(), want, "{method} {path}");
+        assert_eq!(seen.lock().unwrap().len(), usize::from(allowed));
+    }
+    // The manager may do it all.
+    let (inner, seen) = capture();
+    let resp = AuthLayer::new(ctx(AuthMode::Required, false, notes.clone()))
+        .layer(inner)
+        .oneshot(request(
+            "POST",
+            "/api/pull",
+            Some(caller(Credential::Valid, Some(Role::Manager))),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let last = notes.0.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        last,
+        (
+            "/api/blobs/sha256:00".to_owned(),
+            403,
+            "role",
+            true,
+            Some("alice".to_owned())
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_openai_role_refusal_is_a_permission_error() {
+    let resp = answer("/v1/models", StatusCode::FORBIDDEN, "role");
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers().get("www-authenticate").is_none());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["type"], "permission_error");
+    assert_eq!(v["error"]["code"], "insufficient_role");
+}
+
+#[tokio::test]
+async fn observe_changes_no_response_but_notes_what_required_would_do() {
+    let notes = Arc::new(Notes::default());
+    for who in [
+        None,
+        Some(caller(Credential::Invalid, None)),
+        Some(caller(Credential::Expired, None)),
+        Some(caller(Credential::Valid, Some(Role::User))),
+    ] {
+        let (inner, seen) = capture();
+        let resp = AuthLayer::new(ctx(AuthMode::Observe, false, notes.clone()))
+            .layer(inner)
+            .oneshot(request("POST", "/api/pull", who))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+    let got: Vec<_> = notes
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| (n.1, n.2, n.3))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (401, "missing_key", false),
+            (401, "invalid_key", false),
+            (401, "expired_key", false),
+            (403, "role", false)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn probes_stay_open_unless_protected() {
+    for (protect, want) in [(false, 200), (true, 401)] {
+        for (method, path) in [("HEAD", "/"), ("GET", "/"), ("GET", "/api/version")] {
+            let (inner, _) = capture();
+            let resp = AuthLayer::new(ctx(AuthMode::Required, protect, Arc::default()))
+                .layer(inner)
+                .oneshot(request(
+                    method,
+                    path,
+                    Some(caller(Credential::Missing, None)),
+                ))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), want, "{method} {path} protect={protect}");
+        }
+    }
+    // Everything else needs a key even when probes are open.
+    let (inner, _) = capture();
+    let resp = AuthLayer::new(ctx(AuthMode::Required, false, Arc::default()))
+        .layer(inner)
+        .oneshot(request("GET", "/api/tags", None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn a_browsers_cross_site_401_is_refused_but_recorded_so_nobody_is_counted_for_it() {
+    let (inner, _) = capture();
+    let mut req = request("GET", "/api/tags", None);
+    req.headers_mut()
+        .insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+    let resp = AuthLayer::new(ctx(AuthMode::Required, false, Arc::default()))
+        .layer(inner)
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.extensions().get::<Disposition>().map(|d| d.outcome),
+        Some(Outcome::Refused)
+    );
+}
+
+#[tokio::test]
+async fn off_passes_everything_untouched() {
+    let (inner, seen) = capture();
+    let resp = AuthLayer::new(ctx(AuthMode::Off, true, Arc::default()))
+        .layer(inner)
+        .oneshot(request("POST", "/api/push", None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
