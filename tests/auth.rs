@@ -1,0 +1,408 @@
+//! `[auth]` end to end: keys made through the admin API, required/observe modes, roles,
+//! revocation without restart, a hand-edited key file picked up by a reload, and the key
+//! never reaching Ollama, a log or `/metrics`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use http::Method;
+use ollama_guard::config::ServeArgs;
+use ollama_guard::serve::Server;
+use serde_json::Value;
+
+fn auth_toml(mode: &str, dir: &std::path::Path) -> String {
+    format!(
+        "[auth]\nmode = \"{mode}\"\nkeys_file = \"{}\"\n",
+        dir.join("keys.json").display()
+    )
+}
+
+async fn auth_stack(mode: &str) -> Stack {
+    let keys_dir = tempfile::tempdir().unwrap().keep();
+    stack_with(ServeArgs::default(), &auth_toml(mode, &keys_dir)).await
+}
+
+/// Adds a key through the admin API; returns the key text.
+async fn add_key(s: &Stack, name: &str, role: &str) -> String {
+    let r = admin(
+        s,
+        Method::POST,
+        "/api/keys",
+        &format!(r#"{{"name":"{name}","role":"{role}"}}"#),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["name"], name);
+    assert_eq!(v["role"], role);
+    assert_eq!(v["expires"], Value::Null);
+    v["key"].as_str().unwrap().to_owned()
+}
+
+fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+#[tokio::test]
+async fn required_refuses_strangers_serves_key_holders_and_the_key_never_leaves_the_guard() {
+    let s = auth_stack("required").await;
+    let key = add_key(&s, "alice", "user").await;
+    let tags = format!("{}/api/tags", s.proxy);
+
+    let r = send(Method::GET, &tags, &[("x-sim-id", "anon")], "").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Bearer realm=\"ollama-guard\""
+    );
+    assert_eq!(
+        r.text(),
+        r#"{"error":"ollama-guard: an API key is required (send Authorization: Bearer <key>)"}"#
+    );
+    assert!(
+        !sim_saw(&s, "anon"),
+        "a refused request must not be forwarded"
+    );
+
+    let r = send(
+        Method::GET,
+        &tags,
+        &[("x-sim-id", "wrong"), ("authorization", "Bearer ogk_00")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), r#"{"error":"ollama-guard: invalid API key"}"#);
+
+    let auth = bearer(&key);
+    let r = send(
+        Method::GET,
+        &tags,
+        &[("x-sim-id", "alice"), ("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(sim_saw(&s, "alice"));
+    assert_eq!(sim_header(&s, "alice", "authorization"), None);
+    // The probe routes stay open without a key.
+    assert_eq!(get(&format!("{}/api/version", s.proxy)).await.status, 200);
+    assert_eq!(get(&format!("{}/", s.proxy)).await.status, 200);
+
+    metric_eventually(
+        &s.admin,
+        r#"ollama_guard_auth_requests_total{result="valid"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &s.admin,
+            r#"ollama_guard_auth_requests_total{result="missing_key"}"#
+        )
+        .await,
+        3.0,
+        "the anonymous tags call and the two probes"
+    );
+    assert_eq!(
+        metric(
+            &s.admin,
+            r#"ollama_guard_auth_requests_total{result="invalid_key"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &s.admin,
+            r#"ollama_guard_refused_requests_total{reason="auth"}"#
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &s.admin,
+            r#"ollama_guard_requests_total{method="GET",outcome="unauthorized",route="/api/tags",status_class="4xx"}"#
+        )
+        .await,
+        2.0
+    );
+
+    // Nowhere: not in the logs, not in the metrics, not in the key file.
+    let metrics = get(&format!("{}/metrics", s.admin)).await.text();
+    let key_file =
+        std::fs::read_to_string(s.server.bound_config().keys_file.clone().unwrap()).unwrap();
+    let events = wait_events(&s.detection_log(), |e| {
+        e.iter().any(|v| v["event"] == "auth")
+    })
+    .await;
+    eventually(|| {
+        std::fs::read_to_string(s.access_log())
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 5
+    })
+    .await;
+    for (what, text) in [
+        ("metrics", metrics),
+        ("key file", key_file),
+        (
+            "access log",
+            std::fs::read_to_string(s.access_log()).unwrap(),
+        ),
+        (
+            "detection log",
+            std::fs::read_to_string(s.detection_log()).unwrap(),
+        ),
+    ] {
+        assert!(!text.contains(&key), "the key leaked into the {what}");
+        assert!(
+            !text.contains(&key[4..20]),
+            "part of the key leaked into the {what}"
+        );
+    }
+    let auth_events: Vec<&Value> = events.iter().filter(|v| v["event"] == "auth").collect();
+    assert_eq!(auth_events[0]["src"], "127.0.0.1");
+    assert_eq!(auth_events[0]["uri_path"], "/api/tags");
+    assert_eq!(auth_events[0]["status"], 401);
+    assert_eq!(auth_events[0]["reason"], "missing_key");
+    assert_eq!(auth_events[0]["action"], "refused");
+    assert_eq!(auth_events[0]["since_last"], 0);
+    // Same source, same minute: the wrong key is counted in the next line, not logged now.
+    assert_eq!(auth_events.len(), 1);
+    assert_detection_log_valid(&s.detection_log());
+}
+
+#[tokio::test]
+async fn revocation_and_roles_apply_from_the_next_request_without_a_restart() {
+    let s = auth_stack("required").await;
+    let user = add_key(&s, "app", "user").await;
+    let manager = add_key(&s, "ops", "manager").await;
+    let pull = format!("{}/api/pull", s.proxy);
+    let body = r#"{"model":"llama3.2","stream":false}"#;
+
+    let u = bearer(&user);
+    let r = send(Method::POST, &pull, &[("authorization", &u)], body).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.text(),
+        r#"{"error":"ollama-guard: this API key may not manage models (pull, push, create, copy, delete need the manager role)"}"#
+    );
+    let m = bearer(&manager);
+    let r = send(Method::POST, &pull, &[("authorization", &m)], body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let list = admin(&s, Method::GET, "/api/keys", "", None).await;
+    let v: Value = serde_json::from_slice(&list.body).unwrap();
+    let names: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap(), k["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("app", "user"), ("ops", "manager")]);
+    assert!(!list.text().contains("ogk_"), "listing never shows keys");
+
+    let tags = format!("{}/api/tags", s.proxy);
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &u)], "")
+            .await
+            .status,
+        200
+    );
+    let r = admin(&s, Method::DELETE, "/api/keys/app", "", None).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &u)], "")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        admin(&s, Method::DELETE, "/api/keys/app", "", None)
+            .await
+            .status,
+        404
+    );
+    let dup = admin(
+        &s,
+        Method::POST,
+        "/api/keys",
+        r#"{"name":"ops","role":"user"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(dup.status, 409);
+    let bad = admin(
+        &s,
+        Method::POST,
+        "/api/keys",
+        r#"{"name":"a b","role":"user"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let role = admin(
+        &s,
+        Method::POST,
+        "/api/keys",
+        r#"{"name":"x","role":"root"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(role.status, 400);
+    assert_eq!(
+        role.text(),
+        r#"{"error":"role \"root\" is not one of user, manager"}"#
+    );
+}
+
+#[tokio::test]
+async fn observe_changes_no_response_and_logs_what_required_would_have_done() {
+    let s = auth_stack("observe").await;
+    let plain = stack().await;
+    // (Routes whose answer has no clock in it, so the two bodies can be compared.)
+    for path in ["/api/tags", "/v1/models", "/api/version"] {
+        let a = get(&format!("{}{path}", s.proxy)).await;
+        let b = get(&format!("{}{path}", plain.proxy)).await;
+        assert_eq!(a.status, b.status, "{path}");
+        assert_eq!(a.body, b.body, "{path}");
+    }
+    let r = send(
+        Method::POST,
+        &format!("{}/api/pull", s.proxy),
+        &[("authorization", "Bearer not-a-key"), ("x-sim-id", "obs")],
+        r#"{"model":"llama3.2","stream":false}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sim_header(&s, "obs", "authorization"),
+        None,
+        "stripped in observe too"
+    );
+    let ev = wait_events(&s.detection_log(), |e| {
+        e.iter().any(|v| v["event"] == "auth")
+    })
+    .await;
+    let first = ev.iter().find(|v| v["event"] == "auth").unwrap();
+    assert_eq!(first["action"], "would_refuse");
+    assert_eq!(first["status"], 401);
+    assert_eq!(first["reason"], "missing_key");
+    assert_eq!(
+        metric(
+            &s.admin,
+            r#"ollama_guard_refused_requests_total{reason="auth"}"#
+        )
+        .await,
+        0.0
+    );
+    assert_detection_log_valid(&s.detection_log());
+}
+
+#[tokio::test]
+async fn off_is_todays_transparent_proxy_authorization_included() {
+    let s = stack().await;
+    let r = send(
+        Method::GET,
+        &format!("{}/api/tags", s.proxy),
+        &[("authorization", "Bearer sk-upstream"), ("x-sim-id", "off")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        sim_header(&s, "off", "authorization").as_deref(),
+        Some("Bearer sk-upstream")
+    );
+    let keys = admin(&s, Method::GET, "/api/keys", "", None).await;
+    assert_eq!(keys.status, 404);
+}
+
+#[tokio::test]
+async fn a_hand_edited_key_file_applies_on_reload_and_a_broken_one_is_refused() {
+    use sha2::Digest;
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.json");
+    let file = dir.path().join("guard.toml");
+    std::fs::write(&file, auth_toml("required", dir.path())).unwrap();
+    let args = ServeArgs {
+        config: Some(file.clone()),
+        upstream: Some(sim.url()),
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        detection_log: Some(dir.path().join("detection.log").display().to_string()),
+        ..ServeArgs::default()
+    };
+    let config = ollama_guard::config::Config::load(&args).unwrap();
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let tags = format!("http://{}/api/tags", server.proxy_addr);
+    let key = "ogk_handmade";
+    let auth = bearer(key);
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &auth)], "")
+            .await
+            .status,
+        401
+    );
+    let sha = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    std::fs::write(
+        &keys,
+        format!(
+            r#"{{"version":1,"keys":[{{"name":"hand","role":"user","sha256":"{sha}","created":"2026-11-29T00:00:00Z"}}]}}"#
+        ),
+    )
+    .unwrap();
+    server.reload(&args).unwrap();
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &auth)], "")
+            .await
+            .status,
+        200
+    );
+    std::fs::write(&keys, "{broken").unwrap();
+    let err = server.reload(&args).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "config error: auth.keys_file: {}: not a valid key file",
+            keys.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &auth)], "")
+            .await
+            .status,
+        200,
+        "the keys in force stay when the file is broken"
+    );
+}
+
+#[tokio::test]
+async fn an_auth_mode_without_a_key_file_is_a_config_error_naming_the_key() {
+    let file: ollama_guard::config::FileConfig =
+        toml::from_str("[auth]\nmode = \"required\"\n").unwrap();
+    let err = ollama_guard::config::Config::merge(&ServeArgs::default(), file)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "config error: auth.keys_file: auth.mode = \"required\" needs a key file: set auth.keys_file or state_dir"
+    );
+    let file: ollama_guard::config::FileConfig =
+        toml::from_str("[auth]\nmode = \"strict\"\nkeys_file = \"/tmp/k.json\"\n").unwrap();
+    let err = ollama_guard::config::Config::merge(&ServeArgs::default(), file)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "config error: auth.mode: 'strict' is not one of off, observe, required"
+    );
+}
