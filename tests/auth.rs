@@ -406,3 +406,127 @@ async fn an_auth_mode_without_a_key_file_is_a_config_error_naming_the_key() {
         "config error: auth.mode: 'strict' is not one of off, observe, required"
     );
 }
+
+#[tokio::test]
+async fn an_identity_ban_locks_out_the_key_not_the_address_and_survives_a_restart() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServeArgs {
+        state_dir: Some(dir.path().join("state")),
+        ..ServeArgs::default()
+    };
+    let toml = "mode = \"block\"\n[auth]\nmode = \"required\"\n";
+    let config = common::config(&sim.url(), &dir, args.clone(), toml);
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let s = Stack {
+        proxy: format!("http://{}", server.proxy_addr),
+        admin: format!("http://{}", server.admin_addr),
+        sim,
+        server,
+        dir,
+    };
+    let alice = bearer(&add_key(&s, "alice", "user").await);
+    let bob = bearer(&add_key(&s, "bob", "user").await);
+    let tags = format!("{}/api/tags", s.proxy);
+
+    let r = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"identity:alice","duration":"1h","reason":"leaked key"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["identity"], "alice");
+    assert_eq!(v["rule"], "admin");
+    let unknown = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"identity:mallory","duration":"1h"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+
+    // Same address, two keys: only the banned one is refused.
+    let r = send(Method::GET, &tags, &[("authorization", &alice)], "").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        r.text(),
+        r#"{"error":"ollama-guard: request blocked: this source is banned"}"#
+    );
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &bob)], "")
+            .await
+            .status,
+        200
+    );
+    let list = admin(&s, Method::GET, "/api/bans", "", None).await;
+    let v: Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["identity"], "alice");
+    assert_eq!(v[0]["reason"], "leaked key");
+
+    // A restart keeps the ban (state_dir).
+    let state = s.dir.path().join("state");
+    assert!(state.join("identity-bans.json").exists());
+    s.server.shutdown().await;
+    let config = common::config(&s.sim.url(), &s.dir, args, toml);
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let tags = format!("http://{}/api/tags", server.proxy_addr);
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &alice)], "")
+            .await
+            .status,
+        403
+    );
+    let admin_url = format!("http://{}", server.admin_addr);
+    let r = send(
+        Method::DELETE,
+        &format!("{admin_url}/api/bans/identity:alice"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        send(Method::GET, &tags, &[("authorization", &alice)], "")
+            .await
+            .status,
+        200
+    );
+    let log = s.dir.path().join("detection.log");
+    let ev = wait_events(&log, |e| e.iter().any(|v| v["event"] == "unban")).await;
+    let bans: Vec<(&str, &str, bool)> = ev
+        .iter()
+        .filter(|v| v["event"] == "ban" || v["event"] == "unban" || v["event"] == "blocked")
+        .map(|v| {
+            (
+                v["event"].as_str().unwrap(),
+                v["identity"].as_str().unwrap(),
+                v["restored"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bans,
+        [
+            ("ban", "alice", false),
+            ("blocked", "alice", false),
+            ("ban", "alice", true),
+            ("blocked", "alice", false),
+            ("unban", "alice", false)
+        ]
+    );
+    assert!(ev
+        .iter()
+        .all(|v| v["event"] != "ban" || v.get("src").is_none()));
+    assert_detection_log_valid(&log);
+}

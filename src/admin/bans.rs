@@ -79,9 +79,11 @@ pub(super) fn host_ok(req: &Request<Incoming>) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-/// Handles every request under `/api/bans`.
+/// Handles every request under `/api/bans`. `keys` is the API key store: an identity ban
+/// (`"src": "identity:NAME"`) must name a key in it.
 pub(crate) async fn handle(
     enf: &Arc<Enforcement>,
+    keys: Option<&Arc<crate::auth::store::KeyStore>>,
     token: Option<&str>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -102,7 +104,7 @@ pub(crate) async fn handle(
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/api/bans")) {
         (Method::GET, Some("" | "/")) => list(enf),
-        (Method::POST, Some("" | "/")) => add(enf, req).await,
+        (Method::POST, Some("" | "/")) => add(enf, keys, req).await,
         (Method::DELETE, Some(rest)) if rest.len() > 1 => {
             let text = percent_decode_str(&rest[1..])
                 .decode_utf8_lossy()
@@ -115,11 +117,12 @@ pub(crate) async fn handle(
 }
 
 fn list(enf: &Enforcement) -> Response<Full<Bytes>> {
-    let bans: Vec<serde_json::Value> = enf
+    let mut bans: Vec<serde_json::Value> = enf
         .list()
         .iter()
         .map(|b| serde_json::to_value(b).unwrap_or_default())
         .collect();
+    bans.extend(enf.list_identities().iter().map(identity_json));
     respond::json(StatusCode::OK, serde_json::Value::from(bans).to_string())
 }
 
@@ -137,7 +140,23 @@ pub(super) fn json_content(req: &Request<Incoming>) -> bool {
         })
 }
 
-async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The JSON of an identity ban: `identity` where an address ban has `src`.
+fn identity_json(b: &crate::enforce::identity::IdentityBan) -> serde_json::Value {
+    serde_json::json!({
+        "identity": &*b.identity,
+        "until": crate::time::rfc3339_ms(&b.until),
+        "reason": b.reason,
+        "offence": b.offence,
+        "rule": &*b.rule,
+        "since": crate::time::rfc3339_ms(&b.since),
+    })
+}
+
+async fn add(
+    enf: &Enforcement,
+    keys: Option<&Arc<crate::auth::store::KeyStore>>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if !json_content(&req) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -152,10 +171,6 @@ async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>>
         Ok(n) => n,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
     };
-    let src = match parse_cidr(&new.src) {
-        Ok(s) => s,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
     let text = new.duration.as_deref().unwrap_or("1h");
     let duration = match humantime::parse_duration(text) {
         Ok(d) => d,
@@ -167,6 +182,22 @@ async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>>
         }
     };
     let reason = new.reason.unwrap_or_else(|| "manual".to_owned());
+    if let Some(name) = new.src.strip_prefix(crate::enforce::identity::PREFIX) {
+        if keys.and_then(|k| k.get(name)).is_none() {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no API key named {name:?} (see /api/keys)"),
+            );
+        }
+        return match enf.admin_add_identity(name, duration, reason).await {
+            Ok(ban) => respond::json(StatusCode::CREATED, identity_json(&ban).to_string()),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+    }
+    let src = match parse_cidr(&new.src) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     match enf.admin_add(src, duration, reason, new.force).await {
         Ok(ban) => respond::json(
             StatusCode::CREATED,
@@ -179,6 +210,13 @@ async fn add(enf: &Enforcement, req: Request<Incoming>) -> Response<Full<Bytes>>
 }
 
 async fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {
+    if let Some(name) = text.strip_prefix(crate::enforce::identity::PREFIX) {
+        return match enf.admin_remove_identity(name).await {
+            Ok(Some(_)) => crate::respond::empty(StatusCode::NO_CONTENT),
+            Ok(None) => error(StatusCode::NOT_FOUND, format!("no ban for {text}")),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+    }
     let src = match parse_cidr(text) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),

@@ -77,9 +77,13 @@ fn table(json: &str) -> String {
         "SRC", "UNTIL", "OFFENCE", "RULE"
     );
     for b in &bans {
+        let who = match &b["identity"] {
+            serde_json::Value::String(name) => format!("identity:{name}"),
+            _ => field(b, "src"),
+        };
         out.push_str(&format!(
             "{:<28} {:<26} {:>7} {:<20} {}\n",
-            field(b, "src"),
+            who,
             field(b, "until"),
             field(b, "offence"),
             field(b, "rule"),

@@ -49,6 +49,7 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
         let token = state.token.load_full();
         return bans::handle(
             &state.enforcement,
+            state.keys.as_ref(),
             token.as_deref().map(String::as_str),
             req,
         )

@@ -366,6 +366,8 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
             "workers",
             "max_connections",
             "max_connections_per_source",
+            // state_dir moved the default key file (<state_dir>/keys.json) with it.
+            "auth.keys_file",
         ]
     );
 }

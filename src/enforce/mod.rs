@@ -54,6 +54,7 @@ mod ban;
 mod blocked;
 mod cap;
 mod durable;
+pub(crate) mod identity;
 mod journal;
 mod persist;
 mod restore;

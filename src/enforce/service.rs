@@ -23,10 +23,12 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use super::durable::{Flush, Persister};
+use super::identity::{IdentityBan, IdentityBans, IdentityOutcome};
 use super::{load_state, Ban, BanOutcome, Bans, EnforceError, LoadReport};
 use crate::config::Mode;
 use crate::proxy::refusal::Gate;
 use crate::telemetry::log_event::{BanEvent, BlockedEvent, Ended, LogEvent, UnbanEvent};
+use crate::telemetry::throttle::PerMinute;
 use crate::telemetry::{DetectionLog, Metrics};
 
 /// Longest sleep of the background task when no ban is due (it also wakes on every change).
@@ -46,12 +48,32 @@ pub(crate) struct Enforcement {
     /// One per proxy worker: woken on every ban change, so requests still waiting for their
     /// response head are cut too, not only streaming ones.
     listeners: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
+    /// Bans of identities (API key names).
+    identities: IdentityBans,
+    /// One `blocked` event per banned identity per minute.
+    identity_blocked: PerMinute<String>,
+    /// Identity bans changed since they were last written to `state_dir`.
+    identities_dirty: AtomicBool,
+}
+
+/// The `ban` event fields of an identity ban.
+fn identity_event(ban: &IdentityBan, restored: bool) -> BanEvent<'_> {
+    BanEvent {
+        src: None,
+        identity: Some(&ban.identity),
+        until: ban.until,
+        reason: &ban.reason,
+        offence: ban.offence,
+        restored,
+        rule: &ban.rule,
+    }
 }
 
 /// The `ban` event fields of `ban`.
 fn ban_event(ban: &Ban, restored: bool) -> BanEvent<'_> {
     BanEvent {
-        src: ban.src_display(),
+        src: Some(ban.src_display()),
+        identity: None,
         until: ban.until,
         reason: &ban.reason,
         offence: ban.offence,
@@ -81,6 +103,9 @@ impl Enforcement {
             block_mode: AtomicBool::new(false),
             abort_in_flight: AtomicBool::new(true),
             listeners: std::sync::Mutex::default(),
+            identities: IdentityBans::default(),
+            identity_blocked: PerMinute::default(),
+            identities_dirty: AtomicBool::new(false),
         }
     }
 
@@ -119,6 +144,10 @@ impl Enforcement {
         for ban in self.bans.restore(report.state, now) {
             self.log_ban(now, &ban, true);
         }
+        for ban in self.identities.load(persister.dir(), now) {
+            self.log
+                .write(now, &LogEvent::Ban(identity_event(&ban, true)));
+        }
         self.refresh_gauge();
     }
 
@@ -151,9 +180,10 @@ impl Enforcement {
     }
 
     fn refresh_gauge(&self) {
+        let n = self.bans.len() + self.identities.len();
         self.metrics
             .active_bans
-            .set(i64::try_from(self.bans.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     fn log_ban(&self, now: DateTime<Utc>, ban: &Ban, restored: bool) {
@@ -251,12 +281,112 @@ impl Enforcement {
         self.bans.list()
     }
 
+    /// Admin API: the identity bans in force, sorted by identity.
+    pub(crate) fn list_identities(&self) -> Vec<IdentityBan> {
+        self.identities.list()
+    }
+
+    /// A rule that counts per identity decided to ban `identity` (the API key's access is
+    /// revoked for the ban's duration; its address stays free). `announce` runs before the
+    /// `ban` event is written and before the gate sees the ban (cause before effect).
+    pub(crate) fn ban_identity(
+        &self,
+        identity: &str,
+        rule: &str,
+        reason: String,
+        now: DateTime<Utc>,
+        announce: impl FnOnce(),
+    ) -> IdentityOutcome {
+        let policy = self.bans.policy();
+        let outcome = self
+            .identities
+            .ban_offender(identity, rule, reason, &policy, now, |ban| {
+                announce();
+                self.log
+                    .write(now, &LogEvent::Ban(identity_event(ban, false)));
+            });
+        if matches!(outcome, IdentityOutcome::Banned(_)) {
+            self.identities_dirty.store(true, Ordering::Release);
+            self.changed();
+        }
+        outcome
+    }
+
+    /// Admin API: ban `identity` for `duration`; returns once the ban is durable.
+    pub(crate) async fn admin_add_identity(
+        &self,
+        identity: &str,
+        duration: Duration,
+        reason: String,
+    ) -> Result<IdentityBan, EnforceError> {
+        let now = Utc::now();
+        let ban = self.identities.add_manual(identity, duration, reason, now);
+        self.log
+            .write(now, &LogEvent::Ban(identity_event(&ban, false)));
+        self.identities_dirty.store(true, Ordering::Release);
+        self.changed();
+        self.save_identities().await?;
+        Ok(ban)
+    }
+
+    /// Admin API: lift the ban of `identity` (`Ok(None)`: there was none).
+    pub(crate) async fn admin_remove_identity(
+        &self,
+        identity: &str,
+    ) -> Result<Option<IdentityBan>, EnforceError> {
+        let now = Utc::now();
+        let Some(mut ban) = self.identities.remove(identity) else {
+            return Ok(None);
+        };
+        ban.until = ban.until.min(now);
+        let event = UnbanEvent {
+            ban: identity_event(&ban, false),
+            ended: Ended::Admin,
+        };
+        self.log.write(now, &LogEvent::Unban(event));
+        self.identities_dirty.store(true, Ordering::Release);
+        self.changed();
+        self.save_identities().await?;
+        Ok(Some(ban))
+    }
+
+    /// Writes the identity bans to `state_dir` when they changed (off the runtime threads).
+    async fn save_identities(&self) -> Result<(), EnforceError> {
+        let Some(persister) = &self.persister else {
+            return Ok(());
+        };
+        if !self.identities_dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let dir = persister.dir().to_path_buf();
+        let snapshot = self.identities.snapshot();
+        let written = tokio::task::spawn_blocking(move || snapshot.save(&dir))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        written.map_err(|e| {
+            self.identities_dirty.store(true, Ordering::Release);
+            tracing::error!(error = %e, "an identity ban change is in force but could not be persisted");
+            EnforceError::NotPersisted {
+                reason: e.to_string(),
+            }
+        })
+    }
+
     fn sweep(&self, now: DateTime<Utc>) {
         let expired = self.bans.expire(now);
         for ban in &expired {
             self.log_unban(now, ban, Ended::Expired);
         }
-        if !expired.is_empty() {
+        let expired_identities = self.identities.expire(now);
+        for ban in &expired_identities {
+            let event = UnbanEvent {
+                ban: identity_event(ban, false),
+                ended: Ended::Expired,
+            };
+            self.log.write(now, &LogEvent::Unban(event));
+        }
+        if !expired.is_empty() || !expired_identities.is_empty() {
             // Not journaled: a ban carries its end, and the loader drops ended bans.
             self.refresh_gauge();
         }
@@ -284,9 +414,12 @@ impl Enforcement {
         loop {
             self.sweep(Utc::now());
             self.persist().await;
-            let sleep = self
-                .bans
-                .next_expiry()
+            // A failure is logged and retried on the next change.
+            let _ = self.save_identities().await;
+            let sleep = [self.bans.next_expiry(), self.identities.next_expiry()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
@@ -341,20 +474,27 @@ impl Gate for Enforcement {
         Some(notify)
     }
 
-    fn cut(&self, src: IpAddr) -> Option<Arc<str>> {
+    fn cut(&self, src: IpAddr, identity: Option<&str>) -> Option<Arc<str>> {
         if !self.abort_in_flight.load(Ordering::Relaxed) || !self.block_mode() {
             return None;
         }
-        self.bans.check(src, Utc::now()).map(|hit| hit.rule)
+        let now = Utc::now();
+        if let Some(hit) = self.bans.check(src, now) {
+            return Some(hit.rule);
+        }
+        identity
+            .and_then(|name| self.identities.check(name, now))
+            .map(|b| b.rule)
     }
 
-    fn aborted(&self, src: IpAddr, method: &str, path: &str, rule: &str) {
+    fn aborted(&self, src: IpAddr, identity: Option<&str>, method: &str, path: &str, rule: &str) {
         let src = src.to_string();
         self.log.write(
             Utc::now(),
             &crate::telemetry::log_event::LogEvent::Aborted(
                 crate::telemetry::log_event::AbortedEvent {
                     src: &src,
+                    identity,
                     uri_path: path,
                     http_method: method,
                     rule,
@@ -364,23 +504,49 @@ impl Gate for Enforcement {
         self.metrics.aborted.inc();
     }
 
-    fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>> {
-        if !self.block_mode() || self.bans.is_empty() {
+    fn refuse(
+        &self,
+        src: IpAddr,
+        identity: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Option<Arc<str>> {
+        if !self.block_mode() {
             return None;
         }
         let now = Utc::now();
-        let hit = self.bans.check(src, now)?;
-        self.metrics.blocked.with_label_values(&[&*hit.rule]).inc();
-        if let Some(n) = self.bans.note_blocked(src, now) {
+        if !self.bans.is_empty() {
+            if let Some(hit) = self.bans.check(src, now) {
+                self.metrics.blocked.with_label_values(&[&*hit.rule]).inc();
+                if let Some(n) = self.bans.note_blocked(src, now) {
+                    let event = BlockedEvent {
+                        src: &hit.display,
+                        identity: None,
+                        uri_path: path,
+                        http_method: method,
+                        blocked_since_last: n,
+                        rule: &hit.rule,
+                    };
+                    self.log.write(now, &LogEvent::Blocked(event));
+                }
+                return Some(hit.rule);
+            }
+        }
+        let name = identity?;
+        let ban = self.identities.check(name, now)?;
+        self.metrics.blocked.with_label_values(&[&*ban.rule]).inc();
+        if let Some(n) = self.identity_blocked.due(name, now.timestamp() / 60) {
+            let src = src.to_string();
             let event = BlockedEvent {
-                src: &hit.display,
+                src: &src,
+                identity: Some(name),
                 uri_path: path,
                 http_method: method,
                 blocked_since_last: n,
-                rule: &hit.rule,
+                rule: &ban.rule,
             };
             self.log.write(now, &LogEvent::Blocked(event));
         }
-        Some(hit.rule)
+        Some(ban.rule)
     }
 }

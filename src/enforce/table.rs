@@ -87,6 +87,11 @@ impl Bans {
         }
     }
 
+    /// The ban policy in force (identity bans escalate by it too).
+    pub(crate) fn policy(&self) -> BanPolicy {
+        self.lock().policy.clone()
+    }
+
     /// Hot reload of `[ban]`: applies to later bans; existing bans keep their end.
     pub(crate) fn set_policy(&self, policy: BanPolicy) {
         self.lock().policy = policy;
@@ -402,7 +407,7 @@ impl Inner {
 }
 
 /// Length of ban number `offence`: `duration * increment^(offence-1)`, capped at `max`.
-fn escalated(policy: &BanPolicy, offence: u32) -> Duration {
+pub(super) fn escalated(policy: &BanPolicy, offence: u32) -> Duration {
     let exponent = i32::try_from(offence.saturating_sub(1)).unwrap_or(i32::MAX);
     let secs = policy.duration.as_secs_f64() * policy.increment.powi(exponent);
     Duration::try_from_secs_f64(secs).map_or(policy.max, |d| d.min(policy.max))

@@ -135,7 +135,10 @@ async fn block_mode_writes_cause_before_effect_and_every_kind_matches_the_schema
     let chain = chain(f.metrics.clone(), None, f.stage.clone());
     chain.record(record("192.0.2.7", "/api/show"));
     let ip: IpAddr = "192.0.2.7".parse().unwrap();
-    assert!(f.enforcement.refuse(ip, "POST", "/api/pull").is_some());
+    assert!(f
+        .enforcement
+        .refuse(ip, None, "POST", "/api/pull")
+        .is_some());
     let src: IpNet = "192.0.2.7/32".parse().unwrap();
     assert!(f.enforcement.admin_remove(&src).await.unwrap().is_some());
     f.stage.finish();

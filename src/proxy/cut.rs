@@ -34,6 +34,7 @@ pub(crate) struct Cut(Arc<str>);
 #[derive(Clone)]
 pub(crate) struct Owner {
     pub(crate) src: IpAddr,
+    pub(crate) identity: Option<Arc<str>>,
     pub(crate) method: std::borrow::Cow<'static, str>,
     pub(crate) path: std::borrow::Cow<'static, str>,
     pub(crate) gate: Arc<dyn Gate>,
@@ -44,9 +45,15 @@ impl Owner {
     /// `Some(rule)` when the owner's source is banned now: the cut is noted in the request's
     /// cell and logged (`aborted`).
     pub(crate) fn cut(&self) -> Option<Arc<str>> {
-        let rule = self.gate.cut(self.src)?;
+        let rule = self.gate.cut(self.src, self.identity.as_deref())?;
         self.cell.mark_cut();
-        self.gate.aborted(self.src, &self.method, &self.path, &rule);
+        self.gate.aborted(
+            self.src,
+            self.identity.as_deref(),
+            &self.method,
+            &self.path,
+            &rule,
+        );
         Some(rule)
     }
 }
@@ -133,15 +140,15 @@ mod tests {
     }
 
     impl Gate for Switch {
-        fn refuse(&self, _: IpAddr, _: &str, _: &str) -> Option<Arc<str>> {
+        fn refuse(&self, _: IpAddr, _: Option<&str>, _: &str, _: &str) -> Option<Arc<str>> {
             None
         }
-        fn cut(&self, _: IpAddr) -> Option<Arc<str>> {
+        fn cut(&self, _: IpAddr, _: Option<&str>) -> Option<Arc<str>> {
             self.banned
                 .load(Ordering::Relaxed)
                 .then(|| Arc::from("admin"))
         }
-        fn aborted(&self, src: IpAddr, method: &str, path: &str, rule: &str) {
+        fn aborted(&self, src: IpAddr, _: Option<&str>, method: &str, path: &str, rule: &str) {
             self.aborted
                 .lock()
                 .unwrap()
@@ -170,6 +177,7 @@ mod tests {
         let cell = Arc::new(FaultCell::default());
         let owner = Owner {
             src: "192.0.2.66".parse().unwrap(),
+            identity: None,
             method: "POST".into(),
             path: "/api/push".into(),
             gate: gate.clone(),

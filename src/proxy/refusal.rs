@@ -12,19 +12,34 @@ use http_body_util::Full;
 
 /// Decides, before forwarding, whether a source is refused.
 pub(crate) trait Gate: Send + Sync + 'static {
-    /// `Some(rule)` refuses the request (the rule that banned the source, or `admin`);
-    /// the implementation counts and logs the refusal.
-    fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>>;
+    /// `Some(rule)` refuses the request (the rule that banned the source or the identity
+    /// — the API key's name, when `[auth]` named the caller — or `admin`); the
+    /// implementation counts and logs the refusal.
+    fn refuse(
+        &self,
+        src: IpAddr,
+        identity: Option<&str>,
+        method: &str,
+        path: &str,
+    ) -> Option<Arc<str>>;
 
     /// `Some(rule)` when a running request of `src` must be cut now: the source has been
     /// banned since the request started (block mode, `enforcement.abort_in_flight`). Called on
     /// every frame of a running response, so it must cost one atomic load when no ban exists.
-    fn cut(&self, _src: IpAddr) -> Option<Arc<str>> {
+    fn cut(&self, _src: IpAddr, _identity: Option<&str>) -> Option<Arc<str>> {
         None
     }
 
     /// A running request was cut by the ban of `rule`: log it (an `aborted` event).
-    fn aborted(&self, _src: IpAddr, _method: &str, _path: &str, _rule: &str) {}
+    fn aborted(
+        &self,
+        _src: IpAddr,
+        _identity: Option<&str>,
+        _method: &str,
+        _path: &str,
+        _rule: &str,
+    ) {
+    }
 
     /// A signal woken whenever a ban starts, for one proxy worker's requests still waiting
     /// for their response head (`None`: this gate never cuts).

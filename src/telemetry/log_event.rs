@@ -168,8 +168,13 @@ impl<'a> Finding<'a> {
 /// The fields of a `ban` event (and the first fields of an `unban`).
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct BanEvent<'a> {
-    /// The banned source as displayed (`192.0.2.1`, `2001:db8:1:2::/64`).
-    pub(crate) src: String,
+    /// The banned source as displayed (`192.0.2.1`, `2001:db8:1:2::/64`); absent for the
+    /// ban of an identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) src: Option<String>,
+    /// The banned identity (an API key's name); absent for the ban of an address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) identity: Option<&'a str>,
     /// When the ban ends (for an `unban`, when it was scheduled to end, or the lift).
     #[serde(serialize_with = "ser_time")]
     pub(crate) until: DateTime<Utc>,
@@ -208,8 +213,12 @@ pub(crate) struct UnbanEvent<'a> {
 /// The fields of a `blocked` event.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct BlockedEvent<'a> {
-    /// The ban's source as displayed (the ban's network, not the client's address).
+    /// The ban's source as displayed (the ban's network, not the client's address); for the
+    /// ban of an identity, the client's address.
     pub(crate) src: &'a str,
+    /// The banned identity, when the ban is an identity's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) identity: Option<&'a str>,
     /// The refused request's path.
     pub(crate) uri_path: &'a str,
     /// The refused request's method.
@@ -225,6 +234,9 @@ pub(crate) struct BlockedEvent<'a> {
 pub(crate) struct AbortedEvent<'a> {
     /// The client whose request was cut.
     pub(crate) src: &'a str,
+    /// The caller's identity (API key name), when `[auth]` named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) identity: Option<&'a str>,
     /// The request's path.
     pub(crate) uri_path: &'a str,
     /// The request's method.

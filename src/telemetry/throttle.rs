@@ -74,3 +74,72 @@ mod tests {
         assert_eq!(t.allow(), Some(2));
     }
 }
+
+/// Keys remembered at most by a [`PerMinute`]; past it the memory starts over (some extra
+/// lines, never unbounded memory).
+const PER_MINUTE_MAX_KEYS: usize = 10_000;
+
+/// One log line per key (a source, an identity) per minute, with the number not logged
+/// since the last one.
+#[derive(Debug)]
+pub(crate) struct PerMinute<K> {
+    /// Key → (minute of its last logged line, occurrences since then not logged).
+    seen: Mutex<std::collections::HashMap<K, (i64, u64)>>,
+}
+
+impl<K> Default for PerMinute<K> {
+    fn default() -> Self {
+        PerMinute {
+            seen: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> PerMinute<K> {
+    /// `Some(not logged since the last line)` when a line is due for `key` in `minute`.
+    pub(crate) fn due<Q>(&self, key: &Q, minute: i64) -> Option<u64>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= PER_MINUTE_MAX_KEYS && !seen.contains_key(key) {
+            seen.clear();
+        }
+        match seen.get_mut(key) {
+            Some((last, skipped)) if *last == minute => {
+                *skipped += 1;
+                None
+            }
+            Some((last, skipped)) => {
+                let n = *skipped;
+                *last = minute;
+                *skipped = 0;
+                Some(n)
+            }
+            None => {
+                seen.insert(key.to_owned(), (minute, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod per_minute_tests {
+    use super::PerMinute;
+
+    #[test]
+    fn one_line_per_key_per_minute_with_the_skipped_count() {
+        let l: PerMinute<String> = PerMinute::default();
+        assert_eq!(l.due("a", 10), Some(0));
+        assert_eq!(l.due("a", 10), None);
+        assert_eq!(l.due("a", 10), None);
+        assert_eq!(l.due("b", 10), Some(0));
+        assert_eq!(l.due("a", 11), Some(2));
+        assert_eq!(l.due("a", 11), None);
+    }
+}

@@ -58,9 +58,12 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let ext = req.extensions();
         if let (Some(client), Some(meta)) = (ext.get::<Client>(), ext.get::<Meta>()) {
+            let identity = ext
+                .get::<crate::auth::Caller>()
+                .and_then(|c| c.identity.as_deref());
             if self
                 .gate
-                .refuse(client.src, &meta.method_text, &meta.path)
+                .refuse(client.src, identity, &meta.method_text, &meta.path)
                 .is_some()
             {
                 // The request body is dropped unread.
@@ -90,7 +93,13 @@ mod tests {
     struct Banned(IpAddr, Mutex<Vec<(IpAddr, String, String)>>);
 
     impl Gate for Banned {
-        fn refuse(&self, src: IpAddr, method: &str, path: &str) -> Option<Arc<str>> {
+        fn refuse(
+            &self,
+            src: IpAddr,
+            _: Option<&str>,
+            method: &str,
+            path: &str,
+        ) -> Option<Arc<str>> {
             self.1
                 .lock()
                 .unwrap()

@@ -158,6 +158,7 @@ where
         };
         let owner = Owner {
             src: completion.record.src,
+            identity: completion.record.identity.clone(),
             method: completion.record.method_text.clone(),
             path: completion.record.path.clone(),
             gate: self.ctx.gate.clone(),

@@ -58,7 +58,8 @@ fn verdict(uri_path: Option<&str>, escu: bool) -> DetectionEvent {
 
 fn ban() -> BanEvent<'static> {
     BanEvent {
-        src: "2001:db8:1:2::/64".into(),
+        src: Some("2001:db8:1:2::/64".into()),
+        identity: None,
         until: t(1_759_417_200),
         reason: "too many",
         offence: 2,
@@ -114,6 +115,7 @@ fn every_event_kind_renders_its_documented_fields_in_order() {
         (
             LogEvent::Blocked(BlockedEvent {
                 src: "192.0.2.7",
+                identity: None,
                 uri_path: "/api/pull",
                 http_method: "POST",
                 blocked_since_last: 41,

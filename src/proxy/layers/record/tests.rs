@@ -13,7 +13,7 @@ use crate::route::Route;
 struct NoBans;
 
 impl crate::proxy::refusal::Gate for NoBans {
-    fn refuse(&self, _: std::net::IpAddr, _: &str, _: &str) -> Option<Arc<str>> {
+    fn refuse(&self, _: std::net::IpAddr, _: Option<&str>, _: &str, _: &str) -> Option<Arc<str>> {
         None
     }
 }
