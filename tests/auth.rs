@@ -530,3 +530,67 @@ async fn an_identity_ban_locks_out_the_key_not_the_address_and_survives_a_restar
         .all(|v| v["event"] != "ban" || v.get("src").is_none()));
     assert_detection_log_valid(&log);
 }
+
+/// Runs `ollama-guard ARGS` (off the runtime's threads).
+async fn cli(args: Vec<String>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ollama-guard"))
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_command_adds_lists_and_revokes_through_the_admin_api() {
+    let s = auth_stack("required").await;
+    let a = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    // --admin after the action works too (a global option).
+    let (code, out, err) = cli(a(&[
+        "keys", "add", "ci-bot", "--role", "manager", "--admin", &s.admin,
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "ci-bot");
+    assert_eq!(v["role"], "manager");
+    let key = v["key"].as_str().unwrap().to_owned();
+    assert_eq!(key.len(), 68);
+    let auth = bearer(&key);
+    assert_eq!(
+        send(
+            Method::POST,
+            &format!("{}/api/pull", s.proxy),
+            &[("authorization", &auth)],
+            r#"{"model":"llama3.2","stream":false}"#
+        )
+        .await
+        .status,
+        200
+    );
+    let (code, out, _) = cli(a(&["keys", "--admin", &s.admin, "list"])).await;
+    assert_eq!(code, Some(0));
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["name"], "ci-bot");
+    assert!(!out.contains(&key));
+    let (code, out, _) = cli(a(&["keys", "revoke", "ci-bot", "--admin", &s.admin])).await;
+    assert_eq!((code, out.as_str()), (Some(0), "revoked ci-bot\n"));
+    let (code, _, err) = cli(a(&["keys", "revoke", "ci-bot", "--admin", &s.admin])).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "ollama-guard: keys: admin API answered 404: no key named \"ci-bot\"\n"
+    );
+    let (code, _, err) = cli(a(&[
+        "keys", "add", "x", "--role", "root", "--admin", &s.admin,
+    ]))
+    .await;
+    assert_eq!(code, Some(2), "clap refuses an unknown role: {err}");
+}

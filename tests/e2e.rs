@@ -69,3 +69,91 @@ async fn real_javascript_clients_work_through_the_proxy() {
         "expected all 10 client tests to pass:\n{report}"
     );
 }
+
+/// A proxy stack with `[auth] mode = "required"` and three keys made through the admin API:
+/// the environment the auth client suites read.
+async fn auth_suite(mut cmd: Command, what: &'static str) -> (bool, String, common::Stack) {
+    let keys = tempfile::tempdir().unwrap().keep().join("keys.json");
+    let toml = format!(
+        "[auth]\nmode = \"required\"\nkeys_file = \"{}\"\n",
+        keys.display()
+    );
+    let s = common::stack_with(ollama_guard::config::ServeArgs::default(), &toml).await;
+    for (name, role, var) in [
+        ("app", "user", "OLLAMA_GUARD_USER_KEY"),
+        ("ops", "manager", "OLLAMA_GUARD_MANAGER_KEY"),
+        ("spare", "user", "OLLAMA_GUARD_SPARE_KEY"),
+    ] {
+        let r = common::admin(
+            &s,
+            http::Method::POST,
+            "/api/keys",
+            &format!(r#"{{"name":"{name}","role":"{role}"}}"#),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, 201);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        cmd.env(var, v["key"].as_str().unwrap());
+    }
+    cmd.env("OLLAMA_GUARD_URL", &s.proxy)
+        .env("OLLAMA_GUARD_ADMIN", &s.admin)
+        .env_remove("OLLAMA_API_KEY");
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run the {what} client tests: {e}"));
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), report, s)
+}
+
+/// No request the simulator (Ollama's stand-in) received carried a credential.
+fn assert_no_credential_reached_the_upstream(s: &common::Stack) {
+    let seen = s.sim.log.requests();
+    assert!(!seen.is_empty());
+    for r in &seen {
+        assert!(
+            r.headers.get("authorization").is_none() && r.headers.get("x-api-key").is_none(),
+            "a credential reached the upstream: {} {}",
+            r.method,
+            r.target
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_python_clients_send_their_keys_the_sdk_way() {
+    let python = std::env::var("OLLAMA_GUARD_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = Command::new(python);
+    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/test_auth.py"
+        ));
+    let (ok, report, s) = auth_suite(cmd, "Python auth").await;
+    assert!(ok, "pytest failed:\n{report}");
+    assert!(report.contains("7 passed"), "expected 7 tests:\n{report}");
+    assert_no_credential_reached_the_upstream(&s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_javascript_clients_send_their_keys_the_sdk_way() {
+    let node_path = std::env::var("OLLAMA_GUARD_NODE_PATH").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/ci-node/node_modules").into()
+    });
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "--test-reporter=spec"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/e2e/auth.test.cjs"
+        ))
+        .env("NODE_PATH", node_path);
+    let (ok, report, s) = auth_suite(cmd, "JavaScript auth").await;
+    assert!(ok, "node --test failed:\n{report}");
+    assert!(report.contains("ℹ pass 3"), "expected 3 tests:\n{report}");
+    assert_no_credential_reached_the_upstream(&s);
+}
