@@ -201,7 +201,15 @@ async fn monitor_mode_forwards_policy_bodies_byte_identical_in_both_framings() {
             .unwrap();
         assert_eq!(r.body_sha256.as_deref(), Some(want.as_str()), "{id}");
     }
-    // The duplicate, case-folded key is read as Go reads it: the last one.
+    // The duplicate, case-folded key is read as Go reads it: the last one. (The detection
+    // log is written by its own thread: wait for both lines.)
+    wait_events(&s.detection_log(), |e| {
+        e.iter()
+            .filter(|v| v["value"] == "attacker.example/x/y")
+            .count()
+            >= 2
+    })
+    .await;
     let values: Vec<String> = policy_events(&s).into_iter().map(|e| e.1).collect();
     assert_eq!(
         values

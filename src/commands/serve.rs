@@ -11,7 +11,7 @@ use super::{init_tracing, runtime};
 /// the server fails, 0 after a clean shutdown.
 pub(crate) fn serve(args: &config::ServeArgs) -> ExitCode {
     let config = match Config::load(args)
-        .and_then(|c| ollama_guard::serve::preflight(&c.bound).map(|()| c))
+        .and_then(|c| ollama_guard::serve::preflight(&c.bound, &c.live).map(|()| c))
     {
         Ok(c) => c,
         Err(e) => {

@@ -10,6 +10,7 @@
 //! keep-alive ones and half-sent heads included), which must be refused at accept time.
 
 pub(crate) mod client_ip;
+pub(crate) mod coalesce;
 pub(crate) mod cut;
 pub(crate) mod eos;
 pub(crate) mod fault;

@@ -136,10 +136,15 @@ impl Server {
         let gate: Arc<dyn Gate> = enforcement.clone();
         let policy_sink: Arc<dyn crate::proxy::layers::policy::PolicySink> = detection.clone();
         let keys = match &config.bound.keys_file {
-            Some(path) => Some(Arc::new(
-                crate::auth::store::KeyStore::open(path)
-                    .map_err(|e| ServeError::Keys(e.to_string()))?,
-            )),
+            Some(path) => match crate::auth::store::KeyStore::open(path) {
+                Ok(store) => Some(Arc::new(store)),
+                Err(e) if config.live.auth.mode == crate::auth::AuthMode::Off => {
+                    // Keys are not in use: an unreadable file must not stop the proxy.
+                    tracing::warn!(error = %e, "API key file unreadable; /api/keys is unavailable until a restart");
+                    None
+                }
+                Err(e) => return Err(ServeError::Keys(e.to_string())),
+            },
             None => None,
         };
         let auth = crate::proxy::AuthParts {
@@ -311,7 +316,7 @@ fn start_enforcement(
 /// Checks, before anything is bound, what would otherwise fail only later: the logs can be
 /// opened for appending and `state_dir` is a writable directory (created if missing). Only
 /// bound keys name files, so only they are checked.
-pub fn preflight(bound: &Bound) -> Result<(), crate::config::ConfigError> {
+pub fn preflight(bound: &Bound, live: &Live) -> Result<(), crate::config::ConfigError> {
     use crate::config::{ConfigError, LogTarget};
     let open = |key: &str, target: &LogTarget| match target {
         LogTarget::Stdout => Ok(()),
@@ -331,10 +336,6 @@ pub fn preflight(bound: &Bound) -> Result<(), crate::config::ConfigError> {
     if let Some(access) = &bound.access_log {
         open("access_log", access)?;
     }
-    if let Some(path) = &bound.keys_file {
-        crate::auth::store::KeyStore::open(path)
-            .map_err(|e| ConfigError::invalid("auth.keys_file", e.to_string()))?;
-    }
     if let Some(dir) = &bound.state_dir {
         let probe = dir.join(".ollama-guard-write-test");
         std::fs::create_dir_all(dir)
@@ -346,6 +347,14 @@ pub fn preflight(bound: &Bound) -> Result<(), crate::config::ConfigError> {
                     format!("{} is not a writable directory: {e}", dir.display()),
                 )
             })?;
+    }
+    // A mode that reads keys needs a readable key file (a missing one is an empty store).
+    if let (Some(path), true) = (
+        &bound.keys_file,
+        live.auth.mode != crate::auth::AuthMode::Off,
+    ) {
+        crate::auth::store::KeyStore::open(path)
+            .map_err(|e| ConfigError::invalid("auth.keys_file", e.to_string()))?;
     }
     Ok(())
 }
