@@ -45,6 +45,10 @@ pub struct Bound {
     pub max_connections: usize,
     /// Open client connections per source address at most (0 = off).
     pub max_connections_per_source: usize,
+    /// The proxy listener speaks HTTPS (`tls_cert` and `tls_key` set). Turning TLS on or off
+    /// changes what the listener speaks, so it needs a restart like `listen`; the files
+    /// themselves are [`Live`] (a reload reads them again).
+    pub tls: bool,
 }
 
 impl Bound {
@@ -69,6 +73,7 @@ impl Bound {
             timeouts,
             max_connections,
             max_connections_per_source,
+            tls,
         } = self;
         [
             (*listen != new.listen, "listen"),
@@ -90,6 +95,8 @@ impl Bound {
                 *max_connections_per_source != new.max_connections_per_source,
                 "max_connections_per_source",
             ),
+            (*tls != new.tls, "tls_cert"),
+            (*tls != new.tls, "tls_key"),
         ]
         .into_iter()
         .filter_map(|(changed, key)| changed.then_some(key))
@@ -127,6 +134,9 @@ pub struct Live {
     pub(crate) policy: crate::policy::PolicyConfig,
     /// `enforcement.abort_in_flight`: a ban cuts the banned source's running requests.
     pub abort_in_flight: bool,
+    /// `tls_cert` + `tls_key`, read and checked: new handshakes use the certificate of the
+    /// last successful load (established connections keep theirs).
+    pub tls: Option<super::Tls>,
 }
 
 impl Live {
