@@ -133,6 +133,13 @@ pub struct ServeArgs {
     /// API keys: off, observe or required (config `auth.mode`) [default: off]
     #[arg(long, env = "OLLAMA_GUARD_AUTH_MODE", value_name = "MODE")]
     pub auth_mode: Option<String>,
+    /// PEM certificate chain of the proxy listener; with --tls-key, the listener speaks HTTPS
+    /// only [default: none, plain HTTP]
+    #[arg(long, env = "OLLAMA_GUARD_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: none]
+    #[arg(long, env = "OLLAMA_GUARD_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Where bans persist across restarts [default: none]
     #[arg(long, env = "OLLAMA_GUARD_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

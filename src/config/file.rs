@@ -45,6 +45,10 @@ pub struct FileConfig {
     pub admin_token: Option<String>,
     /// Host names clients may address (exact, `*.suffix`, `"*"`); unset = Ollama's own rule.
     pub allowed_hosts: Option<Vec<String>>,
+    /// PEM certificate chain of the proxy listener (with `tls_key`: HTTPS only).
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
     /// Open client connections at most; 0 = derived from the file-descriptor limit.
     pub max_connections: Option<usize>,
     /// Open client connections per source address at most; 0 = no per-source limit.

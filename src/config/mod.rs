@@ -2,7 +2,8 @@
 //! validated [`Config`] (precedence CLI > env > file > default).
 //!
 //! Pure: nothing here listens or opens a log (the one probe is a UDP bind to port 0 that asks
-//! whether an upstream address is local, see `addrs`). Every problem becomes one
+//! whether an upstream address is local, see `addrs`; the one read is of the TLS certificate
+//! and key, see `tls`, so that a bad one is refused like any other bad value). Every problem becomes one
 //! [`ConfigError`] line naming the key, so `main` can print it and exit 2 before anything
 //! starts.
 
@@ -12,6 +13,7 @@ mod file;
 mod parts;
 mod policy;
 mod render;
+mod tls;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +25,7 @@ pub use cli::{
 };
 pub use file::{AuthFile, BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
+pub use tls::Tls;
 pub use values::{AccessLogFormat, LogFormat, LogTarget, Mode, Upstream};
 
 /// The rule types a config holds (defined with the engine that runs them).

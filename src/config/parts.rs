@@ -49,6 +49,10 @@ pub struct Bound {
     /// set, which `auth.mode = "off"` allows). The key store is opened there at start; its
     /// content is re-read on SIGHUP and changed by the admin API, but not its place.
     pub keys_file: Option<PathBuf>,
+    /// The proxy listener speaks HTTPS (`tls_cert` and `tls_key` set). Turning TLS on or off
+    /// changes what the listener speaks, so it needs a restart like `listen`; the files
+    /// themselves are [`Live`] (a reload reads them again).
+    pub tls: bool,
 }
 
 impl Bound {
@@ -74,6 +78,7 @@ impl Bound {
             max_connections,
             max_connections_per_source,
             keys_file,
+            tls,
         } = self;
         [
             (*listen != new.listen, "listen"),
@@ -96,6 +101,8 @@ impl Bound {
                 "max_connections_per_source",
             ),
             (*keys_file != new.keys_file, "auth.keys_file"),
+            (*tls != new.tls, "tls_cert"),
+            (*tls != new.tls, "tls_key"),
         ]
         .into_iter()
         .filter_map(|(changed, key)| changed.then_some(key))
@@ -135,6 +142,9 @@ pub struct Live {
     pub abort_in_flight: bool,
     /// `[auth]` (everything but the key file's place).
     pub(crate) auth: crate::auth::AuthConfig,
+    /// `tls_cert` + `tls_key`, read and checked: new handshakes use the certificate of the
+    /// last successful load (established connections keep theirs).
+    pub tls: Option<super::Tls>,
 }
 
 impl Live {

@@ -41,6 +41,8 @@ pub(super) fn to_toml(c: &Config) -> String {
         workers: Some(b.workers),
         admin_token: l.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
         allowed_hosts: l.allowed_hosts.clone(),
+        tls_cert: l.tls.as_ref().map(|t| t.cert.display().to_string()),
+        tls_key: l.tls.as_ref().map(|t| t.key.display().to_string()),
         max_connections: Some(b.max_connections),
         max_connections_per_source: Some(b.max_connections_per_source),
         timeouts: Some(TimeoutsFile {

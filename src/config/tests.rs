@@ -371,3 +371,51 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
         ]
     );
 }
+
+#[test]
+fn tls_keys_are_both_or_neither_and_the_command_line_wins() {
+    let c = Config::merge(&ServeArgs::default(), FileConfig::default()).unwrap();
+    assert!(
+        !c.bound.tls && c.live.tls.is_none(),
+        "plain HTTP by default"
+    );
+    let err = |args: ServeArgs, text: &str| merge_err(args, text);
+    assert_eq!(
+        err(ServeArgs::default(), "tls_cert = \"/x/cert.pem\""),
+        "config error: tls_key: is not set but tls_cert is (set both or neither)"
+    );
+    assert_eq!(
+        err(
+            ServeArgs::default(),
+            "tls_key = \"/x/key.pem\"\ntls_cert = \"\""
+        ),
+        "config error: tls_cert: is not set but tls_key is (set both or neither)"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let args = ServeArgs {
+        tls_cert: Some(cert_path.clone()),
+        tls_key: Some(key_path.clone()),
+        ..ServeArgs::default()
+    };
+    // The file's (missing) paths lose to the command line's.
+    let c = Config::merge(
+        &args,
+        file("tls_cert = \"/missing/c.pem\"\ntls_key = \"/missing/k.pem\""),
+    )
+    .unwrap();
+    assert!(c.bound.tls);
+    let tls = c.live.tls.as_ref().unwrap();
+    assert_eq!((&tls.cert, &tls.key), (&cert_path, &key_path));
+    assert_eq!(tls.certified.cert[0], *cert.der());
+    let text = c.to_toml();
+    assert!(text.contains(&format!("tls_cert = {:?}", cert_path.display().to_string())));
+}

@@ -407,6 +407,14 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         .max_connections_per_source
         .or(file.max_connections_per_source)
         .unwrap_or(256);
+    let tls = super::tls::tls(
+        args.tls_cert
+            .clone()
+            .or_else(|| file.tls_cert.as_ref().map(PathBuf::from)),
+        args.tls_key
+            .clone()
+            .or_else(|| file.tls_key.as_ref().map(PathBuf::from)),
+    )?;
     addrs::check_listeners(listen, admin_listen, &upstream)?;
     let warnings = addrs::trust_warnings(&trusted_proxies);
     let rules = crate::detect::effective_rules(&file.rules, &file.rule_overrides)
@@ -428,6 +436,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             max_connections,
             max_connections_per_source,
             keys_file,
+            tls: tls.is_some(),
         },
         live: Live {
             mode,
@@ -446,6 +455,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
                 .and_then(|e| e.abort_in_flight)
                 .unwrap_or(true),
             auth,
+            tls,
         },
         config_file: args.config.clone(),
         warnings,

@@ -22,6 +22,7 @@ pub(crate) mod policy_body;
 pub(crate) mod refusal;
 mod server;
 pub(crate) mod timing;
+pub(crate) mod tls;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;
@@ -84,11 +85,14 @@ pub(crate) struct Proxy {
     policy: Arc<ArcSwap<crate::policy::PolicyConfig>>,
     policy_sink: Arc<dyn PolicySink>,
     auth: AuthParts,
+    /// The listener speaks HTTPS (`tls_cert`/`tls_key`; on or off for the process's life).
+    tls: Option<tls::TlsListener>,
 }
 
 impl Proxy {
     /// Builds the proxy from the restart-bound part of the config and the live part it
-    /// starts with; records go to `sink`, bans are asked of `gate`.
+    /// starts with; records go to `sink`, bans are asked of `gate`. Fails only when the TLS
+    /// configuration cannot be built.
     pub(crate) fn new(
         bound: &Bound,
         live: &Live,
@@ -97,7 +101,11 @@ impl Proxy {
         policy_sink: Arc<dyn PolicySink>,
         auth: AuthParts,
         metrics: Arc<Metrics>,
-    ) -> Arc<Proxy> {
+    ) -> Result<Arc<Proxy>, rustls::Error> {
+        let tls = match &live.tls {
+            Some(t) => Some(tls::TlsListener::new(t.certified.clone(), &metrics)?),
+            None => None,
+        };
         let max_connections = match bound.max_connections {
             0 => {
                 let (max, nofile) = limits::derived_max_connections();
@@ -116,7 +124,7 @@ impl Proxy {
             live.ipv6_prefix,
             &metrics,
         );
-        Arc::new(Proxy {
+        Ok(Arc::new(Proxy {
             upstream: bound.upstream.clone(),
             trusted: Arc::new(ArcSwap::from_pointee(live.trusted_proxies.clone())),
             hosts: Arc::new(ArcSwap::from_pointee(HostPolicy::new(
@@ -133,7 +141,17 @@ impl Proxy {
             policy: Arc::new(ArcSwap::from_pointee(live.policy.clone())),
             policy_sink,
             auth,
-        })
+            tls,
+        }))
+    }
+
+    /// New TLS handshakes present `tls`'s certificate (config reload). Turning TLS on or off
+    /// needs a restart (the reload reports it), so a listener without TLS ignores this.
+    pub(crate) fn set_tls(&self, tls: Option<&crate::config::Tls>) {
+        if let (Some(listener), Some(tls)) = (&self.tls, tls) {
+            listener.set_certificate(tls.certified.clone());
+            tracing::info!(tls_cert = %tls.cert.display(), tls_key = %tls.key.display(), "TLS certificate reloaded: new connections use it");
+        }
     }
 
     /// Replaces the trusted-proxy list (config reload).
@@ -228,6 +246,11 @@ impl Proxy {
                 scheme: self.upstream.scheme.clone(),
                 authority: self.upstream.authority.clone(),
                 host,
+                forwarded_proto: HeaderValue::from_static(if self.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }),
                 body_idle: self.timeouts.body_idle,
             }))
             .service(client)

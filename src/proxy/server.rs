@@ -136,7 +136,9 @@ impl Proxy {
 
 impl Worker {
     /// Admits a connection (or answers it `503`) and returns its task: hyper serving the
-    /// connection-bound client-IP layer on top of the worker's stack (see `Proxy::stack`).
+    /// connection-bound client-IP layer on top of the worker's stack (see `Proxy::stack`),
+    /// after the TLS handshake when the listener speaks TLS. The limits apply before the
+    /// handshake, so connections stalled in it count against them too.
     fn connection(
         &self,
         builder: &http1::Builder,
@@ -154,17 +156,40 @@ impl Worker {
                 if let Some(repeats) = WARN.allow() {
                     tracing::warn!(%peer, limit = why.label(), repeats, "connection limit reached; answering 503");
                 }
-                proxy.limits.reject(stream);
+                if proxy.tls.is_some() {
+                    // A plaintext 503 is unreadable to a TLS client, and a handshake only to
+                    // refuse would spend CPU exactly when the proxy is overloaded: close.
+                    drop(stream);
+                } else {
+                    proxy.limits.reject(stream);
+                }
                 return None;
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = ClientIpLayer::new(peer, proxy.trusted.clone()).layer(self.stack.clone());
-        let conn = drain.watch(
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)),
+        let service = TowerToHyperService::new(
+            ClientIpLayer::new(peer, proxy.trusted.clone()).layer(self.stack.clone()),
         );
+        let watcher = drain.watcher();
+        let builder = builder.clone();
+        let proxy = proxy.clone();
         Some(async move {
-            if let Err(e) = conn.await {
+            let result = match &proxy.tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => match tls.accept(stream, proxy.timeouts.header_read).await {
+                    Some(stream) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             drop(permit);

@@ -51,6 +51,9 @@ pub enum ServeError {
     /// The rules or engine options are invalid.
     #[error("config error: {0}")]
     Rules(String),
+    /// The TLS configuration of the proxy listener could not be built.
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
     /// Installing a signal handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
@@ -160,7 +163,7 @@ impl Server {
             policy_sink,
             auth.clone(),
             metrics.clone(),
-        );
+        )?;
         let (shutdown, rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
@@ -196,7 +199,8 @@ impl Server {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
-        tracing::info!(listen = %proxy_addr, admin = %admin_addr, upstream = %config.bound.upstream.url(), mode = config.live.mode.as_str(), "ollama-guard started");
+        let scheme = if config.bound.tls { "https" } else { "http" };
+        tracing::info!(listen = %proxy_addr, scheme, admin = %admin_addr, upstream = %config.bound.upstream.url(), mode = config.live.mode.as_str(), "ollama-guard started");
         Ok(Server {
             proxy_addr,
             admin_addr,

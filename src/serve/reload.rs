@@ -1,6 +1,8 @@
 //! Hot reload (SIGHUP): re-read the config file, validate all of it, then swap the
 //! [`Live`] settings (rules, mode, allowlist, IPv6 grouping, counter cap, trusted proxies,
-//! allowed hosts, ban policy, admin token) — or refuse and keep the old config. In-flight
+//! allowed hosts, ban policy, admin token, the TLS certificate and key, re-read from their
+//! files) — or refuse and keep the old config (and the old certificate: a bad PEM refuses
+//! the reload naming `tls_cert` or `tls_key`). In-flight
 //! requests are untouched: every request reads what it needs through an `ArcSwap` snapshot.
 //!
 //! The [`Bound`] settings (listeners, upstream, logs, state dir, timeouts, workers,
@@ -147,6 +149,7 @@ impl Reloader {
         self.proxy.set_allowed_hosts(new.allowed_hosts.as_deref());
         self.proxy.set_policy(new.policy.clone());
         self.proxy.set_auth(new.auth);
+        self.proxy.set_tls(new.tls.as_ref());
         self.enforcement.set_abort_in_flight(new.abort_in_flight);
         self.detection
             .set_trusted_proxies(new.trusted_proxies.clone());

@@ -111,6 +111,8 @@ pub(crate) struct Metrics {
     pub(crate) refused_host: IntCounter,
     /// `connections_rejected_total{reason}`: connections turned away by a limit.
     pub(crate) connections_rejected: IntCounterVec,
+    /// `tls_handshake_failures_total{reason}`: TLS connections that never got to HTTP.
+    pub(crate) tls_handshake_failures: IntCounterVec,
     /// Client connections open now (proxy listener).
     pub(crate) open_connections: IntGauge,
     /// Running requests cut because their source was banned.
@@ -122,8 +124,12 @@ pub(crate) struct Metrics {
 /// Reasons of `refused_requests_total` known at start.
 pub(crate) const REFUSAL_REASONS: [&str; 4] = ["host", "policy", "auth", "role"];
 /// Reasons of `connections_rejected_total`.
-pub(crate) const CONNECTION_REJECT_REASONS: [&str; 3] =
-    ["max_connections", "per_source", "accept_error"];
+pub(crate) const CONNECTION_REJECT_REASONS: [&str; 4] = [
+    "max_connections",
+    "per_source",
+    "accept_error",
+    "plain_http",
+];
 
 /// Registration failed (a programming error: duplicate or invalid metric).
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +213,17 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "connections_rejected_total",
-                        "Client connections turned away by a connection limit, by reason.",
+                        "Client connections turned away (a connection limit, a failed accept, plain HTTP on the HTTPS port), by reason.",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            tls_handshake_failures: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tls_handshake_failures_total",
+                        "TLS connections to the proxy that never got to HTTP, by reason (timeout, protocol, closed).",
                     ),
                     &["reason"],
                 )?,
@@ -347,6 +363,9 @@ impl Metrics {
         for reason in CONNECTION_REJECT_REASONS {
             self.connections_rejected.with_label_values(&[reason]);
         }
+        for reason in crate::proxy::tls::HANDSHAKE_FAILURE_REASONS {
+            self.tls_handshake_failures.with_label_values(&[reason]);
+        }
     }
 
     /// Creates the zero series of a rule (at start, and for rules a reload adds).
@@ -441,6 +460,10 @@ mod tests {
             "ollama_guard_build_info{version=\"",
             "ollama_guard_refused_requests_total{reason=\"host\"} 0",
             "ollama_guard_connections_rejected_total{reason=\"per_source\"} 0",
+            "ollama_guard_connections_rejected_total{reason=\"plain_http\"} 0",
+            "ollama_guard_tls_handshake_failures_total{reason=\"timeout\"} 0",
+            "ollama_guard_tls_handshake_failures_total{reason=\"protocol\"} 0",
+            "ollama_guard_tls_handshake_failures_total{reason=\"closed\"} 0",
             "ollama_guard_open_connections 0",
             "route=\"/api/show\",status_class=\"2xx\"",
             "le=\"55\"",

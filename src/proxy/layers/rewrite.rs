@@ -2,7 +2,8 @@
 //! (absolute URI, `Host` = the upstream's authority, which Ollama on loopback requires),
 //! hop-by-hop headers and `Expect` are removed (hyper already answered `100 Continue` to the
 //! client when the body is first read), `X-Forwarded-For` is *replaced* by the resolved client
-//! (Ollama's gin trusts any `X-Forwarded-For`), and the body is wrapped so its faults can be
+//! (Ollama's gin trusts any `X-Forwarded-For`), `X-Forwarded-Proto` says whether the client
+//! came over TLS (the whole listener does or does not), and the body is wrapped so its faults can be
 //! told from the upstream's ([`ClientBody`]). On the way back, hop-by-hop headers are removed
 //! from the response. Nothing else changes: bytes and framing pass through.
 
@@ -31,6 +32,8 @@ pub(crate) struct Target {
     pub(crate) authority: Authority,
     /// The same, as the `Host` header value.
     pub(crate) host: HeaderValue,
+    /// `X-Forwarded-Proto`: `https` when the proxy listener speaks TLS, else `http`.
+    pub(crate) forwarded_proto: HeaderValue,
     /// `timeouts.body_idle`.
     pub(crate) body_idle: Duration,
 }
@@ -114,7 +117,7 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
     h.remove(EXPECT);
     h.insert(HOST, t.host.clone());
     h.insert(headers::X_FORWARDED_FOR, headers::ip_value(src));
-    h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    h.insert(headers::X_FORWARDED_PROTO, t.forwarded_proto.clone());
     match original_host {
         Some(host) => h.insert(headers::X_FORWARDED_HOST, host),
         None => h.remove(headers::X_FORWARDED_HOST),
@@ -162,6 +165,7 @@ mod tests {
             scheme: Scheme::HTTP,
             authority: "127.0.0.1:11435".parse().unwrap(),
             host: HeaderValue::from_static("127.0.0.1:11435"),
+            forwarded_proto: HeaderValue::from_static("http"),
             body_idle: Duration::from_secs(300),
         }
     }

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# ollama-guard against nginx in every regime of the performance contract, in one command:
+#
+#   tests/perf/regimes.sh [SECONDS] [ROUNDS]        (default 5 s x 5 rounds)
+#
+# Regimes (README, "Performance"):
+#   tags_fast         GET /api/tags, fast upstream (nginx `return 200`), 32 connections, no access logs
+#   tags_fast_logged  the same, both writing their per-request access log (nginx's default
+#                     combined log, the guard's GIN log) to a file
+#   ndjson_sim        POST /api/generate, 20 NDJSON frames back to back (simulator --fast), 32 conns
+#   tags_sim          GET /api/tags against the simulator (the slower upstream)
+#   p50_1conn         GET /api/tags, fast upstream, 1 connection: added p50 over the upstream direct
+#
+# Equal worker counts: nginx `worker_processes 2`, the guard `--workers 2`. Rounds are interleaved
+# (every regime and target once per round) so drift on a shared machine hits all alike; the
+# summary prints medians and guard/nginx ratios from this one run. env GUARD_BIN=path benchmarks
+# that build instead of building the work tree.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-5}
+rounds=${2:-5}
+workers=${WORKERS:-2}
+command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is required: apt-get install nginx-light" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ -n "${GUARD_BIN:-}" ]; then bin=$GUARD_BIN; else cargo build --release --quiet; bin=target/release/ollama-guard; fi
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- upstreams -------------------------------------------------------------------------------
+sim=$(free_port); fast=$(free_port)
+"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & pids+=($!)
+for _ in $(seq 100); do tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true); [ -n "$tags" ] && break; sleep 0.05; done
+printf '%s' "$tags" >"$work/tags.json"
+cat >"$work/fast.conf" <<NGINX
+worker_processes 1;
+pid $work/fast.pid;
+error_log $work/fast-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$fast;
+    default_type application/json;
+    location / { alias $work/tags.json; }
+  }
+}
+NGINX
+"$NGINX" -c "$work/fast.conf" -g 'daemon off;' & pids+=($!)
+
+# --- fronts ----------------------------------------------------------------------------------
+declare -A port
+front_nginx() { # name upstream_port log(on|off)
+  local name=$1 up=$2 log=$3 p; p=$(free_port); port[$name]=$p
+  local logline="access_log off;"
+  [ "$log" = on ] && logline="access_log $work/$name-access.log;"
+  cat >"$work/$name.conf" <<NGINX
+worker_processes $workers;
+pid $work/$name.pid;
+error_log $work/$name-error.log warn;
+events { worker_connections 4096; }
+http {
+  $logline
+  upstream up { server 127.0.0.1:$up; keepalive 256; }
+  server {
+    listen 127.0.0.1:$p;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1:$up;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+NGINX
+  "$NGINX" -c "$work/$name.conf" -g 'daemon off;' & pids+=($!)
+}
+front_guard() { # name upstream_port log(on|off)
+  local name=$1 up=$2 log=$3 p a; p=$(free_port); a=$(free_port); port[$name]=$p
+  local extra=()
+  [ "$log" = on ] && extra=(--access-log "$work/$name-access.log")
+  "$bin" --listen "127.0.0.1:$p" --upstream "http://127.0.0.1:$up" --admin-listen "127.0.0.1:$a" \
+    --workers "$workers" --detection-log /dev/null --log-level warn "${extra[@]}" 2>"$work/$name.err" & pids+=($!)
+}
+front_nginx nginx_fast "$fast" off; front_guard guard_fast "$fast" off
+front_nginx nginx_fast_log "$fast" on; front_guard guard_fast_log "$fast" on
+front_nginx nginx_sim "$sim" off; front_guard guard_sim "$sim" off
+port[direct_fast]=$fast
+for p in "${port[@]}"; do
+  for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.05; done
+done
+
+cat >"$work/ndjson.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"llama3.2","prompt":"hi"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["x-sim-chunks"] = "20"
+LUA
+
+# regime -> "path connections script targets..."
+declare -A regime=(
+  [tags_fast]="/api/tags 32 - nginx_fast guard_fast"
+  [tags_fast_logged]="/api/tags 32 - nginx_fast_log guard_fast_log"
+  [ndjson_sim]="/api/generate 32 $work/ndjson.lua nginx_sim guard_sim"
+  [tags_sim]="/api/tags 32 - nginx_sim guard_sim"
+  [p50_1conn]="/api/tags 1 - direct_fast nginx_fast guard_fast"
+)
+order=(tags_fast tags_fast_logged ndjson_sim tags_sim p50_1conn)
+results="$work/results.tsv"; : >"$results"
+echo "seconds=$secs rounds=$rounds workers=$workers (nginx worker_processes=$workers)"
+for r in $(seq "$rounds"); do
+  for g in "${order[@]}"; do
+    read -r path conns script targets <<<"${regime[$g]}"
+    for t in $targets; do
+      args=(-t2 -c"$conns" -d"${secs}s" --latency)
+      [ "$conns" = 1 ] && args=(-t1 -c1 -d"${secs}s" --latency)
+      [ "$script" != - ] && args+=(-s "$script")
+      out=$(wrk "${args[@]}" "http://127.0.0.1:${port[$t]}$path")
+      rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+      p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+      p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+      errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr '\n' ' ')
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$g" "${t%%_*}" "$rps" "$p50" "$p99" | tee -a "$results"
+      [ -n "$errs" ] && echo "  warning: $errs" >&2
+    done
+  done
+done
+python3 - "$results" <<'PY'
+import statistics, sys
+def ms(t):
+    for unit, f in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if t.endswith(unit):
+            return float(t[: -len(unit)]) * f
+    return float(t)
+by = {}
+for line in open(sys.argv[1]):
+    r, g, t, rps, p50, p99 = line.rstrip("\n").split("\t")
+    by.setdefault((g, t), []).append((float(rps), ms(p50), ms(p99)))
+med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in by.items()}
+print(f"\n{'regime':18} {'target':7} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
+for (g, t), (rps, p50, p99) in med.items():
+    print(f"{g:18} {t:7} {rps:10.0f} {p50:9.3f} {p99:9.3f}")
+print(f"\n{'regime':18} {'guard/nginx req/s':>18} {'guard/nginx p99':>16}")
+for g in dict.fromkeys(k[0] for k in med):
+    if (g, "guard") in med and (g, "nginx") in med:
+        a, b = med[(g, "guard")], med[(g, "nginx")]
+        print(f"{g:18} {a[0] / b[0]:18.3f} {a[2] / b[2]:16.3f}")
+if ("p50_1conn", "direct") in med:
+    d = med[("p50_1conn", "direct")][1]
+    for t in ("nginx", "guard"):
+        if ("p50_1conn", t) in med:
+            print(f"added p50 at 1 connection, {t}: {1000 * (med[('p50_1conn', t)][1] - d):+.0f} us")
+PY
