@@ -53,6 +53,7 @@ pub(crate) mod builtin;
 pub(crate) mod engine;
 pub(crate) mod event;
 pub(crate) mod glob;
+mod identity;
 mod inflight;
 mod overrides;
 mod paths;
