@@ -218,7 +218,8 @@ fn default_rules_are_valid_and_named_as_documented() {
             "jailbreak_long_generation",
             "excessive_requests",
             "endpoint_scan",
-            "bulk_generation"
+            "bulk_generation",
+            "auth_failures"
         ]
     );
 }
