@@ -301,7 +301,7 @@ impl Engine {
                 }
                 match st.add(start, now, latency, bytes, rule.threshold) {
                     Added::Crossed => pending[1] = Some((true, st.snapshot(window))),
-                    Added::Late => self.note_late(),
+                    Added::Late => return self.note_late(pending),
                     Added::Counted => {}
                 }
                 self.note_src(&key, rec.src);
@@ -349,7 +349,7 @@ impl Engine {
         }
         match st.add(idx, latency, rule.metric.bytes(rec), rule.threshold, method) {
             Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
-            Added::Late => self.note_late(),
+            Added::Late => return self.note_late(pending),
             Added::Counted => {}
         }
         // Still under the key's shard lock: a sweep removing the key cannot interleave.
@@ -357,8 +357,10 @@ impl Engine {
         pending
     }
 
-    fn note_late(&self) {
+    /// Counts a late record (not counted in its key), passing `pending` through.
+    fn note_late(&self, pending: Pending) -> Pending {
         self.late.fetch_add(1, Ordering::Relaxed);
+        pending
     }
 
     /// What `rec` is counted under for a rule grouped `by`: its identity's key when the rule

@@ -542,3 +542,43 @@ fn a_reload_resets_a_rule_whose_grouping_changed_and_keeps_an_unchanged_one() {
         ]
     );
 }
+
+#[test]
+fn a_late_record_is_not_the_last_address_of_an_identity_key() {
+    let e = engine(&[grouped("per_key", "identity", 1)]);
+    let out = feed(
+        &e,
+        &[
+            keyed("alice", req("10.0.0.1", "/a", secs(1), 901)),
+            // Completed in the previous window, arriving after the key moved on: not counted.
+            keyed("alice", req("10.0.0.2", "/a", secs(1), 5)),
+        ],
+    );
+    assert_eq!(
+        rows(&out),
+        [row(
+            "per_key",
+            "detection",
+            1,
+            "10.0.0.1",
+            Some("alice"),
+            true,
+            None
+        )]
+    );
+    assert_eq!(e.late_records(), 1);
+    let mut closed = Vec::new();
+    e.tick(at(T0 + 1_800, 0), &mut closed);
+    assert_eq!(
+        rows(&closed),
+        [row(
+            "per_key",
+            "window_summary",
+            1,
+            "10.0.0.1",
+            Some("alice"),
+            true,
+            None
+        )]
+    );
+}
