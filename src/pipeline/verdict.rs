@@ -170,7 +170,9 @@ impl Verdicts {
                 Event::WindowSummary(d) => {
                     // A summary bans nothing: it says what the rule does in the current mode.
                     let block_mode = self.enforcement.block_mode();
-                    let action = if block_mode && d.action.bans(block_mode) {
+                    // An identity's verdict bans only where identity bans are wired in.
+                    let can_ban = !d.by_identity || self.identity_bans.get().is_some();
+                    let action = if block_mode && d.action.bans(block_mode) && can_ban {
                         Action::Banned
                     } else {
                         Action::Logged
