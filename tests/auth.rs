@@ -594,3 +594,107 @@ async fn keys_command_adds_lists_and_revokes_through_the_admin_api() {
     .await;
     assert_eq!(code, Some(2), "clap refuses an unknown role: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_spray_is_banned_at_the_threshold_and_a_stale_key_poller_is_not() {
+    let keys_dir = tempfile::tempdir().unwrap().keep();
+    let toml = format!("mode = \"block\"\n{}", auth_toml("required", &keys_dir));
+    let s = stack_with(ServeArgs::default(), &toml).await;
+    let tags = format!("{}/api/tags", s.proxy);
+    // The innocent: a dashboard with a revoked key, a handful of failures.
+    let poller = client_from("127.0.0.78");
+    for _ in 0..5 {
+        let r = call(
+            &poller,
+            Method::GET,
+            &tags,
+            &[("authorization", "Bearer ogk_stale")],
+        )
+        .await;
+        assert_eq!(r.status, 401);
+    }
+    // The spray: 60 wrong keys from one source. The 60th 401 crosses auth_failures' threshold.
+    let spray = client_from("127.0.0.77");
+    for i in 0..60 {
+        let auth = format!("Bearer ogk_guess{i}");
+        let r = call(&spray, Method::GET, &tags, &[("authorization", &auth)]).await;
+        assert_eq!(r.status, 401, "request {i}");
+    }
+    let ev = wait_events(&s.detection_log(), |e| {
+        e.iter().any(|v| v["event"] == "ban")
+    })
+    .await;
+    let det = ev
+        .iter()
+        .find(|v| v["event"] == "detection" && v["rule"] == "auth_failures")
+        .unwrap();
+    assert_eq!(det["src"], "127.0.0.77");
+    assert_eq!(det["count"], 60);
+    assert_eq!(det["action"], "banned");
+    let ban = ev.iter().find(|v| v["event"] == "ban").unwrap();
+    assert_eq!(ban["src"], "127.0.0.77");
+    assert_eq!(ban["rule"], "auth_failures");
+    assert!(
+        position(&ev, "detection").unwrap() < position(&ev, "ban").unwrap(),
+        "cause before effect"
+    );
+    // Banned: refused before any key is looked at, even with a valid one.
+    let key = add_key(&s, "real", "user").await;
+    let auth = bearer(&key);
+    let r = call(&spray, Method::GET, &tags, &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 403);
+    // The poller and everyone else are untouched.
+    let r = call(&poller, Method::GET, &tags, &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        ev.iter()
+            .filter(|v| v["event"] == "detection" && v["src"] == "127.0.0.78")
+            .count(),
+        0
+    );
+    assert_detection_log_valid(&s.detection_log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_identities_behind_one_address_are_counted_apart_and_only_the_offender_is_banned() {
+    let keys_dir = tempfile::tempdir().unwrap().keep();
+    let toml = format!(
+        "mode = \"block\"\n{}\n[[rule]]\nname = \"per_key_show\"\npaths = [\"/api/show\"]\ngroup_by = \"identity\"\nwindow_kind = \"sliding\"\nthreshold = 3\n",
+        auth_toml("required", &keys_dir)
+    );
+    let s = stack_with(ServeArgs::default(), &toml).await;
+    let alice = bearer(&add_key(&s, "alice", "user").await);
+    let bob = bearer(&add_key(&s, "bob", "user").await);
+    let show = format!("{}/api/show", s.proxy);
+    let nat = client_from("127.0.0.90");
+    // Together 4 requests from one address, but per key: alice 3 (flagged), bob 1.
+    for who in [&alice, &bob, &alice, &alice] {
+        let r = call(&nat, Method::POST, &show, &[("authorization", who)]).await;
+        assert_eq!(r.status, 200);
+    }
+    let ev = wait_events(&s.detection_log(), |e| {
+        e.iter().any(|v| v["event"] == "ban")
+    })
+    .await;
+    let det: Vec<&Value> = ev.iter().filter(|v| v["event"] == "detection").collect();
+    assert_eq!(det.len(), 1, "{det:#?}");
+    assert_eq!(det[0]["rule"], "per_key_show");
+    assert_eq!(det[0]["identity"], "alice");
+    assert_eq!(det[0]["src"], "127.0.0.90");
+    assert_eq!(det[0]["count"], 3);
+    assert_eq!(det[0]["action"], "banned");
+    let ban = ev.iter().find(|v| v["event"] == "ban").unwrap();
+    assert_eq!(ban["identity"], "alice");
+    assert!(ban.get("src").is_none(), "the address is not banned: {ban}");
+    // Same address: alice is refused, bob goes on.
+    let r = call(&nat, Method::POST, &show, &[("authorization", &alice)]).await;
+    assert_eq!(r.status, 403);
+    let r = call(&nat, Method::POST, &show, &[("authorization", &bob)]).await;
+    assert_eq!(r.status, 200);
+    let list = admin(&s, Method::GET, "/api/bans", "", None).await;
+    let v: Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["identity"], "alice");
+    assert_eq!(v[0]["rule"], "per_key_show");
+    assert_detection_log_valid(&s.detection_log());
+}

@@ -46,6 +46,8 @@ fn check_config_prints_the_effective_config_with_built_in_rules() {
         "jailbreak_long_generation",
         "excessive_requests",
         "endpoint_scan",
+        "bulk_generation",
+        "auth_failures",
     ] {
         assert!(
             out.contains(&format!("name = \"{rule}\"")),

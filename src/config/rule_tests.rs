@@ -34,7 +34,7 @@ fn an_override_sets_only_the_keys_it_names() {
         (b.threshold_bytes, b.window.as_str()),
         (Some(1_000_000), "5m")
     );
-    assert_eq!(c.live.rules.len(), 6);
+    assert_eq!(c.live.rules.len(), 7);
 }
 
 #[test]
@@ -48,7 +48,8 @@ fn enabled_false_removes_a_built_in() {
             "metadata_enumeration",
             "jailbreak_long_generation",
             "excessive_requests",
-            "bulk_generation"
+            "bulk_generation",
+            "auth_failures"
         ]
     );
 }
@@ -109,4 +110,24 @@ fn rules_written_with_rule_tables_keep_following_the_mode() {
     let c = merge("[[rule]]\nname = \"mine\"\n").unwrap();
     assert_eq!(c.live.rules.len(), 1);
     assert_eq!(c.live.rules[0].action, "");
+}
+
+#[test]
+fn status_is_a_rule_key_in_overrides_and_check_config_prints_it() {
+    let c = merge("[rules.auth_failures]\nstatus = [401, 403]\nthreshold = 100\n").unwrap();
+    let a = rule(&c, "auth_failures").unwrap();
+    assert_eq!((a.status.as_slice(), a.threshold), (&[401, 403][..], 100));
+    assert_eq!(
+        rule(&c, "excessive_requests").unwrap().status,
+        Vec::<i64>::new()
+    );
+    let text = c.to_toml();
+    assert!(text.contains("status = [401, 403]\n"), "{text}");
+    assert_eq!(merge(&text).unwrap().live.rules, c.live.rules);
+    assert_eq!(
+        merge("[rules.auth_failures]\nstatus = [1000]\n")
+            .unwrap_err()
+            .to_string(),
+        "config error: rule[auth_failures].status[0]: 1000 is not an HTTP status (expected 100 to 599)"
+    );
 }

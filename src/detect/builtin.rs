@@ -4,20 +4,22 @@
 //! story (splunk/security_content, `detections/application/ollama_*.yml`, author Rod Soto,
 //! 2025-10-05); one (`metadata_enumeration`) implements what the seed rule's *description*
 //! promises but its search never checks; one (`bulk_generation`) is a volume rule of our own
-//! against output harvesting (distillation). Each function documents every parameter and the
+//! against output harvesting (distillation); one (`auth_failures`) stops credential sprays
+//! against `[auth]`. Each function documents every parameter and the
 //! reason for it, including where the product deliberately differs from the SPL.
 //!
 //! # Block-safe defaults
 //! Every built-in carries its own `action`, chosen by its false-positive profile, so that
 //! `mode = "block"` with the built-in set bans only what an innocent client cannot trip:
-//! `excessive_requests` bans (`block`); the others log (`log`) until an operator opts in
+//! `excessive_requests` and `auth_failures` ban (`block`); the others log (`log`) until an operator opts in
 //! with `[rules.NAME] action = "block"`. Rules written with `[[rule]]` keep `action = ""`
 //! (follow the mode): an operator's own rule is meant to ban in block mode.
 
 use super::rule::{Cutoff, RuleConfig};
 
 /// The built-in rules, in this order: `model_exfiltration`, `metadata_enumeration`,
-/// `jailbreak_long_generation`, `excessive_requests`, `endpoint_scan`, `bulk_generation`.
+/// `jailbreak_long_generation`, `excessive_requests`, `endpoint_scan`, `bulk_generation`,
+/// `auth_failures`.
 pub(crate) fn default_rules() -> Vec<RuleConfig> {
     vec![
         model_exfiltration(),
@@ -26,6 +28,7 @@ pub(crate) fn default_rules() -> Vec<RuleConfig> {
         excessive_requests(),
         endpoint_scan(),
         bulk_generation(),
+        auth_failures(),
     ]
 }
 
@@ -260,6 +263,53 @@ pub(crate) fn bulk_generation() -> RuleConfig {
         severity_high: Some(Cutoff::Count(128 * MIB)),
         severity_medium: Some(Cutoff::Count(64 * MIB)),
         action: "log".into(),
+        ..RuleConfig::default()
+    }
+}
+
+/// Requests refused for a missing or wrong API key (401), from one source: a credential
+/// spray or a scanner. Not an ESCU search; our own, in the spirit of fail2ban's `sshd` jail.
+///
+/// Only the `[auth]` layer answers 401 (Ollama itself does not), so without `[auth]` this
+/// rule sees nothing. Keys are 256-bit random values: guessing one is hopeless, so unlike
+/// fail2ban (`maxretry = 5` in `findtime = 10m`, tuned against password guessing) the rule
+/// does not protect the keys. It stops what a spray costs: CPU spent refusing it and
+/// detection/access logs filled with it.
+///
+/// - `status = [401]`: the refusals of a missing or unknown key; a 403 (a valid key
+///   without the role a route needs) is a caller we know, not a spray. Requests refused by
+///   `[auth]` count for no rule without a `status` list, so they feed only this one.
+/// - `paths = ["*"]`, `min_latency = "0s"`: a spray hits whatever route it likes.
+/// - `group_by = "src"`: a spray carries no valid key, hence no identity; the address is
+///   all there is.
+/// - `window = "10m"`, sliding: fail2ban's `findtime`; sliding so a spray across a boundary
+///   is not split in two.
+/// - `threshold = 60`: one refusal every 10 s sustained for 10 minutes. A legitimate client
+///   left with a stale key that polls `/api/tags` every 30 s fails 20 times in 10 minutes,
+///   three times below it; a spray or a scanner (many per second) crosses it within its first
+///   minute.
+/// - severity by count, high > 1200 (2 per second for 10 minutes), medium > 240 (four times
+///   the threshold): the summary's count says how hard the source kept trying.
+/// - `mitre = "T1110"`: Brute Force (credential spraying is T1110.003).
+/// - `action = "block"`: no valid user gets 401s at that rate; a client retrying a stale key
+///   faster than every 10 s (or several such clients behind one NAT) would be banned, and
+///   its requests were failing anyway. Limit: a spray rotating its source addresses (a
+///   botnet, IPv6 privacy addresses beyond the `ipv6_prefix` group) stays under the
+///   threshold per source; the per-source connection limits are the answer to that.
+pub(crate) fn auth_failures() -> RuleConfig {
+    RuleConfig {
+        name: "auth_failures".into(),
+        attack_type: "Credential Spray / Unauthorized Access".into(),
+        mitre: Some("T1110".into()),
+        status: vec![401],
+        group_by: "src".into(),
+        window: "10m".into(),
+        window_kind: "sliding".into(),
+        threshold: 60,
+        severity_by: "count".into(),
+        severity_high: Some(Cutoff::Count(1200)),
+        severity_medium: Some(Cutoff::Count(240)),
+        action: "block".into(),
         ..RuleConfig::default()
     }
 }

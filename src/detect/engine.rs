@@ -21,8 +21,9 @@
 //! reference while calling the same map again; the only nesting is window map → path table,
 //! never the reverse. The key count is an atomic, so the cap check costs one load.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
 use dashmap::mapref::entry::Entry;
@@ -35,6 +36,7 @@ pub(super) type KeyMap<V> = DashMap<WindowKey, V, foldhash::fast::RandomState>;
 use ipnet::IpNet;
 
 use super::event::{round2, DetectionEvent, Event};
+use super::identity::Identities;
 use super::paths::{capped, PathStore, NO_PATH};
 use super::rule::{GroupBy, Rule, WindowKind};
 use super::sliding::{ByteRing, Ring, Sliding, SUB_BUCKETS};
@@ -99,6 +101,12 @@ pub(crate) struct Engine {
     /// Sliding keys of volume rules (`metric = "bytes_*"`): wider sub-buckets, own map.
     pub(super) sliding_bytes: KeyMap<Sliding<ByteRing>>,
     pub(super) paths: PathStore,
+    /// Identity names behind the ids of identity keys (shared with rebuilt engines).
+    pub(super) identities: Arc<Identities>,
+    /// Identity keys only: the address of the last request counted under the key, named as
+    /// `src` by the events written when the key's window closes. Entries live and die with
+    /// their key (see `forget`).
+    pub(super) last_src: KeyMap<IpAddr>,
     pub(super) allowlist: Allowlist,
     pub(super) ipv6_prefix: u8,
     pub(super) max_keys: usize,
@@ -115,15 +123,17 @@ type Pending = [Option<(bool, Snapshot)>; 2];
 impl Engine {
     /// An engine running `rules` (in order; the position is the rule's index in keys).
     pub(crate) fn new(rules: Vec<Rule>, options: EngineOptions) -> Result<Engine, EngineError> {
-        Engine::with_paths(rules, options, PathStore::default())
+        Engine::with_tables(rules, options, PathStore::default(), Arc::default())
     }
 
-    /// [`Engine::new`] over a given (empty) path table: a rebuilt engine shares the old
-    /// one's hash key, so copied keys keep their path hashes.
-    pub(super) fn with_paths(
+    /// [`Engine::new`] over a given (empty) path table and identity table: a rebuilt engine
+    /// shares the old one's path hash key and identity ids, so copied keys keep their path
+    /// hashes and identities.
+    pub(super) fn with_tables(
         rules: Vec<Rule>,
         options: EngineOptions,
         paths: PathStore,
+        identities: Arc<Identities>,
     ) -> Result<Engine, EngineError> {
         if options.ipv6_prefix > 128 {
             return Err(EngineError::Ipv6Prefix(options.ipv6_prefix));
@@ -140,6 +150,8 @@ impl Engine {
             sliding: KeyMap::default(),
             sliding_bytes: KeyMap::default(),
             paths,
+            identities,
+            last_src: KeyMap::default(),
             allowlist: Allowlist::new(options.allowlist),
             ipv6_prefix: options.ipv6_prefix,
             max_keys: options.max_tracked_keys,
@@ -178,6 +190,12 @@ impl Engine {
         self.late.load(Ordering::Relaxed)
     }
 
+    /// Requests whose identity found the identity table full (counted by source instead).
+    #[cfg(test)]
+    pub(crate) fn identities_overflowed(&self) -> u64 {
+        self.identities.overflowed()
+    }
+
     /// Records ignored because their `completed_at` lies outside [`SUPPORTED_EPOCH_SECS`].
     #[cfg(test)]
     pub(crate) fn out_of_range_records(&self) -> u64 {
@@ -186,8 +204,10 @@ impl Engine {
 
     /// Feeds one finished request; pushes any resulting events onto `out`.
     ///
-    /// Refused requests (never forwarded) and allowlisted sources are ignored. Each rule
-    /// whose filters the request passes counts it under its own key.
+    /// Refused requests (never forwarded) and allowlisted sources are ignored; requests
+    /// refused by `[auth]` count only for rules that list their status. Each rule whose
+    /// filters the request passes counts it under its own key: its source (and path), or
+    /// for rules grouped by identity its identity (and path) when it has one.
     ///
     /// Supported times: `rec.completed_at` must lie in [`SUPPORTED_EPOCH_SECS`] (1970 to
     /// 2106-02-07). A record outside it is not counted, never clamped into the first or last
@@ -205,17 +225,22 @@ impl Engine {
         }
         let src = SourceKey::new(rec.src, self.ipv6_prefix);
         let mut path_hash = None;
+        let mut ident = None;
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.qualifies(&rec.method_text, &rec.path, rec.total) {
+            if !rule.admits(rec.status, rec.outcome)
+                || !rule.qualifies(&rec.method_text, &rec.path, rec.total)
+            {
                 continue;
             }
-            let path = match rule.group_by {
-                GroupBy::SrcPath => *path_hash.get_or_insert_with(|| self.paths.hash(&rec.path)),
-                GroupBy::Src => NO_PATH,
+            let path = if rule.group_by.by_path() {
+                *path_hash.get_or_insert_with(|| self.paths.hash(&rec.path))
+            } else {
+                NO_PATH
             };
             // `rules.len() <= u16::MAX` is checked in `new`.
             let rule_ix = u16::try_from(index).unwrap_or(u16::MAX);
-            let key = WindowKey::new(path, src, rule_ix);
+            let who = self.subject(rule.group_by, src, rec, &mut ident);
+            let key = WindowKey::new(path, who, rule_ix);
             let mut pending = match rule.window_kind {
                 WindowKind::Tumbling => self.count_tumbling(rule, key, rec, out),
                 WindowKind::Sliding if rule.metric.is_bytes() => {
@@ -237,7 +262,9 @@ impl Engine {
             }
             let text = (path != NO_PATH).then(|| capped(&rec.path));
             for (detection, snap) in pending.into_iter().flatten() {
-                let ev = self.event(rule, &src, text.clone(), snap);
+                // A summary names the request's identity only when the key is an identity.
+                let identity = rec.identity.as_ref().filter(|_| detection);
+                let ev = self.event(rule, &key, &src, identity, text.clone(), snap);
                 out.push(if detection {
                     Event::Detection(ev)
                 } else {
@@ -274,9 +301,10 @@ impl Engine {
                 }
                 match st.add(start, now, latency, bytes, rule.threshold) {
                     Added::Crossed => pending[1] = Some((true, st.snapshot(window))),
-                    Added::Late => self.note_late(),
+                    Added::Late => return self.note_late(pending),
                     Added::Counted => {}
                 }
+                self.note_src(&key, rec.src);
             }
             Entry::Vacant(e) => {
                 self.paths.acquire(key.path(), &rec.path);
@@ -287,6 +315,7 @@ impl Engine {
                 // Count before inserting: a concurrent sweep may remove (and subtract) the key
                 // as soon as it is in the map, and the count must never dip below the truth.
                 self.keys.fetch_add(1, Ordering::Relaxed);
+                self.note_src(&key, rec.src);
                 e.insert(st);
             }
         }
@@ -320,32 +349,85 @@ impl Engine {
         }
         match st.add(idx, latency, rule.metric.bytes(rec), rule.threshold, method) {
             Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
-            Added::Late => self.note_late(),
+            Added::Late => return self.note_late(pending),
             Added::Counted => {}
         }
+        // Still under the key's shard lock: a sweep removing the key cannot interleave.
+        self.note_src(&key, rec.src);
         pending
     }
 
-    fn note_late(&self) {
+    /// Counts a late record (not counted in its key), passing `pending` through.
+    fn note_late(&self, pending: Pending) -> Pending {
         self.late.fetch_add(1, Ordering::Relaxed);
+        pending
     }
 
-    /// Builds the event fields for `rule` and `src` from a window snapshot.
+    /// What `rec` is counted under for a rule grouped `by`: its identity's key when the rule
+    /// groups by identity and the request has one (interned once per record, in `ident`),
+    /// else its source `src` — so sending no key (or a name beyond the identity table's
+    /// cap) cannot evade an identity rule.
+    pub(super) fn subject(
+        &self,
+        by: GroupBy,
+        src: SourceKey,
+        rec: &RequestRecord,
+        ident: &mut Option<Option<u16>>,
+    ) -> SourceKey {
+        if !by.by_identity() {
+            return src;
+        }
+        let Some(name) = rec.identity.as_ref() else {
+            return src;
+        };
+        let id = *ident.get_or_insert_with(|| self.identities.intern(name));
+        id.map_or(src, SourceKey::identity)
+    }
+
+    /// Remembers the address of a request counted under identity key `key` (called with the
+    /// key's map entry locked: window map → `last_src`, never the reverse).
+    pub(super) fn note_src(&self, key: &WindowKey, ip: IpAddr) {
+        if key.src.identity_id().is_some() {
+            self.last_src.insert(*key, ip);
+        }
+    }
+
+    /// A key is going away: its path reference and, for an identity key, its last address.
+    pub(super) fn forget(&self, key: &WindowKey) {
+        self.paths.release(key.path());
+        if key.src.identity_id().is_some() {
+            self.last_src.remove(key);
+        }
+    }
+
+    /// Builds the event fields of `key` under `rule` from a window snapshot. `src` is the
+    /// address to name: the key's own source for address keys; for identity keys the
+    /// request that produced the event (or, at window close, the last one counted).
+    /// `identity` is the request's identity, named by detections of address keys; identity
+    /// keys always name their own.
     pub(super) fn event(
         &self,
         rule: &Rule,
+        key: &WindowKey,
         src: &SourceKey,
+        identity: Option<&Arc<str>>,
         uri_path: Option<String>,
         snap: Snapshot,
     ) -> DetectionEvent {
         let avg = round2(snap.avg_secs);
         let max = round2(snap.max_secs);
+        let (identity, by_identity) = match key.src.identity_id() {
+            Some(id) => (self.identities.name(id), true),
+            None => (identity.cloned(), false),
+        };
         DetectionEvent {
             rule: rule.name.clone(),
             escu_id: rule.escu_id.clone(),
             mitre: rule.mitre.clone(),
             attack_type: rule.attack_type.clone(),
             src: src.to_string(),
+            identity,
+            by_identity,
             uri_path,
             http_method: Method::ALL
                 .get(usize::from(snap.method))

@@ -99,7 +99,17 @@ pub(crate) struct DetectionEvent {
     /// The source: an IPv4 address, an IPv6 address (prefix 128) or an IPv6 network
     /// (`2001:db8:1:2::/64`).
     pub(crate) src: String,
-    /// The normalised path; absent for rules grouped by `src` only.
+    /// The caller's identity (API key name): for a key grouped by identity, that identity;
+    /// for an address key, the identity of the request that crossed the threshold
+    /// (detections only), when it had one.
+    pub(crate) identity: Option<Arc<str>>,
+    /// Whether the key *is* the identity (`group_by = "identity"` / `"identity_path"` and a
+    /// request with an identity): the verdict is about the identity, wherever it calls from,
+    /// so a ban would be of the identity, not of `src` (`pipeline::verdict::BanTarget`).
+    /// `src` is then the address of the request that produced the event, or at window close
+    /// of the last request counted under the key.
+    pub(crate) by_identity: bool,
+    /// The normalised path; absent for rules grouped by `src` (or `identity`) only.
     pub(crate) uri_path: Option<String>,
     /// The method of the first qualifying request of the key in this window.
     pub(crate) http_method: &'static str,

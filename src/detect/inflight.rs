@@ -38,7 +38,7 @@ use super::engine::{
 };
 use super::event::Event;
 use super::paths::{capped, NO_PATH};
-use super::rule::{GroupBy, Metric, Rule, WindowKind};
+use super::rule::{Metric, Rule, WindowKind};
 use super::sliding::SUB_BUCKETS;
 use super::source::SourceKey;
 use super::window::{align, Snapshot, Tumbling, WindowKey};
@@ -49,8 +49,13 @@ use crate::record::RequestRecord;
 pub(crate) const MAX_IN_FLIGHT_RULES: usize = 64;
 
 /// Whether `rule` can report a running request: one slow request flags the key.
+///
+/// Rules with a `status` list are not eligible: a running request's status is not final.
 pub(crate) fn eligible(rule: &Rule) -> bool {
-    rule.metric == Metric::Count && rule.threshold == 1 && !rule.min_latency.is_zero()
+    rule.metric == Metric::Count
+        && rule.threshold == 1
+        && !rule.min_latency.is_zero()
+        && !rule.filters_status()
 }
 
 impl Engine {
@@ -93,20 +98,24 @@ impl Engine {
             return;
         }
         let src = SourceKey::new(rec.src, self.ipv6_prefix);
+        let mut ident = None;
         for (index, rule) in self.rules.iter().enumerate().take(MAX_IN_FLIGHT_RULES) {
             let bit = 1u64 << index;
             if *reported & bit != 0
                 || !eligible(rule)
+                || !rule.admits(rec.status, rec.outcome)
                 || !rule.qualifies(&rec.method_text, &rec.path, elapsed)
             {
                 continue;
             }
-            let path = match rule.group_by {
-                GroupBy::SrcPath => self.paths.hash(&rec.path),
-                GroupBy::Src => NO_PATH,
+            let path = if rule.group_by.by_path() {
+                self.paths.hash(&rec.path)
+            } else {
+                NO_PATH
             };
             let rule_ix = u16::try_from(index).unwrap_or(u16::MAX);
-            let key = WindowKey::new(path, src, rule_ix);
+            let who = self.subject(rule.group_by, src, rec, &mut ident);
+            let key = WindowKey::new(path, who, rule_ix);
             let found = match rule.window_kind {
                 WindowKind::Tumbling => {
                     *reported |= bit;
@@ -145,7 +154,8 @@ impl Engine {
         let text = (key.path() != NO_PATH).then(|| capped(&rec.path));
         if let Some(mut st) = self.sliding.get_mut(&key) {
             if let Some(summary) = st.advance(idx, rule.threshold, sub) {
-                let ev = self.event(rule, &key.src, text.clone(), summary);
+                let src = SourceKey::new(rec.src, self.ipv6_prefix);
+                let ev = self.event(rule, &key, &src, None, text.clone(), summary);
                 out.push(Event::WindowSummary(ev));
             }
             if st.flagged() {
@@ -163,7 +173,8 @@ impl Engine {
             max_secs: secs,
             method: u8::try_from(rec.method.index()).unwrap_or(u8::MAX),
         };
-        let mut ev = self.event(rule, &key.src, text, snap);
+        let src = SourceKey::new(rec.src, self.ipv6_prefix);
+        let mut ev = self.event(rule, &key, &src, rec.identity.as_ref(), text, snap);
         ev.in_flight = true;
         Some(Event::Detection(ev))
     }
@@ -186,6 +197,7 @@ impl Engine {
         self.make_room(&self.tumbling, &key, out);
         let snap = match self.tumbling.entry(key) {
             Entry::Occupied(mut e) => {
+                self.note_src(&key, rec.src);
                 let st = e.get_mut();
                 if start > st.window_start {
                     if let Some(summary) = self.tumbling_summary(&key, st) {
@@ -203,11 +215,13 @@ impl Engine {
                 self.paths.acquire(key.path(), &rec.path);
                 let st = Tumbling::flagged_in_flight(start, secs, method);
                 self.keys.fetch_add(1, Ordering::Relaxed);
+                self.note_src(&key, rec.src);
                 e.insert(st).snapshot_with(window, latency)
             }
         };
         let text = (key.path() != NO_PATH).then(|| capped(&rec.path));
-        let mut ev = self.event(rule, &key.src, text, snap);
+        let src = SourceKey::new(rec.src, self.ipv6_prefix);
+        let mut ev = self.event(rule, &key, &src, rec.identity.as_ref(), text, snap);
         ev.in_flight = true;
         Some(Event::Detection(ev))
     }

@@ -13,6 +13,7 @@
 //! - `overrides`: `[rules.NAME]` tables tuning the built-ins ([`effective_rules`]).
 //! - [`glob`]: the `*` / `?` path patterns.
 //! - [`source`]: source identity (IPv6 prefix grouping, IPv4-mapped addresses, allowlist).
+//! - `identity`: API key names interned to the 16-bit ids of identity keys.
 //! - `window`: the fixed-size map key and the tumbling state.
 //! - `sliding`: the sliding state (12-bit sub-bucket ring, latency figures per run).
 //! - `paths`: reference-counted path texts behind the fixed-size keys.
@@ -47,12 +48,19 @@
 //! static (no text stored); other texts are capped at 1 KiB plus `…` (see `paths`), so the
 //! worst case, every key on its own maximal random path, adds about 1.1 KB per key: at most
 //! ~1.2 KB per tracked key in all, bounded by `max_tracked_keys`.
+//!
+//! Identity keys (`group_by = "identity"` / `"identity_path"`) are the same 28-byte keys: the
+//! identity, interned to a 16-bit id (`identity`), takes the source's place
+//! ([`SourceKey::identity`]). Each also keeps the address of its last request (`last_src`, a
+//! 48-byte entry, ~55 bytes with the map's overhead) for the lines written when its window
+//! closes; address keys pay nothing for it.
 //! [`Engine::approx_memory_bytes`] reports the live figure.
 
 pub(crate) mod builtin;
 pub(crate) mod engine;
 pub(crate) mod event;
 pub(crate) mod glob;
+mod identity;
 mod inflight;
 mod overrides;
 mod paths;

@@ -98,7 +98,12 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<(Engine, ReloadReport), EngineError> {
         let regrouped = options.ipv6_prefix != self.ipv6_prefix;
-        let next = Engine::with_paths(rules, options, self.paths.empty_sharing_key())?;
+        let next = Engine::with_tables(
+            rules,
+            options,
+            self.paths.empty_sharing_key(),
+            self.identities.clone(),
+        )?;
         let fates = fates(&self.rules, &next.rules);
         let mut report = ReloadReport {
             ipv6_prefix_changed: regrouped,
@@ -182,10 +187,13 @@ impl Engine {
         report: &mut ReloadReport,
     ) -> Option<WindowKey> {
         let new_rule = fates[usize::from(key.rule)]?;
-        let ipv6 = key.src.network().addr().is_ipv6();
+        let identity = key.src.identity_id().is_some();
+        // An identity key stands for no address: neither the prefix nor the allowlist
+        // changes what it counts (its remembered address is regrouped when displayed).
+        let ipv6 = !identity && key.src.network().addr().is_ipv6();
         let skip = if ipv6 && next.ipv6_prefix != self.ipv6_prefix {
             Some(Skip::Regrouped)
-        } else if next.allowlist.covers(&key.src) {
+        } else if !identity && next.allowlist.covers(&key.src) {
             Some(Skip::Allowlisted)
         } else {
             None
@@ -194,7 +202,11 @@ impl Engine {
             Some(Skip::Regrouped) => report.ipv6_keys_dropped += 1,
             Some(Skip::Allowlisted) => report.allowlisted_keys_dropped += 1,
             None if next.paths.acquire_from(&self.paths, key.path()) => {
-                return Some(key.with_rule(new_rule));
+                let new_key = key.with_rule(new_rule);
+                if let Some(ip) = self.last_src.get(key).map(|ip| *ip) {
+                    next.last_src.insert(new_key, ip);
+                }
+                return Some(new_key);
             }
             None => {}
         }

@@ -14,6 +14,7 @@ use super::event::{round2, RuleAction, Severity};
 use super::glob::Glob;
 pub(crate) use super::validate::build_rules;
 pub use super::validate::RuleError;
+use crate::record::Outcome;
 
 /// One `[[rule]]` table as written in the config file (README, "Detection rules").
 ///
@@ -36,13 +37,20 @@ pub struct RuleConfig {
     pub(crate) paths: Vec<String>,
     /// Exact, case-sensitive HTTP methods; empty = any. Default `[]`.
     pub(crate) methods: Vec<String>,
+    /// HTTP statuses (100..=599) a request must have been answered with; empty = any.
+    /// Default `[]`. Requests refused by `[auth]` (401/403, never forwarded) count only for
+    /// rules that list their status here.
+    pub(crate) status: Vec<i64>,
     /// A request qualifies when its latency is strictly greater, except that `"0s"` means
     /// every request, including one of exactly 0 ns (gin prints `0s` when the clock did not
     /// tick). Default `"0s"`.
     pub(crate) min_latency: String,
     /// Optional exclusive upper bound on latency; `""` = none. Default `""`.
     pub(crate) max_latency: String,
-    /// `src_path` (one counter per source and path) or `src`. Default `src_path`.
+    /// `src_path` (one counter per source and path), `src`, `identity` (one counter per API
+    /// key name) or `identity_path` (per key name and path). A request without an identity
+    /// counts under its source under the identity groupings (`identity` like `src`,
+    /// `identity_path` like `src_path`). Default `src_path`.
     pub(crate) group_by: String,
     /// Window length (humantime). Default `"15m"`.
     pub(crate) window: String,
@@ -87,6 +95,7 @@ impl Default for RuleConfig {
             mitre: None,
             paths: vec!["*".to_owned()],
             methods: Vec::new(),
+            status: Vec::new(),
             min_latency: "0s".to_owned(),
             max_latency: String::new(),
             group_by: "src_path".to_owned(),
@@ -121,6 +130,24 @@ pub(crate) enum GroupBy {
     SrcPath,
     /// One counter per source, all matching paths together.
     Src,
+    /// One counter per identity (API key name), all matching paths together; a request
+    /// without identity counts under its source, as with [`GroupBy::Src`].
+    Identity,
+    /// One counter per (identity, normalised path); a request without identity counts
+    /// under its source and path, as with [`GroupBy::SrcPath`].
+    IdentityPath,
+}
+
+impl GroupBy {
+    /// Whether keys hold the normalised path.
+    pub(crate) fn by_path(self) -> bool {
+        matches!(self, GroupBy::SrcPath | GroupBy::IdentityPath)
+    }
+
+    /// Whether requests carrying an identity count under it rather than their source.
+    pub(crate) fn by_identity(self) -> bool {
+        matches!(self, GroupBy::Identity | GroupBy::IdentityPath)
+    }
 }
 
 /// What a rule counts per key.
@@ -227,6 +254,8 @@ pub(crate) struct Rule {
     pub(super) paths: Vec<Glob>,
     pub(super) any_path: bool,
     pub(super) methods: Vec<Box<str>>,
+    /// Statuses a request must have (sorted, deduplicated); empty = any.
+    pub(super) statuses: Vec<u16>,
     pub(super) min_latency: Duration,
     pub(super) max_latency: Option<Duration>,
     pub(super) group_by: GroupBy,
@@ -288,6 +317,7 @@ impl Rule {
             paths,
             any_path,
             methods,
+            statuses,
             min_latency,
             max_latency,
             group_by,
@@ -305,6 +335,7 @@ impl Rule {
             && *paths == other.paths
             && *any_path == other.any_path
             && *methods == other.methods
+            && *statuses == other.statuses
             && *min_latency == other.min_latency
             && *max_latency == other.max_latency
             && *group_by == other.group_by
@@ -314,6 +345,24 @@ impl Rule {
             && *threshold == other.threshold
             && *severity == other.severity
             && *action == other.action
+    }
+
+    /// Whether a request answered with `status`, ending with `outcome`, can count for this
+    /// rule: its status listed (any status when the list is empty). A request refused by
+    /// `[auth]` ([`Outcome::Unauthorized`]) counts only for rules that list its status, so a
+    /// stranger's refused requests never feed a rule about what callers do.
+    pub(crate) fn admits(&self, status: u16, outcome: Outcome) -> bool {
+        if self.statuses.is_empty() {
+            outcome != Outcome::Unauthorized
+        } else {
+            self.statuses.contains(&status)
+        }
+    }
+
+    /// Whether the rule has a `status` list (in-flight detection skips such rules: a running
+    /// request's status is not final).
+    pub(crate) fn filters_status(&self) -> bool {
+        !self.statuses.is_empty()
     }
 
     /// Whether a request counts for this rule: method listed (or none listed), latency

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine, KeyMap};
 use super::event::Event;
 use super::sliding::{Ring, Sliding, SUB_BUCKETS};
+use super::source::SourceKey;
 use super::window::{Snapshot, Tumbling, WindowKey};
 
 impl Engine {
@@ -58,7 +59,7 @@ impl Engine {
             if st.flagged() || st.total() > 0 {
                 return true;
             }
-            self.paths.release(key.path());
+            self.forget(key);
             removed += 1;
             false
         });
@@ -91,6 +92,7 @@ impl Engine {
             + map_bytes(&self.sliding)
             + map_bytes(&self.sliding_bytes)
             + self.paths.approx_bytes()
+            + map_bytes(&self.last_src)
     }
 
     /// Evicts ahead of the cap, from a background task: above 95 % of `max_tracked_keys`, the
@@ -199,13 +201,13 @@ impl Engine {
     /// A tumbling key is going away: its summary if flagged, and its path reference.
     fn close_tumbling(&self, key: &WindowKey, st: &Tumbling, out: &mut Vec<Event>) {
         out.extend(self.tumbling_summary(key, st));
-        self.paths.release(key.path());
+        self.forget(key);
     }
 
     /// A sliding key is going away: its episode summary if flagged, and its path reference.
     fn close_sliding<R: Ring>(&self, key: &WindowKey, st: &mut Sliding<R>, out: &mut Vec<Event>) {
         out.extend(self.sliding_summary(key, st));
-        self.paths.release(key.path());
+        self.forget(key);
     }
 
     /// The summary a flagged tumbling key gives when it goes away. A window flagged by an
@@ -229,9 +231,19 @@ impl Engine {
             .map(|snap| self.summary(key, snap))
     }
 
+    /// The summary of `key` closing on its own (a tick, eviction, a reload, shutdown): an
+    /// identity key names the last address counted under it.
     fn summary(&self, key: &WindowKey, snap: Snapshot) -> Event {
         let rule = &self.rules[usize::from(key.rule)];
-        Event::WindowSummary(self.event(rule, &key.src, self.paths.text(key.path()), snap))
+        let src = match key.src.identity_id() {
+            Some(_) => self
+                .last_src
+                .get(key)
+                .map_or(key.src, |ip| SourceKey::new(*ip, self.ipv6_prefix)),
+            None => key.src,
+        };
+        let text = self.paths.text(key.path());
+        Event::WindowSummary(self.event(rule, key, &src, None, text, snap))
     }
 
     /// Eviction recency of a sliding key, in epoch seconds.
@@ -249,9 +261,10 @@ fn map_bytes<V>(map: &KeyMap<V>) -> usize {
 pub(super) fn sort_events(events: &mut [Event]) {
     events.sort_by(|a, b| {
         let (a, b) = (a.detail(), b.detail());
-        (a.window_start, &a.src, &a.uri_path, &a.rule).cmp(&(
+        (a.window_start, &a.src, &a.identity, &a.uri_path, &a.rule).cmp(&(
             b.window_start,
             &b.src,
+            &b.identity,
             &b.uri_path,
             &b.rule,
         ))

@@ -79,11 +79,17 @@ fn build(cfg: &RuleConfig, position: usize) -> Result<Rule, RuleError> {
 fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
     let paths = parse_paths(&cfg.paths)?;
     let methods = parse_methods(&cfg.methods).map_err(at("methods"))?;
+    let statuses = parse_statuses(&cfg.status)?;
     let (min_latency, max_latency) = parse_latency_band(cfg)?;
     let group_by = pick(
         &cfg.group_by,
         "group_by",
-        &[("src_path", GroupBy::SrcPath), ("src", GroupBy::Src)],
+        &[
+            ("src_path", GroupBy::SrcPath),
+            ("src", GroupBy::Src),
+            ("identity", GroupBy::Identity),
+            ("identity_path", GroupBy::IdentityPath),
+        ],
     )?;
     let kinds = [
         ("tumbling", WindowKind::Tumbling),
@@ -130,6 +136,7 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
         any_path: paths.iter().any(|g| g.as_str().bytes().all(|b| b == b'*')),
         paths,
         methods,
+        statuses,
         min_latency,
         max_latency,
         group_by,
@@ -231,6 +238,26 @@ fn parse_methods(methods: &[String]) -> Result<Vec<Box<str>>, String> {
             }
         })
         .collect()
+}
+
+/// HTTP statuses, each 100..=599 (what a response can carry); kept sorted and deduplicated.
+fn parse_statuses(status: &[i64]) -> Result<Vec<u16>, Problem> {
+    let mut out = Vec::with_capacity(status.len());
+    for (i, s) in status.iter().enumerate() {
+        let code = u16::try_from(*s)
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| {
+                (
+                    format!("status[{i}]"),
+                    format!("{s} is not an HTTP status (expected 100 to 599)"),
+                )
+            })?;
+        out.push(code);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// At least 1, and at most what the window's counter holds, so a saturated counter can

@@ -550,3 +550,19 @@ impl Gate for Enforcement {
         Some(ban.rule)
     }
 }
+
+/// Rules that count per identity ban the identity, not an address.
+impl crate::pipeline::verdict::IdentityBans for Enforcement {
+    fn ban(
+        &self,
+        name: &str,
+        rule: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+        before: &mut dyn FnMut(),
+    ) -> bool {
+        match self.ban_identity(name, rule, reason.to_owned(), now, before) {
+            IdentityOutcome::Banned(_) | IdentityOutcome::AlreadyBanned(_) => true,
+        }
+    }
+}

@@ -211,3 +211,149 @@ fn the_decision_is_mode_times_action_then_exemptions() {
         Decision::Log(Exemption::Allowlisted)
     );
 }
+
+/// Identity bans handed to the seam: `(identity, rule)` of each call.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<Vec<(String, String)>>);
+
+impl super::verdict::IdentityBans for Recorded {
+    fn ban(
+        &self,
+        name: &str,
+        rule: &str,
+        _reason: &str,
+        _now: chrono::DateTime<Utc>,
+        before: &mut dyn FnMut(),
+    ) -> bool {
+        before();
+        self.0
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), rule.to_owned()));
+        true
+    }
+}
+
+fn per_key() -> Vec<RuleConfig> {
+    vec![RuleConfig {
+        name: "per_key".into(),
+        group_by: "identity".into(),
+        ..RuleConfig::default()
+    }]
+}
+
+fn keyed(name: &str, src: &str) -> RequestRecord {
+    RequestRecord {
+        identity: Some(name.into()),
+        ..record(src, "/api/chat")
+    }
+}
+
+#[tokio::test]
+async fn an_identity_verdict_never_bans_the_address_and_is_logged_without_identity_bans() {
+    let f = fixture_with(Mode::Block, Vec::new(), per_key());
+    f.stage.record(keyed("alice", "192.0.2.40"));
+    f.stage.finish();
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "window_summary"]);
+    for line in &lines {
+        assert_eq!(
+            (
+                line["identity"].as_str(),
+                line["src"].as_str(),
+                line["action"].as_str()
+            ),
+            (Some("alice"), Some("192.0.2.40"), Some("logged"))
+        );
+    }
+    assert!(f.enforcement.list().is_empty());
+}
+
+#[tokio::test]
+async fn an_identity_verdict_goes_to_the_identity_bans_and_an_address_verdict_does_not() {
+    let mut rules = per_key();
+    rules.push(RuleConfig {
+        name: "per_addr".into(),
+        group_by: "src".into(),
+        threshold: 2,
+        ..RuleConfig::default()
+    });
+    let f = fixture_with(Mode::Block, Vec::new(), rules);
+    let bans = Arc::new(Recorded::default());
+    assert!(f.stage.verdicts().set_identity_bans(bans.clone()));
+    assert!(!f.stage.verdicts().set_identity_bans(bans.clone()), "once");
+    f.stage.record(keyed("bob", "192.0.2.41"));
+    let ip: IpAddr = "192.0.2.41".parse().unwrap();
+    assert!(f
+        .enforcement
+        .refuse(ip, None, "POST", "/api/chat")
+        .is_none());
+    f.stage.record(keyed("carol", "192.0.2.41"));
+    let lines = f.lines().await;
+    let rows: Vec<(&str, &str, Option<&str>, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["event"].as_str().unwrap(),
+                l["rule"].as_str().unwrap_or(""),
+                l["identity"].as_str(),
+                l["action"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("detection", "per_key", Some("bob"), "banned"),
+            ("detection", "per_key", Some("carol"), "banned"),
+            // The address's own rule names the identity of the request that crossed, and
+            // bans the address.
+            ("detection", "per_addr", Some("carol"), "banned"),
+            ("ban", "per_addr", None, ""),
+        ]
+    );
+    assert_eq!(
+        *bans.0.lock().unwrap(),
+        [
+            ("bob".to_owned(), "per_key".to_owned()),
+            ("carol".to_owned(), "per_key".to_owned())
+        ]
+    );
+    assert_eq!(f.enforcement.list().len(), 1);
+}
+
+#[test]
+fn the_ban_target_is_the_identity_only_for_identity_keys() {
+    use super::verdict::{ban_target, BanTarget};
+    use crate::detect::event::{RuleAction, Severity};
+    let ip: IpAddr = "198.51.100.7".parse().unwrap();
+    let d = crate::detect::DetectionEvent {
+        rule: "r".into(),
+        escu_id: None,
+        mitre: None,
+        attack_type: "r".into(),
+        src: "198.51.100.7".into(),
+        identity: Some("alice".into()),
+        by_identity: false,
+        uri_path: None,
+        http_method: "GET",
+        window_start: Utc::now(),
+        window_end: Utc::now(),
+        count: 1,
+        bytes: None,
+        avg_response_time: 0.0,
+        max_response_time: 0.0,
+        severity: Severity::Low,
+        action: RuleAction::Default,
+        in_flight: false,
+    };
+    assert_eq!(ban_target(&d, Some(ip)), Some(BanTarget::Addr(ip)));
+    assert_eq!(ban_target(&d, None), None);
+    let by_identity = crate::detect::DetectionEvent {
+        by_identity: true,
+        ..d
+    };
+    let alice = Some(BanTarget::Identity("alice".into()));
+    assert_eq!(ban_target(&by_identity, Some(ip)), alice);
+    assert_eq!(ban_target(&by_identity, None), alice);
+}

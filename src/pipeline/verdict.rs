@@ -5,9 +5,18 @@
 //! verdict would ban; a source inside `trusted_proxies` or the allowlist is exempt. A verdict
 //! that bans is handed to enforcement ([`Enforcement::ban`]), which keeps the table and
 //! reports what became of the ban; the `action` logged (`logged` / `banned`) is that outcome.
+//!
+//! # Identity bans: the seam
+//! A verdict of a key grouped by identity ([`DetectionEvent::by_identity`]) is about an API
+//! key, not an address: [`ban_target`] gives [`BanTarget::Identity`] for it, and no address
+//! is ever banned for it (the same key may call from many places, and one address may carry
+//! many keys). Such a ban goes to the [`IdentityBans`] set with
+//! [`Verdicts::set_identity_bans`] (the `[auth]` key store); without one it is logged only
+//! (`action = "logged"`). The trusted-proxy and allowlist exemptions are about addresses and
+//! do not apply to identities.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -38,6 +47,40 @@ pub(crate) enum Decision {
     Log(Exemption),
 }
 
+/// Whom a ban is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BanTarget {
+    /// A client address (its IPv6 group): [`Enforcement::ban`].
+    Addr(IpAddr),
+    /// An API key's identity, wherever it calls from: [`IdentityBans::ban`].
+    Identity(Arc<str>),
+}
+
+/// Whom detection `d` would ban: its identity when its key is one, else `src`, the client of
+/// the request that triggered it (`None` without a request: a window closed on time).
+pub(crate) fn ban_target(d: &DetectionEvent, src: Option<IpAddr>) -> Option<BanTarget> {
+    match (&d.identity, d.by_identity) {
+        (Some(name), true) => Some(BanTarget::Identity(name.clone())),
+        _ => src.map(BanTarget::Addr),
+    }
+}
+
+/// What bans identities: the seam for the `[auth]` key store. Called only for a verdict
+/// that bans (block mode and a rule whose action bans).
+pub(crate) trait IdentityBans: Send + Sync {
+    /// Bans identity `name` for `rule`, with `reason` in words (as an address ban's). Calls
+    /// `before` exactly once before a *new* ban takes effect or is logged, so the detection
+    /// line comes first; returns whether the identity is banned now (new or already).
+    fn ban(
+        &self,
+        name: &str,
+        rule: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+        before: &mut dyn FnMut(),
+    ) -> bool;
+}
+
 /// Whether a verdict of a rule with `rule_bans` (its action resolved under the mode) against
 /// `src` bans, given the exemptions. Monitor mode never changes a response, so in it no rule
 /// bans, whatever its action (README "Blocking: the operator's guide").
@@ -65,6 +108,7 @@ pub(crate) struct Verdicts {
     metrics: Arc<Metrics>,
     enforcement: Arc<Enforcement>,
     trusted: ArcSwap<Vec<IpNet>>,
+    identity_bans: OnceLock<Arc<dyn IdentityBans>>,
 }
 
 impl Verdicts {
@@ -79,6 +123,7 @@ impl Verdicts {
             metrics,
             enforcement,
             trusted: ArcSwap::from_pointee(Vec::new()),
+            identity_bans: OnceLock::new(),
         }
     }
 
@@ -107,6 +152,12 @@ impl Verdicts {
         self.trusted.store(Arc::new(trusted));
     }
 
+    /// Where identity bans go (once, at start-up); until then they are logged only.
+    /// Returns `false` when one was already set.
+    pub(crate) fn set_identity_bans(&self, bans: Arc<dyn IdentityBans>) -> bool {
+        self.identity_bans.set(bans).is_ok()
+    }
+
     /// Acts on `events`; `src` is the client of the request that triggered them (`None`
     /// when a window closed on time, a reload or shutdown).
     pub(crate) fn handle(&self, events: &[Event], src: Option<IpAddr>) {
@@ -117,7 +168,9 @@ impl Verdicts {
                 Event::WindowSummary(d) => {
                     // A summary bans nothing: it says what the rule does in the current mode.
                     let block_mode = self.enforcement.block_mode();
-                    let action = if block_mode && d.action.bans(block_mode) {
+                    // An identity's verdict bans only where identity bans are wired in.
+                    let can_ban = !d.by_identity || self.identity_bans.get().is_some();
+                    let action = if block_mode && d.action.bans(block_mode) && can_ban {
                         Action::Banned
                     } else {
                         Action::Logged
@@ -138,11 +191,15 @@ impl Verdicts {
                 .write(now, &LogEvent::Detection(Finding::new(d, action)));
             action
         };
-        let action = match src {
+        let action = match ban_target(d, src) {
             // Without a request there is no one to ban; the line says what the rule does.
             None if block_mode && rule_bans => write(Action::Banned),
             None => write(Action::Logged),
-            Some(ip) => {
+            Some(BanTarget::Identity(name)) if block_mode && rule_bans => {
+                self.ban_identity(now, d, &name, write)
+            }
+            Some(BanTarget::Identity(_)) => write(Action::Logged),
+            Some(BanTarget::Addr(ip)) => {
                 let trusted = self.trusted.load();
                 match decide(block_mode, rule_bans, ip, &trusted, |ip| {
                     self.enforcement.allowlisted(ip)
@@ -161,6 +218,35 @@ impl Verdicts {
             .detections
             .with_label_values(&[&*d.rule, d.severity.as_str(), action.as_str()])
             .inc();
+    }
+
+    /// Hands identity `name` to the identity bans for verdict `d` (logged only without
+    /// any); the detection line comes before a new ban, as for addresses.
+    fn ban_identity(
+        &self,
+        now: DateTime<Utc>,
+        d: &DetectionEvent,
+        name: &str,
+        write: impl Fn(Action) -> Action,
+    ) -> Action {
+        let Some(bans) = self.identity_bans.get() else {
+            tracing::debug!(identity = name, rule = %d.rule, "no identity bans configured; logged only");
+            return write(Action::Logged);
+        };
+        let mut written = None;
+        let banned = bans.ban(name, &d.rule, &reason(d), now, &mut || {
+            if written.is_none() {
+                written = Some(write(Action::Banned));
+            }
+        });
+        match written {
+            Some(action) => action,
+            None => write(if banned {
+                Action::Banned
+            } else {
+                Action::Logged
+            }),
+        }
     }
 
     /// Tells enforcement to ban `ip` for verdict `d`. The detection line is written through

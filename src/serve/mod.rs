@@ -135,6 +135,7 @@ impl Server {
             enforcement.clone(),
         ));
         detection.set_trusted_proxies(config.live.trusted_proxies.clone());
+        detection.verdicts().set_identity_bans(enforcement.clone());
         let sink = pipeline::chain(metrics.clone(), access, detection.clone());
         let gate: Arc<dyn Gate> = enforcement.clone();
         let policy_sink: Arc<dyn crate::proxy::layers::policy::PolicySink> = detection.clone();

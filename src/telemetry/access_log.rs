@@ -74,8 +74,14 @@ fn json_line(rec: &RequestRecord) -> String {
         "bytes_in": rec.bytes_in,
         "bytes_out": rec.bytes_out,
     });
-    if let (Some(t), Some(obj)) = (rec.ttfb, v.as_object_mut()) {
-        obj.insert("ttfb_seconds".into(), t.as_secs_f64().into());
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(t) = rec.ttfb {
+            obj.insert("ttfb_seconds".into(), t.as_secs_f64().into());
+        }
+        // The API key's name, never the key itself; absent for anonymous requests.
+        if let Some(identity) = &rec.identity {
+            obj.insert("identity".into(), identity.as_ref().into());
+        }
     }
     let mut s = String::with_capacity(256);
     let _ = write!(s, "{v}");
@@ -128,6 +134,47 @@ mod tests {
             checked, 11,
             "13 sample lines, 2 with non-canonical IP spellings"
         );
+    }
+
+    #[test]
+    fn the_json_line_names_the_identity_and_omits_it_when_none() {
+        let (path, route) = crate::route::normalize("/api/tags");
+        let anonymous = RequestRecord {
+            src: "192.0.2.1".parse().unwrap(),
+            peer: "192.0.2.1".parse().unwrap(),
+            method: Method::Get,
+            method_text: Cow::Borrowed("GET"),
+            path,
+            raw_target: Cow::Borrowed("/api/tags"),
+            route,
+            status: 401,
+            ttfb: None,
+            total: std::time::Duration::from_millis(1),
+            completed_at: chrono::Utc::now(),
+            outcome: Outcome::Unauthorized,
+            bytes_in: 0,
+            bytes_out: 0,
+            in_flight_reported: 0,
+            identity: None,
+        };
+        let keyed = RequestRecord {
+            status: 200,
+            outcome: Outcome::Complete,
+            identity: Some("ci-runner".into()),
+            ..anonymous.clone()
+        };
+        let parse = |rec: &RequestRecord| -> serde_json::Value {
+            serde_json::from_str(&format_line(AccessLogFormat::Json, rec)).unwrap()
+        };
+        let a = parse(&anonymous);
+        assert_eq!(
+            (a.get("identity"), &a["outcome"]),
+            (None, &"unauthorized".into())
+        );
+        assert_eq!(parse(&keyed)["identity"], "ci-runner");
+        // The gin format is Ollama's line: no identity in it.
+        let gin = format_line(AccessLogFormat::Gin, &keyed);
+        assert!(!gin.contains("ci-runner"), "{gin}");
     }
 
     #[test]

@@ -110,6 +110,11 @@ pub(crate) struct Finding<'a> {
     pub(crate) attack_type: &'a str,
     /// The source: IPv4 address, IPv6 address or IPv6 network.
     pub(crate) src: &'a str,
+    /// The caller's identity (API key name): the key's identity for rules grouped by
+    /// identity, else the identity of the request that crossed the threshold (detections
+    /// only); absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) identity: Option<&'a str>,
     /// The normalised path; absent for rules grouped by source only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) uri_path: Option<&'a str>,
@@ -150,6 +155,7 @@ impl<'a> Finding<'a> {
             mitre: d.mitre.as_deref(),
             attack_type: &d.attack_type,
             src: &d.src,
+            identity: d.identity.as_deref(),
             uri_path: d.uri_path.as_deref(),
             http_method: d.http_method,
             window_start: d.window_start,

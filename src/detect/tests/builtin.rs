@@ -114,10 +114,82 @@ fn built_ins_carry_block_safe_actions() {
         ("excessive_requests", "block"),
         ("endpoint_scan", "log"),
         ("bulk_generation", "log"),
+        ("auth_failures", "block"),
     ];
     let want: Vec<(String, String)> = want
         .iter()
         .map(|(n, a)| ((*n).to_owned(), (*a).to_owned()))
         .collect();
     assert_eq!(actions, want);
+}
+
+/// A request the `[auth]` layer refused with `status` (never forwarded).
+fn refused(src: &str, path: &str, status: u16, offset_s: i64) -> RequestRecord {
+    RequestRecord {
+        status,
+        outcome: Outcome::Unauthorized,
+        ..req(src, path, Duration::from_millis(1), offset_s)
+    }
+}
+
+#[test]
+fn auth_failures_leaves_a_stale_key_poller_alone_and_flags_a_spray_once() {
+    let e = engine(&default_rules());
+    // A dashboard left with a revoked key polls /api/tags every 30 s for an hour: 20
+    // refusals per 10 minutes, 120 in all. No rule counts them but auth_failures, which
+    // stays under its threshold of 60.
+    let mut out = Vec::new();
+    for i in 0..120 {
+        e.observe(&refused("10.0.0.5", "/api/tags", 401, i * 30), &mut out);
+        e.tick(at(T0 + i * 30, 0), &mut out);
+    }
+    assert!(out.is_empty(), "{out:?}");
+    // A spray: 60 refusals in one minute from one source, then 60 more.
+    let spray: Vec<RequestRecord> = (0..120)
+        .map(|i| refused("10.0.0.6", "/api/generate", 401, 4_000 + i))
+        .collect();
+    let out = feed(&e, &spray[..59]);
+    assert!(out.is_empty(), "{out:?}");
+    let out = feed(&e, &spray[59..]);
+    assert_eq!(
+        fired(&out),
+        [("auth_failures", "detection", 60, Severity::Low)]
+    );
+    let d = out[0].detail();
+    assert_eq!(
+        (
+            d.src.as_str(),
+            d.identity.as_deref(),
+            d.by_identity,
+            d.uri_path.as_deref()
+        ),
+        ("10.0.0.6", None, false, None)
+    );
+    assert_eq!(
+        (
+            d.severity,
+            d.action,
+            d.http_method,
+            d.mitre.as_deref(),
+            d.bytes
+        ),
+        (
+            Severity::Low,
+            crate::detect::event::RuleAction::Block,
+            "POST",
+            Some("T1110"),
+            None
+        )
+    );
+    assert_eq!(
+        (d.window_end - d.window_start).num_seconds(),
+        600,
+        "the 10-minute sliding window"
+    );
+    let mut closed = Vec::new();
+    e.tick(at(T0 + 4_000 + 1_300, 0), &mut closed);
+    assert_eq!(
+        fired(&closed),
+        [("auth_failures", "window_summary", 120, Severity::Low)]
+    );
 }

@@ -12,6 +12,7 @@ use crate::route::{normalize, Route};
 mod builtin;
 mod concurrency;
 mod eviction;
+mod identity;
 mod inflight;
 mod reload;
 mod sliding;

@@ -46,6 +46,8 @@ fn detection_carries_the_spec_fields_of_the_seed_rule() {
         mitre: Some(Arc::from("T1048")),
         attack_type: Arc::from("Potential Data Exfiltration"),
         src: "192.168.1.50".into(),
+        identity: None,
+        by_identity: false,
         uri_path: Some("/api/generate".into()),
         http_method: "POST",
         window_start: at(T0, 0),

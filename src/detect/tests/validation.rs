@@ -57,7 +57,7 @@ fn invalid_values_name_the_rule_and_the_key() {
         ),
         (
             rule("r", |r| r.group_by = "source".into()),
-            "rule[r].group_by: unknown value \"source\" (expected src_path or src)",
+            "rule[r].group_by: unknown value \"source\" (expected src_path, src, identity or identity_path)",
         ),
         (
             rule("r", |r| r.window_kind = "hopping".into()),
@@ -197,7 +197,7 @@ fn a_minimal_rule_takes_the_documented_defaults() {
     assert_eq!(
         effective,
         concat!(
-            "name = \"a\"\nattack_type = \"\"\npaths = [\"*\"]\nmethods = []\n",
+            "name = \"a\"\nattack_type = \"\"\npaths = [\"*\"]\nmethods = []\nstatus = []\n",
             "min_latency = \"0s\"\nmax_latency = \"\"\ngroup_by = \"src_path\"\nwindow = \"15m\"\n",
             "window_kind = \"tumbling\"\nmetric = \"count\"\nthreshold = 1\nseverity_by = \"avg_latency\"\n",
             "severity_high = \"50s\"\nseverity_medium = \"40s\"\naction = \"\"\n"
@@ -218,7 +218,8 @@ fn default_rules_are_valid_and_named_as_documented() {
             "jailbreak_long_generation",
             "excessive_requests",
             "endpoint_scan",
-            "bulk_generation"
+            "bulk_generation",
+            "auth_failures"
         ]
     );
 }
@@ -256,4 +257,42 @@ fn tumbling_thresholds_stop_at_what_the_32_bit_count_holds() {
             .threshold(),
         4_294_967_295
     );
+}
+
+#[test]
+fn statuses_must_be_http_statuses_and_are_named_by_position() {
+    let with = |status: Vec<i64>| rule("r", move |r| r.status = status);
+    assert_eq!(
+        error_of(with(vec![99])),
+        "rule[r].status[0]: 99 is not an HTTP status (expected 100 to 599)"
+    );
+    assert_eq!(
+        error_of(with(vec![401, 600])),
+        "rule[r].status[1]: 600 is not an HTTP status (expected 100 to 599)"
+    );
+    assert_eq!(
+        error_of(with(vec![-401])),
+        "rule[r].status[0]: -401 is not an HTTP status (expected 100 to 599)"
+    );
+    let ok = Rule::from_config(&with(vec![599, 100, 401, 401])).unwrap();
+    assert_eq!(ok.statuses, [100, 401, 599]);
+    let same = Rule::from_config(&with(vec![100, 401, 599])).unwrap();
+    assert!(ok.same_effective_config(&same));
+    let other = Rule::from_config(&with(vec![401])).unwrap();
+    assert!(!ok.same_effective_config(&other));
+}
+
+#[test]
+fn group_by_accepts_the_identity_groupings() {
+    for by in ["src_path", "src", "identity", "identity_path"] {
+        let r = Rule::from_config(&rule("r", |r| r.group_by = by.into())).unwrap();
+        assert_eq!(r.config().group_by, by);
+    }
+    assert_eq!(
+        error_of(rule("r", |r| r.group_by = "key".into())),
+        "rule[r].group_by: unknown value \"key\" (expected src_path, src, identity or identity_path)"
+    );
+    let a = Rule::from_config(&rule("r", |r| r.group_by = "identity".into())).unwrap();
+    let b = Rule::from_config(&rule("r", |r| r.group_by = "src".into())).unwrap();
+    assert!(!a.same_effective_config(&b));
 }

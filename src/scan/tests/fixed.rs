@@ -233,7 +233,7 @@ fn default_format_is_table_on_a_terminal_and_jsonl_otherwise() {
     let ScanMode::Rules { rules, .. } = piped.mode else {
         panic!("default mode runs rules");
     };
-    assert_eq!(rules.len(), 5);
+    assert_eq!(rules.len(), 6);
 }
 
 #[test]

@@ -42,6 +42,8 @@ fn verdict(uri_path: Option<&str>, escu: bool) -> DetectionEvent {
         mitre: escu.then(|| "T1048".into()),
         attack_type: "Potential Data Exfiltration".into(),
         src: "192.168.1.50".into(),
+        identity: None,
+        by_identity: false,
         uri_path: uri_path.map(str::to_owned),
         http_method: "POST",
         window_start: t(1_759_416_300),
@@ -189,5 +191,39 @@ fn a_policy_verdict_is_a_detection_with_the_offending_value_and_matches_the_sche
             )
         );
         assert_valid(&v, &line);
+    }
+}
+
+#[test]
+fn identity_follows_src_in_detections_and_summaries_and_matches_the_schema() {
+    let v = validator();
+    let d = DetectionEvent {
+        identity: Some("ci-runner".into()),
+        by_identity: true,
+        ..verdict(None, false)
+    };
+    for (event, kind) in [
+        (
+            LogEvent::Detection(Finding::new(&d, Action::Logged)),
+            "detection",
+        ),
+        (
+            LogEvent::WindowSummary(Finding::new(&d, Action::Logged)),
+            "window_summary",
+        ),
+    ] {
+        let line = render(t(1_759_416_450), &event).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                r#"{HEAD}"event":"{kind}","rule":"model_exfiltration","escu_id":null,"mitre":null,"attack_type":"Potential Data Exfiltration","src":"192.168.1.50","identity":"ci-runner","http_method":"POST","window_start":"2025-10-02T14:45:00.000Z","window_end":"2025-10-02T15:00:00.000Z","count":2,"avg_response_time":57.2,"max_response_time":58.0,"severity":"high","action":"logged"}}"#
+            )
+        );
+        assert_valid(&v, &line);
+        let mut bad: Value = serde_json::from_str(&line).unwrap();
+        bad["identity"] = Value::from(7);
+        assert!(!v.is_valid(&bad), "accepted {bad}");
+        bad["identity"] = Value::from("");
+        assert!(!v.is_valid(&bad), "accepted {bad}");
     }
 }

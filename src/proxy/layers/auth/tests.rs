@@ -8,8 +8,11 @@ use crate::proxy::layers::Disposition;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
+/// What the sink was told: path, status, reason, enforced, identity.
+type Note = (String, u16, &'static str, bool, Option<String>);
+
 #[derive(Default)]
-struct Notes(Mutex<Vec<(String, u16, &'static str, bool, Option<String>)>>);
+struct Notes(Mutex<Vec<Note>>);
 
 impl AuthSink for Notes {
     fn auth_refusal(&self, n: &AuthNote<'_>) {
