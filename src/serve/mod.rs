@@ -110,6 +110,8 @@ impl Server {
             .map(|r| r.name().to_string())
             .collect();
         let metrics = Arc::new(Metrics::new(&rule_names)?);
+        metrics.set_mode(config.live.mode);
+        metrics.config_loaded(true, unix_now());
         let (detection_log, access, logs) = open_logs(&config.bound, &metrics)?;
         let dlog = DetectionLog::new(detection_log);
         let enforcement = start_enforcement(
@@ -169,6 +171,7 @@ impl Server {
             config.bound.upstream.clone(),
             config.bound.timeouts.readiness_probe,
             ready,
+            metrics.upstream_up.clone(),
             signalled(&rx),
         ));
         for warning in config.warnings() {
@@ -207,6 +210,7 @@ impl Server {
             .config_reloads
             .with_label_values(&[label])
             .inc();
+        self.metrics.config_loaded(result.is_ok(), unix_now());
         result
     }
 
@@ -240,6 +244,13 @@ impl Server {
             log.flush().await;
         }
     }
+}
+
+/// Wall-clock time as Unix seconds (for `config_last_reload_success_timestamp_seconds`).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Opens the detection log and, if configured, the access log (each on its writer thread).
