@@ -52,3 +52,19 @@ pub mod scan;
 pub mod serve;
 pub(crate) mod telemetry;
 pub(crate) mod time;
+
+/// The package version (`Cargo.toml`), as `ollama_guard_build_info{version}` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The source revision this binary was built from: the 12-digit short commit of the git
+/// checkout, else `OLLAMA_GUARD_REVISION` at build time, else `unknown` (`build.rs`);
+/// `ollama_guard_build_info{revision}`.
+pub const REVISION: &str = env!("OLLAMA_GUARD_BUILD_REVISION");
+
+/// What `ollama-guard --version` prints after the name: `0.1.0 (rev abcdef123456)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (rev ",
+    env!("OLLAMA_GUARD_BUILD_REVISION"),
+    ")"
+);

@@ -598,3 +598,55 @@ fn completions_bash_names_the_subcommands() {
     let (code, _, _) = run(&["completions", "tcsh"], &[]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn version_names_the_revision() {
+    let (code, out, err) = run(&["--version"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "ollama-guard {} (rev {})\n",
+            env!("CARGO_PKG_VERSION"),
+            common::expected_revision()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_holding_the_listen_port_is_named_with_the_fix() {
+    // Ollama itself (the simulator answers /api/version like it) holds the guard's port.
+    let sim = ollama_sim::spawn(common::loopback().await, ollama_sim::SimConfig::default()).await;
+    let addr = sim.url().trim_start_matches("http://").to_owned();
+    let listen = addr.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "--listen",
+                &listen,
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--detection-log",
+                "/dev/null",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    sim.shutdown().await;
+    assert_eq!(code, 1, "exit code as for other bind errors");
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        format!(
+            "ollama-guard: cannot listen on {addr}: the port is held by Ollama itself (version \
+             0.12.3 answers GET /api/version there), so clients reach Ollama unguarded; move \
+             Ollama to 127.0.0.1:11435 with OLLAMA_HOST=127.0.0.1:11435 (systemd: the drop-in \
+             /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, which must sort after \
+             override.conf), then run: systemctl daemon-reload && systemctl restart ollama\n"
+        )
+    );
+}

@@ -139,11 +139,13 @@ pub(crate) async fn serve(
 }
 
 /// Probes the upstream (`GET /api/version`) every `interval`; any HTTP answer within the
-/// timeout counts as ready. Runs until `shutdown` resolves.
+/// timeout counts as ready. `ready` (what `/readyz` answers) and the `upstream_up` gauge
+/// follow each probe. Runs until `shutdown` resolves.
 pub(crate) async fn probe_upstream(
     upstream: Upstream,
     interval: Duration,
     ready: Arc<AtomicBool>,
+    upstream_up: prometheus::IntGauge,
     shutdown: impl Future<Output = ()>,
 ) {
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -158,6 +160,7 @@ pub(crate) async fn probe_upstream(
             ),
             Err(_) => false,
         };
+        upstream_up.set(i64::from(ok));
         if ready.swap(ok, Ordering::Relaxed) != ok {
             tracing::info!(upstream = %upstream.url(), ready = ok, "upstream readiness changed");
         }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 /// ollama-guard: a transparent reverse proxy for Ollama that detects and blocks model
 /// exfiltration.
 #[derive(Debug, Parser)]
-#[command(name = "ollama-guard", version, about, long_about = None)]
+#[command(name = "ollama-guard", version = crate::LONG_VERSION, about, long_about = None)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to run; `serve` when omitted.

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+mod holder;
 mod reload;
 
 pub(crate) use crate::pipeline::DetectionStage;
@@ -42,6 +43,21 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// `listen` is taken by Ollama itself (it answers `GET /api/version` there): clients
+    /// reach it unguarded. One line saying so and how to move Ollama.
+    #[error(
+        "cannot listen on {addr}: the port is held by Ollama itself (version {version} answers \
+         GET /api/version there), so clients reach Ollama unguarded; move Ollama to \
+         127.0.0.1:11435 with OLLAMA_HOST=127.0.0.1:11435 (systemd: the drop-in \
+         /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, which must sort after \
+         override.conf), then run: systemctl daemon-reload && systemctl restart ollama"
+    )]
+    OllamaHoldsPort {
+        /// The configured `listen` address.
+        addr: SocketAddr,
+        /// What Ollama's `/api/version` answered.
+        version: String,
+    },
     /// A log could not be opened.
     #[error(transparent)]
     Log(#[from] LogOpenError),
@@ -67,6 +83,21 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Binds the client-facing `listen` address; when it is in use and Ollama itself answers
+/// there, the error says so ([`ServeError::OllamaHoldsPort`]).
+pub async fn bind_listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(source) if source.kind() == std::io::ErrorKind::AddrInUse => {
+            match holder::ollama_on(addr).await {
+                Some(version) => Err(ServeError::OllamaHoldsPort { addr, version }),
+                None => Err(ServeError::Bind { addr, source }),
+            }
+        }
+        Err(source) => Err(ServeError::Bind { addr, source }),
+    }
 }
 
 /// A running server.
@@ -116,6 +147,8 @@ impl Server {
             .map(|r| r.name().to_string())
             .collect();
         let metrics = Arc::new(Metrics::new(&rule_names)?);
+        metrics.set_mode(config.live.mode);
+        metrics.config_loaded(true, unix_now());
         let (detection_log, access, logs) = open_logs(&config.bound, &metrics)?;
         let dlog = DetectionLog::new(detection_log);
         let enforcement = start_enforcement(
@@ -195,6 +228,7 @@ impl Server {
             config.bound.upstream.clone(),
             config.bound.timeouts.readiness_probe,
             ready,
+            metrics.upstream_up.clone(),
             signalled(&rx),
         ));
         for warning in config.warnings() {
@@ -234,6 +268,7 @@ impl Server {
             .config_reloads
             .with_label_values(&[label])
             .inc();
+        self.metrics.config_loaded(result.is_ok(), unix_now());
         result
     }
 
@@ -267,6 +302,13 @@ impl Server {
             log.flush().await;
         }
     }
+}
+
+/// Wall-clock time as Unix seconds (for `config_last_reload_success_timestamp_seconds`).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Opens the detection log and, if configured, the access log (each on its writer thread).
@@ -390,7 +432,7 @@ pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), S
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(ServeError::Signal)?;
-    let proxy_listener = bind(config.bound.listen).await?;
+    let proxy_listener = bind_listen(config.bound.listen).await?;
     let admin_listener = bind(config.bound.admin_listen).await?;
     let server = Server::start(config, proxy_listener, admin_listener).await?;
     loop {

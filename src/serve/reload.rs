@@ -160,6 +160,7 @@ impl Reloader {
         self.admin
             .token
             .store(new.admin_token.clone().map(Arc::new));
+        self.metrics.set_mode(new.mode);
         self.live.store(Arc::new(new));
         let names = |v: &[crate::detect::RuleKeys]| {
             v.iter().map(|r| r.name.to_string()).collect::<Vec<_>>()

@@ -10,10 +10,11 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::config::Mode;
 use crate::record::{Method, Outcome, RequestRecord};
 use crate::route::Route;
 
@@ -84,6 +85,9 @@ fn slot(route: Route, method: Method, class: usize, outcome: Outcome) -> usize {
 /// All metric families of one process.
 pub(crate) struct Metrics {
     registry: Registry,
+    /// Unprefixed families: the standard `process_*` ones of the process collector, under
+    /// the names every Prometheus client library exports them by (Linux only).
+    process_registry: Registry,
     requests_vec: IntCounterVec,
     requests: Box<[OnceLock<IntCounter>]>,
     duration: Box<[Histogram]>,
@@ -119,6 +123,14 @@ pub(crate) struct Metrics {
     pub(crate) aborted: IntCounter,
     /// The `[auth]` families.
     pub(crate) auth: super::auth_metrics::AuthMetrics,
+    /// 1 when the upstream answered the last readiness probe (what `/readyz` reports).
+    pub(crate) upstream_up: IntGauge,
+    /// `mode{mode}`: 1 for the mode in force, 0 for the other.
+    mode: IntGaugeVec,
+    /// Unix time of the last successful config load (start or SIGHUP reload).
+    config_last_reload_success: Gauge,
+    /// 1 when the last config reload succeeded (start counts as one), else 0.
+    config_last_reload_successful: IntGauge,
 }
 
 /// Reasons of `refused_requests_total` known at start.
@@ -292,19 +304,78 @@ impl Metrics {
                 )?,
             )?,
             auth: super::auth_metrics::AuthMetrics::new(&r)?,
+            upstream_up: reg(
+                &r,
+                IntGauge::new(
+                    "upstream_up",
+                    "1 when the upstream Ollama answered the last readiness probe (/readyz 200), else 0.",
+                )?,
+            )?,
+            mode: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mode",
+                        "The global mode in force: 1 for the active mode, 0 for the other.",
+                    ),
+                    &["mode"],
+                )?,
+            )?,
+            config_last_reload_success: reg(
+                &r,
+                Gauge::new(
+                    "config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful config load (start or SIGHUP reload).",
+                )?,
+            )?,
+            config_last_reload_successful: reg(
+                &r,
+                IntGauge::new(
+                    "config_last_reload_successful",
+                    "1 when the last config load (start or SIGHUP reload) succeeded, else 0.",
+                )?,
+            )?,
             requests_vec,
             registry: r,
+            process_registry: Registry::new(),
         };
         let build = reg(
             &m.registry,
             IntGaugeVec::new(
-                Opts::new("build_info", "Build information; always 1."),
-                &["version"],
+                Opts::new(
+                    "build_info",
+                    "Build information (version, source revision); always 1.",
+                ),
+                &["version", "revision"],
             )?,
         )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[crate::VERSION, crate::REVISION])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        m.process_registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         m.preinitialise(rules);
         Ok(m)
+    }
+
+    /// Sets `mode{mode}`: 1 for `mode`, 0 for the other (at start and on every reload).
+    pub(crate) fn set_mode(&self, mode: Mode) {
+        for m in [Mode::Monitor, Mode::Block] {
+            self.mode
+                .with_label_values(&[m.as_str()])
+                .set(i64::from(m == mode));
+        }
+    }
+
+    /// Records a config load: a success sets the timestamp to `now` (Unix seconds) and
+    /// `config_last_reload_successful` to 1; a failure sets only the latter, to 0.
+    pub(crate) fn config_loaded(&self, success: bool, now: f64) {
+        if success {
+            self.config_last_reload_success.set(now);
+        }
+        self.config_last_reload_successful.set(i64::from(success));
     }
 
     /// Sets the label combinations operators alert on to 0 so every series exists at start.
@@ -356,6 +427,9 @@ impl Metrics {
         }
         for result in ["success", "failure"] {
             self.config_reloads.with_label_values(&[result]);
+        }
+        for mode in [Mode::Monitor, Mode::Block] {
+            self.mode.with_label_values(&[mode.as_str()]);
         }
         for reason in REFUSAL_REASONS {
             self.refused.with_label_values(&[reason]);
@@ -422,7 +496,8 @@ impl Metrics {
     /// The text exposition format.
     pub(crate) fn render(&self) -> String {
         let mut buf = Vec::new();
-        let families = self.registry.gather();
+        let mut families = self.registry.gather();
+        families.extend(self.process_registry.gather());
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "metrics encoding failed");
         }
@@ -457,7 +532,12 @@ mod tests {
             "ollama_guard_active_bans 0",
             "ollama_guard_tracked_keys 0",
             "ollama_guard_tracked_key_evictions_total 0",
-            "ollama_guard_build_info{version=\"",
+            "ollama_guard_build_info{revision=\"",
+            "ollama_guard_upstream_up 0",
+            "ollama_guard_mode{mode=\"monitor\"} 0",
+            "ollama_guard_mode{mode=\"block\"} 0",
+            "ollama_guard_config_last_reload_successful 0",
+            "ollama_guard_config_last_reload_success_timestamp_seconds 0",
             "ollama_guard_refused_requests_total{reason=\"host\"} 0",
             "ollama_guard_connections_rejected_total{reason=\"per_source\"} 0",
             "ollama_guard_connections_rejected_total{reason=\"plain_http\"} 0",
@@ -469,6 +549,33 @@ mod tests {
             "le=\"55\"",
         ] {
             assert!(text.contains(family), "missing {family}");
+        }
+    }
+
+    #[test]
+    fn mode_and_reload_gauges_take_their_values() {
+        let m = Metrics::new(&[]).unwrap();
+        m.set_mode(Mode::Block);
+        m.config_loaded(true, 1_764_400_000.5);
+        let text = m.render();
+        for line in [
+            "ollama_guard_mode{mode=\"block\"} 1\n",
+            "ollama_guard_mode{mode=\"monitor\"} 0\n",
+            "ollama_guard_config_last_reload_successful 1\n",
+            "ollama_guard_config_last_reload_success_timestamp_seconds 1764400000.5\n",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
+        m.set_mode(Mode::Monitor);
+        m.config_loaded(false, 1_764_400_100.0);
+        let text = m.render();
+        for line in [
+            "ollama_guard_mode{mode=\"block\"} 0\n",
+            "ollama_guard_mode{mode=\"monitor\"} 1\n",
+            "ollama_guard_config_last_reload_successful 0\n",
+            "ollama_guard_config_last_reload_success_timestamp_seconds 1764400000.5\n",
+        ] {
+            assert!(text.contains(line), "missing {line}");
         }
     }
 }

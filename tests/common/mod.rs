@@ -329,3 +329,20 @@ pub fn sim_saw(s: &Stack, id: &str) -> bool {
         .iter()
         .any(|r| r.id.as_deref() == Some(id))
 }
+
+/// The revision `build.rs` must have compiled in, worked out independently: the checkout's
+/// `git rev-parse --short=12 HEAD` when there is a `.git`, else `OLLAMA_GUARD_REVISION`, else
+/// `unknown`.
+pub fn expected_revision() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    if std::path::Path::new(root).join(".git").exists() {
+        let out = std::process::Command::new("git")
+            .args(["-C", root, "rev-parse", "--short=12", "HEAD"])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        }
+    }
+    std::env::var("OLLAMA_GUARD_REVISION").unwrap_or_else(|_| "unknown".into())
+}
