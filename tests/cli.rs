@@ -321,6 +321,29 @@ fn sighup_reopens_logs_and_sigterm_exits_0() {
     );
 }
 
+/// The access log is buffered (nginx's `buffer=64k flush=1s`): a SIGTERM right after a burst
+/// still writes every line.
+#[test]
+fn sigterm_writes_every_buffered_access_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let (port, admin) = (free_port(), free_port());
+    let mut child = serve_with_access_log(&[], port, admin, &access);
+    wait_for_port(port);
+    for i in 0..300 {
+        let answer = raw_get(port, &format!("/api/tags?n={i}"));
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = std::fs::read_to_string(&access).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 300);
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.ends_with(&format!("\"/api/tags?n={i}\"")), "{line}");
+    }
+}
+
 /// Reads `ollama_guard_config_reloads_total` (all its series summed) from the admin port.
 fn config_reloads(admin: u16) -> f64 {
     use std::io::{Read, Write};

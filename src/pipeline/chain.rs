@@ -25,7 +25,7 @@ impl TelemetryStage {
     fn observe(&self, record: &RequestRecord) {
         self.metrics.observe(record);
         if let Some((log, format)) = &self.access {
-            log.write(access_log::format_line(*format, record));
+            log.write_with(|line| access_log::format_into(*format, record, line));
         }
     }
 }

@@ -331,7 +331,11 @@ fn open_logs(bound: &Bound, metrics: &Metrics) -> Result<OpenedLogs, ServeError>
     let mut all = vec![detection.clone()];
     let access = match &bound.access_log {
         Some(target) => {
-            let w = open("access", target)?;
+            let w = LogWriter::spawn_buffered(
+                "access",
+                target,
+                metrics.log_lines_dropped.with_label_values(&["access"]),
+            )?;
             all.push(w.clone());
             Some((w, bound.access_log_format))
         }

@@ -14,10 +14,22 @@ use crate::gin::{write_gin_line, GinFields};
 use crate::record::RequestRecord;
 
 /// Formats `rec` as one access-log line (without the newline).
+#[cfg(test)]
 pub(crate) fn format_line(format: AccessLogFormat, rec: &RequestRecord) -> String {
+    let mut line = String::new();
+    format_into(format, rec, &mut line);
+    line
+}
+
+/// Appends `rec` as one access-log line (without the newline) to `out`.
+pub(crate) fn format_into(format: AccessLogFormat, rec: &RequestRecord, out: &mut String) {
     match format {
-        AccessLogFormat::Gin => gin_line(rec),
-        AccessLogFormat::Json => json_line(rec),
+        AccessLogFormat::Gin => gin_into(
+            rec,
+            rec.completed_at.with_timezone(&Local).naive_local(),
+            out,
+        ),
+        AccessLogFormat::Json => out.push_str(&json_line(rec)),
     }
 }
 
@@ -35,12 +47,16 @@ fn gin_path(raw_target: &str) -> Vec<u8> {
     out
 }
 
-fn gin_line(rec: &RequestRecord) -> String {
-    gin_line_at(rec, rec.completed_at.with_timezone(&Local).naive_local())
+/// The gin line of `rec` stamped with `local` (gin prints the host's local time).
+#[cfg(test)]
+fn gin_line_at(rec: &RequestRecord, local: chrono::NaiveDateTime) -> String {
+    let mut line = String::new();
+    gin_into(rec, local, &mut line);
+    line
 }
 
-/// The gin line of `rec` stamped with `local` (gin prints the host's local time).
-fn gin_line_at(rec: &RequestRecord, local: chrono::NaiveDateTime) -> String {
+/// Appends the gin line of `rec` stamped with `local` to `out` (no newline).
+fn gin_into(rec: &RequestRecord, local: chrono::NaiveDateTime, out: &mut String) {
     let ip = rec.src.to_string();
     let path = gin_path(&rec.raw_target);
     let fields = GinFields {
@@ -51,12 +67,10 @@ fn gin_line_at(rec: &RequestRecord, local: chrono::NaiveDateTime) -> String {
         method: &rec.method_text,
         path: &path,
     };
-    let mut line = String::with_capacity(96 + path.len());
-    write_gin_line(&fields, &mut line);
-    if line.ends_with('\n') {
-        line.pop();
+    write_gin_line(&fields, out);
+    if out.ends_with('\n') {
+        out.pop();
     }
-    line
 }
 
 fn json_line(rec: &RequestRecord) -> String {

@@ -32,9 +32,20 @@ enum Msg {
     Flush(oneshot::Sender<()>),
 }
 
-/// A handle to one log; cheap to clone.
+/// A handle to one log; cheap to clone: the detection log writes each line as it comes
+/// ([`LogWriter::spawn`]), the access log through a buffer ([`LogWriter::spawn_buffered`]).
 #[derive(Clone)]
-pub(crate) struct LogWriter {
+pub(crate) struct LogWriter(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    Lines(LineWriter),
+    Buffered(super::buffered::BufferedLog),
+}
+
+/// The per-line writer.
+#[derive(Clone)]
+struct LineWriter {
     tx: mpsc::Sender<Msg>,
     dropped: IntCounter,
     name: &'static str,
@@ -99,13 +110,84 @@ impl Sink {
 static LAST_WARN: AtomicU64 = AtomicU64::new(0);
 
 impl LogWriter {
-    /// Opens `target` (failing now, not later) and starts the writer thread.
+    /// Opens `target` (failing now, not later) and starts a writer thread that writes and
+    /// flushes every line as soon as it is idle (the detection log: a SOC tails it).
     pub(crate) fn spawn(
         name: &'static str,
         target: &LogTarget,
         capacity: usize,
         dropped: IntCounter,
     ) -> Result<LogWriter, LogOpenError> {
+        LineWriter::spawn(name, target, capacity, dropped).map(|w| LogWriter(Kind::Lines(w)))
+    }
+
+    /// Opens `target` and starts a buffered writer (the access log: nginx's
+    /// `buffer=64k flush=1s`, see [`super::buffered`]).
+    pub(crate) fn spawn_buffered(
+        name: &'static str,
+        target: &LogTarget,
+        dropped: IntCounter,
+    ) -> Result<LogWriter, LogOpenError> {
+        let opened = match target {
+            LogTarget::Stdout => Ok(super::buffered::Target::Stdout),
+            LogTarget::File(p) => open(p).map(|f| super::buffered::Target::File(f, p.clone())),
+        };
+        opened
+            .and_then(|t| super::buffered::BufferedLog::spawn(name, t, dropped))
+            .map(|b| LogWriter(Kind::Buffered(b)))
+            .map_err(|source| LogOpenError {
+                name,
+                path: target.display(),
+                source,
+            })
+    }
+
+    /// Queues one line (the newline is added here). Never blocks.
+    pub(crate) fn write(&self, line: String) {
+        match &self.0 {
+            Kind::Lines(w) => w.write(line),
+            Kind::Buffered(b) => b.write(&line),
+        }
+    }
+
+    /// Queues one line that `format` writes into a reused buffer (no allocation on the
+    /// buffered writer).
+    pub(crate) fn write_with(&self, format: impl FnOnce(&mut String)) {
+        match &self.0 {
+            Kind::Lines(w) => {
+                let mut line = String::with_capacity(256);
+                format(&mut line);
+                w.write(line);
+            }
+            Kind::Buffered(b) => b.write_with(format),
+        }
+    }
+
+    /// Asks the writer to reopen its file (logrotate); a buffered writer first writes what it
+    /// holds to the old file.
+    pub(crate) fn reopen(&self) {
+        match &self.0 {
+            Kind::Lines(w) => w.reopen(),
+            Kind::Buffered(b) => b.reopen(),
+        }
+    }
+
+    /// Waits until every line queued before this call is written and flushed.
+    pub(crate) async fn flush(&self) {
+        match &self.0 {
+            Kind::Lines(w) => w.flush().await,
+            Kind::Buffered(b) => b.flush().await,
+        }
+    }
+}
+
+impl LineWriter {
+    fn spawn(
+        name: &'static str,
+        target: &LogTarget,
+        capacity: usize,
+        dropped: IntCounter,
+    ) -> Result<LineWriter, LogOpenError> {
         let sink = match target {
             LogTarget::Stdout => Sink::Stdout,
             LogTarget::File(p) => Sink::File(
@@ -132,7 +214,7 @@ impl LogWriter {
                 path: target.display(),
                 source,
             })?;
-        Ok(LogWriter {
+        Ok(LineWriter {
             tx,
             dropped,
             name,
@@ -141,8 +223,7 @@ impl LogWriter {
         })
     }
 
-    /// Queues one line (the newline is added here). Never blocks.
-    pub(crate) fn write(&self, mut line: String) {
+    fn write(&self, mut line: String) {
         line.push('\n');
         let len = line.len();
         let over = self.queued.fetch_add(len, Ordering::AcqRel) + len > MAX_QUEUED_BYTES;
@@ -161,15 +242,14 @@ impl LogWriter {
         }
     }
 
-    /// Asks the writer to reopen its file (logrotate). The request is a flag the writer checks
-    /// before every batch, so it is never lost, even when the queue is full.
-    pub(crate) fn reopen(&self) {
+    /// The request is a flag the writer checks before every batch, so it is never lost, even
+    /// when the queue is full.
+    fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
         let _ = self.tx.try_send(Msg::Reopen);
     }
 
-    /// Waits until every line queued before this call is written and flushed.
-    pub(crate) async fn flush(&self) {
+    async fn flush(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Msg::Flush(ack)).await.is_ok() {
             let _ = done.await;
@@ -310,7 +390,7 @@ mod tests {
     #[test]
     fn queue_is_bounded_in_bytes_not_only_lines() {
         let (tx, _rx) = mpsc::channel(1000);
-        let w = LogWriter {
+        let w = LineWriter {
             tx,
             dropped: counter(),
             name: "test",
@@ -327,7 +407,7 @@ mod tests {
     #[test]
     fn full_channel_counts_dropped_lines() {
         let (tx, _rx) = mpsc::channel(1);
-        let w = LogWriter {
+        let w = LineWriter {
             tx,
             dropped: counter(),
             name: "test",
