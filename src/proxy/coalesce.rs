@@ -7,8 +7,9 @@
 //! the socket itself, forwards the burst in one.
 //!
 //! [`Coalesce`] takes a frame and, when the next one is not ready yet, lets the upstream task
-//! run once (a self-wake: it goes to the back of this worker's run queue, behind the
-//! connection task the take just woke) before deciding. If that produced another frame, it is
+//! run once before deciding: it spawns a tiny task that wakes it, which this worker's
+//! scheduler runs after the connection task the take just woke (a plain self-wake is not
+//! enough: hyper polls a body again at once, within the same turn, when its write is ready). If that produced another frame, it is
 //! appended and the same is tried again; if it produced nothing, what is held is returned at
 //! once. A lone frame thus waits for one turn of the worker's scheduler — no timer, no
 //! syscall of its own — and a burst goes out as one frame, up to [`MAX_BYTES`]. A body whose
@@ -17,6 +18,8 @@
 //! what is held goes first, then they follow unchanged.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -41,8 +44,9 @@ pin_project! {
         inner: B,
         held: Held,
         next: Option<Next<B::Error>>,
-        // The worker was given one turn since the last frame arrived.
-        yielded: bool,
+        // Set by a task spawned behind the upstream connection's task: the worker has given
+        // that task its turn since the last frame arrived (`None`: no turn asked for).
+        turn: Option<Arc<AtomicBool>>,
     }
 }
 
@@ -96,7 +100,7 @@ impl<B: Body> Coalesce<B> {
             inner,
             held: Held::Nothing,
             next: None,
-            yielded: false,
+            turn: None,
         }
     }
 }
@@ -125,7 +129,7 @@ where
             let follow = match polled {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => {
-                        *this.yielded = false;
+                        *this.turn = None;
                         let data = data.copy_to_bytes(data.remaining());
                         if data.is_empty() {
                             continue;
@@ -150,14 +154,30 @@ where
                     if matches!(this.held, Held::Nothing) {
                         return Poll::Pending;
                     }
-                    if !*this.yielded {
-                        // Let the upstream connection's task hand over what it already has.
-                        *this.yielded = true;
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                    match this.turn {
+                        None => {
+                            // Let the upstream connection's task (woken when the last frame
+                            // was taken, so ahead in this worker's queue) hand over what it
+                            // already has: a task spawned now runs after it and wakes us.
+                            // hyper may poll again before that: we stay pending until then.
+                            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                                return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                            };
+                            let flag = Arc::new(AtomicBool::new(false));
+                            let (done, waker) = (flag.clone(), cx.waker().clone());
+                            rt.spawn(async move {
+                                done.store(true, Ordering::Release);
+                                waker.wake();
+                            });
+                            *this.turn = Some(flag);
+                            return Poll::Pending;
+                        }
+                        Some(flag) if !flag.load(Ordering::Acquire) => return Poll::Pending,
+                        Some(_) => {
+                            *this.turn = None;
+                            return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
+                        }
                     }
-                    *this.yielded = false;
-                    return Poll::Ready(this.held.take().map(|b| Ok(Frame::data(b))));
                 }
             };
             return Poll::Ready(match this.held.take() {

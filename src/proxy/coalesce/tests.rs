@@ -180,3 +180,80 @@ impl<E: Unpin> Body for Ready<E> {
 fn ready_body<E>(items: Vec<Result<Frame<Bytes>, E>>) -> Ready<E> {
     Ready(items.into())
 }
+
+/// With hyper's real client: an upstream that writes 20 chunks in one segment.
+#[tokio::test(flavor = "current_thread")]
+async fn hyper_client_burst_is_coalesced() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await.unwrap();
+        let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for i in 0..20 {
+            let line = format!("{{\"n\":{i}}}\n");
+            out.extend_from_slice(format!("{:x}\r\n{line}\r\n", line.len()).as_bytes());
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        s.write_all(&out).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    });
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let resp = client
+        .get(format!("http://{addr}/").parse().unwrap())
+        .await
+        .unwrap();
+    let n = tokio::spawn(async move {
+        let mut body = Coalesce::new(resp.into_body());
+        let mut n = 0;
+        while let Some(f) = body.frame().await {
+            if f.unwrap().is_data() {
+                n += 1;
+            }
+        }
+        n
+    })
+    .await
+    .unwrap();
+    assert_eq!(n, 1, "frames out");
+}
+
+/// hyper polls a body again at once when its write side is ready, within the same turn of
+/// the worker: that second poll must not end the wait for the upstream task.
+#[tokio::test(flavor = "current_thread")]
+async fn an_immediate_repoll_does_not_cut_the_turn_short() {
+    let slot = Slot::default();
+    slot.0.lock().unwrap().item = Some(Bytes::from_static(b"a\n"));
+    let mut body = Box::pin(Coalesce::new(slot.clone()));
+    let waker = futures_waker();
+    let mut cx = Context::from_waker(&waker);
+    assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    assert!(
+        body.as_mut().poll_frame(&mut cx).is_pending(),
+        "re-polled in the same turn"
+    );
+    // The upstream task hands over its next frame; then the turn ends.
+    slot.0.lock().unwrap().item = Some(Bytes::from_static(b"b\n"));
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    // "b" is taken, and another turn asked for (nothing more came).
+    assert!(body.as_mut().poll_frame(&mut cx).is_pending());
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
+    match body.as_mut().poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(f))) => assert_eq!(f.into_data().unwrap(), "a\nb\n"),
+        other => panic!("expected the two frames as one, got {other:?}"),
+    }
+}
+
+fn futures_waker() -> std::task::Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    std::task::Waker::from(Arc::new(Noop))
+}
