@@ -346,6 +346,7 @@ fn the_ban_target_is_the_identity_only_for_identity_keys() {
         severity: Severity::Low,
         action: RuleAction::Default,
         in_flight: false,
+        risk_score: 20,
     };
     assert_eq!(ban_target(&d, Some(ip)), Some(BanTarget::Addr(ip)));
     assert_eq!(ban_target(&d, None), None);
