@@ -132,7 +132,7 @@ fn kinds(lines: &[serde_json::Value]) -> Vec<&str> {
 #[tokio::test]
 async fn block_mode_writes_cause_before_effect_and_every_kind_matches_the_schema() {
     let f = fixture(Mode::Block, Vec::new());
-    let chain = chain(f.metrics.clone(), None, f.stage.clone());
+    let chain = chain(f.metrics.clone(), None, None, f.stage.clone());
     chain.record(record("192.0.2.7", "/api/show"));
     let ip: IpAddr = "192.0.2.7".parse().unwrap();
     assert!(f
