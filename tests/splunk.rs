@@ -689,3 +689,80 @@ async fn requests_true_sends_one_ollama_api_event_per_request_with_exact_fields(
     assert_eq!((epoch * 1000.0).round() as i64, parsed.timestamp_millis());
     s.server.shutdown().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_ollama-guard");
+
+/// `check-config` on `text`, with `env` set; (exit code, stdout, stderr).
+fn check_config(text: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guard.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["check-config", path.to_str().unwrap()])
+        .env_remove("OLLAMA_GUARD_SPLUNK_HEC_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_takes_the_token_from_the_environment_and_never_prints_it() {
+    let (code, out, err) = check_config(
+        "[sinks.splunk_hec]\nurl = \"https://splunk.example:8088\"\nindex = \"ollama\"\nhost = \"guard-1\"",
+        &[("OLLAMA_GUARD_SPLUNK_HEC_TOKEN", TOKEN)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(TOKEN) && !err.contains(TOKEN), "{out}{err}");
+    let start = out.find("[sinks.splunk_hec]\n").unwrap();
+    let section: Vec<&str> = out[start..].lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(
+        section,
+        [
+            "[sinks.splunk_hec]",
+            "url = \"https://splunk.example:8088/services/collector/event\"",
+            "token = \"<redacted>\"",
+            "index = \"ollama\"",
+            "sourcetype = \"ollama:guard:detection\"",
+            "source = \"ollama-guard\"",
+            "host = \"guard-1\"",
+            "tls_verify = true",
+            "requests = false",
+            "ack = false",
+            "batch_size = 100",
+            "batch_interval = \"1s\"",
+            "queue = 10000",
+            "request_timeout = \"10s\"",
+            "retry_backoff = \"500ms\"",
+            "ack_timeout = \"1m\"",
+            "shutdown_timeout = \"5s\"",
+        ]
+    );
+}
+
+#[test]
+fn a_bad_sink_key_is_one_line_naming_it_and_exit_2() {
+    for (text, want) in [
+        (
+            "[sinks.splunk_hec]\nurl = \"https://splunk.example:8088\"",
+            "config error: sinks.splunk_hec.token: required (or set OLLAMA_GUARD_SPLUNK_HEC_TOKEN)",
+        ),
+        (
+            "[sinks.splunk_hec]\nurl = \"/services/collector/event\"\ntoken = \"t\"",
+            "config error: sinks.splunk_hec.url: '/services/collector/event' has no scheme (write https://host:8088/...)",
+        ),
+        (
+            "[sinks.splunk_hec]\nurl = \"https://s:8088\"\ntoken = \"t\"\nqueue = 0",
+            "config error: sinks.splunk_hec.queue: 0 must be between 1 and 10000000",
+        ),
+    ] {
+        let (code, _, err) = check_config(text, &[]);
+        assert_eq!(code, 2, "{text}: {err}");
+        assert_eq!(err.trim_end(), format!("ollama-guard: {want}"), "{text}");
+    }
+}

@@ -312,6 +312,99 @@ fn channel_guid() -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+
+    use super::{Failure, HecClient};
+    use crate::config::SplunkHec;
+
+    fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap(), key)
+    }
+
+    /// A HEC whose certificate is signed by a CA the client does not trust: the failure
+    /// says what failed, with rustls's reason, and which key fixes it.
+    #[tokio::test]
+    async fn an_unknown_ca_is_a_tls_failure_that_names_ca_file() {
+        let (hec_ca, hec_ca_key) = ca("the HEC's CA");
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &hec_ca, &hec_ca_key)
+            .unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        let (other_ca, _) = ca("another CA");
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, other_ca.pem()).unwrap();
+        let url: http::Uri = format!("https://{addr}/services/collector/event")
+            .parse()
+            .unwrap();
+        let config = SplunkHec {
+            ack_url: url.clone(),
+            url: url.clone(),
+            token: "t".into(),
+            index: None,
+            sourcetype: "s".into(),
+            source: "s".into(),
+            host: "h".into(),
+            tls_verify: true,
+            ca_file: Some(ca_file),
+            requests: false,
+            ack: false,
+            batch_size: 1,
+            batch_interval: Duration::from_secs(1),
+            queue: 1,
+            request_timeout: Duration::from_secs(10),
+            retry_backoff: Duration::from_secs(1),
+            ack_timeout: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(1),
+        };
+        let mut client = HecClient::new(&config).unwrap();
+        let failure = client
+            .post(&url, Bytes::from_static(b"{}"), false)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(failure, Failure::Tls(_)), "{failure:?}");
+        assert_eq!(failure.kind(), "tls");
+        assert_eq!(
+            failure.to_string(),
+            format!(
+                "TLS handshake failed: {addr}: invalid peer certificate: UnknownIssuer (is the \
+                 HEC's certificate signed by a CA in sinks.splunk_hec.ca_file, or by a public CA \
+                 when it is unset?)"
+            )
+        );
+    }
+
     #[test]
     fn channel_guids_are_version_4_and_differ() {
         let (a, b) = (super::channel_guid(), super::channel_guid());
