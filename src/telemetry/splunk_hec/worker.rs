@@ -113,8 +113,11 @@ impl Worker {
         }
     }
 
+    /// Starts the shutdown clock when shutdown was asked (or its sender is gone, which
+    /// would otherwise make every `changed()` return at once).
     fn note_shutdown(&mut self) {
-        if self.deadline.is_none() && *self.shutdown.borrow() {
+        let asked = *self.shutdown.borrow() || self.shutdown.has_changed().is_err();
+        if self.deadline.is_none() && asked {
             self.deadline = Some(Instant::now() + self.shutdown_timeout);
         }
     }
