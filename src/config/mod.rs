@@ -13,6 +13,7 @@ mod file;
 mod parts;
 mod policy;
 mod render;
+mod sinks;
 mod tls;
 mod values;
 
@@ -25,6 +26,8 @@ pub use cli::{
 };
 pub use file::{AuthFile, BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
+pub(crate) use sinks::load_ca;
+pub use sinks::{SinksFile, SplunkHec, SplunkHecFile, TOKEN_ENV as SPLUNK_HEC_TOKEN_ENV};
 pub use tls::Tls;
 pub use values::{AccessLogFormat, LogFormat, LogTarget, Mode, Upstream};
 

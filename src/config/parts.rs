@@ -53,6 +53,9 @@ pub struct Bound {
     /// changes what the listener speaks, so it needs a restart like `listen`; the files
     /// themselves are [`Live`] (a reload reads them again).
     pub tls: bool,
+    /// `[sinks.splunk_hec]` (none = off): its queue, connection and TLS roots are built once
+    /// at start.
+    pub splunk_hec: Option<super::SplunkHec>,
 }
 
 impl Bound {
@@ -79,6 +82,7 @@ impl Bound {
             max_connections_per_source,
             keys_file,
             tls,
+            splunk_hec,
         } = self;
         [
             (*listen != new.listen, "listen"),
@@ -103,6 +107,7 @@ impl Bound {
             (*keys_file != new.keys_file, "auth.keys_file"),
             (*tls != new.tls, "tls_cert"),
             (*tls != new.tls, "tls_key"),
+            (*splunk_hec != new.splunk_hec, "sinks.splunk_hec"),
         ]
         .into_iter()
         .filter_map(|(changed, key)| changed.then_some(key))

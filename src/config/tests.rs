@@ -346,7 +346,8 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
             "listen = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\n\
              upstream = \"http://127.0.0.1:3\"\ndetection_log = \"d.log\"\naccess_log = \"a.log\"\n\
              access_log_format = \"json\"\nstate_dir = \"s\"\nlog_level = \"debug\"\nlog_format = \"json\"\n\
-             max_connections = 9\nmax_connections_per_source = 8\n[timeouts]\nbody_idle = \"1s\"",
+             max_connections = 9\nmax_connections_per_source = 8\n[timeouts]\nbody_idle = \"1s\"\n\
+             [sinks.splunk_hec]\nurl = \"https://s:8088\"\ntoken = \"t\"",
         ),
     )
     .unwrap();
@@ -368,6 +369,7 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
             "max_connections_per_source",
             // state_dir moved the default key file (<state_dir>/keys.json) with it.
             "auth.keys_file",
+            "sinks.splunk_hec",
         ]
     );
 }

@@ -416,7 +416,12 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             .or_else(|| file.tls_key.as_ref().map(PathBuf::from)),
     )?;
     addrs::check_listeners(listen, admin_listen, &upstream)?;
-    let warnings = addrs::trust_warnings(&trusted_proxies);
+    let mut warnings = addrs::trust_warnings(&trusted_proxies);
+    let (splunk_hec, sink_warnings) = super::sinks::splunk_hec(
+        file.sinks.as_ref(),
+        std::env::var(super::SPLUNK_HEC_TOKEN_ENV).ok(),
+    )?;
+    warnings.extend(sink_warnings);
     let rules = crate::detect::effective_rules(&file.rules, &file.rule_overrides)
         .map_err(|(key, problem)| ConfigError::invalid(key, problem))?;
     crate::detect::build_rules(&rules)?;
@@ -437,6 +442,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             max_connections_per_source,
             keys_file,
             tls: tls.is_some(),
+            splunk_hec,
         },
         live: Live {
             mode,

@@ -56,6 +56,9 @@ fn strings(items: &[&str]) -> Vec<String> {
 /// - `action = "log"`, even in block mode: the only signal is one request slower than 55 s,
 ///   and a minute-long chat on a CPU-only box, a long `/api/pull` or a model load is
 ///   ordinary. Banning on it would lock out innocent users.
+/// - `risk_score = 20`: the ESCU rule's own `rba` score: one slow request is weak evidence
+///   alone, so five windows (or this plus a stronger signal) reach Splunk ES's default risk
+///   threshold of 100.
 pub(crate) fn model_exfiltration() -> RuleConfig {
     RuleConfig {
         name: "model_exfiltration".into(),
@@ -66,6 +69,7 @@ pub(crate) fn model_exfiltration() -> RuleConfig {
         severity_high: Some(Cutoff::Text("50s".into())),
         severity_medium: Some(Cutoff::Text("40s".into())),
         action: "log".into(),
+        risk_score: Some(20),
         ..RuleConfig::default()
     }
 }
@@ -89,6 +93,8 @@ pub(crate) fn model_exfiltration() -> RuleConfig {
 ///   polling `/api/tags` and `/api/ps` pass 100 in 15 minutes, and what is read is
 ///   low-value metadata; a scripted dump fast enough to matter also trips
 ///   `excessive_requests`, which bans.
+/// - `risk_score = 15`: reconnaissance of low-value metadata that a polling UI can trip;
+///   lower than the seed rule's 20, so it only matters next to other findings.
 pub(crate) fn metadata_enumeration() -> RuleConfig {
     RuleConfig {
         name: "metadata_enumeration".into(),
@@ -108,6 +114,7 @@ pub(crate) fn metadata_enumeration() -> RuleConfig {
         severity_high: Some(Cutoff::Count(500)),
         severity_medium: Some(Cutoff::Count(200)),
         action: "log".into(),
+        risk_score: Some(15),
         ..RuleConfig::default()
     }
 }
@@ -130,6 +137,8 @@ pub(crate) fn metadata_enumeration() -> RuleConfig {
 /// - `action = "log"`, even in block mode: latency is its only signal, and on a CPU box or
 ///   with a large model every ordinary chat takes more than 30 s; a busy team behind one
 ///   NAT reaches 171 of them in 10 minutes without any jailbreak.
+/// - `risk_score = 25`: a step above the seed rule (171 long generations in 10 minutes is
+///   more than one slow request) but still latency-only evidence.
 pub(crate) fn jailbreak_long_generation() -> RuleConfig {
     RuleConfig {
         name: "jailbreak_long_generation".into(),
@@ -145,6 +154,7 @@ pub(crate) fn jailbreak_long_generation() -> RuleConfig {
         severity_high: Some(Cutoff::Count(50)),
         severity_medium: Some(Cutoff::Count(20)),
         action: "log".into(),
+        risk_score: Some(25),
         ..RuleConfig::default()
     }
 }
@@ -167,6 +177,8 @@ pub(crate) fn jailbreak_long_generation() -> RuleConfig {
 /// chat UI or an IDE assistant sends (a busy interactive session stays well below 100), and
 /// the flood it catches is the harm itself. Batch pipelines (embedding a corpus) legitimately
 /// exceed it: allowlist them, or set `[rules.excessive_requests] action = "log"`.
+/// - `risk_score = 40`: a flood that this rule bans; twice the seed rule, since a count over
+///   120 in 5 minutes is hard to trip by accident, yet it is abuse, not theft.
 pub(crate) fn excessive_requests() -> RuleConfig {
     RuleConfig {
         name: "excessive_requests".into(),
@@ -180,6 +192,7 @@ pub(crate) fn excessive_requests() -> RuleConfig {
         severity_high: Some(Cutoff::Count(120)),
         severity_medium: Some(Cutoff::Count(120)),
         action: "block".into(),
+        risk_score: Some(40),
         ..RuleConfig::default()
     }
 }
@@ -202,6 +215,8 @@ pub(crate) fn excessive_requests() -> RuleConfig {
 /// - `action = "log"`: it counts exactly what `excessive_requests` counts, so it fires on
 ///   the same burst; that rule already bans it, and a second ban decision for one burst
 ///   would add nothing but a second escalation step.
+/// - `risk_score = 30`: reconnaissance that precedes an attack; more telling than the
+///   latency rules, less than a flood or a spray.
 pub(crate) fn endpoint_scan() -> RuleConfig {
     RuleConfig {
         name: "endpoint_scan".into(),
@@ -215,6 +230,7 @@ pub(crate) fn endpoint_scan() -> RuleConfig {
         severity_high: Some(Cutoff::Count(i64::from(u32::MAX))),
         severity_medium: Some(Cutoff::Count(120)),
         action: "log".into(),
+        risk_score: Some(30),
         ..RuleConfig::default()
     }
 }
@@ -242,6 +258,9 @@ pub(crate) fn endpoint_scan() -> RuleConfig {
 ///   batch job (synthetic data, evaluation runs) can produce this volume. Opt in with
 ///   `[rules.bulk_generation] action = "block"`.
 /// - `mitre = "T1048"`: the generated output is what leaves.
+/// - `risk_score = 50`: 32 MiB of generated output in 15 minutes is a direct measure of
+///   harvesting (distillation), the model's value leaving as text; two such windows reach
+///   the default risk threshold.
 pub(crate) fn bulk_generation() -> RuleConfig {
     RuleConfig {
         name: "bulk_generation".into(),
@@ -263,6 +282,7 @@ pub(crate) fn bulk_generation() -> RuleConfig {
         severity_high: Some(Cutoff::Count(128 * MIB)),
         severity_medium: Some(Cutoff::Count(64 * MIB)),
         action: "log".into(),
+        risk_score: Some(50),
         ..RuleConfig::default()
     }
 }
@@ -296,6 +316,8 @@ pub(crate) fn bulk_generation() -> RuleConfig {
 ///   its requests were failing anyway. Limit: a spray rotating its source addresses (a
 ///   botnet, IPv6 privacy addresses beyond the `ipv6_prefix` group) stays under the
 ///   threshold per source; the per-source connection limits are the answer to that.
+/// - `risk_score = 60`: a credential spray is unambiguous (60 refused keys in 10 minutes
+///   is no typo) and is the step before an authenticated theft.
 pub(crate) fn auth_failures() -> RuleConfig {
     RuleConfig {
         name: "auth_failures".into(),
@@ -310,6 +332,46 @@ pub(crate) fn auth_failures() -> RuleConfig {
         severity_high: Some(Cutoff::Count(1200)),
         severity_medium: Some(Cutoff::Count(240)),
         action: "block".into(),
+        risk_score: Some(60),
         ..RuleConfig::default()
+    }
+}
+
+/// The `risk_message` template of a rule's `detection` events (risk-based alerting):
+/// `$field$` is replaced by the event's field of that name (`-` when the event has none).
+/// Built-in rules, and operator rules that reuse a built-in's name, get their own sentence;
+/// other rules a generic one. The ESCU seed's is "Potential model data exfiltration detected
+/// from $src$ with $avg_response_time$ ...".
+pub(crate) fn risk_message_template(rule: &str) -> &'static str {
+    match rule {
+        "model_exfiltration" => {
+            "Potential model data exfiltration detected from $src$ with $avg_response_time$ \
+             seconds average response time on $uri_path$"
+        }
+        "metadata_enumeration" => {
+            "Model metadata enumeration from $src$: $count$ metadata queries since $window_start$"
+        }
+        "jailbreak_long_generation" => {
+            "Possible prompt injection or jailbreak from $src$: $count$ long generations \
+             since $window_start$, longest $max_response_time$ seconds"
+        }
+        "excessive_requests" => {
+            "Excessive API requests from $src$: $count$ requests since $window_start$"
+        }
+        "endpoint_scan" => {
+            "Possible API endpoint scan from $src$: $count$ requests since $window_start$"
+        }
+        "bulk_generation" => {
+            "Bulk generation (possible distillation) by $src$: $bytes$ bytes of model output \
+             since $window_start$"
+        }
+        "auth_failures" => {
+            "API key spray from $src$: $count$ requests refused for a missing or unknown key \
+             since $window_start$"
+        }
+        _ => {
+            "$attack_type$ detected from $risk_object$ by rule $rule$: $count$ requests since \
+             $window_start$"
+        }
     }
 }

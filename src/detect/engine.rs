@@ -441,6 +441,7 @@ impl Engine {
             severity: rule.severity.grade(snap.count, snap.bytes, avg, max),
             action: rule.action,
             in_flight: false,
+            risk_score: rule.risk_score,
         }
     }
 }

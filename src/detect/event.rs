@@ -133,6 +133,8 @@ pub(crate) struct DetectionEvent {
     /// A detection of a request still running (it passed the rule's `min_latency`); its
     /// figures include that request at its latency so far. Always `false` for summaries.
     pub(crate) in_flight: bool,
+    /// The rule's `risk_score` (risk-based alerting; written on `detection` events only).
+    pub(crate) risk_score: u32,
 }
 
 /// Rounds to 2 decimals the way SPL `round(x, 2)` does (half away from zero).

@@ -37,6 +37,7 @@ pub struct RuleOverride {
     pub(crate) severity_high: Option<Cutoff>,
     pub(crate) severity_medium: Option<Cutoff>,
     pub(crate) action: Option<String>,
+    pub(crate) risk_score: Option<i64>,
 }
 
 /// Why a set of overrides cannot apply: `(key, problem)`, the key being `rules.NAME`.
@@ -105,6 +106,7 @@ impl RuleOverride {
             severity_high: o.severity_high.or(base.severity_high),
             severity_medium: o.severity_medium.or(base.severity_medium),
             action: o.action.unwrap_or(base.action),
+            risk_score: o.risk_score.or(base.risk_score),
         })
     }
 }

@@ -81,7 +81,15 @@ pub struct RuleConfig {
     /// `""` (follow the global mode), `log` or `block`. Default `""`; the built-in rules
     /// set their own (see `builtin`).
     pub(crate) action: String,
+    /// Risk-based alerting: the `risk_score` of this rule's `detection` events, 1..=100
+    /// (what Splunk ES adds to the risk object's total). Unset = [`DEFAULT_RISK_SCORE`];
+    /// the built-in rules set their own (see `builtin`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) risk_score: Option<i64>,
 }
+
+/// The `risk_score` of a rule that sets none: the seed ESCU rule's `rba` score.
+pub(crate) const DEFAULT_RISK_SCORE: u32 = 20;
 
 impl Default for RuleConfig {
     /// The neutral rule: every request on every path, per source and path, 15-minute
@@ -108,6 +116,7 @@ impl Default for RuleConfig {
             severity_high: None,
             severity_medium: None,
             action: String::new(),
+            risk_score: None,
         }
     }
 }
@@ -266,6 +275,8 @@ pub(crate) struct Rule {
     pub(super) threshold: u64,
     pub(super) severity: SeverityRule,
     pub(super) action: RuleAction,
+    /// The risk score of its `detection` events (1..=100).
+    pub(super) risk_score: u32,
 }
 
 impl Rule {
@@ -294,6 +305,12 @@ impl Rule {
     #[cfg(test)]
     pub(crate) fn threshold(&self) -> u64 {
         self.threshold
+    }
+
+    /// The risk score of its `detection` events.
+    #[cfg(test)]
+    pub(crate) fn risk_score(&self) -> u32 {
+        self.risk_score
     }
 
     /// The severity mode and cut-offs.
@@ -327,6 +344,7 @@ impl Rule {
             threshold,
             severity,
             action,
+            risk_score,
         } = self;
         *name == other.name
             && *escu_id == other.escu_id
@@ -345,6 +363,7 @@ impl Rule {
             && *threshold == other.threshold
             && *severity == other.severity
             && *action == other.action
+            && *risk_score == other.risk_score
     }
 
     /// Whether a request answered with `status`, ending with `outcome`, can count for this

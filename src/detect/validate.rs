@@ -124,6 +124,16 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
         ("block", RuleAction::Block),
     ];
     let action = pick(&cfg.action, "action", &actions)?;
+    let risk_score = match cfg.risk_score {
+        None => super::rule::DEFAULT_RISK_SCORE,
+        Some(n @ 1..=100) => u32::try_from(n).unwrap_or(super::rule::DEFAULT_RISK_SCORE),
+        Some(n) => {
+            return Err((
+                "risk_score".into(),
+                format!("{n} must be between 1 and 100"),
+            ))
+        }
+    };
     let attack_type = match cfg.attack_type.trim() {
         "" => cfg.name.as_str(),
         text => text,
@@ -146,6 +156,7 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
         threshold,
         severity,
         action,
+        risk_score,
         #[cfg(test)]
         config: RuleConfig {
             severity_high: Some(high),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::AccessLogFormat;
 use crate::record::{RecordSink, RequestRecord};
+use crate::telemetry::splunk_hec::HecSink;
 use crate::telemetry::{access_log, LogWriter, Metrics};
 
 use super::DetectionStage;
@@ -14,18 +15,33 @@ use super::DetectionStage;
 pub(crate) struct TelemetryStage {
     metrics: Arc<Metrics>,
     access: Option<(LogWriter, AccessLogFormat)>,
+    /// `[sinks.splunk_hec] requests = true`: one `ollama:api` event per record.
+    splunk: Option<Arc<HecSink>>,
 }
 
 impl TelemetryStage {
     /// Counts in `metrics`; writes `access` lines when an access log is configured.
     pub(crate) fn new(metrics: Arc<Metrics>, access: Option<(LogWriter, AccessLogFormat)>) -> Self {
-        TelemetryStage { metrics, access }
+        TelemetryStage {
+            metrics,
+            access,
+            splunk: None,
+        }
+    }
+
+    /// Also hands every record to `sink` (when it wants per-request events).
+    pub(crate) fn with_splunk(mut self, sink: Option<Arc<HecSink>>) -> Self {
+        self.splunk = sink.filter(|s| s.wants_requests());
+        self
     }
 
     fn observe(&self, record: &RequestRecord) {
         self.metrics.observe(record);
         if let Some((log, format)) = &self.access {
             log.write_with(|line| access_log::format_into(*format, record, line));
+        }
+        if let Some(sink) = &self.splunk {
+            sink.request(record);
         }
     }
 }

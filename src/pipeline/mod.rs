@@ -51,7 +51,11 @@ use crate::telemetry::{LogWriter, Metrics};
 pub(crate) fn chain(
     metrics: Arc<Metrics>,
     access: Option<(LogWriter, AccessLogFormat)>,
+    splunk: Option<Arc<crate::telemetry::splunk_hec::HecSink>>,
     detection: Arc<DetectionStage>,
 ) -> Arc<dyn RecordSink> {
-    Arc::new(Chain::new(TelemetryStage::new(metrics, access), detection))
+    Arc::new(Chain::new(
+        TelemetryStage::new(metrics, access).with_splunk(splunk),
+        detection,
+    ))
 }

@@ -42,6 +42,7 @@ impl Verdicts {
                 value: &v.value,
                 severity: v.severity,
                 action,
+                risk: PolicyFinding::risk_of(v.rule, &src_text, path, method, v.field, &v.value),
             };
             self.log().write(now, &LogEvent::Policy(finding));
             self.metrics()

@@ -132,7 +132,7 @@ fn kinds(lines: &[serde_json::Value]) -> Vec<&str> {
 #[tokio::test]
 async fn block_mode_writes_cause_before_effect_and_every_kind_matches_the_schema() {
     let f = fixture(Mode::Block, Vec::new());
-    let chain = chain(f.metrics.clone(), None, f.stage.clone());
+    let chain = chain(f.metrics.clone(), None, None, f.stage.clone());
     chain.record(record("192.0.2.7", "/api/show"));
     let ip: IpAddr = "192.0.2.7".parse().unwrap();
     assert!(f
@@ -346,6 +346,7 @@ fn the_ban_target_is_the_identity_only_for_identity_keys() {
         severity: Severity::Low,
         action: RuleAction::Default,
         in_flight: false,
+        risk_score: 20,
     };
     assert_eq!(ban_target(&d, Some(ip)), Some(BanTarget::Addr(ip)));
     assert_eq!(ban_target(&d, None), None);

@@ -188,7 +188,7 @@ impl Verdicts {
         let rule_bans = d.action.bans(block_mode);
         let write = |action| {
             self.log
-                .write(now, &LogEvent::Detection(Finding::new(d, action)));
+                .write(now, &LogEvent::Detection(Finding::detection(d, action)));
             action
         };
         let action = match ban_target(d, src) {

@@ -69,6 +69,47 @@ pub(crate) fn classify(rule: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The risk-based-alerting score and `risk_message` template of a policy rule's `detection`
+/// (README "Splunk"). A policy verdict is a deterministic fact about one request (it named a
+/// foreign registry, a server path, ...), not a statistical guess, so every policy score is
+/// above every built-in rule's: a push of a model elsewhere, the very theft the guard
+/// exists to stop, scores 80 (with any other finding it crosses Splunk ES's default risk
+/// threshold of 100); reading server files through `/api/create` 70; an untrusted pull
+/// (supply chain) and management from a foreign network 60; prompt disclosure 40; an
+/// oversized body, which an innocent large Modelfile can cause, 30.
+pub(crate) fn risk(rule: &str) -> (u32, &'static str) {
+    match rule {
+        "policy.registry_push" => (
+            80,
+            "Model push to a foreign registry refused: $src$ asked $http_method$ $uri_path$ with $field$ = $value$",
+        ),
+        "policy.copy_destination" => (
+            80,
+            "Model copy to a foreign registry name refused: $src$ asked $http_method$ $uri_path$ with $field$ = $value$",
+        ),
+        "policy.create_from_path" | "policy.create_remote_host" => (
+            70,
+            "Server file access via model create from $src$: $http_method$ $uri_path$ with $field$ = $value$",
+        ),
+        "policy.registry_pull" | "policy.insecure" => (
+            60,
+            "Model pull from an untrusted registry by $src$: $http_method$ $uri_path$ with $field$ = $value$",
+        ),
+        "policy.manage_from" => (
+            60,
+            "Model management from an unauthorised network: $src$ called $http_method$ $uri_path$",
+        ),
+        "policy.debug_render_only" => (
+            40,
+            "Prompt disclosure attempt via _debug_render_only from $src$ on $uri_path$",
+        ),
+        _ => (
+            30,
+            "Oversized model-management request from $src$ on $uri_path$ ($field$ = $value$)",
+        ),
+    }
+}
+
 /// `[policy]`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PolicyConfig {

@@ -18,7 +18,7 @@ mod reload;
 
 pub(crate) use crate::pipeline::DetectionStage;
 /// The start-up errors `ServeError` wraps.
-pub use crate::telemetry::{logfile::LogOpenError, metrics::MetricsError};
+pub use crate::telemetry::{logfile::LogOpenError, metrics::MetricsError, splunk_hec::SinkError};
 
 use crate::admin::{self, AdminState};
 use crate::config::{AccessLogFormat, Bound, Config, Live};
@@ -73,6 +73,9 @@ pub enum ServeError {
     /// Installing a signal handler failed.
     #[error("cannot install signal handler: {0}")]
     Signal(std::io::Error),
+    /// The Splunk HEC sink could not start.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
     /// The API key file cannot be read.
     #[error("auth.keys_file: {0}")]
     Keys(String),
@@ -108,6 +111,7 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     metrics: Arc<Metrics>,
     logs: Vec<LogWriter>,
+    splunk: Option<Arc<crate::telemetry::splunk_hec::HecSink>>,
     detection: Arc<DetectionStage>,
     reloader: reload::Reloader,
     shutdown: watch::Sender<bool>,
@@ -150,7 +154,15 @@ impl Server {
         metrics.set_mode(config.live.mode);
         metrics.config_loaded(true, unix_now());
         let (detection_log, access, logs) = open_logs(&config.bound, &metrics)?;
-        let dlog = DetectionLog::new(detection_log);
+        let splunk = match &config.bound.splunk_hec {
+            Some(hec) => Some(crate::telemetry::splunk_hec::HecSink::start(
+                hec,
+                config.bound.upstream.authority.to_string(),
+                crate::telemetry::splunk_hec::SinkMetrics::of(&metrics),
+            )?),
+            None => None,
+        };
+        let dlog = DetectionLog::new(detection_log).with_splunk(splunk.clone());
         let enforcement = start_enforcement(
             &config.live,
             config.bound.state_dir.clone(),
@@ -169,7 +181,7 @@ impl Server {
         ));
         detection.set_trusted_proxies(config.live.trusted_proxies.clone());
         detection.verdicts().set_identity_bans(enforcement.clone());
-        let sink = pipeline::chain(metrics.clone(), access, detection.clone());
+        let sink = pipeline::chain(metrics.clone(), access, splunk.clone(), detection.clone());
         let gate: Arc<dyn Gate> = enforcement.clone();
         let policy_sink: Arc<dyn crate::proxy::layers::policy::PolicySink> = detection.clone();
         let keys = match &config.bound.keys_file {
@@ -241,6 +253,7 @@ impl Server {
             admin_addr,
             metrics: metrics.clone(),
             logs,
+            splunk,
             reloader: reload::Reloader::new(
                 proxy,
                 admin_state,
@@ -300,6 +313,10 @@ impl Server {
         self.reloader.enforcement.persist().await;
         for log in &self.logs {
             log.flush().await;
+        }
+        // Last: the events of the drain (summaries, bans) are queued by now.
+        if let Some(sink) = &self.splunk {
+            sink.shutdown().await;
         }
     }
 }

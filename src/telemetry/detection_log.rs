@@ -19,6 +19,8 @@ pub(crate) const SCHEMA: &str = "ollama-guard.detection.v1";
 #[derive(Clone)]
 pub(crate) struct DetectionLog {
     writer: LogWriter,
+    /// `[sinks.splunk_hec]`: every line is also handed to the HEC sink (never blocking).
+    splunk: Option<std::sync::Arc<super::splunk_hec::HecSink>>,
 }
 
 /// One line: the envelope, then the event's kind and fields.
@@ -50,14 +52,31 @@ pub(crate) fn render(
 impl DetectionLog {
     /// Wraps the writer of the detection log.
     pub(crate) fn new(writer: LogWriter) -> Self {
-        DetectionLog { writer }
+        DetectionLog {
+            writer,
+            splunk: None,
+        }
+    }
+
+    /// Also hands every line to the Splunk HEC sink.
+    pub(crate) fn with_splunk(
+        mut self,
+        sink: Option<std::sync::Arc<super::splunk_hec::HecSink>>,
+    ) -> Self {
+        self.splunk = sink;
+        self
     }
 
     /// Writes `event`, logged at `now`. Lines are written in the order of the calls, so a
     /// cause (a `detection`) is written before its effect (the `ban`) by calling in that order.
     pub(crate) fn write(&self, now: DateTime<Utc>, event: &LogEvent<'_>) {
         match render(now, event) {
-            Ok(line) => self.writer.write(line),
+            Ok(line) => {
+                if let Some(sink) = &self.splunk {
+                    sink.detection(now, &line);
+                }
+                self.writer.write(line);
+            }
             // Only a failing custom serialiser could get here; none of the events has one.
             Err(e) => tracing::error!(error = %e, "cannot serialise a detection-log event"),
         }

@@ -94,7 +94,112 @@ pub(crate) struct PolicyFinding<'a> {
     pub(crate) severity: Severity,
     /// What was done: `would_block` (monitor), `blocked` or `banned`.
     pub(crate) action: Action,
+    /// Risk-based alerting fields (see [`Risk`]).
+    #[serde(flatten)]
+    pub(crate) risk: Risk,
 }
+
+impl<'a> PolicyFinding<'a> {
+    /// The risk fields of a policy verdict against `src` (the object is always the system).
+    pub(crate) fn risk_of(
+        rule: &str,
+        src: &str,
+        uri_path: &str,
+        http_method: &str,
+        field: &str,
+        value: &str,
+    ) -> Risk {
+        let (score, template) = crate::policy::risk(rule);
+        let message = render_template(template, |name| match name {
+            "src" | "risk_object" => Some(src.to_owned()),
+            "rule" => Some(rule.to_owned()),
+            "uri_path" => Some(uri_path.to_owned()),
+            "http_method" => Some(http_method.to_owned()),
+            "field" => Some(field.to_owned()),
+            "value" => Some(value.to_owned()),
+            _ => None,
+        });
+        Risk {
+            risk_object: src.to_owned(),
+            risk_object_type: "system",
+            risk_score: score,
+            risk_message: message,
+        }
+    }
+}
+
+/// Risk-based alerting (Splunk ES risk framework) fields of a `detection`: what the risk
+/// index needs to attribute a score to an object. Written last on the line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct Risk {
+    /// The source address (`system`), or the identity for identity-keyed detections (`user`).
+    pub(crate) risk_object: String,
+    /// `system` or `user`.
+    pub(crate) risk_object_type: &'static str,
+    /// The rule's `risk_score` (1..=100).
+    pub(crate) risk_score: u32,
+    /// The rule's template rendered with the event's values.
+    pub(crate) risk_message: String,
+}
+
+/// `template` with every `$name$` replaced by `value(name)`, `-` when it has none (an
+/// unknown name is left as written).
+pub(crate) fn render_template(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('$') {
+            Some(end)
+                if !after[..end].is_empty()
+                    && after[..end]
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                let name = &after[..end];
+                match value(name) {
+                    Some(v) => out.push_str(&v),
+                    None if KNOWN_FIELDS.contains(&name) => out.push('-'),
+                    None => {
+                        out.push('$');
+                        out.push_str(name);
+                        out.push('$');
+                    }
+                }
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The names a template may use (`-` when the event has no value for one).
+const KNOWN_FIELDS: [&str; 18] = [
+    "rule",
+    "attack_type",
+    "src",
+    "identity",
+    "uri_path",
+    "http_method",
+    "window_start",
+    "window_end",
+    "count",
+    "bytes",
+    "avg_response_time",
+    "max_response_time",
+    "severity",
+    "action",
+    "risk_object",
+    "risk_score",
+    "field",
+    "value",
+];
 
 /// The fields of a `detection` or `window_summary` event: the engine's figures and what was
 /// done about them.
@@ -144,6 +249,10 @@ pub(crate) struct Finding<'a> {
     /// `min_latency`); absent otherwise, so lines of completed requests are unchanged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(crate) in_flight: bool,
+    /// Risk-based alerting fields: on `detection` events only (a `window_summary` would
+    /// count the same finding twice in the risk index).
+    #[serde(flatten)]
+    pub(crate) risk: Option<Risk>,
 }
 
 impl<'a> Finding<'a> {
@@ -167,7 +276,49 @@ impl<'a> Finding<'a> {
             severity: d.severity,
             action,
             in_flight: d.in_flight,
+            risk: None,
         }
+    }
+
+    /// The fields of a `detection` of verdict `d`: [`Finding::new`] with the risk fields.
+    pub(crate) fn detection(d: &'a DetectionEvent, action: Action) -> Self {
+        let mut f = Finding::new(d, action);
+        let (object, object_type) = match (&d.identity, d.by_identity) {
+            (Some(id), true) => (id.to_string(), "user"),
+            _ => (d.src.clone(), "system"),
+        };
+        let template = crate::detect::builtin::risk_message_template(&d.rule);
+        let message = render_template(template, |name| f.value(name, &object, d.risk_score));
+        f.risk = Some(Risk {
+            risk_object: object,
+            risk_object_type: object_type,
+            risk_score: d.risk_score,
+            risk_message: message,
+        });
+        f
+    }
+
+    /// The text of field `name` in a risk message.
+    fn value(&self, name: &str, object: &str, score: u32) -> Option<String> {
+        Some(match name {
+            "rule" => self.rule.to_owned(),
+            "attack_type" => self.attack_type.to_owned(),
+            "src" => self.src.to_owned(),
+            "identity" => self.identity?.to_owned(),
+            "uri_path" => self.uri_path?.to_owned(),
+            "http_method" => self.http_method.to_owned(),
+            "window_start" => stamp(&self.window_start),
+            "window_end" => stamp(&self.window_end),
+            "count" => self.count.to_string(),
+            "bytes" => self.bytes?.to_string(),
+            "avg_response_time" => self.avg_response_time.to_string(),
+            "max_response_time" => self.max_response_time.to_string(),
+            "severity" => self.severity.as_str().to_owned(),
+            "action" => self.action.as_str().to_owned(),
+            "risk_object" => object.to_owned(),
+            "risk_score" => score.to_string(),
+            _ => return None,
+        })
     }
 }
 

@@ -31,6 +31,17 @@ pub(crate) const TTFB_BUCKETS: &[f64] = &[
     300.0, 3600.0,
 ];
 
+/// The `kind` label values of `sink_errors_total` (README, "Splunk").
+pub(crate) const SINK_ERROR_KINDS: [&str; 7] = [
+    "connect",
+    "tls",
+    "timeout",
+    "http_5xx",
+    "http_429",
+    "http_4xx",
+    "ack_timeout",
+];
+
 /// Status class labels; index = first digit - 1, last = anything outside 100..=599.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
 
@@ -107,6 +118,13 @@ pub(crate) struct Metrics {
     pub(crate) tracked_key_evictions: IntCounter,
     /// Log lines dropped because a log writer could not keep up (`log` = access | detection).
     pub(crate) log_lines_dropped: IntCounterVec,
+    /// `sink_sent_total{sink}`: events a sink delivered (acknowledged, with HEC ack on).
+    pub(crate) sink_sent: IntCounterVec,
+    /// `sink_dropped_total{sink}`: events a sink gave up on (queue full, refused by the
+    /// receiver as a configuration error, or still queued when shutdown timed out).
+    pub(crate) sink_dropped: IntCounterVec,
+    /// `sink_errors_total{sink,kind}`: failed delivery attempts, by kind.
+    pub(crate) sink_errors: IntCounterVec,
     /// Config reloads by result (`success` | `failure`).
     pub(crate) config_reloads: IntCounterVec,
     /// `refused_requests_total{reason}`: refused before forwarding for what the request is.
@@ -296,6 +314,36 @@ impl Metrics {
                     &["log"],
                 )?,
             )?,
+            sink_sent: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sink_sent_total",
+                        "Events a sink delivered (with Splunk HEC ack: acknowledged).",
+                    ),
+                    &["sink"],
+                )?,
+            )?,
+            sink_dropped: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sink_dropped_total",
+                        "Events a sink dropped: queue full, refused by the receiver (4xx), or unsent at shutdown.",
+                    ),
+                    &["sink"],
+                )?,
+            )?,
+            sink_errors: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sink_errors_total",
+                        "Failed sink delivery attempts by kind.",
+                    ),
+                    &["sink", "kind"],
+                )?,
+            )?,
             config_reloads: reg(
                 &r,
                 IntCounterVec::new(
@@ -421,6 +469,11 @@ impl Metrics {
             {
                 self.detections.with_label_values(&[rule, sev, action]);
             }
+        }
+        self.sink_sent.with_label_values(&["splunk_hec"]);
+        self.sink_dropped.with_label_values(&["splunk_hec"]);
+        for kind in SINK_ERROR_KINDS {
+            self.sink_errors.with_label_values(&["splunk_hec", kind]);
         }
         for log in ["access", "detection"] {
             self.log_lines_dropped.with_label_values(&[log]);

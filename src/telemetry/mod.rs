@@ -7,6 +7,7 @@ pub(crate) mod detection_log;
 pub(crate) mod log_event;
 pub(crate) mod logfile;
 pub(crate) mod metrics;
+pub(crate) mod splunk_hec;
 pub(crate) mod throttle;
 
 pub(crate) use auth_metrics::IdentityCounter;

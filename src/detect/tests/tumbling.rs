@@ -59,6 +59,7 @@ fn detection_carries_the_spec_fields_of_the_seed_rule() {
         severity: Severity::High,
         action: RuleAction::Log,
         in_flight: false,
+        risk_score: 20,
     };
     assert_eq!(out[0].detail(), &expected);
 }

@@ -156,6 +156,7 @@ fn the_spec_example_table_parses_to_the_built_in_seed_rule() {
         severity_high = "50s"
         severity_medium = "40s"
         action = ""
+        risk_score = 20
     "#;
     assert_eq!(
         toml_rules(text).unwrap(),
