@@ -213,6 +213,10 @@ impl Server {
             enforcement: enforcement.clone(),
             token: arc_swap::ArcSwapOption::from_pointee(config.live.admin_token.clone()),
             keys,
+            detection: detection.clone(),
+            upstream: config.bound.upstream.url(),
+            started: std::time::Instant::now(),
+            started_at: chrono::Utc::now(),
         });
         tasks.spawn(admin::serve(
             admin_listener,
