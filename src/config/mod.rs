@@ -110,6 +110,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Valid but dangerous settings, logged by `serve` at start (see [`Config::warnings`]).
     warnings: Vec<String>,
+    /// `workers = 0` was set (or left to its default): `bound.workers` is the CPU count.
+    workers_auto: bool,
 }
 
 /// Reads and parses a TOML config file; errors name the file and the line.
