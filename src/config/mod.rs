@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cli::{
-    BansAction, BansArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction, KeysArgs, ScanArgs,
-    ServeArgs, SimulatorArgs,
+    BansAction, BansArgs, CheckConfigArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction,
+    KeysArgs, Output, ScanArgs, ServeArgs, SimulatorArgs, StatusArgs,
 };
 pub use file::{AuthFile, BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
