@@ -113,3 +113,28 @@ pub(super) fn to_toml(c: &Config) -> String {
         1,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::human;
+
+    #[test]
+    fn durations_render_in_their_largest_exact_unit_and_parse_back() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(900), "15m"),
+            (Duration::from_secs(86_400), "24h"),
+            (Duration::from_secs(2 * 86_400), "2d"),
+            (Duration::from_secs(7 * 86_400), "7d"),
+            (Duration::from_nanos(1_500), "1us 500ns"),
+        ] {
+            assert_eq!(human(d), text, "{d:?}");
+            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
+    }
+}
