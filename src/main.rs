@@ -16,11 +16,13 @@ fn main() -> ExitCode {
     match &cli.command {
         None => commands::serve::serve(&cli.serve),
         Some(Command::Serve(args)) => commands::serve::serve(args),
-        Some(Command::CheckConfig { file }) => commands::serve::check_config(file),
+        Some(Command::CheckConfig(args)) => commands::serve::check_config(args),
         Some(Command::Simulator(args)) => commands::simulator::main(args),
-        Some(Command::Demo(args)) => commands::demo::main(args.mode == "block"),
+        Some(Command::Demo(args)) => commands::demo::main(args.mode == "block", args.json),
         Some(Command::Bans(args)) => commands::bans::main(args),
         Some(Command::Keys(args)) => commands::bans::keys(args),
+        Some(Command::Status(args)) => commands::bans::status(args),
+        Some(Command::Man) => commands::man(),
         Some(Command::Scan(args)) => commands::scan::main(args),
         Some(Command::Healthcheck(args)) => commands::healthcheck::main(args),
         Some(Command::Completions { shell }) => {

@@ -288,3 +288,267 @@ async fn admin_api_parses_sources_like_the_config() {
     .await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT);
 }
+
+/// Runs the binary with `args` (off the runtime): exit code, stdout, stderr.
+async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ollama-guard"))
+            .args(&args)
+            .env_remove("OLLAMA_GUARD_ADMIN")
+            .env_remove("OLLAMA_GUARD_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// A rule that flags (and, in block mode, bans) a source on its second request.
+const BURST: &str = "[[rule]]\nname = \"burst\"\ngroup_by = \"src\"\nwindow = \"24h\"\nthreshold = 2\naction = \"block\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_list_filters_shows_remaining_time_and_remove_all_lifts_every_ban() {
+    let s = stack_with(
+        ServeArgs {
+            mode: Some("block".into()),
+            ..ServeArgs::default()
+        },
+        BURST,
+    )
+    .await;
+    let c = client_from("127.0.0.9");
+    for _ in 0..2 {
+        call(&c, Method::GET, &format!("{}/api/tags", s.proxy), &[]).await;
+    }
+    wait_events(&s.detection_log(), |ev| {
+        ev.iter().any(|e| e["event"] == "ban")
+    })
+    .await;
+    let a = s.admin.as_str();
+    // --admin after the action, as after `bans`.
+    let (code, out, err) =
+        cli(&["bans", "add", "127.0.0.50", "--admin", a, "--reason", "cli"]).await;
+    assert_eq!(
+        (code, err.as_str()),
+        (Some(0), ""),
+        "block mode: no warning"
+    );
+    assert!(
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .get("warning")
+            .is_none(),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(&[
+        "bans", "list", "--admin", a, "--rule", "burst", "--output", "json",
+    ])
+    .await;
+    assert_eq!(code, Some(0));
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let got: Vec<(&str, &str, bool)> = list
+        .iter()
+        .map(|b| {
+            let reason = b["reason"].as_str().unwrap();
+            (
+                b["src"].as_str().unwrap(),
+                b["rule"].as_str().unwrap(),
+                reason.starts_with("burst: 2 qualifying requests"),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("127.0.0.9", "burst", true)]);
+    // Without --output, stdout not a terminal: the API's JSON as before.
+    let (_, out, _) = cli(&["bans", "--admin", a, "list"]).await;
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&out).unwrap().len(), 2);
+
+    let (code, out, err) = cli(&[
+        "bans", "list", "--admin", a, "--rule", "admin", "--output", "table",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(
+        lines[0],
+        "SRC                          UNTIL                    REMAINING OFFENCE RULE                 REASON"
+    );
+    let cols: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        (cols[0], cols[3], cols[4], cols[5]),
+        ("127.0.0.50", "1", "admin", "cli")
+    );
+    // A one-hour ban made a moment ago: 59 minutes and some seconds left.
+    assert!(
+        cols[2].starts_with("59m") && cols[2].ends_with('s'),
+        "{out}"
+    );
+
+    let (code, out, err) = cli(&["bans", "remove", "--all", "--admin", a]).await;
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (Some(0), "lifted 2 bans\n", "")
+    );
+    let (_, out, _) = cli(&["bans", "list", "--admin", a]).await;
+    assert_eq!(out, "[]\n");
+    let (code, out, _) = cli(&["bans", "remove", "--all", "--admin", a]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "lifted 0 bans\n"));
+    let (code, _, err) = cli(&["bans", "remove", "--admin", a]).await;
+    assert_eq!(code, Some(2), "a source or --all is required: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_ban_in_monitor_mode_warns_in_the_answer_and_on_the_command_line() {
+    let s = stack().await;
+    let r = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.70","duration":"1h"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&r.body).unwrap()["warning"],
+        "stored but not enforced: mode is monitor; bans are enforced in block mode"
+    );
+    let (code, out, err) = cli(&["bans", "add", "127.0.0.71", "--admin", &s.admin]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        err,
+        "ollama-guard: warning: ban of 127.0.0.71 stored but not enforced: mode is monitor; bans are enforced in block mode\n"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["src"],
+        "127.0.0.71"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_mode_upstream_bans_flagged_sources_and_drops() {
+    let s = stack_with(ServeArgs::default(), BURST).await;
+    for _ in 0..100 {
+        if get(&format!("{}/readyz", s.admin)).await.status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let c = client_from("127.0.0.9");
+    for _ in 0..3 {
+        call(&c, Method::GET, &format!("{}/api/tags", s.proxy), &[]).await;
+    }
+    wait_events(&s.detection_log(), |ev| {
+        ev.iter().any(|e| e["event"] == "detection")
+    })
+    .await;
+    let r = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.50","duration":"1h"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    let (code, out, err) = cli(&["status", "--admin", &s.admin, "--output", "json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["mode"], "monitor");
+    assert_eq!(
+        v["upstream"],
+        serde_json::json!({"url": s.sim.url(), "ready": true})
+    );
+    assert!(v["uptime_seconds"].as_u64().unwrap() < 60, "{v}");
+    assert_eq!(v["bans"]["active"], 1);
+    assert_eq!(v["bans"]["first"][0]["src"], "127.0.0.50");
+    assert_eq!(
+        v["flagged"],
+        serde_json::json!({"sources": 1, "top": [{"src": "127.0.0.9", "rules": [{"rule": "burst", "count": 3}]}]})
+    );
+    assert_eq!(
+        v["log_lines_dropped"],
+        serde_json::json!({"detection": 0, "access": 0})
+    );
+
+    let (code, out, _) = cli(&["status", "--admin", &s.admin, "--output", "table"]).await;
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 8, "{out}");
+    assert_eq!(
+        lines[0],
+        "mode:      monitor (detect and log; no request is refused)"
+    );
+    assert_eq!(lines[1], format!("upstream:  {} ready", s.sim.url()));
+    assert!(
+        lines[2].starts_with("uptime:    ") && lines[2].contains("s (since 20"),
+        "{out}"
+    );
+    assert_eq!(lines[3], "bans:      1 active");
+    assert!(
+        lines[4].starts_with("  127.0.0.50                      59m")
+            && lines[4].ends_with("s left  admin (manual)"),
+        "{out}"
+    );
+    assert_eq!(lines[5], "flagged:   1 source in the current windows");
+    assert_eq!(
+        lines[6],
+        "  127.0.0.9                    burst (3 requests)"
+    );
+    assert_eq!(lines[7], "log drops: 0 (detection 0, access 0)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_say_what_to_do_when_unreachable_or_unauthorised() {
+    let s = stack_with(ServeArgs::default(), "admin_token = \"s3cret\"").await;
+    assert_eq!(
+        admin(&s, Method::GET, "/api/status", "", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let (code, _, err) = cli(&["status", "--admin", &s.admin]).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "ollama-guard: status: admin API answered 401: admin token required; pass --token TOKEN \
+         (or OLLAMA_GUARD_ADMIN_TOKEN), the admin_token of its config\n"
+    );
+    let (code, out, _) = cli(&["status", "--admin", &s.admin, "--token", "s3cret"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["mode"],
+        "monitor"
+    );
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    for cmd in [&["bans", "list"][..], &["keys", "list"], &["status"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--admin", closed.as_str()]);
+        let (code, _, err) = cli(&args).await;
+        let path = match cmd[0] {
+            "bans" => "/api/bans",
+            "keys" => "/api/keys",
+            _ => "/api/status",
+        };
+        assert_eq!(code, Some(1));
+        assert_eq!(
+            err,
+            format!(
+                "ollama-guard: {}: cannot reach the admin API at {closed}{path}: client error \
+                 (Connect): tcp connect error: Connection refused (os error 111); is ollama-guard \
+                 running? point --admin URL (or OLLAMA_GUARD_ADMIN) at its admin_listen\n",
+                cmd[0]
+            )
+        );
+    }
+}

@@ -429,27 +429,53 @@ fn sigusr1_reopens_logs_without_reloading_the_config() {
 fn demo_runs_the_scripted_attack_and_exits_0() {
     let (code, out, err) = run(&["demo"], &[]);
     assert_eq!(code, 0, "{err}");
-    let events: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let has = |event: &str, rule: &str| {
-        events
-            .iter()
-            .any(|e| e["event"] == event && e["rule"] == rule && e["src"] == "127.0.0.66")
+    // One sentence per event (time, kind, who, rule), no raw JSON.
+    assert!(out.lines().all(|l| !l.starts_with('{')), "{out}");
+    let has = |kind: &str, text: &str| {
+        out.lines().any(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.starts_with(kind) && l.contains(text))
+        })
     };
-    assert!(has("detection", "model_exfiltration"), "{out}");
-    assert!(has("window_summary", "model_exfiltration"), "{out}");
-    assert!(has("detection", "metadata_enumeration"), "{out}");
     assert!(
-        events.iter().all(|e| e["src"] != "127.0.0.1"),
-        "normal traffic is never flagged"
+        has(
+            "detection: ",
+            "127.0.0.66 flagged by model_exfiltration (Potential Data Exfiltration) on "
+        ),
+        "{out}"
+    );
+    assert!(has("detection: ", "; severity so far "), "{out}");
+    assert!(
+        has(
+            "window_summary: ",
+            "127.0.0.66 in model_exfiltration's window "
+        ),
+        "{out}"
+    );
+    assert!(
+        has(
+            "detection: ",
+            "127.0.0.66 flagged by metadata_enumeration (Model Metadata Enumeration): "
+        ),
+        "{out}"
+    );
+    assert!(
+        !out.contains("127.0.0.1 "),
+        "normal traffic is never flagged: {out}"
     );
     assert!(err.contains("ollama_guard_detections_total"), "{err}");
-    assert!(err.contains("demo: "), "{err}");
     assert!(
-        !err.contains("\x1b["),
-        "no colour when stderr is not a terminal: {err:?}"
+        err.lines().any(|l| l
+            == "demo: 127.0.0.66 flagged by metadata_enumeration and model_exfiltration; 127.0.0.1 not flagged"),
+        "{err}"
+    );
+    assert!(
+        err.contains("demo: two kinds of detection lines follow: a `detection` is written the moment a key crosses its rule's threshold, with the figures known so far (so its severity is the severity so far); a `window_summary` is written when that window closes"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("\x1b[") && !out.contains("\x1b["),
+        "no colour when not a terminal: {err:?}"
     );
 }
 
@@ -510,7 +536,7 @@ fn check_config_output_is_itself_a_valid_config_with_the_same_effect() {
 
 #[test]
 fn demo_in_block_mode_refuses_the_push_bans_and_cuts_the_transfer() {
-    let (code, out, err) = run(&["demo", "--mode", "block"], &[]);
+    let (code, out, err) = run(&["demo", "--mode", "block", "--json"], &[]);
     assert_eq!(code, 0, "{err}");
     let events: Vec<serde_json::Value> = out
         .lines()
@@ -536,6 +562,13 @@ fn demo_in_block_mode_refuses_the_push_bans_and_cuts_the_transfer() {
         "the running transfer was cut: {out}"
     );
     assert!(err.contains("background pull: cut after"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("demo: 127.0.0.66 flagged by ")
+                && l.contains("policy.registry_push (banned by ")
+                && l.ends_with("); 127.0.0.1 not flagged")),
+        "{err}"
+    );
     assert!(
         events.iter().all(|e| e["src"] != "127.0.0.1"),
         "normal traffic is never touched"
@@ -672,4 +705,119 @@ async fn ollama_holding_the_listen_port_is_named_with_the_fix() {
              override.conf), then run: systemctl daemon-reload && systemctl restart ollama\n"
         )
     );
+}
+
+#[test]
+fn check_config_merges_env_and_options_like_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(&path, "admin_token = \"s3cret\"\n[ban]\nmax = \"48h\"\n").unwrap();
+    let file = path.to_str().unwrap();
+    let (code, out, err) = run(&["check-config", file], &[("OLLAMA_GUARD_MODE", "blok")]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(
+        err,
+        "ollama-guard: config error: mode: 'blok' is not one of monitor, block\n"
+    );
+    let (code, out, err) = run(
+        &["check-config", file, "--listen", "127.0.0.1:18111"],
+        &[("OLLAMA_GUARD_MODE", "block")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err, format!("ollama-guard: config ok: {file}\n"));
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    for line in [
+        "listen = \"127.0.0.1:18111\"".to_owned(),
+        "mode = \"block\"".to_owned(),
+        "admin_token = \"<redacted>\"".to_owned(),
+        format!("workers = 0 # {cpus} on this host (one per CPU)"),
+        "duration = \"15m\"".to_owned(),
+        "max = \"2d\"".to_owned(),
+        "memory = \"7d\"".to_owned(),
+        "upstream_idle = \"90s\"".to_owned(),
+        "body_idle = \"5m\"".to_owned(),
+        "attack_type = \"Potential Data Exfiltration\"".to_owned(),
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+    assert!(!out.contains("s3cret"), "{out}");
+    // The options given to check-config are checked too.
+    let (code, _, err) = run(&["check-config", file, "--workers", "5000"], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "ollama-guard: config error: workers: 5000 is more than 1024\n"
+    );
+    // An explicit worker count is printed as is; the output is a config check-config accepts.
+    let (code, out, _) = run(&["check-config", file, "--workers", "3"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "workers = 3"), "{out}");
+    // A rule without attack_type: the detection log writes its name, and so does check-config.
+    let (code, out, _) = check_config(&dir, "r.toml", "[[rule]]\nname = \"probe\"\n");
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l == "attack_type = \"probe\""), "{out}");
+    // No file: the defaults, environment and options.
+    let (code, _, err) = run(&["check-config"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        err,
+        "ollama-guard: config ok: no file (defaults, environment and options)\n"
+    );
+}
+
+#[test]
+fn man_prints_a_manual_page_naming_every_command() {
+    let (code, out, err) = run(&["man"], &[]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert!(
+        out.lines().any(|l| l.starts_with(".TH ollama-guard 1")),
+        "{out}"
+    );
+    for cmd in [
+        "status",
+        "bans",
+        "check\\-config",
+        "demo",
+        "healthcheck",
+        "man",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l == format!("ollama\\-guard\\-{cmd}(1)")),
+            "{cmd} missing:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_manual_ban_in_monitor_mode_is_a_warn_line_of_the_server() {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--detection-log",
+            "/dev/null",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(admin);
+    let url = format!("http://127.0.0.1:{admin}");
+    let (code, _, err) = run(&["bans", "add", "127.0.0.72", "--admin", &url], &[]);
+    assert_eq!(code, 0, "{err}");
+    signal(&child, "TERM");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{log}");
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("manual ban stored but not enforced: mode is monitor; bans are enforced in block mode"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{log}");
+    assert!(warns[0].contains("src=127.0.0.72"), "{log}");
 }

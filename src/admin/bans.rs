@@ -141,7 +141,7 @@ pub(super) fn json_content(req: &Request<Incoming>) -> bool {
 }
 
 /// The JSON of an identity ban: `identity` where an address ban has `src`.
-fn identity_json(b: &crate::enforce::identity::IdentityBan) -> serde_json::Value {
+pub(super) fn identity_json(b: &crate::enforce::identity::IdentityBan) -> serde_json::Value {
     serde_json::json!({
         "identity": &*b.identity,
         "until": crate::time::rfc3339_ms(&b.until),
@@ -190,7 +190,7 @@ async fn add(
             );
         }
         return match enf.admin_add_identity(name, duration, reason).await {
-            Ok(ban) => respond::json(StatusCode::CREATED, identity_json(&ban).to_string()),
+            Ok(ban) => created(enf, &new.src, identity_json(&ban)),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         };
     }
@@ -199,14 +199,29 @@ async fn add(
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match enf.admin_add(src, duration, reason, new.force).await {
-        Ok(ban) => respond::json(
-            StatusCode::CREATED,
-            serde_json::to_value(&ban).unwrap_or_default().to_string(),
+        Ok(ban) => created(
+            enf,
+            &ban.src_display(),
+            serde_json::to_value(&ban).unwrap_or_default(),
         ),
         Err(e @ EnforceError::Allowlisted { .. }) => error(StatusCode::CONFLICT, e),
         Err(e @ EnforceError::NotPersisted { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+/// What a manual ban in monitor mode carries in its answer (and the server's WARN line):
+/// it is stored and listed, but no request is refused until the mode is `block`.
+pub(crate) const MONITOR_WARNING: &str =
+    "stored but not enforced: mode is monitor; bans are enforced in block mode";
+
+/// The 201 answer of a new ban `json` (of `src`), with a `warning` in monitor mode.
+fn created(enf: &Enforcement, src: &str, mut json: serde_json::Value) -> Response<Full<Bytes>> {
+    if !enf.block_mode() {
+        tracing::warn!(src = %src, "manual ban {MONITOR_WARNING}");
+        json["warning"] = serde_json::Value::from(MONITOR_WARNING);
+    }
+    respond::json(StatusCode::CREATED, json.to_string())
 }
 
 async fn remove(enf: &Enforcement, text: &str) -> Response<Full<Bytes>> {

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` (and, with enforcement, `/api/bans`).
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, `/api/bans`, `/api/keys` and
+//! `/api/status`.
 //!
 //! It binds loopback by default and is a separate listener from the proxy so that scraping
 //! and operating never share a port with untrusted clients.
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 pub(crate) mod bans;
 pub mod client;
 pub(crate) mod keys;
+pub(crate) mod status;
 
 use arc_swap::ArcSwapOption;
 
@@ -42,6 +44,14 @@ pub(crate) struct AdminState {
     pub(crate) token: ArcSwapOption<String>,
     /// The API key store behind `/api/keys` (none without a key file).
     pub(crate) keys: Option<Arc<crate::auth::store::KeyStore>>,
+    /// The detection stage: the keys flagged in the current windows (`/api/status`).
+    pub(crate) detection: Arc<crate::pipeline::DetectionStage>,
+    /// The upstream's URL (`/api/status`).
+    pub(crate) upstream: String,
+    /// When the server started: uptime (monotonic) and its wall-clock time.
+    pub(crate) started: std::time::Instant,
+    /// The wall-clock time of `started`.
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -54,6 +64,10 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
             req,
         )
         .await;
+    }
+    if req.uri().path() == "/api/status" {
+        let token = state.token.load_full();
+        return status::handle(state, token.as_deref().map(String::as_str), &req);
     }
     if req.uri().path() == "/api/keys" || req.uri().path().starts_with("/api/keys/") {
         let token = state.token.load_full();

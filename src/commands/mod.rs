@@ -9,6 +9,7 @@ pub(crate) mod serve;
 pub(crate) mod simulator;
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use ollama_guard::config::LogFormat;
 use tracing_subscriber::EnvFilter;
@@ -37,6 +38,26 @@ fn init_tracing(level: &str, format: LogFormat) {
     match format {
         LogFormat::Text => builder.with_ansi(stderr_colour()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+/// `ollama-guard man`: the manual page (roff, from the same clap definition as `--help`) on
+/// stdout.
+pub(crate) fn man() -> ExitCode {
+    use clap::CommandFactory;
+    let page = clap_mangen::Man::new(ollama_guard::config::Cli::command());
+    let mut out = Vec::new();
+    if let Err(e) = page.render(&mut out) {
+        eprintln!("ollama-guard: man: cannot render the manual page: {e}");
+        return ExitCode::from(1);
+    }
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ollama-guard: man: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

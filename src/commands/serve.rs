@@ -1,6 +1,5 @@
 //! `ollama-guard [serve]` and `ollama-guard check-config`.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use ollama_guard::config::{self, Config};
@@ -31,15 +30,27 @@ pub(crate) fn serve(args: &config::ServeArgs) -> ExitCode {
     }
 }
 
-/// `check-config FILE`: the merged config as TOML on stdout, or exit 2 with the error.
-pub(crate) fn check_config(file: &Path) -> ExitCode {
-    let args = config::ServeArgs {
-        config: Some(file.to_path_buf()),
-        ..config::ServeArgs::default()
+/// `check-config [FILE] [serve options]`: validates what `serve` would run with the same
+/// options and environment (CLI > env > file > default). On success the effective config as
+/// TOML on stdout and one `config ok` line (plus any warning `serve` would log) on stderr;
+/// otherwise exit 2 with the error, as `serve` exits.
+pub(crate) fn check_config(args: &config::CheckConfigArgs) -> ExitCode {
+    let serve = config::ServeArgs {
+        config: args.file.clone().or_else(|| args.serve.config.clone()),
+        ..args.serve.clone()
     };
-    match config::read_file(file).and_then(|f| Config::merge(&args, f)) {
+    match Config::load(&serve) {
         Ok(c) => {
             print!("{}", c.to_toml());
+            for warning in c.warnings() {
+                eprintln!("ollama-guard: warning: {warning}");
+            }
+            match &serve.config {
+                Some(file) => eprintln!("ollama-guard: config ok: {}", file.display()),
+                None => eprintln!(
+                    "ollama-guard: config ok: no file (defaults, environment and options)"
+                ),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

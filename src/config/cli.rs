@@ -28,19 +28,22 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the detection engine over existing Ollama logs.
     Scan(ScanArgs),
-    /// Validate a config file and print the effective configuration (exit 0, or 2).
-    CheckConfig {
-        /// The TOML file to check.
-        file: PathBuf,
-    },
+    /// Validate what `serve` would run (options, environment and file merged) and print the
+    /// effective configuration (exit 0, or 2).
+    CheckConfig(CheckConfigArgs),
     /// List, add or remove bans through the admin API.
     Bans(BansArgs),
+    /// Show the running guard's state (mode, upstream, bans, flagged sources) from the admin
+    /// API.
+    Status(StatusArgs),
     /// Add, list or revoke API keys through the admin API ([auth]).
     Keys(KeysArgs),
     /// Run the embedded Ollama simulator, the proxy and a scripted attack.
     Demo(DemoArgs),
     /// Probe GET /readyz on the admin listener: exit 0 when ready (200), else 1.
     Healthcheck(HealthcheckArgs),
+    /// Print the manual page (roff) on stdout: `ollama-guard man | man -l -`.
+    Man,
     /// Print shell completions for ollama-guard on stdout.
     Completions {
         /// The shell to generate completions for
@@ -59,6 +62,54 @@ pub struct DemoArgs {
     /// running transfer) [default: monitor]
     #[arg(long, value_name = "MODE", default_value = "monitor", value_parser = ["monitor", "block"])]
     pub mode: String,
+    /// Print the detection log's raw JSON lines on stdout instead of one sentence per event
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `check-config`: the file and every `serve` option, merged as `serve` merges
+/// them (CLI > env > file > default).
+#[derive(Debug, Clone, Args)]
+pub struct CheckConfigArgs {
+    /// The TOML file to check [default: --config / OLLAMA_GUARD_CONFIG, else none]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The `serve` options, as `serve` would take them.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// How `bans list` and `status` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for a person.
+    Table,
+    /// The API's JSON, for scripts.
+    Json,
+}
+
+/// Options of `status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The admin listener's base URL
+    #[arg(
+        long,
+        env = "OLLAMA_GUARD_ADMIN",
+        default_value = "http://127.0.0.1:9464",
+        value_name = "URL"
+    )]
+    pub admin: String,
+    /// Bearer token, when the admin API requires one
+    #[arg(
+        long,
+        env = "OLLAMA_GUARD_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// table | json [default: table on a terminal, json otherwise]
+    #[arg(long, value_name = "FORMAT")]
+    pub output: Option<Output>,
 }
 
 /// Options of the hidden `simulator` command.
@@ -199,6 +250,7 @@ pub struct BansArgs {
     /// The admin listener's base URL
     #[arg(
         long,
+        global = true,
         env = "OLLAMA_GUARD_ADMIN",
         default_value = "http://127.0.0.1:9464",
         value_name = "URL"
@@ -207,6 +259,7 @@ pub struct BansArgs {
     /// Bearer token, when the admin API requires one
     #[arg(
         long,
+        global = true,
         env = "OLLAMA_GUARD_ADMIN_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
@@ -270,7 +323,14 @@ pub enum KeysAction {
 #[derive(Debug, Clone, Subcommand)]
 pub enum BansAction {
     /// List active bans
-    List,
+    List {
+        /// Only the bans of this rule (`admin` for manual bans)
+        #[arg(long, value_name = "NAME")]
+        rule: Option<String>,
+        /// table | json [default: table on a terminal, json otherwise]
+        #[arg(long, value_name = "FORMAT")]
+        output: Option<Output>,
+    },
     /// Ban an IP or CIDR
     Add {
         /// IP or CIDR
@@ -285,9 +345,13 @@ pub enum BansAction {
         #[arg(long)]
         force: bool,
     },
-    /// Lift a ban
+    /// Lift a ban, or every ban with --all
     Remove {
-        /// IP or CIDR exactly as listed
-        src: String,
+        /// IP or CIDR exactly as listed (or identity:NAME)
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        src: Option<String>,
+        /// Lift every ban (address and identity bans) and print how many
+        #[arg(long)]
+        all: bool,
     },
 }

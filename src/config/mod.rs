@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cli::{
-    BansAction, BansArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction, KeysArgs, ScanArgs,
-    ServeArgs, SimulatorArgs,
+    BansAction, BansArgs, CheckConfigArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction,
+    KeysArgs, Output, ScanArgs, ServeArgs, SimulatorArgs, StatusArgs,
 };
 pub use file::{AuthFile, BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
@@ -113,6 +113,8 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// Valid but dangerous settings, logged by `serve` at start (see [`Config::warnings`]).
     warnings: Vec<String>,
+    /// `workers = 0` was set (or left to its default): `bound.workers` is the CPU count.
+    workers_auto: bool,
 }
 
 /// Reads and parses a TOML config file; errors name the file and the line.

@@ -8,7 +8,25 @@ use ipnet::IpNet;
 
 use super::{BanFile, Config, FileConfig, LogTarget, TimeoutsFile};
 
-fn human(d: Duration) -> String {
+/// A duration as an operator writes it, in its largest exact unit: `15m`, `24h`, `7d`, `90s`,
+/// `250ms` (days only from two on: `24h` reads better than `1d`). Parsed back unchanged.
+pub(super) fn human(d: Duration) -> String {
+    const UNITS: [(&str, u128); 5] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+    ];
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".to_owned();
+    }
+    for (unit, size) in UNITS {
+        if ns % size == 0 && (unit != "d" || ns / size >= 2) {
+            return format!("{}{unit}", ns / size);
+        }
+    }
     humantime::format_duration(d).to_string()
 }
 
@@ -38,7 +56,7 @@ pub(super) fn to_toml(c: &Config) -> String {
         state_dir: b.state_dir.as_ref().map(|p| p.display().to_string()),
         log_level: Some(b.log_level.clone()),
         log_format: Some(b.log_format.as_str().to_owned()),
-        workers: Some(b.workers),
+        workers: Some(if c.workers_auto { 0 } else { b.workers }),
         admin_token: l.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
         allowed_hosts: l.allowed_hosts.clone(),
         tls_cert: l.tls.as_ref().map(|t| t.cert.display().to_string()),
@@ -70,9 +88,54 @@ pub(super) fn to_toml(c: &Config) -> String {
             metrics_by_identity: Some(l.auth.metrics_by_identity),
         }),
         sinks: super::sinks::render(b.splunk_hec.as_ref()),
-        rules: c.effective_rules(),
+        // The attack type each rule's detections carry: the rule's name when it sets none.
+        rules: c
+            .effective_rules()
+            .into_iter()
+            .map(|mut r| {
+                r.attack_type = match r.attack_type.trim() {
+                    "" => r.name.clone(),
+                    text => text.to_owned(),
+                };
+                r
+            })
+            .collect(),
         // Already merged into `rules` above.
         rule_overrides: Default::default(),
     };
-    toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    let text = toml::to_string(&file).unwrap_or_else(|e| format!("# cannot render config: {e}\n"));
+    if !c.workers_auto {
+        return text;
+    }
+    // `0` is what was set; say what it means here (a TOML comment: the output stays a config).
+    text.replacen(
+        "\nworkers = 0\n",
+        &format!("\nworkers = 0 # {} on this host (one per CPU)\n", b.workers),
+        1,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::human;
+
+    #[test]
+    fn durations_render_in_their_largest_exact_unit_and_parse_back() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(900), "15m"),
+            (Duration::from_secs(86_400), "24h"),
+            (Duration::from_secs(2 * 86_400), "2d"),
+            (Duration::from_secs(7 * 86_400), "7d"),
+            (Duration::from_nanos(1_500), "1us 500ns"),
+        ] {
+            assert_eq!(human(d), text, "{d:?}");
+            assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
+    }
 }

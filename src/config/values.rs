@@ -378,6 +378,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         .or_else(|| file.state_dir.as_ref().map(PathBuf::from));
     let log_level = log_level(&pick(&args.log_level, &file.log_level, "info"))?;
     let log_format = log_format(&pick(&args.log_format, &file.log_format, "text"))?;
+    let workers_auto = args.workers.or(file.workers).unwrap_or(0) == 0;
     let workers = match args.workers.or(file.workers).unwrap_or(0) {
         0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         n if n > 1024 => {
@@ -465,5 +466,6 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         },
         config_file: args.config.clone(),
         warnings,
+        workers_auto,
     })
 }

@@ -59,6 +59,7 @@
 pub(crate) mod builtin;
 pub(crate) mod engine;
 pub(crate) mod event;
+mod flagged;
 pub(crate) mod glob;
 mod identity;
 mod inflight;
@@ -80,6 +81,7 @@ pub(crate) use builtin::default_rules;
 pub use engine::EngineError;
 pub(crate) use engine::{Engine, EngineOptions, SUPPORTED_EPOCH_SECS};
 pub(crate) use event::{DetectionEvent, Event, Severity};
+pub(crate) use flagged::Flagged;
 pub(crate) use overrides::effective_rules;
 pub use overrides::RuleOverride;
 pub(crate) use reload::{ReloadReport, RuleKeys};

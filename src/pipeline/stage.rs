@@ -126,6 +126,11 @@ impl DetectionStage {
         self.refresh_gauges();
     }
 
+    /// The keys flagged in the current windows (`GET /api/status`).
+    pub(crate) fn flagged(&self) -> Vec<crate::detect::Flagged> {
+        self.engine.load().flagged()
+    }
+
     /// Closes every window (shutdown): flagged keys get their final summary.
     pub(crate) fn finish(&self) {
         let mut events = Vec::new();

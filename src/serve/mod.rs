@@ -68,7 +68,8 @@ pub enum ServeError {
     #[error("config error: {0}")]
     Rules(String),
     /// The TLS configuration of the proxy listener could not be built.
-    #[error("cannot set up TLS: {0}")]
+    // rustls's error is the source: `serve` prints the chain, so it is not repeated here.
+    #[error("cannot set up TLS")]
     Tls(#[from] rustls::Error),
     /// Installing a signal handler failed.
     #[error("cannot install signal handler: {0}")]
@@ -225,6 +226,10 @@ impl Server {
             enforcement: enforcement.clone(),
             token: arc_swap::ArcSwapOption::from_pointee(config.live.admin_token.clone()),
             keys,
+            detection: detection.clone(),
+            upstream: config.bound.upstream.url(),
+            started: std::time::Instant::now(),
+            started_at: chrono::Utc::now(),
         });
         tasks.spawn(admin::serve(
             admin_listener,

@@ -53,9 +53,10 @@ struct LineWriter {
     reopen: Arc<AtomicBool>,
 }
 
-/// Opening the log failed (named, so `serve` can say which).
+/// Opening the log failed (named, so `serve` can say which). The OS error is the `source`,
+/// not part of this message: `serve` prints the whole chain, which would otherwise repeat it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open {name} log {path}: {source}")]
+#[error("cannot open {name} log {path}")]
 pub struct LogOpenError {
     name: &'static str,
     path: String,
@@ -325,6 +326,23 @@ mod tests {
 
     fn counter() -> IntCounter {
         IntCounter::new("t", "t").unwrap()
+    }
+
+    #[test]
+    fn an_unopenable_log_names_the_os_error_once() {
+        let Err(e) = LogWriter::spawn(
+            "detection",
+            &LogTarget::File("/nonexistent/dir/d.log".into()),
+            16,
+            counter(),
+        ) else {
+            panic!("opened a log in a directory that does not exist");
+        };
+        // How `serve` prints it: the whole chain.
+        assert_eq!(
+            format!("{:#}", anyhow::Error::from(e)),
+            "cannot open detection log /nonexistent/dir/d.log: No such file or directory (os error 2)"
+        );
     }
 
     #[tokio::test]

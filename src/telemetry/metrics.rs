@@ -163,7 +163,8 @@ pub(crate) const CONNECTION_REJECT_REASONS: [&str; 4] = [
 
 /// Registration failed (a programming error: duplicate or invalid metric).
 #[derive(Debug, thiserror::Error)]
-#[error("metrics registration: {0}")]
+// prometheus's error is the source: `serve` prints the chain, so it is not repeated here.
+#[error("metrics registration failed")]
 pub struct MetricsError(#[from] prometheus::Error);
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(
