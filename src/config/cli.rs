@@ -226,6 +226,10 @@ pub struct ScanArgs {
     /// Output format: jsonl | table | csv [default: jsonl unless stdout is a terminal]
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Threads for parsing lines, sorting and writing rows (1 = one thread; the detection
+    /// engine always runs on one) [default: the available CPUs]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Log files (`-` or none = stdin; `.gz` is decompressed)
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,

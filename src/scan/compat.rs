@@ -61,27 +61,35 @@ impl CompatScan {
     }
 }
 
+/// A line the search counts: its local time, `response_time`, and the raw `src` and
+/// `uri_path` texts.
+pub(super) type Counted = (NaiveDateTime, f64, String, String);
+
 impl Scanner for CompatScan {
-    fn line(&mut self, line: &[u8], counters: &mut Counters) {
+    /// `None`: matched and numeric, but not above the threshold.
+    type Parsed = Option<Counted>;
+
+    fn parse(line: &[u8]) -> Result<Self::Parsed, Skip> {
         let line = strip_line_ending(line);
         let text = String::from_utf8_lossy(line);
-        let Some(fields) = splunk_extract(&text) else {
-            return counters.skip(Skip::NoMatch);
-        };
-        let Some(local) = gin_timestamp(line) else {
-            return counters.skip(Skip::NoTimestamp);
-        };
-        let Some(response_time) = splunk_response_time(fields.response_time) else {
-            return counters.skip(Skip::NotNumeric);
-        };
-        counters.lines_parsed += 1;
+        let fields = splunk_extract(&text).ok_or(Skip::NoMatch)?;
+        let local = gin_timestamp(line).ok_or(Skip::NoTimestamp)?;
+        let response_time = splunk_response_time(fields.response_time).ok_or(Skip::NotNumeric)?;
         if response_time <= MIN_RESPONSE_TIME {
-            return;
+            return Ok(None);
         }
+        let (src, path) = (fields.src_ip.to_owned(), fields.uri_path.to_owned());
+        Ok(Some((local, response_time, src, path)))
+    }
+
+    fn feed(&mut self, parsed: Self::Parsed, counters: &mut Counters) {
+        counters.lines_parsed += 1;
+        let Some((local, response_time, src, path)) = parsed else {
+            return;
+        };
         let epoch = self.zone.utc_of(local).timestamp();
         let bin = epoch.div_euclid(BIN_SECS) * BIN_SECS;
-        let key = (bin, fields.src_ip.to_owned(), fields.uri_path.to_owned());
-        let stats = self.groups.entry(key).or_default();
+        let stats = self.groups.entry((bin, src, path)).or_default();
         stats.count += 1;
         stats.sum += response_time;
         stats.max = stats.max.max(response_time);

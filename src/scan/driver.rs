@@ -8,6 +8,7 @@ use super::fixed::FixedScan;
 use super::input::{Input, Line, LineSplitter};
 use super::options::{ScanMode, ScanOptions};
 use super::output::write_rows;
+use super::parallel;
 use super::row::Row;
 use super::ScanError;
 use crate::gin::SkipReason;
@@ -171,9 +172,17 @@ impl fmt::Display for ScanSummary {
 }
 
 /// One scan mode: takes lines, gives rows at the end.
+///
+/// A line goes through [`Scanner::parse`] (no state: any thread, any order) and then
+/// [`Scanner::feed`] (in line order), so `--threads` can parse in parallel and still feed
+/// the mode exactly as the single-threaded loop does.
 pub(super) trait Scanner {
-    /// One line (with its `\n` if it had one).
-    fn line(&mut self, line: &[u8], counters: &mut Counters);
+    /// What a line is, as far as it can be told without looking at other lines.
+    type Parsed: Send;
+    /// One line (with its `\n` if it had one), or why it is skipped.
+    fn parse(line: &[u8]) -> Result<Self::Parsed, Skip>;
+    /// The next parsed line, in input order.
+    fn feed(&mut self, parsed: Self::Parsed, counters: &mut Counters);
     /// End of input: every remaining row.
     fn finish(self, counters: &mut Counters) -> Vec<Row>;
 }
@@ -188,7 +197,7 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<ScanSummary, ScanError> {
     let (rows, summary) = scan_rows(opts, inputs)?;
-    write_rows(opts.format, &rows, out)
+    write_rows(opts.format, &rows, opts.threads, out)
         .and_then(|()| out.flush())
         .map_err(ScanError::Write)?;
     Ok(summary)
@@ -207,14 +216,14 @@ pub(crate) fn scan_rows(
     let mut rows = match &opts.mode {
         ScanMode::Rules { rules, engine } => {
             let scanner = FixedScan::new(rules.clone(), engine.clone(), opts.zone)?;
-            scan_all(scanner, inputs, opts.max_line_bytes, &mut counters)?
+            scan_all(scanner, inputs, opts, &mut counters)?
         }
         ScanMode::SplunkCompat => {
             let scanner = CompatScan::new(opts.zone);
-            scan_all(scanner, inputs, opts.max_line_bytes, &mut counters)?
+            scan_all(scanner, inputs, opts, &mut counters)?
         }
     };
-    rows.sort_by(Row::spec_order);
+    sort_rows(&mut rows, opts.threads);
     let skipped = Skip::all()
         .into_iter()
         .filter_map(|s| {
@@ -234,18 +243,52 @@ pub(crate) fn scan_rows(
     Ok((rows, summary))
 }
 
+/// Rows at least this many are sorted on two threads (when `--threads` allows).
+const PARALLEL_SORT_ROWS: usize = 50_000;
+
+/// Sorts `rows` in output order; large sets as two halves on two threads, then merged. The
+/// sort is stable either way (ties keep engine order, the left half first), so the order is
+/// the same.
+fn sort_rows(rows: &mut Vec<Row>, threads: usize) {
+    if threads < 2 || rows.len() < PARALLEL_SORT_ROWS {
+        rows.sort_by(Row::spec_order);
+        return;
+    }
+    let mut right = rows.split_off(rows.len() / 2);
+    let mut left = std::mem::take(rows);
+    std::thread::scope(|scope| {
+        scope.spawn(|| right.sort_by(Row::spec_order));
+        left.sort_by(Row::spec_order);
+    });
+    rows.reserve_exact(left.len() + right.len());
+    let mut right = right.into_iter().peekable();
+    for row in left {
+        while let Some(r) = right.next_if(|r| Row::spec_order(r, &row).is_lt()) {
+            rows.push(r);
+        }
+        rows.push(row);
+    }
+    rows.extend(right);
+}
+
 fn scan_all<S: Scanner>(
     mut scanner: S,
     inputs: Vec<Input>,
-    max_line: usize,
+    opts: &ScanOptions,
     counters: &mut Counters,
 ) -> Result<Vec<Row>, ScanError> {
+    if opts.threads > 1 {
+        return parallel::scan_all(scanner, inputs, opts.max_line_bytes, opts.threads, counters);
+    }
     for mut input in inputs {
-        let mut lines = LineSplitter::new(max_line);
+        let mut lines = LineSplitter::new(opts.max_line_bytes);
         let result = lines.each(&mut *input.reader, |kind, line| {
             counters.lines_read += 1;
             match kind {
-                Line::Text => scanner.line(line, counters),
+                Line::Text => match S::parse(line) {
+                    Ok(parsed) => scanner.feed(parsed, counters),
+                    Err(why) => counters.skip(why),
+                },
                 Line::TooLong => counters.skip(Skip::TooLong),
             }
         });

@@ -22,7 +22,7 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::driver::{Counters, Scanner, Skip};
 use super::row::Row;
@@ -166,12 +166,18 @@ fn record(parsed: crate::gin::ParsedLine<'_>, completed_at: DateTime<Utc>) -> Re
 }
 
 impl Scanner for FixedScan {
-    fn line(&mut self, line: &[u8], counters: &mut Counters) {
-        let parsed = match parse_gin_line(line) {
-            Ok(p) => p,
-            Err(why) => return counters.skip(Skip::Gin(why)),
-        };
-        let completed_at = self.zone.utc_of(parsed.time);
+    /// The line's local time and its record (`completed_at` still to be set from it: the
+    /// zone is resolved in log order, see [`ZoneResolver::utc_of`]).
+    type Parsed = (NaiveDateTime, RequestRecord);
+
+    fn parse(line: &[u8]) -> Result<Self::Parsed, Skip> {
+        let parsed = parse_gin_line(line).map_err(Skip::Gin)?;
+        let local = parsed.time;
+        Ok((local, record(parsed, DateTime::<Utc>::UNIX_EPOCH)))
+    }
+
+    fn feed(&mut self, (local, mut rec): Self::Parsed, counters: &mut Counters) {
+        let completed_at = self.zone.utc_of(local);
         let t = completed_at.timestamp();
         if !SUPPORTED_EPOCH_SECS.contains(&t) {
             return counters.skip(Skip::TimeOutOfRange);
@@ -181,7 +187,7 @@ impl Scanner for FixedScan {
             self.time_break(counters);
         }
         self.advance(t);
-        let rec = record(parsed, completed_at);
+        rec.completed_at = completed_at;
         self.engine.observe(&rec, &mut self.events);
         if !self.events.is_empty() {
             self.collect_events();

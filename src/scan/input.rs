@@ -23,13 +23,13 @@ const BUF_BYTES: usize = 256 * 1024;
 pub(crate) struct Input {
     /// The file name, or `-` for stdin.
     pub name: String,
-    /// The decoded stream.
-    pub reader: Box<dyn BufRead>,
+    /// The decoded stream (`Send`: `--threads` reads it on a thread of its own).
+    pub reader: Box<dyn BufRead + Send>,
 }
 
 impl Input {
     /// Wraps an already decoded stream.
-    pub(crate) fn new(name: impl Into<String>, reader: Box<dyn BufRead>) -> Input {
+    pub(crate) fn new(name: impl Into<String>, reader: Box<dyn BufRead + Send>) -> Input {
         Input {
             name: name.into(),
             reader,
@@ -38,10 +38,10 @@ impl Input {
 
     /// Wraps a raw stream, decompressing it when it starts with the gzip magic bytes.
     /// Reads the first buffer to look, so errors here mean the input cannot be read.
-    pub(crate) fn sniffed(name: impl Into<String>, raw: Box<dyn Read>) -> io::Result<Input> {
+    pub(crate) fn sniffed(name: impl Into<String>, raw: Box<dyn Read + Send>) -> io::Result<Input> {
         let mut buffered = BufReader::with_capacity(BUF_BYTES, raw);
         let head = buffered.fill_buf()?;
-        let reader: Box<dyn BufRead> = if head.starts_with(&[0x1f, 0x8b]) {
+        let reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
             let decoder = MultiGzDecoder::new(buffered);
             Box::new(BufReader::with_capacity(BUF_BYTES, decoder))
         } else {
@@ -98,7 +98,7 @@ pub(crate) fn open_inputs(
         let input = match file {
             None => open_stdin()?,
             Some(file) => {
-                let raw: Box<dyn Read> = match &bar {
+                let raw: Box<dyn Read + Send> = match &bar {
                     Some(bar) => Box::new(bar.wrap_read(file)),
                     None => Box::new(file),
                 };
@@ -171,6 +171,20 @@ impl LineSplitter {
         reader: &mut dyn BufRead,
         mut f: impl FnMut(Line, &[u8]),
     ) -> io::Result<()> {
+        self.each_until(reader, |kind, line| {
+            f(kind, line);
+            true
+        })
+        .map(|_| ())
+    }
+
+    /// Calls `f` for every line of `reader`, in order, until end of input (returns `true`) or
+    /// until `f` returns `false` (returns `false`; the next call goes on with the next line).
+    pub(super) fn each_until(
+        &mut self,
+        reader: &mut dyn BufRead,
+        mut f: impl FnMut(Line, &[u8]) -> bool,
+    ) -> io::Result<bool> {
         loop {
             let buf = reader.fill_buf()?;
             if buf.is_empty() {
@@ -185,17 +199,25 @@ impl LineSplitter {
                     continue;
                 };
                 self.keep(&buf[..=nl]);
-                self.flush(&mut f);
+                let more = self.flush(&mut f);
                 start = nl + 1;
+                if !more {
+                    reader.consume(start);
+                    return Ok(false);
+                }
             }
             while let Some(off) = memchr::memchr(b'\n', &buf[start..]) {
                 let line = &buf[start..=start + off];
-                if off > self.max {
-                    f(Line::TooLong, &line[..self.max]);
+                let more = if off > self.max {
+                    f(Line::TooLong, &line[..self.max])
                 } else {
-                    f(Line::Text, line);
-                }
+                    f(Line::Text, line)
+                };
                 start += off + 1;
+                if !more {
+                    reader.consume(start);
+                    return Ok(false);
+                }
             }
             self.keep(&buf[start..]);
             reader.consume(len);
@@ -203,7 +225,7 @@ impl LineSplitter {
         if !self.partial.is_empty() || self.overflow {
             self.flush(&mut f);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Appends to the partial line, up to the limit (plus room for its `\n`).
@@ -216,14 +238,15 @@ impl LineSplitter {
             .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
-    fn flush(&mut self, f: &mut impl FnMut(Line, &[u8])) {
+    fn flush(&mut self, f: &mut impl FnMut(Line, &[u8]) -> bool) -> bool {
         let body = self.partial.len() - usize::from(self.partial.last() == Some(&b'\n'));
-        if self.overflow || body > self.max {
-            f(Line::TooLong, &self.partial[..body.min(self.max)]);
+        let more = if self.overflow || body > self.max {
+            f(Line::TooLong, &self.partial[..body.min(self.max)])
         } else {
-            f(Line::Text, &self.partial);
-        }
+            f(Line::Text, &self.partial)
+        };
         self.partial.clear();
         self.overflow = false;
+        more
     }
 }

@@ -20,6 +20,7 @@
 //! - `input`: [`Input`], opening files/stdin, gzip by magic bytes, bounded line reading.
 //! - `driver`: [`run`], the loop, [`ScanSummary`], [`Skip`].
 //! - `fixed`: the engine-driven default mode; `compat`: the SPL mode.
+//! - `parallel`: `--threads`, lines parsed on several threads, fed in order.
 //! - `row`, `output`: [`Row`] and the `jsonl` / `csv` / `table` writers.
 
 mod compat;
@@ -28,6 +29,7 @@ mod fixed;
 mod input;
 mod options;
 mod output;
+mod parallel;
 mod row;
 mod zone;
 
@@ -70,6 +72,9 @@ pub enum ScanError {
     /// `--format` is not a format.
     #[error("--format: '{0}' is not one of jsonl, table, csv")]
     Format(String),
+    /// `--threads 0`.
+    #[error("--threads: must be at least 1")]
+    Threads,
     /// `--config` is unreadable or invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),

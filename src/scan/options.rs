@@ -55,6 +55,14 @@ pub(crate) struct ScanOptions {
     /// Rules of the set that `scan` cannot run (proxy-only volume rules), named in the
     /// summary on stderr.
     pub proxy_only_rules: Vec<String>,
+    /// Threads for parsing, sorting and formatting (`--threads`; 1 = all on the calling
+    /// thread). The engine runs on one thread either way.
+    pub threads: usize,
+}
+
+/// `--threads` when not given: the available parallelism (1 when unknown).
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl ScanOptions {
@@ -73,6 +81,7 @@ impl ScanOptions {
             format: OutputFormat::Jsonl,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             proxy_only_rules: Vec::new(),
+            threads: 1,
         })
     }
 
@@ -121,6 +130,11 @@ impl ScanOptions {
             format,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             proxy_only_rules: proxy_only,
+            threads: match args.threads {
+                Some(0) => return Err(ScanError::Threads),
+                Some(n) => n,
+                None => default_threads(),
+            },
         })
     }
 }

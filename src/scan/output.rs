@@ -50,55 +50,140 @@ impl OutputFormat {
     }
 }
 
-/// Writes `rows` (already in output order (README, "scan")) in `format`.
+/// Rows per formatting chunk: each chunk is written to a buffer of its own (on its own
+/// thread when `threads` > 1), then the buffers go out in order.
+const CHUNK_ROWS: usize = 16 * 1024;
+
+/// Writes `rows` (already in output order (README, "scan")) in `format`. `jsonl` and `csv`
+/// are formatted on up to `threads` threads, chunk by chunk, and written in order: the
+/// bytes are the same for any `threads`.
 pub(crate) fn write_rows(
     format: OutputFormat,
     rows: &[Row],
+    threads: usize,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    match format {
-        OutputFormat::Jsonl => rows.iter().try_for_each(|r| write_jsonl(r, out)),
-        OutputFormat::Csv => write_csv(rows, out),
-        OutputFormat::Table => write_table(rows, out),
+    let one: fn(&Row, &mut Vec<u8>) = match format {
+        OutputFormat::Table => return write_table(rows, out),
+        OutputFormat::Jsonl => write_jsonl,
+        OutputFormat::Csv => {
+            writeln!(out, "{}", COLUMNS.join(","))?;
+            write_csv
+        }
+    };
+    let format_chunk = |chunk: &[Row]| {
+        let mut buf = Vec::with_capacity(chunk.len() * 256);
+        for row in chunk {
+            one(row, &mut buf);
+        }
+        buf
+    };
+    let mut chunks = rows.chunks(CHUNK_ROWS);
+    if threads < 2 || rows.len() <= CHUNK_ROWS {
+        return chunks.try_for_each(|chunk| out.write_all(&format_chunk(chunk)));
     }
+    // Rounds of `threads` chunks: formatted in parallel, written in order.
+    loop {
+        let round: Vec<&[Row]> = chunks.by_ref().take(threads).collect();
+        if round.is_empty() {
+            return Ok(());
+        }
+        let bufs: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = round[1..]
+                .iter()
+                .map(|chunk| scope.spawn(|| format_chunk(chunk)))
+                .collect();
+            let mut bufs = vec![format_chunk(round[0])];
+            bufs.extend(
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+            );
+            bufs
+        });
+        for buf in bufs {
+            out.write_all(&buf)?;
+        }
+    }
+}
+
+/// Appends `v` with two decimals.
+fn push_number(buf: &mut Vec<u8>, v: f64) {
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "{v:.2}");
 }
 
 fn number(v: f64) -> String {
     format!("{v:.2}")
 }
 
-fn json_str(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
+/// Appends `s` as a JSON string, escaped exactly as `serde_json` writes it: `"` and `\\`
+/// escaped, `\b \t \n \f \r` by name, other control characters below 0x20 as `\u00xx`
+/// (lower-case hex), everything else (DEL, non-ASCII) as is.
+fn push_json_str(buf: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x09 => b"\\t",
+            0x0a => b"\\n",
+            0x0c => b"\\f",
+            0x0d => b"\\r",
+            0x00..=0x1f => &[],
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            let hex = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ];
+            buf.extend_from_slice(&hex);
+        } else {
+            buf.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
 }
 
-fn json_number(v: f64) -> String {
+fn push_json_number(buf: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
-        number(v)
+        push_number(buf, v);
     } else {
-        "null".to_owned()
+        buf.extend_from_slice(b"null");
     }
 }
 
-fn write_jsonl(r: &Row, out: &mut dyn Write) -> io::Result<()> {
-    let path = r
-        .uri_path
-        .as_deref()
-        .map_or_else(|| "null".to_owned(), json_str);
-    writeln!(
-        out,
-        "{{\"rule\":{},\"_time\":{},\"src\":{},\"uri_path\":{},\"count\":{},\
-         \"avg_response_time\":{},\"max_response_time\":{},\"severity\":\"{}\",\
-         \"attack_type\":{}}}",
-        json_str(&r.rule),
-        r.time,
-        json_str(&r.src),
-        path,
-        r.count,
-        json_number(r.avg_response_time),
-        json_number(r.max_response_time),
-        r.severity.as_str(),
-        json_str(&r.attack_type),
-    )
+fn write_jsonl(r: &Row, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(b"{\"rule\":");
+    push_json_str(buf, &r.rule);
+    let _ = write!(buf, ",\"_time\":{},\"src\":", r.time);
+    push_json_str(buf, &r.src);
+    buf.extend_from_slice(b",\"uri_path\":");
+    match r.uri_path.as_deref() {
+        Some(path) => push_json_str(buf, path),
+        None => buf.extend_from_slice(b"null"),
+    }
+    let _ = write!(buf, ",\"count\":{},\"avg_response_time\":", r.count);
+    push_json_number(buf, r.avg_response_time);
+    buf.extend_from_slice(b",\"max_response_time\":");
+    push_json_number(buf, r.max_response_time);
+    buf.extend_from_slice(b",\"severity\":\"");
+    buf.extend_from_slice(r.severity.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"attack_type\":");
+    push_json_str(buf, &r.attack_type);
+    buf.extend_from_slice(b"}\n");
 }
 
 /// The row's fields as text, in [`COLUMNS`] order (`time` as given).
@@ -116,24 +201,33 @@ fn fields(r: &Row, time: String) -> [String; 9] {
     ]
 }
 
-fn csv_field(text: &str) -> String {
+/// Appends one RFC 4180 field: quoted (with `"` doubled) when it holds `,`, `"`, CR or LF.
+fn push_csv_field(buf: &mut Vec<u8>, text: &str) {
     if text.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
+        buf.push(b'"');
+        buf.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+        buf.push(b'"');
     } else {
-        text.to_owned()
+        buf.extend_from_slice(text.as_bytes());
     }
 }
 
-fn write_csv(rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "{}", COLUMNS.join(","))?;
-    for r in rows {
-        let line: Vec<String> = fields(r, r.time.to_string())
-            .iter()
-            .map(|f| csv_field(f))
-            .collect();
-        writeln!(out, "{}", line.join(","))?;
-    }
-    Ok(())
+/// One CSV line (numbers never need quoting).
+fn write_csv(r: &Row, buf: &mut Vec<u8>) {
+    push_csv_field(buf, &r.rule);
+    let _ = write!(buf, ",{},", r.time);
+    push_csv_field(buf, &r.src);
+    buf.push(b',');
+    push_csv_field(buf, r.uri_path.as_deref().unwrap_or_default());
+    let _ = write!(buf, ",{},", r.count);
+    push_number(buf, r.avg_response_time);
+    buf.push(b',');
+    push_number(buf, r.max_response_time);
+    buf.push(b',');
+    push_csv_field(buf, r.severity.as_str());
+    buf.push(b',');
+    push_csv_field(buf, &r.attack_type);
+    buf.push(b'\n');
 }
 
 /// Control characters (a crafted log line may carry escape sequences) are shown as U+FFFD so

@@ -7,11 +7,16 @@ millisecond latencies, some generations of seconds, a few slow ones above 55 s a
 minutes long; about 50 sources, a few of them IPv6 (one written in upper case); about a
 quarter of the lines carry a journald prefix, and about 1% are other server output.
 
-Usage: gen_gin_corpus.py OUT_FILE [LINES] [SEED]
+Usage: gen_gin_corpus.py OUT_FILE [LINES] [SEED] [--slow-fraction F]
+
+--slow-fraction F (default 0) makes a row-heavy corpus: that fraction of the lines become
+generations slower than 55 s (`model_exfiltration` flags every one) from a pool of 2^20
+addresses in 10.128.0.0/9, so nearly every slow line is a row of its own: 0.1 gives about
+200 000 output rows out of 2 000 000 lines (the default corpus gives a few thousand).
 """
 
+import argparse
 import random
-import sys
 import time
 
 ROUTES_FAST = [
@@ -83,10 +88,28 @@ def latency_ns(rng, generation):
     return rng.randrange(60_000_000_000, 1_800_000_000_000)
 
 
+def slow_line_fields(rng):
+    """A slow generation from the wide source pool: 55 s to 60 s, or minutes long."""
+    ip = f"10.{128 + rng.randrange(128)}.{rng.randrange(256)}.{rng.randrange(2, 34)}"
+    method, path = rng.choice(ROUTES_GEN)
+    if rng.random() < 0.8:
+        ns = rng.randrange(55_100_000_000, 60_000_000_000)
+    else:
+        ns = rng.randrange(60_000_000_000, 1_800_000_000_000)
+    return ip, method, path, ns
+
+
 def main():
-    out = sys.argv[1]
-    lines = int(sys.argv[2]) if len(sys.argv) > 2 else 2_000_000
-    rng = random.Random(int(sys.argv[3]) if len(sys.argv) > 3 else 20251002)
+    parser = argparse.ArgumentParser(description="Writes a seeded Ollama server log.")
+    parser.add_argument("out")
+    parser.add_argument("lines", nargs="?", type=int, default=2_000_000)
+    parser.add_argument("seed", nargs="?", type=int, default=20251002)
+    parser.add_argument("--slow-fraction", type=float, default=0.0)
+    args = parser.parse_args()
+    out, lines, slow_fraction = args.out, args.lines, args.slow_fraction
+    rng = random.Random(args.seed)
+    # Its own generator, so the default corpus (--slow-fraction 0) stays byte-identical.
+    slow_rng = random.Random(args.seed + 1)
     srcs = sources(rng)
     weights = [rng.paretovariate(1.2) for _ in srcs]
     start = 1_759_406_400  # 2025-10-02 12:00:00
@@ -104,7 +127,10 @@ def main():
             method, path = rng.choice(ROUTES_GEN if generation else ROUTES_FAST)
             status = 200 if rng.random() < 0.97 else rng.choice((400, 404, 500))
             ip = rng.choices(srcs, weights)[0]
-            lat = go_duration(latency_ns(rng, generation))
+            ns = latency_ns(rng, generation)
+            if slow_fraction and slow_rng.random() < slow_fraction:
+                ip, method, path, ns = slow_line_fields(slow_rng)
+            lat = go_duration(ns)
             line = f'[GIN] {ts} | {status:3d} | {lat:>13} | {ip:>15} | {method:<7}  "{path}"'
             if rng.random() < 0.25:
                 line = time.strftime("%b %d %H:%M:%S", tm) + " gpu-host ollama[1543]: " + line

@@ -5,14 +5,17 @@
 # Usage: tests/perf/scan_bench.sh [LINES] [RUNS]
 #   LINES defaults to 2000000, RUNS to 3. env CORPUS=FILE reuses an existing log instead of
 #   generating one (it is then kept); otherwise the corpus is written once to a temp dir and
-#   removed at exit. Runs are pinned to CPU 0 with taskset when available.
+#   removed at exit. env SLOW_FRACTION=F generates a row-heavy corpus (gen_gin_corpus.py
+#   --slow-fraction F; 0.1 gives about 200 000 rows per 2 M lines). Runs are pinned to CPU 0
+#   with taskset when available; env THREADS=N passes `--threads N` (default 1, one core) and
+#   PIN=0 runs unpinned (for the multi-core figures).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 lines=${1:-2000000}
 runs=${2:-3}
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 cargo build --release --quiet
-bin=target/release/ollama-guard
+bin=${CARGO_TARGET_DIR:-target}/release/ollama-guard
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -20,12 +23,12 @@ corpus=${CORPUS:-}
 if [ -z "$corpus" ]; then
   corpus="$work/ollama.log"
   echo "generating $lines lines..." >&2
-  python3 tests/perf/gen_gin_corpus.py "$corpus" "$lines"
+  python3 tests/perf/gen_gin_corpus.py "$corpus" "$lines" --slow-fraction "${SLOW_FRACTION:-0}"
 fi
 total_lines=$(wc -l <"$corpus")
 bytes=$(stat -c %s "$corpus")
 pin=()
-if command -v taskset >/dev/null; then pin=(taskset -c 0); fi
+if [ "${PIN:-1}" != 0 ] && command -v taskset >/dev/null; then pin=(taskset -c 0); fi
 
 # Warm the page cache so the first run does not measure the disk.
 cat "$corpus" >/dev/null
@@ -38,7 +41,7 @@ bench() {
   for _ in $(seq "$runs"); do
     local t0 t1
     t0=$(date +%s.%N)
-    "${pin[@]}" "$bin" scan --format jsonl "$@" "$corpus" >/dev/null 2>"$work/summary"
+    "${pin[@]}" "$bin" scan --threads "${THREADS:-1}" --format jsonl "$@" "$corpus" >/dev/null 2>"$work/summary"
     t1=$(date +%s.%N)
     times+=("$(echo "$t1 - $t0" | bc -l)")
   done
@@ -50,6 +53,6 @@ bench() {
   sed 's/^/    /' "$work/summary"
 }
 
-echo "corpus: $total_lines lines, $((bytes / 1000000)) MB; ${pin[*]:-unpinned}; $runs runs each"
+echo "corpus: $total_lines lines, $((bytes / 1000000)) MB; ${pin[*]:-unpinned}; --threads ${THREADS:-1}; $runs runs each"
 bench "default rules"
 bench "splunk-compat" --splunk-compat

@@ -102,7 +102,7 @@ fn latency(rng: &mut Rng) -> Duration {
 }
 
 /// A well-formed request as generated: what the default mode must count.
-struct Truth {
+pub(super) struct Truth {
     epoch: i64,
     latency: Duration,
     ip: IpAddr,
@@ -154,7 +154,7 @@ fn coloured(f: &GinFields<'_>) -> String {
 }
 
 /// `lines` lines from `seed`: the bytes and the well-formed requests among them.
-fn corpus(seed: u64, lines: usize) -> (Vec<u8>, Vec<Truth>) {
+pub(super) fn corpus(seed: u64, lines: usize) -> (Vec<u8>, Vec<Truth>) {
     let mut rng = Rng(seed | 1);
     let mut out = Vec::new();
     let mut truth = Vec::new();

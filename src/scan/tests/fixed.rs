@@ -181,6 +181,7 @@ fn args(config: Option<std::path::PathBuf>) -> ScanArgs {
         config,
         timezone: "UTC".to_owned(),
         format: None,
+        threads: None,
         files: Vec::new(),
     }
 }

@@ -6,6 +6,7 @@ mod data;
 mod fixed;
 mod garbage;
 mod output;
+mod threads;
 mod zone;
 
 use std::io::Cursor;

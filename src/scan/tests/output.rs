@@ -8,7 +8,7 @@ use crate::scan::{write_rows, OutputFormat, Row, COLUMNS};
 
 fn render(format: OutputFormat, rows: &[Row]) -> String {
     let mut out = Vec::new();
-    write_rows(format, rows, &mut out).unwrap();
+    write_rows(format, rows, 1, &mut out).unwrap();
     String::from_utf8(out).unwrap()
 }
 

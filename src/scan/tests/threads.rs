@@ -1,0 +1,169 @@
+//! `--threads`: the output, the summary and the errors are the same for every thread count.
+
+use std::fmt::Write as _;
+use std::io::{self, Read};
+
+use super::corpus::corpus;
+use super::{builtin, compat, data_file, gin_line, input};
+use crate::scan::{run, Input, OutputFormat, ScanOptions, ScanSummary};
+
+/// `run` over `inputs` (each a byte string) with `threads` threads: output bytes, summary.
+fn run_with(opts: &ScanOptions, threads: usize, inputs: &[Vec<u8>]) -> (Vec<u8>, ScanSummary) {
+    let opts = ScanOptions {
+        threads,
+        ..opts.clone()
+    };
+    let inputs = inputs.iter().map(|b| input(b.clone())).collect();
+    let mut out = Vec::new();
+    let summary = run(&opts, inputs, &mut out).unwrap();
+    (out, summary)
+}
+
+/// A row-heavy log: every fifth line a >55 s generation from a source of its own (one row
+/// each), the rest fast calls from a few sources; timestamps jittered a few seconds out of
+/// order, one jump back by more than the longest window (a time break) and forward again,
+/// a line longer than the limit the tests set, and a CRLF line.
+fn row_heavy(lines: usize) -> Vec<u8> {
+    let mut out = String::new();
+    let start = 1_759_406_400;
+    for i in 0..lines {
+        let jitter = [0, 3, -2, 5, -4][i % 5];
+        let mut t = start + i as i64 * 2 + jitter;
+        if (lines / 2..lines / 2 + 50).contains(&i) {
+            t -= 7200; // a time break
+        }
+        let line = if i % 5 == 0 {
+            let ip = format!("10.{}.{}.{}", 128 + i / 65536, (i / 256) % 256, i % 256);
+            gin_line(
+                t,
+                &format!("{}.5s", 55 + i % 7),
+                &ip,
+                "POST",
+                "/api/generate",
+            )
+        } else {
+            let ip = format!("192.168.1.{}", 2 + i % 3);
+            gin_line(t, "1.2ms", &ip, "GET", "/api/tags")
+        };
+        out.push_str(&line);
+        if i == 100 {
+            let _ = writeln!(out, "[GIN] {}", "x".repeat(5000));
+        }
+        if i == 200 {
+            out.push_str(&line.replace('\n', "\r\n"));
+        }
+    }
+    out.into_bytes()
+}
+
+fn assert_same_for_every_thread_count(name: &str, opts: &ScanOptions, inputs: &[Vec<u8>]) {
+    for format in [OutputFormat::Jsonl, OutputFormat::Csv] {
+        let opts = ScanOptions {
+            format,
+            ..opts.clone()
+        };
+        let (want, want_summary) = run_with(&opts, 1, inputs);
+        for threads in [2, 3] {
+            let (got, summary) = run_with(&opts, threads, inputs);
+            assert_eq!(
+                summary, want_summary,
+                "{name} {format:?} --threads {threads}"
+            );
+            assert!(
+                got == want,
+                "{name} {format:?} --threads {threads}: output differs ({} vs {} bytes)",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn rows_and_summary_are_byte_identical_for_any_thread_count() {
+    let heavy = row_heavy(40_000);
+    let (mixed, _) = corpus(7, 20_000);
+    let samples = [
+        data_file("gin-synthetic.log"),
+        data_file("gin-real-from-issues.log"),
+    ];
+    let small_lines = ScanOptions {
+        max_line_bytes: 4096,
+        ..builtin("UTC")
+    };
+    let cases: Vec<(&str, ScanOptions)> = vec![
+        ("default", small_lines.clone()),
+        ("berlin", builtin("Europe/Berlin")),
+        (
+            "compat",
+            ScanOptions {
+                max_line_bytes: 4096,
+                ..compat("UTC")
+            },
+        ),
+        ("compat berlin", compat("Europe/Berlin")),
+    ];
+    for (name, opts) in &cases {
+        let (_, summary) = run_with(opts, 1, std::slice::from_ref(&heavy));
+        if name.starts_with("default") {
+            assert!(summary.rows_emitted > 7_000, "{summary}");
+            assert!(summary.time_breaks >= 1, "{summary}");
+            assert_eq!(summary.skipped, vec![("line_too_long", 1)], "{summary}");
+        }
+        assert_same_for_every_thread_count(name, opts, std::slice::from_ref(&heavy));
+        assert_same_for_every_thread_count(name, opts, std::slice::from_ref(&mixed));
+        // Several inputs as one stream: a batch may hold the end of one and the start of
+        // the next; an input without a final newline ends its last line.
+        let cut = heavy.len() / 3;
+        let parts = [
+            heavy[..cut].to_vec(),
+            mixed.clone(),
+            heavy[cut..].to_vec(),
+            samples[0].clone(),
+        ];
+        assert_same_for_every_thread_count(name, opts, &parts);
+        for sample in &samples {
+            assert_same_for_every_thread_count(name, opts, std::slice::from_ref(sample));
+        }
+        assert_same_for_every_thread_count(name, opts, &[Vec::new()]);
+    }
+}
+
+/// An input that fails after `ok` bytes.
+struct FailsAfter {
+    data: io::Cursor<Vec<u8>>,
+}
+
+impl Read for FailsAfter {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.data.read(buf)? {
+            0 => Err(io::Error::other("device gone")),
+            n => Ok(n),
+        }
+    }
+}
+
+#[test]
+fn a_read_error_half_way_is_the_same_error_with_threads() {
+    for threads in [1, 2] {
+        let opts = ScanOptions {
+            threads,
+            ..builtin("UTC")
+        };
+        let reader = FailsAfter {
+            data: io::Cursor::new(row_heavy(2_000)),
+        };
+        let failing = Input::sniffed("broken.log", Box::new(reader)).unwrap();
+        let mut out = Vec::new();
+        let err = run(&opts, vec![input(row_heavy(100)), failing], &mut out).unwrap_err();
+        assert_eq!(err.exit_code(), 1, "--threads {threads}");
+        assert!(
+            err.to_string().starts_with("reading broken.log: "),
+            "--threads {threads}: {err}"
+        );
+        assert!(
+            out.is_empty(),
+            "--threads {threads}: no output on a read error"
+        );
+    }
+}
