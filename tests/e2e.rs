@@ -8,34 +8,20 @@ mod common;
 
 use std::process::Command;
 
+use common::clients::{node_test, pytest, run};
+
 /// Runs a client test suite against a fresh proxy stack; returns its exit status and output.
 async fn run_suite(mut cmd: Command, what: &'static str) -> (bool, String) {
     let s = common::stack().await;
     cmd.env("OLLAMA_GUARD_URL", &s.proxy)
         .env_remove("OLLAMA_API_KEY");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run the {what} client tests: {e}"));
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), report)
+    run(cmd, what).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_python_clients_work_through_the_proxy() {
-    let python = std::env::var("OLLAMA_GUARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut cmd = Command::new(python);
-    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/test_clients.py"
-        ));
     let (ok, report) = run_suite(
-        cmd,
+        pytest("test_clients.py"),
         "Python (OLLAMA_GUARD_PYTHON: a venv with pytest, ollama, openai)",
     )
     .await;
@@ -48,18 +34,8 @@ async fn real_python_clients_work_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_javascript_clients_work_through_the_proxy() {
-    let node_path = std::env::var("OLLAMA_GUARD_NODE_PATH").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/ci-node/node_modules").into()
-    });
-    let mut cmd = Command::new("node");
-    cmd.args(["--test", "--test-reporter=spec"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/clients.test.cjs"
-        ))
-        .env("NODE_PATH", node_path);
     let (ok, report) = run_suite(
-        cmd,
+        node_test("clients.test.cjs"),
         "JavaScript (Node.js; OLLAMA_GUARD_NODE_PATH: ollama, openai)",
     )
     .await;
@@ -99,16 +75,8 @@ async fn auth_suite(mut cmd: Command, what: &'static str) -> (bool, String, comm
     cmd.env("OLLAMA_GUARD_URL", &s.proxy)
         .env("OLLAMA_GUARD_ADMIN", &s.admin)
         .env_remove("OLLAMA_API_KEY");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run the {what} client tests: {e}"));
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), report, s)
+    let (ok, report) = run(cmd, what).await;
+    (ok, report, s)
 }
 
 /// No request the simulator (Ollama's stand-in) received carried a credential.

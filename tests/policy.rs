@@ -5,33 +5,21 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use ollama_guard::config::ServeArgs;
 use serde_json::Value;
 
 async fn run_python(s: &Stack, mode: &str) -> String {
-    let python = std::env::var("OLLAMA_GUARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut cmd = Command::new(python);
-    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/test_policy.py"
-        ))
-        .env("OLLAMA_GUARD_URL", &s.proxy)
+    let mut cmd = common::clients::pytest("test_policy.py");
+    cmd.env("OLLAMA_GUARD_URL", &s.proxy)
         .env("OLLAMA_GUARD_MODE", mode)
         .env_remove("OLLAMA_API_KEY");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .expect("OLLAMA_GUARD_PYTHON: a venv with pytest, ollama, openai");
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "pytest failed:\n{report}");
+    let (ok, report) = common::clients::run(
+        cmd,
+        "Python policy (OLLAMA_GUARD_PYTHON: a venv with pytest, ollama, openai)",
+    )
+    .await;
+    assert!(ok, "pytest failed:\n{report}");
     assert!(report.contains("3 passed"), "{report}");
     report
 }

@@ -562,30 +562,15 @@ async fn run_tls_suite(mut cmd: Command, what: &'static str) -> (bool, String) {
     .env_remove("OLLAMA_API_KEY")
     .env_remove("SSL_CERT_FILE")
     .env_remove("SSL_CERT_DIR");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("cannot run the {what} client tests: {e}"));
+    let result = common::clients::run(cmd, what).await;
     drop(s);
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), report)
+    result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_python_clients_work_over_https() {
-    let python = std::env::var("OLLAMA_GUARD_PYTHON").unwrap_or_else(|_| "python3".into());
-    let mut cmd = Command::new(python);
-    cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/test_tls.py"
-        ));
     let (ok, report) = run_tls_suite(
-        cmd,
+        common::clients::pytest("test_tls.py"),
         "Python (OLLAMA_GUARD_PYTHON: a venv with pytest, ollama, openai)",
     )
     .await;
@@ -598,18 +583,8 @@ async fn real_python_clients_work_over_https() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_javascript_clients_work_over_https() {
-    let node_path = std::env::var("OLLAMA_GUARD_NODE_PATH").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/ci-node/node_modules").into()
-    });
-    let mut cmd = Command::new("node");
-    cmd.args(["--test", "--test-reporter=spec"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/e2e/tls.test.cjs"
-        ))
-        .env("NODE_PATH", node_path);
     let (ok, report) = run_tls_suite(
-        cmd,
+        common::clients::node_test("tls.test.cjs"),
         "JavaScript (Node.js; OLLAMA_GUARD_NODE_PATH: ollama, openai)",
     )
     .await;

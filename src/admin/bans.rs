@@ -36,7 +36,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<B
     crate::respond::json_error(status, message)
 }
 
-pub(super) fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
+fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
     let Some(token) = token else { return true };
     let given = req
         .headers()
@@ -64,7 +64,7 @@ fn bearer_credentials(value: &str) -> Option<&str> {
 
 /// Without a token, only requests addressed to an IP literal or `localhost` are served: a
 /// web page cannot reach the API through DNS rebinding.
-pub(super) fn host_ok(req: &Request<Incoming>) -> bool {
+fn host_ok(req: &Request<Incoming>) -> bool {
     let Some(host) = req
         .headers()
         .get(http::header::HOST)
@@ -79,6 +79,30 @@ pub(super) fn host_ok(req: &Request<Incoming>) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
+/// The access rule of every admin API call (`/api/bans`, `/api/keys`, `/api/status`):
+/// without an `admin_token`, only an IP literal or `localhost` as `Host` (no DNS rebinding);
+/// with one, `Authorization: Bearer <token>`. `Some(answer)` refuses the call.
+pub(super) fn refuse(
+    req: &Request<Incoming>,
+    token: Option<&str>,
+) -> Option<Response<Full<Bytes>>> {
+    if token.is_none() && !host_ok(req) {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "the admin API answers only to an IP address or localhost as Host",
+        ));
+    }
+    if !authorised(req, token) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return Some(r);
+    }
+    None
+}
+
 /// Handles every request under `/api/bans`. `keys` is the API key store: an identity ban
 /// (`"src": "identity:NAME"`) must name a key in it.
 pub(crate) async fn handle(
@@ -87,19 +111,8 @@ pub(crate) async fn handle(
     token: Option<&str>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if token.is_none() && !host_ok(&req) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "the admin API answers only to an IP address or localhost as Host",
-        );
-    }
-    if !authorised(&req, token) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+    if let Some(refused) = refuse(&req, token) {
+        return refused;
     }
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/api/bans")) {

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use super::bans::{authorised, host_ok, json_content};
+use super::bans::{json_content, refuse};
 use crate::auth::store::{KeyEntry, KeyStore, Role, StoreError};
 use crate::respond;
 
@@ -50,19 +50,8 @@ pub(crate) async fn handle(
     token: Option<&str>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if token.is_none() && !host_ok(&req) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "the admin API answers only to an IP address or localhost as Host",
-        );
-    }
-    if !authorised(&req, token) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+    if let Some(refused) = refuse(&req, token) {
+        return refused;
     }
     let Some(store) = store.cloned() else {
         return error(

@@ -12,7 +12,6 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::bans::{authorised, host_ok};
 use super::AdminState;
 use crate::respond;
 
@@ -28,19 +27,8 @@ pub(crate) fn handle(
     token: Option<&str>,
     req: &Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if token.is_none() && !host_ok(req) {
-        return respond::json_error(
-            StatusCode::FORBIDDEN,
-            "the admin API answers only to an IP address or localhost as Host",
-        );
-    }
-    if !authorised(req, token) {
-        let mut r = respond::json_error(StatusCode::UNAUTHORIZED, "admin token required");
-        r.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer"),
-        );
-        return r;
+    if let Some(refused) = super::bans::refuse(req, token) {
+        return refused;
     }
     if req.method() != Method::GET {
         return respond::json_error(StatusCode::METHOD_NOT_ALLOWED, "use GET");

@@ -19,6 +19,7 @@ use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
+pub mod clients;
 pub mod nginx;
 pub mod process;
 
