@@ -63,6 +63,8 @@ pub struct FileConfig {
     pub enforcement: Option<EnforcementFile>,
     /// API keys (README, "Authentication and TLS").
     pub auth: Option<AuthFile>,
+    /// Counters and bans shared across replicas through Redis (README, "Scaling out").
+    pub cluster: Option<super::ClusterFile>,
     /// Detection rules; none = the built-in set.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,

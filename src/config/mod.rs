@@ -9,6 +9,7 @@
 
 mod addrs;
 mod cli;
+mod cluster;
 mod file;
 mod parts;
 mod policy;
@@ -23,6 +24,7 @@ pub use cli::{
     BansAction, BansArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction, KeysArgs, ScanArgs,
     ServeArgs, SimulatorArgs,
 };
+pub use cluster::{ClusterConfig, ClusterFile, PASSWORD_ENV};
 pub use file::{AuthFile, BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
 pub use tls::Tls;

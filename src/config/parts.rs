@@ -53,6 +53,9 @@ pub struct Bound {
     /// changes what the listener speaks, so it needs a restart like `listen`; the files
     /// themselves are [`Live`] (a reload reads them again).
     pub tls: bool,
+    /// `[cluster]`: counters and bans shared through Redis (none = single instance). The
+    /// connection and its background task are set up once at start.
+    pub cluster: Option<super::ClusterConfig>,
 }
 
 impl Bound {
@@ -79,6 +82,7 @@ impl Bound {
             max_connections_per_source,
             keys_file,
             tls,
+            cluster,
         } = self;
         [
             (*listen != new.listen, "listen"),
@@ -103,6 +107,7 @@ impl Bound {
             (*keys_file != new.keys_file, "auth.keys_file"),
             (*tls != new.tls, "tls_cert"),
             (*tls != new.tls, "tls_key"),
+            (*cluster != new.cluster, "cluster"),
         ]
         .into_iter()
         .filter_map(|(changed, key)| changed.then_some(key))

@@ -69,6 +69,7 @@ pub(super) fn to_toml(c: &Config) -> String {
             protect_probes: Some(l.auth.protect_probes),
             metrics_by_identity: Some(l.auth.metrics_by_identity),
         }),
+        cluster: b.cluster.as_ref().map(super::cluster::render),
         rules: c.effective_rules(),
         // Already merged into `rules` above.
         rule_overrides: Default::default(),
