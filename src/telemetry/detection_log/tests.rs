@@ -67,6 +67,7 @@ fn ban() -> BanEvent<'static> {
         offence: 2,
         restored: false,
         rule: "model_exfiltration",
+        origin: None,
     }
 }
 
