@@ -433,3 +433,90 @@ async fn a_wrong_password_leaves_the_replica_in_local_mode() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_summary_of_a_shared_detection_is_written_once_with_merged_figures() {
+    let redis = Redis::start(None);
+    let file = |id: &str| {
+        cluster_file(&redis.url(), id)
+            .replace("mode = \"block\"", "mode = \"monitor\"")
+            .replace("window = \"1h\"", "window = \"2s\"")
+            .replace("threshold = 6", "threshold = 3")
+    };
+    let a = stack_with(ServeArgs::default(), &file("guard-a")).await;
+    let b = stack_with(ServeArgs::default(), &file("guard-b")).await;
+    let stacks = [a, b];
+    for s in &stacks {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+            1.0
+        );
+    }
+    // Start right after a 2 s boundary so all four requests share one window.
+    let now = chrono::Utc::now();
+    let into = now.timestamp_millis() % 2000;
+    if into > 300 {
+        tokio::time::sleep(Duration::from_millis(u64::try_from(2050 - into).unwrap())).await;
+    }
+    let c = client_from("127.0.0.41");
+    for i in 0..4 {
+        let r = call(
+            &c,
+            Method::GET,
+            &format!("{}/api/tags", stacks[i % 2].proxy),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Window end (≤ 2 s) + the summary grace (5 s) + a sync.
+    let mut summaries = Vec::new();
+    for _ in 0..60 {
+        summaries = all_events(&stacks, "window_summary");
+        if !summaries.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let detections = all_events(&stacks, "detection");
+    let summaries = all_events(&stacks, "window_summary");
+    assert_eq!(detections.len(), 1, "{detections:#?}");
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert_eq!(summaries[0]["count"], 4);
+    assert_eq!(summaries[0]["window_start"], detections[0]["window_start"]);
+    assert_eq!(summaries[0]["action"], "logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_cluster_refuses_to_start_without_redis() {
+    let port = free_port();
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!(
+        "[cluster]\nredis_url = \"redis://127.0.0.1:{port}\"\nrequired = true\ninstance_id = \"r\"\n"
+    );
+    let config = config(&sim.url(), &dir, ServeArgs::default(), &file);
+    let Err(e) =
+        ollama_guard::serve::Server::start(config, loopback().await, loopback().await).await
+    else {
+        panic!("started without Redis");
+    };
+    let text = e.to_string();
+    assert!(
+        text.starts_with("cluster.redis_url: Redis is unreachable and cluster.required = true: "),
+        "{text}"
+    );
+    // Not required: starts in local mode.
+    let file =
+        format!("[cluster]\nredis_url = \"redis://127.0.0.1:{port}\"\ninstance_id = \"r\"\n");
+    let s = stack_with(ServeArgs::default(), &file).await;
+    assert_eq!(
+        metric(&s.admin, "ollama_guard_cluster_connected").await,
+        0.0
+    );
+    assert_eq!(
+        get(&format!("{}/api/version", s.proxy)).await.status,
+        StatusCode::OK
+    );
+}
