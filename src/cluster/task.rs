@@ -126,7 +126,12 @@ pub(crate) async fn run(
         let session = session(&cluster, &enforcement, &detection, &mut summaries);
         let result = tokio::select! {
             r = session => r,
-            () = &mut shutdown => break,
+            () = &mut shutdown => {
+                // Counters stay shared: the closing engine must not write local summaries
+                // of windows the cluster decides.
+                cluster.metrics.cluster.connected.set(0);
+                return;
+            }
         };
         let was = cluster.connected();
         cluster.set_connected(false);

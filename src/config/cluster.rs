@@ -306,3 +306,34 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod merged_tests {
+    use crate::config::{Config, FileConfig, ServeArgs};
+
+    #[test]
+    fn check_config_renders_the_section_and_a_change_needs_a_restart() {
+        let text = "[cluster]\nredis_url = \"redis://:hunter2@10.0.0.5:6379/2\"\ninstance_id = \"guard-a\"\nsync_interval = \"1s\"\n";
+        let file: FileConfig = toml::from_str(text).unwrap();
+        let c = Config::merge(&ServeArgs::default(), file).unwrap();
+        let rendered = c.to_toml();
+        assert!(
+            rendered.contains("[cluster]\nredis_url = \"redis://:<redacted>@10.0.0.5:6379/2\"\nkey_prefix = \"ollama-guard:\"\nsync_interval = \"1s\"\ninstance_id = \"guard-a\"\nrequired = false\n"),
+            "{rendered}"
+        );
+        assert!(!rendered.contains("hunter2"));
+        let plain = Config::merge(&ServeArgs::default(), FileConfig::default()).unwrap();
+        assert!(!plain.to_toml().contains("[cluster]"));
+        assert_eq!(plain.bound.changed_keys(&c.bound), ["cluster"]);
+        let e = Config::merge(
+            &ServeArgs::default(),
+            toml::from_str("[cluster]\nredis_url = \"redis://h:1\"\nsync_interval = \"1y\"")
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config error: cluster.sync_interval: '1y' must be between 50ms and 10s"
+        );
+    }
+}
