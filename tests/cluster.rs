@@ -470,10 +470,8 @@ async fn the_window_summary_of_a_shared_detection_is_written_once_with_merged_fi
         assert_eq!(r.status, StatusCode::OK);
     }
     // Window end (≤ 2 s) + the summary grace (5 s) + a sync.
-    let mut summaries = Vec::new();
     for _ in 0..60 {
-        summaries = all_events(&stacks, "window_summary");
-        if !summaries.is_empty() {
+        if !all_events(&stacks, "window_summary").is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
