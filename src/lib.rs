@@ -15,6 +15,8 @@
 //!   log and read by `scan`.
 //! - `detect`: rules, window store and engine; pure, time passed in.
 //! - [`scan`]: the offline driver of the same engine over Ollama logs.
+//! - `cluster`: `[cluster]`, bans and counters shared across replicas through Redis, all
+//!   Redis I/O on one background task.
 //! - `enforce`: the ban table (allowlist, escalation, IPv6 grouping), its state file, and the
 //!   run-time service that is the proxy's gate, bans when the pipeline says so and expires bans.
 //! - `pipeline`: the record pipeline after the proxy: telemetry, then the detection
@@ -37,6 +39,7 @@
 
 pub mod admin;
 pub(crate) mod auth;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod detect;
 pub(crate) mod enforce;

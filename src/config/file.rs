@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub auth: Option<AuthFile>,
     /// Where else events go (README, "Splunk").
     pub sinks: Option<super::SinksFile>,
+    /// Counters and bans shared across replicas through Redis (README, "Scaling out").
+    pub cluster: Option<super::ClusterFile>,
     /// Detection rules; none = the built-in set.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleConfig>,

@@ -9,6 +9,7 @@
 
 mod addrs;
 mod cli;
+mod cluster;
 mod file;
 mod parts;
 mod policy;
@@ -24,6 +25,7 @@ pub use cli::{
     BansAction, BansArgs, CheckConfigArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction,
     KeysArgs, Output, ScanArgs, ServeArgs, SimulatorArgs, StatusArgs,
 };
+pub use cluster::{ClusterConfig, ClusterFile, PASSWORD_ENV};
 pub use file::{AuthFile, BanFile, EnforcementFile, FileConfig, PolicyFile, TimeoutsFile};
 pub use parts::{Bound, Live};
 pub(crate) use sinks::load_ca;

@@ -56,6 +56,9 @@ pub struct Bound {
     /// `[sinks.splunk_hec]` (none = off): its queue, connection and TLS roots are built once
     /// at start.
     pub splunk_hec: Option<super::SplunkHec>,
+    /// `[cluster]`: counters and bans shared through Redis (none = single instance). The
+    /// connection and its background task are set up once at start.
+    pub cluster: Option<super::ClusterConfig>,
 }
 
 impl Bound {
@@ -83,6 +86,7 @@ impl Bound {
             keys_file,
             tls,
             splunk_hec,
+            cluster,
         } = self;
         [
             (*listen != new.listen, "listen"),
@@ -108,6 +112,7 @@ impl Bound {
             (*tls != new.tls, "tls_cert"),
             (*tls != new.tls, "tls_key"),
             (*splunk_hec != new.splunk_hec, "sinks.splunk_hec"),
+            (*cluster != new.cluster, "cluster"),
         ]
         .into_iter()
         .filter_map(|(changed, key)| changed.then_some(key))

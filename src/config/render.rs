@@ -87,6 +87,7 @@ pub(super) fn to_toml(c: &Config) -> String {
             protect_probes: Some(l.auth.protect_probes),
             metrics_by_identity: Some(l.auth.metrics_by_identity),
         }),
+        cluster: b.cluster.as_ref().map(super::cluster::render),
         sinks: super::sinks::render(b.splunk_hec.as_ref()),
         // The attack type each rule's detections carry: the rule's name when it sets none.
         rules: c

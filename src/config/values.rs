@@ -397,6 +397,10 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     )?;
     let timeouts = timeouts(&file.timeouts.clone().unwrap_or_default())?;
     let policy = super::policy::policy(file.policy.as_ref())?;
+    let cluster = super::cluster::cluster(
+        file.cluster.as_ref(),
+        std::env::var(super::PASSWORD_ENV).ok(),
+    )?;
     let ban = ban_policy(&file.ban.clone().unwrap_or_default())?;
     let allowed_hosts = match (args.allowed_host.is_empty(), &file.allowed_hosts) {
         (false, _) => Some(addrs::allowed_hosts(&trimmed(&args.allowed_host))?),
@@ -444,6 +448,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             keys_file,
             tls: tls.is_some(),
             splunk_hec,
+            cluster,
         },
         live: Live {
             mode,

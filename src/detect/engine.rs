@@ -115,6 +115,8 @@ pub(crate) struct Engine {
     pub(super) late: AtomicU64,
     pub(super) out_of_range: AtomicU64,
     pub(super) evicting: Mutex<()>,
+    /// `[cluster]`: the deltas of tumbling counts, when counters are shared.
+    pub(super) shared: std::sync::OnceLock<Arc<super::shared::Deltas>>,
 }
 
 /// Up to two events per rule and request (a summary of the old window, then a detection).
@@ -160,6 +162,7 @@ impl Engine {
             late: AtomicU64::new(0),
             out_of_range: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            shared: std::sync::OnceLock::new(),
         })
     }
 
@@ -305,6 +308,8 @@ impl Engine {
                     Added::Counted => {}
                 }
                 self.note_src(&key, rec.src);
+                drop(e);
+                self.share(key, start, latency, bytes.0, method, rec, &mut pending);
             }
             Entry::Vacant(e) => {
                 self.paths.acquire(key.path(), &rec.path);
@@ -317,9 +322,103 @@ impl Engine {
                 self.keys.fetch_add(1, Ordering::Relaxed);
                 self.note_src(&key, rec.src);
                 e.insert(st);
+                self.share(key, start, latency, bytes.0, method, rec, &mut pending);
             }
         }
         pending
+    }
+
+    /// `[cluster]`: adds a tumbling count to its window's delta; while counters are shared,
+    /// the engine's own events of the window are withheld (the merged ones replace them).
+    #[allow(clippy::too_many_arguments)]
+    fn share(
+        &self,
+        key: WindowKey,
+        start: u32,
+        latency: u64,
+        bytes: u64,
+        method: u8,
+        rec: &RequestRecord,
+        pending: &mut Pending,
+    ) {
+        let Some(deltas) = self.shared.get() else {
+            return;
+        };
+        let shared = deltas.is_shared();
+        let fired_locally = !shared && pending[1].is_some();
+        deltas.add(key, start, latency, bytes, method, fired_locally, || {
+            (key.path() != NO_PATH).then(|| capped(&rec.path))
+        });
+        if shared {
+            *pending = [None, None];
+        }
+    }
+
+    /// `[cluster]`: attaches the deltas the cluster task drains (start-up and each rebuilt
+    /// engine).
+    pub(crate) fn attach_deltas(&self, deltas: Arc<super::shared::Deltas>) {
+        let _ = self.shared.set(deltas);
+    }
+
+    /// Whether tumbling decisions are made on merged totals now.
+    pub(super) fn counters_shared(&self) -> bool {
+        self.shared.get().is_some_and(|d| d.is_shared())
+    }
+
+    /// `[cluster]`: the stable name of a tumbling key's window across replicas:
+    /// `rule:window_start:subject:path` (the path hash is per process, its text is not).
+    pub(crate) fn shared_name(
+        &self,
+        key: &WindowKey,
+        start: u32,
+        path: Option<&str>,
+    ) -> Option<String> {
+        let rule = self.rules.get(usize::from(key.rule))?;
+        let subject = match key.src.identity_id() {
+            Some(id) => format!("id={}", self.identities.name(id)?),
+            None => key.src.network().to_string(),
+        };
+        Some(format!(
+            "{}:{start}:{subject}:{}",
+            rule.name,
+            path.unwrap_or("")
+        ))
+    }
+
+    /// `[cluster]`: the rule of a delta key: its window length (seconds), threshold and
+    /// whether it counts bytes.
+    pub(crate) fn shared_rule(&self, key: &WindowKey) -> Option<(u32, u64, bool)> {
+        let rule = self.rules.get(usize::from(key.rule))?;
+        (rule.window_kind == WindowKind::Tumbling)
+            .then(|| (window_secs(rule), rule.threshold, rule.metric.is_bytes()))
+    }
+
+    /// `[cluster]`: the event of a window from its merged totals.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn shared_event(
+        &self,
+        key: &WindowKey,
+        start: u32,
+        (count, sum_ns, max_ns, bytes): (u64, u64, u64, u64),
+        method: u8,
+        path: Option<String>,
+    ) -> Option<DetectionEvent> {
+        let rule = self.rules.get(usize::from(key.rule))?;
+        let window = window_secs(rule);
+        let snap = Snapshot {
+            start_ms: i64::from(start) * 1000,
+            end_ms: (i64::from(start) + i64::from(window)) * 1000,
+            count,
+            bytes,
+            avg_secs: sum_ns as f64 / count.max(1) as f64 / 1e9,
+            max_secs: max_ns as f64 / 1e9,
+            method,
+        };
+        let src = match (key.src.identity_id(), self.last_src.get(key)) {
+            (Some(_), Some(ip)) => SourceKey::new(*ip, self.ipv6_prefix),
+            _ => key.src,
+        };
+        Some(self.event(rule, key, &src, None, path, snap))
     }
 
     fn count_sliding<R: Ring>(

@@ -215,7 +215,9 @@ impl Engine {
     /// keeps Splunk's figures over completed requests, and there are none.
     pub(super) fn tumbling_summary(&self, key: &WindowKey, st: &Tumbling) -> Option<Event> {
         let rule = &self.rules[usize::from(key.rule)];
-        (st.flagged && st.count() > 0).then(|| self.summary(key, st.snapshot(window_secs(rule))))
+        // Shared counters: the cluster writes the merged summary instead.
+        (st.flagged && st.count() > 0 && !self.counters_shared())
+            .then(|| self.summary(key, st.snapshot(window_secs(rule))))
     }
 
     /// The summary a flagged sliding key gives when it goes away early: its episode ends

@@ -110,7 +110,7 @@ pub(crate) fn parse_source(text: &str) -> Result<IpNet, EnforceError> {
 pub(super) use crate::ip::canonical_net;
 
 /// A single address without its `/32` or `/128`; a network as CIDR.
-pub(super) fn display_net(net: &IpNet) -> String {
+pub(crate) fn display_net(net: &IpNet) -> String {
     if net.prefix_len() == net.max_prefix_len() {
         net.addr().to_string()
     } else {

@@ -57,6 +57,7 @@ mod durable;
 pub(crate) mod identity;
 mod journal;
 mod persist;
+mod remote;
 mod restore;
 mod service;
 mod snapshot;
@@ -65,13 +66,15 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use ban::{display_net as display_src, parse_source};
 pub(crate) use ban::{Ban, BanOutcome};
 pub(crate) use persist::{load_state, sync_dir, LoadReport};
+pub(crate) use remote::BanSync;
 pub(crate) use service::Enforcement;
 pub(crate) use table::Bans;
 #[cfg(test)]
 pub(crate) use {
-    ban::{parse_source, MAX_UNTIL},
+    ban::MAX_UNTIL,
     cap::MAX_BANS,
     journal::{Change, JOURNAL_FILE},
     persist::{save_state, State, STATE_FILE},

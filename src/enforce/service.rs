@@ -36,8 +36,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// The run-time enforcement service.
 pub(crate) struct Enforcement {
-    bans: Arc<Bans>,
-    log: DetectionLog,
+    pub(super) bans: Arc<Bans>,
+    pub(super) log: DetectionLog,
     metrics: Arc<Metrics>,
     /// Writes changes to `state_dir`; `None` without one (bans live in memory only).
     persister: Option<Persister>,
@@ -54,6 +54,10 @@ pub(crate) struct Enforcement {
     identity_blocked: PerMinute<String>,
     /// Identity bans changed since they were last written to `state_dir`.
     identities_dirty: AtomicBool,
+    /// `[cluster]`: where local ban changes are published (unset in single-instance mode).
+    pub(super) sync: std::sync::OnceLock<Arc<dyn super::remote::BanSync>>,
+    /// `[cluster]`: bans in the table that another replica made.
+    pub(super) origins: super::remote::Origins,
 }
 
 /// The `ban` event fields of an identity ban.
@@ -66,11 +70,12 @@ fn identity_event(ban: &IdentityBan, restored: bool) -> BanEvent<'_> {
         offence: ban.offence,
         restored,
         rule: &ban.rule,
+        origin: None,
     }
 }
 
 /// The `ban` event fields of `ban`.
-fn ban_event(ban: &Ban, restored: bool) -> BanEvent<'_> {
+pub(super) fn ban_event(ban: &Ban, restored: bool) -> BanEvent<'_> {
     BanEvent {
         src: Some(ban.src_display()),
         identity: None,
@@ -79,6 +84,7 @@ fn ban_event(ban: &Ban, restored: bool) -> BanEvent<'_> {
         offence: ban.offence,
         restored,
         rule: &ban.rule,
+        origin: None,
     }
 }
 
@@ -106,6 +112,8 @@ impl Enforcement {
             identities: IdentityBans::default(),
             identity_blocked: PerMinute::default(),
             identities_dirty: AtomicBool::new(false),
+            sync: std::sync::OnceLock::new(),
+            origins: super::remote::Origins::default(),
         }
     }
 
@@ -151,7 +159,7 @@ impl Enforcement {
         self.refresh_gauge();
     }
 
-    fn changed(&self) {
+    pub(super) fn changed(&self) {
         self.refresh_gauge();
         self.wake.notify_one();
         // Running requests waiting for their head look again: one of them may be banned now.
@@ -191,10 +199,8 @@ impl Enforcement {
             .write(now, &LogEvent::Ban(ban_event(ban, restored)));
     }
 
-    fn log_unban(&self, now: DateTime<Utc>, ban: &Ban, ended: Ended) {
-        let ban = ban_event(ban, false);
-        self.log
-            .write(now, &LogEvent::Unban(UnbanEvent { ban, ended }));
+    pub(super) fn log_unban(&self, now: DateTime<Utc>, ban: &Ban, ended: Ended) {
+        self.unban_event_write(now, ban, ended);
     }
 
     /// Whether `ip` is allowlisted: a rule never bans it (the pipeline asks before deciding).
@@ -222,7 +228,10 @@ impl Enforcement {
                 self.log_ban(now, ban, false);
             });
         match &outcome {
-            BanOutcome::Banned(_) => self.changed(),
+            BanOutcome::Banned(ban) => {
+                self.publish_ban(ban);
+                self.changed();
+            }
             BanOutcome::TableFull => {
                 tracing::warn!(%ip, %rule, "ban table full; source not banned");
             }
@@ -243,6 +252,7 @@ impl Enforcement {
         let now = Utc::now();
         let ban = self.bans.add_manual(src, duration, reason, force, now)?;
         self.log_ban(now, &ban, false);
+        self.publish_ban(&ban);
         self.changed();
         self.acknowledge().await?;
         Ok(ban)
@@ -256,6 +266,7 @@ impl Enforcement {
             return Ok(None);
         };
         self.log_unban(now, &ban, Ended::Admin);
+        self.publish_unban(ban.src);
         self.changed();
         self.acknowledge().await?;
         Ok(Some(ban))

@@ -33,6 +33,8 @@ pub(crate) struct DetectionStage {
     sweep: Mutex<()>,
     /// One `auth` event per source per minute.
     auth_limiter: super::auth::AuthLimiter,
+    /// `[cluster]`: the deltas every engine (also a rebuilt one) adds its tumbling counts to.
+    deltas: std::sync::OnceLock<Arc<crate::detect::shared::Deltas>>,
 }
 
 impl DetectionStage {
@@ -54,7 +56,20 @@ impl DetectionStage {
             evictions_seen: AtomicU64::new(0),
             sweep: Mutex::new(()),
             auth_limiter: super::auth::AuthLimiter::default(),
+            deltas: std::sync::OnceLock::new(),
         }
+    }
+
+    /// `[cluster]`: counts of tumbling windows are also added to `deltas`, which the cluster
+    /// task merges in Redis.
+    pub(crate) fn share_counters(&self, deltas: Arc<crate::detect::shared::Deltas>) {
+        self.engine.load().attach_deltas(deltas.clone());
+        let _ = self.deltas.set(deltas);
+    }
+
+    /// The engine in force (the cluster task names and judges deltas with it).
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
     }
 
     fn sweep_lock(&self) -> MutexGuard<'_, ()> {
@@ -89,6 +104,9 @@ impl DetectionStage {
             let _sweep = self.sweep_lock();
             let (engine, report) = self.engine.load().rebuild(rules, options)?;
             self.running.configure(&engine);
+            if let Some(deltas) = self.deltas.get() {
+                engine.attach_deltas(deltas.clone());
+            }
             // The rebuilt engine carries the eviction total over, so `evictions_seen` stays.
             self.engine.store(Arc::new(engine));
             report

@@ -80,6 +80,9 @@ pub enum ServeError {
     /// The API key file cannot be read.
     #[error("auth.keys_file: {0}")]
     Keys(String),
+    /// `cluster.required = true` and Redis cannot be reached at start.
+    #[error("cluster.redis_url: Redis is unreachable and cluster.required = true: {0}")]
+    Cluster(String),
 }
 
 /// Binds `addr`, naming it in the error.
@@ -181,6 +184,20 @@ impl Server {
             enforcement.clone(),
         ));
         detection.set_trusted_proxies(config.live.trusted_proxies.clone());
+        let cluster = match &config.bound.cluster {
+            Some(c) => {
+                let cluster = crate::cluster::Cluster::new(c.clone(), metrics.clone());
+                if c.required {
+                    crate::cluster::probe(&cluster)
+                        .await
+                        .map_err(ServeError::Cluster)?;
+                }
+                enforcement.set_sync(cluster.clone());
+                detection.share_counters(cluster.deltas.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         detection.verdicts().set_identity_bans(enforcement.clone());
         let sink = pipeline::chain(metrics.clone(), access, splunk.clone(), detection.clone());
         let gate: Arc<dyn Gate> = enforcement.clone();
@@ -220,6 +237,14 @@ impl Server {
             config.bound.timeouts.grace_period,
         ));
         tasks.spawn(enforcement.clone().run(signalled(&rx)));
+        if let Some(cluster) = cluster {
+            tasks.spawn(crate::cluster::run(
+                cluster,
+                enforcement.clone(),
+                detection.clone(),
+                signalled(&rx),
+            ));
+        }
         let admin_state = Arc::new(AdminState {
             metrics: metrics.clone(),
             ready: ready.clone(),

@@ -343,6 +343,10 @@ pub(crate) struct BanEvent<'a> {
     pub(crate) restored: bool,
     /// The rule that banned, or `admin`.
     pub(crate) rule: &'a str,
+    /// `[cluster]`: the replica that made the ban, when it was made by another one and
+    /// applied here from Redis (absent for bans made by this replica).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) origin: Option<&'a str>,
 }
 
 /// Why a ban ended: the `ended` field of `unban`.

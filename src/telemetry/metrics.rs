@@ -141,6 +141,8 @@ pub(crate) struct Metrics {
     pub(crate) aborted: IntCounter,
     /// The `[auth]` families.
     pub(crate) auth: super::auth_metrics::AuthMetrics,
+    /// The `[cluster]` families.
+    pub(crate) cluster: super::cluster_metrics::ClusterMetrics,
     /// 1 when the upstream answered the last readiness probe (what `/readyz` reports).
     pub(crate) upstream_up: IntGauge,
     /// `mode{mode}`: 1 for the mode in force, 0 for the other.
@@ -353,6 +355,7 @@ impl Metrics {
                 )?,
             )?,
             auth: super::auth_metrics::AuthMetrics::new(&r)?,
+            cluster: super::cluster_metrics::ClusterMetrics::new(&r)?,
             upstream_up: reg(
                 &r,
                 IntGauge::new(
@@ -599,6 +602,10 @@ mod tests {
             "ollama_guard_tls_handshake_failures_total{reason=\"protocol\"} 0",
             "ollama_guard_tls_handshake_failures_total{reason=\"closed\"} 0",
             "ollama_guard_open_connections 0",
+            "ollama_guard_cluster_connected 0",
+            "ollama_guard_cluster_sync_duration_seconds_bucket{le=\"0.0005\"} 0",
+            "ollama_guard_cluster_sync_errors_total 0",
+            "ollama_guard_cluster_deltas_dropped_total 0",
             "route=\"/api/show\",status_class=\"2xx\"",
             "le=\"55\"",
         ] {

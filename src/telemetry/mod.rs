@@ -3,6 +3,7 @@
 pub(crate) mod access_log;
 pub(crate) mod auth_metrics;
 pub(crate) mod buffered;
+pub(crate) mod cluster_metrics;
 pub(crate) mod detection_log;
 pub(crate) mod log_event;
 pub(crate) mod logfile;

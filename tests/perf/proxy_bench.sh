@@ -12,6 +12,9 @@
 #   Targets: direct (the simulator), guard (default rule set), guard_norules (one rule that
 #   never matches: the cost of detection is guard vs guard_norules), nginx.
 #   env GUARD_BIN=path uses that build as "guard" instead of building the work tree;
+#   env CLUSTER=1 adds a target "guard_cluster": the same guard with [cluster] against a
+#   redis-server started on a free port (sync_interval 500ms; one client address, so it
+#   measures the hot-path cost of cluster mode, not Redis load);
 #   env BASELINE_BIN=path/to/older/ollama-guard adds a target "baseline" (that binary, default
 #   rules, same flags) to the same interleaved rounds: before/after figures of a change.
 set -euo pipefail
@@ -52,6 +55,17 @@ if [ -n "${BASELINE_BIN:-}" ]; then
   "$BASELINE_BIN" --listen "127.0.0.1:$base_port" --upstream "http://127.0.0.1:$sim_port" \
     --admin-listen "127.0.0.1:$base_admin" --detection-log /dev/null --log-level warn 2>"$work/base.err" & pids+=($!)
 fi
+if [ -n "${CLUSTER:-}" ]; then
+  command -v redis-server >/dev/null || { echo "CLUSTER=1 needs redis-server" >&2; exit 1; }
+  redis_port=$(free_port); cluster_port=$(free_port); cluster_admin=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+    >"$work/redis.log" 2>&1 & pids+=($!)
+  printf '[cluster]\nredis_url = "redis://127.0.0.1:%s"\ninstance_id = "bench"\n' "$redis_port" \
+    >"$work/cluster.toml"
+  "$bin" --listen "127.0.0.1:$cluster_port" --upstream "http://127.0.0.1:$sim_port" \
+    --admin-listen "127.0.0.1:$cluster_admin" --detection-log /dev/null --config "$work/cluster.toml" \
+    --log-level warn 2>"$work/cluster.err" & pids+=($!)
+fi
 "$bin" --listen "127.0.0.1:$bare_port" --upstream "http://127.0.0.1:$sim_port" \
   --admin-listen "127.0.0.1:$bare_admin" --detection-log /dev/null --config "$work/norules.toml" \
   --log-level warn 2>"$work/bare.err" & pids+=($!)
@@ -80,13 +94,14 @@ http {
 NGINX
 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 
-for port in "$sim_port" "$guard_port" "$bare_port" "$nginx_port" ${base_port:-}; do
+for port in "$sim_port" "$guard_port" "$bare_port" "$nginx_port" ${base_port:-} ${cluster_port:-}; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$port/api/version" && break; sleep 0.05; done
 done
 
 targets=(direct guard guard_norules nginx)
 declare -A port=([direct]=$sim_port [guard]=$guard_port [guard_norules]=$bare_port [nginx]=$nginx_port)
 if [ -n "${BASELINE_BIN:-}" ]; then targets+=(baseline); port[baseline]=$base_port; fi
+if [ -n "${CLUSTER:-}" ]; then targets+=(guard_cluster); port[guard_cluster]=$cluster_port; fi
 script=()
 if [ -n "${BODY:-}" ]; then
   python3 - "$work/post.lua" "$BODY" "${CHUNKS:-}" <<'PY'
@@ -137,6 +152,8 @@ if "guard" in med and "guard_norules" in med:
 if "guard" in med and "baseline" in med:
     print(f"guard/baseline throughput ratio: {med['guard'][0] / med['baseline'][0]:.3f}")
     print(f"guard/baseline p99 ratio:        {med['guard'][2] / med['baseline'][2]:.3f}")
+if "guard" in med and "guard_cluster" in med:
+    print(f"cluster cost (1 - guard_cluster/guard): {100 * (1 - med['guard_cluster'][0] / med['guard'][0]):.1f} %")
 if "guard" in med and "direct" in med:
     print(f"guard/direct throughput ratio: {med['guard'][0] / med['direct'][0]:.3f}")
 PY

@@ -68,6 +68,7 @@ fn ban() -> BanEvent<'static> {
         offence: 2,
         restored: false,
         rule: "model_exfiltration",
+        origin: None,
     }
 }
 

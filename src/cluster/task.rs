@@ -1,0 +1,514 @@
+//! The background task that owns every Redis connection (see the module docs).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
+
+use super::{Change, Cluster, Entry, Message, RESYNC_EVERY};
+use crate::detect::shared::Delta;
+use crate::detect::{Event, WindowKey};
+use crate::enforce::{Ban, Enforcement};
+use crate::pipeline::DetectionStage;
+
+/// Connect and per-command timeout: a slow Redis fails the sync, never a request.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// First reconnect delay; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most one outage warning per this long.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Merges one window's delta; returns `{count, sum, max, bytes, won}` where `won` is 1 when
+/// this call set the window's fired-marker (merged total at or over the threshold).
+const MERGE: &str = r"
+local c = redis.call('HINCRBY', KEYS[1], 'c', ARGV[1])
+local s = redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
+local b = redis.call('HINCRBY', KEYS[1], 'b', ARGV[4])
+local m = tonumber(redis.call('HGET', KEYS[1], 'm') or '0')
+if tonumber(ARGV[3]) > m then
+  m = tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'm', ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local v = c
+if ARGV[7] == '1' then v = b end
+local won = 0
+if v >= tonumber(ARGV[6]) then
+  if redis.call('SET', KEYS[2], ARGV[8], 'NX', 'PX', ARGV[5]) then won = 1 end
+end
+return {c, s, m, b, won}
+";
+
+/// Why a session ended.
+#[derive(Debug)]
+enum Failure {
+    Redis(RedisError),
+    Timeout,
+    Closed,
+}
+
+impl From<RedisError> for Failure {
+    fn from(e: RedisError) -> Self {
+        Failure::Redis(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => write!(
+                f,
+                "Redis refused the credentials (check the password in cluster.redis_url or {}): {e}",
+                crate::config::PASSWORD_ENV
+            ),
+            Failure::Redis(e) => write!(f, "{e}"),
+            Failure::Timeout => write!(f, "Redis did not answer within {IO_TIMEOUT:?}"),
+            Failure::Closed => write!(f, "the pub/sub connection was closed"),
+        }
+    }
+}
+
+async fn timed<T, F>(fut: F) -> Result<T, Failure>
+where
+    F: Future<Output = redis::RedisResult<T>>,
+{
+    match tokio::time::timeout(IO_TIMEOUT, fut).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(Failure::Timeout),
+    }
+}
+
+async fn connect(cluster: &Cluster) -> Result<MultiplexedConnection, Failure> {
+    let client = cluster.client()?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(IO_TIMEOUT)
+        .set_response_timeout(IO_TIMEOUT);
+    timed(client.get_multiplexed_async_connection_with_config(&config)).await
+}
+
+/// `cluster.required`: one connection attempt at start (`Err`: the line to print).
+pub(crate) async fn probe(cluster: &Cluster) -> Result<(), String> {
+    let mut conn = connect(cluster).await.map_err(|e| e.to_string())?;
+    timed(redis::cmd("PING").query_async::<String>(&mut conn))
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// A window this replica detected: its summary is due once the window has closed.
+struct PendingSummary {
+    due: chrono::DateTime<Utc>,
+    name: String,
+    delta: Delta,
+    key: (WindowKey, u32),
+    src: Option<IpAddr>,
+}
+
+/// Runs until `shutdown`: connects, syncs, and reconnects with backoff on any failure.
+pub(crate) async fn run(
+    cluster: Arc<Cluster>,
+    enforcement: Arc<Enforcement>,
+    detection: Arc<DetectionStage>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = MIN_BACKOFF;
+    let mut last_warn: Option<Instant> = None;
+    let mut summaries: Vec<PendingSummary> = Vec::new();
+    loop {
+        let session = session(&cluster, &enforcement, &detection, &mut summaries);
+        let result = tokio::select! {
+            r = session => r,
+            () = &mut shutdown => {
+                // Counters stay shared: the closing engine must not write local summaries
+                // of windows the cluster decides.
+                cluster.metrics.cluster.connected.set(0);
+                return;
+            }
+        };
+        let was = cluster.connected();
+        cluster.set_connected(false);
+        let Err(failure) = result else { break };
+        cluster.metrics.cluster.sync_errors.inc();
+        if last_warn.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
+            last_warn = Some(Instant::now());
+            let url = cluster.config.redis_url_redacted();
+            if matches!(&failure, Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed)
+            {
+                tracing::error!(redis = %url, "cluster: {failure}; running in local mode");
+            } else {
+                tracing::warn!(redis = %url, error = %failure, connected_before = was, "cluster: Redis unreachable; running in local mode (local counts and bans) and reconnecting");
+            }
+        }
+        if was {
+            backoff = MIN_BACKOFF;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = &mut shutdown => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    cluster.set_connected(false);
+}
+
+async fn session(
+    cluster: &Cluster,
+    enforcement: &Enforcement,
+    detection: &DetectionStage,
+    summaries: &mut Vec<PendingSummary>,
+) -> Result<(), Failure> {
+    let mut conn = connect(cluster).await?;
+    let client = cluster.client()?;
+    let mut pubsub = timed(client.get_async_pubsub()).await?;
+    let channel = cluster.key("events");
+    timed(pubsub.subscribe(&channel)).await?;
+    let mut messages = pubsub.into_on_message();
+    let merge_sha: String = timed(
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(MERGE)
+            .query_async(&mut conn),
+    )
+    .await?;
+    publish_queued(cluster, &mut conn).await?;
+    resync(cluster, enforcement, &mut conn).await?;
+    cluster.set_connected(true);
+    tracing::info!(redis = %cluster.config.redis_url_redacted(), instance = %cluster.config.instance_id, "cluster: connected; bans and counters are shared");
+    let mut tick = tokio::time::interval(cluster.config.sync_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_resync = Instant::now();
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else { return Err(Failure::Closed) };
+                if let Ok(text) = msg.get_payload::<String>() {
+                    apply(cluster, enforcement, &text);
+                }
+            }
+            () = cluster.wake.notified() => publish_queued(cluster, &mut conn).await?,
+            _ = tick.tick() => {
+                let started = Instant::now();
+                let result = sync_counters(cluster, detection, &mut conn, summaries, &merge_sha).await;
+                cluster.metrics.cluster.sync_duration.observe(started.elapsed().as_secs_f64());
+                result?;
+                publish_queued(cluster, &mut conn).await?;
+                if last_resync.elapsed() >= RESYNC_EVERY {
+                    resync(cluster, enforcement, &mut conn).await?;
+                    last_resync = Instant::now();
+                }
+            }
+        }
+    }
+}
+
+/// Applies another replica's ban change (our own messages are ignored).
+fn apply(cluster: &Cluster, enforcement: &Enforcement, text: &str) {
+    let Ok(message) = serde_json::from_str::<Message>(text) else {
+        tracing::warn!("cluster: unreadable ban message ignored");
+        return;
+    };
+    match message {
+        Message::Ban(entry) if entry.origin != cluster.config.instance_id => {
+            let now = Utc::now();
+            enforcement
+                .bans()
+                .merge_offences(entry.ban.src, &entry.offences, now);
+            enforcement.apply_remote_ban(entry.ban, &entry.origin);
+        }
+        Message::Unban { origin, src } if origin != cluster.config.instance_id => {
+            if let Ok(net) = crate::enforce::parse_source(&src) {
+                enforcement.apply_remote_unban(&net);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Publishes the queued local ban changes (HSET/HDEL + PUBLISH, one pipeline); on failure
+/// they are queued again for the next connection.
+async fn publish_queued(
+    cluster: &Cluster,
+    conn: &mut MultiplexedConnection,
+) -> Result<(), Failure> {
+    let changes = cluster.take_queue();
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let bans = cluster.key("bans");
+    let channel = cluster.key("events");
+    let me = &cluster.config.instance_id;
+    let mut pipe = redis::pipe();
+    for change in &changes {
+        match change {
+            Change::Ban(ban, offences) => {
+                let entry = Entry {
+                    ban: ban.clone(),
+                    origin: me.clone(),
+                    offences: offences.clone(),
+                };
+                let json = serde_json::to_string(&entry).unwrap_or_default();
+                pipe.hset(&bans, ban.src_display(), &json).ignore();
+                let msg = serde_json::to_string(&Message::Ban(entry)).unwrap_or_default();
+                pipe.publish(&channel, msg).ignore();
+            }
+            Change::Unban(src) => {
+                let display = crate::enforce::display_src(src);
+                pipe.hdel(&bans, &display).ignore();
+                let msg = serde_json::to_string(&Message::Unban {
+                    origin: me.clone(),
+                    src: display,
+                })
+                .unwrap_or_default();
+                pipe.publish(&channel, msg).ignore();
+            }
+        }
+    }
+    match timed(pipe.query_async::<()>(conn)).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            cluster.requeue(changes);
+            Err(e)
+        }
+    }
+}
+
+/// The full two-way ban resync: bans in Redis this replica lacks are applied; bans of this
+/// replica Redis lacks (made during an outage, or lost) are published; ended entries go.
+async fn resync(
+    cluster: &Cluster,
+    enforcement: &Enforcement,
+    conn: &mut MultiplexedConnection,
+) -> Result<(), Failure> {
+    let bans_key = cluster.key("bans");
+    let all: HashMap<String, String> = timed(conn.hgetall(&bans_key)).await?;
+    let now = Utc::now();
+    let me = &cluster.config.instance_id;
+    let mut in_redis: HashMap<ipnet::IpNet, Ban> = HashMap::new();
+    let mut ended = Vec::new();
+    for (field, json) in all {
+        let Ok(entry) = serde_json::from_str::<Entry>(&json) else {
+            ended.push(field);
+            continue;
+        };
+        if entry.ban.until <= now {
+            ended.push(field);
+            continue;
+        }
+        in_redis.insert(entry.ban.src, entry.ban.clone());
+        enforcement
+            .bans()
+            .merge_offences(entry.ban.src, &entry.offences, now);
+        if entry.origin != *me {
+            enforcement.apply_remote_ban(entry.ban, &entry.origin);
+        } else if !enforcement
+            .bans()
+            .list()
+            .iter()
+            .any(|b| b.src == entry.ban.src)
+        {
+            // Ours, from before a restart without state_dir: in force all the same.
+            enforcement.apply_remote_ban(entry.ban, &entry.origin);
+        }
+    }
+    let mut pipe = redis::pipe();
+    let mut n = 0;
+    for field in &ended {
+        pipe.hdel(&bans_key, field).ignore();
+        n += 1;
+    }
+    for (ban, offences) in enforcement.own_bans(now) {
+        let newer = in_redis.get(&ban.src).map_or(true, |r| r.since < ban.since);
+        if newer {
+            let entry = Entry {
+                ban,
+                origin: me.clone(),
+                offences,
+            };
+            let json = serde_json::to_string(&entry).unwrap_or_default();
+            pipe.hset(&bans_key, entry.ban.src_display(), &json)
+                .ignore();
+            let msg = serde_json::to_string(&Message::Ban(entry)).unwrap_or_default();
+            pipe.publish(cluster.key("events"), msg).ignore();
+            n += 1;
+        }
+    }
+    if n > 0 {
+        timed(pipe.query_async::<()>(conn)).await?;
+    }
+    Ok(())
+}
+
+/// One counter sync: every pending delta merged in one pipelined round trip; windows whose
+/// merged total reached the threshold and whose marker this replica set are detected here.
+async fn sync_counters(
+    cluster: &Cluster,
+    detection: &DetectionStage,
+    conn: &mut MultiplexedConnection,
+    summaries: &mut Vec<PendingSummary>,
+    merge_sha: &str,
+) -> Result<(), Failure> {
+    let dropped = cluster.deltas.take_dropped();
+    if dropped > 0 {
+        cluster.metrics.cluster.deltas_dropped.inc_by(dropped);
+    }
+    let engine = detection.engine();
+    let now = Utc::now();
+    let now_s = now.timestamp();
+    let grace = summary_grace(cluster);
+    let mut items = Vec::new();
+    for ((key, start), delta) in cluster.deltas.drain() {
+        let Some((window, threshold, by_bytes)) = engine.shared_rule(&key) else {
+            cluster.metrics.cluster.deltas_dropped.inc_by(delta.count);
+            continue;
+        };
+        let end = i64::from(start) + i64::from(window);
+        // A window that ended during an outage: its merge would come too late to decide.
+        if end + crate::pipeline::ticker::CLOSE_GRACE.num_seconds() < now_s - grace.as_secs() as i64
+        {
+            cluster.metrics.cluster.deltas_dropped.inc_by(delta.count);
+            continue;
+        }
+        let Some(name) = engine.shared_name(&key, start, delta.path.as_deref()) else {
+            cluster.metrics.cluster.deltas_dropped.inc_by(delta.count);
+            continue;
+        };
+        let ttl_ms = ((end - now_s).max(0) as u64 * 1000) + grace.as_millis() as u64 * 2;
+        items.push((
+            key,
+            start,
+            delta,
+            name,
+            threshold,
+            by_bytes,
+            ttl_ms.max(1000),
+        ));
+    }
+    let mut pipe = redis::pipe();
+    pipe.cmd("PING");
+    for (_, _, delta, name, threshold, by_bytes, ttl_ms) in &items {
+        pipe.cmd("EVALSHA")
+            .arg(merge_sha)
+            .arg(2)
+            .arg(cluster.key(&format!("c:{name}")))
+            .arg(cluster.key(&format!("f:{name}")))
+            .arg(delta.count)
+            .arg(delta.sum_ns)
+            .arg(delta.max_ns)
+            .arg(delta.bytes)
+            .arg(*ttl_ms)
+            .arg(*threshold)
+            .arg(if *by_bytes { "1" } else { "0" })
+            .arg(&cluster.config.instance_id);
+    }
+    let answers: Vec<redis::Value> = match timed(pipe.query_async(conn)).await {
+        Ok(a) => a,
+        Err(e) => {
+            let back = items.into_iter().map(|(k, s, d, ..)| ((k, s), d)).collect();
+            cluster.deltas.restore(back);
+            return Err(e);
+        }
+    };
+    let mut found = Vec::new();
+    for (answer, (key, start, delta, name, ..)) in answers.into_iter().skip(1).zip(items) {
+        let Ok((c, s, m, b, won)) = redis::from_redis_value::<(u64, u64, u64, u64, u8)>(&answer)
+        else {
+            continue;
+        };
+        if won != 1 || delta.fired_locally {
+            continue;
+        }
+        let Some(ev) =
+            engine.shared_event(&key, start, (c, s, m, b), delta.method, delta.path.clone())
+        else {
+            continue;
+        };
+        let src = key
+            .src
+            .identity_id()
+            .is_none()
+            .then(|| key.src.network().addr());
+        let (window, ..) = engine.shared_rule(&key).unwrap_or((0, 0, false));
+        let end = i64::from(start) + i64::from(window);
+        summaries.push(PendingSummary {
+            due: chrono::DateTime::from_timestamp(end, 0).unwrap_or(now)
+                + chrono::TimeDelta::from_std(grace).unwrap_or_default(),
+            name,
+            delta,
+            key: (key, start),
+            src,
+        });
+        found.push((Event::Detection(ev), src));
+    }
+    for (event, src) in found {
+        detection.handle(std::slice::from_ref(&event), src);
+    }
+    due_summaries(cluster, detection, conn, summaries).await
+}
+
+fn summary_grace(cluster: &Cluster) -> Duration {
+    (cluster.config.sync_interval * 4).max(Duration::from_secs(5))
+}
+
+/// Writes the `window_summary` of each detected window that has closed, from its merged
+/// totals, once cluster-wide (`SET NX` summary marker).
+async fn due_summaries(
+    cluster: &Cluster,
+    detection: &DetectionStage,
+    conn: &mut MultiplexedConnection,
+    summaries: &mut Vec<PendingSummary>,
+) -> Result<(), Failure> {
+    let now = Utc::now();
+    if !summaries.iter().any(|p| p.due <= now) {
+        return Ok(());
+    }
+    let (due, later): (Vec<_>, Vec<_>) = summaries.drain(..).partition(|p| p.due <= now);
+    *summaries = later;
+    let mut pipe = redis::pipe();
+    for p in &due {
+        pipe.cmd("HMGET")
+            .arg(cluster.key(&format!("c:{}", p.name)))
+            .arg(&["c", "s", "m", "b"]);
+        pipe.cmd("SET")
+            .arg(cluster.key(&format!("s:{}", p.name)))
+            .arg(&cluster.config.instance_id)
+            .arg("NX")
+            .arg("PX")
+            .arg(summary_grace(cluster).as_millis() as u64 * 4);
+    }
+    let answers: Vec<redis::Value> = timed(pipe.query_async(conn)).await?;
+    let engine = detection.engine();
+    let mut it = answers.into_iter();
+    for p in due {
+        let (Some(totals), Some(won)) = (it.next(), it.next()) else {
+            break;
+        };
+        let Ok([c, s, m, b]) = redis::from_redis_value::<[Option<u64>; 4]>(&totals) else {
+            continue;
+        };
+        if !matches!(won, redis::Value::Okay) {
+            continue;
+        }
+        let figures = (
+            c.unwrap_or(0),
+            s.unwrap_or(0),
+            m.unwrap_or(0),
+            b.unwrap_or(0),
+        );
+        if figures.0 == 0 {
+            continue;
+        }
+        let (key, start) = p.key;
+        if let Some(ev) = engine.shared_event(&key, start, figures, p.delta.method, p.delta.path) {
+            detection.handle(&[Event::WindowSummary(ev)], p.src);
+        }
+    }
+    Ok(())
+}

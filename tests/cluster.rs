@@ -1,0 +1,520 @@
+//! `[cluster]` end to end: three guard replicas sharing one real `redis-server` (started per
+//! test on a free loopback port, no persistence, killed on drop).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use http::{Method, StatusCode};
+use ollama_guard::config::ServeArgs;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A `redis-server` on a free port; killed (SIGKILL) on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+    password: Option<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Redis {
+    fn start(password: Option<&str>) -> Redis {
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            password: password.map(str::to_owned),
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server must be installed"));
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const RULE: &str = r#"
+mode = "block"
+[[rule]]
+name = "tags_burst"
+escu_id = "c9fd1a54-0eab-4470-8970-d5fcc3c740fb"
+mitre = "T1048"
+attack_type = "Potential Data Exfiltration"
+paths = ["/api/tags"]
+window = "1h"
+threshold = 6
+severity_high = "50s"
+severity_medium = "40s"
+"#;
+
+fn cluster_file(url: &str, id: &str) -> String {
+    format!("{RULE}\n[cluster]\nredis_url = \"{url}\"\ninstance_id = \"{id}\"\nsync_interval = \"100ms\"\n")
+}
+
+async fn replicas(url: &str, n: usize) -> Vec<Stack> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let id = format!("guard-{}", (b'a' + u8::try_from(i).unwrap()) as char);
+        out.push(stack_with(ServeArgs::default(), &cluster_file(url, &id)).await);
+    }
+    for s in &out {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+            1.0
+        );
+    }
+    out
+}
+
+fn all_events(stacks: &[Stack], kind: &str) -> Vec<Value> {
+    stacks
+        .iter()
+        .flat_map(|s| events(&s.detection_log()))
+        .filter(|e| e["event"] == kind)
+        .collect()
+}
+
+async fn wait_all(stacks: &[Stack], pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    for _ in 0..250 {
+        let ev: Vec<Value> = stacks
+            .iter()
+            .flat_map(|s| events(&s.detection_log()))
+            .collect();
+        if pred(&ev) {
+            return ev;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("expected events never appeared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_spread_over_three_replicas_is_detected_once_at_the_threshold() {
+    let redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 3).await;
+    let attacker = client_from("127.0.0.7");
+    // 5 requests: under the threshold of 6, on every replica and merged.
+    for i in 0..5 {
+        let r = call(
+            &attacker,
+            Method::GET,
+            &format!("{}/api/tags", stacks[i % 3].proxy),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(all_events(&stacks, "detection").is_empty());
+    // The sixth (2 on each replica): the merged count reaches 6.
+    let r = call(
+        &attacker,
+        Method::GET,
+        &format!("{}/api/tags", stacks[2].proxy),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let ev = wait_all(&stacks, |ev| ev.iter().any(|e| e["event"] == "detection")).await;
+    let _ = ev;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let detections = all_events(&stacks, "detection");
+    assert_eq!(detections.len(), 1, "{detections:#?}");
+    let d = &detections[0];
+    assert_eq!(d["rule"], "tags_burst");
+    assert_eq!(d["src"], "127.0.0.7");
+    assert_eq!(d["count"], 6);
+    assert_eq!(d["action"], "banned");
+    let start = d["window_start"].as_str().unwrap();
+    assert!(start.ends_with(":00:00.000Z"), "{start}");
+    // The ban of the detecting replica is in force on all three.
+    for s in &stacks {
+        for _ in 0..50 {
+            if call(
+                &attacker,
+                Method::GET,
+                &format!("{}/api/version", s.proxy),
+                &[],
+            )
+            .await
+            .status
+                == StatusCode::FORBIDDEN
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = call(
+            &attacker,
+            Method::GET,
+            &format!("{}/api/version", s.proxy),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+    }
+    let bans = all_events(&stacks, "ban");
+    assert_eq!(bans.len(), 3, "{bans:#?}");
+    assert_eq!(bans.iter().filter(|b| b.get("origin").is_none()).count(), 1);
+    for s in &stacks {
+        assert_detection_log_valid(&s.detection_log());
+    }
+}
+
+async fn refused_within_1s(s: &Stack, who: &str) -> bool {
+    let c = client_from(who);
+    for _ in 0..50 {
+        if call(&c, Method::GET, &format!("{}/api/version", s.proxy), &[])
+            .await
+            .status
+            == StatusCode::FORBIDDEN
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn served_within_1s(s: &Stack, who: &str) -> bool {
+    let c = client_from(who);
+    for _ in 0..50 {
+        if call(&c, Method::GET, &format!("{}/api/version", s.proxy), &[])
+            .await
+            .status
+            == StatusCode::OK
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_ban_and_unban_on_one_replica_apply_on_the_others_and_offences_escalate() {
+    let redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 3).await;
+    let r = admin(
+        &stacks[0],
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.9","duration":"10m","reason":"test"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert!(refused_within_1s(&stacks[1], "127.0.0.9").await);
+    assert!(refused_within_1s(&stacks[2], "127.0.0.9").await);
+    // Listed on every replica, with the same end.
+    let lists: Vec<Value> = futures_list(&stacks).await;
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[1], lists[2]);
+    let r = admin(&stacks[2], Method::DELETE, "/api/bans/127.0.0.9", "", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert!(served_within_1s(&stacks[0], "127.0.0.9").await);
+    assert!(served_within_1s(&stacks[1], "127.0.0.9").await);
+    // A second ban, through replica B, is offence 2: A's first counted.
+    let r = admin(
+        &stacks[1],
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.9","duration":"10m","reason":"again"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["offence"], 2, "{body}");
+    let ev = wait_all(&stacks[2..], |ev| {
+        ev.iter().filter(|e| e["event"] == "ban").count() == 2
+    })
+    .await;
+    let bans: Vec<&Value> = ev.iter().filter(|e| e["event"] == "ban").collect();
+    assert_eq!(bans[0]["origin"], "guard-a");
+    assert_eq!(bans[1]["origin"], "guard-b");
+    assert_eq!(bans[1]["offence"], 2);
+    let unbans: Vec<&Value> = ev.iter().filter(|e| e["event"] == "unban").collect();
+    assert_eq!(unbans.len(), 1);
+    assert_eq!(unbans[0]["ended"], "admin");
+}
+
+async fn futures_list(stacks: &[Stack]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for s in stacks {
+        let r = admin(s, Method::GET, "/api/bans", "", None).await;
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        out.push(v);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_traffic_fails_no_request_and_a_restart_resynchronises() {
+    let mut redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 2).await;
+    let c = client_from("127.0.0.11");
+    let mut failed = 0;
+    for i in 0..20 {
+        if i == 5 {
+            redis.kill();
+        }
+        let r = call(
+            &c,
+            Method::GET,
+            &format!("{}/api/version", stacks[i % 2].proxy),
+            &[],
+        )
+        .await;
+        if r.status != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 0);
+    for s in &stacks {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 0.0).await,
+            0.0
+        );
+    }
+    // Local mode: a ban on A holds on A; published when Redis is back.
+    let r = admin(
+        &stacks[0],
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.12","duration":"10m"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert!(refused_within_1s(&stacks[0], "127.0.0.12").await);
+    redis.spawn();
+    for s in &stacks {
+        // Backoff is at most 5 s.
+        for _ in 0..4 {
+            if metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await == 1.0 {
+                break;
+            }
+        }
+        assert_eq!(
+            metric(&s.admin, "ollama_guard_cluster_connected").await,
+            1.0
+        );
+    }
+    assert!(refused_within_1s(&stacks[1], "127.0.0.12").await);
+    assert!(metric(&stacks[0].admin, "ollama_guard_cluster_sync_errors_total").await >= 1.0);
+    // Detections resume on merged counts: 6 requests spread over the two replicas.
+    let a = client_from("127.0.0.13");
+    for i in 0..6 {
+        let r = call(
+            &a,
+            Method::GET,
+            &format!("{}/api/tags", stacks[i % 2].proxy),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_all(&stacks, |ev| {
+        ev.iter()
+            .any(|e| e["event"] == "detection" && e["src"] == "127.0.0.13")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d: Vec<Value> = all_events(&stacks, "detection")
+        .into_iter()
+        .filter(|e| e["src"] == "127.0.0.13")
+        .collect();
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["count"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_does_not_hold_up_requests() {
+    let redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 2).await;
+    // DEBUG SLEEP blocks the whole server for 3 s (beyond the 2 s command timeout).
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    std::io::Write::write_all(&mut raw, b"DEBUG SLEEP 3\r\n").unwrap();
+    let c = client_from("127.0.0.21");
+    for i in 0..10 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(1),
+            call(
+                &c,
+                Method::GET,
+                &format!("{}/api/version", stacks[i % 2].proxy),
+                &[],
+            ),
+        )
+        .await
+        .expect("a request waited for Redis");
+        assert_eq!(r.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_leaves_the_replica_in_local_mode() {
+    let redis = Redis::start(Some("right"));
+    let url = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let s = stack_with(ServeArgs::default(), &cluster_file(&url, "guard-x")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        metric(&s.admin, "ollama_guard_cluster_connected").await,
+        0.0
+    );
+    assert!(metric(&s.admin, "ollama_guard_cluster_sync_errors_total").await >= 1.0);
+    let r = get(&format!("{}/api/version", s.proxy)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // Local enforcement still works.
+    let r = admin(
+        &s,
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.31","duration":"10m"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(refused_within_1s(&s, "127.0.0.31").await);
+    // The right password through the environment-free URL works.
+    let good = format!("redis://:right@127.0.0.1:{}", redis.port);
+    let t = stack_with(ServeArgs::default(), &cluster_file(&good, "guard-y")).await;
+    assert_eq!(
+        metric_eventually(&t.admin, "ollama_guard_cluster_connected", 1.0).await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_summary_of_a_shared_detection_is_written_once_with_merged_figures() {
+    let redis = Redis::start(None);
+    let file = |id: &str| {
+        cluster_file(&redis.url(), id)
+            .replace("mode = \"block\"", "mode = \"monitor\"")
+            .replace("window = \"1h\"", "window = \"2s\"")
+            .replace("threshold = 6", "threshold = 3")
+    };
+    let a = stack_with(ServeArgs::default(), &file("guard-a")).await;
+    let b = stack_with(ServeArgs::default(), &file("guard-b")).await;
+    let stacks = [a, b];
+    for s in &stacks {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+            1.0
+        );
+    }
+    // Start right after a 2 s boundary so all four requests share one window.
+    let now = chrono::Utc::now();
+    let into = now.timestamp_millis() % 2000;
+    if into > 300 {
+        tokio::time::sleep(Duration::from_millis(u64::try_from(2050 - into).unwrap())).await;
+    }
+    let c = client_from("127.0.0.41");
+    for i in 0..4 {
+        let r = call(
+            &c,
+            Method::GET,
+            &format!("{}/api/tags", stacks[i % 2].proxy),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // Window end (≤ 2 s) + the summary grace (5 s) + a sync.
+    for _ in 0..60 {
+        if !all_events(&stacks, "window_summary").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let detections = all_events(&stacks, "detection");
+    let summaries = all_events(&stacks, "window_summary");
+    assert_eq!(detections.len(), 1, "{detections:#?}");
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert_eq!(summaries[0]["count"], 4);
+    assert_eq!(summaries[0]["window_start"], detections[0]["window_start"]);
+    assert_eq!(summaries[0]["action"], "logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_cluster_refuses_to_start_without_redis() {
+    let port = free_port();
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!(
+        "[cluster]\nredis_url = \"redis://127.0.0.1:{port}\"\nrequired = true\ninstance_id = \"r\"\n"
+    );
+    let config = config(&sim.url(), &dir, ServeArgs::default(), &file);
+    let Err(e) =
+        ollama_guard::serve::Server::start(config, loopback().await, loopback().await).await
+    else {
+        panic!("started without Redis");
+    };
+    let text = e.to_string();
+    assert!(
+        text.starts_with("cluster.redis_url: Redis is unreachable and cluster.required = true: "),
+        "{text}"
+    );
+    // Not required: starts in local mode.
+    let file =
+        format!("[cluster]\nredis_url = \"redis://127.0.0.1:{port}\"\ninstance_id = \"r\"\n");
+    let s = stack_with(ServeArgs::default(), &file).await;
+    assert_eq!(
+        metric(&s.admin, "ollama_guard_cluster_connected").await,
+        0.0
+    );
+    assert_eq!(
+        get(&format!("{}/api/version", s.proxy)).await.status,
+        StatusCode::OK
+    );
+}
