@@ -165,24 +165,39 @@ pub(super) fn identity_json(b: &crate::enforce::identity::IdentityBan) -> serde_
     })
 }
 
+/// The JSON body of an admin `POST` (at most `max` bytes), or the answer refusing it: 415
+/// when it is not declared JSON, 400 when it cannot be read or parsed.
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<T, Response<Full<Bytes>>> {
+    if !json_content(&req) {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/json",
+        ));
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read body: {e}"),
+            ))
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+}
+
 async fn add(
     enf: &Enforcement,
     keys: Option<&Arc<crate::auth::store::KeyStore>>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    if !json_content(&req) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        );
-    }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
-    };
-    let new: NewBan = match serde_json::from_slice(&body) {
+    let new: NewBan = match read_json(req, MAX_BODY).await {
         Ok(n) => n,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+        Err(refused) => return refused,
     };
     let text = new.duration.as_deref().unwrap_or("1h");
     let duration = match humantime::parse_duration(text) {

@@ -46,7 +46,14 @@ async fn call(
     path: &str,
     body: Option<String>,
 ) -> Result<(u16, String), BansError> {
-    call_admin(&args.admin, args.token.as_deref(), method, path, body).await
+    call_admin(
+        &args.conn.admin,
+        args.conn.token.as_deref(),
+        method,
+        path,
+        body,
+    )
+    .await
 }
 
 /// The hint of an unreachable admin API.
@@ -264,8 +271,8 @@ fn api_error(status: u16, body: String) -> BansError {
 /// default on a terminal) or as the API's JSON.
 pub async fn status(args: &StatusArgs, stdout_is_terminal: bool) -> Result<Printed, BansError> {
     let answer = call_admin(
-        &args.admin,
-        args.token.as_deref(),
+        &args.conn.admin,
+        args.conn.token.as_deref(),
         Method::GET,
         "/api/status",
         None,
@@ -401,7 +408,7 @@ pub async fn run_keys(
     stdout_is_terminal: bool,
 ) -> Result<Printed, BansError> {
     use crate::config::KeysAction;
-    let (admin, token) = (args.admin.as_str(), args.token.as_deref());
+    let (admin, token) = (args.conn.admin.as_str(), args.conn.token.as_deref());
     let (expect, (status, body)) = match &args.action {
         KeysAction::List => (
             200,

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 
-use super::bans::{json_content, refuse};
+use super::bans::{read_json, refuse};
 use crate::auth::store::{KeyEntry, KeyStore, Role, StoreError};
 use crate::respond;
 
@@ -78,19 +78,9 @@ pub(crate) async fn handle(
 }
 
 async fn add(store: Arc<KeyStore>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    if !json_content(&req) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/json",
-        );
-    }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
-    };
-    let new: NewKey = match serde_json::from_slice(&body) {
+    let new: NewKey = match read_json(req, MAX_BODY).await {
         Ok(n) => n,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+        Err(refused) => return refused,
     };
     let role_text = new.role.as_deref().unwrap_or("user");
     let Some(role) = Role::parse(role_text) else {

@@ -91,22 +91,9 @@ pub enum Output {
 /// Options of `status`.
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
-    /// The admin listener's base URL
-    #[arg(
-        long,
-        env = "OLLAMA_GUARD_ADMIN",
-        default_value = "http://127.0.0.1:9464",
-        value_name = "URL"
-    )]
-    pub admin: String,
-    /// Bearer token, when the admin API requires one
-    #[arg(
-        long,
-        env = "OLLAMA_GUARD_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    /// Where the admin API is, and its token.
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// table | json [default: table on a terminal, json otherwise]
     #[arg(long, value_name = "FORMAT")]
     pub output: Option<Output>,
@@ -248,9 +235,10 @@ pub struct HealthcheckArgs {
     pub admin: String,
 }
 
-/// Options of `bans`.
+/// How the admin commands (`bans`, `keys`, `status`) reach the admin API; accepted anywhere
+/// on their command line.
 #[derive(Debug, Clone, Args)]
-pub struct BansArgs {
+pub struct AdminConn {
     /// The admin listener's base URL
     #[arg(
         long,
@@ -269,6 +257,14 @@ pub struct BansArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// Options of `bans`.
+#[derive(Debug, Clone, Args)]
+pub struct BansArgs {
+    /// Where the admin API is, and its token.
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// What to do.
     #[command(subcommand)]
     pub action: BansAction,
@@ -277,24 +273,9 @@ pub struct BansArgs {
 /// Options of `keys`.
 #[derive(Debug, Clone, Args)]
 pub struct KeysArgs {
-    /// The admin listener's base URL
-    #[arg(
-        long,
-        global = true,
-        env = "OLLAMA_GUARD_ADMIN",
-        default_value = "http://127.0.0.1:9464",
-        value_name = "URL"
-    )]
-    pub admin: String,
-    /// Bearer token, when the admin API requires one
-    #[arg(
-        long,
-        global = true,
-        env = "OLLAMA_GUARD_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    /// Where the admin API is, and its token.
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// What to do.
     #[command(subcommand)]
     pub action: KeysAction,
