@@ -35,6 +35,8 @@ sim=$(free_port); fast=$(free_port)
 "$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & pids+=($!)
 for _ in $(seq 100); do tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true); [ -n "$tags" ] && break; sleep 0.05; done
 printf '%s' "$tags" >"$work/tags.json"
+# nginx's workers run as an unprivileged user: they must be able to read the body.
+chmod 755 "$work"; chmod 644 "$work/tags.json"
 cat >"$work/fast.conf" <<NGINX
 worker_processes 1;
 pid $work/fast.pid;
@@ -45,7 +47,9 @@ http {
   server {
     listen 127.0.0.1:$fast;
     default_type application/json;
-    location / { alias $work/tags.json; }
+    root $work;
+    # Every path answers 200 with the simulator's /api/tags body.
+    location / { try_files /tags.json =404; }
   }
 }
 NGINX
@@ -127,7 +131,7 @@ for r in $(seq "$rounds"); do
       p99=$(awk '$1=="99%" {print $2}' <<<"$out")
       errs=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr '\n' ' ')
       printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$g" "${t%%_*}" "$rps" "$p50" "$p99" | tee -a "$results"
-      [ -n "$errs" ] && echo "  warning: $errs" >&2
+      [ -n "$errs" ] && { echo "error: $t answered errors in $g: $errs" >&2; exit 1; }
     done
   done
 done
