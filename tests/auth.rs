@@ -331,18 +331,7 @@ async fn a_hand_edited_key_file_applies_on_reload_and_a_broken_one_is_refused() 
     let keys = dir.path().join("keys.json");
     let file = dir.path().join("guard.toml");
     std::fs::write(&file, auth_toml("required", dir.path())).unwrap();
-    let args = ServeArgs {
-        config: Some(file.clone()),
-        upstream: Some(sim.url()),
-        listen: Some("127.0.0.1:0".into()),
-        admin_listen: Some("127.0.0.1:0".into()),
-        detection_log: Some(dir.path().join("detection.log").display().to_string()),
-        ..ServeArgs::default()
-    };
-    let config = ollama_guard::config::Config::load(&args).unwrap();
-    let server = Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
+    let (args, server) = serve_file(&sim.url(), dir.path(), &file).await;
     let tags = format!("http://{}/api/tags", server.proxy_addr);
     let key = "ogk_handmade";
     let auth = bearer(key);

@@ -133,17 +133,7 @@ fn upstream_pointing_at_the_guard_itself_is_exit_2() {
 #[test]
 fn trusting_everyone_starts_with_a_loud_warning_and_env_lists_take_spaces() {
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--detection-log",
-            "/dev/null",
-        ])
+    let mut child = serve_cmd(port, admin)
         .env("OLLAMA_GUARD_TRUSTED_PROXY", "10.0.0.0/8, 0.0.0.0/0")
         .stderr(Stdio::piped())
         .spawn()
@@ -169,19 +159,8 @@ fn trusting_everyone_starts_with_a_loud_warning_and_env_lists_take_spaces() {
 #[test]
 fn log_format_json_prints_json_lines_on_stderr() {
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--detection-log",
-            "/dev/null",
-            "--log-format",
-            "json",
-        ])
+    let mut child = serve_cmd(port, admin)
+        .args(["--log-format", "json"])
         .env("OLLAMA_GUARD_TRUSTED_PROXY", "0.0.0.0/0")
         .stderr(Stdio::piped())
         .spawn()
@@ -232,27 +211,32 @@ fn wait_for_port(port: u16) {
 
 /// `serve` on loopback `port`/`admin` in front of a closed upstream, writing its access log to
 /// `access`; `extra` goes first on the command line.
+/// `ollama-guard` serving on `port` (admin on `admin`) in front of a dead upstream, no
+/// detection log; callers add their own options.
+fn serve_cmd(port: u16, admin: u16) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--detection-log",
+        "/dev/null",
+    ]);
+    cmd
+}
+
 fn serve_with_access_log(
     extra: &[&str],
     port: u16,
     admin: u16,
     access: &std::path::Path,
 ) -> std::process::Child {
-    let (listen, admin) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{admin}"));
-    Command::new(BIN)
+    serve_cmd(port, admin)
         .args(extra)
-        .args([
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--detection-log",
-            "/dev/null",
-            "--access-log",
-            access.to_str().unwrap(),
-        ])
+        .args(["--access-log", access.to_str().unwrap()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
@@ -792,17 +776,7 @@ fn man_prints_a_manual_page_naming_every_command() {
 #[test]
 fn a_manual_ban_in_monitor_mode_is_a_warn_line_of_the_server() {
     let (port, admin) = (free_port(), free_port());
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--upstream",
-            "http://127.0.0.1:9",
-            "--detection-log",
-            "/dev/null",
-        ])
+    let mut child = serve_cmd(port, admin)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use http::{Method, StatusCode};
 use ollama_guard::config::ServeArgs;
-use ollama_guard::serve::Server;
 use serde_json::Value;
 
 const RULE: &str = r#"
@@ -262,18 +261,7 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("guard.toml");
     std::fs::write(&file, format!("mode = \"monitor\"\n{RULE}")).unwrap();
-    let args = ServeArgs {
-        config: Some(file.clone()),
-        upstream: Some(sim.url()),
-        listen: Some("127.0.0.1:0".into()),
-        admin_listen: Some("127.0.0.1:0".into()),
-        detection_log: Some(dir.path().join("detection.log").display().to_string()),
-        ..ServeArgs::default()
-    };
-    let config = ollama_guard::config::Config::load(&args).unwrap();
-    let server = Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
+    let (args, server) = serve_file(&sim.url(), dir.path(), &file).await;
     let admin_url = format!("http://{}", server.admin_addr);
 
     std::fs::write(&file, "mode = \"loud\"\n").unwrap();
@@ -334,18 +322,7 @@ async fn reload_reports_bound_keys_until_restart_and_swaps_live_ones() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("guard.toml");
     std::fs::write(&file, "max_connections_per_source = 256\n").unwrap();
-    let args = ServeArgs {
-        config: Some(file.clone()),
-        upstream: Some(sim.url()),
-        listen: Some("127.0.0.1:0".into()),
-        admin_listen: Some("127.0.0.1:0".into()),
-        detection_log: Some(dir.path().join("detection.log").display().to_string()),
-        ..ServeArgs::default()
-    };
-    let config = ollama_guard::config::Config::load(&args).unwrap();
-    let server = Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
+    let (args, server) = serve_file(&sim.url(), dir.path(), &file).await;
 
     std::fs::write(&file, "mode = \"block\"\nmax_connections_per_source = 7\n").unwrap();
     let report = server.reload(&args).unwrap();

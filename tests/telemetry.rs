@@ -340,19 +340,8 @@ async fn mode_gauge_and_reload_status_follow_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("guard.toml");
     std::fs::write(&file, "mode = \"monitor\"\n").unwrap();
-    let args = ServeArgs {
-        config: Some(file.clone()),
-        upstream: Some(sim.url()),
-        listen: Some("127.0.0.1:0".into()),
-        admin_listen: Some("127.0.0.1:0".into()),
-        detection_log: Some(dir.path().join("detection.log").display().to_string()),
-        ..ServeArgs::default()
-    };
     let before_start = unix_now();
-    let config = ollama_guard::config::Config::load(&args).unwrap();
-    let server = ollama_guard::serve::Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
+    let (args, server) = serve_file(&sim.url(), dir.path(), &file).await;
     let after_start = unix_now();
     let admin = format!("http://{}", server.admin_addr);
     let read = |series: &'static str| {

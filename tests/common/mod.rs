@@ -78,6 +78,28 @@ pub async fn stack_with(args: ServeArgs, file: &str) -> Stack {
     }
 }
 
+/// A server started from the config file `file` (the caller writes it, and may rewrite it and
+/// call `server.reload(&args)`), forwarding to `upstream`, its detection log in `dir`.
+pub async fn serve_file(
+    upstream: &str,
+    dir: &std::path::Path,
+    file: &std::path::Path,
+) -> (ServeArgs, Server) {
+    let args = ServeArgs {
+        config: Some(file.to_path_buf()),
+        upstream: Some(upstream.to_owned()),
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        detection_log: Some(dir.join("detection.log").display().to_string()),
+        ..ServeArgs::default()
+    };
+    let config = Config::load(&args).unwrap();
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    (args, server)
+}
+
 pub async fn stack() -> Stack {
     stack_with(ServeArgs::default(), "").await
 }
