@@ -47,7 +47,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # --- fast upstream: nginx answering every path with the simulator's /api/tags body -------------
 sim=$(free_port); fast=$(free_port)
-"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & simpid=$!
+"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & simpid=$!; pids+=("$simpid")
 for _ in $(seq 100); do tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true); [ -n "$tags" ] && break; sleep 0.05; done
 kill "$simpid"; wait "$simpid" 2>/dev/null || true
 [ -n "$tags" ] || { echo "error: the simulator did not answer /api/tags" >&2; exit 1; }
@@ -155,6 +155,7 @@ drive() { # start count
   rm -f "$work"/done.*
   wrk -t"$threads" -c"$conns" -d3600s -s "$work/keys.lua" "http://127.0.0.1:$port/api/tags" \
     -- "$start" "$count" "$threads" "$work/done." >"$work/wrk.out" 2>&1 & w=$!
+  pids+=("$w")
   while [ "$(find "$work" -maxdepth 1 -name 'done.*' | wc -l)" -lt "$threads" ]; do
     kill -0 "$w" 2>/dev/null || { cat "$work/wrk.out" >&2; echo "error: wrk ended early" >&2; exit 1; }
     sleep 0.2
@@ -176,6 +177,7 @@ window=$(( $(date +%s) / 300 ))
 idle_mem=$(mem); idle_proc=$(metric process_resident_memory_bytes)
 wrk -t"$threads" -c"$conns" -d10s "http://127.0.0.1:$port/api/tags" >"$work/warm.out" 2>&1 &
 warm=$!
+pids+=("$warm")
 # 10 s would be far more than 10 000 requests: stop at a fixed count read from the counters.
 while :; do
   n=$(curl -fs "http://127.0.0.1:$admin/metrics" | awk '/^ollama_guard_requests_total/ {s += $2} END {printf "%d\n", s}')

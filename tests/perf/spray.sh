@@ -55,7 +55,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # --- fast upstream: nginx answering every path with the simulator's /api/tags body -------------
 sim=$(free_port); fast=$(free_port)
-"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & simpid=$!
+"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & simpid=$!; pids+=("$simpid")
 for _ in $(seq 100); do tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true); [ -n "$tags" ] && break; sleep 0.05; done
 kill "$simpid"; wait "$simpid" 2>/dev/null || true
 [ -n "$tags" ] || { echo "error: the simulator did not answer /api/tags" >&2; exit 1; }
