@@ -72,6 +72,20 @@ impl Redis {
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// One command through `redis-cli --raw`: its output lines.
+    fn cli(&self, args: &[&str]) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .expect("redis-cli must be installed");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Drop for Redis {
@@ -517,4 +531,239 @@ async fn required_cluster_refuses_to_start_without_redis() {
         get(&format!("{}/api/version", s.proxy)).await.status,
         StatusCode::OK
     );
+}
+
+/// A sliding rule on `/api/tags` (1-hour window, 4-minute sub-buckets), monitor mode so an
+/// attacker keeps being counted after its detection.
+const SLIDING_RULE: &str = r#"
+mode = "monitor"
+[[rule]]
+name = "tags_slide"
+mitre = "T1048"
+attack_type = "Model Metadata Enumeration"
+paths = ["/api/tags"]
+window = "1h"
+window_kind = "sliding"
+threshold = 6
+"#;
+
+fn sliding_file(url: &str, id: &str, window: &str, threshold: u32) -> String {
+    let rule = SLIDING_RULE
+        .replace("window = \"1h\"", &format!("window = \"{window}\""))
+        .replace("threshold = 6", &format!("threshold = {threshold}"));
+    format!("{rule}\n[cluster]\nredis_url = \"{url}\"\ninstance_id = \"{id}\"\nsync_interval = \"100ms\"\n")
+}
+
+async fn sliding_replicas(url: &str, n: usize, window: &str, threshold: u32) -> Vec<Stack> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let id = format!("guard-{}", (b'a' + u8::try_from(i).unwrap()) as char);
+        let file = sliding_file(url, &id, window, threshold);
+        out.push(stack_with(ServeArgs::default(), &file).await);
+    }
+    for s in &out {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+            1.0
+        );
+    }
+    out
+}
+
+/// `n` calls to `/api/tags` from `who`, round-robin over `stacks` starting at `first`.
+async fn tags_round_robin(stacks: &[Stack], who: &str, first: usize, n: usize) {
+    let c = client_from(who);
+    for i in first..first + n {
+        let r = call(
+            &c,
+            Method::GET,
+            &format!("{}/api/tags", stacks[i % stacks.len()].proxy),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+}
+
+fn detections_of(stacks: &[Stack], src: &str) -> Vec<Value> {
+    all_events(stacks, "detection")
+        .into_iter()
+        .filter(|e| e["src"] == src)
+        .collect()
+}
+
+fn window_secs(e: &Value) -> i64 {
+    let t = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(e[k].as_str().unwrap())
+            .unwrap()
+            .timestamp()
+    };
+    t("window_end") - t("window_start")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_one_instance() {
+    // One instance, no cluster: the sixth request is detected, count 6.
+    let single = stack_with(ServeArgs::default(), SLIDING_RULE).await;
+    tags_round_robin(std::slice::from_ref(&single), "127.0.0.51", 0, 6).await;
+    let ev = wait_all(std::slice::from_ref(&single), |ev| {
+        ev.iter().any(|e| e["event"] == "detection")
+    })
+    .await;
+    let alone: Vec<&Value> = ev.iter().filter(|e| e["event"] == "detection").collect();
+    assert_eq!(alone.len(), 1, "{alone:#?}");
+    assert_eq!(alone[0]["count"], 6);
+
+    // Three replicas: 5 requests (under the threshold everywhere, merged too), then the
+    // sixth: the merged sliding count reaches 6 although no replica saw more than 2.
+    let redis = Redis::start(None);
+    let stacks = sliding_replicas(&redis.url(), 3, "1h", 6).await;
+    tags_round_robin(&stacks, "127.0.0.52", 0, 5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(detections_of(&stacks, "127.0.0.52").is_empty());
+    tags_round_robin(&stacks, "127.0.0.52", 5, 1).await;
+    wait_all(&stacks, |ev| ev.iter().any(|e| e["event"] == "detection")).await;
+    // The episode goes on: more requests on every replica write no second detection.
+    tags_round_robin(&stacks, "127.0.0.52", 6, 3).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let d = detections_of(&stacks, "127.0.0.52");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    for field in ["rule", "count", "action", "http_method", "severity"] {
+        assert_eq!(d[0][field], alone[0][field], "{field}");
+    }
+    assert_eq!(d[0]["rule"], "tags_slide");
+    assert_eq!(d[0]["count"], 6);
+    assert_eq!(d[0]["action"], "logged");
+    assert_eq!((window_secs(&d[0]), window_secs(alone[0])), (3600, 3600));
+    assert!(all_events(&stacks, "window_summary").is_empty());
+    // Redis holds the key's sub-buckets (4-minute ones: all 9 requests in one or two), its
+    // open episode and its run, expiring one window (plus the 2 × 5 s grace) from now.
+    // (`group_by` defaults to source and path.)
+    let key = "ollama-guard:w:tags_slide:127.0.0.52/32:/api/tags";
+    let fields = redis.cli(&["HGETALL", key]);
+    assert!(fields.len() > 1, "{:?}", redis.cli(&["KEYS", "*"]));
+    let pairs: Vec<(&str, u64)> = fields
+        .chunks(2)
+        .map(|p| (p[0].as_str(), p[1].parse().unwrap()))
+        .collect();
+    let subs: u64 = pairs
+        .iter()
+        .filter(|(f, _)| f.parse::<u64>().is_ok())
+        .map(|(_, v)| v)
+        .sum();
+    let state = |name: &str| pairs.iter().find(|(f, _)| *f == name).map(|(_, v)| *v);
+    assert_eq!(
+        (subs, state("f"), state("rc")),
+        (9, Some(1), Some(9)),
+        "{pairs:?}"
+    );
+    let ttl: u64 = redis.cli(&["PTTL", key])[0].parse().unwrap();
+    assert!(ttl > 3_600_000 && ttl <= 3_610_000, "{ttl}");
+    for s in &stacks {
+        assert_detection_log_valid(&s.detection_log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_under_the_sliding_threshold_across_replicas_is_never_detected() {
+    let redis = Redis::start(None);
+    let stacks = sliding_replicas(&redis.url(), 3, "1h", 6).await;
+    // 5 in all (2 + 2 + 1), several syncs apart: the merged count stays at 5.
+    tags_round_robin(&stacks, "127.0.0.53", 0, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tags_round_robin(&stacks, "127.0.0.53", 3, 2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(all_events(&stacks, "detection").is_empty());
+    // Another source's sixth request is its own: still nothing for either.
+    tags_round_robin(&stacks, "127.0.0.54", 0, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(all_events(&stacks, "detection").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliding_episode_ends_with_one_merged_summary() {
+    // 15 s window, 1 s sub-buckets: the episode ends about 15 s after the burst.
+    let redis = Redis::start(None);
+    let stacks = sliding_replicas(&redis.url(), 2, "15s", 3).await;
+    tags_round_robin(&stacks, "127.0.0.55", 0, 3).await;
+    wait_all(&stacks, |ev| ev.iter().any(|e| e["event"] == "detection")).await;
+    tags_round_robin(&stacks, "127.0.0.55", 3, 1).await;
+    let ev = {
+        let mut found = Vec::new();
+        for _ in 0..120 {
+            found = all_events(&stacks, "window_summary");
+            if !found.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        found
+    };
+    assert!(!ev.is_empty(), "no window_summary within 30 s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let detections = all_events(&stacks, "detection");
+    let summaries = all_events(&stacks, "window_summary");
+    assert_eq!(detections.len(), 1, "{detections:#?}");
+    assert_eq!(summaries.len(), 1, "{summaries:#?}");
+    assert_eq!(detections[0]["count"], 3);
+    assert_eq!(window_secs(&detections[0]), 15);
+    assert_eq!(summaries[0]["count"], 4);
+    assert_eq!(summaries[0]["window_start"], detections[0]["window_start"]);
+    assert_eq!(summaries[0]["src"], "127.0.0.55");
+    for s in &stacks {
+        assert_detection_log_valid(&s.detection_log());
+    }
+}
+
+fn volume_file(threshold_bytes: u64) -> String {
+    format!(
+        "mode = \"monitor\"\n[[rule]]\nname = \"tags_volume\"\npaths = [\"/api/tags\"]\n\
+         group_by = \"src\"\nwindow = \"1h\"\nwindow_kind = \"sliding\"\nmetric = \"bytes_out\"\n\
+         threshold_bytes = {threshold_bytes}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sliding_volume_rule_merges_bytes_across_replicas() {
+    // One response's size, from one instance whose threshold is a single byte.
+    let single = stack_with(ServeArgs::default(), &volume_file(1)).await;
+    tags_round_robin(std::slice::from_ref(&single), "127.0.0.61", 0, 1).await;
+    let ev = wait_all(std::slice::from_ref(&single), |ev| {
+        ev.iter().any(|e| e["event"] == "detection")
+    })
+    .await;
+    let one = ev.iter().find(|e| e["event"] == "detection").unwrap()["bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(one > 0);
+    // Three such responses over two replicas reach a threshold of three.
+    let redis = Redis::start(None);
+    let mut stacks = Vec::new();
+    for id in ["guard-a", "guard-b"] {
+        let file = format!(
+            "{}\n[cluster]\nredis_url = \"{}\"\ninstance_id = \"{id}\"\nsync_interval = \"100ms\"\n",
+            volume_file(3 * one),
+            redis.url()
+        );
+        stacks.push(stack_with(ServeArgs::default(), &file).await);
+    }
+    for s in &stacks {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+            1.0
+        );
+    }
+    tags_round_robin(&stacks, "127.0.0.62", 0, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(all_events(&stacks, "detection").is_empty());
+    tags_round_robin(&stacks, "127.0.0.62", 2, 1).await;
+    wait_all(&stacks, |ev| ev.iter().any(|e| e["event"] == "detection")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = all_events(&stacks, "detection");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0]["bytes"].as_u64(), d[0]["count"].as_u64()),
+        (Some(3 * one), Some(3))
+    );
+    assert_eq!(d[0]["rule"], "tags_volume");
 }

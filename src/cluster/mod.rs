@@ -1,5 +1,5 @@
-//! `[cluster]`: several replicas share bans and tumbling-window counters through one Redis
-//! (README, "Scaling out").
+//! `[cluster]`: several replicas share bans and window counters (tumbling and sliding) through
+//! one Redis (README, "Scaling out").
 //!
 //! Nothing on the request path waits for Redis. The hot path adds to in-memory structures
 //! only: a ban change is queued here ([`Cluster`] is the enforcement's [`BanSync`]), a count
@@ -9,7 +9,12 @@
 //! [`RESYNC_EVERY`], and every `sync_interval` merges the counter deltas in one pipelined
 //! round trip of a Lua script that returns the merged totals and sets the window's
 //! fired-marker (`SET NX`) when the merged total reaches the threshold: the replica that
-//! sets it writes the detection (and later the window's summary), once cluster-wide.
+//! sets it writes the detection (and later the window's summary), once cluster-wide. Sliding
+//! keys are merged per sub-bucket in the same round trip by a second script, which keeps the
+//! key's episode open from the merge that reaches the threshold (that replica writes the
+//! detection) to the first sub-bucket where the merged count falls below it (the call that
+//! sees it writes the summary); each replica checks the open episodes it merged into every
+//! sync, so an episode ends even when nobody counts the key any more.
 //!
 //! When Redis is down, slow or restarted the replica runs in local mode (its own counts
 //! decide, its own table enforces), `cluster_connected` is 0, one warning per minute at
@@ -22,6 +27,11 @@
 //! - `c:RULE:START:SUBJECT:PATH`: hash of a window's merged `c`ount, `s`um (ns), `m`ax (ns),
 //!   `b`ytes; `f:…` its detection marker, `s:…` its summary marker. All expire with their
 //!   window (plus a grace for the summary).
+//! - `w:RULE:SUBJECT:PATH`: hash of a sliding key: one field per sub-bucket index (merged
+//!   requests, or bytes for volume rules; those older than the window are deleted), `h` the
+//!   newest sub-bucket merged, `f` 1 while an episode is open (the detection marker, cleared
+//!   when it ends), `rs rc rt rx rb rm` the run (first sub-bucket, requests, latency sum and
+//!   max in ms, bytes, method). Expires one window (plus a grace) after its last merge.
 
 mod task;
 

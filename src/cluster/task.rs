@@ -1,6 +1,6 @@
 //! The background task that owns every Redis connection (see the module docs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,8 +12,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
 
 use super::{Change, Cluster, Entry, Message, RESYNC_EVERY};
-use crate::detect::shared::Delta;
-use crate::detect::{Event, WindowKey};
+use crate::detect::shared::SUB_BUCKETS;
+use crate::detect::shared::{Delta, Slide, SlideAnswer, SlideRule};
+use crate::detect::{Engine, Event, WindowKey};
 use crate::enforce::{Ban, Enforcement};
 use crate::pipeline::DetectionStage;
 
@@ -45,6 +46,99 @@ if v >= tonumber(ARGV[6]) then
 end
 return {c, s, m, b, won}
 ";
+
+/// Merges one sliding key's sub-bucket deltas (or, with none, checks its open episode);
+/// KEYS[1] is the key's hash: one field per sub-bucket index (its merged count, or bytes)
+/// and the state `h` (newest sub-bucket merged), `f` (episode open), `rs rc rt rx rb rm`
+/// (the run: first sub-bucket, requests, latency sum and max in ms, bytes, method).
+/// ARGV: threshold, TTL (ms), head, then per sub-bucket oldest first: index, amount, count,
+/// sum, max, bytes, method. Mirrors the local ring (`detect::sliding`): an open episode ends
+/// at the first sub-bucket after `h` whose window falls below the threshold; a run starts
+/// over when the window was empty or an episode ended; the first merge whose window total
+/// reaches the threshold opens the episode (`won`). Answers `total, won, flagged, head`, the
+/// run, then `ended, end` and the ended run.
+const SLIDE: &str = r"
+local K = KEYS[1]
+local thr = tonumber(ARGV[1])
+local head = tonumber(ARGV[3])
+local n = (#ARGV - 3) / 7
+local raw = redis.call('HGETALL', K)
+if #raw == 0 and n == 0 then
+  return {0, 0, 0, head, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+end
+local subs, names, st = {}, {}, {}
+for i = 1, #raw, 2 do
+  local idx = tonumber(raw[i])
+  if idx then
+    subs[idx] = tonumber(raw[i + 1])
+    names[idx] = raw[i]
+  else
+    st[raw[i]] = tonumber(raw[i + 1])
+  end
+end
+local function total(at)
+  local t = 0
+  for idx, v in pairs(subs) do
+    if idx <= at and idx > at - 15 then t = t + v end
+  end
+  return t
+end
+local h = st.h or 0
+local at = math.max(h, head)
+local flagged = st.f == 1
+local rs, rc, rt, rx, rb, rm = st.rs or 0, st.rc or 0, st.rt or 0, st.rx or 0, st.rb or 0, st.rm or 0
+local ended = {0, 0, 0, 0, 0, 0, 0, 0}
+if flagged then
+  for e = h + 1, math.min(at, h + 15) do
+    if total(e) < thr then
+      ended = {1, e, rs, rc, rt, rx, rb, rm}
+      flagged = false
+      rc = 0
+      break
+    end
+  end
+end
+local lo = at - 14
+local fresh = rc == 0 or total(at) == 0
+local added = 0
+for i = 0, n - 1 do
+  local b = 4 + i * 7
+  local idx = tonumber(ARGV[b])
+  if idx >= lo then
+    if fresh and added == 0 then
+      rs, rc, rt, rx, rb, rm = idx, 0, 0, 0, 0, tonumber(ARGV[b + 6])
+    end
+    subs[idx] = (subs[idx] or 0) + tonumber(ARGV[b + 1])
+    redis.call('HINCRBY', K, ARGV[b], ARGV[b + 1])
+    if idx < rs then rs = idx end
+    rc = rc + tonumber(ARGV[b + 2])
+    rt = rt + tonumber(ARGV[b + 3])
+    rx = math.max(rx, tonumber(ARGV[b + 4]))
+    rb = rb + tonumber(ARGV[b + 5])
+    added = added + 1
+  end
+end
+local tot = total(at)
+local won = 0
+if added > 0 and not flagged and tot >= thr then
+  flagged = true
+  won = 1
+  if lo < rs then rs = lo end
+end
+for idx, name in pairs(names) do
+  if idx < lo then redis.call('HDEL', K, name) end
+end
+local f = 0
+if flagged then f = 1 end
+redis.call('HSET', K, 'h', at, 'f', f, 'rs', rs, 'rc', rc, 'rt', rt, 'rx', rx, 'rb', rb, 'rm', rm)
+redis.call('PEXPIRE', K, ARGV[2])
+return {tot, won, f, at, rs, rc, rt, rx, rb, rm,
+  ended[1], ended[2], ended[3], ended[4], ended[5], ended[6], ended[7], ended[8]}
+";
+
+/// Open sliding episodes watched at most (each costs one script call per sync until it
+/// ends); beyond, a new episode is left to the other replicas' merges.
+const MAX_WATCHED: usize = 10_000;
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -111,6 +205,30 @@ struct PendingSummary {
     src: Option<IpAddr>,
 }
 
+/// An open sliding episode this replica merged into: checked every sync until it ends, so
+/// its end (and summary) is seen even when no replica counts the key any more.
+struct Watch {
+    rule: Arc<str>,
+    name: String,
+    path: Option<String>,
+}
+
+/// What the counter syncs keep from one sync (and session) to the next.
+#[derive(Default)]
+struct Counters {
+    summaries: Vec<PendingSummary>,
+    watch: HashMap<WindowKey, Watch>,
+}
+
+/// One sliding merge (or episode check, `slide.subs` empty) of a sync.
+struct SlideItem {
+    rule: SlideRule,
+    name: String,
+    path: Option<String>,
+    head: u32,
+    slide: Slide,
+}
+
 /// Runs until `shutdown`: connects, syncs, and reconnects with backoff on any failure.
 pub(crate) async fn run(
     cluster: Arc<Cluster>,
@@ -121,9 +239,9 @@ pub(crate) async fn run(
     tokio::pin!(shutdown);
     let mut backoff = MIN_BACKOFF;
     let mut last_warn: Option<Instant> = None;
-    let mut summaries: Vec<PendingSummary> = Vec::new();
+    let mut counters = Counters::default();
     loop {
-        let session = session(&cluster, &enforcement, &detection, &mut summaries);
+        let session = session(&cluster, &enforcement, &detection, &mut counters);
         let result = tokio::select! {
             r = session => r,
             () = &mut shutdown => {
@@ -163,7 +281,7 @@ async fn session(
     cluster: &Cluster,
     enforcement: &Enforcement,
     detection: &DetectionStage,
-    summaries: &mut Vec<PendingSummary>,
+    counters: &mut Counters,
 ) -> Result<(), Failure> {
     let mut conn = connect(cluster).await?;
     let client = cluster.client()?;
@@ -175,6 +293,13 @@ async fn session(
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(MERGE)
+            .query_async(&mut conn),
+    )
+    .await?;
+    let slide_sha: String = timed(
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SLIDE)
             .query_async(&mut conn),
     )
     .await?;
@@ -196,7 +321,8 @@ async fn session(
             () = cluster.wake.notified() => publish_queued(cluster, &mut conn).await?,
             _ = tick.tick() => {
                 let started = Instant::now();
-                let result = sync_counters(cluster, detection, &mut conn, summaries, &merge_sha).await;
+                let shas = (merge_sha.as_str(), slide_sha.as_str());
+                let result = sync_counters(cluster, detection, &mut conn, counters, shas).await;
                 cluster.metrics.cluster.sync_duration.observe(started.elapsed().as_secs_f64());
                 result?;
                 publish_queued(cluster, &mut conn).await?;
@@ -346,15 +472,18 @@ async fn resync(
     Ok(())
 }
 
-/// One counter sync: every pending delta merged in one pipelined round trip; windows whose
-/// merged total reached the threshold and whose marker this replica set are detected here.
+/// One counter sync: every pending delta (tumbling windows, sliding sub-buckets) merged in
+/// one pipelined round trip, with the checks of the watched sliding episodes; windows whose
+/// merged total reached the threshold and whose marker this replica set are detected here,
+/// sliding episodes this replica opened or ended too.
 async fn sync_counters(
     cluster: &Cluster,
     detection: &DetectionStage,
     conn: &mut MultiplexedConnection,
-    summaries: &mut Vec<PendingSummary>,
-    merge_sha: &str,
+    counters: &mut Counters,
+    (merge_sha, slide_sha): (&str, &str),
 ) -> Result<(), Failure> {
+    let summaries = &mut counters.summaries;
     let dropped = cluster.deltas.take_dropped();
     if dropped > 0 {
         cluster.metrics.cluster.deltas_dropped.inc_by(dropped);
@@ -408,14 +537,39 @@ async fn sync_counters(
             .arg(if *by_bytes { "1" } else { "0" })
             .arg(&cluster.config.instance_id);
     }
-    let answers: Vec<redis::Value> = match timed(pipe.query_async(conn)).await {
+    let slides = slide_items(cluster, &engine, &mut counters.watch, now);
+    for item in &slides {
+        let window_ms = item.rule.sub_ms * u64::from(SUB_BUCKETS);
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(slide_sha)
+            .arg(1)
+            .arg(cluster.key(&format!("w:{}", item.name)))
+            .arg(item.rule.threshold)
+            .arg(window_ms + grace.as_millis() as u64 * 2)
+            .arg(item.head);
+        for (idx, d) in &item.slide.subs {
+            let amount = if item.rule.by_bytes { d.bytes } else { d.count };
+            cmd.arg(*idx)
+                .arg(amount)
+                .arg(d.count)
+                .arg(d.sum_ms)
+                .arg(d.max_ms)
+                .arg(d.bytes)
+                .arg(d.method);
+        }
+    }
+    let mut answers: Vec<redis::Value> = match timed(pipe.query_async(conn)).await {
         Ok(a) => a,
         Err(e) => {
             let back = items.into_iter().map(|(k, s, d, ..)| ((k, s), d)).collect();
             cluster.deltas.restore(back);
+            let back = slides.into_iter().map(|i| i.slide).collect();
+            cluster.deltas.restore_slides(back);
             return Err(e);
         }
     };
+    let slide_answers = answers.split_off((1 + items.len()).min(answers.len()));
     let mut found = Vec::new();
     for (answer, (key, start, delta, name, ..)) in answers.into_iter().skip(1).zip(items) {
         let Ok((c, s, m, b, won)) = redis::from_redis_value::<(u64, u64, u64, u64, u8)>(&answer)
@@ -447,10 +601,121 @@ async fn sync_counters(
         });
         found.push((Event::Detection(ev), src));
     }
+    for (answer, item) in slide_answers.into_iter().zip(slides) {
+        let Some(a) = redis::from_redis_value::<Vec<i64>>(&answer)
+            .ok()
+            .and_then(|v| SlideAnswer::from_values(&v))
+        else {
+            continue;
+        };
+        let key = item.slide.key;
+        let src = key
+            .src
+            .identity_id()
+            .is_none()
+            .then(|| key.src.network().addr());
+        if let Some((end, run)) = &a.ended {
+            if let Some(ev) = engine.slide_summary(&key, *end, run, item.path.clone()) {
+                found.push((Event::WindowSummary(ev), src));
+            }
+        }
+        if a.won && !item.slide.fired_locally() {
+            if let Some(ev) = engine.slide_detection(&key, &a, item.path.clone()) {
+                found.push((Event::Detection(ev), src));
+            }
+        }
+        if !a.flagged {
+            counters.watch.remove(&key);
+        } else if counters.watch.len() < MAX_WATCHED || counters.watch.contains_key(&key) {
+            counters.watch.insert(
+                key,
+                Watch {
+                    rule: item.rule.name,
+                    name: item.name,
+                    path: item.path,
+                },
+            );
+        }
+    }
     for (event, src) in found {
         detection.handle(std::slice::from_ref(&event), src);
     }
     due_summaries(cluster, detection, conn, summaries).await
+}
+
+/// The sliding merges of a sync: the pending sub-bucket deltas of each key (those already
+/// out of their window are dropped, counted), then a check of every watched episode that
+/// got no delta this time.
+fn slide_items(
+    cluster: &Cluster,
+    engine: &Engine,
+    watch: &mut HashMap<WindowKey, Watch>,
+    now: chrono::DateTime<Utc>,
+) -> Vec<SlideItem> {
+    let index = |at: chrono::DateTime<Utc>, sub_ms: u64| {
+        let ms = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        u32::try_from(ms / sub_ms.max(1)).unwrap_or(u32::MAX)
+    };
+    let mut dropped = 0;
+    let mut items = Vec::new();
+    let mut merged = HashSet::new();
+    for mut slide in cluster.deltas.drain_slides() {
+        let Some(rule) = engine.slide_rule(&slide.key) else {
+            dropped += slide.count();
+            continue;
+        };
+        let now_idx = index(now, rule.sub_ms);
+        slide.subs.retain(|(idx, d)| {
+            let inside = idx.saturating_add(SUB_BUCKETS) > now_idx;
+            if !inside {
+                dropped += d.count;
+            }
+            inside
+        });
+        if slide.subs.is_empty() {
+            continue;
+        }
+        let path = slide.path().map(str::to_owned);
+        let Some(name) = engine.slide_name(&slide.key, path.as_deref()) else {
+            dropped += slide.count();
+            continue;
+        };
+        merged.insert(slide.key);
+        items.push(SlideItem {
+            rule,
+            name,
+            path,
+            head: slide.head(),
+            slide,
+        });
+    }
+    if dropped > 0 {
+        cluster.metrics.cluster.deltas_dropped.inc_by(dropped);
+    }
+    // A reload that moved or changed the rule ends the watch (the key is another's now).
+    watch.retain(|key, w| engine.slide_rule(key).is_some_and(|r| r.name == w.rule));
+    // Episodes end on the clock too: checked with the ticker's close grace, so a request
+    // that completed just before still counts.
+    let checked_at = now - crate::pipeline::ticker::CLOSE_GRACE;
+    for (key, w) in watch.iter() {
+        if merged.contains(key) {
+            continue;
+        }
+        let Some(rule) = engine.slide_rule(key) else {
+            continue;
+        };
+        items.push(SlideItem {
+            head: index(checked_at, rule.sub_ms),
+            rule,
+            name: w.name.clone(),
+            path: w.path.clone(),
+            slide: Slide {
+                key: *key,
+                subs: Vec::new(),
+            },
+        });
+    }
+    items
 }
 
 fn summary_grace(cluster: &Cluster) -> Duration {

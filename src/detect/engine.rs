@@ -115,7 +115,7 @@ pub(crate) struct Engine {
     pub(super) late: AtomicU64,
     pub(super) out_of_range: AtomicU64,
     pub(super) evicting: Mutex<()>,
-    /// `[cluster]`: the deltas of tumbling counts, when counters are shared.
+    /// `[cluster]`: the deltas of tumbling and sliding counts, when counters are shared.
     pub(super) shared: std::sync::OnceLock<Arc<super::shared::Deltas>>,
 }
 
@@ -453,6 +453,10 @@ impl Engine {
         }
         // Still under the key's shard lock: a sweep removing the key cannot interleave.
         self.note_src(&key, rec.src);
+        drop(st);
+        if self.share_slide(rule, (key, idx), latency, method, rec, pending[1].is_some()) {
+            pending = [None, None];
+        }
         pending
     }
 

@@ -153,7 +153,9 @@ impl Engine {
         let idx = bucket_index(&now, sub);
         let text = (key.path() != NO_PATH).then(|| capped(&rec.path));
         if let Some(mut st) = self.sliding.get_mut(&key) {
-            if let Some(summary) = st.advance(idx, rule.threshold, sub) {
+            let summary = st.advance(idx, rule.threshold, sub);
+            // Shared counters: the cluster writes the merged summary.
+            if let Some(summary) = summary.filter(|_| !self.counters_shared()) {
                 let src = SourceKey::new(rec.src, self.ipv6_prefix);
                 let ev = self.event(rule, &key, &src, None, text.clone(), summary);
                 out.push(Event::WindowSummary(ev));

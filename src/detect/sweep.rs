@@ -50,11 +50,16 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> usize {
         let mut removed = 0usize;
+        // Shared counters: the cluster ends episodes on the merged counts and writes their
+        // summaries; the ring still moves on (local mode may take over).
+        let local = !self.counters_shared();
         map.retain(|key, st| {
             let rule = &self.rules[usize::from(key.rule)];
             let sub = sub_bucket_ms(rule);
             if let Some(snap) = st.advance(bucket_index(&now, sub), rule.threshold, sub) {
-                out.push(self.summary(key, snap));
+                if local {
+                    out.push(self.summary(key, snap));
+                }
             }
             if st.flagged() || st.total() > 0 {
                 return true;
@@ -230,6 +235,7 @@ impl Engine {
         let rule = &self.rules[usize::from(key.rule)];
         let horizon = st.head().saturating_add(SUB_BUCKETS);
         st.advance(horizon, rule.threshold, sub_bucket_ms(rule))
+            .filter(|_| !self.counters_shared()) // the cluster writes the merged one
             .map(|snap| self.summary(key, snap))
     }
 

@@ -33,7 +33,7 @@ pub(crate) struct DetectionStage {
     sweep: Mutex<()>,
     /// One `auth` event per source per minute.
     auth_limiter: super::auth::AuthLimiter,
-    /// `[cluster]`: the deltas every engine (also a rebuilt one) adds its tumbling counts to.
+    /// `[cluster]`: the deltas every engine (also a rebuilt one) adds its window counts to.
     deltas: std::sync::OnceLock<Arc<crate::detect::shared::Deltas>>,
 }
 
@@ -60,7 +60,7 @@ impl DetectionStage {
         }
     }
 
-    /// `[cluster]`: counts of tumbling windows are also added to `deltas`, which the cluster
+    /// `[cluster]`: counts of tumbling and sliding windows are also added to `deltas`, which the cluster
     /// task merges in Redis.
     pub(crate) fn share_counters(&self, deltas: Arc<crate::detect::shared::Deltas>) {
         self.engine.load().attach_deltas(deltas.clone());

@@ -15,6 +15,7 @@ mod eviction;
 mod identity;
 mod inflight;
 mod reload;
+mod shared;
 mod sliding;
 mod sources;
 mod tumbling;
