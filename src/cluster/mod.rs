@@ -1,5 +1,5 @@
-//! `[cluster]`: several replicas share bans and window counters (tumbling and sliding) through
-//! one Redis (README, "Scaling out").
+//! `[cluster]`: several replicas share bans (of addresses and of identities) and window
+//! counters (tumbling and sliding) through one Redis (README, "Scaling out").
 //!
 //! Nothing on the request path waits for Redis. The hot path adds to in-memory structures
 //! only: a ban change is queued here ([`Cluster`] is the enforcement's [`BanSync`]), a count
@@ -23,7 +23,12 @@
 //! # Redis data (prefix `cluster.key_prefix`)
 //! - `bans`: hash, source → `{"ban":…,"origin":…,"offences":[…]}`; ended entries are removed
 //!   at resync.
-//! - `events`: pub/sub channel of ban and unban changes.
+//! - `identity-bans`: the same for identity bans, `identity:NAME` → `{"ban":{"identity":…},…}`.
+//!   Both kinds go through one code path ([`SharedBan`], [`Subject`]); a hash of their own
+//!   keeps a replica of a version without shared identity bans, whose resync removes the
+//!   entries it cannot read, from deleting them.
+//! - `events`: pub/sub channel of ban and unban changes of both kinds (an unban names
+//!   `identity:NAME` or the source).
 //! - `c:RULE:START:SUBJECT:PATH`: hash of a window's merged `c`ount, `s`um (ns), `m`ax (ns),
 //!   `b`ytes; `f:…` its detection marker, `s:…` its summary marker. All expire with their
 //!   window (plus a grace for the summary).
@@ -41,13 +46,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::config::ClusterConfig;
 use crate::detect::shared::Deltas;
-use crate::enforce::{Ban, BanSync};
+use crate::enforce::{BanSync, SharedBan, Subject};
 use crate::telemetry::Metrics;
 
 pub(crate) use task::{probe, run};
@@ -63,20 +67,21 @@ const MAX_QUEUED: usize = 10_000;
 /// A ban change made here, waiting to be published.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
-    /// A ban, with the offence times of its source.
-    Ban(Ban, Vec<DateTime<Utc>>),
+    /// A ban, with the offence times of its subject.
+    Ban(SharedBan, Vec<DateTime<Utc>>),
     /// An admin unban.
-    Unban(IpNet),
+    Unban(Subject),
 }
 
-/// What the `bans` hash holds per source, and what a `ban` message carries.
+/// What the `bans` (`identity-bans`) hash holds per source (identity), and what a `ban`
+/// message carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Entry {
     /// The ban.
-    pub(crate) ban: Ban,
+    pub(crate) ban: SharedBan,
     /// The replica that made it.
     pub(crate) origin: String,
-    /// Offence times of its source (escalation counts them on every replica).
+    /// Offence times of its subject (escalation counts them on every replica).
     #[serde(default)]
     pub(crate) offences: Vec<DateTime<Utc>>,
 }
@@ -91,7 +96,7 @@ pub(crate) enum Message {
     Unban {
         /// The replica that lifted it.
         origin: String,
-        /// The source, as displayed.
+        /// The source as displayed, or `identity:NAME`.
         src: String,
     },
 }
@@ -163,25 +168,36 @@ impl Cluster {
         format!("{}{name}", self.config.key_prefix)
     }
 
+    /// The hash that holds the bans of `who`'s kind.
+    pub(crate) fn bans_key(&self, who: &Subject) -> String {
+        match who {
+            Subject::Address(_) => self.key("bans"),
+            Subject::Identity(_) => self.key("identity-bans"),
+        }
+    }
+
     /// The client for the configured URL, with the password of the environment when the
-    /// URL carries none.
+    /// URL carries none, trusting `ca_file` for `rediss://` when it is set.
     pub(crate) fn client(&self) -> redis::RedisResult<redis::Client> {
         use redis::IntoConnectionInfo;
         let mut info = self.config.redis_url.as_str().into_connection_info()?;
         if info.redis.password.is_none() {
             info.redis.password = self.config.password.clone();
         }
-        redis::Client::open(info)
+        match self.config.tls_certificates() {
+            Some(trust) => redis::Client::build_with_tls(info, trust),
+            None => redis::Client::open(info),
+        }
     }
 }
 
 impl BanSync for Cluster {
-    fn banned(&self, ban: &Ban, offences: Vec<DateTime<Utc>>) {
-        self.push(Change::Ban(ban.clone(), offences));
+    fn banned(&self, ban: SharedBan, offences: Vec<DateTime<Utc>>) {
+        self.push(Change::Ban(ban, offences));
     }
 
-    fn unbanned(&self, src: IpNet) {
-        self.push(Change::Unban(src));
+    fn unbanned(&self, who: Subject) {
+        self.push(Change::Unban(who));
     }
 }
 
@@ -201,5 +217,44 @@ mod tests {
             serde_json::from_str::<Message>(&text).unwrap(),
             Message::Unban { .. }
         ));
+    }
+
+    #[test]
+    fn both_kinds_of_ban_round_trip_and_keep_their_subject() {
+        let address = r#"{"op":"ban","ban":{"src":"192.0.2.1","until":"2026-11-29T13:00:00.000Z","reason":"r","offence":2,"rule":"admin","since":"2026-11-29T12:00:00.000Z"},"origin":"a","offences":["2026-11-29T12:00:00Z"]}"#;
+        let identity = r#"{"op":"ban","ban":{"identity":"alice","until":"2026-11-29T13:00:00Z","reason":"r","offence":1,"rule":"per_key","since":"2026-11-29T12:00:00Z"},"origin":"b","offences":[]}"#;
+        for (text, subject, display) in [
+            (
+                address,
+                Subject::Address("192.0.2.1/32".parse().unwrap()),
+                "192.0.2.1",
+            ),
+            (
+                identity,
+                Subject::Identity("alice".into()),
+                "identity:alice",
+            ),
+        ] {
+            let Message::Ban(entry) = serde_json::from_str::<Message>(text).unwrap() else {
+                panic!("not a ban: {text}")
+            };
+            assert_eq!(entry.ban.subject(), subject);
+            assert_eq!(subject.display(), display);
+            assert_eq!(Subject::parse(display), Some(subject));
+            let again = serde_json::to_string(&Message::Ban(entry.clone())).unwrap();
+            let Message::Ban(back) = serde_json::from_str::<Message>(&again).unwrap() else {
+                panic!("not a ban: {again}")
+            };
+            assert_eq!(back.ban, entry.ban);
+        }
+        // The address form on the wire is unchanged by identity bans sharing it.
+        let Message::Ban(entry) = serde_json::from_str::<Message>(address).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            serde_json::to_string(&Message::Ban(entry)).unwrap(),
+            address
+        );
+        assert_eq!(Subject::parse("not a source"), None);
     }
 }

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, AsyncConnectionConfig, RedisError};
+use redis::{AsyncConnectionConfig, RedisError};
 
 use super::{Change, Cluster, Entry, Message, RESYNC_EVERY};
 use crate::detect::shared::SUB_BUCKETS;
 use crate::detect::shared::{Delta, Slide, SlideAnswer, SlideRule};
 use crate::detect::{Engine, Event, WindowKey};
-use crate::enforce::{Ban, Enforcement};
+use crate::enforce::{Enforcement, Subject};
 use crate::pipeline::DetectionStage;
 
 /// Connect and per-command timeout: a slow Redis fails the sync, never a request.
@@ -157,6 +157,11 @@ impl From<RedisError> for Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Failure::Redis(_) if self.tls_refused().is_some() => write!(
+                f,
+                "Redis's TLS certificate is not trusted: {} (cluster.ca_file names the CA that signs it; without it, the system's store decides)",
+                self.tls_refused().map(ToString::to_string).unwrap_or_default()
+            ),
             Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed => write!(
                 f,
                 "Redis refused the credentials (check the password in cluster.redis_url or {}): {e}",
@@ -166,6 +171,21 @@ impl std::fmt::Display for Failure {
             Failure::Timeout => write!(f, "Redis did not answer within {IO_TIMEOUT:?}"),
             Failure::Closed => write!(f, "the pub/sub connection was closed"),
         }
+    }
+}
+
+impl Failure {
+    /// The TLS error when the handshake with Redis refused its certificate.
+    fn tls_refused(&self) -> Option<&rustls::Error> {
+        let Failure::Redis(e) = self else { return None };
+        let io = std::error::Error::source(e)?.downcast_ref::<std::io::Error>()?;
+        io.get_ref()?.downcast_ref::<rustls::Error>()
+    }
+
+    /// A failure that retrying cannot heal: an error, not a warning.
+    fn is_misconfiguration(&self) -> bool {
+        matches!(self, Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed)
+            || self.tls_refused().is_some()
     }
 }
 
@@ -258,8 +278,7 @@ pub(crate) async fn run(
         if last_warn.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
             last_warn = Some(Instant::now());
             let url = cluster.config.redis_url_redacted();
-            if matches!(&failure, Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed)
-            {
+            if failure.is_misconfiguration() {
                 tracing::error!(redis = %url, "cluster: {failure}; running in local mode");
             } else {
                 tracing::warn!(redis = %url, error = %failure, connected_before = was, "cluster: Redis unreachable; running in local mode (local counts and bans) and reconnecting");
@@ -335,7 +354,8 @@ async fn session(
     }
 }
 
-/// Applies another replica's ban change (our own messages are ignored).
+/// Applies another replica's ban change, of an address or an identity (our own messages
+/// are ignored).
 fn apply(cluster: &Cluster, enforcement: &Enforcement, text: &str) {
     let Ok(message) = serde_json::from_str::<Message>(text) else {
         tracing::warn!("cluster: unreadable ban message ignored");
@@ -343,15 +363,12 @@ fn apply(cluster: &Cluster, enforcement: &Enforcement, text: &str) {
     };
     match message {
         Message::Ban(entry) if entry.origin != cluster.config.instance_id => {
-            let now = Utc::now();
-            enforcement
-                .bans()
-                .merge_offences(entry.ban.src, &entry.offences, now);
+            enforcement.merge_offences(&entry.ban, &entry.offences, Utc::now());
             enforcement.apply_remote_ban(entry.ban, &entry.origin);
         }
         Message::Unban { origin, src } if origin != cluster.config.instance_id => {
-            if let Ok(net) = crate::enforce::parse_source(&src) {
-                enforcement.apply_remote_unban(&net);
+            if let Some(who) = Subject::parse(&src) {
+                enforcement.apply_remote_unban(&who);
             }
         }
         _ => {}
@@ -368,26 +385,27 @@ async fn publish_queued(
     if changes.is_empty() {
         return Ok(());
     }
-    let bans = cluster.key("bans");
     let channel = cluster.key("events");
     let me = &cluster.config.instance_id;
     let mut pipe = redis::pipe();
     for change in &changes {
         match change {
             Change::Ban(ban, offences) => {
+                let who = ban.subject();
                 let entry = Entry {
                     ban: ban.clone(),
                     origin: me.clone(),
                     offences: offences.clone(),
                 };
                 let json = serde_json::to_string(&entry).unwrap_or_default();
-                pipe.hset(&bans, ban.src_display(), &json).ignore();
+                pipe.hset(cluster.bans_key(&who), who.display(), &json)
+                    .ignore();
                 let msg = serde_json::to_string(&Message::Ban(entry)).unwrap_or_default();
                 pipe.publish(&channel, msg).ignore();
             }
-            Change::Unban(src) => {
-                let display = crate::enforce::display_src(src);
-                pipe.hdel(&bans, &display).ignore();
+            Change::Unban(who) => {
+                let display = who.display();
+                pipe.hdel(cluster.bans_key(who), &display).ignore();
                 let msg = serde_json::to_string(&Message::Unban {
                     origin: me.clone(),
                     src: display,
@@ -406,52 +424,56 @@ async fn publish_queued(
     }
 }
 
-/// The full two-way ban resync: bans in Redis this replica lacks are applied; bans of this
-/// replica Redis lacks (made during an outage, or lost) are published; ended entries go.
+/// The full two-way ban resync, of address and identity bans alike: bans in Redis this
+/// replica lacks are applied; bans of this replica Redis lacks (made during an outage, or
+/// lost) are published; ended entries go.
 async fn resync(
     cluster: &Cluster,
     enforcement: &Enforcement,
     conn: &mut MultiplexedConnection,
 ) -> Result<(), Failure> {
-    let bans_key = cluster.key("bans");
-    let all: HashMap<String, String> = timed(conn.hgetall(&bans_key)).await?;
+    let hashes = [cluster.key("bans"), cluster.key("identity-bans")];
+    let (addresses, identities): (HashMap<String, String>, HashMap<String, String>) = timed(
+        redis::pipe()
+            .hgetall(&hashes[0])
+            .hgetall(&hashes[1])
+            .query_async(conn),
+    )
+    .await?;
     let now = Utc::now();
     let me = &cluster.config.instance_id;
-    let mut in_redis: HashMap<ipnet::IpNet, Ban> = HashMap::new();
+    let mut in_redis: HashMap<Subject, chrono::DateTime<Utc>> = HashMap::new();
     let mut ended = Vec::new();
-    for (field, json) in all {
+    let all = (addresses.into_iter().map(|e| (&hashes[0], e)))
+        .chain(identities.into_iter().map(|e| (&hashes[1], e)));
+    for (hash, (field, json)) in all {
         let Ok(entry) = serde_json::from_str::<Entry>(&json) else {
-            ended.push(field);
+            ended.push((hash, field));
             continue;
         };
-        if entry.ban.until <= now {
-            ended.push(field);
+        if entry.ban.until() <= now {
+            ended.push((hash, field));
             continue;
         }
-        in_redis.insert(entry.ban.src, entry.ban.clone());
-        enforcement
-            .bans()
-            .merge_offences(entry.ban.src, &entry.offences, now);
-        if entry.origin != *me {
-            enforcement.apply_remote_ban(entry.ban, &entry.origin);
-        } else if !enforcement
-            .bans()
-            .list()
-            .iter()
-            .any(|b| b.src == entry.ban.src)
-        {
-            // Ours, from before a restart without state_dir: in force all the same.
+        let who = entry.ban.subject();
+        in_redis.insert(who.clone(), entry.ban.since());
+        enforcement.merge_offences(&entry.ban, &entry.offences, now);
+        // Not ours, or ours from before a restart without state_dir: in force all the same.
+        if entry.origin != *me || !enforcement.holds(&who) {
             enforcement.apply_remote_ban(entry.ban, &entry.origin);
         }
     }
     let mut pipe = redis::pipe();
     let mut n = 0;
-    for field in &ended {
-        pipe.hdel(&bans_key, field).ignore();
+    for (hash, field) in &ended {
+        pipe.hdel(*hash, field).ignore();
         n += 1;
     }
     for (ban, offences) in enforcement.own_bans(now) {
-        let newer = in_redis.get(&ban.src).map_or(true, |r| r.since < ban.since);
+        let who = ban.subject();
+        let newer = in_redis
+            .get(&who)
+            .map_or(true, |since| *since < ban.since());
         if newer {
             let entry = Entry {
                 ban,
@@ -459,7 +481,7 @@ async fn resync(
                 offences,
             };
             let json = serde_json::to_string(&entry).unwrap_or_default();
-            pipe.hset(&bans_key, entry.ban.src_display(), &json)
+            pipe.hset(cluster.bans_key(&who), who.display(), &json)
                 .ignore();
             let msg = serde_json::to_string(&Message::Ban(entry)).unwrap_or_default();
             pipe.publish(cluster.key("events"), msg).ignore();

@@ -3,6 +3,7 @@
 //! `check-config` with the password redacted. No `[cluster]` section: single-instance mode,
 //! exactly as without this feature.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,10 @@ pub struct ClusterFile {
     pub instance_id: Option<String>,
     /// Refuse to start when Redis cannot be reached (default false: start in local mode).
     pub required: Option<bool>,
+    /// PEM file of the CA(s) that sign Redis's certificate, trusted for `rediss://` instead
+    /// of the system's store (default: the system's store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// The validated `[cluster]` section.
@@ -43,6 +48,9 @@ pub struct ClusterConfig {
     pub instance_id: String,
     /// Exit 1 at start when Redis is unreachable.
     pub required: bool,
+    /// `ca_file`: where the CA certificates trusted for `rediss://` were read from, and what
+    /// was read (PEM, checked); `None`: the system's store.
+    pub ca: Option<(PathBuf, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -54,6 +62,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("sync_interval", &self.sync_interval)
             .field("instance_id", &self.instance_id)
             .field("required", &self.required)
+            .field("ca_file", &self.ca.as_ref().map(|(path, _)| path))
             .finish()
     }
 }
@@ -68,6 +77,57 @@ impl ClusterConfig {
     pub(crate) fn redis_url_redacted(&self) -> String {
         self.redacted_url()
     }
+
+    /// The TLS trust of `rediss://` with `ca_file`: the CA certificates only, no client
+    /// certificate (`None` without `ca_file`).
+    pub(crate) fn tls_certificates(&self) -> Option<redis::TlsCertificates> {
+        self.ca.as_ref().map(|(_, pem)| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        })
+    }
+}
+
+/// Reads and checks `ca_file` (PEM, at least one certificate, usable as a trust anchor of a
+/// `rediss://` client).
+fn ca_file(path: &str, url: &str) -> Result<(PathBuf, Vec<u8>), ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |problem: String| ConfigError::invalid("cluster.ca_file", problem);
+    let path = Path::new(path).to_path_buf();
+    if !url.starts_with("rediss://") {
+        return Err(bad(format!(
+            "is set but cluster.redis_url '{}' is not rediss:// (the CA verifies Redis's TLS certificate)",
+            redact(url)
+        )));
+    }
+    let pem =
+        std::fs::read(&path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            bad(format!(
+                "cannot read a PEM certificate from {}: {e}",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(bad(format!(
+            "{} holds no CERTIFICATE block",
+            path.display()
+        )));
+    }
+    let trust = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.clone()),
+    };
+    if let Err(e) = redis::Client::build_with_tls(url, trust) {
+        return Err(bad(format!(
+            "{} is not a usable CA certificate: {e}",
+            path.display()
+        )));
+    }
+    Ok((path, pem))
 }
 
 /// `scheme://user:secret@host` → `scheme://user:<redacted>@host`.
@@ -177,7 +237,12 @@ pub(super) fn cluster(
             format!("'{instance_id}' must be at most 128 printable characters without spaces"),
         ));
     }
+    let ca = match f.ca_file.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(path) => Some(ca_file(path, url)?),
+    };
     Ok(Some(ClusterConfig {
+        ca,
         redis_url: url.to_owned(),
         password: password_env.filter(|p| !p.is_empty()),
         key_prefix,
@@ -195,6 +260,7 @@ pub(super) fn render(c: &ClusterConfig) -> ClusterFile {
         sync_interval: Some(humantime::format_duration(c.sync_interval).to_string()),
         instance_id: Some(c.instance_id.clone()),
         required: Some(c.required),
+        ca_file: c.ca.as_ref().map(|(path, _)| path.display().to_string()),
     }
 }
 
@@ -275,6 +341,51 @@ mod tests {
         ] {
             let e = cluster(Some(&file(text)), None).unwrap_err().to_string();
             assert!(e.starts_with(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_bad_ca_file_is_one_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let broken = dir.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for (text, want) in [
+            (
+                format!("redis_url = \"rediss://h:1\"\nca_file = \"{}\"", missing.display()),
+                format!(
+                    "config error: cluster.ca_file: cannot read {}: No such file or directory",
+                    missing.display()
+                ),
+            ),
+            (
+                format!("redis_url = \"rediss://h:1\"\nca_file = \"{}\"", garbage.display()),
+                format!(
+                    "config error: cluster.ca_file: {} holds no CERTIFICATE block",
+                    garbage.display()
+                ),
+            ),
+            (
+                format!("redis_url = \"rediss://h:1\"\nca_file = \"{}\"", broken.display()),
+                format!(
+                    "config error: cluster.ca_file: {} is not a usable CA certificate: ",
+                    broken.display()
+                ),
+            ),
+            (
+                format!("redis_url = \"redis://:pw@h:1\"\nca_file = \"{}\"", garbage.display()),
+                "config error: cluster.ca_file: is set but cluster.redis_url 'redis://:<redacted>@h:1' is not rediss:// (the CA verifies Redis's TLS certificate)".to_owned(),
+            ),
+        ] {
+            let e = cluster(Some(&file(&text)), None).unwrap_err().to_string();
+            assert!(e.starts_with(&want), "{text}: {e}");
+            assert!(!e.contains('\n'), "one line: {e}");
         }
     }
 

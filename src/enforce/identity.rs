@@ -7,6 +7,12 @@
 //! (the hot path reads it without a lock, one atomic load when empty), whole-table writes
 //! under a mutex, and persistence as one small JSON file (`identity-bans.json` in
 //! `state_dir`) rewritten atomically on every change.
+//!
+//! With `[cluster]` the table is shared like the address table, through the same seam
+//! (`remote`: [`SharedBan`](super::SharedBan)): local changes are published, other replicas'
+//! bans are applied here ([`IdentityBans::apply_remote`]) and their offences merged, so
+//! escalation counts an identity's offences cluster-wide; the hot path still reads only this
+//! table.
 
 use std::collections::HashMap;
 use std::io;
@@ -214,6 +220,58 @@ impl IdentityBans {
         ended
     }
 
+    /// `[cluster]`: puts a ban made by another replica in the table: `false` when it changes
+    /// nothing (ended, the same ban, or a newer ban of the same identity here). Its start is
+    /// recorded as an offence of the identity (escalation counts it), not as a new one here.
+    pub(crate) fn apply_remote(&self, ban: IdentityBan, now: DateTime<Utc>) -> bool {
+        if ban.until <= now {
+            return false;
+        }
+        let mut offences = self.lock();
+        if let Some(old) = self.active.load().get(&ban.identity) {
+            if *old == ban || old.since > ban.since {
+                return false;
+            }
+        }
+        let times = offences.entry(ban.identity.clone()).or_default();
+        times.push(ban.since);
+        super::remote::same_offences_once(times);
+        let mut map = (**self.active.load()).clone();
+        map.insert(ban.identity.clone(), ban);
+        self.publish(map);
+        true
+    }
+
+    /// `[cluster]`: the offence times of `identity` (published with its ban).
+    pub(crate) fn offences_of(&self, identity: &str) -> Vec<DateTime<Utc>> {
+        self.lock().get(identity).cloned().unwrap_or_default()
+    }
+
+    /// `[cluster]`: merges offence times learnt from the cluster into the history of
+    /// `identity`, forgetting those older than `memory`.
+    pub(crate) fn merge_offences(
+        &self,
+        identity: &str,
+        times: &[DateTime<Utc>],
+        memory: std::time::Duration,
+        now: DateTime<Utc>,
+    ) {
+        let memory = chrono::TimeDelta::from_std(memory).unwrap_or(chrono::TimeDelta::MAX);
+        let mut offences = self.lock();
+        let known = offences.entry(Arc::from(identity)).or_default();
+        known.extend_from_slice(times);
+        super::remote::same_offences_once(known);
+        known.retain(|t| now.signed_duration_since(*t) < memory);
+        if known.is_empty() {
+            offences.remove(identity);
+        }
+    }
+
+    /// Whether `identity` has a ban in the table (ended or not yet swept).
+    pub(crate) fn holds(&self, identity: &str) -> bool {
+        self.active.load().contains_key(identity)
+    }
+
     /// The earliest end of a ban in force.
     pub(crate) fn next_expiry(&self) -> Option<DateTime<Utc>> {
         self.active.load().values().map(|b| b.until).min()
@@ -330,6 +388,59 @@ mod tests {
             t("2026-11-29T13:20:00Z"),
             "second offence: doubled"
         );
+    }
+
+    #[test]
+    fn remote_bans_apply_once_keep_the_newer_and_count_as_offences() {
+        let bans = IdentityBans::default();
+        let now = t("2026-11-29T12:00:00Z");
+        let remote = IdentityBan {
+            identity: Arc::from("alice"),
+            until: t("2026-11-29T12:10:00Z"),
+            reason: "r".into(),
+            offence: 1,
+            rule: Arc::from("per_key"),
+            since: t("2026-11-29T11:59:59.500Z"),
+        };
+        assert!(bans.apply_remote(remote.clone(), now));
+        assert!(
+            !bans.apply_remote(remote.clone(), now),
+            "the same ban again"
+        );
+        assert_eq!(bans.check("alice", now), Some(remote.clone()));
+        assert!(bans.holds("alice"));
+        assert_eq!(bans.offences_of("alice"), [remote.since]);
+        // An older ban of the same identity does not replace a newer one.
+        let older = IdentityBan {
+            since: t("2026-11-29T11:00:00Z"),
+            until: t("2026-11-29T13:00:00Z"),
+            ..remote.clone()
+        };
+        assert!(!bans.apply_remote(older, now));
+        // An ended one changes nothing.
+        let ended = IdentityBan {
+            identity: Arc::from("bob"),
+            until: now,
+            ..remote.clone()
+        };
+        assert!(!bans.apply_remote(ended, now));
+        assert!(!bans.holds("bob"));
+        // Merged offences: the same millisecond once, older than the memory forgotten.
+        bans.merge_offences(
+            "alice",
+            &[t("2026-11-29T11:59:59.500Z"), t("2026-11-20T12:00:00Z")],
+            Duration::from_secs(86_400),
+            now,
+        );
+        assert_eq!(bans.offences_of("alice"), [remote.since]);
+        assert_eq!(bans.remove("alice"), Some(remote));
+        // The next rule ban of alice is her second offence, cluster-wide.
+        let IdentityOutcome::Banned(b) =
+            bans.ban_offender("alice", "r", "x".into(), &policy(), now, |_| {})
+        else {
+            panic!("not banned")
+        };
+        assert_eq!(b.offence, 2);
     }
 
     #[test]

@@ -44,6 +44,9 @@
 //! - `blocked`: rate limiting of `blocked` events.
 //! - `service`: [`Enforcement`], the run-time service: gate, ban/unban/expiry, and the `ban`,
 //!   `unban` and `blocked` events of the detection log.
+//! - `identity`: bans of identities (API key names), their table and `identity-bans.json`.
+//! - `remote`: `[cluster]` — the [`BanSync`] seam, the shared form of both kinds of ban
+//!   ([`SharedBan`], [`Subject`]), and bans applied from other replicas.
 //! - `persist`: `bans.json`, the snapshot — atomic save, tolerant load (with the journal).
 //! - `journal`: `bans.journal` — the change records, their format, replay, and why not an
 //!   embedded store.
@@ -69,7 +72,7 @@ mod tests;
 pub(crate) use ban::{display_net as display_src, parse_source};
 pub(crate) use ban::{Ban, BanOutcome};
 pub(crate) use persist::{load_state, sync_dir, LoadReport};
-pub(crate) use remote::BanSync;
+pub(crate) use remote::{BanSync, SharedBan, Subject};
 pub(crate) use service::Enforcement;
 pub(crate) use table::Bans;
 #[cfg(test)]

@@ -1,51 +1,118 @@
-//! `[cluster]`: bans shared with other replicas. Local bans and unbans are handed to a
-//! [`BanSync`] (the cluster task, which publishes them through Redis off the request path);
-//! bans and unbans made by other replicas are applied here without being published again and
-//! without counting as new offences of this replica (the ban's own offence is recorded in
-//! the history, so escalation counts offences cluster-wide). In the detection log they carry
-//! `"origin": "<instance_id>"` — for the `ban` when applied, and for its `unban`.
+//! `[cluster]`: bans shared with other replicas, of addresses and of identities (API key
+//! names) alike. Local bans and unbans are handed to a [`BanSync`] (the cluster task, which
+//! publishes them through Redis off the request path); bans and unbans made by other replicas
+//! are applied here without being published again and without counting as new offences of
+//! this replica (the ban's own offence is recorded in the history, so escalation counts
+//! offences cluster-wide). In the detection log they carry `"origin": "<instance_id>"` — for
+//! the `ban` when applied, and for its `unban`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use super::ban::canonical_net;
+use super::identity::{IdentityBan, PREFIX};
 use super::{Ban, Bans, Enforcement};
 use crate::telemetry::log_event::{Ended, LogEvent, UnbanEvent};
 
-/// Where local ban changes go in cluster mode.
-pub(crate) trait BanSync: Send + Sync {
-    /// A ban made here (rule or admin API), with its source's offence times: publish it.
-    fn banned(&self, ban: &Ban, offences: Vec<DateTime<Utc>>);
-    /// A ban lifted here through the admin API: publish the unban.
-    fn unbanned(&self, src: IpNet);
+/// Who a shared ban is on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Subject {
+    /// An address or a network.
+    Address(IpNet),
+    /// An identity (API key name).
+    Identity(Arc<str>),
 }
 
-/// Which bans in the table were made by another replica, and by which.
+impl Subject {
+    /// As the admin API takes it: `192.0.2.1`, `2001:db8::/48`, `identity:NAME`.
+    pub(crate) fn display(&self) -> String {
+        match self {
+            Subject::Address(net) => super::display_src(net),
+            Subject::Identity(name) => format!("{PREFIX}{name}"),
+        }
+    }
+
+    /// The reverse of [`Subject::display`] (`None`: neither an identity nor a source).
+    pub(crate) fn parse(text: &str) -> Option<Subject> {
+        match text.strip_prefix(PREFIX) {
+            Some(name) => Some(Subject::Identity(Arc::from(name))),
+            None => super::parse_source(text).ok().map(Subject::Address),
+        }
+    }
+}
+
+/// A ban as the cluster shares it. JSON: the [`Ban`] (with `src`) or the [`IdentityBan`]
+/// (with `identity`) as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum SharedBan {
+    /// The ban of an address or a network.
+    Address(Ban),
+    /// The ban of an identity.
+    Identity(IdentityBan),
+}
+
+impl SharedBan {
+    /// Who it is on.
+    pub(crate) fn subject(&self) -> Subject {
+        match self {
+            SharedBan::Address(b) => Subject::Address(b.src),
+            SharedBan::Identity(b) => Subject::Identity(b.identity.clone()),
+        }
+    }
+
+    /// The first instant at which it no longer applies.
+    pub(crate) fn until(&self) -> DateTime<Utc> {
+        match self {
+            SharedBan::Address(b) => b.until,
+            SharedBan::Identity(b) => b.until,
+        }
+    }
+
+    /// When it started.
+    pub(crate) fn since(&self) -> DateTime<Utc> {
+        match self {
+            SharedBan::Address(b) => b.since,
+            SharedBan::Identity(b) => b.since,
+        }
+    }
+}
+
+/// Where local ban changes go in cluster mode.
+pub(crate) trait BanSync: Send + Sync {
+    /// A ban made here (rule or admin API), with its subject's offence times: publish it.
+    fn banned(&self, ban: SharedBan, offences: Vec<DateTime<Utc>>);
+    /// A ban lifted here through the admin API: publish the unban.
+    fn unbanned(&self, who: Subject);
+}
+
+/// Which bans in the tables were made by another replica, and by which.
 #[derive(Default)]
-pub(super) struct Origins(Mutex<HashMap<IpNet, Arc<str>>>);
+pub(super) struct Origins(Mutex<HashMap<Subject, Arc<str>>>);
 
 impl Origins {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpNet, Arc<str>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Subject, Arc<str>>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The replica that made the ban of `src`, when it was not this one.
-    pub(super) fn of(&self, src: &IpNet) -> Option<Arc<str>> {
-        self.lock().get(src).cloned()
+    /// The replica that made the ban of `who`, when it was not this one.
+    pub(super) fn of(&self, who: &Subject) -> Option<Arc<str>> {
+        self.lock().get(who).cloned()
     }
 
-    pub(super) fn set(&self, src: IpNet, origin: Option<Arc<str>>) {
+    pub(super) fn set(&self, who: Subject, origin: Option<Arc<str>>) {
         match origin {
-            Some(o) => self.lock().insert(src, o),
-            None => self.lock().remove(&src),
+            Some(o) => self.lock().insert(who, o),
+            None => self.lock().remove(&who),
         };
     }
 
-    pub(super) fn forget(&self, src: &IpNet) -> Option<Arc<str>> {
-        self.lock().remove(src)
+    pub(super) fn forget(&self, who: &Subject) -> Option<Arc<str>> {
+        self.lock().remove(who)
     }
 }
 
@@ -74,6 +141,11 @@ impl Bans {
         true
     }
 
+    /// Whether exactly `src` has a ban in the table (ended or not yet swept).
+    pub(crate) fn holds(&self, src: &IpNet) -> bool {
+        self.lock().bans.contains_key(&canonical_net(*src))
+    }
+
     /// The offence times of `src` within the ban memory (published with its ban).
     pub(crate) fn offences_of(&self, src: &IpNet) -> Vec<DateTime<Utc>> {
         self.lock().offences.get(src).cloned().unwrap_or_default()
@@ -91,7 +163,7 @@ impl Bans {
 
 /// Sorts offence times and keeps one per millisecond: a ban's `since` travels with
 /// millisecond precision, its offence time with full precision, and they are one offence.
-fn same_offences_once(times: &mut Vec<DateTime<Utc>>) {
+pub(super) fn same_offences_once(times: &mut Vec<DateTime<Utc>>) {
     times.sort_unstable();
     times.dedup_by(|a, b| a.timestamp_millis() == b.timestamp_millis());
 }
@@ -103,64 +175,161 @@ impl Enforcement {
     }
 
     pub(super) fn publish_ban(&self, ban: &Ban) {
-        self.origins.forget(&ban.src);
+        self.origins.forget(&Subject::Address(ban.src));
         if let Some(sync) = self.sync.get() {
-            sync.banned(ban, self.bans.offences_of(&ban.src));
+            sync.banned(
+                SharedBan::Address(ban.clone()),
+                self.bans.offences_of(&ban.src),
+            );
         }
     }
 
-    pub(super) fn publish_unban(&self, src: IpNet) {
+    pub(super) fn publish_identity_ban(&self, ban: &IdentityBan) {
+        self.origins
+            .forget(&Subject::Identity(ban.identity.clone()));
         if let Some(sync) = self.sync.get() {
-            sync.unbanned(src);
+            sync.banned(
+                SharedBan::Identity(ban.clone()),
+                self.identities.offences_of(&ban.identity),
+            );
+        }
+    }
+
+    pub(super) fn publish_unban(&self, who: Subject) {
+        if let Some(sync) = self.sync.get() {
+            sync.unbanned(who);
+        }
+    }
+
+    /// Merges offence times learnt from the cluster into the history of `ban`'s subject.
+    pub(crate) fn merge_offences(
+        &self,
+        ban: &SharedBan,
+        times: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) {
+        match ban {
+            SharedBan::Address(b) => self.bans.merge_offences(b.src, times, now),
+            SharedBan::Identity(b) => {
+                let memory = self.bans.policy().memory;
+                self.identities
+                    .merge_offences(&b.identity, times, memory, now);
+            }
         }
     }
 
     /// Applies a ban made by replica `origin` (from Redis): logged as a `ban` with
     /// `"origin"`, never published again. `false` when it changed nothing.
-    pub(crate) fn apply_remote_ban(&self, ban: Ban, origin: &str) -> bool {
+    pub(crate) fn apply_remote_ban(&self, ban: SharedBan, origin: &str) -> bool {
         let now = Utc::now();
-        if !self.bans.apply_remote(ban.clone(), now) {
-            return false;
-        }
         let origin: Arc<str> = Arc::from(origin);
-        self.origins.set(ban.src, Some(origin.clone()));
-        let mut event = super::service::ban_event(&ban, false);
-        event.origin = Some(&origin);
-        self.log.write(now, &LogEvent::Ban(event));
+        match ban {
+            SharedBan::Address(ban) => {
+                if !self.bans.apply_remote(ban.clone(), now) {
+                    return false;
+                }
+                self.origins
+                    .set(Subject::Address(ban.src), Some(origin.clone()));
+                let mut event = super::service::ban_event(&ban, false);
+                event.origin = Some(&origin);
+                self.log.write(now, &LogEvent::Ban(event));
+            }
+            SharedBan::Identity(ban) => {
+                if !self.identities.apply_remote(ban.clone(), now) {
+                    return false;
+                }
+                self.origins.set(
+                    Subject::Identity(ban.identity.clone()),
+                    Some(origin.clone()),
+                );
+                let mut event = super::service::identity_event(&ban, false);
+                event.origin = Some(&origin);
+                self.log.write(now, &LogEvent::Ban(event));
+                self.identities_changed();
+            }
+        }
         self.changed();
         true
     }
 
-    /// Lifts the ban of `src` because another replica lifted it: logged as an `unban`
+    /// Lifts the ban of `who` because another replica lifted it: logged as an `unban`
     /// (`"ended": "admin"`). `false` when there was none.
-    pub(crate) fn apply_remote_unban(&self, src: &IpNet) -> bool {
+    pub(crate) fn apply_remote_unban(&self, who: &Subject) -> bool {
         let now = Utc::now();
-        let Some(ban) = self.bans.remove(src, now) else {
-            return false;
-        };
-        self.log_unban(now, &ban, Ended::Admin);
+        match who {
+            Subject::Address(src) => {
+                let Some(ban) = self.bans.remove(src, now) else {
+                    return false;
+                };
+                self.log_unban(now, &ban, Ended::Admin);
+            }
+            Subject::Identity(name) => {
+                let Some(mut ban) = self.identities.remove(name) else {
+                    return false;
+                };
+                ban.until = ban.until.min(now);
+                self.identity_unban_write(now, &ban, Ended::Admin);
+                self.identities_changed();
+            }
+        }
         self.changed();
         true
+    }
+
+    /// Whether `who` has a ban in this replica's tables.
+    pub(crate) fn holds(&self, who: &Subject) -> bool {
+        match who {
+            Subject::Address(src) => self.bans.holds(src),
+            Subject::Identity(name) => self.identities.holds(name),
+        }
     }
 
     /// The bans in force made by this replica (what a resync publishes), with their
     /// offence histories.
-    pub(crate) fn own_bans(&self, now: DateTime<Utc>) -> Vec<(Ban, Vec<DateTime<Utc>>)> {
-        self.bans
+    pub(crate) fn own_bans(&self, now: DateTime<Utc>) -> Vec<(SharedBan, Vec<DateTime<Utc>>)> {
+        let addresses = self
+            .bans
             .list()
             .into_iter()
-            .filter(|b| b.until > now && self.origins.of(&b.src).is_none())
+            .filter(|b| b.until > now && self.origins.of(&Subject::Address(b.src)).is_none())
             .map(|b| {
                 let times = self.bans.offences_of(&b.src);
-                (b, times)
+                (SharedBan::Address(b), times)
+            });
+        let identities = self
+            .identities
+            .list()
+            .into_iter()
+            .filter(|b| {
+                b.until > now
+                    && self
+                        .origins
+                        .of(&Subject::Identity(b.identity.clone()))
+                        .is_none()
             })
-            .collect()
+            .map(|b| {
+                let times = self.identities.offences_of(&b.identity);
+                (SharedBan::Identity(b), times)
+            });
+        addresses.chain(identities).collect()
     }
 
     /// The `unban` event of `ban`, naming the replica that made it when it was another one.
     pub(super) fn unban_event_write(&self, now: DateTime<Utc>, ban: &Ban, ended: Ended) {
-        let origin = self.origins.forget(&ban.src);
+        let origin = self.origins.forget(&Subject::Address(ban.src));
         let mut event = super::service::ban_event(ban, false);
+        event.origin = origin.as_deref();
+        self.log
+            .write(now, &LogEvent::Unban(UnbanEvent { ban: event, ended }));
+    }
+
+    /// The `unban` event of an identity ban, naming the replica that made it when it was
+    /// another one.
+    pub(super) fn identity_unban_write(&self, now: DateTime<Utc>, ban: &IdentityBan, ended: Ended) {
+        let origin = self
+            .origins
+            .forget(&Subject::Identity(ban.identity.clone()));
+        let mut event = super::service::identity_event(ban, false);
         event.origin = origin.as_deref();
         self.log
             .write(now, &LogEvent::Unban(UnbanEvent { ban: event, ended }));

@@ -24,10 +24,11 @@ use tokio::sync::Notify;
 
 use super::durable::{Flush, Persister};
 use super::identity::{IdentityBan, IdentityBans, IdentityOutcome};
+use super::remote::Subject;
 use super::{load_state, Ban, BanOutcome, Bans, EnforceError, LoadReport};
 use crate::config::Mode;
 use crate::proxy::refusal::Gate;
-use crate::telemetry::log_event::{BanEvent, BlockedEvent, Ended, LogEvent, UnbanEvent};
+use crate::telemetry::log_event::{BanEvent, BlockedEvent, Ended, LogEvent};
 use crate::telemetry::throttle::PerMinute;
 use crate::telemetry::{DetectionLog, Metrics};
 
@@ -49,7 +50,7 @@ pub(crate) struct Enforcement {
     /// response head are cut too, not only streaming ones.
     listeners: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
     /// Bans of identities (API key names).
-    identities: IdentityBans,
+    pub(super) identities: IdentityBans,
     /// One `blocked` event per banned identity per minute.
     identity_blocked: PerMinute<String>,
     /// Identity bans changed since they were last written to `state_dir`.
@@ -61,7 +62,7 @@ pub(crate) struct Enforcement {
 }
 
 /// The `ban` event fields of an identity ban.
-fn identity_event(ban: &IdentityBan, restored: bool) -> BanEvent<'_> {
+pub(super) fn identity_event(ban: &IdentityBan, restored: bool) -> BanEvent<'_> {
     BanEvent {
         src: None,
         identity: Some(&ban.identity),
@@ -266,7 +267,7 @@ impl Enforcement {
             return Ok(None);
         };
         self.log_unban(now, &ban, Ended::Admin);
-        self.publish_unban(ban.src);
+        self.publish_unban(Subject::Address(ban.src));
         self.changed();
         self.acknowledge().await?;
         Ok(Some(ban))
@@ -316,8 +317,9 @@ impl Enforcement {
                 self.log
                     .write(now, &LogEvent::Ban(identity_event(ban, false)));
             });
-        if matches!(outcome, IdentityOutcome::Banned(_)) {
-            self.identities_dirty.store(true, Ordering::Release);
+        if let IdentityOutcome::Banned(ban) = &outcome {
+            self.publish_identity_ban(ban);
+            self.identities_changed();
             self.changed();
         }
         outcome
@@ -334,7 +336,8 @@ impl Enforcement {
         let ban = self.identities.add_manual(identity, duration, reason, now);
         self.log
             .write(now, &LogEvent::Ban(identity_event(&ban, false)));
-        self.identities_dirty.store(true, Ordering::Release);
+        self.publish_identity_ban(&ban);
+        self.identities_changed();
         self.changed();
         self.save_identities().await?;
         Ok(ban)
@@ -350,15 +353,17 @@ impl Enforcement {
             return Ok(None);
         };
         ban.until = ban.until.min(now);
-        let event = UnbanEvent {
-            ban: identity_event(&ban, false),
-            ended: Ended::Admin,
-        };
-        self.log.write(now, &LogEvent::Unban(event));
-        self.identities_dirty.store(true, Ordering::Release);
+        self.identity_unban_write(now, &ban, Ended::Admin);
+        self.publish_unban(Subject::Identity(ban.identity.clone()));
+        self.identities_changed();
         self.changed();
         self.save_identities().await?;
         Ok(Some(ban))
+    }
+
+    /// The identity bans changed: written to `state_dir` by the next save.
+    pub(super) fn identities_changed(&self) {
+        self.identities_dirty.store(true, Ordering::Release);
     }
 
     /// Writes the identity bans to `state_dir` when they changed (off the runtime threads).
@@ -391,11 +396,7 @@ impl Enforcement {
         }
         let expired_identities = self.identities.expire(now);
         for ban in &expired_identities {
-            let event = UnbanEvent {
-                ban: identity_event(ban, false),
-                ended: Ended::Expired,
-            };
-            self.log.write(now, &LogEvent::Unban(event));
+            self.identity_unban_write(now, ban, Ended::Expired);
         }
         if !expired.is_empty() || !expired_identities.is_empty() {
             // Not journaled: a ban carries its end, and the loader drops ended bans.
