@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::header::HeaderValue;
+use http::uri::Authority;
 use ipnet::IpNet;
 use tower::ServiceBuilder;
 
@@ -244,7 +245,7 @@ impl Proxy {
             }))
             .layer(RewriteLayer::new(Target {
                 scheme: self.upstream.scheme.clone(),
-                authority: self.upstream.authority.clone(),
+                authority: Authority::from_static(upstream::POOL_AUTHORITY),
                 host,
                 forwarded_proto: HeaderValue::from_static(if self.tls.is_some() {
                     "https"

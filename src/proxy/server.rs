@@ -104,7 +104,7 @@ impl Proxy {
         };
         tokio::spawn(timer_anchor(self.timeouts.header_read));
         let worker = Arc::new(Worker {
-            stack: self.stack(upstream::client(&self.timeouts)),
+            stack: self.stack(upstream::client(&self.timeouts, &self.upstream)),
             proxy: self,
         });
         let mut builder = http1::Builder::new();

@@ -1,5 +1,6 @@
 //! Rewrite layer: the last touch before the wire. The request is pointed at the upstream
-//! (absolute URI, `Host` = the upstream's authority, which Ollama on loopback requires),
+//! (absolute URI for the pooled client, `Host` = the upstream's authority, which Ollama on
+//! loopback requires),
 //! hop-by-hop headers and `Expect` are removed (hyper already answered `100 Continue` to the
 //! client when the body is first read), `X-Forwarded-For` is *replaced* by the resolved client
 //! (Ollama's gin trusts any `X-Forwarded-For`), `X-Forwarded-Proto` says whether the client
@@ -28,7 +29,8 @@ use crate::proxy::headers;
 pub(crate) struct Target {
     /// `http`.
     pub(crate) scheme: Scheme,
-    /// `host:port` of the upstream.
+    /// The URI authority handed to the client: its pool key
+    /// ([`crate::proxy::upstream::POOL_AUTHORITY`]); the connector dials the upstream.
     pub(crate) authority: Authority,
     /// The same, as the `Host` header value.
     pub(crate) host: HeaderValue,
