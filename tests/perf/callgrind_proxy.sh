@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# CPU instructions per proxied request, counted by valgrind callgrind: repeatable on a busy
+# machine, unlike wall-clock figures.
+#
+#   tests/perf/callgrind_proxy.sh [N1] [N2]          (default 1000 and 5000 requests)
+#
+# Each target runs under callgrind twice, proxying N1 and then N2 keep-alive `GET /api/tags`
+# (one connection, a Python client outside valgrind) to a fast upstream (nginx serving a
+# static body); the difference of the two totals divided by N2 - N1 is the cost of one
+# request, start-up and shutdown cancelling out. Targets:
+#   guard          ollama-guard, default rules, one worker (GUARD_BIN=path, else the work tree)
+#   guard_cluster  the same with [cluster] against a local redis-server (when installed); it
+#                  includes the background sync task, which valgrind's slowness makes dearer
+#   nginx          nginx proxy_pass, keepalive upstream, one process (master_process off)
+# Only user-space instructions are counted: system calls are not (see strace -c for those).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+n1=${1:-1000}
+n2=${2:-5000}
+for tool in valgrind python3 curl; do
+  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is required" >&2; exit 1; }
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ -n "${GUARD_BIN:-}" ]; then bin=$GUARD_BIN; else cargo build --release --quiet; bin=target/release/ollama-guard; fi
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+printf '{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","size":2019393189}]}' >"$work/tags.json"
+chmod 644 "$work/tags.json"
+fast=$(free_port)
+cat >"$work/fast.conf" <<NGINX
+worker_processes 1; pid $work/fast.pid; error_log $work/fast-error.log warn;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$fast; default_type application/json; root $work;
+  location / { try_files /tags.json =404; } } }
+NGINX
+"$NGINX" -c "$work/fast.conf" -g 'daemon off;' & pids+=($!)
+
+cat >"$work/client.py" <<'PY'
+import http.client, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port)
+for _ in range(n):
+    c.request("GET", "/api/tags")
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit(f"status {r.status}")
+PY
+
+cluster_toml=
+if command -v redis-server >/dev/null; then
+  rp=$(free_port)
+  redis-server --port "$rp" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
+  printf '[cluster]\nredis_url = "redis://127.0.0.1:%s"\ninstance_id = "bench"\n' "$rp" >"$work/cluster.toml"
+  cluster_toml=$work/cluster.toml
+fi
+
+# run TARGET N: prints the total instruction count of the target's process.
+run() {
+  local target=$1 n=$2 p a out=$work/cg.out pid
+  p=$(free_port); a=$(free_port); rm -f "$out"
+  case $target in
+    guard|guard_cluster)
+      local extra=()
+      [ "$target" = guard_cluster ] && extra=(--config "$cluster_toml")
+      valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --listen "127.0.0.1:$p" \
+        --upstream "http://127.0.0.1:$fast" --admin-listen "127.0.0.1:$a" --workers 1 \
+        --detection-log /dev/null --log-level warn "${extra[@]}" 2>"$work/$target.err" &
+      pid=$! ;;
+    nginx)
+      cat >"$work/front.conf" <<NGINX
+master_process off; worker_processes 1; pid $work/front.pid; error_log $work/front-error.log warn;
+events { worker_connections 4096; }
+http { access_log off; upstream up { server 127.0.0.1:$fast; keepalive 256; }
+  server { listen 127.0.0.1:$p; location / { proxy_pass http://up; proxy_http_version 1.1;
+    proxy_set_header Connection ""; proxy_set_header Host 127.0.0.1:$fast;
+    proxy_set_header X-Forwarded-For \$remote_addr; proxy_buffering off; proxy_request_buffering off; } } }
+NGINX
+      valgrind --tool=callgrind --callgrind-out-file="$out" "$NGINX" -c "$work/front.conf" \
+        -g 'daemon off;' 2>"$work/nginx.err" &
+      pid=$! ;;
+  esac
+  for _ in $(seq 300); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.1; done
+  python3 "$work/client.py" "$p" "$n"
+  if [ "$target" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
+  wait "$pid" || true
+  awk '/^(summary|totals):/ {print $2; exit}' "$out"
+}
+
+targets=(guard nginx)
+[ -n "$cluster_toml" ] && targets=(guard guard_cluster nginx)
+printf '%-14s %14s %14s %12s\n' target "Ir @ $n1" "Ir @ $n2" "Ir/request"
+for t in "${targets[@]}"; do
+  a=$(run "$t" "$n1")
+  b=$(run "$t" "$n2")
+  printf '%-14s %14s %14s %12d\n' "$t" "$a" "$b" $(((b - a) / (n2 - n1)))
+done
