@@ -772,27 +772,27 @@ async fn a_sliding_volume_rule_merges_bytes_across_replicas() {
 
 /// Runs `ollama-guard ARGS` (off the runtime's threads): exit code and stdout.
 async fn guard_cli(args: &[&str]) -> (Option<i32>, String) {
-   let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-   tokio::task::spawn_blocking(move || {
-       let out = Command::new(env!("CARGO_BIN_EXE_ollama-guard"))
-           .args(&args)
-           .env_remove("OLLAMA_GUARD_ADMIN")
-           .env_remove("OLLAMA_GUARD_ADMIN_TOKEN")
-           .output()
-           .unwrap();
-       (
-           out.status.code(),
-           String::from_utf8_lossy(&out.stdout).into_owned(),
-       )
-   })
-   .await
-   .unwrap()
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_ollama-guard"))
+            .args(&args)
+            .env_remove("OLLAMA_GUARD_ADMIN")
+            .env_remove("OLLAMA_GUARD_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
 }
 
 /// The config of replica `id`: block mode, `rules`, `[auth] mode = "required"` with the key
 /// file in `keys`, `[cluster]` on `url`.
 fn keyed_file(url: &str, keys: &std::path::Path, id: &str, rules: &str) -> String {
-   format!(
+    format!(
        "mode = \"block\"\n{rules}\n[auth]\nmode = \"required\"\nkeys_file = \"{}\"\n[cluster]\nredis_url = \"{url}\"\ninstance_id = \"{id}\"\nsync_interval = \"100ms\"\n",
        keys.join("keys.json").display()
    )
@@ -803,317 +803,317 @@ fn keyed_file(url: &str, keys: &std::path::Path, id: &str, rules: &str) -> Strin
 /// and `bob`; `rules` adds TOML. Returns the replicas, the key directory (kept alive) and
 /// the two `Authorization` values.
 async fn keyed_replicas(url: &str, n: usize, rules: &str) -> (Vec<Stack>, TempDir, String, String) {
-   let keys = tempfile::tempdir().unwrap();
-   let file = |id: &str| keyed_file(url, keys.path(), id, rules);
-   let first = stack_with(ServeArgs::default(), &file("guard-a")).await;
-   let mut auth = Vec::new();
-   for name in ["alice", "bob"] {
-       let r = admin(
-           &first,
-           Method::POST,
-           "/api/keys",
-           &format!(r#"{{"name":"{name}","role":"user"}}"#),
-           None,
-       )
-       .await;
-       assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-       let v: Value = serde_json::from_slice(&r.body).unwrap();
-       auth.push(format!("Bearer {}", v["key"].as_str().unwrap()));
-   }
-   let mut out = vec![first];
-   for i in 1..n {
-       let id = format!("guard-{}", (b'a' + u8::try_from(i).unwrap()) as char);
-       out.push(stack_with(ServeArgs::default(), &file(&id)).await);
-   }
-   for s in &out {
-       assert_eq!(
-           metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
-           1.0
-       );
-   }
-   let bob = auth.pop().unwrap();
-   let alice = auth.pop().unwrap();
-   (out, keys, alice, bob)
+    let keys = tempfile::tempdir().unwrap();
+    let file = |id: &str| keyed_file(url, keys.path(), id, rules);
+    let first = stack_with(ServeArgs::default(), &file("guard-a")).await;
+    let mut auth = Vec::new();
+    for name in ["alice", "bob"] {
+        let r = admin(
+            &first,
+            Method::POST,
+            "/api/keys",
+            &format!(r#"{{"name":"{name}","role":"user"}}"#),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        auth.push(format!("Bearer {}", v["key"].as_str().unwrap()));
+    }
+    let mut out = vec![first];
+    for i in 1..n {
+        let id = format!("guard-{}", (b'a' + u8::try_from(i).unwrap()) as char);
+        out.push(stack_with(ServeArgs::default(), &file(&id)).await);
+    }
+    for s in &out {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+            1.0
+        );
+    }
+    let bob = auth.pop().unwrap();
+    let alice = auth.pop().unwrap();
+    (out, keys, alice, bob)
 }
 
 /// The status of `GET /api/tags` on `s` from `who` with the `Authorization` value `auth`.
 async fn tags_status(s: &Stack, who: &str, auth: &str) -> StatusCode {
-   call(
-       &client_from(who),
-       Method::GET,
-       &format!("{}/api/tags", s.proxy),
-       &[("authorization", auth)],
-   )
-   .await
-   .status
+    call(
+        &client_from(who),
+        Method::GET,
+        &format!("{}/api/tags", s.proxy),
+        &[("authorization", auth)],
+    )
+    .await
+    .status
 }
 
 /// Whether `s` answers `want` to `auth` from `who` within 1 s.
 async fn key_gets_within_1s(s: &Stack, who: &str, auth: &str, want: StatusCode) -> bool {
-   for _ in 0..50 {
-       if tags_status(s, who, auth).await == want {
-           return true;
-       }
-       tokio::time::sleep(Duration::from_millis(20)).await;
-   }
-   false
+    for _ in 0..50 {
+        if tags_status(s, who, auth).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
 }
 
 /// The `ban` and `unban` lines of `s`'s detection log: (event, identity, origin, offence or
 /// ended, rule).
 fn identity_changes(s: &Stack) -> Vec<(String, String, String, String, String)> {
-   let text = |v: &Value| {
-       v.as_str()
-           .map(str::to_owned)
-           .unwrap_or_else(|| v.to_string())
-   };
-   events(&s.detection_log())
-       .iter()
-       .filter(|e| e["event"] == "ban" || e["event"] == "unban")
-       .map(|e| {
-           assert!(
-               e.get("src").is_none(),
-               "an identity ban names no address: {e}"
-           );
-           let detail = if e["event"] == "ban" {
-               e["offence"].to_string()
-           } else {
-               text(&e["ended"])
-           };
-           (
-               text(&e["event"]),
-               text(&e["identity"]),
-               text(&e["origin"]),
-               detail,
-               text(&e["rule"]),
-           )
-       })
-       .collect()
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    events(&s.detection_log())
+        .iter()
+        .filter(|e| e["event"] == "ban" || e["event"] == "unban")
+        .map(|e| {
+            assert!(
+                e.get("src").is_none(),
+                "an identity ban names no address: {e}"
+            );
+            let detail = if e["event"] == "ban" {
+                e["offence"].to_string()
+            } else {
+                text(&e["ended"])
+            };
+            (
+                text(&e["event"]),
+                text(&e["identity"]),
+                text(&e["origin"]),
+                detail,
+                text(&e["rule"]),
+            )
+        })
+        .collect()
 }
 
 /// One rule that never fires: no built-in rule counts the polling of the identity tests.
 const QUIET: &str = "[[rule]]\nname = \"quiet\"\npaths = [\"/api/delete\"]\nthreshold = 1000\n";
 
 fn change(
-   event: &str,
-   origin: &str,
-   detail: &str,
-   rule: &str,
+    event: &str,
+    origin: &str,
+    detail: &str,
+    rule: &str,
 ) -> (String, String, String, String, String) {
-   (
-       event.to_owned(),
-       "alice".to_owned(),
-       origin.to_owned(),
-       detail.to_owned(),
-       rule.to_owned(),
-   )
+    (
+        event.to_owned(),
+        "alice".to_owned(),
+        origin.to_owned(),
+        detail.to_owned(),
+        rule.to_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_ban_and_unban_through_one_replica_apply_on_the_others_and_escalate() {
-   let redis = Redis::start(None);
-   let (stacks, _keys, alice, bob) = keyed_replicas(&redis.url(), 3, QUIET).await;
-   let nat = "127.0.0.60";
-   for s in &stacks {
-       assert_eq!(tags_status(s, nat, &alice).await, StatusCode::OK);
-   }
-   let r = admin(
-       &stacks[0],
-       Method::POST,
-       "/api/bans",
-       r#"{"src":"identity:alice","duration":"10m","reason":"leaked key"}"#,
-       None,
-   )
-   .await;
-   assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-   // Refused on B and C within 1 s; bob, behind the same address, is still served.
-   for s in &stacks[1..] {
-       assert!(key_gets_within_1s(s, nat, &alice, StatusCode::FORBIDDEN).await);
-       assert_eq!(tags_status(s, nat, &bob).await, StatusCode::OK);
-   }
-   // Listed alike on every replica (the CLI reads the same API).
-   let lists = futures_list(&stacks).await;
-   assert_eq!(lists[0], lists[1]);
-   assert_eq!(lists[1], lists[2]);
-   let list = lists[2].as_array().unwrap();
-   assert_eq!(list.len(), 1, "{list:?}");
-   assert_eq!(list[0]["identity"], "alice");
-   assert_eq!(list[0]["reason"], "leaked key");
-   assert_eq!(list[0]["offence"], 1);
-   // Lifted through C's `bans` command: served again on A and B within 1 s.
-   let (code, out) = guard_cli(&[
-       "bans",
-       "remove",
-       "identity:alice",
-       "--admin",
-       &stacks[2].admin,
-   ])
-   .await;
-   assert_eq!((code, out.as_str()), (Some(0), "unbanned identity:alice\n"));
-   for s in &stacks[..2] {
-       assert!(key_gets_within_1s(s, nat, &alice, StatusCode::OK).await);
-   }
-   for s in &stacks {
-       let r = admin(s, Method::GET, "/api/bans", "", None).await;
-       assert_eq!(r.text(), "[]");
-   }
-   // A second ban, through B, is alice's offence 2 there: A's ban counted cluster-wide.
-   let r = admin(
-       &stacks[1],
-       Method::POST,
-       "/api/bans",
-       r#"{"src":"identity:alice","duration":"10m","reason":"again"}"#,
-       None,
-   )
-   .await;
-   assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-   let body: Value = serde_json::from_slice(&r.body).unwrap();
-   assert_eq!(body["offence"], 2, "{body}");
-   assert!(key_gets_within_1s(&stacks[0], nat, &alice, StatusCode::FORBIDDEN).await);
-   assert!(key_gets_within_1s(&stacks[2], nat, &alice, StatusCode::FORBIDDEN).await);
-   wait_all(&stacks, |ev| {
-       ev.iter()
-           .filter(|e| e["event"] == "ban" && e["offence"] == 2)
-           .count()
-           == 3
-   })
-   .await;
-   let none = "null";
-   assert_eq!(
-       identity_changes(&stacks[0]),
-       [
-           change("ban", none, "1", "admin"),
-           change("unban", none, "admin", "admin"),
-           change("ban", "guard-b", "2", "admin"),
-       ]
-   );
-   assert_eq!(
-       identity_changes(&stacks[1]),
-       [
-           change("ban", "guard-a", "1", "admin"),
-           change("unban", "guard-a", "admin", "admin"),
-           change("ban", none, "2", "admin"),
-       ]
-   );
-   assert_eq!(
-       identity_changes(&stacks[2]),
-       [
-           change("ban", "guard-a", "1", "admin"),
-           change("unban", "guard-a", "admin", "admin"),
-           change("ban", "guard-b", "2", "admin"),
-       ]
-   );
-   for s in &stacks {
-       assert_detection_log_valid(&s.detection_log());
-   }
+    let redis = Redis::start(None);
+    let (stacks, _keys, alice, bob) = keyed_replicas(&redis.url(), 3, QUIET).await;
+    let nat = "127.0.0.60";
+    for s in &stacks {
+        assert_eq!(tags_status(s, nat, &alice).await, StatusCode::OK);
+    }
+    let r = admin(
+        &stacks[0],
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"identity:alice","duration":"10m","reason":"leaked key"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    // Refused on B and C within 1 s; bob, behind the same address, is still served.
+    for s in &stacks[1..] {
+        assert!(key_gets_within_1s(s, nat, &alice, StatusCode::FORBIDDEN).await);
+        assert_eq!(tags_status(s, nat, &bob).await, StatusCode::OK);
+    }
+    // Listed alike on every replica (the CLI reads the same API).
+    let lists = futures_list(&stacks).await;
+    assert_eq!(lists[0], lists[1]);
+    assert_eq!(lists[1], lists[2]);
+    let list = lists[2].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["identity"], "alice");
+    assert_eq!(list[0]["reason"], "leaked key");
+    assert_eq!(list[0]["offence"], 1);
+    // Lifted through C's `bans` command: served again on A and B within 1 s.
+    let (code, out) = guard_cli(&[
+        "bans",
+        "remove",
+        "identity:alice",
+        "--admin",
+        &stacks[2].admin,
+    ])
+    .await;
+    assert_eq!((code, out.as_str()), (Some(0), "unbanned identity:alice\n"));
+    for s in &stacks[..2] {
+        assert!(key_gets_within_1s(s, nat, &alice, StatusCode::OK).await);
+    }
+    for s in &stacks {
+        let r = admin(s, Method::GET, "/api/bans", "", None).await;
+        assert_eq!(r.text(), "[]");
+    }
+    // A second ban, through B, is alice's offence 2 there: A's ban counted cluster-wide.
+    let r = admin(
+        &stacks[1],
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"identity:alice","duration":"10m","reason":"again"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["offence"], 2, "{body}");
+    assert!(key_gets_within_1s(&stacks[0], nat, &alice, StatusCode::FORBIDDEN).await);
+    assert!(key_gets_within_1s(&stacks[2], nat, &alice, StatusCode::FORBIDDEN).await);
+    wait_all(&stacks, |ev| {
+        ev.iter()
+            .filter(|e| e["event"] == "ban" && e["offence"] == 2)
+            .count()
+            == 3
+    })
+    .await;
+    let none = "null";
+    assert_eq!(
+        identity_changes(&stacks[0]),
+        [
+            change("ban", none, "1", "admin"),
+            change("unban", none, "admin", "admin"),
+            change("ban", "guard-b", "2", "admin"),
+        ]
+    );
+    assert_eq!(
+        identity_changes(&stacks[1]),
+        [
+            change("ban", "guard-a", "1", "admin"),
+            change("unban", "guard-a", "admin", "admin"),
+            change("ban", none, "2", "admin"),
+        ]
+    );
+    assert_eq!(
+        identity_changes(&stacks[2]),
+        [
+            change("ban", "guard-a", "1", "admin"),
+            change("unban", "guard-a", "admin", "admin"),
+            change("ban", "guard-b", "2", "admin"),
+        ]
+    );
+    for s in &stacks {
+        assert_detection_log_valid(&s.detection_log());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_ban_made_by_a_rule_on_one_replica_applies_on_the_others() {
-   let redis = Redis::start(None);
-   let rule = "[[rule]]\nname = \"per_key_show\"\npaths = [\"/api/show\"]\ngroup_by = \"identity\"\nwindow_kind = \"sliding\"\nthreshold = 3\n";
-   let (stacks, _keys, alice, bob) = keyed_replicas(&redis.url(), 3, rule).await;
-   let nat = client_from("127.0.0.61");
-   let show = format!("{}/api/show", stacks[0].proxy);
-   // On A, from one address: alice 3 (the threshold), bob 1.
-   for who in [&alice, &bob, &alice, &alice] {
-       let r = call(&nat, Method::POST, &show, &[("authorization", who)]).await;
-       assert_eq!(r.status, StatusCode::OK);
-   }
-   wait_events(&stacks[0].detection_log(), |e| {
-       e.iter().any(|v| v["event"] == "ban")
-   })
-   .await;
-   for s in &stacks[1..] {
-       assert!(key_gets_within_1s(s, "127.0.0.61", &alice, StatusCode::FORBIDDEN).await);
-       assert_eq!(tags_status(s, "127.0.0.61", &bob).await, StatusCode::OK);
-       let r = admin(s, Method::GET, "/api/bans", "", None).await;
-       let v: Value = serde_json::from_slice(&r.body).unwrap();
-       assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
-       assert_eq!(v[0]["identity"], "alice");
-       assert_eq!(v[0]["rule"], "per_key_show");
-   }
-   let detections = all_events(&stacks, "detection");
-   assert_eq!(detections.len(), 1, "{detections:#?}");
-   assert_eq!(detections[0]["identity"], "alice");
-   assert_eq!(detections[0]["count"], 3);
-   assert_eq!(
-       identity_changes(&stacks[0]),
-       [change("ban", "null", "1", "per_key_show")]
-   );
-   for s in &stacks[1..] {
-       assert_eq!(
-           identity_changes(s),
-           [change("ban", "guard-a", "1", "per_key_show")]
-       );
-       assert_detection_log_valid(&s.detection_log());
-   }
+    let redis = Redis::start(None);
+    let rule = "[[rule]]\nname = \"per_key_show\"\npaths = [\"/api/show\"]\ngroup_by = \"identity\"\nwindow_kind = \"sliding\"\nthreshold = 3\n";
+    let (stacks, _keys, alice, bob) = keyed_replicas(&redis.url(), 3, rule).await;
+    let nat = client_from("127.0.0.61");
+    let show = format!("{}/api/show", stacks[0].proxy);
+    // On A, from one address: alice 3 (the threshold), bob 1.
+    for who in [&alice, &bob, &alice, &alice] {
+        let r = call(&nat, Method::POST, &show, &[("authorization", who)]).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    wait_events(&stacks[0].detection_log(), |e| {
+        e.iter().any(|v| v["event"] == "ban")
+    })
+    .await;
+    for s in &stacks[1..] {
+        assert!(key_gets_within_1s(s, "127.0.0.61", &alice, StatusCode::FORBIDDEN).await);
+        assert_eq!(tags_status(s, "127.0.0.61", &bob).await, StatusCode::OK);
+        let r = admin(s, Method::GET, "/api/bans", "", None).await;
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v[0]["identity"], "alice");
+        assert_eq!(v[0]["rule"], "per_key_show");
+    }
+    let detections = all_events(&stacks, "detection");
+    assert_eq!(detections.len(), 1, "{detections:#?}");
+    assert_eq!(detections[0]["identity"], "alice");
+    assert_eq!(detections[0]["count"], 3);
+    assert_eq!(
+        identity_changes(&stacks[0]),
+        [change("ban", "null", "1", "per_key_show")]
+    );
+    for s in &stacks[1..] {
+        assert_eq!(
+            identity_changes(s),
+            [change("ban", "guard-a", "1", "per_key_show")]
+        );
+        assert_detection_log_valid(&s.detection_log());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_ban_made_during_an_outage_is_published_on_reconnect_and_a_new_replica_takes_it(
 ) {
-   let mut redis = Redis::start(None);
-   let (stacks, keys, alice, bob) = keyed_replicas(&redis.url(), 2, QUIET).await;
-   let nat = "127.0.0.62";
-   redis.kill();
-   for s in &stacks {
-       assert_eq!(
-           metric_eventually(&s.admin, "ollama_guard_cluster_connected", 0.0).await,
-           0.0
-       );
-   }
-   // Local mode: the ban holds on A at once, B cannot know of it yet.
-   let r = admin(
-       &stacks[0],
-       Method::POST,
-       "/api/bans",
-       r#"{"src":"identity:alice","duration":"10m","reason":"outage"}"#,
-       None,
-   )
-   .await;
-   assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-   assert_eq!(
-       tags_status(&stacks[0], nat, &alice).await,
-       StatusCode::FORBIDDEN
-   );
-   assert_eq!(tags_status(&stacks[1], nat, &alice).await, StatusCode::OK);
-   redis.spawn();
-   for s in &stacks {
-       // Backoff is at most 5 s.
-       for _ in 0..4 {
-           if metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await == 1.0 {
-               break;
-           }
-       }
-       assert_eq!(
-           metric(&s.admin, "ollama_guard_cluster_connected").await,
-           1.0
-       );
-   }
-   assert!(key_gets_within_1s(&stacks[1], nat, &alice, StatusCode::FORBIDDEN).await);
-   assert_eq!(tags_status(&stacks[1], nat, &bob).await, StatusCode::OK);
-   // A replica that starts now takes the ban from Redis before it reports connected.
-   let c = stack_with(
-       ServeArgs::default(),
-       &keyed_file(&redis.url(), keys.path(), "guard-c", QUIET),
-   )
-   .await;
-   assert_eq!(
-       metric_eventually(&c.admin, "ollama_guard_cluster_connected", 1.0).await,
-       1.0
-   );
-   assert_eq!(tags_status(&c, nat, &alice).await, StatusCode::FORBIDDEN);
-   assert_eq!(tags_status(&c, nat, &bob).await, StatusCode::OK);
-   for s in [&stacks[1], &c] {
-       let ev = wait_events(&s.detection_log(), |e| {
-           e.iter().any(|v| v["event"] == "ban")
-       })
-       .await;
-       let bans: Vec<&Value> = ev.iter().filter(|v| v["event"] == "ban").collect();
-       assert_eq!(bans.len(), 1, "{bans:#?}");
-       assert_eq!(bans[0]["identity"], "alice");
-       assert_eq!(bans[0]["origin"], "guard-a");
-       assert_eq!(bans[0]["reason"], "outage");
-   }
+    let mut redis = Redis::start(None);
+    let (stacks, keys, alice, bob) = keyed_replicas(&redis.url(), 2, QUIET).await;
+    let nat = "127.0.0.62";
+    redis.kill();
+    for s in &stacks {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 0.0).await,
+            0.0
+        );
+    }
+    // Local mode: the ban holds on A at once, B cannot know of it yet.
+    let r = admin(
+        &stacks[0],
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"identity:alice","duration":"10m","reason":"outage"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(
+        tags_status(&stacks[0], nat, &alice).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(tags_status(&stacks[1], nat, &alice).await, StatusCode::OK);
+    redis.spawn();
+    for s in &stacks {
+        // Backoff is at most 5 s.
+        for _ in 0..4 {
+            if metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await == 1.0 {
+                break;
+            }
+        }
+        assert_eq!(
+            metric(&s.admin, "ollama_guard_cluster_connected").await,
+            1.0
+        );
+    }
+    assert!(key_gets_within_1s(&stacks[1], nat, &alice, StatusCode::FORBIDDEN).await);
+    assert_eq!(tags_status(&stacks[1], nat, &bob).await, StatusCode::OK);
+    // A replica that starts now takes the ban from Redis before it reports connected.
+    let c = stack_with(
+        ServeArgs::default(),
+        &keyed_file(&redis.url(), keys.path(), "guard-c", QUIET),
+    )
+    .await;
+    assert_eq!(
+        metric_eventually(&c.admin, "ollama_guard_cluster_connected", 1.0).await,
+        1.0
+    );
+    assert_eq!(tags_status(&c, nat, &alice).await, StatusCode::FORBIDDEN);
+    assert_eq!(tags_status(&c, nat, &bob).await, StatusCode::OK);
+    for s in [&stacks[1], &c] {
+        let ev = wait_events(&s.detection_log(), |e| {
+            e.iter().any(|v| v["event"] == "ban")
+        })
+        .await;
+        let bans: Vec<&Value> = ev.iter().filter(|v| v["event"] == "ban").collect();
+        assert_eq!(bans.len(), 1, "{bans:#?}");
+        assert_eq!(bans[0]["identity"], "alice");
+        assert_eq!(bans[0]["origin"], "guard-a");
+        assert_eq!(bans[0]["reason"], "outage");
+    }
 }
