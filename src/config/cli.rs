@@ -213,8 +213,8 @@ pub struct ScanArgs {
     /// Output format: jsonl | table | csv [default: jsonl unless stdout is a terminal]
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
-    /// Threads for parsing lines, sorting and writing rows (1 = one thread; the detection
-    /// engine always runs on one) [default: the available CPUs]
+    /// Threads for parsing lines, the detection engine (split by source, for files) and
+    /// sorting and writing rows (1 = one thread) [default: the available CPUs]
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Log files (`-` or none = stdin; `.gz` is decompressed)

@@ -117,6 +117,9 @@ pub(crate) struct Engine {
     pub(super) evicting: Mutex<()>,
     /// `[cluster]`: the deltas of tumbling and sliding counts, when counters are shared.
     pub(super) shared: std::sync::OnceLock<Arc<super::shared::Deltas>>,
+    /// `scan`: `observe` builds only the events that become rows (tumbling summaries,
+    /// sliding detections), see [`Engine::rows_only`].
+    pub(super) rows_only: bool,
 }
 
 /// Up to two events per rule and request (a summary of the old window, then a detection).
@@ -163,7 +166,17 @@ impl Engine {
             out_of_range: AtomicU64::new(0),
             evicting: Mutex::new(()),
             shared: std::sync::OnceLock::new(),
+            rows_only: false,
         })
+    }
+
+    /// For `scan`, which reports tumbling windows by their summary and sliding ones by their
+    /// detection: `observe` no longer builds the other events (a tumbling rule of threshold
+    /// 1 would build a detection for every new key, only for it to be dropped), and `tick`
+    /// and `finish` leave their events in map order (`scan` sorts its rows).
+    pub(crate) fn rows_only(mut self) -> Engine {
+        self.rows_only = true;
+        self
     }
 
     /// The rules, in index order (for metric label tables and `check-config`).
@@ -251,6 +264,11 @@ impl Engine {
                 }
                 WindowKind::Sliding => self.count_sliding(&self.sliding, rule, key, rec, out),
             };
+            if self.rows_only {
+                // pending[0] is a summary, pending[1] a detection.
+                let unused = usize::from(rule.window_kind == WindowKind::Tumbling);
+                pending[unused] = None;
+            }
             if pending.iter().all(Option::is_none) {
                 continue; // the common case: no event, no allocation
             }

@@ -15,6 +15,10 @@ pub(crate) struct Glob {
     pattern: Box<str>,
     /// `"*"` alone: every path, without running the matcher.
     any: bool,
+    /// Without wildcards, or with one `*` at the very end: the pattern up to that star,
+    /// with whether it must be the whole path (no star) or a prefix. Matched by a plain
+    /// comparison (rules list such paths, and every request is matched against them).
+    plain: Option<(usize, bool)>,
 }
 
 /// Why a pattern was refused (shown after the key name in a config error).
@@ -43,9 +47,13 @@ impl Glob {
         if let Some(c) = pattern.chars().find(|c| matches!(c, '[' | ']' | '{' | '}')) {
             return Err(GlobError::Unsupported(pattern.to_owned(), c));
         }
+        let body = pattern.strip_suffix('*').unwrap_or(pattern);
+        let plain =
+            (!body.contains(['*', '?'])).then_some((body.len(), body.len() == pattern.len()));
         Ok(Glob {
             any: pattern.bytes().all(|b| b == b'*'),
             pattern: pattern.into(),
+            plain,
         })
     }
 
@@ -61,6 +69,14 @@ impl Glob {
     pub(crate) fn matches(&self, path: &str) -> bool {
         if self.any {
             return true;
+        }
+        if let Some((len, whole)) = self.plain {
+            let body = &self.pattern.as_bytes()[..len];
+            return if whole {
+                path.as_bytes() == body
+            } else {
+                path.as_bytes().starts_with(body)
+            };
         }
         let (p, t) = (self.pattern.as_bytes(), path.as_bytes());
         let (mut pi, mut ti) = (0usize, 0usize);

@@ -39,7 +39,11 @@ impl Engine {
         removed += self.tick_sliding(&self.sliding, now, out);
         removed += self.tick_sliding(&self.sliding_bytes, now, out);
         self.keys.fetch_sub(removed, Ordering::Relaxed);
-        sort_events(&mut out[first..]);
+        // `scan` sorts its rows itself (one per key and batch, so the order within a batch
+        // cannot show).
+        if !self.rows_only {
+            sort_events(&mut out[first..]);
+        }
     }
 
     /// [`Engine::tick`] for one sliding map; returns the keys forgotten.
@@ -85,7 +89,11 @@ impl Engine {
         removed += self.evict_sliding(&self.sliding, &mut |_| true, out);
         removed += self.evict_sliding(&self.sliding_bytes, &mut |_| true, out);
         self.keys.fetch_sub(removed, Ordering::Relaxed);
-        sort_events(&mut out[first..]);
+        // `scan` sorts its rows itself (one per key and batch, so the order within a batch
+        // cannot show).
+        if !self.rows_only {
+            sort_events(&mut out[first..]);
+        }
     }
 
     /// Approximate bytes held by the counter maps and the path table: each map's buckets

@@ -14,7 +14,7 @@ use super::source::SourceKey;
 /// The hash is held as two `u32` halves so the key is 28 bytes aligned to 4 rather than 32
 /// aligned to 8: the 44-byte sliding state then packs into a 72-byte entry. (A tumbling
 /// entry is 64 bytes either way, its state being 8-aligned.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WindowKey {
     path: [u32; 2],
     pub(crate) src: SourceKey,
@@ -43,6 +43,18 @@ impl WindowKey {
     /// The same source and path under another rule index (hot reload).
     pub(crate) fn with_rule(self, rule: u16) -> WindowKey {
         WindowKey { rule, ..self }
+    }
+}
+
+/// Four words instead of the derived field-by-field (and byte-slice) hashing: the hash is
+/// a large share of a map lookup, and the engine looks up one key per rule and request.
+impl std::hash::Hash for WindowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let [lo, hi, tail] = self.src.words();
+        state.write_u64(self.path());
+        state.write_u64(lo);
+        state.write_u64(hi);
+        state.write_u64(tail | u64::from(self.rule) << 32);
     }
 }
 

@@ -6,6 +6,7 @@
 //! `\a \b \f \n \r \t \v` for those controls, `\xNN` for other ASCII controls, DEL and every
 //! byte that is not valid UTF-8, `\uNNNN` / `\UNNNNNNNN` for other non-printable runes.
 
+use std::borrow::Cow;
 use std::sync::LazyLock;
 
 const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
@@ -104,9 +105,10 @@ pub(super) fn is_go_print(c: char) -> bool {
 /// `strconv.Unquote` does; `None` for an escape Go rejects (`\q`, `\x4`, `\400`, `\'`...).
 /// The caller has already found the closing quote, so `inner` holds no unescaped `"`.
 /// Escapes that yield invalid UTF-8 (`\xff`) become U+FFFD.
-pub(super) fn go_unquote(inner: &str) -> Option<String> {
+/// Borrows `inner` when it holds no escape (the common case: no allocation).
+pub(super) fn go_unquote(inner: &str) -> Option<Cow<'_, str>> {
     if !inner.contains('\\') {
-        return Some(inner.to_owned());
+        return Some(Cow::Borrowed(inner));
     }
     let mut buf: Vec<u8> = Vec::with_capacity(inner.len());
     let mut rest = inner.as_bytes();
@@ -115,10 +117,10 @@ pub(super) fn go_unquote(inner: &str) -> Option<String> {
         rest = unescape(&rest[pos + 1..], &mut buf)?;
     }
     buf.extend_from_slice(rest);
-    Some(match String::from_utf8(buf) {
+    Some(Cow::Owned(match String::from_utf8(buf) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    }))
 }
 
 /// Decodes one escape (the text after its backslash) into `buf`; returns what follows it.

@@ -51,13 +51,16 @@ pub(crate) fn normalize(raw_target: &str) -> (Cow<'static, str>, Route) {
 /// would turn a logged `/api/%73how` (a request for `/api/%2573how`, 404 in Ollama) into
 /// `/api/show`. A `?` that gin logged inside the path (decoded from `%3F`) cannot be told
 /// from the query separator; it is taken as the separator.
+///
+/// A known route is a borrowed static text, also with a query (`/api/tags?refresh=1`): no
+/// allocation for the lines `scan` reads most.
 pub(crate) fn normalize_logged(logged: &str) -> (Cow<'static, str>, Route) {
-    let route = Route::classify(logged);
-    if let Some(fixed) = route.fixed_path() {
-        return (Cow::Borrowed(fixed), route);
-    }
     let path = logged.split_once('?').map_or(logged, |(p, _)| p);
-    classified(path.to_owned())
+    let route = Route::classify(path);
+    match route.fixed_path() {
+        Some(fixed) => (Cow::Borrowed(fixed), route),
+        None => (Cow::Owned(path.to_owned()), route),
+    }
 }
 
 fn classified(path: String) -> (Cow<'static, str>, Route) {

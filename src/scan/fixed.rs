@@ -37,20 +37,10 @@ use crate::route;
 /// How much log time passes between engine ticks.
 pub(super) const TICK_STEP_SECS: i64 = 60;
 
-/// The engine-driven scanner.
+/// The engine-driven scanner: the log's clock and the engine, on one thread.
 pub(super) struct FixedScan {
-    engine: Engine,
-    /// Window kind per rule, in engine order (events name their rule).
-    kinds: Vec<(std::sync::Arc<str>, WindowKind)>,
-    zone: ZoneResolver,
-    events: Vec<Event>,
-    rows: Vec<Row>,
-    /// The largest rule window, in seconds.
-    max_window: i64,
-    /// Records before this epoch second are late (the last tick point).
-    watermark: i64,
-    /// The newest record time seen.
-    newest: i64,
+    clock: Clock,
+    counting: Counting,
 }
 
 impl FixedScan {
@@ -60,25 +50,160 @@ impl FixedScan {
         options: EngineOptions,
         zone: LogZone,
     ) -> Result<FixedScan, EngineError> {
-        let kinds = rules
-            .iter()
-            .map(|r| (r.name().clone(), r.window_kind()))
-            .collect();
+        Ok(FixedScan {
+            clock: Clock::new(&rules, zone),
+            counting: Counting::new(rules, options)?,
+        })
+    }
+}
+
+/// What the clock decided for one line, for the engine to carry out in this order.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Step {
+    /// A time break: close every window first.
+    pub(super) time_break: bool,
+    /// Then tick the engine at this time.
+    pub(super) tick: Option<DateTime<Utc>>,
+    /// Then count the record, completed at this time.
+    pub(super) at: DateTime<Utc>,
+}
+
+/// The order-dependent part of the default mode: the zone conversion (a repeated DST hour
+/// is read relative to the previous line), the log-time watermark, ticks and time breaks.
+/// It sees every line; the engine work it schedules is per key, so it can be split by
+/// source ([`super::shard`]).
+#[derive(Debug)]
+pub(super) struct Clock {
+    zone: ZoneResolver,
+    /// The largest rule window, in seconds.
+    max_window: i64,
+    /// Records before this epoch second are late (the last tick point).
+    watermark: i64,
+    /// The newest record time seen.
+    newest: i64,
+}
+
+impl Clock {
+    pub(super) fn new(rules: &[Rule], zone: LogZone) -> Clock {
         let max_window = rules
             .iter()
             .map(|r| i64::try_from(r.window().as_secs()).unwrap_or(i64::MAX))
             .max()
             .unwrap_or(0);
-        Ok(FixedScan {
-            engine: Engine::new(rules, options)?,
-            kinds,
+        Clock {
             zone: zone.resolver(),
-            events: Vec::new(),
-            rows: Vec::new(),
             max_window,
             watermark: i64::MIN,
             newest: i64::MIN,
+        }
+    }
+
+    /// The steps for a line of local time `local`, in log order; `None` (counted as
+    /// skipped) when its time is outside what the engine holds.
+    pub(super) fn step(&mut self, local: NaiveDateTime, counters: &mut Counters) -> Option<Step> {
+        let at = self.zone.utc_of(local);
+        let t = at.timestamp();
+        if !SUPPORTED_EPOCH_SECS.contains(&t) {
+            counters.skip(Skip::TimeOutOfRange);
+            return None;
+        }
+        counters.lines_parsed += 1;
+        let time_break = t < self.watermark;
+        if time_break {
+            // Forget the log's time, so this record restarts the watermark.
+            self.watermark = i64::MIN;
+            self.newest = i64::MIN;
+            counters.time_breaks += 1;
+        }
+        Some(Step {
+            time_break,
+            tick: self.advance(t),
+            at,
         })
+    }
+
+    /// Moves the tick point when the log's time has moved far enough: the time to tick at.
+    fn advance(&mut self, t: i64) -> Option<DateTime<Utc>> {
+        if t <= self.newest {
+            return None;
+        }
+        self.newest = t;
+        let point = t.saturating_sub(self.max_window);
+        if self.watermark != i64::MIN && point < self.watermark.saturating_add(TICK_STEP_SECS) {
+            return None;
+        }
+        self.watermark = point;
+        DateTime::<Utc>::from_timestamp(point, 0)
+    }
+}
+
+/// The engine and the rows it gave: the whole engine, or the share of one source shard.
+pub(super) struct Counting {
+    engine: Engine,
+    /// Window kind per rule, in engine order (events name their rule).
+    kinds: Vec<(std::sync::Arc<str>, WindowKind)>,
+    events: Vec<Event>,
+    rows: Vec<Row>,
+}
+
+impl Counting {
+    /// An engine over `rules`.
+    pub(super) fn new(rules: Vec<Rule>, options: EngineOptions) -> Result<Counting, EngineError> {
+        let kinds = rules
+            .iter()
+            .map(|r| (r.name().clone(), r.window_kind()))
+            .collect();
+        Ok(Counting {
+            engine: Engine::new(rules, options)?.rows_only(),
+            kinds,
+            events: Vec::new(),
+            rows: Vec::new(),
+        })
+    }
+
+    /// Carries out `step` for `rec` (its `completed_at` already set to `step.at`).
+    pub(super) fn apply(&mut self, step: Step, rec: &RequestRecord) {
+        if step.time_break {
+            self.time_break();
+        }
+        if let Some(now) = step.tick {
+            self.tick(now);
+        }
+        self.observe(rec);
+    }
+
+    /// A time break: closes every window (rows as at end of input).
+    pub(super) fn time_break(&mut self) {
+        self.engine.finish(&mut self.events);
+        self.collect_events();
+    }
+
+    /// Closes the windows that ended at `now`.
+    pub(super) fn tick(&mut self, now: DateTime<Utc>) {
+        self.engine.tick(now, &mut self.events);
+        if !self.events.is_empty() {
+            self.collect_events();
+        }
+    }
+
+    /// Counts one record.
+    pub(super) fn observe(&mut self, rec: &RequestRecord) {
+        self.engine.observe(rec, &mut self.events);
+        if !self.events.is_empty() {
+            self.collect_events();
+        }
+    }
+
+    /// Live keys now (the sharded scan checks the key cap with it).
+    pub(super) fn tracked_keys(&self) -> usize {
+        self.engine.tracked_keys()
+    }
+
+    /// End of input: closes everything; the rows in engine order and the late records.
+    pub(super) fn finish(mut self) -> (Vec<Row>, u64) {
+        self.time_break();
+        let late = self.engine.late_records();
+        (self.rows, late)
     }
 
     /// Turns the pending engine events into rows (tumbling summaries, sliding detections).
@@ -109,32 +234,6 @@ impl FixedScan {
             });
         }
     }
-
-    /// A time break: closes every window (rows as at end of input) and forgets the log's
-    /// time, so the next record restarts the watermark.
-    fn time_break(&mut self, counters: &mut Counters) {
-        self.engine.finish(&mut self.events);
-        self.collect_events();
-        self.watermark = i64::MIN;
-        self.newest = i64::MIN;
-        counters.time_breaks += 1;
-    }
-
-    /// Moves the tick point when the log's time has moved far enough.
-    fn advance(&mut self, t: i64) {
-        if t <= self.newest {
-            return;
-        }
-        self.newest = t;
-        let point = t.saturating_sub(self.max_window);
-        if self.watermark != i64::MIN && point < self.watermark.saturating_add(TICK_STEP_SECS) {
-            return;
-        }
-        self.watermark = point;
-        if let Some(now) = DateTime::<Utc>::from_timestamp(point, 0) {
-            self.engine.tick(now, &mut self.events);
-        }
-    }
 }
 
 /// The record a parsed line stands for: the GIN time is when the response finished.
@@ -151,7 +250,8 @@ fn record(parsed: crate::gin::ParsedLine<'_>, completed_at: DateTime<Utc>) -> Re
         method,
         method_text,
         path,
-        raw_target: Cow::Owned(parsed.path),
+        // The engine never reads the raw target; keeping it would cost an allocation a line.
+        raw_target: Cow::Borrowed(""),
         route,
         status: parsed.status,
         ttfb: None,
@@ -177,27 +277,15 @@ impl Scanner for FixedScan {
     }
 
     fn feed(&mut self, (local, mut rec): Self::Parsed, counters: &mut Counters) {
-        let completed_at = self.zone.utc_of(local);
-        let t = completed_at.timestamp();
-        if !SUPPORTED_EPOCH_SECS.contains(&t) {
-            return counters.skip(Skip::TimeOutOfRange);
-        }
-        counters.lines_parsed += 1;
-        if t < self.watermark {
-            self.time_break(counters);
-        }
-        self.advance(t);
-        rec.completed_at = completed_at;
-        self.engine.observe(&rec, &mut self.events);
-        if !self.events.is_empty() {
-            self.collect_events();
+        if let Some(step) = self.clock.step(local, counters) {
+            rec.completed_at = step.at;
+            self.counting.apply(step, &rec);
         }
     }
 
-    fn finish(mut self, counters: &mut Counters) -> Vec<Row> {
-        self.engine.finish(&mut self.events);
-        self.collect_events();
-        counters.late += self.engine.late_records();
-        self.rows
+    fn finish(self, counters: &mut Counters) -> Vec<Row> {
+        let (rows, late) = self.counting.finish();
+        counters.late += late;
+        rows
     }
 }

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use flate2::bufread::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,7 +26,13 @@ pub(crate) struct Input {
     pub name: String,
     /// The decoded stream (`Send`: `--threads` reads it on a thread of its own).
     pub reader: Box<dyn BufRead + Send>,
+    /// Opens the same input again from its start (files, not stdin): the sharded
+    /// `--threads` scan needs it in the rare case it must start over with one engine.
+    pub reopen: Option<Reopen>,
 }
+
+/// Opens an input again from its start.
+pub(crate) type Reopen = Arc<dyn Fn() -> io::Result<Input> + Send + Sync>;
 
 impl Input {
     /// Wraps an already decoded stream.
@@ -33,6 +40,15 @@ impl Input {
         Input {
             name: name.into(),
             reader,
+            reopen: None,
+        }
+    }
+
+    /// The same input, which `reopen` opens again from its start.
+    pub(crate) fn reopenable(self, reopen: Reopen) -> Input {
+        Input {
+            reopen: Some(reopen),
+            ..self
         }
     }
 
@@ -103,7 +119,13 @@ pub(crate) fn open_inputs(
                     None => Box::new(file),
                 };
                 let name = path.display().to_string();
-                Input::sniffed(name, raw).map_err(|e| open_error(&path, e))?
+                let again = path.clone();
+                let reopen: Reopen = Arc::new(move || {
+                    Input::sniffed(again.display().to_string(), Box::new(File::open(&again)?))
+                });
+                Input::sniffed(name, raw)
+                    .map_err(|e| open_error(&path, e))?
+                    .reopenable(reopen)
             }
         };
         inputs.push(input);

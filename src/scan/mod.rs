@@ -21,6 +21,7 @@
 //! - `driver`: [`run`], the loop, [`ScanSummary`], [`Skip`].
 //! - `fixed`: the engine-driven default mode; `compat`: the SPL mode.
 //! - `parallel`: `--threads`, lines parsed on several threads, fed in order.
+//! - `shard`: `--threads` in the default mode, the engine split by source over threads.
 //! - `row`, `output`: [`Row`] and the `jsonl` / `csv` / `table` writers.
 
 mod compat;
@@ -31,6 +32,7 @@ mod options;
 mod output;
 mod parallel;
 mod row;
+mod shard;
 mod zone;
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub(crate) struct ScanOptions {
     /// summary on stderr.
     pub proxy_only_rules: Vec<String>,
     /// Threads for parsing, sorting and formatting (`--threads`; 1 = all on the calling
-    /// thread). The engine runs on one thread either way.
+    /// thread); in the default mode over files, also engine shards (see `shard`).
     pub threads: usize,
 }
 

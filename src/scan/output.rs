@@ -108,9 +108,46 @@ pub(crate) fn write_rows(
 }
 
 /// Appends `v` with two decimals.
+///
+/// Row figures are already rounded to two decimals, i.e. the `f64` nearest some `k / 100`;
+/// that one is printed from the integer `k` (what `{:.2}` prints for it: the exact binary
+/// value is within half an ulp of `k / 100`, far from a rounding boundary). Anything else
+/// (negative, huge, not so rounded) goes through `{:.2}` itself.
 fn push_number(buf: &mut Vec<u8>, v: f64) {
+    let k = (v * 100.0).round();
+    if v.is_sign_positive() && k < 1e15 && k / 100.0 == v {
+        // `k` is a whole number in 0..1e15: exact as an integer.
+        let k = k as u64;
+        push_u64(buf, k / 100);
+        let cents = (k % 100) as u8;
+        buf.extend_from_slice(&[b'.', b'0' + cents / 10, b'0' + cents % 10]);
+        return;
+    }
     // Writing to a Vec cannot fail.
     let _ = write!(buf, "{v:.2}");
+}
+
+/// Appends `n` in decimal.
+fn push_u64(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `n` in decimal.
+fn push_i64(buf: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        buf.push(b'-');
+    }
+    push_u64(buf, n.unsigned_abs());
 }
 
 fn number(v: f64) -> String {
@@ -168,14 +205,18 @@ fn push_json_number(buf: &mut Vec<u8>, v: f64) {
 fn write_jsonl(r: &Row, buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"{\"rule\":");
     push_json_str(buf, &r.rule);
-    let _ = write!(buf, ",\"_time\":{},\"src\":", r.time);
+    buf.extend_from_slice(b",\"_time\":");
+    push_i64(buf, r.time);
+    buf.extend_from_slice(b",\"src\":");
     push_json_str(buf, &r.src);
     buf.extend_from_slice(b",\"uri_path\":");
     match r.uri_path.as_deref() {
         Some(path) => push_json_str(buf, path),
         None => buf.extend_from_slice(b"null"),
     }
-    let _ = write!(buf, ",\"count\":{},\"avg_response_time\":", r.count);
+    buf.extend_from_slice(b",\"count\":");
+    push_u64(buf, r.count);
+    buf.extend_from_slice(b",\"avg_response_time\":");
     push_json_number(buf, r.avg_response_time);
     buf.extend_from_slice(b",\"max_response_time\":");
     push_json_number(buf, r.max_response_time);
@@ -290,4 +331,45 @@ fn write_table(rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "{}", text.trim_end())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::event::round2;
+
+    #[test]
+    fn numbers_print_as_two_decimal_format_does() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.005,
+            0.015,
+            57.2,
+            1e14,
+            1e15,
+            1e300,
+            -3.25,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ];
+        let mut x = 0.001_f64;
+        while x < 1e16 {
+            values.extend([x, round2(x), round2(x * 1.0137), x * 0.999_999_7]);
+            x *= 1.011;
+        }
+        values.extend((0..200_000).map(|k| round2(f64::from(k) * 0.0037)));
+        for v in values {
+            let mut got = Vec::new();
+            push_number(&mut got, v);
+            assert_eq!(String::from_utf8(got).unwrap(), format!("{v:.2}"), "{v:e}");
+        }
+        for n in [0, 7, -7, 10, 99, 100, i64::MAX, i64::MIN] {
+            let mut got = Vec::new();
+            push_i64(&mut got, n);
+            assert_eq!(String::from_utf8(got).unwrap(), n.to_string());
+        }
+    }
 }

@@ -142,14 +142,32 @@ where
     S: Scanner,
     S::Parsed: Send,
 {
+    parse_in_order::<S>(inputs, max_line, threads, |parsed| {
+        feed(&mut scanner, parsed, counters);
+    })?;
+    Ok(scanner.finish(counters))
+}
+
+/// Parses `inputs` on `threads` parser threads (at least 2) and hands each batch's results
+/// to `consume` on the calling thread, in input order.
+pub(super) fn parse_in_order<S>(
+    inputs: Vec<Input>,
+    max_line: usize,
+    threads: usize,
+    mut consume: impl FnMut(Vec<Result<S::Parsed, Skip>>),
+) -> Result<(), ScanError>
+where
+    S: Scanner,
+    S::Parsed: Send,
+{
     let mut batches = Batches::new(inputs, max_line);
     let (first, done) = batches.next()?;
     if done {
-        feed(&mut scanner, first.parse::<S>(), counters);
-        return Ok(scanner.finish(counters));
+        consume(first.parse::<S>());
+        return Ok(());
     }
     let threads = threads.max(2);
-    let read = thread::scope(|scope| {
+    thread::scope(|scope| {
         let mut to_parsers = Vec::with_capacity(threads);
         let mut from_parsers = Vec::with_capacity(threads);
         for _ in 0..threads {
@@ -185,14 +203,12 @@ where
             let Ok(parsed) = from_parsers[seq % from_parsers.len()].recv() else {
                 break;
             };
-            feed(&mut scanner, parsed, counters);
+            consume(parsed);
         }
         reader
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    });
-    read?;
-    Ok(scanner.finish(counters))
+    })
 }
 
 /// Feeds one batch's results in order, as the single-threaded loop would.

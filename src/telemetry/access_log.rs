@@ -129,7 +129,7 @@ mod tests {
                 method: Method::parse(p.method),
                 method_text: Cow::Owned(p.method.to_owned()),
                 path: norm,
-                raw_target: Cow::Owned(p.path.clone()),
+                raw_target: Cow::Owned(p.path.to_string()),
                 route,
                 status: p.status,
                 ttfb: None,

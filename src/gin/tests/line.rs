@@ -114,7 +114,7 @@ fn parse_gin_line_ignores_gins_tty_colour_codes() {
     let line = "[GIN] 2025/10/02 - 14:47:30 |\x1b[97;42m 200 \x1b[0m| 57.204518733s |    192.168.1.50 |\x1b[97;46m POST    \x1b[0m \"/api/generate\"\x1b[0m\r\n";
     let p = parse_gin_line(line.as_bytes()).unwrap();
     assert_eq!(
-        (p.status, p.method, p.path.as_str()),
+        (p.status, p.method, &*p.path),
         (200, "POST", "/api/generate")
     );
 }

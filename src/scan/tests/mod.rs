@@ -24,8 +24,15 @@ fn data_file(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
+/// An in-memory input that can be opened again, like a file.
 fn input(bytes: Vec<u8>) -> Input {
-    Input::sniffed("test", Box::new(Cursor::new(bytes))).unwrap()
+    let bytes: std::sync::Arc<[u8]> = bytes.into();
+    let again = std::sync::Arc::clone(&bytes);
+    Input::sniffed("test", Box::new(Cursor::new(bytes.to_vec())))
+        .unwrap()
+        .reopenable(std::sync::Arc::new(move || {
+            Input::sniffed("test", Box::new(Cursor::new(again.to_vec())))
+        }))
 }
 
 fn compat(zone: &str) -> ScanOptions {
