@@ -639,7 +639,7 @@ async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_on
     // Redis holds the key's sub-buckets (4-minute ones: all 9 requests in one or two), its
     // open episode and its run, expiring one window (plus the 2 × 5 s grace) from now.
     // (`group_by` defaults to source and path.)
-    let key = "ollama-guard:w:tags_slide:127.0.0.52/32:/api/tags";
+    let key = "ollama-guard:w:240000:tags_slide:127.0.0.52/32:/api/tags";
     let fields = redis.cli(&["HGETALL", key]);
     assert!(fields.len() > 1, "{:?}", redis.cli(&["KEYS", "*"]));
     let pairs: Vec<(&str, u64)> = fields
@@ -1116,4 +1116,73 @@ async fn an_identity_ban_made_during_an_outage_is_published_on_reconnect_and_a_n
         assert_eq!(bans[0]["origin"], "guard-a");
         assert_eq!(bans[0]["reason"], "outage");
     }
+}
+
+// A sync whose answer is lost (Redis stalled past the command timeout, then resumed) is
+// never sent again: Redis may have run it, and counting twice could flag an innocent source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_lost_in_a_stall_is_never_counted_twice() {
+    let redis = Redis::start(None);
+    let file = cluster_file(&redis.url(), "guard-a").replace("threshold = 6", "threshold = 1000");
+    let s = stack_with(ServeArgs::default(), &file).await;
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+        1.0
+    );
+    let c = client_from("127.0.0.41");
+    let tags = format!("{}/api/tags", s.proxy);
+    for _ in 0..10 {
+        assert_eq!(
+            call(&c, Method::GET, &tags, &[]).await.status,
+            StatusCode::OK
+        );
+    }
+    let count = |redis: &Redis| -> u64 {
+        let keys = redis.cli(&["--scan", "--pattern", "ollama-guard:c:*127.0.0.41*"]);
+        keys.iter()
+            .map(|k| {
+                redis
+                    .cli(&["HGET", k, "c"])
+                    .first()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    for _ in 0..100 {
+        if count(&redis) == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&redis), 10);
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let st = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(st.success());
+    };
+    signal("-STOP");
+    for _ in 0..3 {
+        assert_eq!(
+            call(&c, Method::GET, &tags, &[]).await.status,
+            StatusCode::OK
+        );
+    }
+    // The sync carrying them times out (2 s) while Redis is stopped.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal("-CONT");
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+        1.0
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let merged = count(&redis);
+    let dropped = metric(&s.admin, "ollama_guard_cluster_deltas_dropped_total").await as u64;
+    // Each of the 3 requests is in Redis at most once; a sync that failed in flight was
+    // dropped and counted, whether or not Redis ran it when it resumed.
+    assert!(merged <= 13, "counted twice: {merged}");
+    assert!(
+        merged + dropped >= 13,
+        "lost without a count: {merged} + {dropped}"
+    );
 }

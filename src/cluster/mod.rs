@@ -32,7 +32,8 @@
 //! - `c:RULE:START:SUBJECT:PATH`: hash of a window's merged `c`ount, `s`um (ns), `m`ax (ns),
 //!   `b`ytes; `f:…` its detection marker, `s:…` its summary marker. All expire with their
 //!   window (plus a grace for the summary).
-//! - `w:RULE:SUBJECT:PATH`: hash of a sliding key: one field per sub-bucket index (merged
+//! - `w:SUB_MS:RULE:SUBJECT:PATH`: hash of a sliding key (named with its sub-bucket size in
+//!   ms, so a changed window starts a new hash): one field per sub-bucket index (merged
 //!   requests, or bytes for volume rules; those older than the window are deleted), `h` the
 //!   newest sub-bucket merged, `f` 1 while an episode is open (the detection marker, cleared
 //!   when it ends), `rs rc rt rx rb rm` the run (first sub-bucket, requests, latency sum and

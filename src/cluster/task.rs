@@ -29,6 +29,10 @@ const WARN_EVERY: Duration = Duration::from_secs(60);
 /// Merges one window's delta; returns `{count, sum, max, bytes, won}` where `won` is 1 when
 /// this call set the window's fired-marker (merged total at or over the threshold).
 const MERGE: &str = r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+t = redis.call('TYPE', KEYS[2]).ok
+if t ~= 'string' and t ~= 'none' then redis.call('DEL', KEYS[2]) end
 local c = redis.call('HINCRBY', KEYS[1], 'c', ARGV[1])
 local s = redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
 local b = redis.call('HINCRBY', KEYS[1], 'b', ARGV[4])
@@ -59,6 +63,8 @@ return {c, s, m, b, won}
 /// run, then `ended, end` and the ended run.
 const SLIDE: &str = r"
 local K = KEYS[1]
+local kt = redis.call('TYPE', K).ok
+if kt ~= 'hash' and kt ~= 'none' then redis.call('DEL', K) end
 local thr = tonumber(ARGV[1])
 local head = tonumber(ARGV[3])
 local n = (#ARGV - 3) / 7
@@ -433,7 +439,13 @@ async fn resync(
     conn: &mut MultiplexedConnection,
 ) -> Result<(), Failure> {
     let hashes = [cluster.key("bans"), cluster.key("identity-bans")];
-    let (addresses, identities): (HashMap<String, String>, HashMap<String, String>) = timed(
+    // Read as bytes: an entry that is not UTF-8 (a corrupted or foreign value) is one
+    // unreadable entry to delete, not a failed resync that would keep every replica local.
+    type Raw = Vec<(Vec<u8>, Vec<u8>)>;
+    // Taken before the read: a ban applied from a message after it may be newer than the
+    // read (its HSET came after our HGETALL) and must not be lifted below.
+    let remote_before = enforcement.remote_subjects();
+    let (addresses, identities): (Raw, Raw) = timed(
         redis::pipe()
             .hgetall(&hashes[0])
             .hgetall(&hashes[1])
@@ -447,7 +459,7 @@ async fn resync(
     let all = (addresses.into_iter().map(|e| (&hashes[0], e)))
         .chain(identities.into_iter().map(|e| (&hashes[1], e)));
     for (hash, (field, json)) in all {
-        let Ok(entry) = serde_json::from_str::<Entry>(&json) else {
+        let Ok(entry) = serde_json::from_slice::<Entry>(&json) else {
             ended.push((hash, field));
             continue;
         };
@@ -463,10 +475,17 @@ async fn resync(
             enforcement.apply_remote_ban(entry.ban, &entry.origin);
         }
     }
+    // A ban another replica made that Redis no longer holds was lifted (or ended) while this
+    // replica missed the message (an outage, a lost message): lift it here too.
+    for who in remote_before {
+        if !in_redis.contains_key(&who) {
+            enforcement.apply_remote_unban(&who);
+        }
+    }
     let mut pipe = redis::pipe();
     let mut n = 0;
     for (hash, field) in &ended {
-        pipe.hdel(*hash, field).ignore();
+        pipe.hdel(*hash, field.as_slice()).ignore();
         n += 1;
     }
     for (ban, offences) in enforcement.own_bans(now) {
@@ -566,7 +585,7 @@ async fn sync_counters(
             .cmd("EVALSHA")
             .arg(slide_sha)
             .arg(1)
-            .arg(cluster.key(&format!("w:{}", item.name)))
+            .arg(cluster.key(&format!("w:{}:{}", item.rule.sub_ms, item.name)))
             .arg(item.rule.threshold)
             .arg(window_ms + grace.as_millis() as u64 * 2)
             .arg(item.head);
@@ -584,10 +603,15 @@ async fn sync_counters(
     let mut answers: Vec<redis::Value> = match timed(pipe.query_async(conn)).await {
         Ok(a) => a,
         Err(e) => {
-            let back = items.into_iter().map(|(k, s, d, ..)| ((k, s), d)).collect();
-            cluster.deltas.restore(back);
-            let back = slides.into_iter().map(|i| i.slide).collect();
-            cluster.deltas.restore_slides(back);
+            // Redis may have run the scripts and only the answer was lost (a timeout): sending
+            // the deltas again would count them twice and could flag an innocent source. A
+            // failed sync therefore drops its deltas (at most once, counted).
+            let lost: u64 = items.iter().map(|(_, _, d, ..)| d.count).sum::<u64>()
+                + slides
+                    .iter()
+                    .flat_map(|i| i.slide.subs.iter().map(|(_, d)| d.count))
+                    .sum::<u64>();
+            cluster.metrics.cluster.deltas_dropped.inc_by(lost);
             return Err(e);
         }
     };
@@ -598,13 +622,20 @@ async fn sync_counters(
         else {
             continue;
         };
-        if won != 1 || delta.fired_locally {
+        if won != 1 {
             continue;
         }
-        let Some(ev) =
-            engine.shared_event(&key, start, (c, s, m, b), delta.method, delta.path.clone())
-        else {
-            continue;
+        // A window this replica already detected in local mode (an outage) is not detected
+        // again, but its summary is still due: the engine leaves summaries to the merge.
+        let ev = if delta.fired_locally {
+            None
+        } else {
+            let Some(ev) =
+                engine.shared_event(&key, start, (c, s, m, b), delta.method, delta.path.clone())
+            else {
+                continue;
+            };
+            Some(ev)
         };
         let src = key
             .src
@@ -621,7 +652,9 @@ async fn sync_counters(
             key: (key, start),
             src,
         });
-        found.push((Event::Detection(ev), src));
+        if let Some(ev) = ev {
+            found.push((Event::Detection(ev), src));
+        }
     }
     for (answer, item) in slide_answers.into_iter().zip(slides) {
         let Some(a) = redis::from_redis_value::<Vec<i64>>(&answer)

@@ -150,6 +150,16 @@ impl Engine {
         Ok((next, report))
     }
 
+    /// Whether `next` counts exactly as this engine: as many rules, each kept (same
+    /// counting definition) at the same index.
+    pub(crate) fn same_rules(&self, next: &Engine) -> bool {
+        self.rules.len() == next.rules.len()
+            && fates(&self.rules, &next.rules)
+                .iter()
+                .enumerate()
+                .all(|(i, fate)| *fate == u16::try_from(i).ok())
+    }
+
     /// Copies the keys of one sliding map into `to` (of `next`) under their new rule index,
     /// or closes them (summary) when their rule changed; returns how many keys there were.
     fn carry_sliding<R: Ring>(

@@ -209,26 +209,6 @@ impl Deltas {
             .collect()
     }
 
-    /// Puts deltas back after a failed sync, merged with what was counted meanwhile; past
-    /// the cap they are dropped (counted).
-    pub(crate) fn restore(&self, items: Vec<((WindowKey, u32), Delta)>) {
-        for (k, d) in items {
-            if let Some(mut cur) = self.map.get_mut(&k) {
-                cur.count = cur.count.saturating_add(d.count);
-                cur.sum_ns = cur.sum_ns.saturating_add(d.sum_ns);
-                cur.max_ns = cur.max_ns.max(d.max_ns);
-                cur.bytes = cur.bytes.saturating_add(d.bytes);
-                cur.fired_locally |= d.fired_locally;
-                continue;
-            }
-            if self.pending() >= self.cap {
-                self.dropped.fetch_add(d.count, Ordering::Relaxed);
-                continue;
-            }
-            self.map.insert(k, d);
-        }
-    }
-
     /// Pending deltas, tumbling and sliding (the cap counts both).
     fn pending(&self) -> usize {
         self.map.len() + self.slides.len()
@@ -290,29 +270,19 @@ impl Deltas {
             .collect()
     }
 
-    /// Puts sliding deltas back after a failed sync, merged with what was counted meanwhile;
-    /// past the cap they are dropped (counted).
-    pub(crate) fn restore_slides(&self, slides: Vec<Slide>) {
-        for slide in slides {
-            for (idx, d) in slide.subs {
-                let k = (slide.key, idx);
-                if let Some(mut cur) = self.slides.get_mut(&k) {
-                    cur.absorb(&d);
-                    if cur.path.is_none() {
-                        cur.path = d.path;
-                    }
-                    continue;
-                }
-                if self.pending() >= self.cap {
-                    self.dropped.fetch_add(d.count, Ordering::Relaxed);
-                    continue;
-                }
-                self.slides.insert(k, d);
-            }
-        }
+    /// Requests dropped since the last call (for `cluster_deltas_dropped_total`).
+    /// Drops every pending delta, counted: after a reload that changes the rules, a delta's
+    /// rule index may name another rule, whose counts it must not join.
+    pub(crate) fn discard_all(&self) {
+        let n: u64 = self.drain().iter().map(|(_, d)| d.count).sum::<u64>()
+            + self
+                .drain_slides()
+                .iter()
+                .flat_map(|s| s.subs.iter().map(|(_, d)| d.count))
+                .sum::<u64>();
+        self.dropped.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Requests dropped since the last call (for `cluster_deltas_dropped_total`).
     pub(crate) fn take_dropped(&self) -> u64 {
         self.dropped.swap(0, Ordering::Relaxed)
     }
@@ -561,12 +531,13 @@ mod tests {
             }
         );
         assert_eq!(all[1].1.path.as_deref(), Some("/api/x"));
+        // A reload that changes the rules drops what is pending, counted by requests.
         d.add(key(1), 60, 1, 0, 1, false, || None);
-        d.restore(all);
-        let again = d.drain();
-        let one = again.iter().find(|((k, _), _)| *k == key(1)).unwrap();
-        assert_eq!(one.1.count, 3);
-        assert_eq!(again.len(), 2);
+        d.add(key(2), 60, 1, 0, 1, false, || None);
+        d.add(key(2), 60, 1, 0, 1, false, || None);
+        d.discard_all();
+        assert_eq!(d.len(), 0);
+        assert_eq!(d.take_dropped(), 3);
     }
 
     #[test]
@@ -631,22 +602,15 @@ mod tests {
             ),
             (1, 2, 11, false)
         );
-        // A failed sync puts them back, merged with what was counted meanwhile; past the
-        // cap what does not fit is dropped and counted by requests.
+        // A reload that changes the rules drops what is pending, sliding and tumbling alike.
         d.add_slide((key(1), 101), 1, 0, 1, false, || None);
-        d.add_slide((key(3), 200), 1, 0, 1, false, || None);
-        d.restore_slides(slides);
-        assert_eq!(d.pending(), 4);
-        assert_eq!(d.take_dropped(), 2, "key 2's sub-bucket 100: two requests");
-        let again = d.drain_slides();
-        assert_eq!(again.len(), 2);
-        let one = again.iter().find(|s| s.key == key(1)).unwrap();
+        d.add_slide((key(1), 102), 1, 0, 1, false, || None);
+        d.discard_all();
+        assert_eq!(d.pending(), 0);
         assert_eq!(
-            one.subs
-                .iter()
-                .map(|(i, s)| (*i, s.count, s.sum_ms, s.path.clone()))
-                .collect::<Vec<_>>(),
-            vec![(100, 1, 10, None), (101, 3, 81, Some("/a".into()))]
+            d.take_dropped(),
+            3,
+            "two sub-buckets and the tumbling window"
         );
     }
 

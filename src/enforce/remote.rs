@@ -114,6 +114,10 @@ impl Origins {
     pub(super) fn forget(&self, who: &Subject) -> Option<Arc<str>> {
         self.lock().remove(who)
     }
+
+    fn subjects(&self) -> Vec<Subject> {
+        self.lock().keys().cloned().collect()
+    }
 }
 
 impl Bans {
@@ -274,6 +278,11 @@ impl Enforcement {
         }
         self.changed();
         true
+    }
+
+    /// The subjects whose ban in force here was made by another replica.
+    pub(crate) fn remote_subjects(&self) -> Vec<Subject> {
+        self.origins.subjects()
     }
 
     /// Whether `who` has a ban in this replica's tables.

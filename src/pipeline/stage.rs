@@ -102,9 +102,15 @@ impl DetectionStage {
     ) -> Result<ReloadReport, EngineError> {
         let report = {
             let _sweep = self.sweep_lock();
-            let (engine, report) = self.engine.load().rebuild(rules, options)?;
+            let old = self.engine.load();
+            let (engine, report) = old.rebuild(rules, options)?;
             self.running.configure(&engine);
             if let Some(deltas) = self.deltas.get() {
+                // Pending deltas are keyed by rule index: when the rules changed, an index may
+                // now name another rule, so they are dropped (counted), never merged into it.
+                if !old.same_rules(&engine) {
+                    deltas.discard_all();
+                }
                 engine.attach_deltas(deltas.clone());
             }
             // The rebuilt engine carries the eviction total over, so `evictions_seen` stays.

@@ -238,3 +238,16 @@ fn unusable_options_fail_the_rebuild() {
         crate::detect::EngineError::Ipv6Prefix(129)
     );
 }
+
+#[test]
+fn same_rules_only_when_every_rule_keeps_its_counting_and_its_index() {
+    let e = engine(&[counting("a", 3), sliding("b", 5)]);
+    let (same, _) = rebuild(&e, &[counting("a", 3), sliding("b", 5)]);
+    assert!(e.same_rules(&same));
+    let (swapped, _) = rebuild(&e, &[sliding("b", 5), counting("a", 3)]);
+    assert!(!e.same_rules(&swapped));
+    let (changed, _) = rebuild(&e, &[counting("a", 4), sliding("b", 5)]);
+    assert!(!e.same_rules(&changed));
+    let (fewer, _) = rebuild(&e, &[counting("a", 3)]);
+    assert!(!e.same_rules(&fewer));
+}
