@@ -802,18 +802,29 @@ async fn due_summaries(
             .arg("NX")
             .arg("PX")
             .arg(summary_grace(cluster).as_millis() as u64 * 4);
+        pipe.cmd("GET").arg(cluster.key(&format!("s:{}", p.name)));
     }
-    let answers: Vec<redis::Value> = timed(pipe.query_async(conn)).await?;
+    let answers: Vec<redis::Value> = match timed(pipe.query_async(conn)).await {
+        Ok(a) => a,
+        Err(e) => {
+            // Due again at the next sync; the marker then names this replica if the lost
+            // attempt set it (the GET below), so the summary is still written once.
+            summaries.extend(due);
+            return Err(e);
+        }
+    };
     let engine = detection.engine();
+    let me = cluster.config.instance_id.as_bytes();
     let mut it = answers.into_iter();
     for p in due {
-        let (Some(totals), Some(won)) = (it.next(), it.next()) else {
+        let (Some(totals), Some(set), Some(holder)) = (it.next(), it.next(), it.next()) else {
             break;
         };
         let Ok([c, s, m, b]) = redis::from_redis_value::<[Option<u64>; 4]>(&totals) else {
             continue;
         };
-        if !matches!(won, redis::Value::Okay) {
+        let mine = matches!(&holder, redis::Value::BulkString(v) if v.as_slice() == me);
+        if !matches!(set, redis::Value::Okay) && !mine {
             continue;
         }
         let figures = (
