@@ -17,10 +17,16 @@
 //! engine is deterministic and tests drive it with explicit timestamps.
 //!
 //! # Concurrency
-//! Window state lives in two `DashMap`s (tumbling and sliding keys). No method holds a map
+//! Window state lives in `DashMap`s (tumbling and sliding keys). No method holds a map
 //! reference while calling the same map again; the only nesting is window map → path table,
 //! never the reverse. The key count is an atomic, so the cap check costs one load.
+//!
+//! `scan` runs each engine (or source shard) on one thread: there the maps are plain
+//! `HashMap`s in `RefCell`s ([`Local`], through the [`KeyStore`] operations), which the same
+//! no-reentry rule keeps from ever being borrowed twice.
 
+use std::cell::RefCell;
+use std::collections::{hash_map, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +39,157 @@ use dashmap::DashMap;
 /// hash is a large share of `observe` (scan: ~20 % of the engine's time with SipHash), and the
 /// keys are fixed-size, already compact source/path identities.
 pub(super) type KeyMap<V> = DashMap<WindowKey, V, foldhash::fast::RandomState>;
+
+/// How an engine stores its keys: [`Concurrent`] (`DashMap`s, for `serve`, where every task
+/// calls the engine) or [`Local`] (plain maps behind a `RefCell`, for `scan`, whose engines
+/// — one per shard — each live on one thread and pay nothing for shard locks).
+pub(crate) trait Maps: 'static {
+    /// The map of one kind of key state.
+    type Map<V>: KeyStore<V>;
+}
+
+/// `DashMap`s: the engine is `Sync` and every method takes `&self` from any thread.
+#[derive(Debug)]
+pub(crate) struct Concurrent;
+
+/// Plain maps in `RefCell`s: the engine is `Send` but not `Sync` (one thread at a time).
+#[derive(Debug)]
+pub(crate) struct Local;
+
+impl Maps for Concurrent {
+    type Map<V> = KeyMap<V>;
+}
+
+impl Maps for Local {
+    type Map<V> = RefCell<HashMap<WindowKey, V, foldhash::fast::RandomState>>;
+}
+
+/// The operations the engine needs from a key map. No method is called from inside a
+/// closure given to the same map (the engine nests only window map → `last_src`/paths).
+pub(crate) trait KeyStore<V>: Default {
+    /// Whether `key` is present.
+    fn has(&self, key: &WindowKey) -> bool;
+    /// Runs `occupied` on `key`'s state; when absent, inserts the state `vacant` builds.
+    /// Either closure runs with the key's entry held (a `DashMap` shard lock).
+    /// `cx` is lent to whichever runs (the caller's output, e.g. the pending events, which
+    /// are large enough that returning them by value costs more than the map lookup).
+    fn upsert<C, R>(
+        &self,
+        key: WindowKey,
+        cx: &mut C,
+        occupied: impl FnOnce(&mut V, &mut C) -> R,
+        vacant: impl FnOnce(&mut C) -> (V, R),
+    ) -> R;
+    /// Keeps the entries for which `f` is true.
+    fn keep(&self, f: impl FnMut(&WindowKey, &mut V) -> bool);
+    /// Calls `f` on every entry.
+    fn each(&self, f: impl FnMut(&WindowKey, &V));
+    /// Inserts or replaces.
+    fn put(&self, key: WindowKey, value: V);
+    /// Removes `key`.
+    fn drop_key(&self, key: &WindowKey);
+    /// A copy of `key`'s value.
+    fn copied(&self, key: &WindowKey) -> Option<V>
+    where
+        V: Copy;
+    /// Allocated capacity (entries).
+    #[cfg(test)]
+    fn capacity_now(&self) -> usize;
+}
+
+impl<V> KeyStore<V> for KeyMap<V> {
+    fn has(&self, key: &WindowKey) -> bool {
+        self.contains_key(key)
+    }
+    #[inline]
+    fn upsert<C, R>(
+        &self,
+        key: WindowKey,
+        cx: &mut C,
+        occupied: impl FnOnce(&mut V, &mut C) -> R,
+        vacant: impl FnOnce(&mut C) -> (V, R),
+    ) -> R {
+        match self.entry(key) {
+            Entry::Occupied(mut e) => occupied(e.get_mut(), cx),
+            Entry::Vacant(e) => {
+                let (value, r) = vacant(cx);
+                e.insert(value);
+                r
+            }
+        }
+    }
+    fn keep(&self, f: impl FnMut(&WindowKey, &mut V) -> bool) {
+        self.retain(f);
+    }
+    fn each(&self, mut f: impl FnMut(&WindowKey, &V)) {
+        for e in self.iter() {
+            f(e.key(), e.value());
+        }
+    }
+    fn put(&self, key: WindowKey, value: V) {
+        self.insert(key, value);
+    }
+    fn drop_key(&self, key: &WindowKey) {
+        self.remove(key);
+    }
+    fn copied(&self, key: &WindowKey) -> Option<V>
+    where
+        V: Copy,
+    {
+        self.get(key).map(|v| *v)
+    }
+    #[cfg(test)]
+    fn capacity_now(&self) -> usize {
+        self.capacity()
+    }
+}
+
+impl<V> KeyStore<V> for RefCell<HashMap<WindowKey, V, foldhash::fast::RandomState>> {
+    fn has(&self, key: &WindowKey) -> bool {
+        self.borrow().contains_key(key)
+    }
+    #[inline]
+    fn upsert<C, R>(
+        &self,
+        key: WindowKey,
+        cx: &mut C,
+        occupied: impl FnOnce(&mut V, &mut C) -> R,
+        vacant: impl FnOnce(&mut C) -> (V, R),
+    ) -> R {
+        match self.borrow_mut().entry(key) {
+            hash_map::Entry::Occupied(mut e) => occupied(e.get_mut(), cx),
+            hash_map::Entry::Vacant(e) => {
+                let (value, r) = vacant(cx);
+                e.insert(value);
+                r
+            }
+        }
+    }
+    fn keep(&self, f: impl FnMut(&WindowKey, &mut V) -> bool) {
+        self.borrow_mut().retain(f);
+    }
+    fn each(&self, mut f: impl FnMut(&WindowKey, &V)) {
+        for (k, v) in self.borrow().iter() {
+            f(k, v);
+        }
+    }
+    fn put(&self, key: WindowKey, value: V) {
+        self.borrow_mut().insert(key, value);
+    }
+    fn drop_key(&self, key: &WindowKey) {
+        self.borrow_mut().remove(key);
+    }
+    fn copied(&self, key: &WindowKey) -> Option<V>
+    where
+        V: Copy,
+    {
+        self.borrow().get(key).copied()
+    }
+    #[cfg(test)]
+    fn capacity_now(&self) -> usize {
+        self.borrow().capacity()
+    }
+}
 use ipnet::IpNet;
 
 use super::event::{round2, DetectionEvent, Event};
@@ -93,20 +250,20 @@ pub enum EngineError {
 }
 
 /// The detection engine. Cheap to share behind an `Arc`; every method takes `&self`.
-#[derive(Debug)]
-pub(crate) struct Engine {
+/// `M` is how it stores its keys: [`Concurrent`] for `serve`, [`Local`] for `scan`.
+pub(crate) struct Engine<M: Maps = Concurrent> {
     pub(super) rules: Vec<Rule>,
-    pub(super) tumbling: KeyMap<Tumbling>,
-    pub(super) sliding: KeyMap<Sliding>,
+    pub(super) tumbling: M::Map<Tumbling>,
+    pub(super) sliding: M::Map<Sliding>,
     /// Sliding keys of volume rules (`metric = "bytes_*"`): wider sub-buckets, own map.
-    pub(super) sliding_bytes: KeyMap<Sliding<ByteRing>>,
+    pub(super) sliding_bytes: M::Map<Sliding<ByteRing>>,
     pub(super) paths: PathStore,
     /// Identity names behind the ids of identity keys (shared with rebuilt engines).
     pub(super) identities: Arc<Identities>,
     /// Identity keys only: the address of the last request counted under the key, named as
     /// `src` by the events written when the key's window closes. Entries live and die with
     /// their key (see `forget`).
-    pub(super) last_src: KeyMap<IpAddr>,
+    pub(super) last_src: M::Map<IpAddr>,
     pub(super) allowlist: Allowlist,
     pub(super) ipv6_prefix: u8,
     pub(super) max_keys: usize,
@@ -122,6 +279,24 @@ pub(crate) struct Engine {
     pub(super) rows_only: bool,
 }
 
+impl<M: Maps> std::fmt::Debug for Engine<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("rules", &self.rules)
+            .field("keys", &self.keys)
+            .field("max_keys", &self.max_keys)
+            .field("rows_only", &self.rows_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A counted record's time: epoch seconds (in [`SUPPORTED_EPOCH_SECS`]) and milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    secs: u32,
+    ms: u64,
+}
+
 /// Up to two events per rule and request (a summary of the old window, then a detection).
 type Pending = [Option<(bool, Snapshot)>; 2];
 
@@ -130,7 +305,19 @@ impl Engine {
     pub(crate) fn new(rules: Vec<Rule>, options: EngineOptions) -> Result<Engine, EngineError> {
         Engine::with_tables(rules, options, PathStore::default(), Arc::default())
     }
+}
 
+impl Engine<Local> {
+    /// [`Engine::new`] with plain maps, for one thread (`scan`).
+    pub(crate) fn new_local(
+        rules: Vec<Rule>,
+        options: EngineOptions,
+    ) -> Result<Engine<Local>, EngineError> {
+        Engine::with_tables(rules, options, PathStore::default(), Arc::default())
+    }
+}
+
+impl<M: Maps> Engine<M> {
     /// [`Engine::new`] over a given (empty) path table and identity table: a rebuilt engine
     /// shares the old one's path hash key and identity ids, so copied keys keep their path
     /// hashes and identities.
@@ -139,7 +326,7 @@ impl Engine {
         options: EngineOptions,
         paths: PathStore,
         identities: Arc<Identities>,
-    ) -> Result<Engine, EngineError> {
+    ) -> Result<Engine<M>, EngineError> {
         if options.ipv6_prefix > 128 {
             return Err(EngineError::Ipv6Prefix(options.ipv6_prefix));
         }
@@ -151,12 +338,12 @@ impl Engine {
         }
         Ok(Engine {
             rules,
-            tumbling: KeyMap::default(),
-            sliding: KeyMap::default(),
-            sliding_bytes: KeyMap::default(),
+            tumbling: Default::default(),
+            sliding: Default::default(),
+            sliding_bytes: Default::default(),
             paths,
             identities,
-            last_src: KeyMap::default(),
+            last_src: Default::default(),
             allowlist: Allowlist::new(options.allowlist),
             ipv6_prefix: options.ipv6_prefix,
             max_keys: options.max_tracked_keys,
@@ -174,7 +361,7 @@ impl Engine {
     /// detection: `observe` no longer builds the other events (a tumbling rule of threshold
     /// 1 would build a detection for every new key, only for it to be dropped), and `tick`
     /// and `finish` leave their events in map order (`scan` sorts its rows).
-    pub(crate) fn rows_only(mut self) -> Engine {
+    pub(crate) fn rows_only(mut self) -> Engine<M> {
         self.rows_only = true;
         self
     }
@@ -232,10 +419,18 @@ impl Engine {
         if rec.outcome.is_refusal() {
             return;
         }
-        if !SUPPORTED_EPOCH_SECS.contains(&rec.completed_at.timestamp()) {
+        let secs = rec.completed_at.timestamp();
+        if !SUPPORTED_EPOCH_SECS.contains(&secs) {
             self.out_of_range.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        // The record's time, read once (chrono computes it from the date each time): epoch
+        // seconds and milliseconds, as `epoch_secs` and `bucket_index` would.
+        let at = At {
+            secs: u32::try_from(secs).unwrap_or(u32::MAX),
+            ms: u64::try_from(secs * 1000 + i64::from(rec.completed_at.timestamp_subsec_millis()))
+                .unwrap_or(0),
+        };
         if !self.allowlist.is_empty() && self.allowlist.contains(rec.src) {
             return;
         }
@@ -258,11 +453,11 @@ impl Engine {
             let who = self.subject(rule.group_by, src, rec, &mut ident);
             let key = WindowKey::new(path, who, rule_ix);
             let mut pending = match rule.window_kind {
-                WindowKind::Tumbling => self.count_tumbling(rule, key, rec, out),
+                WindowKind::Tumbling => self.count_tumbling(rule, key, rec, at, out),
                 WindowKind::Sliding if rule.metric.is_bytes() => {
-                    self.count_sliding(&self.sliding_bytes, rule, key, rec, out)
+                    self.count_sliding(&self.sliding_bytes, rule, key, (rec, at), out)
                 }
-                WindowKind::Sliding => self.count_sliding(&self.sliding, rule, key, rec, out),
+                WindowKind::Sliding => self.count_sliding(&self.sliding, rule, key, (rec, at), out),
             };
             if self.rows_only {
                 // pending[0] is a summary, pending[1] a detection.
@@ -300,19 +495,21 @@ impl Engine {
         rule: &Rule,
         key: WindowKey,
         rec: &RequestRecord,
+        at: At,
         out: &mut Vec<Event>,
     ) -> Pending {
         let window = window_secs(rule);
-        let now = epoch_secs(&rec.completed_at);
+        let now = at.secs;
         let start = align(now, window);
         let latency = u64::try_from(rec.total.as_nanos()).unwrap_or(u64::MAX);
         let method = method_code(rec.method);
         let bytes = (rule.metric.bytes(rec), rule.metric.is_bytes());
         self.make_room(&self.tumbling, &key, out);
         let mut pending: Pending = [None, None];
-        match self.tumbling.entry(key) {
-            Entry::Occupied(mut e) => {
-                let st = e.get_mut();
+        let counted = self.tumbling.upsert(
+            key,
+            &mut pending,
+            |st, pending| {
                 if start > st.window_start {
                     // A window flagged only by an in-flight request has nothing to summarise.
                     if st.flagged && st.count() > 0 {
@@ -322,14 +519,13 @@ impl Engine {
                 }
                 match st.add(start, now, latency, bytes, rule.threshold) {
                     Added::Crossed => pending[1] = Some((true, st.snapshot(window))),
-                    Added::Late => return self.note_late(pending),
+                    Added::Late => return false,
                     Added::Counted => {}
                 }
                 self.note_src(&key, rec.src);
-                drop(e);
-                self.share(key, start, latency, bytes.0, method, rec, &mut pending);
-            }
-            Entry::Vacant(e) => {
+                true
+            },
+            |pending| {
                 self.paths.acquire(key.path(), &rec.path);
                 let mut st = Tumbling::new(start, method);
                 if st.add(start, now, latency, bytes, rule.threshold) == Added::Crossed {
@@ -339,10 +535,13 @@ impl Engine {
                 // as soon as it is in the map, and the count must never dip below the truth.
                 self.keys.fetch_add(1, Ordering::Relaxed);
                 self.note_src(&key, rec.src);
-                e.insert(st);
-                self.share(key, start, latency, bytes.0, method, rec, &mut pending);
-            }
+                (st, true)
+            },
+        );
+        if !counted {
+            return self.note_late(pending);
         }
+        self.share(key, start, latency, bytes.0, method, rec, &mut pending);
         pending
     }
 
@@ -432,8 +631,8 @@ impl Engine {
             max_secs: max_ns as f64 / 1e9,
             method,
         };
-        let src = match (key.src.identity_id(), self.last_src.get(key)) {
-            (Some(_), Some(ip)) => SourceKey::new(*ip, self.ipv6_prefix),
+        let src = match (key.src.identity_id(), self.last_src.copied(key)) {
+            (Some(_), Some(ip)) => SourceKey::new(ip, self.ipv6_prefix),
             _ => key.src,
         };
         Some(self.event(rule, key, &src, None, path, snap))
@@ -441,37 +640,41 @@ impl Engine {
 
     fn count_sliding<R: Ring>(
         &self,
-        map: &KeyMap<Sliding<R>>,
+        map: &M::Map<Sliding<R>>,
         rule: &Rule,
         key: WindowKey,
-        rec: &RequestRecord,
+        (rec, at): (&RequestRecord, At),
         out: &mut Vec<Event>,
     ) -> Pending {
         let sub = sub_bucket_ms(rule);
-        let idx = bucket_index(&rec.completed_at, sub);
+        let idx = u32::try_from(at.ms / sub).unwrap_or(u32::MAX);
         let latency = u32::try_from(rec.total.as_millis()).unwrap_or(u32::MAX);
         let method = method_code(rec.method);
         self.make_room(map, &key, out);
-        let mut pending: Pending = [None, None];
-        let mut st = match map.entry(key) {
-            Entry::Occupied(e) => e.into_ref(),
-            Entry::Vacant(e) => {
-                self.paths.acquire(key.path(), &rec.path);
-                self.keys.fetch_add(1, Ordering::Relaxed);
-                e.insert(Sliding::new(idx))
-            }
-        };
-        if let Some(summary) = st.advance(idx, rule.threshold, sub) {
-            pending[0] = Some((false, summary));
-        }
-        match st.add(idx, latency, rule.metric.bytes(rec), rule.threshold, method) {
-            Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
-            Added::Late => return self.note_late(pending),
-            Added::Counted => {}
-        }
         // Still under the key's shard lock: a sweep removing the key cannot interleave.
-        self.note_src(&key, rec.src);
-        drop(st);
+        let count = |st: &mut Sliding<R>, pending: &mut Pending| {
+            if let Some(summary) = st.advance(idx, rule.threshold, sub) {
+                pending[0] = Some((false, summary));
+            }
+            match st.add(idx, latency, rule.metric.bytes(rec), rule.threshold, method) {
+                Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
+                Added::Late => return false,
+                Added::Counted => {}
+            }
+            self.note_src(&key, rec.src);
+            true
+        };
+        let mut pending: Pending = [None, None];
+        let counted = map.upsert(key, &mut pending, count, |pending| {
+            self.paths.acquire(key.path(), &rec.path);
+            self.keys.fetch_add(1, Ordering::Relaxed);
+            let mut st = Sliding::new(idx);
+            let counted = count(&mut st, pending);
+            (st, counted)
+        });
+        if !counted {
+            return self.note_late(pending);
+        }
         if self.share_slide(rule, (key, idx), latency, method, rec, pending[1].is_some()) {
             pending = [None, None];
         }
@@ -509,7 +712,7 @@ impl Engine {
     /// key's map entry locked: window map → `last_src`, never the reverse).
     pub(super) fn note_src(&self, key: &WindowKey, ip: IpAddr) {
         if key.src.identity_id().is_some() {
-            self.last_src.insert(*key, ip);
+            self.last_src.put(*key, ip);
         }
     }
 
@@ -517,7 +720,7 @@ impl Engine {
     pub(super) fn forget(&self, key: &WindowKey) {
         self.paths.release(key.path());
         if key.src.identity_id().is_some() {
-            self.last_src.remove(key);
+            self.last_src.drop_key(key);
         }
     }
 

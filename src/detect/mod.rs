@@ -80,7 +80,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) use builtin::default_rules;
 pub use engine::EngineError;
-pub(crate) use engine::{Engine, EngineOptions, SUPPORTED_EPOCH_SECS};
+pub(crate) use engine::{Engine, EngineOptions, Local, SUPPORTED_EPOCH_SECS};
 pub(crate) use event::{DetectionEvent, Event, Severity};
 pub(crate) use flagged::Flagged;
 pub(crate) use overrides::effective_rules;

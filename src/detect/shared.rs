@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use super::engine::KeyStore;
+
 use super::engine::{sub_bucket_ms, Engine};
 use super::event::DetectionEvent;
 use super::paths::{capped, NO_PATH};
@@ -371,7 +373,7 @@ pub(crate) struct SlideRule {
     pub(crate) by_bytes: bool,
 }
 
-impl Engine {
+impl<M: super::engine::Maps> Engine<M> {
     /// `[cluster]`: adds a sliding count (already counted in the local ring) to its
     /// sub-bucket's delta. Returns whether the engine's own events of the key are withheld
     /// (counters shared: the merged ones replace them). `crossed`: the local ring just
@@ -473,8 +475,8 @@ impl Engine {
     /// The address a merged event names: the key's source, or for an identity key the last
     /// address this replica counted under it.
     fn merged_src(&self, key: &WindowKey) -> SourceKey {
-        match (key.src.identity_id(), self.last_src.get(key)) {
-            (Some(_), Some(ip)) => SourceKey::new(*ip, self.ipv6_prefix),
+        match (key.src.identity_id(), self.last_src.copied(key)) {
+            (Some(_), Some(ip)) => SourceKey::new(ip, self.ipv6_prefix),
             _ => key.src,
         }
     }

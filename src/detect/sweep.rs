@@ -11,13 +11,13 @@ use std::sync::TryLockError;
 
 use chrono::{DateTime, Utc};
 
-use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine, KeyMap};
+use super::engine::{bucket_index, sub_bucket_ms, window_secs, Engine, KeyStore, Maps};
 use super::event::Event;
 use super::sliding::{Ring, Sliding, SUB_BUCKETS};
 use super::source::SourceKey;
 use super::window::{Snapshot, Tumbling, WindowKey};
 
-impl Engine {
+impl<M: Maps> Engine<M> {
     /// Closes every tumbling window that ended at or before `now` (emitting summaries for
     /// flagged keys and forgetting the keys), moves sliding windows up to `now` (emitting a
     /// summary when a flagged key has fallen below its threshold), and forgets sliding keys
@@ -27,7 +27,7 @@ impl Engine {
         let first = out.len();
         let now_secs = now.timestamp();
         let mut removed = 0usize;
-        self.tumbling.retain(|key, st| {
+        self.tumbling.keep(|key, st| {
             let end = st.window_end(window_secs(&self.rules[usize::from(key.rule)]));
             if i64::try_from(end).unwrap_or(i64::MAX) > now_secs {
                 return true;
@@ -49,7 +49,7 @@ impl Engine {
     /// [`Engine::tick`] for one sliding map; returns the keys forgotten.
     fn tick_sliding<R: Ring>(
         &self,
-        map: &KeyMap<Sliding<R>>,
+        map: &M::Map<Sliding<R>>,
         now: DateTime<Utc>,
         out: &mut Vec<Event>,
     ) -> usize {
@@ -57,7 +57,7 @@ impl Engine {
         // Shared counters: the cluster ends episodes on the merged counts and writes their
         // summaries; the ring still moves on (local mode may take over).
         let local = !self.counters_shared();
-        map.retain(|key, st| {
+        map.keep(|key, st| {
             let rule = &self.rules[usize::from(key.rule)];
             let sub = sub_bucket_ms(rule);
             if let Some(snap) = st.advance(bucket_index(&now, sub), rule.threshold, sub) {
@@ -81,7 +81,7 @@ impl Engine {
     pub(crate) fn finish(&self, out: &mut Vec<Event>) {
         let first = out.len();
         let mut removed = 0usize;
-        self.tumbling.retain(|key, st| {
+        self.tumbling.keep(|key, st| {
             self.close_tumbling(key, st, out);
             removed += 1;
             false
@@ -130,8 +130,8 @@ impl Engine {
     }
 
     /// Before inserting `key` into `map`: when the cap is reached and `key` is new, evict.
-    pub(super) fn make_room<V>(&self, map: &KeyMap<V>, key: &WindowKey, out: &mut Vec<Event>) {
-        if self.keys.load(Ordering::Relaxed) < self.max_keys || map.contains_key(key) {
+    pub(super) fn make_room<V>(&self, map: &M::Map<V>, key: &WindowKey, out: &mut Vec<Event>) {
+        if self.keys.load(Ordering::Relaxed) < self.max_keys || map.has(key) {
             return;
         }
         let _running = match self.evicting.try_lock() {
@@ -151,17 +151,11 @@ impl Engine {
     /// (the cap may be exceeded by the few keys inserted meanwhile).
     pub(super) fn evict(&self, batch: usize, out: &mut Vec<Event>) {
         let mut ages: Vec<u32> = Vec::with_capacity(self.tracked_keys());
-        ages.extend(self.tumbling.iter().map(|e| e.value().last_seen()));
-        ages.extend(
-            self.sliding
-                .iter()
-                .map(|e| self.sliding_seen(e.key(), e.value())),
-        );
-        ages.extend(
-            self.sliding_bytes
-                .iter()
-                .map(|e| self.sliding_seen(e.key(), e.value())),
-        );
+        self.tumbling.each(|_, st| ages.push(st.last_seen()));
+        self.sliding
+            .each(|key, st| ages.push(self.sliding_seen(key, st)));
+        self.sliding_bytes
+            .each(|key, st| ages.push(self.sliding_seen(key, st)));
         if ages.is_empty() || batch == 0 {
             return;
         }
@@ -177,7 +171,7 @@ impl Engine {
             yes
         };
         let mut removed = 0usize;
-        self.tumbling.retain(|key, st| {
+        self.tumbling.keep(|key, st| {
             if !take(st.last_seen()) {
                 return true;
             }
@@ -195,12 +189,12 @@ impl Engine {
     /// how many.
     fn evict_sliding<R: Ring>(
         &self,
-        map: &KeyMap<Sliding<R>>,
+        map: &M::Map<Sliding<R>>,
         take: &mut impl FnMut(u32) -> bool,
         out: &mut Vec<Event>,
     ) -> usize {
         let mut removed = 0usize;
-        map.retain(|key, st| {
+        map.keep(|key, st| {
             if !take(self.sliding_seen(key, st)) {
                 return true;
             }
@@ -254,8 +248,8 @@ impl Engine {
         let src = match key.src.identity_id() {
             Some(_) => self
                 .last_src
-                .get(key)
-                .map_or(key.src, |ip| SourceKey::new(*ip, self.ipv6_prefix)),
+                .copied(key)
+                .map_or(key.src, |ip| SourceKey::new(ip, self.ipv6_prefix)),
             None => key.src,
         };
         let text = self.paths.text(key.path());
@@ -269,8 +263,8 @@ impl Engine {
 }
 
 #[cfg(test)]
-fn map_bytes<V>(map: &KeyMap<V>) -> usize {
-    map.capacity() * 8 / 7 * (std::mem::size_of::<(WindowKey, V)>() + 1)
+fn map_bytes<V>(map: &impl KeyStore<V>) -> usize {
+    map.capacity_now() * 8 / 7 * (std::mem::size_of::<(WindowKey, V)>() + 1)
 }
 
 /// Deterministic order for batches of summaries (the maps iterate in hash order).

@@ -28,7 +28,7 @@ use super::driver::{Counters, Scanner, Skip};
 use super::row::Row;
 use super::zone::{LogZone, ZoneResolver};
 use crate::detect::{
-    Engine, EngineError, EngineOptions, Event, Rule, WindowKind, SUPPORTED_EPOCH_SECS,
+    Engine, EngineError, EngineOptions, Event, Local, Rule, WindowKind, SUPPORTED_EPOCH_SECS,
 };
 use crate::gin::parse_gin_line;
 use crate::record::{Method, Outcome, RequestRecord};
@@ -139,7 +139,8 @@ impl Clock {
 
 /// The engine and the rows it gave: the whole engine, or the share of one source shard.
 pub(super) struct Counting {
-    engine: Engine,
+    /// Plain maps: each engine (or shard) lives on one thread.
+    engine: Engine<Local>,
     /// Window kind per rule, in engine order (events name their rule).
     kinds: Vec<(std::sync::Arc<str>, WindowKind)>,
     events: Vec<Event>,
@@ -154,7 +155,7 @@ impl Counting {
             .map(|r| (r.name().clone(), r.window_kind()))
             .collect();
         Ok(Counting {
-            engine: Engine::new(rules, options)?.rows_only(),
+            engine: Engine::new_local(rules, options)?.rows_only(),
             kinds,
             events: Vec::new(),
             rows: Vec::new(),
