@@ -222,36 +222,6 @@ async fn an_attacker_spread_over_three_replicas_is_detected_once_at_the_threshol
     }
 }
 
-async fn refused_within_1s(s: &Stack, who: &str) -> bool {
-    let c = client_from(who);
-    for _ in 0..50 {
-        if call(&c, Method::GET, &format!("{}/api/version", s.proxy), &[])
-            .await
-            .status
-            == StatusCode::FORBIDDEN
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
-async fn served_within_1s(s: &Stack, who: &str) -> bool {
-    let c = client_from(who);
-    for _ in 0..50 {
-        if call(&c, Method::GET, &format!("{}/api/version", s.proxy), &[])
-            .await
-            .status
-            == StatusCode::OK
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_ban_and_unban_on_one_replica_apply_on_the_others_and_offences_escalate() {
     let redis = Redis::start(None);
@@ -265,16 +235,16 @@ async fn an_admin_ban_and_unban_on_one_replica_apply_on_the_others_and_offences_
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    assert!(refused_within_1s(&stacks[1], "127.0.0.9").await);
-    assert!(refused_within_1s(&stacks[2], "127.0.0.9").await);
+    assert!(version_status_within_1s(&stacks[1], "127.0.0.9", StatusCode::FORBIDDEN).await);
+    assert!(version_status_within_1s(&stacks[2], "127.0.0.9", StatusCode::FORBIDDEN).await);
     // Listed on every replica, with the same end.
     let lists: Vec<Value> = futures_list(&stacks).await;
     assert_eq!(lists[0], lists[1]);
     assert_eq!(lists[1], lists[2]);
     let r = admin(&stacks[2], Method::DELETE, "/api/bans/127.0.0.9", "", None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
-    assert!(served_within_1s(&stacks[0], "127.0.0.9").await);
-    assert!(served_within_1s(&stacks[1], "127.0.0.9").await);
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.9", StatusCode::OK).await);
+    assert!(version_status_within_1s(&stacks[1], "127.0.0.9", StatusCode::OK).await);
     // A second ban, through replica B, is offence 2: A's first counted.
     let r = admin(
         &stacks[1],
@@ -348,7 +318,7 @@ async fn redis_killed_mid_traffic_fails_no_request_and_a_restart_resynchronises(
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    assert!(refused_within_1s(&stacks[0], "127.0.0.12").await);
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.12", StatusCode::FORBIDDEN).await);
     redis.spawn();
     for s in &stacks {
         // Backoff is at most 5 s.
@@ -362,7 +332,7 @@ async fn redis_killed_mid_traffic_fails_no_request_and_a_restart_resynchronises(
             1.0
         );
     }
-    assert!(refused_within_1s(&stacks[1], "127.0.0.12").await);
+    assert!(version_status_within_1s(&stacks[1], "127.0.0.12", StatusCode::FORBIDDEN).await);
     assert!(metric(&stacks[0].admin, "ollama_guard_cluster_sync_errors_total").await >= 1.0);
     // Detections resume on merged counts: 6 requests spread over the two replicas.
     let a = client_from("127.0.0.13");
@@ -438,7 +408,7 @@ async fn a_wrong_password_leaves_the_replica_in_local_mode() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
-    assert!(refused_within_1s(&s, "127.0.0.31").await);
+    assert!(version_status_within_1s(&s, "127.0.0.31", StatusCode::FORBIDDEN).await);
     // The right password through the environment-free URL works.
     let good = format!("redis://:right@127.0.0.1:{}", redis.port);
     let t = stack_with(ServeArgs::default(), &cluster_file(&good, "guard-y")).await;

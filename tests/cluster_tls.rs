@@ -121,21 +121,6 @@ fn cluster_toml(url: &str, ca: &Path, id: &str) -> String {
     )
 }
 
-async fn refused_within_1s(s: &Stack, who: &str) -> bool {
-    let c = client_from(who);
-    for _ in 0..50 {
-        if call(&c, Method::GET, &format!("{}/api/version", s.proxy), &[])
-            .await
-            .status
-            == StatusCode::FORBIDDEN
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_on_rediss_with_the_ca_connect_and_share_bans() {
     let pki = Pki::new("ollama-guard redis test CA", true);
@@ -165,7 +150,7 @@ async fn replicas_on_rediss_with_the_ca_connect_and_share_bans() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
-    assert!(refused_within_1s(&b, "127.0.0.51").await);
+    assert!(version_status_within_1s(&b, "127.0.0.51", StatusCode::FORBIDDEN).await);
     let ev = wait_events(&b.detection_log(), |e| {
         e.iter().any(|v| v["event"] == "ban")
     })

@@ -193,6 +193,23 @@ pub async fn metric_eventually(admin: &str, series: &str, want: f64) -> f64 {
     n
 }
 
+/// Whether `s` answers `GET /api/version` from `who` with `want` within 1 s (polled every
+/// 20 ms, a fresh connection each time): how the cluster tests wait for a ban or an unban.
+pub async fn version_status_within_1s(s: &Stack, who: &str, want: StatusCode) -> bool {
+    for _ in 0..50 {
+        let c = client_from(who);
+        if call(&c, Method::GET, &format!("{}/api/version", s.proxy), &[])
+            .await
+            .status
+            == want
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 /// A client whose requests come from `source` (any 127.0.0.0/8 address works on Linux).
 pub fn client_from(source: &str) -> Client<HttpConnector, Full<Bytes>> {
     let mut c = HttpConnector::new();

@@ -5,8 +5,8 @@
 #   tests/perf/callgrind_proxy.sh [N1] [N2]          (default 1000 and 5000 requests)
 #
 # Each target runs under callgrind twice, proxying N1 and then N2 keep-alive `GET /api/tags`
-# (one connection, a Python client outside valgrind) to a fast upstream (nginx serving a
-# static body); the difference of the two totals divided by N2 - N1 is the cost of one
+# (one connection, a Python client outside valgrind) to a fast upstream (nginx serving the
+# simulator's /api/tags body); the difference of the two totals divided by N2 - N1 is the cost of one
 # request, start-up and shutdown cancelling out. Targets:
 #   guard          ollama-guard, default rules, one worker (GUARD_BIN=path, else the work tree)
 #   guard_cluster  the same with [cluster] against a local redis-server (when installed); it
@@ -17,29 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
 n2=${2:-5000}
-for tool in valgrind python3 curl; do
-  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
-done
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is required" >&2; exit 1; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if [ -n "${GUARD_BIN:-}" ]; then bin=$GUARD_BIN; else cargo build --release --quiet; bin=target/release/ollama-guard; fi
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/perf/common.sh
+need valgrind nginx python3 curl
 
-printf '{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","size":2019393189}]}' >"$work/tags.json"
-chmod 644 "$work/tags.json"
-fast=$(free_port)
-cat >"$work/fast.conf" <<NGINX
-worker_processes 1; pid $work/fast.pid; error_log $work/fast-error.log warn;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$fast; default_type application/json; root $work;
-  location / { try_files /tags.json =404; } } }
-NGINX
-"$NGINX" -c "$work/fast.conf" -g 'daemon off;' & pids+=($!)
+start_simulator
+tags_body
+kill "$simpid"; wait "$simpid" 2>/dev/null || true
+start_fast_upstream
 
 cat >"$work/client.py" <<'PY'
 import http.client, sys

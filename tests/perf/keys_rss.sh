@@ -35,41 +35,14 @@ steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(1000 10000 100000 1000000)
 conns=${CONNS:-32}
 min_left=${MIN_WINDOW_LEFT:-200}
-command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is required: apt-get install nginx-light" >&2; exit 1; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if [ -n "${GUARD_BIN:-}" ]; then bin=$GUARD_BIN; else cargo build --release --quiet; bin=${CARGO_TARGET_DIR:-target}/release/ollama-guard; fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/perf/common.sh
+need wrk nginx python3 curl
 
 # --- fast upstream: nginx answering every path with the simulator's /api/tags body -------------
-sim=$(free_port); fast=$(free_port)
-"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & simpid=$!; pids+=("$simpid")
-for _ in $(seq 100); do tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true); [ -n "$tags" ] && break; sleep 0.05; done
+start_simulator
+tags_body
 kill "$simpid"; wait "$simpid" 2>/dev/null || true
-[ -n "$tags" ] || { echo "error: the simulator did not answer /api/tags" >&2; exit 1; }
-printf '%s' "$tags" >"$work/tags.json"
-# nginx's workers run as an unprivileged user: they must be able to read the body.
-chmod 755 "$work"; chmod 644 "$work/tags.json"
-cat >"$work/fast.conf" <<NGINX
-worker_processes 1;
-pid $work/fast.pid;
-error_log $work/fast-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$fast;
-    default_type application/json;
-    root $work;
-    location / { try_files /tags.json =404; }
-  }
-}
-NGINX
-"$NGINX" -c "$work/fast.conf" -g 'daemon off;' & pids+=($!)
+start_fast_upstream
 
 # --- the guard ---------------------------------------------------------------------------------
 port=$(free_port); admin=$(free_port)

@@ -20,40 +20,13 @@ cd "$(dirname "$0")/../.."
 secs=${1:-5}
 rounds=${2:-5}
 workers=${WORKERS:-2}
-command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is required: apt-get install nginx-light" >&2; exit 1; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if [ -n "${GUARD_BIN:-}" ]; then bin=$GUARD_BIN; else cargo build --release --quiet; bin=target/release/ollama-guard; fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/perf/common.sh
+need wrk nginx python3 curl
 
 # --- upstreams -------------------------------------------------------------------------------
-sim=$(free_port); fast=$(free_port)
-"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & pids+=($!)
-for _ in $(seq 100); do tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true); [ -n "$tags" ] && break; sleep 0.05; done
-printf '%s' "$tags" >"$work/tags.json"
-# nginx's workers run as an unprivileged user: they must be able to read the body.
-chmod 755 "$work"; chmod 644 "$work/tags.json"
-cat >"$work/fast.conf" <<NGINX
-worker_processes 1;
-pid $work/fast.pid;
-error_log $work/fast-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$fast;
-    default_type application/json;
-    root $work;
-    # Every path answers 200 with the simulator's /api/tags body.
-    location / { try_files /tags.json =404; }
-  }
-}
-NGINX
-"$NGINX" -c "$work/fast.conf" -g 'daemon off;' & pids+=($!)
+start_simulator
+tags_body
+start_fast_upstream
 
 # --- fronts ----------------------------------------------------------------------------------
 declare -A port

@@ -43,40 +43,14 @@ sources=${SOURCES:-50000}; hot=${HOT:-500}; hot_every=${HOT_EVERY:-4}
 peers=${PEERS:-50000}; peer_requests=${PEER_REQUESTS:-3}
 users=${LEGIT_USERS:-25}; per_user=${LEGIT_PER_USER:-80}; think_ms=${THINK_MS:-10}
 delay_ms=${SPRAY_DELAY_MS:-0}
-command -v wrk >/dev/null || { echo "wrk is required: apt-get install wrk" >&2; exit 1; }
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "nginx is required: apt-get install nginx-light" >&2; exit 1; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if [ -n "${GUARD_BIN:-}" ]; then bin=$GUARD_BIN; else cargo build --release --quiet; bin=${CARGO_TARGET_DIR:-target}/release/ollama-guard; fi
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. tests/perf/common.sh
+need wrk nginx python3 curl
 
 # --- fast upstream: nginx answering every path with the simulator's /api/tags body -------------
-sim=$(free_port); fast=$(free_port)
-"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" & simpid=$!; pids+=("$simpid")
-for _ in $(seq 100); do tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true); [ -n "$tags" ] && break; sleep 0.05; done
+start_simulator
+tags_body
 kill "$simpid"; wait "$simpid" 2>/dev/null || true
-[ -n "$tags" ] || { echo "error: the simulator did not answer /api/tags" >&2; exit 1; }
-printf '%s' "$tags" >"$work/tags.json"
-chmod 755 "$work"; chmod 644 "$work/tags.json"
-cat >"$work/fast.conf" <<NGINX
-worker_processes 1;
-pid $work/fast.pid;
-error_log $work/fast-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server {
-    listen 127.0.0.1:$fast;
-    default_type application/json;
-    root $work;
-    location / { try_files /tags.json =404; }
-  }
-}
-NGINX
-"$NGINX" -c "$work/fast.conf" -g 'daemon off;' & pids+=($!)
+start_fast_upstream
 
 # --- the front: the guard, or (CONTROL=nginx) an nginx proxy in its place ----------------------
 port=$(free_port); admin=$(free_port)
@@ -282,6 +256,9 @@ def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 quiet, spray = (json.load(open(f"{work}/{n}.json")) for n in ("quiet", "spray"))
+for name, r in (("quiet", quiet), ("under spray", spray)):
+    if not r["lat_ms"]:
+        sys.exit(f"error: the legitimate client finished no request {name}: lengthen the spray")
 print(f"\n{'legit client':14} {'requests':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}  statuses")
 for name, r in (("quiet", quiet), ("under spray", spray)):
     v = r["lat_ms"]

@@ -1,0 +1,82 @@
+# The set-up the tests/perf proxy scripts share. Sourced (`. tests/perf/common.sh`) from the
+# repository root after `set -euo pipefail`, never run. It provides:
+#   need TOOL...            exits with an install hint unless every TOOL is on PATH or in /usr/sbin
+#   NGINX                   the nginx binary
+#   bin                     the guard: $GUARD_BIN, else a fresh `cargo build --release`
+#   work                    a temporary directory (readable by nginx's workers), removed on exit
+#   pids                    processes to kill on exit (append with pids+=($!))
+#   free_port               prints a free loopback port
+#   start_simulator         starts `ollama-guard simulator --fast` on $sim (sets sim, simpid)
+#   tags_body               writes the simulator's /api/tags body to $work/tags.json
+#   start_fast_upstream     starts nginx answering every path with $work/tags.json on $fast
+# shellcheck shell=bash
+
+need() {
+  local t
+  for t in "$@"; do
+    command -v "$t" >/dev/null || [ -x "/usr/sbin/$t" ] || {
+      echo "$t is required (apt-get install ${t/nginx/nginx-light})" >&2
+      exit 1
+    }
+  done
+}
+
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ -n "${GUARD_BIN:-}" ]; then
+  bin=$GUARD_BIN
+else
+  cargo build --release --quiet
+  bin=${CARGO_TARGET_DIR:-target}/release/ollama-guard
+fi
+work=$(mktemp -d)
+# nginx's workers run as an unprivileged user: they must be able to read what is served.
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_simulator() {
+  sim=$(free_port)
+  "$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" &
+  simpid=$!
+  pids+=("$simpid")
+}
+
+tags_body() {
+  local tags=
+  for _ in $(seq 100); do
+    tags=$(curl -fs "http://127.0.0.1:$sim/api/tags" || true)
+    [ -n "$tags" ] && break
+    sleep 0.05
+  done
+  [ -n "$tags" ] || { echo "error: the simulator did not answer /api/tags" >&2; exit 1; }
+  printf '%s' "$tags" >"$work/tags.json"
+  chmod 644 "$work/tags.json"
+}
+
+start_fast_upstream() {
+  fast=$(free_port)
+  cat >"$work/fast.conf" <<NGINX
+worker_processes 1;
+pid $work/fast.pid;
+error_log $work/fast-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:$fast;
+    default_type application/json;
+    root $work;
+    location / { try_files /tags.json =404; }
+  }
+}
+NGINX
+  "$NGINX" -c "$work/fast.conf" -g 'daemon off;' &
+  pids+=($!)
+}
