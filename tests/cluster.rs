@@ -153,29 +153,12 @@ async fn wait_all(stacks: &[Stack], pred: impl Fn(&[Value]) -> bool) -> Vec<Valu
 async fn an_attacker_spread_over_three_replicas_is_detected_once_at_the_threshold() {
     let redis = Redis::start(None);
     let stacks = replicas(&redis.url(), 3).await;
-    let attacker = client_from("127.0.0.7");
     // 5 requests: under the threshold of 6, on every replica and merged.
-    for i in 0..5 {
-        let r = call(
-            &attacker,
-            Method::GET,
-            &format!("{}/api/tags", stacks[i % 3].proxy),
-            &[],
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK);
-    }
+    tags_round_robin(&stacks, "127.0.0.7", 0, 5).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(all_events(&stacks, "detection").is_empty());
-    // The sixth (2 on each replica): the merged count reaches 6.
-    let r = call(
-        &attacker,
-        Method::GET,
-        &format!("{}/api/tags", stacks[2].proxy),
-        &[],
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
+    // The sixth (2 on each replica, this one on the third): the merged count reaches 6.
+    tags_round_robin(&stacks, "127.0.0.7", 5, 1).await;
     let ev = wait_all(&stacks, |ev| ev.iter().any(|e| e["event"] == "detection")).await;
     let _ = ev;
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -190,29 +173,7 @@ async fn an_attacker_spread_over_three_replicas_is_detected_once_at_the_threshol
     assert!(start.ends_with(":00:00.000Z"), "{start}");
     // The ban of the detecting replica is in force on all three.
     for s in &stacks {
-        for _ in 0..50 {
-            if call(
-                &attacker,
-                Method::GET,
-                &format!("{}/api/version", s.proxy),
-                &[],
-            )
-            .await
-            .status
-                == StatusCode::FORBIDDEN
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let r = call(
-            &attacker,
-            Method::GET,
-            &format!("{}/api/version", s.proxy),
-            &[],
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert!(version_status_within_1s(s, "127.0.0.7", StatusCode::FORBIDDEN).await);
     }
     let bans = all_events(&stacks, "ban");
     assert_eq!(bans.len(), 3, "{bans:#?}");
@@ -335,17 +296,7 @@ async fn redis_killed_mid_traffic_fails_no_request_and_a_restart_resynchronises(
     assert!(version_status_within_1s(&stacks[1], "127.0.0.12", StatusCode::FORBIDDEN).await);
     assert!(metric(&stacks[0].admin, "ollama_guard_cluster_sync_errors_total").await >= 1.0);
     // Detections resume on merged counts: 6 requests spread over the two replicas.
-    let a = client_from("127.0.0.13");
-    for i in 0..6 {
-        let r = call(
-            &a,
-            Method::GET,
-            &format!("{}/api/tags", stacks[i % 2].proxy),
-            &[],
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK);
-    }
+    tags_round_robin(&stacks, "127.0.0.13", 0, 6).await;
     wait_all(&stacks, |ev| {
         ev.iter()
             .any(|e| e["event"] == "detection" && e["src"] == "127.0.0.13")
@@ -442,17 +393,7 @@ async fn the_window_summary_of_a_shared_detection_is_written_once_with_merged_fi
     if into > 300 {
         tokio::time::sleep(Duration::from_millis(u64::try_from(2050 - into).unwrap())).await;
     }
-    let c = client_from("127.0.0.41");
-    for i in 0..4 {
-        let r = call(
-            &c,
-            Method::GET,
-            &format!("{}/api/tags", stacks[i % 2].proxy),
-            &[],
-        )
-        .await;
-        assert_eq!(r.status, StatusCode::OK);
-    }
+    tags_round_robin(&stacks, "127.0.0.41", 0, 4).await;
     // Window end (≤ 2 s) + the summary grace (5 s) + a sync.
     for _ in 0..60 {
         if !all_events(&stacks, "window_summary").is_empty() {

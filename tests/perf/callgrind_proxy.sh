@@ -20,10 +20,7 @@ n2=${2:-5000}
 . tests/perf/common.sh
 need valgrind nginx python3 curl
 
-start_simulator
-tags_body
-kill "$simpid"; wait "$simpid" 2>/dev/null || true
-start_fast_upstream
+fast_upstream_only
 
 cat >"$work/client.py" <<'PY'
 import http.client, sys

@@ -9,6 +9,8 @@
 #   start_simulator         starts `ollama-guard simulator --fast` on $sim (sets sim, simpid)
 #   tags_body               writes the simulator's /api/tags body to $work/tags.json
 #   start_fast_upstream     starts nginx answering every path with $work/tags.json on $fast
+#   fast_upstream_only      the three above for scripts that need no simulator after: the body
+#                           is taken from a simulator that is then stopped
 # shellcheck shell=bash
 
 need() {
@@ -79,4 +81,12 @@ http {
 NGINX
   "$NGINX" -c "$work/fast.conf" -g 'daemon off;' &
   pids+=($!)
+}
+
+fast_upstream_only() {
+  start_simulator
+  tags_body
+  kill "$simpid"
+  wait "$simpid" 2>/dev/null || true
+  start_fast_upstream
 }

@@ -39,10 +39,7 @@ min_left=${MIN_WINDOW_LEFT:-200}
 need wrk nginx python3 curl
 
 # --- fast upstream: nginx answering every path with the simulator's /api/tags body -------------
-start_simulator
-tags_body
-kill "$simpid"; wait "$simpid" 2>/dev/null || true
-start_fast_upstream
+fast_upstream_only
 
 # --- the guard ---------------------------------------------------------------------------------
 port=$(free_port); admin=$(free_port)

@@ -47,10 +47,7 @@ delay_ms=${SPRAY_DELAY_MS:-0}
 need wrk nginx python3 curl
 
 # --- fast upstream: nginx answering every path with the simulator's /api/tags body -------------
-start_simulator
-tags_body
-kill "$simpid"; wait "$simpid" 2>/dev/null || true
-start_fast_upstream
+fast_upstream_only
 
 # --- the front: the guard, or (CONTROL=nginx) an nginx proxy in its place ----------------------
 port=$(free_port); admin=$(free_port)
