@@ -10,7 +10,6 @@
 //! keep-alive ones and half-sent heads included), which must be refused at accept time.
 
 pub(crate) mod client_ip;
-pub(crate) mod coalesce;
 pub(crate) mod cut;
 pub(crate) mod eos;
 pub(crate) mod fault;
@@ -30,7 +29,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::header::HeaderValue;
-use http::uri::Authority;
 use ipnet::IpNet;
 use tower::ServiceBuilder;
 
@@ -201,7 +199,8 @@ impl Proxy {
     ///    side that caused them.
     /// 9. rewrite — the last touch before the wire (URI, `Host`, `X-Forwarded-*`,
     ///    hop-by-hop headers, the body's fault wrapper).
-    /// 10. the pooled hyper-util client.
+    /// 10. the upstream client (HTTP/1.1 over the worker's connection pool, in the request's
+    ///     own task: [`upstream`]).
     pub(crate) fn stack(&self, client: upstream::UpstreamClient) -> Stack {
         let host = HeaderValue::from_str(self.upstream.authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
@@ -244,8 +243,6 @@ impl Proxy {
                 upstream: self.upstream.url(),
             }))
             .layer(RewriteLayer::new(Target {
-                scheme: self.upstream.scheme.clone(),
-                authority: Authority::from_static(upstream::POOL_AUTHORITY),
                 host,
                 forwarded_proto: HeaderValue::from_static(if self.tls.is_some() {
                     "https"

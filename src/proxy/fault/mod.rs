@@ -220,35 +220,6 @@ fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
     None
 }
 
-fn client_body_error<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a ClientBodyError> {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(found) = err.downcast_ref::<ClientBodyError>() {
-            return Some(found);
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// Classifies a failed upstream exchange by its origin.
-pub(crate) fn classify(e: &hyper_util::client::legacy::Error) -> Fault {
-    if let Some(client) = client_body_error(e) {
-        return Fault::Client(client.fault());
-    }
-    Fault::Upstream(upstream_kind(e.is_connect(), e))
-}
-
-fn upstream_kind(connect: bool, e: &(dyn StdError + 'static)) -> UpstreamErrorKind {
-    let timed_out = io_kind(e) == Some(io::ErrorKind::TimedOut)
-        || chain_has(e, |h: &hyper::Error| h.is_timeout());
-    match (connect, timed_out) {
-        (_, true) => UpstreamErrorKind::Timeout,
-        (true, false) => UpstreamErrorKind::Connect,
-        (false, false) => UpstreamErrorKind::Reset,
-    }
-}
-
 fn chain_has(e: &(dyn StdError + 'static), pred: impl Fn(&hyper::Error) -> bool) -> bool {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
@@ -261,4 +232,4 @@ fn chain_has(e: &(dyn StdError + 'static), pred: impl Fn(&hyper::Error) -> bool)
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

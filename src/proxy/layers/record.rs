@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::{Client, Disposition, Meta};
-use crate::proxy::coalesce::Coalesce;
 use crate::proxy::cut::{CutBody, Owner};
 use crate::proxy::fault::FaultCell;
 use crate::proxy::refusal::Gate;
@@ -128,7 +127,7 @@ where
     RB: Body<Data = bytes::Bytes>,
     RB::Error: Into<crate::proxy::fault::BoxError>,
 {
-    type Response = Response<TimingBody<CutBody<Coalesce<RB>>>>;
+    type Response = Response<TimingBody<CutBody<RB>>>;
     type Error = Infallible;
     type Future = RecordFuture<S::Future>;
 
@@ -197,7 +196,7 @@ where
     RB: Body<Data = bytes::Bytes>,
     RB::Error: Into<crate::proxy::fault::BoxError>,
 {
-    type Output = Result<Response<TimingBody<CutBody<Coalesce<RB>>>>, Infallible>;
+    type Output = Result<Response<TimingBody<CutBody<RB>>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -244,7 +243,7 @@ where
                 (Outcome::Complete, parts.status.as_u16(), this.owner.take())
             }
         };
-        let body = guard.into_body(status, outcome, CutBody::new(Coalesce::new(body), owner));
+        let body = guard.into_body(status, outcome, CutBody::new(body, owner));
         Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }

@@ -1,6 +1,6 @@
 //! Rewrite layer: the last touch before the wire. The request is pointed at the upstream
-//! (absolute URI for the pooled client, `Host` = the upstream's authority, which Ollama on
-//! loopback requires),
+//! (origin-form request target, `Host` = the upstream's authority, which Ollama on loopback
+//! requires),
 //! hop-by-hop headers and `Expect` are removed (hyper already answered `100 Continue` to the
 //! client when the body is first read), `X-Forwarded-For` is *replaced* by the resolved client
 //! (Ollama's gin trusts any `X-Forwarded-For`), `X-Forwarded-Proto` says whether the client
@@ -16,7 +16,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::header::{HeaderValue, EXPECT, HOST};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -27,12 +27,7 @@ use crate::proxy::headers;
 
 /// Where requests go.
 pub(crate) struct Target {
-    /// `http`.
-    pub(crate) scheme: Scheme,
-    /// The URI authority handed to the client: its pool key
-    /// ([`crate::proxy::upstream::POOL_AUTHORITY`]); the connector dials the upstream.
-    pub(crate) authority: Authority,
-    /// The same, as the `Host` header value.
+    /// The upstream's authority, as the `Host` header value.
     pub(crate) host: HeaderValue,
     /// `X-Forwarded-Proto`: `https` when the proxy listener speaks TLS, else `http`.
     pub(crate) forwarded_proto: HeaderValue,
@@ -101,17 +96,15 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
         .extensions
         .get::<Meta>()
         .map_or_else(|| Arc::new(FaultCell::default()), |m| m.fault.clone());
-    let pq = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(t.scheme.clone());
-    uri.authority = Some(t.authority.clone());
-    uri.path_and_query = Some(pq);
-    if let Ok(uri) = Uri::from_parts(uri) {
-        parts.uri = uri;
+    // The upstream client writes the path and query (origin form); an absolute-form target
+    // from the client keeps only those.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(pq);
     }
     let h = &mut parts.headers;
     let original_host = h.remove(HOST);
@@ -164,8 +157,6 @@ mod tests {
 
     fn target() -> Target {
         Target {
-            scheme: Scheme::HTTP,
-            authority: "127.0.0.1:11435".parse().unwrap(),
             host: HeaderValue::from_static("127.0.0.1:11435"),
             forwarded_proto: HeaderValue::from_static("http"),
             body_idle: Duration::from_secs(300),
@@ -206,7 +197,7 @@ mod tests {
             .await
             .unwrap();
         let (uri, headers, version) = seen.lock().unwrap().take().unwrap();
-        assert_eq!(uri, "http://127.0.0.1:11435/api/chat?x=1");
+        assert_eq!(uri, "/api/chat?x=1");
         assert_eq!(version, Version::HTTP_11);
         assert_eq!(headers["host"], "127.0.0.1:11435");
         assert_eq!(headers["x-forwarded-for"], "198.51.100.7");

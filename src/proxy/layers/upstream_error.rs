@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{answered, Answer};
-use crate::proxy::fault::{self, ClientFault, Fault};
+use crate::proxy::fault::{ClientFault, Fault};
 use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
 use crate::proxy::upstream;
 use crate::record::Outcome;
@@ -32,9 +32,9 @@ pub(crate) trait Classify {
     fn detail(&self) -> String;
 }
 
-impl Classify for hyper_util::client::legacy::Error {
+impl Classify for upstream::ExchangeError {
     fn fault(&self) -> Fault {
-        fault::classify(self)
+        upstream::ExchangeError::fault(self)
     }
     fn detail(&self) -> String {
         upstream::describe(self)

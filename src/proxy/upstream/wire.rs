@@ -1,0 +1,460 @@
+//! HTTP/1.1 on an upstream connection, as bytes: the request head written, the response head
+//! parsed (httparse), the response body's framing decided (RFC 9112 §6.3) and a chunked body
+//! decoded. No I/O here: [`super::exchange`] and [`super::body`] read and write.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::{Method, StatusCode, Version};
+
+/// Most response headers accepted (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// Largest response head accepted; beyond it the response is refused (`502`).
+pub(crate) const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size line (size, extensions) and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A malformed or refused upstream message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    /// The response head is not HTTP/1.x.
+    #[error("invalid response head: {0}")]
+    Head(&'static str),
+    /// The response head is larger than [`MAX_HEAD`] or has too many headers.
+    #[error("response head too large")]
+    HeadTooLarge,
+    /// `Content-Length` is not a number, or two of them disagree.
+    #[error("invalid Content-Length in the response")]
+    ContentLength,
+    /// The chunked body's framing is broken.
+    #[error("invalid chunked body: {0}")]
+    Chunk(&'static str),
+    /// `101 Switching Protocols`: the proxy forwards no protocol upgrade.
+    #[error("the upstream switched protocols (101), which is not forwarded")]
+    Upgrade,
+}
+
+/// How the request body is framed on the upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReqFraming {
+    /// No body.
+    Empty,
+    /// The client's `Content-Length`, forwarded; the bytes pass as they are.
+    Length,
+    /// `Transfer-Encoding: chunked` (the client's body had no length).
+    Chunked,
+}
+
+/// Writes the request head: request line, the headers as they are, the framing header.
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: ReqFraming,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A body-carrying method without a body says so, as curl and hyper do.
+        ReqFraming::Empty
+            if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+                && !headers.contains_key(CONTENT_LENGTH) =>
+        {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one chunk of a chunked request body (size line, data, CRLF).
+pub(crate) fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let mut hex = [0u8; 16];
+    let mut n = data.len();
+    let mut i = hex.len();
+    while n > 0 || i == hex.len() {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+    }
+    out.extend_from_slice(&hex[i..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk of a chunked request body (no trailers).
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+}
+
+/// Parses a response head from the start of `buf` and removes it from `buf`; `None` when the
+/// head is not complete yet (`buf` untouched). The header values share the head's bytes.
+pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(WireError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(WireError::HeadTooLarge),
+        Err(e) => return Err(WireError::Head(head_error(e))),
+    };
+    let code = resp.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| WireError::Head("status code"))?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Offsets into the head, so the values can share one frozen copy of it.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let n = resp.headers.len();
+    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (name, name + h.name.len(), value, value + h.value.len());
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(n);
+    for &(ns, ne, vs, ve) in &spans[..n] {
+        let name =
+            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| WireError::Head("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| WireError::Head("header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+fn head_error(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "header name",
+        httparse::Error::HeaderValue => "header value",
+        httparse::Error::NewLine => "line ending",
+        httparse::Error::Status => "status",
+        httparse::Error::Token => "token",
+        httparse::Error::Version => "version",
+        _ => "syntax",
+    }
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// No body (`HEAD`, `204`, `304`, or `Content-Length: 0`).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// The body's framing and whether the connection may carry another request afterwards.
+pub(crate) fn body_kind(method: &Method, head: &Head) -> Result<(BodyKind, bool), WireError> {
+    let h = &head.headers;
+    let mut keep_alive = match head.version {
+        Version::HTTP_10 => has_token(h, b"keep-alive"),
+        _ => !has_token(h, b"close"),
+    };
+    if *method == Method::HEAD
+        || head.status.is_informational()
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((BodyKind::Empty, keep_alive));
+    }
+    if let Some(te) = h
+        .get_all(http::header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        // A length next to a transfer coding is a smuggling attempt or a broken server: the
+        // coding wins and the connection is not reused (RFC 9112 §6.3).
+        if h.contains_key(CONTENT_LENGTH) {
+            keep_alive = false;
+        }
+        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
+        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            (BodyKind::Chunked, keep_alive)
+        } else {
+            (BodyKind::Close, false)
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in h.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = parse_length(part.trim_ascii()).ok_or(WireError::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(WireError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (BodyKind::Empty, keep_alive),
+        Some(n) => (BodyKind::Length(n), keep_alive),
+        None => (BodyKind::Close, false),
+    })
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// Whether a `Connection` header lists `token`.
+fn has_token(h: &HeaderMap, token: &[u8]) -> bool {
+    h.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+/// Data taken from the connection but not yet returned: one slice as it came (no copy), or
+/// several appended.
+#[derive(Debug, Default)]
+pub(crate) enum Held {
+    #[default]
+    Nothing,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Held {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Held::Nothing => 0,
+            Held::One(b) => b.len(),
+            Held::Many(b) => b.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn push(&mut self, data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            Held::Nothing => Held::One(data),
+            Held::One(first) => {
+                let mut buf = BytesMut::with_capacity((first.len() + data.len()).max(4096));
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                Held::Many(buf)
+            }
+            Held::Many(mut buf) => {
+                buf.extend_from_slice(&data);
+                Held::Many(buf)
+            }
+        };
+    }
+
+    pub(crate) fn take(&mut self) -> Option<Bytes> {
+        match std::mem::take(self) {
+            Held::Nothing => None,
+            Held::One(b) => Some(b),
+            Held::Many(b) => Some(b.freeze()),
+        }
+    }
+}
+
+/// Where a chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading the chunk size (hex digits).
+    Size,
+    /// Skipping chunk extensions up to the line's CR.
+    Extension,
+    /// Expecting the LF of the size line.
+    SizeLf,
+    /// This many data bytes left in the chunk.
+    Data(u64),
+    /// Expecting the CR after the chunk's data.
+    DataCr,
+    /// Expecting the LF after the chunk's data.
+    DataLf,
+    /// In the trailer section; `true` when at the start of a line.
+    Trailer(bool),
+    /// Expecting the LF of a trailer line (`true`: the line was empty, the body ends).
+    TrailerLf(bool),
+    /// The last chunk and the trailers were read.
+    Done,
+}
+
+/// A chunked-body decoder that accepts its input in pieces of any size.
+#[derive(Debug)]
+pub(crate) struct Chunked {
+    state: State,
+    size: u64,
+    digits: u8,
+    line: usize,
+    trailers: usize,
+}
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Chunked {
+            state: State::Size,
+            size: 0,
+            digits: 0,
+            line: 0,
+            trailers: 0,
+        }
+    }
+}
+
+impl Chunked {
+    /// Whether the last chunk (and the trailer section) has been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Decodes what `buf` holds, moving chunk data into `out` (without copying a lone
+    /// slice) until `buf` is used up, the body ends, or `out` holds `max` bytes. Bytes after
+    /// the body's end stay in `buf`.
+    pub(crate) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut Held,
+        max: usize,
+    ) -> Result<(), WireError> {
+        while !buf.is_empty() && self.state != State::Done {
+            if let State::Data(left) = self.state {
+                let room = max.saturating_sub(out.len());
+                if room == 0 {
+                    return Ok(());
+                }
+                let take = usize::try_from(left)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len())
+                    .min(room);
+                out.push(buf.split_to(take).freeze());
+                let left = left - take as u64;
+                self.state = if left == 0 {
+                    State::DataCr
+                } else {
+                    State::Data(left)
+                };
+                continue;
+            }
+            let b = buf[0];
+            buf.advance(1);
+            self.state = self.step(b)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, b: u8) -> Result<State, WireError> {
+        Ok(match self.state {
+            State::Size => match b {
+                b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                    if self.digits == 16 {
+                        return Err(WireError::Chunk("chunk size too large"));
+                    }
+                    let d = (b as char).to_digit(16).unwrap_or(0);
+                    self.size = self.size << 4 | u64::from(d);
+                    self.digits += 1;
+                    State::Size
+                }
+                _ if self.digits == 0 => return Err(WireError::Chunk("chunk size")),
+                b'\r' => State::SizeLf,
+                b';' | b' ' | b'\t' => {
+                    self.line = 0;
+                    State::Extension
+                }
+                _ => return Err(WireError::Chunk("chunk size")),
+            },
+            State::Extension => {
+                self.line += 1;
+                if self.line > MAX_CHUNK_LINE {
+                    return Err(WireError::Chunk("chunk extension too long"));
+                }
+                match b {
+                    b'\r' => State::SizeLf,
+                    b'\n' => return Err(WireError::Chunk("bare LF")),
+                    _ => State::Extension,
+                }
+            }
+            State::SizeLf => {
+                if b != b'\n' {
+                    return Err(WireError::Chunk("chunk size line"));
+                }
+                let size = std::mem::take(&mut self.size);
+                self.digits = 0;
+                if size == 0 {
+                    State::Trailer(true)
+                } else {
+                    State::Data(size)
+                }
+            }
+            State::DataCr if b == b'\r' => State::DataLf,
+            State::DataLf if b == b'\n' => State::Size,
+            State::DataCr | State::DataLf => return Err(WireError::Chunk("chunk terminator")),
+            State::Trailer(start) => {
+                self.trailers += 1;
+                if self.trailers > MAX_TRAILERS {
+                    return Err(WireError::Chunk("trailers too long"));
+                }
+                match b {
+                    b'\r' => State::TrailerLf(start),
+                    b'\n' => return Err(WireError::Chunk("bare LF")),
+                    _ => State::Trailer(false),
+                }
+            }
+            State::TrailerLf(empty) => {
+                if b != b'\n' {
+                    return Err(WireError::Chunk("trailer line"));
+                }
+                if empty {
+                    State::Done
+                } else {
+                    State::Trailer(true)
+                }
+            }
+            State::Data(_) | State::Done => self.state,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

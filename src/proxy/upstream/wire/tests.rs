@@ -1,0 +1,304 @@
+use super::*;
+
+fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (n, v) in pairs {
+        h.append(*n, HeaderValue::from_static(v));
+    }
+    h
+}
+
+#[test]
+fn the_request_head_is_the_request_line_the_headers_and_the_framing() {
+    let h = headers(&[("host", "127.0.0.1:11434"), ("x-forwarded-for", "10.0.0.1")]);
+    let mut out = Vec::new();
+    encode_head(
+        &mut out,
+        &Method::GET,
+        "/api/tags?x=1",
+        &h,
+        ReqFraming::Empty,
+    );
+    assert_eq!(
+        out,
+        b"GET /api/tags?x=1 HTTP/1.1\r\nhost: 127.0.0.1:11434\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+    );
+    out.clear();
+    encode_head(
+        &mut out,
+        &Method::POST,
+        "/api/pull",
+        &headers(&[("host", "u")]),
+        ReqFraming::Empty,
+    );
+    assert_eq!(
+        out,
+        b"POST /api/pull HTTP/1.1\r\nhost: u\r\ncontent-length: 0\r\n\r\n"
+    );
+    out.clear();
+    let h = headers(&[("host", "u"), ("content-length", "5")]);
+    encode_head(&mut out, &Method::POST, "/api/chat", &h, ReqFraming::Length);
+    assert_eq!(
+        out,
+        b"POST /api/chat HTTP/1.1\r\nhost: u\r\ncontent-length: 5\r\n\r\n"
+    );
+    out.clear();
+    encode_head(
+        &mut out,
+        &Method::POST,
+        "/api/blobs/x",
+        &headers(&[("host", "u")]),
+        ReqFraming::Chunked,
+    );
+    assert_eq!(
+        out,
+        b"POST /api/blobs/x HTTP/1.1\r\nhost: u\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+}
+
+#[test]
+fn chunks_are_sized_in_lowercase_hex() {
+    let mut out = Vec::new();
+    encode_chunk(&mut out, b"hello");
+    encode_chunk(&mut out, b"");
+    encode_chunk(&mut out, &[b'a'; 255]);
+    let mut want = b"5\r\nhello\r\nff\r\n".to_vec();
+    want.extend_from_slice(&[b'a'; 255]);
+    want.extend_from_slice(b"\r\n");
+    assert_eq!(out, want);
+    out.clear();
+    encode_chunk(&mut out, &vec![b'z'; 0x1_0000]);
+    assert!(out.starts_with(b"10000\r\nzz"));
+}
+
+const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Multi: a\r\nx-multi: b\r\nContent-Length: 4\r\n\r\nbody";
+
+#[test]
+fn a_head_is_parsed_once_complete_and_leaves_the_body_in_the_buffer() {
+    for cut in 1..HEAD.len() - 4 {
+        let mut buf = BytesMut::from(&HEAD[..cut]);
+        assert!(parse_head(&mut buf).unwrap().is_none(), "cut at {cut}");
+        assert_eq!(&buf[..], &HEAD[..cut], "a partial head is left as it was");
+    }
+    let mut buf = BytesMut::from(HEAD);
+    let head = parse_head(&mut buf).unwrap().unwrap();
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.version, Version::HTTP_11);
+    assert_eq!(head.headers.len(), 4);
+    assert_eq!(head.headers["content-type"], "application/json");
+    let multi: Vec<_> = head.headers.get_all("x-multi").iter().collect();
+    assert_eq!(multi, ["a", "b"]);
+    assert_eq!(&buf[..], b"body");
+}
+
+#[test]
+fn bad_and_oversized_heads_are_refused() {
+    let mut buf = BytesMut::from(&b"NOT HTTP AT ALL\r\n\r\n"[..]);
+    assert_eq!(
+        parse_head(&mut buf).unwrap_err(),
+        WireError::Head("version")
+    );
+    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n"[..]);
+    assert_eq!(
+        parse_head(&mut buf).unwrap_err(),
+        WireError::Head("header name")
+    );
+    let mut long = b"HTTP/1.1 200 OK\r\nx-a: ".to_vec();
+    long.resize(MAX_HEAD + 1, b'a');
+    assert_eq!(
+        parse_head(&mut BytesMut::from(&long[..])).unwrap_err(),
+        WireError::HeadTooLarge
+    );
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..=MAX_HEADERS {
+        many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(
+        parse_head(&mut BytesMut::from(&many[..])).unwrap_err(),
+        WireError::HeadTooLarge
+    );
+}
+
+fn kind(method: Method, raw: &str) -> Result<(BodyKind, bool), WireError> {
+    let mut buf = BytesMut::from(raw.as_bytes());
+    let head = parse_head(&mut buf).unwrap().unwrap();
+    body_kind(&method, &head)
+}
+
+/// A method, a response head, and the framing expected.
+type Case = (Method, &'static str, Result<(BodyKind, bool), WireError>);
+
+#[test]
+fn the_body_framing_follows_rfc_9112() {
+    use BodyKind::*;
+    let cases: &[Case] = &[
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+            Ok((Length(12), true)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            Ok((Empty, true)),
+        ),
+        (
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n",
+            Ok((Empty, true)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 204 No Content\r\n\r\n",
+            Ok((Empty, true)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+            Ok((Empty, true)),
+        ),
+        (
+            Method::POST,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            Ok((Chunked, true)),
+        ),
+        (
+            Method::POST,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            Ok((Chunked, true)),
+        ),
+        (
+            Method::POST,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            Ok((Close, false)),
+        ),
+        // A length beside a transfer coding: the coding wins, the connection is not reused.
+        (
+            Method::POST,
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            Ok((Chunked, false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            Ok((Length(5), true)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            Err(WireError::ContentLength),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            Err(WireError::ContentLength),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            Err(WireError::ContentLength),
+        ),
+        (Method::GET, "HTTP/1.1 200 OK\r\n\r\n", Ok((Close, false))),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+            Ok((Length(1), false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\ncontent-length: 1\r\n\r\n",
+            Ok((Length(1), false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+            Ok((Length(1), false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
+            Ok((Length(1), true)),
+        ),
+    ];
+    for (method, raw, want) in cases {
+        assert_eq!(&kind(method.clone(), raw), want, "{method} {raw:?}");
+    }
+}
+
+/// Decodes `wire` fed in pieces of `step` bytes; returns the data and what is left after it.
+fn dechunk(wire: &[u8], step: usize) -> Result<(Vec<u8>, Vec<u8>, bool), WireError> {
+    let mut c = Chunked::default();
+    let mut data = Vec::new();
+    let mut buf = BytesMut::new();
+    for piece in wire.chunks(step) {
+        buf.extend_from_slice(piece);
+        let mut out = Held::Nothing;
+        c.decode(&mut buf, &mut out, usize::MAX)?;
+        if let Some(b) = out.take() {
+            data.extend_from_slice(&b);
+        }
+    }
+    Ok((data, buf.to_vec(), c.is_done()))
+}
+
+#[test]
+fn a_chunked_body_decodes_the_same_in_pieces_of_any_size() {
+    let wire =
+        b"5\r\nhello\r\n1;name=value\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+    for step in 1..=wire.len() {
+        let (data, rest, done) = dechunk(wire, step).unwrap();
+        assert_eq!(data, b"hello 0123456789", "step {step}");
+        assert!(done, "step {step}");
+        assert_eq!(rest, b"NEXT", "step {step}: bytes after the body stay");
+    }
+    let (data, rest, done) = dechunk(b"3\r\nabc\r\n", 4).unwrap();
+    assert_eq!(
+        (data.as_slice(), rest.as_slice(), done),
+        (&b"abc"[..], &b""[..], false)
+    );
+}
+
+#[test]
+fn broken_chunked_framing_is_an_error() {
+    for (wire, why) in [
+        (&b"zz\r\nhello\r\n"[..], "chunk size"),
+        (b"\r\n", "chunk size"),
+        (b"5\r\nhelloXX", "chunk terminator"),
+        (b"5\rhello", "chunk size line"),
+        (b"11111111111111111\r\n", "chunk size too large"),
+        (b"0\r\nx: 1\n", "bare LF"),
+    ] {
+        assert_eq!(
+            dechunk(wire, 3).unwrap_err(),
+            WireError::Chunk(why),
+            "{wire:?}"
+        );
+    }
+}
+
+#[test]
+fn decoding_stops_at_the_frame_cap_and_resumes() {
+    let mut c = Chunked::default();
+    let mut buf = BytesMut::from(&b"a\r\n0123456789\r\n0\r\n\r\n"[..]);
+    let mut out = Held::Nothing;
+    c.decode(&mut buf, &mut out, 4).unwrap();
+    assert_eq!(out.take().unwrap(), "0123");
+    c.decode(&mut buf, &mut out, usize::MAX).unwrap();
+    assert_eq!(out.take().unwrap(), "456789");
+    assert!(c.is_done());
+}
+
+#[test]
+fn held_data_is_one_slice_without_a_copy_or_appended() {
+    let mut h = Held::Nothing;
+    let first = Bytes::from_static(b"one");
+    h.push(first.clone());
+    h.push(Bytes::new());
+    assert!(matches!(&h, Held::One(b) if b.as_ptr() == first.as_ptr()));
+    h.push(Bytes::from_static(b"two"));
+    h.push(Bytes::from_static(b"three"));
+    assert_eq!(h.len(), 11);
+    assert_eq!(h.take().unwrap(), "onetwothree");
+    assert!(h.is_empty());
+}
