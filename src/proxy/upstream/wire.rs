@@ -117,6 +117,9 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> 
     let len = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, &mut slots)
     {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+            return Err(WireError::HeadTooLarge)
+        }
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(WireError::HeadTooLarge)
@@ -131,21 +134,29 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> 
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Offsets into the head, so the values can share one frozen copy of it.
+    // Offsets into the head, so the values can share one frozen copy of it (the head is at
+    // most MAX_HEAD bytes, so they fit in u32).
     let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let n = resp.headers.len();
-    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (name, name + h.name.len(), value, value + h.value.len());
-    }
+    let at = |p: *const u8| (p as usize - base) as u32;
+    let spans: Vec<[u32; 4]> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
+            [
+                name,
+                name + h.name.len() as u32,
+                value,
+                value + h.value.len() as u32,
+            ]
+        })
+        .collect();
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(n);
-    for &(ns, ne, vs, ve) in &spans[..n] {
-        let name =
-            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| WireError::Head("header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for [ns, ne, vs, ve] in spans {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| WireError::Head("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
             .map_err(|_| WireError::Head("header value"))?;
         headers.append(name, value);
     }

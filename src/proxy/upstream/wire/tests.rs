@@ -109,6 +109,12 @@ fn bad_and_oversized_heads_are_refused() {
         parse_head(&mut BytesMut::from(&long[..])).unwrap_err(),
         WireError::HeadTooLarge
     );
+    long.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(
+        parse_head(&mut BytesMut::from(&long[..])).unwrap_err(),
+        WireError::HeadTooLarge,
+        "complete, but too large"
+    );
     let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
     for i in 0..=MAX_HEADERS {
         many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
