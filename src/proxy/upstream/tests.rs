@@ -622,3 +622,23 @@ async fn through_hyper_a_burst_is_one_write_and_a_lone_frame_leaves_at_once() {
     .expect("the response ends");
     assert_eq!(writes.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_closes_connections_idle_for_the_idle_timeout() {
+    let (addr, _) = keep_alive_upstream(TAGS).await;
+    let pool = pool::Pool::new(
+        addr.to_string(),
+        Duration::from_secs(5),
+        Duration::from_secs(4),
+        16,
+    );
+    pool::spawn_sweeper(&pool);
+    let conn = pool.connect().await.unwrap();
+    pool.put(conn);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pool.idle_count(), 1, "not idle long enough yet");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pool.idle_count(), 0);
+    // The sweeper ends with its pool.
+    drop(pool);
+}
