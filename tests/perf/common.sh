@@ -11,6 +11,11 @@
 #   start_fast_upstream     starts nginx answering every path with $work/tags.json on $fast
 #   fast_upstream_only      the three above for scripts that need no simulator after: the body
 #                           is taken from a simulator that is then stopped
+#   front_nginx NAME UP LOG nginx proxy_pass to port UP ($workers workers, keepalive upstream,
+#                           no buffering; LOG=on writes the default access log); front_port[NAME]
+#   front_guard NAME UP LOG ollama-guard in front of port UP (--workers $workers, default rules,
+#                           LOG=on writes the GIN access log; GUARD_ARGS adds options); front_port[NAME]
+#   workers                 worker count of both fronts ($WORKERS, default 2)
 # shellcheck shell=bash
 
 need() {
@@ -34,6 +39,9 @@ work=$(mktemp -d)
 # nginx's workers run as an unprivileged user: they must be able to read what is served.
 chmod 755 "$work"
 pids=()
+workers=${WORKERS:-2}
+# shellcheck disable=SC2034 # read by the scripts that source this file
+declare -A front_port=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -89,4 +97,43 @@ fast_upstream_only() {
   kill "$simpid"
   wait "$simpid" 2>/dev/null || true
   start_fast_upstream
+}
+
+front_nginx() { # name upstream_port log(on|off)
+  local name=$1 up=$2 log=$3 p; p=$(free_port); front_port[$name]=$p
+  local logline="access_log off;"
+  [ "$log" = on ] && logline="access_log $work/$name-access.log;"
+  cat >"$work/$name.conf" <<NGINX
+worker_processes $workers;
+pid $work/$name.pid;
+error_log $work/$name-error.log warn;
+events { worker_connections 4096; }
+http {
+  $logline
+  upstream up { server 127.0.0.1:$up; keepalive 256; }
+  server {
+    listen 127.0.0.1:$p;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host 127.0.0.1:$up;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }
+  }
+}
+NGINX
+  "$NGINX" -c "$work/$name.conf" -g 'daemon off;' & pids+=($!)
+}
+# shellcheck disable=SC2034 # front_port is read by the scripts that source this file
+front_guard() { # name upstream_port log(on|off)
+  local name=$1 up=$2 log=$3 p a; p=$(free_port); a=$(free_port); front_port[$name]=$p
+  local extra=()
+  [ "$log" = on ] && extra=(--access-log "$work/$name-access.log")
+  # shellcheck disable=SC2086 # GUARD_ARGS is a list of options
+  "$bin" --listen "127.0.0.1:$p" --upstream "http://127.0.0.1:$up" --admin-listen "127.0.0.1:$a" \
+    --workers "$workers" --detection-log /dev/null --log-level warn "${extra[@]}" ${GUARD_ARGS:-} \
+    2>"$work/$name.err" & pids+=($!)
 }

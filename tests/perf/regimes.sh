@@ -19,7 +19,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-5}
 rounds=${2:-5}
-workers=${WORKERS:-2}
 . tests/perf/common.sh
 need wrk nginx python3 curl
 
@@ -29,47 +28,11 @@ tags_body
 start_fast_upstream
 
 # --- fronts ----------------------------------------------------------------------------------
-declare -A port
-front_nginx() { # name upstream_port log(on|off)
-  local name=$1 up=$2 log=$3 p; p=$(free_port); port[$name]=$p
-  local logline="access_log off;"
-  [ "$log" = on ] && logline="access_log $work/$name-access.log;"
-  cat >"$work/$name.conf" <<NGINX
-worker_processes $workers;
-pid $work/$name.pid;
-error_log $work/$name-error.log warn;
-events { worker_connections 4096; }
-http {
-  $logline
-  upstream up { server 127.0.0.1:$up; keepalive 256; }
-  server {
-    listen 127.0.0.1:$p;
-    location / {
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host 127.0.0.1:$up;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_buffering off;
-      proxy_request_buffering off;
-    }
-  }
-}
-NGINX
-  "$NGINX" -c "$work/$name.conf" -g 'daemon off;' & pids+=($!)
-}
-front_guard() { # name upstream_port log(on|off)
-  local name=$1 up=$2 log=$3 p a; p=$(free_port); a=$(free_port); port[$name]=$p
-  local extra=()
-  [ "$log" = on ] && extra=(--access-log "$work/$name-access.log")
-  "$bin" --listen "127.0.0.1:$p" --upstream "http://127.0.0.1:$up" --admin-listen "127.0.0.1:$a" \
-    --workers "$workers" --detection-log /dev/null --log-level warn "${extra[@]}" 2>"$work/$name.err" & pids+=($!)
-}
 front_nginx nginx_fast "$fast" off; front_guard guard_fast "$fast" off
 front_nginx nginx_fast_log "$fast" on; front_guard guard_fast_log "$fast" on
 front_nginx nginx_sim "$sim" off; front_guard guard_sim "$sim" off
-port[direct_fast]=$fast
-for p in "${port[@]}"; do
+front_port[direct_fast]=$fast
+for p in "${front_port[@]}"; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.05; done
 done
 
@@ -98,7 +61,7 @@ for r in $(seq "$rounds"); do
       args=(-t2 -c"$conns" -d"${secs}s" --latency)
       [ "$conns" = 1 ] && args=(-t1 -c1 -d"${secs}s" --latency)
       [ "$script" != - ] && args+=(-s "$script")
-      out=$(wrk "${args[@]}" "http://127.0.0.1:${port[$t]}$path")
+      out=$(wrk "${args[@]}" "http://127.0.0.1:${front_port[$t]}$path")
       rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
       p50=$(awk '$1=="50%" {print $2}' <<<"$out")
       p99=$(awk '$1=="99%" {print $2}' <<<"$out")
