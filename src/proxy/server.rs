@@ -111,7 +111,11 @@ impl Proxy {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(worker.proxy.timeouts.header_read)
-            .keep_alive(true);
+            .keep_alive(true)
+            // One buffer per flush instead of a queue of slices: the upstream client already
+            // hands over whole bursts as one frame, so the copy is small and the write is still
+            // one system call; 1 % fewer instructions per proxied request (README, Performance).
+            .writev(false);
         let accept_errors = worker
             .proxy
             .metrics
