@@ -157,12 +157,27 @@ fn number(v: f64) -> String {
 /// Appends `s` as a JSON string, escaped exactly as `serde_json` writes it: `"` and `\\`
 /// escaped, `\b \t \n \f \r` by name, other control characters below 0x20 as `\u00xx`
 /// (lower-case hex), everything else (DEL, non-ASCII) as is.
+///
+/// The bytes between escapes are found with a byte table and copied in one piece.
 fn push_json_str(buf: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// The bytes `serde_json` escapes: control characters, `"` and `\\`.
+    const ESCAPED: [bool; 256] = {
+        let mut set = [false; 256];
+        let mut b = 0;
+        while b < 0x20 {
+            set[b] = true;
+            b += 1;
+        }
+        set[b'"' as usize] = true;
+        set[b'\\' as usize] = true;
+        set
+    };
     buf.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut rest = s.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| ESCAPED[usize::from(b)]) {
+        buf.extend_from_slice(&rest[..at]);
+        let b = rest[at];
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -171,26 +186,19 @@ fn push_json_str(buf: &mut Vec<u8>, s: &str) {
             0x0a => b"\\n",
             0x0c => b"\\f",
             0x0d => b"\\r",
-            0x00..=0x1f => &[],
-            _ => continue,
-        };
-        buf.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            let hex = [
+            _ => &[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
-            ];
-            buf.extend_from_slice(&hex);
-        } else {
-            buf.extend_from_slice(escape);
-        }
-        start = i + 1;
+            ],
+        };
+        buf.extend_from_slice(escape);
+        rest = &rest[at + 1..];
     }
-    buf.extend_from_slice(&bytes[start..]);
+    buf.extend_from_slice(rest);
     buf.push(b'"');
 }
 

@@ -39,7 +39,7 @@ use super::zone::LogZone;
 use super::ScanError;
 use crate::detect::{EngineOptions, Rule, SourceKey};
 
-/// One batch as parsed, its records' `completed_at` set by the clock; shared by the shards.
+/// One batch as parsed; shared by the shards.
 type Parsed = Vec<Result<<FixedScan as Scanner>::Parsed, super::driver::Skip>>;
 
 /// What a shard does next, in log order.
@@ -49,8 +49,8 @@ enum Op {
     Break,
     /// Close the windows ended at this time.
     Tick(DateTime<Utc>),
-    /// Count record `i` of the batch.
-    Observe(u32),
+    /// Count record `i` of the batch, completed at this time (the clock's step).
+    Observe(u32, DateTime<Utc>),
 }
 
 /// Batches queued per shard: enough to ride out scheduling jitter, bounded so a slow shard
@@ -89,31 +89,30 @@ pub(super) fn scan(
             handles.push(scope.spawn(move || run_shard(counting, rx)));
         }
         let mut plans: Vec<Vec<Op>> = vec![Vec::new(); shards];
-        let read = parse_in_order::<FixedScan>(inputs, max_line, threads, |mut parsed| {
-            for (i, item) in parsed.iter_mut().enumerate() {
+        let read = parse_in_order::<FixedScan>(inputs, max_line, threads, |parsed| {
+            for (i, item) in parsed.iter().enumerate() {
                 counters.lines_read += 1;
-                let (local, rec) = match item {
-                    Ok(p) => p,
+                let req = match item {
+                    Ok(req) => req,
                     Err(why) => {
                         counters.skip(*why);
                         continue;
                     }
                 };
-                let Some(step) = clock.step(*local, counters) else {
+                let Some(step) = clock.step(req.local, counters) else {
                     continue;
                 };
-                rec.completed_at = step.at;
                 if step.time_break {
                     plans.iter_mut().for_each(|p| p.push(Op::Break));
                 }
                 if let Some(now) = step.tick {
                     plans.iter_mut().for_each(|p| p.push(Op::Tick(now)));
                 }
-                let key = SourceKey::new(rec.src, ipv6_prefix);
+                let key = SourceKey::new(req.src(), ipv6_prefix);
                 let shard =
                     usize::try_from(hasher.hash_one(key.words()) % shards as u64).unwrap_or(0);
                 // A batch holds far fewer than 2^32 lines (about 1 MiB of text).
-                plans[shard].push(Op::Observe(u32::try_from(i).unwrap_or(u32::MAX)));
+                plans[shard].push(Op::Observe(u32::try_from(i).unwrap_or(u32::MAX), step.at));
             }
             let parsed = Arc::new(parsed);
             for (tx, plan) in senders.iter().zip(plans.iter_mut()) {
@@ -151,10 +150,9 @@ fn run_shard(mut counting: Counting, rx: mpsc::Receiver<(Arc<Parsed>, Vec<Op>)>)
             match op {
                 Op::Break => counting.time_break(),
                 Op::Tick(now) => counting.tick(now),
-                Op::Observe(i) => {
-                    if let Some(Ok((_, rec))) = usize::try_from(i).ok().and_then(|i| parsed.get(i))
-                    {
-                        counting.observe(rec);
+                Op::Observe(i, at) => {
+                    if let Some(Ok(req)) = usize::try_from(i).ok().and_then(|i| parsed.get(i)) {
+                        counting.observe(&req.record(at));
                         peak = peak.max(counting.tracked_keys());
                     }
                 }

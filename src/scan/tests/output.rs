@@ -89,6 +89,20 @@ fn jsonl_escapes_control_characters_and_quotes_in_text_fields() {
 }
 
 #[test]
+fn jsonl_strings_are_escaped_exactly_as_serde_json_escapes_them() {
+    let path: String = (0u8..0x80)
+        .map(char::from)
+        .chain(['é', '€', '\u{2028}', '"'])
+        .collect();
+    let text = render(
+        OutputFormat::Jsonl,
+        &[exfil(BIN_1445, "10.0.0.1", &path, 1, 56.0, 56.0)],
+    );
+    let want = format!("\"uri_path\":{},", serde_json::to_string(&path).unwrap());
+    assert!(text.contains(&want), "{text}");
+}
+
+#[test]
 fn csv_has_a_header_and_quotes_fields_per_rfc_4180() {
     let mut row = exfil(BIN_1500, "10.0.0.1", "/a,b", 1, 56.1, 56.1);
     row.attack_type = Arc::from("Data \"Leak\"");
