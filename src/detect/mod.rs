@@ -24,14 +24,14 @@
 //!
 //! # Memory
 //! The window maps' budget is 100 bytes per tracked key of a count rule. A key is 28 bytes
-//! (rule index, source, 64-bit path hash; 4-aligned). A tumbling entry is 72 bytes (its
-//! 40-byte state, with the 64-bit byte total of volume rules, is 8-aligned); a sliding entry
-//! is 72 bytes (44-byte state). The maps (`keytable`) pack entries densely in chunks of 512
+//! (rule index, source, 64-bit path hash; 4-aligned). A tumbling entry is 64 bytes (a
+//! 36-byte state, 4-aligned: 48-bit maximum latency and byte total, see `window`); a sliding
+//! entry is 72 bytes (44-byte state). The maps (`keytable`) pack entries densely in chunks of 512
 //! and find them through a hash table of 4-byte positions (5 bytes a bucket with its control
 //! byte), so a key costs its entry plus 5.7–11.4 bytes of table (7/8 to 7/16 load) plus the
 //! unused part of each shard's last chunk. Measured with 100 000 keys
-//! (`tests::eviction::memory_per_*`): **79–80 bytes per tumbling key, 79–80 per sliding
-//! key** (95 each when the entries sat in the hash table's own buckets, whose load factor
+//! (`tests::eviction::memory_per_*`): **72 bytes per tumbling key, 79–80 per sliding
+//! key** (95 each when 72-byte entries sat in the hash table's own buckets, whose load factor
 //! also made the figure swing from 83 to 167 bytes across doublings). Sliding keys of volume
 //! rules (`metric = "bytes_*"`) keep one 32-bit byte total per sub-bucket instead of 12-bit
 //! counts: a 128-byte entry in a map of their own, **137 bytes** measured, paid by volume
