@@ -6,7 +6,7 @@
 //! holds a whole entry (72 bytes), so an entry costs 73 bytes / load factor — 106–115 bytes
 //! per key at 1 M keys, up to 167 right after a doubling — and each doubling frees a table
 //! the allocator may keep resident. Here the table holds only a `u32` position per bucket
-//! (5 bytes with its control byte), and the entries sit packed in chunks of [`CHUNK`]: an
+//! (5 bytes with its control byte), and the entries sit packed in 32 KiB chunks: an
 //! entry costs its own size plus 5 bytes / load factor (≈ 8), the chunks never move, and
 //! the only slack is the last, partly filled chunk of each shard.
 //!
@@ -25,8 +25,10 @@ use hashbrown::HashTable;
 
 use super::window::WindowKey;
 
-/// Entries per chunk: 512 × 72 bytes = 36 KiB, allocated when the previous chunk is full.
-pub(crate) const CHUNK: usize = 512;
+/// Bytes per chunk: 32 KiB, allocated when the shard's last chunk is full. A power of two is
+/// one of the allocator's size classes exactly (mimalloc has four classes per power of two:
+/// 512 entries of 72 bytes, 36 KiB, took a 40 KiB block).
+const CHUNK_BYTES: usize = 32 * 1024;
 
 /// One shard: packed entries and the table of their positions.
 #[derive(Debug)]
@@ -34,6 +36,16 @@ pub(crate) struct Slab<V> {
     index: HashTable<u32>,
     chunks: Vec<Vec<(WindowKey, V)>>,
     len: usize,
+}
+
+/// Entries per chunk for entries of `V`: as many as fit in [`CHUNK_BYTES`].
+const fn per_chunk<V>() -> usize {
+    let size = std::mem::size_of::<(WindowKey, V)>();
+    if size >= CHUNK_BYTES {
+        1
+    } else {
+        CHUNK_BYTES / size
+    }
 }
 
 impl<V> Default for Slab<V> {
@@ -48,11 +60,11 @@ impl<V> Default for Slab<V> {
 
 fn at<V>(chunks: &[Vec<(WindowKey, V)>], pos: u32) -> &(WindowKey, V) {
     let pos = pos as usize;
-    &chunks[pos / CHUNK][pos % CHUNK]
+    &chunks[pos / per_chunk::<V>()][pos % per_chunk::<V>()]
 }
 
 fn at_mut<V>(chunks: &mut [Vec<(WindowKey, V)>], pos: usize) -> &mut (WindowKey, V) {
-    &mut chunks[pos / CHUNK][pos % CHUNK]
+    &mut chunks[pos / per_chunk::<V>()][pos % per_chunk::<V>()]
 }
 
 impl<V> Slab<V> {
@@ -91,11 +103,11 @@ impl<V> Slab<V> {
     ) -> &mut V {
         let pos = self.len;
         let p32 = u32::try_from(pos).expect("fewer than 2^32 keys per shard");
-        if pos.is_multiple_of(CHUNK) {
-            self.chunks.push(Vec::with_capacity(CHUNK));
+        if pos.is_multiple_of(per_chunk::<V>()) {
+            self.chunks.push(Vec::with_capacity(per_chunk::<V>()));
         }
         let chunks = &mut self.chunks;
-        chunks[pos / CHUNK].push((key, value));
+        chunks[pos / per_chunk::<V>()].push((key, value));
         self.index
             .insert_unique(hash, p32, |&p| hasher(&at(chunks, p).0));
         self.len += 1;
@@ -194,7 +206,7 @@ impl<V> Slab<V> {
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.index.capacity() * 8 / 7 * (std::mem::size_of::<u32>() + 1)
-            + self.chunks.len() * CHUNK * std::mem::size_of::<(WindowKey, V)>()
+            + self.chunks.len() * per_chunk::<V>() * std::mem::size_of::<(WindowKey, V)>()
             + self.chunks.capacity() * std::mem::size_of::<Vec<(WindowKey, V)>>()
     }
 }
@@ -493,10 +505,10 @@ mod tests {
         assert!(t.contains(&key(1)) && !t.contains(&key(2)));
     }
 
-    /// One shard (as `scan` has), 100 000 entries of 72 bytes: 196 chunks of 512 (the last
-    /// 160 slots unused) = 7 225 344 bytes, a position table of 131 072 buckets × 5 =
-    /// 655 360, and the chunk list (256 × 24 = 6 144): 78.9 bytes per key, against
-    /// 73 × 131 072 = 9 568 256 (95.7 per key) for a `HashMap` of the same entries.
+    /// One shard (as `scan` has), 100 000 entries of 72 bytes: 220 chunks of 455 (32 760
+    /// bytes; the last 100 slots unused) = 7 207 200 bytes, a position table of 131 072
+    /// buckets × 5 = 655 360, and the chunk list (256 × 24 = 6 144): 78.7 bytes per key,
+    /// against 73 × 131 072 = 9 568 256 (95.7 per key) for a `HashMap` of the same entries.
     #[test]
     fn a_table_costs_the_entries_plus_a_few_bytes_per_key() {
         let mut t: LocalTable<[u32; 11]> = LocalTable::default();
@@ -506,7 +518,8 @@ mod tests {
             t.upsert(key(i), &mut (), |_, _| unreachable!(), |_| (v, ()));
         }
         assert_eq!(t.len(), 100_000);
-        assert_eq!(t.bytes(), 7_225_344 + 655_360 + 6_144);
+        assert_eq!(per_chunk::<[u32; 11]>(), 455);
+        assert_eq!(t.bytes(), 7_207_200 + 655_360 + 6_144);
         assert_eq!(t.get(&key(99_999)), Some(&[99_999; 11]));
         t.retain(|k, _| *k != key(5));
         assert_eq!((t.len(), t.get(&key(5))), (99_999, None));

@@ -26,7 +26,7 @@
 //! The window maps' budget is 100 bytes per tracked key of a count rule. A key is 28 bytes
 //! (rule index, source, 64-bit path hash; 4-aligned). A tumbling entry is 64 bytes (a
 //! 36-byte state, 4-aligned: 48-bit maximum latency and byte total, see `window`); a sliding
-//! entry is 72 bytes (44-byte state). The maps (`keytable`) pack entries densely in chunks of 512
+//! entry is 72 bytes (44-byte state). The maps (`keytable`) pack entries densely in 32 KiB chunks
 //! and find them through a hash table of 4-byte positions (5 bytes a bucket with its control
 //! byte), so a key costs its entry plus 5.7–11.4 bytes of table (7/8 to 7/16 load) plus the
 //! unused part of each shard's last chunk. Measured with 100 000 keys

@@ -128,7 +128,7 @@ fn bytes_per_key(rule: RuleConfig) -> usize {
     e.approx_memory_bytes() / e.tracked_keys()
 }
 
-/// The memory figure of the report, tumbling: the 64-byte entry, packed in chunks of 512
+/// The memory figure of the report, tumbling: the 64-byte entry, packed in 32 KiB chunks
 /// (`keytable`), plus the position table: 100 000 keys over 8 shards (2 CPUs; the split
 /// varies with the hash seed) are ~12 500 per shard → 16 384 buckets × 5 bytes = 6.6 bytes
 /// per key, and on average half a chunk unused per shard (1.3 bytes per key): 72 measured.
