@@ -103,7 +103,7 @@ impl<V> Slab<V> {
     ) -> &mut V {
         let pos = self.len;
         let p32 = u32::try_from(pos).expect("fewer than 2^32 keys per shard");
-        if pos.is_multiple_of(per_chunk::<V>()) {
+        if pos % per_chunk::<V>() == 0 {
             self.chunks.push(Vec::with_capacity(per_chunk::<V>()));
         }
         let chunks = &mut self.chunks;
