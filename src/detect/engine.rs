@@ -4,7 +4,7 @@
 //! - Build the rules with [`build_rules`](super::build_rules) (or
 //!   [`default_rules`](super::default_rules) first), then [`Engine::new`].
 //! - Call [`Engine::observe`] once per finished request, from any task (`&self`, lock-free
-//!   apart from a DashMap shard lock held for a few field updates). It pushes a
+//!   apart from a key table's shard lock held for a few field updates). It pushes a
 //!   [`Event::Detection`] the first time a key reaches its threshold in a window, and a
 //!   [`Event::WindowSummary`] when a request rolls a flagged key into a newer window.
 //! - Call [`Engine::tick`] periodically (e.g. every second) with the current time: it closes
@@ -17,42 +17,39 @@
 //! engine is deterministic and tests drive it with explicit timestamps.
 //!
 //! # Concurrency
-//! Window state lives in `DashMap`s (tumbling and sliding keys). No method holds a map
+//! Window state lives in sharded key tables ([`KeyMap`], tumbling and sliding keys). No method holds a map
 //! reference while calling the same map again; the only nesting is window map → path table,
 //! never the reverse. The key count is an atomic, so the cap check costs one load.
 //!
-//! `scan` runs each engine (or source shard) on one thread: there the maps are plain
-//! `HashMap`s in `RefCell`s ([`Local`], through the [`KeyStore`] operations), which the same
+//! `scan` runs each engine (or source shard) on one thread: there the maps are unlocked
+//! tables in `RefCell`s ([`Local`], through the [`KeyStore`] operations), which the same
 //! no-reentry rule keeps from ever being borrowed twice.
 
 use std::cell::RefCell;
-use std::collections::{hash_map, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeZone, Utc};
-use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
 
-/// The window store's map: foldhash, randomly seeded per process, instead of SipHash — the
-/// hash is a large share of `observe` (scan: ~20 % of the engine's time with SipHash), and the
-/// keys are fixed-size, already compact source/path identities.
-pub(super) type KeyMap<V> = DashMap<WindowKey, V, foldhash::fast::RandomState>;
+pub(super) use super::keytable::KeyTable as KeyMap;
+use super::keytable::LocalTable;
 
-/// How an engine stores its keys: [`Concurrent`] (`DashMap`s, for `serve`, where every task
-/// calls the engine) or [`Local`] (plain maps behind a `RefCell`, for `scan`, whose engines
-/// — one per shard — each live on one thread and pay nothing for shard locks).
+/// How an engine stores its keys: [`Concurrent`] (sharded, locked [`KeyMap`]s, for `serve`,
+/// where every task calls the engine) or [`Local`] (one unlocked table behind a `RefCell`,
+/// for `scan`, whose engines — one per shard — each live on one thread and pay nothing for
+/// shard locks). Both pack entries densely (see [`super::keytable`]).
 pub(crate) trait Maps: 'static {
     /// The map of one kind of key state.
     type Map<V>: KeyStore<V>;
 }
 
-/// `DashMap`s: the engine is `Sync` and every method takes `&self` from any thread.
+/// Sharded, locked tables: the engine is `Sync` and every method takes `&self` from any
+/// thread.
 #[derive(Debug)]
 pub(crate) struct Concurrent;
 
-/// Plain maps in `RefCell`s: the engine is `Send` but not `Sync` (one thread at a time).
+/// Plain tables in `RefCell`s: the engine is `Send` but not `Sync` (one thread at a time).
 #[derive(Debug)]
 pub(crate) struct Local;
 
@@ -61,7 +58,7 @@ impl Maps for Concurrent {
 }
 
 impl Maps for Local {
-    type Map<V> = RefCell<HashMap<WindowKey, V, foldhash::fast::RandomState>>;
+    type Map<V> = RefCell<LocalTable<V>>;
 }
 
 /// The operations the engine needs from a key map. No method is called from inside a
@@ -70,7 +67,7 @@ pub(crate) trait KeyStore<V>: Default {
     /// Whether `key` is present.
     fn has(&self, key: &WindowKey) -> bool;
     /// Runs `occupied` on `key`'s state; when absent, inserts the state `vacant` builds.
-    /// Either closure runs with the key's entry held (a `DashMap` shard lock).
+    /// Either closure runs with the key's entry held (a shard lock).
     /// `cx` is lent to whichever runs (the caller's output, e.g. the pending events, which
     /// are large enough that returning them by value costs more than the map lookup).
     fn upsert<C, R>(
@@ -84,22 +81,24 @@ pub(crate) trait KeyStore<V>: Default {
     fn keep(&self, f: impl FnMut(&WindowKey, &mut V) -> bool);
     /// Calls `f` on every entry.
     fn each(&self, f: impl FnMut(&WindowKey, &V));
-    /// Inserts or replaces.
-    fn put(&self, key: WindowKey, value: V);
+    /// Inserts or replaces; true when `key` was new.
+    fn put(&self, key: WindowKey, value: V) -> bool;
     /// Removes `key`.
     fn drop_key(&self, key: &WindowKey);
     /// A copy of `key`'s value.
     fn copied(&self, key: &WindowKey) -> Option<V>
     where
         V: Copy;
-    /// Allocated capacity (entries).
+    /// Entries held.
+    fn count(&self) -> usize;
+    /// Bytes held by the map (entries, slack, position table).
     #[cfg(test)]
-    fn capacity_now(&self) -> usize;
+    fn bytes_now(&self) -> usize;
 }
 
 impl<V> KeyStore<V> for KeyMap<V> {
     fn has(&self, key: &WindowKey) -> bool {
-        self.contains_key(key)
+        self.contains(key)
     }
     #[inline]
     fn upsert<C, R>(
@@ -109,25 +108,16 @@ impl<V> KeyStore<V> for KeyMap<V> {
         occupied: impl FnOnce(&mut V, &mut C) -> R,
         vacant: impl FnOnce(&mut C) -> (V, R),
     ) -> R {
-        match self.entry(key) {
-            Entry::Occupied(mut e) => occupied(e.get_mut(), cx),
-            Entry::Vacant(e) => {
-                let (value, r) = vacant(cx);
-                e.insert(value);
-                r
-            }
-        }
+        KeyMap::upsert(self, key, cx, occupied, vacant)
     }
     fn keep(&self, f: impl FnMut(&WindowKey, &mut V) -> bool) {
         self.retain(f);
     }
-    fn each(&self, mut f: impl FnMut(&WindowKey, &V)) {
-        for e in self.iter() {
-            f(e.key(), e.value());
-        }
+    fn each(&self, f: impl FnMut(&WindowKey, &V)) {
+        self.for_each(f);
     }
-    fn put(&self, key: WindowKey, value: V) {
-        self.insert(key, value);
+    fn put(&self, key: WindowKey, value: V) -> bool {
+        KeyMap::put(self, key, value)
     }
     fn drop_key(&self, key: &WindowKey) {
         self.remove(key);
@@ -136,17 +126,20 @@ impl<V> KeyStore<V> for KeyMap<V> {
     where
         V: Copy,
     {
-        self.get(key).map(|v| *v)
+        self.get_copy(key)
+    }
+    fn count(&self) -> usize {
+        self.len()
     }
     #[cfg(test)]
-    fn capacity_now(&self) -> usize {
-        self.capacity()
+    fn bytes_now(&self) -> usize {
+        self.bytes()
     }
 }
 
-impl<V> KeyStore<V> for RefCell<HashMap<WindowKey, V, foldhash::fast::RandomState>> {
+impl<V> KeyStore<V> for RefCell<LocalTable<V>> {
     fn has(&self, key: &WindowKey) -> bool {
-        self.borrow().contains_key(key)
+        self.borrow().contains(key)
     }
     #[inline]
     fn upsert<C, R>(
@@ -156,14 +149,7 @@ impl<V> KeyStore<V> for RefCell<HashMap<WindowKey, V, foldhash::fast::RandomStat
         occupied: impl FnOnce(&mut V, &mut C) -> R,
         vacant: impl FnOnce(&mut C) -> (V, R),
     ) -> R {
-        match self.borrow_mut().entry(key) {
-            hash_map::Entry::Occupied(mut e) => occupied(e.get_mut(), cx),
-            hash_map::Entry::Vacant(e) => {
-                let (value, r) = vacant(cx);
-                e.insert(value);
-                r
-            }
-        }
+        self.borrow_mut().upsert(key, cx, occupied, vacant)
     }
     fn keep(&self, f: impl FnMut(&WindowKey, &mut V) -> bool) {
         self.borrow_mut().retain(f);
@@ -173,8 +159,8 @@ impl<V> KeyStore<V> for RefCell<HashMap<WindowKey, V, foldhash::fast::RandomStat
             f(k, v);
         }
     }
-    fn put(&self, key: WindowKey, value: V) {
-        self.borrow_mut().insert(key, value);
+    fn put(&self, key: WindowKey, value: V) -> bool {
+        self.borrow_mut().put(key, value)
     }
     fn drop_key(&self, key: &WindowKey) {
         self.borrow_mut().remove(key);
@@ -185,9 +171,12 @@ impl<V> KeyStore<V> for RefCell<HashMap<WindowKey, V, foldhash::fast::RandomStat
     {
         self.borrow().get(key).copied()
     }
+    fn count(&self) -> usize {
+        self.borrow().len()
+    }
     #[cfg(test)]
-    fn capacity_now(&self) -> usize {
-        self.borrow().capacity()
+    fn bytes_now(&self) -> usize {
+        self.borrow().bytes()
     }
 }
 use ipnet::IpNet;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::engine::Engine;
+use super::engine::{Engine, KeyStore};
 use super::source::SourceKey;
 use super::window::WindowKey;
 
@@ -26,21 +26,21 @@ impl Engine {
     /// one entry per path).
     pub(crate) fn flagged(&self) -> Vec<Flagged> {
         let mut out = Vec::new();
-        for e in &self.tumbling {
-            if e.flagged && e.count() > 0 {
-                self.push_flagged(&mut out, e.key(), u64::from(e.count()));
+        self.tumbling.each(|key, st| {
+            if st.flagged && st.count() > 0 {
+                self.push_flagged(&mut out, key, u64::from(st.count()));
             }
-        }
-        for e in &self.sliding {
-            if e.flagged() {
-                self.push_flagged(&mut out, e.key(), e.total());
+        });
+        self.sliding.each(|key, st| {
+            if st.flagged() {
+                self.push_flagged(&mut out, key, st.total());
             }
-        }
-        for e in &self.sliding_bytes {
-            if e.flagged() {
-                self.push_flagged(&mut out, e.key(), e.total());
+        });
+        self.sliding_bytes.each(|key, st| {
+            if st.flagged() {
+                self.push_flagged(&mut out, key, st.total());
             }
-        }
+        });
         out
     }
 

@@ -30,9 +30,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use dashmap::mapref::entry::Entry;
-
 use super::engine::{
     bucket_index, epoch_secs, sub_bucket_ms, window_secs, Engine, SUPPORTED_EPOCH_SECS,
 };
@@ -43,6 +40,7 @@ use super::sliding::SUB_BUCKETS;
 use super::source::SourceKey;
 use super::window::{align, Snapshot, Tumbling, WindowKey};
 use crate::record::RequestRecord;
+use chrono::{DateTime, Utc};
 
 /// Rules beyond this index are never reported in flight (the caller's `reported` set is a
 /// 64-bit mask).
@@ -152,7 +150,7 @@ impl Engine {
         let sub = sub_bucket_ms(rule);
         let idx = bucket_index(&now, sub);
         let text = (key.path() != NO_PATH).then(|| capped(&rec.path));
-        if let Some(mut st) = self.sliding.get_mut(&key) {
+        let flagged = self.sliding.update(&key, |st| {
             let summary = st.advance(idx, rule.threshold, sub);
             // Shared counters: the cluster writes the merged summary.
             if let Some(summary) = summary.filter(|_| !self.counters_shared()) {
@@ -160,9 +158,10 @@ impl Engine {
                 let ev = self.event(rule, &key, &src, None, text.clone(), summary);
                 out.push(Event::WindowSummary(ev));
             }
-            if st.flagged() {
-                return None;
-            }
+            st.flagged()
+        });
+        if flagged == Some(true) {
+            return None;
         }
         let at = |i: u32| i64::try_from(u64::from(i) * sub).unwrap_or(i64::MAX);
         let secs = elapsed.as_secs_f64();
@@ -197,10 +196,11 @@ impl Engine {
         let latency = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let method = u8::try_from(rec.method.index()).unwrap_or(u8::MAX);
         self.make_room(&self.tumbling, &key, out);
-        let snap = match self.tumbling.entry(key) {
-            Entry::Occupied(mut e) => {
+        let snap = self.tumbling.upsert(
+            key,
+            out,
+            |st, out| {
                 self.note_src(&key, rec.src);
-                let st = e.get_mut();
                 if start > st.window_start {
                     if let Some(summary) = self.tumbling_summary(&key, st) {
                         out.push(summary);
@@ -211,16 +211,16 @@ impl Engine {
                 } else {
                     st.flagged = true;
                 }
-                st.snapshot_with(window, latency)
-            }
-            Entry::Vacant(e) => {
+                Some(st.snapshot_with(window, latency))
+            },
+            |_| {
                 self.paths.acquire(key.path(), &rec.path);
                 let st = Tumbling::flagged_in_flight(start, secs, method);
                 self.keys.fetch_add(1, Ordering::Relaxed);
                 self.note_src(&key, rec.src);
-                e.insert(st).snapshot_with(window, latency)
-            }
-        };
+                (st, Some(st.snapshot_with(window, latency)))
+            },
+        )?;
         let text = (key.path() != NO_PATH).then(|| capped(&rec.path));
         let src = SourceKey::new(rec.src, self.ipv6_prefix);
         let mut ev = self.event(rule, &key, &src, rec.identity.as_ref(), text, snap);

@@ -24,14 +24,18 @@
 //!
 //! # Memory
 //! The window maps' budget is 100 bytes per tracked key of a count rule. A key is 28 bytes
-//! (rule index, source, 64-bit path hash; 4-aligned). A tumbling entry is 72 bytes (its
-//! 40-byte state, with the 64-bit byte total of volume rules, is 8-aligned); a sliding entry
-//! is 72 bytes (44-byte state). Each also costs one hashbrown control byte; at hashbrown's 7/8
-//! maximum load that is 83 bytes per key, twice that just after a table doubles (7/16 load).
-//! Measured with 100 000 keys (`tests::eviction::memory_per_*`, 76% load): **95 bytes per
-//! tumbling key, 95 per sliding key**. Sliding keys of volume rules (`metric = "bytes_*"`)
-//! keep one 32-bit byte total per sub-bucket instead of 12-bit counts: a 128-byte entry in a
-//! map of their own, **169 bytes** measured, paid by volume keys only.
+//! (rule index, source, 64-bit path hash; 4-aligned). A tumbling entry is 64 bytes (a
+//! 36-byte state, 4-aligned: 48-bit maximum latency and byte total, see `window`); a sliding
+//! entry is 72 bytes (44-byte state). The maps (`keytable`) pack entries densely in 32 KiB chunks
+//! and find them through a hash table of 4-byte positions (5 bytes a bucket with its control
+//! byte), so a key costs its entry plus 5.7–11.4 bytes of table (7/8 to 7/16 load) plus the
+//! unused part of each shard's last chunk. Measured with 100 000 keys
+//! (`tests::eviction::memory_per_*`): **72 bytes per tumbling key, 79–80 per sliding
+//! key** (95 each when 72-byte entries sat in the hash table's own buckets, whose load factor
+//! also made the figure swing from 83 to 167 bytes across doublings). Sliding keys of volume
+//! rules (`metric = "bytes_*"`) keep one 32-bit byte total per sub-bucket instead of 12-bit
+//! counts: a 128-byte entry in a map of their own, **137 bytes** measured, paid by volume
+//! keys only.
 //!
 //! The sliding state got there by giving up two things, documented in `sliding`:
 //! - sub-bucket counts are 12-bit (saturating at 4095), so sliding thresholds are capped at
@@ -63,6 +67,7 @@ mod flagged;
 pub(crate) mod glob;
 mod identity;
 mod inflight;
+mod keytable;
 mod overrides;
 mod paths;
 mod reload;

@@ -36,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::engine::{Engine, EngineError, EngineOptions, KeyMap};
+use super::engine::{Engine, EngineError, EngineOptions, KeyMap, KeyStore};
 use super::event::Event;
 use super::rule::Rule;
 use super::sliding::{Ring, Sliding};
@@ -117,18 +117,17 @@ impl Engine {
             }
         };
         let mut total = 0usize;
-        for e in self.tumbling.iter() {
-            let (key, st) = (e.key(), e.value());
+        self.tumbling.each(|key, st| {
             total += 1;
             let kept = match self.carry(key, &fates, &next, &mut report) {
-                Some(new_key) => next.tumbling.insert(new_key, *st).is_none(),
+                Some(new_key) => next.tumbling.put(new_key, *st),
                 None => false,
             };
             if !kept {
                 report.summaries.extend(self.tumbling_summary(key, st));
             }
             count(key);
-        }
+        });
         total += self.carry_sliding(
             &self.sliding,
             &next.sliding,
@@ -172,18 +171,18 @@ impl Engine {
         count: &mut impl FnMut(&WindowKey),
     ) -> usize {
         let mut total = 0usize;
-        for e in from.iter() {
-            let (key, mut st) = (e.key(), *e.value());
+        from.each(|key, st| {
+            let mut st = *st;
             total += 1;
             let kept = match self.carry(key, fates, next, report) {
-                Some(new_key) => to.insert(new_key, st).is_none(),
+                Some(new_key) => to.put(new_key, st),
                 None => false,
             };
             if !kept {
                 report.summaries.extend(self.sliding_summary(key, &mut st));
             }
             count(key);
-        }
+        });
         total
     }
 
@@ -213,8 +212,8 @@ impl Engine {
             Some(Skip::Allowlisted) => report.allowlisted_keys_dropped += 1,
             None if next.paths.acquire_from(&self.paths, key.path()) => {
                 let new_key = key.with_rule(new_rule);
-                if let Some(ip) = self.last_src.get(key).map(|ip| *ip) {
-                    next.last_src.insert(new_key, ip);
+                if let Some(ip) = self.last_src.copied(key) {
+                    next.last_src.put(new_key, ip);
                 }
                 return Some(new_key);
             }
@@ -225,7 +224,7 @@ impl Engine {
 
     /// Sets `next`'s key count and carried totals, then enforces its cap.
     fn settle(&self, next: &Engine, total: usize, report: &mut ReloadReport) {
-        let kept = next.tumbling.len() + next.sliding.len() + next.sliding_bytes.len();
+        let kept = next.tumbling.count() + next.sliding.count() + next.sliding_bytes.count();
         next.keys.store(kept, Ordering::Relaxed);
         next.evictions.store(self.evictions(), Ordering::Relaxed);
         next.late.store(self.late_records(), Ordering::Relaxed);
@@ -251,14 +250,10 @@ impl Engine {
     ) {
         let mut held = vec![0usize; next.rules.len()];
         next.tumbling
-            .iter()
-            .for_each(|e| held[usize::from(e.key().rule)] += 1);
-        next.sliding
-            .iter()
-            .for_each(|e| held[usize::from(e.key().rule)] += 1);
+            .each(|key, _| held[usize::from(key.rule)] += 1);
+        next.sliding.each(|key, _| held[usize::from(key.rule)] += 1);
         next.sliding_bytes
-            .iter()
-            .for_each(|e| held[usize::from(e.key().rule)] += 1);
+            .each(|key, _| held[usize::from(key.rule)] += 1);
         for ((rule, fate), &dropped) in self.rules.iter().zip(fates).zip(reset) {
             let name = rule.name.clone();
             match fate {

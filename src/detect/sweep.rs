@@ -96,9 +96,9 @@ impl<M: Maps> Engine<M> {
         }
     }
 
-    /// Approximate bytes held by the counter maps and the path table: each map's buckets
-    /// (`capacity × 8/7`, hashbrown's maximum load being 7/8) times the entry size plus one
-    /// control byte, plus the path texts. For sizing `max_tracked_keys`.
+    /// Approximate bytes held by the counter maps and the path table: each map's allocated
+    /// entry chunks and position table (see `keytable`), plus the path texts. For sizing
+    /// `max_tracked_keys`.
     #[cfg(test)]
     pub(crate) fn approx_memory_bytes(&self) -> usize {
         map_bytes(&self.tumbling)
@@ -264,7 +264,7 @@ impl<M: Maps> Engine<M> {
 
 #[cfg(test)]
 fn map_bytes<V>(map: &impl KeyStore<V>) -> usize {
-    map.capacity_now() * 8 / 7 * (std::mem::size_of::<(WindowKey, V)>() + 1)
+    map.bytes_now()
 }
 
 /// Deterministic order for batches of summaries (the maps iterate in hash order).

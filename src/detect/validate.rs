@@ -12,6 +12,7 @@ use super::event::RuleAction;
 use super::glob::Glob;
 use super::rule::{Cutoff, GroupBy, Metric, Rule, RuleConfig, SeverityRule, WindowKind};
 use super::sliding::MAX_SUB_COUNT;
+use super::window::MAX_TUMBLING_BYTES;
 
 /// Sliding windows use 15 sub-buckets of at least one second each.
 const MIN_SLIDING_WINDOW: Duration = Duration::from_secs(15);
@@ -296,8 +297,9 @@ fn parse_threshold(value: i64, kind: WindowKind) -> Result<u64, String> {
     Ok(threshold)
 }
 
-/// A byte threshold: at least 1 and, for sliding windows, what one 32-bit sub-bucket holds
-/// (so saturation cannot hide a crossing). `threshold` must be left at 1: a byte rule with
+/// A byte threshold: at least 1 and at most what the window holds (so saturation cannot
+/// hide a crossing): for sliding windows one 32-bit sub-bucket, for tumbling windows the
+/// 48-bit byte total (256 TiB, see `window`). `threshold` must be left at 1: a byte rule with
 /// a request threshold as well would be two rules in one, and a silently ignored value is a
 /// trap for whoever tunes it.
 fn parse_threshold_bytes(cfg: &RuleConfig, kind: WindowKind) -> Result<u64, Problem> {
@@ -332,6 +334,12 @@ fn parse_threshold_bytes(cfg: &RuleConfig, kind: WindowKind) -> Result<u64, Prob
                 "must be at most {} for a sliding window (use a tumbling window for more)",
                 u32::MAX
             ),
+        ));
+    }
+    if kind == WindowKind::Tumbling && bytes > MAX_TUMBLING_BYTES {
+        return Err((
+            "threshold_bytes".into(),
+            format!("must be at most {MAX_TUMBLING_BYTES} for a tumbling window (its byte total is 48-bit)"),
         ));
     }
     Ok(bytes)

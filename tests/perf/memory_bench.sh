@@ -9,11 +9,17 @@
 # overhead and allocator included.
 #
 # Usage: tests/perf/memory_bench.sh [N]   (default 1000000)
+# env GUARD_BIN=path measures that build instead of building the work tree (which goes to
+# $CARGO_TARGET_DIR, default target/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=${1:-1000000}
-cargo build --release --quiet
-bin=target/release/ollama-guard
+if [ -n "${GUARD_BIN:-}" ]; then
+  bin=$GUARD_BIN
+else
+  cargo build --release --quiet
+  bin=${CARGO_TARGET_DIR:-target}/release/ollama-guard
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 printf 'max_tracked_keys = 100000000\n' >"$work/keys.toml"

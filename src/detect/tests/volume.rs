@@ -109,6 +109,15 @@ fn threshold_bytes_is_validated_naming_the_key() {
         err(|r| r.threshold_bytes = Some(1 << 32)),
         "rule[bulk].threshold_bytes: must be at most 4294967295 for a sliding window (use a tumbling window for more)"
     );
+    // Tumbling: the 48-bit byte total (256 TiB).
+    let tumbling = |bytes: i64| {
+        build_rules(&[volume("tumbling", "bytes_out", bytes)]).map(|rules| rules[0].threshold)
+    };
+    assert_eq!(tumbling((1 << 48) - 1).unwrap(), (1 << 48) - 1);
+    assert_eq!(
+        tumbling(1 << 48).unwrap_err().to_string(),
+        "rule[bulk].threshold_bytes: must be at most 281474976710655 for a tumbling window (its byte total is 48-bit)"
+    );
     assert_eq!(
         err(|r| r.threshold = 5),
         "rule[bulk].threshold: must be 1 (or left out) for metric = \"bytes_out\"; set threshold_bytes"
