@@ -89,8 +89,8 @@ where
             complete = send_rest(&mut conn, body.as_mut(), framing).await?;
         }
         match read_head(&mut conn).await {
-            Ok(head) => {
-                let (kind, keep_alive) = wire::body_kind(&parts.method, &head)?;
+            Ok(mut head) => {
+                let (kind, keep_alive) = wire::body_kind(&parts.method, &mut head)?;
                 let mut resp =
                     Response::new(UpstreamBody::new(conn, kind, keep_alive && complete, pool));
                 *resp.status_mut() = head.status;
