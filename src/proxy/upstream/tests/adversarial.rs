@@ -461,6 +461,57 @@ async fn a_refused_body_never_completes_upstream_and_the_connection_closes() {
 }
 
 #[tokio::test]
+async fn an_informational_answer_during_the_upload_does_not_stop_it() {
+    // An upstream may send a 1xx (103 Early Hints, an unsolicited 100 Continue) while it
+    // reads the body; the body must still be sent whole, or both sides wait for ever.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (seen_tx, seen) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let _ = seen_tx.send(got);
+        s.write_all(TAGS).await.unwrap();
+        let _ = s.read(&mut chunk).await;
+    });
+    let client = client_for(addr, Duration::from_secs(60));
+    let (tx, req) = streamed(None);
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"hello"))))
+        .await
+        .unwrap();
+    let call = tokio::spawn(client.clone().oneshot(req));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b" world"))))
+        .await
+        .unwrap();
+    drop(tx);
+    let resp = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the body is sent whole and the answer comes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(seen
+        .await
+        .unwrap()
+        .ends_with(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"));
+    assert_eq!(body_of(resp).await.unwrap(), "{\"models\":[]}");
+    assert_eq!(client.pool.idle_count(), 1, "the upload was complete");
+}
+
+#[tokio::test]
 async fn a_retry_happens_once_at_most() {
     // Every connection: the first request on it is answered only on the very first
     // connection; any other request is read and the connection closed without an answer.
@@ -607,4 +658,40 @@ async fn a_slow_reader_holds_back_the_upstream() {
         let f = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(f.len() <= body::MAX_FRAME, "{}", f.len());
     }
+}
+
+#[tokio::test]
+async fn an_answer_while_a_large_upload_still_flows_is_forwarded() {
+    // Ollama answers the upload of a blob it already has without reading the body, and Go's
+    // server then half-closes, waits, and closes. The client's body is always ready, so the
+    // proxy is busy writing when the answer comes; the answer must still be heard.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut chunk = [0u8; 4096];
+        let _ = s.read(&mut chunk).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let _ = s.shutdown().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    });
+    const N: usize = 1024;
+    let piece = Bytes::from(vec![b'x'; 64 << 10]);
+    let frames = futures_util::stream::iter(
+        (0..N).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(piece.clone()))),
+    );
+    let req = Request::post("/api/blobs/sha256:x")
+        .header("content-length", (N * (64 << 10)).to_string())
+        .body(wrap(http_body_util::StreamBody::new(frames)))
+        .unwrap();
+    let client = client_for(addr, Duration::from_secs(60));
+    let resp = tokio::time::timeout(Duration::from_secs(2), client.clone().oneshot(req))
+        .await
+        .expect("the answer is heard while the upload is blocked")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(body_of(resp).await.unwrap(), "ok");
+    assert_eq!(client.pool.idle_count(), 0);
 }
