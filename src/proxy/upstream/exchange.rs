@@ -2,7 +2,10 @@
 //!
 //! The head, and whatever request body the client already sent, leave in one write. The rest
 //! of the body streams frame by frame; an upstream that answers before it has the whole body
-//! (an early error) is listened to, and its connection is not reused. The response head is
+//! (an early error) is listened to, and its connection is not reused. It is listened to
+//! before each frame and while a write is blocked (an upstream that answered may never read
+//! the rest, and a client's body may always be ready); an informational head sent meanwhile
+//! (`103`, an unasked `100`) is skipped and the upload goes on. The response head is
 //! read (informational `1xx` heads skipped) and the body handed to [`UpstreamBody`].
 //!
 //! **Retries.** An idle connection the upstream has just closed is found before use (see
@@ -13,14 +16,14 @@
 //! A request body that streamed beyond the first write is never replayed.
 
 use std::future::poll_fn;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{Buf, Bytes};
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use http_body::Body;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
 
 use super::body::UpstreamBody;
@@ -89,8 +92,8 @@ where
             complete = send_rest(&mut conn, body.as_mut(), framing).await?;
         }
         match read_head(&mut conn).await {
-            Ok(head) => {
-                let (kind, keep_alive) = wire::body_kind(&parts.method, &head)?;
+            Ok(mut head) => {
+                let (kind, keep_alive) = wire::body_kind(&parts.method, &mut head)?;
                 let mut resp =
                     Response::new(UpstreamBody::new(conn, kind, keep_alive && complete, pool));
                 *resp.status_mut() = head.status;
@@ -119,78 +122,132 @@ fn push_data(out: &mut Vec<u8>, framing: ReqFraming, data: &[u8]) {
     }
 }
 
-/// What the body stream or the upstream did first.
-enum Next {
-    Frame(Option<Result<http_body::Frame<Bytes>, ClientBodyError>>),
-    /// The upstream sent bytes (an early answer) before the body was complete.
-    Answer,
-    /// The upstream closed or broke the connection.
-    Gone(Option<std::io::Error>),
+/// Reads what the upstream sent while the body is still being sent: `Ready(Ok)` for an
+/// answer (informational heads are skipped), `Ready(Err)` when it went, `Pending` while it
+/// has said nothing.
+fn poll_answer(
+    conn: &mut Conn,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<(), ExchangeError>> {
+    loop {
+        conn.buf.reserve(1024);
+        match poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(ExchangeError::Closed)),
+            Poll::Ready(Ok(_)) => match only_informational(&mut conn.buf) {
+                // A `103`, an unasked `100`: no answer, keep sending.
+                Ok(true) => {}
+                Ok(false) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(e)),
+            },
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::Io(e))),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+}
+
+/// Writes `data`; `false` when the upstream answered first. A blocked write listens for
+/// the answer: an upstream that answered early may never read the rest.
+async fn write_or_answer(conn: &mut Conn, mut data: &[u8]) -> Result<bool, ExchangeError> {
+    poll_fn(|cx| {
+        while !data.is_empty() {
+            match Pin::new(&mut conn.io).poll_write(cx, data) {
+                Poll::Ready(Ok(0)) => {
+                    let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return Poll::Ready(Err(ExchangeError::Io(e)));
+                }
+                Poll::Ready(Ok(n)) => data = &data[n..],
+                // It may have answered, then closed: the answer is still there to be read.
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(match poll_answer(conn, cx) {
+                        Poll::Ready(Ok(())) => Ok(false),
+                        _ => Err(ExchangeError::Io(e)),
+                    })
+                }
+                Poll::Pending => return poll_answer(conn, cx).map_ok(|()| false),
+            }
+        }
+        Poll::Ready(Ok(true))
+    })
+    .await
 }
 
 /// Streams the rest of the request body; `false` when the upstream answered before the body
 /// was complete (the connection is then not reused).
 async fn send_rest<B>(
     conn: &mut Conn,
-    mut body: std::pin::Pin<&mut B>,
+    mut body: Pin<&mut B>,
     framing: ReqFraming,
 ) -> Result<bool, ExchangeError>
 where
     B: Body<Data = Bytes, Error = ClientBodyError>,
 {
+    let chunked = framing == ReqFraming::Chunked;
     let mut scratch = Vec::new();
     loop {
-        let next = poll_fn(|cx| {
-            if let Poll::Ready(f) = body.as_mut().poll_frame(cx) {
-                return Poll::Ready(Next::Frame(f));
-            }
-            conn.buf.reserve(1024);
-            match poll_read_buf(std::pin::Pin::new(&mut conn.io), cx, &mut conn.buf) {
-                Poll::Ready(Ok(0)) => Poll::Ready(Next::Gone(None)),
-                Poll::Ready(Ok(_)) => Poll::Ready(Next::Answer),
-                Poll::Ready(Err(e)) => Poll::Ready(Next::Gone(Some(e))),
-                Poll::Pending => Poll::Pending,
-            }
+        // The upstream first: a body that is always ready must not hide an answer.
+        let polled = poll_fn(|cx| match poll_answer(conn, cx) {
+            Poll::Ready(answer) => Poll::Ready(Err(answer)),
+            Poll::Pending => body.as_mut().poll_frame(cx).map(Ok),
         })
         .await;
-        match next {
-            Next::Frame(Some(Ok(frame))) => {
-                let end = body.is_end_stream();
-                if let Ok(mut data) = frame.into_data() {
-                    if framing == ReqFraming::Chunked {
-                        scratch.clear();
-                        wire::encode_chunk(&mut scratch, data.chunk());
-                        if end {
-                            scratch.extend_from_slice(wire::LAST_CHUNK);
-                        }
-                        conn.io.write_all(&scratch).await
-                    } else {
-                        conn.io.write_all_buf(&mut data).await
-                    }
-                    .map_err(ExchangeError::Io)?;
-                } else if end && framing == ReqFraming::Chunked {
-                    conn.io
-                        .write_all(wire::LAST_CHUNK)
-                        .await
-                        .map_err(ExchangeError::Io)?;
+        let frame = match polled {
+            Ok(frame) => frame,
+            Err(Ok(())) => return Ok(false),
+            Err(Err(e)) => return Err(e),
+        };
+        let (data, end) = match frame {
+            None => (None, true),
+            Some(Err(e)) => return Err(ExchangeError::Client(e)),
+            Some(Ok(frame)) => (frame.into_data().ok(), body.is_end_stream()),
+        };
+        let out: &[u8] = match (data, chunked) {
+            (Some(data), false) => {
+                if !write_or_answer(conn, &data).await? {
+                    return Ok(false);
+                }
+                &[]
+            }
+            (data, true) => {
+                scratch.clear();
+                if let Some(data) = data {
+                    wire::encode_chunk(&mut scratch, &data);
                 }
                 if end {
-                    return Ok(true);
+                    scratch.extend_from_slice(wire::LAST_CHUNK);
                 }
+                &scratch
             }
-            Next::Frame(None) => {
-                if framing == ReqFraming::Chunked {
-                    conn.io
-                        .write_all(wire::LAST_CHUNK)
-                        .await
-                        .map_err(ExchangeError::Io)?;
-                }
-                return Ok(true);
+            (None, false) => &[],
+        };
+        if !write_or_answer(conn, out).await? {
+            return Ok(false);
+        }
+        if end {
+            return Ok(true);
+        }
+    }
+}
+
+/// Skips the complete informational (`1xx`) heads at the start of `buf`; `true` when nothing
+/// else is there yet but the start of another such head (or too little to tell).
+fn only_informational(buf: &mut BytesMut) -> Result<bool, ExchangeError> {
+    // `HTTP/1.x 1`: the status's first digit is the tenth byte.
+    const DIGIT: usize = b"HTTP/1.1 ".len();
+    loop {
+        if buf.len() <= DIGIT {
+            return Ok(true);
+        }
+        if buf[DIGIT] != b'1' {
+            return Ok(false);
+        }
+        match wire::parse_head(buf)? {
+            Some(head) if head.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(wire::WireError::Upgrade.into())
             }
-            Next::Frame(Some(Err(e))) => return Err(ExchangeError::Client(e)),
-            Next::Answer => return Ok(false),
-            Next::Gone(Some(e)) => return Err(ExchangeError::Io(e)),
-            Next::Gone(None) => return Err(ExchangeError::Closed),
+            Some(head) if head.status.is_informational() => {}
+            // Not informational after all: it was consumed, the answer is lost.
+            Some(_) => return Err(wire::WireError::Head("status").into()),
+            None => return Ok(true),
         }
     }
 }

@@ -642,3 +642,5 @@ async fn the_sweeper_closes_connections_idle_for_the_idle_timeout() {
     // The sweeper ends with its pool.
     drop(pool);
 }
+
+mod adversarial;

@@ -193,7 +193,11 @@ pub(crate) enum BodyKind {
 }
 
 /// The body's framing and whether the connection may carry another request afterwards.
-pub(crate) fn body_kind(method: &Method, head: &Head) -> Result<(BodyKind, bool), WireError> {
+///
+/// A `Content-Length` beside a transfer coding is removed from `head`: the coding frames the
+/// body, and whoever the head is forwarded to must not frame it by that length (RFC 9112
+/// §6.3).
+pub(crate) fn body_kind(method: &Method, head: &mut Head) -> Result<(BodyKind, bool), WireError> {
     let h = &head.headers;
     let mut keep_alive = match head.version {
         Version::HTTP_10 => has_token(h, b"keep-alive"),
@@ -211,13 +215,18 @@ pub(crate) fn body_kind(method: &Method, head: &Head) -> Result<(BodyKind, bool)
         .iter()
         .next_back()
     {
-        // A length next to a transfer coding is a smuggling attempt or a broken server: the
-        // coding wins and the connection is not reused (RFC 9112 §6.3).
-        if h.contains_key(CONTENT_LENGTH) {
+        let chunked = te
+            .as_bytes()
+            .rsplit(|b| *b == b',')
+            .next()
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        // A length next to a transfer coding is a smuggling attempt or a broken server, and
+        // HTTP/1.0 has no transfer codings: the coding wins, the length goes, and the
+        // connection is not reused (RFC 9112 §6.1, §6.3).
+        if head.headers.remove(CONTENT_LENGTH).is_some() || head.version == Version::HTTP_10 {
             keep_alive = false;
         }
-        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
-        return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+        return Ok(if chunked {
             (BodyKind::Chunked, keep_alive)
         } else {
             (BodyKind::Close, false)

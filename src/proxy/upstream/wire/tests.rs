@@ -128,8 +128,8 @@ fn bad_and_oversized_heads_are_refused() {
 
 fn kind(method: Method, raw: &str) -> Result<(BodyKind, bool), WireError> {
     let mut buf = BytesMut::from(raw.as_bytes());
-    let head = parse_head(&mut buf).unwrap().unwrap();
-    body_kind(&method, &head)
+    let mut head = parse_head(&mut buf).unwrap().unwrap();
+    body_kind(&method, &mut head)
 }
 
 /// A method, a response head, and the framing expected.
@@ -178,6 +178,12 @@ fn the_body_framing_follows_rfc_9112() {
             Method::POST,
             "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
             Ok((Close, false)),
+        ),
+        // HTTP/1.0 has no transfer codings: the framing is faulty, the connection goes.
+        (
+            Method::GET,
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
+            Ok((Chunked, false)),
         ),
         // A length beside a transfer coding: the coding wins, the connection is not reused.
         (
