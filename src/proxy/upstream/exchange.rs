@@ -265,9 +265,14 @@ impl From<wire::WireError> for Unanswered {
     }
 }
 
+/// Most informational (`1xx`) heads accepted before the final one: an upstream that sends them
+/// without end is refused (`502`) instead of holding the request for ever.
+const MAX_INFORMATIONAL: usize = 16;
+
 /// Reads the response head, skipping informational (`1xx`) heads.
 async fn read_head(conn: &mut Conn) -> Result<wire::Head, Unanswered> {
     let mut any = !conn.buf.is_empty();
+    let mut informational = 0;
     loop {
         if !conn.buf.is_empty() {
             if let Some(head) = wire::parse_head(&mut conn.buf)? {
@@ -276,6 +281,12 @@ async fn read_head(conn: &mut Conn) -> Result<wire::Head, Unanswered> {
                 }
                 if head.status.is_informational() {
                     any = true;
+                    informational += 1;
+                    if informational > MAX_INFORMATIONAL {
+                        return Err(
+                            wire::WireError::Head("too many informational responses").into()
+                        );
+                    }
                     continue;
                 }
                 return Ok(head);

@@ -695,3 +695,26 @@ async fn an_answer_while_a_large_upload_still_flows_is_forwarded() {
     assert_eq!(body_of(resp).await.unwrap(), "ok");
     assert_eq!(client.pool.idle_count(), 0);
 }
+
+#[tokio::test]
+async fn endless_informational_heads_are_refused_after_sixteen() {
+    let mut sixteen = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n".repeat(16);
+    sixteen.extend_from_slice(TAGS);
+    let sixteen: &'static [u8] = sixteen.leak();
+    let (addr, _) = serial_upstream(vec![sixteen]).await;
+    let client = client_for(addr, Duration::from_secs(60));
+    assert_eq!(get_body(&client).await.unwrap(), "{\"models\":[]}");
+
+    let seventeen: &'static [u8] = b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(17).leak();
+    let (addr, _) = serial_upstream(vec![seventeen]).await;
+    let client = client_for(addr, Duration::from_secs(60));
+    let e = client.clone().oneshot(get("/")).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ExchangeError::Wire(wire::WireError::Head("too many informational responses"))
+        ),
+        "{e:?}"
+    );
+    assert_eq!(client.pool.idle_count(), 0);
+}
