@@ -54,26 +54,36 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     }
 }
 
-/// An upstream answering every request on every connection with `reply`; counts accepts.
-async fn keep_alive_upstream(reply: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+/// An upstream whose every connection is served by `serve`; counts accepts.
+async fn upstream_with<F, Fut>(serve: F) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepts = Arc::new(AtomicUsize::new(0));
     let count = accepts.clone();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
+        while let Ok((s, _)) = l.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while read_request(&mut s, &mut buf).await.is_some() {
-                    if s.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            tokio::spawn(serve(s));
         }
     });
     (addr, accepts)
+}
+
+/// An upstream answering every request on every connection with `reply`; counts accepts.
+async fn keep_alive_upstream(reply: &'static [u8]) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    upstream_with(move |mut s| async move {
+        let mut buf = Vec::new();
+        while read_request(&mut s, &mut buf).await.is_some() {
+            if s.write_all(reply).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 const TAGS: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{\"models\":[]}";
@@ -108,22 +118,13 @@ async fn an_idle_connection_older_than_the_idle_timeout_is_not_used() {
 
 /// An upstream that answers each connection's first request and then closes it.
 async fn one_shot_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepts = Arc::new(AtomicUsize::new(0));
-    let count = accepts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                if read_request(&mut s, &mut buf).await.is_some() {
-                    let _ = s.write_all(TAGS).await;
-                }
-            });
+    upstream_with(|mut s| async move {
+        let mut buf = Vec::new();
+        if read_request(&mut s, &mut buf).await.is_some() {
+            let _ = s.write_all(TAGS).await;
         }
-    });
-    (addr, accepts)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -142,23 +143,14 @@ async fn a_pooled_connection_the_upstream_closed_is_found_before_use() {
 /// An upstream whose connections answer the first request, then read the second and close
 /// without an answer (a close crossing the request); `accepts` counts connections.
 async fn crossing_close_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepts = Arc::new(AtomicUsize::new(0));
-    let count = accepts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                if read_request(&mut s, &mut buf).await.is_some() {
-                    let _ = s.write_all(TAGS).await;
-                }
-                let _ = read_request(&mut s, &mut buf).await;
-            });
+    upstream_with(|mut s| async move {
+        let mut buf = Vec::new();
+        if read_request(&mut s, &mut buf).await.is_some() {
+            let _ = s.write_all(TAGS).await;
         }
-    });
-    (addr, accepts)
+        let _ = read_request(&mut s, &mut buf).await;
+    })
+    .await
 }
 
 #[tokio::test]

@@ -8,28 +8,21 @@ use super::*;
 /// An upstream that answers the n-th request it reads (over all its connections) with
 /// `replies[n]` (the last one again once they run out); counts accepts.
 async fn serial_upstream(replies: Vec<&'static [u8]>) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let accepts = Arc::new(AtomicUsize::new(0));
-    let count = accepts.clone();
     let next = Arc::new(AtomicUsize::new(0));
     let replies = Arc::new(replies);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let (next, replies) = (next.clone(), replies.clone());
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while read_request(&mut s, &mut buf).await.is_some() {
-                    let i = next.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
-                    if s.write_all(replies[i]).await.is_err() {
-                        return;
-                    }
+    upstream_with(move |mut s| {
+        let (next, replies) = (next.clone(), replies.clone());
+        async move {
+            let mut buf = Vec::new();
+            while read_request(&mut s, &mut buf).await.is_some() {
+                let i = next.fetch_add(1, Ordering::SeqCst).min(replies.len() - 1);
+                if s.write_all(replies[i]).await.is_err() {
+                    return;
                 }
-            });
+            }
         }
-    });
-    (addr, accepts)
+    })
+    .await
 }
 
 fn head(path: &str) -> Request<ClientBody<Full<Bytes>>> {
