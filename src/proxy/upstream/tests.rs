@@ -54,6 +54,21 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     }
 }
 
+/// An upstream that accepts one connection and hands it to `serve`.
+async fn accept_one<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        serve(s).await;
+    });
+    addr
+}
+
 /// An upstream whose every connection is served by `serve`; counts accepts.
 async fn upstream_with<F, Fut>(serve: F) -> (std::net::SocketAddr, Arc<AtomicUsize>)
 where
@@ -274,16 +289,14 @@ async fn a_body_dropped_before_its_end_closes_the_connection() {
 
 #[tokio::test]
 async fn an_upstream_closing_mid_body_is_an_error_after_the_data_it_sent() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
+    let addr = accept_one(|mut s| async move {
         let mut buf = Vec::new();
         read_request(&mut s, &mut buf).await.unwrap();
         s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
             .await
             .unwrap();
-    });
+    })
+    .await;
     let client = client_for(addr, Duration::from_secs(60));
     let resp = client.clone().oneshot(get("/api/pull")).await.unwrap();
     let mut body = resp.into_body();
@@ -351,10 +364,7 @@ fn tokio_stream_from(
 
 #[tokio::test]
 async fn an_early_answer_ends_the_upload_and_the_connection_is_not_reused() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
+    let addr = accept_one(|mut s| async move {
         let mut chunk = [0u8; 4096];
         let n = s.read(&mut chunk).await.unwrap();
         assert!(n > 0);
@@ -363,7 +373,8 @@ async fn an_early_answer_ends_the_upload_and_the_connection_is_not_reused() {
             .unwrap();
         // Keep reading whatever else comes.
         while matches!(s.read(&mut chunk).await, Ok(n) if n > 0) {}
-    });
+    })
+    .await;
     let (tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
     tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"part"))))
         .await

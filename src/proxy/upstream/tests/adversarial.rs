@@ -206,17 +206,15 @@ async fn a_transfer_coding_beside_a_length_wins_and_the_connection_is_retired() 
 
 #[tokio::test]
 async fn a_transfer_coding_other_than_chunked_is_read_to_the_close() {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
+    let addr = accept_one(|mut s| async move {
         read_request(&mut s, &mut Vec::new()).await.unwrap();
         s.write_all(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         )
         .await
         .unwrap();
-    });
+    })
+    .await;
     let client = client_for(addr, Duration::from_secs(60));
     assert_eq!(
         get_body(&client).await.unwrap(),
@@ -256,15 +254,13 @@ async fn http10_and_close_delimited_responses_are_forwarded_and_not_pooled() {
         assert_eq!(accepts.load(Ordering::SeqCst), 2);
     }
     // No length at all: the body ends with the connection.
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
+    let addr = accept_one(|mut s| async move {
         read_request(&mut s, &mut Vec::new()).await.unwrap();
         s.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil").await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         s.write_all(b" the close").await.unwrap();
-    });
+    })
+    .await;
     let client = client_for(addr, Duration::from_secs(60));
     let resp = client.clone().oneshot(get("/")).await.unwrap();
     assert_eq!(resp.body().size_hint().exact(), None);
@@ -658,10 +654,7 @@ async fn an_answer_while_a_large_upload_still_flows_is_forwarded() {
     // Ollama answers the upload of a blob it already has without reading the body, and Go's
     // server then half-closes, waits, and closes. The client's body is always ready, so the
     // proxy is busy writing when the answer comes; the answer must still be heard.
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
+    let addr = accept_one(|mut s| async move {
         let mut chunk = [0u8; 4096];
         let _ = s.read(&mut chunk).await.unwrap();
         s.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
@@ -669,7 +662,8 @@ async fn an_answer_while_a_large_upload_still_flows_is_forwarded() {
             .unwrap();
         let _ = s.shutdown().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-    });
+    })
+    .await;
     const N: usize = 1024;
     let piece = Bytes::from(vec![b'x'; 64 << 10]);
     let frames = futures_util::stream::iter(
