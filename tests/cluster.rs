@@ -108,6 +108,9 @@ severity_high = "50s"
 severity_medium = "40s"
 "#;
 
+/// The tumbling window of `RULE`.
+const HOUR: Duration = Duration::from_secs(3600);
+
 fn cluster_file(url: &str, id: &str) -> String {
     format!("{RULE}\n[cluster]\nredis_url = \"{url}\"\ninstance_id = \"{id}\"\nsync_interval = \"100ms\"\n")
 }
@@ -153,6 +156,7 @@ async fn wait_all(stacks: &[Stack], pred: impl Fn(&[Value]) -> bool) -> Vec<Valu
 async fn an_attacker_spread_over_three_replicas_is_detected_once_at_the_threshold() {
     let redis = Redis::start(None);
     let stacks = replicas(&redis.url(), 3).await;
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
     // 5 requests: under the threshold of 6, on every replica and merged.
     tags_round_robin(&stacks, "127.0.0.7", 0, 5).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -296,6 +300,7 @@ async fn redis_killed_mid_traffic_fails_no_request_and_a_restart_resynchronises(
     assert!(version_status_within_1s(&stacks[1], "127.0.0.12", StatusCode::FORBIDDEN).await);
     assert!(metric(&stacks[0].admin, "ollama_guard_cluster_sync_errors_total").await >= 1.0);
     // Detections resume on merged counts: 6 requests spread over the two replicas.
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
     tags_round_robin(&stacks, "127.0.0.13", 0, 6).await;
     wait_all(&stacks, |ev| {
         ev.iter()
@@ -388,11 +393,7 @@ async fn the_window_summary_of_a_shared_detection_is_written_once_with_merged_fi
         );
     }
     // Start right after a 2 s boundary so all four requests share one window.
-    let now = chrono::Utc::now();
-    let into = now.timestamp_millis() % 2000;
-    if into > 300 {
-        tokio::time::sleep(Duration::from_millis(u64::try_from(2050 - into).unwrap())).await;
-    }
+    clear_of_window_end(Duration::from_secs(2), Duration::from_millis(1700)).await;
     tags_round_robin(&stacks, "127.0.0.41", 0, 4).await;
     // Window end (≤ 2 s) + the summary grace (5 s) + a sync.
     for _ in 0..60 {

@@ -10,6 +10,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use ollama_guard::config::ServeArgs;
+use std::time::Duration;
+
+/// The rule's tumbling window.
+const HOUR: Duration = Duration::from_secs(3600);
 
 const RULE: &str = r#"
 [[rule]]
@@ -54,6 +58,7 @@ fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn slow_requests_of_one_source_give_one_detection_then_a_window_summary() {
     let s = stack_with(ServeArgs::default(), RULE).await;
+    clear_of_window_end(HOUR, Duration::from_secs(30)).await;
     let attacker = client_from("127.0.0.1");
     let quiet = client_from("127.0.0.2");
     let show = format!("{}/api/show", s.proxy);
@@ -116,6 +121,7 @@ async fn slow_requests_of_one_source_give_one_detection_then_a_window_summary() 
 #[tokio::test]
 async fn detections_are_counted_in_metrics_by_rule_severity_and_action() {
     let s = stack_with(ServeArgs::default(), RULE).await;
+    clear_of_window_end(HOUR, Duration::from_secs(30)).await;
     let c = client_from("127.0.0.3");
     let tags = format!("{}/api/tags", s.proxy);
     for _ in 0..2 {

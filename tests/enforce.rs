@@ -8,6 +8,10 @@ use common::*;
 use http::{Method, StatusCode};
 use ollama_guard::config::ServeArgs;
 use serde_json::Value;
+use std::time::Duration;
+
+/// The rule's tumbling window: the two slow calls of a scenario must share one.
+const HOUR: Duration = Duration::from_secs(3600);
 
 const RULE: &str = r#"
 [[rule]]
@@ -20,6 +24,7 @@ threshold = 2
 
 /// Two slow /api/show calls flag 127.0.0.9; then five more calls of every kind.
 async fn scenario(s: &Stack) -> Vec<Reply> {
+    clear_of_window_end(HOUR, Duration::from_secs(30)).await;
     let c = client_from("127.0.0.9");
     let show = format!("{}/api/show", s.proxy);
     call(&c, Method::POST, &show, &[("x-sim-delay-ms", "250")]).await;
@@ -186,6 +191,7 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_banned_not_the_proxy() {
         ..ServeArgs::default()
     };
     let s = stack_with(args, RULE).await;
+    clear_of_window_end(HOUR, Duration::from_secs(30)).await;
     let proxy_hop = client_from("127.0.0.30");
     let show = format!("{}/api/show", s.proxy);
     let attacker = [
@@ -280,6 +286,7 @@ async fn reload_applies_a_good_config_and_refuses_a_bad_one() {
     );
 
     // One qualifying request under the old config (threshold 2: not flagged yet) ...
+    clear_of_window_end(HOUR, Duration::from_secs(30)).await;
     let c = client_from("127.0.0.40");
     let show = format!("http://{}/api/show", server.proxy_addr);
     call(&c, Method::POST, &show, &[("x-sim-delay-ms", "250")]).await;

@@ -217,6 +217,20 @@ pub fn client_from(source: &str) -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build(c)
 }
 
+/// Waits, when needed, until at least `need` is left before the end of the current
+/// epoch-aligned tumbling window of length `window`. A test whose requests must share one
+/// window cannot then straddle its end: an hour-long window otherwise ends inside a
+/// two-second test about once in 1 800 runs, and the test sees two half-counted windows.
+pub async fn clear_of_window_end(window: Duration, need: Duration) {
+    let window_ms = i64::try_from(window.as_millis()).unwrap();
+    let need_ms = i64::try_from(need.as_millis()).unwrap();
+    assert!(need_ms < window_ms, "a test cannot need the whole window");
+    let left = window_ms - chrono::Utc::now().timestamp_millis().rem_euclid(window_ms);
+    if left < need_ms {
+        tokio::time::sleep(Duration::from_millis(u64::try_from(left + 50).unwrap())).await;
+    }
+}
+
 /// Waits (bounded) until `f` holds, polling the state it reads.
 pub async fn eventually<F: FnMut() -> bool>(mut f: F) {
     for _ in 0..200 {
