@@ -10,6 +10,11 @@ use http::Method;
 use ollama_guard::config::ServeArgs;
 use ollama_guard::serve::Server;
 use serde_json::Value;
+use std::time::Duration;
+
+/// The period of `auth` events: one per source per epoch-aligned minute, the refusals in
+/// between counted in the next one (`since_last`).
+const MINUTE: Duration = Duration::from_secs(60);
 
 fn auth_toml(mode: &str, dir: &std::path::Path) -> String {
     format!(
@@ -51,6 +56,8 @@ async fn required_refuses_strangers_serves_key_holders_and_the_key_never_leaves_
     let key = add_key(&s, "alice", "user").await;
     let tags = format!("{}/api/tags", s.proxy);
 
+    // Both refusals in one minute: the second is then counted, not logged (asserted below).
+    clear_of_window_end(MINUTE, Duration::from_secs(10)).await;
     let r = send(Method::GET, &tags, &[("x-sim-id", "anon")], "").await;
     assert_eq!(r.status, 401);
     assert_eq!(

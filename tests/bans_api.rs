@@ -9,6 +9,7 @@ use common::*;
 use http::{Method, StatusCode};
 use ollama_guard::config::ServeArgs;
 use serde_json::Value;
+use std::time::Duration;
 
 #[tokio::test]
 async fn admin_api_adds_lists_and_lifts_bans_and_validates_input() {
@@ -312,6 +313,10 @@ async fn cli(args: &[&str]) -> (Option<i32>, String, String) {
 /// A rule that flags (and, in block mode, bans) a source on its second request.
 const BURST: &str = "[[rule]]\nname = \"burst\"\ngroup_by = \"src\"\nwindow = \"24h\"\nthreshold = 2\naction = \"block\"\n";
 
+/// The tumbling window of `BURST`: epoch-aligned, so it ends at midnight UTC; the requests a
+/// test counts in it must not straddle that.
+const DAY: Duration = Duration::from_secs(86_400);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bans_list_filters_shows_remaining_time_and_remove_all_lifts_every_ban() {
     let s = stack_with(
@@ -322,6 +327,8 @@ async fn bans_list_filters_shows_remaining_time_and_remove_all_lifts_every_ban()
         BURST,
     )
     .await;
+    // Both requests in one window of BURST, or the second does not reach the threshold.
+    clear_of_window_end(DAY, Duration::from_secs(30)).await;
     let c = client_from("127.0.0.9");
     for _ in 0..2 {
         call(&c, Method::GET, &format!("{}/api/tags", s.proxy), &[]).await;
@@ -441,6 +448,8 @@ async fn status_reports_mode_upstream_bans_flagged_sources_and_drops() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // All three requests in one window of BURST: the status reports the current window's count.
+    clear_of_window_end(DAY, Duration::from_secs(30)).await;
     let c = client_from("127.0.0.9");
     for _ in 0..3 {
         call(&c, Method::GET, &format!("{}/api/tags", s.proxy), &[]).await;

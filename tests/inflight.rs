@@ -10,9 +10,9 @@ use http::Method;
 use http_body_util::BodyExt;
 use ollama_guard::config::ServeArgs;
 use serde_json::Value;
+use std::time::Duration;
 
-/// One slow generation flags its source (a day-long window: the stream cannot straddle a
-/// window boundary in practice).
+/// One slow generation flags its source, in a day-long tumbling window.
 const RULE: &str = r#"
 [[rule]]
 name = "slow_generate"
@@ -21,6 +21,11 @@ min_latency = "1s"
 window = "24h"
 threshold = 1
 "#;
+
+/// The tumbling window of `RULE`: epoch-aligned, so it ends at midnight UTC. A stream running
+/// across that end is flagged in flight in one window and counted on completion in the next,
+/// which flags the key again: a second `detection`.
+const DAY: Duration = Duration::from_secs(86_400);
 
 /// The same rule over a sliding window.
 const SLIDING_RULE: &str = r#"
@@ -54,6 +59,9 @@ async fn a_slow_stream_is_detected_in_flight_once_with_a_sliding_window() {
 /// the completion adds none, and the shutdown summary counts the completed request.
 async fn slow_stream_detected_once(rule: &str) {
     let s = stack_with(ServeArgs::default(), rule).await;
+    // The stream must end in the window it was flagged in (needed by `RULE`, harmless for
+    // `SLIDING_RULE`, whose window moves with the request).
+    clear_of_window_end(DAY, Duration::from_secs(30)).await;
     // 15 chunks 200 ms apart: about 3 s of streaming.
     let req = request(
         Method::POST,
@@ -133,6 +141,9 @@ async fn block_mode_bans_in_flight_and_cuts_the_running_stream() {
         ..ServeArgs::default()
     };
     let s = stack_with(args, RULE).await;
+    // The cut request is counted when it ends: in the window it was flagged in, or it flags
+    // the key again in the next one.
+    clear_of_window_end(DAY, Duration::from_secs(30)).await;
     let c = client_from("127.0.0.77");
     // 100 chunks 100 ms apart: 10 s if nothing cuts it.
     let req = request(
@@ -148,7 +159,7 @@ async fn block_mode_bans_in_flight_and_cuts_the_running_stream() {
     let resp = c.request(req).await.unwrap();
     let mut body = resp.into_body();
     let ended = loop {
-        match tokio::time::timeout(std::time::Duration::from_secs(10), body.frame()).await {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => break Some(e.to_string()),
             Ok(None) => break None,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, loopback, metric, simulator, Stack};
+use common::{clear_of_window_end, config, loopback, metric, simulator, Stack};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -339,6 +339,10 @@ action = "log"
 risk_score = 33
 "#;
 
+/// The tumbling window of `EVERY_TAGS` (the default `window`, epoch-aligned): when one closes
+/// its `window_summary` is written and sent, an event more than the tests below expect.
+const FIFTEEN_MINUTES: Duration = Duration::from_secs(900);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detection_events_reach_an_https_hec_as_gzipped_envelopes_with_the_token() {
     let pki = Pki::new("hec test CA");
@@ -353,6 +357,8 @@ async fn detection_events_reach_an_https_hec_as_gzipped_envelopes_with_the_token
         pki.ca_file()
     );
     let s = guard(&url, &extra, EVERY_TAGS).await;
+    // Exactly one event, the detection: its window must not close during the test.
+    clear_of_window_end(FIFTEEN_MINUTES, Duration::from_secs(30)).await;
     assert_eq!(tags(&s).await, StatusCode::OK);
     let delivered = hec.wait_delivered(1).await;
     let lines = common::wait_events(&s.detection_log(), |e| !e.is_empty()).await;
@@ -556,6 +562,8 @@ async fn batches_not_acknowledged_in_time_are_sent_again_on_the_same_channel() {
         EVERY_TAGS,
     )
     .await;
+    // The window_summary comes only at the shutdown: the window must not close before.
+    clear_of_window_end(FIFTEEN_MINUTES, Duration::from_secs(30)).await;
     assert_eq!(tags(&s).await, StatusCode::OK);
     let posts = hec.wait_posts(2).await;
     assert_eq!(posts.len(), 2);
