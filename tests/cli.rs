@@ -305,6 +305,41 @@ fn sighup_reopens_logs_and_sigterm_exits_0() {
     );
 }
 
+/// `THP_enabled` of a process (Linux: 0 once `prctl(PR_SET_THP_DISABLE)` was called).
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| panic!("no THP_enabled line: {status}"))
+        .trim()
+        .to_owned()
+}
+
+/// `serve` turns transparent huge pages off for itself (they made a loaded proxy's RSS about
+/// 40 % larger), unless `MIMALLOC_ALLOW_THP` is set: then mimalloc's setting decides.
+#[test]
+fn serve_runs_without_transparent_huge_pages_unless_mimalloc_is_told_otherwise() {
+    assert_eq!(
+        thp_enabled(std::process::id()),
+        "1",
+        "the test process itself has them"
+    );
+    for (env, want) in [(None, "0"), (Some("1"), "1"), (Some("0"), "0")] {
+        let (port, admin) = (free_port(), free_port());
+        let mut cmd = serve_cmd(port, admin);
+        cmd.env_remove("MIMALLOC_ALLOW_THP").stderr(Stdio::null());
+        if let Some(v) = env {
+            cmd.env("MIMALLOC_ALLOW_THP", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        wait_for_port(port);
+        assert_eq!(thp_enabled(child.id()), want, "MIMALLOC_ALLOW_THP={env:?}");
+        signal(&child, "TERM");
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+}
+
 /// The access log is buffered (nginx's `buffer=64k flush=1s`): a SIGTERM right after a burst
 /// still writes every line.
 #[test]

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Where the CPU of one proxied request goes, ollama-guard against nginx, in one command:
+#
+#   tests/perf/cpu_split.sh [SECONDS] [ROUNDS]        (default 5 s x 5 rounds)
+#
+# The tags_fast regime of regimes.sh (`GET /api/tags`, the fast nginx upstream, wrk -t2 -c32,
+# both fronts with 2 workers, no access log), with the CPU time of every process on the path
+# read from /proc (utime and stime of the front's processes, of the upstream nginx, and wrk's own
+# from /usr/bin/time) and divided by the requests served: microseconds of CPU per request for
+# the front (user and system), the upstream and the load generator, plus the front's context
+# switches per request (voluntary: it waited; involuntary: it was preempted). Rounds are
+# interleaved; the summary prints medians. On a machine where all of them share the cores, the
+# front's share decides the throughput. env GUARD_BIN=path measures that build.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-5}
+rounds=${2:-5}
+. tests/perf/common.sh
+need wrk nginx python3 curl
+[ -x /usr/bin/time ] || { echo "/usr/bin/time is required (apt-get install time)" >&2; exit 1; }
+
+fast_upstream_only
+front_nginx nginx "$fast" off
+front_guard guard "$fast" off
+for p in "${front_port[@]}"; do
+  for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.05; done
+done
+hz=$(getconf CLK_TCK)
+
+# The processes of a front: the one listening on its port, and for nginx its master's workers.
+procs() {
+  local pid parent
+  pid=$(ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2)
+  parent=$(ps -o ppid= -p "$pid" | tr -d ' ')
+  if [ "$parent" != 1 ] && [ "$(ps -o comm= -p "$parent")" = nginx ]; then pid=$parent; fi
+  echo "$pid" "$(pgrep -P "$pid" | tr '\n' ' ')"
+}
+# "utime stime voluntary involuntary" summed over processes (ticks; switches over all threads).
+usage() {
+  local u=0 s=0 v=0 n=0 p t
+  for p in "$@"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat")
+    u=$((u + a)); s=$((s + b))
+    for t in /proc/"$p"/task/*; do
+      v=$((v + $(awk '/^voluntary_ctxt/ {print $2}' "$t/status")))
+      n=$((n + $(awk '/^nonvoluntary_ctxt/ {print $2}' "$t/status")))
+    done
+  done
+  echo "$u $s $v $n"
+}
+
+results="$work/cpu.tsv"; : >"$results"
+read -r -a upstream <<<"$(cat "$work/fast.pid") $(pgrep -P "$(cat "$work/fast.pid")" | tr '\n' ' ')"
+for r in $(seq "$rounds"); do
+  for t in nginx guard; do
+    read -r -a front <<<"$(procs "${front_port[$t]}")"
+    read -r fu0 fs0 v0 n0 < <(usage "${front[@]}")
+    read -r uu0 us0 _ _ < <(usage "${upstream[@]}")
+    out=$({ /usr/bin/time -f "WRKCPU %U %S" wrk -t2 -c32 -d"${secs}s" "http://127.0.0.1:${front_port[$t]}/api/tags"; } 2>&1)
+    read -r fu1 fs1 v1 n1 < <(usage "${front[@]}")
+    read -r uu1 us1 _ _ < <(usage "${upstream[@]}")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    read -r wu ws < <(awk '/WRKCPU/ {print $2, $3}' <<<"$out")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rps" "$reqs" $((fu1 - fu0)) $((fs1 - fs0)) \
+      $((uu1 + us1 - uu0 - us0)) "$wu" "$ws" $((v1 - v0)) $((n1 - n0)) >>"$results"
+    echo "round $r $t: $rps req/s"
+  done
+done
+python3 - "$results" "$hz" <<'PY'
+import statistics, sys
+hz = int(sys.argv[2])
+rows = {}
+for line in open(sys.argv[1]):
+    t, rps, reqs, fu, fs, up, wu, ws, vol, inv = line.split("\t")
+    n = int(reqs)
+    us = lambda ticks: int(ticks) / hz * 1e6 / n
+    rows.setdefault(t, []).append((float(rps), us(fu), us(fs), us(up),
+                                   (float(wu) + float(ws)) * 1e6 / n, int(vol) / n, int(inv) / n))
+cols = ["req/s", "front user", "front sys", "upstream", "wrk", "vol csw", "invol csw"]
+print(f"\nmedians, CPU in microseconds per request ({hz} ticks/s), context switches per request")
+print(f"{'front':6} " + " ".join(f"{c:>11}" for c in cols))
+med = {}
+for t, v in rows.items():
+    med[t] = [statistics.median(x[i] for x in v) for i in range(len(cols))]
+    print(f"{t:6} " + " ".join(f"{x:11.0f}" if i == 0 else f"{x:11.3f}" if i >= 5 else f"{x:11.1f}"
+                               for i, x in enumerate(med[t])))
+if "guard" in med and "nginx" in med:
+    g, n = med["guard"], med["nginx"]
+    print(f"\nguard/nginx: req/s {g[0] / n[0]:.3f}, front CPU per request {(g[1] + g[2]) / (n[1] + n[2]):.3f} "
+          f"(user {g[1] / n[1]:.3f}, system {g[2] / n[2]:.3f})")
+PY
