@@ -30,6 +30,26 @@ const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     PROXY_CONNECTION,
 ];
 
+/// Bit `i` for `HOP_BY_HOP[i]`, bit [`HOP_COUNT`] for `Connection`, 0 for any other name.
+///
+/// A match on the name's text (a length switch, then one comparison): comparing against the
+/// `HeaderName` constants instead builds and drops one per comparison, and a `static` array of
+/// them is compared through the generic `PartialEq` — both cost several times more per name.
+fn hop_bit(name: &HeaderName) -> u16 {
+    match name.as_str() {
+        "te" => 1,
+        "trailer" => 1 << 1,
+        "transfer-encoding" => 1 << 2,
+        "upgrade" => 1 << 3,
+        "proxy-authorization" => 1 << 4,
+        "proxy-authenticate" => 1 << 5,
+        "keep-alive" => 1 << 6,
+        "proxy-connection" => 1 << 7,
+        "connection" => 1 << HOP_COUNT,
+        _ => 0,
+    }
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 ///
 /// One pass over the names (comparisons, no hashing) finds which are present; a message
@@ -40,11 +60,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     const CONN: u16 = 1 << HOP_COUNT;
     let mut present = 0u16;
     for name in headers.keys() {
-        if name == CONNECTION {
-            present |= CONN;
-        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-        }
+        present |= hop_bit(name);
     }
     if present == 0 {
         return;
@@ -118,6 +134,26 @@ fn write_v4(buf: &mut [u8], octets: [u8; 4]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_bits_follow_the_hop_by_hop_list_and_spare_every_other_name() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_bit(name), 1 << i, "{name}");
+        }
+        assert_eq!(hop_bit(&CONNECTION), 1 << HOP_COUNT);
+        for other in [
+            "content-type",
+            "x-te",
+            "tee",
+            "upgrade-insecure-requests",
+            "keep-alive2",
+        ] {
+            assert_eq!(hop_bit(&HeaderName::from_static(other)), 0, "{other}");
+        }
+        // Names are lower-cased when parsed: any spelling of a hop-by-hop name is found.
+        let upper = HeaderName::from_bytes(b"Transfer-Encoding").unwrap();
+        assert_eq!(hop_bit(&upper), 1 << 2);
+    }
 
     #[test]
     fn connection_value_with_a_non_ascii_byte_still_names_its_headers() {

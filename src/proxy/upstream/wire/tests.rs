@@ -314,3 +314,51 @@ fn held_data_is_one_slice_without_a_copy_or_appended() {
     assert_eq!(h.take().unwrap(), "onetwothree");
     assert!(h.is_empty());
 }
+
+/// The header-name cache gives exactly what parsing gives: heads whose names change from one
+/// response to the next, in other spellings and orders, each parse to the names of a fresh
+/// parse; long names and positions past the cache's size are parsed every time; a bad name
+/// at a cached position is still refused.
+#[test]
+fn cached_header_names_are_the_names_a_fresh_parse_gives() {
+    let long = format!("X-{}", "a".repeat(CACHED_NAME_LEN));
+    let many: String = (0..40).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+    let heads = [
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: a\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: a\r\nContent-Length: 0\r\n\r\n".to_owned(),
+        "HTTP/1.1 200 OK\r\nSERVER: x\r\ncontent-type: b\r\nX-Custom: 1\r\nContent-Length: 0\r\n\r\n"
+            .to_owned(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nServer: nginx\r\n\r\n".to_owned(),
+        format!("HTTP/1.1 200 OK\r\n{long}: 1\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{long}: 2\r\nContent-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{many}Content-Length: 0\r\n\r\n"),
+        format!("HTTP/1.1 200 OK\r\n{many}Content-Length: 0\r\n\r\n"),
+    ];
+    for raw in &heads {
+        let head = parse_head(&mut BytesMut::from(raw.as_bytes()))
+            .unwrap()
+            .unwrap();
+        let got: Vec<(String, String)> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect();
+        let want: Vec<(String, String)> = raw
+            .split("\r\n")
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l.split_once(": ").unwrap();
+                (n.to_ascii_lowercase(), v.to_owned())
+            })
+            .collect();
+        assert_eq!(got, want, "{raw}");
+    }
+    NAMES.with_borrow(|c| {
+        assert_eq!(c.names.len(), CACHED_NAMES, "bounded");
+        assert!(c.names.iter().all(|(raw, _)| raw.len() <= CACHED_NAME_LEN));
+    });
+    // Slot 0 holds `X-H0` now; a name that is not a token at that position is still refused.
+    let bad = b"HTTP/1.1 200 OK\r\nX-H0: 1\r\nBad Name: 2\r\n\r\n";
+    assert!(parse_head(&mut BytesMut::from(&bad[..])).is_err());
+}
