@@ -26,7 +26,7 @@ use std::sync::Arc;
 use chrono::{NaiveDate, NaiveDateTime};
 
 use super::driver::{Counters, Scanner, Skip};
-use super::row::Row;
+use super::row::{Row, Rows};
 use super::zone::{LogZone, ZoneResolver};
 use crate::detect::event::round2;
 use crate::detect::Severity;
@@ -95,7 +95,7 @@ impl Scanner for CompatScan {
         stats.max = stats.max.max(response_time);
     }
 
-    fn finish(self, _counters: &mut Counters) -> Vec<Row> {
+    fn finish(self, _counters: &mut Counters) -> Rows {
         let rule: Arc<str> = Arc::from(RULE);
         let attack_type: Arc<str> = Arc::from(ATTACK_TYPE);
         self.groups

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::thread;
 
 use super::compat::CompatScan;
 use super::fixed::FixedScan;
@@ -9,7 +10,9 @@ use super::input::{Input, Line, LineSplitter, Reopen};
 use super::options::{ScanMode, ScanOptions};
 use super::output::write_rows;
 use super::parallel;
+#[cfg(test)]
 use super::row::Row;
+use super::row::{merge, Rows, Run};
 use super::shard;
 use super::ScanError;
 use crate::gin::SkipReason;
@@ -91,6 +94,17 @@ pub(super) struct Counters {
 impl Counters {
     pub(super) fn skip(&mut self, why: Skip) {
         self.skipped[why.slot()] += 1;
+    }
+
+    /// Adds `other`'s counts to these.
+    pub(super) fn absorb(&mut self, other: &Counters) {
+        self.lines_read += other.lines_read;
+        self.lines_parsed += other.lines_parsed;
+        self.late += other.late;
+        self.time_breaks += other.time_breaks;
+        for (mine, theirs) in self.skipped.iter_mut().zip(other.skipped) {
+            *mine += theirs;
+        }
     }
 }
 
@@ -185,7 +199,7 @@ pub(super) trait Scanner {
     /// The next parsed line, in input order.
     fn feed(&mut self, parsed: Self::Parsed, counters: &mut Counters);
     /// End of input: every remaining row.
-    fn finish(self, counters: &mut Counters) -> Vec<Row>;
+    fn finish(self, counters: &mut Counters) -> Rows;
 }
 
 /// Scans `inputs` in order as one stream, then writes the rows in output order (README, "scan") to `out`.
@@ -197,24 +211,46 @@ pub(crate) fn run(
     inputs: Vec<Input>,
     out: &mut dyn Write,
 ) -> Result<ScanSummary, ScanError> {
-    let (rows, summary) = scan_rows(opts, inputs)?;
-    write_rows(opts.format, &rows, opts.threads, out)
-        .and_then(|()| out.flush())
-        .map_err(ScanError::Write)?;
+    let (runs, summary) = collect_rows(opts, inputs)?;
+    let ordered = merge(&runs);
+    let written = write_rows(opts.format, &ordered, opts.threads, out).and_then(|()| out.flush());
+    drop(ordered);
+    if summary.rows_emitted >= DROP_APART_ROWS {
+        // Why: freeing 200 000 rows (two strings each, allocated on the shard threads) took
+        // a quarter of the calling thread's work after the scan; the command exits right
+        // after this, so that work is done apart, and is cut short by the exit.
+        thread::spawn(move || drop(runs));
+    }
+    written.map_err(ScanError::Write)?;
     Ok(summary)
 }
 
+/// Rows at least this many are freed on a thread of their own (see [`run`]).
+const DROP_APART_ROWS: u64 = 10_000;
+
 /// Scans `inputs` in order as one stream and returns the rows in output order (README, "scan").
-///
-/// Why: rows are collected and sorted before anything is written, so both modes share one
-/// order. Memory grows with the rows, not with the lines: the engine's windows are closed
-/// as the log's time moves on.
+#[cfg(test)]
 pub(crate) fn scan_rows(
     opts: &ScanOptions,
     inputs: Vec<Input>,
 ) -> Result<(Vec<Row>, ScanSummary), ScanError> {
+    let (runs, summary) = collect_rows(opts, inputs)?;
+    let ordered = merge(&runs).into_iter().cloned().collect();
+    Ok((ordered, summary))
+}
+
+/// Scans `inputs` in order as one stream: the rows (one sorted run per engine), and the
+/// summary.
+///
+/// Why: rows are collected and sorted before anything is written, so both modes share one
+/// order. Memory grows with the rows, not with the lines: the engine's windows are closed
+/// as the log's time moves on.
+fn collect_rows(
+    opts: &ScanOptions,
+    inputs: Vec<Input>,
+) -> Result<(Vec<Run>, ScanSummary), ScanError> {
     let mut counters = Counters::default();
-    let mut rows = match &opts.mode {
+    let runs = match &opts.mode {
         ScanMode::Rules { rules, engine } => {
             let again: Option<Vec<(String, Reopen)>> = inputs
                 .iter()
@@ -224,7 +260,7 @@ pub(crate) fn scan_rows(
                 // The sharded engine may have to start over (see `shard`): inputs that can
                 // be opened again only (not stdin).
                 Some(again) if opts.threads > 1 => {
-                    let rows = shard::scan(
+                    let runs = shard::scan(
                         rules,
                         engine,
                         opts.zone,
@@ -233,8 +269,8 @@ pub(crate) fn scan_rows(
                         opts.threads,
                         &mut counters,
                     )?;
-                    match rows {
-                        Some(rows) => Ok(rows),
+                    match runs {
+                        Some(runs) => Ok(runs),
                         None => {
                             counters = Counters::default();
                             again
@@ -253,19 +289,20 @@ pub(crate) fn scan_rows(
                 _ => Err(inputs),
             };
             match sharded {
-                Ok(rows) => rows,
+                Ok(runs) => runs,
                 Err(inputs) => {
                     let scanner = FixedScan::new(rules.clone(), engine.clone(), opts.zone)?;
-                    scan_all(scanner, inputs, opts, &mut counters)?
+                    let rows = scan_all(scanner, inputs, opts, &mut counters)?;
+                    vec![Run::sorted(rows, opts.threads)]
                 }
             }
         }
         ScanMode::SplunkCompat => {
             let scanner = CompatScan::new(opts.zone);
-            scan_all(scanner, inputs, opts, &mut counters)?
+            let rows = scan_all(scanner, inputs, opts, &mut counters)?;
+            vec![Run::sorted(rows, opts.threads)]
         }
     };
-    sort_rows(&mut rows, opts.threads);
     let skipped = Skip::all()
         .into_iter()
         .filter_map(|s| {
@@ -279,71 +316,10 @@ pub(crate) fn scan_rows(
         skipped,
         late_records: counters.late,
         time_breaks: counters.time_breaks,
-        rows_emitted: rows.len() as u64,
+        rows_emitted: runs.iter().map(Run::len).sum::<usize>() as u64,
         proxy_only_rules: opts.proxy_only_rules.clone(),
     };
-    Ok((rows, summary))
-}
-
-/// Rows at least this many are sorted on two threads (when `--threads` allows).
-const PARALLEL_SORT_ROWS: usize = 50_000;
-
-/// A row's place in the sort: `_time`, the first 8 bytes of `src` (zero-padded, big-endian,
-/// so they compare as the bytes do) and its index. Sorting these small keys instead of the
-/// rows moves 24 bytes instead of a whole row, and most comparisons end on the two numbers.
-type SortKey = (i64, u64, u32);
-
-fn src_prefix(src: &str) -> u64 {
-    let mut head = [0u8; 8];
-    let n = src.len().min(8);
-    head[..n].copy_from_slice(&src.as_bytes()[..n]);
-    u64::from_be_bytes(head)
-}
-
-/// Sorts `rows` in output order ([`Row::spec_order`]), stably: rows that compare equal keep
-/// their engine order. Large sets as two halves on two threads, then merged (the left half
-/// first on ties), which is the same order.
-///
-/// The keys compare as the rows do: equal times and prefixes fall back to the rows
-/// themselves, and a smaller prefix means smaller `src` bytes (a shorter `src` is padded
-/// with zeros, which sort first, as a prefix does).
-fn sort_rows(rows: &mut Vec<Row>, threads: usize) {
-    if rows.len() > u32::MAX as usize {
-        rows.sort_by(Row::spec_order);
-        return;
-    }
-    let mut keys: Vec<SortKey> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.time, src_prefix(&r.src), i as u32))
-        .collect();
-    let table: &[Row] = rows;
-    let order = |a: &SortKey, b: &SortKey| {
-        a.0.cmp(&b.0)
-            .then(a.1.cmp(&b.1))
-            .then_with(|| Row::spec_order(&table[a.2 as usize], &table[b.2 as usize]))
-    };
-    if threads < 2 || keys.len() < PARALLEL_SORT_ROWS {
-        keys.sort_by(order);
-    } else {
-        let mut right = keys.split_off(keys.len() / 2);
-        let mut left = std::mem::take(&mut keys);
-        std::thread::scope(|scope| {
-            scope.spawn(|| right.sort_by(order));
-            left.sort_by(order);
-        });
-        keys.reserve_exact(left.len() + right.len());
-        let mut right = right.into_iter().peekable();
-        for key in left {
-            while let Some(r) = right.next_if(|r| order(r, &key).is_lt()) {
-                keys.push(r);
-            }
-            keys.push(key);
-        }
-        keys.extend(right);
-    }
-    let mut slots: Vec<Option<Row>> = rows.drain(..).map(Some).collect();
-    rows.extend(keys.iter().filter_map(|k| slots[k.2 as usize].take()));
+    Ok((runs, summary))
 }
 
 fn scan_all<S: Scanner>(
@@ -351,7 +327,7 @@ fn scan_all<S: Scanner>(
     inputs: Vec<Input>,
     opts: &ScanOptions,
     counters: &mut Counters,
-) -> Result<Vec<Row>, ScanError> {
+) -> Result<Rows, ScanError> {
     if opts.threads > 1 {
         return parallel::scan_all(scanner, inputs, opts.max_line_bytes, opts.threads, counters);
     }
@@ -373,53 +349,4 @@ fn scan_all<S: Scanner>(
         })?;
     }
     Ok(scanner.finish(counters))
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::detect::Severity;
-
-    #[test]
-    fn sorting_by_keys_is_the_stable_sort_of_the_rows() {
-        let srcs = [
-            "10.0.0.1",
-            "10.0.0.10",
-            "10.0.0.1\0",
-            "10.0.0",
-            "2001:db8::/64",
-            "2001:db8:1::/64",
-            "",
-            "é",
-            "10.0.0.100",
-        ];
-        let mut seed = 7u64;
-        let mut next = move |n: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            (seed >> 33) % n
-        };
-        let rows: Vec<Row> = (0..120_000u64)
-            .map(|i| Row {
-                rule: Arc::from(["b", "a"][next(2) as usize]),
-                time: next(5) as i64 * 900,
-                src: srcs[next(srcs.len() as u64) as usize].to_owned(),
-                uri_path: [None, Some("/x".to_owned()), Some("/".to_owned())][next(3) as usize]
-                    .clone(),
-                count: i,
-                avg_response_time: 0.0,
-                max_response_time: 0.0,
-                severity: Severity::Low,
-                attack_type: Arc::from("t"),
-            })
-            .collect();
-        let mut want = rows.clone();
-        want.sort_by(Row::spec_order);
-        for threads in [1, 2] {
-            let mut got = rows.clone();
-            sort_rows(&mut got, threads);
-            assert!(got == want, "--threads {threads}");
-        }
-    }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::driver::{Counters, Scanner, Skip};
-use super::row::Row;
+use super::row::{Row, Rows};
 use super::zone::{LogZone, ZoneResolver};
 use crate::detect::{
     Engine, EngineError, EngineOptions, Event, Local, Rule, WindowKind, SUPPORTED_EPOCH_SECS,
@@ -146,7 +146,7 @@ pub(super) struct Counting {
     /// Window kind per rule, in engine order (events name their rule).
     kinds: Vec<(std::sync::Arc<str>, WindowKind)>,
     events: Vec<Event>,
-    rows: Vec<Row>,
+    rows: Rows,
 }
 
 impl Counting {
@@ -160,7 +160,7 @@ impl Counting {
             engine: Engine::new_local(rules, options)?.rows_only(),
             kinds,
             events: Vec::new(),
-            rows: Vec::new(),
+            rows: Rows::default(),
         })
     }
 
@@ -203,7 +203,7 @@ impl Counting {
     }
 
     /// End of input: closes everything; the rows in engine order and the late records.
-    pub(super) fn finish(mut self) -> (Vec<Row>, u64) {
+    pub(super) fn finish(mut self) -> (Rows, u64) {
         self.time_break();
         let late = self.engine.late_records();
         (self.rows, late)
@@ -345,7 +345,7 @@ impl Scanner for FixedScan {
         }
     }
 
-    fn finish(self, counters: &mut Counters) -> Vec<Row> {
+    fn finish(self, counters: &mut Counters) -> Rows {
         let (rows, late) = self.counting.finish();
         counters.late += late;
         rows

@@ -20,9 +20,12 @@
 //! - `input`: [`Input`], opening files/stdin, gzip by magic bytes, bounded line reading.
 //! - `driver`: [`run`], the loop, [`ScanSummary`], [`Skip`].
 //! - `fixed`: the engine-driven default mode; `compat`: the SPL mode.
-//! - `parallel`: `--threads`, lines parsed on several threads, fed in order.
-//! - `shard`: `--threads` in the default mode, the engine split by source over threads.
-//! - `row`, `output`: [`Row`] and the `jsonl` / `csv` / `table` writers.
+//! - `parallel`: `--threads` from stdin and in compat mode, lines parsed on several threads,
+//!   fed in order to one engine.
+//! - `shard`: `--threads` in the default mode over files, the engine split by source over
+//!   threads that also read and parse.
+//! - `row`, `output`: [`Row`], rows kept in chunks and sorted runs merged; the `jsonl` /
+//!   `csv` / `table` writers.
 
 mod compat;
 mod driver;

@@ -1,4 +1,6 @@
-//! `--threads N`: the lines parsed on several threads, the engine fed in log order on one.
+//! `--threads N` from stdin and in compat mode: the lines parsed on several threads, the
+//! engine fed in log order on one. (Over files, the default mode uses `shard`, which also
+//! reuses the batches cut here.)
 //!
 //! What is order-independent runs in parallel: splitting a line into fields, unquoting and
 //! normalising the path, building the record (or the skip reason). What depends on order
@@ -25,7 +27,7 @@ use std::thread;
 
 use super::driver::{Counters, Scanner, Skip};
 use super::input::{Input, Line, LineSplitter};
-use super::row::Row;
+use super::row::Rows;
 use super::ScanError;
 
 /// Bytes of line text per batch: large enough that a batch (about 10 000 lines) costs far
@@ -43,9 +45,9 @@ const QUEUE: usize = 2;
 
 /// Lines packed end to end; `None` stands for a line over the limit.
 #[derive(Debug, Default)]
-struct Batch {
-    data: Vec<u8>,
-    lines: Vec<Option<Range<usize>>>,
+pub(super) struct Batch {
+    pub(super) data: Vec<u8>,
+    pub(super) lines: Vec<Option<Range<usize>>>,
 }
 
 impl Batch {
@@ -76,7 +78,7 @@ impl Batch {
 }
 
 /// The inputs, one after the other, cut into batches.
-struct Batches {
+pub(super) struct Batches {
     inputs: std::vec::IntoIter<Input>,
     current: Option<Input>,
     lines: LineSplitter,
@@ -84,7 +86,7 @@ struct Batches {
 }
 
 impl Batches {
-    fn new(inputs: Vec<Input>, max_line: usize) -> Batches {
+    pub(super) fn new(inputs: Vec<Input>, max_line: usize) -> Batches {
         Batches {
             inputs: inputs.into_iter(),
             current: None,
@@ -94,7 +96,7 @@ impl Batches {
     }
 
     /// The next batch: full, or the last one (then `done` is true). Empty only at the end.
-    fn next(&mut self) -> Result<(Batch, bool), ScanError> {
+    pub(super) fn next(&mut self) -> Result<(Batch, bool), ScanError> {
         let mut batch = Batch {
             data: Vec::with_capacity(BATCH_BYTES + 4096),
             lines: Vec::with_capacity(BATCH_BYTES / 64),
@@ -137,7 +139,7 @@ pub(super) fn scan_all<S>(
     max_line: usize,
     threads: usize,
     counters: &mut Counters,
-) -> Result<Vec<Row>, ScanError>
+) -> Result<Rows, ScanError>
 where
     S: Scanner,
     S::Parsed: Send,

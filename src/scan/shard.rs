@@ -2,19 +2,37 @@
 //!
 //! Every window key holds one source (the engine's [`SourceKey`]: an IPv4 address or an
 //! IPv6 network), so the engine's work splits into `N` engines, one per *shard* of the
-//! sources, each seeing the records of its sources in log order. What is global stays on
-//! the calling thread and is broadcast in line order: the zone conversion, the watermark,
-//! ticks and time breaks ([`Clock`]). Each shard therefore sees, for each of its keys,
+//! sources, each seeing the records of its sources in log order. What is global (the zone
+//! conversion, the watermark, ticks and time breaks: the [`Clock`]) every shard computes
+//! for itself over every line, in line order. Each shard therefore sees, for each of its keys,
 //! exactly the sequence of records, ticks and breaks the single engine sees, and gives the
 //! same rows for it, in the same order.
 //!
-//! Pipeline: the lines are parsed in parallel batches ([`parse_in_order`]); the calling
-//! thread runs the clock over each batch in order and sends the batch (shared, read-only)
-//! to every shard thread with that shard's list of steps: record `i`, tick at `t`, break.
+//! Pipeline: `N` workers, each of them one shard, and no other thread. A worker's next job
+//! is, in this order of preference:
+//! - *consume* the next batch in input order once it is parsed: run its own copy of the
+//!   clock over every line of the batch (so every shard ticks and breaks exactly where the
+//!   single engine does) and count the records of its own sources;
+//! - else *produce*: read the next batch of lines (one reader at a time, so batches are
+//!   numbered in input order), parse it, and publish it, shared read-only, for all shards;
+//! - else wait for a batch another worker is parsing.
 //!
-//! Merging: the rows of the shards are concatenated and sorted (stable) in output order.
-//! Two rows that compare equal have the same `src`, hence come from the same shard, where
-//! they keep the single engine's order: the output is byte-identical.
+//! Parsing thus goes to whichever worker has time: a shard whose sources are quiet parses
+//! more of the batches. A batch is freed when the last shard has counted it, and reading
+//! stops [`AHEAD`] batches in front of the slowest shard, so memory stays bounded.
+//! The counters (lines, skips, time breaks) are the clock's, the same in every shard: shard
+//! 0's are kept; late records are summed over the shards.
+//!
+//! Why this shape: an earlier pipeline ran a reader thread, `N` parser threads and the clock
+//! on the calling thread besides the `N` shards; its hand-overs and the extra threads on
+//! 2 cores cost it a quarter of the parallel gain.
+//!
+//! Which shard counts a source is decided as the records come ([`Balance`]), the same way
+//! in every shard.
+//!
+//! Merging: each shard sorts its rows (stable) in output order, and the sorted runs are
+//! merged. Two rows that compare equal have the same `src`, hence come from the same shard,
+//! where they keep the single engine's order: the output is byte-identical.
 //!
 //! The one global state left is the key cap (`max_tracked_keys`): the single engine evicts
 //! when its total key count reaches it. Each shard records its peak key count; when the
@@ -23,46 +41,116 @@
 //! sharded result may differ and is thrown away: [`scan`] returns `None`, and the caller
 //! scans the inputs again with one engine.
 
+use std::collections::BTreeMap;
 use std::hash::BuildHasher;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 
-use chrono::{DateTime, Utc};
-
-use super::driver::{Counters, Scanner};
-use super::fixed::{Clock, Counting, FixedScan};
+use super::driver::{Counters, Scanner, Skip};
+use super::fixed::{Clock, Counting, FixedScan, Request};
 use super::input::Input;
-use super::parallel::parse_in_order;
-use super::row::Row;
+use super::parallel::{Batch, Batches};
+use super::row::Run;
 use super::zone::LogZone;
 use super::ScanError;
 use crate::detect::{EngineOptions, Rule, SourceKey};
 
-/// One batch as parsed; shared by the shards.
-type Parsed = Vec<Result<<FixedScan as Scanner>::Parsed, super::driver::Skip>>;
+/// Parsed batches kept in front of the slowest shard: enough that no worker waits on a
+/// momentarily slow one, few enough that memory stays a few MiB per worker.
+const AHEAD: u64 = 6;
 
-/// What a shard does next, in log order.
-#[derive(Debug, Clone, Copy)]
-enum Op {
-    /// A time break: close every window.
-    Break,
-    /// Close the windows ended at this time.
-    Tick(DateTime<Utc>),
-    /// Count record `i` of the batch, completed at this time (the clock's step).
-    Observe(u32, DateTime<Utc>),
+/// Source buckets: a source's bucket is a hash of its [`SourceKey`], and whole buckets are
+/// given to shards ([`Balance`]). Many more buckets than busy sources, so that two heavy
+/// sources seldom share one.
+const BUCKETS: usize = 4096;
+
+/// One batch as parsed, shared by the shards: each line's request (or why it is skipped)
+/// and its source's bucket.
+struct Parsed {
+    lines: Vec<Result<Request, Skip>>,
+    bucket_of: Vec<u16>,
 }
 
-/// Batches queued per shard: enough to ride out scheduling jitter, bounded so a slow shard
-/// holds the pipeline back instead of buffering the input.
-const QUEUE: usize = 4;
+/// Which shard counts each bucket, decided the first time a bucket is seen: the shard with
+/// the fewest records so far (the lowest on a tie). Every shard runs this over the same
+/// records in the same order, so all of them reach the same decisions without talking.
+///
+/// Why: the load is a few sources (in a real log one client can send a quarter of all
+/// requests); a fixed hash split of 50 sources gave one of 2 shards 63 % of the engine
+/// work. Balancing on first sight gives the next new sources to the shard the heavy ones
+/// did not go to. Any split gives the same rows: each source lives in one shard.
+struct Balance {
+    owner: Vec<u8>,
+    load: Vec<u64>,
+}
 
-/// What a shard gives back: its rows (engine order), late records and peak key count.
-type ShardResult = (Vec<Row>, u64, usize);
+impl Balance {
+    const NONE: u8 = u8::MAX;
 
-/// Scans `inputs` with `threads` parser threads and `threads` engine shards. `None` when the
-/// key cap may have been reached (see the module docs): nothing was written, and the
-/// caller must scan again with one engine (and fresh counters).
+    fn new(shards: usize) -> Balance {
+        Balance {
+            owner: vec![Balance::NONE; BUCKETS],
+            load: vec![0; shards],
+        }
+    }
+
+    /// The shard of a record in `bucket`, which it is counted against.
+    fn assign(&mut self, bucket: u16) -> usize {
+        let slot = &mut self.owner[usize::from(bucket) % BUCKETS];
+        if *slot == Balance::NONE {
+            let lightest = (0..self.load.len())
+                .min_by_key(|&s| self.load[s])
+                .unwrap_or(0);
+            // Shards are fewer than `NONE` (see `scan`).
+            *slot = lightest as u8;
+        }
+        let shard = usize::from(*slot);
+        self.load[shard] += 1;
+        shard
+    }
+}
+
+/// What the workers share, under one lock.
+struct State {
+    /// Parsed batches by number, until every shard has counted them.
+    published: BTreeMap<u64, Arc<Parsed>>,
+    /// The number the next batch read gets.
+    next_read: u64,
+    /// Per shard, the number of the next batch it counts.
+    consumed: Vec<u64>,
+    /// Some worker is reading a batch.
+    reading: bool,
+    /// How many batches there are, once the input has ended (or failed).
+    end: Option<u64>,
+    /// The read error that ended the input early.
+    error: Option<ScanError>,
+    /// A worker panicked: the others stop waiting.
+    aborted: bool,
+    /// Batch 0, read by the calling thread to see whether threads are worth starting.
+    first: Option<Batch>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    /// The inputs, cut into batches; only the worker with `reading` set touches them.
+    batches: Mutex<Batches>,
+    shards: usize,
+    ipv6_prefix: u8,
+    hasher: foldhash::fast::FixedState,
+}
+
+/// What a worker gives back: its rows (sorted), its counters (late records included)
+/// and its peak key count.
+type ShardResult = (Run, Counters, usize);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Scans `inputs` with `threads` workers, each an engine shard that also reads and parses.
+/// `None` when the key cap may have been reached (see the module docs): nothing was
+/// written, and the caller must scan again with one engine (and fresh counters).
 pub(super) fn scan(
     rules: &[Rule],
     options: &EngineOptions,
@@ -71,94 +159,277 @@ pub(super) fn scan(
     max_line: usize,
     threads: usize,
     counters: &mut Counters,
-) -> Result<Option<Vec<Row>>, ScanError> {
-    let shards = threads.max(2);
-    let mut engines = Vec::with_capacity(shards);
-    for _ in 0..shards {
-        engines.push(Counting::new(rules.to_vec(), options.clone())?);
-    }
-    let mut clock = Clock::new(rules, zone);
-    let ipv6_prefix = options.ipv6_prefix;
-    let hasher = foldhash::fast::FixedState::with_seed(0x5eed);
-    let results = thread::scope(|scope| -> Result<Vec<ShardResult>, ScanError> {
-        let mut senders = Vec::with_capacity(shards);
-        let mut handles = Vec::with_capacity(shards);
-        for counting in engines {
-            let (tx, rx) = mpsc::sync_channel::<(Arc<Parsed>, Vec<Op>)>(QUEUE);
-            senders.push(tx);
-            handles.push(scope.spawn(move || run_shard(counting, rx)));
+) -> Result<Option<Vec<Run>>, ScanError> {
+    let shards = threads.clamp(2, usize::from(Balance::NONE) - 1);
+    let mut batches = Batches::new(inputs, max_line);
+    let (first, done) = batches.next()?;
+    if done {
+        // One batch: no thread is worth starting.
+        let mut scanner = FixedScan::new(rules.to_vec(), options.clone(), zone)?;
+        for line in first.lines.iter() {
+            counters.lines_read += 1;
+            match line {
+                Some(range) => match FixedScan::parse(&first.data[range.clone()]) {
+                    Ok(req) => scanner.feed(req, counters),
+                    Err(why) => counters.skip(why),
+                },
+                None => counters.skip(Skip::TooLong),
+            }
         }
-        let mut plans: Vec<Vec<Op>> = vec![Vec::new(); shards];
-        let read = parse_in_order::<FixedScan>(inputs, max_line, threads, |parsed| {
-            for (i, item) in parsed.iter().enumerate() {
-                counters.lines_read += 1;
-                let req = match item {
-                    Ok(req) => req,
-                    Err(why) => {
-                        counters.skip(*why);
-                        continue;
-                    }
-                };
-                let Some(step) = clock.step(req.local, counters) else {
-                    continue;
-                };
-                if step.time_break {
-                    plans.iter_mut().for_each(|p| p.push(Op::Break));
-                }
-                if let Some(now) = step.tick {
-                    plans.iter_mut().for_each(|p| p.push(Op::Tick(now)));
-                }
-                let key = SourceKey::new(req.src(), ipv6_prefix);
-                let shard =
-                    usize::try_from(hasher.hash_one(key.words()) % shards as u64).unwrap_or(0);
-                // A batch holds far fewer than 2^32 lines (about 1 MiB of text).
-                plans[shard].push(Op::Observe(u32::try_from(i).unwrap_or(u32::MAX), step.at));
-            }
-            let parsed = Arc::new(parsed);
-            for (tx, plan) in senders.iter().zip(plans.iter_mut()) {
-                if plan.is_empty() {
-                    continue;
-                }
-                // A shard only stops early by panicking, which `join` below re-raises.
-                let _ = tx.send((Arc::clone(&parsed), std::mem::take(plan)));
-            }
-        });
-        drop(senders);
-        let results = handles
+        return Ok(Some(vec![Run::sorted(scanner.finish(counters), 1)]));
+    }
+    let mut workers = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        workers.push(Counting::new(rules.to_vec(), options.clone())?);
+    }
+    let shared = Shared {
+        state: Mutex::new(State {
+            published: BTreeMap::new(),
+            next_read: 1,
+            consumed: vec![0; shards],
+            reading: false,
+            end: None,
+            error: None,
+            aborted: false,
+            first: Some(first),
+        }),
+        changed: Condvar::new(),
+        batches: Mutex::new(batches),
+        shards,
+        ipv6_prefix: options.ipv6_prefix,
+        hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+    };
+    let results: Vec<ShardResult> = thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .into_iter()
+            .enumerate()
+            .map(|(shard, counting)| {
+                let shared = &shared;
+                let clock = Clock::new(rules, zone);
+                scope.spawn(move || shared.work(shard, counting, clock))
+            })
+            .collect();
+        handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect();
-        read.map(|()| results)
-    })?;
+            .collect()
+    });
+    if let Some(error) = lock(&shared.state).error.take() {
+        return Err(error);
+    }
     let peaks: usize = results.iter().map(|(_, _, peak)| peak).sum();
     if peaks >= options.max_tracked_keys {
         return Ok(None);
     }
-    let mut rows = Vec::with_capacity(results.iter().map(|(r, _, _)| r.len()).sum());
-    for (shard_rows, late, _) in results {
-        counters.late += late;
-        rows.extend(shard_rows);
+    let mut runs = Vec::with_capacity(results.len());
+    for (shard, (run, shard_counters, _)) in results.into_iter().enumerate() {
+        if shard == 0 {
+            counters.absorb(&shard_counters);
+        } else {
+            counters.late += shard_counters.late;
+        }
+        runs.push(run);
     }
-    Ok(Some(rows))
+    Ok(Some(runs))
 }
 
-/// One shard: its engine fed the steps it is sent, in order, until the sender is gone.
-fn run_shard(mut counting: Counting, rx: mpsc::Receiver<(Arc<Parsed>, Vec<Op>)>) -> ShardResult {
-    let mut peak = 0usize;
-    for (parsed, plan) in rx {
-        for op in plan {
-            match op {
-                Op::Break => counting.time_break(),
-                Op::Tick(now) => counting.tick(now),
-                Op::Observe(i, at) => {
-                    if let Some(Ok(req)) = usize::try_from(i).ok().and_then(|i| parsed.get(i)) {
-                        counting.observe(&req.record(at));
-                        peak = peak.max(counting.tracked_keys());
+/// Sets `aborted` when a worker unwinds, so the others stop waiting for its batch.
+struct AbortOnPanic<'a>(&'a Shared);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            lock(&self.0.state).aborted = true;
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+/// A worker's next job, decided under the lock.
+enum Job {
+    Count(Arc<Parsed>),
+    Read,
+    Parse(u64, Batch),
+    Done,
+}
+
+impl Shared {
+    /// Parses one batch and finds each request's source bucket.
+    fn parse(&self, batch: &Batch) -> Parsed {
+        let mut lines = Vec::with_capacity(batch.lines.len());
+        let mut bucket_of = Vec::with_capacity(batch.lines.len());
+        for line in &batch.lines {
+            let parsed = match line {
+                Some(range) => FixedScan::parse(&batch.data[range.clone()]),
+                None => Err(Skip::TooLong),
+            };
+            let bucket = match &parsed {
+                Ok(req) => {
+                    let key = SourceKey::new(req.src(), self.ipv6_prefix);
+                    // Below `BUCKETS`, which fits in a u16.
+                    (self.hasher.hash_one(key.words()) % BUCKETS as u64) as u16
+                }
+                Err(_) => 0,
+            };
+            lines.push(parsed);
+            bucket_of.push(bucket);
+        }
+        Parsed { lines, bucket_of }
+    }
+
+    fn next_job(&self, shard: usize, next: u64) -> Job {
+        let mut st = lock(&self.state);
+        loop {
+            if st.aborted {
+                return Job::Done;
+            }
+            if let Some(batch) = st.published.get(&next) {
+                let batch = Arc::clone(batch);
+                st.consumed[shard] = next + 1;
+                let slowest = st.consumed.iter().copied().min().unwrap_or(0);
+                while st
+                    .published
+                    .first_key_value()
+                    .is_some_and(|(n, _)| *n < slowest)
+                {
+                    st.published.pop_first();
+                }
+                drop(st);
+                // A slot opened for reading ahead.
+                self.changed.notify_all();
+                return Job::Count(batch);
+            }
+            if st.end == Some(next) {
+                return Job::Done;
+            }
+            if let Some(first) = st.first.take() {
+                return Job::Parse(0, first);
+            }
+            let slowest = st.consumed.iter().copied().min().unwrap_or(0);
+            if !st.reading && st.end.is_none() && st.next_read - slowest < AHEAD {
+                st.reading = true;
+                return Job::Read;
+            }
+            st = self
+                .changed
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Reads the next batch (this worker holds `reading`), parses and publishes it.
+    fn read(&self) {
+        let read = lock(&self.batches).next();
+        let mut st = lock(&self.state);
+        st.reading = false;
+        let batch = match read {
+            Ok((batch, done)) => {
+                let seq = (!batch.lines.is_empty()).then_some(st.next_read);
+                if seq.is_some() {
+                    st.next_read += 1;
+                }
+                if done {
+                    st.end = Some(st.next_read);
+                }
+                seq.map(|seq| (seq, batch))
+            }
+            Err(error) => {
+                st.error = Some(error);
+                st.end = Some(st.next_read);
+                None
+            }
+        };
+        drop(st);
+        self.changed.notify_all();
+        if let Some((seq, batch)) = batch {
+            self.publish(seq, batch);
+        }
+    }
+
+    /// Parses batch `seq` and hands it to the shards.
+    fn publish(&self, seq: u64, batch: Batch) {
+        let parsed = Arc::new(self.parse(&batch));
+        drop(batch);
+        lock(&self.state).published.insert(seq, parsed);
+        self.changed.notify_all();
+    }
+
+    /// Worker `shard`: counts every batch in order (its own sources), reading and parsing
+    /// batches when it would otherwise wait.
+    fn work(&self, shard: usize, mut counting: Counting, mut clock: Clock) -> ShardResult {
+        let _abort = AbortOnPanic(self);
+        let mut counters = Counters::default();
+        let mut peak = 0usize;
+        let mut next = 0u64;
+        let mut balance = Balance::new(self.shards);
+        loop {
+            match self.next_job(shard, next) {
+                Job::Done => break,
+                Job::Read => self.read(),
+                Job::Parse(seq, batch) => self.publish(seq, batch),
+                Job::Count(batch) => {
+                    next += 1;
+                    for (req, bucket) in batch.lines.iter().zip(&batch.bucket_of) {
+                        counters.lines_read += 1;
+                        let req = match req {
+                            Ok(req) => req,
+                            Err(why) => {
+                                counters.skip(*why);
+                                continue;
+                            }
+                        };
+                        let Some(step) = clock.step(req.local, &mut counters) else {
+                            continue;
+                        };
+                        if step.time_break {
+                            counting.time_break();
+                        }
+                        if let Some(now) = step.tick {
+                            counting.tick(now);
+                        }
+                        if balance.assign(*bucket) == shard {
+                            counting.observe(&req.record(step.at));
+                            peak = peak.max(counting.tracked_keys());
+                        }
                     }
                 }
             }
         }
+        let (rows, late) = counting.finish();
+        counters.late += late;
+        // Each shard sorts its own rows, in parallel; the caller merges the sorted runs.
+        (Run::sorted(rows, 1), counters, peak)
     }
-    let (rows, late) = counting.finish();
-    (rows, late, peak)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Balance;
+
+    #[test]
+    fn a_new_source_goes_to_the_shard_with_the_fewest_records_so_far() {
+        let mut balance = Balance::new(2);
+        // The first bucket: both shards at 0, the lowest takes it, and keeps it.
+        for _ in 0..10 {
+            assert_eq!(balance.assign(7), 0);
+        }
+        // New buckets go to shard 1 while it has fewer records.
+        assert_eq!(balance.assign(8), 1);
+        assert_eq!(balance.assign(9), 1);
+        for _ in 0..10 {
+            assert_eq!(balance.assign(8), 1);
+        }
+        assert_eq!(balance.load, vec![10, 12]);
+        assert_eq!(balance.assign(10), 0);
+        // A bucket keeps its shard whatever the loads become.
+        assert_eq!(balance.assign(9), 1);
+        assert_eq!(balance.assign(7), 0);
+        assert_eq!(balance.load, vec![12, 13]);
+        // Three shards: a tie goes to the lowest of the lightest.
+        let mut three = Balance::new(3);
+        assert_eq!(
+            [1, 2, 3, 4, 1, 5].map(|b| three.assign(b)),
+            [0, 1, 2, 0, 0, 1]
+        );
+    }
 }

@@ -224,3 +224,39 @@ fn a_read_error_half_way_is_the_same_error_with_threads() {
         );
     }
 }
+
+/// The same on the sharded path (inputs that can be opened again), with the error many
+/// batches in: the workers stop, the error is the read error, and nothing is written.
+#[test]
+fn a_read_error_in_the_sharded_scan_stops_it_with_that_error() {
+    let heavy = row_heavy(20_000);
+    assert!(heavy.len() > 40 * super::super::parallel::BATCH_BYTES);
+    for threads in [2, 3] {
+        let opts = ScanOptions {
+            threads,
+            ..builtin("UTC")
+        };
+        let open = {
+            let heavy = heavy.clone();
+            move || {
+                let reader = FailsAfter {
+                    data: io::Cursor::new(heavy.clone()),
+                };
+                Input::sniffed("broken.log", Box::new(reader))
+            }
+        };
+        let failing = open().unwrap().reopenable(std::sync::Arc::new(open));
+        let mut out = Vec::new();
+        let err = run(&opts, vec![input(row_heavy(100)), failing], &mut out).unwrap_err();
+        assert_eq!(err.exit_code(), 1, "--threads {threads}");
+        assert_eq!(
+            err.to_string(),
+            "reading broken.log: device gone",
+            "--threads {threads}"
+        );
+        assert!(
+            out.is_empty(),
+            "--threads {threads}: no output on a read error"
+        );
+    }
+}
