@@ -97,10 +97,16 @@ impl Batches {
 
     /// The next batch: full, or the last one (then `done` is true). Empty only at the end.
     pub(super) fn next(&mut self) -> Result<(Batch, bool), ScanError> {
-        let mut batch = Batch {
+        self.refill(Batch {
             data: Vec::with_capacity(BATCH_BYTES + 4096),
             lines: Vec::with_capacity(BATCH_BYTES / 64),
-        };
+        })
+    }
+
+    /// [`Batches::next`] into a batch that held an earlier one (its buffers are reused).
+    pub(super) fn refill(&mut self, mut batch: Batch) -> Result<(Batch, bool), ScanError> {
+        batch.data.clear();
+        batch.lines.clear();
         loop {
             let input = match &mut self.current {
                 Some(input) => input,

@@ -141,13 +141,16 @@ impl Run {
     /// keep their engine order. Large sets as two halves on two threads (with `threads` > 1),
     /// then merged (the left half first on ties), which is the same order.
     pub(crate) fn sorted(rows: Rows, threads: usize) -> Run {
-        let mut keys: Vec<SortKey> = rows
-            .chunks
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, r)| sort_key(r, i))
-            .collect();
+        // Sized up front: a flattened iterator does not tell its length, and growing by
+        // doubling first-touched about twice the memory.
+        let mut keys: Vec<SortKey> = Vec::with_capacity(rows.len());
+        keys.extend(
+            rows.chunks
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(i, r)| sort_key(r, i)),
+        );
         let order = |a: &SortKey, b: &SortKey| key_order((a, rows.get(a.2)), (b, rows.get(b.2)));
         if threads < 2 || keys.len() < PARALLEL_SORT_ROWS {
             keys.sort_by(order);

@@ -112,8 +112,16 @@ impl Balance {
 
 /// What the workers share, under one lock.
 struct State {
-    /// Parsed batches by number, until every shard has counted them.
-    published: BTreeMap<u64, Arc<Parsed>>,
+    /// Parsed batches by number, with the number of shards yet to take them.
+    published: BTreeMap<u64, (Arc<Parsed>, usize)>,
+    /// Buffers of batches already parsed, and of parsed batches every shard has counted,
+    /// for the next ones.
+    ///
+    /// Why: a fresh megabyte for each batch, and as much again for its parsed lines, was
+    /// returned to the allocator and first-touched again for the next batch (the kernel
+    /// zeroing each page anew): a few per cent of the whole scan.
+    spare_batches: Vec<Batch>,
+    spare_parsed: Vec<Parsed>,
     /// The number the next batch read gets.
     next_read: u64,
     /// Per shard, the number of the next batch it counts.
@@ -185,6 +193,8 @@ pub(super) fn scan(
     let shared = Shared {
         state: Mutex::new(State {
             published: BTreeMap::new(),
+            spare_batches: Vec::new(),
+            spare_parsed: Vec::new(),
             next_read: 1,
             consumed: vec![0; shards],
             reading: false,
@@ -254,10 +264,14 @@ enum Job {
 }
 
 impl Shared {
-    /// Parses one batch and finds each request's source bucket.
-    fn parse(&self, batch: &Batch) -> Parsed {
-        let mut lines = Vec::with_capacity(batch.lines.len());
-        let mut bucket_of = Vec::with_capacity(batch.lines.len());
+    /// Parses one batch and finds each request's source bucket, into `parsed` (empty).
+    fn parse(&self, batch: &Batch, parsed: Parsed) -> Parsed {
+        let Parsed {
+            mut lines,
+            mut bucket_of,
+        } = parsed;
+        lines.reserve(batch.lines.len());
+        bucket_of.reserve(batch.lines.len());
         for line in &batch.lines {
             let parsed = match line {
                 Some(range) => FixedScan::parse(&batch.data[range.clone()]),
@@ -283,17 +297,13 @@ impl Shared {
             if st.aborted {
                 return Job::Done;
             }
-            if let Some(batch) = st.published.get(&next) {
+            if let Some((batch, left)) = st.published.get_mut(&next) {
                 let batch = Arc::clone(batch);
-                st.consumed[shard] = next + 1;
-                let slowest = st.consumed.iter().copied().min().unwrap_or(0);
-                while st
-                    .published
-                    .first_key_value()
-                    .is_some_and(|(n, _)| *n < slowest)
-                {
-                    st.published.pop_first();
+                *left -= 1;
+                if *left == 0 {
+                    st.published.remove(&next);
                 }
+                st.consumed[shard] = next + 1;
                 drop(st);
                 // A slot opened for reading ahead.
                 self.changed.notify_all();
@@ -319,7 +329,14 @@ impl Shared {
 
     /// Reads the next batch (this worker holds `reading`), parses and publishes it.
     fn read(&self) {
-        let read = lock(&self.batches).next();
+        let spare = lock(&self.state).spare_batches.pop();
+        let read = {
+            let mut batches = lock(&self.batches);
+            match spare {
+                Some(batch) => batches.refill(batch),
+                None => batches.next(),
+            }
+        };
         let mut st = lock(&self.state);
         st.reading = false;
         let batch = match read {
@@ -348,10 +365,26 @@ impl Shared {
 
     /// Parses batch `seq` and hands it to the shards.
     fn publish(&self, seq: u64, batch: Batch) {
-        let parsed = Arc::new(self.parse(&batch));
-        drop(batch);
-        lock(&self.state).published.insert(seq, parsed);
+        let spare = lock(&self.state).spare_parsed.pop().unwrap_or(Parsed {
+            lines: Vec::new(),
+            bucket_of: Vec::new(),
+        });
+        let parsed = Arc::new(self.parse(&batch, spare));
+        let mut st = lock(&self.state);
+        st.published.insert(seq, (parsed, self.shards));
+        st.spare_batches.push(batch);
+        drop(st);
         self.changed.notify_all();
+    }
+
+    /// Keeps the buffers of a parsed batch every shard has counted (this one holds the
+    /// last reference) for a next batch.
+    fn recycle(&self, parsed: Arc<Parsed>) {
+        if let Ok(mut parsed) = Arc::try_unwrap(parsed) {
+            parsed.lines.clear();
+            parsed.bucket_of.clear();
+            lock(&self.state).spare_parsed.push(parsed);
+        }
     }
 
     /// Worker `shard`: counts every batch in order (its own sources), reading and parsing
@@ -392,6 +425,7 @@ impl Shared {
                             peak = peak.max(counting.tracked_keys());
                         }
                     }
+                    self.recycle(batch);
                 }
             }
         }
