@@ -197,7 +197,13 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_the_value_of_each_address_repeated_or_not() {
-        for ip in ["192.0.2.1", "192.0.2.1", "2001:db8::1", "192.0.2.1", "10.0.0.255"] {
+        for ip in [
+            "192.0.2.1",
+            "192.0.2.1",
+            "2001:db8::1",
+            "192.0.2.1",
+            "10.0.0.255",
+        ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(forwarded_for(ip), ip_value(ip));
             assert_eq!(forwarded_for(ip).to_str().unwrap(), ip.to_string());
