@@ -15,12 +15,11 @@ use std::time::Duration;
 use accept_loop::GracefulShutdown;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
-use tower::Layer;
+use tower::{Layer, Service, ServiceExt};
 
-use super::layers::client_ip::ClientIpLayer;
+use super::layers::client_ip::{ClientIp, ClientIpLayer};
 use super::{limits, upstream, Proxy};
 use crate::telemetry::throttle::Throttle;
 
@@ -156,6 +155,40 @@ async fn timer_anchor(header_read: Duration) {
     }
 }
 
+/// The connection's stack as a hyper service, called in place.
+///
+/// hyper-util's `TowerToHyperService` clones the whole stack for every request (hyper calls
+/// through `&self`, tower through `&mut self`) and drops the clone after it: a dozen `Arc`
+/// increments and decrements and the copies of the stack per request. hyper serves one
+/// connection's requests one after another, so the connection's own stack is borrowed instead.
+/// Every layer is ready at once (the upstream client always is); should one ever not be, that
+/// request falls back to a ready clone, as before.
+struct ConnService {
+    stack: std::cell::RefCell<ClientIp<super::Stack>>,
+}
+
+impl<B> hyper::service::Service<http::Request<B>> for ConnService
+where
+    ClientIp<super::Stack>: Service<http::Request<B>>,
+{
+    type Response = <ClientIp<super::Stack> as Service<http::Request<B>>>::Response;
+    type Error = <ClientIp<super::Stack> as Service<http::Request<B>>>::Error;
+    type Future = futures_util::future::Either<
+        <ClientIp<super::Stack> as Service<http::Request<B>>>::Future,
+        tower::util::Oneshot<ClientIp<super::Stack>, http::Request<B>>,
+    >;
+
+    fn call(&self, req: http::Request<B>) -> Self::Future {
+        // hyper never calls a connection's service from within that call: the borrow is free.
+        let mut stack = self.stack.borrow_mut();
+        let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+        match stack.poll_ready(&mut cx) {
+            std::task::Poll::Ready(Ok(())) => futures_util::future::Either::Left(stack.call(req)),
+            _ => futures_util::future::Either::Right(stack.clone().oneshot(req)),
+        }
+    }
+}
+
 impl Worker {
     /// Admits a connection (or answers it `503`) and returns its task: hyper serving the
     /// connection-bound client-IP layer on top of the worker's stack (see `Proxy::stack`),
@@ -189,9 +222,11 @@ impl Worker {
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(
-            ClientIpLayer::new(peer, proxy.trusted.clone()).layer(self.stack.clone()),
-        );
+        let service = ConnService {
+            stack: std::cell::RefCell::new(
+                ClientIpLayer::new(peer, proxy.trusted.clone()).layer(self.stack.clone()),
+            ),
+        };
         let watcher = drain.watcher();
         let builder = builder.clone();
         let proxy = proxy.clone();

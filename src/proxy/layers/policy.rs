@@ -145,13 +145,21 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let (src, meta) = request_info(&req);
-        let scope = policy::scope(meta.route, req.method());
+        // The route alone says whether the policy reads anything (a request without the
+        // record layer's meta counts as `Route::Other`, as below): the client and the meta
+        // are taken only when it does. The fallback meta was built (two strings and a
+        // cell allocated and freed) for every request before.
+        let route = req
+            .extensions()
+            .get::<Meta>()
+            .map_or(crate::route::Route::Other, |m| m.route);
+        let scope = policy::scope(route, req.method());
         if scope == Scope::None {
             return Fut::Left {
                 a: self.inner.call(req.map(PolicyBody::stream)),
             };
         }
+        let (src, meta) = request_info(&req);
         // The inner service was made ready for this call; the clone is not, so swap them.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
@@ -167,12 +175,18 @@ fn request_info<B>(req: &Request<B>) -> (IpAddr, Meta) {
         .extensions()
         .get::<Client>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.src);
-    let meta = req.extensions().get::<Meta>().cloned().unwrap_or(Meta {
-        path: req.uri().path().to_owned().into(),
-        method_text: req.method().as_str().to_owned().into(),
-        route: crate::route::Route::Other,
-        fault: Arc::default(),
-    });
+    // `unwrap_or_else`: the fallback allocates (two strings and a cell), so it is built only
+    // when there is no meta.
+    let meta = req
+        .extensions()
+        .get::<Meta>()
+        .cloned()
+        .unwrap_or_else(|| Meta {
+            path: req.uri().path().to_owned().into(),
+            method_text: req.method().as_str().to_owned().into(),
+            route: crate::route::Route::Other,
+            fault: Arc::default(),
+        });
     (src, meta)
 }
 

@@ -111,7 +111,7 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
     headers::strip_hop_by_hop(h);
     h.remove(EXPECT);
     h.insert(HOST, t.host.clone());
-    h.insert(headers::X_FORWARDED_FOR, headers::ip_value(src));
+    h.insert(headers::X_FORWARDED_FOR, headers::forwarded_for(src));
     h.insert(headers::X_FORWARDED_PROTO, t.forwarded_proto.clone());
     match original_host {
         Some(host) => h.insert(headers::X_FORWARDED_HOST, host),

@@ -50,7 +50,7 @@ where
         ReqFraming::Chunked
     };
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut first = Vec::with_capacity(512);
+    let mut first = HeadBuf::take();
     wire::encode_head(&mut first, &parts.method, target, &parts.headers, framing);
 
     // The body the client already sent goes with the head.
@@ -103,6 +103,51 @@ where
             }
             Err(Unanswered::Before(_)) if reused && replayable => fresh_only = true,
             Err(Unanswered::Before(e)) | Err(Unanswered::After(e)) => return Err(e),
+        }
+    }
+}
+
+/// Largest first-write buffer kept for the next request (one per worker thread).
+const KEPT_HEAD_BUF: usize = 8 * 1024;
+
+std::thread_local! {
+    /// This worker thread's spare first-write buffer.
+    static SPARE_HEAD_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The buffer of an exchange's first write (the head, and the body the client already sent).
+///
+/// It goes back to its worker thread when the exchange ends, and the next request writes into
+/// it: one allocation and one free fewer per request. A buffer a large body grew beyond
+/// [`KEPT_HEAD_BUF`] is freed as before, so a worker keeps at most that much.
+struct HeadBuf(Vec<u8>);
+
+impl HeadBuf {
+    fn take() -> HeadBuf {
+        let mut buf = SPARE_HEAD_BUF.take();
+        buf.clear();
+        buf.reserve(512);
+        HeadBuf(buf)
+    }
+}
+
+impl std::ops::Deref for HeadBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HeadBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        if self.0.capacity() <= KEPT_HEAD_BUF {
+            SPARE_HEAD_BUF.set(std::mem::take(&mut self.0));
         }
     }
 }
