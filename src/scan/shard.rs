@@ -19,7 +19,8 @@
 //!
 //! Parsing thus goes to whichever worker has time: a shard whose sources are quiet parses
 //! more of the batches. A batch is freed when the last shard has counted it, and reading
-//! stops [`AHEAD`] batches in front of the slowest shard, so memory stays bounded.
+//! stops a few batches per worker ([`AHEAD_PER_WORKER`]) in front of the slowest shard, so
+//! memory stays bounded.
 //! The counters (lines, skips, time breaks) are the clock's, the same in every shard: shard
 //! 0's are kept; late records are summed over the shards.
 //!
@@ -55,9 +56,11 @@ use super::zone::LogZone;
 use super::ScanError;
 use crate::detect::{EngineOptions, Rule, SourceKey};
 
-/// Parsed batches kept in front of the slowest shard: enough that no worker waits on a
-/// momentarily slow one, few enough that memory stays a few MiB per worker.
-const AHEAD: u64 = 6;
+/// Batches read in front of the slowest shard, per worker (plus [`AHEAD`] once): enough
+/// that every worker can parse one while the others count, and none waits on a momentarily
+/// slow one; few enough that memory stays a few MiB per worker.
+const AHEAD_PER_WORKER: u64 = 2;
+const AHEAD: u64 = 2;
 
 /// Source buckets: a source's bucket is a hash of its [`SourceKey`], and whole buckets are
 /// given to shards ([`Balance`]). Many more buckets than busy sources, so that two heavy
@@ -316,7 +319,8 @@ impl Shared {
                 return Job::Parse(0, first);
             }
             let slowest = st.consumed.iter().copied().min().unwrap_or(0);
-            if !st.reading && st.end.is_none() && st.next_read - slowest < AHEAD {
+            let ahead = AHEAD + AHEAD_PER_WORKER * self.shards as u64;
+            if !st.reading && st.end.is_none() && st.next_read - slowest < ahead {
                 st.reading = true;
                 return Job::Read;
             }
