@@ -73,9 +73,10 @@ pub(crate) fn write_rows<R: Borrow<Row> + Sync>(
             write_csv
         }
     };
-    // Each chunk is formatted into a buffer that is cleared and reused for the next one.
-    // Why: a fresh 4 MiB buffer per chunk was returned to the system and faulted in (and
-    // zeroed by the kernel) again each time, which cost more than the formatting.
+    // Each chunk is formatted into a buffer that is cleared and reused for the next one,
+    // instead of a fresh buffer of about 4 MiB per chunk: one allocation per writer, not one
+    // per chunk. (mimalloc's purge statistics did not move measurably with it: the saving is
+    // the allocator's work, not shown in page faults.)
     let format_chunk = |chunk: &[R], buf: &mut Vec<u8>| {
         buf.clear();
         buf.reserve(chunk.len() * 256);
