@@ -195,14 +195,26 @@ pub async fn metric_eventually(admin: &str, series: &str, want: f64) -> f64 {
 
 /// Whether `s` answers `GET /api/version` from `who` with `want` within 1 s (polled every
 /// 20 ms, a fresh connection each time): how the cluster tests wait for a ban or an unban.
+///
+/// A poll whose response is cut is not an answer: a ban that arrives while a poll is in
+/// flight cuts that response (`enforcement.abort_in_flight`), so the client sees the stream
+/// end early. That poll counts as neither status; the next one, on a fresh connection, is
+/// refused before it starts.
 pub async fn version_status_within_1s(s: &Stack, who: &str, want: StatusCode) -> bool {
+    let url = format!("{}/api/version", s.proxy);
     for _ in 0..50 {
         let c = client_from(who);
-        if call(&c, Method::GET, &format!("{}/api/version", s.proxy), &[])
-            .await
-            .status
-            == want
-        {
+        let got = match c.request(request(Method::GET, &url, &[], "")).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                body.collect().await.ok().map(|_| parts.status)
+            }
+            Err(e) => {
+                assert!(!e.is_connect(), "{url} refused the connection: {e}");
+                None
+            }
+        };
+        if got == Some(want) {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
