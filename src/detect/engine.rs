@@ -261,6 +261,15 @@ pub(crate) struct Engine<M: Maps = Concurrent> {
     pub(super) late: AtomicU64,
     pub(super) out_of_range: AtomicU64,
     pub(super) evicting: Mutex<()>,
+    /// The earliest end (epoch seconds) a tumbling window held in `tumbling` can have: no
+    /// tumbling key is due before it, so `tick` skips the walk of every tumbling key until
+    /// then ([`Engine::tick`]). Lower than the truth is allowed (a walk that closes nothing),
+    /// never higher. `0`: unknown, walk at the next tick.
+    pub(super) tumbling_due: AtomicU64,
+    /// The same for the sliding keys of both sliding maps, in epoch milliseconds: the
+    /// earliest time at which moving a sliding key up to now can change it (its oldest
+    /// request leaves the ring). `0`: unknown, walk at the next tick.
+    pub(super) sliding_due: AtomicU64,
     /// `[cluster]`: the deltas of tumbling and sliding counts, when counters are shared.
     pub(super) shared: std::sync::OnceLock<Arc<super::shared::Deltas>>,
     /// `scan`: `observe` builds only the events that become rows (tumbling summaries,
@@ -341,6 +350,9 @@ impl<M: Maps> Engine<M> {
             late: AtomicU64::new(0),
             out_of_range: AtomicU64::new(0),
             evicting: Mutex::new(()),
+            // A rebuilt engine is handed copied keys (`put`): the first tick finds their ends.
+            tumbling_due: AtomicU64::new(0),
+            sliding_due: AtomicU64::new(0),
             shared: std::sync::OnceLock::new(),
             rows_only: false,
         })
@@ -363,6 +375,25 @@ impl<M: Maps> Engine<M> {
     /// Live counter keys (the `tracked_keys` gauge).
     pub(crate) fn tracked_keys(&self) -> usize {
         self.keys.load(Ordering::Relaxed)
+    }
+
+    /// A tumbling key whose window ends at `end` is being inserted: `tick` must not skip
+    /// past `end`. Called under the key's shard lock, before the key is in the map (see
+    /// [`Engine::tick`] for why that order makes the skip safe).
+    pub(super) fn tumbling_ends_by(&self, end: u64) {
+        // Nearly every new key ends with or after the earliest one: one load, no write.
+        if end < self.tumbling_due.load(Ordering::Acquire) {
+            self.tumbling_due.fetch_min(end, Ordering::AcqRel);
+        }
+    }
+
+    /// A sliding key may change when moved up to sub-bucket `idx` (of `sub_ms`): `tick` must
+    /// not skip past it. Called under the key's shard lock (see [`Engine::tick`]).
+    pub(super) fn sliding_changes_by(&self, idx: u32, sub_ms: u64) {
+        let at = u64::from(idx).saturating_mul(sub_ms);
+        if at < self.sliding_due.load(Ordering::Acquire) {
+            self.sliding_due.fetch_min(at, Ordering::AcqRel);
+        }
     }
 
     /// Keys evicted by the cap so far (the `tracked_key_evictions_total` counter).
@@ -516,6 +547,7 @@ impl<M: Maps> Engine<M> {
             },
             |pending| {
                 self.paths.acquire(key.path(), &rec.path);
+                self.tumbling_ends_by(u64::from(start) + u64::from(window));
                 let mut st = Tumbling::new(start, method);
                 if st.add(start, now, latency, bytes, rule.threshold) == Added::Crossed {
                     pending[1] = Some((true, st.snapshot(window)));
@@ -639,17 +671,27 @@ impl<M: Maps> Engine<M> {
         let idx = u32::try_from(at.ms / sub).unwrap_or(u32::MAX);
         let latency = u32::try_from(rec.total.as_millis()).unwrap_or(u32::MAX);
         let method = method_code(rec.method);
+        let bytes = rule.metric.bytes(rec);
         self.make_room(map, &key, out);
         // Still under the key's shard lock: a sweep removing the key cannot interleave.
         let count = |st: &mut Sliding<R>, pending: &mut Pending| {
             if let Some(summary) = st.advance(idx, rule.threshold, sub) {
                 pending[0] = Some((false, summary));
             }
-            match st.add(idx, latency, rule.metric.bytes(rec), rule.threshold, method) {
+            match st.add(idx, latency, bytes, rule.threshold, method) {
                 Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
                 Added::Late => return false,
                 Added::Counted => {}
             }
+            // The request leaves the ring at `idx + SUB_BUCKETS`. One that added nothing (no
+            // bytes, for a volume rule) may leave the key empty, to be forgotten at the next
+            // tick.
+            let changes = if R::BYTES && bytes == 0 {
+                st.next_change()
+            } else {
+                idx.saturating_add(SUB_BUCKETS)
+            };
+            self.sliding_changes_by(changes, sub);
             self.note_src(&key, rec.src);
             true
         };
@@ -659,6 +701,10 @@ impl<M: Maps> Engine<M> {
             self.keys.fetch_add(1, Ordering::Relaxed);
             let mut st = Sliding::new(idx);
             let counted = count(&mut st, pending);
+            if !counted {
+                // A late record leaves the new key empty: the next tick forgets it.
+                self.sliding_changes_by(0, sub);
+            }
             (st, counted)
         });
         if !counted {

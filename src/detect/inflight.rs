@@ -215,6 +215,7 @@ impl Engine {
             },
             |_| {
                 self.paths.acquire(key.path(), &rec.path);
+                self.tumbling_ends_by(u64::from(start) + u64::from(window));
                 let st = Tumbling::flagged_in_flight(start, secs, method);
                 self.keys.fetch_add(1, Ordering::Relaxed);
                 self.note_src(&key, rec.src);

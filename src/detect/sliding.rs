@@ -200,6 +200,21 @@ impl<R: Ring> Sliding<R> {
         self.head
     }
 
+    /// The sub-bucket from which a tick can change this key: when its oldest counted request
+    /// leaves the ring (a count can only fall then); holding none, the next sub-bucket if it
+    /// is flagged (its episode ends there), else 0 (the next tick forgets it).
+    pub(crate) fn next_change(&self) -> u32 {
+        let oldest = (0..SUB_BUCKETS)
+            .rev()
+            .map(|back| self.head.saturating_sub(back))
+            .find(|idx| self.slots.amount(slot(*idx)) > 0);
+        match oldest {
+            Some(idx) => idx.saturating_add(SUB_BUCKETS),
+            None if self.flagged() => self.head.saturating_add(1),
+            None => 0,
+        }
+    }
+
     /// Epoch seconds at the start of the newest sub-bucket holding a request: at most one
     /// sub-bucket earlier than the last request itself (eviction ranks keys by it).
     pub(crate) fn last_seen(&self, sub_ms: u64) -> u32 {

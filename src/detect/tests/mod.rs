@@ -11,6 +11,7 @@ use crate::route::{normalize, Route};
 
 mod builtin;
 mod concurrency;
+mod due;
 mod eviction;
 mod identity;
 mod inflight;
