@@ -106,7 +106,7 @@ impl Scanner for CompatScan {
                     rule: rule.clone(),
                     time,
                     src,
-                    uri_path: Some(path),
+                    uri_path: Some(Arc::from(path)),
                     count: s.count,
                     avg_response_time: avg,
                     max_response_time: round2(s.max),

@@ -8,11 +8,11 @@ use super::compat::CompatScan;
 use super::fixed::FixedScan;
 use super::input::{Input, Line, LineSplitter, Reopen};
 use super::options::{ScanMode, ScanOptions};
-use super::output::write_rows;
+use super::output::write_runs;
 use super::parallel;
 #[cfg(test)]
 use super::row::Row;
-use super::row::{merge, Rows, Run};
+use super::row::{Rows, Run};
 use super::shard;
 use super::ScanError;
 use crate::gin::SkipReason;
@@ -212,9 +212,7 @@ pub(crate) fn run(
     out: &mut dyn Write,
 ) -> Result<ScanSummary, ScanError> {
     let (runs, summary) = collect_rows(opts, inputs)?;
-    let ordered = merge(&runs);
-    let written = write_rows(opts.format, &ordered, opts.threads, out).and_then(|()| out.flush());
-    drop(ordered);
+    let written = write_runs(opts.format, &runs, opts.threads, out).and_then(|()| out.flush());
     if summary.rows_emitted >= DROP_APART_ROWS {
         // Why: freeing 200 000 rows (two strings each, allocated on the shard threads) took
         // a quarter of the calling thread's work after the scan; the command exits right
@@ -235,7 +233,7 @@ pub(crate) fn scan_rows(
     inputs: Vec<Input>,
 ) -> Result<(Vec<Row>, ScanSummary), ScanError> {
     let (runs, summary) = collect_rows(opts, inputs)?;
-    let ordered = merge(&runs).into_iter().cloned().collect();
+    let ordered = super::row::merge(&runs).into_iter().cloned().collect();
     Ok((ordered, summary))
 }
 

@@ -22,6 +22,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -147,6 +148,14 @@ pub(super) struct Counting {
     kinds: Vec<(std::sync::Arc<str>, WindowKind)>,
     events: Vec<Event>,
     rows: Rows,
+    /// The path texts of the rows so far, one of each: a path's rows share it.
+    ///
+    /// Why: rows are most of what a row-heavy scan keeps (213 723 on the benchmark corpus,
+    /// with 4 distinct paths), and on a VM every fresh page costs (README, "Performance"); a
+    /// shared path makes a row 8 bytes smaller and saves an allocation (32 bytes) per row.
+    /// Sources are not shared: that corpus's rows have 180 540 distinct ones, and a set of
+    /// them cost more in cache misses (5 % of a scan's samples) than it saved.
+    paths: hashbrown::HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl Counting {
@@ -161,6 +170,7 @@ impl Counting {
             kinds,
             events: Vec::new(),
             rows: Rows::default(),
+            paths: hashbrown::HashSet::default(),
         })
     }
 
@@ -224,11 +234,12 @@ impl Counting {
             if kind != Some(want) {
                 continue;
             }
+            let uri_path = ev.uri_path.map(|path| intern(&mut self.paths, path));
             self.rows.push(Row {
                 rule: ev.rule,
                 time: ev.window_start.timestamp(),
                 src: ev.src,
-                uri_path: ev.uri_path,
+                uri_path,
                 count: ev.count,
                 avg_response_time: ev.avg_response_time,
                 max_response_time: ev.max_response_time,
@@ -237,6 +248,19 @@ impl Counting {
             });
         }
     }
+}
+
+/// The shared copy of `text` in `texts` (added when new).
+fn intern(
+    texts: &mut hashbrown::HashSet<Arc<str>, foldhash::fast::RandomState>,
+    text: String,
+) -> Arc<str> {
+    if let Some(shared) = texts.get(text.as_str()) {
+        return Arc::clone(shared);
+    }
+    let shared: Arc<str> = Arc::from(text);
+    texts.insert(Arc::clone(&shared));
+    shared
 }
 
 /// What a `[GIN]` line says about its request: the parts of a [`RequestRecord`] a line

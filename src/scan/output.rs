@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use chrono::DateTime;
 
-use super::row::Row;
+use super::row::{merge, merge_piece, pieces, Piece, Row, Run};
 
 /// The column names, in output order (`csv` header, `jsonl` keys).
 pub(crate) const COLUMNS: [&str; 9] = [
@@ -53,7 +53,57 @@ impl OutputFormat {
 
 /// Rows per formatting chunk: each chunk is written to a buffer of its own (on its own
 /// thread when `threads` > 1), then the buffers go out in order.
+#[cfg(not(test))]
 const CHUNK_ROWS: usize = 16 * 1024;
+/// Small in tests, so that small inputs take the chunked and piecewise paths too.
+#[cfg(test)]
+const CHUNK_ROWS: usize = 64;
+
+/// Writes the rows of sorted `runs` (one per engine shard) in output order, as
+/// [`write_rows`] writes them merged: the same bytes. With several runs and `threads` > 1,
+/// the merge is cut into pieces ([`pieces`]) that are merged and formatted on up to
+/// `threads` threads, round by round, and written in order; `table` (which measures every
+/// row first) is merged whole.
+pub(crate) fn write_runs<'a>(
+    format: OutputFormat,
+    runs: &'a [Run],
+    threads: usize,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let total: usize = runs.iter().map(Run::len).sum();
+    let one: fn(&Row, &mut Vec<u8>) = match format {
+        OutputFormat::Jsonl if runs.len() > 1 && threads > 1 && total > CHUNK_ROWS => write_jsonl,
+        OutputFormat::Csv if runs.len() > 1 && threads > 1 && total > CHUNK_ROWS => {
+            writeln!(out, "{}", COLUMNS.join(","))?;
+            write_csv
+        }
+        _ => return write_rows(format, &merge(runs), threads, out),
+    };
+    let cut = pieces(runs, total.div_ceil(CHUNK_ROWS));
+    // Per thread: the piece's rows in order, and their bytes; both reused round after round.
+    let mut bufs: Vec<(Vec<&'a Row>, Vec<u8>)> = vec![(Vec::new(), Vec::new()); threads];
+    let work = |piece: &Piece, (rows, bytes): &mut (Vec<&'a Row>, Vec<u8>)| {
+        merge_piece(runs, piece, rows);
+        bytes.clear();
+        bytes.reserve(rows.len() * 256);
+        for row in rows.iter() {
+            one(row, bytes);
+        }
+    };
+    for round in cut.chunks(threads) {
+        std::thread::scope(|scope| {
+            let (mine, theirs) = bufs.split_at_mut(1);
+            for (piece, buf) in round[1..].iter().zip(theirs.iter_mut()) {
+                scope.spawn(move || work(piece, buf));
+            }
+            work(&round[0], &mut mine[0]);
+        });
+        for (_, bytes) in &bufs[..round.len()] {
+            out.write_all(bytes)?;
+        }
+    }
+    Ok(())
+}
 
 /// Writes `rows` (already in output order (README, "scan")) in `format`. `jsonl` and `csv`
 /// are formatted on up to `threads` threads, chunk by chunk, and written in order: the
@@ -246,7 +296,7 @@ fn fields(r: &Row, time: String) -> [String; 9] {
         r.rule.to_string(),
         time,
         r.src.clone(),
-        r.uri_path.clone().unwrap_or_default(),
+        r.uri_path.as_deref().unwrap_or_default().to_owned(),
         r.count.to_string(),
         number(r.avg_response_time),
         number(r.max_response_time),

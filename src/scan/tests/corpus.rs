@@ -307,7 +307,7 @@ fn scanned(opts: &ScanOptions, bytes: &[u8]) -> (Vec<RefRow>, crate::scan::ScanS
         .into_iter()
         .map(|r: Row| {
             assert_eq!(&*r.rule, "model_exfiltration");
-            let key = (r.time, r.src, r.uri_path.unwrap());
+            let key = (r.time, r.src, r.uri_path.unwrap().to_string());
             (
                 key,
                 r.count,

@@ -47,7 +47,7 @@ fn compat_rows_are_exactly_the_tsv_lines_that_pass_gt55() {
     let (rows, _) = scan(&compat("UTC"), &data_file("gin-synthetic.log"));
     let mut got: Vec<(String, String)> = rows
         .into_iter()
-        .map(|r| (r.src, r.uri_path.unwrap()))
+        .map(|r| (r.src, r.uri_path.unwrap().to_string()))
         .collect();
     got.sort();
     assert_eq!(expected.len(), 3);

@@ -71,7 +71,7 @@ fn exfil(time: i64, src: &str, path: &str, count: u64, avg: f64, max: f64) -> Ro
         rule: Arc::from("model_exfiltration"),
         time,
         src: src.to_owned(),
-        uri_path: Some(path.to_owned()),
+        uri_path: Some(path.into()),
         count,
         avg_response_time: avg,
         max_response_time: max,
