@@ -154,7 +154,7 @@ pub(super) fn parse_gin_line_general(line: &[u8]) -> Result<ParsedLine<'_>, Skip
 /// The text after the `[GIN] ` marker, which must be UTF-8.
 fn after_marker(line: &[u8]) -> Result<&str, SkipReason> {
     let start = find_marker(line).ok_or(SkipReason::NoGinMarker)? + MARKER.len();
-    std::str::from_utf8(&line[start..]).map_err(|_| SkipReason::NotUtf8)
+    simdutf8::basic::from_utf8(&line[start..]).map_err(|_| SkipReason::NotUtf8)
 }
 
 /// The general reader: columns separated by `|`, any padding and colour codes between them.
