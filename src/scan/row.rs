@@ -185,39 +185,15 @@ impl Run {
 /// the runs are source shards (equal rows have the same `src`); on a tie the earlier run
 /// goes first.
 pub(crate) fn merge(runs: &[Run]) -> Vec<&Row> {
-    let mut out = Vec::with_capacity(runs.iter().map(Run::len).sum());
+    let mut out = Vec::new();
     if let [run] = runs {
+        out.reserve(run.len());
         out.extend(run.order.iter().map(|&i| run.rows.get(i)));
         return out;
     }
-    // The next row of each run, with its key; a handful of runs, so a linear pick.
-    fn head(run: &Run, at: usize) -> Option<(SortKey, &Row)> {
-        run.order.get(at).map(|&i| {
-            let row = run.rows.get(i);
-            (sort_key(row, i), row)
-        })
-    }
-    let mut at = vec![0usize; runs.len()];
-    let mut heads: Vec<Option<(SortKey, &Row)>> = runs.iter().map(|run| head(run, 0)).collect();
-    loop {
-        let mut best: Option<usize> = None;
-        for (r, h) in heads.iter().enumerate() {
-            let Some(h) = h else { continue };
-            let better = match best.and_then(|b| heads[b].as_ref()) {
-                None => true,
-                Some(b) => key_order((&h.0, h.1), (&b.0, b.1)).is_lt(),
-            };
-            if better {
-                best = Some(r);
-            }
-        }
-        let Some(r) = best else { return out };
-        if let Some((_, row)) = heads[r] {
-            out.push(row);
-        }
-        at[r] += 1;
-        heads[r] = head(&runs[r], at[r]);
-    }
+    let whole: Piece = runs.iter().map(|run| 0..run.len()).collect();
+    merge_piece(runs, &whole, &mut out);
+    out
 }
 
 /// One piece of the merged order: of each run, a contiguous range of its order.
