@@ -9,7 +9,7 @@ use std::io::{self, Write};
 
 use chrono::DateTime;
 
-use super::row::{merge, merge_piece, pieces, Piece, Row, Run};
+use super::row::{merge, merge_piece, pieces, Row, Run};
 
 /// The column names, in output order (`csv` header, `jsonl` keys).
 pub(crate) const COLUMNS: [&str; 9] = [
@@ -71,9 +71,10 @@ pub(crate) fn write_runs<'a>(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let total: usize = runs.iter().map(Run::len).sum();
+    let piecewise = runs.len() > 1 && threads > 1 && total > CHUNK_ROWS;
     let one: fn(&Row, &mut Vec<u8>) = match format {
-        OutputFormat::Jsonl if runs.len() > 1 && threads > 1 && total > CHUNK_ROWS => write_jsonl,
-        OutputFormat::Csv if runs.len() > 1 && threads > 1 && total > CHUNK_ROWS => {
+        OutputFormat::Jsonl if piecewise => write_jsonl,
+        OutputFormat::Csv if piecewise => {
             writeln!(out, "{}", COLUMNS.join(","))?;
             write_csv
         }
@@ -82,24 +83,43 @@ pub(crate) fn write_runs<'a>(
     let cut = pieces(runs, total.div_ceil(CHUNK_ROWS));
     // Per thread: the piece's rows in order, and their bytes; both reused round after round.
     let mut bufs: Vec<(Vec<&'a Row>, Vec<u8>)> = vec![(Vec::new(), Vec::new()); threads];
-    let work = |piece: &Piece, (rows, bytes): &mut (Vec<&'a Row>, Vec<u8>)| {
-        merge_piece(runs, piece, rows);
-        bytes.clear();
-        bytes.reserve(rows.len() * 256);
-        for row in rows.iter() {
-            one(row, bytes);
-        }
-    };
-    for round in cut.chunks(threads) {
+    in_rounds(
+        &cut,
+        &mut bufs,
+        |piece, (rows, bytes)| {
+            merge_piece(runs, piece, rows);
+            bytes.clear();
+            bytes.reserve(rows.len() * 256);
+            for row in rows.iter() {
+                one(row, bytes);
+            }
+        },
+        |(_, bytes)| bytes,
+        out,
+    )
+}
+
+/// Runs `work` on `jobs` in rounds of one job per buffer in `bufs` (the first on the calling
+/// thread, the others on threads of their own), and writes what each job left in its buffer
+/// (`bytes`) in job order after each round.
+fn in_rounds<J: Sync, B: Send>(
+    jobs: &[J],
+    bufs: &mut [B],
+    work: impl Fn(&J, &mut B) + Sync,
+    bytes: impl Fn(&B) -> &[u8],
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    let work = &work;
+    for round in jobs.chunks(bufs.len().max(1)) {
         std::thread::scope(|scope| {
             let (mine, theirs) = bufs.split_at_mut(1);
-            for (piece, buf) in round[1..].iter().zip(theirs.iter_mut()) {
-                scope.spawn(move || work(piece, buf));
+            for (job, buf) in round[1..].iter().zip(theirs.iter_mut()) {
+                scope.spawn(move || work(job, buf));
             }
             work(&round[0], &mut mine[0]);
         });
-        for (_, bytes) in &bufs[..round.len()] {
-            out.write_all(bytes)?;
+        for buf in &bufs[..round.len()] {
+            out.write_all(bytes(buf))?;
         }
     }
     Ok(())
@@ -134,32 +154,23 @@ pub(crate) fn write_rows<R: Borrow<Row> + Sync>(
             one(row.borrow(), buf);
         }
     };
-    let mut chunks = rows.chunks(CHUNK_ROWS);
     if threads < 2 || rows.len() <= CHUNK_ROWS {
         let mut buf = Vec::new();
-        return chunks.try_for_each(|chunk| {
+        return rows.chunks(CHUNK_ROWS).try_for_each(|chunk| {
             format_chunk(chunk, &mut buf);
             out.write_all(&buf)
         });
     }
     // Rounds of `threads` chunks: formatted in parallel, written in order.
+    let chunks: Vec<&[R]> = rows.chunks(CHUNK_ROWS).collect();
     let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); threads];
-    loop {
-        let round: Vec<&[R]> = chunks.by_ref().take(threads).collect();
-        if round.is_empty() {
-            return Ok(());
-        }
-        std::thread::scope(|scope| {
-            let (mine, theirs) = bufs.split_at_mut(1);
-            for (chunk, buf) in round[1..].iter().zip(theirs.iter_mut()) {
-                scope.spawn(move || format_chunk(chunk, buf));
-            }
-            format_chunk(round[0], &mut mine[0]);
-        });
-        for buf in &bufs[..round.len()] {
-            out.write_all(buf)?;
-        }
-    }
+    in_rounds(
+        &chunks,
+        &mut bufs,
+        |chunk, buf| format_chunk(chunk, buf),
+        |buf| buf,
+        out,
+    )
 }
 
 /// Appends `v` with two decimals.
