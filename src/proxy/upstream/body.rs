@@ -114,10 +114,8 @@ impl UpstreamBody {
                     .unwrap_or(usize::MAX)
                     .min(buf.len())
                     .min(room);
-                if take > 0 {
-                    out.push(buf.split_to(take).freeze());
-                    *left -= take as u64;
-                }
+                out.push_from(buf, take);
+                *left -= take as u64;
                 Ok(*left == 0)
             }
             Decode::Chunked(c) => {
@@ -126,10 +124,7 @@ impl UpstreamBody {
             }
             Decode::Close => {
                 let room = MAX_FRAME.saturating_sub(out.len());
-                let take = buf.len().min(room);
-                if take > 0 {
-                    out.push(buf.split_to(take).freeze());
-                }
+                out.push_from(buf, buf.len().min(room));
                 Ok(false)
             }
         }

@@ -1,4 +1,5 @@
 use super::*;
+use proptest::prelude::*;
 
 fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
@@ -290,6 +291,121 @@ fn broken_chunked_framing_is_an_error() {
 }
 
 #[test]
+fn a_whole_size_line_is_read_in_one_step() {
+    assert_eq!(size_line(b"5\r\nhello"), Some((5, 3)));
+    assert_eq!(size_line(b"Ff\r\n"), Some((255, 4)));
+    assert_eq!(size_line(b"0\r\n\r\n"), Some((0, 3)));
+    assert_eq!(
+        size_line(b"ffffffffffffffff\r\n"),
+        Some((u64::MAX, 18)),
+        "16 digits still fit"
+    );
+    // Everything else is left to the byte-by-byte decoder.
+    for other in [
+        &b"11111111111111111\r\n"[..], // a 17th digit
+        b"5;ext=1\r\n",                // an extension
+        b"5 \r\n",                     // whitespace before the CR
+        b"5\r",                        // the LF has not arrived
+        b"5",                          // nor the CR
+        b"\r\n",                       // no digit
+        b"5\rX",                       // CR without LF
+        b"5\n",                        // bare LF
+        b"",
+    ] {
+        assert_eq!(size_line(other), None, "{other:?}");
+    }
+}
+
+/// One random chunked stream: chunks with sizes in any case of hex (some with extensions or
+/// zero-padded), the last chunk, trailers, bytes after the body, and now and then a broken
+/// byte anywhere.
+fn chunked_stream() -> impl Strategy<Value = Vec<u8>> {
+    let chunk = (
+        proptest::collection::vec(any::<u8>(), 1..40),
+        any::<bool>(),
+        0u8..4,
+    )
+        .prop_map(|(data, upper, style)| {
+            let size = if upper {
+                format!("{:X}", data.len())
+            } else {
+                format!("{:x}", data.len())
+            };
+            let line = match style {
+                0 => format!("{size}\r\n"),
+                1 => format!("{size};n=v\r\n"),
+                2 => format!("000{size}\r\n"),
+                _ => format!("{size} \r\n"),
+            };
+            let mut out = line.into_bytes();
+            out.extend_from_slice(&data);
+            out.extend_from_slice(b"\r\n");
+            out
+        });
+    (
+        proptest::collection::vec(chunk, 0..6),
+        any::<bool>(),
+        proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+    )
+        .prop_map(|(chunks, trailer, corrupt)| {
+            let mut wire: Vec<u8> = chunks.concat();
+            wire.extend_from_slice(b"0\r\n");
+            if trailer {
+                wire.extend_from_slice(b"x-t: 1\r\n");
+            }
+            wire.extend_from_slice(b"\r\nNEXT");
+            if let Some((at, byte)) = corrupt {
+                let i = at.index(wire.len());
+                wire[i] = byte;
+            }
+            wire
+        })
+}
+
+/// Feeds `wire` in pieces of `step` bytes, taking at most `max` data bytes per call; returns
+/// the data, what is left after it, whether the body ended, or the error.
+fn dechunk_with(wire: &[u8], step: usize, max: usize, whole_lines: bool) -> DechunkResult {
+    let mut c = Chunked::default();
+    let mut data = Vec::new();
+    let mut buf = BytesMut::new();
+    for piece in wire.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            let before = (buf.len(), c.state);
+            let mut out = Held::Nothing;
+            c.decode_with(&mut buf, &mut out, max, whole_lines)?;
+            if let Some(b) = out.take() {
+                data.extend_from_slice(&b);
+            }
+            if (buf.len(), c.state) == before {
+                break;
+            }
+        }
+    }
+    Ok((data, buf.to_vec(), c.is_done()))
+}
+
+type DechunkResult = Result<(Vec<u8>, Vec<u8>, bool), WireError>;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// The one-step size lines and data CRLFs decode exactly as the byte-by-byte decoder does:
+    /// the same data, the same bytes left, the same end, the same error, whatever the stream,
+    /// the size of the reads and the frame cap.
+    #[test]
+    fn whole_line_shortcuts_decode_as_byte_by_byte(
+        wire in chunked_stream(),
+        step in 1usize..64,
+        max in prop_oneof![Just(usize::MAX), 1usize..50],
+    ) {
+        prop_assert_eq!(
+            dechunk_with(&wire, step, max, true),
+            dechunk_with(&wire, step, max, false)
+        );
+    }
+}
+
+#[test]
 fn decoding_stops_at_the_frame_cap_and_resumes() {
     let mut c = Chunked::default();
     let mut buf = BytesMut::from(&b"a\r\n0123456789\r\n0\r\n\r\n"[..]);
@@ -304,15 +420,21 @@ fn decoding_stops_at_the_frame_cap_and_resumes() {
 #[test]
 fn held_data_is_one_slice_without_a_copy_or_appended() {
     let mut h = Held::Nothing;
-    let first = Bytes::from_static(b"one");
-    h.push(first.clone());
-    h.push(Bytes::new());
-    assert!(matches!(&h, Held::One(b) if b.as_ptr() == first.as_ptr()));
-    h.push(Bytes::from_static(b"two"));
-    h.push(Bytes::from_static(b"three"));
+    let mut buf = BytesMut::from(&b"onetwothreeNEXT"[..]);
+    let start = buf.as_ptr();
+    h.push_from(&mut buf, 3);
+    h.push_from(&mut buf, 0);
+    assert!(
+        matches!(&h, Held::One(b) if b.as_ptr() == start && b == "one"),
+        "the first piece is the buffer's own bytes"
+    );
+    h.push_from(&mut buf, 3);
+    h.push_from(&mut buf, 5);
     assert_eq!(h.len(), 11);
+    assert_eq!(buf, "NEXT", "what was not taken stays");
     assert_eq!(h.take().unwrap(), "onetwothree");
     assert!(h.is_empty());
+    assert_eq!(h.take(), None);
 }
 
 /// The header-name cache gives exactly what parsing gives: heads whose names change from one
