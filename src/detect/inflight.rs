@@ -152,6 +152,9 @@ impl Engine {
         let text = (key.path() != NO_PATH).then(|| capped(&rec.path));
         let flagged = self.sliding.update(&key, |st| {
             let summary = st.advance(idx, rule.threshold, sub);
+            // Moved ahead of the ticks (to now, not to the tick time): the key may now be
+            // empty or change sooner, and the next tick must not skip it.
+            self.sliding_changes_by(st.next_change(), sub);
             // Shared counters: the cluster writes the merged summary.
             if let Some(summary) = summary.filter(|_| !self.counters_shared()) {
                 let src = SourceKey::new(rec.src, self.ipv6_prefix);

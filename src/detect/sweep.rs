@@ -39,12 +39,14 @@ impl<M: Maps> Engine<M> {
     ///
     /// Sliding keys (`sliding_due`, epoch ms): moving a key up to now changes it only when
     /// its oldest request leaves the ring (its count can fall, its episode end, or, empty, it
-    /// is forgotten). Every counted request lowers the bound to the time it leaves; a walk
-    /// sets it to the earliest such time of the keys it keeps. A skipped walk leaves the
-    /// keys' newest sub-bucket where their newest request put it: the same as walking, since
-    /// ticks never run ahead of the records counted after them (`serve` ticks
-    /// `CLOSE_GRACE` behind the clock, `scan` at its watermark), so the
-    /// next request of a key moves it at least as far.
+    /// is forgotten). Every counted request, and every in-flight report that moves a key,
+    /// lowers the bound to the time its key next changes; a walk sets it to the earliest such
+    /// time of the keys it keeps. A walk moves only the keys whose change has come, and
+    /// leaves every other key's newest sub-bucket where its newest request put it. So a key
+    /// is moved at the same ticks whether or not unrelated keys made the tick walk, and a
+    /// skipped walk changes nothing a walk would have: not even for a record older than the
+    /// last tick (a wall clock stepped back, a record delayed past `serve`'s grace), which
+    /// is then counted or late by the key's own newest request, never by when a walk ran.
     pub(crate) fn tick(&self, now: DateTime<Utc>, out: &mut Vec<Event>) {
         let first = out.len();
         let now_secs = now.timestamp();
@@ -94,13 +96,20 @@ impl<M: Maps> Engine<M> {
         out: &mut Vec<Event>,
     ) -> usize {
         let mut removed = 0usize;
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         // Shared counters: the cluster ends episodes on the merged counts and writes their
         // summaries; the ring still moves on (local mode may take over).
         let local = !self.counters_shared();
         map.keep(|key, st| {
             let rule = &self.rules[usize::from(key.rule)];
             let sub = sub_bucket_ms(rule);
-            if let Some(snap) = st.advance(bucket_index(&now, sub), rule.threshold, sub) {
+            // Only a key whose change has come moves (see `tick`); moving any other would
+            // only shift its newest sub-bucket.
+            let due = u64::from(st.next_change()).saturating_mul(sub) <= now_ms;
+            if let Some(snap) = due
+                .then(|| st.advance(bucket_index(&now, sub), rule.threshold, sub))
+                .flatten()
+            {
                 if local {
                     out.push(self.summary(key, snap));
                 }

@@ -147,8 +147,8 @@ enum Op {
     /// before the newest time (a late arrival), bytes out.
     Request(u8, u8, u16, u16, u16),
     /// Seconds from the newest time to the tick time (behind it as `scan` ticks, up to a
-    /// window, or ahead as `serve` ticks a quiet engine); tick times never go back, and no
-    /// request counted after a tick completed before it (as in `serve` and `scan`).
+    /// window, or ahead as `serve` ticks a quiet engine); tick times never go back. Whether
+    /// requests counted after a tick may have completed before it is `run`'s `behind_ticks`.
     Tick(i16),
 }
 
@@ -163,8 +163,15 @@ fn op() -> impl Strategy<Value = Op> {
 /// Runs `ops` on a fresh engine; `walk_always` forgets both bounds before every tick (every
 /// tick then walks every key, as before the bounds existed). Returns every event, the key
 /// count after each tick and how many ticks skipped both walks. No request goes back more
-/// than `max_back` seconds from the newest time.
-fn run(ops: &[Op], walk_always: bool, max_back: u16) -> (Vec<Event>, Vec<usize>, usize) {
+/// than `max_back` seconds from the newest time. Unless `behind_ticks`, no request counted
+/// after a tick completed before it (as `scan` and `serve` guarantee with a steady clock);
+/// with it, requests may (a wall clock stepped back, a record delayed past the grace).
+fn run(
+    ops: &[Op],
+    walk_always: bool,
+    max_back: u16,
+    behind_ticks: bool,
+) -> (Vec<Event>, Vec<usize>, usize) {
     let e = engine(&rules());
     let (mut out, mut keys, mut skipped) = (Vec::new(), Vec::new(), 0);
     let (mut newest, mut ticked) = (T0 * 1000, T0 * 1000);
@@ -181,8 +188,10 @@ fn run(ops: &[Op], walk_always: bool, max_back: u16) -> (Vec<Event>, Vec<usize>,
             }
             Op::Tick(lead) => {
                 ticked = ticked.max(newest + i64::from(lead) * 1000);
-                // The next request completes after this tick time.
-                newest = newest.max(ticked + i64::from(max_back) * 1000);
+                if !behind_ticks {
+                    // The next request completes after this tick time.
+                    newest = newest.max(ticked + i64::from(max_back) * 1000);
+                }
                 if walk_always {
                     e.tumbling_due.store(0, Ordering::Relaxed);
                     e.sliding_due.store(0, Ordering::Relaxed);
@@ -226,8 +235,8 @@ fn a_long_run_skips_most_walks_and_reports_the_same() {
             }
         })
         .collect();
-    let (events, keys, skipped) = run(&ops, false, 3);
-    let (want_events, want_keys, _) = run(&ops, true, 3);
+    let (events, keys, skipped) = run(&ops, false, 3, false);
+    let (want_events, want_keys, _) = run(&ops, true, 3, false);
     assert_eq!(keys, want_keys);
     assert_eq!(events, want_events);
     let ticks = keys.len();
@@ -246,9 +255,143 @@ proptest! {
 
     #[test]
     fn skipping_walks_changes_no_event_and_no_key_count(ops in proptest::collection::vec(op(), 1..250)) {
-        let (events, keys, _) = run(&ops, false, MAX_BACK);
-        let (want_events, want_keys, _) = run(&ops, true, MAX_BACK);
+        let (events, keys, _) = run(&ops, false, MAX_BACK, false);
+        let (want_events, want_keys, _) = run(&ops, true, MAX_BACK, false);
         prop_assert_eq!(keys, want_keys);
         prop_assert_eq!(events, want_events);
     }
+
+    /// The same when requests arrive that completed before earlier ticks (and before
+    /// ticks that skipped): they are counted or late by their key's newest request alone.
+    #[test]
+    fn skipping_walks_changes_nothing_for_requests_older_than_a_tick(
+        ops in proptest::collection::vec(op(), 1..250)
+    ) {
+        let (events, keys, _) = run(&ops, false, MAX_BACK, true);
+        let (want_events, want_keys, _) = run(&ops, true, MAX_BACK, true);
+        prop_assert_eq!(keys, want_keys);
+        prop_assert_eq!(events, want_events);
+    }
+}
+
+/// A tick, walking every key when `walk_always` (both bounds forgotten first).
+fn tick_with(e: &Engine, walk_always: bool, t: DateTime<Utc>, out: &mut Vec<Event>) {
+    if walk_always {
+        e.tumbling_due.store(0, Ordering::Relaxed);
+        e.sliding_due.store(0, Ordering::Relaxed);
+    }
+    e.tick(t, out);
+}
+
+fn slide() -> RuleConfig {
+    rule("slide", |r| {
+        r.group_by = "src".into();
+        r.window_kind = "sliding".into();
+        r.threshold = 3;
+    })
+}
+
+/// `serve`'s ticker ticks `CLOSE_GRACE` behind the clock, then reports in-flight requests at
+/// the clock: a report moves a sliding key to now, ahead of the ticks, and can end its
+/// episode and leave it empty. The next tick must forget it though no request lowered the
+/// bound.
+#[test]
+fn an_in_flight_report_that_empties_a_key_brings_the_next_walk_forward() {
+    let mut exfil = crate::detect::builtin::model_exfiltration();
+    exfil.window_kind = "sliding".into();
+    let run = |walk_always: bool| {
+        let e = engine(std::slice::from_ref(&exfil));
+        let mut out = Vec::new();
+        e.observe(&req("10.0.0.12", "/api/pull", secs(57), 10), &mut out);
+        tick_with(&e, walk_always, at(T0 + 20, 0), &mut out);
+        tick_with(&e, walk_always, at(T0 + 898, 200), &mut out);
+        let running = req("10.0.0.12", "/api/pull", Duration::ZERO, 0);
+        // Wall clock T0 + 900.2 s: the request counted at T0 + 10 s has left the ring.
+        e.in_flight(
+            &running,
+            secs(886),
+            at(T0 + 900, 200),
+            &mut 0,
+            &mut 0,
+            &mut out,
+        );
+        let before = e.tracked_keys();
+        tick_with(&e, walk_always, at(T0 + 899, 200), &mut out);
+        (kinds(&out), before, e.tracked_keys())
+    };
+    let want = (
+        vec![("detection", 1), ("window_summary", 1), ("detection", 1)],
+        1,
+        0,
+    );
+    assert_eq!(run(false), want);
+    assert_eq!(run(true), want);
+}
+
+/// Requests that completed before the last ticks (the clock stepped back): a key is counted
+/// against its own newest request, whether or not ticks walked meanwhile.
+#[test]
+fn a_request_older_than_the_last_tick_counts_against_its_keys_newest_request() {
+    // (event kind, count, window start and end from T0, in seconds)
+    let run = |walk_always: bool, back: i64, last_tick: i64| {
+        let e = engine(&[slide()]);
+        let mut out = Vec::new();
+        e.observe(&req("10.0.0.1", "/a", secs(1), 0), &mut out);
+        tick_with(&e, walk_always, at(T0 + 10, 0), &mut out);
+        tick_with(&e, walk_always, at(T0 + last_tick, 0), &mut out);
+        e.observe(&req("10.0.0.1", "/a", secs(1), back), &mut out);
+        e.observe(&req("10.0.0.1", "/a", secs(1), back), &mut out);
+        let events: Vec<_> = out
+            .iter()
+            .map(|ev| {
+                let d = ev.detail();
+                let from_t0 = |t: DateTime<Utc>| t.timestamp() - T0;
+                (
+                    ev.kind(),
+                    d.count,
+                    from_t0(d.window_start),
+                    from_t0(d.window_end),
+                )
+            })
+            .collect();
+        (events, e.late_records(), e.tracked_keys())
+    };
+    // Two requests at T0 + 120 s after a tick at T0 + 300 s: the window (1-minute
+    // sub-buckets) ends after the newest request, not after the tick (walks used to move
+    // every key to the tick: a window to T0 + 360 s).
+    let want = (vec![("detection", 3, -720, 180)], 0, 1);
+    assert_eq!(run(false, 120, 300), want);
+    assert_eq!(run(true, 120, 300), want);
+    // Two requests a minute before the first one, after a tick at T0 + 899 s: within 15
+    // minutes of the key's newest request, so counted (walks used to make them late).
+    let want = (vec![("detection", 3, -840, 60)], 0, 1);
+    assert_eq!(run(false, -60, 899), want);
+    assert_eq!(run(true, -60, 899), want);
+}
+
+/// Whether a key's late requests count never depends on another key being due at a tick
+/// (a due key makes the tick walk; the walk moves only the keys that are due).
+#[test]
+fn an_unrelated_due_key_does_not_move_another_key() {
+    let run = |with_other: bool| {
+        let e = engine(&[slide()]);
+        let mut out = Vec::new();
+        if with_other {
+            // Leaves its ring at T0 + 840 s: due at the tick at T0 + 899 s.
+            e.observe(&req("10.0.0.9", "/a", secs(1), -60), &mut out);
+        }
+        e.observe(&req("10.0.0.1", "/a", secs(1), 0), &mut out);
+        e.tick(at(T0 + 10, 0), &mut out);
+        e.tick(at(T0 + 899, 0), &mut out);
+        e.observe(&req("10.0.0.1", "/a", secs(1), -60), &mut out);
+        e.observe(&req("10.0.0.1", "/a", secs(1), -60), &mut out);
+        let mine: Vec<_> = out
+            .iter()
+            .filter(|ev| ev.detail().src == "10.0.0.1")
+            .map(|ev| (ev.kind(), ev.detail().count))
+            .collect();
+        (mine, e.late_records())
+    };
+    assert_eq!(run(false), (vec![("detection", 3)], 0));
+    assert_eq!(run(true), (vec![("detection", 3)], 0));
 }
