@@ -1,27 +1,50 @@
 #!/usr/bin/env bash
 # Where the CPU of one proxied request goes, ollama-guard against nginx, in one command:
 #
-#   tests/perf/cpu_split.sh [SECONDS] [ROUNDS]        (default 5 s x 5 rounds)
+#   tests/perf/cpu_split.sh [SECONDS] [ROUNDS] [REGIME]   (default 5 s x 5 rounds, tags_fast)
 #
-# The tags_fast regime of regimes.sh (`GET /api/tags`, the fast nginx upstream, wrk -t2 -c32,
-# both fronts with 2 workers, no access log), with the CPU time of every process on the path
-# read from /proc (utime and stime of the front's processes, of the upstream nginx, and wrk's own
-# from /usr/bin/time) and divided by the requests served: microseconds of CPU per request for
-# the front (user and system), the upstream and the load generator, plus the front's context
+# REGIME is one of regimes.sh's throughput regimes, with its path, load and upstream:
+#   tags_fast         GET /api/tags, the fast nginx upstream, no access logs
+#   tags_fast_logged  the same, both fronts writing their per-request access log to a file
+#   ndjson_sim        POST /api/generate, 20 NDJSON frames back to back from the simulator
+# (wrk -t2 -c32, both fronts with 2 workers). The CPU time of every process on the path is read
+# from /proc (utime and stime of the front's processes and of the upstream, wrk's own from
+# /usr/bin/time) and divided by the requests served: microseconds of CPU per request for the
+# front (user and system), the upstream and the load generator, plus the front's context
 # switches per request (voluntary: it waited; involuntary: it was preempted). Rounds are
 # interleaved; the summary prints medians. On a machine where all of them share the cores, the
-# front's share decides the throughput. env GUARD_BIN=path measures that build.
+# CPU per request of all of them together decides the throughput; the last line says how much
+# user time the guard's front could spend for a given throughput ratio to nginx, everything
+# else as measured. env GUARD_BIN=path measures that build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-5}
 rounds=${2:-5}
+regime=${3:-tags_fast}
 . tests/perf/common.sh
 need wrk nginx python3 curl
 [ -x /usr/bin/time ] || { echo "/usr/bin/time is required (apt-get install time)" >&2; exit 1; }
 
-fast_upstream_only
-front_nginx nginx "$fast" off
-front_guard guard "$fast" off
+case $regime in
+  tags_fast | tags_fast_logged)
+    fast_upstream_only
+    up=$fast upid='' path=/api/tags script=() # upid: nginx writes its pid file once started
+    log=off; [ "$regime" = tags_fast_logged ] && log=on ;;
+  ndjson_sim)
+    start_simulator
+    tags_body
+    up=$sim upid=$simpid path=/api/generate script=(-s "$work/ndjson.lua") log=off
+    cat >"$work/ndjson.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"llama3.2","prompt":"hi"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["x-sim-chunks"] = "20"
+LUA
+    ;;
+  *) echo "unknown regime $regime (tags_fast, tags_fast_logged, ndjson_sim)" >&2; exit 2 ;;
+esac
+front_nginx nginx "$up" "$log"
+front_guard guard "$up" "$log"
 for p in "${front_port[@]}"; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.05; done
 done
@@ -50,13 +73,14 @@ usage() {
 }
 
 results="$work/cpu.tsv"; : >"$results"
-read -r -a upstream <<<"$(cat "$work/fast.pid") $(pgrep -P "$(cat "$work/fast.pid")" | tr '\n' ' ')"
+[ -n "$upid" ] || upid=$(cat "$work/fast.pid")
+read -r -a upstream <<<"$upid $(pgrep -P "$upid" | tr '\n' ' ')"
 for r in $(seq "$rounds"); do
   for t in nginx guard; do
     read -r -a front <<<"$(procs "${front_port[$t]}")"
     read -r fu0 fs0 v0 n0 < <(usage "${front[@]}")
     read -r uu0 us0 _ _ < <(usage "${upstream[@]}")
-    out=$({ /usr/bin/time -f "WRKCPU %U %S" wrk -t2 -c32 -d"${secs}s" "http://127.0.0.1:${front_port[$t]}/api/tags"; } 2>&1)
+    out=$({ /usr/bin/time -f "WRKCPU %U %S" wrk -t2 -c32 -d"${secs}s" "${script[@]}" "http://127.0.0.1:${front_port[$t]}$path"; } 2>&1)
     read -r fu1 fs1 v1 n1 < <(usage "${front[@]}")
     read -r uu1 us1 _ _ < <(usage "${upstream[@]}")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -67,9 +91,10 @@ for r in $(seq "$rounds"); do
     echo "round $r $t: $rps req/s"
   done
 done
-python3 - "$results" "$hz" <<'PY'
+python3 - "$results" "$hz" "$(nproc)" "$regime" <<'PY'
 import statistics, sys
-hz = int(sys.argv[2])
+hz, cores = int(sys.argv[2]), int(sys.argv[3])
+print(f"\nregime {sys.argv[4]}")
 rows = {}
 for line in open(sys.argv[1]):
     t, rps, reqs, fu, fs, up, wu, ws, vol, inv = line.split("\t")
@@ -89,4 +114,20 @@ if "guard" in med and "nginx" in med:
     g, n = med["guard"], med["nginx"]
     print(f"\nguard/nginx: req/s {g[0] / n[0]:.3f}, front CPU per request {(g[1] + g[2]) / (n[1] + n[2]):.3f} "
           f"(user {g[1] / n[1]:.3f}, system {g[2] / n[2]:.3f})")
+    # Core time per request: all cores divided by the throughput. What the four processes do not
+    # account for (interrupts, kernel threads, idle) is "other"; with the cores saturated, a
+    # front that used less CPU would leave the rest as it is, so the guard's user-time budget for
+    # a throughput of 1.1x nginx is nginx's core time / 1.1 minus everything else the guard's
+    # run spent per request.
+    core = lambda m: cores * 1e6 / m[0]
+    other = lambda m: core(m) - sum(m[1:5])
+    for t, m in (("nginx", n), ("guard", g)):
+        print(f"{t}: {core(m):.1f} us of core time per request, {sum(m[1:5]) / core(m):.0%} of it "
+              f"in the four processes, {other(m):.1f} us elsewhere")
+    budget = core(n) / 1.1 - (g[2] + g[3] + g[4] + other(g))
+    print(f"for 1.1x nginx's req/s the guard's front user time would have to be at most "
+          f"{budget:.1f} us per request (now {g[1]:.1f}; nginx's {n[1]:.1f})")
+    if min(sum(m[1:5]) / core(m) for m in (n, g)) < 0.9:
+        print("(a rough figure: the four processes left more than a tenth of the cores to "
+              "others or idle, so the throughput is not decided by their CPU alone)")
 PY
