@@ -382,26 +382,19 @@ impl Held {
             return;
         }
         match self {
-            Held::Nothing => *self = Held::One(buf.split_to(n).freeze()),
-            _ => {
-                self.append(&buf[..n]);
-                buf.advance(n);
+            Held::Nothing => {
+                *self = Held::One(buf.split_to(n).freeze());
+                return;
             }
-        }
-    }
-
-    /// Appends a copy of `data` after what is held.
-    fn append(&mut self, data: &[u8]) {
-        match self {
-            Held::Nothing => *self = Held::One(Bytes::copy_from_slice(data)),
             Held::One(first) => {
-                let mut buf = BytesMut::with_capacity((first.len() + data.len()).max(4096));
-                buf.extend_from_slice(first);
-                buf.extend_from_slice(data);
-                *self = Held::Many(buf);
+                let mut many = BytesMut::with_capacity((first.len() + n).max(4096));
+                many.extend_from_slice(first);
+                many.extend_from_slice(&buf[..n]);
+                *self = Held::Many(many);
             }
-            Held::Many(buf) => buf.extend_from_slice(data),
+            Held::Many(many) => many.extend_from_slice(&buf[..n]),
         }
+        buf.advance(n);
     }
 
     pub(crate) fn take(&mut self) -> Option<Bytes> {
@@ -446,17 +439,13 @@ const MAX_SIZE_DIGITS: usize = 16;
 fn size_line(buf: &[u8]) -> Option<(u64, usize)> {
     let mut size = 0u64;
     for (i, &b) in buf.iter().enumerate().take(MAX_SIZE_DIGITS + 1) {
-        let digit = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            b'\r' if i > 0 => return (buf.get(i + 1) == Some(&b'\n')).then_some((size, i + 2)),
+        match char::from(b).to_digit(16) {
+            Some(digit) if i < MAX_SIZE_DIGITS => size = size << 4 | u64::from(digit),
+            None if b == b'\r' && i > 0 => {
+                return (buf.get(i + 1) == Some(&b'\n')).then_some((size, i + 2));
+            }
             _ => return None,
-        };
-        if i == MAX_SIZE_DIGITS {
-            return None;
         }
-        size = size << 4 | u64::from(digit);
     }
     None
 }
