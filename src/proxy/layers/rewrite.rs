@@ -107,6 +107,8 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
         parts.uri = Uri::from(pq);
     }
     let h = &mut parts.headers;
+    // Removed before the hop-by-hop headers go: a `Connection: host` from the client can
+    // neither hide it from X-Forwarded-Host nor strip the Host sent upstream.
     let original_host = h.remove(HOST);
     headers::strip_hop_by_hop(h);
     h.remove(EXPECT);
@@ -213,5 +215,59 @@ mod tests {
         assert!(!resp.headers().contains_key("x-upstream-hop"));
         assert!(!resp.headers().contains_key("connection"));
         assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    }
+
+    /// The headers the upstream receives for a client's request.
+    async fn forwarded(req: Request<Empty<Bytes>>) -> http::HeaderMap {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
+            *s.lock().unwrap() = Some(req.headers().clone());
+            ready(Ok::<_, Infallible>(Response::new(())))
+        });
+        RewriteLayer::new(target())
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .unwrap();
+        let headers = seen.lock().unwrap().take().unwrap();
+        headers
+    }
+
+    /// A client naming Host, or the forwarding headers, as hop-by-hop cannot strip what the
+    /// proxy sends upstream; a repeated Host and forwarding headers of its own are replaced,
+    /// not appended to; without a Host, no X-Forwarded-Host is invented or passed on.
+    #[tokio::test]
+    async fn a_client_cannot_strip_or_add_to_the_forwarding_headers() {
+        let mut req = request_from("198.51.100.7", "/api/tags");
+        let h = req.headers_mut();
+        h.append("host", HeaderValue::from_static("first.example"));
+        h.append("host", HeaderValue::from_static("second.example"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("host, x-forwarded-for, x-forwarded-host, x-forwarded-proto"),
+        );
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let headers = forwarded(req).await;
+        let all = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect()
+        };
+        assert_eq!(all("host"), ["127.0.0.1:11435"]);
+        assert_eq!(all("x-forwarded-host"), ["first.example"]);
+        assert_eq!(all("x-forwarded-for"), ["198.51.100.7"]);
+        assert_eq!(all("x-forwarded-proto"), ["http"]);
+        assert!(!headers.contains_key("connection"));
+
+        let mut req = request_from("198.51.100.7", "/api/tags");
+        req.headers_mut().remove("host");
+        req.headers_mut()
+            .insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        let headers = forwarded(req).await;
+        assert_eq!(headers["host"], "127.0.0.1:11435");
+        assert!(!headers.contains_key("x-forwarded-host"));
     }
 }
