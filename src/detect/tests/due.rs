@@ -193,8 +193,7 @@ fn run(
                     newest = newest.max(ticked + i64::from(max_back) * 1000);
                 }
                 if walk_always {
-                    e.tumbling_due.store(0, Ordering::Relaxed);
-                    e.sliding_due.store(0, Ordering::Relaxed);
+                    forget_bounds(&e);
                 }
                 let tumbling = e.tumbling_due.load(Ordering::Relaxed);
                 let sliding = e.sliding_due.load(Ordering::Relaxed);
@@ -274,11 +273,16 @@ proptest! {
     }
 }
 
-/// A tick, walking every key when `walk_always` (both bounds forgotten first).
+/// Forgets both bounds: the next tick walks every key, as before the bounds existed.
+fn forget_bounds(e: &Engine) {
+    e.tumbling_due.store(0, Ordering::Relaxed);
+    e.sliding_due.store(0, Ordering::Relaxed);
+}
+
+/// A tick, walking every key when `walk_always`.
 fn tick_with(e: &Engine, walk_always: bool, t: DateTime<Utc>, out: &mut Vec<Event>) {
     if walk_always {
-        e.tumbling_due.store(0, Ordering::Relaxed);
-        e.sliding_due.store(0, Ordering::Relaxed);
+        forget_bounds(e);
     }
     e.tick(t, out);
 }
