@@ -11,6 +11,8 @@
 #   start_fast_upstream     starts nginx answering every path with $work/tags.json on $fast
 #   fast_upstream_only      the three above for scripts that need no simulator after: the body
 #                           is taken from a simulator that is then stopped
+#   ndjson_script           writes $work/ndjson.lua: the wrk script of the ndjson_sim regime
+#                           (POST /api/generate, 20 NDJSON frames back to back from the simulator)
 #   front_nginx NAME UP LOG nginx proxy_pass to port UP ($workers workers, keepalive upstream,
 #                           no buffering; LOG=on writes the default access log); front_port[NAME]
 #   front_guard NAME UP LOG ollama-guard in front of port UP (--workers $workers, default rules,
@@ -97,6 +99,15 @@ fast_upstream_only() {
   kill "$simpid"
   wait "$simpid" 2>/dev/null || true
   start_fast_upstream
+}
+
+ndjson_script() {
+  cat >"$work/ndjson.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"llama3.2","prompt":"hi"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["x-sim-chunks"] = "20"
+LUA
 }
 
 front_nginx() { # name upstream_port log(on|off)

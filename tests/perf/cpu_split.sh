@@ -33,14 +33,8 @@ case $regime in
   ndjson_sim)
     start_simulator
     tags_body
-    up=$sim upid=$simpid path=/api/generate script=(-s "$work/ndjson.lua") log=off
-    cat >"$work/ndjson.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"llama3.2","prompt":"hi"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["x-sim-chunks"] = "20"
-LUA
-    ;;
+    ndjson_script
+    up=$sim upid=$simpid path=/api/generate script=(-s "$work/ndjson.lua") log=off ;;
   *) echo "unknown regime $regime (tags_fast, tags_fast_logged, ndjson_sim)" >&2; exit 2 ;;
 esac
 front_nginx nginx "$up" "$log"

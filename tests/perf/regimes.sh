@@ -36,12 +36,7 @@ for p in "${front_port[@]}"; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.05; done
 done
 
-cat >"$work/ndjson.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = '{"model":"llama3.2","prompt":"hi"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["x-sim-chunks"] = "20"
-LUA
+ndjson_script
 
 # regime -> "path connections script targets..."
 declare -A regime=(

@@ -23,11 +23,7 @@ fn rules() -> Vec<RuleConfig> {
             r.threshold = 2;
         }),
         // Sliding, 15 minutes (1-minute sub-buckets): episodes that end on a tick.
-        rule("slide", |r| {
-            r.group_by = "src".into();
-            r.window_kind = "sliding".into();
-            r.threshold = 3;
-        }),
+        slide(),
         // Sliding, 10 minutes (40 s sub-buckets), a volume rule: the byte ring's map.
         rule("bulk", |r| {
             r.group_by = "src".into();
@@ -287,6 +283,7 @@ fn tick_with(e: &Engine, walk_always: bool, t: DateTime<Utc>, out: &mut Vec<Even
     e.tick(t, out);
 }
 
+/// Sliding, 15 minutes (1-minute sub-buckets), threshold 3, by source.
 fn slide() -> RuleConfig {
     rule("slide", |r| {
         r.group_by = "src".into();
