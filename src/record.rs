@@ -201,10 +201,10 @@ pub(crate) trait RecordSink: Send + Sync + 'static {
     /// Takes one finished request.
     fn record(&self, record: RequestRecord);
 
-    /// A request started (`record` is its start record: no status, no timings). Returns a
-    /// ticket to hand to [`RecordSink::end`] when it ends, so in-flight detection can see
-    /// requests still running; `None` when the sink does not track running requests.
-    fn begin(&self, _record: &RequestRecord) -> Option<u64> {
+    /// A request started at `start` (`record` is its start record: no status, no timings).
+    /// Returns a ticket to hand to [`RecordSink::end`] when it ends, so in-flight detection
+    /// can see requests still running; `None` when the sink does not track running requests.
+    fn begin(&self, _record: &RequestRecord, _start: tokio::time::Instant) -> Option<u64> {
         None
     }
 

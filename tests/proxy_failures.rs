@@ -33,6 +33,82 @@ async fn a_client_that_never_finishes_its_head_is_disconnected() {
     );
 }
 
+/// Reads until the proxy closes the connection; what it sent and when it closed.
+async fn until_closed(c: &mut TcpStream) -> (String, std::time::Instant) {
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf))
+        .await
+        .expect("the connection must be closed")
+        .unwrap();
+    (
+        String::from_utf8_lossy(&buf).into_owned(),
+        std::time::Instant::now(),
+    )
+}
+
+/// The deadline holds from both sides: a head may take the whole `header_read`, and the
+/// connection is closed within one sweep period (half of it here) after.
+#[tokio::test]
+async fn a_slow_head_has_header_read_and_is_closed_soon_after() {
+    let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"400ms\"").await;
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    let start = std::time::Instant::now();
+    c.write_all(b"GET /api/tags HTTP/1.1\r\n").await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), c.read(&mut byte)).await;
+    assert!(early.is_err(), "closed before header_read: {early:?}");
+    let (text, closed) = until_closed(&mut c).await;
+    let took = closed - start;
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    // 400 ms, plus one 200 ms sweep period, plus a generous margin for a loaded machine.
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+/// A slowloris cannot stretch the deadline by trickling bytes: it runs from the start of
+/// the head, not from the last byte (the whole head would take over 2.5 s).
+#[tokio::test]
+async fn trickling_a_head_does_not_extend_its_deadline() {
+    let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"400ms\"").await;
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    let start = std::time::Instant::now();
+    let head = b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    for b in head {
+        if c.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let (_, closed) = until_closed(&mut c).await;
+    let took = closed - start;
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+/// The innocent side: a keep-alive client whose requests come further apart in total than
+/// `header_read` is served on one connection; each head has its own deadline.
+#[tokio::test]
+async fn a_keep_alive_client_is_served_past_header_read_in_total() {
+    let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"400ms\"").await;
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    let start = std::time::Instant::now();
+    for i in 0..6 {
+        c.write_all(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let reply = read_until(&mut c, "}").await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "request {i}: {reply}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
 #[tokio::test]
 async fn client_disconnect_mid_stream_drops_the_upstream_request() {
     let s = stack().await;

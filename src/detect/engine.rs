@@ -184,7 +184,7 @@ use ipnet::IpNet;
 use super::event::{round2, DetectionEvent, Event};
 use super::identity::Identities;
 use super::paths::{capped, PathStore, NO_PATH};
-use super::rule::{GroupBy, Rule, WindowKind};
+use super::rule::{GroupBy, Rule, Target, WindowKind};
 use super::sliding::{ByteRing, Ring, Sliding, SUB_BUCKETS};
 use super::source::{Allowlist, SourceKey};
 use super::window::{align, Added, Snapshot, Tumbling, WindowKey};
@@ -457,10 +457,9 @@ impl<M: Maps> Engine<M> {
         let src = SourceKey::new(rec.src, self.ipv6_prefix);
         let mut path_hash = None;
         let mut ident = None;
+        let target = Target::of(rec);
         for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.admits(rec.status, rec.outcome)
-                || !rule.qualifies(&rec.method_text, &rec.path, rec.total)
-            {
+            if !rule.admits(rec.status, rec.outcome) || !rule.qualifies(&target, rec.total) {
                 continue;
             }
             let path = if rule.group_by.by_path() {

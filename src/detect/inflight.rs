@@ -35,7 +35,7 @@ use super::engine::{
 };
 use super::event::Event;
 use super::paths::{capped, NO_PATH};
-use super::rule::{Metric, Rule, WindowKind};
+use super::rule::{Metric, Rule, Target, WindowKind};
 use super::sliding::SUB_BUCKETS;
 use super::source::SourceKey;
 use super::window::{align, Snapshot, Tumbling, WindowKey};
@@ -97,12 +97,13 @@ impl Engine {
         }
         let src = SourceKey::new(rec.src, self.ipv6_prefix);
         let mut ident = None;
+        let target = Target::of(rec);
         for (index, rule) in self.rules.iter().enumerate().take(MAX_IN_FLIGHT_RULES) {
             let bit = 1u64 << index;
             if *reported & bit != 0
                 || !eligible(rule)
                 || !rule.admits(rec.status, rec.outcome)
-                || !rule.qualifies(&rec.method_text, &rec.path, elapsed)
+                || !rule.qualifies(&target, elapsed)
             {
                 continue;
             }

@@ -139,12 +139,14 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
         "" => cfg.name.as_str(),
         text => text,
     };
+    let any_path = paths.iter().any(|g| g.as_str().bytes().all(|b| b == b'*'));
     Ok(Rule {
         name: Arc::from(cfg.name.as_str()),
         escu_id: non_empty(cfg.escu_id.as_deref()),
         mitre: non_empty(cfg.mitre.as_deref()),
         attack_type: Arc::from(attack_type),
-        any_path: paths.iter().any(|g| g.as_str().bytes().all(|b| b == b'*')),
+        any_path,
+        fixed_routes: super::rule::fixed_routes(&paths, any_path),
         paths,
         methods,
         statuses,

@@ -68,8 +68,8 @@ impl RecordSink for Chain {
         self.detection.record(record);
     }
 
-    fn begin(&self, record: &RequestRecord) -> Option<u64> {
-        self.detection.begin(record)
+    fn begin(&self, record: &RequestRecord, start: tokio::time::Instant) -> Option<u64> {
+        self.detection.begin(record, start)
     }
 
     fn end(&self, ticket: u64) -> u64 {

@@ -60,14 +60,15 @@ impl Running {
         self.after_ns.store(ns, Ordering::Relaxed);
     }
 
-    /// Registers a request that just started; `None` when no rule can report it in flight.
-    pub(crate) fn begin(&self, record: &RequestRecord) -> Option<u64> {
+    /// Registers a request that started at `start`; `None` when no rule can report it in
+    /// flight.
+    pub(crate) fn begin(&self, record: &RequestRecord, start: Instant) -> Option<u64> {
         if self.after_ns.load(Ordering::Relaxed) == NONE || record.outcome.is_refusal() {
             return None;
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
-            start: Instant::now(),
+            start,
             record: record.clone(),
             reported: 0,
             sliding: 0,

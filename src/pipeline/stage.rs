@@ -181,8 +181,8 @@ impl DetectionStage {
 }
 
 impl RecordSink for DetectionStage {
-    fn begin(&self, record: &RequestRecord) -> Option<u64> {
-        self.running.begin(record)
+    fn begin(&self, record: &RequestRecord, start: tokio::time::Instant) -> Option<u64> {
+        self.running.begin(record, start)
     }
 
     fn end(&self, ticket: u64) -> u64 {

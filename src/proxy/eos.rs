@@ -34,6 +34,10 @@ pub(crate) struct Eos {
     pub(crate) first_byte: Option<Instant>,
     /// Data bytes that passed (0 for a body hyper never polls: HEAD, 204, 304).
     pub(crate) bytes: u64,
+    /// When the stream ended, if the clock was read then anyway: the frame that carried the
+    /// first byte was also the last (most responses), and its time is the end's too. `None`
+    /// otherwise (the callback reads the clock itself).
+    pub(crate) ended_at: Option<Instant>,
 }
 
 /// The end-of-stream callback. Implemented by closures and by named types (a named type
@@ -66,7 +70,12 @@ pin_project! {
             let this = this.project();
             if let Some(f) = this.on_eos.take() {
                 let end = if *this.empty_at_start { End::Complete } else { End::Dropped };
-                f.on_eos(Eos { end, first_byte: *this.first_byte, bytes: *this.bytes });
+                f.on_eos(Eos {
+                    end,
+                    first_byte: *this.first_byte,
+                    bytes: *this.bytes,
+                    ended_at: None,
+                });
             }
         }
     }
@@ -103,11 +112,13 @@ impl<B: Body, F: OnEos> Body for EosBody<B, F> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
+        let mut now = None;
         let end = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 let n = frame.data_ref().map_or(0, bytes::Buf::remaining);
                 if this.first_byte.is_none() && n > 0 {
-                    *this.first_byte = Some(Instant::now());
+                    now = Some(Instant::now());
+                    *this.first_byte = now;
                 }
                 *this.bytes = this
                     .bytes
@@ -124,6 +135,7 @@ impl<B: Body, F: OnEos> Body for EosBody<B, F> {
                     end,
                     first_byte: *this.first_byte,
                     bytes: *this.bytes,
+                    ended_at: now,
                 });
             }
         }
@@ -242,5 +254,32 @@ mod tests {
                 (End::Complete, 0)
             ]
         );
+    }
+
+    /// The end's time is the first byte's only when one frame was both: a later end, an
+    /// error or a drop leaves the callback to read the clock.
+    #[tokio::test(start_paused = true)]
+    async fn the_end_shares_the_first_bytes_time_only_when_one_frame_was_both() {
+        let (seen, f) = recorder();
+        let mut b = EosBody::new(Full::new(Bytes::from_static(b"abc")), Some(f.clone()));
+        let _ = b.frame().await;
+        let mut b = EosBody::new(Frames(vec![data(3), data(4)]), Some(f.clone()));
+        let _ = b.frame().await;
+        tokio::time::advance(std::time::Duration::from_millis(5)).await;
+        while b.frame().await.is_some() {}
+        let err = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let mut b = EosBody::new(Frames(vec![data(2), Err(err)]), Some(f.clone()));
+        while let Some(Ok(_)) = b.frame().await {}
+        let mut b = EosBody::new(Frames(vec![data(1), data(1)]), Some(f));
+        let _ = b.frame().await;
+        drop(b);
+        let got = seen.lock().unwrap().clone();
+        assert_eq!(got.len(), 4);
+        assert!(got[0].first_byte.is_some());
+        assert_eq!(got[0].ended_at, got[0].first_byte);
+        for e in &got[1..] {
+            assert!(e.first_byte.is_some());
+            assert_eq!(e.ended_at, None, "{:?}", e.end);
+        }
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod client_ip;
 pub(crate) mod cut;
 pub(crate) mod eos;
 pub(crate) mod fault;
+pub(crate) mod head_timer;
 pub(crate) mod headers;
 pub(crate) mod host_guard;
 pub(crate) mod layers;

@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use accept_loop::GracefulShutdown;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tower::{Layer, Service, ServiceExt};
 
+use super::head_timer::{self, HeadTimer};
 use super::layers::client_ip::{ClientIp, ClientIpLayer};
 use super::{limits, upstream, Proxy};
 use crate::telemetry::throttle::Throttle;
@@ -101,14 +102,15 @@ impl Proxy {
                 return;
             }
         };
-        tokio::spawn(timer_anchor(self.timeouts.header_read));
+        tokio::spawn(sweep_head_timers(self.timeouts.header_read));
         let worker = Arc::new(Worker {
             stack: self.stack(upstream::client(&self.timeouts, &self.upstream)),
             proxy: self,
         });
         let mut builder = http1::Builder::new();
         builder
-            .timer(TokioTimer::new())
+            // The worker's own table of head deadlines, swept by `sweep_head_timers`.
+            .timer(HeadTimer)
             .header_read_timeout(worker.proxy.timeouts.header_read)
             .keep_alive(true)
             // One buffer per flush instead of a queue of slices: the upstream client already
@@ -138,20 +140,15 @@ impl Proxy {
     }
 }
 
-/// Keeps one timer of the worker's runtime always due sooner than a header-read deadline.
-///
-/// hyper re-arms the header-read timer for every request on a keep-alive connection. When
-/// that timer is the runtime's earliest, tokio's timer wakes its own driver (a `write` to an
-/// eventfd, then one more `epoll_wait`) each time: one system call and one wake-up per
-/// request, a few per cent of a proxied request. With an earlier timer always pending, a
-/// re-armed deadline is never the earliest and nothing is written. The anchor costs one
-/// wake-up per `period` per worker.
-async fn timer_anchor(header_read: Duration) {
+/// Fires the worker's passed header-read deadlines ([`HeadTimer`]) every half `header_read`,
+/// at least every second: a head gets between `header_read` and one period more.
+async fn sweep_head_timers(header_read: Duration) {
     let period = (header_read / 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        head_timer::sweep(std::time::Instant::now());
     }
 }
 

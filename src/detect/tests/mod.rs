@@ -19,6 +19,7 @@ mod reload;
 mod shared;
 mod sliding;
 mod sources;
+mod targets;
 mod tumbling;
 mod validation;
 mod volume;

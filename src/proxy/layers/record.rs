@@ -146,7 +146,7 @@ where
             fault: fault.clone(),
         });
         let fault_for_owner = fault.clone();
-        let ticket = self.ctx.sink.begin(&record);
+        let ticket = self.ctx.sink.begin(&record, start);
         let completion = Completion {
             record,
             start,

@@ -59,8 +59,15 @@ impl Drop for InFlight {
 }
 
 impl Completion {
-    /// Fills in the end of the exchange and hands the record to the sink.
-    fn finish(mut self, ttfb: Option<Instant>, bytes_out: u64, outcome: Outcome) {
+    /// Fills in the end of the exchange (at `ended_at`, or now) and hands the record to the
+    /// sink.
+    fn finish(
+        mut self,
+        ttfb: Option<Instant>,
+        ended_at: Option<Instant>,
+        bytes_out: u64,
+        outcome: Outcome,
+    ) {
         let client_fault = self.fault.as_deref().and_then(FaultCell::get).is_some();
         let cut = self.fault.as_deref().is_some_and(FaultCell::was_cut);
         self.record.bytes_in = self.fault.as_deref().map_or(0, FaultCell::bytes_in);
@@ -71,7 +78,7 @@ impl Completion {
             Outcome::UpstreamError if client_fault => Outcome::ClientCancelled,
             o => o,
         };
-        let now = Instant::now();
+        let now = ended_at.unwrap_or_else(Instant::now);
         self.record.ttfb = ttfb.map(|t| t.saturating_duration_since(self.start));
         self.record.total = now.saturating_duration_since(self.start);
         self.record.completed_at = Utc::now();
@@ -133,7 +140,7 @@ impl Drop for HeadGuard {
     fn drop(&mut self) {
         if let Some(mut c) = self.completion.take() {
             c.record.status = CLIENT_CLOSED_REQUEST;
-            c.finish(None, 0, Outcome::ClientCancelled);
+            c.finish(None, None, 0, Outcome::ClientCancelled);
         }
     }
 }
@@ -148,7 +155,7 @@ impl OnEos for Completion {
             End::Error => Outcome::UpstreamError,
             End::Dropped => Outcome::ClientCancelled,
         };
-        self.finish(eos.first_byte, eos.bytes, outcome);
+        self.finish(eos.first_byte, eos.ended_at, eos.bytes, outcome);
     }
 }
 

@@ -1,0 +1,125 @@
+//! A rule's table of fixed routes gives what its globs give.
+
+use super::*;
+use crate::detect::rule::Target;
+
+/// Rules with the path patterns that exercise the table: exact paths, prefixes, a star in
+/// the middle, a pattern that matches no fixed route, every path, and a method list.
+fn rules() -> Vec<super::super::rule::Rule> {
+    let cfgs = [
+        rule("exact", |r| r.paths = vec!["/api/tags".into()]),
+        rule("prefix", |r| r.paths = vec!["/api/p*".into()]),
+        rule("middle", |r| r.paths = vec!["/v1/*s".into()]),
+        rule("two", |r| {
+            r.paths = vec!["/api/generate".into(), "/v1/chat/completions".into()]
+        }),
+        rule("none", |r| r.paths = vec!["/admin/*".into()]),
+        rule("any", |r| r.paths = vec!["*".into()]),
+        rule("posts", |r| {
+            r.paths = vec!["/api/*".into()];
+            r.methods = vec!["POST".into()];
+        }),
+    ];
+    build_rules(&cfgs).unwrap()
+}
+
+fn bits(routes: &[Route]) -> u32 {
+    routes.iter().fold(0, |b, r| b | 1 << r.index())
+}
+
+#[test]
+fn the_table_holds_the_fixed_routes_each_rule_matches() {
+    let rules = rules();
+    let table: Vec<u32> = rules.iter().map(|r| r.fixed_routes).collect();
+    let fixed_v1 = [
+        Route::OpenAiChat,
+        Route::OpenAiCompletions,
+        Route::OpenAiEmbeddings,
+        Route::OpenAiModels,
+        Route::OpenAiResponses,
+        Route::AnthropicMessages,
+    ];
+    let all_fixed: Vec<Route> = Route::ALL
+        .into_iter()
+        .filter(|r| r.fixed_path().is_some())
+        .collect();
+    let api_fixed: Vec<Route> = all_fixed
+        .iter()
+        .copied()
+        .filter(|r| r.label().starts_with("/api/"))
+        .collect();
+    assert_eq!(all_fixed.len(), 20);
+    assert_eq!(api_fixed.len(), 13);
+    assert_eq!(
+        table,
+        [
+            bits(&[Route::Tags]),
+            bits(&[Route::Ps, Route::Pull, Route::Push]),
+            // `/v1/*s` ends in `s`: completions, embeddings, models, responses, messages.
+            bits(&fixed_v1),
+            bits(&[Route::Generate, Route::OpenAiChat]),
+            0,
+            bits(&all_fixed),
+            bits(&api_fixed),
+        ]
+    );
+}
+
+/// Every fixed route, and paths that look like one but are not its exact text, with methods
+/// and latencies: the table and the globs agree for every rule.
+#[test]
+fn the_table_and_the_globs_agree() {
+    let rules = rules();
+    let mut paths: Vec<(&str, Route)> = Route::ALL
+        .into_iter()
+        .filter_map(|r| r.fixed_path().map(|p| (p, r)))
+        .collect();
+    // A route label beside a path that is not its text: the globs decide.
+    paths.extend([
+        ("/api/tags/", Route::Tags),
+        ("/api/tagsx", Route::Tags),
+        ("/API/tags", Route::Tags),
+        ("/api/pull", Route::Tags),
+        ("/admin/x", Route::Other),
+        ("/api/blobs/sha256:00", Route::Blobs),
+        ("/v1/models/llama3", Route::OpenAiModel),
+    ]);
+    let mut checked = 0;
+    for rule in &rules {
+        for &(path, route) in &paths {
+            for method in ["GET", "POST", "post", "PROPFIND"] {
+                let fast = Target::new(method, path, route);
+                let slow = Target::new(method, path, Route::Other);
+                for latency in [secs(0), secs(31)] {
+                    assert_eq!(
+                        rule.qualifies(&fast, latency),
+                        rule.qualifies(&slow, latency),
+                        "{} {method} {path} ({route:?})",
+                        rule.name()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 7 * 27 * 4 * 2);
+}
+
+/// A label that disagrees with the path (a bug elsewhere, or a hand-made record) cannot
+/// make a rule count the route's path: only the exact text reads the table.
+#[test]
+fn a_route_label_without_its_exact_path_is_matched_by_the_globs() {
+    let rules = rules();
+    let exact = &rules[0];
+    assert!(exact.qualifies(&Target::new("GET", "/api/tags", Route::Tags), secs(0)));
+    assert!(exact.qualifies(&Target::new("GET", "/api/tags", Route::Other), secs(0)));
+    assert!(!exact.qualifies(&Target::new("GET", "/api/tagsx", Route::Tags), secs(0)));
+    assert!(!exact.qualifies(&Target::new("GET", "/api/pull", Route::Tags), secs(0)));
+    let posts = &rules[6];
+    assert!(posts.qualifies(&Target::new("POST", "/api/pull", Route::Pull), secs(0)));
+    assert!(!posts.qualifies(&Target::new("GET", "/api/pull", Route::Pull), secs(0)));
+    assert!(!posts.qualifies(
+        &Target::new("POST", "/v1/models", Route::OpenAiModels),
+        secs(0)
+    ));
+}
