@@ -91,6 +91,32 @@ async fn trickling_a_head_does_not_extend_its_deadline() {
     assert!(took < Duration::from_millis(1500), "{took:?}");
 }
 
+/// Many slow heads at once, spread over both workers, are all closed on the same deadline,
+/// and a client that sends its head in time is served meanwhile and after.
+#[tokio::test]
+async fn two_hundred_slow_heads_are_all_closed_and_a_prompt_client_is_served() {
+    let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"400ms\"").await;
+    let start = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+        c.write_all(b"POST /api/pull HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    let r = get(&format!("http://{}/api/version", s.server.proxy_addr)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let closed = futures_util::future::join_all(slow.iter_mut().map(until_closed)).await;
+    for (_, at) in &closed {
+        let took = *at - start;
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    let r = get(&format!("http://{}/api/version", s.server.proxy_addr)).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
 /// The innocent side: a keep-alive client whose requests come further apart in total than
 /// `header_read` is served on one connection; each head has its own deadline.
 #[tokio::test]
