@@ -427,8 +427,8 @@ pub(super) fn fixed_routes(paths: &[Glob], any_path: bool) -> u32 {
 /// What [`Rule::qualifies`] reads of a request's target, worked out once per request for all
 /// the rules.
 ///
-/// Why: glob matching every rule's paths was the largest cost of the rules' tests (about 330
-/// instructions per `scan` line with the built-in rules, callgrind). A request whose
+/// Why: matching every rule's path globs cost about 90 instructions per `scan` line with the
+/// built-in rules (callgrind: 874.3 M against 856.2 M for 200 000 lines). A request whose
 /// normalised path is exactly a fixed route's (`/api/tags`, `/api/pull`, ...) reads each
 /// rule's answer for that route from a table built with the rule; any other path is matched
 /// as before. The table holds what the globs answer for that very text, so the result is the

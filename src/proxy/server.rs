@@ -142,6 +142,10 @@ impl Proxy {
 
 /// Fires the worker's passed header-read deadlines ([`HeadTimer`]) every half `header_read`,
 /// at least every second: a head gets between `header_read` and one period more.
+///
+/// Its interval is also always the earliest timer of the worker's runtime, so a tokio timer a
+/// request arms later (a request body's idle timeout) never makes tokio wake its own driver
+/// through an eventfd (README, Performance: the timer anchor this task grew out of).
 async fn sweep_head_timers(header_read: Duration) {
     let period = (header_read / 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);

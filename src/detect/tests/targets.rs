@@ -55,7 +55,7 @@ fn the_table_holds_the_fixed_routes_each_rule_matches() {
         [
             bits(&[Route::Tags]),
             bits(&[Route::Ps, Route::Pull, Route::Push]),
-            // `/v1/*s` ends in `s`: completions, embeddings, models, responses, messages.
+            // Every fixed `/v1/` path ends in `s` (the star spans `chat/completion` too).
             bits(&fixed_v1),
             bits(&[Route::Generate, Route::OpenAiChat]),
             0,
