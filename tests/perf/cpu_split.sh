@@ -7,7 +7,8 @@
 #   tags_fast         GET /api/tags, the fast nginx upstream, no access logs
 #   tags_fast_logged  the same, both fronts writing their per-request access log to a file
 #   ndjson_sim        POST /api/generate, 20 NDJSON frames back to back from the simulator
-# (wrk -t2 -c32, both fronts with 2 workers). The CPU time of every process on the path is read
+# (wrk -t2 -c32, both fronts with 2 workers; CONNS=1 runs wrk -t1 -c1 instead: the CPU of one
+# request at a time, where the added p50 at one connection comes from). The CPU time of every process on the path is read
 # from /proc (utime and stime of the front's processes and of the upstream, wrk's own from
 # /usr/bin/time) and divided by the requests served: microseconds of CPU per request for the
 # front (user and system), the upstream and the load generator, plus the front's context
@@ -21,6 +22,8 @@ cd "$(dirname "$0")/../.."
 secs=${1:-5}
 rounds=${2:-5}
 regime=${3:-tags_fast}
+conns=${CONNS:-32}
+wrk_threads=2; [ "$conns" -lt 2 ] && wrk_threads=1
 . tests/perf/common.sh
 need wrk nginx python3 curl
 [ -x /usr/bin/time ] || { echo "/usr/bin/time is required (apt-get install time)" >&2; exit 1; }
@@ -74,7 +77,7 @@ for r in $(seq "$rounds"); do
     read -r -a front <<<"$(procs "${front_port[$t]}")"
     read -r fu0 fs0 v0 n0 < <(usage "${front[@]}")
     read -r uu0 us0 _ _ < <(usage "${upstream[@]}")
-    out=$({ /usr/bin/time -f "WRKCPU %U %S" wrk -t2 -c32 -d"${secs}s" "${script[@]}" "http://127.0.0.1:${front_port[$t]}$path"; } 2>&1)
+    out=$({ /usr/bin/time -f "WRKCPU %U %S" wrk -t"$wrk_threads" -c"$conns" -d"${secs}s" "${script[@]}" "http://127.0.0.1:${front_port[$t]}$path"; } 2>&1)
     read -r fu1 fs1 v1 n1 < <(usage "${front[@]}")
     read -r uu1 us1 _ _ < <(usage "${upstream[@]}")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -85,10 +88,10 @@ for r in $(seq "$rounds"); do
     echo "round $r $t: $rps req/s"
   done
 done
-python3 - "$results" "$hz" "$(nproc)" "$regime" <<'PY'
+python3 - "$results" "$hz" "$(nproc)" "$regime" "$conns" <<'PY'
 import statistics, sys
 hz, cores = int(sys.argv[2]), int(sys.argv[3])
-print(f"\nregime {sys.argv[4]}")
+print(f"\nregime {sys.argv[4]}, {sys.argv[5]} connection(s)")
 rows = {}
 for line in open(sys.argv[1]):
     t, rps, reqs, fu, fs, up, wu, ws, vol, inv = line.split("\t")
