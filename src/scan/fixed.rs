@@ -105,6 +105,12 @@ impl Clock {
     /// skipped) when its time is outside what the engine holds.
     pub(super) fn step(&mut self, local: NaiveDateTime, counters: &mut Counters) -> Option<Step> {
         let at = self.zone.utc_of(local);
+        self.step_at(at, counters)
+    }
+
+    /// [`Clock::step`] for a line whose instant is already known (a fixed zone's lines are
+    /// converted while parsing: [`LogZone::fixed_utc_of`]).
+    pub(super) fn step_at(&mut self, at: DateTime<Utc>, counters: &mut Counters) -> Option<Step> {
         let t = at.timestamp();
         if !SUPPORTED_EPOCH_SECS.contains(&t) {
             counters.skip(Skip::TimeOutOfRange);

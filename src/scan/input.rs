@@ -15,7 +15,7 @@ use flate2::bufread::MultiGzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Read buffer size: large enough that refills are rare against the per-line cost.
-const BUF_BYTES: usize = 256 * 1024;
+const BUF_BYTES: usize = 128 * 1024;
 
 /// One input stream and the name used in error messages.
 ///

@@ -5,7 +5,9 @@
 //! for the same value (`57.20` is a valid JSON number; JSON readers see `57.2`).
 
 use std::borrow::Borrow;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use chrono::DateTime;
 
@@ -54,15 +56,15 @@ impl OutputFormat {
 /// Rows per formatting chunk: each chunk is written to a buffer of its own (on its own
 /// thread when `threads` > 1), then the buffers go out in order.
 #[cfg(not(test))]
-const CHUNK_ROWS: usize = 16 * 1024;
+const CHUNK_ROWS: usize = 4 * 1024;
 /// Small in tests, so that small inputs take the chunked and piecewise paths too.
 #[cfg(test)]
 const CHUNK_ROWS: usize = 64;
 
 /// Writes the rows of sorted `runs` (one per engine shard) in output order, as
 /// [`write_rows`] writes them merged: the same bytes. With several runs and `threads` > 1,
-/// the merge is cut into pieces ([`pieces`]) that are merged and formatted on up to
-/// `threads` threads, round by round, and written in order; `table` (which measures every
+/// the merge is cut into pieces ([`pieces`]) that are merged and formatted on `threads`
+/// threads and written in order; `table` (which measures every
 /// row first) is merged whole.
 pub(crate) fn write_runs<'a>(
     format: OutputFormat,
@@ -81,11 +83,11 @@ pub(crate) fn write_runs<'a>(
         _ => return write_rows(format, &merge(runs), threads, out),
     };
     let cut = pieces(runs, total.div_ceil(CHUNK_ROWS));
-    // Per thread: the piece's rows in order, and their bytes; both reused round after round.
-    let mut bufs: Vec<(Vec<&'a Row>, Vec<u8>)> = vec![(Vec::new(), Vec::new()); threads];
-    in_rounds(
+    // Per buffer: a piece's rows in order, and their bytes; both reused piece after piece.
+    in_order(
         &cut,
-        &mut bufs,
+        threads,
+        || (Vec::<&'a Row>::new(), Vec::new()),
         |piece, (rows, bytes)| {
             merge_piece(runs, piece, rows);
             bytes.clear();
@@ -99,30 +101,121 @@ pub(crate) fn write_runs<'a>(
     )
 }
 
-/// Runs `work` on `jobs` in rounds of one job per buffer in `bufs` (the first on the calling
-/// thread, the others on threads of their own), and writes what each job left in its buffer
-/// (`bytes`) in job order after each round.
-fn in_rounds<J: Sync, B: Send>(
+/// Runs `work` on every job on `threads` threads of their own, each taking the next job
+/// and a free buffer, and writes what each job left in its buffer (`bytes`) in job order on
+/// the calling thread, as soon as that job is done. `threads` + 2 buffers circulate, so
+/// at most that many jobs' bytes are held at once.
+///
+/// Why: jobs ran in rounds of one per thread, with the bytes written between rounds, and
+/// a round lasted as long as its slowest job: on two cores, one thread worked while the
+/// other waited for most of the output phase (README, "Performance").
+fn in_order<J: Sync, B: Send>(
     jobs: &[J],
-    bufs: &mut [B],
+    threads: usize,
+    new_buf: impl Fn() -> B,
     work: impl Fn(&J, &mut B) + Sync,
     bytes: impl Fn(&B) -> &[u8],
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let work = &work;
-    for round in jobs.chunks(bufs.len().max(1)) {
-        std::thread::scope(|scope| {
-            let (mine, theirs) = bufs.split_at_mut(1);
-            for (job, buf) in round[1..].iter().zip(theirs.iter_mut()) {
-                scope.spawn(move || work(job, buf));
+    let threads = threads.clamp(1, jobs.len().max(1));
+    let pool = Mutex::new(Pool {
+        free: (0..threads + 2).map(|_| new_buf()).collect(),
+        next: 0,
+        done: BTreeMap::new(),
+        stop: false,
+    });
+    let changed = Condvar::new();
+    let (pool, changed, work) = (&pool, &changed, &work);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(move || {
+                let _stop = StopOnPanic(pool, changed);
+                while let Some((job, mut buf)) = Pool::take(pool, changed, jobs.len()) {
+                    work(&jobs[job], &mut buf);
+                    lock(pool).done.insert(job, buf);
+                    changed.notify_all();
+                }
+            });
+        }
+        let mut written = Ok(());
+        for job in 0..jobs.len() {
+            let Some(buf) = Pool::finished(pool, changed, job) else {
+                // A worker panicked: the scope passes the panic on.
+                break;
+            };
+            written = out.write_all(bytes(&buf));
+            let mut st = lock(pool);
+            st.free.push(buf);
+            st.stop |= written.is_err();
+            drop(st);
+            changed.notify_all();
+            if written.is_err() {
+                break;
             }
-            work(&round[0], &mut mine[0]);
-        });
-        for buf in &bufs[..round.len()] {
-            out.write_all(bytes(buf))?;
+        }
+        written
+    })
+}
+
+/// The buffers and jobs [`in_order`]'s threads share.
+struct Pool<B> {
+    /// Buffers free for a next job.
+    free: Vec<B>,
+    /// The next job to take.
+    next: usize,
+    /// Jobs done and not yet written, with their buffers.
+    done: BTreeMap<usize, B>,
+    /// Writing failed or a worker panicked: nobody takes another job.
+    stop: bool,
+}
+
+impl<B> Pool<B> {
+    /// The next job and a buffer for it; `None` when there is none left (or `stop`). A
+    /// job is taken only with a buffer, in job order: the lowest job not yet written always
+    /// has its buffer, so the writer never waits on a job that waits for a buffer.
+    fn take(pool: &Mutex<Pool<B>>, changed: &Condvar, jobs: usize) -> Option<(usize, B)> {
+        let mut st = lock(pool);
+        loop {
+            if st.stop || st.next >= jobs {
+                return None;
+            }
+            if let Some(buf) = st.free.pop() {
+                st.next += 1;
+                return Some((st.next - 1, buf));
+            }
+            st = changed.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
     }
-    Ok(())
+
+    /// The buffer of `job` once it is done; `None` when a worker panicked.
+    fn finished(pool: &Mutex<Pool<B>>, changed: &Condvar, job: usize) -> Option<B> {
+        let mut st = lock(pool);
+        loop {
+            if let Some(buf) = st.done.remove(&job) {
+                return Some(buf);
+            }
+            if st.stop {
+                return None;
+            }
+            st = changed.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Sets `stop` when a worker unwinds, so that the writer stops waiting for its job.
+struct StopOnPanic<'a, B>(&'a Mutex<Pool<B>>, &'a Condvar);
+
+impl<B> Drop for StopOnPanic<'_, B> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            lock(self.0).stop = true;
+            self.1.notify_all();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Writes `rows` (already in output order (README, "scan")) in `format`. `jsonl` and `csv`
@@ -161,12 +254,12 @@ pub(crate) fn write_rows<R: Borrow<Row> + Sync>(
             out.write_all(&buf)
         });
     }
-    // Rounds of `threads` chunks: formatted in parallel, written in order.
+    // Chunks formatted in parallel, written in order.
     let chunks: Vec<&[R]> = rows.chunks(CHUNK_ROWS).collect();
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); threads];
-    in_rounds(
+    in_order(
         &chunks,
-        &mut bufs,
+        threads,
+        Vec::new,
         |chunk, buf| format_chunk(chunk, buf),
         |buf| buf,
         out,

@@ -10,9 +10,9 @@
 //! summary and the errors are the same as with `--threads 1`, byte for byte.
 //!
 //! Pipeline (std scoped threads and bounded channels, no new dependency):
-//! - a reader thread splits the inputs into lines ([`LineSplitter`], the same bounded
-//!   splitter as the single-threaded path) and packs them into batches of about
-//!   [`BATCH_BYTES`], numbered in input order;
+//! - a reader thread reads the inputs into batches of about [`BATCH_BYTES`] ([`Batches`]:
+//!   read straight into the batch and cut into lines in place, the same lines as the
+//!   single-threaded path's splitter gives), numbered in input order;
 //! - `N` parser threads: batch `i` goes to parser `i % N`, which returns one
 //!   `Result<Parsed, Skip>` per line;
 //! - the calling thread takes the results from parser `0, 1, .., N-1, 0, ..` in turn — the
@@ -21,21 +21,23 @@
 //! Small inputs pay no thread start-up: the calling thread reads the first batch itself,
 //! and when the inputs end inside it, scans it inline.
 
+use std::io::{self, BufRead};
 use std::ops::Range;
 use std::sync::mpsc;
 use std::thread;
 
 use super::driver::{Counters, Scanner, Skip};
-use super::input::{Input, Line, LineSplitter};
+use super::input::Input;
 use super::row::Rows;
 use super::ScanError;
 
-/// Bytes of line text per batch: large enough that a batch (about 10 000 lines) costs far
-/// more to parse than to pass between threads, small enough that several fit in cache-sized
-/// memory per thread.
+/// Bytes read per batch (about 5 000 lines): large enough that a batch costs far more to
+/// parse than to pass between threads, small enough that the batches in flight stay in
+/// cache-sized memory. Above the inputs' read buffer (`input::BUF_BYTES`), so that a batch
+/// is read from the file straight into its own buffer, not copied through that one.
 /// (Tests: 4 KiB, so that small samples run through many batches and every parser.)
 #[cfg(not(test))]
-pub(super) const BATCH_BYTES: usize = 1 << 20;
+pub(super) const BATCH_BYTES: usize = 256 * 1024;
 #[cfg(test)]
 pub(super) const BATCH_BYTES: usize = 4096;
 
@@ -43,29 +45,18 @@ pub(super) const BATCH_BYTES: usize = 4096;
 /// slow engine holds back the reader instead of buffering the whole input.
 const QUEUE: usize = 2;
 
-/// Lines packed end to end; `None` stands for a line over the limit.
+/// A run of input read in one piece, and the lines in it; `None` stands for a line over
+/// the limit.
 #[derive(Debug, Default)]
 pub(super) struct Batch {
+    /// The bytes read are `data[..filled]`; the rest was zeroed once and is reused when the
+    /// batch is refilled (reading into it needs no zeroing again).
     pub(super) data: Vec<u8>,
+    filled: usize,
     pub(super) lines: Vec<Option<Range<usize>>>,
 }
 
 impl Batch {
-    fn push(&mut self, kind: Line, line: &[u8]) {
-        match kind {
-            Line::Text => {
-                let start = self.data.len();
-                self.data.extend_from_slice(line);
-                self.lines.push(Some(start..self.data.len()));
-            }
-            Line::TooLong => self.lines.push(None),
-        }
-    }
-
-    fn full(&self) -> bool {
-        self.data.len() >= BATCH_BYTES
-    }
-
     fn parse<S: Scanner>(&self) -> Vec<Result<S::Parsed, Skip>> {
         self.lines
             .iter()
@@ -77,12 +68,22 @@ impl Batch {
     }
 }
 
-/// The inputs, one after the other, cut into batches.
+/// The inputs, one after the other, read into batches and cut into lines in place: the
+/// same lines as [`LineSplitter`](super::input::LineSplitter) gives (a line holds its `\n`
+/// if it had one; a line whose text, `\n` excluded, is over the limit is a `None`; the
+/// last line of an input may lack its `\n`; inputs do not run into each other).
+///
+/// Why: the batches were filled line by line from the splitter, each line copied out of
+/// the read buffer; on the row-heavy corpus that copy and its bookkeeping were 4 % of a
+/// two-thread scan's CPU (README, "Performance").
 pub(super) struct Batches {
     inputs: std::vec::IntoIter<Input>,
     current: Option<Input>,
-    lines: LineSplitter,
     max_line: usize,
+    /// The start of the line the previous batch ended in, to begin the next one.
+    carry: Vec<u8>,
+    /// Inside a line already given as too long: its bytes up to its `\n` are dropped.
+    skipping: bool,
 }
 
 impl Batches {
@@ -90,52 +91,131 @@ impl Batches {
         Batches {
             inputs: inputs.into_iter(),
             current: None,
-            lines: LineSplitter::new(max_line),
-            max_line,
+            max_line: max_line.max(1),
+            carry: Vec::new(),
+            skipping: false,
         }
     }
 
     /// The next batch: full, or the last one (then `done` is true). Empty only at the end.
     pub(super) fn next(&mut self) -> Result<(Batch, bool), ScanError> {
         self.refill(Batch {
-            data: Vec::with_capacity(BATCH_BYTES + 4096),
+            data: Vec::new(),
+            filled: 0,
             lines: Vec::with_capacity(BATCH_BYTES / 64),
         })
     }
 
     /// [`Batches::next`] into a batch that held an earlier one (its buffers are reused).
     pub(super) fn refill(&mut self, mut batch: Batch) -> Result<(Batch, bool), ScanError> {
-        batch.data.clear();
         batch.lines.clear();
+        batch.filled = 0;
+        grow(&mut batch, self.carry.len());
+        batch.data[..self.carry.len()].copy_from_slice(&self.carry);
+        batch.filled = self.carry.len();
+        self.carry.clear();
+        // `data[..cut]` is cut into lines; `data[cut..searched]` holds no `\n`.
+        let (mut cut, mut searched) = (0, 0);
         loop {
+            if batch.filled >= BATCH_BYTES && !batch.lines.is_empty() {
+                self.carry.extend_from_slice(&batch.data[cut..batch.filled]);
+                batch.filled = cut;
+                return Ok((batch, false));
+            }
             let input = match &mut self.current {
                 Some(input) => input,
                 None => match self.inputs.next() {
-                    Some(input) => {
-                        self.lines = LineSplitter::new(self.max_line);
-                        self.current.insert(input)
-                    }
+                    Some(input) => self.current.insert(input),
                     None => return Ok((batch, true)),
                 },
             };
-            let ended = self
-                .lines
-                .each_until(&mut *input.reader, |kind, line| {
-                    batch.push(kind, line);
-                    !batch.full()
-                })
-                .map_err(|source| ScanError::Read {
+            // Up to the batch size; one batch size more when the batch is one unfinished
+            // line (a line may be longer than a batch).
+            let room = BATCH_BYTES - batch.filled % BATCH_BYTES;
+            let got = read_into(&mut *input.reader, &mut batch, room).map_err(|source| {
+                ScanError::Read {
                     input: input.name.clone(),
                     source,
-                })?;
-            if ended {
+                }
+            })?;
+            self.cut(&mut batch, &mut cut, &mut searched);
+            if got < room {
+                // The end of this input: its last line may lack its `\n`.
+                if !self.skipping && batch.filled > cut {
+                    let end = batch.filled;
+                    batch
+                        .lines
+                        .push((end - cut <= self.max_line).then_some(cut..end));
+                }
+                self.skipping = false;
+                cut = batch.filled;
+                searched = cut;
                 self.current = None;
-            }
-            if batch.full() {
-                return Ok((batch, false));
             }
         }
     }
+
+    /// Cuts the whole lines after `cut` into `batch.lines`, moving `cut` past them. An
+    /// unfinished line already over the limit is given as too long now and its bytes dropped
+    /// (with those that follow up to its `\n`: `skipping`).
+    fn cut(&mut self, batch: &mut Batch, cut: &mut usize, searched: &mut usize) {
+        loop {
+            let from = (*cut).max(*searched);
+            let Some(off) = memchr::memchr(b'\n', &batch.data[from..batch.filled]) else {
+                *searched = batch.filled;
+                if !self.skipping && batch.filled - *cut > self.max_line {
+                    batch.lines.push(None);
+                    self.skipping = true;
+                }
+                if self.skipping {
+                    batch.filled = *cut;
+                    *searched = *cut;
+                }
+                return;
+            };
+            let end = from + off + 1;
+            if self.skipping {
+                batch.data.copy_within(end..batch.filled, *cut);
+                batch.filled -= end - *cut;
+                self.skipping = false;
+                *searched = *cut;
+                continue;
+            }
+            let text = end - 1 - *cut;
+            batch
+                .lines
+                .push((text <= self.max_line).then_some(*cut..end));
+            *cut = end;
+            *searched = end;
+        }
+    }
+}
+
+/// Makes room for `more` bytes after `batch.filled` (zeroed the first time only).
+fn grow(batch: &mut Batch, more: usize) {
+    let want = batch.filled + more;
+    if batch.data.len() < want {
+        batch.data.resize(want, 0);
+    }
+}
+
+/// Reads up to `room` bytes into `batch` after what it holds: fewer only at the end of the
+/// input. Reads of at least the inputs' buffer size go from the file straight into the
+/// batch ([`std::io::BufReader`] passes them through).
+fn read_into(reader: &mut dyn BufRead, batch: &mut Batch, room: usize) -> io::Result<usize> {
+    grow(batch, room);
+    let start = batch.filled;
+    let mut got = 0;
+    while got < room {
+        match reader.read(&mut batch.data[start + got..start + room]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    batch.filled += got;
+    Ok(got)
 }
 
 /// Scans `inputs` with `threads` parser threads (at least 2), feeding `scanner` in order.

@@ -51,7 +51,12 @@ impl Row {
 }
 
 /// Rows per chunk of [`Rows`] (about 480 KiB).
+#[cfg(not(test))]
 const CHUNK: usize = 4096;
+/// Small in tests, so that the rows of small samples fill several chunks and the sharded
+/// scan sorts them in several parts ([`Rows::split`]).
+#[cfg(test)]
+const CHUNK: usize = 16;
 
 /// Rows in engine order, kept in fixed-size chunks.
 ///
@@ -82,6 +87,23 @@ impl Rows {
     /// The number of rows.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The rows cut into at most `parts` runs of whole chunks, in order (no empty part).
+    ///
+    /// Why: sorting is the last work of a sharded scan's shard, and a shard with more rows
+    /// sorted alone while the other threads waited (README, "Performance"); its parts are
+    /// sorted by whichever thread is free, and merged as runs in this order.
+    pub(crate) fn split(self, parts: usize) -> Vec<Rows> {
+        let per = self.chunks.len().div_ceil(parts.max(1)).max(1);
+        let mut chunks = self.chunks.into_iter().peekable();
+        let mut out = Vec::new();
+        while chunks.peek().is_some() {
+            let part: Vec<Vec<Row>> = chunks.by_ref().take(per).collect();
+            let len = part.iter().map(Vec::len).sum();
+            out.push(Rows { chunks: part, len });
+        }
+        out
     }
 
     /// Row `i` (every chunk but the last is full).
@@ -181,9 +203,10 @@ impl Run {
     }
 }
 
-/// The rows of all `runs` in output order. Rows of different runs never compare equal when
-/// the runs are source shards (equal rows have the same `src`); on a tie the earlier run
-/// goes first.
+/// The rows of all `runs` in output order. Rows that compare equal have the same `src`,
+/// hence come from one engine shard: from one run, or from parts of one shard's rows
+/// ([`Rows::split`]) given as runs in engine order. On a tie the earlier run goes first, so
+/// they keep the engine's order.
 pub(crate) fn merge(runs: &[Run]) -> Vec<&Row> {
     let mut out = Vec::new();
     if let [run] = runs {
@@ -207,48 +230,62 @@ pub(crate) type Piece = Vec<std::ops::Range<usize>>;
 /// had finished (about 30 ms and 100 ms for 213 000 rows, a sixth of a two-thread run); pieces
 /// are merged and formatted on every thread.
 ///
-/// How: a piece ends, in every run, before the first row not below its pivot, a row of the
-/// largest run chosen (by binary search) so that the pieces are of even size. Rows of different runs never compare equal
-/// (source shards), and rows equal to each other in one run stay together on the same side
-/// of every pivot, in their order, so every row lands where the whole merge puts it.
+/// How: a piece ends, in every run, before the first row not below its pivot: of rows
+/// sampled from every run, the first with the piece's share of all rows below it (binary
+/// search), so that the pieces are of even size even when each run covers a different
+/// stretch of the order (the parts of one shard's rows). Rows equal to
+/// each other, in one run or several, are all below a pivot or all not: they stay together
+/// in one piece, where the merge keeps their order, so every row lands where the whole merge
+/// puts it.
 pub(crate) fn pieces(runs: &[Run], pieces: usize) -> Vec<Piece> {
-    let Some(widest) = runs.iter().max_by_key(|r| r.len()) else {
-        return Vec::new();
-    };
     let total: usize = runs.iter().map(Run::len).sum();
     let pieces = pieces.clamp(1, total.max(1));
-    // Where each run's rows below the pivot at `at` (of the widest run) end.
-    let bounds = |at: usize| -> Vec<usize> {
-        let i = widest.order[at];
-        let (key, row) = (sort_key(widest.rows.get(i), i), widest.rows.get(i));
+    // Where each run's rows below `pivot` end.
+    let bounds = |pivot: (&SortKey, &Row)| -> Vec<usize> {
         runs.iter()
             .map(|run| {
                 run.order.partition_point(|&j| {
                     let other = run.rows.get(j);
-                    key_order((&sort_key(other, j), other), (&key, row)).is_lt()
+                    key_order((&sort_key(other, j), other), pivot).is_lt()
                 })
             })
             .collect()
     };
+    let below = |pivot: (&SortKey, &Row)| bounds(pivot).iter().sum::<usize>();
+    // Candidate pivots: rows of every run at even steps, two per piece in each run, in
+    // output order. Between two candidates lie fewer than half a piece's share of rows
+    // (fewer than a step in each run), so each piece is within half a share of even.
+    let mut candidates: Vec<(SortKey, &Row)> = runs
+        .iter()
+        .flat_map(|run| {
+            let step = (run.len() / (2 * pieces)).max(1);
+            (0..run.len()).step_by(step).map(move |at| row_at(run, at))
+        })
+        .collect();
+    candidates.sort_by(|a, b| key_order((&a.0, a.1), (&b.0, b.1)));
     let mut out = Vec::new();
     let mut from = vec![0usize; runs.len()];
+    let mut first = 0;
     for p in 1..pieces {
-        // The first pivot with at least p / pieces of all rows below it: pieces of even
-        // size whatever the runs' shares of each stretch of the order.
+        // The first candidate with at least p / pieces of all rows below it (the number
+        // below grows along the candidates; pivots only move forward).
         let want = total * p / pieces;
-        let (mut at, mut hi) = (0, widest.len());
+        let (mut at, mut hi) = (first, candidates.len());
         while at < hi {
             let mid = at + (hi - at) / 2;
-            if bounds(mid).iter().sum::<usize>() < want {
+            let (key, row) = &candidates[mid];
+            if below((key, row)) < want {
                 at = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        if at >= widest.len() {
+        first = at;
+        let pivot = candidates.get(at);
+        let Some((key, row)) = pivot else {
             break;
-        }
-        let to = bounds(at);
+        };
+        let to = bounds((key, row));
         let piece: Piece = from.iter().zip(&to).map(|(&a, &b)| a..b).collect();
         if piece.iter().any(|r| !r.is_empty()) {
             out.push(piece);
@@ -264,6 +301,12 @@ pub(crate) fn pieces(runs: &[Run], pieces: usize) -> Vec<Piece> {
         out.push(last);
     }
     out
+}
+
+/// Row `at` of `run`'s output order, with its sort key.
+fn row_at(run: &Run, at: usize) -> (SortKey, &Row) {
+    let i = run.order[at];
+    (sort_key(run.rows.get(i), i), run.rows.get(i))
 }
 
 /// The rows of `piece` in output order, into `out` (cleared first).
@@ -346,17 +389,27 @@ mod tests {
             let run = Run::sorted(rows.iter().cloned().collect(), threads);
             assert!(merge(&[run]) == want, "--threads {threads}");
         }
-        // Split by `src` into shards of engine order, as the sharded scan leaves them.
-        for shards in [2, 3] {
+        // Split by `src` into shards of engine order, as the sharded scan leaves them, and
+        // each shard's rows into parts sorted apart, given as runs in engine order.
+        for (shards, parts) in [(2, 1), (3, 1), (2, 2), (3, 4)] {
             let runs: Vec<Run> = (0..shards)
-                .map(|s| {
-                    let mine = rows.iter().filter(|r| r.src.len() % shards == s);
-                    Run::sorted(mine.cloned().collect(), 1)
+                .flat_map(|s| {
+                    let mine = rows.iter().filter(move |r| r.src.len() % shards == s);
+                    let mine: Rows = mine.cloned().collect();
+                    let split = mine.split(parts);
+                    assert_eq!(split.len(), parts, "{shards} shards");
+                    split.into_iter().map(|part| Run::sorted(part, 1))
                 })
                 .collect();
-            assert!(merge(&runs) == want, "{shards} shards");
+            let shards = format!("{shards} shards in {parts} parts");
+            assert!(merge(&runs) == want, "{shards}");
             // Cut into pieces merged apart: the same order, whatever the number of pieces.
             for n in [1, 2, 3, 7, 64, 1_000, 200_000] {
+                if parts > 1 && n > 1_000 {
+                    // One piece per row (clamped) is checked on the unsplit runs; here it
+                    // would take minutes in a debug build.
+                    continue;
+                }
                 let cut = pieces(&runs, n);
                 assert!(cut.len() <= n, "{n} pieces: {}", cut.len());
                 let mut all: Vec<&Row> = Vec::new();
@@ -366,10 +419,10 @@ mod tests {
                     assert!(!one.is_empty());
                     all.extend(&one);
                 }
-                assert!(all == want, "{shards} shards, {n} pieces");
+                assert!(all == want, "{shards}, {n} pieces");
                 // Even pieces: none more than twice its share (rows of one key never split).
                 if n <= 7 {
-                    assert_eq!(cut.len(), n, "{shards} shards");
+                    assert_eq!(cut.len(), n, "{shards}");
                     let most = cut.iter().map(|p| p.iter().map(|r| r.len()).sum::<usize>());
                     assert!(most.max().unwrap() <= 2 * want.len() / n, "{n} pieces");
                 }

@@ -4,15 +4,16 @@
 //! IPv6 network), so the engine's work splits into `N` engines, one per *shard* of the
 //! sources, each seeing the records of its sources in log order. What is global (the zone
 //! conversion, the watermark, ticks and time breaks: the [`Clock`]) every shard computes
-//! for itself over every line, in line order. Each shard therefore sees, for each of its keys,
-//! exactly the sequence of records, ticks and breaks the single engine sees, and gives the
-//! same rows for it, in the same order.
+//! for itself over every line, in line order, from each line's [`Stamp`] (its time, already
+//! converted while parsing when the zone is a fixed offset, and its source's bucket). Each
+//! shard therefore sees, for each of its keys, exactly the sequence of records, ticks and
+//! breaks the single engine sees, and gives the same rows for it, in the same order.
 //!
 //! Pipeline: `N` workers, each of them one shard, and no other thread. A worker's next job
 //! is, in this order of preference:
 //! - *consume* the next batch in input order once it is parsed: run its own copy of the
-//!   clock over every line of the batch (so every shard ticks and breaks exactly where the
-//!   single engine does) and count the records of its own sources;
+//!   clock over the stamps of every line of the batch (so every shard ticks and breaks
+//!   exactly where the single engine does) and count the records of its own sources;
 //! - else *produce*: read the next batch of lines (one reader at a time, so batches are
 //!   numbered in input order), parse it, and publish it, shared read-only, for all shards;
 //! - else wait for a batch another worker is parsing.
@@ -32,9 +33,13 @@
 //! Which shard counts a source is decided as the records come ([`Balance`]), the same way
 //! in every shard.
 //!
-//! Merging: each shard sorts its rows (stable) in output order, and the sorted runs are
-//! merged. Two rows that compare equal have the same `src`, hence come from the same shard,
-//! where they keep the single engine's order: the output is byte-identical.
+//! Sorting and merging: when a shard has counted every batch, it cuts its rows into
+//! [`SORT_PARTS`] parts in engine order and leaves them to be sorted (stable, in output
+//! order) by whichever worker is free, the largest first; a worker waits for the others'
+//! rows until every shard has left its own. The sorted parts are merged as runs, by shard
+//! and part. Two rows that compare equal have the same `src`, hence come from the same
+//! shard, where the merge keeps them in the order of its parts, and each part in the single
+//! engine's order: the output is byte-identical.
 //!
 //! The one global state left is the key cap (`max_tracked_keys`): the single engine evicts
 //! when its total key count reaches it. Each shard records its peak key count; when the
@@ -44,15 +49,16 @@
 //! scans the inputs again with one engine.
 
 use std::collections::BTreeMap;
-use std::hash::BuildHasher;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
 
 use super::driver::{Counters, Scanner, Skip};
 use super::fixed::{Clock, Counting, FixedScan, Request};
 use super::input::Input;
 use super::parallel::{Batch, Batches};
-use super::row::Run;
+use super::row::{Rows, Run};
 use super::zone::LogZone;
 use super::ScanError;
 use crate::detect::{EngineOptions, Rule, SourceKey};
@@ -60,19 +66,55 @@ use crate::detect::{EngineOptions, Rule, SourceKey};
 /// Batches read in front of the slowest shard, per worker (plus [`AHEAD`] once): enough
 /// that every worker can parse one while the others count, and none waits on a momentarily
 /// slow one; few enough that memory stays a few MiB per worker.
-const AHEAD_PER_WORKER: u64 = 2;
+const AHEAD_PER_WORKER: u64 = 1;
 const AHEAD: u64 = 2;
 
 /// Source buckets: a source's bucket is a hash of its [`SourceKey`], and whole buckets are
 /// given to shards ([`Balance`]). Many more buckets than busy sources, so that two heavy
 /// sources seldom share one.
-const BUCKETS: usize = 4096;
+const BUCKET_BITS: u32 = 12;
+const BUCKETS: usize = 1 << BUCKET_BITS;
 
-/// One batch as parsed, shared by the shards: each line's request (or why it is skipped)
-/// and its source's bucket.
+/// One batch as parsed, shared by the shards: each line's request (or why it is skipped),
+/// and for each line the little every shard reads of it.
 struct Parsed {
     lines: Vec<Result<Request, Skip>>,
-    bucket_of: Vec<u16>,
+    stamps: Vec<Stamp>,
+}
+
+/// What every shard reads of every line: its time for the clock, and its source's bucket.
+/// A shard reads the line's [`Request`] only for the records it counts itself.
+///
+/// Why: every shard runs the clock over every line. Walking the requests themselves (about
+/// 100 bytes each, written by the core that parsed them) and converting each line's time
+/// once per shard cost the two-thread scan 9 % more instructions than one thread
+/// (README, "Performance").
+#[derive(Clone, Copy)]
+struct Stamp {
+    when: When,
+    bucket: u16,
+}
+
+#[derive(Clone, Copy)]
+enum When {
+    /// Skipped while parsing.
+    Skipped(Skip),
+    /// The line's instant: the zone is a fixed offset, converted while parsing.
+    At(DateTime<Utc>),
+    /// The line's local time in a named zone, converted in log order by the clock.
+    Local(NaiveDateTime),
+}
+
+/// The bucket of a source: the top bits of a multiplicative hash of its key.
+///
+/// Why not the engine's hasher: a general hash of the 24-byte key cost 76 instructions a
+/// line; any spread of sources over buckets gives the same rows (each source lives in one
+/// shard), and a skewed one costs only balance.
+fn bucket(key: &SourceKey) -> u16 {
+    let [a, b, c] = key.words();
+    let mixed = (a ^ b.rotate_left(32) ^ c.rotate_left(48)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // The top `BUCKET_BITS` bits: below `BUCKETS`, which fits in a u16.
+    (mixed >> (u64::BITS - BUCKET_BITS)) as u16
 }
 
 /// Which shard counts each bucket, decided the first time a bucket is seen: the shard with
@@ -140,6 +182,13 @@ struct State {
     aborted: bool,
     /// Batch 0, read by the calling thread to see whether threads are worth starting.
     first: Option<Batch>,
+    /// Parts of the shards' rows to sort, by (shard, part): each shard leaves its rows here
+    /// once it has counted every batch.
+    to_sort: Vec<((usize, usize), Rows)>,
+    /// The sorted parts, by (shard, part).
+    sorted: Vec<((usize, usize), Run)>,
+    /// Shards that have left their rows.
+    rows_left: usize,
 }
 
 struct Shared {
@@ -149,12 +198,16 @@ struct Shared {
     batches: Mutex<Batches>,
     shards: usize,
     ipv6_prefix: u8,
-    hasher: foldhash::fast::FixedState,
+    zone: LogZone,
 }
 
-/// What a worker gives back: its rows (sorted), its counters (late records included)
-/// and its peak key count.
-type ShardResult = (Run, Counters, usize);
+/// What a worker gives back: its counters (late records included) and its peak key count.
+/// (Its rows, sorted, are in [`State::sorted`].)
+type ShardResult = (Counters, usize);
+
+/// Parts a shard's rows are cut into for sorting: the shard that finishes first sorts part
+/// of the other's rows.
+const SORT_PARTS: usize = 2;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -206,12 +259,15 @@ pub(super) fn scan(
             error: None,
             aborted: false,
             first: Some(first),
+            to_sort: Vec::new(),
+            sorted: Vec::new(),
+            rows_left: 0,
         }),
         changed: Condvar::new(),
         batches: Mutex::new(batches),
         shards,
         ipv6_prefix: options.ipv6_prefix,
-        hasher: foldhash::fast::FixedState::with_seed(0x5eed),
+        zone,
     };
     let results: Vec<ShardResult> = thread::scope(|scope| {
         let handles: Vec<_> = workers
@@ -228,23 +284,25 @@ pub(super) fn scan(
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    if let Some(error) = lock(&shared.state).error.take() {
+    let mut st = lock(&shared.state);
+    if let Some(error) = st.error.take() {
         return Err(error);
     }
-    let peaks: usize = results.iter().map(|(_, _, peak)| peak).sum();
+    let peaks: usize = results.iter().map(|(_, peak)| peak).sum();
     if peaks >= options.max_tracked_keys {
         return Ok(None);
     }
-    let mut runs = Vec::with_capacity(results.len());
-    for (shard, (run, shard_counters, _)) in results.into_iter().enumerate() {
+    for (shard, (shard_counters, _)) in results.into_iter().enumerate() {
         if shard == 0 {
             counters.absorb(&shard_counters);
         } else {
             counters.late += shard_counters.late;
         }
-        runs.push(run);
     }
-    Ok(Some(runs))
+    // Runs in engine order: by shard, and a shard's parts in their order.
+    let mut sorted = std::mem::take(&mut st.sorted);
+    sorted.sort_unstable_by_key(|(at, _)| *at);
+    Ok(Some(sorted.into_iter().map(|(_, run)| run).collect()))
 }
 
 /// Sets `aborted` when a worker unwinds, so the others stop waiting for its batch.
@@ -268,31 +326,36 @@ enum Job {
 }
 
 impl Shared {
-    /// Parses one batch and finds each request's source bucket, into `parsed` (empty).
+    /// Parses one batch, with each line's stamp, into `parsed` (empty).
     fn parse(&self, batch: &Batch, parsed: Parsed) -> Parsed {
         let Parsed {
             mut lines,
-            mut bucket_of,
+            mut stamps,
         } = parsed;
         lines.reserve(batch.lines.len());
-        bucket_of.reserve(batch.lines.len());
+        stamps.reserve(batch.lines.len());
         for line in &batch.lines {
             let parsed = match line {
                 Some(range) => FixedScan::parse(&batch.data[range.clone()]),
                 None => Err(Skip::TooLong),
             };
-            let bucket = match &parsed {
-                Ok(req) => {
-                    let key = SourceKey::new(req.src(), self.ipv6_prefix);
-                    // Below `BUCKETS`, which fits in a u16.
-                    (self.hasher.hash_one(key.words()) % BUCKETS as u64) as u16
-                }
-                Err(_) => 0,
+            let stamp = match &parsed {
+                Ok(req) => Stamp {
+                    when: match self.zone.fixed_utc_of(req.local) {
+                        Some(at) => When::At(at),
+                        None => When::Local(req.local),
+                    },
+                    bucket: bucket(&SourceKey::new(req.src(), self.ipv6_prefix)),
+                },
+                Err(why) => Stamp {
+                    when: When::Skipped(*why),
+                    bucket: 0,
+                },
             };
             lines.push(parsed);
-            bucket_of.push(bucket);
+            stamps.push(stamp);
         }
-        Parsed { lines, bucket_of }
+        Parsed { lines, stamps }
     }
 
     fn next_job(&self, shard: usize, next: u64) -> Job {
@@ -372,7 +435,7 @@ impl Shared {
     fn publish(&self, seq: u64, batch: Batch) {
         let spare = lock(&self.state).spare_parsed.pop().unwrap_or(Parsed {
             lines: Vec::new(),
-            bucket_of: Vec::new(),
+            stamps: Vec::new(),
         });
         let parsed = Arc::new(self.parse(&batch, spare));
         let mut st = lock(&self.state);
@@ -387,7 +450,7 @@ impl Shared {
     fn recycle(&self, parsed: Arc<Parsed>) {
         if let Ok(mut parsed) = Arc::try_unwrap(parsed) {
             parsed.lines.clear();
-            parsed.bucket_of.clear();
+            parsed.stamps.clear();
             lock(&self.state).spare_parsed.push(parsed);
         }
     }
@@ -407,16 +470,17 @@ impl Shared {
                 Job::Parse(seq, batch) => self.publish(seq, batch),
                 Job::Count(batch) => {
                     next += 1;
-                    for (req, bucket) in batch.lines.iter().zip(&batch.bucket_of) {
+                    for (stamp, req) in batch.stamps.iter().zip(&batch.lines) {
                         counters.lines_read += 1;
-                        let req = match req {
-                            Ok(req) => req,
-                            Err(why) => {
-                                counters.skip(*why);
+                        let step = match stamp.when {
+                            When::At(at) => clock.step_at(at, &mut counters),
+                            When::Local(local) => clock.step(local, &mut counters),
+                            When::Skipped(why) => {
+                                counters.skip(why);
                                 continue;
                             }
                         };
-                        let Some(step) = clock.step(req.local, &mut counters) else {
+                        let Some(step) = step else {
                             continue;
                         };
                         if step.time_break {
@@ -425,9 +489,12 @@ impl Shared {
                         if let Some(now) = step.tick {
                             counting.tick(now);
                         }
-                        if balance.assign(*bucket) == shard {
-                            counting.observe(&req.record(step.at));
-                            peak = peak.max(counting.tracked_keys());
+                        // A line with a step was parsed: `req` is `Ok`.
+                        if balance.assign(stamp.bucket) == shard {
+                            if let Ok(req) = req {
+                                counting.observe(&req.record(step.at));
+                                peak = peak.max(counting.tracked_keys());
+                            }
                         }
                     }
                     self.recycle(batch);
@@ -436,8 +503,44 @@ impl Shared {
         }
         let (rows, late) = counting.finish();
         counters.late += late;
-        // Each shard sorts its own rows, in parallel; the caller merges the sorted runs.
-        (Run::sorted(rows, 1), counters, peak)
+        self.sort_rows(shard, rows);
+        (counters, peak)
+    }
+
+    /// Leaves the parts of `shard`'s rows to sort, then sorts parts (the largest first) until
+    /// every shard has left its rows and none is left to sort; the caller merges the sorted
+    /// runs.
+    fn sort_rows(&self, shard: usize, rows: Rows) {
+        let mut st = lock(&self.state);
+        for (part, rows) in rows.split(SORT_PARTS).into_iter().enumerate() {
+            st.to_sort.push(((shard, part), rows));
+        }
+        st.rows_left += 1;
+        self.changed.notify_all();
+        loop {
+            if st.aborted {
+                return;
+            }
+            let largest = (0..st.to_sort.len()).max_by_key(|&i| st.to_sort[i].1.len());
+            if let Some(i) = largest {
+                let (at, rows) = st.to_sort.swap_remove(i);
+                drop(st);
+                let run = Run::sorted(rows, 1);
+                st = lock(&self.state);
+                st.sorted.push((at, run));
+                continue;
+            }
+            if st.rows_left == self.shards {
+                drop(st);
+                // The others may be waiting for rows to sort: there will be none.
+                self.changed.notify_all();
+                return;
+            }
+            st = self
+                .changed
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 }
 

@@ -55,6 +55,16 @@ impl LogZone {
         text.parse::<Tz>().ok().map(LogZone::Named)
     }
 
+    /// The instant `local` denotes when the zone is a fixed offset (no state: any line, any
+    /// order, any thread); `None` for a named zone, whose lines are resolved in log order by
+    /// [`ZoneResolver::utc_of`].
+    pub(crate) fn fixed_utc_of(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self {
+            LogZone::Fixed(off) => Some(shift(local, off.local_minus_utc())),
+            LogZone::Named(_) => None,
+        }
+    }
+
     /// A converter with its own cache (one per scan).
     pub(crate) fn resolver(&self) -> ZoneResolver {
         ZoneResolver {

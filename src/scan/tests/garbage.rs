@@ -188,3 +188,96 @@ fn lines_straddling_buffer_fills_give_the_same_rows() {
     assert_eq!(rows, whole);
     assert_eq!(summary, whole_summary);
 }
+
+/// The lines of `inputs` as the batches cut them: `None` for a line over the limit.
+fn batched_lines(inputs: &[(Vec<u8>, usize)], max: usize) -> Vec<Option<Vec<u8>>> {
+    use crate::scan::parallel::Batches;
+    let inputs = inputs
+        .iter()
+        .map(|(bytes, capacity)| {
+            let reader = std::io::BufReader::with_capacity(*capacity, Cursor::new(bytes.clone()));
+            Input::new("mem", Box::new(reader))
+        })
+        .collect();
+    let mut batches = Batches::new(inputs, max);
+    let mut got = Vec::new();
+    loop {
+        let (batch, done) = batches.next().unwrap();
+        assert!(
+            done || !batch.lines.is_empty(),
+            "an empty batch before the end"
+        );
+        for line in &batch.lines {
+            got.push(line.clone().map(|range| batch.data[range].to_vec()));
+        }
+        if done {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn batches_cut_the_lines_the_splitter_gives() {
+    use crate::scan::input::{Line, LineSplitter};
+    use crate::scan::parallel::BATCH_BYTES;
+    let mut seed = 0x5eed_u64;
+    let mut next = move |n: usize| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        (seed >> 33) as usize % n
+    };
+    for case in 0..300 {
+        let max = [1, 5, 60, 700, BATCH_BYTES - 1, BATCH_BYTES, 3 * BATCH_BYTES][case % 7];
+        let inputs: Vec<(Vec<u8>, usize)> = (0..1 + next(3))
+            .map(|_| {
+                let mut bytes = Vec::new();
+                for _ in 0..next(40) {
+                    // Lengths around the limit, the batch size and several batches.
+                    let len = match next(6) {
+                        0 => max.saturating_sub(1) + next(3),
+                        1 => BATCH_BYTES - 2 + next(4),
+                        2 => next(3 * BATCH_BYTES + 10),
+                        _ => next(80),
+                    };
+                    bytes.extend((0..len).map(|i| b'a' + (i % 26) as u8));
+                    bytes.push(b'\n');
+                }
+                if next(2) == 0 {
+                    // A last line without its newline, maybe over the limit.
+                    bytes.extend((0..next(2 * max + 2)).map(|_| b'z'));
+                }
+                (bytes, [1, 7, 4096, 256 * 1024][next(4)])
+            })
+            .collect();
+        let mut want = Vec::new();
+        for (bytes, _) in &inputs {
+            LineSplitter::new(max)
+                .each(&mut Cursor::new(bytes), |kind, line| {
+                    want.push((kind == Line::Text).then(|| line.to_vec()));
+                })
+                .unwrap();
+        }
+        assert!(
+            batched_lines(&inputs, max) == want,
+            "case {case}: max {max}, {} inputs",
+            inputs.len()
+        );
+    }
+}
+
+#[test]
+fn batches_of_an_overlong_line_split_across_reads_give_one_too_long_line() {
+    use crate::scan::parallel::BATCH_BYTES;
+    // A line of 5 batches with no newline, then two short lines; a limit of one batch.
+    let mut bytes = vec![b'x'; 5 * BATCH_BYTES];
+    bytes.extend_from_slice(b"\nab\ncd");
+    let got = batched_lines(&[(bytes, 7)], BATCH_BYTES);
+    assert_eq!(
+        got,
+        vec![None, Some(b"ab\n".to_vec()), Some(b"cd".to_vec())]
+    );
+    // Just under the limit, across several reads: one whole line.
+    let mut bytes = vec![b'y'; 3 * BATCH_BYTES];
+    bytes.push(b'\n');
+    let got = batched_lines(&[(bytes.clone(), 7)], 3 * BATCH_BYTES);
+    assert_eq!(got, vec![Some(bytes)]);
+}
