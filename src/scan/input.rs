@@ -208,7 +208,12 @@ impl LineSplitter {
         mut f: impl FnMut(Line, &[u8]) -> bool,
     ) -> io::Result<bool> {
         loop {
-            let buf = reader.fill_buf()?;
+            let buf = match reader.fill_buf() {
+                Ok(buf) => buf,
+                // A signal cut the read short: read again (as the batched reader does).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             if buf.is_empty() {
                 break;
             }

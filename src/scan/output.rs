@@ -137,6 +137,8 @@ fn in_order<J: Sync, B: Send>(
                 }
             });
         }
+        // A panic while writing stops the workers too, so that the scope can end.
+        let _stop = StopOnPanic(pool, changed);
         let mut written = Ok(());
         for job in 0..jobs.len() {
             let Some(buf) = Pool::finished(pool, changed, job) else {
@@ -202,7 +204,8 @@ impl<B> Pool<B> {
     }
 }
 
-/// Sets `stop` when a worker unwinds, so that the writer stops waiting for its job.
+/// Sets `stop` when a worker unwinds, so that the writer stops waiting for its job (or the
+/// writer does, so that the workers stop waiting for buffers).
 struct StopOnPanic<'a, B>(&'a Mutex<Pool<B>>, &'a Condvar);
 
 impl<B> Drop for StopOnPanic<'_, B> {

@@ -50,7 +50,7 @@ const QUEUE: usize = 2;
 #[derive(Debug, Default)]
 pub(super) struct Batch {
     /// The bytes read are `data[..filled]`; the rest was zeroed once and is reused when the
-    /// batch is refilled (reading into it needs no zeroing again).
+    /// batch is refilled ([`Batches::refill`]: reading into it needs no zeroing again).
     pub(super) data: Vec<u8>,
     filled: usize,
     pub(super) lines: Vec<Option<Range<usize>>>,
@@ -258,14 +258,19 @@ where
     thread::scope(|scope| {
         let mut to_parsers = Vec::with_capacity(threads);
         let mut from_parsers = Vec::with_capacity(threads);
+        // Parsed batches go back to the reader, whose buffers are then not zeroed again.
+        let (spare_tx, spare_rx) = mpsc::channel::<Batch>();
         for _ in 0..threads {
             let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(QUEUE);
             let (parsed_tx, parsed_rx) = mpsc::sync_channel(QUEUE);
+            let spare_tx = spare_tx.clone();
             scope.spawn(move || {
                 for batch in batch_rx {
                     if parsed_tx.send(batch.parse::<S>()).is_err() {
                         break;
                     }
+                    // The reader may have finished: the batch is then just dropped.
+                    let _ = spare_tx.send(batch);
                 }
             });
             to_parsers.push(batch_tx);
@@ -278,7 +283,10 @@ where
                 if to_parsers[seq % to_parsers.len()].send(batch).is_err() {
                     return Ok(());
                 }
-                let (next, done) = batches.next()?;
+                let (next, done) = match spare_rx.try_recv() {
+                    Ok(spare) => batches.refill(spare)?,
+                    Err(_) => batches.next()?,
+                };
                 if done && next.lines.is_empty() {
                     return Ok(());
                 }

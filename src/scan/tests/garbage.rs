@@ -281,3 +281,64 @@ fn batches_of_an_overlong_line_split_across_reads_give_one_too_long_line() {
     let got = batched_lines(&[(bytes.clone(), 7)], 3 * BATCH_BYTES);
     assert_eq!(got, vec![Some(bytes)]);
 }
+
+/// A reader whose every other read is cut short by a signal (`Interrupted`), handing over
+/// at most 1 000 bytes a read.
+struct Interrupting {
+    bytes: Cursor<Vec<u8>>,
+    calls: usize,
+}
+
+impl std::io::Read for Interrupting {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        if self.calls % 2 == 1 {
+            return Err(std::io::ErrorKind::Interrupted.into());
+        }
+        let n = buf.len().min(1_000);
+        std::io::Read::read(&mut self.bytes, &mut buf[..n])
+    }
+}
+
+#[test]
+fn interrupted_reads_are_read_again_by_both_line_readers() {
+    use crate::scan::input::LineSplitter;
+    use crate::scan::parallel::{Batches, BATCH_BYTES};
+    let mut log = Vec::new();
+    for i in 0..3 * BATCH_BYTES / 40 {
+        log.extend_from_slice(format!("line {i:06} of the interrupted input\n").as_bytes());
+    }
+    let interrupting = || {
+        std::io::BufReader::with_capacity(
+            512,
+            Interrupting {
+                bytes: Cursor::new(log.clone()),
+                calls: 0,
+            },
+        )
+    };
+    let want: Vec<Vec<u8>> = log
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut split = Vec::new();
+    LineSplitter::new(1_000)
+        .each(&mut interrupting(), |_, line| split.push(line.to_vec()))
+        .unwrap();
+    assert!(split == want, "the splitter: {} lines", split.len());
+    let mut batches = Batches::new(vec![Input::new("eintr", Box::new(interrupting()))], 1_000);
+    let mut batched = Vec::new();
+    loop {
+        let (batch, done) = batches.next().unwrap();
+        batched.extend(
+            batch
+                .lines
+                .iter()
+                .map(|l| batch.data[l.clone().unwrap()].to_vec()),
+        );
+        if done {
+            break;
+        }
+    }
+    assert!(batched == want, "the batches: {} lines", batched.len());
+}

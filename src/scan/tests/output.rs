@@ -174,3 +174,56 @@ fn rows_sort_by_time_then_src_bytes_then_path_then_rule() {
     assert_eq!(rows, vec![b, e, c, a, f, d]);
     assert_eq!(rows[1].severity, Severity::High);
 }
+
+/// Accepts `ok` writes, then panics (a `Write` that fails by unwinding).
+struct PanicsAfter {
+    ok: usize,
+    written: Vec<u8>,
+}
+
+impl std::io::Write for PanicsAfter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        assert!(self.ok > 0, "the writer gives up");
+        self.ok -= 1;
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Rows formatted on threads, one of them written at a time: a writer that panics after
+/// the first chunk must pass its panic on, not leave the formatting threads waiting for a
+/// buffer forever (the scope would then never end).
+#[test]
+fn a_writer_that_panics_ends_the_threaded_output_with_that_panic() {
+    let rows: Vec<Row> = (0..2_000)
+        .map(|i| {
+            exfil(
+                BIN_1500,
+                &format!("10.0.{}.{}", i / 256, i % 256),
+                "/api/pull",
+                1,
+                60.0,
+                60.0,
+            )
+        })
+        .collect();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(move || {
+            let mut out = PanicsAfter {
+                ok: 1,
+                written: Vec::new(),
+            };
+            let _ = write_rows(OutputFormat::Jsonl, &rows, 2, &mut out);
+        });
+        let _ = done_tx.send(result.is_err());
+    });
+    let panicked = done_rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the output did not end within 60 s");
+    assert!(panicked, "the writer's panic was not passed on");
+}
