@@ -23,7 +23,23 @@ fn binary() -> PathBuf {
 
 impl Nginx {
     /// nginx on a free loopback port proxying to `upstream` (`host:port`).
+    ///
+    /// The port is found free and then bound by nginx: another test may take it in between,
+    /// and then nginx exits and a connection to the port reaches that test's server. So
+    /// nginx is ready only once it has written its pid file (after binding its port) and
+    /// is still running; if it exited, it is started again on another port.
     pub async fn start(upstream: &str) -> Nginx {
+        let mut errors = String::new();
+        for _ in 0..5 {
+            match Nginx::try_start(upstream).await {
+                Ok(nginx) => return nginx,
+                Err(error) => errors.push_str(&error),
+            }
+        }
+        panic!("nginx did not start: {errors}");
+    }
+
+    async fn try_start(upstream: &str) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -65,22 +81,29 @@ http {{
             .spawn()
             .unwrap();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let pid = dir.path().join("nginx.pid");
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Nginx {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "nginx exited ({status}): {}",
+                    std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+                ));
+            }
+            if pid.exists() && tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(Nginx {
                     child,
                     addr,
                     _dir: dir,
-                };
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!(
-            "nginx did not start: {}",
+        Err(format!(
+            "nginx did not answer in 5 s: {}",
             std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-        );
+        ))
     }
 }
 
