@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::free_port;
 use common::*;
 use http::{Method, StatusCode};
 use ollama_guard::config::ServeArgs;
@@ -127,14 +128,6 @@ async fn corrupt_state_file_is_moved_aside_and_start_up_goes_on() {
         .collect();
     assert_eq!(moved.len(), 1, "the corrupt file is kept for inspection");
     server.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real binary on fresh ports with `state` as its `--state-dir`, and its admin URL once

@@ -5,6 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
+use common::process::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ollama-guard");
 
@@ -189,14 +190,6 @@ fn log_format_json_prints_json_lines_on_stderr() {
         err.trim(),
         "ollama-guard: config error: log_format: 'xml' is not one of text, json"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for_port(port: u16) {

@@ -7,6 +7,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::free_port;
 use common::*;
 use http::{Method, StatusCode};
 use ollama_guard::config::ServeArgs;
@@ -19,14 +20,6 @@ struct Redis {
     port: u16,
     dir: TempDir,
     password: Option<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Redis {

@@ -24,10 +24,11 @@ fn binary() -> PathBuf {
 impl Nginx {
     /// nginx on a free loopback port proxying to `upstream` (`host:port`).
     ///
-    /// The port is found free and then bound by nginx: another test may take it in between,
-    /// and then nginx exits and a connection to the port reaches that test's server. So
-    /// nginx is ready only once it has written its pid file (after binding its port) and
-    /// is still running; if it exited, it is started again on another port.
+    /// The port is found free and then bound by nginx ([`super::process::free_port`]):
+    /// should something take it in between, nginx exits, and a connection to the port would
+    /// reach that other server. So nginx is ready only once it has written its pid file
+    /// (after binding its port) and is still running; if it exited, it is started again on
+    /// another port.
     pub async fn start(upstream: &str) -> Nginx {
         let mut errors = String::new();
         for _ in 0..5 {
@@ -41,11 +42,7 @@ impl Nginx {
 
     async fn try_start(upstream: &str) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::process::free_port();
         let d = dir.path().display();
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid;

@@ -9,13 +9,33 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_ollama-guard");
 
-/// A loopback port nobody listens on right now.
+/// First port [`free_port`] hands out, and how many it cycles through: below the kernel's
+/// ephemeral range (32768 and up by default on Linux), where every `bind(…:0)` of the
+/// tests' in-process servers and clients takes its port.
+const PORTS_FROM: u16 = 20_000;
+const PORTS: u16 = 10_000;
+
+/// A loopback port nobody listens on right now, for a child process to bind.
+///
+/// Why not a port the kernel picks (`bind(…:0)`, then released): between the release and
+/// the child's bind, another test of the same binary could be given the same port by the
+/// kernel, and a test then talked to the wrong server (it happened once in CI, with nginx).
+/// These ports are outside the kernel's range, and this process never hands one out twice
+/// (a counter from a start that differs between test binaries).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(PORTS)) as u16;
+    for _ in 0..PORTS {
+        let port = PORTS_FROM + (start + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS) % PORTS;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port in {PORTS_FROM}..{}",
+        PORTS_FROM + PORTS
+    );
 }
 
 /// Waits (bounded, 10 s) until something accepts connections on `addr`.
