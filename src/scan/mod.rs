@@ -132,3 +132,10 @@ pub fn scan_logs(
     }
     result
 }
+
+/// Locks `m` for the scan's threads (the sharded engine, the output writers), going on past
+/// a poisoned lock: a panicking worker marks the shared state aborted or stopped before it
+/// unwinds, and the scope passes its panic on.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -7,10 +7,11 @@
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use chrono::DateTime;
 
+use super::lock;
 use super::row::{merge, merge_piece, pieces, Row, Run};
 
 /// The column names, in output order (`csv` header, `jsonl` keys).
@@ -215,10 +216,6 @@ impl<B> Drop for StopOnPanic<'_, B> {
             self.1.notify_all();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Writes `rows` (already in output order (README, "scan")) in `format`. `jsonl` and `csv`

@@ -49,7 +49,7 @@
 //! scans the inputs again with one engine.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -60,7 +60,7 @@ use super::input::Input;
 use super::parallel::{Batch, Batches};
 use super::row::{Rows, Run};
 use super::zone::LogZone;
-use super::ScanError;
+use super::{lock, ScanError};
 use crate::detect::{EngineOptions, Rule, SourceKey};
 
 /// Batches read in front of the slowest shard, per worker (plus [`AHEAD`] once): enough
@@ -208,10 +208,6 @@ type ShardResult = (Counters, usize);
 /// Parts a shard's rows are cut into for sorting: the shard that finishes first sorts part
 /// of the other's rows.
 const SORT_PARTS: usize = 2;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// Scans `inputs` with `threads` workers, each an engine shard that also reads and parses.
 /// `None` when the key cap may have been reached (see the module docs): nothing was
