@@ -111,7 +111,17 @@ impl Clock {
     /// [`Clock::step`] for a line whose instant is already known (a fixed zone's lines are
     /// converted while parsing: [`LogZone::fixed_utc_of`]).
     pub(super) fn step_at(&mut self, at: DateTime<Utc>, counters: &mut Counters) -> Option<Step> {
-        let t = at.timestamp();
+        self.step_secs(at.timestamp(), at, counters)
+    }
+
+    /// [`Clock::step_at`] for an instant `at` whose epoch second `t` is already known.
+    #[inline]
+    pub(super) fn step_secs(
+        &mut self,
+        t: i64,
+        at: DateTime<Utc>,
+        counters: &mut Counters,
+    ) -> Option<Step> {
         if !SUPPORTED_EPOCH_SECS.contains(&t) {
             counters.skip(Skip::TimeOutOfRange);
             return None;

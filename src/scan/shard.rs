@@ -3,17 +3,20 @@
 //! Every window key holds one source (the engine's [`SourceKey`]: an IPv4 address or an
 //! IPv6 network), so the engine's work splits into `N` engines, one per *shard* of the
 //! sources, each seeing the records of its sources in log order. What is global (the zone
-//! conversion, the watermark, ticks and time breaks: the [`Clock`]) every shard computes
-//! for itself over every line, in line order, from each line's [`Stamp`] (its time, already
-//! converted while parsing when the zone is a fixed offset, and its source's bucket). Each
-//! shard therefore sees, for each of its keys, exactly the sequence of records, ticks and
-//! breaks the single engine sees, and gives the same rows for it, in the same order.
+//! conversion, the watermark, ticks and time breaks: the [`Clock`]; and which shard counts
+//! which source: the [`Balance`]) is worked out once per batch, in batch order, by the
+//! [`Walker`], from each line's [`Stamp`] (its time, already converted while parsing when
+//! the zone is a fixed offset, and its source's bucket). The batch's [`Walk`] gives each
+//! shard its own list: the ticks and time breaks, and the lines of its sources with their
+//! times. Each shard therefore sees, for each of its keys, exactly the sequence of records,
+//! ticks and breaks the single engine sees, and gives the same rows for it, in the same
+//! order.
 //!
 //! Pipeline: `N` workers, each of them one shard, and no other thread. A worker's next job
 //! is, in this order of preference:
-//! - *consume* the next batch in input order once it is parsed: run its own copy of the
-//!   clock over the stamps of every line of the batch (so every shard ticks and breaks
-//!   exactly where the single engine does) and count the records of its own sources;
+//! - *consume* the next batch in input order once it is parsed: take the batch's walk (the
+//!   first shard to reach the batch makes it, the others wait for it) and count the lines
+//!   its list names;
 //! - else *produce*: read the next batch of lines (one reader at a time, so batches are
 //!   numbered in input order), parse it, and publish it, shared read-only, for all shards;
 //! - else wait for a batch another worker is parsing.
@@ -22,16 +25,19 @@
 //! more of the batches. A batch is freed when the last shard has counted it, and reading
 //! stops a few batches per worker ([`AHEAD_PER_WORKER`]) in front of the slowest shard, so
 //! memory stays bounded.
-//! The counters (lines, skips, time breaks) are the clock's, the same in every shard: shard
-//! 0's are kept; late records are summed over the shards.
+//! The counters (lines, skips, time breaks) are the walker's; late records are summed over
+//! the shards.
 //!
 //! Why this shape: an earlier pipeline ran a reader thread, `N` parser threads and the clock
 //! on the calling thread besides the `N` shards (2N + 2 threads), each parsed batch written
 //! on one core and read on another. On the row-heavy benchmark corpus `--threads 2` went
 //! from 1.52× to 1.70× one thread with this shape (README, "Performance").
 //!
-//! Which shard counts a source is decided as the records come ([`Balance`]), the same way
-//! in every shard.
+//! Which shard counts a source is decided as the records come ([`Balance`]), by the walker.
+//!
+//! Why one walk per batch: every shard used to run its own clock and balance over every
+//! line. With two shards that was the same per-line work done twice, over stamps written
+//! by the other core (README, "Performance").
 //!
 //! Sorting and merging: when a shard has counted every batch, it cuts its rows into
 //! [`SORT_PARTS`] parts in engine order and leaves them to be sorted (stable, in output
@@ -49,7 +55,7 @@
 //! scans the inputs again with one engine.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -80,18 +86,91 @@ const BUCKETS: usize = 1 << BUCKET_BITS;
 struct Parsed {
     lines: Vec<Result<Request, Skip>>,
     stamps: Vec<Stamp>,
+    /// The batch's walk, made by the first shard to count the batch.
+    walk: OnceLock<Walk>,
 }
 
-/// What every shard reads of every line: its time for the clock, and its source's bucket.
+impl Parsed {
+    fn empty() -> Parsed {
+        Parsed {
+            lines: Vec::new(),
+            stamps: Vec::new(),
+            walk: OnceLock::new(),
+        }
+    }
+}
+
+/// What the clock and the balance made of one batch: per shard, in log order, the time
+/// breaks and ticks (in every shard's list) and the lines of its own sources.
+struct Walk {
+    items: Vec<Vec<Item>>,
+}
+
+#[derive(Clone, Copy)]
+enum Item {
+    /// Close every window.
+    Break,
+    /// Tick the engine at this time.
+    Tick(DateTime<Utc>),
+    /// Count the record of line `line` of the batch, completed at `at`.
+    Count { line: u32, at: DateTime<Utc> },
+}
+
+/// The order-dependent state of the scan, run once over every line in log order: the
+/// clock, the balance, and the counters (lines, skips, time breaks).
+struct Walker {
+    clock: Clock,
+    balance: Balance,
+    counters: Counters,
+    /// Item lists of batches every shard has counted, for the next walks.
+    spare: Vec<Vec<Vec<Item>>>,
+}
+
+impl Walker {
+    /// Walks the next batch (the one after the last walked).
+    fn walk(&mut self, parsed: &Parsed) -> Walk {
+        let shards = self.balance.load.len();
+        let mut items = self.spare.pop().unwrap_or_default();
+        items.resize_with(shards, Vec::new);
+        let counters = &mut self.counters;
+        for (line, stamp) in parsed.stamps.iter().enumerate() {
+            counters.lines_read += 1;
+            let step = match stamp.when {
+                When::At(at) => self.clock.step_secs(stamp.secs, at, counters),
+                When::Local(local) => self.clock.step(local, counters),
+                When::Skipped(why) => {
+                    counters.skip(why);
+                    continue;
+                }
+            };
+            let Some(step) = step else {
+                continue;
+            };
+            if step.time_break {
+                items.iter_mut().for_each(|list| list.push(Item::Break));
+            }
+            if let Some(now) = step.tick {
+                items.iter_mut().for_each(|list| list.push(Item::Tick(now)));
+            }
+            // A batch holds far fewer lines than `u32::MAX` (a few MiB of text at most).
+            let line = line as u32;
+            items[self.balance.assign(stamp.bucket)].push(Item::Count { line, at: step.at });
+        }
+        Walk { items }
+    }
+}
+
+/// What the walker reads of every line: its time for the clock, and its source's bucket.
 /// A shard reads the line's [`Request`] only for the records it counts itself.
 ///
-/// Why: every shard runs the clock over every line. Walking the requests themselves (about
-/// 100 bytes each, written by the core that parsed them) and converting each line's time
-/// once per shard cost the two-thread scan 9 % more instructions than one thread
-/// (README, "Performance").
+/// Why: walking the requests themselves (about 100 bytes each, written by the core that
+/// parsed them) and converting each line's time on the walking thread cost the two-thread
+/// scan 9 % more instructions than one thread (README, "Performance").
 #[derive(Clone, Copy)]
 struct Stamp {
     when: When,
+    /// `When::At`'s epoch second (0 otherwise), computed on the parsing thread too.
+    secs: i64,
     bucket: u16,
 }
 
@@ -196,14 +275,17 @@ struct Shared {
     changed: Condvar,
     /// The inputs, cut into batches; only the worker with `reading` set touches them.
     batches: Mutex<Batches>,
+    /// Walks each batch once, in batch order: only inside [`Parsed::walk`]'s
+    /// initialisation, which the first shard to count a batch runs.
+    walker: Mutex<Walker>,
     shards: usize,
     ipv6_prefix: u8,
     zone: LogZone,
 }
 
-/// What a worker gives back: its counters (late records included) and its peak key count.
-/// (Its rows, sorted, are in [`State::sorted`].)
-type ShardResult = (Counters, usize);
+/// What a worker gives back: its late records and its peak key count. (Its rows, sorted,
+/// are in [`State::sorted`].)
+type ShardResult = (u64, usize);
 
 /// Parts a shard's rows are cut into for sorting: the shard that finishes first sorts part
 /// of the other's rows.
@@ -261,6 +343,12 @@ pub(super) fn scan(
         }),
         changed: Condvar::new(),
         batches: Mutex::new(batches),
+        walker: Mutex::new(Walker {
+            clock: Clock::new(rules, zone),
+            balance: Balance::new(shards),
+            counters: Counters::default(),
+            spare: Vec::new(),
+        }),
         shards,
         ipv6_prefix: options.ipv6_prefix,
         zone,
@@ -271,8 +359,7 @@ pub(super) fn scan(
             .enumerate()
             .map(|(shard, counting)| {
                 let shared = &shared;
-                let clock = Clock::new(rules, zone);
-                scope.spawn(move || shared.work(shard, counting, clock))
+                scope.spawn(move || shared.work(shard, counting))
             })
             .collect();
         handles
@@ -288,13 +375,8 @@ pub(super) fn scan(
     if peaks >= options.max_tracked_keys {
         return Ok(None);
     }
-    for (shard, (shard_counters, _)) in results.into_iter().enumerate() {
-        if shard == 0 {
-            counters.absorb(&shard_counters);
-        } else {
-            counters.late += shard_counters.late;
-        }
-    }
+    counters.absorb(&lock(&shared.walker).counters);
+    counters.late += results.iter().map(|(late, _)| late).sum::<u64>();
     // Runs in engine order: by shard, and a shard's parts in their order.
     let mut sorted = std::mem::take(&mut st.sorted);
     sorted.sort_unstable_by_key(|(at, _)| *at);
@@ -327,6 +409,7 @@ impl Shared {
         let Parsed {
             mut lines,
             mut stamps,
+            walk: _,
         } = parsed;
         lines.reserve(batch.lines.len());
         stamps.reserve(batch.lines.len());
@@ -336,22 +419,31 @@ impl Shared {
                 None => Err(Skip::TooLong),
             };
             let stamp = match &parsed {
-                Ok(req) => Stamp {
-                    when: match self.zone.fixed_utc_of(req.local) {
-                        Some(at) => When::At(at),
-                        None => When::Local(req.local),
-                    },
-                    bucket: bucket(&SourceKey::new(req.src(), self.ipv6_prefix)),
-                },
+                Ok(req) => {
+                    let (when, secs) = match self.zone.fixed_utc_of(req.local) {
+                        Some(at) => (When::At(at), at.timestamp()),
+                        None => (When::Local(req.local), 0),
+                    };
+                    Stamp {
+                        when,
+                        secs,
+                        bucket: bucket(&SourceKey::new(req.src(), self.ipv6_prefix)),
+                    }
+                }
                 Err(why) => Stamp {
                     when: When::Skipped(*why),
+                    secs: 0,
                     bucket: 0,
                 },
             };
             lines.push(parsed);
             stamps.push(stamp);
         }
-        Parsed { lines, stamps }
+        Parsed {
+            lines,
+            stamps,
+            walk: OnceLock::new(),
+        }
     }
 
     fn next_job(&self, shard: usize, next: u64) -> Job {
@@ -429,10 +521,10 @@ impl Shared {
 
     /// Parses batch `seq` and hands it to the shards.
     fn publish(&self, seq: u64, batch: Batch) {
-        let spare = lock(&self.state).spare_parsed.pop().unwrap_or(Parsed {
-            lines: Vec::new(),
-            stamps: Vec::new(),
-        });
+        let spare = lock(&self.state)
+            .spare_parsed
+            .pop()
+            .unwrap_or_else(Parsed::empty);
         let parsed = Arc::new(self.parse(&batch, spare));
         let mut st = lock(&self.state);
         st.published.insert(seq, (parsed, self.shards));
@@ -445,6 +537,11 @@ impl Shared {
     /// last reference) for a next batch.
     fn recycle(&self, parsed: Arc<Parsed>) {
         if let Ok(mut parsed) = Arc::try_unwrap(parsed) {
+            if let Some(walk) = parsed.walk.take() {
+                let mut items = walk.items;
+                items.iter_mut().for_each(Vec::clear);
+                lock(&self.walker).spare.push(items);
+            }
             parsed.lines.clear();
             parsed.stamps.clear();
             lock(&self.state).spare_parsed.push(parsed);
@@ -453,12 +550,10 @@ impl Shared {
 
     /// Worker `shard`: counts every batch in order (its own sources), reading and parsing
     /// batches when it would otherwise wait.
-    fn work(&self, shard: usize, mut counting: Counting, mut clock: Clock) -> ShardResult {
+    fn work(&self, shard: usize, mut counting: Counting) -> ShardResult {
         let _abort = AbortOnPanic(self);
-        let mut counters = Counters::default();
         let mut peak = 0usize;
         let mut next = 0u64;
-        let mut balance = Balance::new(self.shards);
         loop {
             match self.next_job(shard, next) {
                 Job::Done => break,
@@ -466,30 +561,19 @@ impl Shared {
                 Job::Parse(seq, batch) => self.publish(seq, batch),
                 Job::Count(batch) => {
                     next += 1;
-                    for (stamp, req) in batch.stamps.iter().zip(&batch.lines) {
-                        counters.lines_read += 1;
-                        let step = match stamp.when {
-                            When::At(at) => clock.step_at(at, &mut counters),
-                            When::Local(local) => clock.step(local, &mut counters),
-                            When::Skipped(why) => {
-                                counters.skip(why);
-                                continue;
-                            }
-                        };
-                        let Some(step) = step else {
-                            continue;
-                        };
-                        if step.time_break {
-                            counting.time_break();
-                        }
-                        if let Some(now) = step.tick {
-                            counting.tick(now);
-                        }
-                        // A line with a step was parsed: `req` is `Ok`.
-                        if balance.assign(stamp.bucket) == shard {
-                            if let Ok(req) = req {
-                                counting.observe(&req.record(step.at));
-                                peak = peak.max(counting.tracked_keys());
+                    // This shard has counted every batch before this one, so their walks
+                    // are done: the walker is at this batch.
+                    let walk = batch.walk.get_or_init(|| lock(&self.walker).walk(&batch));
+                    for item in &walk.items[shard] {
+                        match *item {
+                            Item::Break => counting.time_break(),
+                            Item::Tick(now) => counting.tick(now),
+                            Item::Count { line, at } => {
+                                // A line with a step was parsed: it is `Ok`.
+                                if let Some(Ok(req)) = batch.lines.get(line as usize) {
+                                    counting.observe(&req.record(at));
+                                    peak = peak.max(counting.tracked_keys());
+                                }
                             }
                         }
                     }
@@ -498,9 +582,8 @@ impl Shared {
             }
         }
         let (rows, late) = counting.finish();
-        counters.late += late;
         self.sort_rows(shard, rows);
-        (counters, peak)
+        (late, peak)
     }
 
     /// Leaves the parts of `shard`'s rows to sort, then sorts parts (the largest first) until

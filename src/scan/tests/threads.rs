@@ -142,7 +142,7 @@ fn a_key_cap_the_shards_reach_starts_the_scan_over_with_one_engine() {
     let heavy = row_heavy(20_000);
     let mut opts = builtin("UTC");
     if let ScanMode::Rules { engine, .. } = &mut opts.mode {
-        engine.max_tracked_keys = 100;
+        engine.max_tracked_keys = 3_000;
     }
     let (_, want) = run_with(&opts, 1, std::slice::from_ref(&heavy));
     for threads in [2, 3] {
@@ -163,6 +163,50 @@ fn a_key_cap_the_shards_reach_starts_the_scan_over_with_one_engine() {
             "--threads {threads}"
         );
         assert!(got.rows_emitted > 1_000 && !out.is_empty(), "{got}");
+    }
+}
+
+/// Every shard ticks where the single engine does: its windows close as the log's time
+/// moves on, so its keys stay few and a key cap the single engine never reaches does not
+/// make the sharded scan start over. (A shard that missed its ticks would keep every key of
+/// its sources: the row-heavy log has a source of its own every fifth line.) The inputs
+/// count how often they are opened again. The cap sits between the two: the shards' peaks
+/// add up to under 1 200 keys here; with the ticks given to shard 0 only, over 6 000.
+#[test]
+fn every_shard_ticks_so_a_cap_the_single_engine_never_reaches_keeps_the_shards() {
+    let heavy: std::sync::Arc<[u8]> = row_heavy(40_000).into();
+    let mut opts = builtin("UTC");
+    if let ScanMode::Rules { engine, .. } = &mut opts.mode {
+        engine.max_tracked_keys = 3_000;
+    }
+    let reopened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let open = {
+        let heavy = std::sync::Arc::clone(&heavy);
+        move || Input::sniffed("test", Box::new(io::Cursor::new(heavy.to_vec())))
+    };
+    let counted = {
+        let (open, reopened) = (open.clone(), std::sync::Arc::clone(&reopened));
+        std::sync::Arc::new(move || {
+            reopened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            open()
+        })
+    };
+    let mut runs = Vec::new();
+    for threads in [1, 2, 3] {
+        let opts = ScanOptions {
+            threads,
+            ..opts.clone()
+        };
+        let input = open().unwrap().reopenable(counted.clone());
+        let mut out = Vec::new();
+        let summary = run(&opts, vec![input], &mut out).unwrap();
+        runs.push((out, summary));
+    }
+    assert_eq!(reopened.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(runs[0].1.rows_emitted > 7_000, "{}", runs[0].1);
+    for (threads, (out, summary)) in [(2, &runs[1]), (3, &runs[2])] {
+        assert_eq!(summary, &runs[0].1, "--threads {threads}");
+        assert!(out == &runs[0].0, "--threads {threads}: output differs");
     }
 }
 
