@@ -122,6 +122,7 @@ impl Clock {
         at: DateTime<Utc>,
         counters: &mut Counters,
     ) -> Option<Step> {
+        debug_assert_eq!(t, at.timestamp());
         if !SUPPORTED_EPOCH_SECS.contains(&t) {
             counters.skip(Skip::TimeOutOfRange);
             return None;

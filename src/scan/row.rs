@@ -63,7 +63,8 @@ const CHUNK: usize = 16;
 /// Why: a row-heavy log gives hundreds of thousands of rows. One growing `Vec` copied them
 /// at every doubling and first-touched fresh memory each time (the kernel zeroes every new
 /// page, which on a VM costs more than the copy); chunks are written once and never moved.
-/// The output order is kept as indices ([`Run`]), so rows are not moved for sorting either.
+/// The output order is kept as small sort keys with indices ([`Run`]), so rows are not moved
+/// for sorting either.
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
     chunks: Vec<Vec<Row>>,
@@ -136,11 +137,9 @@ fn src_prefix(src: &str) -> [u64; 2] {
     let mut head = [0u8; 16];
     let n = src.len().min(16);
     head[..n].copy_from_slice(&src.as_bytes()[..n]);
-    let (hi, lo) = head.split_at(8);
-    [
-        u64::from_be_bytes(hi.try_into().unwrap_or_default()),
-        u64::from_be_bytes(lo.try_into().unwrap_or_default()),
-    ]
+    let both = u128::from_be_bytes(head);
+    // Two halves, not a `u128`: its 16-byte alignment would pad the key to 48 bytes.
+    [(both >> 64) as u64, both as u64]
 }
 
 fn sort_key(row: &Row, i: usize) -> SortKey {
@@ -370,10 +369,13 @@ mod tests {
             "",
             "é",
             "10.0.0.100",
-            // Longer than the keys' 16 bytes, equal in them: the rows decide.
+            // Around the keys' 16 bytes: longer ones equal in them (the rows decide), exactly
+            // 16, 15, and 15 with a NUL byte (equal to the 15 in the key).
             "2001:db8:abcd:12::/64",
             "2001:db8:abcd:12::/48",
+            "2001:db8:abcd:12",
             "2001:db8:abcd:1",
+            "2001:db8:abcd:1\0",
         ];
         let mut seed = 7u64;
         let mut next = move |n: u64| {

@@ -82,20 +82,26 @@ const BUCKET_BITS: u32 = 12;
 const BUCKETS: usize = 1 << BUCKET_BITS;
 
 /// One batch as parsed, shared by the shards: each line's request (or why it is skipped),
-/// and for each line the little every shard reads of it.
+/// and for each line the little the walker reads of it.
 struct Parsed {
+    /// The batch's number (batches are walked in this order).
+    seq: u64,
     lines: Vec<Result<Request, Skip>>,
     stamps: Vec<Stamp>,
     /// The batch's walk, made by the first shard to count the batch.
     walk: OnceLock<Walk>,
+    /// The item lists of an earlier walk, cleared, for this batch's (the walk takes them).
+    lists: Mutex<Vec<Vec<Item>>>,
 }
 
 impl Parsed {
     fn empty() -> Parsed {
         Parsed {
+            seq: 0,
             lines: Vec::new(),
             stamps: Vec::new(),
             walk: OnceLock::new(),
+            lists: Mutex::new(Vec::new()),
         }
     }
 }
@@ -122,15 +128,17 @@ struct Walker {
     clock: Clock,
     balance: Balance,
     counters: Counters,
-    /// Item lists of batches every shard has counted, for the next walks.
-    spare: Vec<Vec<Vec<Item>>>,
+    /// The number of the batch to walk next.
+    next: u64,
 }
 
 impl Walker {
     /// Walks the next batch (the one after the last walked).
     fn walk(&mut self, parsed: &Parsed) -> Walk {
+        debug_assert_eq!(parsed.seq, self.next, "batches are walked in order");
+        self.next += 1;
         let shards = self.balance.load.len();
-        let mut items = self.spare.pop().unwrap_or_default();
+        let mut items = std::mem::take(&mut *lock(&parsed.lists));
         items.resize_with(shards, Vec::new);
         let counters = &mut self.counters;
         for (line, stamp) in parsed.stamps.iter().enumerate() {
@@ -169,7 +177,8 @@ impl Walker {
 #[derive(Clone, Copy)]
 struct Stamp {
     when: When,
-    /// `When::At`'s epoch second (0 otherwise), computed on the parsing thread too.
+    /// The epoch second of `When::At`'s instant (0 for the other kinds), computed on the
+    /// parsing thread.
     secs: i64,
     bucket: u16,
 }
@@ -197,13 +206,14 @@ fn bucket(key: &SourceKey) -> u16 {
 }
 
 /// Which shard counts each bucket, decided the first time a bucket is seen: the shard with
-/// the fewest records so far (the lowest on a tie). Every shard runs this over the same
-/// records in the same order, so all of them reach the same decisions without talking.
+/// the fewest records so far (the lowest on a tie). The [`Walker`] runs this over every
+/// record in log order.
 ///
 /// Why: the load is a few sources (in the benchmark corpus one of ~50 clients sends a
 /// quarter of all requests); a fixed hash split of its sources gave one of 2 shards 63 % of
-/// the engine's `observe` work. Balancing on first sight gives the next new sources to the shard the heavy ones
-/// did not go to. Any split gives the same rows: each source lives in one shard.
+/// the engine's `observe` work. Balancing on first sight gives the next new sources to the
+/// shard the heavy ones did not go to. Any split gives the same rows: each source lives in
+/// one shard.
 struct Balance {
     owner: Vec<u8>,
     load: Vec<u64>,
@@ -347,7 +357,7 @@ pub(super) fn scan(
             clock: Clock::new(rules, zone),
             balance: Balance::new(shards),
             counters: Counters::default(),
-            spare: Vec::new(),
+            next: 0,
         }),
         shards,
         ipv6_prefix: options.ipv6_prefix,
@@ -405,11 +415,12 @@ enum Job {
 
 impl Shared {
     /// Parses one batch, with each line's stamp, into `parsed` (empty).
-    fn parse(&self, batch: &Batch, parsed: Parsed) -> Parsed {
+    fn parse(&self, seq: u64, batch: &Batch, parsed: Parsed) -> Parsed {
         let Parsed {
             mut lines,
             mut stamps,
-            walk: _,
+            lists,
+            ..
         } = parsed;
         lines.reserve(batch.lines.len());
         stamps.reserve(batch.lines.len());
@@ -440,9 +451,11 @@ impl Shared {
             stamps.push(stamp);
         }
         Parsed {
+            seq,
             lines,
             stamps,
             walk: OnceLock::new(),
+            lists,
         }
     }
 
@@ -525,7 +538,7 @@ impl Shared {
             .spare_parsed
             .pop()
             .unwrap_or_else(Parsed::empty);
-        let parsed = Arc::new(self.parse(&batch, spare));
+        let parsed = Arc::new(self.parse(seq, &batch, spare));
         let mut st = lock(&self.state);
         st.published.insert(seq, (parsed, self.shards));
         st.spare_batches.push(batch);
@@ -540,7 +553,10 @@ impl Shared {
             if let Some(walk) = parsed.walk.take() {
                 let mut items = walk.items;
                 items.iter_mut().for_each(Vec::clear);
-                lock(&self.walker).spare.push(items);
+                *parsed
+                    .lists
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner) = items;
             }
             parsed.lines.clear();
             parsed.stamps.clear();

@@ -134,19 +134,36 @@ fn rows_and_summary_are_byte_identical_for_any_thread_count() {
 }
 
 /// A key cap the row-heavy log exceeds: the single engine evicts, so the sharded scan must
-/// notice and start over with one engine, with fresh counts. (Which of several equally old
-/// keys an eviction takes follows the maps' random hash order, so the rows themselves are
-/// not compared here: two single-threaded runs may differ too.)
+/// notice and start over with one engine, with fresh counts: each sharded run opens its
+/// input once more. (Which of several equally old keys an eviction takes follows the maps'
+/// random hash order, so the rows themselves are not compared here: two single-threaded
+/// runs may differ too.)
 #[test]
 fn a_key_cap_the_shards_reach_starts_the_scan_over_with_one_engine() {
-    let heavy = row_heavy(20_000);
+    let heavy: std::sync::Arc<[u8]> = row_heavy(20_000).into();
     let mut opts = builtin("UTC");
     if let ScanMode::Rules { engine, .. } = &mut opts.mode {
-        engine.max_tracked_keys = 3_000;
+        engine.max_tracked_keys = 100;
     }
-    let (_, want) = run_with(&opts, 1, std::slice::from_ref(&heavy));
+    let (reopened, input) = counted_input(heavy);
+    let run_counted = |threads: usize| {
+        let opts = ScanOptions {
+            threads,
+            ..opts.clone()
+        };
+        let mut out = Vec::new();
+        let summary = run(&opts, vec![input()], &mut out).unwrap();
+        (out, summary)
+    };
+    let (_, want) = run_counted(1);
+    assert_eq!(reopened(), 0);
     for threads in [2, 3] {
-        let (out, got) = run_with(&opts, threads, std::slice::from_ref(&heavy));
+        let (out, got) = run_counted(threads);
+        assert_eq!(
+            reopened(),
+            threads - 1,
+            "--threads {threads}: started over once"
+        );
         assert_eq!(
             (
                 got.lines_read,
@@ -166,43 +183,48 @@ fn a_key_cap_the_shards_reach_starts_the_scan_over_with_one_engine() {
     }
 }
 
-/// Every shard ticks where the single engine does: its windows close as the log's time
-/// moves on, so its keys stay few and a key cap the single engine never reaches does not
-/// make the sharded scan start over. (A shard that missed its ticks would keep every key of
-/// its sources: the row-heavy log has a source of its own every fifth line.) The inputs
-/// count how often they are opened again. The cap sits between the two: the shards' peaks
-/// add up to under 1 200 keys here; with the ticks given to shard 0 only, over 6 000.
-#[test]
-fn every_shard_ticks_so_a_cap_the_single_engine_never_reaches_keeps_the_shards() {
-    let heavy: std::sync::Arc<[u8]> = row_heavy(40_000).into();
-    let mut opts = builtin("UTC");
-    if let ScanMode::Rules { engine, .. } = &mut opts.mode {
-        engine.max_tracked_keys = 3_000;
-    }
-    let reopened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let open = {
-        let heavy = std::sync::Arc::clone(&heavy);
-        move || Input::sniffed("test", Box::new(io::Cursor::new(heavy.to_vec())))
-    };
-    let counted = {
+/// An input over `bytes` that can be opened again, and how often it was: `(count, open)`.
+fn counted_input(bytes: std::sync::Arc<[u8]>) -> (impl Fn() -> usize, impl Fn() -> Input) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let reopened = std::sync::Arc::new(AtomicUsize::new(0));
+    let open = move || Input::sniffed("test", Box::new(io::Cursor::new(bytes.to_vec())));
+    let again = {
         let (open, reopened) = (open.clone(), std::sync::Arc::clone(&reopened));
         std::sync::Arc::new(move || {
-            reopened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            reopened.fetch_add(1, Ordering::SeqCst);
             open()
         })
     };
+    let count = move || reopened.load(Ordering::SeqCst);
+    (count, move || open().unwrap().reopenable(again.clone()))
+}
+
+/// Every shard ticks where the single engine does: its windows close as the log's time
+/// moves on, so its keys stay few and a key cap the single engine never reaches does not
+/// make the sharded scan start over. (Ticks change no row: windows closed at the end give
+/// the same rows. A shard that missed its ticks would keep every key of its sources: the
+/// row-heavy log has a source of its own every fifth line.) The inputs count how often they
+/// are opened again. The cap sits between the two: the shards' peaks add up to under 1 200
+/// keys here; with the ticks given to shard 0 only, to over 6 000. (A tick given late, a
+/// batch after its place, would go unnoticed here.)
+#[test]
+fn every_shard_ticks_so_a_cap_the_single_engine_never_reaches_keeps_the_shards() {
+    let mut opts = builtin("UTC");
+    if let ScanMode::Rules { engine, .. } = &mut opts.mode {
+        engine.max_tracked_keys = 2_000;
+    }
+    let (reopened, input) = counted_input(row_heavy(40_000).into());
     let mut runs = Vec::new();
     for threads in [1, 2, 3] {
         let opts = ScanOptions {
             threads,
             ..opts.clone()
         };
-        let input = open().unwrap().reopenable(counted.clone());
         let mut out = Vec::new();
-        let summary = run(&opts, vec![input], &mut out).unwrap();
+        let summary = run(&opts, vec![input()], &mut out).unwrap();
         runs.push((out, summary));
     }
-    assert_eq!(reopened.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(reopened(), 0);
     assert!(runs[0].1.rows_emitted > 7_000, "{}", runs[0].1);
     for (threads, (out, summary)) in [(2, &runs[1]), (3, &runs[2])] {
         assert_eq!(summary, &runs[0].1, "--threads {threads}");
