@@ -8,11 +8,11 @@
 #   tags_fast_logged  the same, both fronts writing their per-request access log to a file
 #   ndjson_sim        POST /api/generate, 20 NDJSON frames back to back from the simulator
 # (wrk -t2 -c32, both fronts with 2 workers; CONNS=1 runs wrk -t1 -c1 instead: the CPU of one
-# request at a time, where the added p50 at one connection comes from). The CPU time of every process on the path is read
-# from /proc (utime and stime of the front's processes and of the upstream, wrk's own from
-# /usr/bin/time) and divided by the requests served: microseconds of CPU per request for the
-# front (user and system), the upstream and the load generator, plus the front's context
-# switches per request (voluntary: it waited; involuntary: it was preempted). Rounds are
+# request at a time, where the added p50 at one connection comes from). The CPU time of every
+# process on the path is read from /proc (utime and stime of the front's processes and of the
+# upstream, wrk's own from /usr/bin/time) and divided by the requests served: microseconds of CPU
+# per request for the front (user and system), the upstream and the load generator, plus the front's
+# context switches per request (voluntary: it waited; involuntary: it was preempted). Rounds are
 # interleaved; the summary prints medians. On a machine where all of them share the cores, the
 # CPU per request of all of them together decides the throughput; the last line says how much
 # user time the guard's front could spend for a given throughput ratio to nginx, everything
