@@ -38,6 +38,7 @@
 //! (`crates/ollama-sim`); this library does not depend on it.
 
 pub mod admin;
+pub(crate) mod affinity;
 pub(crate) mod auth;
 pub(crate) mod cluster;
 pub mod config;

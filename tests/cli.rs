@@ -823,3 +823,111 @@ fn a_manual_ban_in_monitor_mode_is_a_warn_line_of_the_server() {
     assert_eq!(warns.len(), 1, "{log}");
     assert!(warns[0].contains("src=127.0.0.72"), "{log}");
 }
+
+/// CPU numbers in a kernel CPU list ("0-3,6").
+#[cfg(target_os = "linux")]
+fn cpu_list(text: &str) -> Vec<usize> {
+    text.trim()
+        .split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| {
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            lo.parse().unwrap()..=hi.parse().unwrap()
+        })
+        .collect()
+}
+
+/// `Cpus_allowed_list` of a `/proc` status file.
+#[cfg(target_os = "linux")]
+fn allowed_in(status: &std::path::Path) -> Option<Vec<usize>> {
+    let text = std::fs::read_to_string(status).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(cpu_list)
+}
+
+/// The CPUs each proxy worker thread of `pid` may run on (threads named
+/// `ollama-guard-proxy-N`, which the kernel shortens to 15 bytes), sorted.
+#[cfg(target_os = "linux")]
+fn worker_cpus(pid: u32) -> Vec<Vec<usize>> {
+    let mut lists: Vec<Vec<usize>> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|dir| dir.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == "ollama-guard-pr")
+        })
+        .filter_map(|task| allowed_in(&task.path().join("status")))
+        .collect();
+    lists.sort();
+    lists
+}
+
+/// Serves with `extra` options until the workers' CPU lists equal `want` (5 s at most),
+/// and returns the lists last seen.
+#[cfg(target_os = "linux")]
+fn served_worker_cpus(extra: &[&str], want: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = serve_cmd(port, admin)
+        .args(extra)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = worker_cpus(child.id());
+        if seen == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    seen
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn proxy_workers_are_pinned_one_per_cpu_only_when_there_are_as_many_as_cpus() {
+    // The CPUs a child may run on: this test's own (a child inherits them).
+    let cpus = allowed_in(std::path::Path::new("/proc/thread-self/status")).unwrap();
+    let n = cpus.len();
+    let workers = n.to_string();
+    let unpinned = |count: usize| vec![cpus.clone(); count];
+    // As many workers as CPUs: each on a CPU of its own, all of them covered. (On a
+    // one-CPU machine one worker is never pinned: there is nothing to choose.)
+    let pinned: Vec<Vec<usize>> = if n > 1 {
+        cpus.iter().map(|&c| vec![c]).collect()
+    } else {
+        unpinned(1)
+    };
+    assert_eq!(
+        served_worker_cpus(&["--workers", &workers], &pinned),
+        pinned
+    );
+    // The default (workers = 0: one per CPU) is the same.
+    assert_eq!(served_worker_cpus(&[], &pinned), pinned);
+    // Off: every worker keeps every CPU.
+    assert_eq!(
+        served_worker_cpus(
+            &["--workers", &workers, "--cpu-affinity", "off"],
+            &unpinned(n)
+        ),
+        unpinned(n)
+    );
+    // More workers than CPUs: left to the scheduler, never two pinned to one CPU.
+    let more = (n + 1).to_string();
+    assert_eq!(
+        served_worker_cpus(&["--workers", &more], &unpinned(n + 1)),
+        unpinned(n + 1)
+    );
+    // From the environment too; a bad value names the key.
+    let (code, _, err) = run(&[], &[("OLLAMA_GUARD_CPU_AFFINITY", "always")]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "ollama-guard: config error: cpu_affinity: 'always' is not one of auto, off"
+    );
+}

@@ -184,6 +184,10 @@ pub struct ServeArgs {
     /// Proxy worker threads; 0 = one per CPU [default: 0]
     #[arg(long, env = "OLLAMA_GUARD_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
+    /// Pin each proxy worker to a CPU of its own when there are as many workers as CPUs:
+    /// auto | off [default: auto]
+    #[arg(long, env = "OLLAMA_GUARD_CPU_AFFINITY", value_name = "auto|off")]
+    pub cpu_affinity: Option<String>,
     /// Tracing filter for the program's own diagnostics on stderr [default: info]
     #[arg(long, env = "OLLAMA_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -31,7 +31,7 @@ pub use parts::{Bound, Live};
 pub(crate) use sinks::load_ca;
 pub use sinks::{SinksFile, SplunkHec, SplunkHecFile, TOKEN_ENV as SPLUNK_HEC_TOKEN_ENV};
 pub use tls::Tls;
-pub use values::{AccessLogFormat, LogFormat, LogTarget, Mode, Upstream};
+pub use values::{AccessLogFormat, CpuAffinity, LogFormat, LogTarget, Mode, Upstream};
 
 /// The rule types a config holds (defined with the engine that runs them).
 pub use crate::detect::{RuleConfig, RuleError, RuleOverride};

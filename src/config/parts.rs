@@ -12,7 +12,9 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::{AccessLogFormat, BanPolicy, LogFormat, LogTarget, Mode, Timeouts, Upstream};
+use super::{
+    AccessLogFormat, BanPolicy, CpuAffinity, LogFormat, LogTarget, Mode, Timeouts, Upstream,
+};
 use crate::detect::RuleConfig;
 
 /// Settings bound when `serve` starts; a change takes effect only after a restart.
@@ -38,6 +40,8 @@ pub struct Bound {
     pub log_format: LogFormat,
     /// Proxy worker threads (each a single-threaded runtime with its own upstream pool).
     pub workers: usize,
+    /// Whether the workers are pinned to CPUs (set when they start).
+    pub cpu_affinity: CpuAffinity,
     /// Timeouts (read by the listeners, the upstream pools and the readiness probe, all set
     /// up at start).
     pub timeouts: Timeouts,
@@ -80,6 +84,7 @@ impl Bound {
             log_level,
             log_format,
             workers,
+            cpu_affinity,
             timeouts,
             max_connections,
             max_connections_per_source,
@@ -103,6 +108,7 @@ impl Bound {
             (*log_level != new.log_level, "log_level"),
             (*log_format != new.log_format, "log_format"),
             (*workers != new.workers, "workers"),
+            (*cpu_affinity != new.cpu_affinity, "cpu_affinity"),
             (*max_connections != new.max_connections, "max_connections"),
             (
                 *max_connections_per_source != new.max_connections_per_source,

@@ -57,6 +57,7 @@ pub(super) fn to_toml(c: &Config) -> String {
         log_level: Some(b.log_level.clone()),
         log_format: Some(b.log_format.as_str().to_owned()),
         workers: Some(if c.workers_auto { 0 } else { b.workers }),
+        cpu_affinity: Some(b.cpu_affinity.as_str().to_owned()),
         admin_token: l.admin_token.as_ref().map(|_| "<redacted>".to_owned()),
         allowed_hosts: l.allowed_hosts.clone(),
         tls_cert: l.tls.as_ref().map(|t| t.cert.display().to_string()),

@@ -14,6 +14,7 @@ fn defaults_match_the_spec() {
     assert_eq!(c.bound.detection_log, LogTarget::Stdout);
     assert_eq!(c.bound.access_log, None);
     assert_eq!(c.bound.access_log_format, AccessLogFormat::Gin);
+    assert_eq!(c.bound.cpu_affinity, crate::config::CpuAffinity::Auto);
     assert_eq!(c.live.ipv6_prefix, 64);
     assert_eq!(c.live.max_tracked_keys, 1_000_000);
     assert_eq!(c.bound.timeouts.upstream_connect, Duration::from_secs(5));
@@ -73,6 +74,10 @@ fn bad_values_name_their_key() {
     assert_eq!(
         err("log_format = \"xml\""),
         "config error: log_format: 'xml' is not one of text, json"
+    );
+    assert_eq!(
+        err("cpu_affinity = \"on\""),
+        "config error: cpu_affinity: 'on' is not one of auto, off"
     );
 }
 
@@ -346,6 +351,7 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
             "listen = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\n\
              upstream = \"http://127.0.0.1:3\"\ndetection_log = \"d.log\"\naccess_log = \"a.log\"\n\
              access_log_format = \"json\"\nstate_dir = \"s\"\nlog_level = \"debug\"\nlog_format = \"json\"\n\
+             cpu_affinity = \"off\"\n\
              max_connections = 9\nmax_connections_per_source = 8\n[timeouts]\nbody_idle = \"1s\"\n\
              [sinks.splunk_hec]\nurl = \"https://s:8088\"\ntoken = \"t\"",
         ),
@@ -365,6 +371,7 @@ fn restart_keys_are_the_bound_keys_that_changed_in_report_order() {
             "log_level",
             "log_format",
             "workers",
+            "cpu_affinity",
             "max_connections",
             "max_connections_per_source",
             // state_dir moved the default key file (<state_dir>/keys.json) with it.

@@ -87,6 +87,26 @@ impl LogFormat {
     }
 }
 
+/// Whether proxy workers are pinned to CPUs (`cpu_affinity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// One worker per CPU, pinned, when there are exactly as many workers as CPUs the
+    /// process may run on; otherwise left to the scheduler.
+    Auto,
+    /// Never pinned.
+    Off,
+}
+
+impl CpuAffinity {
+    /// The config text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CpuAffinity::Auto => "auto",
+            CpuAffinity::Off => "off",
+        }
+    }
+}
+
 impl AccessLogFormat {
     /// The config text.
     pub fn as_str(self) -> &'static str {
@@ -254,6 +274,17 @@ fn log_format(text: &str) -> Result<LogFormat, ConfigError> {
     }
 }
 
+fn cpu_affinity(text: &str) -> Result<CpuAffinity, ConfigError> {
+    match text {
+        "auto" => Ok(CpuAffinity::Auto),
+        "off" => Ok(CpuAffinity::Off),
+        other => Err(ConfigError::invalid(
+            "cpu_affinity",
+            format!("'{other}' is not one of auto, off"),
+        )),
+    }
+}
+
 fn ban_policy(file: &BanFile) -> Result<BanPolicy, ConfigError> {
     let duration = positive_duration("ban.duration", file.duration.as_deref().unwrap_or("15m"))?;
     let increment = file.increment.unwrap_or(2.0);
@@ -389,6 +420,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         }
         n => n,
     };
+    let cpu_affinity = cpu_affinity(&pick(&args.cpu_affinity, &file.cpu_affinity, "auto"))?;
     let admin_token = file.admin_token.clone().filter(|t| !t.is_empty());
     let (auth, keys_file) = auth(
         file.auth.as_ref(),
@@ -442,6 +474,7 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
             log_level,
             log_format,
             workers,
+            cpu_affinity,
             timeouts,
             max_connections,
             max_connections_per_source,

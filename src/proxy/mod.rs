@@ -81,6 +81,8 @@ pub(crate) struct Proxy {
     metrics: Arc<Metrics>,
     timeouts: crate::config::Timeouts,
     workers: usize,
+    /// The CPU each worker is pinned to (`cpu_affinity`; none = left to the scheduler).
+    cpus: Option<Vec<usize>>,
     limits: Arc<limits::ConnLimits>,
     policy: Arc<ArcSwap<crate::policy::PolicyConfig>>,
     policy_sink: Arc<dyn PolicySink>,
@@ -124,6 +126,13 @@ impl Proxy {
             live.ipv6_prefix,
             &metrics,
         );
+        let cpus = match bound.cpu_affinity {
+            crate::config::CpuAffinity::Auto => crate::affinity::plan(bound.workers),
+            crate::config::CpuAffinity::Off => None,
+        };
+        if let Some(cpus) = &cpus {
+            tracing::info!(?cpus, "proxy workers pinned, one per CPU");
+        }
         Ok(Arc::new(Proxy {
             upstream: bound.upstream.clone(),
             trusted: Arc::new(ArcSwap::from_pointee(live.trusted_proxies.clone())),
@@ -137,6 +146,7 @@ impl Proxy {
             metrics,
             timeouts: bound.timeouts.clone(),
             workers: bound.workers,
+            cpus,
             limits,
             policy: Arc::new(ArcSwap::from_pointee(live.policy.clone())),
             policy_sink,

@@ -63,6 +63,17 @@ impl Proxy {
             let spawned = std::thread::Builder::new()
                 .name(format!("ollama-guard-proxy-{i}"))
                 .spawn(move || {
+                    // One worker per CPU (`cpu_affinity`): its connections, pool and
+                    // tables stay in that core's caches (see `crate::affinity`).
+                    if let Some(&cpu) = proxy.cpus.as_ref().and_then(|cpus| cpus.get(i)) {
+                        if !crate::affinity::pin_current(cpu) {
+                            tracing::warn!(
+                                worker = i,
+                                cpu,
+                                "cannot pin the proxy worker to its CPU"
+                            );
+                        }
+                    }
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

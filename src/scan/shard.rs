@@ -363,13 +363,22 @@ pub(super) fn scan(
         ipv6_prefix: options.ipv6_prefix,
         zone,
     };
+    // One worker per CPU when there are as many workers as CPUs: a shard's window maps stay
+    // in its core's caches (see `crate::affinity`).
+    let cpus = crate::affinity::plan(shards);
     let results: Vec<ShardResult> = thread::scope(|scope| {
         let handles: Vec<_> = workers
             .into_iter()
             .enumerate()
             .map(|(shard, counting)| {
                 let shared = &shared;
-                scope.spawn(move || shared.work(shard, counting))
+                let cpu = cpus.as_ref().map(|cpus| cpus[shard]);
+                scope.spawn(move || {
+                    if let Some(cpu) = cpu {
+                        crate::affinity::pin_current(cpu);
+                    }
+                    shared.work(shard, counting)
+                })
             })
             .collect();
         handles
