@@ -4,8 +4,8 @@
 //! Why: a worker that keeps its state in one core's caches (`scan`'s engine shards: each
 //! shard's window maps and the batch it parses) loses them every time the scheduler moves
 //! it, and with two workers on two CPUs the scheduler moved them whenever one waited for
-//! the other. Pinned, `scan --threads 2` ran 8–9 % faster on the 2-core development machine,
-//! also with a busy-loop on one of the CPUs (README, "Performance").
+//! the other. Pinned, `scan --threads 2` ran 7–12 % faster on the 2-core development
+//! machine, also with a busy loop on one of the CPUs (README, "Performance").
 //!
 //! Only a pool as wide as the allowed CPUs is pinned: each worker then has a CPU of its own,
 //! and two such pools (two scans at once) share every CPU alike. A narrower pool is left to
@@ -13,8 +13,12 @@
 //! stack concurrent pools there.
 
 /// The CPU each of `workers` threads is pinned to (worker `i` to element `i`): the CPUs
-/// this process may run on, when there are exactly `workers` of them. `None` (no pinning)
-/// otherwise, or when the allowed set cannot be read.
+/// the calling thread may run on (the process's, which threads inherit, unless this thread
+/// was narrowed), when there are exactly `workers` of them. `None` (no pinning) otherwise,
+/// or when the allowed set cannot be read (more CPUs than a `CpuSet` holds, say).
+///
+/// A thread a pinned worker starts (tokio's blocking pool, for a host-name lookup) inherits
+/// its one CPU; those are short and rare.
 pub(crate) fn plan(workers: usize) -> Option<Vec<usize>> {
     plan_from(&allowed()?, workers)
 }
@@ -29,7 +33,7 @@ pub(crate) fn pin_current(cpu: usize) -> bool {
     imp::pin(cpu)
 }
 
-/// The CPUs this process may run on, ascending.
+/// The CPUs the calling thread may run on, ascending.
 fn allowed() -> Option<Vec<usize>> {
     imp::allowed()
 }

@@ -864,65 +864,73 @@ fn worker_cpus(pid: u32) -> Vec<Vec<usize>> {
     lists
 }
 
-/// Serves with `extra` options until the workers' CPU lists equal `want` (5 s at most),
-/// and returns the lists last seen.
+/// Serves with `extra` options and returns the workers' CPU lists and the diagnostics. The
+/// lists are read once they equal `want` (5 s at most), and again 300 ms later: a worker
+/// pins itself when it starts, so a list that was right before a wrong pin is read again.
 #[cfg(target_os = "linux")]
-fn served_worker_cpus(extra: &[&str], want: &[Vec<usize>]) -> Vec<Vec<usize>> {
+fn served_worker_cpus(extra: &[&str], want: &[Vec<usize>]) -> (Vec<Vec<usize>>, String) {
     let (port, admin) = (free_port(), free_port());
     let mut child = serve_cmd(port, admin)
         .args(extra)
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for_port(port);
-    let mut seen = Vec::new();
     for _ in 0..200 {
-        seen = worker_cpus(child.id());
-        if seen == want {
+        if worker_cpus(child.id()) == want {
             break;
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = worker_cpus(child.id());
     signal(&child, "TERM");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    seen
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    (seen, err)
 }
 
 #[cfg(target_os = "linux")]
 #[test]
 fn proxy_workers_are_pinned_one_per_cpu_only_when_there_are_as_many_as_cpus() {
+    const PINNING: &str = "pinning the proxy workers, one per CPU";
     // The CPUs a child may run on: this test's own (a child inherits them).
     let cpus = allowed_in(std::path::Path::new("/proc/thread-self/status")).unwrap();
     let n = cpus.len();
     let workers = n.to_string();
     let unpinned = |count: usize| vec![cpus.clone(); count];
-    // As many workers as CPUs: each on a CPU of its own, all of them covered. (On a
+    // As many workers as CPUs: one CPU each, a different one, all of them covered. (On a
     // one-CPU machine one worker is never pinned: there is nothing to choose.)
     let pinned: Vec<Vec<usize>> = if n > 1 {
         cpus.iter().map(|&c| vec![c]).collect()
     } else {
         unpinned(1)
     };
-    assert_eq!(
-        served_worker_cpus(&["--workers", &workers], &pinned),
-        pinned
-    );
-    // The default (workers = 0: one per CPU) is the same.
-    assert_eq!(served_worker_cpus(&[], &pinned), pinned);
+    let (seen, err) = served_worker_cpus(&["--workers", &workers], &pinned);
+    assert_eq!(seen, pinned);
+    assert_eq!(err.contains(PINNING), n > 1, "{err}");
+    // The default (workers = 0: one per available CPU) is the same, unless a CPU quota
+    // makes the available CPUs fewer than the allowed ones: then it is not pinned.
+    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let default = if available == n {
+        pinned.clone()
+    } else {
+        unpinned(available)
+    };
+    assert_eq!(served_worker_cpus(&[], &default).0, default);
     // Off: every worker keeps every CPU.
-    assert_eq!(
-        served_worker_cpus(
-            &["--workers", &workers, "--cpu-affinity", "off"],
-            &unpinned(n)
-        ),
-        unpinned(n)
+    let (seen, err) = served_worker_cpus(
+        &["--workers", &workers, "--cpu-affinity", "off"],
+        &unpinned(n),
     );
+    assert_eq!(seen, unpinned(n));
+    assert!(!err.contains(PINNING), "{err}");
     // More workers than CPUs: left to the scheduler, never two pinned to one CPU.
     let more = (n + 1).to_string();
-    assert_eq!(
-        served_worker_cpus(&["--workers", &more], &unpinned(n + 1)),
-        unpinned(n + 1)
-    );
+    let (seen, err) = served_worker_cpus(&["--workers", &more], &unpinned(n + 1));
+    assert_eq!(seen, unpinned(n + 1));
+    assert!(!err.contains(PINNING), "{err}");
     // From the environment too; a bad value names the key.
     let (code, _, err) = run(&[], &[("OLLAMA_GUARD_CPU_AFFINITY", "always")]);
     assert_eq!(code, 2);

@@ -131,7 +131,7 @@ impl Proxy {
             crate::config::CpuAffinity::Off => None,
         };
         if let Some(cpus) = &cpus {
-            tracing::info!(?cpus, "proxy workers pinned, one per CPU");
+            tracing::info!(?cpus, "pinning the proxy workers, one per CPU");
         }
         Ok(Arc::new(Proxy {
             upstream: bound.upstream.clone(),

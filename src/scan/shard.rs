@@ -374,6 +374,8 @@ pub(super) fn scan(
                 let shared = &shared;
                 let cpu = cpus.as_ref().map(|cpus| cpus[shard]);
                 scope.spawn(move || {
+                    // Best effort: a refused pin (a seccomp filter, say) only leaves the
+                    // thread where the scheduler puts it.
                     if let Some(cpu) = cpu {
                         crate::affinity::pin_current(cpu);
                     }
