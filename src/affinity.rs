@@ -4,7 +4,7 @@
 //! Why: a worker that keeps its state in one core's caches (`scan`'s engine shards: each
 //! shard's window maps and the batch it parses) loses them every time the scheduler moves
 //! it, and with two workers on two CPUs the scheduler moved them whenever one waited for
-//! the other. Pinned, `scan --threads 2` ran 7–12 % faster on the 2-core development
+//! the other. Pinned, `scan --threads 2` ran 6–12 % faster on the 2-core development
 //! machine, also with a busy loop on one of the CPUs (README, "Performance").
 //!
 //! Only a pool as wide as the allowed CPUs is pinned: each worker then has a CPU of its own,
