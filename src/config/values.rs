@@ -202,15 +202,27 @@ fn cidrs(key: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
         .collect()
 }
 
-fn mode(text: &str) -> Result<Mode, ConfigError> {
-    match text {
-        "monitor" => Ok(Mode::Monitor),
-        "block" => Ok(Mode::Block),
-        other => Err(ConfigError::invalid(
-            "mode",
-            format!("'{other}' is not one of monitor, block"),
-        )),
+/// The value `text` names among a key's `choices`, or an error naming the key and listing
+/// them.
+fn one_of<T: Copy>(key: &str, text: &str, choices: &[(&str, T)]) -> Result<T, ConfigError> {
+    match choices.iter().find(|(name, _)| *name == text) {
+        Some(&(_, value)) => Ok(value),
+        None => {
+            let names: Vec<&str> = choices.iter().map(|&(name, _)| name).collect();
+            Err(ConfigError::invalid(
+                key,
+                format!("'{text}' is not one of {}", names.join(", ")),
+            ))
+        }
     }
+}
+
+fn mode(text: &str) -> Result<Mode, ConfigError> {
+    one_of(
+        "mode",
+        text,
+        &[("monitor", Mode::Monitor), ("block", Mode::Block)],
+    )
 }
 
 /// `[auth]`: the reloadable settings and the key file's place. A mode that reads keys needs a
@@ -253,36 +265,30 @@ fn auth(
 }
 
 fn access_log_format(text: &str) -> Result<AccessLogFormat, ConfigError> {
-    match text {
-        "gin" => Ok(AccessLogFormat::Gin),
-        "json" => Ok(AccessLogFormat::Json),
-        other => Err(ConfigError::invalid(
-            "access_log_format",
-            format!("'{other}' is not one of gin, json"),
-        )),
-    }
+    one_of(
+        "access_log_format",
+        text,
+        &[
+            ("gin", AccessLogFormat::Gin),
+            ("json", AccessLogFormat::Json),
+        ],
+    )
 }
 
 fn log_format(text: &str) -> Result<LogFormat, ConfigError> {
-    match text {
-        "text" => Ok(LogFormat::Text),
-        "json" => Ok(LogFormat::Json),
-        other => Err(ConfigError::invalid(
-            "log_format",
-            format!("'{other}' is not one of text, json"),
-        )),
-    }
+    one_of(
+        "log_format",
+        text,
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+    )
 }
 
 fn cpu_affinity(text: &str) -> Result<CpuAffinity, ConfigError> {
-    match text {
-        "auto" => Ok(CpuAffinity::Auto),
-        "off" => Ok(CpuAffinity::Off),
-        other => Err(ConfigError::invalid(
-            "cpu_affinity",
-            format!("'{other}' is not one of auto, off"),
-        )),
-    }
+    one_of(
+        "cpu_affinity",
+        text,
+        &[("auto", CpuAffinity::Auto), ("off", CpuAffinity::Off)],
+    )
 }
 
 fn ban_policy(file: &BanFile) -> Result<BanPolicy, ConfigError> {
