@@ -7,7 +7,7 @@
 //! the other. Pinned, `scan --threads 2` ran 6–12 % faster on the 2-core development
 //! machine, also with a busy loop on one of the CPUs (README, "Performance").
 //!
-//! Only a pool as wide as the allowed CPUs is pinned: each worker then has a CPU of its own,
+//! Only a pool as wide as the allowed CPUs is pinned: each worker then has a different CPU,
 //! and two such pools (two scans at once) share every CPU alike. A narrower pool is left to
 //! the scheduler, which spreads it over the idle CPUs; pinning it to the first CPUs would
 //! stack concurrent pools there.

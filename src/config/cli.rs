@@ -184,8 +184,8 @@ pub struct ServeArgs {
     /// Proxy worker threads; 0 = one per CPU [default: 0]
     #[arg(long, env = "OLLAMA_GUARD_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
-    /// Pin each proxy worker to a CPU of its own when there are as many workers as CPUs:
-    /// auto | off [default: auto]
+    /// Pin each proxy worker to one CPU, a different one each, when there are as many
+    /// workers as CPUs: auto | off [default: auto]
     #[arg(long, env = "OLLAMA_GUARD_CPU_AFFINITY", value_name = "auto|off")]
     pub cpu_affinity: Option<String>,
     /// Tracing filter for the program's own diagnostics on stderr [default: info]

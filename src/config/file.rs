@@ -41,8 +41,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Proxy worker threads; 0 = one per CPU (extension).
     pub workers: Option<usize>,
-    /// `auto` | `off`: pin each worker to a CPU of its own when there are as many workers
-    /// as CPUs the process may run on (extension).
+    /// `auto` | `off`: pin each worker to one CPU, a different one each, when there are as
+    /// many workers as CPUs the process may run on (extension).
     pub cpu_affinity: Option<String>,
     /// Bearer token required by the admin API's `/api/bans` (extension).
     pub admin_token: Option<String>,
