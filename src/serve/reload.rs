@@ -6,9 +6,10 @@
 //! requests are untouched: every request reads what it needs through an `ArcSwap` snapshot.
 //!
 //! The [`Bound`] settings (listeners, upstream, logs, state dir, timeouts, workers,
-//! CPU affinity, connection limits) are fixed at start. [`Reloader`] holds the running `Bound` for the
-//! life of the process and never replaces it, so a change to one is reported as needing a
-//! restart on this reload and on every later one, until the process restarts.
+//! CPU affinity, connection limits) are fixed at start. [`Reloader`] holds the running
+//! `Bound` for the life of the process and never replaces it, so a change to one is
+//! reported as needing a restart on this reload and on every later one, until the process
+//! restarts.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
