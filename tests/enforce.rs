@@ -354,3 +354,46 @@ async fn reload_reports_bound_keys_until_restart_and_swaps_live_ones() {
     );
     server.shutdown().await;
 }
+
+/// Bans a source on its first `/api/show`.
+const FIRST_SHOW_BANS: &str = r#"
+[[rule]]
+name = "first_show"
+paths = ["/api/show"]
+window = "1h"
+threshold = 1
+"#;
+
+/// The ban a response's record decides is in force for the very next request of that source,
+/// sent the moment the response is in, on a new connection (whichever worker accepts it).
+#[tokio::test]
+async fn the_request_after_the_banning_response_is_refused_on_a_new_connection() {
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        workers: Some(2),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, FIRST_SHOW_BANS).await;
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
+    let show = format!("{}/api/show", s.proxy);
+    let tags = format!("{}/api/tags", s.proxy);
+    let mut statuses = Vec::new();
+    for k in 1..=20 {
+        let ip = format!("127.0.3.{k}");
+        let first = call(&client_from(&ip), Method::POST, &show, &[]).await;
+        let next = call(&client_from(&ip), Method::GET, &tags, &[]).await;
+        statuses.push((first.status.as_u16(), next.status.as_u16()));
+    }
+    assert_eq!(statuses, vec![(200, 403); 20]);
+    let forwarded: Vec<String> = s
+        .sim
+        .log
+        .requests()
+        .into_iter()
+        .map(|r| r.target)
+        .filter(|t| t != "/api/version")
+        .collect();
+    assert_eq!(forwarded, vec!["/api/show".to_owned(); 20]);
+    assert_eq!(metric(&s.admin, "ollama_guard_active_bans").await, 20.0);
+    s.server.shutdown().await;
+}

@@ -52,9 +52,13 @@ pub(crate) struct AdminState {
     pub(crate) started: std::time::Instant,
     /// The wall-clock time of `started`.
     pub(crate) started_at: chrono::DateTime<chrono::Utc>,
+    /// The proxy's records held back until their responses are written: every answer here
+    /// counts what a client could already have seen.
+    pub(crate) records: Arc<crate::proxy::deferred::Deferred>,
 }
 
 async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    state.records.settle();
     if req.uri().path() == "/api/bans" || req.uri().path().starts_with("/api/bans/") {
         let token = state.token.load_full();
         return bans::handle(

@@ -11,6 +11,7 @@
 
 pub(crate) mod client_ip;
 pub(crate) mod cut;
+pub(crate) mod deferred;
 pub(crate) mod eos;
 pub(crate) mod fault;
 pub(crate) mod head_timer;
@@ -21,6 +22,8 @@ pub(crate) mod limits;
 pub(crate) mod policy_body;
 pub(crate) mod refusal;
 mod server;
+#[cfg(test)]
+pub(crate) mod test_io;
 pub(crate) mod timing;
 pub(crate) mod tls;
 pub(crate) mod upstream;
@@ -76,7 +79,9 @@ pub(crate) struct Proxy {
     trusted: Arc<ArcSwap<Vec<IpNet>>>,
     hosts: Arc<ArcSwap<HostPolicy>>,
     listen: SocketAddr,
-    sink: Arc<dyn RecordSink>,
+    /// The record pipeline, behind the queues that run each record after its response is
+    /// written.
+    records: Arc<deferred::Deferred>,
     gate: Arc<dyn Gate>,
     metrics: Arc<Metrics>,
     timeouts: crate::config::Timeouts,
@@ -141,7 +146,7 @@ impl Proxy {
                 live.allowed_hosts.as_deref(),
             ))),
             listen: bound.listen,
-            sink,
+            records: deferred::Deferred::new(sink, bound.workers),
             gate,
             metrics,
             timeouts: bound.timeouts.clone(),
@@ -162,6 +167,17 @@ impl Proxy {
             listener.set_certificate(tls.certified.clone());
             tracing::info!(tls_cert = %tls.cert.display(), tls_key = %tls.key.display(), "TLS certificate reloaded: new connections use it");
         }
+    }
+
+    /// Runs every record still held back (see [`deferred`]): what a client could have seen
+    /// answered is then counted, logged and enforced.
+    pub(crate) fn settle(&self) {
+        self.records.settle();
+    }
+
+    /// The records' queues, for those that must settle them (the admin API).
+    pub(crate) fn records(&self) -> Arc<deferred::Deferred> {
+        self.records.clone()
     }
 
     /// Replaces the trusted-proxy list (config reload).
@@ -222,7 +238,7 @@ impl Proxy {
                 store: self.auth.store.clone(),
             }))
             .layer(RecordLayer::new(RecordCtx {
-                sink: self.sink.clone(),
+                sink: self.records.clone(),
                 in_flight: self.metrics.in_flight.clone(),
                 resets: self
                     .metrics
@@ -234,7 +250,7 @@ impl Proxy {
                 self.hosts.clone(),
                 self.metrics.refused_host.clone(),
             ))
-            .layer(GateLayer::new(self.gate.clone()))
+            .layer(GateLayer::new(self.gate.clone()).settling(self.records.clone()))
             .layer(AuthLayer::new(AuthCtx {
                 config: self.auth.config.clone(),
                 sink: self.auth.sink.clone(),

@@ -28,6 +28,8 @@ use crate::telemetry::throttle::Throttle;
 struct Worker {
     proxy: Arc<Proxy>,
     stack: super::Stack,
+    /// The worker's index: its record queue ([`super::deferred`]).
+    index: usize,
 }
 
 impl Proxy {
@@ -78,7 +80,7 @@ impl Proxy {
                         .enable_all()
                         .build()
                     {
-                        Ok(rt) => rt.block_on(proxy.run_worker(handle, stopped, grace)),
+                        Ok(rt) => rt.block_on(proxy.run_worker(i, handle, stopped, grace)),
                         Err(e) => {
                             tracing::error!(error = %e, worker = i, "cannot start a proxy worker")
                         }
@@ -102,6 +104,7 @@ impl Proxy {
 
     async fn run_worker(
         self: Arc<Self>,
+        index: usize,
         listener: std::net::TcpListener,
         mut stopped: watch::Receiver<bool>,
         grace: Duration,
@@ -117,6 +120,7 @@ impl Proxy {
         let worker = Arc::new(Worker {
             stack: self.stack(upstream::client(&self.timeouts, &self.upstream)),
             proxy: self,
+            index,
         });
         let mut builder = http1::Builder::new();
         builder
@@ -242,7 +246,10 @@ impl Worker {
         let watcher = drain.watcher();
         let builder = builder.clone();
         let proxy = proxy.clone();
-        Some(async move {
+        // Records of this connection's requests run after each poll of it, that is after
+        // hyper wrote their responses (see `super::deferred`).
+        let records = proxy.records.clone();
+        Some(records.scope(self.index, async move {
             let result = match &proxy.tls {
                 None => {
                     watcher
@@ -262,6 +269,6 @@ impl Worker {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             drop(permit);
-        })
+        }))
     }
 }

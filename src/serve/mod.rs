@@ -255,6 +255,7 @@ impl Server {
             upstream: config.bound.upstream.url(),
             started: std::time::Instant::now(),
             started_at: chrono::Utc::now(),
+            records: proxy.records(),
         });
         tasks.spawn(admin::serve(
             admin_listener,
@@ -328,6 +329,8 @@ impl Server {
 
     /// Reopens every log file (SIGUSR1 from logrotate, and SIGHUP).
     pub fn reopen_logs(&self) {
+        // Lines of requests already answered belong in the file being rotated out.
+        self.reloader.proxy.settle();
         for log in &self.logs {
             log.reopen();
         }
@@ -338,6 +341,7 @@ impl Server {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        self.reloader.proxy.settle();
         self.detection.finish();
         // Bans made by requests that finished during the drain are saved too.
         self.reloader.enforcement.persist().await;

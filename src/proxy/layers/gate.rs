@@ -2,6 +2,10 @@
 //! with a body shaped for its route family, its connection closed, and the exchange
 //! recorded as `blocked` (never fed back to detection: no self-feeding bans). The ban
 //! decision itself belongs to [`crate::proxy::refusal::Gate`] (the enforcement service).
+//!
+//! Records run just after their response is written ([`Deferred`]); the gate settles them
+//! before it asks, so a request sent after a response arrived meets what that response's
+//! record decided.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,6 +14,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::{refusal, Answer, Client, Meta, ShortCircuit};
+use crate::proxy::deferred::Deferred;
 use crate::proxy::refusal::{forbidden, Gate};
 use crate::record::Outcome;
 
@@ -17,12 +22,22 @@ use crate::record::Outcome;
 #[derive(Clone)]
 pub(crate) struct GateLayer {
     gate: Arc<dyn Gate>,
+    records: Option<Arc<Deferred>>,
 }
 
 impl GateLayer {
     /// Asks `gate` about every request.
     pub(crate) fn new(gate: Arc<dyn Gate>) -> Self {
-        GateLayer { gate }
+        GateLayer {
+            gate,
+            records: None,
+        }
+    }
+
+    /// Runs the records `records` holds back before asking (see the module doc).
+    pub(crate) fn settling(mut self, records: Arc<Deferred>) -> Self {
+        self.records = Some(records);
+        self
     }
 }
 
@@ -32,6 +47,7 @@ impl<S> Layer<S> for GateLayer {
         GateService {
             inner,
             gate: self.gate.clone(),
+            records: self.records.clone(),
         }
     }
 }
@@ -41,6 +57,7 @@ impl<S> Layer<S> for GateLayer {
 pub(crate) struct GateService<S> {
     inner: S,
     gate: Arc<dyn Gate>,
+    records: Option<Arc<Deferred>>,
 }
 
 impl<S, B, RB> Service<Request<B>> for GateService<S>
@@ -56,6 +73,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(records) = &self.records {
+            records.settle();
+        }
         let ext = req.extensions();
         if let (Some(client), Some(meta)) = (ext.get::<Client>(), ext.get::<Meta>()) {
             let identity = ext

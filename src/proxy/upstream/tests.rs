@@ -15,6 +15,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::proxy::fault::tests::{incoming_from, BAD_CHUNK, SHORT_LENGTH};
 use crate::proxy::fault::{ClientBody, ClientFault};
+use crate::proxy::test_io::CountingIo;
 
 fn client_for(addr: std::net::SocketAddr, idle: Duration) -> UpstreamClient {
     UpstreamClient {
@@ -506,45 +507,6 @@ async fn an_upstream_closing_or_garbling_the_response_is_an_upstream_reset() {
     }
 }
 
-/// A connection that counts the writes that went through (each is one system call on a
-/// socket).
-struct CountingIo {
-    inner: tokio::io::DuplexStream,
-    writes: Arc<AtomicUsize>,
-}
-
-impl tokio::io::AsyncRead for CountingIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for CountingIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(_))) {
-            self.writes.fetch_add(1, Ordering::SeqCst);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// Reads from `r` until `buf` holds `needle` `times` times.
 async fn read_until(
     r: &mut tokio::io::DuplexStream,
@@ -578,10 +540,7 @@ async fn through_hyper_a_burst_is_one_write_and_a_lone_frame_leaves_at_once() {
     // The proxy's side of the client connection is hyper's server, as in `serve`.
     let (mut near, far) = tokio::io::duplex(1 << 20);
     let writes = Arc::new(AtomicUsize::new(0));
-    let io = CountingIo {
-        inner: far,
-        writes: writes.clone(),
-    };
+    let io = CountingIo::new(far, writes.clone());
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let req = req.map(wrap);
         client.clone().oneshot(req)
