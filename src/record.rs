@@ -213,4 +213,13 @@ pub(crate) trait RecordSink: Send + Sync + 'static {
     fn end(&self, _ticket: u64) -> u64 {
         0
     }
+
+    /// A request ended: [`RecordSink::end`] of its ticket (if it had one), then
+    /// [`RecordSink::record`] with the mask `end` returned.
+    fn finish(&self, ticket: Option<u64>, mut record: RequestRecord) {
+        if let Some(ticket) = ticket {
+            record.in_flight_reported = self.end(ticket);
+        }
+        self.record(record);
+    }
 }

@@ -1,11 +1,12 @@
 //! Records that run after the response is written.
 //!
-//! A request's record (metrics, access log, detection, a ban it decides: about 3 k
-//! instructions) is built when its response body ends, inside hyper's poll of the
-//! connection and before hyper writes the response's last bytes. [`Deferred`] moves the
-//! record's run behind that write without giving up any ordering a client can observe:
+//! A request's end (its release from the in-flight registry, then its record: metrics, access
+//! log, detection, a ban it decides; about 3 k instructions in all) is known when its
+//! response body ends, inside hyper's poll of the connection and before hyper writes the
+//! response's last bytes. [`Deferred`] moves that work behind the write without giving up any
+//! ordering a client can observe:
 //!
-//! - while a worker polls one of its connections ([`Deferred::scope`]), a finished record is
+//! - while a worker polls one of its connections ([`Deferred::scope`]), an ended request is
 //!   queued on that worker's queue instead of run;
 //! - when that poll returns, which is after hyper has written what it could (its poll loop
 //!   writes and flushes before it waits for the next read), the worker runs what it queued.
@@ -42,8 +43,9 @@ thread_local! {
 struct Queue {
     /// Records queued and not yet run (read without the lock).
     pending: AtomicUsize,
-    /// The records. Held while they run, so a worker that settles waits for them.
-    jobs: Mutex<Vec<RequestRecord>>,
+    /// The ended requests: the in-flight ticket to end and the record. Held while they
+    /// run, so a worker that settles waits for them.
+    jobs: Mutex<Vec<(Option<u64>, RequestRecord)>>,
 }
 
 /// A record sink that runs records after the response write (see the module doc); every
@@ -111,10 +113,10 @@ impl Deferred {
     }
 
     /// Runs `jobs` (`queue`'s, locked) in order.
-    fn run(&self, jobs: &mut Vec<RequestRecord>, queue: &Queue) {
+    fn run(&self, jobs: &mut Vec<(Option<u64>, RequestRecord)>, queue: &Queue) {
         let n = jobs.len();
-        for record in jobs.drain(..) {
-            self.sink.record(record);
+        for (ticket, record) in jobs.drain(..) {
+            self.sink.finish(ticket, record);
         }
         queue.pending.fetch_sub(n, Ordering::Release);
     }
@@ -122,15 +124,7 @@ impl Deferred {
 
 impl RecordSink for Deferred {
     fn record(&self, record: RequestRecord) {
-        match SCOPE.get() {
-            Some((id, i)) if id == self.id() => {
-                let queue = &self.queues[i];
-                let mut jobs = queue.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-                jobs.push(record);
-                queue.pending.fetch_add(1, Ordering::Release);
-            }
-            _ => self.sink.record(record),
-        }
+        self.finish(None, record);
     }
 
     fn begin(&self, record: &RequestRecord, start: tokio::time::Instant) -> Option<u64> {
@@ -139,6 +133,19 @@ impl RecordSink for Deferred {
 
     fn end(&self, ticket: u64) -> u64 {
         self.sink.end(ticket)
+    }
+
+    /// Queued whole: the in-flight registry lets go of the request when its record runs.
+    fn finish(&self, ticket: Option<u64>, record: RequestRecord) {
+        match SCOPE.get() {
+            Some((id, i)) if id == self.id() => {
+                let queue = &self.queues[i];
+                let mut jobs = queue.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+                jobs.push((ticket, record));
+                queue.pending.fetch_add(1, Ordering::Release);
+            }
+            _ => self.sink.finish(ticket, record),
+        }
     }
 }
 

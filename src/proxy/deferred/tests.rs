@@ -28,6 +28,7 @@ struct Sink {
     records: Mutex<Vec<RequestRecord>>,
     written: Option<Arc<AtomicUsize>>,
     writes_seen: Mutex<Vec<usize>>,
+    ended: Mutex<Vec<u64>>,
 }
 
 impl RecordSink for Sink {
@@ -39,6 +40,12 @@ impl RecordSink for Sink {
                 .push(w.load(Ordering::SeqCst));
         }
         self.records.lock().unwrap().push(record);
+    }
+
+    /// Ticket `t` reported the rules of mask `t`.
+    fn end(&self, ticket: u64) -> u64 {
+        self.ended.lock().unwrap().push(ticket);
+        ticket
     }
 }
 
@@ -115,6 +122,32 @@ fn in_a_scope_a_record_runs_when_the_poll_returns() {
     // After the poll the thread is out of the scope again.
     deferred.record(record("192.0.2.3"));
     assert_eq!(sink.count(), 3);
+}
+
+#[test]
+fn a_request_leaves_the_in_flight_registry_when_its_record_runs() {
+    let sink = Arc::new(Sink::default());
+    let deferred = Deferred::new(sink.clone(), 1);
+    let (d, s) = (deferred.clone(), sink.clone());
+    let fut = deferred.scope(
+        0,
+        std::future::poll_fn(move |_| {
+            d.finish(Some(5), record("192.0.2.1"));
+            assert!(s.ended.lock().unwrap().is_empty(), "still in flight");
+            Poll::Ready(())
+        }),
+    );
+    assert!(poll_once(std::pin::pin!(fut)).is_ready());
+    assert_eq!(*sink.ended.lock().unwrap(), [5]);
+    let records = sink.records.lock().unwrap();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| r.in_flight_reported)
+            .collect::<Vec<_>>(),
+        [5],
+        "the mask `end` returned"
+    );
 }
 
 #[test]

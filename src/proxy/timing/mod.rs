@@ -84,13 +84,10 @@ impl Completion {
         self.record.completed_at = Utc::now();
         self.record.outcome = outcome;
         drop(self.in_flight.take());
-        if let Some(ticket) = self.ticket.take() {
-            self.record.in_flight_reported = self.sink.end(ticket);
-        }
         if let (Outcome::UpstreamError, Some(resets)) = (outcome, &self.upstream_resets) {
             resets.inc();
         }
-        self.sink.record(self.record);
+        self.sink.finish(self.ticket.take(), self.record);
     }
 }
 
