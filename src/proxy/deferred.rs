@@ -114,11 +114,18 @@ impl Deferred {
 
     /// Runs `jobs` (`queue`'s, locked) in order.
     fn run(&self, jobs: &mut Vec<(Option<u64>, RequestRecord)>, queue: &Queue) {
-        let n = jobs.len();
+        // Counted down once they have run (a settler that reads 0 must find them done), and
+        // also when a record panics: the queue is empty then, and settlers stop locking it.
+        struct Done<'a>(&'a AtomicUsize, usize);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::Release);
+            }
+        }
+        let _done = Done(&queue.pending, jobs.len());
         for (ticket, record) in jobs.drain(..) {
             self.sink.finish(ticket, record);
         }
-        queue.pending.fetch_sub(n, Ordering::Release);
     }
 }
 

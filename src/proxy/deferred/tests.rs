@@ -432,3 +432,42 @@ async fn a_pipelined_request_meets_the_ban_its_predecessors_record_decided() {
         "{got}"
     );
 }
+
+/// Panics on its first record.
+#[derive(Default)]
+struct Bug(AtomicUsize);
+
+impl RecordSink for Bug {
+    fn record(&self, _: RequestRecord) {
+        assert!(self.0.fetch_add(1, Ordering::SeqCst) > 0, "a pipeline bug");
+    }
+}
+
+#[test]
+fn a_record_that_panics_leaves_the_queue_counted_empty() {
+    let sink = Arc::new(Bug::default());
+    let deferred = Deferred::new(sink.clone(), 1);
+    let d = deferred.clone();
+    let fut = deferred.scope(
+        0,
+        std::future::poll_fn(move |_| {
+            d.record(record("192.0.2.1"));
+            d.record(record("192.0.2.2"));
+            Poll::Ready(())
+        }),
+    );
+    let mut fut = Box::pin(fut);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = poll_once(fut.as_mut());
+    }));
+    assert!(caught.is_err());
+    assert_eq!(deferred.queues[0].pending.load(Ordering::SeqCst), 0);
+    assert!(deferred.queues[0]
+        .jobs
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .is_empty());
+    // Later records still run.
+    deferred.record(record("192.0.2.3"));
+    assert_eq!(sink.0.load(Ordering::SeqCst), 2);
+}
