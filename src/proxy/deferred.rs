@@ -167,7 +167,9 @@ pin_project_lite::pin_project! {
 
     impl<F> PinnedDrop for Scoped<F> {
         fn drop(this: Pin<&mut Self>) {
-            // A connection dropped mid-poll (shutdown) leaves nothing queued.
+            // Only a poll that unwound (a panic) can have left records queued: they run
+            // here. What dropping the connection itself ends (a response still running) is
+            // recorded after this, outside any scope, so at once.
             this.deferred.run_own(this.worker);
         }
     }
