@@ -83,6 +83,17 @@ fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut cx)
 }
 
+/// Polls once, as worker `worker`'s connection, a future whose poll is `body`.
+fn poll_in_scope<T>(
+    deferred: &Arc<Deferred>,
+    worker: usize,
+    body: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    poll_once(std::pin::pin!(
+        deferred.scope(worker, std::future::poll_fn(body))
+    ))
+}
+
 #[test]
 fn outside_a_scope_a_record_runs_at_once() {
     let sink = Arc::new(Sink::default());
@@ -96,6 +107,7 @@ fn in_a_scope_a_record_runs_when_the_poll_returns() {
     let sink = Arc::new(Sink::default());
     let deferred = Deferred::new(sink.clone(), 2);
     let (d, s) = (deferred.clone(), sink.clone());
+    // Kept alive through the checks: the records run when the poll returns, not on drop.
     let fut = deferred.scope(
         1,
         std::future::poll_fn(move |_| {
@@ -129,15 +141,12 @@ fn a_request_leaves_the_in_flight_registry_when_its_record_runs() {
     let sink = Arc::new(Sink::default());
     let deferred = Deferred::new(sink.clone(), 1);
     let (d, s) = (deferred.clone(), sink.clone());
-    let fut = deferred.scope(
-        0,
-        std::future::poll_fn(move |_| {
-            d.finish(Some(5), record("192.0.2.1"));
-            assert!(s.ended.lock().unwrap().is_empty(), "still in flight");
-            Poll::Ready(())
-        }),
-    );
-    assert!(poll_once(std::pin::pin!(fut)).is_ready());
+    assert!(poll_in_scope(&deferred, 0, move |_| {
+        d.finish(Some(5), record("192.0.2.1"));
+        assert!(s.ended.lock().unwrap().is_empty(), "still in flight");
+        Poll::Ready(())
+    })
+    .is_ready());
     assert_eq!(*sink.ended.lock().unwrap(), [5]);
     let records = sink.records.lock().unwrap();
     assert_eq!(
@@ -156,15 +165,12 @@ fn a_record_for_another_sink_runs_at_once_inside_a_scope() {
     let deferred = Deferred::new(ours.clone(), 1);
     let other = Deferred::new(theirs.clone(), 1);
     let (o, t) = (other.clone(), theirs.clone());
-    let fut = deferred.scope(
-        0,
-        std::future::poll_fn(move |_| {
-            o.record(record("192.0.2.1"));
-            assert_eq!(t.count(), 1, "not this scope's sink: not held back");
-            Poll::Ready(())
-        }),
-    );
-    assert!(poll_once(std::pin::pin!(fut)).is_ready());
+    assert!(poll_in_scope(&deferred, 0, move |_| {
+        o.record(record("192.0.2.1"));
+        assert_eq!(t.count(), 1, "not this scope's sink: not held back");
+        Poll::Ready(())
+    })
+    .is_ready());
     assert_eq!((ours.count(), theirs.count()), (0, 1));
 }
 
@@ -177,17 +183,14 @@ fn settle_on_another_thread_runs_what_a_worker_still_holds() {
     let d = deferred.clone();
     let worker = std::thread::spawn(move || {
         let d2 = d.clone();
-        let fut = d.scope(
-            0,
-            std::future::poll_fn(move |_| {
-                d2.record(record("192.0.2.9"));
-                // The response is written; the worker has not got back to its queue yet.
-                queued_tx.send(()).unwrap();
-                go_rx.recv().unwrap();
-                Poll::Ready(())
-            }),
-        );
-        assert!(poll_once(std::pin::pin!(fut)).is_ready());
+        assert!(poll_in_scope(&d, 0, move |_| {
+            d2.record(record("192.0.2.9"));
+            // The response is written; the worker has not got back to its queue yet.
+            queued_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            Poll::Ready(())
+        })
+        .is_ready());
     });
     queued.recv().unwrap();
     assert_eq!(sink.count(), 0);
@@ -227,14 +230,11 @@ fn settle_waits_for_the_records_a_worker_is_running() {
     let d = deferred.clone();
     let worker = std::thread::spawn(move || {
         let d2 = d.clone();
-        let fut = d.scope(
-            1,
-            std::future::poll_fn(move |_| {
-                d2.record(record("192.0.2.9"));
-                Poll::Ready(())
-            }),
-        );
-        assert!(poll_once(std::pin::pin!(fut)).is_ready());
+        assert!(poll_in_scope(&d, 1, move |_| {
+            d2.record(record("192.0.2.9"));
+            Poll::Ready(())
+        })
+        .is_ready());
     });
     // The worker is running its record now.
     entered.recv().unwrap();
