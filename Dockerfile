@@ -6,11 +6,12 @@
 #   docker run --rm -p 11434:11434 -p 127.0.0.1:9464:9464 ollama-guard:0.1.0 \
 #       serve --listen 0.0.0.0:11434 --admin-listen 0.0.0.0:9464 --upstream http://ollama:11434
 #
-# Only Cargo.toml, Cargo.lock, build.rs, src/ and crates/ (the workspace's ollama-sim, which
-# the `demo` and `simulator` commands embed) are copied, so a local target/ directory is never
-# part of the image (.dockerignore keeps it and .git out of the build context). Without .git,
-# build.rs takes the revision (ollama_guard_build_info{revision}, `--version`) from the
-# REVISION build argument; without that it is "unknown".
+# Only Cargo.toml, Cargo.lock, build.rs, src/, crates/ (the workspace's ollama-sim, which
+# the `demo` and `simulator` commands embed) and deploy/pgo/ (the profile-guided build) are
+# copied, so a local target/ directory is never part of the image (.dockerignore keeps it and
+# .git out of the build context). Without .git, build.rs takes the revision
+# (ollama_guard_build_info{revision}, `--version`) from the REVISION build argument; without
+# that it is "unknown".
 #
 # Base images are pinned to versions (rust 1.95.0 on Debian 12 "bookworm"; Debian 12.12 slim
 # at run time), not to moving tags; add @sha256 digests to pin the exact bytes.
@@ -37,13 +38,25 @@ RUN mkdir -p src crates/accept-loop/src crates/ollama-sim/src \
 
 # 2. The sources. COPY keeps the files' own modification times, which can be older than the
 #    stubs' above: touch them so cargo rebuilds the three workspace crates.
+#    With PGO=1 (the default) the binary is a profile-guided build (deploy/pgo/build.sh: an
+#    instrumented build, a training run of the proxy and `scan` on loopback, then the optimized
+#    build): about a fifth fewer instructions per proxied request, measured in the README's
+#    "Profile-guided build". It builds twice and does not reuse the dependency layer above (other
+#    compiler flags); --build-arg PGO=0 gives the plain build.
 COPY src ./src
 COPY crates ./crates
+COPY deploy/pgo ./deploy/pgo
 ARG REVISION=unknown
+ARG PGO=1
 ENV OLLAMA_GUARD_REVISION=${REVISION}
 RUN find src crates -name '*.rs' -exec touch {} + \
- && cargo build --profile dist --locked \
- && install -D -m 0755 target/dist/ollama-guard /out/ollama-guard \
+ && if [ "$PGO" = 1 ]; then \
+      rustup component add llvm-tools \
+      && bin=$(bash deploy/pgo/build.sh dist); \
+    else \
+      cargo build --profile dist --locked && bin=target/dist/ollama-guard; \
+    fi \
+ && install -D -m 0755 "$bin" /out/ollama-guard \
  && /out/ollama-guard --version
 
 # ---- runtime ----------------------------------------------------------------------------

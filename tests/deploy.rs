@@ -263,3 +263,93 @@ fn the_license_file_matches_cargo_toml() {
     assert!(license.contains("END OF TERMS AND CONDITIONS"));
     assert!(read("Dockerfile").contains("org.opencontainers.image.licenses=\"Apache-2.0\""));
 }
+
+/// Runs a script of `deploy/pgo/` with bash; returns (exit code, stderr).
+fn pgo_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new("bash")
+        .arg(path(&format!("deploy/pgo/{script}")))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The profile-guided build's training run works against the binary as it is today: every
+/// call it makes succeeds (curl -f), the guard logs each one, and `scan` reads the generated log.
+/// A CLI change that broke the training would otherwise only show when someone builds the image.
+#[test]
+fn the_pgo_training_run_drives_the_proxy_and_scan() {
+    let (code, err) = pgo_script("train.sh", &[env!("CARGO_BIN_EXE_ollama-guard"), "30"], &[]);
+    assert_eq!(code, 0, "{err}");
+    // 9 kinds of call x 30, 400 refusals and the readiness probe; 30 x 60 generated lines plus
+    // the access log.
+    assert_eq!(
+        err.lines().last(),
+        Some("train.sh: 671 requests in the access log, 2471 log lines scanned three times"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_pgo_training_run_fails_at_once_when_the_binary_does_not_start() {
+    let (code, err) = pgo_script("train.sh", &["/bin/false", "30"], &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("train.sh: /bin/false exited before http://127.0.0.1:"),
+        "{err}"
+    );
+    let (code, err) = pgo_script("train.sh", &["/nonexistent/ollama-guard"], &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "train.sh: /nonexistent/ollama-guard is not an executable\n"
+    );
+}
+
+/// build.sh refuses, before building anything, an llvm-profdata that is missing or of another
+/// LLVM major version than rustc's (its profile would be unreadable or silently ignored).
+#[test]
+fn the_pgo_build_refuses_a_missing_or_mismatched_llvm_profdata() {
+    let (code, err) = pgo_script(
+        "build.sh",
+        &[],
+        &[("LLVM_PROFDATA", "/nonexistent/llvm-profdata")],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "pgo: llvm-profdata not found at /nonexistent/llvm-profdata: run `rustup component add llvm-tools` or set LLVM_PROFDATA\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("llvm-profdata");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'LLVM (http://llvm.org/):'\necho '  LLVM version 3.4.0'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rustc = Command::new("rustc").arg("-vV").output().unwrap();
+    let llvm = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next().map(str::to_owned))
+        .unwrap();
+    let (code, err) = pgo_script(
+        "build.sh",
+        &[],
+        &[("LLVM_PROFDATA", fake.to_str().unwrap())],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        format!(
+            "pgo: {} is LLVM 3, rustc uses LLVM {llvm}: the profile would not be read\n",
+            fake.display()
+        )
+    );
+}

@@ -16,7 +16,9 @@
 # interleaved; the summary prints medians. On a machine where all of them share the cores, the
 # CPU per request of all of them together decides the throughput; the last line says how much
 # user time the guard's front could spend for a given throughput ratio to nginx, everything
-# else as measured. env GUARD_BIN=path measures that build.
+# else as measured. env GUARD_BIN=path measures that build; env BASELINE_BIN=path adds another
+# build as the front "base" to the same rounds (before/after figures of a change, or a
+# profile-guided build against a plain one: deploy/pgo/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-5}
@@ -42,6 +44,14 @@ case $regime in
 esac
 front_nginx nginx "$up" "$log"
 front_guard guard "$up" "$log"
+fronts=(nginx guard)
+if [ -n "${BASELINE_BIN:-}" ]; then
+  guard_bin=$bin
+  bin=$BASELINE_BIN
+  front_guard base "$up" "$log"
+  bin=$guard_bin
+  fronts+=(base)
+fi
 for p in "${front_port[@]}"; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.05; done
 done
@@ -73,7 +83,7 @@ results="$work/cpu.tsv"; : >"$results"
 [ -n "$upid" ] || upid=$(cat "$work/fast.pid")
 read -r -a upstream <<<"$upid $(pgrep -P "$upid" | tr '\n' ' ')"
 for r in $(seq "$rounds"); do
-  for t in nginx guard; do
+  for t in "${fronts[@]}"; do
     read -r -a front <<<"$(procs "${front_port[$t]}")"
     read -r fu0 fs0 v0 n0 < <(usage "${front[@]}")
     read -r uu0 us0 _ _ < <(usage "${upstream[@]}")
@@ -111,6 +121,10 @@ if "guard" in med and "nginx" in med:
     g, n = med["guard"], med["nginx"]
     print(f"\nguard/nginx: req/s {g[0] / n[0]:.3f}, front CPU per request {(g[1] + g[2]) / (n[1] + n[2]):.3f} "
           f"(user {g[1] / n[1]:.3f}, system {g[2] / n[2]:.3f})")
+    if "base" in med:
+        b = med["base"]
+        print(f"guard/base: req/s {g[0] / b[0]:.3f}, front CPU per request {(g[1] + g[2]) / (b[1] + b[2]):.3f} "
+              f"(user {g[1] / b[1]:.3f}, system {g[2] / b[2]:.3f})")
     # Core time per request: all cores divided by the throughput. What the four processes do not
     # account for (interrupts, kernel threads, idle) is "other"; with the cores saturated, a
     # front that used less CPU would leave the rest as it is, so the guard's user-time budget for

@@ -14,7 +14,9 @@
 # Equal worker counts: nginx `worker_processes 2`, the guard `--workers 2`. Rounds are interleaved
 # (every regime and target once per round) so drift on a shared machine hits all alike; the
 # summary prints medians and guard/nginx ratios from this one run. env GUARD_BIN=path benchmarks
-# that build instead of building the work tree.
+# that build instead of building the work tree; env BASELINE_BIN=path adds another build as the
+# target "base" in every regime (same rounds, ratios base/nginx and guard/base: before/after
+# figures of a change, or a profile-guided build against a plain one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-5}
@@ -32,6 +34,14 @@ front_nginx nginx_fast "$fast" off; front_guard guard_fast "$fast" off
 front_nginx nginx_fast_log "$fast" on; front_guard guard_fast_log "$fast" on
 front_nginx nginx_sim "$sim" off; front_guard guard_sim "$sim" off
 front_port[direct_fast]=$fast
+base=
+if [ -n "${BASELINE_BIN:-}" ]; then
+  guard_bin=$bin
+  bin=$BASELINE_BIN
+  front_guard base_fast "$fast" off; front_guard base_fast_log "$fast" on; front_guard base_sim "$sim" off
+  bin=$guard_bin
+  base=yes
+fi
 for p in "${front_port[@]}"; do
   for _ in $(seq 100); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.05; done
 done
@@ -47,6 +57,10 @@ declare -A regime=(
   [p50_1conn]="/api/tags 1 - direct_fast nginx_fast guard_fast"
 )
 order=(tags_fast tags_fast_logged ndjson_sim tags_sim p50_1conn)
+if [ -n "$base" ]; then
+  regime[tags_fast]+=" base_fast"; regime[tags_fast_logged]+=" base_fast_log"
+  regime[ndjson_sim]+=" base_sim"; regime[tags_sim]+=" base_sim"; regime[p50_1conn]+=" base_fast"
+fi
 results="$work/results.tsv"; : >"$results"
 echo "seconds=$secs rounds=$rounds workers=$workers (nginx worker_processes=$workers)"
 for r in $(seq "$rounds"); do
@@ -81,14 +95,21 @@ med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v i
 print(f"\n{'regime':18} {'target':7} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
 for (g, t), (rps, p50, p99) in med.items():
     print(f"{g:18} {t:7} {rps:10.0f} {p50:9.3f} {p99:9.3f}")
-print(f"\n{'regime':18} {'guard/nginx req/s':>18} {'guard/nginx p99':>16}")
+pairs = [("guard", "nginx")]
+if any(t == "base" for _, t in med):
+    pairs += [("base", "nginx"), ("guard", "base")]
+print(f"\n{'regime':18}" + "".join(f" {a + '/' + b + ' req/s':>17} {a + '/' + b + ' p99':>15}" for a, b in pairs))
 for g in dict.fromkeys(k[0] for k in med):
-    if (g, "guard") in med and (g, "nginx") in med:
-        a, b = med[(g, "guard")], med[(g, "nginx")]
-        print(f"{g:18} {a[0] / b[0]:18.3f} {a[2] / b[2]:16.3f}")
+    cells = [
+        f" {med[(g, a)][0] / med[(g, b)][0]:17.3f} {med[(g, a)][2] / med[(g, b)][2]:15.3f}"
+        for a, b in pairs
+        if (g, a) in med and (g, b) in med
+    ]
+    if cells:
+        print(f"{g:18}" + "".join(cells))
 if ("p50_1conn", "direct") in med:
     d = med[("p50_1conn", "direct")][1]
-    for t in ("nginx", "guard"):
+    for t in ("nginx", "guard", "base"):
         if ("p50_1conn", t) in med:
             print(f"added p50 at 1 connection, {t}: {1000 * (med[('p50_1conn', t)][1] - d):+.0f} us")
 PY
