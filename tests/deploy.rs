@@ -286,11 +286,12 @@ fn pgo_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String
 fn the_pgo_training_run_drives_the_proxy_and_scan() {
     let (code, err) = pgo_script("train.sh", &[env!("CARGO_BIN_EXE_ollama-guard"), "30"], &[]);
     assert_eq!(code, 0, "{err}");
-    // 9 kinds of call x 30, 400 refusals and the readiness probe; 30 x 60 generated lines plus
-    // the access log.
+    // Monitor mode: 9 kinds of call x 30, 400 refusals and the readiness probe (671). Block
+    // mode: 30 new sources, 4 x (130 + 30) calls of the banned sources, 30 pushes and the probe
+    // (701). Then 30 x 60 generated lines plus the access log.
     assert_eq!(
         err.lines().last(),
-        Some("train.sh: 671 requests in the access log, 2471 log lines scanned three times"),
+        Some("train.sh: 1372 requests in the access log, 3172 log lines scanned three times"),
         "{err}"
     );
 }

@@ -11,9 +11,10 @@
 # curl sends each kind of call REQUESTS times over one keep-alive connection (URL ranges),
 # several kinds at once: GET /api/tags, /api/ps, /api/version and /v1/models; POST /api/show,
 # /api/generate and /api/chat (20 NDJSON frames each), /v1/chat/completions, /api/embed;
-# some refusals (a foreign Host, an unknown method). Then `scan` reads a generated row-heavy
-# GIN log (a tenth of the calls slow) in the default mode, in --splunk-compat mode and with
-# two threads. BIN is stopped with SIGTERM, so an instrumented build writes its profile.
+# some refusals (a foreign Host, an unknown method). Then `serve` again in block mode behind a
+# trusted proxy: REQUESTS new sources (X-Forwarded-For), four sources banned and refused, pushes
+# to a foreign registry refused by the policy. Then `scan` reads a generated row-heavy GIN log
+# (a tenth of the calls slow) in the default mode, in --splunk-compat mode and with two threads. BIN is stopped with SIGTERM, so an instrumented build writes its profile.
 # Exits non-zero when any step fails: a profile from a broken run would mislead the build.
 set -euo pipefail
 bin=${1:?usage: train.sh BIN [REQUESTS]}
@@ -92,6 +93,48 @@ curl -fs -o /dev/null "http://127.0.0.1:$admin/metrics"
 kill -TERM "$guard"
 wait "$guard"
 [ -s "$work/access.log" ] || { echo "train.sh: the guard wrote no access log" >&2; exit 1; }
+
+# Block mode behind a trusted proxy, so the paths a flood takes are trained too (a profile
+# marks code it never saw as cold): clients named by X-Forwarded-For, REQUESTS distinct sources
+# with one call each (new keys), four sources that cross `excessive_requests` (more than 120
+# calls in 5 minutes) and are banned, then refused; pushes to a foreign registry (refused by
+# the policy). One curl per group, options per call separated by --next, so the connection is
+# kept.
+# `excessive_requests` counts in a sliding window here: in its default 5-minute tumbling
+# windows, a window edge falling inside the burst would split the calls and ban no one.
+cat >"$work/block.toml" <<'TOML'
+mode = "block"
+trusted_proxies = ["127.0.0.1/32"]
+
+[rules.excessive_requests]
+window_kind = "sliding"
+TOML
+"$bin" --config "$work/block.toml" --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$sim" \
+  --admin-listen "127.0.0.1:$admin" --workers 2 --access-log "$work/access.log" \
+  --detection-log "$work/detections.jsonl" --log-level warn 2>"$work/guard.err" &
+guard=$!
+pids+=("$guard")
+wait_up "http://127.0.0.1:$port/api/version" "$guard"
+calls() { # COUNT SOURCE-EXPRESSION PATH [DATA]: a curl config, one call per COUNT
+  awk -v n="$1" -v url="$front$3" -v data="${4:-}" "BEGIN {
+    for (i = 0; i < n; i++) {
+      if (i) print \"next\"
+      printf \"url = \\\"%s\\\"\\noutput = \\\"/dev/null\\\"\\nsilent\\n\", url
+      printf \"header = \\\"X-Forwarded-For: %s\\\"\\n\", $2
+      if (data != \"\") printf \"header = \\\"Content-Type: application/json\\\"\\ndata = \\\"%s\\\"\\n\", data
+    }
+  }"
+}
+calls "$n" 'sprintf("10.%d.%d.%d", 1 + int(i / 65536), int(i / 256) % 256, i % 256)' /api/tags >"$work/spray.curl"
+calls $((4 * (130 + n))) 'sprintf("172.16.0.%d", 1 + i % 4)' /api/tags >"$work/hot.curl"
+calls "$n" '"192.168.0.9"' /api/push '{\\\"model\\\":\\\"registry.evil.example/x/llama3.2\\\"}' >"$work/push.curl"
+clients=()
+for c in spray hot push; do curl -K "$work/$c.curl" & clients+=($!); done
+for c in "${clients[@]}"; do wait "$c"; done
+kill -TERM "$guard"
+wait "$guard"
+grep -q '"action":"banned"' "$work/detections.jsonl" ||
+  { echo "train.sh: block mode banned no one" >&2; exit 1; }
 
 # A row-heavy GIN log for scan: the paths Ollama serves, 250 sources, every tenth call slow,
 # one line in twenty with a journald prefix.
