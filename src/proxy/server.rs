@@ -249,26 +249,32 @@ impl Worker {
         // Records of this connection's requests run after each poll of it, that is after
         // hyper wrote their responses (see `super::deferred`).
         let records = proxy.records.clone();
-        Some(records.scope(self.index, async move {
-            let result = match &proxy.tls {
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
-                Some(tls) => match tls.accept(stream, proxy.timeouts.header_read).await {
-                    Some(stream) => {
+        // Boxed here, once: the connection's future (hyper's codec state, both the plain and
+        // the TLS variant) is kilobytes, and every move on its way into the task (the accept
+        // loop, `JoinSet::spawn`, tokio's task cell and its stage changes) would copy it whole.
+        Some(records.scope(
+            self.index,
+            Box::pin(async move {
+                let result = match &proxy.tls {
+                    None => {
                         watcher
                             .watch(builder.serve_connection(TokioIo::new(stream), service))
                             .await
                     }
-                    None => Ok(()),
-                },
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
-            }
-            drop(permit);
-        }))
+                    Some(tls) => match tls.accept(stream, proxy.timeouts.header_read).await {
+                        Some(stream) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        None => Ok(()),
+                    },
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                drop(permit);
+            }),
+        ))
     }
 }

@@ -13,6 +13,8 @@
 #                  includes the background sync task, which valgrind's slowness makes dearer
 #   nginx          nginx proxy_pass, keepalive upstream, one process (master_process off)
 # Only user-space instructions are counted: system calls are not (see strace -c for those).
+# env NEW_CONN=1 sends every request on a new connection (`Connection: close`): the cost of a
+# connection's set-up and teardown with its one request, what a spray of new sources pays.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -24,10 +26,12 @@ fast_upstream_only
 
 cat >"$work/client.py" <<'PY'
 import http.client, sys
-port, n = int(sys.argv[1]), int(sys.argv[2])
+port, n, close = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 c = http.client.HTTPConnection("127.0.0.1", port)
 for _ in range(n):
-    c.request("GET", "/api/tags")
+    if close:
+        c = http.client.HTTPConnection("127.0.0.1", port)
+    c.request("GET", "/api/tags", headers={"Connection": "close"} if close else {})
     r = c.getresponse()
     r.read()
     if r.status != 200:
@@ -68,7 +72,7 @@ NGINX
       pid=$! ;;
   esac
   for _ in $(seq 300); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.1; done
-  python3 "$work/client.py" "$p" "$n"
+  python3 "$work/client.py" "$p" "$n" "${NEW_CONN:-0}"
   if [ "$target" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true
   awk '/^(summary|totals):/ {print $2; exit}' "$out"
