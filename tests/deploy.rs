@@ -279,19 +279,24 @@ fn pgo_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String
     )
 }
 
-/// The profile-guided build's training run works against the binary as it is today: every
-/// call it makes succeeds (curl -f), the guard logs each one, and `scan` reads the generated log.
-/// A CLI change that broke the training would otherwise only show when someone builds the image.
+/// The profile-guided build's training run works against the binary as it is today: the calls
+/// that must succeed do (curl -f), block mode bans and refuses, the guard logs every call, and
+/// `scan` reads the generated log. A CLI change that broke the training would otherwise only
+/// show when someone builds the image.
 #[test]
 fn the_pgo_training_run_drives_the_proxy_and_scan() {
     let (code, err) = pgo_script("train.sh", &[env!("CARGO_BIN_EXE_ollama-guard"), "30"], &[]);
     assert_eq!(code, 0, "{err}");
-    // Monitor mode: 9 kinds of call x 30, 400 refusals and the readiness probe (671). Block
-    // mode: 30 new sources, 4 x (130 + 30) calls of the banned sources, 30 pushes and the probe
-    // (701). Then 30 x 60 generated lines plus the access log.
+    // Monitor mode: 9 kinds of call x 30, 200 foreign-Host calls (403), 200 PATCH calls (405)
+    // and the readiness probe (671). Block mode: 30 new sources, 4 x (130 + 30) calls of the
+    // sources banned at their 121st call (4 x 39 refused), 30 pushes refused by the policy and
+    // the probe (701). Then 30 x 60 generated lines plus the access log.
     assert_eq!(
         err.lines().last(),
-        Some("train.sh: 1372 requests in the access log, 3172 log lines scanned three times"),
+        Some(
+            "train.sh: 1372 requests in the access log, 386 of them refused (403), \
+             3172 log lines scanned three times"
+        ),
         "{err}"
     );
 }

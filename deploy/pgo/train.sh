@@ -161,4 +161,5 @@ cat "$work/access.log" >>"$work/corpus.log"
 "$bin" scan --format jsonl "$work/corpus.log" >/dev/null 2>&1
 "$bin" scan --format jsonl --splunk-compat "$work/corpus.log" >/dev/null 2>&1
 "$bin" scan --format jsonl --threads 2 "$work/corpus.log" >/dev/null 2>&1
-echo "train.sh: $(wc -l <"$work/access.log") requests in the access log, $(wc -l <"$work/corpus.log") log lines scanned three times" >&2
+refused=$(awk -F'|' '$2 + 0 == 403' "$work/access.log" | wc -l)
+echo "train.sh: $(wc -l <"$work/access.log") requests in the access log, $refused of them refused (403), $(wc -l <"$work/corpus.log") log lines scanned three times" >&2
