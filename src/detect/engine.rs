@@ -783,7 +783,7 @@ impl<M: Maps> Engine<M> {
             escu_id: rule.escu_id.clone(),
             mitre: rule.mitre.clone(),
             attack_type: rule.attack_type.clone(),
-            src: src.to_string(),
+            src: src.text(),
             identity,
             by_identity,
             uri_path,

@@ -5,6 +5,8 @@ use chrono_tz::Tz;
 
 use super::{builtin, compat, data_file, gin_line, scan, with_rules};
 use crate::detect::{EngineOptions, RuleConfig};
+use crate::scan::driver::Counters;
+use crate::scan::fixed::Clock;
 use crate::scan::{LogZone, ScanOptions};
 
 fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> NaiveDateTime {
@@ -204,6 +206,30 @@ fn a_line_slightly_out_of_order_in_the_first_pass_stays_in_the_first_pass() {
     for (t, want) in seq {
         assert_eq!(r.utc_of(t), want, "{t}");
     }
+}
+
+/// The clock keeps the last line's local time and instant: a line repeating it gets the same
+/// instant, in either pass through the repeated hour, as the resolver gives line by line.
+#[test]
+fn a_repeated_local_time_keeps_its_pass_through_the_repeated_hour() {
+    let mut clock = Clock::new(&[], LogZone::Named(Tz::Europe__Berlin));
+    let mut counters = Counters::default();
+    let seq = [
+        (local(2025, 10, 26, 2, 30, 5), utc(2025, 10, 26, 0, 30, 5)),
+        (local(2025, 10, 26, 2, 30, 5), utc(2025, 10, 26, 0, 30, 5)),
+        (local(2025, 10, 26, 2, 59, 59), utc(2025, 10, 26, 0, 59, 59)),
+        (local(2025, 10, 26, 2, 0, 0), utc(2025, 10, 26, 1, 0, 0)),
+        (local(2025, 10, 26, 2, 0, 0), utc(2025, 10, 26, 1, 0, 0)),
+        (local(2025, 10, 26, 2, 20, 0), utc(2025, 10, 26, 1, 20, 0)),
+        (local(2025, 10, 26, 2, 20, 0), utc(2025, 10, 26, 1, 20, 0)),
+        (local(2025, 10, 26, 3, 0, 0), utc(2025, 10, 26, 2, 0, 0)),
+    ];
+    let mut resolver = LogZone::Named(Tz::Europe__Berlin).resolver();
+    for (t, want) in seq {
+        let step = clock.step(t, &mut counters).expect("in range");
+        assert_eq!((step.at, resolver.utc_of(t)), (want, want), "{t}");
+    }
+    assert_eq!((counters.lines_parsed, counters.time_breaks), (8, 0));
 }
 
 #[test]
