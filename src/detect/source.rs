@@ -118,7 +118,7 @@ impl SourceKey {
     }
 
     /// The dotted quad of an IPv4 source (not an identity) in a buffer, and its length.
-    fn v4_text(&self) -> Option<([u8; 15], usize)> {
+    fn v4_text(&self) -> Option<([u8; 16], usize)> {
         if self.identity_id().is_some() {
             return None;
         }
@@ -126,7 +126,8 @@ impl SourceKey {
             return None;
         };
         // Each octet's digits and a dot from a table, written whole; the next one starts
-        // after the digits. 16 bytes: the last octet's dot falls into the spare byte.
+        // after the digits. 16 bytes: the last octet's dot falls into the spare byte, and
+        // is not counted.
         let mut buf = [0u8; 16];
         let mut len = 0;
         for octet in a.octets() {
@@ -134,9 +135,7 @@ impl SourceKey {
             buf[len..len + 4].copy_from_slice(&text);
             len += n;
         }
-        let mut out = [0u8; 15];
-        out.copy_from_slice(&buf[..15]);
-        Some((out, len - 1))
+        Some((buf, len - 1))
     }
 }
 
