@@ -184,7 +184,7 @@ use ipnet::IpNet;
 use super::event::{round2, DetectionEvent, Event};
 use super::identity::Identities;
 use super::paths::{capped, PathStore, NO_PATH};
-use super::rule::{GroupBy, Rule, Target, WindowKind};
+use super::rule::{Candidates, GroupBy, Rule, Target, WindowKind};
 use super::sliding::{ByteRing, Ring, Sliding, SUB_BUCKETS};
 use super::source::{Allowlist, SourceKey};
 use super::window::{align, Added, Snapshot, Tumbling, WindowKey};
@@ -242,6 +242,8 @@ pub enum EngineError {
 /// `M` is how it stores its keys: [`Concurrent`] for `serve`, [`Local`] for `scan`.
 pub(crate) struct Engine<M: Maps = Concurrent> {
     pub(super) rules: Vec<Rule>,
+    /// Which rules a request can count for, by its route (built from `rules`).
+    candidates: Candidates,
     pub(super) tumbling: M::Map<Tumbling>,
     pub(super) sliding: M::Map<Sliding>,
     /// Sliding keys of volume rules (`metric = "bytes_*"`): wider sub-buckets, own map.
@@ -335,6 +337,7 @@ impl<M: Maps> Engine<M> {
             return Err(EngineError::TooManyRules(rules.len()));
         }
         Ok(Engine {
+            candidates: Candidates::new(&rules),
             rules,
             tumbling: Default::default(),
             sliding: Default::default(),
@@ -458,8 +461,13 @@ impl<M: Maps> Engine<M> {
         let mut path_hash = None;
         let mut ident = None;
         let target = Target::of(rec);
-        for (index, rule) in self.rules.iter().enumerate() {
-            if !rule.admits(rec.status, rec.outcome) || !rule.qualifies(&target, rec.total) {
+        let latency_ns = rec.total.as_nanos();
+        for &rule_ix in self.candidates.of(&target) {
+            let index = usize::from(rule_ix);
+            let Some(rule) = self.rules.get(index) else {
+                continue;
+            };
+            if !rule.admits(rec.status, rec.outcome) || !rule.qualifies_ns(&target, latency_ns) {
                 continue;
             }
             let path = if rule.group_by.by_path() {
@@ -467,8 +475,6 @@ impl<M: Maps> Engine<M> {
             } else {
                 NO_PATH
             };
-            // `rules.len() <= u16::MAX` is checked in `new`.
-            let rule_ix = u16::try_from(index).unwrap_or(u16::MAX);
             let who = self.subject(rule.group_by, src, rec, &mut ident);
             let key = WindowKey::new(path, who, rule_ix);
             let mut pending = match rule.window_kind {

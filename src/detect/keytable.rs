@@ -73,6 +73,7 @@ impl<V> Slab<V> {
         self.len
     }
 
+    #[inline]
     fn position(&self, hash: u64, key: &WindowKey) -> Option<usize> {
         let chunks = &self.chunks;
         self.index

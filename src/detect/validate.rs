@@ -152,6 +152,10 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
         statuses,
         min_latency,
         max_latency,
+        latency_ns: (
+            min_latency.as_nanos(),
+            max_latency.map_or(u128::MAX, |max| max.as_nanos()),
+        ),
         group_by,
         window,
         window_kind,

@@ -1,7 +1,7 @@
 //! A rule's table of fixed routes gives what its globs give.
 
 use super::*;
-use crate::detect::rule::Target;
+use crate::detect::rule::{Candidates, Target};
 
 /// Rules with the path patterns that exercise the table: exact paths, prefixes, a star in
 /// the middle, a pattern that matches no fixed route, every path, and a method list.
@@ -122,4 +122,95 @@ fn a_route_label_without_its_exact_path_is_matched_by_the_globs() {
         &Target::new("POST", "/v1/models", Route::OpenAiModels),
         secs(0)
     ));
+}
+
+/// The candidate lists: for a fixed route's exact path, exactly the rules whose table has the
+/// route; for any other path (or a label without its exact text), every rule, in index order.
+#[test]
+fn the_candidates_of_a_target_are_the_rules_its_route_can_match() {
+    let rules = rules();
+    let candidates = Candidates::new(&rules);
+    let of = |method, path, route| candidates.of(&Target::new(method, path, route)).to_vec();
+    // Rules: 0 exact, 1 prefix, 2 middle, 3 two, 4 none, 5 any, 6 posts.
+    assert_eq!(of("GET", "/api/tags", Route::Tags), [0, 5, 6]);
+    assert_eq!(of("POST", "/api/pull", Route::Pull), [1, 5, 6]);
+    assert_eq!(of("POST", "/api/generate", Route::Generate), [3, 5, 6]);
+    assert_eq!(
+        of("POST", "/v1/chat/completions", Route::OpenAiChat),
+        [2, 3, 5]
+    );
+    assert_eq!(of("GET", "/v1/models", Route::OpenAiModels), [2, 5]);
+    let all = [0, 1, 2, 3, 4, 5, 6];
+    assert_eq!(of("GET", "/admin/x", Route::Other), all);
+    assert_eq!(of("GET", "/api/tagsx", Route::Tags), all);
+    assert_eq!(of("GET", "/v1/models/llama3", Route::OpenAiModel), all);
+    // A rule left out is one that turns the request down on its path whatever else it is.
+    for route in Route::ALL {
+        let Some(path) = route.fixed_path() else {
+            continue;
+        };
+        let listed = of("POST", path, route);
+        for (i, rule) in rules.iter().enumerate() {
+            let i = u16::try_from(i).unwrap();
+            let could = ["GET", "POST"]
+                .into_iter()
+                .any(|m| rule.qualifies(&Target::new(m, path, Route::Other), secs(31)));
+            assert_eq!(listed.contains(&i), could, "{} {path}", rule.name());
+        }
+    }
+    // No rules: nothing to ask.
+    assert!(Candidates::new(&[])
+        .of(&Target::new("GET", "/api/tags", Route::Tags))
+        .is_empty());
+}
+
+/// The latency band compared in nanoseconds gives what comparing the `Duration`s gives, at
+/// its edges and beyond what 64 bits of nanoseconds hold.
+#[test]
+fn the_latency_band_in_nanoseconds_is_the_durations_band() {
+    let band = |min: &str, max: &str| {
+        let cfg = rule("band", |r| {
+            r.min_latency = min.into();
+            r.max_latency = max.into();
+        });
+        build_rules(&[cfg]).unwrap().remove(0)
+    };
+    let target = Target::new("GET", "/api/tags", Route::Tags);
+    let ns = Duration::from_nanos;
+    let huge = Duration::from_secs(u64::MAX / 2);
+    let cases: [(&str, &str, Duration, bool); 14] = [
+        ("0s", "", Duration::ZERO, true),
+        ("0s", "", Duration::MAX, true),
+        ("30s", "", secs(30), false),
+        ("30s", "", secs(30) + ns(1), true),
+        ("30s", "", secs(29), false),
+        ("30s", "60s", secs(60) - ns(1), true),
+        ("30s", "60s", secs(60), false),
+        ("0s", "1ns", Duration::ZERO, true),
+        ("0s", "1ns", ns(1), false),
+        ("1ns", "", ns(1), false),
+        ("1ns", "", ns(2), true),
+        // Past 2^64 ns (584 years): still exact.
+        ("300000000y", "", huge, true),
+        (
+            "300000000y",
+            "",
+            Duration::from_secs(300_000_000 * 31_557_600),
+            false,
+        ),
+        ("0s", "300000000y", Duration::MAX, false),
+    ];
+    for (min, max, latency, want) in cases {
+        let rule = band(min, max);
+        assert_eq!(
+            rule.qualifies(&target, latency),
+            want,
+            "{min}..{max}: {latency:?}"
+        );
+        assert_eq!(
+            rule.qualifies_ns(&target, latency.as_nanos()),
+            want,
+            "{min}..{max}: {latency:?}"
+        );
+    }
 }
