@@ -411,9 +411,9 @@ impl Rule {
     ///
     /// Why: the engine converts a request's latency once for all its rules; comparing two
     /// `Duration`s (seconds, then nanoseconds) for every rule cost about 45 instructions per
-    /// `scan` line with the built-in rules (README, "Performance").
-    /// The loops over method names and globs are functions of their own, so that this stays
-    /// small enough to be inlined where the engine calls it for every rule and request.
+    /// `scan` line with the built-in rules (README, "Performance"). The loops over method
+    /// names and globs are functions of their own, so that this stays small enough to be
+    /// inlined where the engine calls it for every rule and request.
     #[inline]
     pub(crate) fn qualifies_ns(&self, target: &Target<'_>, latency_ns: u128) -> bool {
         let (min, max) = self.latency_ns;
