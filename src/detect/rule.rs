@@ -454,9 +454,9 @@ pub(super) fn fixed_routes(paths: &[Glob], any_path: bool) -> u32 {
 /// fixed route's, the rules whose paths match that route ([`Rule::qualifies`] would turn the
 /// others down on the path alone); for any other path, every rule. In index order.
 ///
-/// Why: the engine asked every rule about every request; with the built-in rules a
-/// `/api/tags` call is of no interest to three of them, and each question cost a few dozen
-/// instructions (README, "Performance").
+/// Why: the engine asked every rule about every request; of the seven built-in rules, two
+/// have no interest in an `/api/tags` call and three none in an `/api/pull`, and each
+/// question cost a few dozen instructions (README, "Performance").
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Candidates {
     /// By the route's bit position in [`Rule::qualifies`]' table.

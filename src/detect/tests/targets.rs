@@ -214,3 +214,19 @@ fn the_latency_band_in_nanoseconds_is_the_durations_band() {
         );
     }
 }
+
+/// The built-in rules (0 model_exfiltration, 1 metadata_enumeration, 2
+/// jailbreak_long_generation, 3 excessive_requests, 4 endpoint_scan, 5 bulk_generation, 6
+/// auth_failures): a model listing is of no interest to the two about generations, a
+/// generation to the one about metadata, a path no fixed route has to none of them yet.
+#[test]
+fn the_candidates_of_the_built_in_rules() {
+    let rules = build_rules(&crate::detect::builtin::default_rules()).unwrap();
+    let candidates = Candidates::new(&rules);
+    let of = |path, route| candidates.of(&Target::new("GET", path, route)).to_vec();
+    assert_eq!(of("/api/tags", Route::Tags), [0, 1, 3, 4, 6]);
+    assert_eq!(of("/api/generate", Route::Generate), [0, 2, 3, 4, 5, 6]);
+    assert_eq!(of("/api/chat", Route::Chat), [0, 3, 4, 5, 6]);
+    assert_eq!(of("/api/pull", Route::Pull), [0, 3, 4, 6]);
+    assert_eq!(of("/nope", Route::Other), [0, 1, 2, 3, 4, 5, 6]);
+}
