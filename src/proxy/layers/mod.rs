@@ -92,11 +92,15 @@ pub(crate) fn refusal<B>(resp: Response<Full<Bytes>>, outcome: Outcome) -> Respo
 
 pin_project! {
     /// The future of a layer that either answers at once or asks the inner service.
+    ///
+    /// The answer is boxed: a response is 264 bytes, and unboxed it would make every
+    /// forwarded request's future (three of these nested in the record layer's) that much
+    /// larger, copied with it on each move. Only refusals pay the allocation.
     #[project = ShortCircuitProj]
     #[allow(missing_docs)] // variant fields; pin-project-lite takes no docs there
     pub(crate) enum ShortCircuit<F, B> {
         /// Answered by the layer (the answer, until it is taken).
-        Answer { resp: Option<Response<Answer<B>>> },
+        Answer { resp: Option<Box<Response<Answer<B>>>> },
         /// Forwarded (the inner service's future).
         Inner { #[pin] fut: F },
     }
@@ -105,7 +109,9 @@ pin_project! {
 impl<F, B> ShortCircuit<F, B> {
     /// A future that yields `resp`.
     pub(crate) fn answer(resp: Response<Answer<B>>) -> Self {
-        ShortCircuit::Answer { resp: Some(resp) }
+        ShortCircuit::Answer {
+            resp: Some(Box::new(resp)),
+        }
     }
 }
 
@@ -118,7 +124,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             ShortCircuitProj::Answer { resp } => match resp.take() {
-                Some(r) => Poll::Ready(Ok(r)),
+                Some(r) => Poll::Ready(Ok(*r)),
                 // Polled again after completion: a caller bug; stay pending rather than panic.
                 None => Poll::Pending,
             },

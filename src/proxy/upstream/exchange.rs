@@ -15,7 +15,7 @@
 //! method is idempotent (RFC 9110 §9.2.2) and the whole request was in that first write.
 //! A request body that streamed beyond the first write is never replayed.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
@@ -33,15 +33,20 @@ use super::ExchangeError;
 use crate::proxy::fault::ClientBodyError;
 
 /// Sends `req` upstream and returns the response with its body still on the connection.
-pub(crate) async fn exchange<B>(
+///
+/// The request head is encoded here, before the future exists: the future keeps only what
+/// the exchange needs afterwards (the method, the body, the encoded head), not the request,
+/// and the rarely taken steps (dialling a new connection, streaming a body that was not all
+/// there) are boxed where they happen. The future is about a third of the size it was as one
+/// `async fn`, and it is moved whole into its box on every request.
+pub(crate) fn exchange<B>(
     pool: Arc<Pool>,
     req: Request<B>,
-) -> Result<Response<UpstreamBody>, ExchangeError>
+) -> impl Future<Output = Result<Response<UpstreamBody>, ExchangeError>> + Send + 'static
 where
     B: Body<Data = Bytes, Error = ClientBodyError> + Send + 'static,
 {
     let (parts, body) = req.into_parts();
-    let mut body = pin!(body);
     let framing = if body.is_end_stream() {
         ReqFraming::Empty
     } else if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
@@ -52,57 +57,60 @@ where
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut first = HeadBuf::take();
     wire::encode_head(&mut first, &parts.method, target, &parts.headers, framing);
-
-    // The body the client already sent goes with the head.
-    let mut sent_all = framing == ReqFraming::Empty;
-    if !sent_all {
-        let polled = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
-        match polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    push_data(&mut first, framing, &data);
-                }
-                sent_all = body.is_end_stream();
-            }
-            Poll::Ready(None) => sent_all = true,
-            Poll::Ready(Some(Err(e))) => return Err(ExchangeError::Client(e)),
-            Poll::Pending => {}
-        }
-        if sent_all && framing == ReqFraming::Chunked {
-            first.extend_from_slice(wire::LAST_CHUNK);
-        }
-    }
-    let replayable = sent_all && is_idempotent(&parts.method);
-
-    let mut fresh_only = false;
-    loop {
-        let (mut conn, reused) = match (fresh_only, pool.checkout()) {
-            (false, Some(conn)) => (conn, true),
-            _ => (pool.connect().await?, false),
-        };
-        if let Err(e) = conn.io.write_all(&first).await {
-            if reused {
-                fresh_only = true;
-                continue;
-            }
-            return Err(ExchangeError::Io(e));
-        }
-        let mut complete = sent_all;
+    let method = parts.method;
+    async move {
+        let mut body = pin!(body);
+        // The body the client already sent goes with the head.
+        let mut sent_all = framing == ReqFraming::Empty;
         if !sent_all {
-            complete = send_rest(&mut conn, body.as_mut(), framing).await?;
-        }
-        match read_head(&mut conn).await {
-            Ok(mut head) => {
-                let (kind, keep_alive) = wire::body_kind(&parts.method, &mut head)?;
-                let mut resp =
-                    Response::new(UpstreamBody::new(conn, kind, keep_alive && complete, pool));
-                *resp.status_mut() = head.status;
-                *resp.version_mut() = head.version;
-                *resp.headers_mut() = head.headers;
-                return Ok(resp);
+            let polled = poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+            match polled {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        push_data(&mut first, framing, &data);
+                    }
+                    sent_all = body.is_end_stream();
+                }
+                Poll::Ready(None) => sent_all = true,
+                Poll::Ready(Some(Err(e))) => return Err(ExchangeError::Client(e)),
+                Poll::Pending => {}
             }
-            Err(Unanswered::Before(_)) if reused && replayable => fresh_only = true,
-            Err(Unanswered::Before(e)) | Err(Unanswered::After(e)) => return Err(e),
+            if sent_all && framing == ReqFraming::Chunked {
+                first.extend_from_slice(wire::LAST_CHUNK);
+            }
+        }
+        let replayable = sent_all && is_idempotent(&method);
+
+        let mut fresh_only = false;
+        loop {
+            let (mut conn, reused) = match (fresh_only, pool.checkout()) {
+                (false, Some(conn)) => (conn, true),
+                _ => (Box::pin(pool.connect()).await?, false),
+            };
+            if let Err(e) = conn.io.write_all(&first).await {
+                if reused {
+                    fresh_only = true;
+                    continue;
+                }
+                return Err(ExchangeError::Io(e));
+            }
+            let mut complete = sent_all;
+            if !sent_all {
+                complete = Box::pin(send_rest(&mut conn, body.as_mut(), framing)).await?;
+            }
+            match read_head(&mut conn).await {
+                Ok(mut head) => {
+                    let (kind, keep_alive) = wire::body_kind(&method, &mut head)?;
+                    let mut resp =
+                        Response::new(UpstreamBody::new(conn, kind, keep_alive && complete, pool));
+                    *resp.status_mut() = head.status;
+                    *resp.version_mut() = head.version;
+                    *resp.headers_mut() = head.headers;
+                    return Ok(resp);
+                }
+                Err(Unanswered::Before(_)) if reused && replayable => fresh_only = true,
+                Err(Unanswered::Before(e)) | Err(Unanswered::After(e)) => return Err(e),
+            }
         }
     }
 }

@@ -484,3 +484,158 @@ fn cached_header_names_are_the_names_a_fresh_parse_gives() {
     let bad = b"HTTP/1.1 200 OK\r\nX-H0: 1\r\nBad Name: 2\r\n\r\n";
     assert!(parse_head(&mut BytesMut::from(&bad[..])).is_err());
 }
+
+/// The headers of `raw` as a map built header by header, without the name cache.
+fn fresh_map(raw: &str) -> Vec<(String, Vec<u8>)> {
+    raw.split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.to_ascii_lowercase(), v.trim().as_bytes().to_vec())
+        })
+        .collect()
+}
+
+fn parsed(raw: &str) -> Result<Vec<(String, Vec<u8>)>, WireError> {
+    let head = parse_head(&mut BytesMut::from(raw.as_bytes()))?.unwrap();
+    // The map must hold every value in order, and `get_all` must find each under its name.
+    for (name, _) in head.headers.iter() {
+        assert!(head.headers.get_all(name).iter().count() >= 1);
+    }
+    Ok(head
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+        .collect())
+}
+
+/// A head with the same names as the last one is built from the kept map, and gives exactly
+/// the map of a fresh parse: same names, same values, same order, the values its own. Heads
+/// that change one name, the number of names, or repeat a name are built header by header and
+/// are just as exact; a head refused half-way (after it changed a slot) leaves no template
+/// that could give the next head the old names.
+#[test]
+fn the_map_template_gives_the_map_a_fresh_parse_gives() {
+    NAMES.with_borrow_mut(|c| {
+        c.names.clear();
+        c.template = None;
+    });
+    let a = "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: d1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n";
+    let a2 = "HTTP/1.1 200 OK\r\nServer: other\r\nDate: d2\r\nContent-Type: text/plain\r\nContent-Length: 17\r\n\r\n";
+    let renamed = "HTTP/1.1 200 OK\r\nServer: nginx\r\nX-Date: d3\r\nContent-Type: a\r\nContent-Length: 2\r\n\r\n";
+    let shorter = "HTTP/1.1 200 OK\r\nServer: nginx\r\nX-Date: d4\r\nContent-Type: a\r\n\r\n";
+    let repeated =
+        "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 0\r\n\r\n";
+    let sequence = [
+        (a, false),
+        (a2, true),
+        (a, true),
+        (renamed, false),
+        (renamed, true),
+        (shorter, false),
+        (shorter, true),
+        (a, false),
+        (a2, true),
+        (repeated, false),
+        (repeated, false),
+        (a, false),
+        (a, true),
+    ];
+    for (raw, templated) in sequence {
+        let template_names = || -> Option<Vec<String>> {
+            NAMES.with_borrow(|c| {
+                c.template
+                    .as_ref()
+                    .map(|t| t.keys().map(|k| k.as_str().to_owned()).collect())
+            })
+        };
+        let had = template_names();
+        assert_eq!(parsed(raw).unwrap(), fresh_map(raw), "{raw}");
+        // Templated exactly when the kept map has this head's names.
+        let names: Vec<String> = fresh_map(raw).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(had.as_ref() == Some(&names), templated, "{raw}");
+        // After a head of distinct, cached names the template is that head's names.
+        let kept = template_names();
+        let distinct = raw != repeated;
+        assert_eq!(
+            kept,
+            distinct.then(|| fresh_map(raw).into_iter().map(|(n, _)| n).collect()),
+            "{raw}"
+        );
+        // The template's values are empty: it holds no upstream's bytes.
+        NAMES.with_borrow(|c| {
+            if let Some(t) = &c.template {
+                assert!(t.values().all(|v| v.is_empty()));
+            }
+        });
+    }
+
+    // httparse refuses the bytes `HeaderValue` refuses, so a head fails half-way only if
+    // that ever changes; the cache is asked directly. A bad value after slot 1 changed:
+    // refused, and the template is gone, so the next head with the new names gets them (not
+    // the old template's `date`).
+    let mut cache = NameCache {
+        names: Vec::new(),
+        template: None,
+    };
+    let build = |cache: &mut NameCache, pairs: &[(&str, &[u8])]| {
+        let mut raw = Vec::new();
+        let mut spans = Vec::new();
+        for (n, v) in pairs {
+            let ns = raw.len() as u32;
+            raw.extend_from_slice(n.as_bytes());
+            let vs = raw.len() as u32;
+            raw.extend_from_slice(v);
+            spans.push([ns, ns + n.len() as u32, vs, vs + v.len() as u32]);
+        }
+        cache.headers(&Bytes::from(raw), &spans).map(|h| {
+            h.iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect::<Vec<_>>()
+        })
+    };
+    let first: [(&str, &[u8]); 3] = [
+        ("Server", b"nginx"),
+        ("Date", b"d"),
+        ("Content-Length", b"2"),
+    ];
+    build(&mut cache, &first).unwrap();
+    assert_eq!(cache.template.as_ref().map(HeaderMap::len), Some(3));
+    let bad: [(&str, &[u8]); 3] = [
+        ("Server", b"nginx"),
+        ("X-Other", b"1"),
+        ("Content-Length", b"\x01"),
+    ];
+    assert!(matches!(
+        build(&mut cache, &bad),
+        Err(WireError::Head("header value"))
+    ));
+    assert!(cache.template.is_none());
+    let next: [(&str, &[u8]); 3] = [
+        ("Server", b"s"),
+        ("X-Other", b"2"),
+        ("Content-Length", b"3"),
+    ];
+    let want = vec![
+        ("server".to_owned(), b"s".to_vec()),
+        ("x-other".to_owned(), b"2".to_vec()),
+        ("content-length".to_owned(), b"3".to_vec()),
+    ];
+    assert_eq!(build(&mut cache, &next).unwrap(), want);
+    assert_eq!(cache.template.as_ref().map(HeaderMap::len), Some(3));
+    assert_eq!(build(&mut cache, &next).unwrap(), want);
+
+    // A bad value in a head that matches the template: refused too, the template kept.
+    let bad_value: [(&str, &[u8]); 3] = [
+        ("Server", b"s"),
+        ("X-Other", b"\x7f"),
+        ("Content-Length", b"3"),
+    ];
+    assert!(matches!(
+        build(&mut cache, &bad_value),
+        Err(WireError::Head("header value"))
+    ));
+    assert_eq!(cache.template.as_ref().map(HeaderMap::len), Some(3));
+    assert_eq!(build(&mut cache, &next).unwrap(), want);
+}
