@@ -486,8 +486,12 @@ impl Gate for Enforcement {
         Some(notify)
     }
 
+    fn cuts_now(&self) -> bool {
+        self.abort_in_flight.load(Ordering::Relaxed) && self.block_mode()
+    }
+
     fn cut(&self, src: IpAddr, identity: Option<&str>) -> Option<Arc<str>> {
-        if !self.abort_in_flight.load(Ordering::Relaxed) || !self.block_mode() {
+        if !self.cuts_now() {
             return None;
         }
         let now = Utc::now();

@@ -358,3 +358,32 @@ fn the_ban_target_is_the_identity_only_for_identity_keys() {
     assert_eq!(ban_target(&by_identity, Some(ip)), alice);
     assert_eq!(ban_target(&by_identity, None), alice);
 }
+
+/// Whether a ban can cut running requests follows the mode and `abort_in_flight` as they are
+/// set at start-up and by reloads: only block mode with `abort_in_flight` cuts (and only then
+/// do requests waiting for their head listen for bans), and `cut` answers nothing otherwise,
+/// even for a banned source.
+#[test]
+fn a_ban_cuts_running_requests_only_in_block_mode_with_abort_in_flight() {
+    let f = fixture(Mode::Monitor, Vec::new());
+    let e = &f.enforcement;
+    let src: IpAddr = "203.0.113.5".parse().unwrap();
+    e.ban(src, "excessive_requests", "test".into(), Utc::now(), || {});
+    let states = [
+        (Mode::Monitor, true, false),
+        (Mode::Block, true, true),
+        (Mode::Block, false, false),
+        (Mode::Monitor, false, false),
+        (Mode::Block, true, true),
+    ];
+    for (mode, abort, cuts) in states {
+        e.set_mode(mode);
+        e.set_abort_in_flight(abort);
+        assert_eq!(e.cuts_now(), cuts, "{mode:?} abort_in_flight {abort}");
+        assert_eq!(
+            e.cut(src, None).as_deref(),
+            cuts.then_some("excessive_requests"),
+            "{mode:?} abort_in_flight {abort}"
+        );
+    }
+}

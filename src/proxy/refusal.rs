@@ -30,6 +30,14 @@ pub(crate) trait Gate: Send + Sync + 'static {
         None
     }
 
+    /// Whether a ban can cut running requests now (block mode and
+    /// `enforcement.abort_in_flight`). A request that starts while it cannot does not listen
+    /// for bans before its response head (the listener's registration and removal are a
+    /// mutex each, per request); its frames still ask [`Gate::cut`].
+    fn cuts_now(&self) -> bool {
+        true
+    }
+
     /// A running request was cut by the ban of `rule`: log it (an `aborted` event).
     fn aborted(
         &self,

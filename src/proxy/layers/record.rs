@@ -164,10 +164,17 @@ where
             gate: self.ctx.gate.clone(),
             cell: fault_for_owner,
         };
+        // Listening for bans costs a lock to register and one to leave; it is only worth it
+        // while a ban can cut (block mode, `abort_in_flight`).
+        let bans = if self.ctx.gate.cuts_now() {
+            self.ctx.bans.clone()
+        } else {
+            None
+        };
         RecordFuture {
             fut: self.inner.call(req),
-            ban: self.ctx.bans.clone().map(Notify::notified_owned),
-            bans: self.ctx.bans.clone(),
+            ban: bans.clone().map(Notify::notified_owned),
+            bans,
             guard: Some(HeadGuard::new(completion)),
             resets: self.ctx.resets.clone(),
             owner: Some(owner),

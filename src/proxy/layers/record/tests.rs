@@ -96,3 +96,84 @@ async fn a_client_leaving_before_the_head_is_recorded_as_499() {
     assert_eq!((r.status, r.outcome), (499, Outcome::ClientCancelled));
     assert_eq!(gauge.get(), 0);
 }
+
+/// A gate that has banned everyone, and says whether a ban can cut (block mode,
+/// `abort_in_flight`) as `cuts` is set.
+struct BannedAll {
+    cuts: std::sync::atomic::AtomicBool,
+}
+
+impl crate::proxy::refusal::Gate for BannedAll {
+    fn refuse(&self, _: std::net::IpAddr, _: Option<&str>, _: &str, _: &str) -> Option<Arc<str>> {
+        None
+    }
+    fn cuts_now(&self) -> bool {
+        self.cuts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn cut(&self, _: std::net::IpAddr, _: Option<&str>) -> Option<Arc<str>> {
+        self.cuts_now().then(|| Arc::from("admin"))
+    }
+}
+
+/// Whether it was woken.
+#[derive(Default)]
+struct Woken(std::sync::atomic::AtomicBool);
+
+impl futures_util::task::ArcWake for Woken {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A request waiting for its head listens for bans only while a ban can cut: in block mode
+/// the ban signal wakes it and it is answered 403 at once; in monitor mode (or without
+/// `abort_in_flight`) the signal does not wake it, it stays waiting for its head, and it is
+/// recorded as a client that left when dropped (nothing was cut).
+#[tokio::test]
+async fn a_request_listens_for_bans_before_its_head_only_while_a_ban_can_cut() {
+    for cuts in [true, false] {
+        let records = Arc::new(Records::default());
+        let gate = Arc::new(BannedAll {
+            cuts: std::sync::atomic::AtomicBool::new(cuts),
+        });
+        let bans = Arc::new(Notify::new());
+        let l = RecordLayer::new(RecordCtx {
+            sink: records.clone(),
+            in_flight: IntGauge::new("g", "g").unwrap(),
+            resets: IntCounter::new("r", "r").unwrap(),
+            gate: gate.clone(),
+            bans: Some(bans.clone()),
+        });
+        let inner = tower::service_fn(|_req: Request<Empty<Bytes>>| {
+            pending::<Result<Response<Empty<Bytes>>, Infallible>>()
+        });
+        let mut svc = l.layer(inner);
+        let mut fut = Box::pin(svc.call(request_from("192.0.2.1", "/api/pull")));
+        let woken = Arc::new(Woken::default());
+        let waker = futures_util::task::waker(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending(), "cuts {cuts}");
+        bans.notify_waiters();
+        assert_eq!(
+            woken.0.load(std::sync::atomic::Ordering::SeqCst),
+            cuts,
+            "woken by the ban signal, cuts {cuts}"
+        );
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(resp)) => {
+                assert!(cuts);
+                assert_eq!(resp.status(), 403);
+                drop(resp);
+                let r = &records.take()[0];
+                assert_eq!((r.status, r.outcome), (403, Outcome::Blocked));
+            }
+            Poll::Pending => {
+                assert!(!cuts);
+                drop(fut);
+                let r = &records.take()[0];
+                assert_eq!((r.status, r.outcome), (499, Outcome::ClientCancelled));
+            }
+            Poll::Ready(Err(never)) => match never {},
+        }
+    }
+}
