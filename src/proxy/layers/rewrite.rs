@@ -7,6 +7,12 @@
 //! came over TLS (the whole listener does or does not), and the body is wrapped so its faults can be
 //! told from the upstream's ([`ClientBody`]). On the way back, hop-by-hop headers are removed
 //! from the response. Nothing else changes: bytes and framing pass through.
+//!
+//! The request's headers are rewritten as the upstream client writes its head: this layer
+//! attaches a [`Forwarding`] (the proxy's `Host`, `X-Forwarded-For` and `X-Forwarded-Proto`)
+//! and `headers::write_forwarded` writes the client's map through it, skipping what does not
+//! go, instead of the map being edited here (six hashed removals and insertions, about 2 000
+//! instructions per request).
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -15,7 +21,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderValue, EXPECT, HOST};
+use http::header::HeaderValue;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
@@ -23,7 +29,7 @@ use tower::{Layer, Service};
 
 use super::{Client, Meta};
 use crate::proxy::fault::{ClientBody, FaultCell};
-use crate::proxy::headers;
+use crate::proxy::headers::{self, Forwarding};
 
 /// Where requests go.
 pub(crate) struct Target {
@@ -106,19 +112,13 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::from(pq);
     }
-    let h = &mut parts.headers;
-    // Removed before the hop-by-hop headers go: a `Connection: host` from the client can
-    // neither hide it from X-Forwarded-Host nor strip the Host sent upstream.
-    let original_host = h.remove(HOST);
-    headers::strip_hop_by_hop(h);
-    h.remove(EXPECT);
-    h.insert(HOST, t.host.clone());
-    h.insert(headers::X_FORWARDED_FOR, headers::forwarded_for(src));
-    h.insert(headers::X_FORWARDED_PROTO, t.forwarded_proto.clone());
-    match original_host {
-        Some(host) => h.insert(headers::X_FORWARDED_HOST, host),
-        None => h.remove(headers::X_FORWARDED_HOST),
-    };
+    // The headers are rewritten as the head is written (`headers::write_forwarded`): the
+    // client's map is read there, not edited here.
+    parts.extensions.insert(Forwarding {
+        host: t.host.clone(),
+        forwarded_for: headers::forwarded_for(src),
+        forwarded_proto: t.forwarded_proto.clone(),
+    });
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, ClientBody::new(body, t.body_idle, fault))
 }
@@ -157,6 +157,32 @@ mod tests {
     use super::*;
     use crate::proxy::layers::test_support::request_from;
 
+    /// The head the upstream client writes for a rewritten request, parsed back: what the
+    /// upstream receives.
+    fn upstream_head<B: http_body::Body>(req: &Request<B>) -> (String, http::HeaderMap) {
+        let mut out = Vec::new();
+        crate::proxy::upstream::wire::encode_head(
+            &mut out,
+            req.method(),
+            req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+            req.headers(),
+            req.extensions().get::<Forwarding>(),
+            req.body().is_end_stream(),
+        );
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut slots);
+        assert!(parsed.parse(&out).unwrap().is_complete());
+        let line = format!("{} {}", parsed.method.unwrap(), parsed.path.unwrap());
+        let mut headers = http::HeaderMap::new();
+        for h in parsed.headers.iter() {
+            headers.append(
+                http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(h.value).unwrap(),
+            );
+        }
+        (line, headers)
+    }
+
     fn target() -> Target {
         Target {
             host: HeaderValue::from_static("127.0.0.1:11435"),
@@ -170,7 +196,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(None));
         let s = seen.clone();
         let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
-            *s.lock().unwrap() = Some((req.uri().clone(), req.headers().clone(), req.version()));
+            *s.lock().unwrap() = Some((upstream_head(&req), req.version()));
             let mut resp = Response::new(());
             resp.headers_mut()
                 .insert("connection", HeaderValue::from_static("x-upstream-hop"));
@@ -198,8 +224,8 @@ mod tests {
             .oneshot(req)
             .await
             .unwrap();
-        let (uri, headers, version) = seen.lock().unwrap().take().unwrap();
-        assert_eq!(uri, "/api/chat?x=1");
+        let ((line, headers), version) = seen.lock().unwrap().take().unwrap();
+        assert_eq!(line, "GET /api/chat?x=1");
         assert_eq!(version, Version::HTTP_11);
         assert_eq!(headers["host"], "127.0.0.1:11435");
         assert_eq!(headers["x-forwarded-for"], "198.51.100.7");
@@ -222,7 +248,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(None));
         let s = seen.clone();
         let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
-            *s.lock().unwrap() = Some(req.headers().clone());
+            *s.lock().unwrap() = Some(upstream_head(&req).1);
             ready(Ok::<_, Infallible>(Response::new(())))
         });
         RewriteLayer::new(target())

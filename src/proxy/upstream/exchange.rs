@@ -31,6 +31,7 @@ use super::pool::{Conn, Pool};
 use super::wire::{self, ReqFraming};
 use super::ExchangeError;
 use crate::proxy::fault::ClientBodyError;
+use crate::proxy::headers::Forwarding;
 
 /// Sends `req` upstream and returns the response with its body still on the connection.
 ///
@@ -47,16 +48,16 @@ where
     B: Body<Data = Bytes, Error = ClientBodyError> + Send + 'static,
 {
     let (parts, body) = req.into_parts();
-    let framing = if body.is_end_stream() {
-        ReqFraming::Empty
-    } else if parts.headers.contains_key(http::header::CONTENT_LENGTH) {
-        ReqFraming::Length
-    } else {
-        ReqFraming::Chunked
-    };
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut first = HeadBuf::take();
-    wire::encode_head(&mut first, &parts.method, target, &parts.headers, framing);
+    let framing = wire::encode_head(
+        &mut first,
+        &parts.method,
+        target,
+        &parts.headers,
+        parts.extensions.get::<Forwarding>(),
+        body.is_end_stream(),
+    );
     let method = parts.method;
     async move {
         let mut body = pin!(body);

@@ -10,6 +10,8 @@ use http::header::{
 };
 use http::{Method, StatusCode, Version};
 
+use crate::proxy::headers::{header_line, write_forwarded, Forwarding};
+
 /// Most response headers accepted (hyper's default).
 const MAX_HEADERS: usize = 100;
 /// Largest response head accepted; beyond it the response is refused (`502`).
@@ -49,36 +51,50 @@ pub(crate) enum ReqFraming {
     Chunked,
 }
 
-/// Writes the request head: request line, the headers as they are, the framing header.
+/// Writes the request head and returns how its body is framed: the request line, the headers
+/// (as [`Forwarding`] says when the request carries one, else as they are), the framing
+/// header. A body that has already ended (`body_ended`) goes as no body; one with a
+/// `Content-Length` written goes by that length, any other chunked.
 pub(crate) fn encode_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    framing: ReqFraming,
-) {
+    fwd: Option<&Forwarding>,
+    body_ended: bool,
+) -> ReqFraming {
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    let has_length = match fwd {
+        Some(fwd) => write_forwarded(out, headers, fwd),
+        None => {
+            for (name, value) in headers {
+                header_line(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+            headers.contains_key(CONTENT_LENGTH)
+        }
+    };
+    let framing = if body_ended {
+        ReqFraming::Empty
+    } else if has_length {
+        ReqFraming::Length
+    } else {
+        ReqFraming::Chunked
+    };
     match framing {
         ReqFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         // A body-carrying method without a body says so, as curl and hyper do.
         ReqFraming::Empty
-            if matches!(*method, Method::POST | Method::PUT | Method::PATCH)
-                && !headers.contains_key(CONTENT_LENGTH) =>
+            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) && !has_length =>
         {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
         _ => {}
     }
     out.extend_from_slice(b"\r\n");
+    framing
 }
 
 /// Appends one chunk of a chunked request body (size line, data, CRLF).

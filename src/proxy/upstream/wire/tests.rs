@@ -13,48 +13,149 @@ fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
 fn the_request_head_is_the_request_line_the_headers_and_the_framing() {
     let h = headers(&[("host", "127.0.0.1:11434"), ("x-forwarded-for", "10.0.0.1")]);
     let mut out = Vec::new();
-    encode_head(
-        &mut out,
-        &Method::GET,
-        "/api/tags?x=1",
-        &h,
-        ReqFraming::Empty,
-    );
+    let framing = encode_head(&mut out, &Method::GET, "/api/tags?x=1", &h, None, true);
+    assert_eq!(framing, ReqFraming::Empty);
     assert_eq!(
         out,
         b"GET /api/tags?x=1 HTTP/1.1\r\nhost: 127.0.0.1:11434\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
     );
     out.clear();
-    encode_head(
+    let framing = encode_head(
         &mut out,
         &Method::POST,
         "/api/pull",
         &headers(&[("host", "u")]),
-        ReqFraming::Empty,
+        None,
+        true,
     );
+    assert_eq!(framing, ReqFraming::Empty);
     assert_eq!(
         out,
         b"POST /api/pull HTTP/1.1\r\nhost: u\r\ncontent-length: 0\r\n\r\n"
     );
     out.clear();
     let h = headers(&[("host", "u"), ("content-length", "5")]);
-    encode_head(&mut out, &Method::POST, "/api/chat", &h, ReqFraming::Length);
+    let framing = encode_head(&mut out, &Method::POST, "/api/chat", &h, None, false);
+    assert_eq!(framing, ReqFraming::Length);
     assert_eq!(
         out,
         b"POST /api/chat HTTP/1.1\r\nhost: u\r\ncontent-length: 5\r\n\r\n"
     );
     out.clear();
-    encode_head(
+    let framing = encode_head(
         &mut out,
         &Method::POST,
         "/api/blobs/x",
         &headers(&[("host", "u")]),
-        ReqFraming::Chunked,
+        None,
+        false,
     );
+    assert_eq!(framing, ReqFraming::Chunked);
     assert_eq!(
         out,
         b"POST /api/blobs/x HTTP/1.1\r\nhost: u\r\ntransfer-encoding: chunked\r\n\r\n"
     );
+}
+
+fn forwarding() -> Forwarding {
+    Forwarding {
+        host: HeaderValue::from_static("127.0.0.1:11435"),
+        forwarded_for: HeaderValue::from_static("198.51.100.7"),
+        forwarded_proto: HeaderValue::from_static("http"),
+    }
+}
+
+/// A forwarded request's head: the proxy's `Host` first, the client's end-to-end headers in
+/// their order (every value of a repeated one), then the forwarding headers; the client's
+/// `Host` is `X-Forwarded-Host`, its own forwarding headers, `Expect` and hop-by-hop headers
+/// do not go.
+#[test]
+fn a_forwarded_head_has_the_proxys_forwarding_headers_and_the_clients_end_to_end_ones() {
+    let h = headers(&[
+        ("host", "ollama.example"),
+        ("user-agent", "ollama-python/0.4"),
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("accept", "application/json"),
+        ("accept", "text/plain"),
+        ("expect", "100-continue"),
+        ("te", "trailers"),
+        ("keep-alive", "timeout=5"),
+        ("connection", "keep-alive"),
+        ("content-length", "2"),
+    ]);
+    let mut out = Vec::new();
+    let framing = encode_head(
+        &mut out,
+        &Method::POST,
+        "/api/chat",
+        &h,
+        Some(&forwarding()),
+        false,
+    );
+    assert_eq!(framing, ReqFraming::Length);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "POST /api/chat HTTP/1.1\r\n\
+         host: 127.0.0.1:11435\r\n\
+         user-agent: ollama-python/0.4\r\n\
+         accept: application/json\r\n\
+         accept: text/plain\r\n\
+         content-length: 2\r\n\
+         x-forwarded-for: 198.51.100.7\r\n\
+         x-forwarded-proto: http\r\n\
+         x-forwarded-host: ollama.example\r\n\
+         \r\n"
+    );
+}
+
+/// `Connection` can name a header that came before it: the lines are written again without
+/// it. A `Content-Length` it names is not written, and the body goes chunked, never framed
+/// by a length the upstream does not see. A client's own `Transfer-Encoding` never goes:
+/// the proxy writes the one framing line.
+#[test]
+fn headers_a_connection_value_names_are_dropped_wherever_they_stand() {
+    let h = headers(&[
+        ("x-secret-hop", "1"),
+        ("content-length", "5"),
+        ("transfer-encoding", "chunked"),
+        ("content-type", "application/json"),
+        ("connection", "X-Secret-Hop, content-length, host"),
+    ]);
+    let mut out = Vec::new();
+    let framing = encode_head(
+        &mut out,
+        &Method::POST,
+        "/api/generate",
+        &h,
+        Some(&forwarding()),
+        false,
+    );
+    assert_eq!(framing, ReqFraming::Chunked);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "POST /api/generate HTTP/1.1\r\n\
+         host: 127.0.0.1:11435\r\n\
+         content-type: application/json\r\n\
+         x-forwarded-for: 198.51.100.7\r\n\
+         x-forwarded-proto: http\r\n\
+         transfer-encoding: chunked\r\n\
+         \r\n"
+    );
+    // An ended body: no framing line but `Content-Length: 0` for a POST, whose own length
+    // was named away.
+    let mut out = Vec::new();
+    let framing = encode_head(
+        &mut out,
+        &Method::POST,
+        "/api/generate",
+        &h,
+        Some(&forwarding()),
+        true,
+    );
+    assert_eq!(framing, ReqFraming::Empty);
+    assert!(out.ends_with(b"x-forwarded-proto: http\r\ncontent-length: 0\r\n\r\n"));
 }
 
 #[test]
