@@ -1,18 +1,21 @@
 //! Header rewriting between client and upstream: hop-by-hop headers are stripped in both
-//! directions (RFC 9110 §7.6.1), end-to-end headers pass untouched.
+//! directions (RFC 9110 §7.6.1), end-to-end headers pass untouched. A forwarded request's
+//! lines are written without them ([`write_forwarded`]); a response's are never put in its
+//! map (`upstream::wire` asks [`is_hop_by_hop`] and [`remove_connection_named`]).
+//! [`strip_hop_by_hop`], the same rule applied to a map, is what the tests compare both with.
 
 use std::net::IpAddr;
 
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+#[cfg(test)]
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Hop-by-hop headers that are never forwarded, besides those `Connection` names.
+/// Hop-by-hop headers that are never forwarded, besides those `Connection` names (in the
+/// order of [`name_bit`]'s bits).
 const HOP_COUNT: usize = 8;
+#[cfg(test)]
 const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     TE,
     TRAILER,
@@ -20,8 +23,8 @@ const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     UPGRADE,
     PROXY_AUTHORIZATION,
     PROXY_AUTHENTICATE,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
 ];
 
 /// `Connection`'s bit in [`name_bit`].
@@ -67,13 +70,27 @@ fn hop_bit(name: &HeaderName) -> u16 {
     name_bit(name) & HOP_MASK
 }
 
-/// Removes hop-by-hop headers, including every header the `Connection` header names.
-///
-/// One pass over the headers (comparisons, no hashing) finds which are present and reads the
-/// `Connection` values on the way; a message without any (almost every request) is left as
-/// it is, and a response carrying only `Connection: keep-alive` (nginx, most HTTP/1.1
-/// servers) costs two removals at most, not ten, and no second look-up for `Connection`'s
-/// values.
+/// Whether `name` is hop-by-hop by itself (`Connection` included; not the names a
+/// `Connection` value adds).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_bit(name) != 0
+}
+
+/// Removes from `headers` every header a `Connection` value names (`keep-alive` aside,
+/// which is hop-by-hop anyway). The raw bytes are split: a value with a non-ASCII byte must
+/// still have its names honoured.
+pub(crate) fn remove_connection_named(headers: &mut HeaderMap, connection: &[u8]) {
+    for name in connection_tokens(connection) {
+        if let Ok(name) = HeaderName::from_bytes(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names: the
+/// rule as edits of a map, the reference the request's writer and the response's parser are
+/// tested against.
+#[cfg(test)]
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Bit i: HOP_BY_HOP[i] is present; bit 8: `Connection`.
     let mut present = 0u16;
@@ -82,7 +99,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for (name, value) in headers.iter() {
         let bit = hop_bit(name);
         if bit == CONN && !names_others {
-            names_others = connection_tokens(value).next().is_some();
+            names_others = connection_tokens(value.as_bytes()).next().is_some();
         }
         present |= bit;
     }
@@ -96,7 +113,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             let named: Vec<HeaderName> = headers
                 .get_all(CONNECTION)
                 .iter()
-                .flat_map(connection_tokens)
+                .flat_map(|v| connection_tokens(v.as_bytes()))
                 .filter_map(|name| HeaderName::from_bytes(name).ok())
                 .collect();
             for name in named {
@@ -146,7 +163,7 @@ pub(crate) fn write_forwarded(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forw
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .flat_map(connection_tokens)
+        .flat_map(|v| connection_tokens(v.as_bytes()))
         .filter_map(|name| HeaderName::from_bytes(name).ok())
         .collect();
     out.truncate(mark);
@@ -174,7 +191,7 @@ fn forwarded_lines(
             has_length |= *name == CONTENT_LENGTH;
             header_line(out, name.as_str().as_bytes(), value.as_bytes());
         } else if bit == CONN {
-            names_others = names_others || connection_tokens(value).next().is_some();
+            names_others = names_others || connection_tokens(value.as_bytes()).next().is_some();
         } else if bit == HOST_BIT && original_host.is_none() {
             original_host = Some(value);
         }
@@ -196,9 +213,8 @@ pub(crate) fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// The tokens of a `Connection` value other than `keep-alive` (trimmed, possibly empty).
-fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+fn connection_tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
-        .as_bytes()
         .split(|b| *b == b',')
         .map(<[u8]>::trim_ascii)
         .filter(|name| !name.eq_ignore_ascii_case(b"keep-alive"))

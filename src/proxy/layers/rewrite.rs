@@ -5,26 +5,25 @@
 //! client when the body is first read), `X-Forwarded-For` is *replaced* by the resolved client
 //! (Ollama's gin trusts any `X-Forwarded-For`), `X-Forwarded-Proto` says whether the client
 //! came over TLS (the whole listener does or does not), and the body is wrapped so its faults can be
-//! told from the upstream's ([`ClientBody`]). On the way back, hop-by-hop headers are removed
-//! from the response. Nothing else changes: bytes and framing pass through.
+//! told from the upstream's ([`ClientBody`]). Nothing else changes: bytes and framing pass
+//! through.
 //!
 //! The request's headers are rewritten as the upstream client writes its head: this layer
 //! attaches a [`Forwarding`] (the proxy's `Host`, `X-Forwarded-For` and `X-Forwarded-Proto`)
 //! and `headers::write_forwarded` writes the client's map through it, skipping what does not
 //! go, instead of the map being edited here (six hashed removals and insertions, about 2 000
-//! instructions per request).
+//! instructions per request). The response's hop-by-hop headers never leave the upstream
+//! client either: they frame the body on the upstream connection and are not put in the
+//! response's map (`upstream::wire`).
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{Client, Meta};
@@ -79,16 +78,14 @@ where
 {
     type Response = Response<RB>;
     type Error = S::Error;
-    type Future = RewriteFuture<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        RewriteFuture {
-            fut: self.inner.call(rewrite(&self.target, req)),
-        }
+        self.inner.call(rewrite(&self.target, req))
     }
 }
 
@@ -121,27 +118,6 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
     });
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, ClientBody::new(body, t.body_idle, fault))
-}
-
-pin_project! {
-    /// The upstream exchange; hop-by-hop headers are removed from its response.
-    pub(crate) struct RewriteFuture<F> {
-        #[pin]
-        fut: F,
-    }
-}
-
-impl<F, RB, E> Future for RewriteFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut resp = ready!(self.project().fut.poll(cx))?;
-        headers::strip_hop_by_hop(resp.headers_mut());
-        Poll::Ready(Ok(resp))
-    }
 }
 
 #[cfg(test)]
@@ -197,16 +173,7 @@ mod tests {
         let s = seen.clone();
         let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
             *s.lock().unwrap() = Some((upstream_head(&req), req.version()));
-            let mut resp = Response::new(());
-            resp.headers_mut()
-                .insert("connection", HeaderValue::from_static("x-upstream-hop"));
-            resp.headers_mut()
-                .insert("x-upstream-hop", HeaderValue::from_static("1"));
-            resp.headers_mut().insert(
-                "content-type",
-                HeaderValue::from_static("application/x-ndjson"),
-            );
-            ready(Ok::<_, Infallible>(resp))
+            ready(Ok::<_, Infallible>(Response::new(())))
         });
         let mut req = request_from("198.51.100.7", "/api/chat?x=1");
         let h = req.headers_mut();
@@ -219,7 +186,7 @@ mod tests {
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("expect", HeaderValue::from_static("100-continue"));
         h.insert("authorization", HeaderValue::from_static("Bearer k"));
-        let resp = RewriteLayer::new(target())
+        RewriteLayer::new(target())
             .layer(inner)
             .oneshot(req)
             .await
@@ -238,9 +205,6 @@ mod tests {
         for gone in ["connection", "x-secret-hop", "expect"] {
             assert!(!headers.contains_key(gone), "{gone}");
         }
-        assert!(!resp.headers().contains_key("x-upstream-hop"));
-        assert!(!resp.headers().contains_key("connection"));
-        assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     }
 
     /// The headers the upstream receives for a client's request.

@@ -10,7 +10,9 @@ use http::header::{
 };
 use http::{Method, StatusCode, Version};
 
-use crate::proxy::headers::{header_line, write_forwarded, Forwarding};
+use crate::proxy::headers::{
+    header_line, is_hop_by_hop, remove_connection_named, write_forwarded, Forwarding,
+};
 
 /// Most response headers accepted (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -119,12 +121,16 @@ pub(crate) fn encode_chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// The last chunk of a chunked request body (no trailers).
 pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// A parsed response head.
+/// A parsed response head: its end-to-end headers, and what its framing headers said.
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) status: StatusCode,
     pub(crate) version: Version,
+    /// The headers, without the hop-by-hop ones (`Connection`, those it names, `Keep-Alive`,
+    /// `Transfer-Encoding`, ...): they are about this connection, not the client's.
     pub(crate) headers: HeaderMap,
+    /// What `Connection`, `Transfer-Encoding` and `Content-Length` said.
+    framing: Framing,
 }
 
 /// Parses a response head from the start of `buf` and removes it from `buf`; `None` when the
@@ -170,11 +176,12 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> 
         })
         .collect();
     let head = buf.split_to(len).freeze();
-    let headers = NAMES.with_borrow_mut(|names| names.headers(&head, &spans))?;
+    let (headers, framing) = NAMES.with_borrow_mut(|names| names.headers(&head, &spans))?;
     Ok(Some(Head {
         status,
         version,
         headers,
+        framing,
     }))
 }
 
@@ -190,8 +197,44 @@ std::thread_local! {
     };
 }
 
-/// Header names exactly as an upstream spelled them, with the [`HeaderName`] each parses to,
-/// and the header map of the last head whose names were all cached.
+/// What a response header is to the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Forwarded, read by no one here.
+    EndToEnd,
+    /// Forwarded, and it frames the body.
+    ContentLength,
+    /// Read for the framing, not forwarded.
+    Connection,
+    /// Read for the framing, not forwarded.
+    TransferEncoding,
+    /// Another hop-by-hop header: not forwarded.
+    Hop,
+}
+
+impl Role {
+    fn of(name: &HeaderName) -> Role {
+        if *name == CONTENT_LENGTH {
+            Role::ContentLength
+        } else if *name == CONNECTION {
+            Role::Connection
+        } else if *name == TRANSFER_ENCODING {
+            Role::TransferEncoding
+        } else if is_hop_by_hop(name) {
+            Role::Hop
+        } else {
+            Role::EndToEnd
+        }
+    }
+
+    /// Whether the header goes into the map.
+    fn kept(self) -> bool {
+        matches!(self, Role::EndToEnd | Role::ContentLength)
+    }
+}
+
+/// Header names exactly as an upstream spelled them, with the [`HeaderName`] each parses to
+/// and its [`Role`], and the header map of the last head whose names were all cached.
 ///
 /// One upstream sends the same names in the same order on every response (`Server`, `Date`,
 /// `Content-Type`, ...): the name at position `i` is compared with slot `i` only, and a hit
@@ -201,77 +244,125 @@ std::thread_local! {
 /// gives, so it cannot change a result; it is bounded ([`CACHED_NAMES`] names of at most
 /// [`CACHED_NAME_LEN`] bytes).
 ///
-/// **The map template.** When every name of a head is cached and no name repeats, the map
-/// built for it is kept with empty values. A later head with the same names in the same slots
-/// gets a clone of that map with its own values put in: no name is hashed and no slot is
-/// probed again (`HeaderMap::append` costs about 200 instructions a header). The clone has the
-/// same names in the same order as the map built header by header, each value still
-/// validated, so the result is the same map; any other head is built header by header and
+/// **Hop-by-hop headers** never enter the map: their values are read for the framing
+/// ([`Framing`]) and dropped, instead of being put in the map and removed again by the rewrite
+/// layer (a hashed removal and a walk, about 800 instructions per response for nginx's
+/// `Connection: keep-alive` or Ollama's `Transfer-Encoding: chunked`). A `Connection` value
+/// naming other headers removes those from the map after it is built.
+///
+/// **The map template.** When every name of a head is cached, no kept name repeats and no
+/// `Connection` value names other headers, the map built for it is kept with empty values. A
+/// later head with the same names in the same slots gets a clone of that map with its own
+/// values put in: no name is hashed and no slot is probed again (`HeaderMap::append` costs
+/// about 200 instructions a header). The clone has the same names in the same order as the
+/// map built header by header, each value still validated, so the result is the same map; any
+/// other head (one whose `Connection` names others included) is built header by header and
 /// replaces (or drops) the template.
 #[derive(Debug)]
 struct NameCache {
-    names: Vec<(Box<[u8]>, HeaderName)>,
-    /// The names of slots `0..template.len()`, each once, in order, with empty values.
-    template: Option<HeaderMap>,
+    names: Vec<(Box<[u8]>, HeaderName, Role)>,
+    /// The kept names of slots `0..slots`, each once, in order, with empty values.
+    template: Option<Template>,
+}
+
+#[derive(Debug)]
+struct Template {
+    map: HeaderMap,
+    /// How many slots (headers of the head, kept or not) the map was built from.
+    slots: usize,
 }
 
 impl NameCache {
-    /// The header map of a head: `spans` are the offsets of each header's name and value in
-    /// `head`.
-    fn headers(&mut self, head: &Bytes, spans: &[[u32; 4]]) -> Result<HeaderMap, WireError> {
+    /// The header map of a head and what its framing headers said: `spans` are the offsets
+    /// of each header's name and value in `head`.
+    fn headers(
+        &mut self,
+        head: &Bytes,
+        spans: &[[u32; 4]],
+    ) -> Result<(HeaderMap, Framing), WireError> {
         let raw_name = |&[ns, ne, _, _]: &[u32; 4]| &head[ns as usize..ne as usize];
+        let raw_value = |&[_, _, vs, ve]: &[u32; 4]| &head[vs as usize..ve as usize];
         let value = |&[_, _, vs, ve]: &[u32; 4]| {
             HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| WireError::Head("header value"))
         };
         if let Some(template) = &self.template {
-            if template.len() == spans.len()
+            if template.slots == spans.len()
                 && spans
                     .iter()
                     .zip(&self.names)
-                    .all(|(span, (bytes, _))| **bytes == *raw_name(span))
+                    .all(|(span, (bytes, _, _))| **bytes == *raw_name(span))
             {
-                let mut headers = template.clone();
-                for (slot, span) in headers.values_mut().zip(spans) {
-                    *slot = value(span)?;
+                let mut framing = Framing::default();
+                let mut headers = template.map.clone();
+                let mut values = headers.values_mut();
+                let mut others = false;
+                for (span, &(_, _, role)) in spans.iter().zip(&self.names) {
+                    others |= framing.add(role, raw_value(span));
+                    if role.kept() {
+                        // The template has a value for each kept slot, in order.
+                        if let Some(slot) = values.next() {
+                            *slot = value(span)?;
+                        }
+                    }
                 }
-                return Ok(headers);
+                if !others {
+                    return Ok((headers, framing));
+                }
+                // A `Connection` value names other headers: built header by header below.
             }
         }
         // The slots may change below, and a head refused half-way would leave a template
         // that no longer matches them: it goes first.
         self.template = None;
         let mut headers = HeaderMap::with_capacity(spans.len());
+        let mut framing = Framing::default();
         let mut all_cached = true;
+        let mut others = false;
         for (i, span) in spans.iter().enumerate() {
-            let (name, cached) = self.name(i, raw_name(span))?;
+            let (name, role, cached) = self.name(i, raw_name(span))?;
             all_cached &= cached;
-            headers.append(name, value(span)?);
+            others |= framing.add(role, raw_value(span));
+            if role.kept() {
+                headers.append(name, value(span)?);
+            }
+        }
+        if others {
+            for span in spans {
+                if raw_name(span).eq_ignore_ascii_case(b"connection") {
+                    remove_connection_named(&mut headers, raw_value(span));
+                }
+            }
+            return Ok((headers, framing));
         }
         // Names that repeat (`Set-Cookie` twice) put values beside a key, out of the
         // one-value-per-name order the template relies on: no template for them.
         self.template = (all_cached && headers.keys_len() == headers.len()).then(|| {
-            let mut template = HeaderMap::with_capacity(headers.len());
+            let mut map = HeaderMap::with_capacity(headers.len());
             for name in headers.keys() {
-                template.append(name.clone(), HeaderValue::from_static(""));
+                map.append(name.clone(), HeaderValue::from_static(""));
             }
-            template
+            Template {
+                map,
+                slots: spans.len(),
+            }
         });
-        Ok(headers)
+        Ok((headers, framing))
     }
 
-    /// The [`HeaderName`] of `raw`, the `i`-th name of a head, and whether slot `i` holds
-    /// `raw` now.
-    fn name(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, bool), WireError> {
-        if let Some((bytes, name)) = self.names.get(i) {
+    /// The [`HeaderName`] of `raw`, the `i`-th name of a head, its role, and whether slot
+    /// `i` holds `raw` now.
+    fn name(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, Role, bool), WireError> {
+        if let Some((bytes, name, role)) = self.names.get(i) {
             if **bytes == *raw {
-                return Ok((name.clone(), true));
+                return Ok((name.clone(), *role, true));
             }
         }
         let name = HeaderName::from_bytes(raw).map_err(|_| WireError::Head("header name"))?;
+        let role = Role::of(&name);
         let mut cached = false;
         if i < CACHED_NAMES && raw.len() <= CACHED_NAME_LEN {
-            let entry = (Box::from(raw), name.clone());
+            let entry = (Box::from(raw), name.clone(), role);
             if i < self.names.len() {
                 self.names[i] = entry;
                 cached = true;
@@ -280,7 +371,7 @@ impl NameCache {
                 cached = true;
             }
         }
-        Ok((name, cached))
+        Ok((name, role, cached))
     }
 }
 
@@ -315,7 +406,7 @@ pub(crate) enum BodyKind {
 /// body, and whoever the head is forwarded to must not frame it by that length (RFC 9112
 /// §6.3).
 pub(crate) fn body_kind(method: &Method, head: &mut Head) -> Result<(BodyKind, bool), WireError> {
-    let framing = Framing::of(&head.headers);
+    let framing = &head.framing;
     let mut keep_alive = match head.version {
         Version::HTTP_10 => framing.keep_alive_token,
         _ => !framing.close_token,
@@ -340,19 +431,15 @@ pub(crate) fn body_kind(method: &Method, head: &mut Head) -> Result<(BodyKind, b
             (BodyKind::Close, false)
         });
     }
-    Ok(match framing.length? {
+    Ok(match framing.length.clone()? {
         Some(0) => (BodyKind::Empty, keep_alive),
         Some(n) => (BodyKind::Length(n), keep_alive),
         None => (BodyKind::Close, false),
     })
 }
 
-/// What the framing headers of a response say, read in one pass over its headers.
-///
-/// Three hashed look-ups (`Connection`, `Transfer-Encoding`, `Content-Length`) cost more than
-/// one walk over a response's few headers comparing standard names: about 300 instructions
-/// per response (callgrind). Each name's values are seen in their order, as `get_all` gives
-/// them.
+/// What the framing headers of a response say, read as its head is parsed.
+#[derive(Debug)]
 struct Framing {
     /// A `Connection` header lists `keep-alive`.
     keep_alive_token: bool,
@@ -364,36 +451,59 @@ struct Framing {
     length: Result<Option<u64>, WireError>,
 }
 
-impl Framing {
-    fn of(h: &HeaderMap) -> Framing {
-        let mut f = Framing {
+impl Default for Framing {
+    fn default() -> Framing {
+        Framing {
             keep_alive_token: false,
             close_token: false,
             chunked: None,
             length: Ok(None),
-        };
-        for (name, value) in h {
-            if *name == CONNECTION {
-                for t in value.as_bytes().split(|b| *b == b',') {
+        }
+    }
+}
+
+impl Framing {
+    /// Reads one header's value, in the order of the head; returns whether it is a
+    /// `Connection` value naming other headers (to be removed from the map). Inlined: most
+    /// headers are none of the three, and the call alone cost more than the answer.
+    #[inline]
+    fn add(&mut self, role: Role, value: &[u8]) -> bool {
+        match role {
+            Role::EndToEnd | Role::Hop => false,
+            _ => self.read(role, value),
+        }
+    }
+
+    fn read(&mut self, role: Role, value: &[u8]) -> bool {
+        match role {
+            Role::Connection => {
+                let mut others = false;
+                for t in value.split(|b| *b == b',') {
                     let t = t.trim_ascii();
-                    f.keep_alive_token |= t.eq_ignore_ascii_case(b"keep-alive");
-                    f.close_token |= t.eq_ignore_ascii_case(b"close");
+                    let keep_alive = t.eq_ignore_ascii_case(b"keep-alive");
+                    self.keep_alive_token |= keep_alive;
+                    self.close_token |= t.eq_ignore_ascii_case(b"close");
+                    others |= !keep_alive;
                 }
-            } else if *name == TRANSFER_ENCODING {
-                f.chunked = Some(
+                others
+            }
+            Role::TransferEncoding => {
+                self.chunked = Some(
                     value
-                        .as_bytes()
                         .rsplit(|b| *b == b',')
                         .next()
                         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
                 );
-            } else if *name == CONTENT_LENGTH {
-                if let Ok(length) = &mut f.length {
-                    f.length = content_length(*length, value.as_bytes());
-                }
+                false
             }
+            Role::ContentLength => {
+                if let Ok(length) = &mut self.length {
+                    self.length = content_length(*length, value);
+                }
+                false
+            }
+            Role::EndToEnd | Role::Hop => false,
         }
-        f
     }
 }
 

@@ -94,6 +94,31 @@ async fn bytes_arriving_after_the_body_on_an_idle_connection_retire_it() {
     assert_eq!(accepts.load(Ordering::SeqCst), 2);
 }
 
+/// An upstream's hop-by-hop headers (`Connection` and what it names, `Keep-Alive`,
+/// `Transfer-Encoding`) frame the body on the upstream connection and go no further, the
+/// first time and when the head is built from the template; the end-to-end headers pass in
+/// their order, and a header the next response's `Connection` names is removed too.
+#[tokio::test]
+async fn hop_by_hop_response_headers_stay_on_the_upstream_connection() {
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    const PLAIN: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nConnection: keep-alive\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let (addr, accepts) = serial_upstream(vec![CHUNKED, PLAIN, PLAIN, CHUNKED]).await;
+    let client = client_for(addr, Duration::from_secs(60));
+    for (i, x_hop_named) in [true, false, false, true].into_iter().enumerate() {
+        let resp = client.clone().oneshot(get("/")).await.unwrap();
+        let names: Vec<&str> = resp.headers().keys().map(|k| k.as_str()).collect();
+        let want: &[&str] = if x_hop_named {
+            &["content-type"]
+        } else {
+            &["content-type", "x-hop"]
+        };
+        assert_eq!(names, want, "response {i}");
+        assert_eq!(body_of(resp).await.unwrap(), "hello", "response {i}");
+    }
+    // Every response kept the connection: one accept.
+    assert_eq!(accepts.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn a_head_response_with_a_body_does_not_desync_the_connection() {
     let (addr, accepts) = serial_upstream(vec![

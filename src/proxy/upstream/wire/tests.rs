@@ -335,8 +335,157 @@ fn the_body_framing_follows_rfc_9112() {
             Ok((Length(1), true)),
         ),
     ];
+    // Each head twice: the second is built from the template when the first made one (the
+    // framing headers are read as the values are put in), and frames the same.
     for (method, raw, want) in cases {
         assert_eq!(&kind(method.clone(), raw), want, "{method} {raw:?}");
+        assert_eq!(&kind(method.clone(), raw), want, "again: {method} {raw:?}");
+    }
+}
+
+/// The headers of a parsed head, in the map's order.
+fn pairs(head: &Head) -> Vec<(String, String)> {
+    head.headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Hop-by-hop headers never enter the map, whether it is built header by header or from the
+/// template, and still decide the framing: nginx's `Connection: keep-alive`, Ollama's
+/// `Transfer-Encoding: chunked`, a `Keep-Alive`, a `Connection: close`.
+#[test]
+fn hop_by_hop_headers_frame_the_body_and_never_enter_the_map() {
+    NAMES.with_borrow_mut(|c| {
+        c.names.clear();
+        c.template = None;
+    });
+    let nginx = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nETag: \"x\"\r\n\r\n";
+    let ollama = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nDate: d\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let closing = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nETag: \"x\"\r\n\r\n";
+    for round in 0..3 {
+        let mut head = parse_head(&mut BytesMut::from(nginx.as_bytes()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pairs(&head),
+            [
+                ("server", "nginx"),
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+                ("etag", "\"x\""),
+            ]
+            .map(|(n, v)| (n.to_owned(), v.to_owned())),
+            "round {round}"
+        );
+        assert_eq!(
+            body_kind(&Method::GET, &mut head),
+            Ok((BodyKind::Length(2), true))
+        );
+        // The template holds the four kept names of the six slots.
+        NAMES.with_borrow(|c| {
+            let t = c.template.as_ref().unwrap();
+            assert_eq!((t.map.len(), t.slots), (4, 6));
+        });
+    }
+    for _ in 0..2 {
+        let mut head = parse_head(&mut BytesMut::from(ollama.as_bytes()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pairs(&head),
+            [("content-type", "application/x-ndjson"), ("date", "d")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        assert_eq!(
+            body_kind(&Method::POST, &mut head),
+            Ok((BodyKind::Chunked, true))
+        );
+    }
+    // The same names as `nginx`, but `Connection: close` names a header `close` (RFC 9110
+    // §7.6.1): built header by header, the connection not reused, no template kept.
+    parse_head(&mut BytesMut::from(nginx.as_bytes())).unwrap();
+    let mut head = parse_head(&mut BytesMut::from(closing.as_bytes()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(pairs(&head).len(), 4);
+    assert!(!head.headers.contains_key("connection"));
+    assert_eq!(
+        body_kind(&Method::GET, &mut head),
+        Ok((BodyKind::Length(2), false))
+    );
+    NAMES.with_borrow(|c| assert!(c.template.is_none()));
+}
+
+proptest! {
+    /// Any head, parsed with the cache cold and then again warm (from the template when one
+    /// was kept), gives the headers the rewrite layer's own strip leaves of the full map
+    /// (value for value, per name), and the same framing both times.
+    #[test]
+    fn a_parsed_map_is_the_full_map_stripped_and_frames_alike_cold_or_warm(
+        lines in proptest::collection::vec((0usize..11, 0usize..6), 0..10)
+    ) {
+        const NAMES_: [&str; 11] = [
+            "Server", "Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "X-A",
+            "x-a", "Set-Cookie", "TE", "Upgrade", "Date",
+        ];
+        const VALUES: [&str; 6] = ["keep-alive", "close", "X-A, server", "chunked", "5", "x"];
+        let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+        let mut full = HeaderMap::new();
+        for (n, v) in &lines {
+            raw.push_str(&format!("{}: {}\r\n", NAMES_[*n], VALUES[*v]));
+            full.append(
+                HeaderName::from_bytes(NAMES_[*n].as_bytes()).unwrap(),
+                HeaderValue::from_static(VALUES[*v]),
+            );
+        }
+        raw.push_str("\r\n");
+        crate::proxy::headers::strip_hop_by_hop(&mut full);
+        let by_name = |h: &HeaderMap| {
+            let mut m = std::collections::BTreeMap::<String, Vec<Vec<u8>>>::new();
+            for (n, v) in h {
+                m.entry(n.as_str().to_owned()).or_default().push(v.as_bytes().to_vec());
+            }
+            m
+        };
+        NAMES.with_borrow_mut(|c| {
+            c.names.clear();
+            c.template = None;
+        });
+        let mut cold = parse_head(&mut BytesMut::from(raw.as_bytes())).unwrap().unwrap();
+        let mut warm = parse_head(&mut BytesMut::from(raw.as_bytes())).unwrap().unwrap();
+        prop_assert_eq!(by_name(&cold.headers), by_name(&full));
+        prop_assert_eq!(by_name(&warm.headers), by_name(&full));
+        prop_assert_eq!(body_kind(&Method::GET, &mut cold), body_kind(&Method::GET, &mut warm));
+    }
+}
+
+/// A `Connection` value naming other headers removes them, wherever they stand, also when
+/// the head has the template's names; the template is not kept for such a head, and the next
+/// plain head is exact again.
+#[test]
+fn headers_a_response_connection_names_are_removed_template_or_not() {
+    NAMES.with_borrow_mut(|c| {
+        c.names.clear();
+        c.template = None;
+    });
+    let plain = "HTTP/1.1 200 OK\r\nX-Trace: t\r\nConnection: keep-alive\r\nContent-Length: 0\r\nX-Other: o\r\n\r\n";
+    let naming = "HTTP/1.1 200 OK\r\nX-Trace: t\r\nConnection: X-Trace, x-other\r\nContent-Length: 0\r\nX-Other: o\r\n\r\n";
+    let want_plain = [("x-trace", "t"), ("content-length", "0"), ("x-other", "o")]
+        .map(|(n, v)| (n.to_owned(), v.to_owned()));
+    for raw in [plain, plain, naming, plain, plain, naming, naming] {
+        let head = parse_head(&mut BytesMut::from(raw.as_bytes()))
+            .unwrap()
+            .unwrap();
+        if raw == naming {
+            assert_eq!(
+                pairs(&head),
+                [("content-length".to_owned(), "0".to_owned())]
+            );
+            NAMES.with_borrow(|c| assert!(c.template.is_none()));
+        } else {
+            assert_eq!(pairs(&head), want_plain);
+        }
     }
 }
 
@@ -579,7 +728,10 @@ fn cached_header_names_are_the_names_a_fresh_parse_gives() {
     }
     NAMES.with_borrow(|c| {
         assert_eq!(c.names.len(), CACHED_NAMES, "bounded");
-        assert!(c.names.iter().all(|(raw, _)| raw.len() <= CACHED_NAME_LEN));
+        assert!(c
+            .names
+            .iter()
+            .all(|(raw, _, _)| raw.len() <= CACHED_NAME_LEN));
     });
     // Slot 0 holds `X-H0` now; a name that is not a token at that position is still refused.
     let bad = b"HTTP/1.1 200 OK\r\nX-H0: 1\r\nBad Name: 2\r\n\r\n";
@@ -648,7 +800,7 @@ fn the_map_template_gives_the_map_a_fresh_parse_gives() {
             NAMES.with_borrow(|c| {
                 c.template
                     .as_ref()
-                    .map(|t| t.keys().map(|k| k.as_str().to_owned()).collect())
+                    .map(|t| t.map.keys().map(|k| k.as_str().to_owned()).collect())
             })
         };
         let had = template_names();
@@ -667,7 +819,7 @@ fn the_map_template_gives_the_map_a_fresh_parse_gives() {
         // The template's values are empty: it holds no upstream's bytes.
         NAMES.with_borrow(|c| {
             if let Some(t) = &c.template {
-                assert!(t.values().all(|v| v.is_empty()));
+                assert!(t.map.values().all(|v| v.is_empty()));
             }
         });
     }
@@ -690,7 +842,7 @@ fn the_map_template_gives_the_map_a_fresh_parse_gives() {
             raw.extend_from_slice(v);
             spans.push([ns, ns + n.len() as u32, vs, vs + v.len() as u32]);
         }
-        cache.headers(&Bytes::from(raw), &spans).map(|h| {
+        cache.headers(&Bytes::from(raw), &spans).map(|(h, _)| {
             h.iter()
                 .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
                 .collect::<Vec<_>>()
@@ -702,7 +854,7 @@ fn the_map_template_gives_the_map_a_fresh_parse_gives() {
         ("Content-Length", b"2"),
     ];
     build(&mut cache, &first).unwrap();
-    assert_eq!(cache.template.as_ref().map(HeaderMap::len), Some(3));
+    assert_eq!(cache.template.as_ref().map(|t| t.map.len()), Some(3));
     let bad: [(&str, &[u8]); 3] = [
         ("Server", b"nginx"),
         ("X-Other", b"1"),
@@ -724,7 +876,7 @@ fn the_map_template_gives_the_map_a_fresh_parse_gives() {
         ("content-length".to_owned(), b"3".to_vec()),
     ];
     assert_eq!(build(&mut cache, &next).unwrap(), want);
-    assert_eq!(cache.template.as_ref().map(HeaderMap::len), Some(3));
+    assert_eq!(cache.template.as_ref().map(|t| t.map.len()), Some(3));
     assert_eq!(build(&mut cache, &next).unwrap(), want);
 
     // A bad value in a head that matches the template: refused too, the template kept.
@@ -737,6 +889,6 @@ fn the_map_template_gives_the_map_a_fresh_parse_gives() {
         build(&mut cache, &bad_value),
         Err(WireError::Head("header value"))
     ));
-    assert_eq!(cache.template.as_ref().map(HeaderMap::len), Some(3));
+    assert_eq!(cache.template.as_ref().map(|t| t.map.len()), Some(3));
     assert_eq!(build(&mut cache, &next).unwrap(), want);
 }
