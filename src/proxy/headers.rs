@@ -110,13 +110,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if names_others {
             // Split the raw bytes: a value with a non-ASCII byte must still have its names
             // honoured. `keep-alive` names a header that is hop-by-hop anyway (found above).
-            let named: Vec<HeaderName> = headers
-                .get_all(CONNECTION)
-                .iter()
-                .flat_map(|v| connection_tokens(v.as_bytes()))
-                .filter_map(|name| HeaderName::from_bytes(name).ok())
-                .collect();
-            for name in named {
+            for name in connection_named(headers) {
                 headers.remove(name);
             }
         }
@@ -160,14 +154,20 @@ pub(crate) fn write_forwarded(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forw
     }
     // A `Connection` value named other headers, which may have come before it: the lines go
     // again, without them. Rare (no client library sends such a value).
-    let named: Vec<HeaderName> = headers
+    let named = connection_named(headers);
+    out.truncate(mark);
+    forwarded_lines(out, headers, fwd, &named).0
+}
+
+/// The headers `Connection` values name (`keep-alive` aside), as header names; a token that
+/// is not a header name names nothing.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(CONNECTION)
         .iter()
         .flat_map(|v| connection_tokens(v.as_bytes()))
         .filter_map(|name| HeaderName::from_bytes(name).ok())
-        .collect();
-    out.truncate(mark);
-    forwarded_lines(out, headers, fwd, &named).0
+        .collect()
 }
 
 /// One pass of [`write_forwarded`], skipping `named` too; returns whether a `Content-Length`

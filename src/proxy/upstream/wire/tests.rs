@@ -57,6 +57,20 @@ fn the_request_head_is_the_request_line_the_headers_and_the_framing() {
     );
 }
 
+/// The head of a `POST` to `target` with `headers`, forwarded, and its framing.
+fn forwarded_post(target: &str, h: &HeaderMap, body_ended: bool) -> (ReqFraming, String) {
+    let mut out = Vec::new();
+    let framing = encode_head(
+        &mut out,
+        &Method::POST,
+        target,
+        h,
+        Some(&forwarding()),
+        body_ended,
+    );
+    (framing, String::from_utf8(out).unwrap())
+}
+
 fn forwarding() -> Forwarding {
     Forwarding {
         host: HeaderValue::from_static("127.0.0.1:11435"),
@@ -85,18 +99,10 @@ fn a_forwarded_head_has_the_proxys_forwarding_headers_and_the_clients_end_to_end
         ("connection", "keep-alive"),
         ("content-length", "2"),
     ]);
-    let mut out = Vec::new();
-    let framing = encode_head(
-        &mut out,
-        &Method::POST,
-        "/api/chat",
-        &h,
-        Some(&forwarding()),
-        false,
-    );
+    let (framing, head) = forwarded_post("/api/chat", &h, false);
     assert_eq!(framing, ReqFraming::Length);
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        head,
         "POST /api/chat HTTP/1.1\r\n\
          host: 127.0.0.1:11435\r\n\
          user-agent: ollama-python/0.4\r\n\
@@ -123,18 +129,10 @@ fn headers_a_connection_value_names_are_dropped_wherever_they_stand() {
         ("content-type", "application/json"),
         ("connection", "X-Secret-Hop, content-length, host"),
     ]);
-    let mut out = Vec::new();
-    let framing = encode_head(
-        &mut out,
-        &Method::POST,
-        "/api/generate",
-        &h,
-        Some(&forwarding()),
-        false,
-    );
+    let (framing, head) = forwarded_post("/api/generate", &h, false);
     assert_eq!(framing, ReqFraming::Chunked);
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        head,
         "POST /api/generate HTTP/1.1\r\n\
          host: 127.0.0.1:11435\r\n\
          content-type: application/json\r\n\
@@ -145,17 +143,9 @@ fn headers_a_connection_value_names_are_dropped_wherever_they_stand() {
     );
     // An ended body: no framing line but `Content-Length: 0` for a POST, whose own length
     // was named away.
-    let mut out = Vec::new();
-    let framing = encode_head(
-        &mut out,
-        &Method::POST,
-        "/api/generate",
-        &h,
-        Some(&forwarding()),
-        true,
-    );
+    let (framing, head) = forwarded_post("/api/generate", &h, true);
     assert_eq!(framing, ReqFraming::Empty);
-    assert!(out.ends_with(b"x-forwarded-proto: http\r\ncontent-length: 0\r\n\r\n"));
+    assert!(head.ends_with("x-forwarded-proto: http\r\ncontent-length: 0\r\n\r\n"));
 }
 
 #[test]
