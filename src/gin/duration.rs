@@ -222,9 +222,7 @@ fn fraction_nanos(digits: &[u8], unit: u64) -> u64 {
 
 /// Appends `value` in decimal.
 pub(super) fn push_uint(out: &mut String, value: u64) {
-    use std::fmt::Write as _;
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{value}");
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 /// Appends `value / 10^prec` as Go's `fmtFrac`/`fmtInt` pair would: the integer part, then

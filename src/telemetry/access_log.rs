@@ -4,7 +4,9 @@
 //! Never logs credentials: only the method, the request target, the resolved client and
 //! the measured times — no header is ever written.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use chrono::Local;
 use percent_encoding::percent_decode_str;
@@ -33,18 +35,85 @@ pub(crate) fn format_into(format: AccessLogFormat, rec: &RequestRecord, out: &mu
     }
 }
 
-/// gin logs `URL.Path` (percent-decoded) plus `?RawQuery` when there is a query.
-fn gin_path(raw_target: &str) -> Vec<u8> {
+/// gin logs `URL.Path` (percent-decoded) plus `?RawQuery` when there is one. A path
+/// without `%` is its own decoding: then the line borrows the target (all of it, or the path
+/// alone when the query is empty) instead of building a copy.
+fn gin_path(raw_target: &str) -> Cow<'_, [u8]> {
     let (path, query) = match raw_target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (raw_target, None),
     };
+    let query = query.filter(|q| !q.is_empty());
+    if !path.contains('%') {
+        return Cow::Borrowed(match query {
+            Some(_) => raw_target.as_bytes(),
+            None => path.as_bytes(),
+        });
+    }
     let mut out: Vec<u8> = percent_decode_str(path).collect();
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
+    if let Some(q) = query {
         out.push(b'?');
         out.extend_from_slice(q.as_bytes());
     }
-    out
+    Cow::Owned(out)
+}
+
+/// An IP address as its `Display` text, on the stack. IPv4 (nearly every line) is written
+/// digit by digit: through the formatter it cost more than the rest of the line.
+struct IpText {
+    buf: [u8; IpText::MAX],
+    len: usize,
+}
+
+impl IpText {
+    /// The longest text an address has: eight groups of four hex digits and seven colons.
+    const MAX: usize = 39;
+
+    fn new(ip: IpAddr) -> IpText {
+        let mut text = IpText {
+            buf: [0; IpText::MAX],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                let _ = write!(text, "{v6}");
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
 }
 
 /// The gin line of `rec` stamped with `local` (gin prints the host's local time).
@@ -57,13 +126,13 @@ fn gin_line_at(rec: &RequestRecord, local: chrono::NaiveDateTime) -> String {
 
 /// Appends the gin line of `rec` stamped with `local` to `out` (no newline).
 fn gin_into(rec: &RequestRecord, local: chrono::NaiveDateTime, out: &mut String) {
-    let ip = rec.src.to_string();
+    let ip = IpText::new(rec.src);
     let path = gin_path(&rec.raw_target);
     let fields = GinFields {
         time: local,
         status: rec.status,
         latency: rec.total,
-        client_ip: &ip,
+        client_ip: ip.as_str(),
         method: &rec.method_text,
         path: &path,
     };
@@ -193,8 +262,71 @@ mod tests {
 
     #[test]
     fn gin_path_is_decoded_and_keeps_the_raw_query() {
-        assert_eq!(gin_path("/api/%73how?x=%41"), b"/api/show?x=%41".to_vec());
-        assert_eq!(gin_path("/api/tags?"), b"/api/tags".to_vec());
-        assert_eq!(gin_path("/a%ffb"), b"/a\xffb".to_vec());
+        assert_eq!(&*gin_path("/api/%73how?x=%41"), b"/api/show?x=%41");
+        assert_eq!(&*gin_path("/api/tags?"), b"/api/tags");
+        assert_eq!(&*gin_path("/a%ffb"), b"/a\xffb");
+        assert_eq!(&*gin_path("/api/%73how?"), b"/api/show");
+    }
+
+    #[test]
+    fn a_path_without_percent_is_borrowed_with_or_without_its_query() {
+        for (target, want) in [
+            ("/api/tags", &b"/api/tags"[..]),
+            ("/api/tags?x=1&y", b"/api/tags?x=1&y"),
+            ("/api/tags?", b"/api/tags"),
+            ("/?%41", b"/?%41"),
+        ] {
+            let got = gin_path(target);
+            assert!(matches!(got, Cow::Borrowed(_)), "{target}");
+            assert_eq!(&*got, want, "{target}");
+        }
+        assert!(matches!(gin_path("/%41"), Cow::Owned(_)));
+    }
+
+    #[test]
+    fn ip_text_is_the_display_text_at_the_edges() {
+        for ip in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.7",
+            "1.20.199.9",
+            "::",
+            "::1",
+            "::ffff:1.2.3.4",
+            "fe80::1ff:fe23:4567:890a",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+        }
+    }
+
+    /// What the path column was before borrowing: always decoded into a copy.
+    fn gin_path_reference(raw_target: &str) -> Vec<u8> {
+        let (path, query) = match raw_target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (raw_target, None),
+        };
+        let mut out: Vec<u8> = percent_decode_str(path).collect();
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            out.push(b'?');
+            out.extend_from_slice(q.as_bytes());
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ip_text_is_the_display_text(v4 in proptest::prelude::any::<u32>(), v6 in proptest::prelude::any::<u128>()) {
+            for ip in [IpAddr::from(std::net::Ipv4Addr::from(v4)), IpAddr::from(std::net::Ipv6Addr::from(v6))] {
+                let text = IpText::new(ip);
+                proptest::prop_assert_eq!(text.as_str(), ip.to_string());
+            }
+        }
+
+        #[test]
+        fn gin_path_is_the_decoded_copy(target in "[/a%4?1f=&]{0,12}") {
+            proptest::prop_assert_eq!(&*gin_path(&target), &gin_path_reference(&target)[..]);
+        }
     }
 }
