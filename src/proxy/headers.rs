@@ -132,13 +132,18 @@ pub(crate) struct Forwarding {
     pub(crate) forwarded_for: HeaderValue,
     /// `X-Forwarded-Proto`: whether the client came over TLS.
     pub(crate) forwarded_proto: HeaderValue,
+    /// `X-Forwarded-Host` when the client addressed an absolute-form target: its authority,
+    /// the host the request was checked for (RFC 9112 §3.2.2: the `Host` header is then
+    /// ignored, and so it must not be passed on as the original host). `None`: the client's
+    /// first `Host`.
+    pub(crate) forwarded_host: Option<HeaderValue>,
 }
 
 /// Writes the header lines (`name: value\r\n`) of a forwarded request: `Host` from `fwd`, the
 /// client's `headers` without the hop-by-hop ones (those `Connection` names included),
 /// `Expect` and the client's own `Host` and `X-Forwarded-*`, then `X-Forwarded-For` and
-/// `X-Forwarded-Proto` from `fwd` and `X-Forwarded-Host` with the client's first `Host`, when
-/// it sent one. Returns whether a `Content-Length` was written (the framing of the body
+/// `X-Forwarded-Proto` from `fwd` and `X-Forwarded-Host` with the absolute-form target's
+/// authority, else the client's first `Host` when it sent one. Returns whether a `Content-Length` was written (the framing of the body
 /// depends on it).
 ///
 /// The client's map is read, not edited: removing and inserting six names in a `HeaderMap`
@@ -159,15 +164,25 @@ pub(crate) fn write_forwarded(out: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forw
     forwarded_lines(out, headers, fwd, &named).0
 }
 
-/// The headers `Connection` values name (`keep-alive` aside), as header names; a token that
-/// is not a header name names nothing.
+/// The headers of `headers` that `Connection` values name (`keep-alive` aside), each once; a
+/// token that is not a header name, or names a header the request does not have, names
+/// nothing. Kept to the names present, the list is never longer than the head's distinct
+/// names, however many tokens a client packs into `Connection`: each header line is checked
+/// against it.
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
+    let mut named: Vec<HeaderName> = Vec::new();
+    for token in headers
         .get_all(CONNECTION)
         .iter()
         .flat_map(|v| connection_tokens(v.as_bytes()))
-        .filter_map(|name| HeaderName::from_bytes(name).ok())
-        .collect()
+    {
+        if let Ok(name) = HeaderName::from_bytes(token) {
+            if headers.contains_key(&name) && !named.contains(&name) {
+                named.push(name);
+            }
+        }
+    }
+    named
 }
 
 /// One pass of [`write_forwarded`], skipping `named` too; returns whether a `Content-Length`
@@ -198,7 +213,7 @@ fn forwarded_lines(
     }
     header_line(out, b"x-forwarded-for", fwd.forwarded_for.as_bytes());
     header_line(out, b"x-forwarded-proto", fwd.forwarded_proto.as_bytes());
-    if let Some(host) = original_host {
+    if let Some(host) = fwd.forwarded_host.as_ref().or(original_host) {
         header_line(out, b"x-forwarded-host", host.as_bytes());
     }
     (has_length, names_others)
@@ -382,6 +397,7 @@ mod tests {
                 host: HeaderValue::from_static("127.0.0.1:11435"),
                 forwarded_for: HeaderValue::from_static("198.51.100.7"),
                 forwarded_proto: HeaderValue::from_static("http"),
+                forwarded_host: None,
             };
             let mut out = b"GET / HTTP/1.1\r\n".to_vec();
             let has_length = write_forwarded(&mut out, &h, &fwd);
@@ -481,5 +497,26 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["authorization", "content-type"]);
+    }
+
+    /// However many tokens a `Connection` value packs, the list the head's lines are checked
+    /// against holds each named header the request has, once: a client cannot make every
+    /// header line cost a walk over its tokens.
+    #[test]
+    fn connection_named_is_the_present_names_once_each() {
+        let mut h = HeaderMap::new();
+        let mut value = String::new();
+        for i in 0..10_000 {
+            value.push_str(if i % 2 == 0 { "X-A, " } else { "absent-name, " });
+            value.push_str(&format!("n{i}, "));
+        }
+        value.push_str("x-b, not a name, keep-alive");
+        h.insert(CONNECTION, HeaderValue::from_str(&value).unwrap());
+        h.insert("x-b", HeaderValue::from_static("1"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("n7", HeaderValue::from_static("1"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        let named = connection_named(&h);
+        assert_eq!(named, ["x-a", "n7", "x-b"]);
     }
 }

@@ -214,8 +214,9 @@ impl Proxy {
     ///    record below starts with the identity, and no layer after this sees a key.
     /// 3. record — outermost per request, so the clock starts before any work and every
     ///    request, refused or forwarded, becomes exactly one record.
-    /// 4. host guard — refuses for *what* the request is (a rebound name), cheapest check,
-    ///    and must hold even for sources nobody has banned.
+    /// 4. host guard — refuses for *what* the request is (a rebound name, a missing `Host`,
+    ///    `CONNECT`, a transfer coding it cannot decode), cheapest check, and must hold even
+    ///    for sources nobody has banned.
     /// 5. gate — refuses banned sources (and banned identities) before any upstream work,
     ///    before a key can matter and before the policy stage reads a body.
     /// 6. auth — refuses what `auth.mode = "required"` does not allow (401/403), before a
@@ -249,6 +250,7 @@ impl Proxy {
             .layer(HostGuardLayer::new(
                 self.hosts.clone(),
                 self.metrics.refused_host.clone(),
+                self.metrics.refused.with_label_values(&["malformed"]),
             ))
             .layer(GateLayer::new(self.gate.clone()).settling(self.records.clone()))
             .layer(AuthLayer::new(AuthCtx {

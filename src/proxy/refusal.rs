@@ -77,14 +77,37 @@ static ANTHROPIC: LazyLock<Bytes> = LazyLock::new(|| {
 });
 
 /// What Ollama answers a Host it does not serve: `403` with an empty body (and `400` for a
-/// request with several `Host` headers, as Go's server does).
+/// request with several `Host` headers, or an HTTP/1.1 one without, as Go's server does).
 pub(crate) fn host_refused(
     refusal: crate::proxy::host_guard::HostRefusal,
 ) -> http::Response<Full<Bytes>> {
+    use crate::proxy::host_guard::HostRefusal;
     crate::respond::empty(match refusal {
-        crate::proxy::host_guard::HostRefusal::NotAllowed => StatusCode::FORBIDDEN,
-        crate::proxy::host_guard::HostRefusal::Malformed => StatusCode::BAD_REQUEST,
+        HostRefusal::NotAllowed => StatusCode::FORBIDDEN,
+        HostRefusal::Malformed | HostRefusal::Missing => StatusCode::BAD_REQUEST,
     })
+}
+
+/// A request no listener forwards, whatever its host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unsupported {
+    /// `CONNECT`: a tunnel.
+    Connect,
+    /// A `Transfer-Encoding` other than one `chunked`.
+    TransferCoding,
+}
+
+/// `405` with an empty body for `CONNECT`; Go's `501 Unsupported transfer encoding` for a
+/// transfer coding the proxy cannot decode.
+pub(crate) fn unsupported_refused(what: Unsupported) -> http::Response<Full<Bytes>> {
+    match what {
+        Unsupported::Connect => crate::respond::empty(StatusCode::METHOD_NOT_ALLOWED),
+        Unsupported::TransferCoding => crate::respond::with_body(
+            StatusCode::NOT_IMPLEMENTED,
+            crate::respond::PLAIN,
+            "Unsupported transfer encoding",
+        ),
+    }
 }
 
 /// A `403` for `path` carrying `message`, shaped for the route family the way its clients

@@ -18,14 +18,16 @@
 //!
 //! Which host is checked: the authority of an absolute-form request target when there is one
 //! (Go's server takes it over the `Host` header, and so must we), otherwise the `Host` header.
-//! More than one `Host` header is malformed (Go answers 400, so do we).
+//! More than one `Host` header is malformed, and so is an HTTP/1.1 request without one, on
+//! every listener (Go answers 400 to both, RFC 9112 §3.2; the proxy writes its own `Host`
+//! upstream, so Ollama could no longer tell).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderMap, HOST};
-use http::Uri;
+use http::{Uri, Version};
 
 /// How often the list of local interface addresses may be re-read (only a Host naming a
 /// public IP literal that is not in the list triggers a re-read).
@@ -38,6 +40,8 @@ pub(crate) enum HostRefusal {
     NotAllowed,
     /// Several `Host` headers, or one that is not text: `400`.
     Malformed,
+    /// An HTTP/1.1 request without a `Host` header: `400`.
+    Missing,
 }
 
 /// The rule in force on one listener.
@@ -92,11 +96,28 @@ impl HostPolicy {
     }
 
     /// Checks the host a request addresses.
-    pub(crate) fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), HostRefusal> {
+    pub(crate) fn check(
+        &self,
+        version: Version,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<(), HostRefusal> {
+        let mut hosts = headers.get_all(HOST).iter();
+        let host = match (hosts.next(), hosts.next()) {
+            (None, _) if version == Version::HTTP_11 => return Err(HostRefusal::Missing),
+            (_, Some(_)) => return Err(HostRefusal::Malformed),
+            (host, None) => host,
+        };
         if self.is_open() {
             return Ok(());
         }
-        let host = request_host(uri, headers)?;
+        let host = match uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => match host {
+                Some(v) => v.to_str().map_err(|_| HostRefusal::Malformed)?,
+                None => "",
+            },
+        };
         let name = strip_port(host);
         let allowed = match &self.kind {
             Kind::Any => true,
@@ -131,20 +152,6 @@ fn listed(patterns: &[Pattern], name: &str) -> bool {
     })
 }
 
-/// The host the request addresses: the absolute-form authority, else the one `Host` header.
-fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Result<&'a str, HostRefusal> {
-    if let Some(authority) = uri.authority() {
-        return Ok(authority.as_str());
-    }
-    let mut values = headers.get_all(HOST).iter();
-    let host = match (values.next(), values.next()) {
-        (None, _) => return Ok(""),
-        (Some(v), None) => v,
-        (Some(_), Some(_)) => return Err(HostRefusal::Malformed),
-    };
-    host.to_str().map_err(|_| HostRefusal::Malformed)
-}
-
 /// `name:port` → `name`, `[v6]:port` → `[v6]`, anything else unchanged (Go's
 /// `net.SplitHostPort`, falling back to the whole text).
 fn strip_port(host: &str) -> &str {
@@ -154,8 +161,11 @@ fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.rsplit_once(':') {
-        Some((name, _)) if !name.contains(':') => name,
+    // Byte searches: the last `:` and whether another comes before it (a bare IPv6 literal
+    // has several and no port).
+    let bytes = host.as_bytes();
+    match bytes.iter().rposition(|&b| b == b':') {
+        Some(colon) if !bytes[..colon].contains(&b':') => &host[..colon],
         _ => host,
     }
 }

@@ -1,13 +1,14 @@
 use super::*;
 
 struct Parts {
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
 }
 
 impl HostPolicy {
     fn check_parts(&self, p: &Parts) -> Result<(), HostRefusal> {
-        self.check(&p.uri, &p.headers)
+        self.check(p.version, &p.uri, &p.headers)
     }
 }
 
@@ -18,6 +19,7 @@ fn parts(target: &str, hosts: &[&[u8]]) -> Parts {
     }
     let (parts, ()) = b.body(()).unwrap().into_parts();
     Parts {
+        version: parts.version,
         uri: parts.uri,
         headers: parts.headers,
     }
@@ -151,4 +153,41 @@ fn allowed_hosts_star_allows_everything() {
     let p = HostPolicy::new("127.0.0.1:1".parse().unwrap(), Some(&["*".to_string()]));
     assert!(p.is_open());
     assert_eq!(host(&p, "rebind.attacker.example"), Ok(()));
+}
+
+#[test]
+fn an_http11_request_without_host_is_malformed_on_every_listener_http10_is_not() {
+    let open = HostPolicy::new("0.0.0.0:11434".parse().unwrap(), None);
+    let star = HostPolicy::new("127.0.0.1:1".parse().unwrap(), Some(&["*".to_string()]));
+    for p in [loopback(), open, star] {
+        for target in ["/api/tags", "http://localhost/api/tags"] {
+            let mut none = parts(target, &[]);
+            assert_eq!(p.check_parts(&none), Err(HostRefusal::Missing), "{target}");
+            none.version = Version::HTTP_10;
+            assert_eq!(p.check_parts(&none), Ok(()), "{target}");
+        }
+        // Two Host headers are malformed whatever the listener, absolute form or not (Go
+        // answers 400 before it looks at the target).
+        for target in ["/api/tags", "http://localhost/api/tags"] {
+            let two = parts(target, &[b"localhost", b"localhost"]);
+            assert_eq!(p.check_parts(&two), Err(HostRefusal::Malformed), "{target}");
+        }
+    }
+}
+
+#[test]
+fn the_port_is_stripped_as_go_splits_host_and_port() {
+    for (host, name) in [
+        ("localhost:11434", "localhost"),
+        ("localhost:", "localhost"),
+        (":80", ""),
+        ("localhost", "localhost"),
+        ("[::1]:11434", "[::1]"),
+        ("[::1]", "[::1]"),
+        ("::1", "::1"),
+        ("fe80::1:80", "fe80::1:80"),
+        ("127.0.0.1:11434", "127.0.0.1"),
+    ] {
+        assert_eq!(strip_port(host), name, "{host}");
+    }
 }

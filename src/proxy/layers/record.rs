@@ -87,11 +87,13 @@ fn start_record<B>(req: &Request<B>) -> RequestRecord {
         peer: unknown,
     });
     let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
-    let (path, route) = route::normalize_fast(target);
+    // The target as forwarded: an absolute-form one with an empty path goes as `/?query`.
+    let target = crate::proxy::layers::rewrite::origin_form(target);
+    let (path, route) = route::normalize_fast(&target);
     let raw_target = if path == target {
         path.clone()
     } else {
-        Cow::Owned(target.to_owned())
+        Cow::Owned(target.into_owned())
     };
     let method = Method::parse(req.method().as_str());
     let method_text = match method {

@@ -22,7 +22,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::HeaderValue;
-use http::uri::PathAndQuery;
+use std::borrow::Cow;
+
 use http::{Request, Response, Uri, Version};
 use tower::{Layer, Service};
 
@@ -100,14 +101,14 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
         .get::<Meta>()
         .map_or_else(|| Arc::new(FaultCell::default()), |m| m.fault.clone());
     // The upstream client writes the path and query (origin form); an absolute-form target
-    // from the client keeps only those.
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = Uri::from(pq);
+    // from the client keeps only those, and its authority is the original host.
+    let mut forwarded_host = None;
+    if let Some(authority) = parts.uri.authority() {
+        // Without the user information a client may have put in front of the host.
+        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
+        forwarded_host = HeaderValue::from_str(host).ok();
+        let target = origin_form(parts.uri.path_and_query().map_or("", |pq| pq.as_str()));
+        parts.uri = Uri::try_from(target.as_ref()).unwrap_or_else(|_| Uri::from_static("/"));
     }
     // The headers are rewritten as the head is written (`headers::write_forwarded`): the
     // client's map is read there, not edited here.
@@ -115,9 +116,20 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
         host: t.host.clone(),
         forwarded_for: headers::forwarded_for(src),
         forwarded_proto: t.forwarded_proto.clone(),
+        forwarded_host,
     });
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, ClientBody::new(body, t.body_idle, fault))
+}
+
+/// `target` (an absolute-form target's path and query) in origin form: an empty path is
+/// `/` (RFC 9112 §3.2.1), so `http://host?q` goes as `/?q`.
+pub(crate) fn origin_form(target: &str) -> Cow<'_, str> {
+    if target.starts_with('/') || target == "*" {
+        Cow::Borrowed(target)
+    } else {
+        Cow::Owned(format!("/{target}"))
+    }
 }
 
 #[cfg(test)]
@@ -259,5 +271,85 @@ mod tests {
         let headers = forwarded(req).await;
         assert_eq!(headers["host"], "127.0.0.1:11435");
         assert!(!headers.contains_key("x-forwarded-host"));
+    }
+
+    /// The request line and headers the upstream receives for `method target`.
+    async fn forwarded_line(
+        method: http::Method,
+        uri: &str,
+        host: &'static str,
+    ) -> (String, http::HeaderMap) {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
+            *s.lock().unwrap() = Some(upstream_head(&req));
+            ready(Ok::<_, Infallible>(Response::new(())))
+        });
+        let mut req = request_from("198.51.100.7", uri);
+        *req.method_mut() = method;
+        req.headers_mut()
+            .insert("host", HeaderValue::from_static(host));
+        RewriteLayer::new(target())
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .unwrap();
+        let head = seen.lock().unwrap().take().unwrap();
+        head
+    }
+
+    /// An absolute-form target goes in origin form (an empty path is `/`, RFC 9112 §3.2.1),
+    /// and its authority — the host the guard checked — is the original host, not the `Host`
+    /// header the guard ignored (which a client could otherwise use to pass a name the guard
+    /// would refuse on to the upstream).
+    #[tokio::test]
+    async fn an_absolute_form_target_goes_in_origin_form_with_its_authority_as_the_host() {
+        use http::Method;
+        for (method, target, line, xfh) in [
+            (
+                Method::GET,
+                "http://localhost?x=1",
+                "GET /?x=1",
+                "localhost",
+            ),
+            (
+                Method::GET,
+                "http://localhost:11434?",
+                "GET /?",
+                "localhost:11434",
+            ),
+            (Method::GET, "http://localhost", "GET /", "localhost"),
+            (
+                Method::GET,
+                "http://localhost:11434/api/tags?a=b",
+                "GET /api/tags?a=b",
+                "localhost:11434",
+            ),
+            (
+                Method::GET,
+                "http://user:pw@localhost/",
+                "GET /",
+                "localhost",
+            ),
+        ] {
+            let (got, headers) = forwarded_line(method, target, "evil.example").await;
+            assert_eq!(got, line, "{target}");
+            let all: Vec<_> = headers.get_all("x-forwarded-host").iter().collect();
+            assert_eq!(all, [xfh], "{target}");
+            assert_eq!(headers["host"], "127.0.0.1:11435");
+        }
+        // Origin form is untouched, and its Host is the original host.
+        let (got, headers) = forwarded_line(Method::GET, "/api/tags", "localhost:11434").await;
+        assert_eq!(got, "GET /api/tags");
+        assert_eq!(headers["x-forwarded-host"], "localhost:11434");
+    }
+
+    #[test]
+    fn origin_form_adds_the_empty_paths_slash_only() {
+        assert_eq!(origin_form("?x=1"), "/?x=1");
+        assert_eq!(origin_form(""), "/");
+        assert_eq!(origin_form("/a?b"), "/a?b");
+        assert_eq!(origin_form("*"), "*");
+        assert!(matches!(origin_form("/api/tags"), Cow::Borrowed(_)));
     }
 }

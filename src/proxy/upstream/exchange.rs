@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
 use http_body::Body;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
@@ -102,10 +102,17 @@ where
             match read_head(&mut conn).await {
                 Ok(mut head) => {
                     let (kind, keep_alive) = wire::body_kind(&method, &mut head)?;
+                    if kind == wire::BodyKind::Chunked {
+                        // A body broken from its first bytes gets the 502, not a head and a
+                        // cut connection.
+                        wire::Chunked::check_first(&conn.buf)?;
+                    }
                     let mut resp =
                         Response::new(UpstreamBody::new(conn, kind, keep_alive && complete, pool));
                     *resp.status_mut() = head.status;
-                    *resp.version_mut() = head.version;
+                    // The proxy answers in its own version, whatever the upstream spoke (RFC
+                    // 9110 §2.5); hyper writes HTTP/1.0 to an HTTP/1.0 client itself.
+                    *resp.version_mut() = Version::HTTP_11;
                     *resp.headers_mut() = head.headers;
                     return Ok(resp);
                 }

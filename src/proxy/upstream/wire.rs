@@ -37,6 +37,9 @@ pub(crate) enum WireError {
     /// The chunked body's framing is broken.
     #[error("invalid chunked body: {0}")]
     Chunk(&'static str),
+    /// A transfer coding other than one `chunked` frames the body: the proxy cannot decode it.
+    #[error("unsupported transfer coding in the response")]
+    TransferCoding,
     /// `101 Switching Protocols`: the proxy forwards no protocol upgrade.
     #[error("the upstream switched protocols (101), which is not forwarded")]
     Upgrade,
@@ -404,13 +407,30 @@ pub(crate) enum BodyKind {
 ///
 /// A `Content-Length` beside a transfer coding is removed from `head`: the coding frames the
 /// body, and whoever the head is forwarded to must not frame it by that length (RFC 9112
-/// §6.3).
+/// §6.3). A valid length sent as anything but one line of digits (`5, 5`, two equal lines) is
+/// forwarded as that one number (RFC 9110 §8.6); an invalid one is refused, a `HEAD`'s too.
+/// A transfer coding other than one `chunked` is refused where it frames a body: the proxy
+/// decodes chunked only, and would pass another coding's bytes on as if they were the body.
 pub(crate) fn body_kind(method: &Method, head: &mut Head) -> Result<(BodyKind, bool), WireError> {
     let framing = &head.framing;
     let mut keep_alive = match head.version {
-        Version::HTTP_10 => framing.keep_alive_token,
+        // `close` wins over `keep-alive` (RFC 9112 §9.3).
+        Version::HTTP_10 => framing.keep_alive_token && !framing.close_token,
         _ => !framing.close_token,
     };
+    let length = framing.length.clone()?;
+    let transfer = framing.transfer;
+    if transfer != Transfer::None {
+        // A length next to a transfer coding is a smuggling attempt or a broken server: the
+        // coding wins, the length goes, and the connection is not reused (RFC 9112 §6.1,
+        // §6.3).
+        if length.is_some() {
+            head.headers.remove(CONTENT_LENGTH);
+            keep_alive = false;
+        }
+    } else if let (Some(n), false) = (length, framing.length_plain) {
+        head.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
     if *method == Method::HEAD
         || head.status.is_informational()
         || head.status == StatusCode::NO_CONTENT
@@ -418,24 +438,30 @@ pub(crate) fn body_kind(method: &Method, head: &mut Head) -> Result<(BodyKind, b
     {
         return Ok((BodyKind::Empty, keep_alive));
     }
-    if let Some(chunked) = framing.chunked {
-        // A length next to a transfer coding is a smuggling attempt or a broken server, and
-        // HTTP/1.0 has no transfer codings: the coding wins, the length goes, and the
-        // connection is not reused (RFC 9112 §6.1, §6.3).
-        if head.headers.remove(CONTENT_LENGTH).is_some() || head.version == Version::HTTP_10 {
-            keep_alive = false;
-        }
-        return Ok(if chunked {
-            (BodyKind::Chunked, keep_alive)
-        } else {
-            (BodyKind::Close, false)
-        });
+    match transfer {
+        // HTTP/1.0 has no transfer codings: decoded, but the connection is not reused.
+        Transfer::Chunked => Ok((
+            BodyKind::Chunked,
+            keep_alive && head.version != Version::HTTP_10,
+        )),
+        Transfer::Other => Err(WireError::TransferCoding),
+        Transfer::None => Ok(match length {
+            Some(0) => (BodyKind::Empty, keep_alive),
+            Some(n) => (BodyKind::Length(n), keep_alive),
+            None => (BodyKind::Close, false),
+        }),
     }
-    Ok(match framing.length.clone()? {
-        Some(0) => (BodyKind::Empty, keep_alive),
-        Some(n) => (BodyKind::Length(n), keep_alive),
-        None => (BodyKind::Close, false),
-    })
+}
+
+/// What the `Transfer-Encoding` headers of a response say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// No such header (or only empty list elements).
+    None,
+    /// Exactly one coding, `chunked`.
+    Chunked,
+    /// Any other coding, or `chunked` with anything else (before or after it, or twice).
+    Other,
 }
 
 /// What the framing headers of a response say, read as its head is parsed.
@@ -445,10 +471,12 @@ struct Framing {
     keep_alive_token: bool,
     /// A `Connection` header lists `close`.
     close_token: bool,
-    /// The last `Transfer-Encoding` value ends with `chunked` (none: no such header).
-    chunked: Option<bool>,
+    /// The transfer codings, over every `Transfer-Encoding` line.
+    transfer: Transfer,
     /// The `Content-Length` (none: no such header), or the first fault in its values.
     length: Result<Option<u64>, WireError>,
+    /// No `Content-Length`, or exactly one, of digits only: forwarded as sent.
+    length_plain: bool,
 }
 
 impl Default for Framing {
@@ -456,8 +484,9 @@ impl Default for Framing {
         Framing {
             keep_alive_token: false,
             close_token: false,
-            chunked: None,
+            transfer: Transfer::None,
             length: Ok(None),
+            length_plain: true,
         }
     }
 }
@@ -488,15 +517,24 @@ impl Framing {
                 others
             }
             Role::TransferEncoding => {
-                self.chunked = Some(
-                    value
-                        .rsplit(|b| *b == b',')
-                        .next()
-                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
-                );
+                for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if coding.is_empty() {
+                        continue;
+                    }
+                    self.transfer = match self.transfer {
+                        Transfer::None if coding.eq_ignore_ascii_case(b"chunked") => {
+                            Transfer::Chunked
+                        }
+                        _ => Transfer::Other,
+                    };
+                }
                 false
             }
             Role::ContentLength => {
+                // A second line, even an equal one, is not forwarded as sent.
+                self.length_plain = matches!(self.length, Ok(None))
+                    && !value.is_empty()
+                    && value.iter().all(u8::is_ascii_digit);
                 if let Ok(length) = &mut self.length {
                     self.length = content_length(*length, value);
                 }
@@ -723,6 +761,42 @@ impl Chunked {
             let b = buf[0];
             buf.advance(1);
             self.state = self.step(b)?;
+        }
+        Ok(())
+    }
+
+    /// The error [`Chunked::decode`] would return for `bytes` (the start of a body) before it
+    /// is past the first chunk; nothing is consumed and this decoder is not moved. What
+    /// arrived with the response head is checked with it, so a body broken from its first
+    /// bytes is refused before the head is answered (a `502`, not a head and a cut
+    /// connection). Byte by byte, as the decoder's reference path: a few bytes of framing.
+    pub(crate) fn check_first(bytes: &[u8]) -> Result<(), WireError> {
+        let mut probe = Chunked::default();
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            match probe.state {
+                State::Data(left) => {
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - i);
+                    i += take;
+                    let left = left - take as u64;
+                    probe.state = if left == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data(left)
+                    };
+                    continue;
+                }
+                State::Done => return Ok(()),
+                _ => {}
+            }
+            let next = probe.step(b)?;
+            if probe.state == State::DataLf && next == State::Size {
+                return Ok(());
+            }
+            probe.state = next;
+            i += 1;
         }
         Ok(())
     }

@@ -177,3 +177,19 @@ async fn a_request_listens_for_bans_before_its_head_only_while_a_ban_can_cut() {
         }
     }
 }
+
+#[test]
+fn an_absolute_form_target_is_recorded_as_forwarded() {
+    for (target, path, raw) in [
+        ("http://localhost?x=1", "/", "/?x=1"),
+        (
+            "http://localhost:11434/api/tags?a",
+            "/api/tags",
+            "/api/tags?a",
+        ),
+        ("/api/tags", "/api/tags", "/api/tags"),
+    ] {
+        let rec = start_record(&request_from("192.0.2.1", target));
+        assert_eq!((&*rec.path, &*rec.raw_target), (path, raw), "{target}");
+    }
+}

@@ -230,23 +230,62 @@ async fn a_transfer_coding_beside_a_length_wins_and_the_connection_is_retired() 
 }
 
 #[tokio::test]
-async fn a_transfer_coding_other_than_chunked_is_read_to_the_close() {
-    let addr = accept_one(|mut s| async move {
-        read_request(&mut s, &mut Vec::new()).await.unwrap();
-        s.write_all(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    })
-    .await;
-    let client = client_for(addr, Duration::from_secs(60));
-    assert_eq!(
-        get_body(&client).await.unwrap(),
-        "5\r\nhello\r\n0\r\n\r\n",
-        "the coding is not undone: the bytes pass up to the close"
-    );
-    assert_eq!(client.pool.idle_count(), 0);
+async fn a_transfer_coding_other_than_one_chunked_is_refused_not_passed_on_encoded() {
+    // The proxy decodes chunked only: another coding's bytes, passed on with the header
+    // dropped, would reach the client (and the policy reading the body) as if they were the
+    // body itself.
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: xchunked\r\n\r\nhello",
+    ] {
+        let (addr, _) = serial_upstream(vec![reply]).await;
+        let client = client_for(addr, Duration::from_secs(60));
+        let e = client.clone().oneshot(get("/")).await.unwrap_err();
+        assert!(
+            matches!(e, ExchangeError::Wire(wire::WireError::TransferCoding)),
+            "{e:?} for {}",
+            String::from_utf8_lossy(reply)
+        );
+        assert_eq!(e.fault(), Fault::Upstream(UpstreamErrorKind::Reset));
+        assert_eq!(client.pool.idle_count(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_body_broken_in_what_came_with_the_head_is_refused_before_the_head() {
+    for reply in [
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    ] {
+        let (addr, _) = serial_upstream(vec![reply]).await;
+        let client = client_for(addr, Duration::from_secs(60));
+        let e = client.clone().oneshot(get("/")).await.unwrap_err();
+        assert!(
+            matches!(e, ExchangeError::Wire(wire::WireError::Chunk(_))),
+            "{e:?} for {}",
+            String::from_utf8_lossy(reply)
+        );
+        assert_eq!(client.pool.idle_count(), 0);
+    }
+}
+
+#[tokio::test]
+async fn an_http10_keep_alive_with_close_is_not_pooled() {
+    // RFC 9112 §9.3: `close` wins, in one value or across two lines.
+    for reply in [
+        &b"HTTP/1.0 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 2\r\n\r\nhi"[..],
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi",
+    ] {
+        let (addr, accepts) = serial_upstream(vec![reply, TAGS]).await;
+        let client = client_for(addr, Duration::from_secs(60));
+        assert_eq!(get_body(&client).await.unwrap(), "hi");
+        assert_eq!(client.pool.idle_count(), 0);
+        assert_eq!(get_body(&client).await.unwrap(), "{\"models\":[]}");
+        assert_eq!(accepts.load(Ordering::SeqCst), 2);
+    }
 }
 
 #[tokio::test]

@@ -76,6 +76,7 @@ fn forwarding() -> Forwarding {
         host: HeaderValue::from_static("127.0.0.1:11435"),
         forwarded_for: HeaderValue::from_static("198.51.100.7"),
         forwarded_proto: HeaderValue::from_static("http"),
+        forwarded_host: None,
     }
 }
 
@@ -263,13 +264,53 @@ fn the_body_framing_follows_rfc_9112() {
         ),
         (
             Method::POST,
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked,\r\n\r\n",
             Ok((Chunked, true)),
+        ),
+        // Any coding but one chunked: the proxy cannot decode it, and must not pass its bytes
+        // on as the body (the header goes: it is hop-by-hop).
+        (
+            Method::POST,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            Err(WireError::TransferCoding),
         ),
         (
             Method::POST,
             "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
-            Ok((Close, false)),
+            Err(WireError::TransferCoding),
+        ),
+        (
+            Method::POST,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n",
+            Err(WireError::TransferCoding),
+        ),
+        (
+            Method::POST,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n",
+            Err(WireError::TransferCoding),
+        ),
+        // Where no body follows, the coding frames nothing.
+        (
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            Ok((Empty, true)),
+        ),
+        // A HEAD's length is forwarded: a broken one is refused too, and one beside a coding
+        // goes (and the connection with it).
+        (
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n",
+            Err(WireError::ContentLength),
+        ),
+        (
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            Err(WireError::ContentLength),
+        ),
+        (
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\ncontent-length: 7\r\ntransfer-encoding: chunked\r\n\r\n",
+            Ok((Empty, false)),
         ),
         // HTTP/1.0 has no transfer codings: the framing is faulty, the connection goes.
         (
@@ -324,12 +365,86 @@ fn the_body_framing_follows_rfc_9112() {
             "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
             Ok((Length(1), true)),
         ),
+        // `close` wins over `keep-alive` in HTTP/1.0 too (RFC 9112 §9.3).
+        (
+            Method::GET,
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 1\r\n\r\n",
+            Ok((Length(1), false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+            Ok((Length(1), false)),
+        ),
     ];
     // Each head twice: the second is built from the template when the first made one (the
     // framing headers are read as the values are put in), and frames the same.
     for (method, raw, want) in cases {
         assert_eq!(&kind(method.clone(), raw), want, "{method} {raw:?}");
         assert_eq!(&kind(method.clone(), raw), want, "again: {method} {raw:?}");
+    }
+}
+
+/// The `Content-Length` values a head is forwarded with, after its framing was read.
+fn forwarded_lengths(method: Method, raw: &str) -> Vec<String> {
+    let mut buf = BytesMut::from(raw.as_bytes());
+    let mut head = parse_head(&mut buf).unwrap().unwrap();
+    body_kind(&method, &mut head).unwrap();
+    head.headers
+        .get_all(CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_length_is_forwarded_as_one_number_unless_sent_as_one() {
+    for (method, raw, want) in [
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+            &["5"][..],
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 00005\r\n\r\n",
+            &["00005"],
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            &["5"],
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5,5\r\n\r\n",
+            &["5"],
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n",
+            &["5"],
+        ),
+        (
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n",
+            &["5"],
+        ),
+        (
+            Method::HEAD,
+            "HTTP/1.1 200 OK\r\ncontent-length: 7\r\ntransfer-encoding: chunked\r\n\r\n",
+            &[],
+        ),
+        (Method::GET, "HTTP/1.1 200 OK\r\n\r\n", &[]),
+    ] {
+        // Twice: the second parse may come from the template.
+        for _ in 0..2 {
+            assert_eq!(
+                forwarded_lengths(method.clone(), raw),
+                want,
+                "{method} {raw:?}"
+            );
+        }
     }
 }
 
@@ -642,6 +757,57 @@ proptest! {
             dechunk_with(&wire, step, max, true),
             dechunk_with(&wire, step, max, false)
         );
+    }
+}
+
+#[test]
+fn the_first_chunk_is_checked_and_nothing_after_it() {
+    for (wire, why) in [
+        (
+            &b"00000000000000005\r\nhello\r\n"[..],
+            "chunk size too large",
+        ),
+        (b"5\r\nhelloXX0\r\n\r\n", "chunk terminator"),
+        (b"zz\r\n", "chunk size"),
+        (b"5\rhello", "chunk size line"),
+        (b"0\r\nx: 1\n", "bare LF"),
+    ] {
+        assert_eq!(
+            Chunked::check_first(wire),
+            Err(WireError::Chunk(why)),
+            "{wire:?}"
+        );
+    }
+    for fine in [
+        &b""[..],
+        b"5",
+        b"5\r\nhel",
+        b"5\r\nhello\r\n",
+        // A fault past the first chunk is the stream's to meet, after the data before it.
+        b"5\r\nhello\r\nZZ\r\n",
+        b"5;x=1\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"0\r\n\r\nNEXT",
+    ] {
+        assert_eq!(Chunked::check_first(fine), Ok(()), "{fine:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    /// The check never refuses what the decoder reads (a fault it reports is the decoder's
+    /// first fault), and passes every intact stream.
+    #[test]
+    fn the_first_chunk_check_is_the_decoders_verdict(
+        wire in chunked_stream(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let prefix = &wire[..cut.index(wire.len() + 1)];
+        if let Err(e) = Chunked::check_first(prefix) {
+            prop_assert_eq!(dechunk(prefix, prefix.len().max(1)).unwrap_err(), e);
+        }
+        if dechunk(&wire, wire.len().max(1)).is_ok() {
+            prop_assert_eq!(Chunked::check_first(prefix), Ok(()));
+        }
     }
 }
 
