@@ -771,6 +771,25 @@ impl Chunked {
     /// bytes is refused before the head is answered (a `502`, not a head and a cut
     /// connection). Byte by byte, as the decoder's reference path: a few bytes of framing.
     pub(crate) fn check_first(bytes: &[u8]) -> Result<(), WireError> {
+        // The common case in one step: a size line of hex digits, the data, its CRLF (the
+        // decoder's own shortcut, see `decode_with`).
+        if let Some((size @ 1.., used)) = size_line(bytes) {
+            let rest = usize::try_from(size)
+                .ok()
+                .and_then(|size| used.checked_add(size))
+                .and_then(|end| bytes.get(end..))
+                .unwrap_or_default();
+            return match rest {
+                [] | [b'\r'] | [b'\r', b'\n', ..] => Ok(()),
+                _ => Err(WireError::Chunk("chunk terminator")),
+            };
+        }
+        Chunked::check_first_stepped(bytes)
+    }
+
+    /// [`Chunked::check_first`] byte by byte through [`Chunked::step`], as the decoder's
+    /// reference path reads (what the tests compare the shortcut against).
+    fn check_first_stepped(bytes: &[u8]) -> Result<(), WireError> {
         let mut probe = Chunked::default();
         let mut i = 0;
         while let Some(&b) = bytes.get(i) {

@@ -768,6 +768,8 @@ fn the_first_chunk_is_checked_and_nothing_after_it() {
             "chunk size too large",
         ),
         (b"5\r\nhelloXX0\r\n\r\n", "chunk terminator"),
+        (b"5\r\nhello\rX", "chunk terminator"),
+        (b"5\r\nhello\n", "chunk terminator"),
         (b"zz\r\n", "chunk size"),
         (b"5\rhello", "chunk size line"),
         (b"0\r\nx: 1\n", "bare LF"),
@@ -808,6 +810,8 @@ proptest! {
         if dechunk(&wire, wire.len().max(1)).is_ok() {
             prop_assert_eq!(Chunked::check_first(prefix), Ok(()));
         }
+        // The one-step shortcut gives what reading the same bytes one by one gives.
+        prop_assert_eq!(Chunked::check_first(prefix), Chunked::check_first_stepped(prefix));
     }
 }
 
