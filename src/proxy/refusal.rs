@@ -95,13 +95,16 @@ pub(crate) enum Unsupported {
     Connect,
     /// A `Transfer-Encoding` other than one `chunked`.
     TransferCoding,
+    /// A request target that is only an authority, with a method other than `CONNECT`.
+    AuthorityForm,
 }
 
-/// `405` with an empty body for `CONNECT`; Go's `501 Unsupported transfer encoding` for a
-/// transfer coding the proxy cannot decode.
+/// `405` with an empty body for `CONNECT`, `400` for another method's authority-form target;
+/// Go's `501 Unsupported transfer encoding` for a transfer coding the proxy cannot decode.
 pub(crate) fn unsupported_refused(what: Unsupported) -> http::Response<Full<Bytes>> {
     match what {
         Unsupported::Connect => crate::respond::empty(StatusCode::METHOD_NOT_ALLOWED),
+        Unsupported::AuthorityForm => crate::respond::empty(StatusCode::BAD_REQUEST),
         Unsupported::TransferCoding => crate::respond::with_body(
             StatusCode::NOT_IMPLEMENTED,
             crate::respond::PLAIN,

@@ -112,7 +112,7 @@ impl HostPolicy {
             return Ok(());
         }
         let host = match uri.authority() {
-            Some(authority) => authority.as_str(),
+            Some(authority) => authority_host(authority),
             None => match host {
                 Some(v) => v.to_str().map_err(|_| HostRefusal::Malformed)?,
                 None => "",
@@ -150,6 +150,14 @@ fn listed(patterns: &[Pattern], name: &str) -> bool {
         Pattern::Exact(e) => *e == name || *e == bare,
         Pattern::Suffix(s) => name.len() > s.len() && name.ends_with(s.as_str()),
     })
+}
+
+/// An authority's host and port, without the user information a client may put in front
+/// (`user:pw@host:port` → `host:port`, as Go's `url.Parse` reads it): the host checked and the
+/// one forwarded as `X-Forwarded-Host` are the same text.
+pub(crate) fn authority_host(authority: &http::uri::Authority) -> &str {
+    let text = authority.as_str();
+    text.rsplit_once('@').map_or(text, |(_, host)| host)
 }
 
 /// `name:port` → `name`, `[v6]:port` → `[v6]`, anything else unchanged (Go's

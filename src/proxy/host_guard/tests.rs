@@ -191,3 +191,36 @@ fn the_port_is_stripped_as_go_splits_host_and_port() {
         assert_eq!(strip_port(host), name, "{host}");
     }
 }
+
+/// The host checked is the one Go reads, after any user information: `localhost:x@evil` names
+/// `evil` (an allow-list cannot be passed with a user name that looks like an allowed host),
+/// and `evil@localhost` names `localhost`.
+#[test]
+fn user_information_in_an_absolute_form_target_is_not_the_host() {
+    let p = loopback();
+    for (target, want) in [
+        (
+            "http://localhost:x@evil.example/api/tags",
+            Err(HostRefusal::NotAllowed),
+        ),
+        (
+            "http://127.0.0.1:1@evil.example/",
+            Err(HostRefusal::NotAllowed),
+        ),
+        ("http://evil.example@localhost/api/tags", Ok(())),
+        ("http://a:b@localhost:11434/", Ok(())),
+    ] {
+        assert_eq!(
+            p.check_parts(&parts(target, &[b"localhost"])),
+            want,
+            "{target}"
+        );
+    }
+    let list = vec!["ollama.example.com".to_string()];
+    let p = HostPolicy::new("0.0.0.0:11434".parse().unwrap(), Some(&list));
+    let t = parts(
+        "http://ollama.example.com:x@evil.example/",
+        &[b"ollama.example.com"],
+    );
+    assert_eq!(p.check_parts(&t), Err(HostRefusal::NotAllowed));
+}

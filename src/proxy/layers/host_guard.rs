@@ -6,7 +6,8 @@
 //!
 //! Before the host, what the proxy cannot forward whatever the host is refused the same way,
 //! counted in `refused_requests_total{reason="malformed"}`: `CONNECT` (`405`: a tunnel, which
-//! Ollama does not serve and a request target in authority form cannot be forwarded as), and
+//! Ollama does not serve), a request target in authority form with any other method (`400`, as
+//! Go answers: it cannot be forwarded as a path), and
 //! a transfer coding other than one `chunked` (`501` with Go's text: the proxy decodes
 //! chunked only, and would otherwise forward another coding's bytes as if they were the body).
 
@@ -53,6 +54,12 @@ impl HostGuardLayer {
 fn unsupported<B: Body>(req: &Request<B>) -> Option<Unsupported> {
     if req.method() == Method::CONNECT {
         return Some(Unsupported::Connect);
+    }
+    // A target that is only an authority (`GET host:port`): the form of CONNECT alone (Go
+    // answers 400), which would otherwise be forwarded as `/`.
+    let uri = req.uri();
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Some(Unsupported::AuthorityForm);
     }
     // hyper reads a body framed by `Transfer-Encoding` only when its last coding is chunked,
     // and answers 400 otherwise; a body-less request has nothing to decode.
@@ -204,6 +211,13 @@ mod tests {
             .unwrap()
     }
 
+    /// `METHOD localhost:11434 HTTP/1.1`: a target that is only an authority.
+    fn authority_form(method: Method) -> Request<http_body_util::Full<bytes::Bytes>> {
+        let mut req = with_body(method, &[]);
+        *req.uri_mut() = http::Uri::from_static("localhost:11434");
+        req
+    }
+
     #[tokio::test]
     async fn connect_and_undecodable_transfer_codings_are_refused_as_malformed() {
         for (req, status, body) in [
@@ -222,6 +236,13 @@ mod tests {
                 with_body(Method::POST, &["chunked", "chunked"]),
                 501,
                 b"Unsupported transfer encoding",
+            ),
+            (authority_form(Method::GET), 400, b""),
+            (authority_form(Method::POST), 400, b""),
+            (
+                authority_form(Method::from_bytes(b"connect").unwrap()),
+                400,
+                b"",
             ),
         ] {
             let (l, host, malformed) = layer_counting();

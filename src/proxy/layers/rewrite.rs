@@ -104,9 +104,10 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
     // from the client keeps only those, and its authority is the original host.
     let mut forwarded_host = None;
     if let Some(authority) = parts.uri.authority() {
-        // Without the user information a client may have put in front of the host.
-        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
-        forwarded_host = HeaderValue::from_str(host).ok();
+        // The host the guard checked, without the user information a client may have put
+        // in front of it.
+        forwarded_host =
+            HeaderValue::from_str(crate::proxy::host_guard::authority_host(authority)).ok();
         let target = origin_form(parts.uri.path_and_query().map_or("", |pq| pq.as_str()));
         parts.uri = Uri::try_from(target.as_ref()).unwrap_or_else(|_| Uri::from_static("/"));
     }

@@ -408,7 +408,8 @@ pub(crate) enum BodyKind {
 /// A `Content-Length` beside a transfer coding is removed from `head`: the coding frames the
 /// body, and whoever the head is forwarded to must not frame it by that length (RFC 9112
 /// §6.3). A valid length sent as anything but one line of digits (`5, 5`, two equal lines) is
-/// forwarded as that one number (RFC 9110 §8.6); an invalid one is refused, a `HEAD`'s too.
+/// forwarded as that one number (RFC 9110 §8.6); an invalid one is refused, a `HEAD`'s too
+/// (it is forwarded), but dropped beside a transfer coding or on a status that has no body.
 /// A transfer coding other than one `chunked` is refused where it frames a body: the proxy
 /// decodes chunked only, and would pass another coding's bytes on as if they were the body.
 pub(crate) fn body_kind(method: &Method, head: &mut Head) -> Result<(BodyKind, bool), WireError> {
@@ -418,24 +419,30 @@ pub(crate) fn body_kind(method: &Method, head: &mut Head) -> Result<(BodyKind, b
         Version::HTTP_10 => framing.keep_alive_token && !framing.close_token,
         _ => !framing.close_token,
     };
-    let length = framing.length.clone()?;
     let transfer = framing.transfer;
+    let bodiless_status = head.status.is_informational()
+        || head.status == StatusCode::NO_CONTENT
+        || head.status == StatusCode::NOT_MODIFIED;
+    let mut length = None;
     if transfer != Transfer::None {
-        // A length next to a transfer coding is a smuggling attempt or a broken server: the
-        // coding wins, the length goes, and the connection is not reused (RFC 9112 §6.1,
-        // §6.3).
-        if length.is_some() {
+        // A length next to a transfer coding, valid or not, is a smuggling attempt or a broken
+        // server: the coding wins, the length goes, and the connection is not reused (RFC
+        // 9112 §6.1, §6.3).
+        if !matches!(framing.length, Ok(None)) {
             head.headers.remove(CONTENT_LENGTH);
             keep_alive = false;
         }
-    } else if let (Some(n), false) = (length, framing.length_plain) {
-        head.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    } else if bodiless_status && framing.length.is_err() {
+        // It frames nothing here: a broken length is dropped, not forwarded.
+        head.headers.remove(CONTENT_LENGTH);
+        keep_alive = false;
+    } else {
+        length = framing.length.clone()?;
+        if let (Some(n), false) = (length, framing.length_plain) {
+            head.headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+        }
     }
-    if *method == Method::HEAD
-        || head.status.is_informational()
-        || head.status == StatusCode::NO_CONTENT
-        || head.status == StatusCode::NOT_MODIFIED
-    {
+    if *method == Method::HEAD || bodiless_status {
         return Ok((BodyKind::Empty, keep_alive));
     }
     match transfer {

@@ -312,6 +312,28 @@ fn the_body_framing_follows_rfc_9112() {
             "HTTP/1.1 200 OK\r\ncontent-length: 7\r\ntransfer-encoding: chunked\r\n\r\n",
             Ok((Empty, false)),
         ),
+        // Beside a transfer coding, or on a status without a body, a length frames nothing:
+        // a broken one is dropped (with the connection), not refused.
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: abc\r\n\r\n",
+            Ok((Chunked, false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\ntransfer-encoding: chunked\r\n\r\n",
+            Ok((Chunked, false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 204 No Content\r\ncontent-length: abc\r\n\r\n",
+            Ok((Empty, false)),
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 5, 6\r\n\r\n",
+            Ok((Empty, false)),
+        ),
         // HTTP/1.0 has no transfer codings: the framing is faulty, the connection goes.
         (
             Method::GET,
@@ -436,6 +458,21 @@ fn a_length_is_forwarded_as_one_number_unless_sent_as_one() {
             &[],
         ),
         (Method::GET, "HTTP/1.1 200 OK\r\n\r\n", &[]),
+        (
+            Method::GET,
+            "HTTP/1.1 200 OK\r\ncontent-length: abc\r\ntransfer-encoding: chunked\r\n\r\n",
+            &[],
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 204 No Content\r\ncontent-length: abc\r\n\r\n",
+            &[],
+        ),
+        (
+            Method::GET,
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 5, 5\r\n\r\n",
+            &["5"],
+        ),
     ] {
         // Twice: the second parse may come from the template.
         for _ in 0..2 {
