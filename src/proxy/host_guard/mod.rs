@@ -89,7 +89,8 @@ impl HostPolicy {
         HostPolicy { kind }
     }
 
-    /// Whether this policy can refuse anything (the request path skips it when not).
+    /// Whether this policy allows every host name (the name check is skipped; a missing or
+    /// doubled `Host` is refused all the same).
     pub(crate) fn is_open(&self) -> bool {
         matches!(self.kind, Kind::Any)
             || matches!(&self.kind, Kind::Listed(p) if p.contains(&Pattern::All))

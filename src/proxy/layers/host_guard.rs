@@ -7,9 +7,9 @@
 //! Before the host, what the proxy cannot forward whatever the host is refused the same way,
 //! counted in `refused_requests_total{reason="malformed"}`: `CONNECT` (`405`: a tunnel, which
 //! Ollama does not serve), a request target in authority form with any other method (`400`, as
-//! Go answers: it cannot be forwarded as a path), and
-//! a transfer coding other than one `chunked` (`501` with Go's text: the proxy decodes
-//! chunked only, and would otherwise forward another coding's bytes as if they were the body).
+//! Go answers: it cannot be forwarded as a path), and a transfer coding other than one
+//! `chunked` (`501` with Go's text: the proxy decodes chunked only, and would otherwise forward
+//! another coding's bytes as if they were the body).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
