@@ -672,6 +672,21 @@ fn size_line(buf: &[u8]) -> Option<(u64, usize)> {
     None
 }
 
+/// How many of `available` bytes belong to a chunk with `left` data bytes to go.
+#[inline]
+fn data_take(left: u64, available: usize) -> usize {
+    usize::try_from(left).unwrap_or(usize::MAX).min(available)
+}
+
+/// Where a chunk with `left` data bytes to go is after `take` more.
+#[inline]
+fn after_data(left: u64, take: usize) -> State {
+    match left - take as u64 {
+        0 => State::DataCr,
+        left => State::Data(left),
+    }
+}
+
 /// A chunked-body decoder that accepts its input in pieces of any size.
 #[derive(Debug)]
 pub(crate) struct Chunked {
@@ -734,17 +749,9 @@ impl Chunked {
                     if room == 0 {
                         return Ok(());
                     }
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(buf.len())
-                        .min(room);
+                    let take = data_take(left, buf.len().min(room));
                     out.push_from(buf, take);
-                    let left = left - take as u64;
-                    self.state = if left == 0 {
-                        State::DataCr
-                    } else {
-                        State::Data(left)
-                    };
+                    self.state = after_data(left, take);
                     continue;
                 }
                 State::Size if whole_lines && self.digits == 0 => {
@@ -802,16 +809,9 @@ impl Chunked {
         while let Some(&b) = bytes.get(i) {
             match probe.state {
                 State::Data(left) => {
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(bytes.len() - i);
+                    let take = data_take(left, bytes.len() - i);
                     i += take;
-                    let left = left - take as u64;
-                    probe.state = if left == 0 {
-                        State::DataCr
-                    } else {
-                        State::Data(left)
-                    };
+                    probe.state = after_data(left, take);
                     continue;
                 }
                 State::Done => return Ok(()),

@@ -46,6 +46,19 @@ async fn get_body(client: &UpstreamClient) -> Result<Bytes, String> {
     body_of(resp).await.map_err(|e| format!("body: {e:?}"))
 }
 
+/// Sends `GET /` to an upstream answering `reply`: the exchange's error, which must say the
+/// response was refused for its framing (`wire`), and a connection left out of the pool.
+async fn refused_wire(reply: &'static [u8]) -> wire::WireError {
+    let (addr, _) = serial_upstream(vec![reply]).await;
+    let client = client_for(addr, Duration::from_secs(60));
+    let e = client.clone().oneshot(get("/")).await.unwrap_err();
+    assert_eq!(client.pool.idle_count(), 0);
+    match e {
+        ExchangeError::Wire(w) => w,
+        other => panic!("{other:?} for {}", String::from_utf8_lossy(reply)),
+    }
+}
+
 #[tokio::test]
 async fn bytes_after_a_complete_body_are_never_read_as_the_next_response() {
     let (addr, accepts) = serial_upstream(vec![
@@ -185,15 +198,12 @@ async fn contradicting_lengths_are_refused() {
         b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\nok",
         b"HTTP/1.1 200 OK\r\ncontent-length:\r\n\r\nok",
     ] {
-        let (addr, _) = serial_upstream(vec![reply]).await;
-        let client = client_for(addr, Duration::from_secs(60));
-        let e = client.clone().oneshot(get("/")).await.unwrap_err();
-        assert!(
-            matches!(e, ExchangeError::Wire(wire::WireError::ContentLength)),
-            "{e:?} for {}",
+        assert_eq!(
+            refused_wire(reply).await,
+            wire::WireError::ContentLength,
+            "{}",
             String::from_utf8_lossy(reply)
         );
-        assert_eq!(client.pool.idle_count(), 0);
     }
     // Repeated equal lengths are one length.
     let (addr, accepts) = serial_upstream(vec![
@@ -241,16 +251,12 @@ async fn a_transfer_coding_other_than_one_chunked_is_refused_not_passed_on_encod
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: xchunked\r\n\r\nhello",
     ] {
-        let (addr, _) = serial_upstream(vec![reply]).await;
-        let client = client_for(addr, Duration::from_secs(60));
-        let e = client.clone().oneshot(get("/")).await.unwrap_err();
-        assert!(
-            matches!(e, ExchangeError::Wire(wire::WireError::TransferCoding)),
-            "{e:?} for {}",
-            String::from_utf8_lossy(reply)
+        let e = refused_wire(reply).await;
+        assert_eq!(e, wire::WireError::TransferCoding, "{}", String::from_utf8_lossy(reply));
+        assert_eq!(
+            ExchangeError::Wire(e).fault(),
+            Fault::Upstream(UpstreamErrorKind::Reset)
         );
-        assert_eq!(e.fault(), Fault::Upstream(UpstreamErrorKind::Reset));
-        assert_eq!(client.pool.idle_count(), 0);
     }
 }
 
@@ -260,15 +266,12 @@ async fn a_body_broken_in_what_came_with_the_head_is_refused_before_the_head() {
         &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n"[..],
         b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
     ] {
-        let (addr, _) = serial_upstream(vec![reply]).await;
-        let client = client_for(addr, Duration::from_secs(60));
-        let e = client.clone().oneshot(get("/")).await.unwrap_err();
+        let e = refused_wire(reply).await;
         assert!(
-            matches!(e, ExchangeError::Wire(wire::WireError::Chunk(_))),
+            matches!(e, wire::WireError::Chunk(_)),
             "{e:?} for {}",
             String::from_utf8_lossy(reply)
         );
-        assert_eq!(client.pool.idle_count(), 0);
     }
 }
 
