@@ -220,12 +220,12 @@ mod tests {
         }
     }
 
-    /// The headers the upstream receives for a client's request.
-    async fn forwarded(req: Request<Empty<Bytes>>) -> http::HeaderMap {
+    /// The request line and headers the upstream receives for a client's request.
+    async fn through_rewrite(req: Request<Empty<Bytes>>) -> (String, http::HeaderMap) {
         let seen = Arc::new(Mutex::new(None));
         let s = seen.clone();
         let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
-            *s.lock().unwrap() = Some(upstream_head(&req).1);
+            *s.lock().unwrap() = Some(upstream_head(&req));
             ready(Ok::<_, Infallible>(Response::new(())))
         });
         RewriteLayer::new(target())
@@ -233,8 +233,13 @@ mod tests {
             .oneshot(req)
             .await
             .unwrap();
-        let headers = seen.lock().unwrap().take().unwrap();
-        headers
+        let head = seen.lock().unwrap().take().unwrap();
+        head
+    }
+
+    /// The headers the upstream receives for a client's request.
+    async fn forwarded(req: Request<Empty<Bytes>>) -> http::HeaderMap {
+        through_rewrite(req).await.1
     }
 
     /// A client naming Host, or the forwarding headers, as hop-by-hop cannot strip what the
@@ -274,29 +279,17 @@ mod tests {
         assert!(!headers.contains_key("x-forwarded-host"));
     }
 
-    /// The request line and headers the upstream receives for `method target`.
+    /// The request line and headers the upstream receives for `method uri` with `host`.
     async fn forwarded_line(
         method: http::Method,
         uri: &str,
         host: &'static str,
     ) -> (String, http::HeaderMap) {
-        let seen = Arc::new(Mutex::new(None));
-        let s = seen.clone();
-        let inner = tower::service_fn(move |req: Request<ClientBody<Empty<Bytes>>>| {
-            *s.lock().unwrap() = Some(upstream_head(&req));
-            ready(Ok::<_, Infallible>(Response::new(())))
-        });
         let mut req = request_from("198.51.100.7", uri);
         *req.method_mut() = method;
         req.headers_mut()
             .insert("host", HeaderValue::from_static(host));
-        RewriteLayer::new(target())
-            .layer(inner)
-            .oneshot(req)
-            .await
-            .unwrap();
-        let head = seen.lock().unwrap().take().unwrap();
-        head
+        through_rewrite(req).await
     }
 
     /// An absolute-form target goes in origin form (an empty path is `/`, RFC 9112 §3.2.1),
