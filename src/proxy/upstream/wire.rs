@@ -603,20 +603,31 @@ impl Held {
         if n == 0 {
             return;
         }
+        if let Held::Nothing = self {
+            *self = Held::One(buf.split_to(n).freeze());
+            return;
+        }
+        self.append(&buf[..n], 0);
+        buf.advance(n);
+    }
+
+    /// Appends a copy of `data`; the first piece goes into a buffer of at least `capacity`
+    /// bytes (what the caller expects to append in all).
+    fn append(&mut self, data: &[u8], capacity: usize) {
         match self {
             Held::Nothing => {
-                *self = Held::One(buf.split_to(n).freeze());
-                return;
-            }
-            Held::One(first) => {
-                let mut many = BytesMut::with_capacity((first.len() + n).max(4096));
-                many.extend_from_slice(first);
-                many.extend_from_slice(&buf[..n]);
+                let mut many = BytesMut::with_capacity(capacity.max(data.len()));
+                many.extend_from_slice(data);
                 *self = Held::Many(many);
             }
-            Held::Many(many) => many.extend_from_slice(&buf[..n]),
+            Held::One(first) => {
+                let mut many = BytesMut::with_capacity((first.len() + data.len()).max(4096));
+                many.extend_from_slice(first);
+                many.extend_from_slice(data);
+                *self = Held::Many(many);
+            }
+            Held::Many(many) => many.extend_from_slice(data),
         }
-        buf.advance(n);
     }
 
     pub(crate) fn take(&mut self) -> Option<Bytes> {
@@ -661,7 +672,7 @@ const MAX_SIZE_DIGITS: usize = 16;
 fn size_line(buf: &[u8]) -> Option<(u64, usize)> {
     let mut size = 0u64;
     for (i, &b) in buf.iter().enumerate().take(MAX_SIZE_DIGITS + 1) {
-        match char::from(b).to_digit(16) {
+        match hex_digit(b) {
             Some(digit) if i < MAX_SIZE_DIGITS => size = size << 4 | u64::from(digit),
             None if b == b'\r' && i > 0 => {
                 return (buf.get(i + 1) == Some(&b'\n')).then_some((size, i + 2));
@@ -670,6 +681,28 @@ fn size_line(buf: &[u8]) -> Option<(u64, usize)> {
         }
     }
     None
+}
+
+/// Each byte's value as a hex digit, or `NOT_HEX`: one load per digit of a size line.
+static HEX_DIGITS: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        table[b"0123456789ABCDEF"[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_HEX: u8 = 0xFF;
+
+/// The value of `b` as a hex digit.
+#[inline]
+fn hex_digit(b: u8) -> Option<u8> {
+    match HEX_DIGITS[usize::from(b)] {
+        NOT_HEX => None,
+        d => Some(d),
+    }
 }
 
 /// How many of `available` bytes belong to a chunk with `left` data bytes to go.
@@ -742,6 +775,9 @@ impl Chunked {
         max: usize,
         whole_lines: bool,
     ) -> Result<(), WireError> {
+        if whole_lines {
+            self.decode_framing_in_place(buf, out, max);
+        }
         while !buf.is_empty() && self.state != State::Done {
             match self.state {
                 State::Data(left) => {
@@ -777,6 +813,59 @@ impl Chunked {
             self.state = self.step(b)?;
         }
         Ok(())
+    }
+
+    /// The shortcuts of [`Chunked::decode_with`] run over `buf` by position, with `buf`
+    /// advanced once at the end: chunk data, whole size lines of hex digits and the CRLF
+    /// after the data, until anything else (which the caller's loop then reads), the end of
+    /// `buf` or `max` bytes in `out`. An NDJSON burst is many small chunks in one read: their
+    /// data is copied into one buffer, without a slice of `buf` made and dropped per chunk.
+    /// A piece with nothing after it in `buf` (a lone frame, or a read that ends inside a
+    /// chunk) is still returned as a slice of `buf`, without a copy.
+    fn decode_framing_in_place(&mut self, buf: &mut BytesMut, out: &mut Held, max: usize) {
+        let mut at = 0;
+        let mut state = self.state;
+        loop {
+            let rest = buf.len() - at;
+            match state {
+                State::Data(left) => {
+                    let room = max.saturating_sub(out.len());
+                    let take = data_take(left, rest.min(room));
+                    if take == 0 {
+                        break;
+                    }
+                    // More chunks after this one in the buffer, and room for them: copy.
+                    let more = take < room && rest > take + 2;
+                    if out.is_empty() && !more {
+                        buf.advance(at);
+                        at = 0;
+                        out.push_from(buf, take);
+                    } else {
+                        out.append(&buf[at..at + take], rest.min(max));
+                        at += take;
+                    }
+                    state = after_data(left, take);
+                }
+                State::Size if self.digits == 0 => match size_line(&buf[at..]) {
+                    Some((size, used)) => {
+                        at += used;
+                        state = if size == 0 {
+                            State::Trailer(true)
+                        } else {
+                            State::Data(size)
+                        };
+                    }
+                    None => break,
+                },
+                State::DataCr if buf[at..].starts_with(b"\r\n") => {
+                    at += 2;
+                    state = State::Size;
+                }
+                _ => break,
+            }
+        }
+        self.state = state;
+        buf.advance(at);
     }
 
     /// The error [`Chunked::decode`] would return for `bytes` (the start of a body) before it
@@ -834,7 +923,7 @@ impl Chunked {
                     if usize::from(self.digits) == MAX_SIZE_DIGITS {
                         return Err(WireError::Chunk("chunk size too large"));
                     }
-                    let d = (b as char).to_digit(16).unwrap_or(0);
+                    let d = hex_digit(b).unwrap_or(0);
                     self.size = self.size << 4 | u64::from(d);
                     self.digits += 1;
                     State::Size

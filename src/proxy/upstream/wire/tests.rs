@@ -884,6 +884,45 @@ fn held_data_is_one_slice_without_a_copy_or_appended() {
     assert_eq!(h.take(), None);
 }
 
+/// A burst of chunks in one read is copied into one buffer sized to the read; a chunk with
+/// nothing after it in the buffer (a lone frame, or a read that ends inside a chunk) is
+/// returned as the buffer's own bytes.
+#[test]
+fn a_burst_is_copied_once_and_a_lone_chunk_is_not_copied() {
+    let mut c = Chunked::default();
+    let mut buf = BytesMut::from(&b"3\r\none\r\n3\r\ntwo\r\n5\r\nthree\r\n"[..]);
+    let mut out = Held::Nothing;
+    c.decode(&mut buf, &mut out, usize::MAX).unwrap();
+    assert!(
+        matches!(&out, Held::Many(b) if b == "onetwothree" && (11..=26).contains(&b.capacity())),
+        "{out:?}"
+    );
+    assert!(buf.is_empty());
+
+    for wire in [&b"5\r\nalone\r\n"[..], b"5\r\nalo", b"5\r\nalone"] {
+        let mut c = Chunked::default();
+        let mut buf = BytesMut::from(wire);
+        let data = buf.as_ptr().wrapping_add(3);
+        let mut out = Held::Nothing;
+        c.decode(&mut buf, &mut out, usize::MAX).unwrap();
+        assert!(
+            matches!(&out, Held::One(b) if b.as_ptr() == data && wire[3..].starts_with(b)),
+            "{wire:?}: {out:?}"
+        );
+    }
+
+    // The frame cap ends a burst: what fits is returned without a copy, the rest stays.
+    let mut c = Chunked::default();
+    let mut buf = BytesMut::from(&b"3\r\none\r\n3\r\ntwo\r\n"[..]);
+    let mut out = Held::Nothing;
+    c.decode(&mut buf, &mut out, 3).unwrap();
+    assert!(matches!(&out, Held::One(b) if b == "one"), "{out:?}");
+    assert_eq!(
+        buf, "two\r\n",
+        "the framing before the data not taken is read"
+    );
+}
+
 /// The header-name cache gives exactly what parsing gives: heads whose names change from one
 /// response to the next, in other spellings and orders, each parse to the names of a fresh
 /// parse; long names and positions past the cache's size are parsed every time; a bad name
