@@ -37,14 +37,25 @@ impl<'de> Deserialize<'de> for Members {
 
 /// Go's case folding for ASCII and the two non-ASCII letters that fold onto ASCII ones
 /// (`ſ` U+017F → `s`, Kelvin sign U+212A → `k`).
-pub(super) fn fold(key: &str) -> String {
-    key.chars()
-        .map(|c| match c {
-            '\u{17F}' => 's',
-            '\u{212A}' => 'k',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect()
+fn fold_char(c: char) -> char {
+    match c {
+        '\u{17F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    }
+}
+
+/// `key` folded with [`fold_char`] (the reference [`folds_to`] is tested against).
+#[cfg(test)]
+fn fold(key: &str) -> String {
+    key.chars().map(fold_char).collect()
+}
+
+/// Whether `key` folds to `name` (lower-case ASCII), without building the folded key: a
+/// request body's keys are compared with each field a policy reads.
+pub(super) fn folds_to(key: &str, name: &str) -> bool {
+    let mut want = name.chars();
+    key.chars().all(|c| want.next() == Some(fold_char(c))) && want.next().is_none()
 }
 
 impl Members {
@@ -59,7 +70,7 @@ impl Members {
         self.0
             .iter()
             .rev()
-            .find(|(k, _)| k == name || fold(k) == name)
+            .find(|(k, _)| folds_to(k, name))
             .map(|(_, v)| v)
     }
 
@@ -74,7 +85,7 @@ impl Members {
         // leaves it as it was (so `{"x":true,"x":null}` is true).
         let mut set = false;
         for (k, v) in &self.0 {
-            if k == name || fold(k) == name {
+            if folds_to(k, name) {
                 match v {
                     Value::Bool(b) => set = *b,
                     Value::Null => {}
@@ -107,6 +118,23 @@ mod tests {
         assert!(m.is_true("insecure"));
         let m = Members::parse(br#"{"insecure":true,"insecure":false}"#).unwrap();
         assert!(!m.is_true("insecure"));
+    }
+
+    proptest::proptest! {
+        /// The comparison without an allocation is the comparison of the folded key, for any
+        /// key (ASCII, the two letters that fold onto ASCII, and any other character) and any
+        /// field name.
+        #[test]
+        fn folding_in_place_is_folding_then_comparing(
+            key in "[a-zA-Z_\u{17F}\u{212A}\u{130}\u{131}é]{0,8}",
+            name in "[a-z_ks]{0,8}",
+        ) {
+            proptest::prop_assert_eq!(folds_to(&key, &name), fold(&key) == name);
+            let same = fold(&key);
+            if same.is_ascii() {
+                proptest::prop_assert!(folds_to(&key, &same));
+            }
+        }
     }
 
     #[test]

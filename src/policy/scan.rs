@@ -13,7 +13,7 @@
 //! answer is only known once the top-level object closes — and Ollama cannot act before it
 //! has that closing brace either, which is what lets the stage still refuse in time.
 
-use super::body::fold;
+use super::body::folds_to;
 
 /// The longest decoded key kept: longer keys cannot fold to the (short) key looked for.
 const KEY_CAP: usize = 64;

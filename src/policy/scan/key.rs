@@ -2,7 +2,7 @@
 //! escapes, `\uXXXX`, surrogate pairs (a broken pair becomes U+FFFD), then the folding of
 //! `body.rs`. Only the first [`KEY_CAP`] bytes are kept: a longer key cannot match.
 
-use super::{fold, Esc, Scanner, State, KEY_CAP};
+use super::{folds_to, Esc, Scanner, State, KEY_CAP};
 
 impl Scanner {
     /// One byte inside a top-level key.
@@ -11,8 +11,8 @@ impl Scanner {
             Esc::None => match b {
                 b'"' => {
                     self.flush_high();
-                    self.matches =
-                        !self.key_over && fold(&String::from_utf8_lossy(&self.key_buf)) == self.key;
+                    self.matches = !self.key_over
+                        && folds_to(&String::from_utf8_lossy(&self.key_buf), self.key);
                     return State::Colon;
                 }
                 b'\\' => self.esc = Esc::Backslash,
