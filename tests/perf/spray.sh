@@ -32,7 +32,8 @@
 # Printed: the legit p50/p99/max quiet and under spray (target: p99 within 2x), the spray's
 # throughput, detections by rule and action, bans, blocked requests, tracked keys, RSS, and
 # whether any legitimate user was banned or even named in a detection (it must not be).
-# env GUARD_BIN=path measures that build instead of building the work tree. CONTROL=nginx is the
+# env GUARD_BIN=path measures that build instead of building the work tree, GUARD_ARGS adds
+# options to its command line (e.g. "--cpu-affinity off"). CONTROL=nginx is the
 # control run: an nginx proxy (worker_processes 2, no bans) in the guard's place under the same
 # spray, so the machine's share of the legitimate client's p99 can be told from the guard's (the
 # guard-only figures then read 0, and RSS is nginx's master process only).
@@ -79,8 +80,9 @@ else
 mode = "block"
 trusted_proxies = ["127.0.0.1/32"]
 TOML
+  # shellcheck disable=SC2086 # GUARD_ARGS is a list of options
   "$bin" --config "$work/guard.toml" --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$fast" \
-    --admin-listen "127.0.0.1:$admin" --detection-log "$work/detections.jsonl" --log-level warn \
+    --admin-listen "127.0.0.1:$admin" --detection-log "$work/detections.jsonl" --log-level warn ${GUARD_ARGS:-} \
     2>"$work/guard.err" & guard=$!
   pids+=("$guard")
   for _ in $(seq 200); do curl -fs -o /dev/null "http://127.0.0.1:$admin/metrics" && break; sleep 0.05; done
