@@ -763,11 +763,13 @@ impl Chunked {
     /// [`Chunked::decode`]; `whole_lines: false` reads every framing byte through
     /// [`Chunked::step`] (the reference the tests compare the shortcuts against).
     ///
-    /// The shortcuts take the common framing in one step when it is complete in `buf`: a size
-    /// line of hex digits and CRLF (no extension), and the CRLF after a chunk's data. They
-    /// leave the decoder exactly where stepping through the same bytes would; anything else
-    /// (an extension, a line split across reads, every error) goes byte by byte. An NDJSON
-    /// stream is one small chunk per frame, so this is most of the framing the proxy reads.
+    /// The shortcuts ([`Chunked::decode_framing_in_place`]) take the common framing in one
+    /// step when it is complete in `buf`: a size line of hex digits and CRLF (no extension),
+    /// and the CRLF after a chunk's data. They leave the decoder exactly where stepping
+    /// through the same bytes would; anything else (an extension, a line split across reads,
+    /// the trailers, every error) goes byte by byte, and the shortcuts resume after each
+    /// byte. An NDJSON stream is one small chunk per frame, so this is most of the framing
+    /// the proxy reads.
     fn decode_with(
         &mut self,
         buf: &mut BytesMut,
@@ -775,38 +777,22 @@ impl Chunked {
         max: usize,
         whole_lines: bool,
     ) -> Result<(), WireError> {
-        if whole_lines {
-            self.decode_framing_in_place(buf, out, max);
-        }
         while !buf.is_empty() && self.state != State::Done {
-            match self.state {
-                State::Data(left) => {
-                    let room = max.saturating_sub(out.len());
-                    if room == 0 {
-                        return Ok(());
-                    }
-                    let take = data_take(left, buf.len().min(room));
-                    out.push_from(buf, take);
-                    self.state = after_data(left, take);
-                    continue;
+            if whole_lines {
+                self.decode_framing_in_place(buf, out, max);
+                if buf.is_empty() || self.state == State::Done {
+                    break;
                 }
-                State::Size if whole_lines && self.digits == 0 => {
-                    if let Some((size, used)) = size_line(buf) {
-                        buf.advance(used);
-                        self.state = if size == 0 {
-                            State::Trailer(true)
-                        } else {
-                            State::Data(size)
-                        };
-                        continue;
-                    }
+            }
+            if let State::Data(left) = self.state {
+                let room = max.saturating_sub(out.len());
+                if room == 0 {
+                    return Ok(());
                 }
-                State::DataCr if whole_lines && buf.starts_with(b"\r\n") => {
-                    buf.advance(2);
-                    self.state = State::Size;
-                    continue;
-                }
-                _ => {}
+                let take = data_take(left, buf.len().min(room));
+                out.push_from(buf, take);
+                self.state = after_data(left, take);
+                continue;
             }
             let b = buf[0];
             buf.advance(1);
@@ -815,9 +801,9 @@ impl Chunked {
         Ok(())
     }
 
-    /// The shortcuts of [`Chunked::decode_with`] run over `buf` by position, with `buf`
+    /// The shortcuts of [`Chunked::decode_with`], run over `buf` by position, with `buf`
     /// advanced once at the end: chunk data, whole size lines of hex digits and the CRLF
-    /// after the data, until anything else (which the caller's loop then reads), the end of
+    /// after the data, until anything else (which the caller steps through), the end of
     /// `buf` or `max` bytes in `out`. An NDJSON burst is many small chunks in one read: their
     /// data is copied into one buffer, without a slice of `buf` made and dropped per chunk.
     /// A piece with nothing after it in `buf` (a lone frame, or a read that ends inside a
