@@ -6,34 +6,18 @@
 //! when a key repeats, the *last* value wins. A policy that read `model` with a map lookup
 //! would be dodged by `{"model":"llama3","MODEL":"attacker.example/x/y"}`. So the top-level
 //! entries are read in order, duplicates kept, keys folded; a field's value is the last entry
-//! whose folded key matches.
+//! whose folded key matches and whose value is not `null` (Go's decoder leaves a field as it
+//! was on a `null`: `{"model":"attacker.example/x/y","model":null}` pushes to
+//! `attacker.example`). How the body itself is read, Go's way, is `gojson`.
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
+use std::borrow::Cow;
 
-/// The top-level members of a JSON object, in source order, duplicates kept.
+use super::gojson::{self, Raw, Unreadable};
+
+/// The top-level members of a JSON object, in source order, duplicates kept: keys decoded,
+/// values where they lie in the body (a string is decoded when a policy reads it).
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct Members(Vec<(String, Value)>);
-
-impl<'de> Deserialize<'de> for Members {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
-                let mut out = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, Value>()? {
-                    out.push((k, v));
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+pub(crate) struct Members<'a>(Vec<(Cow<'a, str>, Raw<'a>)>);
 
 /// Go's case folding for ASCII and the two non-ASCII letters that fold onto ASCII ones
 /// (`ſ` U+017F → `s`, Kelvin sign U+212A → `k`).
@@ -58,42 +42,38 @@ pub(super) fn folds_to(key: &str, name: &str) -> bool {
     key.chars().all(|c| want.next() == Some(fold_char(c))) && want.next().is_none()
 }
 
-impl Members {
-    /// Parses a body; `None` when it is not a JSON object (Ollama answers 400 itself).
-    pub(crate) fn parse(body: &[u8]) -> Option<Members> {
-        serde_json::from_slice(body).ok()
+impl<'a> Members<'a> {
+    /// Reads a body as Ollama's Go server does ([`gojson`]); an error when Go's decoder
+    /// would refuse it too.
+    pub(crate) fn parse(body: &'a [u8]) -> Result<Members<'a>, Unreadable> {
+        gojson::members(body).map(Members)
     }
 
     /// The value Go would decode into the field named `name` (lower-case ASCII): the last
-    /// member whose key folds to it.
-    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+    /// member whose key folds to it and whose value is not `null` (a `null` leaves a Go
+    /// field as it was).
+    fn get(&self, name: &str) -> Option<Raw<'a>> {
         self.0
             .iter()
             .rev()
-            .find(|(k, _)| folds_to(k, name))
-            .map(|(_, v)| v)
+            .find(|(k, v)| *v != Raw::Null && folds_to(k, name))
+            .map(|(_, v)| *v)
     }
 
-    /// The field as a string, when it is one.
-    pub(crate) fn str(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(Value::as_str)
-    }
-
-    /// Whether the field is JSON `true`.
-    pub(crate) fn is_true(&self, name: &str) -> bool {
-        // Go decodes every occurrence in order into the bool: `true`/`false` set it, `null`
-        // leaves it as it was (so `{"x":true,"x":null}` is true).
-        let mut set = false;
-        for (k, v) in &self.0 {
-            if folds_to(k, name) {
-                match v {
-                    Value::Bool(b) => set = *b,
-                    Value::Null => {}
-                    _ => set = false,
-                }
-            }
+    /// The field as a string, when it is one (decoded as Go decodes it). Any other value
+    /// makes Go's decoder refuse the whole body, so Ollama never acts on it.
+    pub(crate) fn str(&self, name: &str) -> Option<Cow<'a, str>> {
+        match self.get(name)? {
+            Raw::Str(raw) => Some(gojson::decode(raw)),
+            _ => None,
         }
-        set
+    }
+
+    /// Whether the field is JSON `true`. Go decodes every occurrence in order into the bool:
+    /// `true`/`false` set it, `null` leaves it (so `{"x":true,"x":null}` is true), and any
+    /// other value makes the decoder refuse the body, which Ollama answers 400.
+    pub(crate) fn is_true(&self, name: &str) -> bool {
+        self.get(name) == Some(Raw::Bool(true))
     }
 }
 
@@ -106,18 +86,39 @@ mod tests {
         let m =
             Members::parse(br#"{"model":"llama3","MODEL":"a/b/c","Model":"attacker.example/x/y"}"#)
                 .unwrap();
-        assert_eq!(m.str("model"), Some("attacker.example/x/y"));
+        assert_eq!(m.str("model").as_deref(), Some("attacker.example/x/y"));
         let m = Members::parse("{\"in\u{17F}ecure\":true}".as_bytes()).unwrap();
         assert!(m.is_true("insecure"));
         let m = Members::parse("{\"\u{212A}eep_alive\":1}".as_bytes()).unwrap();
-        assert!(m.get("keep_alive").is_some());
+        assert_eq!(m.get("keep_alive"), Some(Raw::Other));
         let m = Members::parse(br#"{"model":"a","model":"b"}"#).unwrap();
-        assert_eq!(m.str("model"), Some("b"));
+        assert_eq!(m.str("model").as_deref(), Some("b"));
         // A bool keeps its value through a later null, as Go's decoder does.
         let m = Members::parse(br#"{"insecure":true,"INSECURE":null}"#).unwrap();
         assert!(m.is_true("insecure"));
         let m = Members::parse(br#"{"insecure":true,"insecure":false}"#).unwrap();
         assert!(!m.is_true("insecure"));
+    }
+
+    #[test]
+    fn a_null_leaves_a_string_field_as_the_earlier_member_set_it() {
+        for body in [
+            &br#"{"model":"attacker.example/x/y","model":null}"#[..],
+            br#"{"model":"attacker.example/x/y","MODEL":null,"Model":null}"#,
+            br#"{"model":null,"model":"attacker.example/x/y","model":null}"#,
+        ] {
+            let m = Members::parse(body).unwrap();
+            assert_eq!(m.str("model").as_deref(), Some("attacker.example/x/y"));
+        }
+        let m = Members::parse(br#"{"model":null}"#).unwrap();
+        assert_eq!(m.str("model"), None);
+    }
+
+    #[test]
+    fn a_string_is_decoded_only_when_it_has_escapes_or_broken_utf8() {
+        let m = Members::parse(br#"{"model":"plain","from":"a\/b\u00e9"}"#).unwrap();
+        assert!(matches!(m.str("model"), Some(Cow::Borrowed("plain"))));
+        assert_eq!(m.str("from").as_deref(), Some("a/b\u{e9}"));
     }
 
     proptest::proptest! {
@@ -146,7 +147,7 @@ mod tests {
     #[test]
     fn non_objects_and_invalid_json_are_not_members() {
         for body in [&b"[1]"[..], b"\"x\"", b"{not json", b"", b"\xff\xfe"] {
-            assert_eq!(Members::parse(body), None, "{body:?}");
+            assert!(Members::parse(body).is_err(), "{body:?}");
         }
         assert!(!Members::parse(br#"{"insecure":"true"}"#)
             .unwrap()

@@ -9,9 +9,12 @@
 //! verification off on pull/push), `create_from_path` (`/api/create` reading a server-side
 //! path — a file oracle), `create_remote_host`, `copy_destination` (a copy staged for a push to
 //! a foreign registry), `debug_render_only` (the rendered prompt, hidden system prompt
-//! included, without running the model), and `body_too_large`.
+//! included, without running the model), `body_too_large`, and `unreadable_body` (a
+//! management body Go's JSON decoder would refuse too: closed, should the two readers ever
+//! disagree).
 
 mod body;
+mod gojson;
 mod model;
 pub(crate) mod scan;
 
@@ -20,13 +23,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 pub(crate) use body::Members;
+pub(crate) use gojson::Unreadable;
 use model::{host_allowed, registry_host, DEFAULT_REGISTRY};
 
 use crate::detect::Severity;
 use crate::route::Route;
 
 /// Every policy rule, for pre-initialised metric series.
-pub(crate) const RULES: [&str; 9] = [
+pub(crate) const RULES: [&str; 10] = [
     "policy.manage_from",
     "policy.registry_pull",
     "policy.registry_push",
@@ -36,10 +40,11 @@ pub(crate) const RULES: [&str; 9] = [
     "policy.copy_destination",
     "policy.debug_render_only",
     "policy.body_too_large",
+    "policy.unreadable_body",
 ];
 
 /// The severity each policy rule reports.
-pub(crate) const RULE_SEVERITIES: [(&str, Severity); 9] = [
+pub(crate) const RULE_SEVERITIES: [(&str, Severity); 10] = [
     ("policy.manage_from", Severity::High),
     ("policy.registry_pull", Severity::High),
     ("policy.registry_push", Severity::High),
@@ -49,6 +54,7 @@ pub(crate) const RULE_SEVERITIES: [(&str, Severity); 9] = [
     ("policy.copy_destination", Severity::High),
     ("policy.debug_render_only", Severity::Medium),
     ("policy.body_too_large", Severity::Medium),
+    ("policy.unreadable_body", Severity::Medium),
 ];
 
 /// The MITRE ATT&CK technique and attack label a policy rule reports.
@@ -65,6 +71,7 @@ pub(crate) fn classify(rule: &str) -> (&'static str, &'static str) {
         }
         "policy.debug_render_only" => ("T1552", "Prompt Disclosure via _debug_render_only"),
         "policy.manage_from" => ("T1078", "Model Management from Unauthorised Network"),
+        "policy.unreadable_body" => ("T1027", "Unreadable Model-Management Request"),
         _ => ("T1499", "Oversized Management Request"),
     }
 }
@@ -76,7 +83,8 @@ pub(crate) fn classify(rule: &str) -> (&'static str, &'static str) {
 /// exists to stop, scores 80 (with any other finding it crosses Splunk ES's default risk
 /// threshold of 100); reading server files through `/api/create` 70; an untrusted pull
 /// (supply chain) and management from a foreign network 60; prompt disclosure 40; an
-/// oversized body, which an innocent large Modelfile can cause, 30.
+/// oversized body, which an innocent large Modelfile can cause, and a body Ollama could not
+/// read either, which a broken client can send, 30.
 pub(crate) fn risk(rule: &str) -> (u32, &'static str) {
     match rule {
         "policy.registry_push" => (
@@ -102,6 +110,10 @@ pub(crate) fn risk(rule: &str) -> (u32, &'static str) {
         "policy.debug_render_only" => (
             40,
             "Prompt disclosure attempt via _debug_render_only from $src$ on $uri_path$",
+        ),
+        "policy.unreadable_body" => (
+            30,
+            "Unreadable model-management request body from $src$ on $uri_path$ ($field$ = $value$)",
         ),
         _ => (
             30,
@@ -216,6 +228,27 @@ pub(crate) fn too_large(limit: u64) -> Verdict {
     )
 }
 
+/// The verdict on a management body Go's JSON decoder would refuse (`why` says where).
+pub(crate) fn unreadable(why: &Unreadable) -> Verdict {
+    verdict(
+        "policy.unreadable_body",
+        "body",
+        &why.to_string(),
+        Severity::Medium,
+    )
+}
+
+/// Whether Ollama routes this method to the route's handler, which decodes the body: `POST`
+/// for pull, push, create and copy, `DELETE` for delete. Any other method never reaches a
+/// handler (gin answers 404 or 405), so its body is not judged as unreadable.
+pub(crate) fn decodes_body(route: Route, method: &http::Method) -> bool {
+    match route {
+        Route::Pull | Route::Push | Route::Create | Route::Copy => method == http::Method::POST,
+        Route::Delete => method == http::Method::DELETE,
+        _ => false,
+    }
+}
+
 /// The verdict on `"_debug_render_only": true` (also found by the streaming scan).
 pub(crate) fn debug_render_only() -> Verdict {
     verdict(
@@ -256,9 +289,9 @@ pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<V
                 ("policy.registry_push", &cfg.registries_push)
             };
             for (field, name) in names() {
-                let ok = registry_host(name).is_some_and(|h| host_allowed(&h, allowed));
+                let ok = registry_host(&name).is_some_and(|h| host_allowed(&h, allowed));
                 if !ok {
-                    out.push(verdict(rule, field, name, Severity::High));
+                    out.push(verdict(rule, field, &name, Severity::High));
                 }
             }
             if m.is_true("insecure") {
@@ -273,14 +306,14 @@ pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<V
         Route::Create => create(cfg, m, &mut out),
         Route::Copy => {
             if let Some(dest) = m.str("destination") {
-                let ok = registry_host(dest).is_some_and(|h| {
+                let ok = registry_host(&dest).is_some_and(|h| {
                     h == DEFAULT_REGISTRY || host_allowed(&h, &cfg.registries_push)
                 });
                 if !ok {
                     out.push(verdict(
                         "policy.copy_destination",
                         "destination",
-                        dest,
+                        &dest,
                         Severity::High,
                     ));
                 }
@@ -303,7 +336,7 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
         out.push(verdict(
             "policy.create_from_path",
             "from",
-            from,
+            &from,
             Severity::High,
         ));
     }
@@ -311,7 +344,7 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
         out.push(verdict(
             "policy.create_from_path",
             "path",
-            path,
+            &path,
             Severity::High,
         ));
     }
@@ -342,7 +375,7 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
             out.push(verdict(
                 "policy.create_remote_host",
                 "remote_host",
-                host,
+                &host,
                 Severity::High,
             ));
         }

@@ -1,6 +1,6 @@
 use super::*;
 
-fn members(json: &str) -> Members {
+fn members(json: &str) -> Members<'_> {
     Members::parse(json.as_bytes()).unwrap()
 }
 

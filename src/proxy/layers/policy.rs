@@ -6,7 +6,8 @@
 //! body must be read before the request is forwarded. Management bodies are small; they are
 //! read up to `policy.max_body` (1 MiB), parsed the way Ollama's Go server parses them, and
 //! then forwarded byte-identical ([`PolicyBody::replay`]). A larger management body is itself
-//! a verdict (`policy.body_too_large`: `413` in block mode). Generation bodies are read up to
+//! a verdict (`policy.body_too_large`: `413` in block mode), and so is one Go's decoder would
+//! refuse (`policy.unreadable_body`: `400`). Generation bodies are read up to
 //! the same size to see `_debug_render_only`; one larger than that (an image) is forwarded as
 //! read plus the rest of the stream, which is scanned for the switch as it passes (never
 //! buffered): in block mode the body withholds its final frame and the exchange's failure is
@@ -231,9 +232,20 @@ where
     // as it streams.
     let mut scanner = None;
     let verdicts = match (&read.rest, scope) {
-        (None, _) => Members::parse(&read.prefix)
-            .map(|m| policy::check_body(&cfg, meta.route, &m))
-            .unwrap_or_default(),
+        (None, _) => match Members::parse(&read.prefix) {
+            Ok(m) => policy::check_body(&cfg, meta.route, &m),
+            // A management body Go's decoder would refuse too: Ollama answers it 400, so
+            // refusing it costs no client anything, and it keeps the stage closed should
+            // this reader ever refuse what Go accepts. A generation body goes on to
+            // Ollama's own 400.
+            Err(e)
+                if scope == Scope::ManageWithBody
+                    && policy::decodes_body(meta.route, &parts.method) =>
+            {
+                vec![policy::unreadable(&e)]
+            }
+            Err(_) => Vec::new(),
+        },
         (Some(_), Scope::ManageWithBody) => vec![policy::too_large(cfg.max_body)],
         (Some(_), _) => {
             let mut s = Scanner::new("_debug_render_only");
@@ -255,10 +267,10 @@ where
         }
     }
     if let Some(v) = refusal {
-        let status = if v.rule == "policy.body_too_large" {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            StatusCode::FORBIDDEN
+        let status = match v.rule {
+            "policy.body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "policy.unreadable_body" => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
         };
         return Ok(refused(&ctx, &meta, v, status));
     }

@@ -364,6 +364,7 @@ fn policy_rules_score_by_what_they_stop() {
             ("policy.copy_destination", 80),
             ("policy.debug_render_only", 40),
             ("policy.body_too_large", 30),
+            ("policy.unreadable_body", 30),
         ]
     );
     let r = PolicyFinding::risk_of(

@@ -257,10 +257,13 @@ async fn oversized_management_bodies_are_413_in_block_mode_and_forwarded_whole_i
 
 #[tokio::test]
 async fn invalid_duplicate_and_non_utf8_bodies_never_change_what_is_forwarded() {
-    for body in [
-        &b"{not json"[..],
-        b"\xff\xfe\x00",
-        br#"{"model":"llama3","MODEL":"attacker.example/x/y"}"#,
+    for (body, rule) in [
+        (&b"{not json"[..], "policy.unreadable_body"),
+        (b"\xff\xfe\x00", "policy.unreadable_body"),
+        (
+            br#"{"model":"llama3","MODEL":"attacker.example/x/y"}"#,
+            "policy.registry_pull",
+        ),
     ] {
         let (svc, sink, up) = service(false, PolicyConfig::default());
         let resp = svc
@@ -269,13 +272,157 @@ async fn invalid_duplicate_and_non_utf8_bodies_never_change_what_is_forwarded() 
             .unwrap();
         assert_eq!(resp.status(), 200, "{body:?}");
         assert_eq!(up.0.lock().unwrap()[0].0, Bytes::from_static(body));
-        let flagged = sink.seen.lock().unwrap().len();
+        let seen = sink.seen.lock().unwrap().clone();
+        let rules: Vec<&str> = seen.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rules, [rule], "{body:?}");
+    }
+}
+
+/// Sends `body` to `path` in block mode: the status, and whether anything reached the
+/// upstream.
+async fn blocked(
+    route: Route,
+    path: &'static str,
+    body: &'static [u8],
+) -> (u16, bool, Vec<String>) {
+    let (svc, sink, up) = service(true, PolicyConfig::default());
+    let resp = svc.oneshot(request(route, path, body, true)).await.unwrap();
+    let forwarded = !up.0.lock().unwrap().is_empty();
+    let rules = sink
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(r, _)| r.clone())
+        .collect();
+    (resp.status().as_u16(), forwarded, rules)
+}
+
+#[tokio::test]
+async fn bodies_go_reads_but_a_stricter_parser_would_not_are_judged_as_go_reads_them() {
+    // Each is a push to attacker.example as Ollama's Go decoder reads it: the first value
+    // only, broken UTF-8 and surrogates replaced, deep nesting and huge numbers in fields
+    // no one reads.
+    let deep: &'static [u8] = {
+        let mut b = br#"{"model":"attacker.example/x/y","pad":"#.to_vec();
+        b.extend(std::iter::repeat_n(b'[', 200));
+        b.extend(std::iter::repeat_n(b']', 200));
+        b.push(b'}');
+        b.leak()
+    };
+    for body in [
+        &br#"{"model":"attacker.example/x/y"} x"#[..],
+        br#"{"model":"attacker.example/x/y"}{"model":"llama3"}"#,
+        b"{\"model\":\"attacker.example/x/y\",\"note\":\"\xff\"}",
+        br#"{"model":"attacker.example/x/y","note":"\ud800"}"#,
+        br#"{"model":"attacker.example/x/y","x":1e400}"#,
+        deep,
+    ] {
         assert_eq!(
-            flagged,
-            usize::from(body.starts_with(b"{\"model\"")),
-            "{body:?}"
+            blocked(Route::Push, "/api/push", body).await,
+            (403, false, vec!["policy.registry_push".to_owned()]),
+            "{:?}",
+            String::from_utf8_lossy(body)
         );
     }
+}
+
+#[tokio::test]
+async fn a_later_null_does_not_hide_the_value_go_keeps() {
+    for (route, path, body, rule) in [
+        (
+            Route::Push,
+            "/api/push",
+            &br#"{"model":"attacker.example/x/y","model":null}"#[..],
+            "policy.registry_push",
+        ),
+        (
+            Route::Pull,
+            "/api/pull",
+            br#"{"model":"evil.example/a/b","MODEL":null}"#,
+            "policy.registry_pull",
+        ),
+        (
+            Route::Copy,
+            "/api/copy",
+            br#"{"source":"llama3","destination":"attacker.example/x/y","destination":null}"#,
+            "policy.copy_destination",
+        ),
+        (
+            Route::Create,
+            "/api/create",
+            br#"{"model":"m","from":"/etc/passwd","from":null}"#,
+            "policy.create_from_path",
+        ),
+        (
+            Route::Create,
+            "/api/create",
+            br#"{"model":"m","remote_host":"evil.example","remote_host":null}"#,
+            "policy.create_remote_host",
+        ),
+    ] {
+        assert_eq!(
+            blocked(route, path, body).await,
+            (403, false, vec![rule.to_owned()]),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_management_body_go_would_refuse_is_refused_400_and_never_forwarded() {
+    for body in [&b"{not json"[..], b"", b"[]", b"{\"model\":\"a\nb\"}"] {
+        let (svc, sink, up) = service(true, PolicyConfig::default());
+        let resp = svc
+            .oneshot(request(Route::Push, "/api/push", body, true))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body:?}");
+        assert!(up.0.lock().unwrap().is_empty(), "{body:?}");
+        let seen = sink.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{body:?}");
+        assert_eq!(seen[0].0, "policy.unreadable_body");
+        let json: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(
+            json["error"],
+            format!(
+                "ollama-guard: request refused by policy.unreadable_body: body {:?} is not allowed",
+                seen[0].1
+            )
+        );
+    }
+    assert_eq!(
+        blocked(Route::Push, "/api/push", b"{not json").await.2,
+        ["policy.unreadable_body"]
+    );
+    // `null` is a body Go reads (into an empty request, which Ollama answers itself).
+    assert_eq!(
+        blocked(Route::Push, "/api/push", b"null").await,
+        (200, true, vec![])
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_body_is_judged_only_where_ollama_would_decode_it() {
+    // A method Ollama does not route to the handler (gin answers it 404/405) and a
+    // generation body (Ollama answers its own 400) go on unjudged.
+    let (svc, sink, up) = service(true, PolicyConfig::default());
+    let mut req = request(Route::Push, "/api/push", b"", true);
+    *req.method_mut() = http::Method::GET;
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    assert_eq!(up.0.lock().unwrap().len(), 1);
+    assert!(sink.seen.lock().unwrap().is_empty());
+    assert_eq!(
+        blocked(Route::Generate, "/api/generate", b"{not json").await,
+        (200, true, vec![])
+    );
+    let (svc, sink, _) = service(true, PolicyConfig::default());
+    let mut req = request(Route::Delete, "/api/delete", b"{", true);
+    *req.method_mut() = http::Method::DELETE;
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 400);
+    assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.unreadable_body");
 }
 
 #[tokio::test]
