@@ -397,3 +397,84 @@ async fn the_request_after_the_banning_response_is_refused_on_a_new_connection()
     assert_eq!(metric(&s.admin, "ollama_guard_active_bans").await, 20.0);
     s.server.shutdown().await;
 }
+
+/// A web page cannot get its visitor's address banned (block mode, a rule that bans at the
+/// third `/api/tags` in an hour). A page's no-cors requests (`<img>`, `<iframe>`: cross-site,
+/// no `Origin`) are refused at the gate; its CORS requests carry its own `Origin`, which
+/// Ollama refuses (403). Neither counts: after 10 of each, the visitor's own tools still
+/// pass. A script that adds `Sec-Fetch-Site` gains nothing: refused, or answered and counted.
+#[tokio::test]
+async fn a_web_page_cannot_get_its_visitor_banned() {
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let rule = r#"
+[[rule]]
+name = "burst"
+paths = ["/api/tags"]
+window = "1h"
+threshold = 3
+action = "block"
+"#;
+    let s = stack_with(args, rule).await;
+    clear_of_window_end(HOUR, Duration::from_secs(30)).await;
+    let tags = format!("{}/api/tags", s.proxy);
+    let visitor = client_from("127.0.0.21");
+    for _ in 0..10 {
+        let img = call(
+            &visitor,
+            Method::GET,
+            &tags,
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+        assert_eq!(img.status, StatusCode::FORBIDDEN);
+        let body: Value = serde_json::from_slice(&img.body).unwrap();
+        assert_eq!(
+            body["error"],
+            "ollama-guard: request refused: a browser's cross-site request without an Origin"
+        );
+        let page = [
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ];
+        let cors = call(&visitor, Method::GET, &tags, &page).await;
+        assert_eq!(cors.status, StatusCode::FORBIDDEN);
+        assert!(cors.body.is_empty(), "Ollama's own 403");
+    }
+    let own = call(&visitor, Method::GET, &tags, &[]).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(
+        metric(
+            &s.admin,
+            "ollama_guard_refused_requests_total{reason=\"cross_site\"}"
+        )
+        .await,
+        10.0
+    );
+    // An allowed origin (a local web UI) is answered, and counts like any client: the
+    // third request in the window bans.
+    let ui = client_from("127.0.0.22");
+    let local = [
+        ("sec-fetch-site", "same-site"),
+        ("origin", "http://localhost:3000"),
+    ];
+    for _ in 0..3 {
+        assert_eq!(
+            call(&ui, Method::GET, &tags, &local).await.status,
+            StatusCode::OK
+        );
+    }
+    wait_events(&s.detection_log(), |e| {
+        e.iter().any(|e| e["event"] == "ban")
+    })
+    .await;
+    assert_eq!(
+        call(&ui, Method::GET, &tags, &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let events = events(&s.detection_log());
+    let named: Vec<&Value> = events.iter().filter(|e| e["src"] == "127.0.0.21").collect();
+    assert!(named.is_empty(), "the visitor is named nowhere: {named:?}");
+}

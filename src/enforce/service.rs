@@ -490,6 +490,10 @@ impl Gate for Enforcement {
         self.abort_in_flight.load(Ordering::Relaxed) && self.block_mode()
     }
 
+    fn blocking(&self) -> bool {
+        self.block_mode()
+    }
+
     fn cut(&self, src: IpAddr, identity: Option<&str>) -> Option<Arc<str>> {
         if !self.cuts_now() {
             return None;

@@ -6,6 +6,16 @@
 
 use std::net::IpAddr;
 
+/// Whether a browser made the request for another site's page: `Sec-Fetch-Site` is
+/// present and neither `same-origin` nor `none` (a user's own navigation). A page cannot
+/// set or remove it, so a web page cannot pass its requests off as the visitor's own; a
+/// script can add it, so it never earns a request anything but a refusal.
+pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() != b"same-origin" && v.as_bytes() != b"none")
+}
+
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 #[cfg(test)]
 use http::header::{

@@ -252,7 +252,11 @@ impl Proxy {
                 self.metrics.refused_host.clone(),
                 self.metrics.refused.with_label_values(&["malformed"]),
             ))
-            .layer(GateLayer::new(self.gate.clone()).settling(self.records.clone()))
+            .layer(
+                GateLayer::new(self.gate.clone())
+                    .settling(self.records.clone())
+                    .refusing_cross_site(self.metrics.refused.with_label_values(&["cross_site"])),
+            )
             .layer(AuthLayer::new(AuthCtx {
                 config: self.auth.config.clone(),
                 sink: self.auth.sink.clone(),

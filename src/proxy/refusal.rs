@@ -38,6 +38,12 @@ pub(crate) trait Gate: Send + Sync + 'static {
         true
     }
 
+    /// Whether the guard refuses now (block mode): then a browser's cross-site request
+    /// without an `Origin` is refused at the gate.
+    fn blocking(&self) -> bool {
+        false
+    }
+
     /// A running request was cut by the ban of `rule`: log it (an `aborted` event).
     fn aborted(
         &self,

@@ -2,7 +2,8 @@
 //!
 //! ollama-guard's integration tests, the benchmarks and the `demo` command need an upstream
 //! that behaves like Ollama on the wire — same routes, statuses, content types, NDJSON and
-//! SSE streaming frame by frame, the loopback `Host` check, blob uploads — without a model
+//! SSE streaming frame by frame, the loopback `Host` check, the default CORS check (a foreign
+//! `Origin` is answered 403), blob uploads — without a model
 //! or a GPU. Each request can be made slow, long or broken through `x-sim-*` headers, which
 //! a proxy forwards untouched, and everything the simulator saw is recorded in a
 //! [`SimLog`], including whether the client went away early.
@@ -51,6 +52,7 @@ mod log;
 mod models;
 mod native;
 mod openai;
+mod origin;
 mod reply;
 mod router;
 #[cfg(test)]

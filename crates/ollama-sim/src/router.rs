@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, HOST};
+use http::header::{HeaderValue, ALLOW, HOST, ORIGIN};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
@@ -158,6 +158,20 @@ async fn dispatch(call: &mut Call) -> Reply {
         }
         if call.parts.method == Method::OPTIONS {
             return Reply::empty(StatusCode::NO_CONTENT);
+        }
+    }
+    if let Some(origin) = call.parts.headers.get(ORIGIN) {
+        let host = call
+            .parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| crate::origin::origin_allowed(o, host));
+        if !allowed {
+            return Reply::empty(StatusCode::FORBIDDEN);
         }
     }
     let raw_path = call.parts.uri.path().to_owned();

@@ -191,13 +191,11 @@ pub(crate) fn answer(
     resp
 }
 
-/// Whether a browser made the request for another site's page (`Sec-Fetch-Site`, which
-/// scripts cannot set): such a 401 is refused but not counted toward `auth_failures`, so a
-/// web page cannot get its visitor's address banned by making failed requests.
+/// Whether a browser made the request for another site's page: such a 401 is refused but
+/// not counted toward `auth_failures`, so a web page cannot get its visitor's address banned
+/// by making failed requests.
 fn cross_site<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() != b"same-origin" && v.as_bytes() != b"none")
+    crate::proxy::headers::cross_site(req.headers())
 }
 
 impl<S, B, RB> Service<Request<B>> for AuthService<S>

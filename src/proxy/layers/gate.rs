@@ -6,23 +6,38 @@
 //! Records run just after their response is written ([`Deferred`]); the gate settles them
 //! before it asks, so a request sent after a response arrived meets what that response's
 //! record decided.
+//!
+//! In block mode the gate also refuses a browser's cross-site request that carries no
+//! `Origin` (an `<img>`, an `<iframe>`, a no-cors `fetch`: the page can never read the
+//! answer, so no web application needs one), recorded as `refused` and fed to no rule: a web
+//! page cannot get its visitor's address banned by making requests in its name. A
+//! cross-site request *with* an `Origin` goes on to Ollama, whose `OLLAMA_ORIGINS` decides
+//! (its 403 is recorded the same way, by the record layer).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::header::ORIGIN;
 use http::{Request, Response};
+use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use super::{refusal, Answer, Client, Meta, ShortCircuit};
 use crate::proxy::deferred::Deferred;
-use crate::proxy::refusal::{forbidden, Gate};
+use crate::proxy::headers::cross_site;
+use crate::proxy::refusal::{forbidden, shaped, Gate};
 use crate::record::Outcome;
+
+/// The message of a refused cross-site request.
+const CROSS_SITE: &str =
+    "ollama-guard: request refused: a browser's cross-site request without an Origin";
 
 /// Refuses banned sources.
 #[derive(Clone)]
 pub(crate) struct GateLayer {
     gate: Arc<dyn Gate>,
     records: Option<Arc<Deferred>>,
+    cross_site: Option<IntCounter>,
 }
 
 impl GateLayer {
@@ -31,7 +46,15 @@ impl GateLayer {
         GateLayer {
             gate,
             records: None,
+            cross_site: None,
         }
+    }
+
+    /// In block mode, refuses a browser's cross-site request without an `Origin` and counts
+    /// it in `refused` (see the module doc).
+    pub(crate) fn refusing_cross_site(mut self, refused: IntCounter) -> Self {
+        self.cross_site = Some(refused);
+        self
     }
 
     /// Runs the records `records` holds back before asking (see the module doc).
@@ -48,6 +71,7 @@ impl<S> Layer<S> for GateLayer {
             inner,
             gate: self.gate.clone(),
             records: self.records.clone(),
+            cross_site: self.cross_site.clone(),
         }
     }
 }
@@ -58,6 +82,7 @@ pub(crate) struct GateService<S> {
     inner: S,
     gate: Arc<dyn Gate>,
     records: Option<Arc<Deferred>>,
+    cross_site: Option<IntCounter>,
 }
 
 impl<S, B, RB> Service<Request<B>> for GateService<S>
@@ -88,6 +113,16 @@ where
             {
                 // The request body is dropped unread.
                 return ShortCircuit::answer(refusal(forbidden(&meta.path), Outcome::Blocked));
+            }
+            if let Some(refused) = &self.cross_site {
+                let headers = req.headers();
+                if cross_site(headers) && !headers.contains_key(ORIGIN) && self.gate.blocking() {
+                    refused.inc();
+                    return ShortCircuit::answer(refusal(
+                        shaped(&meta.path, CROSS_SITE),
+                        Outcome::Refused,
+                    ));
+                }
             }
         }
         ShortCircuit::Inner {
@@ -180,5 +215,66 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    /// No bans; `blocking` says which mode the guard is in.
+    struct Mode(bool);
+
+    impl Gate for Mode {
+        fn refuse(&self, _: IpAddr, _: Option<&str>, _: &str, _: &str) -> Option<Arc<str>> {
+            None
+        }
+        fn blocking(&self) -> bool {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn block_mode_refuses_a_browser_s_cross_site_request_without_an_origin() {
+        // (block mode, Sec-Fetch-Site, Origin) → refused.
+        for (block, site, origin, refused) in [
+            (true, Some("cross-site"), None, true),
+            (true, Some("same-site"), None, true),
+            (
+                true,
+                Some("cross-site"),
+                Some("https://chat.example"),
+                false,
+            ),
+            (true, Some("same-origin"), None, false),
+            (true, Some("none"), None, false),
+            (true, None, None, false),
+            (false, Some("cross-site"), None, false),
+        ] {
+            let counter = prometheus::IntCounter::new("c", "c").unwrap();
+            let (inner, seen) = capture();
+            let svc = GateLayer::new(Arc::new(Mode(block)))
+                .refusing_cross_site(counter.clone())
+                .layer(inner);
+            let mut req = request("192.0.2.7", "/api/tags");
+            if let Some(site) = site {
+                req.headers_mut()
+                    .insert("sec-fetch-site", http::HeaderValue::from_static(site));
+            }
+            if let Some(origin) = origin {
+                req.headers_mut()
+                    .insert("origin", http::HeaderValue::from_static(origin));
+            }
+            let resp = svc.oneshot(req).await.unwrap();
+            let case = format!("{block} {site:?} {origin:?}");
+            assert_eq!(seen.lock().unwrap().len(), usize::from(!refused), "{case}");
+            assert_eq!(counter.get(), u64::from(refused), "{case}");
+            if refused {
+                assert_eq!(resp.status(), 403, "{case}");
+                assert_eq!(
+                    resp.extensions().get::<Disposition>().map(|d| d.outcome),
+                    Some(Outcome::Refused),
+                    "{case}"
+                );
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(json["error"], CROSS_SITE, "{case}");
+            }
+        }
     }
 }

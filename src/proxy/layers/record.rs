@@ -140,6 +140,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let record = start_record(&req);
+        let cross_site = crate::proxy::headers::cross_site(req.headers());
         let fault = Arc::new(FaultCell::default());
         req.extensions_mut().insert(Meta {
             path: record.path.clone(),
@@ -180,6 +181,7 @@ where
             guard: Some(HeadGuard::new(completion)),
             resets: self.ctx.resets.clone(),
             owner: Some(owner),
+            cross_site,
         }
     }
 }
@@ -196,6 +198,8 @@ pin_project! {
         guard: Option<HeadGuard>,
         resets: IntCounter,
         owner: Option<Owner>,
+        // A browser's cross-site request: Ollama's 403 to it is recorded as a refusal.
+        cross_site: bool,
     }
 }
 
@@ -249,7 +253,15 @@ where
                 // reset (unless the client's upload failed first; the fault cell says), and a
                 // ban of its source cuts it.
                 guard.count_resets(this.resets.clone());
-                (Outcome::Complete, parts.status.as_u16(), this.owner.take())
+                // Ollama refuses a browser's request from an origin it does not allow
+                // (`OLLAMA_ORIGINS`) with 403: a refusal for what the request is, never fed to
+                // detection, so a web page cannot get its visitor banned by sending them.
+                let outcome = if *this.cross_site && parts.status == http::StatusCode::FORBIDDEN {
+                    Outcome::Refused
+                } else {
+                    Outcome::Complete
+                };
+                (outcome, parts.status.as_u16(), this.owner.take())
             }
         };
         let body = guard.into_body(status, outcome, CutBody::new(body, owner));

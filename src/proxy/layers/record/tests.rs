@@ -193,3 +193,37 @@ fn an_absolute_form_target_is_recorded_as_forwarded() {
         assert_eq!((&*rec.path, &*rec.raw_target), (path, raw), "{target}");
     }
 }
+
+#[tokio::test]
+async fn ollama_s_403_to_a_browser_s_cross_site_request_is_recorded_as_a_refusal() {
+    // (Sec-Fetch-Site, Ollama's status) → the outcome recorded.
+    for (site, status, outcome) in [
+        (Some("cross-site"), 403, Outcome::Refused),
+        (Some("same-site"), 403, Outcome::Refused),
+        (Some("cross-site"), 200, Outcome::Complete),
+        (Some("cross-site"), 404, Outcome::Complete),
+        (Some("same-origin"), 403, Outcome::Complete),
+        (Some("none"), 403, Outcome::Complete),
+        (None, 403, Outcome::Complete),
+    ] {
+        let records = Arc::new(Records::default());
+        let (l, _, _) = layer(&records);
+        let inner = tower::service_fn(move |_: Request<Empty<Bytes>>| {
+            let mut resp = Response::new(Empty::<Bytes>::new());
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            ready(Ok::<_, Infallible>(resp))
+        });
+        let mut req = request_from("198.51.100.7", "/api/tags");
+        if let Some(site) = site {
+            req.headers_mut()
+                .insert("sec-fetch-site", http::HeaderValue::from_static(site));
+        }
+        drop(l.layer(inner).oneshot(req).await.unwrap());
+        let recs = records.take();
+        assert_eq!(
+            (recs.len(), recs[0].status, recs[0].outcome),
+            (1, status, outcome),
+            "{site:?} {status}"
+        );
+    }
+}
