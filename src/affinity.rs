@@ -5,7 +5,7 @@
 //! shard's window maps and the batch it parses) loses them every time the scheduler moves
 //! it, and with two workers on two CPUs the scheduler moved them whenever one waited for
 //! the other. Pinned, `scan --threads 2` ran 6–12 % faster on the 2-core development
-//! machine, also with a busy loop on one of the CPUs (README, "Performance").
+//! machine, also with a busy loop on one of the CPUs (docs/performance.md).
 //!
 //! Only a pool as wide as the allowed CPUs is pinned: each worker then has a different CPU,
 //! and two such pools (two scans at once) share every CPU alike. A narrower pool is left to

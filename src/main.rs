@@ -15,7 +15,7 @@ mod commands;
 /// mimalloc's own setting decides). mimalloc asks for huge pages on its arenas, and a 2 MiB page
 /// is resident as soon as one byte of it is touched: a long-running proxy's detection tables,
 /// allocated a chunk at a time, then cost about 40 % more RSS at 1 M keys and an idle proxy
-/// more than half again (README, Performance, "Memory per tracked key"). `scan`, a batch job
+/// more than half again (docs/performance.md, "Memory per tracked key"). `scan`, a batch job
 /// over hash tables it fills once, keeps them: it runs faster with them.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
@@ -26,7 +26,7 @@ fn no_huge_pages() {
 }
 
 /// mimalloc: `scan --threads` allocates records on parser threads and frees them on the engine's
-/// thread, where the system allocator's arenas cost about a third more CPU (README, Performance).
+/// thread, where the system allocator's arenas cost about a third more CPU (docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -413,8 +413,7 @@ impl Rule {
     /// comparing two `Duration`s (seconds, then nanoseconds) for each. The loops over method
     /// names and globs are functions of their own, so that this stays small enough to be
     /// inlined where the engine calls it for every rule and request: with [`Candidates`],
-    /// 48 instructions a `scan` line fewer, and 168 more for the inlining (README,
-    /// "Performance").
+    /// 48 instructions a `scan` line fewer, and 168 more for the inlining (docs/performance.md).
     #[inline]
     pub(crate) fn qualifies_ns(&self, target: &Target<'_>, latency_ns: u128) -> bool {
         let (min, max) = self.latency_ns;
@@ -457,7 +456,7 @@ pub(super) fn fixed_routes(paths: &[Glob], any_path: bool) -> u32 {
 ///
 /// Why: the engine asked every rule about every request; of the seven built-in rules, two
 /// have no interest in an `/api/tags` call and three none in an `/api/pull`, and each
-/// question cost a few dozen instructions (README, "Performance").
+/// question cost a few dozen instructions (docs/performance.md).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Candidates {
     /// By the route's bit position in [`Rule::qualifies`]' table.

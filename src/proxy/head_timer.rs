@@ -4,7 +4,7 @@
 //! request head it waits for, and drops it once the head is in: with hyper-util's
 //! `TokioTimer` that is a boxed tokio `Sleep` registered in tokio's timer wheel and taken out
 //! of it again for every request, for a deadline that almost never passes; this table costs
-//! about 470 instructions per proxied request less (1.4 %, callgrind; README, Performance).
+//! about 470 instructions per proxied request less (1.4 %, callgrind; docs/performance.md).
 //!
 //! Here a deadline is an entry in the worker's own table (a [`Slab`]): the first poll of a
 //! waiting head inserts it with the connection's waker, the drop removes it, and the worker's

@@ -130,7 +130,7 @@ impl Proxy {
             .keep_alive(true)
             // One buffer per flush instead of a queue of slices: the upstream client already
             // hands over whole bursts as one frame, so the copy is small and the write is still
-            // one system call; 1 % fewer instructions per proxied request (README, Performance).
+            // one system call; 1 % fewer instructions per proxied request (docs/performance.md).
             .writev(false);
         let accept_errors = worker
             .proxy
@@ -160,7 +160,7 @@ impl Proxy {
 ///
 /// Its interval is also always the earliest timer of the worker's runtime, so a tokio timer a
 /// request arms later (a request body's idle timeout) never makes tokio wake its own driver
-/// through an eventfd (README, Performance: the timer anchor this task grew out of).
+/// through an eventfd (docs/performance.md: the timer anchor this task grew out of).
 async fn sweep_head_timers(header_read: Duration) {
     let period = (header_read / 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
     let mut tick = tokio::time::interval(period);

@@ -179,7 +179,7 @@ pub(super) struct Counting {
     /// The path texts of the rows so far, one of each: a path's rows share it.
     ///
     /// Why: rows are most of what a row-heavy scan keeps (213 723 on the benchmark corpus,
-    /// with 4 distinct paths), and on a VM every fresh page costs (README, "Performance"); a
+    /// with 4 distinct paths), and on a VM every fresh page costs (docs/performance.md); a
     /// shared path makes a row 8 bytes smaller and saves an allocation (32 bytes) per row.
     /// Sources are not shared: that corpus's rows have 180 540 distinct ones, and a set of
     /// them cost more in cache misses (5 % of a scan's samples) than it saved.

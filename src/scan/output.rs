@@ -109,7 +109,7 @@ pub(crate) fn write_runs<'a>(
 ///
 /// Why: jobs ran in rounds of one per thread, with the bytes written between rounds, and
 /// a round lasted as long as its slowest job: on two cores, one thread worked while the
-/// other waited for most of the output phase (README, "Performance").
+/// other waited for most of the output phase (docs/performance.md).
 fn in_order<J: Sync, B: Send>(
     jobs: &[J],
     threads: usize,

@@ -75,7 +75,7 @@ impl Batch {
 ///
 /// Why: the batches were filled line by line from the splitter, each line copied out of
 /// the read buffer; on the row-heavy corpus that copy and its bookkeeping were 4 % of a
-/// two-thread scan's CPU (README, "Performance").
+/// two-thread scan's CPU (docs/performance.md).
 pub(super) struct Batches {
     inputs: std::vec::IntoIter<Input>,
     current: Option<Input>,

@@ -93,7 +93,7 @@ impl Rows {
     /// The rows cut into at most `parts` runs of whole chunks, in order (no empty part).
     ///
     /// Why: sorting is the last work of a sharded scan's shard, and a shard with more rows
-    /// sorted alone while the other threads waited (README, "Performance"); its parts are
+    /// sorted alone while the other threads waited (docs/performance.md); its parts are
     /// sorted by whichever thread is free, and merged as runs in this order.
     pub(crate) fn split(self, parts: usize) -> Vec<Rows> {
         let per = self.chunks.len().div_ceil(parts.max(1)).max(1);
@@ -130,7 +130,7 @@ const PARALLEL_SORT_ROWS: usize = 50_000;
 ///
 /// Why 16 bytes: an IPv4 source is at most 15, so two different ones never reach the rows.
 /// With 8 (`192.168.`), rows of one second from one network compared their rows, which lie
-/// scattered in memory: most of the merge's time after a sharded scan (README, "Performance").
+/// scattered in memory: most of the merge's time after a sharded scan (docs/performance.md).
 type SortKey = (i64, [u64; 2], usize);
 
 fn src_prefix(src: &str) -> [u64; 2] {

@@ -31,13 +31,13 @@
 //! Why this shape: an earlier pipeline ran a reader thread, `N` parser threads and the clock
 //! on the calling thread besides the `N` shards (2N + 2 threads), each parsed batch written
 //! on one core and read on another. On the row-heavy benchmark corpus `--threads 2` went
-//! from 1.52× to 1.70× one thread with this shape (README, "Performance").
+//! from 1.52× to 1.70× one thread with this shape (docs/performance.md).
 //!
 //! Which shard counts a source is decided as the records come ([`Balance`]), by the walker.
 //!
 //! Why one walk per batch: every shard used to run its own clock and balance over every
 //! line. With two shards that was the same per-line work done twice, over stamps written
-//! by the other core (README, "Performance").
+//! by the other core (docs/performance.md).
 //!
 //! Sorting and merging: when a shard has counted every batch, it cuts its rows into
 //! [`SORT_PARTS`] parts in engine order and leaves them to be sorted (stable, in output
@@ -173,7 +173,7 @@ impl Walker {
 ///
 /// Why: walking the requests themselves (about 100 bytes each, written by the core that
 /// parsed them) and converting each line's time on the walking thread cost the two-thread
-/// scan 9 % more instructions than one thread (README, "Performance").
+/// scan 9 % more instructions than one thread (docs/performance.md).
 #[derive(Clone, Copy)]
 struct Stamp {
     when: When,

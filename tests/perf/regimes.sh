@@ -3,7 +3,7 @@
 #
 #   tests/perf/regimes.sh [SECONDS] [ROUNDS]        (default 5 s x 5 rounds)
 #
-# Regimes (README, "Performance"):
+# Regimes (docs/performance.md):
 #   tags_fast         GET /api/tags, fast upstream (nginx `return 200`), 32 connections, no access logs
 #   tags_fast_logged  the same, both writing their per-request access log (nginx's default
 #                     combined log, the guard's GIN log) to a file
