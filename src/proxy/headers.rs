@@ -11,8 +11,9 @@ use std::net::IpAddr;
 /// set or remove it, so a web page cannot pass its requests off as the visitor's own; a
 /// script can add it, so it never earns a request anything but a refusal.
 pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
+    const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
     headers
-        .get("sec-fetch-site")
+        .get(SEC_FETCH_SITE)
         .is_some_and(|v| v.as_bytes() != b"same-origin" && v.as_bytes() != b"none")
 }
 

@@ -24,7 +24,6 @@ use tower::{Layer, Service};
 
 use super::{refusal, Answer, Client, Meta, ShortCircuit};
 use crate::proxy::deferred::Deferred;
-use crate::proxy::headers::cross_site;
 use crate::proxy::refusal::{forbidden, shaped, Gate};
 use crate::record::Outcome;
 
@@ -115,8 +114,7 @@ where
                 return ShortCircuit::answer(refusal(forbidden(&meta.path), Outcome::Blocked));
             }
             if let Some(refused) = &self.cross_site {
-                let headers = req.headers();
-                if cross_site(headers) && !headers.contains_key(ORIGIN) && self.gate.blocking() {
+                if meta.cross_site && self.gate.blocking() && !req.headers().contains_key(ORIGIN) {
                     refused.inc();
                     return ShortCircuit::answer(refusal(
                         shaped(&meta.path, CROSS_SITE),
@@ -170,6 +168,7 @@ mod tests {
             method_text: Cow::Borrowed("POST"),
             route: crate::route::Route::Other,
             fault: Arc::new(FaultCell::default()),
+            cross_site: false,
         });
         req
     }
@@ -260,6 +259,9 @@ mod tests {
                 req.headers_mut()
                     .insert("origin", http::HeaderValue::from_static(origin));
             }
+            // What the record layer reads into the meta.
+            let flag = crate::proxy::headers::cross_site(req.headers());
+            req.extensions_mut().get_mut::<Meta>().unwrap().cross_site = flag;
             let resp = svc.oneshot(req).await.unwrap();
             let case = format!("{block} {site:?} {origin:?}");
             assert_eq!(seen.lock().unwrap().len(), usize::from(!refused), "{case}");

@@ -56,6 +56,8 @@ pub(crate) struct Meta {
     pub(crate) route: crate::route::Route,
     /// Where the request body notes a client fault (read by the response side).
     pub(crate) fault: Arc<FaultCell>,
+    /// A browser's cross-site request ([`crate::proxy::headers::cross_site`]), read once.
+    pub(crate) cross_site: bool,
 }
 
 /// How an exchange a layer answered itself is recorded: its outcome, and the status the

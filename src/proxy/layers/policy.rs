@@ -187,6 +187,7 @@ fn request_info<B>(req: &Request<B>) -> (IpAddr, Meta) {
             method_text: req.method().as_str().to_owned().into(),
             route: crate::route::Route::Other,
             fault: Arc::default(),
+            cross_site: false,
         });
     (src, meta)
 }

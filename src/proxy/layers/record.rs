@@ -147,6 +147,7 @@ where
             method_text: record.method_text.clone(),
             route: record.route,
             fault: fault.clone(),
+            cross_site,
         });
         let fault_for_owner = fault.clone();
         let ticket = self.ctx.sink.begin(&record, start);

@@ -64,6 +64,7 @@ fn request(
         method_text: std::borrow::Cow::Owned(method.to_owned()),
         route,
         fault: Arc::new(FaultCell::default()),
+        cross_site: false,
     });
     if let Some(c) = who {
         req.extensions_mut().insert(c);

@@ -142,6 +142,7 @@ fn with_meta<B>(route: Route, path: &'static str, length: Option<usize>, body: B
         method_text: "POST".into(),
         route,
         fault: Arc::default(),
+        cross_site: false,
     });
     req.extensions_mut().insert(Client {
         src: "192.0.2.9".parse().unwrap(),
