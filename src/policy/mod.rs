@@ -330,15 +330,11 @@ pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<V
 }
 
 /// `/api/create`: a `from` (or the deprecated `path`, or a Modelfile `FROM` line) that is a
-/// server-side path, and a `remote_host` outside the allowlist.
+/// server-side path, one that names a model on a registry not in `registries_pull` (Ollama
+/// pulls a `from` it does not have), and a `remote_host` outside the allowlist.
 fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
-    if let Some(from) = m.str("from").filter(|f| is_path(f)) {
-        out.push(verdict(
-            "policy.create_from_path",
-            "from",
-            &from,
-            Severity::High,
-        ));
+    if let Some(from) = m.str("from").filter(|f| !f.trim().is_empty()) {
+        base(cfg, "from", &from, out);
     }
     if let Some(path) = m.str("path").filter(|p| !p.is_empty()) {
         out.push(verdict(
@@ -351,16 +347,23 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
     if let Some(modelfile) = m.str("modelfile") {
         for line in modelfile.lines() {
             let line = line.trim();
-            if line.len() > 5
-                && line[..5].eq_ignore_ascii_case("from ")
-                && is_path(line[5..].trim())
-            {
-                out.push(verdict(
-                    "policy.create_from_path",
-                    "modelfile",
-                    line,
-                    Severity::High,
-                ));
+            if line.len() > 5 && line[..5].eq_ignore_ascii_case("from ") {
+                let from = line[5..].trim();
+                if is_path(from) {
+                    out.push(verdict(
+                        "policy.create_from_path",
+                        "modelfile",
+                        line,
+                        Severity::High,
+                    ));
+                } else if !from.is_empty() && !pull_allowed(cfg, from) {
+                    out.push(verdict(
+                        "policy.registry_pull",
+                        "modelfile",
+                        line,
+                        Severity::High,
+                    ));
+                }
             }
         }
     }
@@ -380,6 +383,25 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
             ));
         }
     }
+}
+
+/// The base model of a create: a server path, or a model Ollama pulls when it does not have it.
+fn base(cfg: &PolicyConfig, field: &'static str, from: &str, out: &mut Vec<Verdict>) {
+    if is_path(from) {
+        out.push(verdict(
+            "policy.create_from_path",
+            field,
+            from,
+            Severity::High,
+        ));
+    } else if !pull_allowed(cfg, from) {
+        out.push(verdict("policy.registry_pull", field, from, Severity::High));
+    }
+}
+
+/// Whether a model name references a registry models may be pulled from.
+fn pull_allowed(cfg: &PolicyConfig, name: &str) -> bool {
+    registry_host(name).is_some_and(|h| host_allowed(&h, &cfg.registries_pull))
 }
 
 /// A filesystem path rather than a model name: absolute, relative, home-relative, or

@@ -22,8 +22,11 @@ pub(crate) fn registry_host(name: &str) -> Option<String> {
     match parts.as_slice() {
         [model] | [_, model] if !model.is_empty() => Some(DEFAULT_REGISTRY.to_owned()),
         [host, ns, model] if !host.is_empty() && !ns.is_empty() && !model.is_empty() => {
-            let host = host.split(':').next().unwrap_or(host);
+            // A port is digits: `hf.co:evil.example/ns/m` names no registry at all.
+            let (host, port) = host.split_once(':').unwrap_or((host, "0"));
             let valid = !host.is_empty()
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
                 && host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));

@@ -178,3 +178,40 @@ fn scope_covers_management_and_generation_routes() {
     assert_eq!(scope(Route::Chat, &Method::POST), Scope::Generation);
     assert_eq!(scope(Route::Tags, &Method::GET), Scope::None);
 }
+
+#[test]
+fn create_from_a_model_on_a_foreign_registry_is_an_untrusted_pull() {
+    // Ollama pulls a `from` model it does not have, so the base must come from a registry
+    // models may be pulled from.
+    assert_eq!(
+        rules(Route::Create, r#"{"model":"x","from":"evil.example/ns/m"}"#),
+        [("policy.registry_pull", "evil.example/ns/m".to_owned())]
+    );
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"x","modelfile":"FROM evil.example/ns/m:latest\nSYSTEM hi"}"#
+        ),
+        [(
+            "policy.registry_pull",
+            "FROM evil.example/ns/m:latest".to_owned()
+        )]
+    );
+    for ok in [
+        r#"{"model":"x","from":"llama3.2:1b"}"#,
+        r#"{"model":"x","from":"me/my-model"}"#,
+        r#"{"model":"x","from":"hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M"}"#,
+        r#"{"model":"x","modelfile":"FROM llama3.2\nPARAMETER temperature 0.2"}"#,
+    ] {
+        assert_eq!(rules(Route::Create, ok), [], "{ok}");
+    }
+}
+
+#[test]
+fn a_registry_with_a_port_that_is_not_a_number_is_foreign() {
+    assert_eq!(
+        rules(Route::Pull, r#"{"model":"hf.co:evil.example/ns/m"}"#),
+        [("policy.registry_pull", "hf.co:evil.example/ns/m".to_owned())]
+    );
+    assert_eq!(rules(Route::Pull, r#"{"model":"hf.co:443/ns/m"}"#), []);
+}

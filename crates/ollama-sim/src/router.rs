@@ -145,6 +145,21 @@ pub(crate) async fn handle(state: Arc<SimState>, req: Request<Incoming>) -> Resp
 }
 
 async fn dispatch(call: &mut Call) -> Reply {
+    // Ollama's CORS middleware runs before its host check, preflights included.
+    if let Some(origin) = call.parts.headers.get(ORIGIN) {
+        let host = call
+            .parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| crate::origin::origin_allowed(o, host));
+        if !allowed {
+            return Reply::empty(StatusCode::FORBIDDEN);
+        }
+    }
     if call.state.check_hosts {
         let host = call
             .parts
@@ -158,20 +173,6 @@ async fn dispatch(call: &mut Call) -> Reply {
         }
         if call.parts.method == Method::OPTIONS {
             return Reply::empty(StatusCode::NO_CONTENT);
-        }
-    }
-    if let Some(origin) = call.parts.headers.get(ORIGIN) {
-        let host = call
-            .parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default();
-        let allowed = origin
-            .to_str()
-            .is_ok_and(|o| crate::origin::origin_allowed(o, host));
-        if !allowed {
-            return Reply::empty(StatusCode::FORBIDDEN);
         }
     }
     let raw_path = call.parts.uri.path().to_owned();

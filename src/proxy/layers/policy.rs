@@ -207,10 +207,12 @@ where
     B::Error: Into<BoxError>,
 {
     let cfg = ctx.config.load_full();
+    // A browser's cross-site request is refused but never bans: a web page could otherwise
+    // get its visitor's address banned by sending a foreign push in its name (Ollama, for
+    // its part, would refuse a site it does not allow).
+    let ban = cfg.ban && !meta.cross_site;
     let judge = |v: &Verdict| {
-        let action = ctx
-            .sink
-            .verdict(v, src, &meta.path, &meta.method_text, cfg.ban);
+        let action = ctx.sink.verdict(v, src, &meta.path, &meta.method_text, ban);
         matches!(action, Action::Blocked | Action::Banned)
     };
     if matches!(scope, Scope::Manage | Scope::ManageWithBody) {
@@ -283,14 +285,14 @@ where
         }
     };
     let cell = {
-        let (ctx, cfg, meta) = (ctx.clone(), cfg.clone(), meta.clone());
+        let (ctx, meta) = (ctx.clone(), meta.clone());
         ScanCell::new(move || {
             let action = ctx.sink.verdict(
                 &policy::debug_render_only(),
                 src,
                 &meta.path,
                 &meta.method_text,
-                cfg.ban,
+                ban,
             );
             matches!(action, Action::Blocked | Action::Banned)
         })

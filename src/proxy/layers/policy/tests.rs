@@ -16,10 +16,13 @@ use bytes::BytesMut;
 struct Sink {
     block: bool,
     seen: Mutex<Vec<(String, String)>>,
+    /// The `ban` each verdict was given.
+    bans: Mutex<Vec<bool>>,
 }
 
 impl PolicySink for Sink {
-    fn verdict(&self, v: &Verdict, _: IpAddr, _: &str, _: &str, _: bool) -> Action {
+    fn verdict(&self, v: &Verdict, _: IpAddr, _: &str, _: &str, ban: bool) -> Action {
+        self.bans.lock().unwrap().push(ban);
         self.seen
             .lock()
             .unwrap()
@@ -98,6 +101,7 @@ fn service(block: bool, cfg: PolicyConfig) -> (PolicyService<Upstream>, Arc<Sink
     let sink = Arc::new(Sink {
         block,
         seen: Mutex::default(),
+        bans: Mutex::default(),
     });
     let up = Upstream::default();
     let layer = PolicyLayer::new(PolicyCtx {
@@ -468,3 +472,26 @@ async fn manage_from_refuses_other_networks_even_for_blob_uploads() {
 
 /// Generation bodies padded past `max_body`: the streamed scan.
 mod padded;
+
+#[tokio::test]
+async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
+    // `[policy] ban = true`: a foreign pull bans its source, unless a browser sent it for
+    // another site's page (a web page must not get its visitor banned).
+    let cfg = PolicyConfig {
+        ban: true,
+        ..PolicyConfig::default()
+    };
+    for cross_site in [false, true] {
+        let (svc, sink, up) = service(true, cfg.clone());
+        let mut req = request(
+            Route::Pull,
+            "/api/pull",
+            br#"{"model":"evil.example/ns/m"}"#,
+            true,
+        );
+        req.extensions_mut().get_mut::<Meta>().unwrap().cross_site = cross_site;
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 403);
+        assert!(up.0.lock().unwrap().is_empty());
+        assert_eq!(*sink.bans.lock().unwrap(), [!cross_site]);
+    }
+}
