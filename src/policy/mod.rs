@@ -334,7 +334,7 @@ pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<V
 /// pulls a `from` it does not have), and a `remote_host` outside the allowlist.
 fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
     if let Some(from) = m.str("from").filter(|f| !f.trim().is_empty()) {
-        base(cfg, "from", &from, out);
+        base(cfg, "from", &from, &from, out);
     }
     if let Some(path) = m.str("path").filter(|p| !p.is_empty()) {
         out.push(verdict(
@@ -349,20 +349,8 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
             let line = line.trim();
             if line.len() > 5 && line[..5].eq_ignore_ascii_case("from ") {
                 let from = line[5..].trim();
-                if is_path(from) {
-                    out.push(verdict(
-                        "policy.create_from_path",
-                        "modelfile",
-                        line,
-                        Severity::High,
-                    ));
-                } else if !from.is_empty() && !pull_allowed(cfg, from) {
-                    out.push(verdict(
-                        "policy.registry_pull",
-                        "modelfile",
-                        line,
-                        Severity::High,
-                    ));
+                if !from.is_empty() {
+                    base(cfg, "modelfile", from, line, out);
                 }
             }
         }
@@ -385,18 +373,17 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
     }
 }
 
-/// The base model of a create: a server path, or a model Ollama pulls when it does not have it.
-fn base(cfg: &PolicyConfig, field: &'static str, from: &str, out: &mut Vec<Verdict>) {
-    if is_path(from) {
-        out.push(verdict(
-            "policy.create_from_path",
-            field,
-            from,
-            Severity::High,
-        ));
+/// The base model `from` of a create, which `field` carried as `shown`: a server path, or a
+/// model Ollama pulls when it does not have it.
+fn base(cfg: &PolicyConfig, field: &'static str, from: &str, shown: &str, out: &mut Vec<Verdict>) {
+    let rule = if is_path(from) {
+        "policy.create_from_path"
     } else if !pull_allowed(cfg, from) {
-        out.push(verdict("policy.registry_pull", field, from, Severity::High));
-    }
+        "policy.registry_pull"
+    } else {
+        return;
+    };
+    out.push(verdict(rule, field, shown, Severity::High));
 }
 
 /// Whether a model name references a registry models may be pulled from.
