@@ -6,6 +6,12 @@
 
 use std::net::IpAddr;
 
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+#[cfg(test)]
+use http::header::{
+    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
 /// Whether a browser made the request for another site's page: `Sec-Fetch-Site` is
 /// present and neither `same-origin` nor `none` (a user's own navigation). A page cannot
 /// set or remove it, so a web page cannot pass its requests off as the visitor's own; a
@@ -16,12 +22,6 @@ pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
         .get(SEC_FETCH_SITE)
         .is_some_and(|v| v.as_bytes() != b"same-origin" && v.as_bytes() != b"none")
 }
-
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
-#[cfg(test)]
-use http::header::{
-    PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
 
 /// Hop-by-hop headers that are never forwarded, besides those `Connection` names (in the
 /// order of [`name_bit`]'s bits).

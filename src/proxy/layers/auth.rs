@@ -191,13 +191,6 @@ pub(crate) fn answer(
     resp
 }
 
-/// Whether a browser made the request for another site's page: such a 401 is refused but
-/// not counted toward `auth_failures`, so a web page cannot get its visitor's address banned
-/// by making failed requests.
-fn cross_site<B>(req: &Request<B>) -> bool {
-    crate::proxy::headers::cross_site(req.headers())
-}
-
 impl<S, B, RB> Service<Request<B>> for AuthService<S>
 where
     S: Service<Request<B>, Response = Response<Answer<RB>>>,
@@ -238,6 +231,7 @@ where
                 fut: self.inner.call(req),
             };
         };
+        let cross_site = meta.cross_site;
         let Some((status, reason)) = judge(&cfg, caller, req.method(), meta.route) else {
             return ShortCircuit::Inner {
                 fut: self.inner.call(req),
@@ -266,8 +260,9 @@ where
         } else {
             self.ctx.refused_role.inc();
         }
-        // A browser's cross-site 401 is recorded as a refusal nobody is counted for.
-        let outcome = if status == StatusCode::UNAUTHORIZED && cross_site(&req) {
+        // A browser's cross-site 401 is recorded as a refusal nobody is counted for, so a
+        // web page cannot get its visitor's address banned by making failed requests.
+        let outcome = if status == StatusCode::UNAUTHORIZED && cross_site {
             Outcome::Refused
         } else {
             Outcome::Unauthorized

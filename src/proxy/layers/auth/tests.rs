@@ -252,6 +252,8 @@ async fn a_browsers_cross_site_401_is_refused_but_recorded_so_nobody_is_counted_
     let mut req = request("GET", "/api/tags", None);
     req.headers_mut()
         .insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+    // What the record layer reads into the meta.
+    req.extensions_mut().get_mut::<Meta>().unwrap().cross_site = true;
     let resp = AuthLayer::new(ctx(AuthMode::Required, false, Arc::default()))
         .layer(inner)
         .oneshot(req)
