@@ -373,3 +373,53 @@ async fn a_ban_cuts_a_request_still_waiting_for_its_head() {
     assert_eq!(ev.iter().filter(|e| e["event"] == "aborted").count(), 1);
     assert_detection_log_valid(&s.detection_log());
 }
+
+/// A `Content-Encoding: zstd` body on Ollama's OpenAI-compatible routes, which Ollama 0.18 and
+/// later decompress before reading: the switch inside is refused before anything is forwarded,
+/// while a benign compressed body reaches the simulator byte-identical, still compressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zstd_body_is_judged_decompressed_and_forwarded_compressed() {
+    use sha2::Digest;
+    let s = stack_with(block_mode(), "").await;
+    let flagged = zstd::encode_all(
+        &br#"{"model":"llama3","messages":[],"_debug_render_only":true}"#[..],
+        3,
+    )
+    .unwrap();
+    let benign = zstd::encode_all(&br#"{"model":"llama3","messages":[]}"#[..], 3).unwrap();
+    let url = format!("{}/v1/chat/completions", s.proxy);
+    let headers = |id| [("content-encoding", "zstd"), ("x-sim-id", id)];
+    let refused = send(http::Method::POST, &url, &headers("zflag"), flagged).await;
+    assert_eq!(refused.status, 403);
+    let error: Value = serde_json::from_slice(&refused.body).unwrap();
+    assert_eq!(
+        error["error"]["message"],
+        "ollama-guard: request refused by policy.debug_render_only: _debug_render_only \"true\" is not allowed"
+    );
+    let passed = send(http::Method::POST, &url, &headers("zok"), benign.clone()).await;
+    assert_ne!(passed.status, 403);
+    wait_events(&s.detection_log(), |ev| {
+        ev.iter().any(|e| e["rule"] == "policy.debug_render_only")
+    })
+    .await;
+    assert_eq!(
+        policy_events(&s),
+        [(
+            "policy.debug_render_only".into(),
+            "true".into(),
+            "blocked".into()
+        )]
+    );
+    let seen = |id: &str| {
+        s.sim
+            .log
+            .requests()
+            .into_iter()
+            .filter(|r| r.id.as_deref() == Some(id))
+            .map(|r| r.body_sha256)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seen("zflag"), Vec::<Option<String>>::new());
+    let want = format!("{:x}", sha2::Sha256::digest(&benign));
+    assert_eq!(seen("zok"), [Some(want)]);
+}

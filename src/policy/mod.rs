@@ -15,6 +15,7 @@
 
 mod body;
 mod gojson;
+pub(crate) mod inflate;
 mod model;
 pub(crate) mod scan;
 
@@ -23,7 +24,6 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 pub(crate) use body::Members;
-pub(crate) use gojson::Unreadable;
 use model::{host_allowed, registry_host, DEFAULT_REGISTRY};
 
 use crate::detect::Severity;
@@ -71,7 +71,7 @@ pub(crate) fn classify(rule: &str) -> (&'static str, &'static str) {
         }
         "policy.debug_render_only" => ("T1552", "Prompt Disclosure via _debug_render_only"),
         "policy.manage_from" => ("T1078", "Model Management from Unauthorised Network"),
-        "policy.unreadable_body" => ("T1027", "Unreadable Model-Management Request"),
+        "policy.unreadable_body" => ("T1027", "Unreadable Request Body"),
         _ => ("T1499", "Oversized Management Request"),
     }
 }
@@ -113,7 +113,7 @@ pub(crate) fn risk(rule: &str) -> (u32, &'static str) {
         ),
         "policy.unreadable_body" => (
             30,
-            "Unreadable model-management request body from $src$ on $uri_path$ ($field$ = $value$)",
+            "Unreadable request body from $src$ on $uri_path$ ($field$ = $value$)",
         ),
         _ => (
             30,
@@ -228,8 +228,10 @@ pub(crate) fn too_large(limit: u64) -> Verdict {
     )
 }
 
-/// The verdict on a management body Go's JSON decoder would refuse (`why` says where).
-pub(crate) fn unreadable(why: &Unreadable) -> Verdict {
+/// The verdict on a body Ollama could not read: a management body Go's JSON decoder would
+/// refuse ([`gojson::Unreadable`] says where), or a zstd body it could not decompress
+/// ([`inflate::InflateError`] says why).
+pub(crate) fn unreadable(why: &dyn std::fmt::Display) -> Verdict {
     verdict(
         "policy.unreadable_body",
         "body",

@@ -91,6 +91,8 @@ pub(crate) struct Proxy {
     limits: Arc<limits::ConnLimits>,
     policy: Arc<ArcSwap<crate::policy::PolicyConfig>>,
     policy_sink: Arc<dyn PolicySink>,
+    /// The policy stage's zstd decoder slots, shared by every worker.
+    decoders: Arc<tokio::sync::Semaphore>,
     auth: AuthParts,
     /// The listener speaks HTTPS (`tls_cert`/`tls_key`; on or off for the process's life).
     tls: Option<tls::TlsListener>,
@@ -155,6 +157,7 @@ impl Proxy {
             limits,
             policy: Arc::new(ArcSwap::from_pointee(live.policy.clone())),
             policy_sink,
+            decoders: Arc::new(tokio::sync::Semaphore::new(layers::policy::DECODERS)),
             auth,
             tls,
         }))
@@ -270,6 +273,8 @@ impl Proxy {
                 sink: self.policy_sink.clone(),
                 refused: self.metrics.refused.with_label_values(&["policy"]),
                 body_idle: self.timeouts.body_idle,
+                decoders: self.decoders.clone(),
+                busy: self.metrics.refused.with_label_values(&["busy"]),
             }))
             .layer(UpstreamErrorLayer::new(ErrorCtx {
                 metrics: self.metrics.clone(),

@@ -8,14 +8,15 @@
 //! brace shows the switch set and the verdict is to block, the body yields an error *instead*
 //! of that frame: the upstream never receives a complete body, the exchange fails, and the
 //! policy layer (which shares the [`ScanCell`]) answers the client `403`. Nothing else is held
-//! back; in monitor mode every frame passes unchanged.
+//! back; in monitor mode every frame passes unchanged. A zstd body's rest is decompressed before
+//! it is scanned (Ollama reads such a body whole before acting); a frame that does not
+//! decompress is withheld the same way, and answered `400`.
 //!
 //! Framing is kept: a body that came with `Content-Length` (the header is forwarded) reports
 //! its exact size; a chunked one reports none, so hyper sends it chunked again.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -23,62 +24,101 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::fault::BoxError;
-use crate::policy::scan::{Scan, Scanner};
+use tokio::sync::OwnedSemaphorePermit;
 
-/// The hand-off between a scanned body and the policy layer: the body reports the verdict
-/// through `judge` (once) and notes here whether it refused to complete.
+use crate::policy::inflate::Inflate;
+use crate::policy::scan::{Scan, Scanner};
+use crate::policy::{self, Verdict};
+
+/// The hand-off between a scanned body and the policy layer: the body reports its verdict
+/// through `judge` (once) and notes here the verdict that refused the body's end.
 pub(crate) struct ScanCell {
-    /// Reports the verdict (the pipeline logs it); `true` = refuse (block mode).
-    judge: Box<dyn Fn() -> bool + Send + Sync>,
-    refused: AtomicBool,
+    /// Reports a verdict (the pipeline logs it); `true` = refuse (block mode).
+    judge: Box<dyn Fn(&Verdict) -> bool + Send + Sync>,
+    refused: OnceLock<Verdict>,
 }
 
 impl ScanCell {
-    /// A cell whose verdict is reported by `judge`.
-    pub(crate) fn new(judge: impl Fn() -> bool + Send + Sync + 'static) -> Arc<Self> {
+    /// A cell whose verdicts are reported by `judge`.
+    pub(crate) fn new(judge: impl Fn(&Verdict) -> bool + Send + Sync + 'static) -> Arc<Self> {
         Arc::new(ScanCell {
             judge: Box::new(judge),
-            refused: AtomicBool::new(false),
+            refused: OnceLock::new(),
         })
     }
 
-    /// Whether the body withheld its end because of a blocking verdict.
-    pub(crate) fn refused(&self) -> bool {
-        self.refused.load(Ordering::Acquire)
+    /// The verdict that made the body withhold its end, if one did.
+    pub(crate) fn refused(&self) -> Option<&Verdict> {
+        self.refused.get()
     }
+}
+
+/// A zstd body's decoder, and the slot it holds while it decodes (see the policy layer).
+pub(crate) struct Decoding {
+    /// The decoder.
+    pub(crate) inflate: Inflate,
+    /// Freed with the decoder.
+    pub(crate) _slot: OwnedSemaphorePermit,
 }
 
 /// The streaming check of a body's remainder (see the module docs).
 pub(crate) struct Guard {
     scanner: Scanner,
+    /// A zstd body: the rest is decompressed before it is scanned (dropped once decided).
+    decoding: Option<Decoding>,
     cell: Arc<ScanCell>,
-    /// The verdict was reported (it is reported once).
-    reported: bool,
+    /// Nothing more to look at: a verdict was reported, or the object closed clean.
+    decided: bool,
     refused: bool,
 }
 
 impl Guard {
-    /// Continues `scanner` (which has seen the prefix) over the rest, reporting to `cell`.
-    pub(crate) fn new(scanner: Scanner, cell: Arc<ScanCell>) -> Self {
+    /// Continues `scanner` (which has seen the prefix) over the rest, reporting to `cell`;
+    /// with `decoding`, over the rest decompressed.
+    pub(crate) fn new(scanner: Scanner, decoding: Option<Decoding>, cell: Arc<ScanCell>) -> Self {
         Guard {
             scanner,
+            decoding,
             cell,
-            reported: false,
+            decided: false,
             refused: false,
         }
     }
 
     /// Scans `data`; `true` when the frame holding it must not be sent.
     fn withhold(&mut self, data: &[u8]) -> bool {
-        if self.reported {
+        if self.decided {
             return self.refused;
         }
-        self.scanner.feed(data);
-        if self.scanner.outcome() == Scan::Flagged {
-            self.reported = true;
-            self.refused = (self.cell.judge)();
+        let scanner = &mut self.scanner;
+        let verdict = match &mut self.decoding {
+            None => {
+                scanner.feed(data);
+                (scanner.outcome() == Scan::Flagged).then(policy::debug_render_only)
+            }
+            Some(d) => {
+                let fed = d.inflate.feed(data, &mut |plain| {
+                    scanner.feed(plain);
+                    scanner.outcome() == Scan::Pending
+                });
+                match (scanner.outcome(), fed) {
+                    (Scan::Flagged, _) => Some(policy::debug_render_only()),
+                    (Scan::Clear, _) => {
+                        self.decided = true;
+                        self.decoding = None;
+                        None
+                    }
+                    (Scan::Pending, Err(e)) => Some(policy::unreadable(&e)),
+                    (Scan::Pending, Ok(())) => None,
+                }
+            }
+        };
+        if let Some(v) = verdict {
+            self.decided = true;
+            self.decoding = None;
+            self.refused = (self.cell.judge)(&v);
             if self.refused {
-                self.cell.refused.store(true, Ordering::Release);
+                let _ = self.cell.refused.set(v);
             }
         }
         self.refused
@@ -87,7 +127,7 @@ impl Guard {
 
 /// The error a refused body ends with (the exchange fails; the policy layer answers).
 #[derive(Debug, thiserror::Error)]
-#[error("request body refused by policy.debug_render_only")]
+#[error("request body refused by the policy stage")]
 pub(crate) struct Refused;
 
 pin_project! {

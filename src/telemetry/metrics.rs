@@ -154,8 +154,15 @@ pub(crate) struct Metrics {
 }
 
 /// Reasons of `refused_requests_total` known at start.
-pub(crate) const REFUSAL_REASONS: [&str; 6] =
-    ["host", "malformed", "cross_site", "policy", "auth", "role"];
+pub(crate) const REFUSAL_REASONS: [&str; 7] = [
+    "host",
+    "malformed",
+    "cross_site",
+    "policy",
+    "busy",
+    "auth",
+    "role",
+];
 /// Reasons of `connections_rejected_total`.
 pub(crate) const CONNECTION_REJECT_REASONS: [&str; 4] = [
     "max_connections",

@@ -11,7 +11,10 @@
 //! the same size to see `_debug_render_only`; one larger than that (an image) is forwarded as
 //! read plus the rest of the stream, which is scanned for the switch as it passes (never
 //! buffered): in block mode the body withholds its final frame and the exchange's failure is
-//! answered `403` here, exactly as for a small body ([`PolicyBody::guarded`]). Blob uploads (the model file itself) are never
+//! answered `403` here, exactly as for a small body ([`PolicyBody::guarded`]). A generation body
+//! sent `Content-Encoding: zstd` is decompressed first, as Ollama decompresses it
+//! ([`crate::policy::inflate`]), and judged as the same body sent plain; it is forwarded as
+//! sent. At most [`DECODERS`] such bodies are decoded at once (`503` beyond). Blob uploads (the model file itself) are never
 //! buffered: only `manage_from` applies to them. Every other route passes untouched.
 //!
 //! Only requests in scope pay for a boxed future; the rest keep the stack's concrete types.
@@ -31,16 +34,19 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
+use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use super::{answered, refusal, Answer, Client, Meta};
+use crate::policy::inflate::{self, Inflate};
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Verdict};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
-use crate::proxy::policy_body::{Guard, PolicyBody, ScanCell};
+use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
 use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
 use crate::proxy::{refusal as refuse, upstream};
 use crate::record::Outcome;
+use crate::route::Route;
 use crate::telemetry::log_event::Action;
 
 /// Where policy verdicts go: the pipeline decides and logs (and bans), and says what it did.
@@ -59,7 +65,16 @@ pub(crate) struct PolicyCtx {
     pub(crate) refused: IntCounter,
     /// `timeouts.body_idle`, while the layer reads a body.
     pub(crate) body_idle: Duration,
+    /// The zstd decoder slots ([`DECODERS`], shared by every worker).
+    pub(crate) decoders: Arc<Semaphore>,
+    /// `refused_requests_total{reason="busy"}`.
+    pub(crate) busy: IntCounter,
 }
+
+/// How many zstd bodies are decoded at once, process-wide. Each decoder may hold a window of up
+/// to 8 MiB (what Ollama allows), so this bounds the stage's decoding memory at about 260 MiB
+/// however many connections send compressed bodies.
+pub(crate) const DECODERS: usize = 32;
 
 /// Checks policy routes.
 #[derive(Clone)]
@@ -232,34 +247,52 @@ where
         Err(fault) => return Ok(client_fault(fault)),
     };
     // A generation body larger than the stage reads: its prefix is scanned here, its rest
-    // as it streams.
+    // as it streams. A zstd one is decompressed first, as Ollama decompresses it.
     let mut scanner = None;
-    let verdicts = match (&read.rest, scope) {
-        (None, _) => match Members::parse(&read.prefix) {
-            Ok(m) => policy::check_body(&cfg, meta.route, &m),
-            // A management body Go's decoder would refuse too: Ollama answers it 400, so
-            // refusing it costs no client anything, and it keeps the stage closed should
-            // this reader ever refuse what Go accepts. A generation body goes on to
-            // Ollama's own 400.
-            Err(e)
-                if scope == Scope::ManageWithBody
-                    && policy::decodes_body(meta.route, &parts.method) =>
-            {
-                vec![policy::unreadable(&e)]
+    let mut decoding = None;
+    let verdicts = if scope == Scope::Generation && inflate::is_zstd(&parts.headers) {
+        let Ok(slot) = ctx.decoders.clone().try_acquire_owned() else {
+            return Ok(busy(&ctx, &meta));
+        };
+        match zstd_prefix(&cfg, meta.route, &read.prefix, read.rest.is_none()) {
+            Zstd::Judged(verdicts) => verdicts,
+            Zstd::Pending(s, inflate) => {
+                scanner = Some(s);
+                decoding = Some(Decoding {
+                    inflate,
+                    _slot: slot,
+                });
+                Vec::new()
             }
-            Err(_) => Vec::new(),
-        },
-        (Some(_), Scope::ManageWithBody) => vec![policy::too_large(cfg.max_body)],
-        (Some(_), _) => {
-            let mut s = Scanner::new("_debug_render_only");
-            s.feed(&read.prefix);
-            match s.outcome() {
-                Scan::Flagged => vec![policy::debug_render_only()],
-                Scan::Pending => {
-                    scanner = Some(s);
-                    Vec::new()
+        }
+    } else {
+        match (&read.rest, scope) {
+            (None, _) => match Members::parse(&read.prefix) {
+                Ok(m) => policy::check_body(&cfg, meta.route, &m),
+                // A management body Go's decoder would refuse too: Ollama answers it 400, so
+                // refusing it costs no client anything, and it keeps the stage closed should
+                // this reader ever refuse what Go accepts. A generation body goes on to
+                // Ollama's own 400.
+                Err(e)
+                    if scope == Scope::ManageWithBody
+                        && policy::decodes_body(meta.route, &parts.method) =>
+                {
+                    vec![policy::unreadable(&e)]
                 }
-                Scan::Clear => Vec::new(),
+                Err(_) => Vec::new(),
+            },
+            (Some(_), Scope::ManageWithBody) => vec![policy::too_large(cfg.max_body)],
+            (Some(_), _) => {
+                let mut s = Scanner::new(SWITCH);
+                s.feed(&read.prefix);
+                match s.outcome() {
+                    Scan::Flagged => vec![policy::debug_render_only()],
+                    Scan::Pending => {
+                        scanner = Some(s);
+                        Vec::new()
+                    }
+                    Scan::Clear => Vec::new(),
+                }
             }
         }
     };
@@ -270,12 +303,7 @@ where
         }
     }
     if let Some(v) = refusal {
-        let status = match v.rule {
-            "policy.body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "policy.unreadable_body" => StatusCode::BAD_REQUEST,
-            _ => StatusCode::FORBIDDEN,
-        };
-        return Ok(refused(&ctx, &meta, v, status));
+        return Ok(refused(&ctx, &meta, v, status_of(v)));
     }
     let (scanner, rest) = match (scanner, read.rest) {
         (Some(scanner), Some(rest)) => (scanner, rest),
@@ -286,27 +314,108 @@ where
     };
     let cell = {
         let (ctx, meta) = (ctx.clone(), meta.clone());
-        ScanCell::new(move || {
-            let action = ctx.sink.verdict(
-                &policy::debug_render_only(),
-                src,
-                &meta.path,
-                &meta.method_text,
-                ban,
-            );
+        ScanCell::new(move |v: &Verdict| {
+            let action = ctx.sink.verdict(v, src, &meta.path, &meta.method_text, ban);
             matches!(action, Action::Blocked | Action::Banned)
         })
     };
-    let guard = Guard::new(scanner, cell.clone());
+    let guard = Guard::new(scanner, decoding, cell.clone());
     let body = PolicyBody::guarded(read.prefix.freeze(), rest, exact, guard);
     let resp = inner.call(Request::from_parts(parts, body)).await;
     // The body withheld its end: the exchange failed (or the upstream answered early); either
     // way the client gets the refusal a small body would have got.
-    if cell.refused() {
-        let v = policy::debug_render_only();
-        return Ok(refused(&ctx, &meta, &v, StatusCode::FORBIDDEN));
+    if let Some(v) = cell.refused() {
+        return Ok(refused(&ctx, &meta, v, status_of(v)));
     }
     resp
+}
+
+/// The top-level switch a generation body is scanned for.
+const SWITCH: &str = "_debug_render_only";
+
+/// The status a refusing verdict is answered with.
+fn status_of(v: &Verdict) -> StatusCode {
+    match v.rule {
+        "policy.body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "policy.unreadable_body" => StatusCode::BAD_REQUEST,
+        _ => StatusCode::FORBIDDEN,
+    }
+}
+
+/// What the first part of a zstd generation body says.
+enum Zstd {
+    /// Decided: these verdicts (none = forward).
+    Judged(Vec<Verdict>),
+    /// Undecided: the rest is decoded and scanned as it streams.
+    Pending(Scanner, Inflate),
+}
+
+/// Decompresses the part of a zstd generation body the stage read (`ended`: all of it) and
+/// judges it as the same body sent plain would be judged: whole by the rules when it
+/// decompresses to at most `max_body` bytes, by the streaming scan otherwise. What Ollama could
+/// not decompress is `policy.unreadable_body` (it answers `400` itself).
+fn zstd_prefix(cfg: &PolicyConfig, route: Route, prefix: &[u8], ended: bool) -> Zstd {
+    let mut inflate = match Inflate::new() {
+        Ok(inflate) => inflate,
+        Err(e) => return Zstd::Judged(vec![policy::unreadable(&e)]),
+    };
+    let mut plain = Vec::new();
+    let mut scanner: Option<Scanner> = None;
+    let fed = inflate.feed(prefix, &mut |out| {
+        if let Some(s) = scanner.as_mut() {
+            s.feed(out);
+            return s.outcome() == Scan::Pending;
+        }
+        plain.extend_from_slice(out);
+        if plain.len() as u64 <= cfg.max_body {
+            return true;
+        }
+        let mut s = Scanner::new(SWITCH);
+        s.feed(&plain);
+        let undecided = s.outcome() == Scan::Pending;
+        scanner = Some(s);
+        undecided
+    });
+    let fed = fed.and_then(|()| if ended { inflate.finish() } else { Ok(()) });
+    let s = match scanner {
+        Some(s) => s,
+        None if ended => {
+            return Zstd::Judged(match (fed, Members::parse(&plain)) {
+                (Err(e), _) => vec![policy::unreadable(&e)],
+                (Ok(()), Ok(m)) => policy::check_body(cfg, route, &m),
+                // Not JSON Go reads: Ollama answers it 400 itself.
+                (Ok(()), Err(_)) => Vec::new(),
+            });
+        }
+        None => {
+            let mut s = Scanner::new(SWITCH);
+            s.feed(&plain);
+            s
+        }
+    };
+    match (s.outcome(), fed) {
+        (Scan::Flagged, _) => Zstd::Judged(vec![policy::debug_render_only()]),
+        (Scan::Clear, _) => Zstd::Judged(Vec::new()),
+        (Scan::Pending, Err(e)) => Zstd::Judged(vec![policy::unreadable(&e)]),
+        (Scan::Pending, Ok(())) if ended => Zstd::Judged(Vec::new()),
+        (Scan::Pending, Ok(())) => Zstd::Pending(s, inflate),
+    }
+}
+
+/// The answer to a zstd body while every decoder slot is taken: `503` with `Retry-After`, in
+/// either mode (a capacity limit, like the connection limits), never forwarded unjudged.
+fn busy<RB>(ctx: &PolicyCtx, meta: &Meta) -> Response<Answer<RB>> {
+    ctx.busy.inc();
+    let message = format!(
+        "ollama-guard: {DECODERS} compressed bodies are already being inspected; retry shortly"
+    );
+    let mut resp = refuse::shaped(&meta.path, &message);
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    resp.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    refusal(resp, Outcome::Refused)
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -98,6 +98,15 @@ impl Body for Frames {
 }
 
 fn service(block: bool, cfg: PolicyConfig) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
+    service_with(block, cfg, Arc::new(Semaphore::new(DECODERS)))
+}
+
+/// [`service`], with these zstd decoder slots.
+fn service_with(
+    block: bool,
+    cfg: PolicyConfig,
+    decoders: Arc<Semaphore>,
+) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
     let sink = Arc::new(Sink {
         block,
         seen: Mutex::default(),
@@ -109,6 +118,8 @@ fn service(block: bool, cfg: PolicyConfig) -> (PolicyService<Upstream>, Arc<Sink
         sink: sink.clone(),
         refused: IntCounter::new("r", "r").unwrap(),
         body_idle: Duration::from_secs(5),
+        decoders,
+        busy: IntCounter::new("b", "b").unwrap(),
     });
     (layer.layer(up.clone()), sink, up)
 }
@@ -470,6 +481,8 @@ async fn manage_from_refuses_other_networks_even_for_blob_uploads() {
     assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.manage_from");
 }
 
+/// Generation bodies sent `Content-Encoding: zstd`: decompressed, then judged.
+mod compressed;
 /// Generation bodies padded past `max_body`: the streamed scan.
 mod padded;
 

@@ -1,0 +1,249 @@
+use super::*;
+
+const SWITCH_ON: &[u8] = br#"{"model":"m","messages":[],"_debug_render_only":true}"#;
+const SWITCH_OFF: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn z(plain: &[u8]) -> Vec<u8> {
+    ::zstd::encode_all(plain, 3).unwrap()
+}
+
+/// `body` with `Content-Encoding: value`, in frames of `size` bytes.
+fn encoded(
+    route: Route,
+    path: &'static str,
+    body: &[u8],
+    size: usize,
+    value: &str,
+) -> Request<Frames> {
+    let mut req = framed(route, path, body, size, true);
+    req.headers_mut()
+        .insert(http::header::CONTENT_ENCODING, value.parse().unwrap());
+    req
+}
+
+fn zstd_req(route: Route, path: &'static str, body: &[u8], size: usize) -> Request<Frames> {
+    encoded(route, path, body, size, "zstd")
+}
+
+/// A generation body decompressing to more than `small()`'s 16 bytes, the switch at its end.
+fn padded(tail: &str) -> Vec<u8> {
+    format!(r#"{{"model":"m","prompt":"{}",{tail}}}"#, "x".repeat(4096)).into_bytes()
+}
+
+fn small() -> PolicyConfig {
+    PolicyConfig {
+        max_body: 16,
+        ..PolicyConfig::default()
+    }
+}
+
+async fn error_of(resp: Response<Answer<http_body_util::Empty<Bytes>>>) -> serde_json::Value {
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    json["error"].clone()
+}
+
+#[tokio::test]
+async fn a_compressed_switch_is_refused_before_anything_is_forwarded() {
+    let body = z(SWITCH_ON);
+    for (route, path, value) in [
+        (Route::OpenAiChat, "/v1/chat/completions", "zstd"),
+        (Route::OpenAiCompletions, "/v1/completions", " zstd\t"),
+        (Route::Chat, "/api/chat", "zstd"),
+        (Route::Generate, "/api/generate", "zstd"),
+    ] {
+        let (svc, sink, up) = service(true, PolicyConfig::default());
+        let resp = svc
+            .oneshot(encoded(route, path, &body, 3, value))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{path}");
+        assert_eq!(
+            resp.extensions().get::<Disposition>().map(|d| d.outcome),
+            Some(Outcome::Blocked)
+        );
+        assert!(up.0.lock().unwrap().is_empty(), "{path}: nothing forwarded");
+        assert_eq!(
+            sink.seen.lock().unwrap().clone(),
+            [("policy.debug_render_only".to_owned(), "true".to_owned())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_compressed_benign_body_is_forwarded_compressed_byte_identical() {
+    let body = z(SWITCH_OFF);
+    for size in [1, 5, body.len()] {
+        let (svc, sink, up) = service(true, PolicyConfig::default());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, size);
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let sent = up.0.lock().unwrap().clone();
+        assert_eq!(sent, [(Bytes::from(body.clone()), Some(body.len() as u64))]);
+        assert!(sink.seen.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_switch_deep_in_a_large_compressed_body_is_refused_as_it_streams() {
+    let plain = padded(r#""_debug_render_only":true"#);
+    let body = z(&plain);
+    assert!(body.len() > 16 && body.len() < 100, "{} bytes", body.len());
+    for size in [1, 7, 20] {
+        let (svc, sink, up) = service(true, small());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, size);
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 403, "frames of {size}");
+        assert_eq!(
+            error_of(resp).await["message"],
+            "ollama-guard: request refused by policy.debug_render_only: _debug_render_only \"true\" is not allowed"
+        );
+        let sent = up.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert!(
+            sent[0].0.len() < body.len(),
+            "frames of {size}: the end withheld"
+        );
+        assert!(body.starts_with(&sent[0].0));
+        assert_eq!(
+            sink.seen.lock().unwrap().clone(),
+            [("policy.debug_render_only".to_owned(), "true".to_owned())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn monitor_mode_forwards_a_compressed_switch_byte_identical_and_reports_it_once() {
+    for plain in [SWITCH_ON.to_vec(), padded(r#""_debug_render_only":true"#)] {
+        let body = z(&plain);
+        let (svc, sink, up) = service(false, small());
+        let req = zstd_req(Route::OpenAiCompletions, "/v1/completions", &body, 3);
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let sent = up.0.lock().unwrap().clone();
+        assert_eq!(sent, [(Bytes::from(body.clone()), Some(body.len() as u64))]);
+        assert_eq!(
+            sink.seen.lock().unwrap().clone(),
+            [("policy.debug_render_only".to_owned(), "true".to_owned())]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_large_compressed_benign_body_passes_whole_and_frees_its_decoder() {
+    let decoders = Arc::new(Semaphore::new(DECODERS));
+    for tail in [r#""_debug_render_only":false"#, r#""stream":true"#] {
+        let body = z(&padded(tail));
+        let (svc, sink, up) = service_with(true, small(), decoders.clone());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, 4);
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{tail}");
+        assert_eq!(up.0.lock().unwrap().clone()[0].0, Bytes::from(body));
+        assert!(sink.seen.lock().unwrap().is_empty());
+        assert_eq!(decoders.available_permits(), DECODERS);
+    }
+}
+
+#[tokio::test]
+async fn what_ollama_could_not_decompress_is_refused_400_in_block_mode_and_forwarded_in_monitor() {
+    let json = SWITCH_ON.to_vec();
+    let whole = z(SWITCH_ON);
+    let mut wide = ::zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    wide.set_parameter(::zstd::stream::raw::CParameter::WindowLog(24))
+        .unwrap();
+    wide.include_contentsize(false).unwrap();
+    std::io::Write::write_all(&mut wide, SWITCH_ON).unwrap();
+    let wide = wide.finish().unwrap();
+    let bomb = z(&vec![b' '; 21 << 20]);
+    let cases = [
+        (json, "zstd: Unknown frame descriptor"),
+        (
+            whole[..whole.len() - 1].to_vec(),
+            "zstd: the body ends inside a frame",
+        ),
+        (wide, "zstd: Frame requires too much memory for decoding"),
+        (bomb, "zstd: more than 20971520 bytes once decompressed"),
+    ];
+    for (body, why) in cases {
+        let (svc, sink, up) = service(true, PolicyConfig::default());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, 64);
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 400, "{why}");
+        assert!(up.0.lock().unwrap().is_empty(), "{why}");
+        assert_eq!(
+            sink.seen.lock().unwrap().clone(),
+            [("policy.unreadable_body".to_owned(), why.to_owned())]
+        );
+        let (svc, sink, up) = service(false, PolicyConfig::default());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, 64);
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 200, "{why}");
+        assert_eq!(up.0.lock().unwrap().clone()[0].0, Bytes::from(body));
+        assert_eq!(sink.seen.lock().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_frame_after_a_clean_start_withholds_the_end() {
+    // A first frame that opens the object, then bytes that are no frame: Ollama answers 400,
+    // and the guard refuses the same, the end never forwarded.
+    let mut body = z(&padded("")[..4000]);
+    body.extend_from_slice(b"not a frame at all");
+    let (svc, sink, up) = service(true, small());
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, 8);
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let sent = up.0.lock().unwrap().clone();
+    assert!(sent[0].0.len() < body.len());
+    assert_eq!(
+        sink.seen.lock().unwrap().clone(),
+        [(
+            "policy.unreadable_body".to_owned(),
+            "zstd: Unknown frame descriptor".to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_body_ollama_would_not_decompress_is_not_decompressed() {
+    // Ollama decompresses only when the first Content-Encoding is exactly `zstd`: with
+    // `ZSTD` or `gzip, zstd` it reads the compressed bytes as JSON and answers 400 itself.
+    let body = z(SWITCH_ON);
+    for value in ["ZSTD", "gzip, zstd", "zstd, gzip"] {
+        let (svc, sink, up) = service(true, PolicyConfig::default());
+        let req = encoded(Route::OpenAiChat, "/v1/chat/completions", &body, 3, value);
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 200, "{value}");
+        assert_eq!(up.0.lock().unwrap().len(), 1);
+        assert!(sink.seen.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn with_every_decoder_taken_a_compressed_body_is_answered_503_and_not_forwarded() {
+    let decoders = Arc::new(Semaphore::new(0));
+    for block in [true, false] {
+        let (svc, sink, up) = service_with(block, PolicyConfig::default(), decoders.clone());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert_eq!(
+            resp.extensions().get::<Disposition>().map(|d| d.outcome),
+            Some(Outcome::Refused)
+        );
+        assert!(error_of(resp).await["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ollama-guard: 32 compressed bodies are already being inspected"));
+        assert!(up.0.lock().unwrap().is_empty());
+        assert!(sink.seen.lock().unwrap().is_empty());
+        // A body that is not compressed needs no decoder.
+        let req = framed(
+            Route::OpenAiChat,
+            "/v1/chat/completions",
+            SWITCH_OFF,
+            8,
+            true,
+        );
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    }
+}
