@@ -15,6 +15,9 @@
 # Only user-space instructions are counted: system calls are not (see strace -c for those).
 # env NEW_CONN=1 sends every request on a new connection (`Connection: close`): the cost of a
 # connection's set-up and teardown with its one request, what a spray of new sources pays.
+# env REQUEST=generate sends `POST /api/generate` with a 49-byte JSON body instead (the policy
+# stage reads it), REQUEST=generate_zstd the same body compressed (`Content-Encoding: zstd`,
+# decoded by the policy stage); the fast upstream answers both with one NDJSON line.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -26,12 +29,23 @@ fast_upstream_only
 
 cat >"$work/client.py" <<'PY'
 import http.client, sys
-port, n, close = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+port, n, close, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+json = b'{"model":"llama3.2","prompt":"hi","stream":false}'
+# The same body as one zstd frame (libzstd, level 3: a raw block).
+zstd = bytes.fromhex("28b52ffd20318901007b226d6f64656c223a226c6c616d61332e32222c2270726f6d7074223a226869222c2273747265616d223a66616c73657d")
+method, path, body, headers = {
+    "tags": ("GET", "/api/tags", None, {}),
+    "generate": ("POST", "/api/generate", json, {"Content-Type": "application/json"}),
+    "generate_zstd": ("POST", "/api/generate", zstd,
+                      {"Content-Type": "application/json", "Content-Encoding": "zstd"}),
+}[kind]
+if close:
+    headers["Connection"] = "close"
 c = http.client.HTTPConnection("127.0.0.1", port)
 for _ in range(n):
     if close:
         c = http.client.HTTPConnection("127.0.0.1", port)
-    c.request("GET", "/api/tags", headers={"Connection": "close"} if close else {})
+    c.request(method, path, body=body, headers=headers)
     r = c.getresponse()
     r.read()
     if r.status != 200:
@@ -72,7 +86,7 @@ NGINX
       pid=$! ;;
   esac
   for _ in $(seq 300); do curl -fs -o /dev/null "http://127.0.0.1:$p/api/tags" && break; sleep 0.1; done
-  python3 "$work/client.py" "$p" "$n" "${NEW_CONN:-0}"
+  python3 "$work/client.py" "$p" "$n" "${NEW_CONN:-0}" "${REQUEST:-tags}"
   if [ "$target" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true
   awk '/^(summary|totals):/ {print $2; exit}' "$out"

@@ -86,6 +86,10 @@ http {
     default_type application/json;
     root $work;
     location / { try_files /tags.json =404; }
+    location = /api/generate {
+      default_type application/x-ndjson;
+      return 200 '{"model":"llama3.2","response":"hi","done":true}\n';
+    }
   }
 }
 NGINX
