@@ -124,13 +124,41 @@ impl Scanner {
     }
 
     /// Feeds the next bytes of the body (split anywhere).
-    pub(crate) fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some((&b, rest)) = bytes.split_first() {
             if matches!(self.state, State::Done | State::Invalid) {
                 return;
             }
+            if self.in_plain_string() {
+                // Inside a string only a quote, a backslash or a control byte matters: skip the
+                // run before the next one at memchr's speed, so a megabyte prompt (or a
+                // decompressed one) costs a scan, not a state transition per byte.
+                let run = memchr::memchr2(b'"', b'\\', bytes).unwrap_or(bytes.len());
+                let skip = if bytes[..run].iter().fold(0xFF, |m, &c| m.min(c)) >= 0x20 {
+                    run
+                } else {
+                    bytes[..run].iter().position(|&c| c < 0x20).unwrap_or(run)
+                };
+                if skip > 0 {
+                    bytes = &bytes[skip..];
+                    continue;
+                }
+            }
             self.byte(b);
+            bytes = rest;
         }
+    }
+
+    /// Inside a string, not right after a backslash, where a plain byte changes nothing: a
+    /// value, or a key already too long to match.
+    fn in_plain_string(&self) -> bool {
+        self.esc == Esc::None
+            && match self.state {
+                State::ValueString => true,
+                State::Nested => self.nested_string,
+                State::KeyString => self.key_over && self.high.is_none(),
+                _ => false,
+            }
     }
 
     fn byte(&mut self, b: u8) {

@@ -165,3 +165,45 @@ fn huge_values_are_not_stored() {
     assert_eq!(s.outcome(), Scan::Flagged);
     assert!(s.key_buf.capacity() <= 2 * KEY_CAP);
 }
+
+#[test]
+fn long_strings_and_keys_skip_to_the_bytes_that_matter_and_miss_none() {
+    let long = "x".repeat(300);
+    let cases = [
+        (
+            format!(r#"{{"p":"{long}\"{long}","_debug_render_only":true}}"#),
+            Scan::Flagged,
+        ),
+        (
+            format!("{{\"p\":\"{long}\n{long}\",\"_debug_render_only\":true}}"),
+            Scan::Clear,
+        ),
+        (
+            format!(r#"{{"m":[{{"c":"{long}\\"}},"{long}"],"_debug_render_only":true}}"#),
+            Scan::Flagged,
+        ),
+        (
+            format!(r#"{{"m":[{{"c":"{long}\\"}}],"_debug_render_only":true,"z":"{long}"}}"#),
+            Scan::Flagged,
+        ),
+        (
+            format!(r#"{{"{long}":"v","{long}\u0022":1,"_debug_render_only":true}}"#),
+            Scan::Flagged,
+        ),
+        (
+            format!(r#"{{"{long}\ud800":1,"_debug_render_only":true}}"#),
+            Scan::Flagged,
+        ),
+        (
+            format!("{{\"{long}\u{1}{long}\":1,\"_debug_render_only\":true}}"),
+            Scan::Clear,
+        ),
+        (
+            format!(r#"{{"_debug_render_only":true,"p":"{long}"#),
+            Scan::Pending,
+        ),
+    ];
+    for (body, want) in cases {
+        assert_eq!(scan(body.as_bytes()), want, "{body}");
+    }
+}
