@@ -423,3 +423,56 @@ async fn a_zstd_body_is_judged_decompressed_and_forwarded_compressed() {
     let want = format!("{:x}", sha2::Sha256::digest(&benign));
     assert_eq!(seen("zok"), [Some(want)]);
 }
+
+/// A compressed body that stalls while it holds one of the policy stage's decoder slots is cut
+/// once it falls behind the slots' minimum rate (4 KiB a second after a 10-second grace), and
+/// answered `408`; the simulator never reads a complete body, and the slot is free again.
+#[tokio::test]
+async fn a_compressed_body_stalling_in_a_decoder_slot_is_cut_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = stack_with(block_mode(), "[policy]\nmax_body = \"1KiB\"\n").await;
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let prompt: String = (0..64 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let plain = format!(r#"{{"model":"llama3","prompt":"{prompt}"}}"#);
+    let z = zstd::encode_all(plain.as_bytes(), 3).unwrap();
+    let addr = s.proxy.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nx-sim-id: slow\r\nContent-Encoding: zstd\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        z.len()
+    );
+    let start = std::time::Instant::now();
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    // 4 KiB buys one second beyond the grace; then nothing more comes.
+    c.write_all(&z[..4096]).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(60), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = start.elapsed();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(waited >= std::time::Duration::from_secs(11), "{waited:?}");
+    let complete = s
+        .sim
+        .log
+        .requests()
+        .into_iter()
+        .filter(|r| r.id.as_deref() == Some("slow") && r.body_sha256.is_some())
+        .count();
+    assert_eq!(complete, 0, "the simulator never read a complete body");
+    // The same client, sending the whole body, is served.
+    let url = format!("{}/v1/completions", s.proxy);
+    let headers = [("content-encoding", "zstd"), ("x-sim-id", "whole")];
+    let passed = send(http::Method::POST, &url, &headers, z).await;
+    assert_ne!(passed.status, 403);
+    assert_ne!(passed.status, 503);
+}

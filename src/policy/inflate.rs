@@ -2,23 +2,30 @@
 //! the policy stage judges what Ollama will read.
 //!
 //! Ollama (0.18 and later) decompresses such a body on its OpenAI- and Anthropic-compatible
-//! routes before reading the JSON (`/v1/chat/completions` and `/v1/completions` carry
-//! `_debug_render_only`):
+//! routes before reading the JSON (of those, `/v1/chat/completions` and `/v1/completions` carry
+//! `_debug_render_only`; [`decodes`]):
 //! - only when the *first* `Content-Encoding` value is exactly `zstd` (Go's `Header.Get`, the
 //!   value trimmed of spaces and tabs);
-//! - with a window of at most 8 MiB (`WithDecoderMaxMemory(8<<20)`);
+//! - with a window of at most 8 MiB (`WithDecoderMaxMemory(8<<20)`), checked on every frame;
 //! - reading at most 20 MiB of decompressed bytes (`MaxBytesReader(20<<20)`), and the whole
 //!   body before acting on any of it;
 //! - refusing with `400` whatever it cannot decompress.
 //!
-//! This decoder is libzstd's streaming decoder with the same window limit. A zstd frame begins
-//! with bytes no JSON text can begin with, so a body both readers would take as JSON is never a
-//! frame, and the reverse. Where the two decoders could disagree (a stream libzstd refuses), the
-//! stage refuses too (`policy.unreadable_body`): Ollama answers what it cannot decompress `400`,
-//! so closing there costs no client anything.
+//! This decoder is libzstd's streaming decoder with the same window limit, plus the window check
+//! on each frame header done here: libzstd decodes a frame that arrives whole in one pass and
+//! skips its own check then. A zstd frame begins with bytes no JSON text can begin with, so a
+//! body both readers would take as JSON is never a frame, and the reverse. Where the two decoders
+//! could disagree (a stream libzstd refuses), the stage refuses too (`policy.unreadable_body`):
+//! Ollama answers what it cannot decompress `400`, so closing there costs no client anything.
+//!
+//! Decoding work is bounded by what the client sends: a body that expands more than
+//! [`RATIO_LIMIT`] times (plus [`RATIO_SLACK`]) is a decompression bomb, and one longer than
+//! [`MAX_COMPRESSED`] is no encoder's output; both are refused.
 
 use http::header::CONTENT_ENCODING;
 use http::HeaderMap;
+
+use crate::route::Route;
 use zstd::stream::raw::{DParameter, Decoder, InBuffer, Operation, OutBuffer};
 
 /// The largest window Ollama's decoder accepts: 2^23 = 8 MiB.
@@ -27,6 +34,14 @@ pub(crate) const WINDOW_LOG_MAX: u32 = 23;
 pub(crate) const MAX_DECODED: u64 = 20 << 20;
 /// The decoder's output buffer: decompressed bytes are handed on in pieces of this size.
 const OUT: usize = 32 << 10;
+
+/// Whether Ollama decompresses a zstd body on this route (of those whose bodies the policy
+/// stage reads): its OpenAI-compatible chat and completions routes. `/api/generate` and
+/// `/api/chat` read the body as JSON whatever its `Content-Encoding` (a compressed one is
+/// answered `400`), so it is judged as sent there.
+pub(crate) fn decodes(route: Route) -> bool {
+    matches!(route, Route::OpenAiChat | Route::OpenAiCompletions)
+}
 
 /// Whether Ollama decompresses this request's body: the first `Content-Encoding` value, trimmed
 /// of spaces and tabs, is exactly `zstd` (Go compares case-sensitively).
@@ -44,15 +59,37 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
+/// How many times its compressed size a body may grow once decompressed (beyond
+/// [`RATIO_SLACK`]): Apache httpd's `DeflateInflateRatioLimit` default. JSON a client compressed
+/// stays far below it; a decompression bomb (a few hundred bytes that expand to megabytes) goes
+/// far above, and is refused before it costs more than that ratio in decoding work.
+pub(crate) const RATIO_LIMIT: u64 = 200;
+/// Decompressed bytes allowed whatever the ratio: one full zstd block, so a small body of
+/// repeated text is never taken for a bomb.
+pub(crate) const RATIO_SLACK: u64 = 128 << 10;
+/// The most compressed bytes read: no encoder makes a stream larger than its content plus a
+/// little framing, so a body past this (padding, endless skippable frames) is not one a client
+/// compressed.
+pub(crate) const MAX_COMPRESSED: u64 = MAX_DECODED + RATIO_SLACK;
+
 /// Why a body could not be read as Ollama would read it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum InflateError {
     /// Not a zstd stream libzstd decodes with an 8 MiB window.
     #[error("zstd: {0}")]
     Corrupt(String),
+    /// A frame's header asks for a window larger than Ollama's decoder allows.
+    #[error("zstd: a frame needs a {0}-byte window; Ollama's decoder allows 8388608")]
+    Window(u64),
     /// More decompressed bytes than Ollama reads.
     #[error("zstd: more than {MAX_DECODED} bytes once decompressed")]
     TooLarge,
+    /// More compressed bytes than any encoder makes of what Ollama reads.
+    #[error("zstd: more than {MAX_COMPRESSED} bytes compressed")]
+    TooLong,
+    /// Expanded more than [`RATIO_LIMIT`] times (a decompression bomb).
+    #[error("zstd: expands more than {RATIO_LIMIT}-fold (a decompression bomb)")]
+    Bomb,
     /// The body ended inside a frame.
     #[error("zstd: the body ends inside a frame")]
     Truncated,
@@ -64,17 +101,79 @@ pub(crate) struct Inflate {
     out: Box<[u8]>,
     /// Decompressed bytes so far.
     total: u64,
+    /// Compressed bytes taken so far.
+    taken: u64,
     /// A frame was started and has not ended.
     in_frame: bool,
+    /// The start of the next frame, gathered until its header is whole (then checked).
+    head: Vec<u8>,
 }
 
 impl std::fmt::Debug for Inflate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inflate")
             .field("total", &self.total)
+            .field("taken", &self.taken)
             .field("in_frame", &self.in_frame)
             .finish_non_exhaustive()
     }
+}
+
+/// The zstd frame magic number (little-endian on the wire).
+const MAGIC: u32 = 0xFD2F_B528;
+/// The longest frame header: magic, descriptor, window, dictionary ID, content size.
+const HEADER_MAX: usize = 4 + 1 + 1 + 4 + 8;
+/// The smallest window a decoder uses (1 KiB).
+const WINDOW_MIN: u64 = 1 << 10;
+
+/// What the start of a frame says (RFC 8878, section 3.1.1.1).
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// More bytes are needed to tell.
+    Short,
+    /// A zstd frame whose header is this long, with this window.
+    Frame { len: usize, window: u64 },
+    /// Not a zstd frame header (a skippable frame, or bytes libzstd will refuse).
+    Other,
+}
+
+/// Reads the frame header at the start of `b`. A single-segment frame's window is its content
+/// size, as in both Ollama's decoder and libzstd.
+fn head(b: &[u8]) -> Head {
+    let Some(magic) = b.get(..4) else {
+        return Head::Short;
+    };
+    if u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]) != MAGIC {
+        return Head::Other;
+    }
+    let Some(&fhd) = b.get(4) else {
+        return Head::Short;
+    };
+    let single = fhd & 0x20 != 0;
+    let fcs_len = match fhd >> 6 {
+        0 => usize::from(single),
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let dict_len = [0, 1, 2, 4][usize::from(fhd & 3)];
+    let len = 5 + usize::from(!single) + dict_len + fcs_len;
+    let Some(header) = b.get(..len) else {
+        return Head::Short;
+    };
+    let window = if single {
+        let fcs = &header[len - fcs_len..];
+        let mut v = [0u8; 8];
+        v[..fcs_len].copy_from_slice(fcs);
+        let size = u64::from_le_bytes(v) + if fcs_len == 2 { 256 } else { 0 };
+        size.max(WINDOW_MIN)
+    } else {
+        let wd = header[5];
+        let log = 10 + u32::from(wd >> 3);
+        let base = 1u64 << log;
+        base + (base / 8) * u64::from(wd & 7)
+    };
+    Head::Frame { len, window }
 }
 
 impl Inflate {
@@ -89,19 +188,72 @@ impl Inflate {
             decoder,
             out: vec![0; OUT].into_boxed_slice(),
             total: 0,
+            taken: 0,
             in_frame: false,
+            head: Vec::with_capacity(HEADER_MAX),
         })
     }
 
     /// Decompresses `input`, handing each piece of output to `sink` until it answers `false`
     /// (it has seen enough; the rest of `input` is then not decoded). Past [`MAX_DECODED`]
     /// bytes the pieces stop, the last one cut at the limit, and the answer is
-    /// [`InflateError::TooLarge`].
+    /// [`InflateError::TooLarge`]; past the ratio limit, [`InflateError::Bomb`].
     pub(crate) fn feed(
         &mut self,
         input: &[u8],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(), InflateError> {
+        self.taken += input.len() as u64;
+        if self.taken > MAX_COMPRESSED {
+            return Err(InflateError::TooLong);
+        }
+        let mut rest = input;
+        loop {
+            if self.in_frame {
+                if rest.is_empty() {
+                    return Ok(());
+                }
+                let Some(used) = self.run(rest, sink)? else {
+                    return Ok(());
+                };
+                rest = &rest[used..];
+                continue;
+            }
+            // Between frames: the next frame's header is gathered whole and checked before
+            // libzstd sees it. (libzstd decodes a frame that arrives whole in one pass without
+            // checking its window; Ollama's decoder checks every frame's.)
+            let take = (HEADER_MAX - self.head.len()).min(rest.len());
+            self.head.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.head.is_empty() {
+                return Ok(());
+            }
+            match head(&self.head) {
+                Head::Short => return Ok(()),
+                Head::Frame { window, .. } if window > 1 << WINDOW_LOG_MAX => {
+                    return Err(InflateError::Window(window));
+                }
+                Head::Frame { .. } | Head::Other => {}
+            }
+            // The gathered bytes go to libzstd; it stops where a frame ends, and what follows
+            // is kept for the next header check.
+            let mut gathered = std::mem::take(&mut self.head);
+            let used = self.run(&gathered, sink);
+            gathered.drain(..used.as_ref().ok().copied().flatten().unwrap_or(0));
+            self.head = gathered;
+            if used?.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Runs libzstd over `input` until it is used up or a frame ends; answers how much of it
+    /// was taken (`None` when the sink has seen enough).
+    fn run(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<Option<usize>, InflateError> {
         let mut input = InBuffer::around(input);
         loop {
             let mut output = OutBuffer::around(&mut self.out[..]);
@@ -114,7 +266,8 @@ impl Inflate {
             // libzstd answers 0 once a frame is decoded and flushed, and a size hint otherwise
             // — also when it merely waits for the next frame, so a frame is under way only once
             // it has taken bytes.
-            if hint == 0 {
+            let ended = hint == 0;
+            if ended {
                 self.in_frame = false;
             } else if input.pos() > read_before || written > 0 {
                 self.in_frame = true;
@@ -122,25 +275,30 @@ impl Inflate {
             if written > 0 {
                 let room = MAX_DECODED - self.total;
                 let keep = written.min(usize::try_from(room).unwrap_or(usize::MAX));
+                if self.total + keep as u64 > RATIO_SLACK + RATIO_LIMIT * self.taken {
+                    return Err(InflateError::Bomb);
+                }
                 self.total += keep as u64;
                 if keep > 0 && !sink(&self.out[..keep]) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 if keep < written {
                     return Err(InflateError::TooLarge);
                 }
             }
-            // Done when the input is used up and the output buffer was not filled (libzstd
-            // holds nothing more back).
-            if input.pos() == input.src.len() && written < self.out.len() {
-                return Ok(());
+            // Done when a frame ended (the next one's header is checked first), or when the
+            // input is used up and the output buffer was not filled (libzstd holds nothing
+            // more back).
+            let used = input.pos();
+            if ended || (used == input.src.len() && written < self.out.len()) {
+                return Ok(Some(used));
             }
         }
     }
 
     /// The body has ended: an error if it ended inside a frame.
     pub(crate) fn finish(&self) -> Result<(), InflateError> {
-        if self.in_frame {
+        if self.in_frame || !self.head.is_empty() {
             Err(InflateError::Truncated)
         } else {
             Ok(())

@@ -11,6 +11,7 @@
 
 pub(crate) mod client_ip;
 pub(crate) mod cut;
+pub(crate) mod decoders;
 pub(crate) mod deferred;
 pub(crate) mod eos;
 pub(crate) mod fault;
@@ -92,7 +93,7 @@ pub(crate) struct Proxy {
     policy: Arc<ArcSwap<crate::policy::PolicyConfig>>,
     policy_sink: Arc<dyn PolicySink>,
     /// The policy stage's zstd decoder slots, shared by every worker.
-    decoders: Arc<tokio::sync::Semaphore>,
+    decoders: Arc<decoders::Decoders>,
     auth: AuthParts,
     /// The listener speaks HTTPS (`tls_cert`/`tls_key`; on or off for the process's life).
     tls: Option<tls::TlsListener>,
@@ -157,7 +158,7 @@ impl Proxy {
             limits,
             policy: Arc::new(ArcSwap::from_pointee(live.policy.clone())),
             policy_sink,
-            decoders: Arc::new(tokio::sync::Semaphore::new(layers::policy::DECODERS)),
+            decoders: decoders::Decoders::standard(),
             auth,
             tls,
         }))

@@ -10,21 +10,25 @@
 //! policy layer (which shares the [`ScanCell`]) answers the client `403`. Nothing else is held
 //! back; in monitor mode every frame passes unchanged. A zstd body's rest is decompressed before
 //! it is scanned (Ollama reads such a body whole before acting); a frame that does not
-//! decompress is withheld the same way, and answered `400`.
+//! decompress is withheld the same way, and answered `400`. While it holds a decoder slot, such
+//! a body must keep the slots' minimum rate ([`crate::proxy::decoders`]): one that falls behind
+//! ends with [`TooSlow`], a stall (`408`), and frees its slot.
 //!
 //! Framing is kept: a body that came with `Content-Length` (the header is forwarded) reports
 //! its exact size; a chunked one reports none, so hyper sends it chunked again.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::decoders::{Slot, MIN_RATE};
 use super::fault::BoxError;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
 
 use crate::policy::inflate::Inflate;
 use crate::policy::scan::{Scan, Scanner};
@@ -53,12 +57,28 @@ impl ScanCell {
     }
 }
 
-/// A zstd body's decoder, and the slot it holds while it decodes (see the policy layer).
+/// A zstd body's decoder, and the slot it holds while it decodes
+/// ([`crate::proxy::decoders`]).
 pub(crate) struct Decoding {
-    /// The decoder.
-    pub(crate) inflate: Inflate,
+    inflate: Inflate,
     /// Freed with the decoder.
-    pub(crate) _slot: OwnedSemaphorePermit,
+    slot: Slot,
+    /// Compressed bytes taken since the slot was given (the prefix included).
+    taken: u64,
+    /// Fires when the body falls behind the slot's minimum rate.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Decoding {
+    /// `inflate`, which has decoded the `taken` bytes of the prefix, holding `slot`.
+    pub(crate) fn new(inflate: Inflate, slot: Slot, taken: u64) -> Self {
+        Decoding {
+            inflate,
+            slot,
+            taken,
+            timer: None,
+        }
+    }
 }
 
 /// The streaming check of a body's remainder (see the module docs).
@@ -70,6 +90,8 @@ pub(crate) struct Guard {
     /// Nothing more to look at: a verdict was reported, or the object closed clean.
     decided: bool,
     refused: bool,
+    /// Cut: it fell behind the decoder slot's minimum rate.
+    slow: bool,
 }
 
 impl Guard {
@@ -82,7 +104,31 @@ impl Guard {
             cell,
             decided: false,
             refused: false,
+            slow: false,
         }
+    }
+
+    /// Called while the client's body has nothing new: whether a body holding a decoder slot
+    /// has fallen behind the minimum rate (it is then cut, and the slot freed). The timer is
+    /// armed only while the body waits on the client, as the idle timer is.
+    fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(d) = self.decoding.as_mut() else {
+            return false;
+        };
+        let deadline = d.slot.deadline(d.taken);
+        let timer = d
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        self.decoding = None;
+        self.decided = true;
+        self.slow = true;
+        true
     }
 
     /// Scans `data`; `true` when the frame holding it must not be sent.
@@ -97,6 +143,7 @@ impl Guard {
                 (scanner.outcome() == Scan::Flagged).then(policy::debug_render_only)
             }
             Some(d) => {
+                d.taken += data.len() as u64;
                 let fed = d.inflate.feed(data, &mut |plain| {
                     scanner.feed(plain);
                     scanner.outcome() == Scan::Pending
@@ -129,6 +176,12 @@ impl Guard {
 #[derive(Debug, thiserror::Error)]
 #[error("request body refused by the policy stage")]
 pub(crate) struct Refused;
+
+/// The error a body ends with when it fell behind a decoder slot's minimum rate (a client
+/// fault: answered `408`, as a stalled body).
+#[derive(Debug, thiserror::Error)]
+#[error("compressed request body slower than {MIN_RATE} bytes a second while inspected")]
+pub(crate) struct TooSlow;
 
 pin_project! {
     /// See the module docs.
@@ -200,10 +253,21 @@ where
                 if guard.as_ref().is_some_and(|g| g.refused) {
                     return Poll::Ready(Some(Err(Box::new(Refused))));
                 }
+                if guard.as_ref().is_some_and(|g| g.slow) {
+                    return Poll::Ready(Some(Err(Box::new(TooSlow))));
+                }
                 let Some(r) = rest.as_pin_mut() else {
                     return Poll::Ready(None);
                 };
-                let frame = ready!(r.poll_frame(cx));
+                let frame = match r.poll_frame(cx) {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        if guard.as_mut().is_some_and(|g| g.too_slow(cx)) {
+                            return Poll::Ready(Some(Err(Box::new(TooSlow))));
+                        }
+                        return Poll::Pending;
+                    }
+                };
                 if let (Some(Ok(f)), Some(g)) = (&frame, guard.as_mut()) {
                     if f.data_ref().is_some_and(|d| g.withhold(d)) {
                         return Poll::Ready(Some(Err(Box::new(Refused))));
@@ -241,7 +305,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::decoders::{Decoders, GRACE};
     use http_body_util::{BodyExt, Full};
+    use std::collections::VecDeque;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn replay_yields_the_prefix_then_the_rest_byte_identical() {
@@ -261,5 +328,118 @@ mod tests {
         assert_eq!(&all[..], b"{}");
         let empty = PolicyBody::<Full<Bytes>>::replay(Bytes::new(), None, Some(0));
         assert!(empty.is_end_stream());
+    }
+
+    /// A body that yields each frame after its delay, then ends, or stalls for ever.
+    struct Paced {
+        frames: VecDeque<(Duration, Bytes)>,
+        sleep: Option<Pin<Box<Sleep>>>,
+        stall: bool,
+    }
+
+    impl Body for Paced {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            let Some(&(delay, _)) = self.frames.front() else {
+                return if self.stall {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                };
+            };
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+            std::task::ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+            let (_, data) = self.frames.pop_front().unwrap();
+            Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+    }
+
+    /// A skippable zstd frame `len` bytes long (it decodes to nothing).
+    fn skippable(len: usize) -> Bytes {
+        let mut f = vec![0x50, 0x2A, 0x4D, 0x18];
+        f.extend_from_slice(&u32::try_from(len - 8).unwrap().to_le_bytes());
+        f.resize(len, b'.');
+        f.into()
+    }
+
+    /// A guarded zstd body whose scanner has seen a prompt open, then `frames`.
+    fn inspected(
+        decoders: &Arc<Decoders>,
+        frames: VecDeque<(Duration, Bytes)>,
+        stall: bool,
+    ) -> PolicyBody<Paced> {
+        let slot = decoders.take("192.0.2.1".parse().unwrap()).unwrap();
+        let mut scanner = Scanner::new("_debug_render_only");
+        scanner.feed(br#"{"model":"m","prompt":"x"#);
+        let decoding = Decoding::new(Inflate::new().unwrap(), slot, 0);
+        let cell = ScanCell::new(|_: &Verdict| true);
+        let rest = Paced {
+            frames,
+            sleep: None,
+            stall,
+        };
+        PolicyBody::guarded(
+            Bytes::new(),
+            rest,
+            None,
+            Guard::new(scanner, Some(decoding), cell),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_compressed_body_behind_the_minimum_rate_is_cut_and_frees_its_slot() {
+        let decoders = Decoders::new(1, 1);
+        let start = tokio::time::Instant::now();
+        // 1000 bytes a second: after frame k (at k s) the body must have its next bytes by
+        // 10 s + k × 1000 / 4096 s; frame 12 is the first whose successor comes too late.
+        let frames = (0..40)
+            .map(|_| (Duration::from_secs(1), skippable(1000)))
+            .collect();
+        let mut body = inspected(&decoders, frames, false);
+        let mut got = 0;
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.into_data().unwrap().len(),
+                Some(Err(e)) => break e,
+                None => panic!("the body ended"),
+            }
+        };
+        assert!(err.is::<TooSlow>(), "{err}");
+        assert_eq!(got, 12_000);
+        // 10 s + 12 000 / 4096 s = 12.9296875 s, which tokio's millisecond timer rounds up.
+        assert_eq!(start.elapsed(), Duration::from_millis(12_930));
+        assert_eq!(decoders.available(), 1, "the slot is freed");
+        assert!(body.frame().await.unwrap().unwrap_err().is::<TooSlow>());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_keeping_the_minimum_rate_streams_to_its_end_and_a_stall_is_cut() {
+        let decoders = Decoders::new(1, 1);
+        let start = tokio::time::Instant::now();
+        // 8 KiB a second for a minute, then the prompt closes: never cut.
+        let mut frames: VecDeque<_> = (0..60)
+            .map(|_| (Duration::from_secs(1), skippable(8192)))
+            .collect();
+        let close = Bytes::from(::zstd::encode_all(&br#"y"}"#[..], 3).unwrap());
+        frames.push_back((Duration::from_secs(1), close.clone()));
+        let body = inspected(&decoders, frames, false);
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 60 * 8192 + close.len());
+        assert!(all.ends_with(&close));
+        assert_eq!(start.elapsed(), Duration::from_secs(61));
+        assert_eq!(decoders.available(), 1);
+        // A body that sends nothing at all is cut after the grace.
+        let start = tokio::time::Instant::now();
+        let mut body = inspected(&decoders, VecDeque::new(), true);
+        assert!(body.frame().await.unwrap().unwrap_err().is::<TooSlow>());
+        assert_eq!(start.elapsed(), GRACE);
+        assert_eq!(decoders.available(), 1);
     }
 }

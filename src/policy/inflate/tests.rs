@@ -81,25 +81,212 @@ fn a_window_above_8_mib_is_refused_as_ollama_refuses_it() {
     assert_eq!((out, end), (data.clone(), Ok(())));
     let (out, end) = decode(&with_window(&data, 24), 64);
     assert_eq!(out, b"");
-    assert_eq!(
-        end,
-        Err(InflateError::Corrupt(
-            "Frame requires too much memory for decoding".into()
-        ))
-    );
+    assert_eq!(end, Err(InflateError::Window(1 << 24)));
+}
+
+/// `n` bytes that do not compress (xorshift), as JSON string content.
+fn incompressible(n: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect()
 }
 
 #[test]
 fn more_than_20_mib_decompressed_stops_at_the_limit() {
-    let z = zstd::encode_all(&vec![b' '; (20 << 20) + 1][..], 3).unwrap();
-    assert!(z.len() < 4096, "{} bytes compressed", z.len());
-    let (out, end) = decode(&z, z.len());
+    let data = incompressible((20 << 20) + 1);
+    let z = zstd::encode_all(&data[..], 1).unwrap();
+    let (out, end) = decode(&z, 1 << 16);
     assert_eq!(out.len() as u64, MAX_DECODED);
+    assert_eq!(out[..], data[..out.len()]);
     assert_eq!(end, Err(InflateError::TooLarge));
     // Exactly 20 MiB is what Ollama still reads.
-    let z = zstd::encode_all(&vec![b' '; 20 << 20][..], 3).unwrap();
-    let (out, end) = decode(&z, 1000);
+    let z = zstd::encode_all(&data[..20 << 20], 1).unwrap();
+    let (out, end) = decode(&z, 1 << 16);
     assert_eq!((out.len() as u64, end), (MAX_DECODED, Ok(())));
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_once_it_expands_200_fold() {
+    // 20 MiB of spaces compress to a few hundred bytes: refused after the slack plus 200 times
+    // what was read, long before 20 MiB were decoded.
+    let z = zstd::encode_all(&vec![b' '; 20 << 20][..], 3).unwrap();
+    assert!(z.len() < 4096, "{} bytes compressed", z.len());
+    let (out, end) = decode(&z, z.len());
+    assert_eq!(end, Err(InflateError::Bomb));
+    let limit = RATIO_SLACK + RATIO_LIMIT * z.len() as u64;
+    assert!(out.len() as u64 <= limit, "{} decoded", out.len());
+    assert!(
+        out.len() as u64 > limit - OUT as u64,
+        "{} decoded",
+        out.len()
+    );
+    // Repeated text within the slack is not a bomb, however well it compresses.
+    let small = vec![b' '; RATIO_SLACK as usize];
+    let z = zstd::encode_all(&small[..], 3).unwrap();
+    assert_eq!(decode(&z, 7), (small, Ok(())));
+    // A chat carrying a long document (this repository's README, sent three times as an agent
+    // resends its history), at zstd's strongest level, is far from a bomb.
+    let doc = include_str!("../../../README.md");
+    let turn = serde_json::json!({"role": "user", "content": doc});
+    let body = serde_json::json!({"model": "m", "messages": [turn, turn, turn]}).to_string();
+    let z = zstd::encode_all(body.as_bytes(), 19).unwrap();
+    assert!(
+        body.len() as u64 > 5 * z.len() as u64,
+        "{} -> {}",
+        body.len(),
+        z.len()
+    );
+    assert_eq!(decode(&z, 1 << 14), (body.into_bytes(), Ok(())));
+}
+
+#[test]
+fn more_compressed_bytes_than_any_encoder_makes_are_refused() {
+    // Skippable frames decode to nothing; a body of them could otherwise hold a decoder forever.
+    let mut skip = vec![0x50, 0x2A, 0x4D, 0x18];
+    skip.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    skip.resize(8 + (1 << 20), 0);
+    let mut inflate = Inflate::new().unwrap();
+    let mut fed = 0u64;
+    let end = loop {
+        match inflate.feed(&skip, &mut |_| true) {
+            Ok(()) => fed += skip.len() as u64,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(end, InflateError::TooLong);
+    assert!(fed <= MAX_COMPRESSED && fed + skip.len() as u64 > MAX_COMPRESSED);
+}
+
+#[test]
+fn a_frame_header_gives_its_window() {
+    let magic = MAGIC.to_le_bytes();
+    let with = |rest: &[u8]| [&magic[..], rest].concat();
+    assert_eq!(head(&magic[..3]), Head::Short);
+    assert_eq!(head(b"{\"mo"), Head::Other);
+    // Skippable frames are libzstd's to read.
+    assert_eq!(head(&[0x5F, 0x2A, 0x4D, 0x18, 0]), Head::Other);
+    assert_eq!(head(&magic), Head::Short);
+    // Window descriptor: exponent 13 (2^23), mantissa 0, then mantissa 1 (+1/8).
+    assert_eq!(head(&with(&[0x00])), Head::Short);
+    assert_eq!(
+        head(&with(&[0x00, 13 << 3])),
+        Head::Frame {
+            len: 6,
+            window: 8 << 20
+        }
+    );
+    assert_eq!(
+        head(&with(&[0x00, (13 << 3) | 1])),
+        Head::Frame {
+            len: 6,
+            window: (8 << 20) + (1 << 20)
+        }
+    );
+    // Single segment: the window is the content size (1, 2 with +256, 4, 8 bytes), at least
+    // 1 KiB.
+    assert_eq!(
+        head(&with(&[0x20, 5])),
+        Head::Frame {
+            len: 6,
+            window: 1024
+        }
+    );
+    assert_eq!(
+        head(&with(&[0x60, 0xFF, 0xFF])),
+        Head::Frame {
+            len: 7,
+            window: 65_791
+        }
+    );
+    assert_eq!(
+        head(&with(&[0xA0, 0, 0, 0x90, 0])),
+        Head::Frame {
+            len: 9,
+            window: 9 << 20
+        }
+    );
+    assert_eq!(
+        head(&with(&[0xE0, 0, 0, 0, 0, 0, 0, 0, 1])),
+        Head::Frame {
+            len: 13,
+            window: 1 << 56
+        }
+    );
+    // A dictionary ID (4 bytes) and a 4-byte content size beside a window descriptor.
+    assert_eq!(
+        head(&with(&[0x83, 10 << 3, 1, 2, 3, 4, 9, 9, 9, 9])),
+        Head::Frame {
+            len: 14,
+            window: 1 << 20
+        }
+    );
+    assert_eq!(
+        head(&with(&[0x83, 10 << 3, 1, 2, 3, 4, 9, 9, 9])),
+        Head::Short
+    );
+}
+
+/// `data` as one frame whose header declares a 2^`log`-byte window *and* its content size (a
+/// header no stock encoder writes: it would shrink the window to the content).
+fn declaring(data: &[u8], log: u8) -> Vec<u8> {
+    let plain = with_window(data, 10);
+    // magic, descriptor 0x00 (no content size, not single-segment), window descriptor, blocks.
+    assert_eq!(plain[4], 0x00);
+    let mut z = plain[..4].to_vec();
+    z.push(0x80); // a 4-byte content size
+    z.push((log - 10) << 3);
+    z.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    z.extend_from_slice(&plain[6..]);
+    z
+}
+
+#[test]
+fn a_whole_frame_asking_for_a_huge_window_is_refused_however_small_its_content() {
+    let data = br#"{"model":"m","_debug_render_only":true}"#;
+    // The crafted header is sound: with a legal window the frame decodes.
+    assert_eq!(
+        decode(&declaring(data, 23), 1 << 16),
+        (data.to_vec(), Ok(()))
+    );
+    for log in [24u8, 31] {
+        let z = declaring(data, log);
+        for piece in [1, 5, z.len()] {
+            let (out, end) = decode(&z, piece);
+            assert_eq!(out, b"", "2^{log}, pieces of {piece}");
+            assert_eq!(end, Err(InflateError::Window(1 << log)));
+        }
+    }
+    // The same after an innocent first frame, in one piece.
+    let mut z = zstd::encode_all(&b"{\"model\":"[..], 3).unwrap();
+    z.extend(declaring(b"\"m\"}", 31));
+    let (out, end) = decode(&z, z.len());
+    assert_eq!(
+        (out, end),
+        (b"{\"model\":".to_vec(), Err(InflateError::Window(1 << 31)))
+    );
+}
+
+#[test]
+fn tiny_frames_back_to_back_decode_in_any_pieces() {
+    let mut z = Vec::new();
+    let mut want = Vec::new();
+    for part in [&b"{"[..], b"", b"\"model\"", b":", b"\"m\"", b"}"] {
+        z.extend(zstd::encode_all(part, 3).unwrap());
+        want.extend_from_slice(part);
+    }
+    for piece in [1, 2, 3, 17, z.len()] {
+        assert_eq!(
+            decode(&z, piece),
+            (want.clone(), Ok(())),
+            "pieces of {piece}"
+        );
+    }
 }
 
 #[test]

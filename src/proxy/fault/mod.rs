@@ -65,6 +65,10 @@ impl ClientBodyError {
     pub(crate) fn fault(&self) -> ClientFault {
         match self {
             ClientBodyError::Idle(_) => ClientFault::Idle,
+            // A compressed body that fell behind its decoder slot's minimum rate stalled.
+            ClientBodyError::Read(e) if chain_is::<crate::proxy::policy_body::TooSlow>(&**e) => {
+                ClientFault::Idle
+            }
             ClientBodyError::Read(e) => match io_kind(&**e) {
                 Some(io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput) => {
                     ClientFault::Malformed
@@ -218,6 +222,17 @@ fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
         cur = err.source();
     }
     None
+}
+
+fn chain_is<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn chain_has(e: &(dyn StdError + 'static), pred: impl Fn(&hyper::Error) -> bool) -> bool {

@@ -151,3 +151,11 @@ async fn an_error_mid_body_counts_what_passed_before_it() {
     assert_eq!(cell.bytes_in(), 500);
     assert_eq!(cell.get(), Some(ClientFault::Aborted));
 }
+
+#[test]
+fn a_compressed_body_behind_its_minimum_rate_is_a_stall() {
+    let e = ClientBodyError::Read(Box::new(crate::proxy::policy_body::TooSlow));
+    assert_eq!(e.fault(), ClientFault::Idle);
+    let other = ClientBodyError::Read(Box::new(crate::proxy::policy_body::Refused));
+    assert_eq!(other.fault(), ClientFault::Aborted);
+}

@@ -14,7 +14,7 @@
 //! answered `403` here, exactly as for a small body ([`PolicyBody::guarded`]). A generation body
 //! sent `Content-Encoding: zstd` is decompressed first, as Ollama decompresses it
 //! ([`crate::policy::inflate`]), and judged as the same body sent plain; it is forwarded as
-//! sent. At most [`DECODERS`] such bodies are decoded at once (`503` beyond). Blob uploads (the model file itself) are never
+//! sent; [`crate::proxy::decoders`] bounds how many are decoded at once, and how slowly. Blob uploads (the model file itself) are never
 //! buffered: only `manage_from` applies to them. Every other route passes untouched.
 //!
 //! Only requests in scope pay for a boxed future; the rest keep the stack's concrete types.
@@ -34,13 +34,13 @@ use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::BodyExt;
 use prometheus::IntCounter;
-use tokio::sync::Semaphore;
 use tower::{Layer, Service};
 
 use super::{answered, refusal, Answer, Client, Meta};
 use crate::policy::inflate::{self, Inflate};
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Verdict};
+use crate::proxy::decoders::{Busy, Decoders};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
 use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
 use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
@@ -65,16 +65,11 @@ pub(crate) struct PolicyCtx {
     pub(crate) refused: IntCounter,
     /// `timeouts.body_idle`, while the layer reads a body.
     pub(crate) body_idle: Duration,
-    /// The zstd decoder slots ([`DECODERS`], shared by every worker).
-    pub(crate) decoders: Arc<Semaphore>,
+    /// The zstd decoder slots (shared by every worker).
+    pub(crate) decoders: Arc<Decoders>,
     /// `refused_requests_total{reason="busy"}`.
     pub(crate) busy: IntCounter,
 }
-
-/// How many zstd bodies are decoded at once, process-wide. Each decoder may hold a window of up
-/// to 8 MiB (what Ollama allows), so this bounds the stage's decoding memory at about 260 MiB
-/// however many connections send compressed bodies.
-pub(crate) const DECODERS: usize = 32;
 
 /// Checks policy routes.
 #[derive(Clone)]
@@ -247,21 +242,23 @@ where
         Err(fault) => return Ok(client_fault(fault)),
     };
     // A generation body larger than the stage reads: its prefix is scanned here, its rest
-    // as it streams. A zstd one is decompressed first, as Ollama decompresses it.
+    // as it streams. A zstd one is decompressed first, on the routes where Ollama decompresses
+    // it.
     let mut scanner = None;
     let mut decoding = None;
-    let verdicts = if scope == Scope::Generation && inflate::is_zstd(&parts.headers) {
-        let Ok(slot) = ctx.decoders.clone().try_acquire_owned() else {
-            return Ok(busy(&ctx, &meta));
+    let verdicts = if scope == Scope::Generation
+        && inflate::decodes(meta.route)
+        && inflate::is_zstd(&parts.headers)
+    {
+        let slot = match ctx.decoders.take(src) {
+            Ok(slot) => slot,
+            Err(why) => return Ok(busy(&ctx, &meta, why)),
         };
         match zstd_prefix(&cfg, meta.route, &read.prefix, read.rest.is_none()) {
             Zstd::Judged(verdicts) => verdicts,
             Zstd::Pending(s, inflate) => {
                 scanner = Some(s);
-                decoding = Some(Decoding {
-                    inflate,
-                    _slot: slot,
-                });
+                decoding = Some(Decoding::new(inflate, slot, read.prefix.len() as u64));
                 Vec::new()
             }
         }
@@ -402,13 +399,20 @@ fn zstd_prefix(cfg: &PolicyConfig, route: Route, prefix: &[u8], ended: bool) -> 
     }
 }
 
-/// The answer to a zstd body while every decoder slot is taken: `503` with `Retry-After`, in
-/// either mode (a capacity limit, like the connection limits), never forwarded unjudged.
-fn busy<RB>(ctx: &PolicyCtx, meta: &Meta) -> Response<Answer<RB>> {
+/// The answer to a zstd body while every decoder slot is taken, or its source's share is:
+/// `503` with `Retry-After`, in either mode (a capacity limit, like the connection limits),
+/// never forwarded unjudged.
+fn busy<RB>(ctx: &PolicyCtx, meta: &Meta, why: Busy) -> Response<Answer<RB>> {
     ctx.busy.inc();
-    let message = format!(
-        "ollama-guard: {DECODERS} compressed bodies are already being inspected; retry shortly"
-    );
+    let message = match why {
+        Busy::All(n) => format!(
+            "ollama-guard: {n} compressed bodies are already being inspected; retry shortly"
+        ),
+        Busy::Source(n) => format!(
+            "ollama-guard: {n} compressed bodies from this client are already being inspected; \
+             retry shortly"
+        ),
+    };
     let mut resp = refuse::shaped(&meta.path, &message);
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     resp.headers_mut().insert(

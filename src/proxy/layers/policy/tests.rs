@@ -98,14 +98,14 @@ impl Body for Frames {
 }
 
 fn service(block: bool, cfg: PolicyConfig) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
-    service_with(block, cfg, Arc::new(Semaphore::new(DECODERS)))
+    service_with(block, cfg, Decoders::standard())
 }
 
 /// [`service`], with these zstd decoder slots.
 fn service_with(
     block: bool,
     cfg: PolicyConfig,
-    decoders: Arc<Semaphore>,
+    decoders: Arc<Decoders>,
 ) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
     let sink = Arc::new(Sink {
         block,

@@ -1,3 +1,5 @@
+use crate::proxy::decoders::{DECODERS, PER_SOURCE};
+
 use super::*;
 
 const SWITCH_ON: &[u8] = br#"{"model":"m","messages":[],"_debug_render_only":true}"#;
@@ -49,8 +51,6 @@ async fn a_compressed_switch_is_refused_before_anything_is_forwarded() {
     for (route, path, value) in [
         (Route::OpenAiChat, "/v1/chat/completions", "zstd"),
         (Route::OpenAiCompletions, "/v1/completions", " zstd\t"),
-        (Route::Chat, "/api/chat", "zstd"),
-        (Route::Generate, "/api/generate", "zstd"),
     ] {
         let (svc, sink, up) = service(true, PolicyConfig::default());
         let resp = svc
@@ -131,7 +131,7 @@ async fn monitor_mode_forwards_a_compressed_switch_byte_identical_and_reports_it
 
 #[tokio::test]
 async fn a_large_compressed_benign_body_passes_whole_and_frees_its_decoder() {
-    let decoders = Arc::new(Semaphore::new(DECODERS));
+    let decoders = Decoders::standard();
     for tail in [r#""_debug_render_only":false"#, r#""stream":true"#] {
         let body = z(&padded(tail));
         let (svc, sink, up) = service_with(true, small(), decoders.clone());
@@ -140,7 +140,7 @@ async fn a_large_compressed_benign_body_passes_whole_and_frees_its_decoder() {
         assert_eq!(resp.status(), 200, "{tail}");
         assert_eq!(up.0.lock().unwrap().clone()[0].0, Bytes::from(body));
         assert!(sink.seen.lock().unwrap().is_empty());
-        assert_eq!(decoders.available_permits(), DECODERS);
+        assert_eq!((decoders.available(), decoders.sources()), (DECODERS, 0));
     }
 }
 
@@ -154,15 +154,21 @@ async fn what_ollama_could_not_decompress_is_refused_400_in_block_mode_and_forwa
     wide.include_contentsize(false).unwrap();
     std::io::Write::write_all(&mut wide, SWITCH_ON).unwrap();
     let wide = wide.finish().unwrap();
-    let bomb = z(&vec![b' '; 21 << 20]);
+    let bomb = z(&vec![b' '; 4 << 20]);
     let cases = [
         (json, "zstd: Unknown frame descriptor"),
         (
             whole[..whole.len() - 1].to_vec(),
             "zstd: the body ends inside a frame",
         ),
-        (wide, "zstd: Frame requires too much memory for decoding"),
-        (bomb, "zstd: more than 20971520 bytes once decompressed"),
+        (
+            wide,
+            "zstd: a frame needs a 16777216-byte window; Ollama's decoder allows 8388608",
+        ),
+        (
+            bomb,
+            "zstd: expands more than 200-fold (a decompression bomb)",
+        ),
     ];
     for (body, why) in cases {
         let (svc, sink, up) = service(true, PolicyConfig::default());
@@ -219,7 +225,14 @@ async fn a_body_ollama_would_not_decompress_is_not_decompressed() {
 
 #[tokio::test]
 async fn with_every_decoder_taken_a_compressed_body_is_answered_503_and_not_forwarded() {
-    let decoders = Arc::new(Semaphore::new(0));
+    let decoders = Decoders::standard();
+    // Eight other clients hold every slot.
+    let _held: Vec<_> = (0..DECODERS)
+        .map(|i| {
+            let src = format!("198.51.100.{}", i / PER_SOURCE).parse().unwrap();
+            decoders.take(src).unwrap()
+        })
+        .collect();
     for block in [true, false] {
         let (svc, sink, up) = service_with(block, PolicyConfig::default(), decoders.clone());
         let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
@@ -245,5 +258,64 @@ async fn with_every_decoder_taken_a_compressed_body_is_answered_503_and_not_forw
             true,
         );
         assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_client_holding_its_share_of_decoders_gets_503_and_another_client_does_not() {
+    let decoders = Decoders::new(DECODERS, 2);
+    // This client (192.0.2.9, as every test request) already has two bodies being decoded.
+    let held = [
+        decoders.take("192.0.2.9".parse().unwrap()).unwrap(),
+        decoders.take("192.0.2.9".parse().unwrap()).unwrap(),
+    ];
+    let (svc, sink, up) = service_with(true, PolicyConfig::default(), decoders.clone());
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
+    let resp = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        error_of(resp).await["message"],
+        "ollama-guard: 2 compressed bodies from this client are already being inspected; retry shortly"
+    );
+    assert!(up.0.lock().unwrap().is_empty());
+    assert!(sink.seen.lock().unwrap().is_empty());
+    // Another client is served, and so is this one once a body is done.
+    let mut req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_ON), 8);
+    req.extensions_mut().insert(Client {
+        src: "192.0.2.10".parse().unwrap(),
+        peer: "192.0.2.10".parse().unwrap(),
+    });
+    assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 403);
+    drop(held);
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+    assert_eq!((decoders.available(), decoders.sources()), (DECODERS, 0));
+}
+
+#[tokio::test]
+async fn native_routes_never_decompress_as_ollama_does_not() {
+    // /api/generate and /api/chat read a compressed body as JSON (Ollama answers it 400): it is
+    // judged as sent, needs no decoder, and is never a decompression bomb's target.
+    let decoders = Decoders::new(0, PER_SOURCE);
+    for (route, path) in [
+        (Route::Chat, "/api/chat"),
+        (Route::Generate, "/api/generate"),
+    ] {
+        for body in [z(SWITCH_ON), z(&vec![b' '; 4 << 20])] {
+            let (svc, sink, up) = service_with(true, small(), decoders.clone());
+            let resp = svc.oneshot(zstd_req(route, path, &body, 64)).await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            assert_eq!(up.0.lock().unwrap().clone()[0].0, Bytes::from(body));
+            assert!(sink.seen.lock().unwrap().is_empty(), "{path}");
+        }
+        // The same body sent plain is judged.
+        let (svc, sink, _) = service(true, PolicyConfig::default());
+        let resp = svc
+            .oneshot(framed(route, path, SWITCH_ON, 8, true))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403);
+        assert_eq!(sink.seen.lock().unwrap().len(), 1);
     }
 }

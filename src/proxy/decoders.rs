@@ -1,0 +1,198 @@
+//! The zstd decoder slots of the policy stage: how many compressed request bodies are decoded
+//! at once, by everyone and by one source, and how fast a body holding a slot must arrive.
+//!
+//! Each decoder may hold a window of up to 8 MiB (what Ollama allows), so the slots bound the
+//! stage's decoding memory. A bound is something to exhaust, so three rules keep one client
+//! from taking every slot:
+//! - at most [`DECODERS`] bodies are decoded at once, and at most [`PER_SOURCE`] of them come
+//!   from one source (an IPv4 address, an IPv6 /64); a request beyond either is answered `503`
+//!   with `Retry-After` before anything is forwarded;
+//! - a body holding a slot must keep arriving at [`MIN_RATE`] bytes a second on average, after
+//!   a [`GRACE`] (Apache's `mod_reqtimeout` `MinRate`): one that falls behind is cut and
+//!   answered `408`, as a stalled body is, and its slot freed;
+//! - a body cannot hold a slot forever however fast it trickles: the decoder refuses more
+//!   compressed bytes than any encoder makes of what Ollama reads (see
+//!   [`crate::policy::inflate::MAX_COMPRESSED`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// How many zstd bodies are decoded at once, process-wide: about 260 MiB of windows at most.
+pub(crate) const DECODERS: usize = 32;
+/// How many of them one source may hold.
+pub(crate) const PER_SOURCE: usize = 4;
+/// The average rate a body holding a slot must keep, in bytes a second…
+pub(crate) const MIN_RATE: u64 = 4 << 10;
+/// …counted after this long.
+pub(crate) const GRACE: Duration = Duration::from_secs(10);
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Busy {
+    /// The source holds its share (this many slots) already.
+    Source(usize),
+    /// Every slot (this many) is taken.
+    All(usize),
+}
+
+/// The slots (shared by every worker).
+#[derive(Debug)]
+pub(crate) struct Decoders {
+    slots: Arc<Semaphore>,
+    total: usize,
+    per_source: usize,
+    held: DashMap<IpAddr, usize>,
+}
+
+impl Decoders {
+    /// `total` slots, `per_source` of them at most to one source.
+    pub(crate) fn new(total: usize, per_source: usize) -> Arc<Self> {
+        Arc::new(Decoders {
+            slots: Arc::new(Semaphore::new(total)),
+            total,
+            per_source,
+            held: DashMap::new(),
+        })
+    }
+
+    /// The production sizes.
+    pub(crate) fn standard() -> Arc<Self> {
+        Self::new(DECODERS, PER_SOURCE)
+    }
+
+    /// A slot for a body from `src`, or why not.
+    pub(crate) fn take(self: &Arc<Self>, src: IpAddr) -> Result<Slot, Busy> {
+        let key = source_key(src);
+        let mut held = self.held.entry(key).or_insert(0);
+        if *held >= self.per_source {
+            return Err(Busy::Source(self.per_source));
+        }
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            let none = *held == 0;
+            drop(held);
+            if none {
+                self.held.remove_if(&key, |_, n| *n == 0);
+            }
+            return Err(Busy::All(self.total));
+        };
+        *held += 1;
+        Ok(Slot {
+            _permit: permit,
+            pool: self.clone(),
+            key,
+            since: Instant::now(),
+        })
+    }
+
+    /// Slots free now.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// Sources holding a slot now.
+    #[cfg(test)]
+    pub(crate) fn sources(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// One source's key: the address, or an IPv6 address's /64.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// A decoder slot, freed on drop.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    pool: Arc<Decoders>,
+    key: IpAddr,
+    since: Instant,
+}
+
+impl Slot {
+    /// When a body that has sent `taken` compressed bytes since the slot was given falls
+    /// behind [`MIN_RATE`].
+    pub(crate) fn deadline(&self, taken: u64) -> Instant {
+        let secs = taken / MIN_RATE;
+        let part = Duration::from_nanos((taken % MIN_RATE) * 1_000_000_000 / MIN_RATE);
+        self.since + GRACE + Duration::from_secs(secs) + part
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.pool.held.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+        self.pool.held.remove_if(&self.key, |_, n| *n == 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_source_holds_at_most_its_share_and_others_still_get_slots() {
+        let d = Decoders::new(6, 2);
+        let a1 = d.take(ip("192.0.2.1")).unwrap();
+        let _a2 = d.take(ip("192.0.2.1")).unwrap();
+        assert_eq!(d.take(ip("192.0.2.1")).unwrap_err(), Busy::Source(2));
+        // An IPv6 /64 is one source, and a v4-mapped address is its IPv4 address.
+        let _b1 = d.take(ip("2001:db8:1:2::1")).unwrap();
+        let _b2 = d.take(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert_eq!(d.take(ip("2001:db8:1:2::7")).unwrap_err(), Busy::Source(2));
+        assert_eq!(d.take(ip("::ffff:192.0.2.1")).unwrap_err(), Busy::Source(2));
+        let _c = d.take(ip("2001:db8:1:3::1")).unwrap();
+        assert_eq!((d.available(), d.sources()), (1, 3));
+        drop(a1);
+        assert_eq!(d.available(), 2);
+        let _a3 = d.take(ip("192.0.2.1")).unwrap();
+        let _e = d.take(ip("198.51.100.5")).unwrap();
+        assert_eq!(d.take(ip("198.51.100.6")).unwrap_err(), Busy::All(6));
+        // A refused source leaves no entry behind.
+        assert_eq!((d.available(), d.sources()), (0, 4));
+    }
+
+    #[test]
+    fn every_slot_returned_leaves_nothing_held() {
+        let d = Decoders::new(3, 3);
+        let slots: Vec<_> = (0..3).map(|_| d.take(ip("192.0.2.1")).unwrap()).collect();
+        assert_eq!(d.take(ip("192.0.2.2")).unwrap_err(), Busy::All(3));
+        drop(slots);
+        assert_eq!((d.available(), d.sources()), (3, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_moves_by_a_second_per_min_rate_bytes() {
+        let d = Decoders::new(1, 1);
+        let s = d.take(ip("192.0.2.1")).unwrap();
+        let start = Instant::now();
+        assert_eq!(s.deadline(0), start + GRACE);
+        assert_eq!(
+            s.deadline(MIN_RATE * 3),
+            start + GRACE + Duration::from_secs(3)
+        );
+        assert_eq!(
+            s.deadline(MIN_RATE / 4),
+            start + GRACE + Duration::from_millis(250)
+        );
+    }
+}
