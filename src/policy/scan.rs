@@ -17,6 +17,24 @@ use super::body::folds_to;
 
 /// The longest decoded key kept: longer keys cannot fold to the (short) key looked for.
 const KEY_CAP: usize = 64;
+
+/// JSON's whitespace.
+static WHITESPACE: [bool; 256] = byte_class(false);
+/// Inside a nested value, outside its strings: what the scan passes over without a state change
+/// (everything but brackets, quotes and control bytes other than whitespace).
+static NESTED_QUIET: [bool; 256] = byte_class(true);
+
+const fn byte_class(nested: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let ws = matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+        t[i] = ws || (nested && b >= 0x20 && !matches!(b, b'"' | b'{' | b'[' | b'}' | b']'));
+        i += 1;
+    }
+    t
+}
 /// Go's `encoding/json` refuses deeper nesting.
 const MAX_DEPTH: u32 = 10_000;
 
@@ -129,7 +147,8 @@ impl Scanner {
             if matches!(self.state, State::Done | State::Invalid) {
                 return;
             }
-            if self.in_plain_string() {
+            let key = self.state == State::KeyString && self.esc == Esc::None;
+            if key || self.in_plain_string() {
                 // Inside a string only a quote, a backslash or a control byte matters: skip the
                 // run before the next one at memchr's speed, so a megabyte prompt (or a
                 // decompressed one) costs a scan, not a state transition per byte.
@@ -140,6 +159,22 @@ impl Scanner {
                     bytes[..run].iter().position(|&c| c < 0x20).unwrap_or(run)
                 };
                 if skip > 0 {
+                    if key && !self.key_over {
+                        // A key's plain bytes are kept (up to the cap) as one piece.
+                        self.flush_high();
+                        self.push(&bytes[..skip]);
+                    }
+                    bytes = &bytes[skip..];
+                    continue;
+                }
+            } else if let Some(quiet) = self.quiet() {
+                // Whitespace between tokens, and inside a nested value whatever is not a
+                // bracket, a quote or a control byte, changes nothing either.
+                let skip = bytes
+                    .iter()
+                    .position(|&c| !quiet[usize::from(c)])
+                    .unwrap_or(bytes.len());
+                if skip > 0 {
                     bytes = &bytes[skip..];
                     continue;
                 }
@@ -149,14 +184,27 @@ impl Scanner {
         }
     }
 
-    /// Inside a string, not right after a backslash, where a plain byte changes nothing: a
-    /// value, or a key already too long to match.
+    /// The bytes that change nothing in this state, outside strings.
+    fn quiet(&self) -> Option<&'static [bool; 256]> {
+        match self.state {
+            State::Start
+            | State::KeyOrEnd
+            | State::Key
+            | State::Colon
+            | State::Value
+            | State::AfterValue => Some(&WHITESPACE),
+            State::Nested if !self.nested_string => Some(&NESTED_QUIET),
+            _ => None,
+        }
+    }
+
+    /// Inside a value's string, not right after a backslash, where a plain byte changes
+    /// nothing.
     fn in_plain_string(&self) -> bool {
         self.esc == Esc::None
             && match self.state {
                 State::ValueString => true,
                 State::Nested => self.nested_string,
-                State::KeyString => self.key_over && self.high.is_none(),
                 _ => false,
             }
     }

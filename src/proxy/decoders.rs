@@ -13,14 +13,25 @@
 //! - a body cannot hold a slot forever however fast it trickles: the decoder refuses more
 //!   compressed bytes than any encoder makes of what Ollama reads (see
 //!   [`crate::policy::inflate::MAX_COMPRESSED`]).
+//!
+//! Only a body decoded *as it streams* (larger than `policy.max_body`) holds a slot: one the stage
+//! has read whole is decoded on the spot, without a pause, by its worker's own decoder
+//! ([`scratch`]), so at most one such decoder per worker is ever at work, and a client's small
+//! compressed requests never wait for slots that others hold.
+//!
+//! A slot comes with its decoder. A freed slot's decoder is kept for the next body (creating
+//! one costs more than proxying a request), unless a frame made it hold a large window; there
+//! are never more decoders, in use or kept, than slots (plus one per worker).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+
+use crate::policy::inflate::{Inflate, InflateError};
 
 /// How many zstd bodies are decoded at once, process-wide: about 260 MiB of windows at most.
 pub(crate) const DECODERS: usize = 32;
@@ -47,6 +58,8 @@ pub(crate) struct Decoders {
     total: usize,
     per_source: usize,
     held: DashMap<IpAddr, usize>,
+    /// Decoders of freed slots, ready for reuse.
+    idle: Mutex<Vec<Inflate>>,
 }
 
 impl Decoders {
@@ -57,6 +70,7 @@ impl Decoders {
             total,
             per_source,
             held: DashMap::new(),
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -65,14 +79,20 @@ impl Decoders {
         Self::new(DECODERS, PER_SOURCE)
     }
 
-    /// A slot for a body from `src`, or why not.
+    /// A slot for a body from `src`, with its decoder, or why not (a decoder libzstd cannot
+    /// allocate counts as every slot taken).
     pub(crate) fn take(self: &Arc<Self>, src: IpAddr) -> Result<Slot, Busy> {
         let key = source_key(src);
         let mut held = self.held.entry(key).or_insert(0);
         if *held >= self.per_source {
             return Err(Busy::Source(self.per_source));
         }
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let kept = || self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let permit = self.slots.clone().try_acquire_owned().ok();
+        let inflate = permit
+            .as_ref()
+            .and_then(|_| kept().or_else(|| Inflate::new().ok()));
+        let (Some(permit), Some(inflate)) = (permit, inflate) else {
             let none = *held == 0;
             drop(held);
             if none {
@@ -82,6 +102,7 @@ impl Decoders {
         };
         *held += 1;
         Ok(Slot {
+            inflate: Some(inflate),
             _permit: permit,
             pool: self.clone(),
             key,
@@ -95,11 +116,38 @@ impl Decoders {
         self.slots.available_permits()
     }
 
+    /// Decoders kept for reuse now.
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
+
     /// Sources holding a slot now.
     #[cfg(test)]
     pub(crate) fn sources(&self) -> usize {
         self.held.len()
     }
+}
+
+thread_local! {
+    /// This worker's decoder for bodies read whole.
+    static SCRATCH: std::cell::RefCell<Option<Inflate>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with this worker's decoder for a body read whole (made ready for a new body, and
+/// kept for the next one unless a frame made it hold a large window). `f` must not wait: the
+/// decoder is the worker's only one.
+pub(crate) fn scratch<R>(f: impl FnOnce(&mut Inflate) -> R) -> Result<R, InflateError> {
+    let kept = SCRATCH.with(|cell| cell.borrow_mut().take());
+    let mut inflate = match kept {
+        Some(inflate) => inflate,
+        None => Inflate::new()?,
+    };
+    let out = f(&mut inflate);
+    if inflate.reset() {
+        SCRATCH.with(|cell| *cell.borrow_mut() = Some(inflate));
+    }
+    Ok(out)
 }
 
 /// One source's key: the address, or an IPv6 address's /64.
@@ -113,9 +161,11 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A decoder slot, freed on drop.
+/// A decoder slot and its decoder, freed on drop.
 #[derive(Debug)]
 pub(crate) struct Slot {
+    /// Taken only on drop.
+    inflate: Option<Inflate>,
     _permit: OwnedSemaphorePermit,
     pool: Arc<Decoders>,
     key: IpAddr,
@@ -123,6 +173,14 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// The slot's decoder, ready for a new body.
+    pub(crate) fn inflate(&mut self) -> &mut Inflate {
+        match &mut self.inflate {
+            Some(inflate) => inflate,
+            None => unreachable!("a slot's decoder is taken only when the slot is dropped"),
+        }
+    }
+
     /// When a body that has sent `taken` compressed bytes since the slot was given falls
     /// behind [`MIN_RATE`].
     pub(crate) fn deadline(&self, taken: u64) -> Instant {
@@ -134,6 +192,14 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // Kept before the permit is released, so the next slot finds it.
+        if let Some(mut inflate) = self.inflate.take() {
+            if inflate.reset() {
+                if let Ok(mut idle) = self.pool.idle.lock() {
+                    idle.push(inflate);
+                }
+            }
+        }
         if let Some(mut n) = self.pool.held.get_mut(&self.key) {
             *n = n.saturating_sub(1);
         }
@@ -178,6 +244,68 @@ mod tests {
         assert_eq!(d.take(ip("192.0.2.2")).unwrap_err(), Busy::All(3));
         drop(slots);
         assert_eq!((d.available(), d.sources()), (3, 0));
+    }
+
+    #[test]
+    fn a_freed_slots_decoder_is_kept_for_the_next_unless_it_held_a_large_window() {
+        let d = Decoders::new(2, 2);
+        let src = ip("192.0.2.1");
+        let small = zstd::encode_all(&br#"{"model":"m"}"#[..], 3).unwrap();
+        let mut s = d.take(src).unwrap();
+        s.inflate().feed(&small, &mut |_| true).unwrap();
+        drop(s);
+        assert_eq!(d.kept(), 1);
+        // The kept decoder starts afresh: the next body decodes from its first byte.
+        let mut s = d.take(src).unwrap();
+        assert_eq!(d.kept(), 0);
+        let mut out = Vec::new();
+        s.inflate()
+            .feed(&small, &mut |p| {
+                out.extend_from_slice(p);
+                true
+            })
+            .unwrap();
+        assert_eq!(
+            (out.as_slice(), s.inflate().finish()),
+            (&br#"{"model":"m"}"#[..], Ok(()))
+        );
+        // A frame that asked for a 2 MiB window: its decoder is not kept.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.set_parameter(zstd::stream::raw::CParameter::WindowLog(21))
+            .unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, b"{}").unwrap();
+        let wide = enc.finish().unwrap();
+        s.inflate().feed(&wide, &mut |_| true).unwrap();
+        drop(s);
+        assert_eq!((d.kept(), d.available()), (0, 2));
+    }
+
+    #[test]
+    fn a_worker_decodes_whole_bodies_with_one_decoder_started_afresh_each_time() {
+        let z = zstd::encode_all(&br#"{"model":"m"}"#[..], 3).unwrap();
+        for _ in 0..3 {
+            let out = scratch(|inflate| {
+                let mut out = Vec::new();
+                // Half a frame, left unfinished: the next run must not see it.
+                inflate.feed(&z[..5], &mut |_| true).unwrap();
+                assert_eq!(inflate.finish(), Err(InflateError::Truncated));
+                inflate.reset();
+                inflate
+                    .feed(&z, &mut |p| {
+                        out.extend_from_slice(p);
+                        true
+                    })
+                    .unwrap();
+                out
+            })
+            .unwrap();
+            assert_eq!(out, br#"{"model":"m"}"#);
+        }
+        // The decoder left half-way through a frame is reset for the next caller.
+        scratch(|inflate| inflate.feed(&z[..5], &mut |_| true).unwrap()).unwrap();
+        let fresh = scratch(|inflate| inflate.finish()).unwrap();
+        assert_eq!(fresh, Ok(()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,7 +30,6 @@ use super::decoders::{Slot, MIN_RATE};
 use super::fault::BoxError;
 use tokio::time::Sleep;
 
-use crate::policy::inflate::Inflate;
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Verdict};
 
@@ -60,22 +59,20 @@ impl ScanCell {
 /// A zstd body's decoder, and the slot it holds while it decodes
 /// ([`crate::proxy::decoders`]).
 pub(crate) struct Decoding {
-    inflate: Inflate,
-    /// Freed with the decoder.
+    /// The slot, and its decoder (freed together).
     slot: Slot,
-    /// Compressed bytes taken since the slot was given (the prefix included).
+    /// Compressed bytes taken since the slot was given.
     taken: u64,
     /// Fires when the body falls behind the slot's minimum rate.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Decoding {
-    /// `inflate`, which has decoded the `taken` bytes of the prefix, holding `slot`.
-    pub(crate) fn new(inflate: Inflate, slot: Slot, taken: u64) -> Self {
+    /// `slot`, whose decoder has decoded the prefix.
+    pub(crate) fn new(slot: Slot) -> Self {
         Decoding {
-            inflate,
             slot,
-            taken,
+            taken: 0,
             timer: None,
         }
     }
@@ -144,7 +141,7 @@ impl Guard {
             }
             Some(d) => {
                 d.taken += data.len() as u64;
-                let fed = d.inflate.feed(data, &mut |plain| {
+                let fed = d.slot.inflate().feed(data, &mut |plain| {
                     scanner.feed(plain);
                     scanner.outcome() == Scan::Pending
                 });
@@ -378,7 +375,7 @@ mod tests {
         let slot = decoders.take("192.0.2.1".parse().unwrap()).unwrap();
         let mut scanner = Scanner::new("_debug_render_only");
         scanner.feed(br#"{"model":"m","prompt":"x"#);
-        let decoding = Decoding::new(Inflate::new().unwrap(), slot, 0);
+        let decoding = Decoding::new(slot);
         let cell = ScanCell::new(|_: &Verdict| true);
         let rest = Paced {
             frames,

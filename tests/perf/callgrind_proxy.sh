@@ -16,8 +16,10 @@
 # env NEW_CONN=1 sends every request on a new connection (`Connection: close`): the cost of a
 # connection's set-up and teardown with its one request, what a spray of new sources pays.
 # env REQUEST=generate sends `POST /api/generate` with a 49-byte JSON body instead (the policy
-# stage reads it), REQUEST=generate_zstd the same body compressed (`Content-Encoding: zstd`,
-# decoded by the policy stage); the fast upstream answers both with one NDJSON line.
+# stage reads it), REQUEST=completions the same body to `POST /v1/completions`, and
+# REQUEST=completions_zstd that body compressed (`Content-Encoding: zstd`, decoded by the policy
+# stage, which decodes only on the routes Ollama decompresses); the fast upstream answers each
+# with one short line.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -36,8 +38,9 @@ zstd = bytes.fromhex("28b52ffd20318901007b226d6f64656c223a226c6c616d61332e32222c
 method, path, body, headers = {
     "tags": ("GET", "/api/tags", None, {}),
     "generate": ("POST", "/api/generate", json, {"Content-Type": "application/json"}),
-    "generate_zstd": ("POST", "/api/generate", zstd,
-                      {"Content-Type": "application/json", "Content-Encoding": "zstd"}),
+    "completions": ("POST", "/v1/completions", json, {"Content-Type": "application/json"}),
+    "completions_zstd": ("POST", "/v1/completions", zstd,
+                         {"Content-Type": "application/json", "Content-Encoding": "zstd"}),
 }[kind]
 if close:
     headers["Connection"] = "close"

@@ -90,6 +90,9 @@ http {
       default_type application/x-ndjson;
       return 200 '{"model":"llama3.2","response":"hi","done":true}\n';
     }
+    location = /v1/completions {
+      return 200 '{"id":"cmpl-1","object":"text_completion","model":"llama3.2","choices":[{"text":"hi","index":0,"finish_reason":"stop"}]}';
+    }
   }
 }
 NGINX

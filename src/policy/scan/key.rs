@@ -11,8 +11,14 @@ impl Scanner {
             Esc::None => match b {
                 b'"' => {
                     self.flush_high();
+                    // An ASCII key folds as ASCII does (Go's special folds, the Kelvin sign and
+                    // the long s, are not ASCII).
                     self.matches = !self.key_over
-                        && folds_to(&String::from_utf8_lossy(&self.key_buf), self.key);
+                        && if self.key_buf.is_ascii() {
+                            self.key_buf.eq_ignore_ascii_case(self.key.as_bytes())
+                        } else {
+                            folds_to(&String::from_utf8_lossy(&self.key_buf), self.key)
+                        };
                     return State::Colon;
                 }
                 b'\\' => self.esc = Esc::Backslash,
@@ -76,7 +82,7 @@ impl Scanner {
     }
 
     /// A high surrogate not followed by its low half is U+FFFD, as in Go.
-    fn flush_high(&mut self) {
+    pub(super) fn flush_high(&mut self) {
         if self.high.take().is_some() {
             self.push_char('\u{FFFD}');
         }
@@ -87,7 +93,7 @@ impl Scanner {
         self.push(c.encode_utf8(&mut buf).as_bytes());
     }
 
-    fn push(&mut self, bytes: &[u8]) {
+    pub(super) fn push(&mut self, bytes: &[u8]) {
         if self.key_buf.len() + bytes.len() > KEY_CAP {
             self.key_over = true;
         } else {

@@ -207,3 +207,59 @@ fn long_strings_and_keys_skip_to_the_bytes_that_matter_and_miss_none() {
         assert_eq!(scan(body.as_bytes()), want, "{body}");
     }
 }
+
+#[test]
+fn whitespace_nested_values_and_keys_read_in_runs_agree_with_the_byte_by_byte_scan() {
+    let pad = " \t\r\n".repeat(40);
+    let nums = "1,-2.5e3,true,null,".repeat(20);
+    let key = "k".repeat(40);
+    let cases = [
+        (
+            format!(
+                r#"{pad}{{{pad}"a"{pad}:{pad}[{nums}0]{pad},{pad}"_debug_render_only"{pad}:{pad}true{pad}}}{pad}"#
+            ),
+            Scan::Flagged,
+        ),
+        (
+            format!(
+                r#"{{"a":{{"b":[{nums}{{"_debug_render_only":true}}]}},"_debug_render_only":false}}"#
+            ),
+            Scan::Clear,
+        ),
+        (
+            format!("{{\"a\":[{nums}\u{1}],\"_debug_render_only\":true}}"),
+            Scan::Clear,
+        ),
+        (
+            format!(r#"{{"{key}":1,"_DEBUG_render_ONLY":true,"{key}{key}":2}}"#),
+            Scan::Flagged,
+        ),
+        (
+            format!(r#"{{"_debug_\u0072ender_only{pad}":true,"_debug_render_onl":true}}"#),
+            Scan::Clear,
+        ),
+        (
+            format!(r#"{{"_debug_\u0072ender_only":true,"{key}":[{nums}1]}}"#),
+            Scan::Flagged,
+        ),
+        (
+            r#"{"_debug_render_only\ud800":true}"#.to_owned(),
+            Scan::Clear,
+        ),
+        (
+            "{\"_debug_render_\u{17f}nly\":true}".replace('\u{17f}', "o"),
+            Scan::Flagged,
+        ),
+        (
+            "{\"_debug_render_only\":true}".replace("on", "\u{17f}on"),
+            Scan::Clear,
+        ),
+        (
+            "{\"_debug_render_\u{17f}\":1,\"_debug_ren\u{17f}der_only\":true}".to_owned(),
+            Scan::Clear,
+        ),
+    ];
+    for (body, want) in cases {
+        assert_eq!(scan(body.as_bytes()), want, "{body}");
+    }
+}

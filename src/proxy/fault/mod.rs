@@ -224,10 +224,14 @@ fn io_kind(e: &(dyn StdError + 'static)) -> Option<io::ErrorKind> {
     None
 }
 
-fn chain_is<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
+/// Whether any error in `e`'s source chain (`e` included) satisfies `pred`.
+fn chain_any(
+    e: &(dyn StdError + 'static),
+    pred: impl Fn(&(dyn StdError + 'static)) -> bool,
+) -> bool {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.is::<T>() {
+        if pred(err) {
             return true;
         }
         cur = err.source();
@@ -235,15 +239,14 @@ fn chain_is<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+fn chain_is<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
+    chain_any(e, |err| err.is::<T>())
+}
+
 fn chain_has(e: &(dyn StdError + 'static), pred: impl Fn(&hyper::Error) -> bool) -> bool {
-    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<hyper::Error>().is_some_and(&pred) {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    chain_any(e, |err| {
+        err.downcast_ref::<hyper::Error>().is_some_and(&pred)
+    })
 }
 
 #[cfg(test)]

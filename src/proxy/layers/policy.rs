@@ -40,7 +40,7 @@ use super::{answered, refusal, Answer, Client, Meta};
 use crate::policy::inflate::{self, Inflate};
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Verdict};
-use crate::proxy::decoders::{Busy, Decoders};
+use crate::proxy::decoders::{self, Busy, Decoders};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
 use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
 use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
@@ -250,16 +250,30 @@ where
         && inflate::decodes(meta.route)
         && inflate::is_zstd(&parts.headers)
     {
-        let slot = match ctx.decoders.take(src) {
-            Ok(slot) => slot,
-            Err(why) => return Ok(busy(&ctx, &meta, why)),
-        };
-        match zstd_prefix(&cfg, meta.route, &read.prefix, read.rest.is_none()) {
-            Zstd::Judged(verdicts) => verdicts,
-            Zstd::Pending(s, inflate) => {
-                scanner = Some(s);
-                decoding = Some(Decoding::new(inflate, slot, read.prefix.len() as u64));
-                Vec::new()
+        if read.rest.is_none() {
+            // Read whole: decoded here, at once, by the worker's own decoder; no slot.
+            let judged = decoders::scratch(|inflate| {
+                zstd_prefix(&cfg, meta.route, &read.prefix, true, inflate)
+            });
+            match judged {
+                Ok(Zstd::Judged(verdicts)) => verdicts,
+                Ok(Zstd::Pending(_)) => Vec::new(),
+                Err(e) => vec![policy::unreadable(&e)],
+            }
+        } else {
+            let mut slot = match ctx.decoders.take(src) {
+                Ok(slot) => slot,
+                Err(why) => return Ok(busy(&ctx, &meta, why)),
+            };
+            match zstd_prefix(&cfg, meta.route, &read.prefix, false, slot.inflate()) {
+                Zstd::Judged(verdicts) => verdicts,
+                Zstd::Pending(s) => {
+                    scanner = Some(s);
+                    // The rate is counted from the slot on: the prefix read before it earns
+                    // no credit (else a burst would buy minutes of silence).
+                    decoding = Some(Decoding::new(slot));
+                    Vec::new()
+                }
             }
         }
     } else {
@@ -343,19 +357,21 @@ fn status_of(v: &Verdict) -> StatusCode {
 enum Zstd {
     /// Decided: these verdicts (none = forward).
     Judged(Vec<Verdict>),
-    /// Undecided: the rest is decoded and scanned as it streams.
-    Pending(Scanner, Inflate),
+    /// Undecided: the rest is decoded (by the same decoder) and scanned as it streams.
+    Pending(Scanner),
 }
 
 /// Decompresses the part of a zstd generation body the stage read (`ended`: all of it) and
 /// judges it as the same body sent plain would be judged: whole by the rules when it
 /// decompresses to at most `max_body` bytes, by the streaming scan otherwise. What Ollama could
 /// not decompress is `policy.unreadable_body` (it answers `400` itself).
-fn zstd_prefix(cfg: &PolicyConfig, route: Route, prefix: &[u8], ended: bool) -> Zstd {
-    let mut inflate = match Inflate::new() {
-        Ok(inflate) => inflate,
-        Err(e) => return Zstd::Judged(vec![policy::unreadable(&e)]),
-    };
+fn zstd_prefix(
+    cfg: &PolicyConfig,
+    route: Route,
+    prefix: &[u8],
+    ended: bool,
+    inflate: &mut Inflate,
+) -> Zstd {
     let mut plain = Vec::new();
     let mut scanner: Option<Scanner> = None;
     let fed = inflate.feed(prefix, &mut |out| {
@@ -395,7 +411,7 @@ fn zstd_prefix(cfg: &PolicyConfig, route: Route, prefix: &[u8], ended: bool) -> 
         (Scan::Clear, _) => Zstd::Judged(Vec::new()),
         (Scan::Pending, Err(e)) => Zstd::Judged(vec![policy::unreadable(&e)]),
         (Scan::Pending, Ok(())) if ended => Zstd::Judged(Vec::new()),
-        (Scan::Pending, Ok(())) => Zstd::Pending(s, inflate),
+        (Scan::Pending, Ok(())) => Zstd::Pending(s),
     }
 }
 

@@ -233,9 +233,10 @@ async fn with_every_decoder_taken_a_compressed_body_is_answered_503_and_not_forw
             decoders.take(src).unwrap()
         })
         .collect();
+    let large = z(&padded(r#""stream":true"#));
     for block in [true, false] {
-        let (svc, sink, up) = service_with(block, PolicyConfig::default(), decoders.clone());
-        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
+        let (svc, sink, up) = service_with(block, small(), decoders.clone());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &large, 8);
         let resp = svc.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 503);
         assert_eq!(resp.headers()["retry-after"], "1");
@@ -250,15 +251,18 @@ async fn with_every_decoder_taken_a_compressed_body_is_answered_503_and_not_forw
         assert!(up.0.lock().unwrap().is_empty());
         assert!(sink.seen.lock().unwrap().is_empty());
         // A body that is not compressed needs no decoder.
-        let req = framed(
-            Route::OpenAiChat,
-            "/v1/chat/completions",
-            SWITCH_OFF,
-            8,
-            true,
-        );
+        let plain = padded(r#""stream":true"#);
+        let req = framed(Route::OpenAiChat, "/v1/chat/completions", &plain, 8, true);
         assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     }
+    // Nor does a compressed body the stage reads whole: it is judged (and refused) at once.
+    let (svc, sink, up) = service_with(true, PolicyConfig::default(), decoders.clone());
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
+    assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_ON), 8);
+    assert_eq!(svc.oneshot(req).await.unwrap().status(), 403);
+    assert_eq!(up.0.lock().unwrap().len(), 1);
+    assert_eq!(sink.seen.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -269,8 +273,9 @@ async fn a_client_holding_its_share_of_decoders_gets_503_and_another_client_does
         decoders.take("192.0.2.9".parse().unwrap()).unwrap(),
         decoders.take("192.0.2.9".parse().unwrap()).unwrap(),
     ];
-    let (svc, sink, up) = service_with(true, PolicyConfig::default(), decoders.clone());
-    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
+    let (svc, sink, up) = service_with(true, small(), decoders.clone());
+    let large = z(&padded(r#""stream":true"#));
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &large, 8);
     let resp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
@@ -281,14 +286,15 @@ async fn a_client_holding_its_share_of_decoders_gets_503_and_another_client_does
     assert!(up.0.lock().unwrap().is_empty());
     assert!(sink.seen.lock().unwrap().is_empty());
     // Another client is served, and so is this one once a body is done.
-    let mut req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_ON), 8);
+    let flagged = z(&padded(r#""_debug_render_only":true"#));
+    let mut req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &flagged, 8);
     req.extensions_mut().insert(Client {
         src: "192.0.2.10".parse().unwrap(),
         peer: "192.0.2.10".parse().unwrap(),
     });
     assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 403);
     drop(held);
-    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &z(SWITCH_OFF), 8);
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &large, 8);
     assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
     assert_eq!((decoders.available(), decoders.sources()), (DECODERS, 0));
 }
