@@ -19,7 +19,8 @@
 # stage reads it), REQUEST=completions the same body to `POST /v1/completions`, and
 # REQUEST=completions_zstd that body compressed (`Content-Encoding: zstd`, decoded by the policy
 # stage, which decodes only on the routes Ollama decompresses); the fast upstream answers each
-# with one short line.
+# with one short line. env CG_OUT_DIR=DIR keeps each run's callgrind file there
+# (TARGET-N.out, for callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -92,6 +93,7 @@ NGINX
   python3 "$work/client.py" "$p" "$n" "${NEW_CONN:-0}" "${REQUEST:-tags}"
   if [ "$target" = nginx ]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true
+  if [ -n "${CG_OUT_DIR:-}" ]; then cp "$out" "$CG_OUT_DIR/$target-$n.out"; fi
   awk '/^(summary|totals):/ {print $2; exit}' "$out"
 }
 

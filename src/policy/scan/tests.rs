@@ -263,3 +263,64 @@ fn whitespace_nested_values_and_keys_read_in_runs_agree_with_the_byte_by_byte_sc
         assert_eq!(scan(body.as_bytes()), want, "{body}");
     }
 }
+
+/// The streaming scan (bodies larger than `max_body`) and the whole-body reader (smaller ones)
+/// must judge the switch alike, or a body could be shaped to pass on one side of the limit.
+#[test]
+fn the_scan_and_the_whole_body_reader_agree_on_the_switch() {
+    let members: &[&[u8]] = &[
+        br#""_debug_render_only":true"#,
+        br#""_debug_render_only":false"#,
+        br#""_debug_render_only":null"#,
+        br#""_debug_render_only":"true""#,
+        br#""_debug_render_only":1"#,
+        br#""_debug_render_only":[true]"#,
+        br#""_debug_render_only":{"a":true}"#,
+        br#""_debug_render_only":tru"#,
+        br#""_debug_render_only" : true "#,
+        br#""_DEBUG_Render_only":true"#,
+        br#""_debug_\u0072ender_only":true"#,
+        br#""_debug_render_only\u0000":true"#,
+        br#""\ud800":1"#,
+        br#""a":"x\"y\\""#,
+        br#""a":[1,{"_debug_render_only":true},"]"]"#,
+        br#""a":1e400"#,
+        b"\"a\":\"\xff\xfe\"",
+        b"\"a\":\"line\nbreak\"",
+        "\"\u{17f}\":1".as_bytes(),
+        br#""a":-0.5E+3"#,
+        br#""a":"#,
+    ];
+    let suffixes: &[&[u8]] = &[b"", b" \n", b" x", b"{}", b","];
+    let mut checked = 0;
+    let mut flagged = 0;
+    for a in 0..=members.len() {
+        for b in 0..=members.len() {
+            for c in 0..=members.len() {
+                let picked: Vec<&[u8]> = [a, b, c]
+                    .iter()
+                    .filter_map(|&i| members.get(i).copied())
+                    .collect();
+                for suffix in suffixes {
+                    let mut body = b"{".to_vec();
+                    body.extend_from_slice(&picked.join(&b","[..]));
+                    body.push(b'}');
+                    body.extend_from_slice(suffix);
+                    let mut s = Scanner::new(KEY);
+                    s.feed(&body);
+                    let whole = crate::policy::Members::parse(&body).is_ok_and(|m| m.is_true(KEY));
+                    assert_eq!(
+                        s.outcome() == Scan::Flagged,
+                        whole,
+                        "{}",
+                        String::from_utf8_lossy(&body)
+                    );
+                    checked += 1;
+                    flagged += usize::from(whole);
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 22 * 22 * 22 * 5);
+    assert!(flagged > 1000, "{flagged}");
+}

@@ -46,7 +46,6 @@ use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
 use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
 use crate::proxy::{refusal as refuse, upstream};
 use crate::record::Outcome;
-use crate::route::Route;
 use crate::telemetry::log_event::Action;
 
 /// Where policy verdicts go: the pipeline decides and logs (and bans), and says what it did.
@@ -252,9 +251,7 @@ where
     {
         if read.rest.is_none() {
             // Read whole: decoded here, at once, by the worker's own decoder; no slot.
-            let judged = decoders::scratch(|inflate| {
-                zstd_prefix(&cfg, meta.route, &read.prefix, true, inflate)
-            });
+            let judged = decoders::scratch(|inflate| zstd_prefix(&read.prefix, true, inflate));
             match judged {
                 Ok(Zstd::Judged(verdicts)) => verdicts,
                 Ok(Zstd::Pending(_)) => Vec::new(),
@@ -265,7 +262,7 @@ where
                 Ok(slot) => slot,
                 Err(why) => return Ok(busy(&ctx, &meta, why)),
             };
-            match zstd_prefix(&cfg, meta.route, &read.prefix, false, slot.inflate()) {
+            match zstd_prefix(&read.prefix, false, slot.inflate()) {
                 Zstd::Judged(verdicts) => verdicts,
                 Zstd::Pending(s) => {
                     scanner = Some(s);
@@ -278,16 +275,24 @@ where
         }
     } else {
         match (&read.rest, scope) {
+            // A generation body is judged by the same scan whatever its size (a test holds the
+            // scan to the whole-body reader's verdicts), without building its members.
+            (None, Scope::Generation) => {
+                let mut s = Scanner::new(SWITCH);
+                s.feed(&read.prefix);
+                if s.outcome() == Scan::Flagged {
+                    vec![policy::debug_render_only()]
+                } else {
+                    Vec::new()
+                }
+            }
             (None, _) => match Members::parse(&read.prefix) {
                 Ok(m) => policy::check_body(&cfg, meta.route, &m),
                 // A management body Go's decoder would refuse too: Ollama answers it 400, so
                 // refusing it costs no client anything, and it keeps the stage closed should
-                // this reader ever refuse what Go accepts. A generation body goes on to
-                // Ollama's own 400.
-                Err(e)
-                    if scope == Scope::ManageWithBody
-                        && policy::decodes_body(meta.route, &parts.method) =>
-                {
+                // this reader ever refuse what Go accepts. (A route whose handler never decodes
+                // a body goes on to gin's own answer.)
+                Err(e) if policy::decodes_body(meta.route, &parts.method) => {
                     vec![policy::unreadable(&e)]
                 }
                 Err(_) => Vec::new(),
@@ -362,50 +367,23 @@ enum Zstd {
 }
 
 /// Decompresses the part of a zstd generation body the stage read (`ended`: all of it) and
-/// judges it as the same body sent plain would be judged: whole by the rules when it
-/// decompresses to at most `max_body` bytes, by the streaming scan otherwise. What Ollama could
-/// not decompress is `policy.unreadable_body` (it answers `400` itself).
-fn zstd_prefix(
-    cfg: &PolicyConfig,
-    route: Route,
-    prefix: &[u8],
-    ended: bool,
-    inflate: &mut Inflate,
-) -> Zstd {
-    let mut plain = Vec::new();
-    let mut scanner: Option<Scanner> = None;
+/// scans what comes out, as the same body sent plain is scanned. What Ollama could not
+/// decompress, before the scan has decided, is `policy.unreadable_body` (it answers `400`
+/// itself).
+fn zstd_prefix(prefix: &[u8], ended: bool, inflate: &mut Inflate) -> Zstd {
+    let mut s = Scanner::new(SWITCH);
     let fed = inflate.feed(prefix, &mut |out| {
-        if let Some(s) = scanner.as_mut() {
-            s.feed(out);
-            return s.outcome() == Scan::Pending;
-        }
-        plain.extend_from_slice(out);
-        if plain.len() as u64 <= cfg.max_body {
-            return true;
-        }
-        let mut s = Scanner::new(SWITCH);
-        s.feed(&plain);
-        let undecided = s.outcome() == Scan::Pending;
-        scanner = Some(s);
-        undecided
+        s.feed(out);
+        s.outcome() == Scan::Pending
     });
-    let fed = fed.and_then(|()| if ended { inflate.finish() } else { Ok(()) });
-    let s = match scanner {
-        Some(s) => s,
-        None if ended => {
-            return Zstd::Judged(match (fed, Members::parse(&plain)) {
-                (Err(e), _) => vec![policy::unreadable(&e)],
-                (Ok(()), Ok(m)) => policy::check_body(cfg, route, &m),
-                // Not JSON Go reads: Ollama answers it 400 itself.
-                (Ok(()), Err(_)) => Vec::new(),
-            });
+    let pending = s.outcome() == Scan::Pending;
+    let fed = fed.and_then(|()| {
+        if ended && pending {
+            inflate.finish()
+        } else {
+            Ok(())
         }
-        None => {
-            let mut s = Scanner::new(SWITCH);
-            s.feed(&plain);
-            s
-        }
-    };
+    });
     match (s.outcome(), fed) {
         (Scan::Flagged, _) => Zstd::Judged(vec![policy::debug_render_only()]),
         (Scan::Clear, _) => Zstd::Judged(Vec::new()),
