@@ -61,18 +61,19 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-/// How many times its compressed size a body may grow once decompressed (beyond
-/// [`RATIO_SLACK`]): Apache httpd's `DeflateInflateRatioLimit` default. JSON a client compressed
-/// stays far below it; a decompression bomb (a few hundred bytes that expand to megabytes) goes
-/// far above, and is refused before it costs more than that ratio in decoding work.
+/// How many times its compressed size a body may grow once decompressed, beyond
+/// [`RATIO_SLACK`] (Apache httpd's `DeflateInflateRatioLimit` default). A decompression bomb
+/// (a few hundred bytes that expand to megabytes) goes far above it, and is refused before it
+/// costs more than that ratio in decoding and scanning work.
 pub(crate) const RATIO_LIMIT: u64 = 200;
-/// Decompressed bytes allowed whatever the ratio: one full zstd block, so a small body of
-/// repeated text is never taken for a bomb.
-pub(crate) const RATIO_SLACK: u64 = 128 << 10;
+/// Decompressed bytes allowed whatever the ratio: repetitive text compresses far beyond 200-fold
+/// (a chat carrying a 940 KB repeating log: 2 800-fold at zstd level 3), so the ratio applies
+/// only past this much, which the scan reads in about 10 ms at worst.
+pub(crate) const RATIO_SLACK: u64 = 4 << 20;
 /// The most compressed bytes read: no encoder makes a stream larger than its content plus a
-/// little framing, so a body past this (padding, endless skippable frames) is not one a client
-/// compressed.
-pub(crate) const MAX_COMPRESSED: u64 = MAX_DECODED + RATIO_SLACK;
+/// little framing (a 128 KiB allowance), so a body past this (padding, endless skippable
+/// frames) is not one a client compressed.
+pub(crate) const MAX_COMPRESSED: u64 = MAX_DECODED + (128 << 10);
 
 /// Why a body could not be read as Ollama would read it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +112,8 @@ pub(crate) struct Inflate {
     head: Vec<u8>,
     /// The largest window a frame has asked for (what libzstd may still hold allocated).
     window_max: u64,
+    /// The sink has seen enough: nothing more is decoded until [`Inflate::reset`].
+    stopped: bool,
 }
 
 impl std::fmt::Debug for Inflate {
@@ -196,6 +199,7 @@ impl Inflate {
             in_frame: false,
             head: Vec::with_capacity(HEADER_MAX),
             window_max: 0,
+            stopped: false,
         })
     }
 
@@ -211,18 +215,23 @@ impl Inflate {
         self.taken = 0;
         self.in_frame = false;
         self.head.clear();
+        self.stopped = false;
         true
     }
 
     /// Decompresses `input`, handing each piece of output to `sink` until it answers `false`
     /// (it has seen enough; the rest of `input` is then not decoded). Past [`MAX_DECODED`]
     /// bytes the pieces stop, the last one cut at the limit, and the answer is
-    /// [`InflateError::TooLarge`]; past the ratio limit, [`InflateError::Bomb`].
+    /// [`InflateError::TooLarge`]; past the ratio limit, [`InflateError::Bomb`]. Once the sink
+    /// has answered `false`, nothing more is decoded until [`Inflate::reset`].
     pub(crate) fn feed(
         &mut self,
         input: &[u8],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(), InflateError> {
+        if self.stopped {
+            return Ok(());
+        }
         self.taken += input.len() as u64;
         if self.taken > MAX_COMPRESSED {
             return Err(InflateError::TooLong);
@@ -301,6 +310,7 @@ impl Inflate {
                 }
                 self.total += keep as u64;
                 if keep > 0 && !sink(&self.out[..keep]) {
+                    self.stopped = true;
                     return Ok(None);
                 }
                 if keep < written {

@@ -170,6 +170,9 @@ pub(crate) struct Verdict {
     pub(crate) value: String,
     /// How serious.
     pub(crate) severity: Severity,
+    /// Whether `[policy] ban` bans for it: not for a decompression bomb, which a legitimate
+    /// body of extremely repetitive text could be.
+    pub(crate) bans: bool,
 }
 
 fn verdict(rule: &'static str, field: &'static str, value: &str, severity: Severity) -> Verdict {
@@ -185,6 +188,7 @@ fn verdict(rule: &'static str, field: &'static str, value: &str, severity: Sever
         rule,
         field,
         value,
+        bans: true,
         severity,
     }
 }
@@ -238,6 +242,14 @@ pub(crate) fn unreadable(why: &dyn std::fmt::Display) -> Verdict {
         &why.to_string(),
         Severity::Medium,
     )
+}
+
+/// The verdict on a zstd body that could not be decoded within Ollama's limits (or the stage's
+/// ratio limit: a bomb, which never bans).
+pub(crate) fn undecodable(e: &inflate::InflateError) -> Verdict {
+    let mut v = unreadable(e);
+    v.bans = *e != inflate::InflateError::Bomb;
+    v
 }
 
 /// Whether Ollama routes this method to the route's handler, which decodes the body: `POST`

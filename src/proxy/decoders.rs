@@ -5,11 +5,12 @@
 //! stage's decoding memory. A bound is something to exhaust, so three rules keep one client
 //! from taking every slot:
 //! - at most [`DECODERS`] bodies are decoded at once, and at most [`PER_SOURCE`] of them come
-//!   from one source (an IPv4 address, an IPv6 /64); a request beyond either is answered `503`
+//!   from one source (an IPv4 address, an IPv6 /48); a request beyond either is answered `503`
 //!   with `Retry-After` before anything is forwarded;
 //! - a body holding a slot must keep arriving at [`MIN_RATE`] bytes a second on average, after
-//!   a [`GRACE`] (Apache's `mod_reqtimeout` `MinRate`): one that falls behind is cut and
-//!   answered `408`, as a stalled body is, and its slot freed;
+//!   a [`GRACE`] (Apache's `mod_reqtimeout` `MinRate`), counting only the time the proxy waits
+//!   on the client (as the idle timer does): one that falls behind is cut and answered `408`,
+//!   as a stalled body is, and its slot freed;
 //! - a body cannot hold a slot forever however fast it trickles: the decoder refuses more
 //!   compressed bytes than any encoder makes of what Ollama reads (see
 //!   [`crate::policy::inflate::MAX_COMPRESSED`]).
@@ -29,7 +30,6 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
 
 use crate::policy::inflate::{Inflate, InflateError};
 
@@ -106,7 +106,6 @@ impl Decoders {
             _permit: permit,
             pool: self.clone(),
             key,
-            since: Instant::now(),
         })
     }
 
@@ -150,13 +149,14 @@ pub(crate) fn scratch<R>(f: impl FnOnce(&mut Inflate) -> R) -> Result<R, Inflate
     Ok(out)
 }
 
-/// One source's key: the address, or an IPv6 address's /64.
+/// One source's key: the address, or an IPv6 address's /48 (a site's allocation: one
+/// subscriber's /56 holds 256 /64s, each of which would otherwise have its own share).
 fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into()),
         },
     }
 }
@@ -169,7 +169,6 @@ pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     pool: Arc<Decoders>,
     key: IpAddr,
-    since: Instant,
 }
 
 impl Slot {
@@ -180,14 +179,14 @@ impl Slot {
             None => unreachable!("a slot's decoder is taken only when the slot is dropped"),
         }
     }
+}
 
-    /// When a body that has sent `taken` compressed bytes since the slot was given falls
-    /// behind [`MIN_RATE`].
-    pub(crate) fn deadline(&self, taken: u64) -> Instant {
-        let secs = taken / MIN_RATE;
-        let part = Duration::from_nanos((taken % MIN_RATE) * 1_000_000_000 / MIN_RATE);
-        self.since + GRACE + Duration::from_secs(secs) + part
-    }
+/// How long a body holding a slot may have waited on its client, in all, once it has sent
+/// `taken` compressed bytes: [`GRACE`] plus a second for every [`MIN_RATE`] bytes.
+pub(crate) fn allowance(taken: u64) -> Duration {
+    let secs = taken / MIN_RATE;
+    let part = Duration::from_nanos((taken % MIN_RATE) * 1_000_000_000 / MIN_RATE);
+    GRACE + Duration::from_secs(secs) + part
 }
 
 impl Drop for Slot {
@@ -221,12 +220,12 @@ mod tests {
         let a1 = d.take(ip("192.0.2.1")).unwrap();
         let _a2 = d.take(ip("192.0.2.1")).unwrap();
         assert_eq!(d.take(ip("192.0.2.1")).unwrap_err(), Busy::Source(2));
-        // An IPv6 /64 is one source, and a v4-mapped address is its IPv4 address.
+        // An IPv6 /48 is one source, and a v4-mapped address is its IPv4 address.
         let _b1 = d.take(ip("2001:db8:1:2::1")).unwrap();
-        let _b2 = d.take(ip("2001:db8:1:2:ffff::9")).unwrap();
-        assert_eq!(d.take(ip("2001:db8:1:2::7")).unwrap_err(), Busy::Source(2));
+        let _b2 = d.take(ip("2001:db8:1:ffff::9")).unwrap();
+        assert_eq!(d.take(ip("2001:db8:1:3::7")).unwrap_err(), Busy::Source(2));
         assert_eq!(d.take(ip("::ffff:192.0.2.1")).unwrap_err(), Busy::Source(2));
-        let _c = d.take(ip("2001:db8:1:3::1")).unwrap();
+        let _c = d.take(ip("2001:db8:2::1")).unwrap();
         assert_eq!((d.available(), d.sources()), (1, 3));
         drop(a1);
         assert_eq!(d.available(), 2);
@@ -308,19 +307,10 @@ mod tests {
         assert_eq!(fresh, Ok(()));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_deadline_moves_by_a_second_per_min_rate_bytes() {
-        let d = Decoders::new(1, 1);
-        let s = d.take(ip("192.0.2.1")).unwrap();
-        let start = Instant::now();
-        assert_eq!(s.deadline(0), start + GRACE);
-        assert_eq!(
-            s.deadline(MIN_RATE * 3),
-            start + GRACE + Duration::from_secs(3)
-        );
-        assert_eq!(
-            s.deadline(MIN_RATE / 4),
-            start + GRACE + Duration::from_millis(250)
-        );
+    #[test]
+    fn the_allowance_grows_by_a_second_per_min_rate_bytes() {
+        assert_eq!(allowance(0), GRACE);
+        assert_eq!(allowance(MIN_RATE * 3), GRACE + Duration::from_secs(3));
+        assert_eq!(allowance(MIN_RATE / 4), GRACE + Duration::from_millis(250));
     }
 }

@@ -26,9 +26,10 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::decoders::{Slot, MIN_RATE};
+use super::decoders::{allowance, Slot, MIN_RATE};
 use super::fault::BoxError;
-use tokio::time::Sleep;
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
 
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Verdict};
@@ -63,6 +64,10 @@ pub(crate) struct Decoding {
     slot: Slot,
     /// Compressed bytes taken since the slot was given.
     taken: u64,
+    /// The time spent waiting on the client so far (while the body was pending), and since
+    /// when it has been waiting now.
+    waited: Duration,
+    waiting_since: Option<Instant>,
     /// Fires when the body falls behind the slot's minimum rate.
     timer: Option<Pin<Box<Sleep>>>,
 }
@@ -73,6 +78,8 @@ impl Decoding {
         Decoding {
             slot,
             taken: 0,
+            waited: Duration::ZERO,
+            waiting_since: None,
             timer: None,
         }
     }
@@ -106,13 +113,15 @@ impl Guard {
     }
 
     /// Called while the client's body has nothing new: whether a body holding a decoder slot
-    /// has fallen behind the minimum rate (it is then cut, and the slot freed). The timer is
-    /// armed only while the body waits on the client, as the idle timer is.
+    /// has fallen behind the minimum rate (it is then cut, and the slot freed). Only the time
+    /// spent waiting on the client counts, as for the idle timer: while the upstream does not
+    /// read the body, the clock stands still.
     fn too_slow(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(d) = self.decoding.as_mut() else {
             return false;
         };
-        let deadline = d.slot.deadline(d.taken);
+        let since = *d.waiting_since.get_or_insert_with(Instant::now);
+        let deadline = since + allowance(d.taken).saturating_sub(d.waited);
         let timer = d
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -126,6 +135,15 @@ impl Guard {
         self.decided = true;
         self.slow = true;
         true
+    }
+
+    /// A frame came: the wait for it is over.
+    fn arrived(&mut self) {
+        if let Some(d) = self.decoding.as_mut() {
+            if let Some(since) = d.waiting_since.take() {
+                d.waited += since.elapsed();
+            }
+        }
     }
 
     /// Scans `data`; `true` when the frame holding it must not be sent.
@@ -152,7 +170,7 @@ impl Guard {
                         self.decoding = None;
                         None
                     }
-                    (Scan::Pending, Err(e)) => Some(policy::unreadable(&e)),
+                    (Scan::Pending, Err(e)) => Some(policy::undecodable(&e)),
                     (Scan::Pending, Ok(())) => None,
                 }
             }
@@ -257,7 +275,12 @@ where
                     return Poll::Ready(None);
                 };
                 let frame = match r.poll_frame(cx) {
-                    Poll::Ready(frame) => frame,
+                    Poll::Ready(frame) => {
+                        if let Some(g) = guard.as_mut() {
+                            g.arrived();
+                        }
+                        frame
+                    }
                     Poll::Pending => {
                         if guard.as_mut().is_some_and(|g| g.too_slow(cx)) {
                             return Poll::Ready(Some(Err(Box::new(TooSlow))));
@@ -305,7 +328,6 @@ mod tests {
     use crate::proxy::decoders::{Decoders, GRACE};
     use http_body_util::{BodyExt, Full};
     use std::collections::VecDeque;
-    use std::time::Duration;
 
     #[tokio::test]
     async fn replay_yields_the_prefix_then_the_rest_byte_identical() {
@@ -438,5 +460,23 @@ mod tests {
         assert!(body.frame().await.unwrap().unwrap_err().is::<TooSlow>());
         assert_eq!(start.elapsed(), GRACE);
         assert_eq!(decoders.available(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_the_upstream_does_not_read_the_body_does_not_count_against_the_client() {
+        let decoders = Decoders::new(1, 1);
+        let frames = (0..2)
+            .map(|_| (Duration::from_secs(1), skippable(1000)))
+            .collect();
+        let mut body = inspected(&decoders, frames, false);
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap().len(), 1000);
+        // The upstream stops reading for a minute: hyper does not poll the body.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        // The client's next frame takes a second: two seconds of waiting in all, well within
+        // the allowance.
+        let second = body.frame().await.unwrap().unwrap();
+        assert_eq!(second.into_data().unwrap().len(), 1000);
+        assert!(body.frame().await.is_none());
     }
 }

@@ -143,6 +143,41 @@ fn a_decompression_bomb_is_refused_once_it_expands_200_fold() {
         z.len()
     );
     assert_eq!(decode(&z, 1 << 14), (body.into_bytes(), Ok(())));
+    // A tool message carrying a repeating log (20 000 lines, timestamps cycling every 60)
+    // compresses thousands-fold; within the slack it is no bomb.
+    let log: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "2026-12-02T03:{:02}:00Z worker ok: batch done, 0 errors\n",
+                i % 60
+            )
+        })
+        .collect();
+    let tool = serde_json::json!({"role": "tool", "content": log});
+    let body = serde_json::json!({"model": "m", "messages": [tool]}).to_string();
+    assert!(body.len() > 900_000 && (body.len() as u64) < RATIO_SLACK);
+    for level in [3, 19] {
+        let z = zstd::encode_all(body.as_bytes(), level).unwrap();
+        assert!(body.len() > 1000 * z.len(), "{} -> {}", body.len(), z.len());
+        assert_eq!(decode(&z, 1 << 14), (body.clone().into_bytes(), Ok(())));
+    }
+}
+
+#[test]
+fn a_decoder_whose_sink_has_seen_enough_decodes_nothing_more_until_reset() {
+    let z = zstd::encode_all(&br#"{"model":"m"}"#[..], 3).unwrap();
+    let mut inflate = Inflate::new().unwrap();
+    let mut seen = Vec::new();
+    inflate.feed(&z, &mut |_| false).unwrap();
+    let mut sink = |d: &[u8]| {
+        seen.extend_from_slice(d);
+        true
+    };
+    inflate.feed(&z, &mut sink).unwrap();
+    assert!(inflate.reset());
+    inflate.feed(&z, &mut sink).unwrap();
+    assert_eq!(inflate.finish(), Ok(()));
+    assert_eq!(seen, br#"{"model":"m"}"#);
 }
 
 #[test]

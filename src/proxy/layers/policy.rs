@@ -221,7 +221,9 @@ where
     // its part, would refuse a site it does not allow).
     let ban = cfg.ban && !meta.cross_site;
     let judge = |v: &Verdict| {
-        let action = ctx.sink.verdict(v, src, &meta.path, &meta.method_text, ban);
+        let action = ctx
+            .sink
+            .verdict(v, src, &meta.path, &meta.method_text, ban && v.bans);
         matches!(action, Action::Blocked | Action::Banned)
     };
     if matches!(scope, Scope::Manage | Scope::ManageWithBody) {
@@ -255,7 +257,7 @@ where
             match judged {
                 Ok(Zstd::Judged(verdicts)) => verdicts,
                 Ok(Zstd::Pending(_)) => Vec::new(),
-                Err(e) => vec![policy::unreadable(&e)],
+                Err(e) => vec![policy::undecodable(&e)],
             }
         } else {
             let mut slot = match ctx.decoders.take(src) {
@@ -331,7 +333,9 @@ where
     let cell = {
         let (ctx, meta) = (ctx.clone(), meta.clone());
         ScanCell::new(move |v: &Verdict| {
-            let action = ctx.sink.verdict(v, src, &meta.path, &meta.method_text, ban);
+            let action = ctx
+                .sink
+                .verdict(v, src, &meta.path, &meta.method_text, ban && v.bans);
             matches!(action, Action::Blocked | Action::Banned)
         })
     };
@@ -387,7 +391,7 @@ fn zstd_prefix(prefix: &[u8], ended: bool, inflate: &mut Inflate) -> Zstd {
     match (s.outcome(), fed) {
         (Scan::Flagged, _) => Zstd::Judged(vec![policy::debug_render_only()]),
         (Scan::Clear, _) => Zstd::Judged(Vec::new()),
-        (Scan::Pending, Err(e)) => Zstd::Judged(vec![policy::unreadable(&e)]),
+        (Scan::Pending, Err(e)) => Zstd::Judged(vec![policy::undecodable(&e)]),
         (Scan::Pending, Ok(())) if ended => Zstd::Judged(Vec::new()),
         (Scan::Pending, Ok(())) => Zstd::Pending(s),
     }

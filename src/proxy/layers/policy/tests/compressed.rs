@@ -154,7 +154,7 @@ async fn what_ollama_could_not_decompress_is_refused_400_in_block_mode_and_forwa
     wide.include_contentsize(false).unwrap();
     std::io::Write::write_all(&mut wide, SWITCH_ON).unwrap();
     let wide = wide.finish().unwrap();
-    let bomb = z(&vec![b' '; 4 << 20]);
+    let bomb = z(&vec![b' '; 8 << 20]);
     let cases = [
         (json, "zstd: Unknown frame descriptor"),
         (
@@ -323,5 +323,23 @@ async fn native_routes_never_decompress_as_ollama_does_not() {
             .unwrap();
         assert_eq!(resp.status(), 403);
         assert_eq!(sink.seen.lock().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_bomb_is_refused_but_never_bans_while_a_body_that_is_no_zstd_does() {
+    // A legitimate body of extremely repetitive text could be taken for a bomb: it is refused
+    // (the limit keeps the stage's work bounded) but `[policy] ban` does not ban for it.
+    for (body, bans) in [(z(&vec![b' '; 8 << 20]), false), (SWITCH_ON.to_vec(), true)] {
+        let cfg = PolicyConfig {
+            ban: true,
+            ..PolicyConfig::default()
+        };
+        let (svc, sink, up) = service(true, cfg);
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, 64);
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 400);
+        assert!(up.0.lock().unwrap().is_empty());
+        assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.unreadable_body");
+        assert_eq!(sink.bans.lock().unwrap().clone(), [bans]);
     }
 }
