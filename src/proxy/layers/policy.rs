@@ -277,21 +277,14 @@ where
         }
     } else {
         match (&read.rest, scope) {
-            // A small generation body is read whole, as a management body is: for a body of
-            // a few hundred bytes the member reader costs less than the scan (callgrind:
-            // 35 368 against 36 418 instructions per request). A test holds the two to the same
-            // verdicts, so a body cannot be shaped to pass on one side of `max_body`.
-            (None, Scope::Generation) => match Members::parse(&read.prefix) {
-                Ok(m) => policy::check_body(&cfg, meta.route, &m),
-                // Not JSON Go reads: Ollama answers it 400 itself.
-                Err(_) => Vec::new(),
-            },
             (None, _) => match Members::parse(&read.prefix) {
                 Ok(m) => policy::check_body(&cfg, meta.route, &m),
                 // A management body Go's decoder would refuse too: Ollama answers it 400, so
                 // refusing it costs no client anything, and it keeps the stage closed should
-                // this reader ever refuse what Go accepts. (A route whose handler never decodes
-                // a body goes on to gin's own answer.)
+                // this reader ever refuse what Go accepts. A generation body goes on to
+                // Ollama's own 400. (A small generation body is read by this reader, not the
+                // scan: 35 368 against 36 418 instructions per request, callgrind; a test holds
+                // the two to the same verdicts.)
                 Err(e) if policy::decodes_body(meta.route, &parts.method) => {
                     vec![policy::unreadable(&e)]
                 }
