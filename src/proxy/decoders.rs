@@ -87,12 +87,7 @@ impl Decoders {
         if *held >= self.per_source {
             return Err(Busy::Source(self.per_source));
         }
-        let kept = || self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        let permit = self.slots.clone().try_acquire_owned().ok();
-        let inflate = permit
-            .as_ref()
-            .and_then(|_| kept().or_else(|| Inflate::new().ok()));
-        let (Some(permit), Some(inflate)) = (permit, inflate) else {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             let none = *held == 0;
             drop(held);
             if none {
@@ -101,12 +96,19 @@ impl Decoders {
             return Err(Busy::All(self.total));
         };
         *held += 1;
-        Ok(Slot {
-            inflate: Some(inflate),
+        drop(held);
+        // The slot is counted; its decoder is found without holding the map's lock. Should
+        // none be had, dropping the slot gives the count and the permit back.
+        let mut slot = Slot {
+            inflate: None,
             _permit: permit,
             pool: self.clone(),
             key,
-        })
+        };
+        let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let inflate = kept.or_else(|| Inflate::new().ok());
+        slot.inflate = Some(inflate.ok_or(Busy::All(self.total))?);
+        Ok(slot)
     }
 
     /// Slots free now.
@@ -164,7 +166,7 @@ fn source_key(ip: IpAddr) -> IpAddr {
 /// A decoder slot and its decoder, freed on drop.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    /// Taken only on drop.
+    /// Set once the slot is made; taken only on drop.
     inflate: Option<Inflate>,
     _permit: OwnedSemaphorePermit,
     pool: Arc<Decoders>,
