@@ -268,12 +268,11 @@ impl Inflate {
             // The gathered bytes go to libzstd; it stops where a frame ends, and what follows
             // is kept for the next header check.
             let mut gathered = std::mem::take(&mut self.head);
-            let used = self.run(&gathered, sink);
-            gathered.drain(..used.as_ref().ok().copied().flatten().unwrap_or(0));
-            self.head = gathered;
-            if used?.is_none() {
+            let Some(used) = self.run(&gathered, sink)? else {
                 return Ok(());
-            }
+            };
+            gathered.drain(..used);
+            self.head = gathered;
         }
     }
 
