@@ -114,6 +114,29 @@ pub(crate) struct Inflate {
     window_max: u64,
     /// The sink has seen enough: nothing more is decoded until [`Inflate::reset`].
     stopped: bool,
+    /// Decompressed bytes the current slice may still hand on.
+    slice_left: u64,
+    /// Paused inside a frame: libzstd may hold output of input it has already taken.
+    held_back: bool,
+}
+
+/// How far a sliced decode went ([`Inflate::feed_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The input is used up (or the sink has seen enough).
+    Done,
+    /// The slice is spent: the input from this offset on is still to be decoded.
+    Paused(usize),
+}
+
+/// How one run of libzstd over some input ended.
+enum Run {
+    /// Used this much of it: all of it, or up to a frame's end.
+    Used(usize),
+    /// The slice is spent after this much of it.
+    Paused(usize),
+    /// The sink has seen enough.
+    Stopped,
 }
 
 impl std::fmt::Debug for Inflate {
@@ -200,6 +223,8 @@ impl Inflate {
             head: Vec::with_capacity(HEADER_MAX),
             window_max: 0,
             stopped: false,
+            slice_left: u64::MAX,
+            held_back: false,
         })
     }
 
@@ -216,6 +241,7 @@ impl Inflate {
         self.in_frame = false;
         self.head.clear();
         self.stopped = false;
+        self.held_back = false;
         true
     }
 
@@ -224,28 +250,80 @@ impl Inflate {
     /// bytes the pieces stop, the last one cut at the limit, and the answer is
     /// [`InflateError::TooLarge`]; past the ratio limit, [`InflateError::Bomb`]. Once the sink
     /// has answered `false`, nothing more is decoded until [`Inflate::reset`].
+    #[cfg(test)]
     pub(crate) fn feed(
         &mut self,
         input: &[u8],
         sink: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<(), InflateError> {
+        self.feed_for(input, sink, u64::MAX).map(|_| ())
+    }
+
+    /// [`Inflate::feed`], stopping for a pause once about `slice` decompressed bytes have gone
+    /// to the sink (at most one output piece more): the caller lets others run, then hands the
+    /// rest of `input` (from the answer's offset on) to [`Inflate::resume_for`]. So a body that
+    /// expands to megabytes is decoded and scanned in slices of bounded work.
+    pub(crate) fn feed_for(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+        slice: u64,
+    ) -> Result<Progress, InflateError> {
         if self.stopped {
-            return Ok(());
+            return Ok(Progress::Done);
         }
         self.taken += input.len() as u64;
         if self.taken > MAX_COMPRESSED {
             return Err(InflateError::TooLong);
         }
+        self.resume_for(input, sink, slice)
+    }
+
+    /// Goes on after [`Progress::Paused`] with what was left of the input (the bytes were
+    /// counted when first fed).
+    pub(crate) fn resume_for(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+        slice: u64,
+    ) -> Result<Progress, InflateError> {
+        if self.stopped {
+            return Ok(Progress::Done);
+        }
+        self.slice_left = slice;
         let mut rest = input;
+        let paused = |rest: &[u8]| Ok(Progress::Paused(input.len() - rest.len()));
         loop {
-            if self.in_frame {
-                if rest.is_empty() {
-                    return Ok(());
-                }
-                let Some(used) = self.run(rest, sink)? else {
-                    return Ok(());
+            // Checked here too, not only inside a frame: tiny frames back to back each end
+            // within one piece of output.
+            if self.slice_left == 0 {
+                return paused(rest);
+            }
+            // A pause inside bytes gathered for a header leaves the frame's next bytes here:
+            // they come before the new input.
+            if self.in_frame && !self.head.is_empty() {
+                let mut gathered = std::mem::take(&mut self.head);
+                let ran = self.run(&gathered, sink)?;
+                let (Run::Used(used) | Run::Paused(used)) = ran else {
+                    return Ok(Progress::Done);
                 };
-                rest = &rest[used..];
+                gathered.drain(..used);
+                self.head = gathered;
+                if matches!(ran, Run::Paused(_)) {
+                    return paused(rest);
+                }
+                continue;
+            }
+            if self.in_frame {
+                // After a pause libzstd may still hold output of input it has taken.
+                if rest.is_empty() && !self.held_back {
+                    return Ok(Progress::Done);
+                }
+                match self.run(rest, sink)? {
+                    Run::Used(used) => rest = &rest[used..],
+                    Run::Paused(used) => return paused(&rest[used..]),
+                    Run::Stopped => return Ok(Progress::Done),
+                }
                 continue;
             }
             // Between frames: the next frame's header is gathered whole and checked before
@@ -255,10 +333,10 @@ impl Inflate {
             self.head.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if self.head.is_empty() {
-                return Ok(());
+                return Ok(Progress::Done);
             }
             match head(&self.head) {
-                Head::Short => return Ok(()),
+                Head::Short => return Ok(Progress::Done),
                 Head::Frame { window, .. } if window > 1 << WINDOW_LOG_MAX => {
                     return Err(InflateError::Window(window));
                 }
@@ -266,24 +344,29 @@ impl Inflate {
                 Head::Other => {}
             }
             // The gathered bytes go to libzstd; it stops where a frame ends, and what follows
-            // is kept for the next header check.
+            // is kept for the next header check (or, after a pause, for the frame).
             let mut gathered = std::mem::take(&mut self.head);
-            let Some(used) = self.run(&gathered, sink)? else {
-                return Ok(());
+            let ran = self.run(&gathered, sink)?;
+            let (Run::Used(used) | Run::Paused(used)) = ran else {
+                return Ok(Progress::Done);
             };
             gathered.drain(..used);
             self.head = gathered;
+            if matches!(ran, Run::Paused(_)) {
+                return paused(rest);
+            }
         }
     }
 
-    /// Runs libzstd over `input` until it is used up or a frame ends; answers how much of it
-    /// was taken (`None` when the sink has seen enough).
+    /// Runs libzstd over `input` until it is used up, a frame ends, the sink has seen enough
+    /// or the slice is spent.
     fn run(
         &mut self,
         input: &[u8],
         sink: &mut dyn FnMut(&[u8]) -> bool,
-    ) -> Result<Option<usize>, InflateError> {
+    ) -> Result<Run, InflateError> {
         let mut input = InBuffer::around(input);
+        self.held_back = false;
         loop {
             let mut output = OutBuffer::around(&mut self.out[..]);
             let read_before = input.pos();
@@ -310,8 +393,9 @@ impl Inflate {
                 self.total += keep as u64;
                 if keep > 0 && !sink(&self.out[..keep]) {
                     self.stopped = true;
-                    return Ok(None);
+                    return Ok(Run::Stopped);
                 }
+                self.slice_left = self.slice_left.saturating_sub(keep as u64);
                 if keep < written {
                     return Err(InflateError::TooLarge);
                 }
@@ -321,7 +405,11 @@ impl Inflate {
             // more back).
             let used = input.pos();
             if ended || (used == input.src.len() && written < self.out.len()) {
-                return Ok(Some(used));
+                return Ok(Run::Used(used));
+            }
+            if self.slice_left == 0 {
+                self.held_back = true;
+                return Ok(Run::Paused(used));
             }
         }
     }

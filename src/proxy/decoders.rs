@@ -15,10 +15,20 @@
 //!   compressed bytes than any encoder makes of what Ollama reads (see
 //!   [`crate::policy::inflate::MAX_COMPRESSED`]).
 //!
-//! Only a body decoded *as it streams* (larger than `policy.max_body`) holds a slot: one the stage
-//! has read whole is decoded on the spot, without a pause, by its worker's own decoder
-//! ([`scratch`]), so at most one such decoder per worker is ever at work, and a client's small
-//! compressed requests never wait for slots that others hold.
+//! Decoding is work on the worker's thread, so it is done in slices of [`SLICE`] decompressed
+//! bytes (about half a millisecond of decoding and scanning at worst), and the worker serves
+//! its other connections between two slices: a body that expands to 20 MiB does not stall them
+//! for the tenth of a second it takes in all.
+//!
+//! Only a body decoded *as it streams* (larger than `policy.max_body`) holds a slot from the
+//! start. One the stage has read whole is decoded on the spot by its worker's own decoder
+//! ([`scratch`]), so a client's small compressed requests never wait for slots that others
+//! hold. Should it expand past one slice, its decoder moves, mid-frame, into a slot of a pool of
+//! its own ([`Decoders::take_whole`]: [`WHOLE`] slots, [`WHOLE_PER_SOURCE`] to a source). The
+//! bodies in that pool are all in hand, so each frees its slot as soon as the CPU has decoded
+//! it: a body finding every slot taken waits its turn (first come, first served) instead of
+//! being refused, only a source over its share is answered `503`, and bodies trickling into
+//! the streaming slots cannot hold these.
 //!
 //! A slot comes with its decoder. A freed slot's decoder is kept for the next body (creating
 //! one costs more than proxying a request), unless a frame made it hold a large window; there
@@ -42,6 +52,15 @@ pub(crate) const MIN_RATE: u64 = 4 << 10;
 /// …counted after this long.
 pub(crate) const GRACE: Duration = Duration::from_secs(10);
 
+/// Decompressed bytes decoded and scanned before the worker lets its other connections run:
+/// about 0.5 ms at the scan's worst (8 ns a byte: short top-level members), far less for
+/// ordinary text.
+pub(crate) const SLICE: u64 = 64 << 10;
+/// Slots for bodies read whole that expand past one slice…
+pub(crate) const WHOLE: usize = 8;
+/// …and how many of them one source may hold.
+pub(crate) const WHOLE_PER_SOURCE: usize = 2;
+
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Busy {
@@ -60,17 +79,30 @@ pub(crate) struct Decoders {
     held: DashMap<IpAddr, usize>,
     /// Decoders of freed slots, ready for reuse.
     idle: Mutex<Vec<Inflate>>,
+    /// The pool for bodies read whole ([`Decoders::take_whole`]); none in that pool itself.
+    whole: Option<Arc<Decoders>>,
 }
 
 impl Decoders {
-    /// `total` slots, `per_source` of them at most to one source.
+    /// `total` slots, `per_source` of them at most to one source, and the standard pool for
+    /// bodies read whole.
     pub(crate) fn new(total: usize, per_source: usize) -> Arc<Self> {
+        Self::with_whole(total, per_source, (WHOLE, WHOLE_PER_SOURCE))
+    }
+
+    /// [`Decoders::new`], with `whole` = (slots, per source) for bodies read whole.
+    pub(crate) fn with_whole(total: usize, per_source: usize, whole: (usize, usize)) -> Arc<Self> {
+        Self::pool(total, per_source, Some(Self::pool(whole.0, whole.1, None)))
+    }
+
+    fn pool(total: usize, per_source: usize, whole: Option<Arc<Decoders>>) -> Arc<Self> {
         Arc::new(Decoders {
             slots: Arc::new(Semaphore::new(total)),
             total,
             per_source,
             held: DashMap::new(),
             idle: Mutex::new(Vec::new()),
+            whole,
         })
     }
 
@@ -82,39 +114,65 @@ impl Decoders {
     /// A slot for a body from `src`, with its decoder, or why not (a decoder libzstd cannot
     /// allocate counts as every slot taken).
     pub(crate) fn take(self: &Arc<Self>, src: IpAddr) -> Result<Slot, Busy> {
+        let share = self.share(src)?;
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Err(Busy::All(self.total));
+        };
+        self.slot(share, permit)
+    }
+
+    /// Counts one more body of `src`'s against its share; `Busy::Source` when it is full.
+    fn share(self: &Arc<Self>, src: IpAddr) -> Result<Share, Busy> {
         let key = source_key(src);
         let mut held = self.held.entry(key).or_insert(0);
         if *held >= self.per_source {
             return Err(Busy::Source(self.per_source));
         }
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            let none = *held == 0;
-            drop(held);
-            if none {
-                self.held.remove_if(&key, |_, n| *n == 0);
-            }
-            return Err(Busy::All(self.total));
-        };
         *held += 1;
-        drop(held);
-        // The slot is counted; its decoder is found without holding the map's lock. Should
-        // none be had, dropping the slot gives the count and the permit back.
-        let mut slot = Slot {
-            inflate: None,
-            _permit: permit,
+        Ok(Share {
             pool: self.clone(),
             key,
-        };
+        })
+    }
+
+    /// The slot for `share` and `permit`, with its decoder: found without holding the map's
+    /// lock; should none be had, dropping the parts gives the count and the permit back.
+    fn slot(self: &Arc<Self>, share: Share, permit: OwnedSemaphorePermit) -> Result<Slot, Busy> {
         let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let inflate = kept.or_else(|| Inflate::new().ok());
-        slot.inflate = Some(inflate.ok_or(Busy::All(self.total))?);
-        Ok(slot)
+        Ok(Slot {
+            inflate: Some(inflate.ok_or(Busy::All(self.total))?),
+            _permit: permit,
+            _share: share,
+        })
+    }
+
+    /// A slot for a body read whole that expands past one [`SLICE`], from the pool kept for
+    /// such bodies (see the module docs), without waiting.
+    pub(crate) fn try_take_whole(self: &Arc<Self>, src: IpAddr) -> Result<Slot, Busy> {
+        self.whole.as_ref().unwrap_or(self).take(src)
+    }
+
+    /// [`Decoders::try_take_whole`], waiting in turn (first come, first served) while every
+    /// slot of the pool is taken: their bodies are all in hand, so each is freed as soon as the
+    /// CPU has decoded it. Only a source over its share is refused.
+    pub(crate) async fn take_whole(self: &Arc<Self>, src: IpAddr) -> Result<Slot, Busy> {
+        let pool = self.whole.as_ref().unwrap_or(self);
+        let share = pool.share(src)?;
+        let permit = pool.slots.clone().acquire_owned().await;
+        pool.slot(share, permit.map_err(|_| Busy::All(pool.total))?)
     }
 
     /// Slots free now.
     #[cfg(test)]
     pub(crate) fn available(&self) -> usize {
         self.slots.available_permits()
+    }
+
+    /// The pool for bodies read whole.
+    #[cfg(test)]
+    pub(crate) fn whole(&self) -> &Arc<Decoders> {
+        self.whole.as_ref().expect("a top-level pool")
     }
 
     /// Decoders kept for reuse now.
@@ -163,14 +221,30 @@ fn source_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A decoder slot and its decoder, freed on drop.
+/// A decoder slot and its decoder, freed on drop (the decoder kept for reuse first, then the
+/// permit, then the source's count).
 #[derive(Debug)]
 pub(crate) struct Slot {
-    /// Set once the slot is made; taken only on drop.
+    /// Set when the slot is made; taken only on drop.
     inflate: Option<Inflate>,
     _permit: OwnedSemaphorePermit,
+    _share: Share,
+}
+
+/// One body counted against its source's share, until dropped.
+#[derive(Debug)]
+struct Share {
     pool: Arc<Decoders>,
     key: IpAddr,
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.pool.held.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+        self.pool.held.remove_if(&self.key, |_, n| *n == 0);
+    }
 }
 
 impl Slot {
@@ -196,15 +270,11 @@ impl Drop for Slot {
         // Kept before the permit is released, so the next slot finds it.
         if let Some(mut inflate) = self.inflate.take() {
             if inflate.reset() {
-                if let Ok(mut idle) = self.pool.idle.lock() {
+                if let Ok(mut idle) = self._share.pool.idle.lock() {
                     idle.push(inflate);
                 }
             }
         }
-        if let Some(mut n) = self.pool.held.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-        }
-        self.pool.held.remove_if(&self.key, |_, n| *n == 0);
     }
 }
 
@@ -314,5 +384,49 @@ mod tests {
         assert_eq!(allowance(0), GRACE);
         assert_eq!(allowance(MIN_RATE * 3), GRACE + Duration::from_secs(3));
         assert_eq!(allowance(MIN_RATE / 4), GRACE + Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn a_body_waiting_for_a_whole_slot_counts_against_its_share_until_served_or_gone() {
+        let decoders = Decoders::with_whole(1, 1, (1, 1));
+        let whole = decoders.whole().clone();
+        let first = decoders.try_take_whole(ip("192.0.2.1")).unwrap();
+        assert_eq!(
+            decoders.try_take_whole(ip("192.0.2.2")).unwrap_err(),
+            Busy::All(1)
+        );
+        // The streaming pool is another pool.
+        let streaming = decoders.take(ip("192.0.2.2")).unwrap();
+        // A second client waits; while it waits its share is in use.
+        let waiting = tokio::spawn({
+            let decoders = decoders.clone();
+            async move { decoders.take_whole(ip("192.0.2.2")).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert_eq!(whole.sources(), 2);
+        assert_eq!(
+            decoders.take_whole(ip("192.0.2.2")).await.unwrap_err(),
+            Busy::Source(1)
+        );
+        // Gone while waiting (the client closed): its share is given back.
+        waiting.abort();
+        assert!(waiting.await.unwrap_err().is_cancelled());
+        assert_eq!(whole.sources(), 1);
+        // Waiting again, it is served once the slot is free.
+        let waiting = tokio::spawn({
+            let decoders = decoders.clone();
+            async move { decoders.take_whole(ip("192.0.2.2")).await.map(drop) }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(first);
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        assert_eq!(
+            (whole.available(), whole.sources(), whole.kept()),
+            (1, 0, 1)
+        );
+        drop(streaming);
+        assert_eq!((decoders.available(), decoders.sources()), (1, 0));
     }
 }

@@ -26,11 +26,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::decoders::{allowance, Slot, MIN_RATE};
+use super::decoders::{allowance, Slot, MIN_RATE, SLICE};
 use super::fault::BoxError;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
+use crate::policy::inflate::Progress;
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Verdict};
 
@@ -96,6 +97,8 @@ pub(crate) struct Guard {
     refused: bool,
     /// Cut: it fell behind the decoder slot's minimum rate.
     slow: bool,
+    /// A frame whose decoding paused, and how far it got.
+    paused: Option<(Frame<Bytes>, usize)>,
 }
 
 impl Guard {
@@ -109,6 +112,7 @@ impl Guard {
             decided: false,
             refused: false,
             slow: false,
+            paused: None,
         }
     }
 
@@ -146,10 +150,16 @@ impl Guard {
         }
     }
 
-    /// Scans `data`; `true` when the frame holding it must not be sent.
-    fn withhold(&mut self, data: &[u8]) -> bool {
+    /// Scans `data`, a frame's bytes (`fresh`) or what a pause left of them: whether the frame
+    /// may be sent, must be withheld, or is paused with its bytes from the given offset on
+    /// still to decode (a zstd body is decoded a [`SLICE`] at a time).
+    fn look(&mut self, data: &[u8], fresh: bool) -> Look {
         if self.decided {
-            return self.refused;
+            return if self.refused {
+                Look::Withhold
+            } else {
+                Look::Send
+            };
         }
         let scanner = &mut self.scanner;
         let verdict = match &mut self.decoding {
@@ -158,12 +168,18 @@ impl Guard {
                 (scanner.outcome() == Scan::Flagged).then(policy::debug_render_only)
             }
             Some(d) => {
-                d.taken += data.len() as u64;
-                let fed = d.slot.inflate().feed(data, &mut |plain| {
+                let mut sink = |plain: &[u8]| {
                     scanner.feed(plain);
                     scanner.outcome() == Scan::Pending
-                });
+                };
+                let fed = if fresh {
+                    d.taken += data.len() as u64;
+                    d.slot.inflate().feed_for(data, &mut sink, SLICE)
+                } else {
+                    d.slot.inflate().resume_for(data, &mut sink, SLICE)
+                };
                 match (scanner.outcome(), fed) {
+                    (Scan::Pending, Ok(Progress::Paused(at))) => return Look::Paused(at),
                     (Scan::Flagged, _) => Some(policy::debug_render_only()),
                     (Scan::Clear, _) => {
                         self.decided = true;
@@ -171,7 +187,7 @@ impl Guard {
                         None
                     }
                     (Scan::Pending, Err(e)) => Some(policy::undecodable(&e)),
-                    (Scan::Pending, Ok(())) => None,
+                    (Scan::Pending, Ok(_)) => None,
                 }
             }
         };
@@ -183,8 +199,37 @@ impl Guard {
                 let _ = self.cell.refused.set(v);
             }
         }
-        self.refused
+        if self.refused {
+            Look::Withhold
+        } else {
+            Look::Send
+        }
     }
+
+    /// Goes on with the frame a pause left (if any): `Some` when it is decided — sent, or
+    /// withheld — and `None` while it is paused again (the task is woken to go on: the worker
+    /// serves its other connections first).
+    fn go_on(&mut self, cx: &mut Context<'_>) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let (frame, at) = self.paused.take()?;
+        let data = frame.data_ref().map_or(&[][..], |d| &d[at..]);
+        match self.look(data, false) {
+            Look::Send => Some(Ok(frame)),
+            Look::Withhold => Some(Err(Box::new(Refused))),
+            Look::Paused(more) => {
+                self.paused = Some((frame, at + more));
+                cx.waker().wake_by_ref();
+                None
+            }
+        }
+    }
+}
+
+/// What the guard says of a frame.
+enum Look {
+    Send,
+    Withhold,
+    /// A slice was spent: the frame's bytes from this offset on are still to decode.
+    Paused(usize),
 }
 
 /// The error a refused body ends with (the exchange fails; the policy layer answers).
@@ -265,6 +310,12 @@ where
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
+                if let Some(g) = guard.as_mut().filter(|g| g.paused.is_some()) {
+                    return match g.go_on(cx) {
+                        Some(decided) => Poll::Ready(Some(decided)),
+                        None => Poll::Pending,
+                    };
+                }
                 if guard.as_ref().is_some_and(|g| g.refused) {
                     return Poll::Ready(Some(Err(Box::new(Refused))));
                 }
@@ -288,12 +339,19 @@ where
                         return Poll::Pending;
                     }
                 };
-                if let (Some(Ok(f)), Some(g)) = (&frame, guard.as_mut()) {
-                    if f.data_ref().is_some_and(|d| g.withhold(d)) {
-                        return Poll::Ready(Some(Err(Box::new(Refused))));
-                    }
+                match (frame, guard.as_mut()) {
+                    (Some(Ok(f)), Some(g)) => match f.data_ref().map(|d| g.look(d, true)) {
+                        None | Some(Look::Send) => Poll::Ready(Some(Ok(f))),
+                        Some(Look::Withhold) => Poll::Ready(Some(Err(Box::new(Refused)))),
+                        Some(Look::Paused(at)) => {
+                            // The worker's other connections first.
+                            g.paused = Some((f, at));
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    },
+                    (frame, _) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
                 }
-                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
         }
     }
@@ -307,8 +365,11 @@ where
                 guard,
                 ..
             } => {
-                let refused = guard.as_ref().is_some_and(|g| g.refused);
-                !refused && prefix.is_none() && rest.as_ref().map_or(true, Body::is_end_stream)
+                // A refused body still has its error to give, a paused one its frame.
+                let held = guard
+                    .as_ref()
+                    .is_some_and(|g| g.refused || g.paused.is_some());
+                !held && prefix.is_none() && rest.as_ref().map_or(true, Body::is_end_stream)
             }
         }
     }
@@ -478,5 +539,90 @@ mod tests {
         let second = body.frame().await.unwrap().unwrap();
         assert_eq!(second.into_data().unwrap().len(), 1000);
         assert!(body.frame().await.is_none());
+    }
+
+    /// A body whose frames are all there at once.
+    struct Ready(VecDeque<Bytes>);
+
+    impl Body for Ready {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_frame_expanding_past_a_slice_is_decoded_a_slice_a_turn_and_then_sent_or_withheld() {
+        // The last frame of a body whose prompt is open: 3 MiB of text, then the prompt
+        // closes and (or not) the switch follows.
+        for (tail, refused) in [
+            (r#"","stream":true}"#, false),
+            (r#"","_debug_render_only":true}"#, true),
+        ] {
+            let mut plain = "lorem ipsum ".repeat((3 << 20) / 12).into_bytes();
+            plain.extend_from_slice(tail.as_bytes());
+            let frame = Bytes::from(::zstd::encode_all(&plain[..], 3).unwrap());
+            let decoders = Decoders::new(1, 1);
+            let slot = decoders.take("192.0.2.1".parse().unwrap()).unwrap();
+            let mut scanner = Scanner::new("_debug_render_only");
+            scanner.feed(br#"{"model":"m","prompt":"x"#);
+            let judged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let cell = ScanCell::new({
+                let judged = judged.clone();
+                move |_: &Verdict| {
+                    judged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    true
+                }
+            });
+            let guard = Guard::new(scanner, Some(Decoding::new(slot)), cell);
+            let rest = Ready(VecDeque::from([frame.clone()]));
+            let mut body = PolicyBody::guarded(Bytes::new(), rest, None, guard);
+            let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+            let waker = std::task::Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut pendings = 0;
+            let last = loop {
+                match Pin::new(&mut body).poll_frame(&mut cx) {
+                    Poll::Pending => {
+                        pendings += 1;
+                        // Paused with the client's body used up: not the end yet.
+                        assert!(!body.is_end_stream());
+                    }
+                    Poll::Ready(r) => break r.unwrap(),
+                }
+            };
+            // 3 MiB in slices of 64 KiB: a turn for others before each of the last 47, each
+            // one asked for by the body itself.
+            assert!(pendings >= 47, "{pendings}");
+            assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), pendings);
+            if refused {
+                assert!(last.unwrap_err().is::<Refused>());
+                assert_eq!(judged.load(std::sync::atomic::Ordering::Relaxed), 1);
+            } else {
+                assert_eq!(last.unwrap().into_data().unwrap(), frame);
+                assert_eq!(judged.load(std::sync::atomic::Ordering::Relaxed), 0);
+                assert!(body.is_end_stream());
+            }
+            assert_eq!(decoders.available(), 1, "the slot is freed once decided");
+        }
     }
 }

@@ -376,3 +376,101 @@ fn a_frame_whose_checksum_does_not_match_is_refused() {
         ))
     );
 }
+
+/// What [`decode`] gives, each piece decoded in slices of `slice` bytes (resumed after every
+/// pause), with the most output one slice handed on and the number of pauses.
+fn decode_sliced(
+    input: &[u8],
+    piece: usize,
+    slice: u64,
+) -> ((Vec<u8>, Result<(), InflateError>), usize, usize) {
+    let mut inflate = Inflate::new().unwrap();
+    let out = std::cell::RefCell::new(Vec::new());
+    let this = std::cell::Cell::new(0);
+    let (mut largest, mut pauses) = (0, 0);
+    let mut sink = |d: &[u8]| {
+        out.borrow_mut().extend_from_slice(d);
+        this.set(this.get() + d.len());
+        true
+    };
+    for chunk in input.chunks(piece.max(1)) {
+        let mut left = chunk;
+        let mut progress = inflate.feed_for(left, &mut sink, slice);
+        loop {
+            largest = largest.max(this.take());
+            match progress {
+                Ok(Progress::Done) => break,
+                Ok(Progress::Paused(at)) => {
+                    pauses += 1;
+                    left = &left[at..];
+                    progress = inflate.resume_for(left, &mut sink, slice);
+                }
+                Err(e) => return ((out.take(), Err(e)), largest, pauses),
+            }
+        }
+    }
+    let end = inflate.finish();
+    ((out.take(), end), largest, pauses)
+}
+
+#[test]
+fn a_body_decoded_in_slices_gives_what_it_gives_whole_and_pauses_within_a_piece_of_its_slice() {
+    // One large frame of text; the same body as 90 frames of 32 KiB each (each frame ends
+    // within one piece of output, so the pause must come between frames too); concatenated and
+    // skippable frames; a frame whose window Ollama refuses after an innocent one; a bomb; a
+    // body cut inside a frame.
+    let text: Vec<u8> = (0..3u32 << 20)
+        .map(|i| b"lorem ipsum dolor sit amet, "[(i % 28) as usize] ^ (i >> 16 & 1) as u8)
+        .collect();
+    let one = zstd::encode_all(&text[..], 3).unwrap();
+    let mut many = Vec::new();
+    for part in text[..90 << 15].chunks(1 << 15) {
+        many.extend(zstd::encode_all(part, 1).unwrap());
+    }
+    let mut mixed = zstd::encode_all(&b"{\"model\":"[..], 1).unwrap();
+    mixed.extend_from_slice(&[0x50, 0x2A, 0x4D, 0x18, 3, 0, 0, 0, b'x', b'y', b'z']);
+    mixed.extend(zstd::encode_all(&b"\"m\"}"[..], 19).unwrap());
+    let mut window = zstd::encode_all(&text[..1 << 16], 3).unwrap();
+    window.extend(with_window(&text[..1000], 24));
+    let bomb = zstd::encode_all(&vec![b' '; 20 << 20][..], 3).unwrap();
+    let cut = one[..one.len() - 3].to_vec();
+    let cases: [(&str, &[u8], &[usize]); 6] = [
+        ("one frame", &one, &[4096, 1 << 16, one.len()]),
+        ("many frames", &many, &[1000, many.len()]),
+        ("mixed", &mixed, &[1, 5, mixed.len()]),
+        ("window", &window, &[7, window.len()]),
+        ("bomb", &bomb, &[100, bomb.len()]),
+        ("cut", &cut, &[1 << 16, cut.len()]),
+    ];
+    for (name, z, pieces) in cases {
+        for &piece in pieces {
+            let whole = decode(z, piece);
+            for slice in [1, 1000, 64 << 10, 1 << 20] {
+                let (sliced, largest, pauses) = decode_sliced(z, piece, slice);
+                assert_eq!(
+                    sliced.1, whole.1,
+                    "{name}, pieces of {piece}, slices of {slice}"
+                );
+                assert!(
+                    sliced.0 == whole.0,
+                    "{name}, pieces of {piece}, slices of {slice}: {} against {}",
+                    sliced.0.len(),
+                    whole.0.len()
+                );
+                assert!(
+                    largest as u64 <= slice + OUT as u64,
+                    "{name}, pieces of {piece}, slices of {slice}: {largest} in one slice"
+                );
+                // A body fed whole must pause (fed in pieces, each piece bounds a call's work).
+                if piece == z.len() && whole.0.len() as u64 > 2 * (slice + OUT as u64) {
+                    assert!(pauses > 0, "{name}, pieces of {piece}, slices of {slice}");
+                }
+            }
+        }
+    }
+    assert_eq!(decode(&one, one.len()), (text.clone(), Ok(())));
+    assert_eq!(decode(&many, 4096).0, text[..90 << 15]);
+    assert_eq!(decode(&window, 7).1, Err(InflateError::Window(1 << 24)));
+    assert_eq!(decode(&bomb, 100).1, Err(InflateError::Bomb));
+    assert_eq!(decode(&cut, 1 << 16).1, Err(InflateError::Truncated));
+}

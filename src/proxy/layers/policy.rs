@@ -37,10 +37,10 @@ use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use super::{answered, refusal, Answer, Client, Meta};
-use crate::policy::inflate::{self, Inflate};
+use crate::policy::inflate::{self, Inflate, InflateError, Progress};
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Verdict};
-use crate::proxy::decoders::{self, Busy, Decoders};
+use crate::proxy::decoders::{self, Busy, Decoders, Slot, SLICE};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
 use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
 use crate::proxy::timing::CLIENT_CLOSED_REQUEST;
@@ -251,29 +251,25 @@ where
         && inflate::decodes(meta.route)
         && inflate::is_zstd(&parts.headers)
     {
-        if read.rest.is_none() {
-            // Read whole: decoded here, at once, by the worker's own decoder; no slot.
-            let judged = decoders::scratch(|inflate| zstd_prefix(&read.prefix, true, inflate));
-            match judged {
-                Ok(Zstd::Judged(verdicts)) => verdicts,
-                Ok(Zstd::Pending(_)) => Vec::new(),
-                Err(e) => vec![policy::undecodable(&e)],
-            }
-        } else {
-            let mut slot = match ctx.decoders.take(src) {
-                Ok(slot) => slot,
+        let slot = match read.rest {
+            // Read whole: decoded here by the worker's own decoder; a slot only should it
+            // expand past a slice.
+            None => None,
+            Some(_) => match ctx.decoders.take(src) {
+                Ok(slot) => Some(slot),
                 Err(why) => return Ok(busy(&ctx, &meta, why)),
-            };
-            match zstd_prefix(&read.prefix, false, slot.inflate()) {
-                Zstd::Judged(verdicts) => verdicts,
-                Zstd::Pending(s) => {
-                    scanner = Some(s);
-                    // The rate is counted from the slot on: the prefix read before it earns
-                    // no credit (else a burst would buy minutes of silence).
-                    decoding = Some(Decoding::new(slot));
-                    Vec::new()
-                }
+            },
+        };
+        match zstd_prefix(&ctx, src, &read.prefix, slot).await {
+            Ok((Zstd::Judged(verdicts), _)) => verdicts,
+            Ok((Zstd::Pending(s), slot)) => {
+                scanner = Some(s);
+                // The rate is counted from here on: the prefix read before earns no credit
+                // (else a burst would buy minutes of silence).
+                decoding = slot.map(Decoding::new);
+                Vec::new()
             }
+            Err(why) => return Ok(busy(&ctx, &meta, why)),
         }
     } else {
         match (&read.rest, scope) {
@@ -361,30 +357,114 @@ enum Zstd {
     Pending(Scanner),
 }
 
-/// Decompresses the part of a zstd generation body the stage read (`ended`: all of it) and
-/// scans what comes out, as the same body sent plain is scanned. What Ollama could not
-/// decompress, before the scan has decided, is `policy.unreadable_body` (it answers `400`
-/// itself).
-fn zstd_prefix(prefix: &[u8], ended: bool, inflate: &mut Inflate) -> Zstd {
+/// Decompresses the part of a zstd generation body the stage read and scans what comes out, as
+/// the same body sent plain is scanned; `slot` is the body's decoder slot when there is more to
+/// come, none when the stage read it all. What Ollama could not decompress, before the scan has
+/// decided, is `policy.unreadable_body` (it answers `400` itself).
+///
+/// The work is done a [`SLICE`] at a time, the worker serving its other connections between
+/// slices. A body read whole starts on the worker's own decoder, which cannot wait: should it
+/// expand past one slice, the decoder moves, as it stands, into a slot of the pool for such
+/// bodies (the slot's own decoder taking its place); with every slot of that pool taken, the
+/// body waits its turn and starts again in its slot; a source over its share is `Busy`.
+/// Answers the verdict and the slot, which decodes the rest of a body that is not all here.
+async fn zstd_prefix(
+    ctx: &PolicyCtx,
+    src: IpAddr,
+    prefix: &[u8],
+    mut slot: Option<Slot>,
+) -> Result<(Zstd, Option<Slot>), Busy> {
+    let ended = slot.is_none();
     let mut s = Scanner::new(SWITCH);
-    let fed = inflate.feed(prefix, &mut |out| {
-        s.feed(out);
-        s.outcome() == Scan::Pending
-    });
-    let pending = s.outcome() == Scan::Pending;
-    let fed = fed.and_then(|()| {
-        if ended && pending {
-            inflate.finish()
-        } else {
-            Ok(())
+    let mut step = match slot.as_mut() {
+        Some(slot) => zstd_slice(slot.inflate(), prefix, &mut s, true, ended),
+        None => {
+            let first = decoders::scratch(|inflate| {
+                let step = zstd_slice(inflate, prefix, &mut s, true, ended);
+                if let Step::Paused(_) = step {
+                    match ctx.decoders.try_take_whole(src) {
+                        Ok(mut taken) => {
+                            std::mem::swap(taken.inflate(), inflate);
+                            slot = Some(taken);
+                        }
+                        Err(Busy::All(_)) => return Ok(None),
+                        Err(why) => return Err(why),
+                    }
+                }
+                Ok(Some(step))
+            });
+            match first {
+                Ok(first) => match first? {
+                    Some(step) => step,
+                    // Every slot is taken: the body waits its turn, then starts again in its
+                    // slot (the worker's decoder cannot wait with it).
+                    None => {
+                        let taken = slot.insert(ctx.decoders.take_whole(src).await?);
+                        s = Scanner::new(SWITCH);
+                        zstd_slice(taken.inflate(), prefix, &mut s, true, ended)
+                    }
+                },
+                Err(e) => Step::Ended(Err(e)),
+            }
         }
-    });
-    match (s.outcome(), fed) {
+    };
+    let mut at = 0;
+    while let Step::Paused(used) = step {
+        at += used;
+        tokio::task::yield_now().await;
+        let inflate = match slot.as_mut() {
+            Some(slot) => slot.inflate(),
+            None => unreachable!("a paused body has moved into a slot"),
+        };
+        step = zstd_slice(inflate, &prefix[at..], &mut s, false, ended);
+    }
+    let Step::Ended(fed) = step else {
+        unreachable!("the loop ends on an ended step")
+    };
+    let verdict = match (s.outcome(), fed) {
         (Scan::Flagged, _) => Zstd::Judged(vec![policy::debug_render_only()]),
         (Scan::Clear, _) => Zstd::Judged(Vec::new()),
         (Scan::Pending, Err(e)) => Zstd::Judged(vec![policy::undecodable(&e)]),
         (Scan::Pending, Ok(())) if ended => Zstd::Judged(Vec::new()),
         (Scan::Pending, Ok(())) => Zstd::Pending(s),
+    };
+    Ok((verdict, slot))
+}
+
+/// How far one slice of decoding went.
+enum Step {
+    /// The slice is spent; the input from this offset on is left.
+    Paused(usize),
+    /// The input is used up (or the scan has decided): whether it decoded (and, when the body
+    /// `ended`, ended outside a frame).
+    Ended(Result<(), InflateError>),
+}
+
+/// Decodes one [`SLICE`] of `input` into `s`; `fresh` = `input` was not fed before (else it is
+/// what a pause left); `ended` = it is the whole body.
+fn zstd_slice(
+    inflate: &mut Inflate,
+    input: &[u8],
+    s: &mut Scanner,
+    fresh: bool,
+    ended: bool,
+) -> Step {
+    let mut sink = |out: &[u8]| {
+        s.feed(out);
+        s.outcome() == Scan::Pending
+    };
+    let progress = if fresh {
+        inflate.feed_for(input, &mut sink, SLICE)
+    } else {
+        inflate.resume_for(input, &mut sink, SLICE)
+    };
+    match progress {
+        Ok(Progress::Paused(at)) => Step::Paused(at),
+        Ok(Progress::Done) if ended && s.outcome() == Scan::Pending => {
+            Step::Ended(inflate.finish())
+        }
+        Ok(Progress::Done) => Step::Ended(Ok(())),
+        Err(e) => Step::Ended(Err(e)),
     }
 }
 

@@ -343,3 +343,156 @@ async fn a_bomb_is_refused_but_never_bans_while_a_body_that_is_no_zstd_does() {
         assert_eq!(sink.bans.lock().unwrap().clone(), [bans]);
     }
 }
+
+/// A chat whose message is `mib` MiB of text (compressing far within the ratio limit), with
+/// `tail` after the messages.
+fn long_chat(mib: usize, tail: &str) -> Vec<u8> {
+    let text: String = "lorem ipsum dolor sit amet "
+        .chars()
+        .cycle()
+        .take(mib << 20)
+        .collect();
+    format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}],{tail}}}"#)
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_body_read_whole_that_expands_past_a_slice_is_judged_in_slices_while_the_worker_serves_others(
+) {
+    let decoders = Decoders::standard();
+    // Another connection on this (one-threaded) runtime: it counts each turn it gets.
+    let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let turns = turns.clone();
+        async move {
+            loop {
+                turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    tokio::task::yield_now().await;
+    for (tail, status) in [
+        (r#""_debug_render_only":true"#, 403),
+        (r#""stream":false"#, 200),
+    ] {
+        let plain = long_chat(3, tail);
+        let body = z(&plain);
+        assert!(body.len() < 1 << 20, "read whole: {} bytes", body.len());
+        let (svc, sink, up) = service_with(true, PolicyConfig::default(), decoders.clone());
+        let before = turns.load(std::sync::atomic::Ordering::Relaxed);
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, 1 << 16);
+        let resp = svc.oneshot(req).await.unwrap();
+        let turns = turns.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(resp.status(), status, "{tail}");
+        // 3 MiB and some in slices of 64 KiB: the first on the worker's own decoder, then a
+        // turn for the others before each of the 48 more.
+        assert_eq!(plain.len().div_ceil(64 << 10), 49);
+        assert!(turns >= 48, "{tail}: {turns} turns");
+        let forwarded = up.0.lock().unwrap().clone();
+        if status == 200 {
+            assert_eq!(forwarded[0].0, Bytes::from(body));
+            assert!(sink.seen.lock().unwrap().is_empty());
+        } else {
+            assert!(forwarded.is_empty());
+            assert_eq!(sink.seen.lock().unwrap().len(), 1);
+        }
+        // The slot it moved into is free again, its decoder kept.
+        assert_eq!(decoders.whole().available(), super::decoders::WHOLE);
+        assert_eq!(decoders.whole().sources(), 0);
+        assert_eq!(decoders.available(), DECODERS);
+    }
+    // A body larger than the stage reads, sent without a length (so the stage reads its first
+    // MiB): what it read (just over 1 MiB compressed, about 1.7 MiB of text that does not
+    // compress well) is decoded in its slot, a slice a turn.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: String = (0..2 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let plain = format!(r#"{{"model":"m","prompt":"{noise}","stream":true}}"#);
+    let body = z(plain.as_bytes());
+    assert!(body.len() > 1 << 20, "streamed: {} bytes", body.len());
+    let (svc, sink, up) = service_with(true, PolicyConfig::default(), decoders.clone());
+    let before = turns.load(std::sync::atomic::Ordering::Relaxed);
+    let mut req = framed(
+        Route::OpenAiCompletions,
+        "/v1/completions",
+        &body,
+        1 << 16,
+        false,
+    );
+    req.headers_mut()
+        .insert(http::header::CONTENT_ENCODING, "zstd".parse().unwrap());
+    let resp = svc.oneshot(req).await.unwrap();
+    let turns = turns.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(resp.status(), 200);
+    assert!(turns >= 16, "{turns} turns");
+    assert_eq!(up.0.lock().unwrap().clone()[0].0, Bytes::from(body));
+    assert!(sink.seen.lock().unwrap().is_empty());
+    assert_eq!(decoders.available(), DECODERS);
+    ticker.abort();
+}
+
+#[tokio::test]
+async fn a_body_read_whole_needs_a_slot_only_past_a_slice_waits_its_turn_for_one_and_never_for_a_trickling_body(
+) {
+    let decoders = Decoders::with_whole(1, 1, (1, 1));
+    let large = z(&long_chat(1, r#""stream":false"#));
+    let send = |body: &[u8]| {
+        let (svc, _, up) = service_with(true, PolicyConfig::default(), decoders.clone());
+        let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", body, 1 << 16);
+        async move { (svc.oneshot(req).await.unwrap(), up) }
+    };
+    // A body trickling in holds the one streaming slot: bodies read whole are still judged.
+    let trickling = decoders.take("198.51.100.1".parse().unwrap()).unwrap();
+    assert_eq!(send(&large).await.0.status(), 200);
+    assert_eq!(send(&z(SWITCH_ON)).await.0.status(), 403);
+    drop(trickling);
+    // Another client's body holds the one slot for bodies read whole: this one, which expands
+    // past a slice, waits (nothing forwarded) until the slot is free, then is judged; one
+    // within a slice needs no slot and is served meanwhile.
+    let other = decoders
+        .try_take_whole("198.51.100.2".parse().unwrap())
+        .unwrap();
+    let waiting = tokio::spawn(send(&large));
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished());
+    let (resp, up) = send(&z(SWITCH_OFF)).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.0.lock().unwrap().len(), 1);
+    assert_eq!(
+        decoders.whole().sources(),
+        2,
+        "the other client and the waiting body"
+    );
+    drop(other);
+    let (resp, up) = waiting.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(up.0.lock().unwrap().len(), 1);
+    // This client's share (one body here) is in use: its next such body is answered 503 at
+    // once, and not forwarded.
+    let mine = decoders
+        .try_take_whole("192.0.2.9".parse().unwrap())
+        .unwrap();
+    let (resp, up) = send(&large).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        error_of(resp).await["message"],
+        "ollama-guard: 1 compressed bodies from this client are already being inspected; retry shortly"
+    );
+    assert!(up.0.lock().unwrap().is_empty());
+    drop(mine);
+    assert_eq!(send(&large).await.0.status(), 200);
+    assert_eq!(
+        (decoders.whole().available(), decoders.whole().sources()),
+        (1, 0)
+    );
+}
