@@ -34,6 +34,12 @@ pub(crate) const WINDOW_LOG_MAX: u32 = 23;
 pub(crate) const MAX_DECODED: u64 = 20 << 20;
 /// The decoder's output buffer: decompressed bytes are handed on in pieces of this size.
 const OUT: usize = 32 << 10;
+/// The most compressed bytes handed to libzstd at once within a frame (a sliced decode pauses
+/// between pieces).
+const IN_PIECE: usize = 16 << 10;
+/// What starting a frame counts for in a slice's work, in bytes (frames as small as 9 bytes
+/// that decode to nothing cost their header's checks and libzstd's frame set-up).
+pub(crate) const FRAME_COST: u64 = 64;
 /// The largest window of a decoder kept for reuse ([`Inflate::reset`]).
 pub(crate) const KEEP_WINDOW: u64 = 1 << 20;
 
@@ -259,10 +265,12 @@ impl Inflate {
         self.feed_for(input, sink, u64::MAX).map(|_| ())
     }
 
-    /// [`Inflate::feed`], stopping for a pause once about `slice` decompressed bytes have gone
-    /// to the sink (at most one output piece more): the caller lets others run, then hands the
-    /// rest of `input` (from the answer's offset on) to [`Inflate::resume_for`]. So a body that
-    /// expands to megabytes is decoded and scanned in slices of bounded work.
+    /// [`Inflate::feed`], stopping for a pause once about `slice` bytes of work are done (at most
+    /// one output piece, or one piece of input, more): the caller lets others run, then hands
+    /// the rest of `input` (from the answer's offset on) to [`Inflate::resume_for`]. Work is
+    /// what goes to the sink plus what libzstd takes in plus [`FRAME_COST`] a frame, so neither
+    /// a body that expands to megabytes nor one that decodes to nothing (skippable or empty
+    /// frames, empty blocks) is decoded in one go.
     pub(crate) fn feed_for(
         &mut self,
         input: &[u8],
@@ -290,7 +298,7 @@ impl Inflate {
         if self.stopped {
             return Ok(Progress::Done);
         }
-        self.slice_left = slice;
+        self.slice_left = slice.max(1);
         let mut rest = input;
         let paused = |rest: &[u8]| Ok(Progress::Paused(input.len() - rest.len()));
         loop {
@@ -319,7 +327,9 @@ impl Inflate {
                 if rest.is_empty() && !self.held_back {
                     return Ok(Progress::Done);
                 }
-                match self.run(rest, sink)? {
+                // A piece at a time: blocks that decode to nothing are work too.
+                let piece = &rest[..rest.len().min(IN_PIECE)];
+                match self.run(piece, sink)? {
                     Run::Used(used) => rest = &rest[used..],
                     Run::Paused(used) => return paused(&rest[used..]),
                     Run::Stopped => return Ok(Progress::Done),
@@ -343,6 +353,7 @@ impl Inflate {
                 Head::Frame { window, .. } => self.window_max = self.window_max.max(window),
                 Head::Other => {}
             }
+            self.slice_left = self.slice_left.saturating_sub(FRAME_COST);
             // The gathered bytes go to libzstd; it stops where a frame ends, and what follows
             // is kept for the next header check (or, after a pause, for the frame).
             let mut gathered = std::mem::take(&mut self.head);
@@ -375,6 +386,8 @@ impl Inflate {
                 .run(&mut input, &mut output)
                 .map_err(|e| InflateError::Corrupt(e.to_string()))?;
             let written = output.pos();
+            let took = input.pos() - read_before;
+            self.slice_left = self.slice_left.saturating_sub(took as u64);
             // libzstd answers 0 once a frame is decoded and flushed, and a size hint otherwise
             // — also when it merely waits for the next frame, so a frame is under way only once
             // it has taken bytes.

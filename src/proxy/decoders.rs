@@ -15,8 +15,9 @@
 //!   compressed bytes than any encoder makes of what Ollama reads (see
 //!   [`crate::policy::inflate::MAX_COMPRESSED`]).
 //!
-//! Decoding is work on the worker's thread, so it is done in slices of [`SLICE`] decompressed
-//! bytes (about half a millisecond of decoding and scanning at worst), and the worker serves
+//! Decoding is work on the worker's thread, so it is done in slices of [`SLICE`] bytes of work
+//! (decompressed bytes scanned, compressed bytes taken in, and a little for each frame: see
+//! [`Inflate::feed_for`]; about half a millisecond at worst), and the worker serves
 //! its other connections between two slices: a body that expands to 20 MiB does not stall them
 //! for the tenth of a second it takes in all.
 //!
@@ -52,9 +53,9 @@ pub(crate) const MIN_RATE: u64 = 4 << 10;
 /// …counted after this long.
 pub(crate) const GRACE: Duration = Duration::from_secs(10);
 
-/// Decompressed bytes decoded and scanned before the worker lets its other connections run:
-/// about 0.5 ms at the scan's worst (8 ns a byte: short top-level members), far less for
-/// ordinary text.
+/// The work (decompressed bytes, mostly) done before the worker lets its other connections
+/// run: about 0.6 ms at the scan's worst (10 ns a byte: the shortest top-level members), far
+/// less for ordinary text.
 pub(crate) const SLICE: u64 = 64 << 10;
 /// Slots for bodies read whole that expand past one slice…
 pub(crate) const WHOLE: usize = 8;

@@ -474,3 +474,62 @@ fn a_body_decoded_in_slices_gives_what_it_gives_whole_and_pauses_within_a_piece_
     assert_eq!(decode(&bomb, 100).1, Err(InflateError::Bomb));
     assert_eq!(decode(&cut, 1 << 16).1, Err(InflateError::Truncated));
 }
+
+#[test]
+fn input_that_decodes_to_little_or_nothing_still_spends_the_slice() {
+    const SLICE: u64 = 64 << 10;
+    let mib = 1 << 20;
+    // Empty frames (9 bytes each), 8-byte skippable frames, one frame of empty raw blocks,
+    // 1-byte frames: about 1 MiB of each, fed whole.
+    let empty_frame = [0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x00, 0x01, 0x00, 0x00];
+    let skippable = [0x50, 0x2A, 0x4D, 0x18, 0, 0, 0, 0];
+    let mut blocks = vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, 0x00];
+    while blocks.len() < mib {
+        blocks.extend_from_slice(&[0, 0, 0]);
+    }
+    blocks.extend_from_slice(&[1, 0, 0]);
+    let one = zstd::encode_all(&b"x"[..], 3).unwrap();
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("empty frames", empty_frame.repeat(mib / 9)),
+        ("skippable frames", skippable.repeat(mib / 8)),
+        ("empty blocks", blocks),
+        ("1-byte frames", one.repeat(mib / one.len())),
+    ];
+    for (name, z) in cases {
+        let whole = decode(&z, z.len());
+        assert_eq!(whole.1, Ok(()), "{name}");
+        let mut inflate = Inflate::new().unwrap();
+        let mut out = Vec::new();
+        let mut sink = |d: &[u8]| {
+            out.extend_from_slice(d);
+            true
+        };
+        let (mut left, mut calls, mut most) = (&z[..], 0, 0);
+        let mut progress = inflate.feed_for(left, &mut sink, SLICE);
+        loop {
+            calls += 1;
+            match progress.unwrap() {
+                Progress::Done => {
+                    most = most.max(left.len());
+                    break;
+                }
+                Progress::Paused(at) => {
+                    most = most.max(at);
+                    left = &left[at..];
+                    progress = inflate.resume_for(left, &mut sink, SLICE);
+                }
+            }
+        }
+        assert_eq!(inflate.finish(), Ok(()), "{name}");
+        assert_eq!(out, whole.0, "{name}");
+        // No call took in more than a slice and a piece of input.
+        assert!(
+            most as u64 <= SLICE + IN_PIECE as u64,
+            "{name}: {most} bytes in one call"
+        );
+        assert!(
+            calls as u64 >= z.len() as u64 / (SLICE + IN_PIECE as u64),
+            "{name}: {calls} calls"
+        );
+    }
+}

@@ -496,3 +496,34 @@ async fn a_body_read_whole_needs_a_slot_only_past_a_slice_waits_its_turn_for_one
         (1, 0)
     );
 }
+
+#[tokio::test]
+async fn a_body_of_frames_that_decode_to_nothing_is_still_judged_a_slice_per_turn() {
+    let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = tokio::spawn({
+        let turns = turns.clone();
+        async move {
+            loop {
+                turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    tokio::task::yield_now().await;
+    // Just under 1 MiB of empty frames (read whole), then the switch.
+    let empty_frame = [0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x00, 0x01, 0x00, 0x00];
+    let mut body = empty_frame.repeat(((1 << 20) - 100) / 9);
+    body.extend(z(SWITCH_ON));
+    assert!(body.len() <= 1 << 20);
+    let (svc, sink, up) = service(true, PolicyConfig::default());
+    let before = turns.load(std::sync::atomic::Ordering::Relaxed);
+    let req = zstd_req(Route::OpenAiChat, "/v1/chat/completions", &body, 1 << 16);
+    let resp = svc.oneshot(req).await.unwrap();
+    let turns = turns.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert_eq!(resp.status(), 403);
+    assert!(up.0.lock().unwrap().is_empty());
+    assert_eq!(sink.seen.lock().unwrap().len(), 1);
+    // About 116 000 frames at 9 bytes and 64 a frame: some 130 slices of 64 KiB.
+    assert!(turns >= 100, "{turns} turns");
+    ticker.abort();
+}
