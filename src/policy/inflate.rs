@@ -310,17 +310,11 @@ impl Inflate {
             // A pause inside bytes gathered for a header leaves the frame's next bytes here:
             // they come before the new input.
             if self.in_frame && !self.head.is_empty() {
-                let mut gathered = std::mem::take(&mut self.head);
-                let ran = self.run(&gathered, sink)?;
-                let (Run::Used(used) | Run::Paused(used)) = ran else {
-                    return Ok(Progress::Done);
-                };
-                gathered.drain(..used);
-                self.head = gathered;
-                if matches!(ran, Run::Paused(_)) {
-                    return paused(rest);
+                match self.run_gathered(sink)? {
+                    Run::Used(_) => continue,
+                    Run::Paused(_) => return paused(rest),
+                    Run::Stopped => return Ok(Progress::Done),
                 }
-                continue;
             }
             if self.in_frame {
                 // After a pause libzstd may still hold output of input it has taken.
@@ -356,17 +350,23 @@ impl Inflate {
             self.slice_left = self.slice_left.saturating_sub(FRAME_COST);
             // The gathered bytes go to libzstd; it stops where a frame ends, and what follows
             // is kept for the next header check (or, after a pause, for the frame).
-            let mut gathered = std::mem::take(&mut self.head);
-            let ran = self.run(&gathered, sink)?;
-            let (Run::Used(used) | Run::Paused(used)) = ran else {
-                return Ok(Progress::Done);
-            };
-            gathered.drain(..used);
-            self.head = gathered;
-            if matches!(ran, Run::Paused(_)) {
-                return paused(rest);
+            match self.run_gathered(sink)? {
+                Run::Used(_) => {}
+                Run::Paused(_) => return paused(rest),
+                Run::Stopped => return Ok(Progress::Done),
             }
         }
+    }
+
+    /// Runs libzstd over the bytes gathered in `head`, keeping there what it did not take.
+    fn run_gathered(&mut self, sink: &mut dyn FnMut(&[u8]) -> bool) -> Result<Run, InflateError> {
+        let mut gathered = std::mem::take(&mut self.head);
+        let ran = self.run(&gathered, sink)?;
+        if let Run::Used(used) | Run::Paused(used) = ran {
+            gathered.drain(..used);
+            self.head = gathered;
+        }
+        Ok(ran)
     }
 
     /// Runs libzstd over `input` until it is used up, a frame ends, the sink has seen enough

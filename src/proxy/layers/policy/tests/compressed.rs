@@ -356,13 +356,13 @@ fn long_chat(mib: usize, tail: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-#[tokio::test]
-async fn a_body_read_whole_that_expands_past_a_slice_is_judged_in_slices_while_the_worker_serves_others(
+/// A task on this (one-threaded) runtime that counts each turn it gets, running.
+async fn ticker() -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
 ) {
-    let decoders = Decoders::standard();
-    // Another connection on this (one-threaded) runtime: it counts each turn it gets.
     let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let ticker = tokio::spawn({
+    let task = tokio::spawn({
         let turns = turns.clone();
         async move {
             loop {
@@ -372,6 +372,15 @@ async fn a_body_read_whole_that_expands_past_a_slice_is_judged_in_slices_while_t
         }
     });
     tokio::task::yield_now().await;
+    (turns, task)
+}
+
+#[tokio::test]
+async fn a_body_read_whole_that_expands_past_a_slice_is_judged_in_slices_while_the_worker_serves_others(
+) {
+    let decoders = Decoders::standard();
+    // Another connection on this (one-threaded) runtime.
+    let (turns, ticker) = ticker().await;
     for (tail, status) in [
         (r#""_debug_render_only":true"#, 403),
         (r#""stream":false"#, 200),
@@ -499,17 +508,7 @@ async fn a_body_read_whole_needs_a_slot_only_past_a_slice_waits_its_turn_for_one
 
 #[tokio::test]
 async fn a_body_of_frames_that_decode_to_nothing_is_still_judged_a_slice_per_turn() {
-    let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let ticker = tokio::spawn({
-        let turns = turns.clone();
-        async move {
-            loop {
-                turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::task::yield_now().await;
-            }
-        }
-    });
-    tokio::task::yield_now().await;
+    let (turns, ticker) = ticker().await;
     // Just under 1 MiB of empty frames (read whole), then the switch.
     let empty_frame = [0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x00, 0x01, 0x00, 0x00];
     let mut body = empty_frame.repeat(((1 << 20) - 100) / 9);
