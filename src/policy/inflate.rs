@@ -438,4 +438,4 @@ impl Inflate {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -85,7 +85,7 @@ fn a_window_above_8_mib_is_refused_as_ollama_refuses_it() {
 }
 
 /// `n` bytes that do not compress (xorshift), as JSON string content.
-fn incompressible(n: usize) -> Vec<u8> {
+pub(crate) fn incompressible(n: usize) -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     (0..n)
         .map(|_| {

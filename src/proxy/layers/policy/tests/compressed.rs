@@ -414,15 +414,8 @@ async fn a_body_read_whole_that_expands_past_a_slice_is_judged_in_slices_while_t
     // A body larger than the stage reads, sent without a length (so the stage reads its first
     // MiB): what it read (just over 1 MiB compressed, about 1.7 MiB of text that does not
     // compress well) is decoded in its slot, a slice a turn.
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let noise: String = (0..2 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + (x % 26) as u8)
-        })
-        .collect();
+    let noise = crate::policy::inflate::tests::incompressible(2 << 20);
+    let noise = std::str::from_utf8(&noise).unwrap();
     let plain = format!(r#"{{"model":"m","prompt":"{noise}","stream":true}}"#);
     let body = z(plain.as_bytes());
     assert!(body.len() > 1 << 20, "streamed: {} bytes", body.len());
