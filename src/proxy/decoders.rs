@@ -144,7 +144,7 @@ impl Decoders {
         Ok(Slot {
             inflate: Some(inflate.ok_or(Busy::All(self.total))?),
             _permit: permit,
-            _share: share,
+            share,
         })
     }
 
@@ -229,7 +229,7 @@ pub(crate) struct Slot {
     /// Set when the slot is made; taken only on drop.
     inflate: Option<Inflate>,
     _permit: OwnedSemaphorePermit,
-    _share: Share,
+    share: Share,
 }
 
 /// One body counted against its source's share, until dropped.
@@ -271,7 +271,7 @@ impl Drop for Slot {
         // Kept before the permit is released, so the next slot finds it.
         if let Some(mut inflate) = self.inflate.take() {
             if inflate.reset() {
-                if let Ok(mut idle) = self._share.pool.idle.lock() {
+                if let Ok(mut idle) = self.share.pool.idle.lock() {
                     idle.push(inflate);
                 }
             }
