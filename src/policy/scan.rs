@@ -152,7 +152,13 @@ impl Scanner {
                 // Inside a string only a quote, a backslash or a control byte matters: skip the
                 // run before the next one at memchr's speed, so a megabyte prompt (or a
                 // decompressed one) costs a scan, not a state transition per byte.
-                let run = memchr::memchr2(b'"', b'\\', bytes).unwrap_or(bytes.len());
+                // (A quote or a backslash here: the run is empty, no search needed — once a
+                // string, as a key's closing quote is reached byte by byte.)
+                let run = if matches!(b, b'"' | b'\\') {
+                    0
+                } else {
+                    memchr::memchr2(b'"', b'\\', bytes).unwrap_or(bytes.len())
+                };
                 let skip = if bytes[..run].iter().fold(0xFF, |m, &c| m.min(c)) >= 0x20 {
                     run
                 } else {
