@@ -152,8 +152,8 @@ impl Scanner {
                 // Inside a string only a quote, a backslash or a control byte matters: skip the
                 // run before the next one at memchr's speed, so a megabyte prompt (or a
                 // decompressed one) costs a scan, not a state transition per byte.
-                // (A quote or a backslash here: the run is empty, no search needed — once a
-                // string, as a key's closing quote is reached byte by byte.)
+                // A quote or a backslash right here makes the run empty: no search (a one-byte
+                // key's closing quote is reached this way).
                 let run = if matches!(b, b'"' | b'\\') {
                     0
                 } else {
