@@ -12,12 +12,31 @@
 
 use std::borrow::Cow;
 
-use super::gojson::{self, Raw, Unreadable};
+use super::gojson::{self, Raw, Reading, Unreadable};
 
 /// The top-level members of a JSON object, in source order, duplicates kept: keys decoded,
 /// values where they lie in the body (a string is decoded when a policy reads it).
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Members<'a>(Vec<(Cow<'a, str>, Raw<'a>)>);
+
+/// Every field a policy reads (lower-case ASCII). A body's other members are read and checked
+/// but not kept.
+const FIELDS: [&str; 9] = [
+    "model",
+    "name",
+    "insecure",
+    "destination",
+    "_debug_render_only",
+    "from",
+    "path",
+    "modelfile",
+    "remote_host",
+];
+
+/// Whether a member under `key` may set one of the [`FIELDS`].
+fn read_by_a_policy(key: &str) -> bool {
+    FIELDS.iter().any(|f| folds_to(key, f))
+}
 
 /// Go's case folding for ASCII and the two non-ASCII letters that fold onto ASCII ones
 /// (`ſ` U+017F → `s`, Kelvin sign U+212A → `k`).
@@ -44,15 +63,31 @@ pub(super) fn folds_to(key: &str, name: &str) -> bool {
 
 impl<'a> Members<'a> {
     /// Reads a body as Ollama's Go server does ([`gojson`]); an error when Go's decoder
-    /// would refuse it too.
+    /// would refuse it too. (The proxy reads a body a step at a time: [`Members::reading`].)
+    #[cfg(test)]
     pub(crate) fn parse(body: &'a [u8]) -> Result<Members<'a>, Unreadable> {
-        gojson::members(body).map(Members)
+        let mut reading = Members::reading(body);
+        loop {
+            if let Some(done) = reading.step(usize::MAX) {
+                return done;
+            }
+        }
+    }
+
+    /// Reads a body as [`parse`](Self::parse) does, a step at a time (a large body is read in
+    /// slices, the worker serving its other connections between them).
+    pub(crate) fn reading(body: &'a [u8]) -> ReadingMembers<'a> {
+        ReadingMembers(Reading::new(body, read_by_a_policy))
     }
 
     /// The value Go would decode into the field named `name` (lower-case ASCII): the last
     /// member whose key folds to it and whose value is not `null` (a `null` leaves a Go
     /// field as it was).
     fn get(&self, name: &str) -> Option<Raw<'a>> {
+        debug_assert!(
+            FIELDS.contains(&name),
+            "{name} is not in FIELDS: it is never kept"
+        );
         self.0
             .iter()
             .rev()
@@ -77,6 +112,16 @@ impl<'a> Members<'a> {
     }
 }
 
+/// A body being read into its [`Members`], a step at a time.
+pub(crate) struct ReadingMembers<'a>(Reading<'a>);
+
+impl<'a> ReadingMembers<'a> {
+    /// Reads on until the end, a refusal, or `budget` more bytes (then `None`: call again).
+    pub(crate) fn step(&mut self, budget: usize) -> Option<Result<Members<'a>, Unreadable>> {
+        self.0.step(budget).map(|done| done.map(Members))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,8 +134,12 @@ mod tests {
         assert_eq!(m.str("model").as_deref(), Some("attacker.example/x/y"));
         let m = Members::parse("{\"in\u{17F}ecure\":true}".as_bytes()).unwrap();
         assert!(m.is_true("insecure"));
-        let m = Members::parse("{\"\u{212A}eep_alive\":1}".as_bytes()).unwrap();
-        assert_eq!(m.get("keep_alive"), Some(Raw::Other));
+        assert!(folds_to("\u{212A}eep_alive", "keep_alive"));
+        // Only the members a policy may read are kept, whatever their spelling.
+        let m =
+            Members::parse("{\"\u{212A}eep_alive\":1,\"MOD\u{17F}\":2,\"Model\":[3]}".as_bytes())
+                .unwrap();
+        assert_eq!(m.0, [(Cow::Borrowed("Model"), Raw::Other)]);
         let m = Members::parse(br#"{"model":"a","model":"b"}"#).unwrap();
         assert_eq!(m.str("model").as_deref(), Some("b"));
         // A bool keeps its value through a later null, as Go's decoder does.

@@ -54,46 +54,131 @@ pub(crate) enum Raw<'a> {
     Other,
 }
 
+/// A top-level member: its key decoded, its value where it lies.
+pub(crate) type Member<'a> = (Cow<'a, str>, Raw<'a>);
+
 /// The top-level members of `body`'s first JSON value, in source order (duplicates kept):
 /// each key decoded, each value where it lies. `null` as the value gives no members (Go then
 /// leaves the request empty).
-pub(crate) fn members(body: &[u8]) -> Result<Vec<(Cow<'_, str>, Raw<'_>)>, Unreadable> {
-    let mut r = Reader { b: body, i: 0 };
-    r.ws();
-    match r.peek() {
-        None => return Err(r.err("an empty body")),
-        Some(b'n') => {
-            r.literal(b"null")?;
-            return Ok(Vec::new());
-        }
-        Some(b'{') => r.i += 1,
-        Some(_) => return Err(r.err("not a JSON object")),
-    }
-    let mut out = Vec::new();
-    r.ws();
-    if r.peek() == Some(b'}') {
-        return Ok(out);
-    }
+#[cfg(test)]
+pub(crate) fn members(body: &[u8]) -> Result<Vec<Member<'_>>, Unreadable> {
+    let mut reading = Reading::new(body, |_| true);
     loop {
-        r.ws();
-        let key = r.string()?;
-        r.ws();
-        r.expect(b':')?;
-        r.ws();
-        let value = match r.peek() {
-            Some(b'"') => Raw::Str(r.string_raw()?),
-            Some(b't') => r.literal(b"true").map(|()| Raw::Bool(true))?,
-            Some(b'f') => r.literal(b"false").map(|()| Raw::Bool(false))?,
-            Some(b'n') => r.literal(b"null").map(|()| Raw::Null)?,
-            _ => r.skip_value().map(|()| Raw::Other)?,
-        };
-        out.push((decode(key), value));
-        r.ws();
-        match r.peek() {
-            Some(b',') => r.i += 1,
-            // What follows the object is not read (Go's decoder stops there too).
-            Some(b'}') => return Ok(out),
-            _ => return Err(r.err("a member not followed by `,` or `}`")),
+        if let Some(done) = reading.step(usize::MAX) {
+            return done;
+        }
+    }
+}
+
+/// Reading a body's top-level members a step at a time, so a large body is read in slices
+/// between which the worker serves its other connections. Only the members whose decoded key
+/// `keep` takes are kept (the others are read and checked all the same): a body of a hundred
+/// thousand one-byte members then costs no list of them.
+pub(crate) struct Reading<'a> {
+    r: Reader<'a>,
+    keep: fn(&str) -> bool,
+    out: Vec<Member<'a>>,
+    at: At<'a>,
+    /// Whether each container open inside the value being skipped is an object.
+    open: Vec<bool>,
+}
+
+/// Where a [`Reading`] stands.
+enum At<'a> {
+    /// Before the first value.
+    Start,
+    /// At a member: after the object's `{` or a `,`.
+    Member,
+    /// Inside a value no policy reads, under this raw key, its containers in `open`.
+    Skipping(&'a [u8]),
+    /// Read (or refused): nothing more to do.
+    Done,
+}
+
+impl<'a> Reading<'a> {
+    pub(crate) fn new(body: &'a [u8], keep: fn(&str) -> bool) -> Self {
+        Reading {
+            r: Reader { b: body, i: 0 },
+            keep,
+            out: Vec::new(),
+            at: At::Start,
+            open: Vec::new(),
+        }
+    }
+
+    /// Reads on until the end, a refusal, or until `budget` more bytes have been read (then
+    /// `None`: call again to go on). A step stops only between two values, so it may read
+    /// past its budget by one scalar (a string is read at memchr's speed).
+    pub(crate) fn step(&mut self, budget: usize) -> Option<Result<Vec<Member<'a>>, Unreadable>> {
+        // At least a byte a step, so a step of nothing still gets on.
+        let limit = self.r.i.saturating_add(budget.max(1));
+        let done = self.read(limit);
+        if !matches!(done, Ok(false)) {
+            self.at = At::Done;
+        }
+        match done {
+            Ok(false) => None,
+            Ok(true) => Some(Ok(std::mem::take(&mut self.out))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// [`step`](Self::step)'s work: `Ok(true)` at the end, `Ok(false)` when paused at `limit`.
+    fn read(&mut self, limit: usize) -> Result<bool, Unreadable> {
+        let r = &mut self.r;
+        loop {
+            match self.at {
+                At::Done => return Ok(true),
+                At::Start => {
+                    r.ws();
+                    match r.peek() {
+                        None => return Err(r.err("an empty body")),
+                        Some(b'n') => {
+                            r.literal(b"null")?;
+                            return Ok(true);
+                        }
+                        Some(b'{') => r.i += 1,
+                        Some(_) => return Err(r.err("not a JSON object")),
+                    }
+                    r.ws();
+                    if r.peek() == Some(b'}') {
+                        return Ok(true);
+                    }
+                    self.at = At::Member;
+                }
+                At::Member => {
+                    if r.i >= limit {
+                        return Ok(false);
+                    }
+                    r.ws();
+                    let key = r.string()?;
+                    r.ws();
+                    r.expect(b':')?;
+                    r.ws();
+                    let value = match r.peek() {
+                        Some(b'"') => Raw::Str(r.string_raw()?),
+                        Some(b't') => r.literal(b"true").map(|()| Raw::Bool(true))?,
+                        Some(b'f') => r.literal(b"false").map(|()| Raw::Bool(false))?,
+                        Some(b'n') => r.literal(b"null").map(|()| Raw::Null)?,
+                        _ => {
+                            self.at = At::Skipping(key);
+                            continue;
+                        }
+                    };
+                    if r.member_end(key, value, self.keep, &mut self.out)? {
+                        return Ok(true);
+                    }
+                }
+                At::Skipping(key) => {
+                    if !r.skip_value(&mut self.open, limit)? {
+                        return Ok(false);
+                    }
+                    self.at = At::Member;
+                    if r.member_end(key, Raw::Other, self.keep, &mut self.out)? {
+                        return Ok(true);
+                    }
+                }
+            }
         }
     }
 }
@@ -216,6 +301,31 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// A top-level member read: kept in `out` when `keep` takes its key, then the `,` or the
+    /// `}` after it (`true`: the object ends here).
+    fn member_end(
+        &mut self,
+        key: &'a [u8],
+        value: Raw<'a>,
+        keep: fn(&str) -> bool,
+        out: &mut Vec<Member<'a>>,
+    ) -> Result<bool, Unreadable> {
+        let key = decode(key);
+        if keep(&key) {
+            out.push((key, value));
+        }
+        self.ws();
+        match self.peek() {
+            Some(b',') => {
+                self.i += 1;
+                Ok(false)
+            }
+            // What follows the object is not read (Go's decoder stops there too).
+            Some(b'}') => Ok(true),
+            _ => Err(self.err("a member not followed by `,` or `}`")),
+        }
+    }
+
     /// A key: a string, the reader at its opening quote; the bytes between its quotes.
     fn string(&mut self) -> Result<&'a [u8], Unreadable> {
         if self.peek() != Some(b'"') {
@@ -230,15 +340,23 @@ impl<'a> Reader<'a> {
         self.i += 1;
         let start = self.i;
         loop {
-            let Some(c) = self.peek() else {
-                return Err(self.err("an unterminated string"));
-            };
-            match c {
-                b'"' => {
+            // The run before the next quote or backslash, at memchr's speed, then checked for
+            // control characters in one pass the compiler vectorizes.
+            let rest = &self.b[self.i..];
+            let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+            if rest[..run].iter().fold(false, |bad, &c| bad | (c < 0x20)) {
+                self.i += rest.iter().position(|&c| c < 0x20).unwrap_or(run);
+                return Err(self.err("a control character in a string"));
+            }
+            self.i += run;
+            match self.peek() {
+                None => return Err(self.err("an unterminated string")),
+                Some(b'"') => {
                     self.i += 1;
                     return Ok(&self.b[start..self.i - 1]);
                 }
-                b'\\' => match self.b.get(self.i + 1) {
+                // A backslash.
+                Some(_) => match self.b.get(self.i + 1) {
                     Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
                     Some(b'u') => {
                         let digits = self.b.get(self.i + 2..self.i + 6);
@@ -249,8 +367,6 @@ impl<'a> Reader<'a> {
                     }
                     _ => return Err(self.err("an invalid escape")),
                 },
-                0..=0x1f => return Err(self.err("a control character in a string")),
-                _ => self.i += 1,
             }
         }
     }
@@ -294,10 +410,13 @@ impl<'a> Reader<'a> {
 
     /// One value a policy does not read (a number, an array, an object, or any scalar
     /// inside them), checked as Go checks it, without recursion: `open` holds whether each
-    /// open container is an object. The top-level object is the first level.
-    fn skip_value(&mut self) -> Result<(), Unreadable> {
-        let mut open: Vec<bool> = Vec::new();
+    /// open container is an object. The top-level object is the first level. `Ok(false)`:
+    /// paused at `limit` before a value inside a container, `open` kept to go on from.
+    fn skip_value(&mut self, open: &mut Vec<bool>, limit: usize) -> Result<bool, Unreadable> {
         loop {
+            if !open.is_empty() && self.i >= limit {
+                return Ok(false);
+            }
             // A value.
             self.ws();
             match self.peek() {
@@ -331,7 +450,7 @@ impl<'a> Reader<'a> {
             // After a value: close containers until one continues with `,`.
             loop {
                 let Some(&object) = open.last() else {
-                    return Ok(());
+                    return Ok(true);
                 };
                 self.ws();
                 match self.peek() {

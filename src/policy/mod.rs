@@ -24,6 +24,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 pub(crate) use body::Members;
+pub(crate) use gojson::Unreadable;
 use model::{host_allowed, registry_host, DEFAULT_REGISTRY};
 
 use crate::detect::Severity;

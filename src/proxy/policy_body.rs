@@ -163,9 +163,15 @@ impl Guard {
         }
         let scanner = &mut self.scanner;
         let verdict = match &mut self.decoding {
+            // A plain frame is scanned a slice at a time too (hyper hands over up to its
+            // read buffer, some hundreds of kilobytes, at once).
             None => {
-                scanner.feed(data);
-                (scanner.outcome() == Scan::Flagged).then(policy::debug_render_only)
+                let piece = &data[..data.len().min(SLICE as usize)];
+                scanner.feed(piece);
+                match scanner.outcome() {
+                    Scan::Pending if piece.len() < data.len() => return Look::Paused(piece.len()),
+                    outcome => (outcome == Scan::Flagged).then(policy::debug_render_only),
+                }
             }
             Some(d) => {
                 let mut sink = |plain: &[u8]| {

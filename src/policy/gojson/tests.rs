@@ -1,8 +1,26 @@
 use super::*;
 
-/// The top-level members as (key, string value or a tag), for comparing.
+/// The top-level members as (key, string value or a tag), for comparing. Each body is also
+/// read in steps of several budgets, which must give the same members or the same refusal.
 fn read(body: &[u8]) -> Result<Vec<(String, String)>, Unreadable> {
-    Ok(members(body)?
+    let whole = members(body);
+    for budget in [0, 1, 2, 5, 64] {
+        let mut reading = Reading::new(body, |_| true);
+        let mut steps = 0;
+        let stepped = loop {
+            steps += 1;
+            if let Some(done) = reading.step(budget) {
+                break done;
+            }
+        };
+        assert_eq!(stepped, whole, "in steps of {budget}");
+        // A step may pause only after reading past its budget.
+        assert!(
+            steps <= body.len() / budget.max(1) + 2,
+            "{steps} steps of {budget}"
+        );
+    }
+    Ok(whole?
         .into_iter()
         .map(|(k, v)| {
             let v = match v {
@@ -109,6 +127,36 @@ fn nesting_is_read_up_to_go_s_limit_of_ten_thousand_levels() {
             what: "nesting deeper than 10000 levels",
             at: 10_005
         })
+    );
+}
+
+#[test]
+fn a_body_read_in_steps_pauses_between_members_and_inside_skipped_values() {
+    // A step of 6 bytes pauses between members and inside the array, after the value that
+    // crosses its budget: `{"a":0,` | `"b":[1,` | `2,3,4,` | `5,6,7,` | `8,9],"model":"x",` |
+    // `"c":{"d":` | `[{}]}}`. Only the members `keep` takes are kept.
+    let body = br#"{"a":0,"b":[1,2,3,4,5,6,7,8,9],"model":"x","c":{"d":[{}]}}"#;
+    let mut reading = Reading::new(body, |k| k == "model");
+    let mut steps = 0;
+    let done = loop {
+        steps += 1;
+        if let Some(done) = reading.step(6) {
+            break done;
+        }
+    };
+    assert_eq!(done, Ok(vec![(Cow::Borrowed("model"), Raw::Str(b"x"))]));
+    assert_eq!(steps, 7);
+    // A body that ends (or is refused) within a step's budget takes one step.
+    assert_eq!(
+        Reading::new(body, |_| true)
+            .step(body.len())
+            .map(|d| d.map(|m| m.len())),
+        Some(Ok(4))
+    );
+    assert_eq!(
+        Reading::new(b"{\"a\":[1,}", |_| true).step(3),
+        None,
+        "paused before the refusal"
     );
 }
 

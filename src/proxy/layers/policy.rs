@@ -39,7 +39,7 @@ use tower::{Layer, Service};
 use super::{answered, refusal, Answer, Client, Meta};
 use crate::policy::inflate::{self, Inflate, InflateError, Progress};
 use crate::policy::scan::{Scan, Scanner};
-use crate::policy::{self, Members, PolicyConfig, Scope, Verdict};
+use crate::policy::{self, Members, PolicyConfig, Scope, Unreadable, Verdict};
 use crate::proxy::decoders::{self, Busy, Decoders, Slot, SLICE};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
 use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
@@ -273,7 +273,7 @@ where
         }
     } else {
         match (&read.rest, scope) {
-            (None, _) => match Members::parse(&read.prefix) {
+            (None, _) => match members(&read.prefix).await {
                 Ok(m) => policy::check_body(&cfg, meta.route, &m),
                 // A management body Go's decoder would refuse too: Ollama answers it 400, so
                 // refusing it costs no client anything, and it keeps the stage closed should
@@ -288,8 +288,7 @@ where
             },
             (Some(_), Scope::ManageWithBody) => vec![policy::too_large(cfg.max_body)],
             (Some(_), _) => {
-                let mut s = Scanner::new(SWITCH);
-                s.feed(&read.prefix);
+                let s = scan_prefix(&read.prefix).await;
                 match s.outcome() {
                     Scan::Flagged => vec![policy::debug_render_only()],
                     Scan::Pending => {
@@ -335,6 +334,32 @@ where
         return Ok(refused(&ctx, &meta, v, status_of(v)));
     }
     resp
+}
+
+/// A body read whole, read into its members a [`SLICE`] at a time, the worker serving its other
+/// connections between slices: a megabyte of one-byte members is several milliseconds of work.
+async fn members(body: &[u8]) -> Result<Members<'_>, Unreadable> {
+    let mut reading = Members::reading(body);
+    loop {
+        if let Some(done) = reading.step(SLICE as usize) {
+            return done;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The prefix of a generation body larger than the stage reads, scanned a [`SLICE`] at a time.
+async fn scan_prefix(prefix: &[u8]) -> Scanner {
+    let mut s = Scanner::new(SWITCH);
+    let mut pieces = prefix.chunks(SLICE as usize).peekable();
+    while let Some(piece) = pieces.next() {
+        s.feed(piece);
+        if s.outcome() != Scan::Pending || pieces.peek().is_none() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    s
 }
 
 /// The top-level switch a generation body is scanned for.

@@ -166,6 +166,25 @@ fn with_meta<B>(route: Route, path: &'static str, length: Option<usize>, body: B
     req
 }
 
+/// A task on this (one-threaded) runtime that counts each turn it gets, running.
+async fn ticker() -> (
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let task = tokio::spawn({
+        let turns = turns.clone();
+        async move {
+            loop {
+                turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    tokio::task::yield_now().await;
+    (turns, task)
+}
+
 const FOREIGN_PUSH: &[u8] = br#"{"model":"attacker.example/x/y","insecure":true}"#;
 
 #[tokio::test]

@@ -356,25 +356,6 @@ fn long_chat(mib: usize, tail: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A task on this (one-threaded) runtime that counts each turn it gets, running.
-async fn ticker() -> (
-    Arc<std::sync::atomic::AtomicUsize>,
-    tokio::task::JoinHandle<()>,
-) {
-    let turns = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let task = tokio::spawn({
-        let turns = turns.clone();
-        async move {
-            loop {
-                turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::task::yield_now().await;
-            }
-        }
-    });
-    tokio::task::yield_now().await;
-    (turns, task)
-}
-
 #[tokio::test]
 async fn a_body_read_whole_that_expands_past_a_slice_is_judged_in_slices_while_the_worker_serves_others(
 ) {

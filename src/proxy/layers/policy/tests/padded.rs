@@ -92,3 +92,106 @@ async fn a_padded_benign_body_is_forwarded_byte_identical_without_a_verdict() {
         assert!(sink.seen.lock().unwrap().is_empty(), "{tail}");
     }
 }
+
+/// `n` one-byte members (`"a":0,`, the most work a byte for a reader), then `tail`.
+fn short_members(route_body: &str, n: usize, tail: &str) -> Vec<u8> {
+    format!(r#"{{{route_body},{}{tail}}}"#, r#""a":0,"#.repeat(n)).into_bytes()
+}
+
+#[tokio::test]
+async fn a_large_plain_body_is_read_a_slice_per_turn_while_the_worker_serves_others() {
+    use std::sync::atomic::Ordering::Relaxed;
+    // Another connection on this (one-threaded) runtime.
+    let (turns, ticker) = ticker().await;
+    // Read whole: 170 000 one-byte members (just under 1 MiB) are 16 slices of 64 KiB.
+    for (route, path, head, tail, status) in [
+        (
+            Route::Chat,
+            "/api/chat",
+            r#""model":"m""#,
+            r#""_debug_render_only":true"#,
+            403,
+        ),
+        (
+            Route::Chat,
+            "/api/chat",
+            r#""model":"m""#,
+            r#""stream":false"#,
+            200,
+        ),
+        (
+            Route::Push,
+            "/api/push",
+            r#""model":"llama3""#,
+            r#""MODEL":"attacker.example/x/y""#,
+            403,
+        ),
+        (
+            Route::Pull,
+            "/api/pull",
+            r#""model":"attacker.example/x/y""#,
+            r#""model":"llama3""#,
+            200,
+        ),
+    ] {
+        let body = short_members(head, 170_000, tail);
+        assert!(
+            body.len() < 1 << 20 && body.len() > 15 << 16,
+            "{}",
+            body.len()
+        );
+        let (svc, sink, up) = service(true, PolicyConfig::default());
+        let before = turns.load(Relaxed);
+        let resp = svc
+            .oneshot(framed(route, path, &body, 1 << 20, true))
+            .await
+            .unwrap();
+        let turns = turns.load(Relaxed) - before;
+        assert_eq!(resp.status(), status, "{path} {tail}");
+        assert!(turns >= 15, "{path} {tail}: {turns} turns");
+        let forwarded = up.0.lock().unwrap().clone();
+        if status == 200 {
+            let length = body.len() as u64;
+            assert_eq!(forwarded, [(Bytes::from(body), Some(length))]);
+            assert!(sink.seen.lock().unwrap().is_empty());
+        } else {
+            assert!(forwarded.is_empty());
+            assert_eq!(sink.seen.lock().unwrap().len(), 1);
+        }
+    }
+    // Larger than the stage reads, in frames of 1 MiB: the first MiB is scanned as the prefix
+    // (16 slices), each later frame a slice a turn before it is sent or withheld.
+    for (tail, status) in [
+        (r#""_debug_render_only":true"#, 403),
+        (r#""stream":true"#, 200),
+    ] {
+        let body = short_members(r#""model":"m""#, 3 * 180_000, tail);
+        let (svc, sink, up) = service(true, PolicyConfig::default());
+        let before = turns.load(Relaxed);
+        let resp = svc
+            .oneshot(framed(
+                Route::Generate,
+                "/api/generate",
+                &body,
+                1 << 20,
+                false,
+            ))
+            .await
+            .unwrap();
+        let turns = turns.load(Relaxed) - before;
+        assert_eq!(resp.status(), status, "{tail}");
+        // 3 MiB in slices: a turn for the others before each slice but the first.
+        assert!(turns >= 45, "{tail}: {turns} turns");
+        let sent = up.0.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        if status == 200 {
+            assert_eq!(sent[0].0, Bytes::from(body));
+            assert!(sink.seen.lock().unwrap().is_empty());
+        } else {
+            // The last frame, which holds the switch, is withheld.
+            assert_eq!(sent[0].0, Bytes::copy_from_slice(&body[..3 << 20]));
+            assert_eq!(sink.seen.lock().unwrap().len(), 1);
+        }
+    }
+    ticker.abort();
+}
