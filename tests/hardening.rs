@@ -414,3 +414,34 @@ async fn a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connec
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("connection: close\r\n"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_request_head_that_has_not_ended_by_64_kib_is_431_and_one_under_it_is_served() {
+    let s = stack_with(ServeArgs::default(), "").await;
+    let to = addr(&s.proxy);
+    let head = |pad: usize| {
+        format!(
+            "GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\nConnection: close\r\n\r\n",
+            "a".repeat(pad)
+        )
+        .into_bytes()
+    };
+    // 60 KiB of headers (a few large cookies) is forwarded as before.
+    let served = raw_from("127.0.0.90", to, &head(60 << 10)).await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    // hyper checks the cap before each read, so a head may end in the read that crosses it:
+    // one of 128 KiB cannot.
+    let refused = raw_from("127.0.0.90", to, &head(128 << 10)).await;
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused}");
+    // An unfinished head stops growing the buffer at the cap: the connection is answered 431
+    // while the client is still sending, not held with up to 400 KiB of it.
+    let mut c = connect_from("127.0.0.91", to).await;
+    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Pad: ")
+        .await
+        .unwrap();
+    let _ = c.write_all(&vec![b'a'; 200 << 10]).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+}

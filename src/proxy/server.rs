@@ -24,6 +24,9 @@ use super::layers::client_ip::{ClientIp, ClientIpLayer};
 use super::{limits, upstream, Proxy};
 use crate::telemetry::throttle::Throttle;
 
+/// The largest request head a client may send (Envoy's default is 60 KiB, nginx's 32 KiB): the
+/// read buffer of a connection never grows past it either.
+pub(crate) const MAX_HEAD: usize = 64 << 10;
 /// One worker's share: the proxy and the request stack around this thread's upstream pool.
 struct Worker {
     proxy: Arc<Proxy>,
@@ -127,6 +130,9 @@ impl Proxy {
             // The worker's own table of head deadlines, swept by `sweep_head_timers`.
             .timer(HeadTimer)
             .header_read_timeout(worker.proxy.timeouts.header_read)
+            // A request head larger than this is answered `431`; it also caps the read
+            // buffer (hyper's own cap is about 400 KiB), so a slowloris head costs at most this.
+            .max_buf_size(MAX_HEAD)
             .keep_alive(true)
             // One buffer per flush instead of a queue of slices: the upstream client already
             // hands over whole bursts as one frame, so the copy is small and the write is still
