@@ -201,6 +201,8 @@ pub(crate) fn scope(route: Route, method: &http::Method) -> Scope {
             Scope::ManageWithBody
         }
         Route::Blobs if method == http::Method::POST => Scope::Manage,
+        // Signing the server out of its ollama.com account, or reading who it is signed in as.
+        Route::Account => Scope::Manage,
         // Ollama's OpenAI-compatible routes become the same chat/generate requests.
         Route::Generate | Route::Chat | Route::OpenAiChat | Route::OpenAiCompletions => {
             Scope::Generation
@@ -371,13 +373,7 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
         }
     }
     if let Some(host) = m.str("remote_host").filter(|h| !h.is_empty()) {
-        let bare = host
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .split(['/', ':'])
-            .next()
-            .unwrap_or_default();
-        if !host_allowed(bare, &cfg.create_remote_hosts) {
+        if !host_allowed(url_host(&host), &cfg.create_remote_hosts) {
             out.push(verdict(
                 "policy.create_remote_host",
                 "remote_host",
@@ -385,6 +381,23 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
                 Severity::High,
             ));
         }
+    }
+}
+
+/// The host of a `remote_host` as Ollama reads it (Go's `url.Parse`, `http://` added when
+/// there is no scheme, a bare path meaning the local server): the authority runs to the first
+/// `/`, `?` or `#`, its user information to the **last** `@` (so `ollama.com:443@attacker.example`
+/// is `attacker.example`), and a port or an IPv6 literal's brackets are not part of the host.
+fn url_host(text: &str) -> &str {
+    if text.starts_with('/') {
+        return "localhost";
+    }
+    let rest = text.find("://").map_or(text, |i| &text[i + 3..]);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    match host_port.strip_prefix('[') {
+        Some(literal) => literal.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
     }
 }
 

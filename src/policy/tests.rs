@@ -103,6 +103,33 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
             "http://10.0.0.9:11434".to_owned()
         )]
     );
+    // The host is read as Go's URL parser reads it: user information runs to the last `@`.
+    for (remote, host) in [
+        ("ollama.com:443@attacker.example", "attacker.example"),
+        ("https://ollama.com@attacker.example/", "attacker.example"),
+        (
+            "https://a@ollama.com@attacker.example:443",
+            "attacker.example",
+        ),
+        ("HTTPS://attacker.example#@ollama.com", "attacker.example"),
+        ("http://[fd00::1]:11434", "fd00::1"),
+        ("/var/models", "localhost"),
+    ] {
+        assert_eq!(super::url_host(remote), host, "{remote}");
+        let body = format!(r#"{{"model":"x","remote_host":"{remote}"}}"#);
+        assert_eq!(
+            rules(Route::Create, &body),
+            [("policy.create_remote_host", remote.to_owned())],
+            "{remote}"
+        );
+    }
+    for remote in [
+        "ollama.com",
+        "https://user@ollama.com:443/",
+        "https://ollama.com?x=@a",
+    ] {
+        assert_eq!(super::url_host(remote), "ollama.com", "{remote}");
+    }
     assert_eq!(
         rules(Route::Create, r#"{"model":"x","from":"llama3.2:1b"}"#),
         []
