@@ -69,13 +69,16 @@ pub(crate) enum Route {
     OpenAiResponses,
     /// `/v1/messages`
     AnthropicMessages,
+    /// Ollama's ollama.com account routes: `/api/me` (who the server is signed in as),
+    /// `/api/signout` and `/api/user/keys/:key` (sign the server out: its `:cloud` models stop).
+    Account,
     /// Anything else.
     Other,
 }
 
 impl Route {
     /// Every route, in label-table order.
-    pub(crate) const ALL: [Route; 23] = [
+    pub(crate) const ALL: [Route; 24] = [
         Route::Root,
         Route::Version,
         Route::Tags,
@@ -98,6 +101,7 @@ impl Route {
         Route::OpenAiModel,
         Route::OpenAiResponses,
         Route::AnthropicMessages,
+        Route::Account,
         Route::Other,
     ];
 
@@ -126,6 +130,7 @@ impl Route {
             Route::OpenAiModel => "/v1/models/:model",
             Route::OpenAiResponses => "/v1/responses",
             Route::AnthropicMessages => "/v1/messages",
+            Route::Account => "account",
             Route::Other => "other",
         }
     }
@@ -138,7 +143,7 @@ impl Route {
     /// The exact static path of a fixed route (none for pattern routes and `other`).
     pub(crate) fn fixed_path(self) -> Option<&'static str> {
         match self {
-            Route::Blobs | Route::OpenAiModel | Route::Other => None,
+            Route::Blobs | Route::OpenAiModel | Route::Account | Route::Other => None,
             r => Some(r.label()),
         }
     }
@@ -161,6 +166,8 @@ impl Route {
                 "copy" => Route::Copy,
                 "delete" => Route::Delete,
                 r if r.starts_with("blobs/") && r.len() > "blobs/".len() => Route::Blobs,
+                "me" | "signout" => Route::Account,
+                r if r.starts_with("user/keys/") => Route::Account,
                 _ => Route::Other,
             };
         }

@@ -102,10 +102,12 @@ pub(crate) struct AuthService<S> {
     ctx: Arc<AuthCtx>,
 }
 
-/// Routes that manage models: they need the `manager` role.
+/// Routes that manage models, or the server's ollama.com account: they need the `manager`
+/// role.
 pub(crate) fn needs_manager(route: Route, method: &Method) -> bool {
     match route {
         Route::Pull | Route::Push | Route::Create | Route::Copy | Route::Delete => true,
+        Route::Account => true,
         Route::Blobs => method == Method::POST,
         _ => false,
     }
@@ -118,6 +120,13 @@ fn is_probe(route: Route, method: &Method) -> bool {
         Route::Version => true,
         _ => false,
     }
+}
+
+/// A CORS preflight: `OPTIONS` with an `Origin` and an `Access-Control-Request-Method`.
+fn is_preflight(method: &Method, headers: &http::HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(http::header::ORIGIN)
+        && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// What `required` does with a request: `None` lets it through, `Some((status, reason))`
@@ -232,7 +241,15 @@ where
             };
         };
         let cross_site = meta.cross_site;
-        let Some((status, reason)) = judge(&cfg, caller, req.method(), meta.route) else {
+        // A browser's CORS preflight carries no credentials (the Fetch standard forbids them),
+        // and Ollama's CORS handler answers it without running any route: requiring a key
+        // would make every browser client that sends one fail before it could.
+        let judged = if is_preflight(req.method(), req.headers()) {
+            None
+        } else {
+            judge(&cfg, caller, req.method(), meta.route)
+        };
+        let Some((status, reason)) = judged else {
             return ShortCircuit::Inner {
                 fut: self.inner.call(req),
             };

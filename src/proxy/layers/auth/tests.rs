@@ -135,6 +135,11 @@ async fn a_user_key_may_generate_but_not_manage_models() {
         ("POST", "/api/copy", false),
         ("DELETE", "/api/delete", false),
         ("POST", "/api/blobs/sha256:00", false),
+        // The server's ollama.com account: who it is, and signing it out.
+        ("POST", "/api/me", false),
+        ("POST", "/api/signout", false),
+        ("DELETE", "/api/user/keys/c3NoLWVkMjU1MTk", false),
+        ("POST", "/api/experimental/web_search", true),
     ] {
         let (inner, seen) = capture();
         let resp = AuthLayer::new(ctx(AuthMode::Required, false, notes.clone()))
@@ -163,7 +168,7 @@ async fn a_user_key_may_generate_but_not_manage_models() {
     assert_eq!(
         last,
         (
-            "/api/blobs/sha256:00".to_owned(),
+            "/api/user/keys/c3NoLWVkMjU1MTk".to_owned(),
             403,
             "role",
             true,
@@ -244,6 +249,41 @@ async fn probes_stay_open_unless_protected() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn a_cors_preflight_needs_no_key_and_anything_else_without_one_is_401() {
+    let preflight = |method: &str, origin: bool, asked: bool| {
+        let mut req = request(method, "/api/chat", None);
+        if origin {
+            req.headers_mut()
+                .insert("origin", "http://localhost:5173".parse().unwrap());
+        }
+        if asked {
+            req.headers_mut()
+                .insert("access-control-request-method", "POST".parse().unwrap());
+        }
+        req
+    };
+    for (method, origin, asked, want) in [
+        ("OPTIONS", true, true, 200),
+        ("OPTIONS", false, true, 401),
+        ("OPTIONS", true, false, 401),
+        ("POST", true, true, 401),
+    ] {
+        let (inner, seen) = capture();
+        let resp = AuthLayer::new(ctx(AuthMode::Required, false, Arc::default()))
+            .layer(inner)
+            .oneshot(preflight(method, origin, asked))
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            want,
+            "{method} origin={origin} asked={asked}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), usize::from(want == 200));
+    }
 }
 
 #[tokio::test]

@@ -481,11 +481,7 @@ async fn debug_render_only_is_flagged_and_refused_in_block_mode() {
 
 #[tokio::test]
 async fn manage_from_refuses_other_networks_even_for_blob_uploads() {
-    let cfg = PolicyConfig {
-        manage_from: vec!["10.0.0.0/8".parse().unwrap()],
-        ..PolicyConfig::default()
-    };
-    let (svc, sink, up) = service(true, cfg);
+    let (svc, sink, up) = service(true, cfg_from());
     let resp = svc
         .oneshot(request(
             Route::Blobs,
@@ -498,6 +494,23 @@ async fn manage_from_refuses_other_networks_even_for_blob_uploads() {
     assert_eq!(resp.status(), 403);
     assert!(up.0.lock().unwrap().is_empty());
     assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.manage_from");
+    // The server's ollama.com account is managed only from there too.
+    for path in ["/api/signout", "/api/me", "/api/user/keys/c3NoLWVkMjU1MTk"] {
+        let route = Route::classify(path);
+        assert_eq!(route, Route::Account, "{path}");
+        let (svc, sink, up) = service(true, cfg_from());
+        let resp = svc.oneshot(request(route, path, b"", true)).await.unwrap();
+        assert_eq!(resp.status(), 403, "{path}");
+        assert!(up.0.lock().unwrap().is_empty());
+        assert_eq!(sink.seen.lock().unwrap()[0].0, "policy.manage_from");
+    }
+}
+
+fn cfg_from() -> PolicyConfig {
+    PolicyConfig {
+        manage_from: vec!["10.0.0.0/8".parse().unwrap()],
+        ..PolicyConfig::default()
+    }
 }
 
 /// Generation bodies sent `Content-Encoding: zstd`: decompressed, then judged.
