@@ -445,3 +445,47 @@ async fn a_request_head_that_has_not_ended_by_64_kib_is_431_and_one_under_it_is_
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 }
+
+#[tokio::test]
+async fn one_source_cannot_hold_the_admin_listener_nor_park_a_body_on_it() {
+    let s = stack_with(ServeArgs::default(), "").await;
+    let admin = addr(&s.admin);
+    // A source's 16 idle connections are its share; its 17th is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(connect_from("127.0.0.95", admin).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = connect_from("127.0.0.95", admin).await;
+    let _ = over
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), over.read_to_end(&mut out)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // Everyone else is still answered.
+    let health = raw_from(
+        "127.0.0.96",
+        admin,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    drop(held);
+    // A body that never arrives is answered 408 after 10 s instead of holding a slot.
+    let started = std::time::Instant::now();
+    let mut c = connect_from("127.0.0.97", admin).await;
+    c.write_all(b"POST /api/bans HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), c.read_to_end(&mut out)).await;
+    let parked = String::from_utf8_lossy(&out);
+    assert!(parked.starts_with("HTTP/1.1 408"), "{parked}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}

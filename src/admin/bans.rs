@@ -177,12 +177,19 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
             "Content-Type must be application/json",
         ));
     }
-    let body = match Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    let read = Limited::new(req.into_body(), max).collect();
+    let body = match tokio::time::timeout(super::ADMIN_BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read body: {e}"),
+            ))
+        }
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
             ))
         }
     };

@@ -29,6 +29,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::config::Upstream;
 use crate::enforce::Enforcement;
+use crate::proxy::limits::ConnLimits;
 use crate::respond::{with_body, PLAIN};
 use crate::telemetry::Metrics;
 
@@ -112,6 +113,12 @@ async fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Byte
 /// Admin connections open at once, at most (part of the proxy's descriptor reserve).
 pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 
+/// Admin connections one source (an address, an IPv6 /64) may hold at once.
+pub(crate) const ADMIN_MAX_PER_SOURCE: usize = 16;
+
+/// How long an admin request body may take to arrive.
+pub(crate) const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long admin connections may finish after the stop.
 const ADMIN_GRACE: Duration = Duration::from_secs(5);
 
@@ -121,8 +128,10 @@ pub(crate) async fn serve(
     state: Arc<AdminState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    // The admin listener's own budget, inside the descriptors the proxy leaves in reserve.
-    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    // The admin listener's own budget, inside the descriptors the proxy leaves in reserve;
+    // no source may hold more than its share of it (IPv6 per /64), so one client cannot keep
+    // `/healthz`, `/readyz` and `/metrics` from answering.
+    let slots = ConnLimits::unmetered(ADMIN_MAX_CONNECTIONS, ADMIN_MAX_PER_SOURCE, 64);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -136,9 +145,9 @@ pub(crate) async fn serve(
         options,
         shutdown,
         |_| {},
-        |stream, _peer, drain| {
+        |stream, peer, drain| {
             // Over budget: close at once rather than queue behind the flood.
-            let slot = slots.clone().try_acquire_owned().ok()?;
+            let slot = slots.admit(peer.ip(), false).ok()?;
             let state = state.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();

@@ -74,9 +74,10 @@ pub(crate) struct ConnLimits {
     open: AtomicUsize,
     by_source: DashMap<IpAddr, usize>,
     rejecting: Arc<Semaphore>,
-    gauge: IntGauge,
-    rejected_total: IntCounter,
-    rejected_per_source: IntCounter,
+    /// The proxy's metrics (none for the admin listener's limits).
+    gauge: Option<IntGauge>,
+    rejected_total: Option<IntCounter>,
+    rejected_per_source: Option<IntCounter>,
 }
 
 /// One open connection's share of the limits; released on drop.
@@ -102,9 +103,25 @@ impl ConnLimits {
             open: AtomicUsize::new(0),
             by_source: DashMap::new(),
             rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
-            gauge: metrics.open_connections.clone(),
-            rejected_total: rejected(Rejection::Total),
-            rejected_per_source: rejected(Rejection::PerSource),
+            gauge: Some(metrics.open_connections.clone()),
+            rejected_total: Some(rejected(Rejection::Total)),
+            rejected_per_source: Some(rejected(Rejection::PerSource)),
+        })
+    }
+
+    /// Limits like [`new`](Self::new)'s that count in no metric of the proxy's (the admin
+    /// listener's).
+    pub(crate) fn unmetered(max: usize, per_source: usize, v6_prefix: u8) -> Arc<Self> {
+        Arc::new(ConnLimits {
+            max: max.max(1),
+            per_source,
+            v6_prefix,
+            open: AtomicUsize::new(0),
+            by_source: DashMap::new(),
+            rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
+            gauge: None,
+            rejected_total: None,
+            rejected_per_source: None,
         })
     }
 
@@ -117,7 +134,7 @@ impl ConnLimits {
     ) -> Result<ConnPermit, Rejection> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
-            self.rejected_total.inc();
+            self.rejected_total.iter().for_each(IntCounter::inc);
             return Err(Rejection::Total);
         }
         let source = if self.per_source > 0 && !exempt {
@@ -130,7 +147,7 @@ impl ConnLimits {
             if *n >= self.per_source {
                 drop(n);
                 self.open.fetch_sub(1, Ordering::AcqRel);
-                self.rejected_per_source.inc();
+                self.rejected_per_source.iter().for_each(IntCounter::inc);
                 return Err(Rejection::PerSource);
             }
             *n += 1;
@@ -138,7 +155,7 @@ impl ConnLimits {
         } else {
             None
         };
-        self.gauge.inc();
+        self.gauge.iter().for_each(IntGauge::inc);
         Ok(ConnPermit {
             limits: self.clone(),
             source,
@@ -187,7 +204,7 @@ impl Drop for ConnPermit {
             });
         }
         l.open.fetch_sub(1, Ordering::AcqRel);
-        l.gauge.dec();
+        l.gauge.iter().for_each(IntGauge::dec);
     }
 }
 
