@@ -33,9 +33,16 @@ const FIELDS: [&str; 9] = [
     "remote_host",
 ];
 
-/// Whether a member under `key` may set one of the [`FIELDS`].
-fn read_by_a_policy(key: &str) -> bool {
-    FIELDS.iter().any(|f| folds_to(key, f))
+/// Whether a member under `raw` (a key as it lies in the body) may set one of the [`FIELDS`]:
+/// compared byte by byte when it is plain ASCII, decoded and folded otherwise.
+fn read_by_a_policy(raw: &[u8]) -> bool {
+    if raw.iter().all(|&b| b.is_ascii() && b != b'\\') {
+        return FIELDS
+            .iter()
+            .any(|f| raw.eq_ignore_ascii_case(f.as_bytes()));
+    }
+    let key = gojson::decode(raw);
+    FIELDS.iter().any(|f| folds_to(&key, f))
 }
 
 /// Go's case folding for ASCII and the two non-ASCII letters that fold onto ASCII ones
@@ -184,6 +191,32 @@ mod tests {
             if same.is_ascii() {
                 proptest::prop_assert!(folds_to(&key, &same));
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The byte comparison of a plain key is the folded comparison of the decoded one, for
+        /// any spelling of any field (case, escapes, the two letters that fold onto ASCII).
+        #[test]
+        fn a_key_is_kept_exactly_when_it_folds_to_a_field(
+            field in proptest::sample::select(FIELDS.to_vec()),
+            spell in proptest::collection::vec(0u8..5, 18),
+        ) {
+            let raw: String = field
+                .chars()
+                .zip(spell.iter().cycle())
+                .map(|(c, how)| match (how, c) {
+                    (1, c) => c.to_ascii_uppercase().to_string(),
+                    (2, c) => format!("\\u{:04x}", u32::from(c)),
+                    (3, 's') => "\u{17F}".to_owned(),
+                    (3, c) => format!("\\u{:04X}", u32::from(c.to_ascii_uppercase())),
+                    (4, _) => "x".to_owned(),
+                    (_, c) => c.to_string(),
+                })
+                .collect();
+            let decoded = gojson::decode(raw.as_bytes());
+            let folds = FIELDS.iter().any(|f| folds_to(&decoded, f));
+            proptest::prop_assert_eq!(read_by_a_policy(raw.as_bytes()), folds, "{}", raw);
         }
     }
 

@@ -23,6 +23,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+/// The bytes of a string read one by one before memchr takes over.
+const SHORT: usize = 16;
+
 /// Go's `encoding/json` refuses deeper nesting.
 const MAX_DEPTH: usize = 10_000;
 
@@ -73,10 +76,11 @@ pub(crate) fn members(body: &[u8]) -> Result<Vec<Member<'_>>, Unreadable> {
 /// Reading a body's top-level members a step at a time, so a large body is read in slices
 /// between which the worker serves its other connections. Only the members whose decoded key
 /// `keep` takes are kept (the others are read and checked all the same): a body of a hundred
-/// thousand one-byte members then costs no list of them.
+/// thousand one-byte members then costs no list of them. `keep` is given the key as it lies in
+/// the body (its escapes not decoded: [`decode`] it when it has any).
 pub(crate) struct Reading<'a> {
     r: Reader<'a>,
-    keep: fn(&str) -> bool,
+    keep: fn(&[u8]) -> bool,
     out: Vec<Member<'a>>,
     at: At<'a>,
     /// Whether each container open inside the value being skipped is an object.
@@ -96,7 +100,7 @@ enum At<'a> {
 }
 
 impl<'a> Reading<'a> {
-    pub(crate) fn new(body: &'a [u8], keep: fn(&str) -> bool) -> Self {
+    pub(crate) fn new(body: &'a [u8], keep: fn(&[u8]) -> bool) -> Self {
         Reading {
             r: Reader { b: body, i: 0 },
             keep,
@@ -160,6 +164,7 @@ impl<'a> Reading<'a> {
                         Some(b't') => r.literal(b"true").map(|()| Raw::Bool(true))?,
                         Some(b'f') => r.literal(b"false").map(|()| Raw::Bool(false))?,
                         Some(b'n') => r.literal(b"null").map(|()| Raw::Null)?,
+                        Some(b'-' | b'0'..=b'9') => r.number().map(|()| Raw::Other)?,
                         _ => {
                             self.at = At::Skipping(key);
                             continue;
@@ -307,12 +312,11 @@ impl<'a> Reader<'a> {
         &mut self,
         key: &'a [u8],
         value: Raw<'a>,
-        keep: fn(&str) -> bool,
+        keep: fn(&[u8]) -> bool,
         out: &mut Vec<Member<'a>>,
     ) -> Result<bool, Unreadable> {
-        let key = decode(key);
-        if keep(&key) {
-            out.push((key, value));
+        if keep(key) {
+            out.push((decode(key), value));
         }
         self.ws();
         match self.peek() {
@@ -340,15 +344,33 @@ impl<'a> Reader<'a> {
         self.i += 1;
         let start = self.i;
         loop {
-            // The run before the next quote or backslash, at memchr's speed, then checked for
-            // control characters in one pass the compiler vectorizes.
+            // The run before the next quote or backslash: its first bytes one by one (a key is
+            // mostly a few bytes), the rest at memchr's speed, then checked for control
+            // characters in one pass the compiler vectorizes.
             let rest = &self.b[self.i..];
-            let run = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
-            if rest[..run].iter().fold(false, |bad, &c| bad | (c < 0x20)) {
-                self.i += rest.iter().position(|&c| c < 0x20).unwrap_or(run);
-                return Err(self.err("a control character in a string"));
+            let head = rest.len().min(SHORT);
+            match rest[..head]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+            {
+                Some(n) if rest[n] < 0x20 => {
+                    self.i += n;
+                    return Err(self.err("a control character in a string"));
+                }
+                Some(n) => self.i += n,
+                None => {
+                    let run = memchr::memchr2(b'"', b'\\', &rest[head..])
+                        .map_or(rest.len(), |n| head + n);
+                    if rest[head..run]
+                        .iter()
+                        .fold(false, |bad, &c| bad | (c < 0x20))
+                    {
+                        self.i += rest.iter().position(|&c| c < 0x20).unwrap_or(run);
+                        return Err(self.err("a control character in a string"));
+                    }
+                    self.i += run;
+                }
             }
-            self.i += run;
             match self.peek() {
                 None => return Err(self.err("an unterminated string")),
                 Some(b'"') => {

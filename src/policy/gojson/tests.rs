@@ -136,7 +136,7 @@ fn a_body_read_in_steps_pauses_between_members_and_inside_skipped_values() {
     // crosses its budget: `{"a":0,` | `"b":[1,` | `2,3,4,` | `5,6,7,` | `8,9],"model":"x",` |
     // `"c":{"d":` | `[{}]}}`. Only the members `keep` takes are kept.
     let body = br#"{"a":0,"b":[1,2,3,4,5,6,7,8,9],"model":"x","c":{"d":[{}]}}"#;
-    let mut reading = Reading::new(body, |k| k == "model");
+    let mut reading = Reading::new(body, |k| k == b"model");
     let mut steps = 0;
     let done = loop {
         steps += 1;

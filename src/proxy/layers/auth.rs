@@ -277,9 +277,16 @@ where
         } else {
             self.ctx.refused_role.inc();
         }
-        // A browser's cross-site 401 is recorded as a refusal nobody is counted for, so a
-        // web page cannot get its visitor's address banned by making failed requests.
-        let outcome = if status == StatusCode::UNAUTHORIZED && cross_site {
+        // A browser's cross-site 401 for a missing key is recorded as a refusal nobody is
+        // counted for, so a web page cannot get its visitor's address banned by making failed
+        // requests. Only a missing one: a page can send a key to another site only after a
+        // preflight that site's CORS answers (`Authorization` is not a simple header), so a
+        // cross-site request with a wrong key comes from a page Ollama allows or from a script
+        // that added the mark, and counts toward `auth_failures` like any other.
+        let outcome = if status == StatusCode::UNAUTHORIZED
+            && cross_site
+            && credential == Credential::Missing
+        {
             Outcome::Refused
         } else {
             Outcome::Unauthorized

@@ -287,7 +287,7 @@ async fn a_cors_preflight_needs_no_key_and_anything_else_without_one_is_401() {
 }
 
 #[tokio::test]
-async fn a_browsers_cross_site_401_is_refused_but_recorded_so_nobody_is_counted_for_it() {
+async fn a_browsers_cross_site_401_without_a_key_is_recorded_so_nobody_is_counted_for_it() {
     let (inner, _) = capture();
     let mut req = request("GET", "/api/tags", None);
     req.headers_mut()
@@ -304,6 +304,26 @@ async fn a_browsers_cross_site_401_is_refused_but_recorded_so_nobody_is_counted_
         resp.extensions().get::<Disposition>().map(|d| d.outcome),
         Some(Outcome::Refused)
     );
+    // A wrong key is not something a page can send to another site without that site's
+    // consent: a script adding the mark to guess keys is counted like any other.
+    for credential in [Credential::Invalid, Credential::Expired] {
+        let (inner, _) = capture();
+        let mut req = request("GET", "/api/tags", Some(caller(credential, None)));
+        req.headers_mut()
+            .insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        req.extensions_mut().get_mut::<Meta>().unwrap().cross_site = true;
+        let resp = AuthLayer::new(ctx(AuthMode::Required, false, Arc::default()))
+            .layer(inner)
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.extensions().get::<Disposition>().map(|d| d.outcome),
+            Some(Outcome::Unauthorized),
+            "{credential:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -526,7 +526,16 @@ async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
         ban: true,
         ..PolicyConfig::default()
     };
-    for cross_site in [false, true] {
+    // With a valid key ([auth]), a cross-site request bans all the same: a page cannot send
+    // a key to another site unless that site's CORS lets it, so it is a page Ollama allows or
+    // a script that added the mark.
+    for (cross_site, credential, bans) in [
+        (false, None, true),
+        (true, None, false),
+        (true, Some(Credential::Missing), false),
+        (true, Some(Credential::Valid), true),
+        (false, Some(Credential::Valid), true),
+    ] {
         let (svc, sink, up) = service(true, cfg.clone());
         let mut req = request(
             Route::Pull,
@@ -535,8 +544,19 @@ async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
             true,
         );
         req.extensions_mut().get_mut::<Meta>().unwrap().cross_site = cross_site;
+        if let Some(credential) = credential {
+            req.extensions_mut().insert(Caller {
+                identity: None,
+                role: None,
+                credential,
+            });
+        }
         assert_eq!(svc.oneshot(req).await.unwrap().status(), 403);
         assert!(up.0.lock().unwrap().is_empty());
-        assert_eq!(*sink.bans.lock().unwrap(), [!cross_site]);
+        assert_eq!(
+            *sink.bans.lock().unwrap(),
+            [bans],
+            "cross_site={cross_site} {credential:?}"
+        );
     }
 }
