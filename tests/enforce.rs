@@ -478,3 +478,62 @@ action = "block"
     let named: Vec<&Value> = events.iter().filter(|e| e["src"] == "127.0.0.21").collect();
     assert!(named.is_empty(), "the visitor is named nowhere: {named:?}");
 }
+
+#[tokio::test]
+async fn a_ban_narrowed_around_an_allowlisted_address_still_covers_the_rest_of_its_network() {
+    // The attacker shares a /64 with an allowlisted host (a LAN with privacy addresses): its
+    // ban is narrowed to its address, but rotating to another one in the /64 gains nothing.
+    let args = ServeArgs {
+        mode: Some("block".into()),
+        trusted_proxy: vec!["127.0.0.32/32".into()],
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, &format!("allowlist = [\"fd5e:1::1/128\"]\n{RULE}")).await;
+    clear_of_window_end(HOUR, Duration::from_secs(30)).await;
+    let hop = client_from("127.0.0.32");
+    let from = |src: &'static str| [("x-forwarded-for", src), ("x-sim-delay-ms", "250")];
+    let show = format!("{}/api/show", s.proxy);
+    call(&hop, Method::POST, &show, &from("fd5e:1::100")).await;
+    call(&hop, Method::POST, &show, &from("fd5e:1::100")).await;
+    wait_events(&s.detection_log(), |e| {
+        e.iter().any(|e| e["event"] == "ban")
+    })
+    .await;
+    let tags = format!("{}/api/tags", s.proxy);
+    let xff = |src: &'static str| [("x-forwarded-for", src)];
+    for (src, status) in [
+        ("fd5e:1::100", StatusCode::FORBIDDEN),
+        ("fd5e:1::101", StatusCode::FORBIDDEN),
+        ("fd5e:1::101", StatusCode::FORBIDDEN),
+        ("fd5e:1::1", StatusCode::OK),
+        ("fd5e:2::101", StatusCode::OK),
+    ] {
+        assert_eq!(
+            call(&hop, Method::GET, &tags, &xff(src)).await.status,
+            status,
+            "{src}"
+        );
+    }
+    let log = s.detection_log();
+    s.server.shutdown().await;
+    let ev = assert_detection_log_valid(&log);
+    let bans: Vec<(String, String)> = ev
+        .iter()
+        .filter(|e| e["event"] == "ban")
+        .map(|e| {
+            (
+                e["src"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(bans.len(), 2, "{bans:?}");
+    assert_eq!(bans[0].0, "fd5e:1::100");
+    assert_eq!(bans[1].0, "fd5e:1::101");
+    assert!(
+        bans[1]
+            .1
+            .ends_with(" (same /64 network as a banned address)"),
+        "{bans:?}"
+    );
+}

@@ -551,6 +551,13 @@ impl Gate for Enforcement {
                 }
                 return Some(hit.rule);
             }
+            // A group's ban narrowed around an allowlisted address covers the group's other
+            // addresses as they come.
+            if let Some((rule, reason)) = self.bans.narrowed(src, now) {
+                if let BanOutcome::Banned(_) = self.ban(src, &rule, reason, now, || {}) {
+                    return self.refuse(src, identity, method, path);
+                }
+            }
         }
         let name = identity?;
         let ban = self.identities.check(name, now)?;

@@ -41,10 +41,29 @@ pub(crate) struct Bans {
     /// Number of bans in the table, read first by the hot path (one atomic load when empty).
     count: AtomicUsize,
     blocked: BlockedLimiter,
+    /// The source groups whose rule ban was narrowed to one address because the group holds an
+    /// allowlisted one, read by the hot path like `snapshot` (see [`Bans::narrowed`]).
+    narrowed: ArcSwap<Narrowed>,
     /// Serialises [`Bans::save`] (the whole-table snapshot the tests write) so the last
     /// write always holds the latest table.
     #[cfg(test)]
     pub(super) save_lock: Mutex<()>,
+}
+
+/// Source groups under a narrowed ban: each group's rule, reason and end, and the
+/// allowlisted networks inside it (never banned).
+#[derive(Debug, Default)]
+pub(crate) struct Narrowed {
+    ipv6_prefix: u8,
+    groups: HashMap<IpNet, NarrowedGroup>,
+}
+
+#[derive(Debug, Clone)]
+struct NarrowedGroup {
+    rule: Arc<str>,
+    reason: String,
+    until: DateTime<Utc>,
+    allowlisted: Vec<IpNet>,
 }
 
 /// The mutable state behind the lock.
@@ -82,6 +101,7 @@ impl Bans {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             count: AtomicUsize::new(0),
             blocked: BlockedLimiter::default(),
+            narrowed: ArcSwap::from_pointee(Narrowed::default()),
             #[cfg(test)]
             save_lock: Mutex::new(()),
         }
@@ -105,6 +125,7 @@ impl Bans {
     pub(crate) fn set_allowlist(&self, allowlist: Vec<IpNet>) -> Vec<Ban> {
         let mut inner = self.lock();
         inner.allowlist = allowlist.into_iter().map(canonical_net).collect();
+        self.narrowed.store(Arc::new(Narrowed::default()));
         let lifted: Vec<Ban> = inner
             .rule_bans_allowlisted()
             .iter()
@@ -203,8 +224,64 @@ impl Bans {
             since: now,
         };
         announce(&ban);
+        let group = SourceKey::new(ip, inner.ipv6_prefix).network();
+        if key.prefix_len() == key.max_prefix_len() && group != key {
+            self.remember_narrowed(&inner, group, &ban, now);
+        }
         self.install(&mut inner, ban.clone());
         BanOutcome::Banned(ban)
+    }
+
+    /// Remembers that `group`'s ban was narrowed to `ban`'s address, so the group's other
+    /// addresses are banned as they come ([`Bans::narrowed`]); forgets ended groups.
+    fn remember_narrowed(&self, inner: &Inner, group: IpNet, ban: &Ban, now: DateTime<Utc>) {
+        let old = self.narrowed.load();
+        let mut groups: HashMap<IpNet, NarrowedGroup> = (old.groups.iter())
+            .filter(|(_, g)| g.until > now)
+            .map(|(k, g)| (*k, g.clone()))
+            .collect();
+        let until = groups
+            .get(&group)
+            .map_or(ban.until, |g| g.until.max(ban.until));
+        groups.insert(
+            group,
+            NarrowedGroup {
+                rule: ban.rule.clone(),
+                reason: format!(
+                    "{} (same /{} network as a banned address)",
+                    ban.reason,
+                    group.prefix_len()
+                ),
+                until,
+                allowlisted: (inner.allowlist.iter())
+                    .filter(|a| overlaps(a, &group))
+                    .copied()
+                    .collect(),
+            },
+        );
+        self.narrowed.store(Arc::new(Narrowed {
+            ipv6_prefix: inner.ipv6_prefix,
+            groups,
+        }));
+    }
+
+    /// The rule and reason to ban `ip` (canonical) for when its source group is under a ban
+    /// narrowed to another address of it (the group holds an allowlisted address) and `ip`
+    /// is not allowlisted: counting is per group, so a group's other addresses would
+    /// otherwise go on unbanned until the rule's window ends. One atomic load when no ban is
+    /// narrowed.
+    pub(crate) fn narrowed(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<(Arc<str>, String)> {
+        let narrowed = self.narrowed.load();
+        if narrowed.groups.is_empty() {
+            return None;
+        }
+        let ip = canonical(ip);
+        let group = SourceKey::new(ip, narrowed.ipv6_prefix).network();
+        let g = narrowed.groups.get(&group)?;
+        if g.until <= now || g.allowlisted.iter().any(|a| a.contains(&ip)) {
+            return None;
+        }
+        Some((g.rule.clone(), g.reason.clone()))
     }
 
     /// An operator's ban (admin API) of an address or network for exactly `duration` (the end
