@@ -74,8 +74,8 @@ pub(crate) fn members(body: &[u8]) -> Result<Vec<Member<'_>>, Unreadable> {
 }
 
 /// Reading a body's top-level members a step at a time, so a large body is read in slices
-/// between which the worker serves its other connections. Only the members whose decoded key
-/// `keep` takes are kept (the others are read and checked all the same): a body of a hundred
+/// between which the worker serves its other connections. Only the members whose key `keep`
+/// takes are kept (the others are read and checked all the same): a body of a hundred
 /// thousand one-byte members then costs no list of them. `keep` is given the key as it lies in
 /// the body (its escapes not decoded: [`decode`] it when it has any).
 pub(crate) struct Reading<'a> {
