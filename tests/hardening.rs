@@ -472,7 +472,21 @@ async fn one_source_cannot_hold_the_admin_listener_nor_park_a_body_on_it() {
     )
     .await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    drop(held);
+    // The host itself (127.0.0.1, where Prometheus and the CLI come from by default) has no
+    // share: only the listener's 64.
+    let mut local = Vec::new();
+    for _ in 0..20 {
+        local.push(connect_from("127.0.0.1", admin).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let health = raw_from(
+        "127.0.0.1",
+        admin,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    drop((held, local));
     // A body that never arrives is answered 408 after 10 s instead of holding a slot.
     let started = std::time::Instant::now();
     let mut c = connect_from("127.0.0.97", admin).await;

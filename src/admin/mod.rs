@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +133,11 @@ pub(crate) async fn serve(
     // no source may hold more than its share of it (IPv6 per /64), so one client cannot keep
     // `/healthz`, `/readyz` and `/metrics` from answering.
     let slots = ConnLimits::unmetered(ADMIN_MAX_CONNECTIONS, ADMIN_MAX_PER_SOURCE, 64);
+    let own_ip = listener
+        .local_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| {
+            crate::ip::canonical(a.ip())
+        });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -147,7 +153,12 @@ pub(crate) async fn serve(
         |_| {},
         |stream, peer, drain| {
             // Over budget: close at once rather than queue behind the flood.
-            let slot = slots.admit(peer.ip(), false).ok()?;
+            // The host itself is exempt from the share (127.0.0.1, ::1, the listener's own
+            // address): by default every client (Prometheus, the health check, the CLI) comes
+            // from there.
+            let ip = crate::ip::canonical(peer.ip());
+            let own = ip == own_ip || ip == Ipv4Addr::LOCALHOST || ip == Ipv6Addr::LOCALHOST;
+            let slot = slots.admit(ip, own).ok()?;
             let state = state.clone();
             let service = service_fn(move |req| {
                 let state = state.clone();

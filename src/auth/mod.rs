@@ -18,6 +18,10 @@ pub(crate) struct Caller {
     pub(crate) role: Option<store::Role>,
     /// What the credential was.
     pub(crate) credential: Credential,
+    /// Whether a key was presented (a `Bearer` token or `x-api-key`, right or wrong): a web
+    /// page cannot send one to another site without that site's consent (a preflight), while
+    /// a browser adds `Authorization: Basic` by itself for credentials it has cached.
+    pub(crate) key: bool,
 }
 
 /// The credential a request presented, judged.

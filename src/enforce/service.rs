@@ -553,10 +553,21 @@ impl Gate for Enforcement {
             }
             // A group's ban narrowed around an allowlisted address covers the group's other
             // addresses as they come.
-            if let Some((rule, reason)) = self.bans.narrowed(src, now) {
-                if let BanOutcome::Banned(_) = self.ban(src, &rule, reason, now, || {}) {
-                    return self.refuse(src, identity, method, path);
+            if let Some((rule, due)) = self.bans.check_narrowed(src, now) {
+                self.metrics.blocked.with_label_values(&[&*rule]).inc();
+                if let Some(n) = due {
+                    let shown = crate::ip::canonical(src).to_string();
+                    let event = BlockedEvent {
+                        src: &shown,
+                        identity: None,
+                        uri_path: path,
+                        http_method: method,
+                        blocked_since_last: n,
+                        rule: &rule,
+                    };
+                    self.log.write(now, &LogEvent::Blocked(event));
                 }
+                return Some(rule);
             }
         }
         let name = identity?;

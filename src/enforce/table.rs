@@ -50,8 +50,8 @@ pub(crate) struct Bans {
     pub(super) save_lock: Mutex<()>,
 }
 
-/// Source groups under a narrowed ban: each group's rule, reason and end, and the
-/// allowlisted networks inside it (never banned).
+/// Source groups under a narrowed ban: each group's offender, rule and end, and the
+/// allowlisted networks inside it (never refused).
 #[derive(Debug, Default)]
 pub(crate) struct Narrowed {
     ipv6_prefix: u8,
@@ -60,8 +60,10 @@ pub(crate) struct Narrowed {
 
 #[derive(Debug, Clone)]
 struct NarrowedGroup {
+    /// The narrowed ban's source (the offending address) and rule.
+    offender: IpNet,
     rule: Arc<str>,
-    reason: String,
+    /// When the narrowed ban ends.
     until: DateTime<Utc>,
     allowlisted: Vec<IpNet>,
 }
@@ -233,26 +235,23 @@ impl Bans {
     }
 
     /// Remembers that `group`'s ban was narrowed to `ban`'s address, so the group's other
-    /// addresses are banned as they come ([`Bans::narrowed`]); forgets ended groups.
+    /// addresses are refused too ([`Bans::check_narrowed`]) until that ban ends; forgets ended
+    /// groups. A group already remembered is left as it is.
     fn remember_narrowed(&self, inner: &Inner, group: IpNet, ban: &Ban, now: DateTime<Utc>) {
         let old = self.narrowed.load();
+        if old.groups.get(&group).is_some_and(|g| g.until > now) {
+            return;
+        }
         let mut groups: HashMap<IpNet, NarrowedGroup> = (old.groups.iter())
             .filter(|(_, g)| g.until > now)
             .map(|(k, g)| (*k, g.clone()))
             .collect();
-        let until = groups
-            .get(&group)
-            .map_or(ban.until, |g| g.until.max(ban.until));
         groups.insert(
             group,
             NarrowedGroup {
+                offender: ban.src,
                 rule: ban.rule.clone(),
-                reason: format!(
-                    "{} (same /{} network as a banned address)",
-                    ban.reason,
-                    group.prefix_len()
-                ),
-                until,
+                until: ban.until,
                 allowlisted: (inner.allowlist.iter())
                     .filter(|a| overlaps(a, &group))
                     .copied()
@@ -265,23 +264,53 @@ impl Bans {
         }));
     }
 
-    /// The rule and reason to ban `ip` (canonical) for when its source group is under a ban
-    /// narrowed to another address of it (the group holds an allowlisted address) and `ip`
-    /// is not allowlisted: counting is per group, so a group's other addresses would
-    /// otherwise go on unbanned until the rule's window ends. One atomic load when no ban is
-    /// narrowed.
-    pub(crate) fn narrowed(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<(Arc<str>, String)> {
+    /// Forgets the narrowed groups `src` overlaps: an unban of the offender, of a neighbour or
+    /// of the network ends the group's memory.
+    fn forget_narrowed(&self, src: &IpNet) {
+        let old = self.narrowed.load();
+        if !old.groups.keys().any(|g| overlaps(g, src)) {
+            return;
+        }
+        let groups = (old.groups.iter())
+            .filter(|(g, _)| !overlaps(g, src))
+            .map(|(k, g)| (*k, g.clone()))
+            .collect();
+        self.narrowed.store(Arc::new(Narrowed {
+            ipv6_prefix: old.ipv6_prefix,
+            groups,
+        }));
+    }
+
+    /// Whether `ip`, not banned itself, is refused because its source group is under a ban
+    /// narrowed to another address of it (the group holds an allowlisted address, never
+    /// refused): counting is per group and a rule fires once per window, so the group's other
+    /// addresses would otherwise go on unrefused, an attacker rotating through them. Answers
+    /// the narrowed ban's rule, and `Some(n)` when a `blocked` event is due (counted with the
+    /// narrowed ban's, as [`Bans::note_blocked`] does). No ban is added, so rotating grows no
+    /// table; it ends with the narrowed ban, or when an unban touches the group. One atomic
+    /// load when no ban is narrowed.
+    pub(crate) fn check_narrowed(
+        &self,
+        ip: IpAddr,
+        now: DateTime<Utc>,
+    ) -> Option<(Arc<str>, Option<u64>)> {
+        let g = self.narrowed(canonical(ip), now)?;
+        Some((g.rule, self.blocked.note(g.offender, now)))
+    }
+
+    /// The narrowed group `ip` (canonical) belongs to, while its ban lasts, unless `ip` is
+    /// one of its allowlisted addresses.
+    fn narrowed(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<NarrowedGroup> {
         let narrowed = self.narrowed.load();
         if narrowed.groups.is_empty() {
             return None;
         }
-        let ip = canonical(ip);
         let group = SourceKey::new(ip, narrowed.ipv6_prefix).network();
         let g = narrowed.groups.get(&group)?;
         if g.until <= now || g.allowlisted.iter().any(|a| a.contains(&ip)) {
             return None;
         }
-        Some((g.rule.clone(), g.reason.clone()))
+        Some(g.clone())
     }
 
     /// An operator's ban (admin API) of an address or network for exactly `duration` (the end
@@ -327,6 +356,7 @@ impl Bans {
         let src = canonical_net(*src);
         let mut inner = self.lock();
         let mut ban = inner.take(&src)?;
+        self.forget_narrowed(&src);
         inner.changes.push(Change::Unban { src, at: now });
         self.blocked.forget(&src);
         self.publish(&inner);

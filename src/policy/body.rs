@@ -33,9 +33,18 @@ const FIELDS: [&str; 9] = [
     "remote_host",
 ];
 
+/// The length of the longest of the [`FIELDS`].
+const LONGEST_FIELD: usize = "_debug_render_only".len();
+
 /// Whether a member under `raw` (a key as it lies in the body) may set one of the [`FIELDS`]:
 /// compared byte by byte when it is plain ASCII, decoded and folded otherwise.
 fn read_by_a_policy(raw: &[u8]) -> bool {
+    // Each character of a field takes at most six bytes in a key (a `\uXXXX` escape): a
+    // longer key names none, and is not decoded (a megabyte of broken UTF-8 would cost
+    // milliseconds).
+    if raw.len() > 6 * LONGEST_FIELD {
+        return false;
+    }
     if raw.iter().all(|&b| b.is_ascii() && b != b'\\') {
         return FIELDS
             .iter()
@@ -218,6 +227,19 @@ mod tests {
             let folds = FIELDS.iter().any(|f| folds_to(&decoded, f));
             proptest::prop_assert_eq!(read_by_a_policy(raw.as_bytes()), folds, "{}", raw);
         }
+    }
+
+    #[test]
+    fn a_key_longer_than_any_spelling_of_a_field_is_not_decoded() {
+        assert!(FIELDS.iter().all(|f| f.len() <= LONGEST_FIELD));
+        let escaped: String = "_debug_render_only"
+            .chars()
+            .map(|c| format!("\\u{:04x}", u32::from(c)))
+            .collect();
+        assert_eq!(escaped.len(), 6 * LONGEST_FIELD);
+        assert!(read_by_a_policy(escaped.as_bytes()));
+        assert!(!read_by_a_policy(format!("{escaped} ").as_bytes()));
+        assert!(!read_by_a_policy(&vec![0xff; 1 << 20]));
     }
 
     #[test]

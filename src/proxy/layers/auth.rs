@@ -277,20 +277,19 @@ where
         } else {
             self.ctx.refused_role.inc();
         }
-        // A browser's cross-site 401 for a missing key is recorded as a refusal nobody is
-        // counted for, so a web page cannot get its visitor's address banned by making failed
-        // requests. Only a missing one: a page can send a key to another site only after a
-        // preflight that site's CORS answers (`Authorization` is not a simple header), so a
-        // cross-site request with a wrong key comes from a page Ollama allows or from a script
-        // that added the mark, and counts toward `auth_failures` like any other.
-        let outcome = if status == StatusCode::UNAUTHORIZED
-            && cross_site
-            && credential == Credential::Missing
-        {
-            Outcome::Refused
-        } else {
-            Outcome::Unauthorized
-        };
+        // A browser's cross-site 401 without a key (none, or the `Basic` credentials a browser
+        // adds by itself) is recorded as a refusal nobody is counted for, so a web page cannot
+        // get its visitor's address banned by making failed requests. Only without one: a page
+        // can send a key to another site only after a preflight that site's CORS answers
+        // (`Authorization` is not a simple header), so a cross-site request with a wrong key
+        // comes from a page Ollama allows or from a script that added the mark, and counts
+        // toward `auth_failures` like any other.
+        let outcome =
+            if status == StatusCode::UNAUTHORIZED && cross_site && !caller.is_some_and(|c| c.key) {
+                Outcome::Refused
+            } else {
+                Outcome::Unauthorized
+            };
         // The body is dropped unread.
         ShortCircuit::answer(refusal(answer(&meta.path, status, reason), outcome))
     }

@@ -64,7 +64,8 @@ pub(crate) fn identify(
     store: Option<&KeyStore>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Caller {
-    let (credential, entry) = match (presented(headers), store) {
+    let shown = presented(headers);
+    let (credential, entry) = match (shown, store) {
         (Presented::None, _) => (Credential::Missing, None),
         (Presented::Malformed, _) | (Presented::Key(_), None) => (Credential::Invalid, None),
         (Presented::Key(key), Some(store)) => match store.lookup(key, now) {
@@ -77,6 +78,7 @@ pub(crate) fn identify(
         identity: entry.as_ref().map(|e| e.name.clone()),
         role: entry.map(|e| e.role),
         credential,
+        key: matches!(shown, Presented::Key(_)),
     }
 }
 
@@ -184,6 +186,7 @@ mod tests {
                 identity: Some(Arc::from("alice")),
                 role: Some(Role::Manager),
                 credential: Credential::Valid,
+                key: true,
             })
         );
         // x-api-key (the Anthropic SDK) works the same and is removed too.
@@ -200,16 +203,17 @@ mod tests {
     async fn wrong_missing_and_malformed_credentials_are_anonymous_and_still_stripped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(KeyStore::open(&dir.path().join("k.json")).unwrap());
-        for (auth, want) in [
-            (Some("Bearer ogk_0000"), Credential::Invalid),
-            (Some("Basic dXNlcjpwYXNz"), Credential::Invalid),
-            (None, Credential::Missing),
+        for (auth, want, key) in [
+            (Some("Bearer ogk_0000"), Credential::Invalid, true),
+            (Some("Basic dXNlcjpwYXNz"), Credential::Invalid, false),
+            (None, Credential::Missing, false),
         ] {
             let (headers, caller) =
                 through(ctx(AuthMode::Required, Some(store.clone())), request(auth)).await;
             assert!(headers.get("authorization").is_none());
             let caller = caller.unwrap();
             assert_eq!(caller.credential, want, "{auth:?}");
+            assert_eq!(caller.key, key, "{auth:?}");
             assert_eq!(caller.identity, None);
             assert_eq!(caller.role, None);
         }

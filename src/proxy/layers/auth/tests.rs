@@ -48,6 +48,7 @@ fn caller(credential: Credential, role: Option<Role>) -> Caller {
         identity: role.map(|_| Arc::from("alice")),
         role,
         credential,
+        key: credential != Credential::Missing,
     }
 }
 
@@ -306,9 +307,18 @@ async fn a_browsers_cross_site_401_without_a_key_is_recorded_so_nobody_is_counte
     );
     // A wrong key is not something a page can send to another site without that site's
     // consent: a script adding the mark to guess keys is counted like any other.
-    for credential in [Credential::Invalid, Credential::Expired] {
+    for (credential, key, outcome) in [
+        (Credential::Invalid, true, Outcome::Unauthorized),
+        (Credential::Expired, true, Outcome::Unauthorized),
+        // `Authorization: Basic`, which a browser adds by itself for credentials it cached.
+        (Credential::Invalid, false, Outcome::Refused),
+    ] {
         let (inner, _) = capture();
-        let mut req = request("GET", "/api/tags", Some(caller(credential, None)));
+        let who = Caller {
+            key,
+            ..caller(credential, None)
+        };
+        let mut req = request("GET", "/api/tags", Some(who));
         req.headers_mut()
             .insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         req.extensions_mut().get_mut::<Meta>().unwrap().cross_site = true;
@@ -320,8 +330,8 @@ async fn a_browsers_cross_site_401_without_a_key_is_recorded_so_nobody_is_counte
         assert_eq!(resp.status(), 401);
         assert_eq!(
             resp.extensions().get::<Disposition>().map(|d| d.outcome),
-            Some(Outcome::Unauthorized),
-            "{credential:?}"
+            Some(outcome),
+            "{credential:?} key={key}"
         );
     }
 }

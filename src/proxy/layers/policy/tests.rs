@@ -549,6 +549,7 @@ async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
                 identity: None,
                 role: None,
                 credential,
+                key: credential != Credential::Missing,
             });
         }
         assert_eq!(svc.oneshot(req).await.unwrap().status(), 403);
