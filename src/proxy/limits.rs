@@ -97,22 +97,21 @@ impl ConnLimits {
     ) -> Arc<Self> {
         let rejected = |r: Rejection| metrics.connections_rejected.with_label_values(&[r.label()]);
         Arc::new(ConnLimits {
-            max: max.max(1),
-            per_source,
-            v6_prefix,
-            open: AtomicUsize::new(0),
-            by_source: DashMap::new(),
-            rejecting: Arc::new(Semaphore::new(MAX_REJECTING)),
             gauge: Some(metrics.open_connections.clone()),
             rejected_total: Some(rejected(Rejection::Total)),
             rejected_per_source: Some(rejected(Rejection::PerSource)),
+            ..Self::limits(max, per_source, v6_prefix)
         })
     }
 
     /// Limits like [`new`](Self::new)'s that count in no metric of the proxy's (the admin
     /// listener's).
     pub(crate) fn unmetered(max: usize, per_source: usize, v6_prefix: u8) -> Arc<Self> {
-        Arc::new(ConnLimits {
+        Arc::new(Self::limits(max, per_source, v6_prefix))
+    }
+
+    fn limits(max: usize, per_source: usize, v6_prefix: u8) -> Self {
+        ConnLimits {
             max: max.max(1),
             per_source,
             v6_prefix,
@@ -122,7 +121,7 @@ impl ConnLimits {
             gauge: None,
             rejected_total: None,
             rejected_per_source: None,
-        })
+        }
     }
 
     /// Admits a connection from `peer`, unless a limit is reached; `exempt` skips the
