@@ -77,7 +77,7 @@ pub(crate) use service::Enforcement;
 pub(crate) use table::Bans;
 #[cfg(test)]
 pub(crate) use {
-    ban::MAX_UNTIL,
+    ban::{ADMIN_RULE, MAX_UNTIL},
     cap::MAX_BANS,
     journal::{Change, JOURNAL_FILE},
     persist::{save_state, State, STATE_FILE},

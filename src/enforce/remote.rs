@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::ban::canonical_net;
+use super::ban::{canonical_net, ADMIN_RULE};
 use super::identity::{IdentityBan, PREFIX};
 use super::{Ban, Bans, Enforcement};
 use crate::telemetry::log_event::{Ended, LogEvent, UnbanEvent};
@@ -122,8 +122,10 @@ impl Origins {
 
 impl Bans {
     /// Puts a ban made by another replica in the table: `false` when it changes nothing
-    /// (ended, the same ban, or a newer local ban of the same source). Its start is recorded
-    /// as an offence of its source (escalation counts it), not as a new one here.
+    /// (ended, the same ban, or a newer local ban of the same source), and for a rule ban the
+    /// allowlist here overlaps (a rule never bans an allowlisted source, whatever another
+    /// replica or the shared store says; an operator's forced ban is applied). Its start is
+    /// recorded as an offence of its source (escalation counts it), not as a new one here.
     pub(crate) fn apply_remote(&self, ban: Ban, now: DateTime<Utc>) -> bool {
         if ban.until <= now {
             return false;
@@ -133,6 +135,9 @@ impl Bans {
             ..ban
         };
         let mut inner = self.lock();
+        if &*ban.rule != ADMIN_RULE && inner.allowlisted(&ban.src) {
+            return false;
+        }
         if let Some(old) = inner.bans.get(&ban.src) {
             if *old == ban || old.since > ban.since {
                 return false;

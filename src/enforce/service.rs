@@ -284,6 +284,8 @@ impl Enforcement {
         for mut ban in lifted {
             ban.until = ban.until.min(now);
             self.log_unban(now, &ban, Ended::Allowlist);
+            // Lifted in the cluster too, or the next resync would bring it back from Redis.
+            self.publish_unban(Subject::Address(ban.src));
         }
         self.changed();
     }

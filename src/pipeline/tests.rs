@@ -387,3 +387,53 @@ fn a_ban_cuts_running_requests_only_in_block_mode_with_abort_in_flight() {
         );
     }
 }
+
+/// A cluster link that records what it is asked to publish.
+#[derive(Default)]
+struct Published(std::sync::Mutex<Vec<String>>);
+
+impl crate::enforce::BanSync for Published {
+    fn banned(&self, ban: crate::enforce::SharedBan, _: Vec<chrono::DateTime<chrono::Utc>>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("ban {}", ban.subject().display()));
+    }
+    fn unbanned(&self, who: crate::enforce::Subject) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("unban {}", who.display()));
+    }
+}
+
+#[test]
+fn a_rule_ban_the_allowlist_lifts_is_lifted_in_the_cluster_and_never_taken_back_from_it() {
+    let f = fixture(Mode::Block, Vec::new());
+    let published = Arc::new(Published::default());
+    f.enforcement.set_sync(published.clone());
+    let now = chrono::Utc::now();
+    let banned = f
+        .enforcement
+        .ban("10.1.2.3".parse().unwrap(), "r", "x".into(), now, || {});
+    let crate::enforce::BanOutcome::Banned(ban) = banned else {
+        panic!("{banned:?}")
+    };
+    // The reload that allowlists it lifts it here and in the shared store: the next resync
+    // would otherwise bring it back.
+    f.enforcement
+        .set_allowlist(vec!["10.0.0.0/8".parse().unwrap()]);
+    assert_eq!(
+        *published.0.lock().unwrap(),
+        ["ban 10.1.2.3", "unban 10.1.2.3"]
+    );
+    assert!(f.enforcement.list().is_empty());
+    // Another replica's rule ban of an allowlisted source is not applied; an operator's
+    // (forced) one is.
+    assert!(!f.enforcement.bans().apply_remote(ban.clone(), now));
+    let forced = crate::enforce::Ban {
+        rule: Arc::from(crate::enforce::ADMIN_RULE),
+        ..ban
+    };
+    assert!(f.enforcement.bans().apply_remote(forced, now));
+}
