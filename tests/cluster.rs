@@ -1091,3 +1091,42 @@ async fn a_sync_lost_in_a_stall_is_never_counted_twice() {
         "lost without a count: {merged} + {dropped}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_that_is_no_number_in_redis_breaks_no_other_sources_detection() {
+    let redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 1).await;
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
+    tags_round_robin(&stacks, "127.0.0.4", 0, 1).await;
+    let mut keys = Vec::new();
+    for _ in 0..100 {
+        keys = redis.cli(&["--scan", "--pattern", "ollama-guard:c:*127.0.0.4*"]);
+        if !keys.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    // Garbage in one source's counter (a hostile or broken writer of the store).
+    redis.cli(&["HSET", &keys[0], "c", "abc", "s", "9223372036854775807"]);
+    // Another source crosses the threshold while the poisoned one keeps sending: its deltas
+    // travel in the same pipeline.
+    for i in 0..6 {
+        if i < 3 {
+            tags_round_robin(&stacks, "127.0.0.4", i, 1).await;
+        }
+        tags_round_robin(&stacks, "127.0.0.6", i, 1).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.6", StatusCode::FORBIDDEN).await);
+    let detections = all_events(&stacks, "detection");
+    assert_eq!(detections.len(), 1, "{detections:#?}");
+    assert_eq!(detections[0]["src"], "127.0.0.6");
+    assert_eq!(detections[0]["count"], 6);
+    assert_eq!(
+        metric(&stacks[0].admin, "ollama_guard_cluster_sync_errors_total").await,
+        0.0
+    );
+    // The poisoned field started over from the deltas that came after it.
+    assert_eq!(redis.cli(&["HGET", &keys[0], "c"]), ["3"]);
+}

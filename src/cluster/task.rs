@@ -27,16 +27,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Merges one window's delta; returns `{count, sum, max, bytes, won}` where `won` is 1 when
-/// this call set the window's fired-marker (merged total at or over the threshold).
+/// this call set the window's fired-marker (merged total at or over the threshold). A field
+/// that is no integer (or would overflow) starts over from the delta: one bad value in the
+/// store must not fail the pipeline that carries every source's deltas.
 const MERGE: &str = r"
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
 t = redis.call('TYPE', KEYS[2]).ok
 if t ~= 'string' and t ~= 'none' then redis.call('DEL', KEYS[2]) end
-local c = redis.call('HINCRBY', KEYS[1], 'c', ARGV[1])
-local s = redis.call('HINCRBY', KEYS[1], 's', ARGV[2])
-local b = redis.call('HINCRBY', KEYS[1], 'b', ARGV[4])
-local m = tonumber(redis.call('HGET', KEYS[1], 'm') or '0')
+local function incr(f, by)
+  local r = redis.pcall('HINCRBY', KEYS[1], f, by)
+  if type(r) == 'table' and r.err then
+    redis.call('HSET', KEYS[1], f, by)
+    r = tonumber(by)
+  end
+  return r
+end
+local c = incr('c', ARGV[1])
+local s = incr('s', ARGV[2])
+local b = incr('b', ARGV[4])
+local m = tonumber(redis.call('HGET', KEYS[1], 'm') or '0') or 0
 if tonumber(ARGV[3]) > m then
   m = tonumber(ARGV[3])
   redis.call('HSET', KEYS[1], 'm', ARGV[3])
@@ -75,7 +85,9 @@ end
 local subs, names, st = {}, {}, {}
 for i = 1, #raw, 2 do
   local idx = tonumber(raw[i])
-  if idx then
+  if idx and not string.match(raw[i + 1], '^-?%d+$') then
+    redis.call('HDEL', K, raw[i])
+  elseif idx then
     subs[idx] = tonumber(raw[i + 1])
     names[idx] = raw[i]
   else
@@ -115,7 +127,9 @@ for i = 0, n - 1 do
       rs, rc, rt, rx, rb, rm = idx, 0, 0, 0, 0, tonumber(ARGV[b + 6])
     end
     subs[idx] = (subs[idx] or 0) + tonumber(ARGV[b + 1])
-    redis.call('HINCRBY', K, ARGV[b], ARGV[b + 1])
+    if type(redis.pcall('HINCRBY', K, ARGV[b], ARGV[b + 1])) == 'table' then
+      redis.call('HSET', K, ARGV[b], subs[idx])
+    end
     if idx < rs then rs = idx end
     rc = rc + tonumber(ARGV[b + 2])
     rt = rt + tonumber(ARGV[b + 3])
