@@ -46,6 +46,8 @@ pub struct ClusterConfig {
     pub sync_interval: Duration,
     /// This replica's name.
     pub instance_id: String,
+    /// Whether `instance_id` was derived at start (host name and process id), not configured.
+    pub instance_id_derived: bool,
     /// Exit 1 at start when Redis is unreachable.
     pub required: bool,
     /// `ca_file`: where the CA certificates trusted for `rediss://` were read from, and what
@@ -227,9 +229,9 @@ pub(super) fn cluster(
             format!("'{sync_text}' must be between 50ms and 10s"),
         ));
     }
-    let instance_id = match f.instance_id.as_deref().map(str::trim) {
-        None | Some("") => default_instance_id(),
-        Some(id) => id.to_owned(),
+    let (instance_id, instance_id_derived) = match f.instance_id.as_deref().map(str::trim) {
+        None | Some("") => (default_instance_id(), true),
+        Some(id) => (id.to_owned(), false),
     };
     if instance_id.len() > 128 || !instance_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ConfigError::invalid(
@@ -248,6 +250,7 @@ pub(super) fn cluster(
         key_prefix,
         sync_interval,
         instance_id,
+        instance_id_derived,
         required: f.required.unwrap_or(false),
     }))
 }
@@ -258,7 +261,9 @@ pub(super) fn render(c: &ClusterConfig) -> ClusterFile {
         redis_url: Some(c.redacted_url()),
         key_prefix: Some(c.key_prefix.clone()),
         sync_interval: Some(humantime::format_duration(c.sync_interval).to_string()),
-        instance_id: Some(c.instance_id.clone()),
+        // A derived id is left out: it names the process that derived it (check-config's own,
+        // here), and replicas started from this file must each derive their own.
+        instance_id: (!c.instance_id_derived).then(|| c.instance_id.clone()),
         required: Some(c.required),
         ca_file: c.ca.as_ref().map(|(path, _)| path.display().to_string()),
     }
@@ -286,6 +291,9 @@ mod tests {
         assert_eq!(c.key_prefix, "ollama-guard:");
         assert_eq!(c.sync_interval, Duration::from_millis(500));
         assert!(c.instance_id.ends_with(&format!("-{}", std::process::id())));
+        assert!(c.instance_id_derived);
+        // Not written into the effective file: each replica started from it derives its own.
+        assert_eq!(render(&c).instance_id, None);
         assert!(!c.required);
         assert_eq!(c.password, None);
     }

@@ -104,6 +104,40 @@ fn upstream_without_port_defaults_to_80_and_rejects_paths() {
     assert!(Upstream::parse("http://h:1/ollama")
         .unwrap_err()
         .contains("path prefix"));
+    assert_eq!(
+        Upstream::parse("http://[::1]").unwrap().url(),
+        "http://[::1]:80"
+    );
+    // A port that is no port is refused, never taken for "no port" (80).
+    for (text, port) in [
+        ("http://127.0.0.1:99999", "99999"),
+        ("http://127.0.0.1:65536", "65536"),
+        ("http://127.0.0.1:1143x", "1143x"),
+        ("http://127.0.0.1:", ""),
+        ("http://[::1]:99999", "99999"),
+        ("http://127.0.0.1:0", "0"),
+    ] {
+        assert_eq!(
+            Upstream::parse(text).unwrap_err(),
+            format!("'{text}': '{port}' is not a port number (1-65535)"),
+        );
+    }
+    assert_eq!(
+        merge_err(ServeArgs::default(), "upstream = \"http://:80\""),
+        "config error: upstream: 'http://:80' has no host"
+    );
+}
+
+#[test]
+fn an_empty_log_level_or_state_dir_is_refused_naming_the_key() {
+    assert_eq!(
+        merge_err(ServeArgs::default(), "log_level = \"\""),
+        "config error: log_level: '' is empty (error, warn, info, debug, trace, or a filter like info,ollama_guard=debug)"
+    );
+    assert_eq!(
+        merge_err(ServeArgs::default(), "state_dir = \"\""),
+        "config error: state_dir: '' is empty (leave it out to keep no state, or name a directory)"
+    );
 }
 
 #[test]

@@ -153,12 +153,23 @@ impl Upstream {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("'{text}': a path prefix is not supported"));
         }
-        let authority = match authority.port_u16() {
-            Some(_) => authority,
-            None => format!("{}:80", authority.host())
+        if authority.host().is_empty() {
+            return Err(format!("'{text}' has no host"));
+        }
+        // `port_u16` is `None` both without a port and with one that is no port number
+        // (`:99999`, `:1143x`, a bare `:`): only the first defaults to 80.
+        let authority = match (authority.port_u16(), authority.as_str().rsplit_once(':')) {
+            (Some(_), _) => authority,
+            (None, Some((_, port))) if !authority.as_str().ends_with(']') => {
+                return Err(format!("'{text}': '{port}' is not a port number (1-65535)"));
+            }
+            (None, _) => format!("{}:80", authority.host())
                 .parse()
                 .map_err(|e| format!("'{text}': {e}"))?,
         };
+        if authority.port_u16() == Some(0) {
+            return Err(format!("'{text}': '0' is not a port number (1-65535)"));
+        }
         Ok(Upstream { scheme, authority })
     }
 
@@ -358,6 +369,14 @@ fn trimmed(items: &[String]) -> Vec<String> {
 }
 
 fn log_level(text: &str) -> Result<String, ConfigError> {
+    // An empty filter turns every diagnostic off, warnings included (an unset variable in a
+    // template gives one): not a level.
+    if text.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "log_level",
+            "'' is empty (error, warn, info, debug, trace, or a filter like info,ollama_guard=debug)",
+        ));
+    }
     tracing_subscriber::EnvFilter::try_new(text)
         .map(|_| text.to_owned())
         .map_err(|e| ConfigError::invalid("log_level", format!("'{text}': {e}")))
@@ -413,6 +432,15 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
         .state_dir
         .clone()
         .or_else(|| file.state_dir.as_ref().map(PathBuf::from));
+    if state_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().to_string_lossy().trim().is_empty())
+    {
+        return Err(ConfigError::invalid(
+            "state_dir",
+            "'' is empty (leave it out to keep no state, or name a directory)",
+        ));
+    }
     let log_level = log_level(&pick(&args.log_level, &file.log_level, "info"))?;
     let log_format = log_format(&pick(&args.log_format, &file.log_format, "text"))?;
     let workers_auto = args.workers.or(file.workers).unwrap_or(0) == 0;
