@@ -184,11 +184,9 @@ pub(super) fn replay_into(dir: &Path, state: &mut State, now: DateTime<Utc>) -> 
     let bytes = match fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return report,
+        // Unreadable: moved aside like a corrupt one, never replaced by the next compaction.
         Err(e) => {
-            report.problem = Some(format!(
-                "cannot read {}: {e}; its changes were not replayed",
-                path.display()
-            ));
+            report.problem = Some(set_aside(&path, now, &format!("cannot read it: {e}")));
             return report;
         }
     };

@@ -157,14 +157,13 @@ fn load_snapshot(dir: &Path, now: DateTime<Utc>) -> LoadReport {
         journal: JournalReport::default(),
     };
     let bytes = match fs::read(&path) {
-        Ok(bytes) => bytes,
+        Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return report,
-        Err(e) => {
-            report.problem = Some(format!("cannot read {}: {e}", path.display()));
-            return report;
-        }
+        // Unreadable (its permissions changed, an I/O error): moved aside like a corrupt
+        // file, never left for the first compaction to replace.
+        Err(e) => Err(format!("cannot read it: {e}")),
     };
-    match parse_state(&bytes) {
+    match bytes.and_then(|bytes| parse_state(&bytes)) {
         Ok((state, skipped)) => {
             report.state = state;
             report.skipped = skipped.count;

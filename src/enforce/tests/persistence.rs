@@ -4,7 +4,7 @@ use std::fs;
 use std::time::Duration;
 
 use super::*;
-use crate::enforce::{load_state, save_state, State, STATE_FILE};
+use crate::enforce::{load_state, save_state, State, JOURNAL_FILE, STATE_FILE};
 
 /// A table with a rule ban of 192.0.2.7 (15m) and an admin ban of 10.0.0.0/8 (1h) from t0.
 fn populated() -> (Bans, Ban, Ban) {
@@ -94,6 +94,38 @@ fn corrupt_file_is_moved_aside_and_reported() {
         vec![format!("bans.json.corrupt-{}", t0().timestamp())]
     );
     assert_eq!(report.state.bans, vec![]);
+}
+
+#[test]
+fn a_state_file_or_journal_that_cannot_be_read_is_moved_aside_not_replaced() {
+    // What cannot be read (here a directory where the file should be: root reads any file;
+    // for others, a file made root-only by an editor) is kept aside for the operator, never
+    // left for the first compaction to write over.
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join(STATE_FILE)).unwrap();
+    fs::create_dir(dir.path().join(JOURNAL_FILE)).unwrap();
+    let report = load_state(dir.path(), t0());
+    let ts = t0().timestamp();
+    let aside = dir.path().join(format!("bans.json.corrupt-{ts}"));
+    assert_eq!(report.moved_to.as_deref(), Some(aside.as_path()));
+    let problem = report.problem.unwrap();
+    assert!(
+        problem.contains("is unusable (cannot read it: "),
+        "{problem}"
+    );
+    assert!(problem.ends_with("; starting with no bans"), "{problem}");
+    let journal = report.journal.problem.unwrap();
+    assert!(
+        journal.contains("is unusable (cannot read it: "),
+        "{journal}"
+    );
+    assert_eq!(
+        files(dir.path()),
+        [
+            format!("bans.journal.corrupt-{ts}"),
+            format!("bans.json.corrupt-{ts}")
+        ]
+    );
 }
 
 #[test]
