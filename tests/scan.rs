@@ -114,6 +114,41 @@ fn gzip_files_are_decompressed_whatever_their_name() {
 }
 
 #[test]
+fn gzip_members_one_after_the_other_and_zero_padding_read_as_gzip_reads_them() {
+    let log = std::fs::read(synthetic()).unwrap();
+    let half = log
+        .iter()
+        .take(log.len() / 2)
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let dir = tempfile::tempdir().unwrap();
+    // Two members (`cat a.gz b.gz`), then the zero padding of a tape archive or a shipper.
+    let mut padded = gzip(&log[..half]);
+    padded.extend(gzip(&log[half..]));
+    padded.extend([0u8; 512]);
+    let path = dir.path().join("padded.log.gz");
+    std::fs::write(&path, &padded).unwrap();
+    let out = scan(&["--splunk-compat", "--format", "csv", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), COMPAT_CSV);
+    // Anything else after the data is an error naming the file, as before.
+    let mut garbage = gzip(&log);
+    garbage.extend(b"\0\0junk");
+    std::fs::write(&path, &garbage).unwrap();
+    let out = scan(&[path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "ollama-guard: scan: reading {}: bytes after the gzip data",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn table_format_has_a_header_and_one_line_per_row() {
     let out = scan(&["--format", "table", &synthetic()]);
     assert_eq!(out.status.code(), Some(0));

@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Read buffer size: large enough that refills are rare against the per-line cost.
@@ -58,12 +58,67 @@ impl Input {
         let mut buffered = BufReader::with_capacity(BUF_BYTES, raw);
         let head = buffered.fill_buf()?;
         let reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
-            let decoder = MultiGzDecoder::new(buffered);
+            let decoder = GzMembers::new(buffered);
             Box::new(BufReader::with_capacity(BUF_BYTES, decoder))
         } else {
             Box::new(buffered)
         };
         Ok(Input::new(name, reader))
+    }
+}
+
+/// gzip members one after the other (`cat a.gz b.gz`), as `gzip -d` reads them: zero bytes
+/// after the last member (the padding of tape archives and some log shippers) end the input
+/// quietly, while anything else after a member that is not another member is an error.
+struct GzMembers<R: BufRead> {
+    /// The member being read, or the input between two members.
+    at: Option<GzDecoder<R>>,
+    between: Option<R>,
+}
+
+impl<R: BufRead> GzMembers<R> {
+    fn new(input: R) -> Self {
+        GzMembers {
+            at: Some(GzDecoder::new(input)),
+            between: None,
+        }
+    }
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(member) = self.at.as_mut() {
+                let n = member.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+                self.between = self.at.take().map(GzDecoder::into_inner);
+            }
+            let Some(input) = self.between.as_mut() else {
+                return Ok(0);
+            };
+            // After a member: the end, another member, or padding.
+            let rest = input.fill_buf()?;
+            if rest.is_empty() {
+                self.between = None;
+                return Ok(0);
+            }
+            if rest.starts_with(&[0x1f, 0x8b]) {
+                self.at = self.between.take().map(GzDecoder::new);
+                continue;
+            }
+            match rest.iter().position(|&b| b != 0) {
+                None => {
+                    let n = rest.len();
+                    input.consume(n);
+                }
+                Some(_) => return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "bytes after the gzip data that are neither another member nor zero padding",
+                )),
+            }
+        }
     }
 }
 
