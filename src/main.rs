@@ -31,7 +31,10 @@ fn no_huge_pages() {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     if matches!(cli.command, None | Some(Command::Serve(_))) {
         no_huge_pages();
     }
@@ -57,4 +60,59 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// A command line (or `OLLAMA_GUARD_*` variable) clap refused. A value that does not parse is
+/// a config error like any other: one line naming the key, the option and the variable, exit
+/// 2. Help, version and the other usage errors are clap's own.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let (ErrorKind::InvalidValue | ErrorKind::ValueValidation) = e.kind() else {
+        e.exit()
+    };
+    let (Some(arg), Some(value)) = (
+        context(ContextKind::InvalidArg),
+        context(ContextKind::InvalidValue),
+    ) else {
+        e.exit()
+    };
+    // `--max-connections <N>` is the key `max_connections`, read from
+    // `OLLAMA_GUARD_MAX_CONNECTIONS` too.
+    let long = arg.split_whitespace().next().unwrap_or_default();
+    let key = long.trim_start_matches('-').replace('-', "_");
+    let cli = Cli::command();
+    let named = |a: &&clap::Arg| a.get_long().is_some_and(|l| long == format!("--{l}"));
+    // The serve options (also those of `serve` and `check-config`) are config keys; another
+    // subcommand's are its own arguments.
+    let serve = cli.get_arguments().find(named);
+    let Some(arg) = serve.or_else(|| {
+        cli.get_subcommands()
+            .flat_map(clap::Command::get_arguments)
+            .find(named)
+    }) else {
+        e.exit()
+    };
+    let env = arg.get_env().map(|v| v.to_string_lossy().into_owned());
+    let from = env.map_or_else(|| long.to_owned(), |env| format!("{long} or {env}"));
+    let why = std::error::Error::source(e).map_or_else(
+        || {
+            if value.is_empty() {
+                "is empty".to_owned()
+            } else {
+                "is not a valid value".to_owned()
+            }
+        },
+        |s| format!("is not valid: {s}"),
+    );
+    if serve.is_some() {
+        eprintln!("ollama-guard: config error: {key}: '{value}' {why} (from {from})");
+    } else {
+        let sub = std::env::args().nth(1).unwrap_or_default();
+        eprintln!("ollama-guard: {sub}: {long}: '{value}' {why}");
+    }
+    ExitCode::from(2)
 }

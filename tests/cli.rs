@@ -86,6 +86,37 @@ fn env_overrides_are_validated_like_flags() {
 }
 
 #[test]
+fn a_value_clap_cannot_parse_is_one_line_naming_the_key_the_option_and_the_variable() {
+    for (env, args, line) in [
+        (
+            ("OLLAMA_GUARD_WORKERS", "abc"),
+            &["check-config"][..],
+            "ollama-guard: config error: workers: 'abc' is not valid: invalid digit found in string (from --workers or OLLAMA_GUARD_WORKERS)",
+        ),
+        (
+            ("OLLAMA_GUARD_MAX_CONNECTIONS", "-1"),
+            &[][..],
+            "ollama-guard: config error: max_connections: '-1' is not valid: invalid digit found in string (from --max-connections or OLLAMA_GUARD_MAX_CONNECTIONS)",
+        ),
+        (
+            ("OLLAMA_GUARD_STATE_DIR", ""),
+            &["check-config"][..],
+            "ollama-guard: config error: state_dir: '' is empty (from --state-dir or OLLAMA_GUARD_STATE_DIR)",
+        ),
+        (
+            ("OLLAMA_GUARD_UNUSED", ""),
+            &["scan", "--threads", "x", "/dev/null"][..],
+            "ollama-guard: scan: --threads: 'x' is not valid: invalid digit found in string",
+        ),
+    ] {
+        let (code, out, err) = run(args, &[env]);
+        assert_eq!(code, 2, "{env:?}");
+        assert!(out.is_empty());
+        assert_eq!(err, format!("{line}\n"), "{env:?}");
+    }
+}
+
+#[test]
 fn address_in_use_is_exit_1_naming_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
