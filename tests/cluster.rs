@@ -1130,3 +1130,56 @@ async fn a_counter_that_is_no_number_in_redis_breaks_no_other_sources_detection(
     // The poisoned field started over from the deltas that came after it.
     assert_eq!(redis.cli(&["HGET", &keys[0], "c"]), ["3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_key_of_the_wrong_type_or_an_oversized_entry_in_redis_is_dropped_not_obeyed() {
+    let redis = Redis::start(None);
+    // A foreign writer left a string where the bans hash goes.
+    redis.cli(&["SET", "ollama-guard:bans", "not a hash"]);
+    let a = replicas(&redis.url(), 1).await;
+    assert_eq!(redis.cli(&["TYPE", "ollama-guard:bans"]), ["none"]);
+    let r = admin(
+        &a[0],
+        Method::POST,
+        "/api/bans",
+        r#"{"src":"127.0.0.9","duration":"10m","reason":"test"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let mut fields = Vec::new();
+    for _ in 0..100 {
+        fields = redis.cli(&["HKEYS", "ollama-guard:bans"]);
+        if !fields.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    let field = fields[0].clone();
+    let entry = redis.cli(&["HGET", "ollama-guard:bans", &field]);
+    // The same entry with 3 000 offence times (a hostile store: megabytes would be merged by
+    // every replica at every resync).
+    let mut v: Value = serde_json::from_str(&entry[0]).unwrap();
+    let time = v["offences"][0].clone();
+    v["offences"] = Value::Array(vec![time; 3000]);
+    let big = v.to_string();
+    assert!(big.len() > 64 << 10, "{}", big.len());
+    redis.cli(&["HSET", "ollama-guard:bans", &field, &big]);
+    // A replica joining now reads it at its first resync: too large to be a ban, deleted.
+    let b = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-b")).await;
+    assert_eq!(
+        metric_eventually(&b.admin, "ollama_guard_cluster_connected", 1.0).await,
+        1.0
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        if redis.cli(&["HEXISTS", "ollama-guard:bans", &field]) == ["0"] {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone);
+    assert!(version_status_within_1s(&b, "127.0.0.9", StatusCode::OK).await);
+}

@@ -156,6 +156,12 @@ return {tot, won, f, at, rs, rc, rt, rx, rb, rm,
   ended[1], ended[2], ended[3], ended[4], ended[5], ended[6], ended[7], ended[8]}
 ";
 
+/// The largest ban entry or message read from Redis: a ban with its offence times is a few
+/// hundred bytes (an offence a ban, within the ban memory); a larger one is taken for
+/// unreadable (deleted at resync, ignored as a message), so a hostile value cannot make every
+/// replica merge megabytes of offence times every resync.
+const MAX_ENTRY: usize = 64 << 10;
+
 /// Open sliding episodes watched at most (each costs one script call per sync until it
 /// ends); beyond, a new episode is left to the other replicas' merges.
 const MAX_WATCHED: usize = 10_000;
@@ -377,7 +383,10 @@ async fn session(
 /// Applies another replica's ban change, of an address or an identity (our own messages
 /// are ignored).
 fn apply(cluster: &Cluster, enforcement: &Enforcement, text: &str) {
-    let Ok(message) = serde_json::from_str::<Message>(text) else {
+    let message = (text.len() <= MAX_ENTRY)
+        .then(|| serde_json::from_str::<Message>(text).ok())
+        .flatten();
+    let Some(message) = message else {
         tracing::warn!("cluster: unreadable ban message ignored");
         return;
     };
@@ -459,6 +468,23 @@ async fn resync(
     // Taken before the read: a ban applied from a message after it may be newer than the
     // read (its HSET came after our HGETALL) and must not be lifted below.
     let remote_before = enforcement.remote_subjects();
+    // A key of ours that is no hash (a foreign writer, a hand edit) would fail every resync
+    // and keep every replica local: deleted, as the counter scripts delete theirs.
+    let (t0, t1): (String, String) = timed(
+        redis::pipe()
+            .cmd("TYPE")
+            .arg(&hashes[0])
+            .cmd("TYPE")
+            .arg(&hashes[1])
+            .query_async(conn),
+    )
+    .await?;
+    for (hash, t) in hashes.iter().zip([t0, t1]) {
+        if t != "hash" && t != "none" {
+            tracing::warn!(key = %hash, r#type = %t, "cluster: a ban key that is no hash was deleted");
+            timed(redis::cmd("DEL").arg(hash).query_async::<()>(conn)).await?;
+        }
+    }
     let (addresses, identities): (Raw, Raw) = timed(
         redis::pipe()
             .hgetall(&hashes[0])
@@ -473,7 +499,10 @@ async fn resync(
     let all = (addresses.into_iter().map(|e| (&hashes[0], e)))
         .chain(identities.into_iter().map(|e| (&hashes[1], e)));
     for (hash, (field, json)) in all {
-        let Ok(entry) = serde_json::from_slice::<Entry>(&json) else {
+        let entry = (json.len() <= MAX_ENTRY)
+            .then(|| serde_json::from_slice::<Entry>(&json).ok())
+            .flatten();
+        let Some(entry) = entry else {
             ended.push((hash, field));
             continue;
         };
