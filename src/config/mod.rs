@@ -127,14 +127,41 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
     toml::from_str(&text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let start = e.span().map(|s| s.start.min(text.len()));
+        let line = start.map(|at| text[..at].matches('\n').count() + 1);
         let msg = e.message().replace('\n', " ");
-        match line {
-            Some(l) => file_err(format!("line {l}: {msg}")),
-            None => file_err(msg),
+        // A value of the wrong type or range (`ipv6_prefix = 300`): toml names the line, the
+        // key is named here too.
+        let key = start
+            .and_then(|at| key_at(&text, at))
+            .filter(|k| !msg.contains(&format!("`{}`", k.rsplit('.').next().unwrap_or(k))));
+        match (line, key) {
+            (Some(l), Some(k)) => file_err(format!("line {l}: {k}: {msg}")),
+            (Some(l), None) => file_err(format!("line {l}: {msg}")),
+            (None, _) => file_err(msg),
         }
+    })
+}
+
+/// The dotted key of the `key = value` line holding byte `at` of `text`, under the table
+/// header above it (`cluster.sync_interval`); `None` for any other line.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(['[', ']']).trim().to_owned());
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key.to_owned(),
     })
 }
 

@@ -92,6 +92,30 @@ fn unknown_key_in_file_is_an_error_with_its_line() {
 }
 
 #[test]
+fn a_value_of_the_wrong_type_or_range_in_the_file_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    for (text, want) in [
+        (
+            "ipv6_prefix = 300\n",
+            "line 1: ipv6_prefix: invalid value: integer `300`, expected u8",
+        ),
+        (
+            "mode = \"block\"\n[cluster]\nredis_url = \"redis://h:1\"\nsync_interval = 5\n",
+            "line 4: cluster.sync_interval: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "max_tracked_keys = 99999999999999999999999\n",
+            "line 1: max_tracked_keys: number too large to fit in target type",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.ends_with(want), "{err}");
+    }
+}
+
+#[test]
 fn upstream_without_port_defaults_to_80_and_rejects_paths() {
     assert_eq!(
         Upstream::parse("http://ollama").unwrap().url(),
