@@ -184,15 +184,11 @@ async fn an_attacker_spread_over_three_replicas_is_detected_once_at_the_threshol
 async fn an_admin_ban_and_unban_on_one_replica_apply_on_the_others_and_offences_escalate() {
     let redis = Redis::start(None);
     let stacks = replicas(&redis.url(), 3).await;
-    let r = admin(
+    ban_through(
         &stacks[0],
-        Method::POST,
-        "/api/bans",
         r#"{"src":"127.0.0.9","duration":"10m","reason":"test"}"#,
-        None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert!(version_status_within_1s(&stacks[1], "127.0.0.9", StatusCode::FORBIDDEN).await);
     assert!(version_status_within_1s(&stacks[2], "127.0.0.9", StatusCode::FORBIDDEN).await);
     // Listed on every replica, with the same end.
@@ -204,15 +200,11 @@ async fn an_admin_ban_and_unban_on_one_replica_apply_on_the_others_and_offences_
     assert!(version_status_within_1s(&stacks[0], "127.0.0.9", StatusCode::OK).await);
     assert!(version_status_within_1s(&stacks[1], "127.0.0.9", StatusCode::OK).await);
     // A second ban, through replica B, is offence 2: A's first counted.
-    let r = admin(
+    let r = ban_through(
         &stacks[1],
-        Method::POST,
-        "/api/bans",
         r#"{"src":"127.0.0.9","duration":"10m","reason":"again"}"#,
-        None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED);
     let body: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["offence"], 2, "{body}");
     let ev = wait_all(&stacks[2..], |ev| {
@@ -226,6 +218,13 @@ async fn an_admin_ban_and_unban_on_one_replica_apply_on_the_others_and_offences_
     let unbans: Vec<&Value> = ev.iter().filter(|e| e["event"] == "unban").collect();
     assert_eq!(unbans.len(), 1);
     assert_eq!(unbans[0]["ended"], "admin");
+}
+
+/// `POST /api/bans` with `body` through `s`'s admin API, which must answer 201.
+async fn ban_through(s: &Stack, body: &str) -> Reply {
+    let r = admin(s, Method::POST, "/api/bans", body, None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    r
 }
 
 async fn futures_list(stacks: &[Stack]) -> Vec<Value> {
@@ -267,15 +266,7 @@ async fn redis_killed_mid_traffic_fails_no_request_and_a_restart_resynchronises(
         );
     }
     // Local mode: a ban on A holds on A; published when Redis is back.
-    let r = admin(
-        &stacks[0],
-        Method::POST,
-        "/api/bans",
-        r#"{"src":"127.0.0.12","duration":"10m"}"#,
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    ban_through(&stacks[0], r#"{"src":"127.0.0.12","duration":"10m"}"#).await;
     assert!(version_status_within_1s(&stacks[0], "127.0.0.12", StatusCode::FORBIDDEN).await);
     redis.spawn();
     for s in &stacks {
@@ -348,15 +339,7 @@ async fn a_wrong_password_leaves_the_replica_in_local_mode() {
     let r = get(&format!("{}/api/version", s.proxy)).await;
     assert_eq!(r.status, StatusCode::OK);
     // Local enforcement still works.
-    let r = admin(
-        &s,
-        Method::POST,
-        "/api/bans",
-        r#"{"src":"127.0.0.31","duration":"10m"}"#,
-        None,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::CREATED);
+    ban_through(&s, r#"{"src":"127.0.0.31","duration":"10m"}"#).await;
     assert!(version_status_within_1s(&s, "127.0.0.31", StatusCode::FORBIDDEN).await);
     // The right password through the environment-free URL works.
     let good = format!("redis://:right@127.0.0.1:{}", redis.port);
@@ -822,15 +805,11 @@ async fn an_identity_ban_and_unban_through_one_replica_apply_on_the_others_and_e
     for s in &stacks {
         assert_eq!(tags_status(s, nat, &alice).await, StatusCode::OK);
     }
-    let r = admin(
+    ban_through(
         &stacks[0],
-        Method::POST,
-        "/api/bans",
         r#"{"src":"identity:alice","duration":"10m","reason":"leaked key"}"#,
-        None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     // Refused on B and C within 1 s; bob, behind the same address, is still served.
     for s in &stacks[1..] {
         assert!(key_gets_within_1s(s, nat, &alice, StatusCode::FORBIDDEN).await);
@@ -863,15 +842,11 @@ async fn an_identity_ban_and_unban_through_one_replica_apply_on_the_others_and_e
         assert_eq!(r.text(), "[]");
     }
     // A second ban, through B, is alice's offence 2 there: A's ban counted cluster-wide.
-    let r = admin(
+    let r = ban_through(
         &stacks[1],
-        Method::POST,
-        "/api/bans",
         r#"{"src":"identity:alice","duration":"10m","reason":"again"}"#,
-        None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let body: Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(body["offence"], 2, "{body}");
     assert!(key_gets_within_1s(&stacks[0], nat, &alice, StatusCode::FORBIDDEN).await);
@@ -969,15 +944,11 @@ async fn an_identity_ban_made_during_an_outage_is_published_on_reconnect_and_a_n
         );
     }
     // Local mode: the ban holds on A at once, B cannot know of it yet.
-    let r = admin(
+    ban_through(
         &stacks[0],
-        Method::POST,
-        "/api/bans",
         r#"{"src":"identity:alice","duration":"10m","reason":"outage"}"#,
-        None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(
         tags_status(&stacks[0], nat, &alice).await,
         StatusCode::FORBIDDEN
@@ -1138,15 +1109,11 @@ async fn a_ban_key_of_the_wrong_type_or_an_oversized_entry_in_redis_is_dropped_n
     redis.cli(&["SET", "ollama-guard:bans", "not a hash"]);
     let a = replicas(&redis.url(), 1).await;
     assert_eq!(redis.cli(&["TYPE", "ollama-guard:bans"]), ["none"]);
-    let r = admin(
+    ban_through(
         &a[0],
-        Method::POST,
-        "/api/bans",
         r#"{"src":"127.0.0.9","duration":"10m","reason":"test"}"#,
-        None,
     )
     .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     let mut fields = Vec::new();
     for _ in 0..100 {
         fields = redis.cli(&["HKEYS", "ollama-guard:bans"]);
