@@ -42,7 +42,7 @@ pub(crate) struct Bans {
     count: AtomicUsize,
     blocked: BlockedLimiter,
     /// The source groups whose rule ban was narrowed to one address because the group holds an
-    /// allowlisted one, read by the hot path like `snapshot` (see [`Bans::narrowed`]).
+    /// allowlisted one, read by the hot path like `snapshot` (see [`Bans::check_narrowed`]).
     narrowed: ArcSwap<Narrowed>,
     /// Serialises [`Bans::save`] (the whole-table snapshot the tests write) so the last
     /// write always holds the latest table.
@@ -294,13 +294,7 @@ impl Bans {
         ip: IpAddr,
         now: DateTime<Utc>,
     ) -> Option<(Arc<str>, Option<u64>)> {
-        let g = self.narrowed(canonical(ip), now)?;
-        Some((g.rule, self.blocked.note(g.offender, now)))
-    }
-
-    /// The narrowed group `ip` (canonical) belongs to, while its ban lasts, unless `ip` is
-    /// one of its allowlisted addresses.
-    fn narrowed(&self, ip: IpAddr, now: DateTime<Utc>) -> Option<NarrowedGroup> {
+        let ip = canonical(ip);
         let narrowed = self.narrowed.load();
         if narrowed.groups.is_empty() {
             return None;
@@ -310,7 +304,7 @@ impl Bans {
         if g.until <= now || g.allowlisted.iter().any(|a| a.contains(&ip)) {
             return None;
         }
-        Some(g.clone())
+        Some((g.rule.clone(), self.blocked.note(g.offender, now)))
     }
 
     /// An operator's ban (admin API) of an address or network for exactly `duration` (the end

@@ -163,8 +163,8 @@ impl Guard {
         }
         let scanner = &mut self.scanner;
         let verdict = match &mut self.decoding {
-            // A plain frame is scanned a slice at a time too (hyper hands over up to its
-            // read buffer, some hundreds of kilobytes, at once).
+            // A plain frame is scanned a slice at a time too (a frame holds what one read of
+            // the client took in).
             None => {
                 let piece = &data[..data.len().min(SLICE as usize)];
                 scanner.feed(piece);

@@ -37,7 +37,7 @@ use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use super::{answered, refusal, Answer, Client, Meta};
-use crate::auth::{Caller, Credential};
+use crate::auth::Caller;
 use crate::policy::inflate::{self, Inflate, InflateError, Progress};
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Unreadable, Verdict};
@@ -219,14 +219,11 @@ where
     let cfg = ctx.config.load_full();
     // A browser's cross-site request is refused but never bans: a web page could otherwise
     // get its visitor's address banned by sending a foreign push in its name (Ollama, for
-    // its part, would refuse a site it does not allow). Unless it carries a valid key: a
-    // page can send a key to another site only after a preflight that site's CORS answers,
+    // its part, would refuse a site it does not allow). Unless it carries a key (`[auth]`):
+    // a page can send one to another site only after a preflight that site's CORS answers,
     // so such a request comes from a page Ollama allows, or from a script that added the
     // mark to dodge the ban.
-    let keyed = req
-        .extensions()
-        .get::<Caller>()
-        .is_some_and(|c| c.credential == Credential::Valid);
+    let keyed = req.extensions().get::<Caller>().is_some_and(|c| c.key);
     let ban = cfg.ban && (!meta.cross_site || keyed);
     let judge = |v: &Verdict| {
         let action = ctx

@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full};
 use tower::ServiceExt;
 
 use super::*;
+use crate::auth::Credential;
 use crate::proxy::layers::Disposition;
 use crate::route::Route;
 use bytes::BytesMut;
@@ -526,7 +527,7 @@ async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
         ban: true,
         ..PolicyConfig::default()
     };
-    // With a valid key ([auth]), a cross-site request bans all the same: a page cannot send
+    // With a key ([auth]), a cross-site request bans all the same: a page cannot send
     // a key to another site unless that site's CORS lets it, so it is a page Ollama allows or
     // a script that added the mark.
     for (cross_site, credential, bans) in [
@@ -534,6 +535,8 @@ async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
         (true, None, false),
         (true, Some(Credential::Missing), false),
         (true, Some(Credential::Valid), true),
+        // `observe`: a wrong key is forwarded, and is still a key no page could send.
+        (true, Some(Credential::Invalid), true),
         (false, Some(Credential::Valid), true),
     ] {
         let (svc, sink, up) = service(true, cfg.clone());
