@@ -413,3 +413,67 @@ async fn host_is_rewritten_so_the_loopback_host_check_passes() {
         Some("ollama.example")
     );
 }
+
+#[tokio::test]
+async fn a_reason_phrase_that_is_not_hyper_s_is_passed_on_as_the_upstream_wrote_it() {
+    // An upstream writing Go's reason phrases (Go says `Request Entity Too Large` where the
+    // RFC and hyper say `Payload Too Large`), and one that is canonical.
+    let up = loopback().await;
+    let upstream = format!("http://{}", up.local_addr().unwrap());
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        while let Ok((mut c, _)) = up.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                for status in [
+                    "413 Request Entity Too Large",
+                    "404 Not Found",
+                    "599 Custom",
+                ] {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = c.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                    }
+                    seen.clear();
+                    let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
+                    if c.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&upstream, &dir, ServeArgs::default(), "");
+    let server = ollama_guard::serve::Server::start(cfg, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let mut c = TcpStream::connect(server.proxy_addr).await.unwrap();
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"ok") {
+            use tokio::io::AsyncReadExt;
+            c.read_exact(&mut byte).await.unwrap();
+            got.push(byte[0]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        lines.push(text.lines().next().unwrap().to_owned());
+    }
+    assert_eq!(
+        lines,
+        [
+            "HTTP/1.1 413 Request Entity Too Large",
+            "HTTP/1.1 404 Not Found",
+            "HTTP/1.1 599 Custom"
+        ]
+    );
+}

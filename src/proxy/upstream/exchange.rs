@@ -110,6 +110,9 @@ where
                     let mut resp =
                         Response::new(UpstreamBody::new(conn, kind, keep_alive && complete, pool));
                     *resp.status_mut() = head.status;
+                    if let Some(reason) = head.reason {
+                        resp.extensions_mut().insert(reason);
+                    }
                     // The proxy answers in its own version, whatever the upstream spoke (RFC
                     // 9110 §2.5); hyper writes HTTP/1.0 to an HTTP/1.0 client itself.
                     *resp.version_mut() = Version::HTTP_11;

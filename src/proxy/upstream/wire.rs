@@ -128,6 +128,9 @@ pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[derive(Debug)]
 pub(crate) struct Head {
     pub(crate) status: StatusCode,
+    /// The reason phrase, when it is not the status's canonical one (Go writes `413 Request
+    /// Entity Too Large` where hyper would write `Payload Too Large`): hyper writes it back.
+    pub(crate) reason: Option<hyper::ext::ReasonPhrase>,
     pub(crate) version: Version,
     /// The headers, without the hop-by-hop ones (`Connection`, those it names, `Keep-Alive`,
     /// `Transfer-Encoding`, ...): they are about this connection, not the client's.
@@ -157,6 +160,10 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> 
     };
     let code = resp.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| WireError::Head("status code"))?;
+    let reason = resp
+        .reason
+        .filter(|r| Some(*r) != status.canonical_reason())
+        .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
     let version = match resp.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
@@ -182,6 +189,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, WireError> 
     let (headers, framing) = NAMES.with_borrow_mut(|names| names.headers(&head, &spans))?;
     Ok(Some(Head {
         status,
+        reason,
         version,
         headers,
         framing,
