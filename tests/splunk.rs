@@ -476,14 +476,19 @@ async fn a_503_storm_is_retried_until_nothing_is_lost_and_the_proxy_keeps_answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_hec_fills_the_queue_and_the_overflow_is_counted_exactly() {
+async fn a_slow_hec_fills_the_queue_the_overflow_is_counted_exactly_and_alerts_keep_their_room() {
     let hec = FakeHec::new();
     let running = hec.serve(loopback().await, None).await;
     let url = format!("http://127.0.0.1:{}", running.addr.port());
+    // A rule that flags the fifth `/api/tags` of a source.
+    let fifth = EVERY_TAGS
+        .replace("threshold = 1", "threshold = 5")
+        .replace("every_tags", "fifth_tags");
+    clear_of_window_end(FIFTEEN_MINUTES, Duration::from_secs(30)).await;
     let s = guard(
         &url,
-        "requests = true\nbatch_size = 1\nbatch_interval = \"10ms\"\nqueue = 3\nrequest_timeout = \"1h\"",
-        "",
+        "requests = true\nbatch_size = 1\nbatch_interval = \"10ms\"\nqueue = 4\nrequest_timeout = \"1h\"",
+        &fifth,
     )
     .await;
     // The HEC stalls every POST until it is opened again.
@@ -494,21 +499,37 @@ async fn a_slow_hec_fills_the_queue_and_the_overflow_is_counted_exactly() {
     for _ in 0..5 {
         assert_eq!(tags(&s).await, StatusCode::OK);
     }
-    // 3 queued, 2 dropped.
+    // Request events fill half the queue (2 of 4): the next three are dropped. The fifth
+    // request's detection still finds room.
     assert_eq!(
         common::metric_eventually(
             &s.admin,
             &format!("ollama_guard_sink_dropped_total{SINK}"),
-            2.0
+            3.0
         )
         .await,
-        2.0
+        3.0
     );
     hec.open.send_replace(true);
-    let delivered = hec.wait_delivered(4).await;
+    hec.wait_delivered(4).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(hec.delivered().len(), 4, "{delivered:#?}");
-    assert_eq!(sink_metric(&s, "dropped").await, 2.0);
+    let delivered = hec.delivered();
+    assert_eq!(delivered.len(), 4, "{delivered:#?}");
+    let kinds: Vec<&str> = delivered
+        .iter()
+        .map(|e| e["sourcetype"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "ollama:api").count(),
+        3,
+        "{kinds:?}"
+    );
+    let detection = delivered
+        .iter()
+        .find(|e| e["event"]["event"] == "detection")
+        .unwrap_or_else(|| panic!("no detection: {delivered:#?}"));
+    assert_eq!(detection["event"]["rule"], "fifth_tags");
+    assert_eq!(sink_metric(&s, "dropped").await, 3.0);
     s.server.shutdown().await;
 }
 

@@ -88,6 +88,9 @@ pub(crate) enum StoreError {
         /// The I/O error.
         source: io::Error,
     },
+    /// The key file vanished while keys were in force (a reload refuses it).
+    #[error("{path}: the key file is gone; the keys in force are kept (revoke keys with `keys revoke`, or write a file without keys to remove them all)", path = .0.display())]
+    Gone(PathBuf),
     /// The file is not a key file.
     #[error("{path}: not a valid key file: {problem}")]
     Invalid {
@@ -199,6 +202,11 @@ impl KeyStore {
     /// keys in force stay. Returns the number of keys now in force.
     pub(crate) fn reload(&self) -> Result<usize, StoreError> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        // A key file that vanished (a bad deploy, a wrong mount) would otherwise revoke every
+        // key at once: refused, the keys in force kept. An empty file removes them all.
+        if !self.index.load().by_name.is_empty() && !self.path.exists() {
+            return Err(StoreError::Gone(self.path.clone()));
+        }
         let entries = read(&self.path)?;
         let index = Index::new(entries);
         let n = index.by_name.len();
@@ -492,6 +500,20 @@ mod tests {
             e.starts_with(&format!("{}: not a valid key file", path.display())),
             "{e}"
         );
+        // A file that vanished while keys are in force is refused too; once no key is in
+        // force, a missing file is an empty store, as at the first start.
+        fs::remove_file(&path).unwrap();
+        let e = store.reload().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}: the key file is gone; the keys in force are kept (revoke keys with `keys revoke`, or write a file without keys to remove them all)", path.display())
+        );
+        assert!(matches!(
+            store.lookup(key2.as_bytes(), now()),
+            Lookup::Valid(_)
+        ));
+        let empty = KeyStore::open(&path).unwrap();
+        assert_eq!(empty.reload().unwrap(), 0);
     }
 
     #[test]

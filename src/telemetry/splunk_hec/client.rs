@@ -20,6 +20,8 @@ use tokio_rustls::TlsConnector;
 use super::SinkError;
 use crate::config::SplunkHec;
 
+/// The longest HEC answer read (the acks of a batch, an error text).
+const MAX_ANSWER: usize = 64 << 10;
 /// Why an exchange failed; the `kind` label of `sink_errors_total`.
 #[derive(Debug)]
 pub(crate) enum Failure {
@@ -161,11 +163,13 @@ impl HecClient {
             .await
             .map_err(|e| Failure::Connect(e.to_string()))?;
         let status = resp.status();
-        let body = resp
-            .into_body()
+        // HEC answers a few hundred bytes (the acks of a channel at most a few kilobytes):
+        // anything longer is not read whole, so a wrong URL or a hostile server cannot make
+        // the proxy hold hundreds of megabytes.
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| Failure::Connect(e.to_string()))?
+            .map_err(|e| Failure::Connect(format!("the answer: {e}")))?
             .to_bytes();
         self.conn = Some(sender);
         Ok(Answer { status, body })

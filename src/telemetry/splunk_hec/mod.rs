@@ -142,6 +142,12 @@ impl HecSink {
     /// Hands over the `ollama:api` event of a finished request.
     pub(crate) fn request(&self, record: &RequestRecord) {
         let event = ApiEvent::new(record, &self.dest);
+        // Request events may fill only half the queue: while Splunk is slow or down, a flood
+        // of them must not leave detection, ban and blocked events no room.
+        if self.tx.capacity() * 2 <= self.tx.max_capacity() {
+            self.dropped.inc();
+            return;
+        }
         match serde_json::to_string(&event) {
             Ok(json) => self.offer(envelope(record.completed_at, &self.api_fields, &json)),
             Err(e) => tracing::error!(error = %e, "cannot serialise an ollama:api event"),
