@@ -619,6 +619,52 @@ async fn batches_not_acknowledged_in_time_are_sent_again_on_the_same_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_hec_lost_in_a_restart_is_sent_again_not_taken_for_the_next_batch_s_ack() {
+    let hec = FakeHec::new();
+    {
+        let mut b = hec.behaviour.lock().unwrap();
+        b.ack = true;
+        b.never_ack = vec![0];
+    }
+    let running = hec.serve(loopback().await, None).await;
+    let url = format!(
+        "http://127.0.0.1:{}/services/collector/event",
+        running.addr.port()
+    );
+    // ack_timeout far away: only the restart can make the first batch go again in time.
+    let s = guard(
+        &url,
+        "ack = true\nbatch_interval = \"20ms\"\nack_timeout = \"1h\"\nrequests = true",
+        "",
+    )
+    .await;
+    assert_eq!(tags(&s).await, StatusCode::OK);
+    hec.wait_posts(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The indexer restarts: its ack ids start over, and it acknowledges everything now.
+    {
+        let mut b = hec.behaviour.lock().unwrap();
+        b.next_ack_id = 0;
+        b.never_ack.clear();
+    }
+    assert_eq!(tags(&s).await, StatusCode::OK);
+    // The second batch gets ack id 0 again: the first is sent again (and acknowledged as 1).
+    let posts = hec.wait_posts(3).await;
+    assert_eq!(posts[2].body, posts[0].body);
+    assert_eq!(
+        common::metric_eventually(
+            &s.admin,
+            &format!("ollama_guard_sink_sent_total{SINK}"),
+            2.0
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(sink_error(&s, "ack_lost").await, 1.0);
+    s.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hec_certificate_of_an_unknown_ca_is_refused_and_counted() {
     let hec_ca = Pki::new("the HEC's CA");
     let other_ca = Pki::new("some other CA");

@@ -32,7 +32,7 @@ pub(crate) const TTFB_BUCKETS: &[f64] = &[
 ];
 
 /// The `kind` label values of `sink_errors_total` (README, "Splunk").
-pub(crate) const SINK_ERROR_KINDS: [&str; 7] = [
+pub(crate) const SINK_ERROR_KINDS: [&str; 8] = [
     "connect",
     "tls",
     "timeout",
@@ -40,6 +40,7 @@ pub(crate) const SINK_ERROR_KINDS: [&str; 7] = [
     "http_429",
     "http_4xx",
     "ack_timeout",
+    "ack_lost",
 ];
 
 /// Status class labels; index = first digit - 1, last = anything outside 100..=599.

@@ -23,6 +23,9 @@ struct Pending {
     body: Bytes,
     events: u64,
     accepted: Instant,
+    /// Accepted before the HEC restarted (a later batch got an id not above this one's):
+    /// its id now names another batch, so it is sent again, never taken as acknowledged.
+    stale: bool,
 }
 
 pub(super) struct Worker {
@@ -201,12 +204,20 @@ impl Worker {
                         tracing::info!("splunk_hec: delivery resumed");
                     }
                     match (self.ack, ack_id(&a.body)) {
-                        (true, Some(ack_id)) => self.pending.push(Pending {
-                            ack_id,
-                            body,
-                            events,
-                            accepted: Instant::now(),
-                        }),
+                        (true, Some(ack_id)) => {
+                            // Splunk numbers a channel's acks upward and forgets them when it
+                            // restarts: an id that is not above a pending one means a restart.
+                            for p in self.pending.iter_mut().filter(|p| p.ack_id >= ack_id) {
+                                p.stale = true;
+                            }
+                            self.pending.push(Pending {
+                                ack_id,
+                                body,
+                                events,
+                                accepted: Instant::now(),
+                                stale: false,
+                            });
+                        }
                         _ => self.metrics.sent.inc_by(events),
                     }
                     return;
@@ -272,7 +283,10 @@ impl Worker {
             return;
         }
         self.last_poll = Instant::now();
-        let ids: Vec<u64> = self.pending.iter().map(|p| p.ack_id).collect();
+        let ids: Vec<u64> = (self.pending.iter())
+            .filter(|p| !p.stale)
+            .map(|p| p.ack_id)
+            .collect();
         let query = serde_json::json!({ "acks": ids }).to_string();
         let url = self.ack_url.clone();
         match self.client.post(&url, Bytes::from(query), false).await {
@@ -280,7 +294,7 @@ impl Worker {
                 let acked = acked_ids(&a.body);
                 let mut sent = 0;
                 self.pending.retain(|p| {
-                    let done = acked.contains(&p.ack_id);
+                    let done = !p.stale && acked.contains(&p.ack_id);
                     if done {
                         sent += p.events;
                     }
@@ -305,15 +319,24 @@ impl Worker {
         let timeout = self.ack_timeout;
         let (expired, kept): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
-            .partition(|p| p.accepted.elapsed() >= timeout);
+            .partition(|p| p.stale || p.accepted.elapsed() >= timeout);
         self.pending = kept;
         for p in expired {
-            self.metrics.error("ack_timeout");
-            tracing::warn!(
-                ack_id = p.ack_id,
-                events = p.events,
-                "splunk_hec: batch not acknowledged in ack_timeout; sending it again"
-            );
+            if p.stale {
+                self.metrics.error("ack_lost");
+                tracing::warn!(
+                    ack_id = p.ack_id,
+                    events = p.events,
+                    "splunk_hec: the HEC restarted before acknowledging a batch; sending it again"
+                );
+            } else {
+                self.metrics.error("ack_timeout");
+                tracing::warn!(
+                    ack_id = p.ack_id,
+                    events = p.events,
+                    "splunk_hec: batch not acknowledged in ack_timeout; sending it again"
+                );
+            }
             self.deliver(p.body, p.events).await;
         }
     }
