@@ -564,8 +564,9 @@ async fn delivery_resumes_after_the_hec_restarts() {
     s.server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batches_not_acknowledged_in_time_are_sent_again_on_the_same_channel() {
+/// A HEC with indexer acknowledgement that never acknowledges ack id 0: it, what serves it,
+/// and its event URL.
+async fn acking_hec() -> (FakeHec, Running, String) {
     let hec = FakeHec::new();
     {
         let mut b = hec.behaviour.lock().unwrap();
@@ -577,6 +578,12 @@ async fn batches_not_acknowledged_in_time_are_sent_again_on_the_same_channel() {
         "http://127.0.0.1:{}/services/collector/event",
         running.addr.port()
     );
+    (hec, running, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_not_acknowledged_in_time_are_sent_again_on_the_same_channel() {
+    let (hec, _running, url) = acking_hec().await;
     let s = guard(
         &url,
         "ack = true\nbatch_interval = \"20ms\"\nack_timeout = \"300ms\"",
@@ -620,17 +627,7 @@ async fn batches_not_acknowledged_in_time_are_sent_again_on_the_same_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_the_hec_lost_in_a_restart_is_sent_again_not_taken_for_the_next_batch_s_ack() {
-    let hec = FakeHec::new();
-    {
-        let mut b = hec.behaviour.lock().unwrap();
-        b.ack = true;
-        b.never_ack = vec![0];
-    }
-    let running = hec.serve(loopback().await, None).await;
-    let url = format!(
-        "http://127.0.0.1:{}/services/collector/event",
-        running.addr.port()
-    );
+    let (hec, _running, url) = acking_hec().await;
     // ack_timeout far away: only the restart can make the first batch go again in time.
     let s = guard(
         &url,
