@@ -51,8 +51,10 @@ async fn until_closed(c: &mut TcpStream) -> (String, std::time::Instant) {
 #[tokio::test]
 async fn a_slow_head_has_header_read_and_is_closed_soon_after() {
     let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"400ms\"").await;
-    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    // Taken before connecting: the proxy's deadline runs from when it accepted, which can be
+    // a fraction of a millisecond before `connect` returns here.
     let start = std::time::Instant::now();
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
     c.write_all(b"GET /api/tags HTTP/1.1\r\n").await.unwrap();
     let mut byte = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(300), c.read(&mut byte)).await;
@@ -73,8 +75,9 @@ async fn a_slow_head_has_header_read_and_is_closed_soon_after() {
 #[tokio::test]
 async fn trickling_a_head_does_not_extend_its_deadline() {
     let s = stack_with(ServeArgs::default(), "[timeouts]\nheader_read = \"400ms\"").await;
-    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
+    // Before connecting, as above.
     let start = std::time::Instant::now();
+    let mut c = TcpStream::connect(s.server.proxy_addr).await.unwrap();
     let head = b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     for b in head {
         if c.write_all(&[*b]).await.is_err() {
