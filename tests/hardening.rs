@@ -415,6 +415,93 @@ async fn a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connec
     assert!(answer.contains("connection: close\r\n"), "{answer}");
 }
 
+/// The status lines of every response in `answer`, in order.
+fn statuses(answer: &str) -> Vec<&str> {
+    answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect()
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_s_connection_stays_open_after_a_refusal_and_an_unread_body_is_never_a_request(
+) {
+    let args = ServeArgs {
+        trusted_proxy: vec!["127.0.0.95/32".into()],
+        mode: Some("block".into()),
+        ..ServeArgs::default()
+    };
+    let s = stack_with(args, "").await;
+    for src in ["203.0.113.7", "127.0.0.96"] {
+        let added = admin(
+            &s,
+            Method::POST,
+            "/api/bans",
+            &format!(r#"{{"src":"{src}","duration":"1h","reason":"test"}}"#),
+            None,
+        )
+        .await;
+        assert_eq!(added.status, 201);
+    }
+    let to = addr(&s.proxy);
+    // A banned client behind the proxy, then an innocent one, on one connection: the proxy's
+    // connection is not closed under the innocent's request.
+    let answer = raw_from(
+        "127.0.0.95",
+        to,
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n\
+          GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses(&answer), ["403", "200"], "{answer}");
+    let refusal = &answer[..answer.rfind("HTTP/1.1 200").unwrap()];
+    assert!(refusal.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(!refusal.contains("connection:"), "{answer}");
+    // A refused request's body is drained, never read as the next request: the `GET /api/ps`
+    // inside it gets no answer of its own.
+    let smuggled = b"GET /api/ps HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut bytes = format!(
+        "POST /api/generate HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(smuggled);
+    bytes.extend_from_slice(
+        b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.1\r\nConnection: close\r\n\r\n",
+    );
+    let answer = raw_from("127.0.0.95", to, &bytes).await;
+    assert_eq!(statuses(&answer), ["403", "200"], "{answer}");
+    assert!(answer.contains("\"version\""), "{answer}");
+    // A body that cannot be drained at once (its chunks still to come) ends the connection
+    // after the refusal, so nothing sent later on it can be taken for a request.
+    let mut c = connect_from("127.0.0.95", to).await;
+    c.write_all(
+        b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&out), ["403"], "{out}");
+    // A banned client on its own connection (not vouched for) still has it closed.
+    let mut c = connect_from("127.0.0.96", to).await;
+    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(statuses(&out), ["403"], "{out}");
+    assert!(out.contains("connection: close\r\n"), "{out}");
+}
+
 #[tokio::test]
 async fn a_request_head_that_has_not_ended_by_64_kib_is_431_and_one_under_it_is_served() {
     let s = stack_with(ServeArgs::default(), "").await;

@@ -24,7 +24,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use prometheus::IntCounter;
 use tower::{Layer, Service};
 
-use super::{refusal, Answer, Client, Meta, ShortCircuit};
+use super::{refusal_of, Answer, Client, Meta, ShortCircuit};
 use crate::auth::store::Role;
 use crate::auth::{AuthConfig, AuthMode, Caller, Credential};
 use crate::record::Outcome;
@@ -255,9 +255,8 @@ where
             };
         };
         let enforced = cfg.mode == AuthMode::Required;
-        let src = ext
-            .get::<Client>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.src);
+        let client = ext.get::<Client>().copied();
+        let src = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.src);
         self.ctx.sink.auth_refusal(&AuthNote {
             src,
             identity: caller.and_then(|c| c.identity.as_deref()),
@@ -291,7 +290,11 @@ where
                 Outcome::Unauthorized
             };
         // The body is dropped unread.
-        ShortCircuit::answer(refusal(answer(&meta.path, status, reason), outcome))
+        ShortCircuit::answer(refusal_of(
+            answer(&meta.path, status, reason),
+            outcome,
+            client.as_ref(),
+        ))
     }
 }
 

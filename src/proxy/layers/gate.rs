@@ -1,5 +1,6 @@
 //! Enforcement-gate layer: a banned source is answered `403` before anything is forwarded,
-//! with a body shaped for its route family, its connection closed, and the exchange
+//! with a body shaped for its route family, its connection closed (unless a trusted proxy
+//! holds it: [`super::refusal_of`]), and the exchange
 //! recorded as `blocked` (never fed back to detection: no self-feeding bans). The ban
 //! decision itself belongs to [`crate::proxy::refusal::Gate`] (the enforcement service).
 //!
@@ -22,7 +23,7 @@ use http::{Request, Response};
 use prometheus::IntCounter;
 use tower::{Layer, Service};
 
-use super::{refusal, Answer, Client, Meta, ShortCircuit};
+use super::{refusal_of, Answer, Client, Meta, ShortCircuit};
 use crate::proxy::deferred::Deferred;
 use crate::proxy::refusal::{forbidden, shaped, Gate};
 use crate::record::Outcome;
@@ -111,14 +112,19 @@ where
                 .is_some()
             {
                 // The request body is dropped unread.
-                return ShortCircuit::answer(refusal(forbidden(&meta.path), Outcome::Blocked));
+                return ShortCircuit::answer(refusal_of(
+                    forbidden(&meta.path),
+                    Outcome::Blocked,
+                    Some(client),
+                ));
             }
             if let Some(refused) = &self.cross_site {
                 if meta.cross_site && self.gate.blocking() && !req.headers().contains_key(ORIGIN) {
                     refused.inc();
-                    return ShortCircuit::answer(refusal(
+                    return ShortCircuit::answer(refusal_of(
                         shaped(&meta.path, CROSS_SITE),
                         Outcome::Refused,
+                        Some(client),
                     ));
                 }
             }
@@ -201,6 +207,27 @@ mod tests {
                 "/v1/chat/completions".to_owned()
             )]
         );
+    }
+
+    #[tokio::test]
+    async fn a_banned_client_behind_a_trusted_proxy_is_refused_on_a_connection_left_open() {
+        let gate = Arc::new(Banned("192.0.2.66".parse().unwrap(), Mutex::default()));
+        let (inner, seen) = capture();
+        let svc = GateLayer::new(gate).layer(inner);
+        let mut req = request("192.0.2.66", "/api/tags");
+        req.extensions_mut().insert(Client {
+            src: "192.0.2.66".parse().unwrap(),
+            peer: "10.0.0.1".parse().unwrap(),
+        });
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 403);
+        // The proxy's connection carries every client behind it: it stays open.
+        assert_eq!(resp.headers().get("connection"), None);
+        assert_eq!(
+            resp.extensions().get::<Disposition>().map(|d| d.outcome),
+            Some(Outcome::Blocked)
+        );
+        assert!(seen.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

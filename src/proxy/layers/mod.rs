@@ -45,6 +45,14 @@ pub(crate) struct Client {
     pub(crate) peer: IpAddr,
 }
 
+impl Client {
+    /// Whether a trusted proxy vouched for the client: the connection is then the proxy's,
+    /// shared by every client behind it, not the client's own.
+    pub(crate) fn vouched(&self) -> bool {
+        self.src != self.peer
+    }
+}
+
 /// What the record layer learned about the request, for the layers below it.
 #[derive(Debug, Clone)]
 pub(crate) struct Meta {
@@ -90,6 +98,24 @@ pub(crate) fn refusal<B>(resp: Response<Full<Bytes>>, outcome: Outcome) -> Respo
         http::HeaderValue::from_static("close"),
     );
     resp
+}
+
+/// A refusal of `client`: as [`refusal`], except that a connection a trusted proxy holds
+/// stays open (as nginx's `deny` leaves it). That connection is the proxy's, shared by every
+/// client behind it: closing it would not hinder the refused client (the proxy dials again)
+/// and would cost the proxy a new connection for each refused request. hyper still closes
+/// it when the refused request's body cannot be drained at once, so nothing of an unread
+/// body is ever read as the next request.
+pub(crate) fn refusal_of<B>(
+    resp: Response<Full<Bytes>>,
+    outcome: Outcome,
+    client: Option<&Client>,
+) -> Response<Answer<B>> {
+    if client.is_some_and(Client::vouched) {
+        answered(resp.map(Either::Right), outcome, None)
+    } else {
+        refusal(resp, outcome)
+    }
 }
 
 pin_project! {

@@ -36,7 +36,7 @@ use http_body_util::BodyExt;
 use prometheus::IntCounter;
 use tower::{Layer, Service};
 
-use super::{answered, refusal, Answer, Client, Meta};
+use super::{answered, refusal_of, Answer, Client, Meta};
 use crate::auth::Caller;
 use crate::policy::inflate::{self, Inflate, InflateError, Progress};
 use crate::policy::scan::{Scan, Scanner};
@@ -170,22 +170,23 @@ where
                 a: self.inner.call(req.map(PolicyBody::stream)),
             };
         }
-        let (src, meta) = request_info(&req);
+        let (client, meta) = request_info(&req);
         // The inner service was made ready for this call; the clone is not, so swap them.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let ctx = self.ctx.clone();
         Fut::Right {
-            b: Box::pin(check(ctx, inner, req, scope, src, meta)),
+            b: Box::pin(check(ctx, inner, req, scope, client, meta)),
         }
     }
 }
 
-fn request_info<B>(req: &Request<B>) -> (IpAddr, Meta) {
-    let src = req
-        .extensions()
-        .get::<Client>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.src);
+fn request_info<B>(req: &Request<B>) -> (Client, Meta) {
+    let unknown = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let client = req.extensions().get::<Client>().copied().unwrap_or(Client {
+        src: unknown,
+        peer: unknown,
+    });
     // `unwrap_or_else`: the fallback allocates (two strings and a cell), so it is built only
     // when there is no meta.
     let meta = req
@@ -199,7 +200,7 @@ fn request_info<B>(req: &Request<B>) -> (IpAddr, Meta) {
             fault: Arc::default(),
             cross_site: false,
         });
-    (src, meta)
+    (client, meta)
 }
 
 /// Reads what the scope needs, decides, and forwards or refuses.
@@ -208,7 +209,7 @@ async fn check<S, B, RB>(
     mut inner: S,
     req: Request<B>,
     scope: Scope,
-    src: IpAddr,
+    client: Client,
     meta: Meta,
 ) -> Result<Response<Answer<RB>>, Infallible>
 where
@@ -217,6 +218,7 @@ where
     B::Error: Into<BoxError>,
 {
     let cfg = ctx.config.load_full();
+    let src = client.src;
     // A browser's cross-site request is refused but never bans: a web page could otherwise
     // get its visitor's address banned by sending a foreign push in its name (Ollama, for
     // its part, would refuse a site it does not allow). Unless it carries a key (`[auth]`):
@@ -234,7 +236,7 @@ where
     if matches!(scope, Scope::Manage | Scope::ManageWithBody) {
         if let Some(v) = policy::check_source(&cfg, src) {
             if judge(&v) {
-                return Ok(refused(&ctx, &meta, &v, StatusCode::FORBIDDEN));
+                return Ok(refused(&ctx, &meta, &client, &v, StatusCode::FORBIDDEN));
             }
         }
     }
@@ -262,7 +264,7 @@ where
             None => None,
             Some(_) => match ctx.decoders.take(src) {
                 Ok(slot) => Some(slot),
-                Err(why) => return Ok(busy(&ctx, &meta, why)),
+                Err(why) => return Ok(busy(&ctx, &meta, &client, why)),
             },
         };
         match zstd_prefix(&ctx, src, &read.prefix, slot).await {
@@ -274,7 +276,7 @@ where
                 decoding = slot.map(Decoding::new);
                 Vec::new()
             }
-            Err(why) => return Ok(busy(&ctx, &meta, why)),
+            Err(why) => return Ok(busy(&ctx, &meta, &client, why)),
         }
     } else {
         match (&read.rest, scope) {
@@ -312,7 +314,7 @@ where
         }
     }
     if let Some(v) = refusal {
-        return Ok(refused(&ctx, &meta, v, status_of(v)));
+        return Ok(refused(&ctx, &meta, &client, v, status_of(v)));
     }
     let (scanner, rest) = match (scanner, read.rest) {
         (Some(scanner), Some(rest)) => (scanner, rest),
@@ -336,7 +338,7 @@ where
     // The body withheld its end: the exchange failed (or the upstream answered early); either
     // way the client gets the refusal a small body would have got.
     if let Some(v) = cell.refused() {
-        return Ok(refused(&ctx, &meta, v, status_of(v)));
+        return Ok(refused(&ctx, &meta, &client, v, status_of(v)));
     }
     resp
 }
@@ -501,7 +503,7 @@ fn zstd_slice(
 /// The answer to a zstd body while every decoder slot is taken, or its source's share is:
 /// `503` with `Retry-After`, in either mode (a capacity limit, like the connection limits),
 /// never forwarded unjudged.
-fn busy<RB>(ctx: &PolicyCtx, meta: &Meta, why: Busy) -> Response<Answer<RB>> {
+fn busy<RB>(ctx: &PolicyCtx, meta: &Meta, client: &Client, why: Busy) -> Response<Answer<RB>> {
     ctx.busy.inc();
     let message = match why {
         Busy::All(n) => format!(
@@ -518,7 +520,7 @@ fn busy<RB>(ctx: &PolicyCtx, meta: &Meta, why: Busy) -> Response<Answer<RB>> {
         http::header::RETRY_AFTER,
         http::HeaderValue::from_static("1"),
     );
-    refusal(resp, Outcome::Refused)
+    refusal_of(resp, Outcome::Refused, Some(client))
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -576,6 +578,7 @@ where
 fn refused<RB>(
     ctx: &PolicyCtx,
     meta: &Meta,
+    client: &Client,
     v: &Verdict,
     status: StatusCode,
 ) -> Response<Answer<RB>> {
@@ -586,7 +589,7 @@ fn refused<RB>(
     );
     let mut resp = refuse::shaped(&meta.path, &message);
     *resp.status_mut() = status;
-    refusal(resp, Outcome::Blocked)
+    refusal_of(resp, Outcome::Blocked, Some(client))
 }
 
 fn client_fault<RB>(fault: ClientFault) -> Response<Answer<RB>> {
