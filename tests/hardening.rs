@@ -24,6 +24,12 @@ async fn connect_from(source: &str, to: std::net::SocketAddr) -> TcpStream {
 async fn raw_from(source: &str, to: std::net::SocketAddr, bytes: &[u8]) -> String {
     let mut c = connect_from(source, to).await;
     c.write_all(bytes).await.unwrap();
+    until_closed(&mut c).await
+}
+
+/// Everything the guard sends on `c` until it closes the connection (which it must within
+/// 10 s).
+async fn until_closed(c: &mut TcpStream) -> String {
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
         .await
@@ -269,12 +275,7 @@ async fn stalled_upload_times_out_with_408_after_body_idle() {
     c.write_all(b"POST /api/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nsome")
         .await
         .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&out);
+    let answer = until_closed(&mut c).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(upstream_resets(&s).await, 0.0);
 }
@@ -290,12 +291,7 @@ async fn a_slow_but_steady_upload_is_not_cut_by_body_idle() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         c.write_all(&[*b]).await.unwrap();
     }
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&out);
+    let answer = until_closed(&mut c).await;
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }
 
@@ -389,28 +385,15 @@ async fn a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connec
         ..ServeArgs::default()
     };
     let s = stack_with(args, "max_connections_per_source = 3").await;
-    let added = admin(
-        &s,
-        Method::POST,
-        "/api/bans",
-        r#"{"src":"127.0.0.90","duration":"1h","reason":"test"}"#,
-        None,
-    )
-    .await;
-    assert_eq!(added.status, 201);
+    ban_for_an_hour(&s, "127.0.0.90").await;
     let to = addr(&s.proxy);
     let mut c = connect_from("127.0.0.90", to).await;
     c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    let mut out = Vec::new();
     // The guard closes the connection after the refusal even though the client asked for
     // keep-alive: read_to_end returns.
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&out);
+    let answer = until_closed(&mut c).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("connection: close\r\n"), "{answer}");
 }
@@ -432,17 +415,7 @@ async fn a_trusted_proxy_s_connection_stays_open_after_a_refusal_and_an_unread_b
         ..ServeArgs::default()
     };
     let s = stack_with(args, "").await;
-    for src in ["203.0.113.7", "127.0.0.96"] {
-        let added = admin(
-            &s,
-            Method::POST,
-            "/api/bans",
-            &format!(r#"{{"src":"{src}","duration":"1h","reason":"test"}}"#),
-            None,
-        )
-        .await;
-        assert_eq!(added.status, 201);
-    }
+    ban_for_an_hour(&s, "203.0.113.7").await;
     let to = addr(&s.proxy);
     // A banned client behind the proxy, then an innocent one, on one connection: the proxy's
     // connection is not closed under the innocent's request.
@@ -480,26 +453,10 @@ async fn a_trusted_proxy_s_connection_stays_open_after_a_refusal_and_an_unread_b
     )
     .await
     .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let out = until_closed(&mut c).await;
     assert_eq!(statuses(&out), ["403"], "{out}");
-    // A banned client on its own connection (not vouched for) still has it closed.
-    let mut c = connect_from("127.0.0.96", to).await;
-    c.write_all(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let out = String::from_utf8_lossy(&out);
-    assert_eq!(statuses(&out), ["403"], "{out}");
-    assert!(out.contains("connection: close\r\n"), "{out}");
+    // A banned client on its own connection (not vouched for) still has it closed: see
+    // `a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connections`.
 }
 
 #[tokio::test]

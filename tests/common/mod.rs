@@ -318,6 +318,13 @@ pub async fn admin(
     .await
 }
 
+/// Bans `src` for an hour through the admin API (no token) and checks that it took.
+pub async fn ban_for_an_hour(s: &Stack, src: &str) {
+    let body = format!(r#"{{"src":"{src}","duration":"1h","reason":"test"}}"#);
+    let added = admin(s, Method::POST, "/api/bans", &body, None).await;
+    assert_eq!(added.status, 201, "{:?}", added.body);
+}
+
 /// Reads from a raw connection until `needle` has arrived (bounded: 10 s).
 pub async fn read_until(stream: &mut tokio::net::TcpStream, needle: &str) -> String {
     let mut buf = Vec::new();
