@@ -407,46 +407,102 @@ fn statuses(answer: &str) -> Vec<&str> {
 }
 
 #[tokio::test]
-async fn a_trusted_proxy_s_connection_stays_open_after_a_refusal_and_an_unread_body_is_never_a_request(
-) {
+async fn a_trusted_proxy_s_connection_stays_open_after_a_refusal_only_when_no_body_is_left_unread()
+{
     let args = ServeArgs {
         trusted_proxy: vec!["127.0.0.95/32".into()],
         mode: Some("block".into()),
         ..ServeArgs::default()
     };
-    let s = stack_with(args, "").await;
+    let s = stack_with(
+        args,
+        "[policy]\nmax_body = \"1KiB\"\nmanage_from = [\"198.51.100.7/32\", \"198.51.100.8/32\"]\n",
+    )
+    .await;
     ban_for_an_hour(&s, "203.0.113.7").await;
     let to = addr(&s.proxy);
-    // A banned client behind the proxy, then an innocent one, on one connection: the proxy's
+    let innocent = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.1\r\nConnection: close\r\n\r\n";
+    // `head` with `body` as its Content-Length body from a client behind the proxy, then the
+    // innocent's request on the same connection.
+    let pipelined = |head: &str, body: &[u8]| {
+        let mut bytes = format!(
+            "{head}\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(innocent);
+        bytes
+    };
+    // The part of `answer` before its second response.
+    let first = |answer: &str| -> String {
+        let second = answer[1..]
+            .find("HTTP/1.1 ")
+            .map_or(answer.len(), |at| at + 1);
+        answer[..second].to_owned()
+    };
+    // A banned client without a body, then an innocent one, on one connection: the proxy's
     // connection is not closed under the innocent's request.
+    let mut bytes =
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n"
+            .to_vec();
+    bytes.extend_from_slice(innocent);
+    let answer = raw_from("127.0.0.95", to, &bytes).await;
+    assert_eq!(statuses(&answer), ["403", "200"], "{answer}");
+    assert!(!first(&answer).contains("connection:"), "{answer}");
+    assert!(answer.contains("\"version\""), "{answer}");
+    // A policy refusal of a body the guard read to its end (a push to a foreign registry)
+    // leaves it open too.
+    let push = br#"{"model":"attacker.example/x/y"}"#;
     let answer = raw_from(
         "127.0.0.95",
         to,
-        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n\
-          GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.1\r\nConnection: close\r\n\r\n",
+        &pipelined(
+            "POST /api/push HTTP/1.1\r\nX-Forwarded-For: 198.51.100.7",
+            push,
+        ),
     )
     .await;
     assert_eq!(statuses(&answer), ["403", "200"], "{answer}");
-    let refusal = &answer[..answer.rfind("HTTP/1.1 200").unwrap()];
-    assert!(refusal.starts_with("HTTP/1.1 403"), "{answer}");
-    assert!(!refusal.contains("connection:"), "{answer}");
-    // A refused request's body is drained, never read as the next request: the `GET /api/ps`
-    // inside it gets no answer of its own.
+    assert!(!first(&answer).contains("connection:"), "{answer}");
+    // A refusal with a body the guard did not read to its end closes, and says so first: the
+    // ban gate does not read a body, `manage_from` refuses before reading it, and the policy
+    // stops at `max_body` (413). A proxy that
+    // reused the connection after a response announcing keep-alive would have its next
+    // client's request fail. Nothing of the body, nor what follows it, is taken for a request.
     let smuggled = b"GET /api/ps HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let mut bytes = format!(
-        "POST /api/generate HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Length: {}\r\n\r\n",
-        smuggled.len()
-    )
-    .into_bytes();
-    bytes.extend_from_slice(smuggled);
-    bytes.extend_from_slice(
-        b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.1\r\nConnection: close\r\n\r\n",
-    );
-    let answer = raw_from("127.0.0.95", to, &bytes).await;
-    assert_eq!(statuses(&answer), ["403", "200"], "{answer}");
-    assert!(answer.contains("\"version\""), "{answer}");
-    // A body that cannot be drained at once (its chunks still to come) ends the connection
-    // after the refusal, so nothing sent later on it can be taken for a request.
+    for (bytes, status, why) in [
+        (
+            pipelined(
+                "POST /api/generate HTTP/1.1\r\nX-Forwarded-For: 203.0.113.7",
+                smuggled,
+            ),
+            "403",
+            "banned",
+        ),
+        (
+            pipelined(
+                "POST /api/push HTTP/1.1\r\nX-Forwarded-For: 198.51.100.8",
+                &[b' '; 2048],
+            ),
+            "413",
+            "body_too_large",
+        ),
+        (
+            pipelined(
+                "POST /api/pull HTTP/1.1\r\nX-Forwarded-For: 198.51.100.9",
+                br#"{"model":"llama3"}"#,
+            ),
+            "403",
+            "manage_from",
+        ),
+    ] {
+        let answer = raw_from("127.0.0.95", to, &bytes).await;
+        assert_eq!(statuses(&answer), [status], "{answer}");
+        assert!(answer.contains(why), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+    }
+    // So does a chunked body still arriving.
     let mut c = connect_from("127.0.0.95", to).await;
     c.write_all(
         b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.7\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n",
@@ -455,6 +511,7 @@ async fn a_trusted_proxy_s_connection_stays_open_after_a_refusal_and_an_unread_b
     .unwrap();
     let out = until_closed(&mut c).await;
     assert_eq!(statuses(&out), ["403"], "{out}");
+    assert!(out.contains("connection: close\r\n"), "{out}");
     // A banned client on its own connection (not vouched for) still has it closed: see
     // `a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connections`.
 }

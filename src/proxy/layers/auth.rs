@@ -24,7 +24,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use prometheus::IntCounter;
 use tower::{Layer, Service};
 
-use super::{refusal_of, Answer, Client, Meta, ShortCircuit};
+use super::{declares_no_body, refusal_of, Answer, Client, Meta, ShortCircuit};
 use crate::auth::store::Role;
 use crate::auth::{AuthConfig, AuthMode, Caller, Credential};
 use crate::record::Outcome;
@@ -294,6 +294,7 @@ where
             answer(&meta.path, status, reason),
             outcome,
             client.as_ref(),
+            declares_no_body(req.headers()),
         ))
     }
 }

@@ -23,7 +23,7 @@ use http::{Request, Response};
 use prometheus::IntCounter;
 use tower::{Layer, Service};
 
-use super::{refusal_of, Answer, Client, Meta, ShortCircuit};
+use super::{declares_no_body, refusal_of, Answer, Client, Meta, ShortCircuit};
 use crate::proxy::deferred::Deferred;
 use crate::proxy::refusal::{forbidden, shaped, Gate};
 use crate::record::Outcome;
@@ -116,6 +116,7 @@ where
                     forbidden(&meta.path),
                     Outcome::Blocked,
                     Some(client),
+                    declares_no_body(req.headers()),
                 ));
             }
             if let Some(refused) = &self.cross_site {
@@ -125,6 +126,7 @@ where
                         shaped(&meta.path, CROSS_SITE),
                         Outcome::Refused,
                         Some(client),
+                        declares_no_body(req.headers()),
                     ));
                 }
             }

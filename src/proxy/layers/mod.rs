@@ -101,21 +101,33 @@ pub(crate) fn refusal<B>(resp: Response<Full<Bytes>>, outcome: Outcome) -> Respo
 }
 
 /// A refusal of `client`: as [`refusal`], except that a connection a trusted proxy holds
-/// stays open (as nginx's `deny` leaves it). That connection is the proxy's, shared by every
-/// client behind it: closing it would not hinder the refused client (the proxy dials again)
-/// and would cost the proxy a new connection for each refused request. hyper still closes
-/// it when the refused request's body cannot be drained at once, so nothing of an unread
-/// body is ever read as the next request.
+/// stays open (as nginx's `deny` leaves it) when the refused request's body is known to have
+/// ended (`body_done`: none was declared, or the guard read it to its end). That connection is
+/// the proxy's, shared by every client behind it: closing it would not hinder the refused
+/// client (the proxy dials again) and would cost the proxy a new connection for each refused
+/// request. With a body still unread the connection must close, and the refusal says so: hyper
+/// would otherwise close it after a response that announced keep-alive, and a proxy that sent
+/// the next client's request on it would answer that client `502`.
 pub(crate) fn refusal_of<B>(
     resp: Response<Full<Bytes>>,
     outcome: Outcome,
     client: Option<&Client>,
+    body_done: bool,
 ) -> Response<Answer<B>> {
-    if client.is_some_and(Client::vouched) {
+    if body_done && client.is_some_and(Client::vouched) {
         answered(resp.map(Either::Right), outcome, None)
     } else {
         refusal(resp, outcome)
     }
+}
+
+/// Whether a request declares no body: no `Transfer-Encoding`, and no `Content-Length` or
+/// `0` (hyper refused any other framing before the request got here).
+pub(crate) fn declares_no_body(headers: &http::HeaderMap) -> bool {
+    !headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers
+            .get(http::header::CONTENT_LENGTH)
+            .map_or(true, |v| v.as_bytes() == b"0")
 }
 
 pin_project! {

@@ -36,7 +36,7 @@ use http_body_util::BodyExt;
 use prometheus::IntCounter;
 use tower::{Layer, Service};
 
-use super::{answered, refusal_of, Answer, Client, Meta};
+use super::{answered, declares_no_body, refusal_of, Answer, Client, Meta};
 use crate::auth::Caller;
 use crate::policy::inflate::{self, Inflate, InflateError, Progress};
 use crate::policy::scan::{Scan, Scanner};
@@ -236,7 +236,15 @@ where
     if matches!(scope, Scope::Manage | Scope::ManageWithBody) {
         if let Some(v) = policy::check_source(&cfg, src) {
             if judge(&v) {
-                return Ok(refused(&ctx, &meta, &client, &v, StatusCode::FORBIDDEN));
+                let done = declares_no_body(req.headers());
+                return Ok(refused(
+                    &ctx,
+                    &meta,
+                    &client,
+                    done,
+                    &v,
+                    StatusCode::FORBIDDEN,
+                ));
             }
         }
     }
@@ -249,6 +257,8 @@ where
         Ok(read) => read,
         Err(fault) => return Ok(client_fault(fault)),
     };
+    // Read to its end: a refusal may leave a trusted proxy's connection open.
+    let whole = read.rest.is_none();
     // A generation body larger than the stage reads: its prefix is scanned here, its rest
     // as it streams. A zstd one is decompressed first, on the routes where Ollama decompresses
     // it.
@@ -264,7 +274,7 @@ where
             None => None,
             Some(_) => match ctx.decoders.take(src) {
                 Ok(slot) => Some(slot),
-                Err(why) => return Ok(busy(&ctx, &meta, &client, why)),
+                Err(why) => return Ok(busy(&ctx, &meta, &client, whole, why)),
             },
         };
         match zstd_prefix(&ctx, src, &read.prefix, slot).await {
@@ -276,7 +286,7 @@ where
                 decoding = slot.map(Decoding::new);
                 Vec::new()
             }
-            Err(why) => return Ok(busy(&ctx, &meta, &client, why)),
+            Err(why) => return Ok(busy(&ctx, &meta, &client, whole, why)),
         }
     } else {
         match (&read.rest, scope) {
@@ -314,7 +324,7 @@ where
         }
     }
     if let Some(v) = refusal {
-        return Ok(refused(&ctx, &meta, &client, v, status_of(v)));
+        return Ok(refused(&ctx, &meta, &client, whole, v, status_of(v)));
     }
     let (scanner, rest) = match (scanner, read.rest) {
         (Some(scanner), Some(rest)) => (scanner, rest),
@@ -338,7 +348,7 @@ where
     // The body withheld its end: the exchange failed (or the upstream answered early); either
     // way the client gets the refusal a small body would have got.
     if let Some(v) = cell.refused() {
-        return Ok(refused(&ctx, &meta, &client, v, status_of(v)));
+        return Ok(refused(&ctx, &meta, &client, false, v, status_of(v)));
     }
     resp
 }
@@ -503,7 +513,13 @@ fn zstd_slice(
 /// The answer to a zstd body while every decoder slot is taken, or its source's share is:
 /// `503` with `Retry-After`, in either mode (a capacity limit, like the connection limits),
 /// never forwarded unjudged.
-fn busy<RB>(ctx: &PolicyCtx, meta: &Meta, client: &Client, why: Busy) -> Response<Answer<RB>> {
+fn busy<RB>(
+    ctx: &PolicyCtx,
+    meta: &Meta,
+    client: &Client,
+    body_done: bool,
+    why: Busy,
+) -> Response<Answer<RB>> {
     ctx.busy.inc();
     let message = match why {
         Busy::All(n) => format!(
@@ -520,7 +536,7 @@ fn busy<RB>(ctx: &PolicyCtx, meta: &Meta, client: &Client, why: Busy) -> Respons
         http::header::RETRY_AFTER,
         http::HeaderValue::from_static("1"),
     );
-    refusal_of(resp, Outcome::Refused, Some(client))
+    refusal_of(resp, Outcome::Refused, Some(client), body_done)
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
@@ -579,6 +595,7 @@ fn refused<RB>(
     ctx: &PolicyCtx,
     meta: &Meta,
     client: &Client,
+    body_done: bool,
     v: &Verdict,
     status: StatusCode,
 ) -> Response<Answer<RB>> {
@@ -589,7 +606,7 @@ fn refused<RB>(
     );
     let mut resp = refuse::shaped(&meta.path, &message);
     *resp.status_mut() = status;
-    refusal_of(resp, Outcome::Blocked, Some(client))
+    refusal_of(resp, Outcome::Blocked, Some(client), body_done)
 }
 
 fn client_fault<RB>(fault: ClientFault) -> Response<Answer<RB>> {
