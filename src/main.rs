@@ -83,7 +83,13 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     // `--max-connections <N>` is the key `max_connections`, read from
     // `OLLAMA_GUARD_MAX_CONNECTIONS` too.
     let long = arg.split_whitespace().next().unwrap_or_default();
-    let key = long.trim_start_matches('-').replace('-', "_");
+    let key = match long.trim_start_matches('-') {
+        // The options whose config key is spelled otherwise.
+        "allowed-host" => "allowed_hosts".to_owned(),
+        "trusted-proxy" => "trusted_proxies".to_owned(),
+        "auth-mode" => "auth.mode".to_owned(),
+        other => other.replace('-', "_"),
+    };
     let cli = Cli::command();
     let named = |a: &&clap::Arg| a.get_long().is_some_and(|l| long == format!("--{l}"));
     // The serve options (also those of `serve` and `check-config`) are config keys; another
@@ -98,13 +104,15 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     };
     let env = arg.get_env().map(|v| v.to_string_lossy().into_owned());
     let from = env.map_or_else(|| long.to_owned(), |env| format!("{long} or {env}"));
+    let valid = match e.get(ContextKind::ValidValue) {
+        Some(ContextValue::Strings(names)) => Some(names.join(", ")),
+        _ => None,
+    };
     let why = std::error::Error::source(e).map_or_else(
-        || {
-            if value.is_empty() {
-                "is empty".to_owned()
-            } else {
-                "is not a valid value".to_owned()
-            }
+        || match valid {
+            _ if value.is_empty() => "is empty".to_owned(),
+            Some(names) => format!("is not one of {names}"),
+            None => "is not a valid value".to_owned(),
         },
         |s| format!("is not valid: {s}"),
     );

@@ -77,12 +77,59 @@ fn env_overrides_are_validated_like_flags() {
     assert_eq!(code, 2);
     assert_eq!(
         err.trim(),
-        "ollama-guard: config error: mode: 'loud' is not one of monitor, block"
+        "ollama-guard: config error: mode: 'loud' is not one of monitor, block (from --mode or OLLAMA_GUARD_MODE)"
     );
     // The flag wins over the environment.
     let (code, _, err) = run(&["--mode", "bogus"], &[("OLLAMA_GUARD_MODE", "monitor")]);
     assert_eq!(code, 2);
     assert!(err.contains("'bogus'"), "{err}");
+}
+
+/// The README's sample config, as an operator copies it (the TLS files it names left out):
+/// valid, and it keeps the built-in rules and every default it shows.
+#[test]
+fn the_readme_s_sample_config_is_valid_and_keeps_the_built_in_rules() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("\n## Configuration file").unwrap()..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let sample: String = block
+        .lines()
+        .filter(|l| !l.starts_with("tls_cert") && !l.starts_with("tls_key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = check_config(&dir, "sample.toml", &sample);
+    assert_eq!(code, 0, "{err}");
+    let rules: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .map(|l| l.trim_end_matches('"'))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "model_exfiltration",
+            "metadata_enumeration",
+            "jailbreak_long_generation",
+            "excessive_requests",
+            "endpoint_scan",
+            "bulk_generation",
+            "auth_failures",
+        ],
+        "{out}"
+    );
+    let (code, defaults, err) = check_config(&dir, "empty.toml", "");
+    assert_eq!(code, 0, "{err}");
+    for table in ["[policy]", "[enforcement]", "[ban]"] {
+        let part = |text: &str| -> String {
+            let from = &text[text.find(&format!("\n{table}\n")).unwrap() + 1..];
+            let to = from[1..].find("\n[").map_or(from.len(), |at| at + 1);
+            from[..to].to_owned()
+        };
+        assert_eq!(part(&out), part(&defaults), "{table}");
+    }
 }
 
 #[test]
@@ -102,6 +149,46 @@ fn a_value_clap_cannot_parse_is_one_line_naming_the_key_the_option_and_the_varia
             ("OLLAMA_GUARD_STATE_DIR", ""),
             &["check-config"][..],
             "ollama-guard: config error: state_dir: '' is empty (from --state-dir or OLLAMA_GUARD_STATE_DIR)",
+        ),
+        (
+            ("OLLAMA_GUARD_MODE", "blok"),
+            &["check-config"][..],
+            "ollama-guard: config error: mode: 'blok' is not one of monitor, block (from --mode or OLLAMA_GUARD_MODE)",
+        ),
+        (
+            ("OLLAMA_GUARD_MODE", ""),
+            &["check-config"][..],
+            "ollama-guard: config error: mode: '' is empty (from --mode or OLLAMA_GUARD_MODE)",
+        ),
+        (
+            ("OLLAMA_GUARD_UNUSED", ""),
+            &["check-config", "--auth-mode", "on"][..],
+            "ollama-guard: config error: auth.mode: 'on' is not one of off, observe, required (from --auth-mode or OLLAMA_GUARD_AUTH_MODE)",
+        ),
+        (
+            ("OLLAMA_GUARD_ALLOWED_HOST", "a.example,,b.example"),
+            &["check-config"][..],
+            "ollama-guard: config error: allowed_hosts: '' is empty (from --allowed-host or OLLAMA_GUARD_ALLOWED_HOST)",
+        ),
+        (
+            ("OLLAMA_GUARD_UNUSED", ""),
+            &["check-config", "--trusted-proxy", ""][..],
+            "ollama-guard: config error: trusted_proxies: '' is empty (from --trusted-proxy or OLLAMA_GUARD_TRUSTED_PROXY)",
+        ),
+        (
+            ("OLLAMA_GUARD_CPU_AFFINITY", "on"),
+            &["check-config"][..],
+            "ollama-guard: config error: cpu_affinity: 'on' is not one of auto, off (from --cpu-affinity or OLLAMA_GUARD_CPU_AFFINITY)",
+        ),
+        (
+            ("OLLAMA_GUARD_UNUSED", ""),
+            &["check-config", "--log-format", "xml"][..],
+            "ollama-guard: config error: log_format: 'xml' is not one of text, json (from --log-format or OLLAMA_GUARD_LOG_FORMAT)",
+        ),
+        (
+            ("OLLAMA_GUARD_ACCESS_LOG_FORMAT", "combined"),
+            &["check-config"][..],
+            "ollama-guard: config error: access_log_format: 'combined' is not one of gin, json (from --access-log-format or OLLAMA_GUARD_ACCESS_LOG_FORMAT)",
         ),
         (
             ("OLLAMA_GUARD_UNUSED", ""),
@@ -132,12 +219,34 @@ fn address_in_use_is_exit_1_naming_the_address() {
         &[],
     );
     assert_eq!(code, 1);
-    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("listen: cannot listen on {addr}")),
+        "{err}"
+    );
     // The OS error is printed once, not once per level of the error chain.
     assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
     assert!(
         err.trim().starts_with(&format!(
-            "ollama-guard: cannot listen on {addr}: Address already in use"
+            "ollama-guard: listen: cannot listen on {addr}: Address already in use"
+        )),
+        "{err}"
+    );
+    // The admin listener's port taken: the line names that key.
+    let (code, _, err) = run(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            &addr,
+            "--detection-log",
+            "/dev/null",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.trim().starts_with(&format!(
+            "ollama-guard: admin_listen: cannot listen on {addr}: Address already in use"
         )),
         "{err}"
     );
@@ -219,7 +328,7 @@ fn log_format_json_prints_json_lines_on_stderr() {
     assert_eq!(code, 2);
     assert_eq!(
         err.trim(),
-        "ollama-guard: config error: log_format: 'xml' is not one of text, json"
+        "ollama-guard: config error: log_format: 'xml' is not one of text, json (from --log-format or OLLAMA_GUARD_LOG_FORMAT)"
     );
 }
 
@@ -741,9 +850,10 @@ async fn ollama_holding_the_listen_port_is_named_with_the_fix() {
     assert_eq!(
         err,
         format!(
-            "ollama-guard: cannot listen on {addr}: the port is held by Ollama itself (version \
-             0.12.3 answers GET /api/version there), so clients reach Ollama unguarded; move \
-             Ollama to 127.0.0.1:11435 with OLLAMA_HOST=127.0.0.1:11435 (systemd: the drop-in \
+            "ollama-guard: listen: cannot listen on {addr}: the port is held by Ollama itself \
+             (version 0.12.3 answers GET /api/version there), so clients reach Ollama unguarded; \
+             move Ollama to the upstream the guard forwards to, 127.0.0.1:9, with \
+             OLLAMA_HOST=127.0.0.1:9 (systemd: the drop-in \
              /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, which must sort after \
              override.conf), then run: systemctl daemon-reload && systemctl restart ollama\n"
         )
@@ -760,7 +870,7 @@ fn check_config_merges_env_and_options_like_serve() {
     assert_eq!((code, out.as_str()), (2, ""));
     assert_eq!(
         err,
-        "ollama-guard: config error: mode: 'blok' is not one of monitor, block\n"
+        "ollama-guard: config error: mode: 'blok' is not one of monitor, block (from --mode or OLLAMA_GUARD_MODE)\n"
     );
     let (code, out, err) = run(
         &["check-config", file, "--listen", "127.0.0.1:18111"],
@@ -967,6 +1077,6 @@ fn proxy_workers_are_pinned_one_per_cpu_only_when_there_are_as_many_as_cpus() {
     assert_eq!(code, 2);
     assert_eq!(
         err.trim(),
-        "ollama-guard: config error: cpu_affinity: 'always' is not one of auto, off"
+        "ollama-guard: config error: cpu_affinity: 'always' is not one of auto, off (from --cpu-affinity or OLLAMA_GUARD_CPU_AFFINITY)"
     );
 }

@@ -33,7 +33,7 @@ pub(crate) fn main(args: &SimulatorArgs) -> ExitCode {
     };
     let result = runtime().and_then(|rt| {
         rt.block_on(async {
-            let listener = ollama_guard::serve::bind(addr).await?;
+            let listener = ollama_guard::serve::bind("--listen", addr).await?;
             let handle = ollama_sim::spawn(listener, cfg).await;
             eprintln!("simulator listening on {}", handle.url());
             tokio::signal::ctrl_c().await?;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser};
 use clap::{Args, Parser, Subcommand};
 
 /// ollama-guard: a transparent reverse proxy for Ollama that detects and blocks model
@@ -129,7 +130,8 @@ pub struct ServeArgs {
     #[arg(long, env = "OLLAMA_GUARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// monitor (detect and log, never change a response) | block (rules ban) [default: monitor]
-    #[arg(long, env = "OLLAMA_GUARD_MODE", value_name = "MODE")]
+    #[arg(long, env = "OLLAMA_GUARD_MODE", value_name = "MODE",
+          value_parser = PossibleValuesParser::new(["monitor", "block"]))]
     pub mode: Option<String>,
     /// JSON-lines detection log; `-` = stdout [default: -]
     #[arg(long, env = "OLLAMA_GUARD_DETECTION_LOG", value_name = "PATH")]
@@ -138,7 +140,8 @@ pub struct ServeArgs {
     #[arg(long, env = "OLLAMA_GUARD_ACCESS_LOG", value_name = "PATH")]
     pub access_log: Option<String>,
     /// Access log format: gin | json [default: gin]
-    #[arg(long, env = "OLLAMA_GUARD_ACCESS_LOG_FORMAT", value_name = "FORMAT")]
+    #[arg(long, env = "OLLAMA_GUARD_ACCESS_LOG_FORMAT", value_name = "FORMAT",
+          value_parser = PossibleValuesParser::new(["gin", "json"]))]
     pub access_log_format: Option<String>,
     /// Peers whose X-Forwarded-For is believed (repeatable; env: comma-separated, spaces
     /// around each element ignored)
@@ -146,7 +149,8 @@ pub struct ServeArgs {
         long = "trusted-proxy",
         env = "OLLAMA_GUARD_TRUSTED_PROXY",
         value_name = "CIDR",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = NonEmptyStringValueParser::new()
     )]
     pub trusted_proxy: Vec<String>,
     /// Host names clients may address: exact, `*.suffix` or `*` (repeatable; env:
@@ -155,7 +159,8 @@ pub struct ServeArgs {
         long = "allowed-host",
         env = "OLLAMA_GUARD_ALLOWED_HOST",
         value_name = "HOST",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = NonEmptyStringValueParser::new()
     )]
     pub allowed_host: Vec<String>,
     /// Open client connections at most; 0 = derived from the file-descriptor limit [default: 0]
@@ -169,7 +174,8 @@ pub struct ServeArgs {
     )]
     pub max_connections_per_source: Option<usize>,
     /// API keys: off, observe or required (config `auth.mode`) [default: off]
-    #[arg(long, env = "OLLAMA_GUARD_AUTH_MODE", value_name = "MODE")]
+    #[arg(long, env = "OLLAMA_GUARD_AUTH_MODE", value_name = "MODE",
+          value_parser = PossibleValuesParser::new(["off", "observe", "required"]))]
     pub auth_mode: Option<String>,
     /// PEM certificate chain of the proxy listener; with --tls-key, the listener speaks HTTPS
     /// only [default: none, plain HTTP]
@@ -186,13 +192,15 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
     /// Pin each proxy worker to one CPU, a different one each, when there are as many
     /// workers as CPUs: auto | off [default: auto]
-    #[arg(long, env = "OLLAMA_GUARD_CPU_AFFINITY", value_name = "auto|off")]
+    #[arg(long, env = "OLLAMA_GUARD_CPU_AFFINITY", value_name = "auto|off",
+          value_parser = PossibleValuesParser::new(["auto", "off"]))]
     pub cpu_affinity: Option<String>,
     /// Tracing filter for the program's own diagnostics on stderr [default: info]
     #[arg(long, env = "OLLAMA_GUARD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Diagnostics format on stderr: text | json (one JSON object per line) [default: text]
-    #[arg(long, env = "OLLAMA_GUARD_LOG_FORMAT", value_name = "FORMAT")]
+    #[arg(long, env = "OLLAMA_GUARD_LOG_FORMAT", value_name = "FORMAT",
+          value_parser = PossibleValuesParser::new(["text", "json"]))]
     pub log_format: Option<String>,
 }
 

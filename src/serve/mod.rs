@@ -35,8 +35,10 @@ use crate::telemetry::{DetectionLog, LogWriter, Metrics};
 pub enum ServeError {
     /// A listener could not be bound. The OS error is the `source`, not part of this
     /// message: `main` prints the whole chain, which would otherwise repeat it.
-    #[error("cannot listen on {addr}")]
+    #[error("{key}: cannot listen on {addr}")]
     Bind {
+        /// The config key of the listener (`listen`, `admin_listen`).
+        key: &'static str,
         /// The configured address.
         addr: SocketAddr,
         /// The OS error (address in use, permission denied).
@@ -46,15 +48,18 @@ pub enum ServeError {
     /// `listen` is taken by Ollama itself (it answers `GET /api/version` there): clients
     /// reach it unguarded. One line saying so and how to move Ollama.
     #[error(
-        "cannot listen on {addr}: the port is held by Ollama itself (version {version} answers \
-         GET /api/version there), so clients reach Ollama unguarded; move Ollama to \
-         127.0.0.1:11435 with OLLAMA_HOST=127.0.0.1:11435 (systemd: the drop-in \
-         /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, which must sort after \
-         override.conf), then run: systemctl daemon-reload && systemctl restart ollama"
+        "listen: cannot listen on {addr}: the port is held by Ollama itself (version {version} \
+         answers GET /api/version there), so clients reach Ollama unguarded; move Ollama to \
+         the upstream the guard forwards to, {upstream}, with OLLAMA_HOST={upstream} \
+         (systemd: the drop-in /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, \
+         which must sort after override.conf), then run: systemctl daemon-reload && \
+         systemctl restart ollama"
     )]
     OllamaHoldsPort {
         /// The configured `listen` address.
         addr: SocketAddr,
+        /// The configured upstream's `host:port`, where Ollama belongs.
+        upstream: String,
         /// What Ollama's `/api/version` answered.
         version: String,
     },
@@ -85,25 +90,31 @@ pub enum ServeError {
     Cluster(String),
 }
 
-/// Binds `addr`, naming it in the error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+/// Binds `addr`, the listener of config key `key`, naming both in the error.
+pub async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr, source })
+        .map_err(|source| ServeError::Bind { key, addr, source })
 }
 
 /// Binds the client-facing `listen` address; when it is in use and Ollama itself answers
-/// there, the error says so ([`ServeError::OllamaHoldsPort`]).
-pub async fn bind_listen(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+/// there, the error says so and names `upstream` (`host:port`) as where Ollama belongs
+/// ([`ServeError::OllamaHoldsPort`]).
+pub async fn bind_listen(addr: SocketAddr, upstream: &str) -> Result<TcpListener, ServeError> {
+    let key = "listen";
     match TcpListener::bind(addr).await {
         Ok(l) => Ok(l),
         Err(source) if source.kind() == std::io::ErrorKind::AddrInUse => {
             match holder::ollama_on(addr).await {
-                Some(version) => Err(ServeError::OllamaHoldsPort { addr, version }),
-                None => Err(ServeError::Bind { addr, source }),
+                Some(version) => Err(ServeError::OllamaHoldsPort {
+                    addr,
+                    upstream: upstream.to_owned(),
+                    version,
+                }),
+                None => Err(ServeError::Bind { key, addr, source }),
             }
         }
-        Err(source) => Err(ServeError::Bind { addr, source }),
+        Err(source) => Err(ServeError::Bind { key, addr, source }),
     }
 }
 
@@ -139,12 +150,14 @@ impl Server {
         let proxy_addr = proxy_listener
             .local_addr()
             .map_err(|source| ServeError::Bind {
+                key: "listen",
                 addr: config.bound.listen,
                 source,
             })?;
         let admin_addr = admin_listener
             .local_addr()
             .map_err(|source| ServeError::Bind {
+                key: "admin_listen",
                 addr: config.bound.admin_listen,
                 source,
             })?;
@@ -487,8 +500,9 @@ pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), S
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let mut hup = signal(SignalKind::hangup()).map_err(ServeError::Signal)?;
     let mut usr1 = signal(SignalKind::user_defined1()).map_err(ServeError::Signal)?;
-    let proxy_listener = bind_listen(config.bound.listen).await?;
-    let admin_listener = bind(config.bound.admin_listen).await?;
+    let upstream = config.bound.upstream.authority.to_string();
+    let proxy_listener = bind_listen(config.bound.listen, &upstream).await?;
+    let admin_listener = bind("admin_listen", config.bound.admin_listen).await?;
     let server = Server::start(config, proxy_listener, admin_listener).await?;
     loop {
         tokio::select! {
