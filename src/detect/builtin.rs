@@ -166,8 +166,8 @@ pub(crate) fn jailbreak_long_generation() -> RuleConfig {
 ///   CIM destination (the Ollama server), so per source in practice.
 /// - `window = "5m"`, tumbling: `bin _time span=5m`.
 /// - `threshold = 121`: `where request_count > 120`.
-/// - severity by count with both cut-offs at 120: every flagged key is "high", the SPL's
-///   constant `eval severity="high"`.
+/// - severity by count with both cut-offs at 0: every flagged key is "high", the SPL's
+///   constant `eval severity="high"`, whatever `threshold` an operator tunes it to.
 /// - `attack_type = "Rate Limit Abuse / DDoS"`: the SPL's `eval attack_type`.
 ///
 /// The SPL's client-IP regex only matches dotted IPv4; this rule counts IPv6 sources too.
@@ -189,8 +189,8 @@ pub(crate) fn excessive_requests() -> RuleConfig {
         window: "5m".into(),
         threshold: 121,
         severity_by: "count".into(),
-        severity_high: Some(Cutoff::Count(120)),
-        severity_medium: Some(Cutoff::Count(120)),
+        severity_high: Some(Cutoff::Count(0)),
+        severity_medium: Some(Cutoff::Count(0)),
         action: "block".into(),
         risk_score: Some(40),
         ..RuleConfig::default()
@@ -209,8 +209,9 @@ pub(crate) fn excessive_requests() -> RuleConfig {
 /// - `paths = ["*"]`, `min_latency = "0s"`: every `[GIN]` line.
 /// - `group_by = "src"`, `window = "5m"` tumbling: `bin _time span=5m ... by src`.
 /// - `threshold = 121`: `where total_requests > 120`.
-/// - severity by count, high > 4294967295 (unreachable), medium > 120: every flagged key is
-///   "medium", the SPL's constant `eval severity="medium"`.
+/// - severity by count, high > 4294967295 (unreachable), medium > 0: every flagged key is
+///   "medium", the SPL's constant `eval severity="medium"`, whatever `threshold` an operator
+///   tunes it to.
 /// - `attack_type = "API Activity Surge"`: the SPL's `eval attack_type`.
 /// - `action = "log"`: it counts exactly what `excessive_requests` counts, so it fires on
 ///   the same burst; that rule already bans it, and a second ban decision for one burst
@@ -228,7 +229,7 @@ pub(crate) fn endpoint_scan() -> RuleConfig {
         threshold: 121,
         severity_by: "count".into(),
         severity_high: Some(Cutoff::Count(i64::from(u32::MAX))),
-        severity_medium: Some(Cutoff::Count(120)),
+        severity_medium: Some(Cutoff::Count(0)),
         action: "log".into(),
         risk_score: Some(30),
         ..RuleConfig::default()

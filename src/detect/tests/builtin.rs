@@ -59,6 +59,29 @@ fn request_volume_rules_fire_at_121_requests_in_five_minutes() {
 }
 
 #[test]
+fn request_volume_rules_keep_their_constant_severity_when_their_threshold_is_tuned() {
+    let mut rules = default_rules();
+    for r in rules
+        .iter_mut()
+        .filter(|r| r.name == "excessive_requests" || r.name == "endpoint_scan")
+    {
+        r.threshold = 5;
+    }
+    let e = engine(&rules);
+    let out = feed(
+        &e,
+        &burst("10.0.0.3", "/api/version", Duration::from_millis(2), 0, 5),
+    );
+    assert_eq!(
+        fired(&out),
+        [
+            ("excessive_requests", "detection", 5, Severity::High),
+            ("endpoint_scan", "detection", 5, Severity::Medium),
+        ]
+    );
+}
+
+#[test]
 fn metadata_enumeration_fires_at_100_metadata_calls_per_source() {
     let e = engine(&default_rules());
     let mut recs = burst("10.0.0.3", "/api/tags", Duration::from_millis(3), 0, 50);
