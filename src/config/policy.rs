@@ -87,7 +87,7 @@ fn registries(key: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
 /// The effective section, for `check-config`.
 pub(super) fn render(p: &PolicyConfig) -> PolicyFile {
     PolicyFile {
-        max_body: Some(bytesize::ByteSize(p.max_body).display().iec().to_string()),
+        max_body: Some(super::render::exact_size(p.max_body)),
         registries_pull: Some(p.registries_pull.clone()),
         registries_push: Some(p.registries_push.clone()),
         create_remote_hosts: Some(p.create_remote_hosts.clone()),

@@ -8,6 +8,17 @@ use ipnet::IpNet;
 
 use super::{BanFile, Config, FileConfig, LogTarget, TimeoutsFile};
 
+/// A size in bytes as an operator writes it, in its largest exact unit: `1MiB`, `64KiB`,
+/// `1100` (bytes). Parsed back unchanged (a rounded `1.1 KiB` would not be).
+pub(super) fn exact_size(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes != 0 && bytes % size == 0 {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    bytes.to_string()
+}
+
 /// A duration as an operator writes it, in its largest exact unit: `15m`, `24h`, `7d`, `90s`,
 /// `250ms` (days only from two on: `24h` reads better than `1d`). Parsed back unchanged.
 pub(super) fn human(d: Duration) -> String {
@@ -121,7 +132,7 @@ pub(super) fn to_toml(c: &Config) -> String {
 mod tests {
     use std::time::Duration;
 
-    use super::human;
+    use super::{exact_size, human};
 
     #[test]
     fn durations_render_in_their_largest_exact_unit_and_parse_back() {
@@ -138,6 +149,24 @@ mod tests {
         ] {
             assert_eq!(human(d), text, "{d:?}");
             assert_eq!(humantime::parse_duration(text).unwrap(), d, "{text}");
+        }
+    }
+
+    #[test]
+    fn sizes_render_in_their_largest_exact_unit_and_parse_back() {
+        for (bytes, text) in [
+            (1024, "1KiB"),
+            (1100, "1100"),
+            (1126, "1126"),
+            (1_000_000, "1000000"),
+            (1_024_000, "1000KiB"),
+            (1 << 20, "1MiB"),
+            (3 << 20, "3MiB"),
+            (1 << 30, "1GiB"),
+        ] {
+            assert_eq!(exact_size(bytes), text, "{bytes}");
+            let back: bytesize::ByteSize = text.parse().unwrap();
+            assert_eq!(back.as_u64(), bytes, "{text}");
         }
     }
 }
