@@ -453,8 +453,22 @@ pub fn preflight(bound: &Bound, live: &Live) -> Result<(), crate::config::Config
     }
     if let Some(dir) = &bound.state_dir {
         let probe = dir.join(".ollama-guard-write-test");
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&probe, b""))
+        // The directory itself may be made here (as `install -d` would), its parents not: a
+        // mistyped path must not quietly start with no bans in a new tree.
+        let made = match std::fs::create_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ConfigError::invalid(
+                    "state_dir",
+                    format!(
+                        "{} cannot be created: its parent directory does not exist",
+                        dir.display()
+                    ),
+                ))
+            }
+            made => made,
+        };
+        made.and_then(|()| std::fs::write(&probe, b""))
             .and_then(|()| std::fs::remove_file(&probe))
             .map_err(|e| {
                 ConfigError::invalid(
