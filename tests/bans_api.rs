@@ -529,6 +529,13 @@ async fn admin_commands_say_what_to_do_when_unreachable_or_unauthorised() {
         "ollama-guard: status: admin API answered 401: admin token required; pass --token TOKEN \
          (or OLLAMA_GUARD_ADMIN_TOKEN), the admin_token of its config\n"
     );
+    let (code, _, err) = cli(&["status", "--admin", &s.admin, "--token", "wrong"]).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "ollama-guard: status: admin API answered 401: admin token wrong; pass --token TOKEN \
+         (or OLLAMA_GUARD_ADMIN_TOKEN), the admin_token of its config\n"
+    );
     let (code, out, _) = cli(&["status", "--admin", &s.admin, "--token", "s3cret"]).await;
     assert_eq!(code, Some(0));
     assert_eq!(

@@ -93,7 +93,12 @@ pub(super) fn refuse(
         ));
     }
     if !authorised(req, token) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "admin token required");
+        let message = if req.headers().contains_key(http::header::AUTHORIZATION) {
+            "admin token wrong"
+        } else {
+            "admin token required"
+        };
+        let mut r = error(StatusCode::UNAUTHORIZED, message);
         r.headers_mut().insert(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer"),
