@@ -166,16 +166,6 @@ fn a_value_clap_cannot_parse_is_one_line_naming_the_key_the_option_and_the_varia
             "ollama-guard: config error: auth.mode: 'on' is not one of off, observe, required (from --auth-mode or OLLAMA_GUARD_AUTH_MODE)",
         ),
         (
-            ("OLLAMA_GUARD_ALLOWED_HOST", "a.example,,b.example"),
-            &["check-config"][..],
-            "ollama-guard: config error: allowed_hosts: '' is empty (from --allowed-host or OLLAMA_GUARD_ALLOWED_HOST)",
-        ),
-        (
-            ("OLLAMA_GUARD_UNUSED", ""),
-            &["check-config", "--trusted-proxy", ""][..],
-            "ollama-guard: config error: trusted_proxies: '' is empty (from --trusted-proxy or OLLAMA_GUARD_TRUSTED_PROXY)",
-        ),
-        (
             ("OLLAMA_GUARD_CPU_AFFINITY", "on"),
             &["check-config"][..],
             "ollama-guard: config error: cpu_affinity: 'on' is not one of auto, off (from --cpu-affinity or OLLAMA_GUARD_CPU_AFFINITY)",
@@ -669,6 +659,33 @@ fn unopenable_log_or_state_dir_is_a_config_error_before_anything_binds() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("config error: state_dir:"), "{err}");
+    // A state directory whose parent does not exist (a typo) is refused, not created with its
+    // parents.
+    let parent = tempfile::tempdir().unwrap();
+    let typo = parent.path().join("no-such-dir").join("state");
+    let (code, _, err) = run(
+        &[
+            "--listen",
+            &listen,
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--detection-log",
+            "/dev/null",
+            "--state-dir",
+            typo.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        format!(
+            "ollama-guard: config error: state_dir: {} cannot be created: its parent directory \
+             does not exist\n",
+            typo.display()
+        )
+    );
+    assert!(!parent.path().join("no-such-dir").exists());
     assert!(
         std::net::TcpListener::bind(&listen).is_ok(),
         "nothing was bound"

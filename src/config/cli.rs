@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::builder::{NonEmptyStringValueParser, PossibleValuesParser};
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
 /// ollama-guard: a transparent reverse proxy for Ollama that detects and blocks model
@@ -60,7 +60,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// monitor (detect and log) | block (refuse a foreign push, ban the attacker and cut its
-    /// running transfer) [default: monitor]
+    /// running transfer)
     #[arg(long, value_name = "MODE", default_value = "monitor", value_parser = ["monitor", "block"])]
     pub mode: String,
     /// Print the detection log's raw JSON lines on stdout instead of one sentence per event
@@ -149,8 +149,7 @@ pub struct ServeArgs {
         long = "trusted-proxy",
         env = "OLLAMA_GUARD_TRUSTED_PROXY",
         value_name = "CIDR",
-        value_delimiter = ',',
-        value_parser = NonEmptyStringValueParser::new()
+        value_delimiter = ','
     )]
     pub trusted_proxy: Vec<String>,
     /// Host names clients may address: exact, `*.suffix` or `*` (repeatable; env:
@@ -159,8 +158,7 @@ pub struct ServeArgs {
         long = "allowed-host",
         env = "OLLAMA_GUARD_ALLOWED_HOST",
         value_name = "HOST",
-        value_delimiter = ',',
-        value_parser = NonEmptyStringValueParser::new()
+        value_delimiter = ','
     )]
     pub allowed_host: Vec<String>,
     /// Open client connections at most; 0 = derived from the file-descriptor limit [default: 0]
