@@ -84,24 +84,28 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     // `OLLAMA_GUARD_MAX_CONNECTIONS` too.
     let long = arg.split_whitespace().next().unwrap_or_default();
     let key = match long.trim_start_matches('-') {
-        // The options whose config key is spelled otherwise.
-        "allowed-host" => "allowed_hosts".to_owned(),
-        "trusted-proxy" => "trusted_proxies".to_owned(),
+        // The option whose config key is spelled otherwise.
         "auth-mode" => "auth.mode".to_owned(),
         other => other.replace('-', "_"),
     };
     let cli = Cli::command();
     let named = |a: &&clap::Arg| a.get_long().is_some_and(|l| long == format!("--{l}"));
     // The serve options (also those of `serve` and `check-config`) are config keys; another
-    // subcommand's are its own arguments.
-    let serve = cli.get_arguments().find(named);
-    let Some(arg) = serve.or_else(|| {
-        cli.get_subcommands()
-            .flat_map(clap::Command::get_arguments)
-            .find(named)
-    }) else {
-        e.exit()
-    };
+    // subcommand's are its own arguments, and its own come first (`demo --mode` is not the
+    // config key `mode`).
+    let sub = std::env::args()
+        .skip(1)
+        .find_map(|a| cli.find_subcommand(&a).map(|c| c.get_name().to_owned()));
+    let own = sub
+        .as_deref()
+        .filter(|s| !matches!(*s, "serve" | "check-config"))
+        .and_then(|s| cli.find_subcommand(s))
+        .and_then(|c| c.get_arguments().find(named));
+    let serve = own
+        .is_none()
+        .then(|| cli.get_arguments().find(named))
+        .flatten();
+    let Some(arg) = own.or(serve) else { e.exit() };
     let env = arg.get_env().map(|v| v.to_string_lossy().into_owned());
     let from = env.map_or_else(|| long.to_owned(), |env| format!("{long} or {env}"));
     let valid = match e.get(ContextKind::ValidValue) {
@@ -119,7 +123,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     if serve.is_some() {
         eprintln!("ollama-guard: config error: {key}: '{value}' {why} (from {from})");
     } else {
-        let sub = std::env::args().nth(1).unwrap_or_default();
+        let sub = sub.unwrap_or_default();
         eprintln!("ollama-guard: {sub}: {long}: '{value}' {why}");
     }
     ExitCode::from(2)

@@ -182,6 +182,11 @@ fn a_value_clap_cannot_parse_is_one_line_naming_the_key_the_option_and_the_varia
         ),
         (
             ("OLLAMA_GUARD_UNUSED", ""),
+            &["demo", "--mode", "x"][..],
+            "ollama-guard: demo: --mode: 'x' is not one of monitor, block",
+        ),
+        (
+            ("OLLAMA_GUARD_UNUSED", ""),
             &["scan", "--threads", "x", "/dev/null"][..],
             "ollama-guard: scan: --threads: 'x' is not valid: invalid digit found in string",
         ),
@@ -870,9 +875,10 @@ async fn ollama_holding_the_listen_port_is_named_with_the_fix() {
             "ollama-guard: listen: cannot listen on {addr}: the port is held by Ollama itself \
              (version 0.12.3 answers GET /api/version there), so clients reach Ollama unguarded; \
              move Ollama to the upstream the guard forwards to, 127.0.0.1:9, with \
-             OLLAMA_HOST=127.0.0.1:9 (systemd: the drop-in \
-             /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, which must sort after \
-             override.conf), then run: systemctl daemon-reload && systemctl restart ollama\n"
+             OLLAMA_HOST=127.0.0.1:9 on the host it names (systemd: the drop-in \
+             /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, its OLLAMA_HOST set to \
+             that address, which must sort after override.conf), then run: systemctl \
+             daemon-reload && systemctl restart ollama\n"
         )
     );
 }

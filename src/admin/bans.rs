@@ -93,7 +93,15 @@ pub(super) fn refuse(
         ));
     }
     if !authorised(req, token) {
-        let message = if req.headers().contains_key(http::header::AUTHORIZATION) {
+        // A `Bearer` token was sent: it is not the configured one. (Which of the two a caller
+        // gets depends on its own header only, never on the token's value.)
+        let sent = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_credentials)
+            .is_some();
+        let message = if sent {
             "admin token wrong"
         } else {
             "admin token required"

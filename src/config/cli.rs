@@ -1,5 +1,9 @@
 //! The command line (clap). Every `serve` option is also read from `OLLAMA_GUARD_<NAME>`;
-//! values stay text here and are validated once, with the config file, in [`super::Config`].
+//! values stay text here and are validated once, with the config file, in [`super::Config`],
+//! except numbers and the options with a fixed set of values, which clap checks. clap reads
+//! the top-level options' variables for every subcommand, so a bad `OLLAMA_GUARD_MODE` stops
+//! `bans` or `scan` too (as a bad `OLLAMA_GUARD_WORKERS` always did): the environment `serve`
+//! would refuse is refused wherever it is.
 
 use std::path::PathBuf;
 

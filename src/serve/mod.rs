@@ -37,7 +37,8 @@ pub enum ServeError {
     /// message: `main` prints the whole chain, which would otherwise repeat it.
     #[error("{key}: cannot listen on {addr}")]
     Bind {
-        /// The config key of the listener (`listen`, `admin_listen`).
+        /// The config key of the listener (`listen`, `admin_listen`), or the option of a
+        /// command that has no config (`simulator --listen`).
         key: &'static str,
         /// The configured address.
         addr: SocketAddr,
@@ -50,10 +51,11 @@ pub enum ServeError {
     #[error(
         "listen: cannot listen on {addr}: the port is held by Ollama itself (version {version} \
          answers GET /api/version there), so clients reach Ollama unguarded; move Ollama to \
-         the upstream the guard forwards to, {upstream}, with OLLAMA_HOST={upstream} \
-         (systemd: the drop-in /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, \
-         which must sort after override.conf), then run: systemctl daemon-reload && \
-         systemctl restart ollama"
+         the upstream the guard forwards to, {upstream}, with OLLAMA_HOST={upstream} on the \
+         host it names (systemd: the drop-in \
+         /etc/systemd/system/ollama.service.d/zz-ollama-guard.conf, its OLLAMA_HOST set to \
+         that address, which must sort after override.conf), then run: systemctl \
+         daemon-reload && systemctl restart ollama"
     )]
     OllamaHoldsPort {
         /// The configured `listen` address.

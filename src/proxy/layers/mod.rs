@@ -122,12 +122,14 @@ pub(crate) fn refusal_of<B>(
 }
 
 /// Whether a request declares no body: no `Transfer-Encoding`, and no `Content-Length` or
-/// `0` (hyper refused any other framing before the request got here).
+/// one of zero (`0`, `00`: hyper reads its digits as a number). A `Content-Length` list
+/// (`0, 0`) or anything else counts as a body: the answer is then only more cautious (the
+/// connection closes), never less.
 pub(crate) fn declares_no_body(headers: &http::HeaderMap) -> bool {
     !headers.contains_key(http::header::TRANSFER_ENCODING)
-        && headers
-            .get(http::header::CONTENT_LENGTH)
-            .map_or(true, |v| v.as_bytes() == b"0")
+        && headers.get(http::header::CONTENT_LENGTH).map_or(true, |v| {
+            !v.as_bytes().is_empty() && v.as_bytes().iter().all(|&b| b == b'0')
+        })
 }
 
 pin_project! {
@@ -175,3 +177,72 @@ where
 
 #[cfg(test)]
 pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_declares_no_body_only_without_framing_or_with_a_zero_length() {
+        let with = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            declares_no_body(&h)
+        };
+        assert!(with(&[]));
+        assert!(with(&[("content-length", "0")]));
+        assert!(with(&[("content-length", "00")]));
+        assert!(!with(&[("content-length", "1")]));
+        assert!(!with(&[("content-length", "10")]));
+        assert!(!with(&[("content-length", "")]));
+        assert!(!with(&[("content-length", "0, 0")]));
+        assert!(!with(&[("transfer-encoding", "chunked")]));
+        assert!(!with(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "0")
+        ]));
+    }
+
+    #[test]
+    fn a_refusal_leaves_the_connection_open_only_for_a_vouched_client_whose_body_ended() {
+        let (direct, behind) = (
+            Client {
+                src: "192.0.2.1".parse().unwrap(),
+                peer: "192.0.2.1".parse().unwrap(),
+            },
+            Client {
+                src: "192.0.2.1".parse().unwrap(),
+                peer: "10.0.0.1".parse().unwrap(),
+            },
+        );
+        for (client, body_done, closes) in [
+            (None, true, true),
+            (Some(&direct), true, true),
+            (Some(&direct), false, true),
+            (Some(&behind), false, true),
+            (Some(&behind), true, false),
+        ] {
+            let resp: Response<Answer<Full<Bytes>>> = refusal_of(
+                Response::new(Full::new(Bytes::new())),
+                Outcome::Blocked,
+                client,
+                body_done,
+            );
+            let close = resp.headers().get(http::header::CONNECTION);
+            assert_eq!(
+                close.is_some_and(|v| v == "close"),
+                closes,
+                "{client:?} {body_done}"
+            );
+            assert_eq!(
+                resp.extensions().get::<Disposition>().map(|d| d.outcome),
+                Some(Outcome::Blocked)
+            );
+        }
+    }
+}

@@ -122,6 +122,37 @@ async fn required_answers_401_in_each_route_familys_shape_and_forwards_nothing()
 }
 
 #[tokio::test]
+async fn a_refusal_behind_a_trusted_proxy_leaves_its_connection_open_unless_a_body_was_sent() {
+    let notes = Arc::new(Notes::default());
+    for (length, closes) in [(None, false), (Some("0"), false), (Some("12"), true)] {
+        let (inner, _) = capture();
+        let svc = AuthLayer::new(ctx(AuthMode::Required, false, notes.clone())).layer(inner);
+        let mut req = request(
+            "POST",
+            "/api/generate",
+            Some(caller(Credential::Missing, None)),
+        );
+        req.extensions_mut().insert(Client {
+            src: "192.0.2.9".parse().unwrap(),
+            peer: "10.0.0.1".parse().unwrap(),
+        });
+        if let Some(n) = length {
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, n.parse().unwrap());
+        }
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(
+            resp.headers()
+                .get("connection")
+                .is_some_and(|v| v == "close"),
+            closes,
+            "{length:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_user_key_may_generate_but_not_manage_models() {
     let notes = Arc::new(Notes::default());
     let user = || Some(caller(Credential::Valid, Some(Role::User)));
