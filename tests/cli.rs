@@ -9,6 +9,17 @@ use common::process::free_port;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ollama-guard");
 
+/// The built-in rules, in the order `check-config` prints them.
+const BUILT_IN_RULES: [&str; 7] = [
+    "model_exfiltration",
+    "metadata_enumeration",
+    "jailbreak_long_generation",
+    "excessive_requests",
+    "endpoint_scan",
+    "bulk_generation",
+    "auth_failures",
+];
+
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
@@ -41,15 +52,7 @@ fn check_config_prints_the_effective_config_with_built_in_rules() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("mode = \"block\""));
     assert!(out.contains("duration = \"1h\""));
-    for rule in [
-        "model_exfiltration",
-        "metadata_enumeration",
-        "jailbreak_long_generation",
-        "excessive_requests",
-        "endpoint_scan",
-        "bulk_generation",
-        "auth_failures",
-    ] {
+    for rule in BUILT_IN_RULES {
         assert!(
             out.contains(&format!("name = \"{rule}\"")),
             "{rule} missing:\n{out}"
@@ -107,19 +110,7 @@ fn the_readme_s_sample_config_is_valid_and_keeps_the_built_in_rules() {
         .filter_map(|l| l.strip_prefix("name = \""))
         .map(|l| l.trim_end_matches('"'))
         .collect();
-    assert_eq!(
-        rules,
-        [
-            "model_exfiltration",
-            "metadata_enumeration",
-            "jailbreak_long_generation",
-            "excessive_requests",
-            "endpoint_scan",
-            "bulk_generation",
-            "auth_failures",
-        ],
-        "{out}"
-    );
+    assert_eq!(rules, BUILT_IN_RULES, "{out}");
     let (code, defaults, err) = check_config(&dir, "empty.toml", "");
     assert_eq!(code, 0, "{err}");
     for table in ["[policy]", "[enforcement]", "[ban]"] {
