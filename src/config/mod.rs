@@ -153,12 +153,22 @@ fn key_at(text: &str, at: usize) -> Option<String> {
     if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
         return None;
     }
-    let table = text[..line_start]
+    let before = &text[..line_start];
+    let header = before
         .lines()
         .rev()
         .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|h| h.trim_matches(['[', ']']).trim().to_owned());
+        .find(|l| l.starts_with('['));
+    // Inside a `[[rule]]`: named by its 1-based position, as rule validation names a rule
+    // without a name (`rule[#2].threshold`).
+    if header.is_some_and(|h| h.split_whitespace().collect::<String>() == "[[rule]]") {
+        let position = before
+            .lines()
+            .filter(|l| l.split_whitespace().collect::<String>() == "[[rule]]")
+            .count();
+        return Some(format!("rule[#{position}].{key}"));
+    }
+    let table = header.map(|h| h.trim_matches(['[', ']']).trim().to_owned());
     Some(match table {
         Some(t) if !t.is_empty() => format!("{t}.{key}"),
         _ => key.to_owned(),

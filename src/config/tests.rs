@@ -108,6 +108,10 @@ fn a_value_of_the_wrong_type_or_range_in_the_file_names_its_key() {
             "max_tracked_keys = 99999999999999999999999\n",
             "line 1: max_tracked_keys: number too large to fit in target type",
         ),
+        (
+            "[[rule]]\nname = \"a\"\n\n[[ rule ]]\nname = \"b\"\nthreshold = \"many\"\n",
+            "line 6: rule[#2].threshold: invalid type: string \"many\", expected i64",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
         let err = read_file(&path).unwrap_err().to_string();
