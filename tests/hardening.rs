@@ -512,8 +512,16 @@ async fn a_trusted_proxy_s_connection_stays_open_after_a_refusal_only_when_no_bo
     let out = until_closed(&mut c).await;
     assert_eq!(statuses(&out), ["403"], "{out}");
     assert!(out.contains("connection: close\r\n"), "{out}");
-    // A banned client on its own connection (not vouched for) still has it closed: see
-    // `a_banned_source_gets_connection_close_and_cannot_park_keep_alive_connections`.
+    // A banned client connecting itself cannot look vouched for by forging the header: its
+    // refusal closes, and the request it pipelined after is never answered.
+    ban_for_an_hour(&s, "127.0.0.96").await;
+    let mut bytes =
+        b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.1\r\n\r\n"
+            .to_vec();
+    bytes.extend_from_slice(innocent);
+    let answer = raw_from("127.0.0.96", to, &bytes).await;
+    assert_eq!(statuses(&answer), ["403"], "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
 }
 
 #[tokio::test]
