@@ -342,6 +342,20 @@ fn connection_limits_and_body_idle_default_and_merge() {
         merge_err(ServeArgs::default(), "[timeouts]\nbody_idle = \"0s\""),
         "config error: timeouts.body_idle: must be greater than zero"
     );
+    // A readiness probe ten times a second at most: more is load on Ollama.
+    assert_eq!(
+        merge_err(
+            ServeArgs::default(),
+            "[timeouts]\nreadiness_probe = \"1ms\""
+        ),
+        "config error: timeouts.readiness_probe: must be at least 100ms"
+    );
+    let c = Config::merge(
+        &ServeArgs::default(),
+        file("[timeouts]\nreadiness_probe = \"100ms\""),
+    )
+    .unwrap();
+    assert_eq!(c.bound.timeouts.readiness_probe, Duration::from_millis(100));
 }
 
 #[test]

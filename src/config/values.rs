@@ -205,6 +205,19 @@ fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     Ok(d)
 }
 
+/// A duration of at least `min`: the readiness probe asks Ollama `GET /api/version` once per
+/// period, and a probe more than ten times a second is load on Ollama, not a check of it.
+fn at_least(key: &str, text: &str, min: Duration) -> Result<Duration, ConfigError> {
+    let d = duration(key, text)?;
+    if d < min {
+        return Err(ConfigError::invalid(
+            key,
+            format!("must be at least {}", super::render::human(min)),
+        ));
+    }
+    Ok(d)
+}
+
 /// Every entry through the shared parser (the admin API uses the same one, see README).
 fn cidrs(key: &str, items: &[String]) -> Result<Vec<IpNet>, ConfigError> {
     items
@@ -342,9 +355,10 @@ fn timeouts(file: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
             file.header_read.as_deref().unwrap_or("30s"),
         )?,
         grace_period: duration_or("timeouts.grace_period", file.grace_period.as_deref(), "30s")?,
-        readiness_probe: positive_duration(
+        readiness_probe: at_least(
             "timeouts.readiness_probe",
             file.readiness_probe.as_deref().unwrap_or("5s"),
+            Duration::from_millis(100),
         )?,
         upstream_idle: positive_duration(
             "timeouts.upstream_idle",
