@@ -95,16 +95,14 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     // config key `mode`).
     let sub = std::env::args()
         .skip(1)
-        .find_map(|a| cli.find_subcommand(&a).map(|c| c.get_name().to_owned()));
+        .find_map(|a| cli.find_subcommand(a));
     let own = sub
-        .as_deref()
-        .filter(|s| !matches!(*s, "serve" | "check-config"))
-        .and_then(|s| cli.find_subcommand(s))
+        .filter(|c| !matches!(c.get_name(), "serve" | "check-config"))
         .and_then(|c| c.get_arguments().find(named));
-    let serve = own
-        .is_none()
-        .then(|| cli.get_arguments().find(named))
-        .flatten();
+    let serve = match own {
+        Some(_) => None,
+        None => cli.get_arguments().find(named),
+    };
     let Some(arg) = own.or(serve) else { e.exit() };
     let env = arg.get_env().map(|v| v.to_string_lossy().into_owned());
     let from = env.map_or_else(|| long.to_owned(), |env| format!("{long} or {env}"));
@@ -123,7 +121,7 @@ fn usage_error(e: &clap::Error) -> ExitCode {
     if serve.is_some() {
         eprintln!("ollama-guard: config error: {key}: '{value}' {why} (from {from})");
     } else {
-        let sub = sub.unwrap_or_default();
+        let sub = sub.map_or("", clap::Command::get_name);
         eprintln!("ollama-guard: {sub}: {long}: '{value}' {why}");
     }
     ExitCode::from(2)
