@@ -30,7 +30,7 @@ pub use duration::{format_go_duration, gin_latency, parse_go_duration};
 pub use quote::go_quote;
 pub use read::{parse_gin_line, ParsedLine, SkipReason};
 pub use splunk::{splunk_extract, splunk_response_time, SplunkFields};
-pub use write::{write_gin_line, GinFields};
+pub use write::{write_gin_after_time, write_gin_line, write_gin_time, GinFields};
 
 #[cfg(test)]
 mod tests;

@@ -8,11 +8,13 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use chrono::Local;
+use std::cell::RefCell;
+
+use chrono::{Local, NaiveDateTime};
 use percent_encoding::percent_decode_str;
 
 use crate::config::AccessLogFormat;
-use crate::gin::{write_gin_line, GinFields};
+use crate::gin::{write_gin_after_time, write_gin_time, GinFields};
 use crate::record::RequestRecord;
 
 /// Formats `rec` as one access-log line (without the newline).
@@ -26,11 +28,7 @@ pub(crate) fn format_line(format: AccessLogFormat, rec: &RequestRecord) -> Strin
 /// Appends `rec` as one access-log line (without the newline) to `out`.
 pub(crate) fn format_into(format: AccessLogFormat, rec: &RequestRecord, out: &mut String) {
     match format {
-        AccessLogFormat::Gin => gin_into(
-            rec,
-            rec.completed_at.with_timezone(&Local).naive_local(),
-            out,
-        ),
+        AccessLogFormat::Gin => gin_into_stamped(rec, out),
         AccessLogFormat::Json => out.push_str(&json_line(rec)),
     }
 }
@@ -125,7 +123,57 @@ fn gin_line_at(rec: &RequestRecord, local: chrono::NaiveDateTime) -> String {
 }
 
 /// Appends the gin line of `rec` stamped with `local` to `out` (no newline).
+#[cfg(test)]
 fn gin_into(rec: &RequestRecord, local: chrono::NaiveDateTime, out: &mut String) {
+    out.push_str("[GIN] ");
+    write_gin_time(local, out);
+    gin_after_time(rec, local, out);
+}
+
+/// The time column of the last line a thread wrote: gin prints whole seconds, so the lines
+/// of one second share it, and the conversion to local time and the digits are done once a
+/// second instead of once a line.
+struct Stamp {
+    /// The UTC second the text is for.
+    second: i64,
+    /// That second in local time.
+    local: NaiveDateTime,
+    text: String,
+}
+
+thread_local! {
+    static STAMP: RefCell<Option<Stamp>> = const { RefCell::new(None) };
+}
+
+/// Appends the gin line of `rec` (no newline), stamped with `rec.completed_at` in local
+/// time. The same UTC second always has the same local text (a zone changes its offset on
+/// a second's boundary), so a cached column is the one that would be computed.
+fn gin_into_stamped(rec: &RequestRecord, out: &mut String) {
+    let second = rec.completed_at.timestamp();
+    out.push_str("[GIN] ");
+    let local = STAMP.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        let stamp = match &mut *cached {
+            Some(stamp) if stamp.second == second => stamp,
+            slot => {
+                let local = rec.completed_at.with_timezone(&Local).naive_local();
+                let mut text = String::with_capacity(24);
+                write_gin_time(local, &mut text);
+                slot.insert(Stamp {
+                    second,
+                    local,
+                    text,
+                })
+            }
+        };
+        out.push_str(&stamp.text);
+        stamp.local
+    });
+    gin_after_time(rec, local, out);
+}
+
+/// Appends the columns after the time of `rec`'s gin line (no newline).
+fn gin_after_time(rec: &RequestRecord, local: NaiveDateTime, out: &mut String) {
     let ip = IpText::new(rec.src);
     let path = gin_path(&rec.raw_target);
     let fields = GinFields {
@@ -136,7 +184,7 @@ fn gin_into(rec: &RequestRecord, local: chrono::NaiveDateTime, out: &mut String)
         method: &rec.method_text,
         path: &path,
     };
-    write_gin_line(&fields, out);
+    write_gin_after_time(&fields, out);
     if out.ends_with('\n') {
         out.pop();
     }
@@ -217,6 +265,57 @@ mod tests {
             checked, 11,
             "13 sample lines, 2 with non-canonical IP spellings"
         );
+    }
+
+    /// The production path keeps the last second's time column; every line is still the line
+    /// computed from its own time, whichever order the seconds come in.
+    #[test]
+    fn a_cached_time_column_is_the_column_of_the_line_s_own_second() {
+        use chrono::{TimeZone, Utc};
+        let (path, route) = crate::route::normalize("/api/tags");
+        let base = RequestRecord {
+            src: "192.0.2.1".parse().unwrap(),
+            peer: "192.0.2.1".parse().unwrap(),
+            method: Method::Get,
+            method_text: Cow::Borrowed("GET"),
+            path,
+            raw_target: Cow::Borrowed("/api/tags"),
+            route,
+            status: 200,
+            ttfb: None,
+            total: std::time::Duration::from_micros(1234),
+            completed_at: Utc::now(),
+            outcome: Outcome::Complete,
+            bytes_in: 0,
+            bytes_out: 0,
+            in_flight_reported: 0,
+            identity: None,
+        };
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
+        let ms = chrono::Duration::milliseconds;
+        // Same second twice, the next second (a new day and year), back to the first.
+        let times = [t0, t0 + ms(999), t0 + ms(1000), t0 + ms(1500), t0 + ms(10)];
+        let mut seen = Vec::new();
+        for at in times {
+            let rec = RequestRecord {
+                completed_at: at,
+                ..base.clone()
+            };
+            let expected = gin_line_at(&rec, at.with_timezone(&Local).naive_local());
+            let got = format_line(AccessLogFormat::Gin, &rec);
+            assert_eq!(got, expected);
+            seen.push(got);
+        }
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[0], seen[4]);
+        assert_ne!(seen[1], seen[2]);
+        assert_eq!(seen[2], seen[3]);
+        if Local.offset_from_utc_datetime(&t0.naive_utc()).local_minus_utc() == 0 {
+            assert_eq!(
+                seen[2],
+                "[GIN] 2027/01/01 - 00:00:00 | 200 |       1.234ms |       192.0.2.1 | GET      \"/api/tags\""
+            );
+        }
     }
 
     #[test]

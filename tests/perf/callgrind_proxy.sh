@@ -20,7 +20,8 @@
 # REQUEST=completions_zstd that body compressed (`Content-Encoding: zstd`, decoded by the policy
 # stage, which decodes only on the routes Ollama decompresses); the fast upstream answers each
 # with one short line. env CG_OUT_DIR=DIR keeps each run's callgrind file there
-# (TARGET-N.out, for callgrind_annotate).
+# (TARGET-N.out, for callgrind_annotate). env GUARD_ARGS adds options to the guard's command line
+# (`GUARD_ARGS="--access-log /dev/null"`: the cost of the access line).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n1=${1:-1000}
@@ -72,9 +73,11 @@ run() {
     guard|guard_cluster)
       local extra=()
       [ "$target" = guard_cluster ] && extra=(--config "$cluster_toml")
+      # shellcheck disable=SC2086 # GUARD_ARGS is a list of options
       valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" --listen "127.0.0.1:$p" \
         --upstream "http://127.0.0.1:$fast" --admin-listen "127.0.0.1:$a" --workers 1 \
-        --detection-log /dev/null --log-level warn "${extra[@]}" 2>"$work/$target.err" &
+        --detection-log /dev/null --log-level warn "${extra[@]}" ${GUARD_ARGS:-} \
+        2>"$work/$target.err" &
       pid=$! ;;
     nginx)
       cat >"$work/front.conf" <<NGINX
