@@ -13,6 +13,12 @@ use super::table::Inner;
 /// are not refused.
 pub(crate) const MAX_BANS: usize = 100_000;
 
+/// The most sources whose offence history (what escalation counts) is kept. Bans that end
+/// quickly leave their histories behind for the ban memory (`[ban] memory`, 7 days by
+/// default): a source rotating addresses would grow them without bound. Past the cap the
+/// histories whose last offence is oldest are forgotten, never those of sources banned now.
+pub(crate) const MAX_OFFENDERS: usize = 2 * MAX_BANS;
+
 /// When the table is full, an IPv6 offender is banned with its network of this length.
 const WIDENED_PREFIX: u8 = 48;
 

@@ -143,7 +143,7 @@ impl Bans {
                 return false;
             }
         }
-        let times = inner.offences.entry(ban.src).or_default();
+        let times = inner.history(ban.src, ban.since);
         times.push(ban.since);
         same_offences_once(times);
         self.install(&mut inner, ban);
@@ -163,7 +163,7 @@ impl Bans {
     /// Merges offence times learnt from the cluster into the history of `src`.
     pub(crate) fn merge_offences(&self, src: IpNet, times: &[DateTime<Utc>], now: DateTime<Utc>) {
         let mut inner = self.lock();
-        let known = inner.offences.entry(canonical_net(src)).or_default();
+        let known = inner.history(canonical_net(src), now);
         known.extend_from_slice(times);
         same_offences_once(known);
         inner.prune_offences(now);

@@ -70,11 +70,7 @@ impl Bans {
     pub(crate) fn restore(&self, state: State, now: DateTime<Utc>) -> Vec<Ban> {
         let mut inner = self.lock();
         for record in state.offences {
-            inner
-                .offences
-                .entry(record.src)
-                .or_default()
-                .extend(record.times);
+            inner.history(record.src, now).extend(record.times);
         }
         let mut restored = Vec::new();
         let mut allowlisted = Vec::new();
@@ -87,7 +83,7 @@ impl Bans {
                 continue;
             }
             // A ban is itself an offence: keep that fact even if the history was lost.
-            inner.offences.entry(ban.src).or_default().push(ban.since);
+            inner.history(ban.src, now).push(ban.since);
             inner.put(ban.clone());
             restored.push(ban);
         }

@@ -24,7 +24,7 @@ use super::ban::{
     canonical_net, display_net, overlaps, Ban, BanHit, BanOutcome, ADMIN_RULE, MAX_UNTIL,
 };
 use super::blocked::BlockedLimiter;
-use super::cap::MAX_BANS;
+use super::cap::{MAX_BANS, MAX_OFFENDERS};
 use super::journal::{Change, ChangeLog};
 use super::snapshot::{Index, Snapshot};
 use super::EnforceError;
@@ -76,6 +76,8 @@ pub(super) struct Inner {
     ipv6_prefix: u8,
     /// The cap on rule bans ([`MAX_BANS`]; lowered by tests).
     pub(super) max_bans: usize,
+    /// The cap on offence histories ([`MAX_OFFENDERS`]; lowered by tests).
+    pub(super) max_offenders: usize,
     /// Sorted by source, which is the order [`Bans::list`] promises.
     pub(super) bans: BTreeMap<IpNet, Ban>,
     /// The same bans indexed for the hot path and the expiry sweep.
@@ -95,6 +97,7 @@ impl Bans {
                 allowlist: allowlist.into_iter().map(canonical_net).collect(),
                 ipv6_prefix,
                 max_bans: MAX_BANS,
+                max_offenders: MAX_OFFENDERS,
                 bans: BTreeMap::new(),
                 index: Index::default(),
                 offences: HashMap::new(),
@@ -487,10 +490,50 @@ impl Inner {
     /// Records an offence of `src` at `now`; returns its number within the ban memory.
     fn record_offence(&mut self, src: IpNet, now: DateTime<Utc>) -> u32 {
         let memory = self.memory();
-        let times = self.offences.entry(src).or_default();
+        let times = self.history(src, now);
         times.retain(|t| now - *t < memory);
         times.push(now);
         u32::try_from(times.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The offence history of `src`, made room for under [`MAX_OFFENDERS`]: when the
+    /// histories are full and `src` has none, offences older than the ban memory are
+    /// forgotten and, if that is not enough, the histories whose last offence is oldest,
+    /// a tenth of the cap at a time, except those of sources banned now.
+    pub(super) fn history(&mut self, src: IpNet, now: DateTime<Utc>) -> &mut Vec<DateTime<Utc>> {
+        if self.offences.len() >= self.max_offenders && !self.offences.contains_key(&src) {
+            self.make_room_for_offenders(now);
+        }
+        self.offences.entry(src).or_default()
+    }
+
+    fn make_room_for_offenders(&mut self, now: DateTime<Utc>) {
+        self.prune_offences(now);
+        let cap = self.max_offenders;
+        if self.offences.len() < cap {
+            return;
+        }
+        let bans = &self.bans;
+        let mut lasts: Vec<DateTime<Utc>> = (self.offences.iter())
+            .filter(|(src, _)| !bans.contains_key(src))
+            .filter_map(|(_, times)| times.iter().max().copied())
+            .collect();
+        let excess = (self.offences.len() + 1).saturating_sub(cap - cap / 10);
+        let excess = excess.min(lasts.len());
+        if excess == 0 {
+            return;
+        }
+        let (_, cutoff, _) = lasts.select_nth_unstable(excess - 1);
+        let cutoff = *cutoff;
+        let before = self.offences.len();
+        self.offences.retain(|src, times| {
+            bans.contains_key(src) || times.iter().max().is_some_and(|last| *last > cutoff)
+        });
+        tracing::warn!(
+            forgotten = before - self.offences.len(),
+            cap,
+            "offence histories full: the oldest were forgotten (their next ban starts at offence 1)"
+        );
     }
 
     /// Forgets offences older than the ban memory.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::enforce::snapshot::SHARDS;
+use crate::enforce::cap::MAX_OFFENDERS;
 use crate::enforce::{State, MAX_BANS};
 
 /// A table holding `n` rule bans of IPv4 addresses from 100.64.0.0, until t0 + 1h.
@@ -124,4 +125,54 @@ fn most_specific_active_ban_answers_and_an_ended_one_falls_through() {
     let src = |at| bans.check(ip("2001:db8:1:2::b"), at).map(|h| h.src);
     assert_eq!(src(t0()), Some(net("2001:db8:1:2::/64")));
     assert_eq!(src(t0() + mins(15)), Some(net("2001:db8:1::/48")));
+}
+
+#[test]
+fn the_cap_on_offence_histories_is_twice_the_ban_cap() {
+    assert_eq!(
+        (MAX_OFFENDERS, table().lock().max_offenders),
+        (200_000, 200_000)
+    );
+}
+
+/// Short bans leave their offence histories behind for the ban memory (7 days): a source
+/// rotating addresses must not grow them without bound. Past the cap the histories whose
+/// last offence is oldest go, a tenth of the cap at a time; a source banned now keeps its
+/// history, and so does a recent offender (its next ban still escalates).
+#[test]
+fn offence_histories_are_capped_forgetting_the_oldest_never_a_banned_source() {
+    let bans = table();
+    bans.lock().max_offenders = 10;
+    // 10.0.0.0 offends first and is banned again and again (its ban never ends first);
+    // 10.0.0.1 ..= 10.0.0.9 offend an hour apart, each ban ended before the next.
+    let hour = |h: i64| t0() + TimeDelta::hours(h);
+    bans.add_manual(
+        net("10.0.0.0/32"),
+        Duration::from_secs(30 * 24 * 3600),
+        "held".into(),
+        false,
+        t0(),
+    )
+    .unwrap();
+    for i in 1..=9 {
+        bans.expire(hour(i));
+        ban(&bans, &format!("10.0.0.{i}"), hour(i));
+    }
+    assert_eq!(bans.lock().offences.len(), 10);
+    // The eleventh source: the histories are full, so the oldest of the unbanned go until
+    // a tenth of the cap is free: 10.0.0.1 and 10.0.0.2 (then 8, and the new one makes 9).
+    bans.expire(hour(10));
+    ban(&bans, "10.0.0.10", hour(10));
+    let kept: std::collections::BTreeSet<String> =
+        bans.lock().offences.keys().map(|k| k.to_string()).collect();
+    let expected: std::collections::BTreeSet<String> = [0, 3, 4, 5, 6, 7, 8, 9, 10]
+        .iter()
+        .map(|i| format!("10.0.0.{i}/32"))
+        .collect();
+    assert_eq!(kept, expected);
+    // A kept history still escalates; a forgotten one starts again at offence 1.
+    bans.expire(hour(11));
+    assert_eq!(ban(&bans, "10.0.0.9", hour(11)).offence, 2);
+    assert_eq!(ban(&bans, "10.0.0.1", hour(11)).offence, 1);
+    assert_eq!(bans.lock().offences.len(), 10);
 }
