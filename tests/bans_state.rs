@@ -81,8 +81,19 @@ async fn bans_survive_a_restart_without_inflating_offences() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED);
+    // A ban that runs out while the process is down.
+    let r = send(
+        Method::POST,
+        &url,
+        &[("content-type", "application/json")],
+        r#"{"src":"192.0.2.9","duration":"1s","reason":"short"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let short: Value = serde_json::from_slice(&r.body).unwrap();
     first.shutdown().await;
     assert!(state.join("bans.json").exists());
+    tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let second = start(args()).await;
     let list: Value = serde_json::from_slice(
@@ -101,6 +112,14 @@ async fn bans_survive_a_restart_without_inflating_offences() {
         .collect();
     assert_eq!(restored.len(), 1);
     assert_eq!(restored[0]["offence"], 1);
+    // The short ban's end is logged at the next start, stamped with that end.
+    let unbans: Vec<_> = ev.iter().filter(|e| e["event"] == "unban").collect();
+    assert_eq!(unbans.len(), 1, "{unbans:?}");
+    assert_eq!(
+        (&unbans[0]["src"], &unbans[0]["ended"], &unbans[0]["until"]),
+        (&"192.0.2.9".into(), &"expired".into(), &short["until"])
+    );
+    assert_eq!(unbans[0]["time"], short["until"]);
 }
 
 #[tokio::test]
@@ -230,6 +249,94 @@ async fn every_ban_answered_201_survives_kill_9_in_the_middle_of_a_ban_storm() {
         lost,
         Vec::<&String>::new(),
         "acknowledged bans lost by kill -9"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+/// POSTs a one-hour admin ban of `src` and asserts it was acknowledged (201).
+async fn admin_ban(admin: &str, src: &str) {
+    let body = format!(r#"{{"src":"{src}","duration":"1h","reason":"t"}}"#);
+    let json = [("content-type", "application/json")];
+    let r = client()
+        .request(request(
+            Method::POST,
+            &format!("{admin}/api/bans"),
+            &json,
+            body,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "ban of {src}");
+}
+
+/// The sources the admin API lists, sorted.
+async fn listed(admin: &str) -> Vec<String> {
+    let list: Vec<Value> =
+        serde_json::from_slice(&get(&format!("{admin}/api/bans")).await.body).unwrap();
+    let mut srcs: Vec<String> = list
+        .iter()
+        .filter_map(|b| b["src"].as_str().map(str::to_owned))
+        .collect();
+    srcs.sort();
+    srcs
+}
+
+/// Two instances on one `state_dir` would each compact into their own files and lose the
+/// other's acknowledged bans: the second is refused at start, naming the key and the holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_the_same_state_dir_is_refused_and_the_first_keeps_its_bans() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (mut first, admin) = spawn_guard(&state).await;
+    admin_ban(&admin, "10.1.0.1").await;
+    let out = Command::new(BIN)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--upstream", "http://127.0.0.1:9"])
+        .args(["--detection-log", "/dev/null"])
+        .args(["--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "ollama-guard: config error: state_dir: {} is in use by another running ollama-guard \
+             (pid {}): give each instance its own state_dir (replicas share bans through \
+             [cluster])\n",
+            state.display(),
+            first.id()
+        )
+    );
+    admin_ban(&admin, "10.1.0.2").await;
+    // The lock goes with the process, even after kill -9: the next instance starts.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut second, admin) = spawn_guard(&state).await;
+    assert_eq!(listed(&admin).await, ["10.1.0.1", "10.1.0.2"]);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+/// A journal removed while the guard runs (by hand, or a cleanup job) must not swallow the
+/// bans acknowledged after it: the writer notices and compacts into new files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_acknowledged_after_the_journal_was_removed_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (mut first, admin) = spawn_guard(&state).await;
+    admin_ban(&admin, "10.2.0.1").await;
+    std::fs::remove_file(state.join("bans.journal")).unwrap();
+    admin_ban(&admin, "10.2.0.2").await;
+    assert!(state.join("bans.journal").exists(), "a new journal");
+    admin_ban(&admin, "10.2.0.3").await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let (mut second, admin) = spawn_guard(&state).await;
+    assert_eq!(
+        listed(&admin).await,
+        ["10.2.0.1", "10.2.0.2", "10.2.0.3"]
     );
     second.kill().unwrap();
     second.wait().unwrap();

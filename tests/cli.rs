@@ -482,6 +482,76 @@ fn sigterm_writes_every_buffered_access_line() {
     }
 }
 
+/// A second SIGTERM stops without waiting for the drain (here a slow upload that would hold
+/// it for the whole grace period), but still writes the lines of the requests already
+/// answered.
+#[test]
+fn a_second_sigterm_still_writes_the_lines_of_answered_requests() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let access = dir.path().join("access.log");
+    let (port, admin) = (free_port(), free_port());
+    let mut child = serve_with_access_log(&[], port, admin, &access);
+    wait_for_port(port);
+    for i in 0..50 {
+        let answer = raw_get(port, &format!("/api/tags?n={i}"));
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    }
+    let mut upload = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        upload,
+        "POST /api/create HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\nx"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(child.try_wait().unwrap(), None, "the upload holds the drain");
+    signal(&child, "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = std::fs::read_to_string(&access).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 50, "{text}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(line.ends_with(&format!("\"/api/tags?n={i}\"")), "{line}");
+    }
+    drop(upload);
+}
+
+/// The last flush of the logs is bounded: an access log on a stdout nobody reads (a full
+/// pipe) must not keep the process from exiting after SIGTERM.
+#[test]
+fn sigterm_exits_although_nobody_reads_the_stdout_log() {
+    let (port, admin) = (free_port(), free_port());
+    let mut child = serve_cmd(port, admin)
+        .args(["--access-log", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _unread = child.stdout.take();
+    wait_for_port(port);
+    // About 100 bytes a line: 2 000 lines fill a 64 KiB pipe three times over.
+    for i in 0..2000 {
+        raw_get(port, &format!("/api/tags?n={i}"));
+    }
+    signal(&child, "TERM");
+    let mut code = None;
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            code = status.code();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if code.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("still running 15 s after SIGTERM with a blocked stdout");
+    }
+    assert_eq!(code, Some(0));
+}
+
 /// Reads `ollama_guard_config_reloads_total` (all its series summed) from the admin port.
 fn config_reloads(admin: u16) -> f64 {
     use std::io::{Read, Write};

@@ -9,8 +9,9 @@ use super::{init_tracing, runtime};
 /// `serve` (also the default command): exit 2 for a config the preflight refuses, 1 when
 /// the server fails, 0 after a clean shutdown.
 pub(crate) fn serve(args: &config::ServeArgs) -> ExitCode {
-    let config = match Config::load(args)
-        .and_then(|c| ollama_guard::serve::preflight(&c.bound, &c.live).map(|()| c))
+    // The lock on `state_dir` is held until this function returns.
+    let (config, _state_lock) = match Config::load(args)
+        .and_then(|c| ollama_guard::serve::preflight(&c.bound, &c.live).map(|lock| (c, lock)))
     {
         Ok(c) => c,
         Err(e) => {

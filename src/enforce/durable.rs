@@ -97,7 +97,9 @@ impl Writer {
         now: DateTime<Utc>,
         compact: bool,
     ) -> io::Result<u64> {
-        let compact = compact || self.records >= compact_after(bans.len());
+        let compact = compact
+            || self.records >= compact_after(bans.len())
+            || self.journal.as_ref().is_some_and(unlinked);
         let written = match self.journal.as_mut() {
             Some(file) if !compact => append(file, &mut self.records, bans),
             _ => self.compact(bans, now),
@@ -127,6 +129,26 @@ impl Writer {
         self.journal = Some(journal::create(&self.dir, next)?);
         self.records = 0;
         Ok(last)
+    }
+}
+
+/// Whether the open journal is no longer in the directory (deleted, or replaced by another
+/// file): what is appended to it would not be read at the next start, so the writer compacts
+/// into a new snapshot and journal instead.
+fn unlinked(file: &File) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let gone = file.metadata().is_ok_and(|m| m.nlink() == 0);
+        if gone {
+            tracing::warn!("the ban journal was removed from state_dir: writing a new snapshot");
+        }
+        gone
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        false
     }
 }
 

@@ -302,9 +302,9 @@ fn describe(
     (!parts.is_empty()).then(|| format!("{}: {}", path.display(), parts.join("; ")))
 }
 
-/// Copies a journal with unreadable lines aside for inspection (the live one is replaced
-/// by the next compaction); says where, or why not.
-fn keep_copy(path: &Path, now: DateTime<Utc>) -> String {
+/// Copies a journal with unreadable lines (or a snapshot with unreadable entries) aside for
+/// inspection (the live one is replaced by the next compaction); says where, or why not.
+pub(super) fn keep_copy(path: &Path, now: DateTime<Utc>) -> String {
     let target = format!("{}.corrupt-{}", path.display(), now.timestamp());
     match fs::copy(path, &target) {
         Ok(_) => format!("a copy was kept as {target}"),

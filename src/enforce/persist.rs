@@ -9,7 +9,9 @@
 //! future-version file is reported and moved aside to `bans.json.corrupt-<unix time>` for the
 //! operator to inspect — never fatal (the proxy must come up), never silently ignored. A
 //! well-formed file with some unreadable entries (a ban or offence record) keeps the rest:
-//! those entries are skipped, counted and reported; one bad entry never costs every ban.
+//! those entries are skipped, counted and reported, and the file is copied to
+//! `bans.json.corrupt-<unix time>` before the next compaction replaces it; one bad entry never
+//! costs every ban.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -70,8 +72,9 @@ pub(crate) struct LoadReport {
     pub(crate) skipped: usize,
     /// Where an unusable file was moved.
     pub(crate) moved_to: Option<PathBuf>,
-    /// Bans that ended while the process was down (dropped, not restored).
-    pub(crate) dropped_expired: usize,
+    /// Bans that ended while the process was down (dropped, not restored; each gets its
+    /// `unban` event at start).
+    pub(crate) expired: Vec<Ban>,
     /// What replaying the journal did (its own problems are reported there).
     pub(crate) journal: JournalReport,
 }
@@ -139,9 +142,11 @@ pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
 pub(crate) fn load_state(dir: &Path, now: DateTime<Utc>) -> LoadReport {
     let mut report = load_snapshot(dir, now);
     report.journal = journal::replay_into(dir, &mut report.state, now);
-    let before = report.state.bans.len();
-    report.state.bans.retain(|b| b.until > now);
-    report.dropped_expired = before - report.state.bans.len();
+    let (running, expired) = std::mem::take(&mut report.state.bans)
+        .into_iter()
+        .partition(|b| b.until > now);
+    report.state.bans = running;
+    report.expired = expired;
     report
 }
 
@@ -153,7 +158,7 @@ fn load_snapshot(dir: &Path, now: DateTime<Utc>) -> LoadReport {
         problem: None,
         moved_to: None,
         skipped: 0,
-        dropped_expired: 0,
+        expired: Vec::new(),
         journal: JournalReport::default(),
     };
     let bytes = match fs::read(&path) {
@@ -167,7 +172,11 @@ fn load_snapshot(dir: &Path, now: DateTime<Utc>) -> LoadReport {
         Ok((state, skipped)) => {
             report.state = state;
             report.skipped = skipped.count;
-            report.problem = skipped.describe(&path);
+            // The next compaction replaces the file without its unreadable entries: a copy
+            // keeps them for the operator to repair.
+            report.problem = skipped
+                .describe(&path)
+                .map(|what| format!("{what}; {}", journal::keep_copy(&path, now)));
         }
         Err(why) => match move_aside(&path, now) {
             Ok(to) => {

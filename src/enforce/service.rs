@@ -150,6 +150,11 @@ impl Enforcement {
         let report = load_state(persister.dir(), now);
         persister.set_generation(report.generation());
         log_load(persister.dir(), &report);
+        // A ban that ran out while the process was down ends now in the log too, stamped
+        // with its end, so a SIEM that tracks bans by their events sees every one end.
+        for ban in &report.expired {
+            self.log_unban(ban.until, ban, Ended::Expired);
+        }
         for ban in self.bans.restore(report.state, now) {
             self.log_ban(now, &ban, true);
         }
@@ -470,9 +475,9 @@ fn log_load(dir: &std::path::Path, report: &LoadReport) {
     if journal.stale {
         tracing::info!("ban journal older than the snapshot (compaction was interrupted); already contained, not replayed");
     }
-    if report.dropped_expired > 0 {
+    if !report.expired.is_empty() {
         tracing::info!(
-            count = report.dropped_expired,
+            count = report.expired.len(),
             "bans that expired while stopped were dropped"
         );
     }

@@ -15,6 +15,9 @@ use tokio::task::JoinSet;
 
 mod holder;
 mod reload;
+mod state_lock;
+
+pub use state_lock::StateLock;
 
 pub(crate) use crate::pipeline::DetectionStage;
 /// The start-up errors `ServeError` wraps.
@@ -351,8 +354,16 @@ impl Server {
         }
     }
 
+    /// What a second signal during [`Server::shutdown`] still writes ([`Hurry::flush`]).
+    pub fn hurry(&self) -> Hurry {
+        Hurry {
+            proxy: self.reloader.proxy.clone(),
+            logs: self.logs.clone(),
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to the grace period), flushes the
-    /// logs, and returns when everything has stopped.
+    /// logs (for at most [`FINAL_FLUSH_LIMIT`]), and returns when everything has stopped.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
@@ -360,13 +371,49 @@ impl Server {
         self.detection.finish();
         // Bans made by requests that finished during the drain are saved too.
         self.reloader.enforcement.persist().await;
-        for log in &self.logs {
-            log.flush().await;
-        }
+        flush_logs(&self.logs, FINAL_FLUSH_LIMIT).await;
         // Last: the events of the drain (summaries, bans) are queued by now.
         if let Some(sink) = &self.splunk {
             sink.shutdown().await;
         }
+    }
+}
+
+/// What a second signal still does: writes out the lines of requests already answered.
+pub struct Hurry {
+    proxy: Arc<Proxy>,
+    logs: Vec<LogWriter>,
+}
+
+impl Hurry {
+    /// Writes what the logs hold (no summaries of open windows: the drain did not end), for
+    /// at most [`HURRIED_FLUSH_LIMIT`].
+    pub async fn flush(&self) {
+        self.proxy.settle();
+        flush_logs(&self.logs, HURRIED_FLUSH_LIMIT).await;
+    }
+}
+
+/// The most the last flush of the logs waits at shutdown: a log nobody reads (a blocked
+/// stdout) must not keep the process from exiting.
+pub const FINAL_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most the flush after a second signal waits.
+pub const HURRIED_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits until every log has written what it holds, or `limit` has passed (then says so:
+/// what is left is lost when the process exits).
+async fn flush_logs(logs: &[LogWriter], limit: std::time::Duration) {
+    let all = async {
+        for log in logs {
+            log.flush().await;
+        }
+    };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        tracing::error!(
+            limit = ?limit,
+            "the logs could not be written in time (a stalled disk or an unread stdout): their last lines are lost"
+        );
     }
 }
 
@@ -431,9 +478,13 @@ fn start_enforcement(
 }
 
 /// Checks, before anything is bound, what would otherwise fail only later: the logs can be
-/// opened for appending and `state_dir` is a writable directory (created if missing). Only
-/// bound keys name files, so only they are checked.
-pub fn preflight(bound: &Bound, live: &Live) -> Result<(), crate::config::ConfigError> {
+/// opened for appending and `state_dir` is a writable directory (created if missing) that no
+/// other running instance holds. Only bound keys name files, so only they are checked.
+/// Returns the lock on `state_dir` ([`StateLock`]), to be held until the server exits.
+pub fn preflight(
+    bound: &Bound,
+    live: &Live,
+) -> Result<Option<StateLock>, crate::config::ConfigError> {
     use crate::config::{ConfigError, LogTarget};
     let open = |key: &str, target: &LogTarget| match target {
         LogTarget::Stdout => Ok(()),
@@ -479,6 +530,7 @@ pub fn preflight(bound: &Bound, live: &Live) -> Result<(), crate::config::Config
                 )
             })?;
     }
+    let state_lock = bound.state_dir.as_deref().map(state_lock::lock).transpose()?;
     // A mode that reads keys needs a readable key file (a missing one is an empty store).
     if let (Some(path), true) = (
         &bound.keys_file,
@@ -487,7 +539,7 @@ pub fn preflight(bound: &Bound, live: &Live) -> Result<(), crate::config::Config
         crate::auth::store::KeyStore::open(path)
             .map_err(|e| ConfigError::invalid("auth.keys_file", e.to_string()))?;
     }
-    Ok(())
+    Ok(state_lock)
 }
 
 /// Builds the detection engine of the live settings (rules, grouping, allowlist, cap).
@@ -541,12 +593,20 @@ pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), S
     tracing::info!(
         "shutting down: draining in-flight requests (send the signal again to stop at once)"
     );
+    let hurry = server.hurry();
     let drain = server.shutdown();
     tokio::pin!(drain);
-    tokio::select! {
-        () = &mut drain => tracing::info!("stopped"),
-        _ = term.recv() => tracing::warn!("second signal: stopping without waiting for the drain"),
-        _ = int.recv() => tracing::warn!("second signal: stopping without waiting for the drain"),
+    let hurried = tokio::select! {
+        () = &mut drain => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    };
+    if hurried {
+        tracing::warn!("second signal: stopping without waiting for the drain; writing the lines of answered requests (at most 1s)");
+        drop(drain);
+        hurry.flush().await;
+    } else {
+        tracing::info!("stopped");
     }
     Ok(())
 }

@@ -40,7 +40,7 @@ fn restart_keeps_bans_and_a_reoffence_is_the_second_not_the_third() {
     let after = table();
     let report = load_state(dir.path(), t0() + mins(5));
     assert_eq!(
-        (report.problem.as_deref(), report.dropped_expired),
+        (report.problem.as_deref(), report.expired.len()),
         (None, 0)
     );
     let restored = after.restore(report.state, t0() + mins(5));
@@ -60,7 +60,8 @@ fn bans_that_ended_while_down_are_dropped_but_their_offences_remembered() {
     before.save(dir.path(), t0() + mins(1)).unwrap();
 
     let report = load_state(dir.path(), t0() + mins(15));
-    assert_eq!(report.dropped_expired, 1);
+    let ended: Vec<String> = report.expired.iter().map(Ban::src_display).collect();
+    assert_eq!(ended, ["192.0.2.7"]);
     let after = table();
     assert_eq!(after.restore(report.state, t0() + mins(15)), vec![admin]);
     assert_eq!(after.check(ip("192.0.2.7"), t0() + mins(15)), None);
@@ -184,12 +185,17 @@ fn unreadable_entries_are_skipped_and_counted_and_the_rest_is_loaded() {
     assert_eq!(
         report.problem.unwrap(),
         format!(
-            "{}: skipped 2 unreadable entries (first: bans[0]: bad time \"+12025-10-02T15:00:00.000Z\": input contains invalid characters); the rest was loaded",
-            path.display()
+            "{}: skipped 2 unreadable entries (first: bans[0]: bad time \"+12025-10-02T15:00:00.000Z\": input contains invalid characters); the rest was loaded; a copy was kept as {}.corrupt-{}",
+            path.display(),
+            path.display(),
+            t0().timestamp()
         )
     );
     assert_eq!(report.moved_to, None);
     assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    // The copy holds the entries the next compaction will leave out.
+    let copy = format!("{}.corrupt-{}", path.display(), t0().timestamp());
+    assert_eq!(fs::read_to_string(copy).unwrap(), text);
 }
 
 #[test]
