@@ -119,10 +119,27 @@ pub fn remaining(until: &str, now: DateTime<Utc>) -> String {
 /// Who a ban is on, as `bans remove` takes it: the `src`, or `identity:NAME`.
 fn ban_subject(b: &serde_json::Value) -> String {
     match (&b["identity"], &b["src"]) {
-        (serde_json::Value::String(name), _) => format!("identity:{name}"),
-        (_, serde_json::Value::String(src)) => src.clone(),
+        (serde_json::Value::String(name), _) => format!("identity:{}", printable(name)),
+        (_, serde_json::Value::String(src)) => printable(src),
         (_, v) => v.to_string(),
     }
+}
+
+/// A value's text for a terminal: control characters (a newline, an escape sequence given as
+/// a ban's reason through the API) are shown escaped, `\n`, `\u{1b}`, never sent as they are.
+fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The `bans list` table of `bans` (the API's objects) at `now`.
@@ -131,7 +148,7 @@ pub fn table(bans: &[serde_json::Value], now: DateTime<Utc>) -> String {
         return "no active bans\n".to_owned();
     }
     let field = |b: &serde_json::Value, k: &str| match &b[k] {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => printable(s),
         v => v.to_string(),
     };
     let mut out = format!(
@@ -301,7 +318,7 @@ fn span(secs: u64) -> String {
 /// The human form of a `/api/status` document at `now` (bans' remaining time).
 pub fn status_text(v: &serde_json::Value, now: DateTime<Utc>) -> String {
     let text = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => printable(s),
         other => other.to_string(),
     };
     let mode = text(&v["mode"]);
@@ -553,6 +570,14 @@ mod tests {
              identity:ci-runner           2026-11-29T15:00:00.000Z     1h00m       2 auth_failures        5 failures\n"
         );
         assert_eq!(table(&[], now), "no active bans\n");
+        // A reason given through the API cannot move the cursor or recolour the terminal.
+        let hostile = [
+            json!({"src":"192.0.2.8","until":"2026-11-29T14:01:00.000Z","reason":"a\nb\u{1b}[31mc\u{0}","offence":1,"rule":"admin","since":"2026-11-29T13:59:00.000Z"}),
+        ];
+        assert_eq!(
+            table(&hostile, now).lines().nth(1),
+            Some("192.0.2.8                    2026-11-29T14:01:00.000Z     1m00s       1 admin                a\\nb\\u{1b}[31mc\\u{0}")
+        );
     }
 
     #[test]
