@@ -284,6 +284,7 @@ async fn listed(admin: &str) -> Vec<String> {
 
 /// Two instances on one `state_dir` would each compact into their own files and lose the
 /// other's acknowledged bans: the second is refused at start, naming the key and the holder.
+#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_on_the_same_state_dir_is_refused_and_the_first_keeps_its_bans() {
     let dir = tempfile::tempdir().unwrap();

@@ -388,6 +388,34 @@ async fn the_window_summary_of_a_shared_detection_is_written_once_with_merged_fi
     assert_eq!(summaries[0]["action"], "logged");
 }
 
+/// A Redis that wants a password when none is configured answers `NOAUTH`: the message says
+/// where the password goes, not only that Redis is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_password_is_named_as_one() {
+    let redis = Redis::start(Some("right"));
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = format!(
+        "[cluster]\nredis_url = \"redis://127.0.0.1:{}\"\nrequired = true\ninstance_id = \"r\"\n",
+        redis.port
+    );
+    let config = config(&sim.url(), &dir, ServeArgs::default(), &file);
+    let Err(e) =
+        ollama_guard::serve::Server::start(config, loopback().await, loopback().await).await
+    else {
+        panic!("started without the password");
+    };
+    let text = e.to_string();
+    assert!(
+        text.starts_with(
+            "cluster.redis_url: Redis is unreachable and cluster.required = true: Redis requires a \
+             password and none was given (put it in cluster.redis_url or \
+             OLLAMA_GUARD_REDIS_PASSWORD): NOAUTH"
+        ),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn required_cluster_refuses_to_start_without_redis() {
     let port = free_port();

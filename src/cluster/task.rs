@@ -193,6 +193,11 @@ impl std::fmt::Display for Failure {
                 "Redis refused the credentials (check the password in cluster.redis_url or {}): {e}",
                 crate::config::PASSWORD_ENV
             ),
+            Failure::Redis(e) if e.code() == Some("NOAUTH") => write!(
+                f,
+                "Redis requires a password and none was given (put it in cluster.redis_url or {}): {e}",
+                crate::config::PASSWORD_ENV
+            ),
             Failure::Redis(e) => write!(f, "{e}"),
             Failure::Timeout => write!(f, "Redis did not answer within {IO_TIMEOUT:?}"),
             Failure::Closed => write!(f, "the pub/sub connection was closed"),
@@ -210,7 +215,8 @@ impl Failure {
 
     /// A failure that retrying cannot heal: an error, not a warning.
     fn is_misconfiguration(&self) -> bool {
-        matches!(self, Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed)
+        matches!(self, Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || e.code() == Some("NOAUTH"))
             || self.tls_refused().is_some()
     }
 }
@@ -498,7 +504,12 @@ async fn resync(
     let mut ended = Vec::new();
     let all = (addresses.into_iter().map(|e| (&hashes[0], e)))
         .chain(identities.into_iter().map(|e| (&hashes[1], e)));
-    for (hash, (field, json)) in all {
+    for (i, (hash, (field, json))) in all.enumerate() {
+        // A table of tens of thousands of bans is applied in slices: the runtime's other
+        // tasks (the admin API, the signals) get their turns in between.
+        if i % 512 == 511 {
+            tokio::task::yield_now().await;
+        }
         let entry = (json.len() <= MAX_ENTRY)
             .then(|| serde_json::from_slice::<Entry>(&json).ok())
             .flatten();

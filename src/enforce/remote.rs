@@ -143,7 +143,7 @@ impl Bans {
                 return false;
             }
         }
-        let times = inner.history(ban.src, ban.since);
+        let times = inner.history(ban.src, now);
         times.push(ban.since);
         same_offences_once(times);
         self.install(&mut inner, ban);
@@ -161,12 +161,21 @@ impl Bans {
     }
 
     /// Merges offence times learnt from the cluster into the history of `src`.
+    /// Only this source's history is pruned to the ban memory: a resync merges every ban in
+    /// Redis one after another, and pruning the whole table each time made it quadratic (a
+    /// table of 50 000 shared bans held a replica's sync for minutes). The others are pruned
+    /// by the expiry sweep.
     pub(crate) fn merge_offences(&self, src: IpNet, times: &[DateTime<Utc>], now: DateTime<Utc>) {
         let mut inner = self.lock();
-        let known = inner.history(canonical_net(src), now);
+        let memory = inner.memory();
+        let src = canonical_net(src);
+        let known = inner.history(src, now);
         known.extend_from_slice(times);
         same_offences_once(known);
-        inner.prune_offences(now);
+        known.retain(|t| now - *t < memory);
+        if known.is_empty() {
+            inner.offences.remove(&src);
+        }
     }
 }
 

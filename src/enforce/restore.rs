@@ -69,8 +69,9 @@ impl Bans {
     /// admin bans are, as they were forced. Not subject to [`MAX_BANS`](super::MAX_BANS).
     pub(crate) fn restore(&self, state: State, now: DateTime<Utc>) -> Vec<Ban> {
         let mut inner = self.lock();
+        // Loaded whole, trimmed to the cap once the bans are in (whose histories it keeps).
         for record in state.offences {
-            inner.history(record.src, now).extend(record.times);
+            (inner.offences.entry(record.src).or_default()).extend(record.times);
         }
         let mut restored = Vec::new();
         let mut allowlisted = Vec::new();
@@ -83,7 +84,7 @@ impl Bans {
                 continue;
             }
             // A ban is itself an offence: keep that fact even if the history was lost.
-            inner.history(ban.src, now).push(ban.since);
+            inner.offences.entry(ban.src).or_default().push(ban.since);
             inner.put(ban.clone());
             restored.push(ban);
         }
@@ -99,6 +100,9 @@ impl Bans {
             times.dedup();
         }
         inner.prune_offences(now);
+        if inner.offences.len() > inner.max_offenders {
+            inner.make_room_for_offenders(now);
+        }
         self.publish(&inner);
         restored
     }

@@ -406,7 +406,7 @@ impl Enforcement {
             self.identity_unban_write(now, ban, Ended::Expired);
         }
         if !expired.is_empty() || !expired_identities.is_empty() {
-            // Not journaled: a ban carries its end, and the loader drops ended bans.
+            // Their ends are journaled (see `Bans::expire`), written with the next change.
             self.refresh_gauge();
         }
     }

@@ -78,6 +78,9 @@ pub(super) struct Inner {
     pub(super) max_bans: usize,
     /// The cap on offence histories ([`MAX_OFFENDERS`]; lowered by tests).
     pub(super) max_offenders: usize,
+    /// How many histories trigger the next trim: the cap, or more while the histories of
+    /// banned sources alone fill it.
+    pub(super) offences_limit: usize,
     /// Sorted by source, which is the order [`Bans::list`] promises.
     pub(super) bans: BTreeMap<IpNet, Ban>,
     /// The same bans indexed for the hot path and the expiry sweep.
@@ -98,6 +101,7 @@ impl Bans {
                 ipv6_prefix,
                 max_bans: MAX_BANS,
                 max_offenders: MAX_OFFENDERS,
+                offences_limit: MAX_OFFENDERS,
                 bans: BTreeMap::new(),
                 index: Index::default(),
                 offences: HashMap::new(),
@@ -363,12 +367,19 @@ impl Bans {
 
     /// Sweeps bans that have ended (`until <= now`) and returns them, sorted by source, for
     /// `unban` events; also forgets offences older than the ban memory and the `blocked`
-    /// counters of bans that are gone.
+    /// counters of bans that are gone. Each end is journaled (at its `until`): a ban whose
+    /// `unban` event was logged is not found ended again, and logged again, at the next start.
     pub(crate) fn expire(&self, now: DateTime<Utc>) -> Vec<Ban> {
         let mut inner = self.lock();
         let mut ended = inner.index.ended(now);
         ended.sort_unstable();
         let expired: Vec<Ban> = ended.iter().filter_map(|src| inner.take(src)).collect();
+        for ban in &expired {
+            inner.changes.push(Change::Unban {
+                src: ban.src,
+                at: ban.until,
+            });
+        }
         inner.prune_offences(now);
         if !expired.is_empty() {
             self.publish(&inner);
@@ -498,42 +509,45 @@ impl Inner {
 
     /// The offence history of `src`, made room for under [`MAX_OFFENDERS`]: when the
     /// histories are full and `src` has none, offences older than the ban memory are
-    /// forgotten and, if that is not enough, the histories whose last offence is oldest,
-    /// a tenth of the cap at a time, except those of sources banned now.
+    /// forgotten and then the histories whose last offence is oldest, down to nine tenths of
+    /// the cap, except those of sources banned now.
     pub(super) fn history(&mut self, src: IpNet, now: DateTime<Utc>) -> &mut Vec<DateTime<Utc>> {
-        if self.offences.len() >= self.max_offenders && !self.offences.contains_key(&src) {
+        if self.offences.len() >= self.offences_limit && !self.offences.contains_key(&src) {
             self.make_room_for_offenders(now);
         }
         self.offences.entry(src).or_default()
     }
 
-    fn make_room_for_offenders(&mut self, now: DateTime<Utc>) {
+    /// Trims the histories to nine tenths of the cap (see [`Inner::history`]). The next trim
+    /// waits until a tenth of the cap has been added again, even when the histories of
+    /// banned sources leave nothing to forget: each scan of the table is paid for by that
+    /// many new histories, never one per offence.
+    pub(super) fn make_room_for_offenders(&mut self, now: DateTime<Utc>) {
         self.prune_offences(now);
         let cap = self.max_offenders;
-        if self.offences.len() < cap {
-            return;
+        let target = cap - cap / 10;
+        let excess = (self.offences.len() + 1).saturating_sub(target);
+        if excess > 0 {
+            let bans = &self.bans;
+            let mut candidates: Vec<(DateTime<Utc>, IpNet)> = (self.offences.iter())
+                .filter(|(src, _)| !bans.contains_key(src))
+                .filter_map(|(src, times)| times.iter().max().map(|last| (*last, *src)))
+                .collect();
+            let excess = excess.min(candidates.len());
+            if excess > 0 {
+                // Exactly `excess` of them, oldest last offence first (ties by source).
+                candidates.select_nth_unstable(excess - 1);
+                for (_, src) in &candidates[..excess] {
+                    self.offences.remove(src);
+                }
+                tracing::warn!(
+                    forgotten = excess,
+                    cap,
+                    "offence histories full: the oldest were forgotten (their next ban starts at offence 1)"
+                );
+            }
         }
-        let bans = &self.bans;
-        let mut lasts: Vec<DateTime<Utc>> = (self.offences.iter())
-            .filter(|(src, _)| !bans.contains_key(src))
-            .filter_map(|(_, times)| times.iter().max().copied())
-            .collect();
-        let excess = (self.offences.len() + 1).saturating_sub(cap - cap / 10);
-        let excess = excess.min(lasts.len());
-        if excess == 0 {
-            return;
-        }
-        let (_, cutoff, _) = lasts.select_nth_unstable(excess - 1);
-        let cutoff = *cutoff;
-        let before = self.offences.len();
-        self.offences.retain(|src, times| {
-            bans.contains_key(src) || times.iter().max().is_some_and(|last| *last > cutoff)
-        });
-        tracing::warn!(
-            forgotten = before - self.offences.len(),
-            cap,
-            "offence histories full: the oldest were forgotten (their next ban starts at offence 1)"
-        );
+        self.offences_limit = cap.max(self.offences.len() + cap / 10);
     }
 
     /// Forgets offences older than the ban memory.
@@ -545,7 +559,7 @@ impl Inner {
         });
     }
 
-    fn memory(&self) -> TimeDelta {
+    pub(super) fn memory(&self) -> TimeDelta {
         TimeDelta::from_std(self.policy.memory).unwrap_or(TimeDelta::MAX)
     }
 }

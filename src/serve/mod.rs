@@ -404,11 +404,8 @@ pub const HURRIED_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_s
 /// Waits until every log has written what it holds, or `limit` has passed (then says so:
 /// what is left is lost when the process exits).
 async fn flush_logs(logs: &[LogWriter], limit: std::time::Duration) {
-    let all = async {
-        for log in logs {
-            log.flush().await;
-        }
-    };
+    // Together: one log that cannot be written must not keep the others from theirs.
+    let all = futures_util::future::join_all(logs.iter().map(LogWriter::flush));
     if tokio::time::timeout(limit, all).await.is_err() {
         tracing::error!(
             limit = ?limit,

@@ -29,12 +29,18 @@ pub struct StateLock {
 pub(crate) fn lock(dir: &Path) -> Result<StateLock, ConfigError> {
     let path = dir.join(LOCK_FILE);
     let refuse = |why: String| ConfigError::invalid("state_dir", why);
+    // A lock file left by another user (a `sudo` run) is locked read-only: flock needs no
+    // write access, and the directory is writable (the preflight checked it).
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(&path)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => File::open(&path),
+            _ => Err(e),
+        })
         .map_err(|e| refuse(format!("cannot open {}: {e}", path.display())))?;
     match try_lock(&file) {
         Locked::Yes => {
@@ -89,7 +95,7 @@ fn try_lock(_file: &File) -> Locked {
     Locked::Unsupported(std::io::Error::other("no flock on this platform"))
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 

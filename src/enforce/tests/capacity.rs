@@ -127,6 +127,13 @@ fn most_specific_active_ban_answers_and_an_ended_one_falls_through() {
     assert_eq!(src(t0() + mins(15)), Some(net("2001:db8:1::/48")));
 }
 
+/// Lowers the cap on offence histories to `n`, so a test need not hold 200 000 of them.
+fn cap_offenders(bans: &Bans, n: usize) {
+    let mut inner = bans.lock();
+    inner.max_offenders = n;
+    inner.offences_limit = n;
+}
+
 #[test]
 fn the_cap_on_offence_histories_is_twice_the_ban_cap() {
     assert_eq!(
@@ -142,7 +149,7 @@ fn the_cap_on_offence_histories_is_twice_the_ban_cap() {
 #[test]
 fn offence_histories_are_capped_forgetting_the_oldest_never_a_banned_source() {
     let bans = table();
-    bans.lock().max_offenders = 10;
+    cap_offenders(&bans, 10);
     // 10.0.0.0 offends first and is banned again and again (its ban never ends first);
     // 10.0.0.1 ..= 10.0.0.9 offend an hour apart, each ban ended before the next.
     let hour = |h: i64| t0() + TimeDelta::hours(h);
@@ -175,4 +182,67 @@ fn offence_histories_are_capped_forgetting_the_oldest_never_a_banned_source() {
     assert_eq!(ban(&bans, "10.0.0.9", hour(11)).offence, 2);
     assert_eq!(ban(&bans, "10.0.0.1", hour(11)).offence, 1);
     assert_eq!(bans.lock().offences.len(), 10);
+}
+
+/// Histories of banned sources fill the cap (in a cluster, other replicas' bans are not
+/// capped): nothing can be forgotten, and the next scan of the table waits until a tenth of
+/// the cap has been added instead of coming with every new offender.
+#[test]
+fn when_banned_sources_fill_the_histories_a_trim_waits_for_a_tenth_of_the_cap() {
+    let bans = table();
+    cap_offenders(&bans, 20);
+    for i in 0..20 {
+        ban(&bans, &format!("10.0.0.{i}"), t0());
+    }
+    ban(&bans, "10.0.1.0", t0());
+    // The trim found nothing to forget: the limit moved to 20 + a tenth of the cap.
+    let sizes = |bans: &Bans| {
+        let inner = bans.lock();
+        (inner.offences.len(), inner.offences_limit)
+    };
+    assert_eq!(sizes(&bans), (21, 22));
+    ban(&bans, "10.0.1.1", t0());
+    assert_eq!(sizes(&bans), (22, 22), "no trim below the limit");
+}
+
+/// A restored state with more histories than the cap is trimmed once its bans are back, so
+/// a banned source keeps its history (and its next ban escalates from it).
+#[test]
+fn restore_trims_the_histories_keeping_those_of_the_restored_bans() {
+    use crate::enforce::persist::OffenceRecord;
+    let bans = table();
+    cap_offenders(&bans, 10);
+    let hours = TimeDelta::hours;
+    let mut state = State::empty(t0());
+    // 10.0.1.0 offended longest ago of all, three times, and is banned now.
+    state.offences.push(OffenceRecord {
+        src: net("10.0.1.0/32"),
+        times: vec![t0() - hours(40), t0() - hours(30), t0() - hours(20)],
+    });
+    for i in 1..12 {
+        state.offences.push(OffenceRecord {
+            src: net(&format!("10.0.1.{i}/32")),
+            times: vec![t0() - hours(12 - i)],
+        });
+    }
+    state.bans.push(Ban {
+        src: net("10.0.1.0/32"),
+        until: t0() + hours(1),
+        reason: "x".into(),
+        offence: 3,
+        rule: Arc::from("r"),
+        since: t0() - hours(20),
+    });
+    assert_eq!(bans.restore(state, t0()).len(), 1);
+    let mut kept: Vec<String> = bans.lock().offences.keys().map(|k| k.to_string()).collect();
+    kept.sort();
+    let mut want: Vec<String> = [0, 5, 6, 7, 8, 9, 10, 11]
+        .iter()
+        .map(|i| format!("10.0.1.{i}/32"))
+        .collect();
+    want.sort();
+    assert_eq!(kept, want);
+    assert_eq!(bans.lock().offences[&net("10.0.1.0/32")].len(), 3);
+    bans.expire(t0() + hours(2));
+    assert_eq!(ban(&bans, "10.0.1.0", t0() + hours(2)).offence, 4);
 }
