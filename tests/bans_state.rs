@@ -335,10 +335,7 @@ async fn bans_acknowledged_after_the_journal_was_removed_survive_kill_9() {
     first.kill().unwrap();
     first.wait().unwrap();
     let (mut second, admin) = spawn_guard(&state).await;
-    assert_eq!(
-        listed(&admin).await,
-        ["10.2.0.1", "10.2.0.2", "10.2.0.3"]
-    );
+    assert_eq!(listed(&admin).await, ["10.2.0.1", "10.2.0.2", "10.2.0.3"]);
     second.kill().unwrap();
     second.wait().unwrap();
 }

@@ -507,7 +507,11 @@ fn a_second_sigterm_still_writes_the_lines_of_answered_requests() {
         }
         signal(&child, "TERM");
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(child.try_wait().unwrap(), None, "the upload holds the drain");
+        assert_eq!(
+            child.try_wait().unwrap(),
+            None,
+            "the upload holds the drain"
+        );
         let written_before = std::fs::metadata(&access).map_or(0, |m| m.len());
         signal(&child, "TERM");
         assert_eq!(child.wait().unwrap().code(), Some(0));

@@ -527,7 +527,11 @@ pub fn preflight(
                 )
             })?;
     }
-    let state_lock = bound.state_dir.as_deref().map(state_lock::lock).transpose()?;
+    let state_lock = bound
+        .state_dir
+        .as_deref()
+        .map(state_lock::lock)
+        .transpose()?;
     // A mode that reads keys needs a readable key file (a missing one is an empty store).
     if let (Some(path), true) = (
         &bound.keys_file,

@@ -114,7 +114,9 @@ mod tests {
         let err = lock(&dir).unwrap_err().to_string();
         assert!(err.starts_with("config error: state_dir: "), "{err}");
         assert!(
-            err.contains(&format!("is in use by another running ollama-guard (pid {pid})")),
+            err.contains(&format!(
+                "is in use by another running ollama-guard (pid {pid})"
+            )),
             "{err}"
         );
         // The holder's pid is still in the file; released with the first lock.

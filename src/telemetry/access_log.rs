@@ -310,7 +310,11 @@ mod tests {
         assert_eq!(seen[0], seen[4]);
         assert_ne!(seen[1], seen[2]);
         assert_eq!(seen[2], seen[3]);
-        if Local.offset_from_utc_datetime(&t0.naive_utc()).local_minus_utc() == 0 {
+        if Local
+            .offset_from_utc_datetime(&t0.naive_utc())
+            .local_minus_utc()
+            == 0
+        {
             assert_eq!(
                 seen[2],
                 "[GIN] 2027/01/01 - 00:00:00 | 200 |       1.234ms |       192.0.2.1 | GET      \"/api/tags\""

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::enforce::snapshot::SHARDS;
 use crate::enforce::cap::MAX_OFFENDERS;
+use crate::enforce::snapshot::SHARDS;
 use crate::enforce::{State, MAX_BANS};
 
 /// A table holding `n` rule bans of IPv4 addresses from 100.64.0.0, until t0 + 1h.

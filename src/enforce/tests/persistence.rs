@@ -39,10 +39,7 @@ fn restart_keeps_bans_and_a_reoffence_is_the_second_not_the_third() {
 
     let after = table();
     let report = load_state(dir.path(), t0() + mins(5));
-    assert_eq!(
-        (report.problem.as_deref(), report.expired.len()),
-        (None, 0)
-    );
+    assert_eq!((report.problem.as_deref(), report.expired.len()), (None, 0));
     let restored = after.restore(report.state, t0() + mins(5));
     assert_eq!(restored, vec![admin.clone(), rule.clone()]);
     assert_eq!(after.list(), before.list());
