@@ -604,7 +604,6 @@ pub async fn run(args: crate::config::ServeArgs, config: Config) -> Result<(), S
     };
     if hurried {
         tracing::warn!("second signal: stopping without waiting for the drain; writing the lines of answered requests (at most 1s)");
-        drop(drain);
         hurry.flush().await;
     } else {
         tracing::info!("stopped");
