@@ -267,13 +267,10 @@ mod tests {
         );
     }
 
-    /// The production path keeps the last second's time column; every line is still the line
-    /// computed from its own time, whichever order the seconds come in.
-    #[test]
-    fn a_cached_time_column_is_the_column_of_the_line_s_own_second() {
-        use chrono::{TimeZone, Utc};
+    /// An anonymous `GET /api/tags` from 192.0.2.1 refused 401 after 1 ms, completed now.
+    fn tags_request() -> RequestRecord {
         let (path, route) = crate::route::normalize("/api/tags");
-        let base = RequestRecord {
+        RequestRecord {
             src: "192.0.2.1".parse().unwrap(),
             peer: "192.0.2.1".parse().unwrap(),
             method: Method::Get,
@@ -281,15 +278,28 @@ mod tests {
             path,
             raw_target: Cow::Borrowed("/api/tags"),
             route,
-            status: 200,
+            status: 401,
             ttfb: None,
-            total: std::time::Duration::from_micros(1234),
-            completed_at: Utc::now(),
-            outcome: Outcome::Complete,
+            total: std::time::Duration::from_millis(1),
+            completed_at: chrono::Utc::now(),
+            outcome: Outcome::Unauthorized,
             bytes_in: 0,
             bytes_out: 0,
             in_flight_reported: 0,
             identity: None,
+        }
+    }
+
+    /// The production path keeps the last second's time column; every line is still the line
+    /// computed from its own time, whichever order the seconds come in.
+    #[test]
+    fn a_cached_time_column_is_the_column_of_the_line_s_own_second() {
+        use chrono::{TimeZone, Utc};
+        let base = RequestRecord {
+            status: 200,
+            total: std::time::Duration::from_micros(1234),
+            outcome: Outcome::Complete,
+            ..tags_request()
         };
         let t0 = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).unwrap();
         let ms = chrono::Duration::milliseconds;
@@ -324,25 +334,7 @@ mod tests {
 
     #[test]
     fn the_json_line_names_the_identity_and_omits_it_when_none() {
-        let (path, route) = crate::route::normalize("/api/tags");
-        let anonymous = RequestRecord {
-            src: "192.0.2.1".parse().unwrap(),
-            peer: "192.0.2.1".parse().unwrap(),
-            method: Method::Get,
-            method_text: Cow::Borrowed("GET"),
-            path,
-            raw_target: Cow::Borrowed("/api/tags"),
-            route,
-            status: 401,
-            ttfb: None,
-            total: std::time::Duration::from_millis(1),
-            completed_at: chrono::Utc::now(),
-            outcome: Outcome::Unauthorized,
-            bytes_in: 0,
-            bytes_out: 0,
-            in_flight_reported: 0,
-            identity: None,
-        };
+        let anonymous = tags_request();
         let keyed = RequestRecord {
             status: 200,
             outcome: Outcome::Complete,
