@@ -320,8 +320,8 @@ async fn a_second_instance_on_the_same_state_dir_is_refused_and_the_first_keeps_
     second.wait().unwrap();
 }
 
-/// A journal removed while the guard runs (by hand, or a cleanup job) must not swallow the
-/// bans acknowledged after it: the writer notices and compacts into new files.
+/// A journal removed or renamed while the guard runs (by hand, or a cleanup job) must not
+/// swallow the bans acknowledged after it: the writer notices and compacts into new files.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bans_acknowledged_after_the_journal_was_removed_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,10 +332,16 @@ async fn bans_acknowledged_after_the_journal_was_removed_survive_kill_9() {
     admin_ban(&admin, "10.2.0.2").await;
     assert!(state.join("bans.journal").exists(), "a new journal");
     admin_ban(&admin, "10.2.0.3").await;
+    // Renamed away (its link count stays 1): noticed all the same.
+    std::fs::rename(state.join("bans.journal"), state.join("old.journal")).unwrap();
+    admin_ban(&admin, "10.2.0.4").await;
     first.kill().unwrap();
     first.wait().unwrap();
     let (mut second, admin) = spawn_guard(&state).await;
-    assert_eq!(listed(&admin).await, ["10.2.0.1", "10.2.0.2", "10.2.0.3"]);
+    assert_eq!(
+        listed(&admin).await,
+        ["10.2.0.1", "10.2.0.2", "10.2.0.3", "10.2.0.4"]
+    );
     second.kill().unwrap();
     second.wait().unwrap();
 }

@@ -99,7 +99,10 @@ impl Writer {
     ) -> io::Result<u64> {
         let compact = compact
             || self.records >= compact_after(bans.len())
-            || self.journal.as_ref().is_some_and(unlinked);
+            || self
+                .journal
+                .as_ref()
+                .is_some_and(|file| moved(file, &self.dir.join(journal::JOURNAL_FILE)));
         let written = match self.journal.as_mut() {
             Some(file) if !compact => append(file, &mut self.records, bans),
             _ => self.compact(bans, now),
@@ -132,22 +135,29 @@ impl Writer {
     }
 }
 
-/// Whether the open journal is no longer in the directory (deleted, or replaced by another
-/// file): what is appended to it would not be read at the next start, so the writer compacts
-/// into a new snapshot and journal instead.
-fn unlinked(file: &File) -> bool {
+/// Whether the open journal is no longer the file at `path`: deleted, renamed away, or
+/// replaced by another file. What is appended to it would not be read at the next start, so
+/// the writer compacts into a new snapshot and journal instead.
+fn moved(file: &File, path: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let gone = file.metadata().is_ok_and(|m| m.nlink() == 0);
-        if gone {
-            tracing::warn!("the ban journal was removed from state_dir: writing a new snapshot");
+        let same = match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+            // The open file cannot be inspected: keep appending, as before the check.
+            (Err(_), _) => true,
+            (Ok(_), Err(_)) => false,
+        };
+        if !same {
+            tracing::warn!(
+                "the ban journal in state_dir was removed or replaced: writing a new snapshot"
+            );
         }
-        gone
+        !same
     }
     #[cfg(not(unix))]
     {
-        let _ = file;
+        let _ = (file, path);
         false
     }
 }
