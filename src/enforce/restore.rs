@@ -71,7 +71,11 @@ impl Bans {
         let mut inner = self.lock();
         // Loaded whole, trimmed to the cap once the bans are in (whose histories it keeps).
         for record in state.offences {
-            (inner.offences.entry(record.src).or_default()).extend(record.times);
+            inner
+                .offences
+                .entry(record.src)
+                .or_default()
+                .extend(record.times);
         }
         let mut restored = Vec::new();
         let mut allowlisted = Vec::new();

@@ -38,17 +38,8 @@ pub struct GinFields<'a> {
 /// latency gets one more byte than its width suggests.
 pub fn write_gin_line(f: &GinFields<'_>, out: &mut String) {
     out.push_str("[GIN] ");
-    push_timestamp(f.time, out);
+    write_gin_time(f.time, out);
     write_gin_after_time(f, out);
-}
-
-/// Appends the time column of an access line, `2006/01/02 - 15:04:05`, as
-/// [`write_gin_line`] writes it.
-///
-/// Why: the proxy's access log writes many lines a second with the same time column and
-/// keeps the last one's text (nginx caches its log time the same way).
-pub fn write_gin_time(time: NaiveDateTime, out: &mut String) {
-    push_timestamp(time, out);
 }
 
 /// Appends everything of an access line after its time column (`f.time` is not read), the
@@ -92,9 +83,13 @@ fn push_status(status: u16, out: &mut String) {
     super::duration::push_uint(out, u64::from(status));
 }
 
-/// `2006/01/02 - 15:04:05`; years outside 0..=9999 are written the way Go's `appendInt`
+/// Appends the time column of an access line, `2006/01/02 - 15:04:05`, as
+/// [`write_gin_line`] writes it; years outside 0..=9999 are written the way Go's `appendInt`
 /// does (sign, then at least four digits).
-fn push_timestamp(t: NaiveDateTime, out: &mut String) {
+///
+/// Why: the proxy's access log writes many lines a second with the same time column and
+/// keeps the last one's text (nginx caches its log time the same way).
+pub fn write_gin_time(t: NaiveDateTime, out: &mut String) {
     let year = t.year();
     if year < 0 {
         out.push('-');
