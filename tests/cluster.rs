@@ -1178,3 +1178,106 @@ async fn a_ban_key_of_the_wrong_type_or_an_oversized_entry_in_redis_is_dropped_n
     assert!(gone);
     assert!(version_status_within_1s(&b, "127.0.0.9", StatusCode::OK).await);
 }
+
+/// Waits (through the reconnect backoff, at most 5 s) until `s` is connected to Redis.
+async fn reconnected(s: &Stack) {
+    for _ in 0..4 {
+        if metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await == 1.0 {
+            return;
+        }
+    }
+    panic!("the replica did not reconnect");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_its_data_lifts_no_ban_and_gets_every_ban_back() {
+    let mut redis = Redis::start(None);
+    // A foreign value where the epoch goes is replaced, not obeyed (nor a failed resync).
+    redis.cli(&["RPUSH", "ollama-guard:epoch", "x"]);
+    let mut stacks = replicas(&redis.url(), 2).await;
+    let epoch = redis.cli(&["GET", "ollama-guard:epoch"]);
+    assert_eq!(epoch.len(), 1, "{epoch:?}");
+    assert!(
+        epoch[0].starts_with("guard-a:") || epoch[0].starts_with("guard-b:"),
+        "{epoch:?}"
+    );
+    ban_through(
+        &stacks[0],
+        r#"{"src":"127.0.0.21","duration":"10m","reason":"theft"}"#,
+    )
+    .await;
+    assert!(version_status_within_1s(&stacks[1], "127.0.0.21", StatusCode::FORBIDDEN).await);
+    // The replica that made the ban goes away for good; Redis restarts empty.
+    drop(stacks.remove(0));
+    let b = stacks.remove(0);
+    redis.kill();
+    assert_eq!(
+        metric_eventually(&b.admin, "ollama_guard_cluster_connected", 0.0).await,
+        0.0
+    );
+    redis.spawn();
+    reconnected(&b).await;
+    // B's resync after the loss kept A's ban (an empty Redis is no unban) and wrote it back
+    // as A made it.
+    assert!(version_status_within_1s(&b, "127.0.0.21", StatusCode::FORBIDDEN).await);
+    let entry = redis.cli(&["HGET", "ollama-guard:bans", "127.0.0.21"]);
+    assert_eq!(entry.len(), 1, "{entry:?}");
+    let entry: Value = serde_json::from_str(&entry[0]).unwrap();
+    assert_eq!(entry["origin"], "guard-a", "{entry}");
+    assert_eq!(entry["ban"]["reason"], "theft", "{entry}");
+    assert_eq!(entry["ban"]["offence"], 1, "{entry}");
+    assert!(
+        redis.cli(&["GET", "ollama-guard:epoch"])[0].starts_with("guard-b:"),
+        "a new epoch, B's"
+    );
+    let b_events = events(&b.detection_log());
+    assert_eq!(
+        b_events.iter().filter(|e| e["event"] == "unban").count(),
+        0,
+        "{b_events:?}"
+    );
+    // A replica that starts now takes the ban from Redis.
+    let c = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-c")).await;
+    reconnected(&c).await;
+    assert!(version_status_within_1s(&c, "127.0.0.21", StatusCode::FORBIDDEN).await);
+    // An unban after the loss still travels.
+    let r = admin(&c, Method::DELETE, "/api/bans/127.0.0.21", "", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert!(version_status_within_1s(&b, "127.0.0.21", StatusCode::OK).await);
+    assert_eq!(redis.cli(&["HLEN", "ollama-guard:bans"]), ["0"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleets_on_two_databases_of_one_redis_do_not_hear_each_other() {
+    let redis = Redis::start(None);
+    let one = stack_with(
+        ServeArgs::default(),
+        &cluster_file(&format!("{}/1", redis.url()), "fleet1-a"),
+    )
+    .await;
+    let two = stack_with(
+        ServeArgs::default(),
+        &cluster_file(&format!("{}/2", redis.url()), "fleet2-a"),
+    )
+    .await;
+    reconnected(&one).await;
+    reconnected(&two).await;
+    ban_through(&one, r#"{"src":"127.0.0.22","duration":"10m"}"#).await;
+    let mut stored = false;
+    for _ in 0..100 {
+        if redis.cli(&["-n", "1", "HEXISTS", "ollama-guard:bans", "127.0.0.22"]) == ["1"] {
+            stored = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stored);
+    // The message went out with the entry; the other fleet did not apply it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(version_status_within_1s(&two, "127.0.0.22", StatusCode::OK).await);
+    assert_eq!(
+        admin(&two, Method::GET, "/api/bans", "", None).await.text(),
+        "[]"
+    );
+    assert_eq!(redis.cli(&["-n", "2", "HLEN", "ollama-guard:bans"]), ["0"]);
+}

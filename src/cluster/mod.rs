@@ -28,7 +28,12 @@
 //!   keeps a replica of a version without shared identity bans, whose resync removes the
 //!   entries it cannot read, from deleting them.
 //! - `events`: pub/sub channel of ban and unban changes of both kinds (an unban names
-//!   `identity:NAME` or the source).
+//!   `identity:NAME` or the source); `events@N` for database N other than 0 (channels are
+//!   shared by all of Redis's databases).
+//! - `epoch`: the identity of Redis's data, set by the first replica that finds none. A
+//!   resync that finds another epoch (or none) than at its last one knows Redis lost its
+//!   data (restarted without persistence, flushed): it lifts nothing that is missing and
+//!   writes back every ban it holds, other replicas' with their origin.
 //! - `c:RULE:START:SUBJECT:PATH`: hash of a window's merged `c`ount, `s`um (ns), `m`ax (ns),
 //!   `b`ytes; `f:…` its detection marker, `s:…` its summary marker. All expire with their
 //!   window (plus a grace for the summary).
@@ -167,6 +172,24 @@ impl Cluster {
     /// A Redis key or channel under the prefix.
     pub(crate) fn key(&self, name: &str) -> String {
         format!("{}{name}", self.config.key_prefix)
+    }
+
+    /// The pub/sub channel of ban changes. Redis's channels are shared by all its
+    /// databases, so a fleet on another database than 0 (`redis://…/N`) names its channel
+    /// with it: two fleets told apart by the database alone do not hear each other.
+    pub(crate) fn events_channel(&self) -> String {
+        use redis::IntoConnectionInfo;
+        let db = self
+            .config
+            .redis_url
+            .as_str()
+            .into_connection_info()
+            .map_or(0, |info| info.redis.db);
+        if db == 0 {
+            self.key("events")
+        } else {
+            self.key(&format!("events@{db}"))
+        }
     }
 
     /// The hash that holds the bans of `who`'s kind.

@@ -292,8 +292,16 @@ pub(crate) async fn run(
     let mut backoff = MIN_BACKOFF;
     let mut last_warn: Option<Instant> = None;
     let mut counters = Counters::default();
+    // The epoch of Redis's data at the last resync (see `resync`).
+    let mut epoch = None;
     loop {
-        let session = session(&cluster, &enforcement, &detection, &mut counters);
+        let session = session(
+            &cluster,
+            &enforcement,
+            &detection,
+            &mut counters,
+            &mut epoch,
+        );
         let result = tokio::select! {
             r = session => r,
             () = &mut shutdown => {
@@ -333,11 +341,12 @@ async fn session(
     enforcement: &Enforcement,
     detection: &DetectionStage,
     counters: &mut Counters,
+    epoch: &mut Option<String>,
 ) -> Result<(), Failure> {
     let mut conn = connect(cluster).await?;
     let client = cluster.client()?;
     let mut pubsub = timed(client.get_async_pubsub()).await?;
-    let channel = cluster.key("events");
+    let channel = cluster.events_channel();
     timed(pubsub.subscribe(&channel)).await?;
     let mut messages = pubsub.into_on_message();
     let merge_sha: String = timed(
@@ -355,7 +364,7 @@ async fn session(
     )
     .await?;
     publish_queued(cluster, &mut conn).await?;
-    resync(cluster, enforcement, &mut conn).await?;
+    resync(cluster, enforcement, &mut conn, epoch).await?;
     cluster.set_connected(true);
     tracing::info!(redis = %cluster.config.redis_url_redacted(), instance = %cluster.config.instance_id, "cluster: connected; bans and counters are shared");
     let mut tick = tokio::time::interval(cluster.config.sync_interval);
@@ -378,7 +387,7 @@ async fn session(
                 result?;
                 publish_queued(cluster, &mut conn).await?;
                 if last_resync.elapsed() >= RESYNC_EVERY {
-                    resync(cluster, enforcement, &mut conn).await?;
+                    resync(cluster, enforcement, &mut conn, epoch).await?;
                     last_resync = Instant::now();
                 }
             }
@@ -420,7 +429,7 @@ async fn publish_queued(
     if changes.is_empty() {
         return Ok(());
     }
-    let channel = cluster.key("events");
+    let channel = cluster.events_channel();
     let me = &cluster.config.instance_id;
     let mut pipe = redis::pipe();
     for change in &changes {
@@ -466,8 +475,10 @@ async fn resync(
     cluster: &Cluster,
     enforcement: &Enforcement,
     conn: &mut MultiplexedConnection,
+    epoch: &mut Option<String>,
 ) -> Result<(), Failure> {
     let hashes = [cluster.key("bans"), cluster.key("identity-bans")];
+    let epoch_key = cluster.key("epoch");
     // Read as bytes: an entry that is not UTF-8 (a corrupted or foreign value) is one
     // unreadable entry to delete, not a failed resync that would keep every replica local.
     type Raw = Vec<(Vec<u8>, Vec<u8>)>;
@@ -476,28 +487,48 @@ async fn resync(
     let remote_before = enforcement.remote_subjects();
     // A key of ours that is no hash (a foreign writer, a hand edit) would fail every resync
     // and keep every replica local: deleted, as the counter scripts delete theirs.
-    let (t0, t1): (String, String) = timed(
+    let (t0, t1, te): (String, String, String) = timed(
         redis::pipe()
             .cmd("TYPE")
             .arg(&hashes[0])
             .cmd("TYPE")
             .arg(&hashes[1])
+            .cmd("TYPE")
+            .arg(&epoch_key)
             .query_async(conn),
     )
     .await?;
-    for (hash, t) in hashes.iter().zip([t0, t1]) {
-        if t != "hash" && t != "none" {
-            tracing::warn!(key = %hash, r#type = %t, "cluster: a ban key that is no hash was deleted");
-            timed(redis::cmd("DEL").arg(hash).query_async::<()>(conn)).await?;
+    for (key, t, want) in [
+        (&hashes[0], t0, "hash"),
+        (&hashes[1], t1, "hash"),
+        (&epoch_key, te, "string"),
+    ] {
+        if t != want && t != "none" {
+            tracing::warn!(key = %key, r#type = %t, "cluster: a key of the wrong type was deleted");
+            timed(redis::cmd("DEL").arg(key).query_async::<()>(conn)).await?;
         }
     }
-    let (addresses, identities): (Raw, Raw) = timed(
+    let (addresses, identities, current): (Raw, Raw, Option<String>) = timed(
         redis::pipe()
             .hgetall(&hashes[0])
             .hgetall(&hashes[1])
+            .get(&epoch_key)
             .query_async(conn),
     )
     .await?;
+    // Whether Redis holds the data this replica synchronised with before: the epoch it saw
+    // is still there. A missing ban then was lifted elsewhere. Redis restarted without its
+    // data (or flushed) has another epoch or none: a missing ban was lost, not lifted, and
+    // every ban held here is written back instead. A Redis without an epoch at a first
+    // resync is new or emptied too: nothing in it can mean an unban.
+    let continuous = match (&current, epoch.as_ref()) {
+        (Some(now), Some(before)) => now == before,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !continuous && epoch.is_some() {
+        tracing::warn!(redis = %cluster.config.redis_url_redacted(), "cluster: Redis lost its data since the last resync (restarted without persistence, or flushed): the bans this replica holds are written back, none is lifted");
+    }
     let now = Utc::now();
     let me = &cluster.config.instance_id;
     let mut in_redis: HashMap<Subject, chrono::DateTime<Utc>> = HashMap::new();
@@ -530,10 +561,13 @@ async fn resync(
         }
     }
     // A ban another replica made that Redis no longer holds was lifted (or ended) while this
-    // replica missed the message (an outage, a lost message): lift it here too.
-    for who in remote_before {
-        if !in_redis.contains_key(&who) {
-            enforcement.apply_remote_unban(&who);
+    // replica missed the message (an outage, a lost message): lift it here too, unless Redis
+    // lost its data.
+    if continuous {
+        for who in remote_before {
+            if !in_redis.contains_key(&who) {
+                enforcement.apply_remote_unban(&who);
+            }
         }
     }
     let mut pipe = redis::pipe();
@@ -557,12 +591,56 @@ async fn resync(
             pipe.hset(cluster.bans_key(&who), who.display(), &json)
                 .ignore();
             let msg = serde_json::to_string(&Message::Ban(entry)).unwrap_or_default();
-            pipe.publish(cluster.key("events"), msg).ignore();
+            pipe.publish(cluster.events_channel(), msg).ignore();
+            n += 1;
+        }
+    }
+    if !continuous {
+        // Other replicas' bans go back as they were made, without a message: every replica
+        // that holds them still does, and one that starts reads them here. `HSETNX`: an entry
+        // written since (by its origin, or a newer ban) stays.
+        for (ban, offences, origin) in enforcement.bans_in_force(now) {
+            let (Some(origin), who) = (origin, ban.subject()) else {
+                continue;
+            };
+            if in_redis.contains_key(&who) {
+                continue;
+            }
+            let entry = Entry {
+                ban,
+                origin: origin.to_string(),
+                offences,
+            };
+            let json = serde_json::to_string(&entry).unwrap_or_default();
+            pipe.hset_nx(cluster.bans_key(&who), who.display(), &json)
+                .ignore();
             n += 1;
         }
     }
     if n > 0 {
         timed(pipe.query_async::<()>(conn)).await?;
+    }
+    if current.is_none() {
+        // This data's epoch: the first replica to set it wins, every other one reads it.
+        let mine = format!(
+            "{}:{}",
+            cluster.config.instance_id,
+            now.timestamp_nanos_opt().unwrap_or_default()
+        );
+        let (set,): (Option<String>,) = timed(
+            redis::pipe()
+                .cmd("SET")
+                .arg(&epoch_key)
+                .arg(&mine)
+                .arg("NX")
+                .ignore()
+                .get(&epoch_key)
+                .query_async(conn),
+        )
+        .await?;
+        *epoch = set;
+    } else {
+        *epoch = current;
     }
     Ok(())
 }

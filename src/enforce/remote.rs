@@ -18,6 +18,10 @@ use super::identity::{IdentityBan, PREFIX};
 use super::{Ban, Bans, Enforcement};
 use crate::telemetry::log_event::{Ended, LogEvent, UnbanEvent};
 
+/// A ban in force with its subject's offence times and the replica that made it (`None`:
+/// this one).
+pub(crate) type HeldBan = (SharedBan, Vec<DateTime<Utc>>, Option<Arc<str>>);
+
 /// Who a shared ban is on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Subject {
@@ -310,29 +314,36 @@ impl Enforcement {
     /// The bans in force made by this replica (what a resync publishes), with their
     /// offence histories.
     pub(crate) fn own_bans(&self, now: DateTime<Utc>) -> Vec<(SharedBan, Vec<DateTime<Utc>>)> {
+        self.bans_in_force(now)
+            .into_iter()
+            .filter(|(_, _, origin)| origin.is_none())
+            .map(|(ban, times, _)| (ban, times))
+            .collect()
+    }
+
+    /// Every ban in force here, of addresses and identities, with its subject's offence
+    /// history and the replica that made it (`None`: this one). What a resync writes back
+    /// when Redis has lost its data.
+    pub(crate) fn bans_in_force(&self, now: DateTime<Utc>) -> Vec<HeldBan> {
         let addresses = self
             .bans
             .list()
             .into_iter()
-            .filter(|b| b.until > now && self.origins.of(&Subject::Address(b.src)).is_none())
+            .filter(|b| b.until > now)
             .map(|b| {
                 let times = self.bans.offences_of(&b.src);
-                (SharedBan::Address(b), times)
+                let origin = self.origins.of(&Subject::Address(b.src));
+                (SharedBan::Address(b), times, origin)
             });
         let identities = self
             .identities
             .list()
             .into_iter()
-            .filter(|b| {
-                b.until > now
-                    && self
-                        .origins
-                        .of(&Subject::Identity(b.identity.clone()))
-                        .is_none()
-            })
+            .filter(|b| b.until > now)
             .map(|b| {
                 let times = self.identities.offences_of(&b.identity);
-                (SharedBan::Identity(b), times)
+                let origin = self.origins.of(&Subject::Identity(b.identity.clone()));
+                (SharedBan::Identity(b), times, origin)
             });
         addresses.chain(identities).collect()
     }
