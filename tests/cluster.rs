@@ -1179,7 +1179,8 @@ async fn a_ban_key_of_the_wrong_type_or_an_oversized_entry_in_redis_is_dropped_n
     assert!(version_status_within_1s(&b, "127.0.0.9", StatusCode::OK).await);
 }
 
-/// Waits (through the reconnect backoff, at most 5 s) until `s` is connected to Redis.
+/// Waits until `s` is connected to Redis (through the reconnect backoff of at most 5 s,
+/// four times `metric_eventually`'s wait).
 async fn reconnected(s: &Stack) {
     for _ in 0..4 {
         if metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await == 1.0 {
@@ -1255,12 +1256,18 @@ async fn fleets_on_two_databases_of_one_redis_do_not_hear_each_other() {
         &cluster_file(&format!("{}/1", redis.url()), "fleet1-a"),
     )
     .await;
+    let one_b = stack_with(
+        ServeArgs::default(),
+        &cluster_file(&format!("{}/1", redis.url()), "fleet1-b"),
+    )
+    .await;
     let two = stack_with(
         ServeArgs::default(),
         &cluster_file(&format!("{}/2", redis.url()), "fleet2-a"),
     )
     .await;
     reconnected(&one).await;
+    reconnected(&one_b).await;
     reconnected(&two).await;
     ban_through(&one, r#"{"src":"127.0.0.22","duration":"10m"}"#).await;
     let mut stored = false;
@@ -1272,6 +1279,8 @@ async fn fleets_on_two_databases_of_one_redis_do_not_hear_each_other() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(stored);
+    // The other replica of its fleet heard it (a resync is 30 s away: the message did it).
+    assert!(version_status_within_1s(&one_b, "127.0.0.22", StatusCode::FORBIDDEN).await);
     // The message went out with the entry; the other fleet did not apply it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(version_status_within_1s(&two, "127.0.0.22", StatusCode::OK).await);
@@ -1280,4 +1289,134 @@ async fn fleets_on_two_databases_of_one_redis_do_not_hear_each_other() {
         "[]"
     );
     assert_eq!(redis.cli(&["-n", "2", "HLEN", "ollama-guard:bans"]), ["0"]);
+}
+
+/// A replica connecting as its own Redis user `id` (password `pw`), so that a test can cut it
+/// off (`ACL SETUSER id off`) while the others stay connected.
+async fn replica_as_user(redis: &Redis, id: &str) -> Stack {
+    let url = format!("redis://{id}:pw@127.0.0.1:{}", redis.port);
+    stack_with(ServeArgs::default(), &cluster_file(&url, id)).await
+}
+
+fn create_user(redis: &Redis, id: &str) {
+    assert_eq!(
+        redis.cli(&["ACL", "SETUSER", id, "on", ">pw", "~*", "&*", "+@all"]),
+        ["OK"]
+    );
+}
+
+fn unbans_in(s: &Stack) -> Vec<Value> {
+    events(&s.detection_log())
+        .into_iter()
+        .filter(|e| e["event"] == "unban")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unban_the_banning_replica_missed_is_not_undone_when_it_comes_back() {
+    let redis = Redis::start(None);
+    create_user(&redis, "guard-a");
+    let a = replica_as_user(&redis, "guard-a").await;
+    let b = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-b")).await;
+    reconnected(&a).await;
+    reconnected(&b).await;
+    ban_through(&a, r#"{"src":"127.0.0.23","duration":"10m"}"#).await;
+    assert!(version_status_within_1s(&b, "127.0.0.23", StatusCode::FORBIDDEN).await);
+    // A is cut off; B lifts the ban, and A misses the message.
+    redis.cli(&["ACL", "SETUSER", "guard-a", "off"]);
+    redis.cli(&["CLIENT", "KILL", "USER", "guard-a"]);
+    assert_eq!(
+        metric_eventually(&a.admin, "ollama_guard_cluster_connected", 0.0).await,
+        0.0
+    );
+    let r = admin(&b, Method::DELETE, "/api/bans/127.0.0.23", "", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(version_status_within_1s(&a, "127.0.0.23", StatusCode::FORBIDDEN).await);
+    // A comes back: its resync finds the unban's tombstone, lifts its own ban and does not
+    // publish it again.
+    redis.cli(&["ACL", "SETUSER", "guard-a", "on"]);
+    reconnected(&a).await;
+    assert!(version_status_within_1s(&a, "127.0.0.23", StatusCode::OK).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(version_status_within_1s(&b, "127.0.0.23", StatusCode::OK).await);
+    assert_eq!(
+        redis.cli(&["HEXISTS", "ollama-guard:bans", "127.0.0.23"]),
+        ["0"]
+    );
+    let lifted = unbans_in(&a);
+    assert_eq!(lifted.len(), 1, "{lifted:?}");
+    assert_eq!(lifted[0]["src"], "127.0.0.23");
+    assert_eq!(lifted[0]["ended"], "admin");
+    assert_eq!(unbans_in(&b).len(), 1);
+    // A ban made after the unban is not held back by its tombstone.
+    let r = ban_through(&a, r#"{"src":"127.0.0.23","duration":"10m"}"#).await;
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["offence"], 2, "{body}");
+    assert!(version_status_within_1s(&b, "127.0.0.23", StatusCode::FORBIDDEN).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_data_loss_an_unban_a_reconnecting_replica_missed_is_not_undone() {
+    let mut redis = Redis::start(None);
+    create_user(&redis, "guard-c");
+    let a = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-a")).await;
+    let b = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-b")).await;
+    let c = replica_as_user(&redis, "guard-c").await;
+    for s in [&a, &b, &c] {
+        reconnected(s).await;
+    }
+    ban_through(&a, r#"{"src":"127.0.0.24","duration":"10m"}"#).await;
+    assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::FORBIDDEN).await);
+    assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::FORBIDDEN).await);
+    // A goes; Redis restarts empty, without C's user: C stays out.
+    drop(a);
+    redis.kill();
+    redis.spawn();
+    reconnected(&b).await;
+    // B wrote A's ban back; then an operator lifts it through B while C is still away.
+    assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::FORBIDDEN).await);
+    let r = admin(&b, Method::DELETE, "/api/bans/127.0.0.24", "", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::FORBIDDEN).await);
+    // C comes back to a Redis with another epoch: it would write A's ban back, but the
+    // tombstone lifts its copy instead.
+    create_user(&redis, "guard-c");
+    reconnected(&c).await;
+    assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::OK).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::OK).await);
+    assert_eq!(
+        redis.cli(&["HEXISTS", "ollama-guard:bans", "127.0.0.24"]),
+        ["0"]
+    );
+    let lifted = unbans_in(&c);
+    assert_eq!(lifted.len(), 1, "{lifted:?}");
+    assert_eq!(lifted[0]["origin"], "guard-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_redis_lifts_no_ban_at_the_next_resync() {
+    let redis = Redis::start(None);
+    let mut stacks = replicas(&redis.url(), 2).await;
+    ban_through(&stacks[0], r#"{"src":"127.0.0.25","duration":"10m"}"#).await;
+    assert!(version_status_within_1s(&stacks[1], "127.0.0.25", StatusCode::FORBIDDEN).await);
+    drop(stacks.remove(0));
+    let b = stacks.remove(0);
+    // The same server, its data gone; B's connections are cut so that it resyncs now rather
+    // than in 30 s.
+    assert_eq!(redis.cli(&["FLUSHALL"]), ["OK"]);
+    redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let mut back = false;
+    for _ in 0..250 {
+        if redis.cli(&["HEXISTS", "ollama-guard:bans", "127.0.0.25"]) == ["1"] {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(back, "B wrote the ban back");
+    assert!(version_status_within_1s(&b, "127.0.0.25", StatusCode::FORBIDDEN).await);
+    assert!(unbans_in(&b).is_empty());
 }

@@ -126,15 +126,24 @@ fn ban_subject(b: &serde_json::Value) -> String {
 }
 
 /// A value's text for a terminal: control characters (a newline, an escape sequence given as
-/// a ban's reason through the API) are shown escaped, `\n`, `\u{1b}`, never sent as they are.
+/// a ban's reason through the API) and the invisible marks that reorder or hide text (Unicode
+/// bidirectional overrides and isolates, zero-width characters: a reason could make the table
+/// show another source than the one banned) are shown escaped, `\n`, `\u{1b}`, `\u{202e}`,
+/// never sent as they are.
 fn printable(s: &str) -> String {
-    if !s.chars().any(char::is_control) {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{061c}' | '\u{feff}')
+    }
+    if !s.chars().any(hidden) {
         return s.to_owned();
     }
     s.chars()
         .map(|c| {
             if c.is_control() {
                 c.escape_default().to_string()
+            } else if hidden(c) {
+                c.escape_unicode().to_string()
             } else {
                 c.to_string()
             }
@@ -578,6 +587,17 @@ mod tests {
             table(&hostile, now).lines().nth(1),
             Some("192.0.2.8                    2026-11-29T14:01:00.000Z     1m00s       1 admin                a\\nb\\u{1b}[31mc\\u{0}")
         );
+        // Nor reorder or hide text: a right-to-left override would show the line's end
+        // reversed, a zero-width space or byte-order mark would hide between letters.
+        let reorder = [
+            json!({"src":"192.0.2.9","until":"2026-11-29T14:01:00.000Z","reason":"x\u{202e}1.2.0.291\u{2066}y\u{200b}z\u{feff}","offence":1,"rule":"admin","since":"2026-11-29T13:59:00.000Z"}),
+        ];
+        assert_eq!(
+            table(&reorder, now).lines().nth(1),
+            Some("192.0.2.9                    2026-11-29T14:01:00.000Z     1m00s       1 admin                x\\u{202e}1.2.0.291\\u{2066}y\\u{200b}z\\u{feff}")
+        );
+        // Letters of other scripts are shown as they are.
+        assert_eq!(super::printable("señal ошибка 错误"), "señal ошибка 错误");
     }
 
     #[test]

@@ -30,10 +30,14 @@
 //! - `events`: pub/sub channel of ban and unban changes of both kinds (an unban names
 //!   `identity:NAME` or the source); `events@N` for database N other than 0 (channels are
 //!   shared by all of Redis's databases).
+//! - `unbans`: hash, subject (as in `events`) → time of its last unban (ms), a tombstone kept
+//!   7 days: a replica that missed the unban lifts its copy of a ban that started before it at
+//!   its next resync, and no replica writes such a ban back.
 //! - `epoch`: the identity of Redis's data, set by the first replica that finds none. A
-//!   resync that finds another epoch (or none) than at its last one knows Redis lost its
-//!   data (restarted without persistence, flushed): it lifts nothing that is missing and
-//!   writes back every ban it holds, other replicas' with their origin.
+//!   resync that finds another epoch (or none), or another server `run_id`, than at its last
+//!   one knows Redis may have lost its data (restarted without persistence, flushed, failed
+//!   over): it lifts nothing that is missing and writes back every ban it holds, other
+//!   replicas' with their origin.
 //! - `c:RULE:START:SUBJECT:PATH`: hash of a window's merged `c`ount, `s`um (ns), `m`ax (ns),
 //!   `b`ytes; `f:…` its detection marker, `s:…` its summary marker. All expire with their
 //!   window (plus a grace for the summary).
@@ -75,8 +79,8 @@ const MAX_QUEUED: usize = 10_000;
 pub(crate) enum Change {
     /// A ban, with the offence times of its subject.
     Ban(SharedBan, Vec<DateTime<Utc>>),
-    /// An admin unban.
-    Unban(Subject),
+    /// An unban made here (through the admin API, or a reload's allowlist), and when.
+    Unban(Subject, DateTime<Utc>),
 }
 
 /// What the `bans` (`identity-bans`) hash holds per source (identity), and what a `ban`
@@ -114,6 +118,7 @@ pub(crate) struct Cluster {
     queue: Mutex<VecDeque<Change>>,
     wake: Notify,
     connected: AtomicBool,
+    channel: String,
     pub(crate) deltas: Arc<Deltas>,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -122,11 +127,13 @@ impl Cluster {
     /// The cluster side of one replica.
     pub(crate) fn new(config: ClusterConfig, metrics: Arc<Metrics>) -> Arc<Cluster> {
         metrics.cluster.connected.set(0);
+        let channel = events_channel(&config);
         Arc::new(Cluster {
             config,
             queue: Mutex::default(),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
+            channel,
             deltas: Arc::new(Deltas::default()),
             metrics,
         })
@@ -174,22 +181,9 @@ impl Cluster {
         format!("{}{name}", self.config.key_prefix)
     }
 
-    /// The pub/sub channel of ban changes. Redis's channels are shared by all its
-    /// databases, so a fleet on another database than 0 (`redis://…/N`) names its channel
-    /// with it: two fleets told apart by the database alone do not hear each other.
-    pub(crate) fn events_channel(&self) -> String {
-        use redis::IntoConnectionInfo;
-        let db = self
-            .config
-            .redis_url
-            .as_str()
-            .into_connection_info()
-            .map_or(0, |info| info.redis.db);
-        if db == 0 {
-            self.key("events")
-        } else {
-            self.key(&format!("events@{db}"))
-        }
+    /// The pub/sub channel of ban changes.
+    pub(crate) fn events_channel(&self) -> &str {
+        &self.channel
     }
 
     /// The hash that holds the bans of `who`'s kind.
@@ -215,13 +209,30 @@ impl Cluster {
     }
 }
 
+/// The pub/sub channel of ban changes. Redis's channels are shared by all its databases, so a
+/// fleet on another database than 0 (`redis://…/N`) names its channel with it: two fleets told
+/// apart by the database alone do not hear each other.
+fn events_channel(config: &ClusterConfig) -> String {
+    use redis::IntoConnectionInfo;
+    let db = config
+        .redis_url
+        .as_str()
+        .into_connection_info()
+        .map_or(0, |info| info.redis.db);
+    if db == 0 {
+        format!("{}events", config.key_prefix)
+    } else {
+        format!("{}events@{db}", config.key_prefix)
+    }
+}
+
 impl BanSync for Cluster {
     fn banned(&self, ban: SharedBan, offences: Vec<DateTime<Utc>>) {
         self.push(Change::Ban(ban, offences));
     }
 
     fn unbanned(&self, who: Subject) {
-        self.push(Change::Unban(who));
+        self.push(Change::Unban(who, Utc::now()));
     }
 }
 

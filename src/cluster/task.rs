@@ -156,6 +156,46 @@ return {tot, won, f, at, rs, rc, rt, rx, rb, rm,
   ended[1], ended[2], ended[3], ended[4], ended[5], ended[6], ended[7], ended[8]}
 ";
 
+/// Deletes each key (KEYS) whose type is neither `none` nor the one wanted (ARGV, in order);
+/// when one of the first two (the bans hashes) goes, the epoch (the fourth) goes with it, so
+/// that every replica's next resync takes the loss for one. Answers the names deleted.
+const TYPES: &str = r"
+local gone = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k).ok
+  if t ~= 'none' and t ~= ARGV[i] then
+    redis.call('DEL', k)
+    table.insert(gone, k)
+    if i <= 2 then redis.call('DEL', KEYS[4]) end
+  end
+end
+return gone
+";
+
+/// Deletes field ARGV[1] of hash KEYS[1] if it still holds ARGV[2]: what a resync found ended
+/// or unreadable goes, a value written since stays.
+const DELETE_IF: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+";
+
+/// Writes ban entry ARGV[2] to field ARGV[1] of the bans hash KEYS[1] unless the tombstone
+/// hash KEYS[2] says the subject's ban was lifted at or after the ban's start ARGV[3] (ms):
+/// `set` replaces the field and publishes ARGV[6] on channel ARGV[5]; `nx` writes an empty
+/// field only, silently. Answers 1 when written.
+const WRITE_BACK: &str = r"
+local lifted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '')
+if lifted and lifted >= tonumber(ARGV[3]) then return 0 end
+if ARGV[4] == 'nx' then
+  return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return 1
+";
+
 /// The largest ban entry or message read from Redis: a ban with its offence times is a few
 /// hundred bytes (an offence a ban, within the ban memory); a larger one is taken for
 /// unreadable (deleted at resync, ignored as a message), so a hostile value cannot make every
@@ -292,7 +332,7 @@ pub(crate) async fn run(
     let mut backoff = MIN_BACKOFF;
     let mut last_warn: Option<Instant> = None;
     let mut counters = Counters::default();
-    // The epoch of Redis's data at the last resync (see `resync`).
+    // What Redis's data was at the last resync (see `resync`).
     let mut epoch = None;
     loop {
         let session = session(
@@ -341,12 +381,12 @@ async fn session(
     enforcement: &Enforcement,
     detection: &DetectionStage,
     counters: &mut Counters,
-    epoch: &mut Option<String>,
+    epoch: &mut Option<Epoch>,
 ) -> Result<(), Failure> {
     let mut conn = connect(cluster).await?;
     let client = cluster.client()?;
     let mut pubsub = timed(client.get_async_pubsub()).await?;
-    let channel = cluster.events_channel();
+    let channel = cluster.events_channel().to_owned();
     timed(pubsub.subscribe(&channel)).await?;
     let mut messages = pubsub.into_on_message();
     let merge_sha: String = timed(
@@ -429,27 +469,26 @@ async fn publish_queued(
     if changes.is_empty() {
         return Ok(());
     }
-    let channel = cluster.events_channel();
+    let channel = cluster.events_channel().to_owned();
     let me = &cluster.config.instance_id;
     let mut pipe = redis::pipe();
     for change in &changes {
         match change {
             Change::Ban(ban, offences) => {
-                let who = ban.subject();
                 let entry = Entry {
                     ban: ban.clone(),
                     origin: me.clone(),
                     offences: offences.clone(),
                 };
-                let json = serde_json::to_string(&entry).unwrap_or_default();
-                pipe.hset(cluster.bans_key(&who), who.display(), &json)
-                    .ignore();
-                let msg = serde_json::to_string(&Message::Ban(entry)).unwrap_or_default();
-                pipe.publish(&channel, msg).ignore();
+                write_back(cluster, &mut pipe, &entry, &channel);
             }
-            Change::Unban(who) => {
+            Change::Unban(who, at) => {
                 let display = who.display();
                 pipe.hdel(cluster.bans_key(who), &display).ignore();
+                // The tombstone: a replica that missed this unban lifts its copy at its next
+                // resync instead of writing the ban back.
+                pipe.hset(cluster.key("unbans"), &display, at.timestamp_millis())
+                    .ignore();
                 let msg = serde_json::to_string(&Message::Unban {
                     origin: me.clone(),
                     src: display,
@@ -468,16 +507,31 @@ async fn publish_queued(
     }
 }
 
+/// What Redis's data was at a resync: its `epoch` key and the server's `run_id`. The next
+/// resync that finds the same knows Redis kept its data in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Epoch {
+    key: Vec<u8>,
+    run_id: Option<String>,
+}
+
+/// How long an unban's tombstone is kept: a replica cut off from Redis for longer than this
+/// can bring back a ban lifted while it was away.
+const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
 /// The full two-way ban resync, of address and identity bans alike: bans in Redis this
 /// replica lacks are applied; bans of this replica Redis lacks (made during an outage, or
-/// lost) are published; ended entries go.
+/// lost) are published; a ban lifted elsewhere (its tombstone in `unbans`) is lifted here;
+/// ended entries go. When Redis lost its data since the last resync (another epoch or
+/// `run_id`, or none), nothing missing is taken for an unban and every ban held here goes back.
 async fn resync(
     cluster: &Cluster,
     enforcement: &Enforcement,
     conn: &mut MultiplexedConnection,
-    epoch: &mut Option<String>,
+    epoch: &mut Option<Epoch>,
 ) -> Result<(), Failure> {
     let hashes = [cluster.key("bans"), cluster.key("identity-bans")];
+    let unbans = cluster.key("unbans");
     let epoch_key = cluster.key("epoch");
     // Read as bytes: an entry that is not UTF-8 (a corrupted or foreign value) is one
     // unreadable entry to delete, not a failed resync that would keep every replica local.
@@ -485,54 +539,81 @@ async fn resync(
     // Taken before the read: a ban applied from a message after it may be newer than the
     // read (its HSET came after our HGETALL) and must not be lifted below.
     let remote_before = enforcement.remote_subjects();
-    // A key of ours that is no hash (a foreign writer, a hand edit) would fail every resync
-    // and keep every replica local: deleted, as the counter scripts delete theirs.
-    let (t0, t1, te): (String, String, String) = timed(
-        redis::pipe()
-            .cmd("TYPE")
+    // A key of ours of the wrong type (a foreign writer, a hand edit) would fail every resync
+    // and keep every replica local: deleted (checked and deleted in one script, so a key
+    // another replica sets meanwhile stays). A bans hash deleted takes the epoch with it.
+    let deleted: Vec<String> = timed(
+        redis::cmd("EVAL")
+            .arg(TYPES)
+            .arg(4)
             .arg(&hashes[0])
-            .cmd("TYPE")
             .arg(&hashes[1])
-            .cmd("TYPE")
+            .arg(&unbans)
             .arg(&epoch_key)
+            .arg("hash")
+            .arg("hash")
+            .arg("hash")
+            .arg("string")
             .query_async(conn),
     )
     .await?;
-    for (key, t, want) in [
-        (&hashes[0], t0, "hash"),
-        (&hashes[1], t1, "hash"),
-        (&epoch_key, te, "string"),
-    ] {
-        if t != want && t != "none" {
-            tracing::warn!(key = %key, r#type = %t, "cluster: a key of the wrong type was deleted");
-            timed(redis::cmd("DEL").arg(key).query_async::<()>(conn)).await?;
-        }
+    for key in &deleted {
+        tracing::warn!(key = %key, "cluster: a key of the wrong type was deleted");
     }
-    let (addresses, identities, current): (Raw, Raw, Option<String>) = timed(
+    let (addresses, identities, tombstones, current): (Raw, Raw, Raw, Option<Vec<u8>>) = timed(
         redis::pipe()
             .hgetall(&hashes[0])
             .hgetall(&hashes[1])
+            .hgetall(&unbans)
             .get(&epoch_key)
             .query_async(conn),
     )
     .await?;
-    // Whether Redis holds the data this replica synchronised with before: the epoch it saw
-    // is still there. A missing ban then was lifted elsewhere. Redis restarted without its
-    // data (or flushed) has another epoch or none: a missing ban was lost, not lifted, and
-    // every ban held here is written back instead. A Redis without an epoch at a first
-    // resync is new or emptied too: nothing in it can mean an unban.
-    let continuous = match (&current, epoch.as_ref()) {
-        (Some(now), Some(before)) => now == before,
-        (Some(_), None) => true,
-        (None, _) => false,
-    };
-    if !continuous && epoch.is_some() {
-        tracing::warn!(redis = %cluster.config.redis_url_redacted(), "cluster: Redis lost its data since the last resync (restarted without persistence, or flushed): the bans this replica holds are written back, none is lifted");
-    }
+    // A Redis that refuses INFO (renamed, or denied by an ACL) is judged by its epoch alone.
+    let run_id = timed(redis::cmd("INFO").arg("server").query_async::<String>(conn))
+        .await
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("run_id:"))
+                .map(|id| id.trim().to_owned())
+        });
     let now = Utc::now();
+    let seen = current.clone().map(|key| Epoch {
+        key,
+        run_id: run_id.clone(),
+    });
+    // Redis kept the data of the last resync: the same epoch on the same server. Then a ban
+    // missing from Redis was lifted (or ended) elsewhere. Otherwise (restarted, failed over,
+    // flushed, or this process's first resync) a missing ban may have been lost, not lifted.
+    let continuous = seen.is_some() && seen == *epoch;
+    if !continuous && epoch.is_some() {
+        tracing::warn!(redis = %cluster.config.redis_url_redacted(), "cluster: Redis restarted or lost its data since the last resync: no ban missing from it is taken for an unban, and the bans this replica holds are written back");
+    }
+    // When each subject's ban was last lifted anywhere (ms); tombstones past their keep go.
+    let mut lifted: HashMap<Subject, i64> = HashMap::new();
+    let mut stale = Vec::new();
+    for (field, value) in tombstones {
+        let at = std::str::from_utf8(&value)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok());
+        let who = std::str::from_utf8(&field).ok().and_then(Subject::parse);
+        match (at, who) {
+            (Some(at), Some(who))
+                if now.timestamp_millis() - at < TOMBSTONE_KEEP.num_milliseconds() =>
+            {
+                lifted.insert(who, at);
+            }
+            _ => stale.push((&unbans, field, value)),
+        }
+    }
+    let lifted_since = |who: &Subject, since: chrono::DateTime<Utc>| {
+        lifted
+            .get(who)
+            .is_some_and(|at| *at >= since.timestamp_millis())
+    };
     let me = &cluster.config.instance_id;
     let mut in_redis: HashMap<Subject, chrono::DateTime<Utc>> = HashMap::new();
-    let mut ended = Vec::new();
     let all = (addresses.into_iter().map(|e| (&hashes[0], e)))
         .chain(identities.into_iter().map(|e| (&hashes[1], e)));
     for (i, (hash, (field, json))) in all.enumerate() {
@@ -545,14 +626,16 @@ async fn resync(
             .then(|| serde_json::from_slice::<Entry>(&json).ok())
             .flatten();
         let Some(entry) = entry else {
-            ended.push((hash, field));
+            stale.push((hash, field, json));
             continue;
         };
-        if entry.ban.until() <= now {
-            ended.push((hash, field));
+        let who = entry.ban.subject();
+        // Ended, or lifted after it started (an entry written back by a replica that had
+        // missed the unban).
+        if entry.ban.until() <= now || lifted_since(&who, entry.ban.since()) {
+            stale.push((hash, field, json));
             continue;
         }
-        let who = entry.ban.subject();
         in_redis.insert(who.clone(), entry.ban.since());
         enforcement.merge_offences(&entry.ban, &entry.offences, now);
         // Not ours, or ours from before a restart without state_dir: in force all the same.
@@ -560,9 +643,16 @@ async fn resync(
             enforcement.apply_remote_ban(entry.ban, &entry.origin);
         }
     }
+    // A ban held here that was lifted elsewhere after it started: this replica missed the
+    // unban (cut off, or the message lost).
+    for (ban, ..) in enforcement.bans_in_force(now) {
+        let who = ban.subject();
+        if lifted_since(&who, ban.since()) {
+            enforcement.apply_remote_unban(&who);
+        }
+    }
     // A ban another replica made that Redis no longer holds was lifted (or ended) while this
-    // replica missed the message (an outage, a lost message): lift it here too, unless Redis
-    // lost its data.
+    // replica missed the message: lift it here too, unless Redis may have lost it.
     if continuous {
         for who in remote_before {
             if !in_redis.contains_key(&who) {
@@ -572,77 +662,92 @@ async fn resync(
     }
     let mut pipe = redis::pipe();
     let mut n = 0;
-    for (hash, field) in &ended {
-        pipe.hdel(*hash, field.as_slice()).ignore();
+    for (hash, field, value) in &stale {
+        pipe.cmd("EVAL")
+            .arg(DELETE_IF)
+            .arg(1)
+            .arg(*hash)
+            .arg(field.as_slice())
+            .arg(value.as_slice())
+            .ignore();
         n += 1;
     }
-    for (ban, offences) in enforcement.own_bans(now) {
+    let channel = cluster.events_channel();
+    for (ban, offences, origin) in enforcement.bans_in_force(now) {
         let who = ban.subject();
-        let newer = in_redis
-            .get(&who)
-            .map_or(true, |since| *since < ban.since());
-        if newer {
-            let entry = Entry {
+        let since = ban.since();
+        let entry = match origin {
+            // Ours, newer than what Redis holds: published (a ban made in an outage, or lost).
+            None if in_redis.get(&who).map_or(true, |s| *s < since) => Entry {
                 ban,
                 origin: me.clone(),
                 offences,
-            };
-            let json = serde_json::to_string(&entry).unwrap_or_default();
-            pipe.hset(cluster.bans_key(&who), who.display(), &json)
-                .ignore();
-            let msg = serde_json::to_string(&Message::Ban(entry)).unwrap_or_default();
-            pipe.publish(cluster.events_channel(), msg).ignore();
-            n += 1;
-        }
-    }
-    if !continuous {
-        // Other replicas' bans go back as they were made, without a message: every replica
-        // that holds them still does, and one that starts reads them here. `HSETNX`: an entry
-        // written since (by its origin, or a newer ban) stays.
-        for (ban, offences, origin) in enforcement.bans_in_force(now) {
-            let (Some(origin), who) = (origin, ban.subject()) else {
-                continue;
-            };
-            if in_redis.contains_key(&who) {
-                continue;
-            }
-            let entry = Entry {
+            },
+            // Another replica's, missing from a Redis that lost its data: written back as
+            // it was made, without a message (every replica that holds it still does).
+            Some(origin) if !continuous && !in_redis.contains_key(&who) => Entry {
                 ban,
                 origin: origin.to_string(),
                 offences,
-            };
-            let json = serde_json::to_string(&entry).unwrap_or_default();
-            pipe.hset_nx(cluster.bans_key(&who), who.display(), &json)
-                .ignore();
-            n += 1;
-        }
+            },
+            _ => continue,
+        };
+        write_back(cluster, &mut pipe, &entry, channel);
+        n += 1;
     }
     if n > 0 {
         timed(pipe.query_async::<()>(conn)).await?;
     }
-    if current.is_none() {
-        // This data's epoch: the first replica to set it wins, every other one reads it.
-        let mine = format!(
-            "{}:{}",
-            cluster.config.instance_id,
-            now.timestamp_nanos_opt().unwrap_or_default()
-        );
-        let (set,): (Option<String>,) = timed(
-            redis::pipe()
-                .cmd("SET")
-                .arg(&epoch_key)
-                .arg(&mine)
-                .arg("NX")
-                .ignore()
-                .get(&epoch_key)
-                .query_async(conn),
-        )
-        .await?;
-        *epoch = set;
-    } else {
-        *epoch = current;
-    }
+    *epoch = match seen {
+        Some(seen) => Some(seen),
+        None => {
+            // This data's epoch: the first replica to set it wins, every other one reads it.
+            let mine = format!(
+                "{}:{}",
+                cluster.config.instance_id,
+                now.timestamp_nanos_opt().unwrap_or_default()
+            );
+            let (set,): (Option<Vec<u8>>,) = timed(
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(&epoch_key)
+                    .arg(&mine)
+                    .arg("NX")
+                    .ignore()
+                    .get(&epoch_key)
+                    .query_async(conn),
+            )
+            .await?;
+            set.map(|key| Epoch { key, run_id })
+        }
+    };
     Ok(())
+}
+
+/// Adds to `pipe` the write of `entry` to its bans hash unless its subject's ban was lifted
+/// (tombstone in `unbans`) at or after the ban's start. An entry of this replica's replaces
+/// the field and is published; another replica's is written only where the field is empty.
+fn write_back(cluster: &Cluster, pipe: &mut redis::Pipeline, entry: &Entry, channel: &str) {
+    let who = entry.ban.subject();
+    let json = serde_json::to_string(entry).unwrap_or_default();
+    let ours = entry.origin == cluster.config.instance_id;
+    let msg = if ours {
+        serde_json::to_string(&Message::Ban(entry.clone())).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    pipe.cmd("EVAL")
+        .arg(WRITE_BACK)
+        .arg(2)
+        .arg(cluster.bans_key(&who))
+        .arg(cluster.key("unbans"))
+        .arg(who.display())
+        .arg(json)
+        .arg(entry.ban.since().timestamp_millis())
+        .arg(if ours { "set" } else { "nx" })
+        .arg(if ours { channel } else { "" })
+        .arg(msg)
+        .ignore();
 }
 
 /// One counter sync: every pending delta (tumbling windows, sliding sub-buckets) merged in

@@ -311,16 +311,6 @@ impl Enforcement {
         }
     }
 
-    /// The bans in force made by this replica (what a resync publishes), with their
-    /// offence histories.
-    pub(crate) fn own_bans(&self, now: DateTime<Utc>) -> Vec<(SharedBan, Vec<DateTime<Utc>>)> {
-        self.bans_in_force(now)
-            .into_iter()
-            .filter(|(_, _, origin)| origin.is_none())
-            .map(|(ban, times, _)| (ban, times))
-            .collect()
-    }
-
     /// Every ban in force here, of addresses and identities, with its subject's offence
     /// history and the replica that made it (`None`: this one). What a resync writes back
     /// when Redis has lost its data.
