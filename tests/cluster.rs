@@ -1356,8 +1356,12 @@ async fn an_unban_the_banning_replica_missed_is_not_undone_when_it_comes_back() 
     assert!(version_status_within_1s(&b, "127.0.0.23", StatusCode::FORBIDDEN).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_data_loss_an_unban_a_reconnecting_replica_missed_is_not_undone() {
+/// Replicas A, B and C (C as its own Redis user, so it can be kept out); A bans, then goes
+/// for good; Redis restarts empty (without C's user); an operator lifts A's ban through B,
+/// after the loss or (`before`) just before it while C is already away. C comes back to a
+/// Redis with another epoch: it would write A's ban back, but the unban's tombstone (in Redis,
+/// or written back from B's memory) lifts C's copy instead.
+async fn an_unban_c_missed_survives_a_data_loss(before: bool) {
     let mut redis = Redis::start(None);
     create_user(&redis, "guard-c");
     let a = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-a")).await;
@@ -1369,18 +1373,47 @@ async fn after_a_data_loss_an_unban_a_reconnecting_replica_missed_is_not_undone(
     ban_through(&a, r#"{"src":"127.0.0.24","duration":"10m"}"#).await;
     assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::FORBIDDEN).await);
     assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::FORBIDDEN).await);
-    // A goes; Redis restarts empty, without C's user: C stays out.
     drop(a);
+    let unban = || async {
+        let r = admin(&b, Method::DELETE, "/api/bans/127.0.0.24", "", None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    };
+    if before {
+        redis.cli(&["ACL", "SETUSER", "guard-c", "off"]);
+        redis.cli(&["CLIENT", "KILL", "USER", "guard-c"]);
+        assert_eq!(
+            metric_eventually(&c.admin, "ollama_guard_cluster_connected", 0.0).await,
+            0.0
+        );
+        unban().await;
+        let tomb = redis.cli(&["HGET", "ollama-guard:unbans", "127.0.0.24"]);
+        assert_eq!(tomb.len(), 1, "{tomb:?}");
+        assert!(tomb[0].contains(':'), "{tomb:?}");
+    }
     redis.kill();
+    for s in [&b, &c] {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 0.0).await,
+            0.0
+        );
+    }
     redis.spawn();
     reconnected(&b).await;
-    // B wrote A's ban back; then an operator lifts it through B while C is still away.
-    assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::FORBIDDEN).await);
-    let r = admin(&b, Method::DELETE, "/api/bans/127.0.0.24", "", None).await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    if before {
+        // B wrote the tombstone back from its memory; the ban is not back.
+        let tomb = redis.cli(&["HGET", "ollama-guard:unbans", "127.0.0.24"]);
+        assert_eq!(tomb.len(), 1, "{tomb:?}");
+        assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::OK).await);
+    } else {
+        // B wrote A's ban back; then the operator lifts it while C is still away.
+        assert_eq!(
+            redis.cli(&["HEXISTS", "ollama-guard:bans", "127.0.0.24"]),
+            ["1"]
+        );
+        assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::FORBIDDEN).await);
+        unban().await;
+    }
     assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::FORBIDDEN).await);
-    // C comes back to a Redis with another epoch: it would write A's ban back, but the
-    // tombstone lifts its copy instead.
     create_user(&redis, "guard-c");
     reconnected(&c).await;
     assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::OK).await);
@@ -1393,6 +1426,64 @@ async fn after_a_data_loss_an_unban_a_reconnecting_replica_missed_is_not_undone(
     let lifted = unbans_in(&c);
     assert_eq!(lifted.len(), 1, "{lifted:?}");
     assert_eq!(lifted[0]["origin"], "guard-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_data_loss_an_unban_a_reconnecting_replica_missed_is_not_undone() {
+    an_unban_c_missed_survives_a_data_loss(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unban_made_before_a_data_loss_is_not_undone_by_a_replica_that_missed_it() {
+    an_unban_c_missed_survives_a_data_loss(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unban_queued_in_an_outage_lifts_only_the_ban_it_lifted_not_a_newer_one() {
+    let redis = Redis::start(None);
+    create_user(&redis, "guard-a");
+    let a = replica_as_user(&redis, "guard-a").await;
+    let b = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-b")).await;
+    reconnected(&a).await;
+    reconnected(&b).await;
+    ban_through(
+        &b,
+        r#"{"src":"127.0.0.26","duration":"10m","reason":"first"}"#,
+    )
+    .await;
+    assert!(version_status_within_1s(&a, "127.0.0.26", StatusCode::FORBIDDEN).await);
+    // A is cut off and lifts the first ban there (queued); meanwhile B bans again.
+    redis.cli(&["ACL", "SETUSER", "guard-a", "off"]);
+    redis.cli(&["CLIENT", "KILL", "USER", "guard-a"]);
+    assert_eq!(
+        metric_eventually(&a.admin, "ollama_guard_cluster_connected", 0.0).await,
+        0.0
+    );
+    let r = admin(&a, Method::DELETE, "/api/bans/127.0.0.26", "", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    // A ban's start has millisecond precision: the second starts in a later millisecond.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let r = ban_through(
+        &b,
+        r#"{"src":"127.0.0.26","duration":"10m","reason":"second"}"#,
+    )
+    .await;
+    let second: Value = serde_json::from_slice(&r.body).unwrap();
+    // A comes back: its queued unban names the first ban; the second stays everywhere, and A
+    // takes it at its resync.
+    redis.cli(&["ACL", "SETUSER", "guard-a", "on"]);
+    reconnected(&a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(version_status_within_1s(&b, "127.0.0.26", StatusCode::FORBIDDEN).await);
+    assert!(version_status_within_1s(&a, "127.0.0.26", StatusCode::FORBIDDEN).await);
+    let entry = redis.cli(&["HGET", "ollama-guard:bans", "127.0.0.26"]);
+    assert_eq!(entry.len(), 1, "{entry:?}");
+    let entry: Value = serde_json::from_str(&entry[0]).unwrap();
+    assert_eq!(entry["ban"]["reason"], "second", "{entry}");
+    assert_eq!(entry["ban"]["since"], second["since"], "{entry}");
+    let listed = admin(&a, Method::GET, "/api/bans", "", None).await;
+    let listed: Value = serde_json::from_slice(&listed.body).unwrap();
+    assert_eq!(listed[0]["reason"], "second", "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

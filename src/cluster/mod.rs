@@ -30,9 +30,10 @@
 //! - `events`: pub/sub channel of ban and unban changes of both kinds (an unban names
 //!   `identity:NAME` or the source); `events@N` for database N other than 0 (channels are
 //!   shared by all of Redis's databases).
-//! - `unbans`: hash, subject (as in `events`) → time of its last unban (ms), a tombstone kept
-//!   7 days: a replica that missed the unban lifts its copy of a ban that started before it at
-//!   its next resync, and no replica writes such a ban back.
+//! - `unbans`: hash, subject (as in `events`) → `SINCE:AT` (ms): the start of the ban an unban
+//!   lifted, and when. Kept 7 days, here and in every replica's memory ([`Tombs`]): a replica
+//!   that missed the unban lifts its copy of that ban (or an older one) at its next resync, no
+//!   replica writes it back, and a Redis that lost its data gets the tombstones back.
 //! - `epoch`: the identity of Redis's data, set by the first replica that finds none. A
 //!   resync that finds another epoch (or none), or another server `run_id`, than at its last
 //!   one knows Redis may have lost its data (restarted without persistence, flushed, failed
@@ -79,8 +80,9 @@ const MAX_QUEUED: usize = 10_000;
 pub(crate) enum Change {
     /// A ban, with the offence times of its subject.
     Ban(SharedBan, Vec<DateTime<Utc>>),
-    /// An unban made here (through the admin API, or a reload's allowlist), and when.
-    Unban(Subject, DateTime<Utc>),
+    /// An unban made here (through the admin API, or a reload's allowlist): the subject,
+    /// the start of the ban lifted, and when it was lifted.
+    Unban(Subject, DateTime<Utc>, DateTime<Utc>),
 }
 
 /// What the `bans` (`identity-bans`) hash holds per source (identity), and what a `ban`
@@ -102,12 +104,16 @@ pub(crate) struct Entry {
 pub(crate) enum Message {
     /// A ban started.
     Ban(Entry),
-    /// A ban was lifted through the admin API.
+    /// A ban was lifted through the admin API (or an allowlist).
     Unban {
         /// The replica that lifted it.
         origin: String,
         /// The source as displayed, or `identity:NAME`.
         src: String,
+        /// The start of the ban lifted (ms since the epoch): a ban that started later is
+        /// another and stays. Absent from replicas of earlier versions (then any ban goes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<i64>,
     },
 }
 
@@ -119,6 +125,7 @@ pub(crate) struct Cluster {
     wake: Notify,
     connected: AtomicBool,
     channel: String,
+    tombs: Mutex<Tombs>,
     pub(crate) deltas: Arc<Deltas>,
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -134,6 +141,7 @@ impl Cluster {
             wake: Notify::new(),
             connected: AtomicBool::new(false),
             channel,
+            tombs: Mutex::default(),
             deltas: Arc::new(Deltas::default()),
             metrics,
         })
@@ -159,6 +167,11 @@ impl Cluster {
             q.push_back(change);
         }
         self.wake.notify_one();
+    }
+
+    /// The tombstones this replica has seen.
+    pub(crate) fn tombs(&self) -> std::sync::MutexGuard<'_, Tombs> {
+        self.tombs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn take_queue(&self) -> Vec<Change> {
@@ -209,6 +222,79 @@ impl Cluster {
     }
 }
 
+/// How long an unban's tombstone is kept: a replica cut off from Redis for longer than this
+/// can bring back a ban lifted while it was away.
+pub(crate) const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Tombstones held in memory at most (they come from operators' unbans and allowlist
+/// reloads; past this, the oldest unban's goes).
+const MAX_TOMBS: usize = 100_000;
+
+/// An unban: the start of the ban lifted and when it was lifted (ms since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tomb {
+    pub(crate) since: i64,
+    pub(crate) at: i64,
+}
+
+impl Tomb {
+    /// As the `unbans` hash holds it: `SINCE:AT` (`None`: anything else).
+    pub(crate) fn parse(text: &[u8]) -> Option<Tomb> {
+        let text = std::str::from_utf8(text).ok()?;
+        let (since, at) = text.split_once(':')?;
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(since) || !digits(at) {
+            return None;
+        }
+        Some(Tomb {
+            since: since.parse().ok()?,
+            at: at.parse().ok()?,
+        })
+    }
+
+    /// Whether a ban that started at `since` is the one lifted (or older).
+    pub(crate) fn covers(self, since: DateTime<Utc>) -> bool {
+        since.timestamp_millis() <= self.since
+    }
+
+    fn kept(self, now: DateTime<Utc>) -> bool {
+        now.timestamp_millis().saturating_sub(self.at) < TOMBSTONE_KEEP.num_milliseconds()
+    }
+}
+
+/// The tombstones this replica has seen (its own unbans, other replicas' messages, Redis at
+/// resyncs), kept [`TOMBSTONE_KEEP`]: a Redis that lost its data gets them back, so an unban
+/// made before the loss is not undone by a replica that missed it.
+#[derive(Default)]
+pub(crate) struct Tombs(std::collections::HashMap<Subject, Tomb>);
+
+impl Tombs {
+    /// Notes `tomb` for `who` (the newest ban lifted wins).
+    pub(crate) fn note(&mut self, who: Subject, tomb: Tomb) {
+        let newer = self.0.get(&who).map_or(true, |t| t.since < tomb.since);
+        if !newer {
+            return;
+        }
+        if self.0.len() >= MAX_TOMBS && !self.0.contains_key(&who) {
+            let oldest = self
+                .0
+                .iter()
+                .min_by_key(|(_, t)| t.at)
+                .map(|(w, _)| w.clone());
+            if let Some(oldest) = oldest {
+                self.0.remove(&oldest);
+            }
+        }
+        self.0.insert(who, tomb);
+    }
+
+    /// Drops the tombstones past their keep; the others, to merge with Redis's.
+    pub(crate) fn current(&mut self, now: DateTime<Utc>) -> Vec<(Subject, Tomb)> {
+        self.0.retain(|_, t| t.kept(now));
+        self.0.iter().map(|(w, t)| (w.clone(), *t)).collect()
+    }
+}
+
 /// The pub/sub channel of ban changes. Redis's channels are shared by all its databases, so a
 /// fleet on another database than 0 (`redis://…/N`) names its channel with it: two fleets told
 /// apart by the database alone do not hear each other.
@@ -231,8 +317,8 @@ impl BanSync for Cluster {
         self.push(Change::Ban(ban, offences));
     }
 
-    fn unbanned(&self, who: Subject) {
-        self.push(Change::Unban(who, Utc::now()));
+    fn unbanned(&self, who: Subject, since: DateTime<Utc>) {
+        self.push(Change::Unban(who, since, Utc::now()));
     }
 }
 
@@ -241,10 +327,94 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_tombstone_is_read_exactly_and_covers_the_ban_it_lifted_and_older_ones() {
+        assert_eq!(
+            Tomb::parse(b"1764590400000:1764594000000"),
+            Some(Tomb {
+                since: 1_764_590_400_000,
+                at: 1_764_594_000_000
+            })
+        );
+        for bad in [
+            &b""[..],
+            b"1764590400000",
+            b"1e13:5",
+            b" 5:5",
+            b"0x10:5",
+            b"-5:5",
+            b"5:",
+            b"5:5:5",
+            b"\xff:5",
+            b"99999999999999999999:5",
+        ] {
+            assert_eq!(Tomb::parse(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        let tomb = Tomb {
+            since: 1_764_590_400_000,
+            at: 1_764_594_000_000,
+        };
+        let at = |ms| DateTime::from_timestamp_millis(ms).unwrap();
+        assert!(tomb.covers(at(1_764_590_400_000)));
+        assert!(tomb.covers(at(1_764_590_399_999)));
+        assert!(!tomb.covers(at(1_764_590_400_001)));
+        // Kept seven days after the unban, to the millisecond; a garbage time expires.
+        assert!(tomb.kept(at(1_764_594_000_000 + TOMBSTONE_KEEP.num_milliseconds() - 1)));
+        assert!(!tomb.kept(at(1_764_594_000_000 + TOMBSTONE_KEEP.num_milliseconds())));
+        assert!(!Tomb {
+            since: 0,
+            at: i64::MIN
+        }
+        .kept(at(1_764_594_000_000)));
+    }
+
+    #[test]
+    fn the_newest_ban_lifted_wins_and_expired_tombstones_go() {
+        let mut tombs = Tombs::default();
+        let x = Subject::parse("192.0.2.1").unwrap();
+        let y = Subject::parse("identity:alice").unwrap();
+        tombs.note(x.clone(), Tomb { since: 20, at: 30 });
+        tombs.note(x.clone(), Tomb { since: 10, at: 40 });
+        tombs.note(y.clone(), Tomb { since: 5, at: 6 });
+        let now = DateTime::from_timestamp_millis(35).unwrap();
+        let mut got = tombs.current(now);
+        got.sort_by_key(|(_, t)| t.since);
+        assert_eq!(
+            got,
+            [
+                (y.clone(), Tomb { since: 5, at: 6 }),
+                (x.clone(), Tomb { since: 20, at: 30 })
+            ]
+        );
+        let later = DateTime::from_timestamp_millis(6 + TOMBSTONE_KEEP.num_milliseconds()).unwrap();
+        assert_eq!(tombs.current(later), [(x, Tomb { since: 20, at: 30 })]);
+    }
+
+    #[test]
+    fn an_unban_message_carries_the_start_of_the_ban_lifted_and_reads_without_it() {
+        let m = Message::Unban {
+            origin: "a".into(),
+            src: "192.0.2.1".into(),
+            since: Some(1_764_590_400_000),
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"op":"unban","origin":"a","src":"192.0.2.1","since":1764590400000}"#
+        );
+        let Message::Unban { since, .. } =
+            serde_json::from_str(r#"{"op":"unban","origin":"a","src":"192.0.2.1"}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(since, None);
+    }
+
+    #[test]
     fn messages_round_trip_as_json() {
         let m = Message::Unban {
             origin: "a".into(),
             src: "192.0.2.1".into(),
+            since: None,
         };
         let text = serde_json::to_string(&m).unwrap();
         assert_eq!(text, r#"{"op":"unban","origin":"a","src":"192.0.2.1"}"#);

@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError};
 
-use super::{Change, Cluster, Entry, Message, RESYNC_EVERY};
+use super::{Change, Cluster, Entry, Message, Tomb, RESYNC_EVERY};
 use crate::detect::shared::SUB_BUCKETS;
 use crate::detect::shared::{Delta, Slide, SlideAnswer, SlideRule};
 use crate::detect::{Engine, Event, WindowKey};
@@ -182,17 +182,29 @@ return 0
 ";
 
 /// Writes ban entry ARGV[2] to field ARGV[1] of the bans hash KEYS[1] unless the tombstone
-/// hash KEYS[2] says the subject's ban was lifted at or after the ban's start ARGV[3] (ms):
+/// hash KEYS[2] (`SINCE:AT`) says an unban lifted the subject's ban that started at ARGV[3]
+/// (ms) or later:
 /// `set` replaces the field and publishes ARGV[6] on channel ARGV[5]; `nx` writes an empty
 /// field only, silently. Answers 1 when written.
 const WRITE_BACK: &str = r"
-local lifted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '')
+local t = redis.call('HGET', KEYS[2], ARGV[1])
+local lifted = t and tonumber(string.match(t, '^(%d+):%d+$'))
 if lifted and lifted >= tonumber(ARGV[3]) then return 0 end
 if ARGV[4] == 'nx' then
   return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return 1
+";
+
+/// Sets the tombstone of field ARGV[1] in hash KEYS[1] to `ARGV[2]:ARGV[3]` (the start of
+/// the ban lifted, when it was lifted) unless it names a newer ban lifted already.
+const TOMB: &str = r"
+local t = redis.call('HGET', KEYS[1], ARGV[1])
+local old = t and tonumber(string.match(t, '^(%d+):%d+$'))
+if old and old >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
 return 1
 ";
 
@@ -389,22 +401,11 @@ async fn session(
     let channel = cluster.events_channel().to_owned();
     timed(pubsub.subscribe(&channel)).await?;
     let mut messages = pubsub.into_on_message();
-    let merge_sha: String = timed(
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(MERGE)
-            .query_async(&mut conn),
-    )
-    .await?;
-    let slide_sha: String = timed(
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(SLIDE)
-            .query_async(&mut conn),
-    )
-    .await?;
-    publish_queued(cluster, &mut conn).await?;
-    resync(cluster, enforcement, &mut conn, epoch).await?;
+    let scripts = Scripts::load(&mut conn).await?;
+    // Before anything is written: a key of the wrong type would fail every write.
+    repair_keys(cluster, &mut conn).await?;
+    publish_queued(cluster, &mut conn, &scripts).await?;
+    resync(cluster, enforcement, &mut conn, epoch, &scripts).await?;
     cluster.set_connected(true);
     tracing::info!(redis = %cluster.config.redis_url_redacted(), instance = %cluster.config.instance_id, "cluster: connected; bans and counters are shared");
     let mut tick = tokio::time::interval(cluster.config.sync_interval);
@@ -418,16 +419,16 @@ async fn session(
                     apply(cluster, enforcement, &text);
                 }
             }
-            () = cluster.wake.notified() => publish_queued(cluster, &mut conn).await?,
+            () = cluster.wake.notified() => publish_queued(cluster, &mut conn, &scripts).await?,
             _ = tick.tick() => {
                 let started = Instant::now();
-                let shas = (merge_sha.as_str(), slide_sha.as_str());
+                let shas = (scripts.merge.as_str(), scripts.slide.as_str());
                 let result = sync_counters(cluster, detection, &mut conn, counters, shas).await;
                 cluster.metrics.cluster.sync_duration.observe(started.elapsed().as_secs_f64());
                 result?;
-                publish_queued(cluster, &mut conn).await?;
+                publish_queued(cluster, &mut conn, &scripts).await?;
                 if last_resync.elapsed() >= RESYNC_EVERY {
-                    resync(cluster, enforcement, &mut conn, epoch).await?;
+                    resync(cluster, enforcement, &mut conn, epoch, &scripts).await?;
                     last_resync = Instant::now();
                 }
             }
@@ -450,55 +451,41 @@ fn apply(cluster: &Cluster, enforcement: &Enforcement, text: &str) {
             enforcement.merge_offences(&entry.ban, &entry.offences, Utc::now());
             enforcement.apply_remote_ban(entry.ban, &entry.origin);
         }
-        Message::Unban { origin, src } if origin != cluster.config.instance_id => {
-            if let Some(who) = Subject::parse(&src) {
-                enforcement.apply_remote_unban(&who);
+        Message::Unban { origin, src, since } if origin != cluster.config.instance_id => {
+            let Some(who) = Subject::parse(&src) else {
+                return;
+            };
+            let upto = since.and_then(chrono::DateTime::from_timestamp_millis);
+            match (since, upto) {
+                (Some(since), Some(upto)) => {
+                    let at = Utc::now().timestamp_millis();
+                    cluster.tombs().note(who.clone(), Tomb { since, at });
+                    enforcement.apply_remote_unban_upto(&who, upto);
+                }
+                // A replica of an earlier version: whatever ban is held goes.
+                _ => {
+                    enforcement.apply_remote_unban(&who);
+                }
             }
         }
         _ => {}
     }
 }
 
-/// Publishes the queued local ban changes (HSET/HDEL + PUBLISH, one pipeline); on failure
-/// they are queued again for the next connection.
+/// Publishes the queued local ban changes (entries written, deleted, tombstones, messages:
+/// one pipeline); on failure they are queued again for the next connection. An unban deletes
+/// the subject's entry only when it is the ban lifted (or older): a ban made since, by another
+/// replica while this one was cut off, stays.
 async fn publish_queued(
     cluster: &Cluster,
     conn: &mut MultiplexedConnection,
+    scripts: &Scripts,
 ) -> Result<(), Failure> {
     let changes = cluster.take_queue();
     if changes.is_empty() {
         return Ok(());
     }
-    let channel = cluster.events_channel().to_owned();
-    let me = &cluster.config.instance_id;
-    let mut pipe = redis::pipe();
-    for change in &changes {
-        match change {
-            Change::Ban(ban, offences) => {
-                let entry = Entry {
-                    ban: ban.clone(),
-                    origin: me.clone(),
-                    offences: offences.clone(),
-                };
-                write_back(cluster, &mut pipe, &entry, &channel);
-            }
-            Change::Unban(who, at) => {
-                let display = who.display();
-                pipe.hdel(cluster.bans_key(who), &display).ignore();
-                // The tombstone: a replica that missed this unban lifts its copy at its next
-                // resync instead of writing the ban back.
-                pipe.hset(cluster.key("unbans"), &display, at.timestamp_millis())
-                    .ignore();
-                let msg = serde_json::to_string(&Message::Unban {
-                    origin: me.clone(),
-                    src: display,
-                })
-                .unwrap_or_default();
-                pipe.publish(&channel, msg).ignore();
-            }
-        }
-    }
-    match timed(pipe.query_async::<()>(conn)).await {
+    match publish_changes(cluster, conn, scripts, &changes).await {
         Ok(()) => Ok(()),
         Err(e) => {
             cluster.requeue(changes);
@@ -507,49 +494,129 @@ async fn publish_queued(
     }
 }
 
-/// What Redis's data was at a resync: its `epoch` key and the server's `run_id`. The next
-/// resync that finds the same knows Redis kept its data in between.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Epoch {
-    key: Vec<u8>,
-    run_id: Option<String>,
+async fn publish_changes(
+    cluster: &Cluster,
+    conn: &mut MultiplexedConnection,
+    scripts: &Scripts,
+    changes: &[Change],
+) -> Result<(), Failure> {
+    let channel = cluster.events_channel();
+    let me = &cluster.config.instance_id;
+    // What Redis holds for each subject unbanned: deleted below only if it is that ban.
+    let mut read = redis::pipe();
+    for change in changes {
+        if let Change::Unban(who, ..) = change {
+            read.hget(cluster.bans_key(who), who.display());
+        }
+    }
+    let held: Vec<Option<Vec<u8>>> = if read.is_empty() {
+        Vec::new()
+    } else {
+        timed(read.query_async(conn)).await?
+    };
+    let mut held = held.into_iter();
+    let mut pipe = redis::pipe();
+    for change in changes {
+        match change {
+            Change::Ban(ban, offences) => {
+                let entry = Entry {
+                    ban: ban.clone(),
+                    origin: me.clone(),
+                    offences: offences.clone(),
+                };
+                write_back(cluster, &mut pipe, scripts, &entry, channel);
+            }
+            Change::Unban(who, since, at) => {
+                let display = who.display();
+                let tomb = Tomb {
+                    since: since.timestamp_millis(),
+                    at: at.timestamp_millis(),
+                };
+                cluster.tombs().note(who.clone(), tomb);
+                if let Some(value) = held.next().flatten() {
+                    let newer = serde_json::from_slice::<Entry>(&value)
+                        .is_ok_and(|e| !tomb.covers(e.ban.since()));
+                    if !newer {
+                        pipe.evalsha_keys(&scripts.delete_if, &[cluster.bans_key(who)])
+                            .arg(&display)
+                            .arg(value)
+                            .ignore();
+                    }
+                }
+                // The tombstone: a replica that missed this unban lifts its copy at its next
+                // resync instead of writing the ban back.
+                pipe.evalsha_keys(&scripts.tomb, &[cluster.key("unbans")])
+                    .arg(&display)
+                    .arg(tomb.since)
+                    .arg(tomb.at)
+                    .ignore();
+                let msg = serde_json::to_string(&Message::Unban {
+                    origin: me.clone(),
+                    src: display,
+                    since: Some(tomb.since),
+                })
+                .unwrap_or_default();
+                pipe.publish(channel, msg).ignore();
+            }
+        }
+    }
+    timed(pipe.query_async::<()>(conn)).await
 }
 
-/// How long an unban's tombstone is kept: a replica cut off from Redis for longer than this
-/// can bring back a ban lifted while it was away.
-const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// The ban scripts' SHA1s, loaded at every (re)connect (a restarted Redis has none).
+struct Scripts {
+    merge: String,
+    slide: String,
+    write_back: String,
+    delete_if: String,
+    tomb: String,
+}
 
-/// The full two-way ban resync, of address and identity bans alike: bans in Redis this
-/// replica lacks are applied; bans of this replica Redis lacks (made during an outage, or
-/// lost) are published; a ban lifted elsewhere (its tombstone in `unbans`) is lifted here;
-/// ended entries go. When Redis lost its data since the last resync (another epoch or
-/// `run_id`, or none), nothing missing is taken for an unban and every ban held here goes back.
-async fn resync(
-    cluster: &Cluster,
-    enforcement: &Enforcement,
-    conn: &mut MultiplexedConnection,
-    epoch: &mut Option<Epoch>,
-) -> Result<(), Failure> {
-    let hashes = [cluster.key("bans"), cluster.key("identity-bans")];
-    let unbans = cluster.key("unbans");
-    let epoch_key = cluster.key("epoch");
-    // Read as bytes: an entry that is not UTF-8 (a corrupted or foreign value) is one
-    // unreadable entry to delete, not a failed resync that would keep every replica local.
-    type Raw = Vec<(Vec<u8>, Vec<u8>)>;
-    // Taken before the read: a ban applied from a message after it may be newer than the
-    // read (its HSET came after our HGETALL) and must not be lifted below.
-    let remote_before = enforcement.remote_subjects();
-    // A key of ours of the wrong type (a foreign writer, a hand edit) would fail every resync
-    // and keep every replica local: deleted (checked and deleted in one script, so a key
-    // another replica sets meanwhile stays). A bans hash deleted takes the epoch with it.
+impl Scripts {
+    async fn load(conn: &mut MultiplexedConnection) -> Result<Scripts, Failure> {
+        let mut pipe = redis::pipe();
+        for body in [MERGE, SLIDE, WRITE_BACK, DELETE_IF, TOMB] {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(body);
+        }
+        let (merge, slide, write_back, delete_if, tomb) = timed(pipe.query_async(conn)).await?;
+        Ok(Scripts {
+            merge,
+            slide,
+            write_back,
+            delete_if,
+            tomb,
+        })
+    }
+}
+
+/// `EVALSHA sha N KEYS…` on a pipeline, the arguments to follow.
+trait EvalSha {
+    fn evalsha_keys(&mut self, sha: &str, keys: &[String]) -> &mut Self;
+}
+
+impl EvalSha for redis::Pipeline {
+    fn evalsha_keys(&mut self, sha: &str, keys: &[String]) -> &mut Self {
+        self.cmd("EVALSHA").arg(sha).arg(keys.len());
+        for k in keys {
+            self.arg(k);
+        }
+        self
+    }
+}
+
+/// Deletes the keys of ours that have the wrong type (a foreign writer, a hand edit): each
+/// would fail every write or read of it and keep every replica local. Checked and deleted in
+/// one script, so that a key another replica sets meanwhile stays; a bans hash deleted takes
+/// the epoch with it.
+async fn repair_keys(cluster: &Cluster, conn: &mut MultiplexedConnection) -> Result<(), Failure> {
     let deleted: Vec<String> = timed(
         redis::cmd("EVAL")
             .arg(TYPES)
             .arg(4)
-            .arg(&hashes[0])
-            .arg(&hashes[1])
-            .arg(&unbans)
-            .arg(&epoch_key)
+            .arg(cluster.key("bans"))
+            .arg(cluster.key("identity-bans"))
+            .arg(cluster.key("unbans"))
+            .arg(cluster.key("epoch"))
             .arg("hash")
             .arg("hash")
             .arg("hash")
@@ -560,6 +627,40 @@ async fn resync(
     for key in &deleted {
         tracing::warn!(key = %key, "cluster: a key of the wrong type was deleted");
     }
+    Ok(())
+}
+
+/// What Redis's data was at a resync: its `epoch` key and the server's `run_id`. The next
+/// resync that finds the same knows Redis kept its data in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Epoch {
+    key: Vec<u8>,
+    run_id: Option<String>,
+}
+
+/// The full two-way ban resync, of address and identity bans alike: bans in Redis this
+/// replica lacks are applied; bans of this replica Redis lacks (made during an outage, or
+/// lost) are published; a ban lifted elsewhere (a tombstone in `unbans`, or one this replica
+/// has seen) is lifted here and never written back; ended entries go. When Redis may have
+/// lost its data since the last resync (another epoch or `run_id`, or none), nothing missing
+/// is taken for an unban, and every ban and tombstone held here goes back.
+async fn resync(
+    cluster: &Cluster,
+    enforcement: &Enforcement,
+    conn: &mut MultiplexedConnection,
+    epoch: &mut Option<Epoch>,
+    scripts: &Scripts,
+) -> Result<(), Failure> {
+    let hashes = [cluster.key("bans"), cluster.key("identity-bans")];
+    let unbans = cluster.key("unbans");
+    let epoch_key = cluster.key("epoch");
+    // Read as bytes: an entry that is not UTF-8 (a corrupted or foreign value) is one
+    // unreadable entry to delete, not a failed resync that would keep every replica local.
+    type Raw = Vec<(Vec<u8>, Vec<u8>)>;
+    // Taken before the read: a ban applied from a message after it may be newer than the
+    // read (its HSET came after our HGETALL) and must not be lifted below.
+    let remote_before = enforcement.remote_subjects();
+    repair_keys(cluster, conn).await?;
     let (addresses, identities, tombstones, current): (Raw, Raw, Raw, Option<Vec<u8>>) = timed(
         redis::pipe()
             .hgetall(&hashes[0])
@@ -569,7 +670,8 @@ async fn resync(
             .query_async(conn),
     )
     .await?;
-    // A Redis that refuses INFO (renamed, or denied by an ACL) is judged by its epoch alone.
+    // A Redis that refuses INFO (renamed, or denied by an ACL) is judged by its epoch alone:
+    // the run_id last seen stands.
     let run_id = timed(redis::cmd("INFO").arg("server").query_async::<String>(conn))
         .await
         .ok()
@@ -577,7 +679,8 @@ async fn resync(
             info.lines()
                 .find_map(|l| l.strip_prefix("run_id:"))
                 .map(|id| id.trim().to_owned())
-        });
+        })
+        .or_else(|| epoch.as_ref().and_then(|e| e.run_id.clone()));
     let now = Utc::now();
     let seen = current.clone().map(|key| Epoch {
         key,
@@ -588,29 +691,29 @@ async fn resync(
     // flushed, or this process's first resync) a missing ban may have been lost, not lifted.
     let continuous = seen.is_some() && seen == *epoch;
     if !continuous && epoch.is_some() {
-        tracing::warn!(redis = %cluster.config.redis_url_redacted(), "cluster: Redis restarted or lost its data since the last resync: no ban missing from it is taken for an unban, and the bans this replica holds are written back");
+        tracing::warn!(redis = %cluster.config.redis_url_redacted(), "cluster: Redis restarted or lost its data since the last resync: no ban missing from it is taken for an unban, and the bans and unbans this replica holds are written back");
     }
-    // When each subject's ban was last lifted anywhere (ms); tombstones past their keep go.
-    let mut lifted: HashMap<Subject, i64> = HashMap::new();
+    // The tombstones: Redis's and those this replica has seen, the newest ban lifted per
+    // subject; those past their keep go.
     let mut stale = Vec::new();
-    for (field, value) in tombstones {
-        let at = std::str::from_utf8(&value)
-            .ok()
-            .and_then(|v| v.parse::<i64>().ok());
-        let who = std::str::from_utf8(&field).ok().and_then(Subject::parse);
-        match (at, who) {
-            (Some(at), Some(who))
-                if now.timestamp_millis() - at < TOMBSTONE_KEEP.num_milliseconds() =>
-            {
-                lifted.insert(who, at);
+    let mut in_redis_tombs: HashMap<Subject, Tomb> = HashMap::new();
+    {
+        let mut tombs = cluster.tombs();
+        for (field, value) in tombstones {
+            let tomb = Tomb::parse(&value).filter(|t| t.kept(now));
+            let who = std::str::from_utf8(&field).ok().and_then(Subject::parse);
+            match (tomb, who) {
+                (Some(tomb), Some(who)) => {
+                    tombs.note(who.clone(), tomb);
+                    in_redis_tombs.insert(who, tomb);
+                }
+                _ => stale.push((&unbans, field, value)),
             }
-            _ => stale.push((&unbans, field, value)),
         }
     }
-    let lifted_since = |who: &Subject, since: chrono::DateTime<Utc>| {
-        lifted
-            .get(who)
-            .is_some_and(|at| *at >= since.timestamp_millis())
+    let lifted: HashMap<Subject, Tomb> = cluster.tombs().current(now).into_iter().collect();
+    let lifted_at = |who: &Subject, since: chrono::DateTime<Utc>| {
+        lifted.get(who).is_some_and(|t| t.covers(since))
     };
     let me = &cluster.config.instance_id;
     let mut in_redis: HashMap<Subject, chrono::DateTime<Utc>> = HashMap::new();
@@ -630,9 +733,8 @@ async fn resync(
             continue;
         };
         let who = entry.ban.subject();
-        // Ended, or lifted after it started (an entry written back by a replica that had
-        // missed the unban).
-        if entry.ban.until() <= now || lifted_since(&who, entry.ban.since()) {
+        // Ended, or the ban an unban lifted (written back by a replica that had missed it).
+        if entry.ban.until() <= now || lifted_at(&who, entry.ban.since()) {
             stale.push((hash, field, json));
             continue;
         }
@@ -643,11 +745,11 @@ async fn resync(
             enforcement.apply_remote_ban(entry.ban, &entry.origin);
         }
     }
-    // A ban held here that was lifted elsewhere after it started: this replica missed the
-    // unban (cut off, or the message lost).
+    // A ban held here that an unban elsewhere lifted: this replica missed the unban (cut off,
+    // or the message lost).
     for (ban, ..) in enforcement.bans_in_force(now) {
         let who = ban.subject();
-        if lifted_since(&who, ban.since()) {
+        if lifted_at(&who, ban.since()) {
             enforcement.apply_remote_unban(&who);
         }
     }
@@ -663,14 +765,22 @@ async fn resync(
     let mut pipe = redis::pipe();
     let mut n = 0;
     for (hash, field, value) in &stale {
-        pipe.cmd("EVAL")
-            .arg(DELETE_IF)
-            .arg(1)
-            .arg(*hash)
+        pipe.evalsha_keys(&scripts.delete_if, std::slice::from_ref(*hash))
             .arg(field.as_slice())
             .arg(value.as_slice())
             .ignore();
         n += 1;
+    }
+    // Tombstones Redis lacks (lost with its data, or written by nobody yet) go back first.
+    for (who, tomb) in &lifted {
+        if in_redis_tombs.get(who) != Some(tomb) {
+            pipe.evalsha_keys(&scripts.tomb, std::slice::from_ref(&unbans))
+                .arg(who.display())
+                .arg(tomb.since)
+                .arg(tomb.at)
+                .ignore();
+            n += 1;
+        }
     }
     let channel = cluster.events_channel();
     for (ban, offences, origin) in enforcement.bans_in_force(now) {
@@ -692,7 +802,7 @@ async fn resync(
             },
             _ => continue,
         };
-        write_back(cluster, &mut pipe, &entry, channel);
+        write_back(cluster, &mut pipe, scripts, &entry, channel);
         n += 1;
     }
     if n > 0 {
@@ -724,10 +834,17 @@ async fn resync(
     Ok(())
 }
 
-/// Adds to `pipe` the write of `entry` to its bans hash unless its subject's ban was lifted
-/// (tombstone in `unbans`) at or after the ban's start. An entry of this replica's replaces
-/// the field and is published; another replica's is written only where the field is empty.
-fn write_back(cluster: &Cluster, pipe: &mut redis::Pipeline, entry: &Entry, channel: &str) {
+/// Adds to `pipe` the write of `entry` to its bans hash unless an unban lifted it (a
+/// tombstone in `unbans` whose ban started at or after it). An entry of this replica's
+/// replaces the field and is published; another replica's is written only where the field is
+/// empty.
+fn write_back(
+    cluster: &Cluster,
+    pipe: &mut redis::Pipeline,
+    scripts: &Scripts,
+    entry: &Entry,
+    channel: &str,
+) {
     let who = entry.ban.subject();
     let json = serde_json::to_string(entry).unwrap_or_default();
     let ours = entry.origin == cluster.config.instance_id;
@@ -736,18 +853,17 @@ fn write_back(cluster: &Cluster, pipe: &mut redis::Pipeline, entry: &Entry, chan
     } else {
         String::new()
     };
-    pipe.cmd("EVAL")
-        .arg(WRITE_BACK)
-        .arg(2)
-        .arg(cluster.bans_key(&who))
-        .arg(cluster.key("unbans"))
-        .arg(who.display())
-        .arg(json)
-        .arg(entry.ban.since().timestamp_millis())
-        .arg(if ours { "set" } else { "nx" })
-        .arg(if ours { channel } else { "" })
-        .arg(msg)
-        .ignore();
+    pipe.evalsha_keys(
+        &scripts.write_back,
+        &[cluster.bans_key(&who), cluster.key("unbans")],
+    )
+    .arg(who.display())
+    .arg(json)
+    .arg(entry.ban.since().timestamp_millis())
+    .arg(if ours { "set" } else { "nx" })
+    .arg(if ours { channel } else { "" })
+    .arg(msg)
+    .ignore();
 }
 
 /// One counter sync: every pending delta (tumbling windows, sliding sub-buckets) merged in

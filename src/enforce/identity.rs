@@ -272,6 +272,11 @@ impl IdentityBans {
         self.active.load().contains_key(identity)
     }
 
+    /// When the ban of `identity` in the table started.
+    pub(crate) fn since_of(&self, identity: &str) -> Option<DateTime<Utc>> {
+        self.active.load().get(identity).map(|b| b.since)
+    }
+
     /// The earliest end of a ban in force.
     pub(crate) fn next_expiry(&self) -> Option<DateTime<Utc>> {
         self.active.load().values().map(|b| b.until).min()

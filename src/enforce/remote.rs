@@ -90,8 +90,10 @@ impl SharedBan {
 pub(crate) trait BanSync: Send + Sync {
     /// A ban made here (rule or admin API), with its subject's offence times: publish it.
     fn banned(&self, ban: SharedBan, offences: Vec<DateTime<Utc>>);
-    /// A ban lifted here through the admin API: publish the unban.
-    fn unbanned(&self, who: Subject);
+    /// A ban lifted here (admin API, allowlist reload), the one that started at `since`:
+    /// publish the unban. Its start, not the time of the unban, tells the other replicas
+    /// which ban went: one made since (elsewhere, or in an outage) stays.
+    fn unbanned(&self, who: Subject, since: DateTime<Utc>);
 }
 
 /// Which bans in the tables were made by another replica, and by which.
@@ -159,6 +161,11 @@ impl Bans {
         self.lock().bans.contains_key(&canonical_net(*src))
     }
 
+    /// When the ban of exactly `src` in the table started.
+    pub(crate) fn since_of(&self, src: &IpNet) -> Option<DateTime<Utc>> {
+        self.lock().bans.get(&canonical_net(*src)).map(|b| b.since)
+    }
+
     /// The offence times of `src` within the ban memory (published with its ban).
     pub(crate) fn offences_of(&self, src: &IpNet) -> Vec<DateTime<Utc>> {
         self.lock().offences.get(src).cloned().unwrap_or_default()
@@ -217,9 +224,9 @@ impl Enforcement {
         }
     }
 
-    pub(super) fn publish_unban(&self, who: Subject) {
+    pub(super) fn publish_unban(&self, who: Subject, since: DateTime<Utc>) {
         if let Some(sync) = self.sync.get() {
-            sync.unbanned(who);
+            sync.unbanned(who, since);
         }
     }
 
@@ -296,6 +303,22 @@ impl Enforcement {
         }
         self.changed();
         true
+    }
+
+    /// Lifts the ban of `who` because another replica lifted the one that started at `upto`
+    /// (or before): a ban here that started later is another, and stays. `false` when none
+    /// went.
+    pub(crate) fn apply_remote_unban_upto(&self, who: &Subject, upto: DateTime<Utc>) -> bool {
+        let started = match who {
+            Subject::Address(src) => self.bans.since_of(src),
+            Subject::Identity(name) => self.identities.since_of(name),
+        };
+        match started {
+            Some(since) if since.timestamp_millis() <= upto.timestamp_millis() => {
+                self.apply_remote_unban(who)
+            }
+            _ => false,
+        }
     }
 
     /// The subjects whose ban in force here was made by another replica.

@@ -272,7 +272,7 @@ impl Enforcement {
             return Ok(None);
         };
         self.log_unban(now, &ban, Ended::Admin);
-        self.publish_unban(Subject::Address(ban.src));
+        self.publish_unban(Subject::Address(ban.src), ban.since);
         self.changed();
         self.acknowledge().await?;
         Ok(Some(ban))
@@ -290,7 +290,7 @@ impl Enforcement {
             ban.until = ban.until.min(now);
             self.log_unban(now, &ban, Ended::Allowlist);
             // Lifted in the cluster too, or the next resync would bring it back from Redis.
-            self.publish_unban(Subject::Address(ban.src));
+            self.publish_unban(Subject::Address(ban.src), ban.since);
         }
         self.changed();
     }
@@ -361,7 +361,7 @@ impl Enforcement {
         };
         ban.until = ban.until.min(now);
         self.identity_unban_write(now, &ban, Ended::Admin);
-        self.publish_unban(Subject::Identity(ban.identity.clone()));
+        self.publish_unban(Subject::Identity(ban.identity.clone()), ban.since);
         self.identities_changed();
         self.changed();
         self.save_identities().await?;

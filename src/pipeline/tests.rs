@@ -399,7 +399,7 @@ impl crate::enforce::BanSync for Published {
             .unwrap()
             .push(format!("ban {}", ban.subject().display()));
     }
-    fn unbanned(&self, who: crate::enforce::Subject) {
+    fn unbanned(&self, who: crate::enforce::Subject, _: chrono::DateTime<chrono::Utc>) {
         self.0
             .lock()
             .unwrap()
