@@ -195,8 +195,7 @@ async fn an_admin_ban_and_unban_on_one_replica_apply_on_the_others_and_offences_
     let lists: Vec<Value> = futures_list(&stacks).await;
     assert_eq!(lists[0], lists[1]);
     assert_eq!(lists[1], lists[2]);
-    let r = admin(&stacks[2], Method::DELETE, "/api/bans/127.0.0.9", "", None).await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    unban_through(&stacks[2], "127.0.0.9").await;
     assert!(version_status_within_1s(&stacks[0], "127.0.0.9", StatusCode::OK).await);
     assert!(version_status_within_1s(&stacks[1], "127.0.0.9", StatusCode::OK).await);
     // A second ban, through replica B, is offence 2: A's first counted.
@@ -1242,8 +1241,7 @@ async fn redis_restarted_without_its_data_lifts_no_ban_and_gets_every_ban_back()
     reconnected(&c).await;
     assert!(version_status_within_1s(&c, "127.0.0.21", StatusCode::FORBIDDEN).await);
     // An unban after the loss still travels.
-    let r = admin(&c, Method::DELETE, "/api/bans/127.0.0.21", "", None).await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    unban_through(&c, "127.0.0.21").await;
     assert!(version_status_within_1s(&b, "127.0.0.21", StatusCode::OK).await);
     assert_eq!(redis.cli(&["HLEN", "ollama-guard:bans"]), ["0"]);
 }
@@ -1305,6 +1303,23 @@ fn create_user(redis: &Redis, id: &str) {
     );
 }
 
+/// Cuts replica `s`, connected as Redis user `id`, off: the user disabled, its connections
+/// killed; waits until the replica knows.
+async fn cut_off(redis: &Redis, s: &Stack, id: &str) {
+    assert_eq!(redis.cli(&["ACL", "SETUSER", id, "off"]), ["OK"]);
+    redis.cli(&["CLIENT", "KILL", "USER", id]);
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_cluster_connected", 0.0).await,
+        0.0
+    );
+}
+
+/// `DELETE /api/bans/SRC` through `s`'s admin API, which must answer 204.
+async fn unban_through(s: &Stack, src: &str) {
+    let r = admin(s, Method::DELETE, &format!("/api/bans/{src}"), "", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+}
+
 fn unbans_in(s: &Stack) -> Vec<Value> {
     events(&s.detection_log())
         .into_iter()
@@ -1323,14 +1338,8 @@ async fn an_unban_the_banning_replica_missed_is_not_undone_when_it_comes_back() 
     ban_through(&a, r#"{"src":"127.0.0.23","duration":"10m"}"#).await;
     assert!(version_status_within_1s(&b, "127.0.0.23", StatusCode::FORBIDDEN).await);
     // A is cut off; B lifts the ban, and A misses the message.
-    redis.cli(&["ACL", "SETUSER", "guard-a", "off"]);
-    redis.cli(&["CLIENT", "KILL", "USER", "guard-a"]);
-    assert_eq!(
-        metric_eventually(&a.admin, "ollama_guard_cluster_connected", 0.0).await,
-        0.0
-    );
-    let r = admin(&b, Method::DELETE, "/api/bans/127.0.0.23", "", None).await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    cut_off(&redis, &a, "guard-a").await;
+    unban_through(&b, "127.0.0.23").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(version_status_within_1s(&a, "127.0.0.23", StatusCode::FORBIDDEN).await);
     // A comes back: its resync finds the unban's tombstone, lifts its own ban and does not
@@ -1374,18 +1383,9 @@ async fn an_unban_c_missed_survives_a_data_loss(before: bool) {
     assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::FORBIDDEN).await);
     assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::FORBIDDEN).await);
     drop(a);
-    let unban = || async {
-        let r = admin(&b, Method::DELETE, "/api/bans/127.0.0.24", "", None).await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
-    };
     if before {
-        redis.cli(&["ACL", "SETUSER", "guard-c", "off"]);
-        redis.cli(&["CLIENT", "KILL", "USER", "guard-c"]);
-        assert_eq!(
-            metric_eventually(&c.admin, "ollama_guard_cluster_connected", 0.0).await,
-            0.0
-        );
-        unban().await;
+        cut_off(&redis, &c, "guard-c").await;
+        unban_through(&b, "127.0.0.24").await;
         let tomb = redis.cli(&["HGET", "ollama-guard:unbans", "127.0.0.24"]);
         assert_eq!(tomb.len(), 1, "{tomb:?}");
         assert!(tomb[0].contains(':'), "{tomb:?}");
@@ -1411,7 +1411,7 @@ async fn an_unban_c_missed_survives_a_data_loss(before: bool) {
             ["1"]
         );
         assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::FORBIDDEN).await);
-        unban().await;
+        unban_through(&b, "127.0.0.24").await;
     }
     assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::FORBIDDEN).await);
     create_user(&redis, "guard-c");
@@ -1453,14 +1453,8 @@ async fn an_unban_queued_in_an_outage_lifts_only_the_ban_it_lifted_not_a_newer_o
     .await;
     assert!(version_status_within_1s(&a, "127.0.0.26", StatusCode::FORBIDDEN).await);
     // A is cut off and lifts the first ban there (queued); meanwhile B bans again.
-    redis.cli(&["ACL", "SETUSER", "guard-a", "off"]);
-    redis.cli(&["CLIENT", "KILL", "USER", "guard-a"]);
-    assert_eq!(
-        metric_eventually(&a.admin, "ollama_guard_cluster_connected", 0.0).await,
-        0.0
-    );
-    let r = admin(&a, Method::DELETE, "/api/bans/127.0.0.26", "", None).await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    cut_off(&redis, &a, "guard-a").await;
+    unban_through(&a, "127.0.0.26").await;
     // A ban's start has millisecond precision: the second starts in a later millisecond.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let r = ban_through(
