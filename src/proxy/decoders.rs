@@ -212,7 +212,7 @@ pub(crate) fn scratch<R>(f: impl FnOnce(&mut Inflate) -> R) -> Result<R, Inflate
 
 /// One source's key: the address, or an IPv6 address's /48 (a site's allocation: one
 /// subscriber's /56 holds 256 /64s, each of which would otherwise have its own share).
-fn source_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

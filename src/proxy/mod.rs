@@ -9,6 +9,7 @@
 //! bound requests in flight, while what exhausts the guard is open connections (idle
 //! keep-alive ones and half-sent heads included), which must be refused at accept time.
 
+pub(crate) mod buffered;
 pub(crate) mod client_ip;
 pub(crate) mod cut;
 pub(crate) mod decoders;
@@ -94,6 +95,8 @@ pub(crate) struct Proxy {
     policy_sink: Arc<dyn PolicySink>,
     /// The policy stage's zstd decoder slots, shared by every worker.
     decoders: Arc<decoders::Decoders>,
+    /// The bytes of bodies the policy stage holds, counted across workers.
+    buffered: Arc<buffered::Buffered>,
     auth: AuthParts,
     /// The listener speaks HTTPS (`tls_cert`/`tls_key`; on or off for the process's life).
     tls: Option<tls::TlsListener>,
@@ -159,6 +162,7 @@ impl Proxy {
             policy: Arc::new(ArcSwap::from_pointee(live.policy.clone())),
             policy_sink,
             decoders: decoders::Decoders::standard(),
+            buffered: buffered::Buffered::new(),
             auth,
             tls,
         }))
@@ -275,6 +279,7 @@ impl Proxy {
                 refused: self.metrics.refused.with_label_values(&["policy"]),
                 body_idle: self.timeouts.body_idle,
                 decoders: self.decoders.clone(),
+                buffered: self.buffered.clone(),
                 busy: self.metrics.refused.with_label_values(&["busy"]),
             }))
             .layer(UpstreamErrorLayer::new(ErrorCtx {

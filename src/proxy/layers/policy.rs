@@ -15,7 +15,9 @@
 //! sent `Content-Encoding: zstd` is decompressed first, as Ollama decompresses it
 //! ([`crate::policy::inflate`]), and judged as the same body sent plain; it is forwarded as
 //! sent; [`crate::proxy::decoders`] bounds how many are decoded at once, and how slowly. Blob uploads (the model file itself) are never
-//! buffered: only `manage_from` applies to them. Every other route passes untouched.
+//! buffered: only `manage_from` applies to them. Every other route passes untouched. What the
+//! stage holds at once is counted ([`crate::proxy::buffered`]): a body that would take it past
+//! its source's share or everyone's is answered `503` before anything is forwarded.
 //!
 //! Only requests in scope pay for a boxed future; the rest keep the stack's concrete types.
 
@@ -41,6 +43,7 @@ use crate::auth::Caller;
 use crate::policy::inflate::{self, Inflate, InflateError, Progress};
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Unreadable, Verdict};
+use crate::proxy::buffered::{Buffered, Charge, Over};
 use crate::proxy::decoders::{self, Busy, Decoders, Slot, SLICE};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
 use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
@@ -67,6 +70,8 @@ pub(crate) struct PolicyCtx {
     pub(crate) body_idle: Duration,
     /// The zstd decoder slots (shared by every worker).
     pub(crate) decoders: Arc<Decoders>,
+    /// The bytes of bodies the stage holds (shared by every worker).
+    pub(crate) buffered: Arc<Buffered>,
     /// `refused_requests_total{reason="busy"}`.
     pub(crate) busy: IntCounter,
 }
@@ -253,9 +258,12 @@ where
     }
     let (parts, body) = req.into_parts();
     let exact = content_length(&parts.headers);
-    let read = match read_prefix(body, cfg.max_body, exact, ctx.body_idle).await {
+    // Held until the request is answered: its prefix has gone upstream (or been refused) by then.
+    let mut charge = ctx.buffered.charge(src);
+    let read = match read_prefix(body, cfg.max_body, exact, ctx.body_idle, &mut charge).await {
         Ok(read) => read,
-        Err(fault) => return Ok(client_fault(fault)),
+        Err(Unread::Fault(fault)) => return Ok(client_fault(fault)),
+        Err(Unread::Over(why)) => return Ok(over(&ctx, &meta, &client, why)),
     };
     // Read to its end: a refusal may leave a trusted proxy's connection open.
     let whole = read.rest.is_none();
@@ -530,7 +538,17 @@ fn busy<RB>(
              retry shortly"
         ),
     };
-    let mut resp = refuse::shaped(&meta.path, &message);
+    unavailable(meta, client, body_done, &message)
+}
+
+/// `503` with `Retry-After: 1`, shaped for the route: the stage cannot take the body now.
+fn unavailable<RB>(
+    meta: &Meta,
+    client: &Client,
+    body_done: bool,
+    message: &str,
+) -> Response<Answer<RB>> {
+    let mut resp = refuse::shaped(&meta.path, message);
     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     resp.headers_mut().insert(
         http::header::RETRY_AFTER,
@@ -539,11 +557,38 @@ fn busy<RB>(
     refusal_of(resp, Outcome::Refused, Some(client), body_done)
 }
 
+/// A body the stage cannot hold now: `503` with `Retry-After`, as for the decoders. The body
+/// is left unread, so the connection closes.
+fn over<RB>(ctx: &PolicyCtx, meta: &Meta, client: &Client, why: Over) -> Response<Answer<RB>> {
+    ctx.busy.inc();
+    let mib = |n: u64| n >> 20;
+    let message = match why {
+        Over::All(n) => format!(
+            "ollama-guard: {} MiB of request bodies are already being inspected; retry shortly",
+            mib(n)
+        ),
+        Over::Source(n) => format!(
+            "ollama-guard: {} MiB of request bodies from this client are already being \
+             inspected; retry shortly",
+            mib(n)
+        ),
+    };
+    unavailable(meta, client, false, &message)
+}
+
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// Why a body was not read.
+enum Unread {
+    /// The client's doing (stalled, cut, malformed).
+    Fault(ClientFault),
+    /// Holding more would take the stage over what it may hold, for the source or for all.
+    Over(Over),
 }
 
 /// What was read: the bytes, and the unread rest when the body is larger than the limit.
@@ -559,7 +604,8 @@ async fn read_prefix<B>(
     limit: u64,
     exact: Option<u64>,
     idle: Duration,
-) -> Result<Prefix<B>, ClientFault>
+    charge: &mut Charge,
+) -> Result<Prefix<B>, Unread>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -573,12 +619,15 @@ where
     }
     loop {
         let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Err(_) => return Err(ClientFault::Idle),
+            Err(_) => return Err(Unread::Fault(ClientFault::Idle)),
             Ok(None) => return Ok(Prefix { prefix, rest: None }),
-            Ok(Some(Err(e))) => return Err(ClientBodyError::Read(e.into()).fault()),
+            Ok(Some(Err(e))) => return Err(Unread::Fault(ClientBodyError::Read(e.into()).fault())),
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
+            charge
+                .grow((prefix.len() + data.len()) as u64, limit)
+                .map_err(Unread::Over)?;
             prefix.extend_from_slice(&data);
         }
         if prefix.len() as u64 > limit {

@@ -108,6 +108,16 @@ fn service_with(
     cfg: PolicyConfig,
     decoders: Arc<Decoders>,
 ) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
+    service_full(block, cfg, decoders, Buffered::new())
+}
+
+/// [`service_with`], with this count of the bytes held.
+fn service_full(
+    block: bool,
+    cfg: PolicyConfig,
+    decoders: Arc<Decoders>,
+    buffered: Arc<Buffered>,
+) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
     let sink = Arc::new(Sink {
         block,
         seen: Mutex::default(),
@@ -120,6 +130,7 @@ fn service_with(
         refused: IntCounter::new("r", "r").unwrap(),
         body_idle: Duration::from_secs(5),
         decoders,
+        buffered,
         busy: IntCounter::new("b", "b").unwrap(),
     });
     (layer.layer(up.clone()), sink, up)
@@ -563,4 +574,63 @@ async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
             "cross_site={cross_site} {credential:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_body_over_what_the_stage_may_hold_is_503_unforwarded_and_its_bytes_come_back() {
+    use crate::proxy::buffered::{FREE, PER_SOURCE};
+    let pool = Buffered::new();
+    let (svc, sink, up) = service_full(
+        true,
+        PolicyConfig::default(),
+        Decoders::standard(),
+        pool.clone(),
+    );
+    // The source (192.0.2.9) already holds its share: a megabyte a body, 32 bodies waiting.
+    let mut held = pool.charge("192.0.2.9".parse().unwrap());
+    held.grow(PER_SOURCE + FREE, 1 << 20).unwrap();
+    let big: &'static [u8] = Box::leak(
+        format!(r#"{{"model":"m","prompt":"{}"}}"#, "a".repeat(20 << 10))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let resp = svc
+        .clone()
+        .oneshot(request(Route::Generate, "/api/generate", big, true))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(
+        resp.extensions().get::<Disposition>().map(|d| d.outcome),
+        Some(Outcome::Refused)
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json["error"],
+        "ollama-guard: 32 MiB of request bodies from this client are already being inspected; retry shortly"
+    );
+    assert!(up.0.lock().unwrap().is_empty(), "nothing was forwarded");
+    assert!(sink.seen.lock().unwrap().is_empty(), "no verdict");
+    // A small body of the same source is not held up (its bytes are not counted).
+    let small: &'static [u8] = br#"{"model":"m","prompt":"hi"}"#;
+    let resp = svc
+        .clone()
+        .oneshot(request(Route::Generate, "/api/generate", small, true))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // With the share given back, the large body passes, forwarded whole; once it is answered
+    // the stage holds nothing.
+    drop(held);
+    let resp = svc
+        .oneshot(request(Route::Generate, "/api/generate", big, true))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = up.0.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].0, Bytes::from_static(big));
+    assert_eq!(pool.used(), 0);
 }
