@@ -4,11 +4,13 @@
 //! Monitor mode never changes a response: the verdict is logged `would_block`. Block mode
 //! refuses the request (`blocked`) and, with `[policy] ban = true`, also bans the source
 //! (`banned`) unless it is a trusted proxy or allowlisted (those are refused, not banned).
-//! The `detection` line is written before the `ban` it causes.
+//! The `detection` line is written before the `ban` it causes. One line per source and rule per
+//! minute at most (a flood of refused pushes is not a flood of lines), with the number of
+//! verdicts not logged since; a verdict that bans is always written.
 
 use std::net::IpAddr;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::verdict::{decide, Decision, Verdicts};
 use super::DetectionStage;
@@ -27,10 +29,35 @@ impl Verdicts {
         method: &str,
         ban: bool,
     ) -> Action {
-        let now = Utc::now();
+        self.policy_at(Utc::now(), v, src, path, method, ban)
+    }
+
+    /// [`Verdicts::policy`] at `now`.
+    pub(crate) fn policy_at(
+        &self,
+        now: DateTime<Utc>,
+        v: &Verdict,
+        src: IpAddr,
+        path: &str,
+        method: &str,
+        ban: bool,
+    ) -> Action {
         let src_text = src.to_string();
         let (mitre, attack_type) = classify(v.rule);
         let write = |action: Action| {
+            self.metrics()
+                .detections
+                .with_label_values(&[v.rule, v.severity.as_str(), action.as_str()])
+                .inc();
+            let due = self
+                .policy_lines()
+                .due(&(src, v.rule), now.timestamp() / 60);
+            let since_last = match (due, action) {
+                (Some(n), _) => n,
+                // A ban is written whatever the minute: it happens once.
+                (None, Action::Banned) => 0,
+                (None, _) => return action,
+            };
             let finding = PolicyFinding {
                 rule: v.rule,
                 mitre,
@@ -43,12 +70,9 @@ impl Verdicts {
                 severity: v.severity,
                 action,
                 risk: PolicyFinding::risk_of(v.rule, &src_text, path, method, v.field, &v.value),
+                since_last,
             };
             self.log().write(now, &LogEvent::Policy(finding));
-            self.metrics()
-                .detections
-                .with_label_values(&[v.rule, v.severity.as_str(), action.as_str()])
-                .inc();
             action
         };
         if !self.enforcement().block_mode() {

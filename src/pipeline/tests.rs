@@ -19,6 +19,7 @@ use crate::proxy::refusal::Gate;
 use crate::record::{Method, Outcome, RequestRecord};
 use crate::route::normalize;
 use crate::telemetry::detection_log::tests::{assert_valid, validator};
+use crate::telemetry::log_event::Action;
 use crate::telemetry::{DetectionLog, LogWriter, Metrics};
 
 pub(super) struct Fixture {
@@ -436,4 +437,80 @@ fn a_rule_ban_the_allowlist_lifts_is_lifted_in_the_cluster_and_never_taken_back_
         ..ban
     };
     assert!(f.enforcement.bans().apply_remote(forced, now));
+}
+
+#[tokio::test]
+async fn policy_verdicts_write_one_line_per_source_and_rule_a_minute_and_count_the_rest() {
+    let f = fixture(Mode::Block, Vec::new());
+    let verdicts = f.stage.verdicts();
+    let minute = chrono::DateTime::from_timestamp(1_764_590_400, 0).unwrap();
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    let b: IpAddr = "192.0.2.2".parse().unwrap();
+    let debug = crate::policy::debug_render_only();
+    let large = crate::policy::too_large(1 << 20);
+    let judge = |at: i64, v: &crate::policy::Verdict, src: IpAddr| {
+        verdicts.policy_at(
+            minute + chrono::TimeDelta::seconds(at),
+            v,
+            src,
+            "/api/generate",
+            "POST",
+            false,
+        )
+    };
+    // Five of one rule from A in one minute, one of another rule, one from B; then A again in
+    // the next minute.
+    for at in 0..5 {
+        assert_eq!(judge(at, &debug, a), Action::Blocked);
+    }
+    assert_eq!(judge(10, &large, a), Action::Blocked);
+    assert_eq!(judge(20, &debug, b), Action::Blocked);
+    assert_eq!(judge(61, &debug, a), Action::Blocked);
+    let lines = f.lines().await;
+    let seen: Vec<(String, String, u64)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["rule"].as_str().unwrap().to_owned(),
+                l["src"].as_str().unwrap().to_owned(),
+                l["since_last"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("policy.debug_render_only".into(), "192.0.2.1".into(), 0),
+            ("policy.body_too_large".into(), "192.0.2.1".into(), 0),
+            ("policy.debug_render_only".into(), "192.0.2.2".into(), 0),
+            ("policy.debug_render_only".into(), "192.0.2.1".into(), 4),
+        ]
+    );
+    // Every verdict is counted, logged or not.
+    let counted = f
+        .metrics
+        .detections
+        .with_label_values(&[
+            "policy.debug_render_only",
+            debug.severity.as_str(),
+            "blocked",
+        ])
+        .get();
+    assert_eq!(counted, 7);
+    // A verdict that bans is written even within the minute of an earlier line.
+    assert_eq!(
+        verdicts.policy_at(
+            minute + chrono::TimeDelta::seconds(62),
+            &debug,
+            a,
+            "/api/generate",
+            "POST",
+            true,
+        ),
+        Action::Banned
+    );
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines[4..]), ["detection", "ban"]);
+    assert_eq!(lines[4]["action"], "banned");
+    assert_eq!(lines[4]["since_last"], 0);
 }

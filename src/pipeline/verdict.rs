@@ -25,6 +25,7 @@ use ipnet::IpNet;
 use crate::detect::{DetectionEvent, Event};
 use crate::enforce::{BanOutcome, Enforcement};
 use crate::telemetry::log_event::{Action, Finding, LogEvent};
+use crate::telemetry::throttle::PerMinute;
 use crate::telemetry::{DetectionLog, Metrics};
 
 /// Why a verdict that would ban does not.
@@ -109,6 +110,8 @@ pub(crate) struct Verdicts {
     enforcement: Arc<Enforcement>,
     trusted: ArcSwap<Vec<IpNet>>,
     identity_bans: OnceLock<Arc<dyn IdentityBans>>,
+    /// One policy `detection` line per source and rule per minute.
+    policy_lines: PerMinute<(IpAddr, &'static str)>,
 }
 
 impl Verdicts {
@@ -124,7 +127,13 @@ impl Verdicts {
             enforcement,
             trusted: ArcSwap::from_pointee(Vec::new()),
             identity_bans: OnceLock::new(),
+            policy_lines: PerMinute::default(),
         }
+    }
+
+    /// The limiter of policy `detection` lines.
+    pub(crate) fn policy_lines(&self) -> &PerMinute<(IpAddr, &'static str)> {
+        &self.policy_lines
     }
 
     /// The detection log.

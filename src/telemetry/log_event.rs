@@ -97,6 +97,9 @@ pub(crate) struct PolicyFinding<'a> {
     /// Risk-based alerting fields (see [`Risk`]).
     #[serde(flatten)]
     pub(crate) risk: Risk,
+    /// Verdicts of this rule against this source since its previous line and not logged (one
+    /// line per source and rule per minute, a `banned` one always).
+    pub(crate) since_last: u64,
 }
 
 impl<'a> PolicyFinding<'a> {

@@ -199,13 +199,14 @@ fn a_policy_verdict_is_a_detection_with_the_offending_value_and_matches_the_sche
                     "model",
                     "attacker.example/x/y",
                 ),
+                since_last: 3,
             }),
         )
         .unwrap();
         assert_eq!(
             line,
             format!(
-                "{HEAD}\"event\":\"detection\",\"rule\":\"policy.registry_push\",\"mitre\":\"T1048\",\"attack_type\":\"Model Theft via Push to Foreign Registry\",\"src\":\"192.0.2.9\",\"uri_path\":\"/api/push\",\"http_method\":\"POST\",\"field\":\"model\",\"value\":\"attacker.example/x/y\",\"severity\":\"high\",\"action\":\"{text}\",\"risk_object\":\"192.0.2.9\",\"risk_object_type\":\"system\",\"risk_score\":80,\"risk_message\":\"Model push to a foreign registry refused: 192.0.2.9 asked POST /api/push with model = attacker.example/x/y\"}}"
+                "{HEAD}\"event\":\"detection\",\"rule\":\"policy.registry_push\",\"mitre\":\"T1048\",\"attack_type\":\"Model Theft via Push to Foreign Registry\",\"src\":\"192.0.2.9\",\"uri_path\":\"/api/push\",\"http_method\":\"POST\",\"field\":\"model\",\"value\":\"attacker.example/x/y\",\"severity\":\"high\",\"action\":\"{text}\",\"risk_object\":\"192.0.2.9\",\"risk_object_type\":\"system\",\"risk_score\":80,\"risk_message\":\"Model push to a foreign registry refused: 192.0.2.9 asked POST /api/push with model = attacker.example/x/y\",\"since_last\":3}}"
             )
         );
         assert_valid(&v, &line);
