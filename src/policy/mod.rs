@@ -363,12 +363,28 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
     }
     if let Some(modelfile) = m.str("modelfile") {
         for line in modelfile.lines() {
-            let line = line.trim();
-            if line.len() > 5 && line[..5].eq_ignore_ascii_case("from ") {
-                let from = line[5..].trim();
-                if !from.is_empty() {
-                    base(cfg, "modelfile", from, line, out);
-                }
+            // A byte-order mark is whitespace to the check (a stricter reading than a parser
+            // that would take `\u{feff}FROM` for an unknown command refuses nothing it accepts).
+            let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+            // The command ends at a space or a tab, as Ollama's Modelfile parser reads it.
+            let Some((command, arg)) = line.split_once([' ', '\t']) else {
+                continue;
+            };
+            let arg = arg.trim();
+            if arg.is_empty() {
+                continue;
+            }
+            if command.eq_ignore_ascii_case("from") {
+                base(cfg, "modelfile", arg, line, out);
+            } else if command.eq_ignore_ascii_case("adapter") && is_path(arg) {
+                // An adapter read from the server's disk (Ollama versions that parse the
+                // Modelfile themselves): the same file read as a `FROM` path.
+                out.push(verdict(
+                    "policy.create_from_path",
+                    "modelfile",
+                    line,
+                    Severity::High,
+                ));
             }
         }
     }

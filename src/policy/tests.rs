@@ -93,6 +93,42 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
             "FROM ../../secret.gguf".to_owned()
         )]
     );
+    // A tab separates the command as a space does, whatever the case; a byte-order mark
+    // hides nothing; an adapter read from a server path is that path read.
+    for (modelfile, shown) in [
+        (r"FROM\t/etc/passwd", "FROM\t/etc/passwd"),
+        (
+            r"from \t attacker.example/x/y",
+            "from \t attacker.example/x/y",
+        ),
+        (r"\ufeffFROM /etc/passwd", "FROM /etc/passwd"),
+        (
+            r"FROM llama3.2\nADAPTER\t./lora.gguf",
+            "ADAPTER\t./lora.gguf",
+        ),
+    ] {
+        let rule = if shown.contains("attacker") {
+            "policy.registry_pull"
+        } else {
+            "policy.create_from_path"
+        };
+        assert_eq!(
+            rules(
+                Route::Create,
+                &format!(r#"{{"model":"x","modelfile":"{modelfile}"}}"#)
+            ),
+            [(rule, shown.to_owned())],
+            "{modelfile}"
+        );
+    }
+    // An adapter by blob name, FROM a library model, and a line that is no command pass.
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"x","modelfile":"FROM llama3.2\nADAPTER sha256-abc\nFROMAGE x\nFROM"}"#
+        ),
+        []
+    );
     assert_eq!(
         rules(
             Route::Create,
