@@ -44,6 +44,20 @@ async fn admin_api_adds_lists_and_lifts_bans_and_validates_input() {
     )
     .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // A reason longer than 1 KiB is refused, naming the field (it travels with the ban to
+    // every replica and log line); 1 KiB exactly is taken.
+    let long = format!(r#"{{"src":"127.0.0.11","reason":"{}"}}"#, "r".repeat(1025));
+    let bad = admin(&s, Method::POST, "/api/bans", &long, None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&bad.body).unwrap()["error"],
+        "reason: at most 1024 bytes (got 1025); a ban's reason travels with it to every replica and log line"
+    );
+    let fits = format!(r#"{{"src":"127.0.0.12","reason":"{}"}}"#, "r".repeat(1024));
+    let ok = admin(&s, Method::POST, "/api/bans", &fits, None).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text());
+    let ok = admin(&s, Method::DELETE, "/api/bans/127.0.0.12", "", None).await;
+    assert_eq!(ok.status, StatusCode::NO_CONTENT);
     let allow = admin(
         &s,
         Method::POST,
@@ -126,9 +140,12 @@ async fn admin_api_adds_lists_and_lifts_bans_and_validates_input() {
     .await;
     assert_eq!(again.status, StatusCode::OK);
     let ev = events(&s.detection_log());
-    let unban = ev.iter().find(|e| e["event"] == "unban").unwrap();
-    assert_eq!(unban["src"], "127.0.0.11");
-    assert_eq!(unban["ended"], "admin");
+    let unbans: Vec<&Value> = ev.iter().filter(|e| e["event"] == "unban").collect();
+    assert_eq!(unbans.len(), 2, "{unbans:?}");
+    // The ban with the longest reason first, then this one.
+    assert_eq!(unbans[0]["src"], "127.0.0.12");
+    assert_eq!(unbans[1]["src"], "127.0.0.11");
+    assert_eq!(unbans[1]["ended"], "admin");
 }
 
 #[tokio::test]

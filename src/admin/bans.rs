@@ -210,6 +210,9 @@ pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
 
+/// The longest reason a ban may be given.
+const MAX_REASON: usize = 1024;
+
 async fn add(
     enf: &Enforcement,
     keys: Option<&Arc<crate::auth::store::KeyStore>>,
@@ -230,6 +233,15 @@ async fn add(
         }
     };
     let reason = new.reason.unwrap_or_else(|| "manual".to_owned());
+    if reason.len() > MAX_REASON {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "reason: at most {MAX_REASON} bytes (got {}); a ban's reason travels with it to every replica and log line",
+                reason.len()
+            ),
+        );
+    }
     if let Some(name) = new.src.strip_prefix(crate::enforce::identity::PREFIX) {
         if keys.and_then(|k| k.get(name)).is_none() {
             return error(

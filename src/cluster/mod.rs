@@ -226,6 +226,10 @@ impl Cluster {
 /// can bring back a ban lifted while it was away.
 pub(crate) const TOMBSTONE_KEEP: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
+/// How far ahead of this replica's clock another replica's may run: a tombstone further in
+/// the future is forged or broken.
+pub(crate) const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// Tombstones held in memory at most (they come from operators' unbans and allowlist
 /// reloads; past this, the oldest unban's goes).
 const MAX_TOMBS: usize = 100_000;
@@ -257,8 +261,15 @@ impl Tomb {
         since.timestamp_millis() <= self.since
     }
 
-    fn kept(self, now: DateTime<Utc>) -> bool {
-        now.timestamp_millis().saturating_sub(self.at) < TOMBSTONE_KEEP.num_milliseconds()
+    /// Whether it is still kept at `now`: lifted less than [`TOMBSTONE_KEEP`] ago, and
+    /// neither lifted nor naming a ban started more than [`CLOCK_SKEW`] in the future (a forged
+    /// one would otherwise never expire, and keep its subject from being banned anywhere).
+    pub(crate) fn kept(self, now: DateTime<Utc>) -> bool {
+        let now = now.timestamp_millis();
+        let skew = CLOCK_SKEW.num_milliseconds();
+        now.saturating_sub(self.at) < TOMBSTONE_KEEP.num_milliseconds()
+            && self.at <= now.saturating_add(skew)
+            && self.since <= now.saturating_add(skew)
     }
 }
 
@@ -365,6 +376,21 @@ mod tests {
             at: i64::MIN
         }
         .kept(at(1_764_594_000_000)));
+        // One from the future (forged, or a clock far off) is not kept: it would never expire.
+        let now = at(1_764_594_000_000);
+        let hour = CLOCK_SKEW.num_milliseconds();
+        let ahead = |since: i64, at: i64| Tomb {
+            since: 1_764_594_000_000 + since,
+            at: 1_764_594_000_000 + at,
+        };
+        assert!(ahead(hour, hour).kept(now));
+        assert!(!ahead(0, hour + 1).kept(now));
+        assert!(!ahead(hour + 1, 0).kept(now));
+        let forged = Tomb {
+            since: 9_999_999_999_999,
+            at: 9_999_999_999_999,
+        };
+        assert!(!forged.kept(now));
     }
 
     #[test]

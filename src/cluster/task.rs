@@ -458,8 +458,17 @@ fn apply(cluster: &Cluster, enforcement: &Enforcement, text: &str) {
             let upto = since.and_then(chrono::DateTime::from_timestamp_millis);
             match (since, upto) {
                 (Some(since), Some(upto)) => {
-                    let at = Utc::now().timestamp_millis();
-                    cluster.tombs().note(who.clone(), Tomb { since, at });
+                    let now = Utc::now();
+                    let tomb = Tomb {
+                        since,
+                        at: now.timestamp_millis(),
+                    };
+                    // A ban started in the future: forged or broken, like its tombstone.
+                    if !tomb.kept(now) {
+                        tracing::warn!(src = %src, "cluster: an unban naming a ban that starts in the future was ignored");
+                        return;
+                    }
+                    cluster.tombs().note(who.clone(), tomb);
                     enforcement.apply_remote_unban_upto(&who, upto);
                 }
                 // A replica of an earlier version: whatever ban is held goes.

@@ -242,9 +242,10 @@ impl IdentityBans {
         true
     }
 
-    /// `[cluster]`: the offence times of `identity` (published with its ban).
+    /// `[cluster]`: the offence times of `identity` (published with its ban), the latest
+    /// [`super::remote::MAX_SHARED_OFFENCES`].
     pub(crate) fn offences_of(&self, identity: &str) -> Vec<DateTime<Utc>> {
-        self.lock().get(identity).cloned().unwrap_or_default()
+        super::remote::latest(self.lock().get(identity).map(Vec::as_slice))
     }
 
     /// `[cluster]`: merges offence times learnt from the cluster into the history of

@@ -166,9 +166,10 @@ impl Bans {
         self.lock().bans.get(&canonical_net(*src)).map(|b| b.since)
     }
 
-    /// The offence times of `src` within the ban memory (published with its ban).
+    /// The offence times of `src` within the ban memory (published with its ban), the
+    /// latest [`MAX_SHARED_OFFENCES`].
     pub(crate) fn offences_of(&self, src: &IpNet) -> Vec<DateTime<Utc>> {
-        self.lock().offences.get(src).cloned().unwrap_or_default()
+        latest(self.lock().offences.get(src).map(Vec::as_slice))
     }
 
     /// Merges offence times learnt from the cluster into the history of `src`.
@@ -188,6 +189,17 @@ impl Bans {
             inner.offences.remove(&src);
         }
     }
+}
+
+/// Offence times published with a ban at most: escalation reaches the longest ban within a
+/// handful of offences, and a subject banned thousands of times in the ban memory (an operator's
+/// script) must not make its entry too large for the other replicas to read (64 KiB).
+pub(crate) const MAX_SHARED_OFFENCES: usize = 100;
+
+/// The latest [`MAX_SHARED_OFFENCES`] of `times` (sorted, oldest first).
+pub(super) fn latest(times: Option<&[DateTime<Utc>]>) -> Vec<DateTime<Utc>> {
+    let times = times.unwrap_or_default();
+    times[times.len().saturating_sub(MAX_SHARED_OFFENCES)..].to_vec()
 }
 
 /// Sorts offence times and keeps one per millisecond: a ban's `since` travels with

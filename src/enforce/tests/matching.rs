@@ -152,3 +152,24 @@ fn blocked_counters_are_dropped_with_their_ban() {
     bans.expire(t0() + mins(15));
     assert_eq!(bans.blocked_counters(), 0);
 }
+
+#[test]
+fn a_ban_carries_its_source_s_latest_hundred_offences_to_the_cluster() {
+    let bans = table();
+    let hour = Duration::from_secs(3600);
+    let src = net("192.0.2.77/32");
+    let at = |i: i64| t0() + chrono::TimeDelta::seconds(i);
+    for i in 0..150 {
+        bans.add_manual(src, hour, "again".into(), false, at(i))
+            .unwrap();
+    }
+    let shared = bans.offences_of(&src);
+    assert_eq!(shared.len(), crate::enforce::remote::MAX_SHARED_OFFENCES);
+    assert_eq!(shared.first(), Some(&at(50)));
+    assert_eq!(shared.last(), Some(&at(149)));
+    // Fewer than the cap go whole.
+    let other = net("192.0.2.78/32");
+    bans.add_manual(other, hour, "once".into(), false, at(0))
+        .unwrap();
+    assert_eq!(bans.offences_of(&other), [at(0)]);
+}
