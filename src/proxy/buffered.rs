@@ -14,8 +14,10 @@
 //!   anything is forwarded, and what it held is given back. It does not wait: waiting would let
 //!   whoever holds the bytes hold the waiting clients too.
 //!
-//! The bytes are given back when the request is answered (its body has gone upstream by then,
-//! or been refused).
+//! What a body's buffer takes is counted, not what it holds (it grows by doubling), so the
+//! memory the stage holds is what is counted, plus one buffer's growth per worker at most. The
+//! bytes are given back when the request is answered (its body has gone upstream by then, or
+//! been refused).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -625,10 +625,11 @@ where
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            charge
-                .grow((prefix.len() + data.len()) as u64, limit)
-                .map_err(Unread::Over)?;
             prefix.extend_from_slice(&data);
+            // What the buffer takes, not what it holds: it grows by doubling.
+            charge
+                .grow(prefix.capacity() as u64, limit)
+                .map_err(Unread::Over)?;
         }
         if prefix.len() as u64 > limit {
             return Ok(Prefix {
