@@ -1320,6 +1320,17 @@ async fn unban_through(s: &Stack, src: &str) {
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
 }
 
+/// `back` reconnects after missing the unban of `src`: it lifts its copy, `other` stays
+/// without it (nobody wrote it back), Redis holds no entry. Answers `back`'s `unban` lines.
+async fn back_and_lifted(redis: &Redis, back: &Stack, other: &Stack, src: &str) -> Vec<Value> {
+    reconnected(back).await;
+    assert!(version_status_within_1s(back, src, StatusCode::OK).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(version_status_within_1s(other, src, StatusCode::OK).await);
+    assert_eq!(redis.cli(&["HEXISTS", "ollama-guard:bans", src]), ["0"]);
+    unbans_in(back)
+}
+
 fn unbans_in(s: &Stack) -> Vec<Value> {
     events(&s.detection_log())
         .into_iter()
@@ -1345,15 +1356,7 @@ async fn an_unban_the_banning_replica_missed_is_not_undone_when_it_comes_back() 
     // A comes back: its resync finds the unban's tombstone, lifts its own ban and does not
     // publish it again.
     redis.cli(&["ACL", "SETUSER", "guard-a", "on"]);
-    reconnected(&a).await;
-    assert!(version_status_within_1s(&a, "127.0.0.23", StatusCode::OK).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(version_status_within_1s(&b, "127.0.0.23", StatusCode::OK).await);
-    assert_eq!(
-        redis.cli(&["HEXISTS", "ollama-guard:bans", "127.0.0.23"]),
-        ["0"]
-    );
-    let lifted = unbans_in(&a);
+    let lifted = back_and_lifted(&redis, &a, &b, "127.0.0.23").await;
     assert_eq!(lifted.len(), 1, "{lifted:?}");
     assert_eq!(lifted[0]["src"], "127.0.0.23");
     assert_eq!(lifted[0]["ended"], "admin");
@@ -1415,15 +1418,7 @@ async fn an_unban_c_missed_survives_a_data_loss(before: bool) {
     }
     assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::FORBIDDEN).await);
     create_user(&redis, "guard-c");
-    reconnected(&c).await;
-    assert!(version_status_within_1s(&c, "127.0.0.24", StatusCode::OK).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(version_status_within_1s(&b, "127.0.0.24", StatusCode::OK).await);
-    assert_eq!(
-        redis.cli(&["HEXISTS", "ollama-guard:bans", "127.0.0.24"]),
-        ["0"]
-    );
-    let lifted = unbans_in(&c);
+    let lifted = back_and_lifted(&redis, &c, &b, "127.0.0.24").await;
     assert_eq!(lifted.len(), 1, "{lifted:?}");
     assert_eq!(lifted[0]["origin"], "guard-a");
 }

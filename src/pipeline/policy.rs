@@ -20,19 +20,8 @@ use crate::proxy::layers::policy::PolicySink;
 use crate::telemetry::log_event::{Action, LogEvent, PolicyFinding};
 
 impl Verdicts {
-    /// Acts on a policy verdict against `src` (`method` `path`); `ban` = `[policy] ban`.
-    pub(crate) fn policy(
-        &self,
-        v: &Verdict,
-        src: IpAddr,
-        path: &str,
-        method: &str,
-        ban: bool,
-    ) -> Action {
-        self.policy_at(Utc::now(), v, src, path, method, ban)
-    }
-
-    /// [`Verdicts::policy`] at `now`.
+    /// Acts on a policy verdict against `src` (`method` `path`) at `now`; `ban` = `[policy]
+    /// ban`.
     pub(crate) fn policy_at(
         &self,
         now: DateTime<Utc>,
@@ -105,6 +94,7 @@ impl Verdicts {
 
 impl PolicySink for DetectionStage {
     fn verdict(&self, v: &Verdict, src: IpAddr, path: &str, method: &str, ban: bool) -> Action {
-        self.verdicts().policy(v, src, path, method, ban)
+        self.verdicts()
+            .policy_at(Utc::now(), v, src, path, method, ban)
     }
 }
