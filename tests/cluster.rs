@@ -1331,6 +1331,18 @@ async fn back_and_lifted(redis: &Redis, back: &Stack, other: &Stack, src: &str) 
     unbans_in(back)
 }
 
+/// A Redis, replica A as its own Redis user (so it can be cut off) and replica B, both
+/// connected.
+async fn cuttable_a_and_b() -> (Redis, Stack, Stack) {
+    let redis = Redis::start(None);
+    create_user(&redis, "guard-a");
+    let a = replica_as_user(&redis, "guard-a").await;
+    let b = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-b")).await;
+    reconnected(&a).await;
+    reconnected(&b).await;
+    (redis, a, b)
+}
+
 fn unbans_in(s: &Stack) -> Vec<Value> {
     events(&s.detection_log())
         .into_iter()
@@ -1340,12 +1352,7 @@ fn unbans_in(s: &Stack) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unban_the_banning_replica_missed_is_not_undone_when_it_comes_back() {
-    let redis = Redis::start(None);
-    create_user(&redis, "guard-a");
-    let a = replica_as_user(&redis, "guard-a").await;
-    let b = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-b")).await;
-    reconnected(&a).await;
-    reconnected(&b).await;
+    let (redis, a, b) = cuttable_a_and_b().await;
     ban_through(&a, r#"{"src":"127.0.0.23","duration":"10m"}"#).await;
     assert!(version_status_within_1s(&b, "127.0.0.23", StatusCode::FORBIDDEN).await);
     // A is cut off; B lifts the ban, and A misses the message.
@@ -1435,12 +1442,7 @@ async fn an_unban_made_before_a_data_loss_is_not_undone_by_a_replica_that_missed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unban_queued_in_an_outage_lifts_only_the_ban_it_lifted_not_a_newer_one() {
-    let redis = Redis::start(None);
-    create_user(&redis, "guard-a");
-    let a = replica_as_user(&redis, "guard-a").await;
-    let b = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "guard-b")).await;
-    reconnected(&a).await;
-    reconnected(&b).await;
+    let (redis, a, b) = cuttable_a_and_b().await;
     ban_through(
         &b,
         r#"{"src":"127.0.0.26","duration":"10m","reason":"first"}"#,
