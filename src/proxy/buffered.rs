@@ -5,34 +5,60 @@
 //! to `policy.max_body`, 1 MiB) before forwarding it. A client that sends a body's first
 //! megabyte and then waits holds that megabyte for `timeouts.body_idle`; a few thousand such
 //! connections held gigabytes, and an out-of-memory kill ends every client's access. So:
-//! - the first [`FREE`] bytes of every body are not counted (a chat request's JSON, most
-//!   bodies in all: they are bounded by the connection limits, 16 KiB a connection);
-//! - beyond them, at most [`TOTAL`] bytes are held at once (or four bodies of `max_body`,
-//!   when that is more), and at most [`PER_SOURCE`] (or one body of `max_body` and its
-//!   free part, when that is more) by one source: an IPv4 address, an IPv6 /48;
+//! - everything the stage holds counts toward [`TOTAL`] (256 MiB; or four sources' shares,
+//!   when that is more);
+//! - beyond each body's first [`FREE`] bytes (a chat request's JSON: a source's small bodies
+//!   are bounded by its connection limit), one source holds at most [`PER_SOURCE`] (32 MiB; or
+//!   one body of `max_body` and [`SLACK`], when that is more): an IPv4 address, an IPv6 /48;
 //! - a body that would go over either is answered `503` with `Retry-After` at once, before
 //!   anything is forwarded, and what it held is given back. It does not wait: waiting would let
-//!   whoever holds the bytes hold the waiting clients too.
+//!   whoever holds the bytes hold the waiting clients too;
+//! - a source's only body is never refused by the source's share: a body the stage reads is
+//!   bounded by the limit it reads to (`max_body` and the one read that crosses it).
 //!
-//! What a body's buffer takes is counted, not what it holds (it grows by doubling), so the
-//! memory the stage holds is what is counted, plus one buffer's growth per worker at most. The
-//! bytes are given back when the request is answered (its body has gone upstream by then, or
-//! been refused).
+//! What a body's buffer takes is counted, not what it holds, and it is counted before it is
+//! taken: the reader sizes the buffer to a declared `Content-Length` (within the limit) at once,
+//! and otherwise doubles it up to the limit and no further. The bytes are given back once the
+//! body's read part has been handed to the upstream connection, or the request is answered.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::decoders::source_key;
 
-/// The bytes of a body not counted.
+/// The bytes of a body not counted toward its source's share (they count toward the total).
 pub(crate) const FREE: u64 = 16 << 10;
-/// The bytes held at once by everyone (beyond each body's free part), at least.
+/// The bytes held at once by everyone, at least.
 pub(crate) const TOTAL: u64 = 256 << 20;
-/// The bytes held at once by one source, at least.
+/// The bytes held at once by one source (beyond each body's free part), at least.
 pub(crate) const PER_SOURCE: u64 = 32 << 20;
+/// What a source may hold beside one body of `max_body`, when that is above [`PER_SOURCE`]:
+/// more than one read of the server's connection buffer (about 400 KiB at most), by which a
+/// body can cross its limit.
+pub(crate) const SLACK: u64 = 1 << 20;
+
+/// One source's share and everyone's total, for a stage reading to `max_body`.
+pub(crate) fn limits(max_body: u64) -> (u64, u64) {
+    let share = PER_SOURCE.max(max_body.saturating_add(SLACK));
+    (share, TOTAL.max(share.saturating_mul(4)))
+}
+
+/// The capacity to give a body's buffer that holds `cap` bytes and must take `need`, reading
+/// to `limit` (a body is read until it is over the limit by one byte or more) with `exact`
+/// declared: the declared length at once, else double, but never past the limit.
+pub(crate) fn capacity(cap: usize, need: usize, exact: Option<u64>, limit: u64) -> usize {
+    if let Some(n) = exact.and_then(|n| usize::try_from(n).ok()) {
+        if n >= need {
+            return n;
+        }
+    }
+    let most = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+    need.max(cap.saturating_mul(2).max(1024).min(most))
+}
 
 /// Why a body could not grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +72,9 @@ pub(crate) enum Over {
 /// The counts (shared by every worker).
 #[derive(Debug, Default)]
 pub(crate) struct Buffered {
+    /// Every byte held, by everyone.
     used: AtomicU64,
+    /// The bytes beyond the free parts, by source (no entry: none).
     held: DashMap<IpAddr, u64>,
 }
 
@@ -60,6 +88,12 @@ impl Buffered {
     #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
+    }
+
+    /// The sources holding bytes beyond their free parts now.
+    #[cfg(test)]
+    pub(crate) fn sources(&self) -> usize {
+        self.held.len()
     }
 
     /// A charge of nothing yet for a body of `src`'s.
@@ -77,44 +111,72 @@ impl Buffered {
 pub(crate) struct Charge {
     pool: Arc<Buffered>,
     key: IpAddr,
+    /// Every byte the body's buffer takes.
     bytes: u64,
 }
 
 impl Charge {
-    /// Counts the body at `len` bytes in all, `max_body` being the stage's limit now.
+    /// Counts the body's buffer at `len` bytes in all, `max_body` being the stage's limit now.
+    /// A refused growth counts nothing.
     pub(crate) fn grow(&mut self, len: u64, max_body: u64) -> Result<(), Over> {
-        let want = len.saturating_sub(FREE);
-        if want <= self.bytes {
+        if len <= self.bytes {
             return Ok(());
         }
-        let more = want - self.bytes;
-        let per_source = PER_SOURCE.max(max_body.saturating_add(FREE));
-        let total = TOTAL.max(max_body.saturating_mul(4));
-        let mut held = self.pool.held.entry(self.key).or_insert(0);
-        if *held + more > per_source {
-            return Err(Over::Source(per_source));
+        let (share, total) = limits(max_body);
+        let all = len - self.bytes;
+        let mine = self.bytes.saturating_sub(FREE);
+        let more = len.saturating_sub(FREE) - mine;
+        let take_all = || {
+            let now = self.pool.used.fetch_add(all, Ordering::AcqRel) + all;
+            if now > total {
+                self.pool.used.fetch_sub(all, Ordering::AcqRel);
+                return Err(Over::All(total));
+            }
+            Ok(())
+        };
+        if more == 0 {
+            take_all()?;
+        } else {
+            match self.pool.held.entry(self.key) {
+                Entry::Occupied(mut held) => {
+                    // Only what the source's other bodies hold can refuse this one.
+                    let others = *held.get() - mine;
+                    if others > 0 && *held.get() + more > share {
+                        return Err(Over::Source(share));
+                    }
+                    take_all()?;
+                    *held.get_mut() += more;
+                }
+                Entry::Vacant(vacant) => {
+                    take_all()?;
+                    vacant.insert(more);
+                }
+            }
         }
-        let all = self.pool.used.fetch_add(more, Ordering::AcqRel) + more;
-        if all > total {
-            self.pool.used.fetch_sub(more, Ordering::AcqRel);
-            return Err(Over::All(total));
-        }
-        *held += more;
-        self.bytes = want;
+        self.bytes = len;
         Ok(())
+    }
+
+    /// Gives back what the body holds (now rather than on drop).
+    pub(crate) fn release(&mut self) {
+        if self.bytes == 0 {
+            return;
+        }
+        self.pool.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        let mine = self.bytes.saturating_sub(FREE);
+        if mine > 0 {
+            self.pool.held.remove_if_mut(&self.key, |_, held| {
+                *held -= mine;
+                *held == 0
+            });
+        }
+        self.bytes = 0;
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        if self.bytes == 0 {
-            return;
-        }
-        self.pool.used.fetch_sub(self.bytes, Ordering::AcqRel);
-        self.pool.held.remove_if_mut(&self.key, |_, held| {
-            *held -= self.bytes;
-            *held == 0
-        });
+        self.release();
     }
 }
 
@@ -129,20 +191,22 @@ mod tests {
     }
 
     #[test]
-    fn the_free_part_is_not_counted_and_growth_counts_only_the_difference() {
+    fn the_free_part_counts_toward_the_total_not_the_share_and_growth_counts_the_difference() {
         let pool = Buffered::new();
         let mut c = pool.charge(ip("192.0.2.1"));
         c.grow(FREE, MIB).unwrap();
-        assert_eq!(pool.used(), 0);
+        assert_eq!((pool.used(), pool.sources()), (FREE, 0));
         c.grow(FREE + 100, MIB).unwrap();
-        assert_eq!(pool.used(), 100);
+        assert_eq!(
+            (pool.used(), pool.held.get(&ip("192.0.2.1")).map(|h| *h)),
+            (FREE + 100, Some(100))
+        );
         c.grow(FREE + 1000, MIB).unwrap();
-        assert_eq!(pool.used(), 1000);
+        assert_eq!(pool.used(), FREE + 1000);
         c.grow(FREE + 10, MIB).unwrap();
-        assert_eq!(pool.used(), 1000);
+        assert_eq!(pool.used(), FREE + 1000);
         drop(c);
-        assert_eq!(pool.used(), 0);
-        assert!(pool.held.is_empty());
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
     }
 
     #[test]
@@ -156,10 +220,10 @@ mod tests {
                 c
             })
             .collect();
-        assert_eq!(pool.used(), 32 * MIB);
+        assert_eq!(pool.used(), 32 * (MIB + FREE));
         let mut one_more = pool.charge(ip("192.0.2.1"));
         assert_eq!(one_more.grow(FREE + 1, MIB), Err(Over::Source(PER_SOURCE)));
-        // A small body of the same source still passes: its free part is not counted.
+        // A small body of the same source still passes: its free part is not its source's.
         let mut small = pool.charge(ip("192.0.2.1"));
         small.grow(FREE, MIB).unwrap();
         // Another source, and an IPv6 address in another /48, are not held up; one in the same
@@ -180,53 +244,116 @@ mod tests {
             Err(Over::Source(PER_SOURCE))
         );
         drop((held, one_more, small, v6, same48));
-        assert_eq!(pool.used(), 0);
-        assert!(pool.held.is_empty());
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
     }
 
     #[test]
-    fn everyone_together_stops_at_the_total() {
+    fn everyone_together_stops_at_the_total_free_parts_included() {
         let pool = Buffered::new();
         let mut held = Vec::new();
-        for i in 0..8u8 {
+        for i in 0..7u8 {
             let mut c = pool.charge(IpAddr::from([198, 51, 100, i]));
             c.grow(PER_SOURCE + FREE, MIB).unwrap();
             held.push(c);
         }
+        // The rest of the total in free parts: 2 041 bodies of 16 KiB from 8 sources.
+        let mut free = Vec::new();
+        for i in 0..2041u32 {
+            let mut c = pool.charge(IpAddr::from([203, 0, 113, (i % 8) as u8]));
+            c.grow(FREE, MIB).unwrap();
+            free.push(c);
+        }
         assert_eq!(pool.used(), TOTAL);
         let mut late = pool.charge(ip("203.0.113.9"));
+        assert_eq!(late.grow(1, MIB), Err(Over::All(TOTAL)));
         assert_eq!(late.grow(FREE + 1, MIB), Err(Over::All(TOTAL)));
-        // The refused growth took nothing: the pool is as full as before.
+        // The refused growth took nothing, and left no entry for its source.
         assert_eq!(pool.used(), TOTAL);
+        assert!(pool.held.get(&ip("203.0.113.9")).is_none());
+        free.pop();
         late.grow(FREE, MIB).unwrap();
-        held.truncate(7);
-        late.grow(FREE + 1, MIB).unwrap();
+        assert_eq!(late.grow(FREE + 1, MIB), Err(Over::All(TOTAL)));
+        drop((held, free, late));
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
     }
 
     #[test]
-    fn a_max_body_above_the_shares_widens_them_to_fit_its_bodies() {
+    fn a_refused_growth_of_a_source_with_an_entry_keeps_its_count_exact() {
+        let pool = Buffered::new();
+        let mut a = pool.charge(ip("192.0.2.1"));
+        a.grow(PER_SOURCE + FREE, MIB).unwrap();
+        let mut b = pool.charge(ip("192.0.2.1"));
+        assert_eq!(b.grow(FREE + 1, MIB), Err(Over::Source(PER_SOURCE)));
+        assert_eq!(*pool.held.get(&ip("192.0.2.1")).unwrap(), PER_SOURCE);
+        drop(a);
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
+        drop(b);
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
+    }
+
+    #[test]
+    fn a_large_max_body_fits_one_body_and_its_crossing_read_and_four_sources_in_all() {
         let pool = Buffered::new();
         let max_body = 100 * MIB;
+        let (share, total) = limits(max_body);
+        assert_eq!((share, total), (max_body + SLACK, 4 * (max_body + SLACK)));
+        // A body read to its limit and over it by a 400 KiB read.
         let mut c = pool.charge(ip("192.0.2.1"));
-        c.grow(max_body + FREE, max_body).unwrap();
-        // The share is one such body with a free part's slack (a read stops a frame past
-        // the limit).
+        c.grow(max_body + (400 << 10), max_body).unwrap();
+        // The source's second body has what is left of the share.
         let mut d = pool.charge(ip("192.0.2.1"));
-        d.grow(2 * FREE, max_body).unwrap();
-        assert_eq!(
-            d.grow(2 * FREE + 1, max_body),
-            Err(Over::Source(max_body + FREE))
-        );
+        let left = share - (max_body + (400 << 10) - FREE);
+        d.grow(FREE + left, max_body).unwrap();
+        assert_eq!(d.grow(FREE + left + 1, max_body), Err(Over::Source(share)));
         drop(d);
-        // Four bodies of max_body fit in all, not a fifth.
-        let mut held = Vec::new();
+        // A source's only body is not refused by the share, whatever read crossed the limit.
+        let mut alone = pool.charge(ip("192.0.2.7"));
+        alone.grow(share + MIB, max_body).unwrap();
+        drop(alone);
+        // Four sources' shares fit in all, not a byte more.
+        let mut held = vec![c];
         for i in 2..5u8 {
             let mut c = pool.charge(IpAddr::from([192, 0, 2, i]));
-            c.grow(max_body + FREE, max_body).unwrap();
+            c.grow(share + FREE, max_body).unwrap();
             held.push(c);
         }
-        assert_eq!(pool.used(), 4 * max_body);
-        let mut fifth = pool.charge(ip("192.0.2.9"));
-        assert_eq!(fifth.grow(FREE + 1, max_body), Err(Over::All(4 * max_body)));
+        let mut last = pool.charge(ip("192.0.2.9"));
+        last.grow(total - pool.used(), max_body).unwrap();
+        let mut fifth = pool.charge(ip("192.0.2.10"));
+        assert_eq!(fifth.grow(1, max_body), Err(Over::All(total)));
+    }
+
+    #[test]
+    fn released_bytes_are_given_back_once() {
+        let pool = Buffered::new();
+        let mut c = pool.charge(ip("192.0.2.1"));
+        c.grow(MIB, MIB).unwrap();
+        c.release();
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
+        let mut other = pool.charge(ip("192.0.2.1"));
+        other.grow(MIB, MIB).unwrap();
+        drop(c);
+        assert_eq!(pool.used(), MIB);
+        assert_eq!(*pool.held.get(&ip("192.0.2.1")).unwrap(), MIB - FREE);
+    }
+
+    #[test]
+    fn a_buffer_takes_the_declared_length_at_once_else_doubles_up_to_the_limit() {
+        const K: usize = 1024;
+        let limit = (1 << 20) as u64;
+        // A declared length within the limit: exactly it, at the first frame.
+        assert_eq!(capacity(0, 100, Some(5000), limit), 5000);
+        // A declared length the body has outgrown (never with hyper): doubling as below.
+        assert_eq!(capacity(5000, 5001, Some(5000), limit), 10_000);
+        // None declared: at least a kilobyte, then doubling.
+        assert_eq!(capacity(0, 100, None, limit), K);
+        assert_eq!(capacity(K, K + 1, None, limit), 2 * K);
+        assert_eq!(capacity(0, 3000, None, limit), 3000);
+        // Never past one byte over the limit, unless a read needs it.
+        assert_eq!(capacity(768 * K, 768 * K + 1, None, limit), (1 << 20) + 1);
+        assert_eq!(
+            capacity((1 << 20) + 1, (1 << 20) + 9000, None, limit),
+            (1 << 20) + 9000
+        );
     }
 }

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::buffered::Charge;
 use super::decoders::{allowance, Slot, MIN_RATE, SLICE};
 use super::fault::BoxError;
 use std::time::Duration;
@@ -261,6 +262,8 @@ pin_project! {
             #[pin] rest: Option<B>,
             exact: Option<u64>,
             guard: Option<Box<Guard>>,
+            // What the prefix holds of the stage's count, given back once it is handed on.
+            charge: Option<Charge>,
         },
     }
 }
@@ -279,6 +282,7 @@ impl<B> PolicyBody<B> {
             rest,
             exact,
             guard: None,
+            charge: None,
         }
     }
 
@@ -289,7 +293,23 @@ impl<B> PolicyBody<B> {
             rest: Some(rest),
             exact,
             guard: Some(Box::new(guard)),
+            charge: None,
         }
+    }
+
+    /// The body, holding `held` (the prefix's part of the stage's count) until the prefix is
+    /// handed on: the upstream connection has it then, and a body queued behind a busy model
+    /// holds nothing of the count while it waits.
+    pub(crate) fn holding(mut self, held: Charge) -> Self {
+        if let PolicyBody::Replay {
+            prefix: Some(_),
+            charge,
+            ..
+        } = &mut self
+        {
+            *charge = Some(held);
+        }
+        self
     }
 }
 
@@ -311,9 +331,11 @@ where
                 prefix,
                 rest,
                 guard,
+                charge,
                 ..
             } => {
                 if let Some(p) = prefix.take() {
+                    *charge = None;
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
                 if let Some(g) = guard.as_mut().filter(|g| g.paused.is_some()) {

@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -43,7 +43,7 @@ use crate::auth::Caller;
 use crate::policy::inflate::{self, Inflate, InflateError, Progress};
 use crate::policy::scan::{Scan, Scanner};
 use crate::policy::{self, Members, PolicyConfig, Scope, Unreadable, Verdict};
-use crate::proxy::buffered::{Buffered, Charge, Over};
+use crate::proxy::buffered::{self, Buffered, Charge, Over};
 use crate::proxy::decoders::{self, Busy, Decoders, Slot, SLICE};
 use crate::proxy::fault::{BoxError, ClientBodyError, ClientFault};
 use crate::proxy::policy_body::{Decoding, Guard, PolicyBody, ScanCell};
@@ -258,7 +258,8 @@ where
     }
     let (parts, body) = req.into_parts();
     let exact = content_length(&parts.headers);
-    // Held until the request is answered: its prefix has gone upstream (or been refused) by then.
+    // Held until the body's prefix is handed to the upstream connection, or the request is
+    // answered.
     let mut charge = ctx.buffered.charge(src);
     let read = match read_prefix(body, cfg.max_body, exact, ctx.body_idle, &mut charge).await {
         Ok(read) => read,
@@ -337,7 +338,7 @@ where
     let (scanner, rest) = match (scanner, read.rest) {
         (Some(scanner), Some(rest)) => (scanner, rest),
         (_, rest) => {
-            let body = PolicyBody::replay(read.prefix.freeze(), rest, exact);
+            let body = PolicyBody::replay(read.prefix.into(), rest, exact).holding(charge);
             return inner.call(Request::from_parts(parts, body)).await;
         }
     };
@@ -351,7 +352,7 @@ where
         })
     };
     let guard = Guard::new(scanner, decoding, cell.clone());
-    let body = PolicyBody::guarded(read.prefix.freeze(), rest, exact, guard);
+    let body = PolicyBody::guarded(read.prefix.into(), rest, exact, guard).holding(charge);
     let resp = inner.call(Request::from_parts(parts, body)).await;
     // The body withheld its end: the exchange failed (or the upstream answered early); either
     // way the client gets the refusal a small body would have got.
@@ -593,12 +594,13 @@ enum Unread {
 
 /// What was read: the bytes, and the unread rest when the body is larger than the limit.
 struct Prefix<B> {
-    prefix: BytesMut,
+    prefix: Vec<u8>,
     rest: Option<B>,
 }
 
 /// Reads `body` until its end or until more than `limit` bytes are in (a declared
-/// `Content-Length` above the limit is not read at all), each frame within `idle`.
+/// `Content-Length` above the limit is not read at all), each frame within `idle`, counting what
+/// its buffer takes in `charge` before the buffer takes it.
 async fn read_prefix<B>(
     mut body: B,
     limit: u64,
@@ -610,7 +612,7 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut prefix = BytesMut::new();
+    let mut prefix = Vec::new();
     if exact.is_some_and(|n| n > limit) {
         return Ok(Prefix {
             prefix,
@@ -625,11 +627,13 @@ where
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
+            let need = prefix.len() + data.len();
+            if need > prefix.capacity() {
+                let cap = buffered::capacity(prefix.capacity(), need, exact, limit);
+                charge.grow(cap as u64, limit).map_err(Unread::Over)?;
+                prefix.reserve_exact(cap - prefix.len());
+            }
             prefix.extend_from_slice(&data);
-            // What the buffer takes, not what it holds: it grows by doubling.
-            charge
-                .grow(prefix.capacity() as u64, limit)
-                .map_err(Unread::Over)?;
         }
         if prefix.len() as u64 > limit {
             return Ok(Prefix {

@@ -530,6 +530,9 @@ mod compressed;
 /// Generation bodies padded past `max_body`: the streamed scan.
 mod padded;
 
+/// The count of held bytes.
+mod held;
+
 #[tokio::test]
 async fn a_browser_s_cross_site_violation_is_refused_but_never_bans() {
     // `[policy] ban = true`: a foreign pull bans its source, unless a browser sent it for
