@@ -17,6 +17,7 @@ mod body;
 mod gojson;
 pub(crate) mod inflate;
 mod model;
+mod modelfile;
 pub(crate) mod scan;
 
 use std::net::IpAddr;
@@ -361,32 +362,8 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
             Severity::High,
         ));
     }
-    if let Some(modelfile) = m.str("modelfile") {
-        for line in modelfile.lines() {
-            // A byte-order mark is whitespace to the check (a stricter reading than a parser
-            // that would take `\u{feff}FROM` for an unknown command refuses nothing it accepts).
-            let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-            // The command ends at a space or a tab, as Ollama's Modelfile parser reads it.
-            let Some((command, arg)) = line.split_once([' ', '\t']) else {
-                continue;
-            };
-            let arg = arg.trim();
-            if arg.is_empty() {
-                continue;
-            }
-            if command.eq_ignore_ascii_case("from") {
-                base(cfg, "modelfile", arg, line, out);
-            } else if command.eq_ignore_ascii_case("adapter") && is_path(arg) {
-                // An adapter read from the server's disk (Ollama versions that parse the
-                // Modelfile themselves): the same file read as a `FROM` path.
-                out.push(verdict(
-                    "policy.create_from_path",
-                    "modelfile",
-                    line,
-                    Severity::High,
-                ));
-            }
-        }
+    if let Some(text) = m.str("modelfile") {
+        modelfile_checks(cfg, &text, out);
     }
     if let Some(host) = m.str("remote_host").filter(|h| !h.is_empty()) {
         if !host_allowed(url_host(&host), &cfg.create_remote_hosts) {
@@ -396,6 +373,69 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
                 &host,
                 Severity::High,
             ));
+        }
+    }
+}
+
+/// The deprecated `modelfile` of a create, which Ollama versions before the structured create
+/// parsed themselves: every `FROM` is a `from`, and every `ADAPTER` that is not a blob
+/// reference (`@sha256:…`, what their client sent after uploading a local file) is a file read
+/// from the server's disk (a relative path from the server's working directory). Read as their
+/// parser reads it ([`modelfile`]), and line by line as well (a line that reads as a `FROM` or
+/// an `ADAPTER` path inside a quoted `SYSTEM` is flagged: stricter, never laxer); a line a
+/// parsed command's verdict already shows adds none.
+fn modelfile_checks(cfg: &PolicyConfig, text: &str, out: &mut Vec<Verdict>) {
+    let before = out.len();
+    for command in modelfile::commands(text) {
+        match command.name.as_str() {
+            "from" if !command.value.trim().is_empty() => {
+                base(cfg, "modelfile", &command.value, command.text, out);
+            }
+            "adapter" if !command.value.starts_with('@') => out.push(verdict(
+                "policy.create_from_path",
+                "modelfile",
+                command.text,
+                Severity::High,
+            )),
+            _ => {}
+        }
+    }
+    let parsed = out.len();
+    let mut lines = Vec::new();
+    for line in text.split(['\r', '\n']) {
+        // A byte-order mark is whitespace to the check (a stricter reading than a parser
+        // that would take `\u{feff}FROM` for an unknown command refuses nothing it accepts).
+        let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        // The command ends at a space or a tab, as Ollama's Modelfile parser reads it.
+        let Some((command, arg)) = line.split_once([' ', '\t']) else {
+            continue;
+        };
+        let arg = arg.trim();
+        let arg = arg
+            .strip_prefix('"')
+            .and_then(|a| a.strip_suffix('"'))
+            .unwrap_or(arg)
+            .trim_matches('"');
+        if arg.is_empty() {
+            continue;
+        }
+        if command.eq_ignore_ascii_case("from") {
+            base(cfg, "modelfile", arg, line, &mut lines);
+        } else if command.eq_ignore_ascii_case("adapter") && is_path(arg) {
+            lines.push(verdict(
+                "policy.create_from_path",
+                "modelfile",
+                line,
+                Severity::High,
+            ));
+        }
+    }
+    for v in lines {
+        if !out[before..parsed]
+            .iter()
+            .any(|seen| seen.value.contains(&v.value))
+        {
+            out.push(v);
         }
     }
 }

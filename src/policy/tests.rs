@@ -121,13 +121,86 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
             "{modelfile}"
         );
     }
-    // An adapter by blob name, FROM a library model, and a line that is no command pass.
+    // An adapter by blob reference, FROM a library model, and a line that is no command pass.
     assert_eq!(
         rules(
             Route::Create,
-            r#"{"model":"x","modelfile":"FROM llama3.2\nADAPTER sha256-abc\nFROMAGE x\nFROM"}"#
+            r#"{"model":"x","modelfile":"FROM llama3.2\nADAPTER @sha256:abc\nFROMAGE x\nFROM"}"#
         ),
         []
+    );
+    // What Ollama's parser reads: a lone `\r` ends a line, quotes come off, a relative adapter
+    // is read from the server's working directory, a character it drops hides nothing, and
+    // a `FROM` line inside a quoted `SYSTEM` is still a `FROM` to a line-by-line reading.
+    for (modelfile, rule, shown) in [
+        (
+            r"FROM llama3.2\rFROM /etc/passwd",
+            "policy.create_from_path",
+            "FROM /etc/passwd",
+        ),
+        (
+            r#"FROM llama3.2\rADAPTER \"/etc/shadow\""#,
+            "policy.create_from_path",
+            r#"ADAPTER "/etc/shadow""#,
+        ),
+        (
+            r#"FROM llama3.2\nADAPTER \"\"\"\n/etc/shadow\"\"\""#,
+            "policy.create_from_path",
+            "ADAPTER \"\"\"\n/etc/shadow\"\"\"",
+        ),
+        (
+            r"FROM llama3.2\nADAPTER lora.gguf",
+            "policy.create_from_path",
+            "ADAPTER lora.gguf",
+        ),
+        (
+            r"FROM llama3.2\nADAPTER sha256-abc",
+            "policy.create_from_path",
+            "ADAPTER sha256-abc",
+        ),
+        (
+            r"\u200bADAPTER x\nFROM llama3.2",
+            "policy.create_from_path",
+            "\u{200b}ADAPTER x",
+        ),
+        (
+            r"FROM \u0001/etc/passwd",
+            "policy.create_from_path",
+            "FROM \u{1}/etc/passwd",
+        ),
+        (
+            r#"FROM \"attacker.example/x/y\""#,
+            "policy.registry_pull",
+            r#"FROM "attacker.example/x/y""#,
+        ),
+        (
+            r#"FROM llama3.2\nSYSTEM \"\"\"\nFROM /etc/passwd\n\"\"\""#,
+            "policy.create_from_path",
+            "FROM /etc/passwd",
+        ),
+    ] {
+        assert_eq!(
+            rules(
+                Route::Create,
+                &format!(r#"{{"model":"x","modelfile":"{modelfile}"}}"#)
+            ),
+            [(rule, shown.to_owned())],
+            "{modelfile}"
+        );
+    }
+    // A `FROM` path both readings see is one verdict, as the parser shows it.
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"x","modelfile":"FROM \"/etc/passwd\"\nFROM /etc/hosts"}"#
+        ),
+        [
+            (
+                "policy.create_from_path",
+                r#"FROM "/etc/passwd""#.to_owned()
+            ),
+            ("policy.create_from_path", "FROM /etc/hosts".to_owned()),
+        ]
     );
     assert_eq!(
         rules(

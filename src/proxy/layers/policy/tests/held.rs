@@ -1,0 +1,139 @@
+//! What the stage's count of held bytes takes for a body, and for how long.
+
+use super::*;
+use crate::proxy::buffered::{FREE, SLACK};
+use tokio::sync::{oneshot, Notify};
+
+/// An upstream that reads a body's first frame, says how many bytes it had, waits until told
+/// to go on (a model busy with other prompts), then reads the rest and answers `200`.
+#[derive(Clone)]
+struct Queued {
+    first: Arc<Mutex<Option<oneshot::Sender<usize>>>>,
+    go_on: Arc<Notify>,
+}
+
+impl<B> Service<Request<PolicyBody<B>>> for Queued
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Answer<http_body_util::Empty<Bytes>>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: Request<PolicyBody<B>>) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            let mut body = req.into_body();
+            let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+            let tell = me.first.lock().unwrap().take().unwrap();
+            tell.send(first.len()).unwrap();
+            me.go_on.notified().await;
+            while body.frame().await.is_some() {}
+            Ok(Response::new(http_body_util::Either::Left(
+                http_body_util::Empty::new(),
+            )))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_body_waiting_upstream_holds_nothing_of_the_count_once_its_prefix_is_handed_on() {
+    let pool = Buffered::new();
+    let (tell, told) = oneshot::channel();
+    let up = Queued {
+        first: Arc::new(Mutex::new(Some(tell))),
+        go_on: Arc::new(Notify::new()),
+    };
+    let layer = PolicyLayer::new(PolicyCtx {
+        config: Arc::new(ArcSwap::from_pointee(PolicyConfig::default())),
+        sink: Arc::new(Sink {
+            block: true,
+            seen: Mutex::default(),
+            bans: Mutex::default(),
+        }),
+        refused: IntCounter::new("r", "r").unwrap(),
+        body_idle: Duration::from_secs(5),
+        decoders: Decoders::standard(),
+        buffered: pool.clone(),
+        busy: IntCounter::new("b", "b").unwrap(),
+    });
+    let svc = layer.layer(up.clone());
+    let prompt = format!(r#"{{"model":"m","prompt":"{}"}}"#, "a".repeat(100 << 10));
+    let len = prompt.len();
+    let req = framed(Route::Chat, "/api/chat", prompt.as_bytes(), 4096, true);
+    let answer = tokio::spawn(svc.oneshot(req));
+    // The stage read the whole body (into one buffer of its declared length) and handed it on
+    // in one frame; the upstream holds it now, and the stage's count is back to nothing.
+    assert_eq!(told.await.unwrap(), len);
+    assert_eq!((pool.used(), pool.sources()), (0, 0));
+    up.go_on.notify_one();
+    assert_eq!(answer.await.unwrap().unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_body_of_a_large_max_body_read_in_frames_takes_at_most_its_limit_and_one_byte() {
+    const MIB: u64 = 1 << 20;
+    let max_body = 40 * MIB;
+    let pool = Buffered::new();
+    let src: IpAddr = "192.0.2.9".parse().unwrap();
+    let body: Vec<Bytes> = (0..640)
+        .map(|_| Bytes::from(vec![b' '; 64 << 10]))
+        .collect();
+    let mut charge = pool.charge(src);
+    let read = read_prefix(
+        Frames(body.into()),
+        max_body,
+        None,
+        Duration::from_secs(5),
+        &mut charge,
+    )
+    .await
+    .ok()
+    .unwrap();
+    assert!(read.rest.is_none());
+    assert_eq!(read.prefix.len() as u64, max_body);
+    // Doubling would have taken 64 MiB, past the source's share: it stops at the limit.
+    assert_eq!(read.prefix.capacity() as u64, max_body + 1);
+    assert_eq!(pool.used(), max_body + 1);
+    // The source's next body has the rest of its share beside it.
+    let mut next = pool.charge(src);
+    let left = SLACK + FREE - 1;
+    next.grow(FREE + left, max_body).unwrap();
+    assert_eq!(
+        next.grow(FREE + left + 1, max_body),
+        Err(Over::Source(max_body + SLACK))
+    );
+}
+
+#[tokio::test]
+async fn a_chunked_body_of_a_large_max_body_passes_whole_and_its_bytes_come_back() {
+    let max_body = 40 << 20;
+    let pool = Buffered::new();
+    let cfg = PolicyConfig {
+        max_body,
+        ..PolicyConfig::default()
+    };
+    let (svc, _, up) = service_full(true, cfg, Decoders::standard(), pool.clone());
+    let body = format!(
+        r#"{{"model":"m","prompt":"{}"}}"#,
+        "a".repeat(max_body as usize - 64)
+    );
+    for _ in 0..2 {
+        let req = framed(
+            Route::Generate,
+            "/api/generate",
+            body.as_bytes(),
+            64 << 10,
+            false,
+        );
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+    let sent = up.0.lock().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert_eq!((sent[1].0.len(), sent[1].1), (body.len(), None));
+    assert_eq!(sent[1].0, body.as_bytes());
+    assert_eq!((pool.used(), pool.sources()), (0, 0));
+}
