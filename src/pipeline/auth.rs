@@ -1,5 +1,6 @@
-//! `[auth]` refusals in the detection log: one `auth` event per source per minute (a spray
-//! of wrong keys must not become a spray of log lines), carrying how many were not logged.
+//! `[auth]` refusals in the detection log: one `auth` event per source (an IPv4 address, an
+//! IPv6 /48) per minute (a spray of wrong keys must not become a spray of log lines, from one
+//! address or from many of one allocation), carrying how many were not logged.
 //! Counting them toward a ban is the `auth_failures` rule's job, from the records.
 
 use std::net::IpAddr;
@@ -7,6 +8,7 @@ use std::net::IpAddr;
 use chrono::Utc;
 
 use super::DetectionStage;
+use crate::proxy::decoders::source_key;
 use crate::proxy::layers::auth::{AuthNote, AuthSink};
 use crate::telemetry::log_event::{AuthEvent, LogEvent};
 use crate::telemetry::throttle::PerMinute;
@@ -17,7 +19,10 @@ pub(crate) type AuthLimiter = PerMinute<IpAddr>;
 impl AuthSink for DetectionStage {
     fn auth_refusal(&self, note: &AuthNote<'_>) {
         let now = Utc::now();
-        let Some(since_last) = self.auth_limiter().due(&note.src, now.timestamp() / 60) else {
+        let Some(since_last) = self
+            .auth_limiter()
+            .due(&source_key(note.src), now.timestamp() / 60)
+        else {
             return;
         };
         let src = note.src.to_string();

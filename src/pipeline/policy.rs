@@ -16,6 +16,7 @@ use super::verdict::{decide, Decision, Verdicts};
 use super::DetectionStage;
 use crate::enforce::BanOutcome;
 use crate::policy::{classify, Verdict};
+use crate::proxy::decoders::source_key;
 use crate::proxy::layers::policy::PolicySink;
 use crate::telemetry::log_event::{Action, LogEvent, PolicyFinding};
 
@@ -38,14 +39,13 @@ impl Verdicts {
                 .detections
                 .with_label_values(&[v.rule, v.severity.as_str(), action.as_str()])
                 .inc();
-            let due = self
-                .policy_lines()
-                .due(&(src, v.rule), now.timestamp() / 60);
-            let since_last = match (due, action) {
-                (Some(n), _) => n,
-                // A ban is written whatever the minute: it happens once.
-                (None, Action::Banned) => 0,
-                (None, _) => return action,
+            // A ban is written whatever the minute: it happens once.
+            let Some(since_last) = self.policy_lines().due_or_forced(
+                &(source_key(src), v.rule),
+                now.timestamp() / 60,
+                action == Action::Banned,
+            ) else {
+                return action;
             };
             let finding = PolicyFinding {
                 rule: v.rule,

@@ -497,10 +497,12 @@ async fn policy_verdicts_write_one_line_per_source_and_rule_a_minute_and_count_t
         ])
         .get();
     assert_eq!(counted, 7);
-    // A verdict that bans is written even within the minute of an earlier line.
+    // A verdict that bans is written even within the minute of an earlier line, with the
+    // count not logged before it; the next line counts from it.
+    assert_eq!(judge(62, &debug, a), Action::Blocked);
     assert_eq!(
         verdicts.policy_at(
-            minute + chrono::TimeDelta::seconds(62),
+            minute + chrono::TimeDelta::seconds(63),
             &debug,
             a,
             "/api/generate",
@@ -512,5 +514,44 @@ async fn policy_verdicts_write_one_line_per_source_and_rule_a_minute_and_count_t
     let lines = f.lines().await;
     assert_eq!(kinds(&lines[4..]), ["detection", "ban"]);
     assert_eq!(lines[4]["action"], "banned");
-    assert_eq!(lines[4]["since_last"], 0);
+    assert_eq!(lines[4]["since_last"], 1);
+    assert_eq!(judge(64, &debug, a), Action::Blocked);
+    assert_eq!(judge(121, &debug, a), Action::Blocked);
+    let lines = f.lines().await;
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    assert_eq!(lines[6]["since_last"], 1);
+    // Addresses of one IPv6 /48 are one source to the count: one line a minute for all.
+    for (at, ip) in [
+        (180, "2001:db8:7::1"),
+        (181, "2001:db8:7:1::2"),
+        (182, "2001:db8:7:ff::3"),
+    ] {
+        assert_eq!(judge(at, &debug, ip.parse().unwrap()), Action::Blocked);
+    }
+    assert_eq!(
+        judge(183, &debug, "2001:db8:8::1".parse().unwrap()),
+        Action::Blocked
+    );
+    assert_eq!(
+        judge(240, &debug, "2001:db8:7:2::9".parse().unwrap()),
+        Action::Blocked
+    );
+    let lines = f.lines().await;
+    let tail: Vec<(&str, u64)> = lines[7..]
+        .iter()
+        .map(|l| {
+            (
+                l["src"].as_str().unwrap(),
+                l["since_last"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("2001:db8:7::1", 0),
+            ("2001:db8:8::1", 0),
+            ("2001:db8:7:2::9", 2)
+        ]
+    );
 }

@@ -75,23 +75,56 @@ mod tests {
     }
 }
 
-/// Keys remembered at most by a [`PerMinute`]; past it the memory starts over (some extra
-/// lines, never unbounded memory).
+/// Keys remembered at most by a [`PerMinute`].
 const PER_MINUTE_MAX_KEYS: usize = 10_000;
 
 /// One log line per key (a source, an identity) per minute, with the number not logged
 /// since the last one.
+///
+/// Memory is bounded: at most [`PER_MINUTE_MAX_KEYS`] keys are remembered. When a new key
+/// finds the table full, the keys with no line this minute are forgotten (once a minute at
+/// most, so a flood of new keys does not sweep the table on every call; a forgotten key loses
+/// only a count of lines not written, its next line is due anyway); if every key had a line
+/// this minute, the new keys share one more: one line a minute for all of them together.
 #[derive(Debug)]
 pub(crate) struct PerMinute<K> {
+    state: Mutex<Seen<K>>,
+}
+
+#[derive(Debug)]
+struct Seen<K> {
     /// Key → (minute of its last logged line, occurrences since then not logged).
-    seen: Mutex<std::collections::HashMap<K, (i64, u64)>>,
+    keys: std::collections::HashMap<K, (i64, u64)>,
+    /// The minute of the last sweep of stale keys.
+    swept: i64,
+    /// The shared key of those that found the table full: (minute, not logged).
+    overflow: Option<(i64, u64)>,
 }
 
 impl<K> Default for PerMinute<K> {
     fn default() -> Self {
         PerMinute {
-            seen: Mutex::new(std::collections::HashMap::new()),
+            state: Mutex::new(Seen {
+                keys: std::collections::HashMap::new(),
+                swept: i64::MIN,
+                overflow: None,
+            }),
         }
+    }
+}
+
+/// `Some(not logged since the last line)` when a line is due in `minute` (or `forced`) for
+/// the key whose entry is `entry`; `None` counts one more not logged.
+fn due_in(entry: &mut (i64, u64), minute: i64, forced: bool) -> Option<u64> {
+    let (last, skipped) = entry;
+    if *last == minute && !forced {
+        *skipped += 1;
+        None
+    } else {
+        let n = *skipped;
+        *last = minute;
+        *skipped = 0;
+        Some(n)
     }
 }
 
@@ -102,29 +135,50 @@ impl<K: std::hash::Hash + Eq + Clone> PerMinute<K> {
         K: std::borrow::Borrow<Q>,
         Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
+        self.due_or_forced(key, minute, false)
+    }
+
+    /// As [`PerMinute::due`], but with `forced` a line is due whatever the minute (a line that
+    /// is always written, such as a ban's): it carries the count not logged before it, and
+    /// starts the minute over.
+    pub(crate) fn due_or_forced<Q>(&self, key: &Q, minute: i64, forced: bool) -> Option<u64>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let mut seen = self
-            .seen
+            .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.len() >= PER_MINUTE_MAX_KEYS && !seen.contains_key(key) {
-            seen.clear();
+        let seen = &mut *seen;
+        if let Some(entry) = seen.keys.get_mut(key) {
+            return due_in(entry, minute, forced);
         }
-        match seen.get_mut(key) {
-            Some((last, skipped)) if *last == minute => {
-                *skipped += 1;
-                None
-            }
-            Some((last, skipped)) => {
-                let n = *skipped;
-                *last = minute;
-                *skipped = 0;
-                Some(n)
-            }
-            None => {
-                seen.insert(key.to_owned(), (minute, 0));
-                Some(0)
-            }
+        if seen.keys.len() >= PER_MINUTE_MAX_KEYS && seen.swept != minute {
+            seen.swept = minute;
+            seen.keys.retain(|_, (last, _)| *last == minute);
         }
+        if seen.keys.len() >= PER_MINUTE_MAX_KEYS {
+            return match &mut seen.overflow {
+                Some(entry) => due_in(entry, minute, forced),
+                None => {
+                    seen.overflow = Some((minute, 0));
+                    Some(0)
+                }
+            };
+        }
+        seen.keys.insert(key.to_owned(), (minute, 0));
+        Some(0)
+    }
+
+    /// The keys remembered (tests).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys
+            .len()
     }
 }
 
@@ -141,5 +195,46 @@ mod per_minute_tests {
         assert_eq!(l.due("b", 10), Some(0));
         assert_eq!(l.due("a", 11), Some(2));
         assert_eq!(l.due("a", 11), None);
+        // A forced line carries what was not logged before it, and nothing is counted twice.
+        assert_eq!(l.due_or_forced("a", 11, true), Some(1));
+        assert_eq!(l.due("a", 11), None);
+        assert_eq!(l.due("a", 12), Some(1));
+        assert_eq!(l.due_or_forced("c", 12, true), Some(0));
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_quiet_keys_and_the_rest_share_one_line() {
+        let l: PerMinute<u32> = PerMinute::default();
+        for k in 0..super::PER_MINUTE_MAX_KEYS as u32 {
+            assert_eq!(l.due(&k, 10), Some(0));
+        }
+        // Minute 10, full: a new key shares one line with every other new key.
+        assert_eq!(l.due(&1_000_000, 10), Some(0));
+        assert_eq!(l.due(&1_000_001, 10), None);
+        assert_eq!(l.due(&1_000_002, 10), None);
+        // A remembered key keeps its own line.
+        assert_eq!(l.due(&7, 10), None);
+        assert_eq!(l.len(), super::PER_MINUTE_MAX_KEYS);
+        // Minute 11: key 7 speaks again, then a new key finds the table full and the keys
+        // quiet since minute 10 are forgotten; key 7 keeps its count.
+        assert_eq!(l.due(&7, 11), Some(1));
+        assert_eq!(l.due(&1_000_003, 11), Some(0));
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.due(&7, 11), None);
+        assert_eq!(l.due(&7, 12), Some(1));
+        // The shared line carries the count of its minute when it next comes due.
+        let full: PerMinute<u32> = PerMinute::default();
+        for k in 0..super::PER_MINUTE_MAX_KEYS as u32 {
+            full.due(&k, 20);
+        }
+        assert_eq!(full.due(&u32::MAX, 20), Some(0));
+        assert_eq!(full.due(&(u32::MAX - 1), 20), None);
+        assert_eq!(full.due(&(u32::MAX - 2), 20), None);
+        for k in 0..super::PER_MINUTE_MAX_KEYS as u32 {
+            full.due(&k, 21);
+        }
+        // Minute 21: every key spoke this minute, so the sweep forgets none.
+        assert_eq!(full.due(&(u32::MAX - 3), 21), Some(2));
+        assert_eq!(full.len(), super::PER_MINUTE_MAX_KEYS);
     }
 }
