@@ -93,34 +93,6 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
             "FROM ../../secret.gguf".to_owned()
         )]
     );
-    // A tab separates the command as a space does, whatever the case; a byte-order mark
-    // hides nothing; an adapter read from a server path is that path read.
-    for (modelfile, shown) in [
-        (r"FROM\t/etc/passwd", "FROM\t/etc/passwd"),
-        (
-            r"from \t attacker.example/x/y",
-            "from \t attacker.example/x/y",
-        ),
-        (r"\ufeffFROM /etc/passwd", "FROM /etc/passwd"),
-        (
-            r"FROM llama3.2\nADAPTER\t./lora.gguf",
-            "ADAPTER\t./lora.gguf",
-        ),
-    ] {
-        let rule = if shown.contains("attacker") {
-            "policy.registry_pull"
-        } else {
-            "policy.create_from_path"
-        };
-        assert_eq!(
-            rules(
-                Route::Create,
-                &format!(r#"{{"model":"x","modelfile":"{modelfile}"}}"#)
-            ),
-            [(rule, shown.to_owned())],
-            "{modelfile}"
-        );
-    }
     // An adapter by blob reference, FROM a library model, and a line that is no command pass.
     assert_eq!(
         rules(
@@ -129,10 +101,32 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
         ),
         []
     );
-    // What Ollama's parser reads: a lone `\r` ends a line, quotes come off, a relative adapter
-    // is read from the server's working directory, a character it drops hides nothing, and
-    // a `FROM` line inside a quoted `SYSTEM` is still a `FROM` to a line-by-line reading.
+    // A tab separates the command as a space does, whatever the case; a byte-order mark
+    // hides nothing; an adapter read from a server path is that path read. What Ollama's
+    // parser reads: a lone `\r` ends a line, quotes come off, a relative adapter is read from
+    // the server's working directory, a character it drops hides nothing, and a `FROM` line
+    // inside a quoted `SYSTEM` is still a `FROM` to a line-by-line reading.
     for (modelfile, rule, shown) in [
+        (
+            r"FROM\t/etc/passwd",
+            "policy.create_from_path",
+            "FROM\t/etc/passwd",
+        ),
+        (
+            r"from \t attacker.example/x/y",
+            "policy.registry_pull",
+            "from \t attacker.example/x/y",
+        ),
+        (
+            r"\ufeffFROM /etc/passwd",
+            "policy.create_from_path",
+            "FROM /etc/passwd",
+        ),
+        (
+            r"FROM llama3.2\nADAPTER\t./lora.gguf",
+            "policy.create_from_path",
+            "ADAPTER\t./lora.gguf",
+        ),
         (
             r"FROM llama3.2\rFROM /etc/passwd",
             "policy.create_from_path",

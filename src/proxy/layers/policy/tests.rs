@@ -118,12 +118,23 @@ fn service_full(
     decoders: Arc<Decoders>,
     buffered: Arc<Buffered>,
 ) -> (PolicyService<Upstream>, Arc<Sink>, Upstream) {
+    let (layer, sink) = layer_full(block, cfg, decoders, buffered);
+    let up = Upstream::default();
+    (layer.layer(up.clone()), sink, up)
+}
+
+/// The stage, before its inner service, and its sink.
+fn layer_full(
+    block: bool,
+    cfg: PolicyConfig,
+    decoders: Arc<Decoders>,
+    buffered: Arc<Buffered>,
+) -> (PolicyLayer, Arc<Sink>) {
     let sink = Arc::new(Sink {
         block,
         seen: Mutex::default(),
         bans: Mutex::default(),
     });
-    let up = Upstream::default();
     let layer = PolicyLayer::new(PolicyCtx {
         config: Arc::new(ArcSwap::from_pointee(cfg)),
         sink: sink.clone(),
@@ -133,7 +144,7 @@ fn service_full(
         buffered,
         busy: IntCounter::new("b", "b").unwrap(),
     });
-    (layer.layer(up.clone()), sink, up)
+    (layer, sink)
 }
 
 fn request(

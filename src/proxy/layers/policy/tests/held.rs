@@ -4,63 +4,38 @@ use super::*;
 use crate::proxy::buffered::{FREE, SLACK};
 use tokio::sync::{oneshot, Notify};
 
-/// An upstream that reads a body's first frame, says how many bytes it had, waits until told
-/// to go on (a model busy with other prompts), then reads the rest and answers `200`.
-#[derive(Clone)]
-struct Queued {
-    first: Arc<Mutex<Option<oneshot::Sender<usize>>>>,
-    go_on: Arc<Notify>,
-}
-
-impl<B> Service<Request<PolicyBody<B>>> for Queued
-where
-    B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<Answer<http_body_util::Empty<Bytes>>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: Request<PolicyBody<B>>) -> Self::Future {
-        let me = self.clone();
-        Box::pin(async move {
-            let mut body = req.into_body();
-            let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-            let tell = me.first.lock().unwrap().take().unwrap();
-            tell.send(first.len()).unwrap();
-            me.go_on.notified().await;
-            while body.frame().await.is_some() {}
-            Ok(Response::new(http_body_util::Either::Left(
-                http_body_util::Empty::new(),
-            )))
-        })
-    }
-}
-
 #[tokio::test]
 async fn a_body_waiting_upstream_holds_nothing_of_the_count_once_its_prefix_is_handed_on() {
     let pool = Buffered::new();
     let (tell, told) = oneshot::channel();
-    let up = Queued {
-        first: Arc::new(Mutex::new(Some(tell))),
-        go_on: Arc::new(Notify::new()),
-    };
-    let layer = PolicyLayer::new(PolicyCtx {
-        config: Arc::new(ArcSwap::from_pointee(PolicyConfig::default())),
-        sink: Arc::new(Sink {
-            block: true,
-            seen: Mutex::default(),
-            bans: Mutex::default(),
-        }),
-        refused: IntCounter::new("r", "r").unwrap(),
-        body_idle: Duration::from_secs(5),
-        decoders: Decoders::standard(),
-        buffered: pool.clone(),
-        busy: IntCounter::new("b", "b").unwrap(),
+    let tell = Arc::new(Mutex::new(Some(tell)));
+    let go_on = Arc::new(Notify::new());
+    // An upstream that reads the body's first frame, says how many bytes it had, waits until
+    // told to go on (a model busy with other prompts), then reads the rest and answers `200`.
+    let up = tower::service_fn({
+        let go_on = go_on.clone();
+        move |req: Request<PolicyBody<Frames>>| {
+            let (tell, go_on) = (tell.clone(), go_on.clone());
+            async move {
+                let mut body = req.into_body();
+                let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+                let tell = tell.lock().unwrap().take().unwrap();
+                tell.send(first.len()).unwrap();
+                go_on.notified().await;
+                while body.frame().await.is_some() {}
+                let answer: Answer<http_body_util::Empty<Bytes>> =
+                    http_body_util::Either::Left(http_body_util::Empty::new());
+                Ok::<_, Infallible>(Response::new(answer))
+            }
+        }
     });
-    let svc = layer.layer(up.clone());
+    let (layer, _) = layer_full(
+        true,
+        PolicyConfig::default(),
+        Decoders::standard(),
+        pool.clone(),
+    );
+    let svc = layer.layer(up);
     let prompt = format!(r#"{{"model":"m","prompt":"{}"}}"#, "a".repeat(100 << 10));
     let len = prompt.len();
     let req = framed(Route::Chat, "/api/chat", prompt.as_bytes(), 4096, true);
@@ -69,7 +44,7 @@ async fn a_body_waiting_upstream_holds_nothing_of_the_count_once_its_prefix_is_h
     // in one frame; the upstream holds it now, and the stage's count is back to nothing.
     assert_eq!(told.await.unwrap(), len);
     assert_eq!((pool.used(), pool.sources()), (0, 0));
-    up.go_on.notify_one();
+    go_on.notify_one();
     assert_eq!(answer.await.unwrap().unwrap().status(), 200);
 }
 
