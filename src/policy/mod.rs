@@ -377,67 +377,96 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
     }
 }
 
-/// The deprecated `modelfile` of a create, which Ollama versions before the structured create
-/// parsed themselves: every `FROM` is a `from`, and every `ADAPTER` that is not a blob
-/// reference (`@sha256:…`, what their client sent after uploading a local file) is a file read
-/// from the server's disk (a relative path from the server's working directory). Read as their
-/// parser reads it ([`modelfile`]), and line by line as well (a line that reads as a `FROM` or
-/// an `ADAPTER` path inside a quoted `SYSTEM` is flagged: stricter, never laxer); a line a
-/// parsed command's verdict already shows adds none.
+/// The deprecated `modelfile` of a create, which Ollama versions up to 0.5.4 parsed
+/// themselves, read as any of their parsers reads it ([`modelfile`]): a `FROM` that one of
+/// them would read from the server's disk, or that names a registry not allowed, and every
+/// `ADAPTER` that is not a blob reference (a relative adapter path is read from the server's
+/// working directory). One verdict per rule and command text.
 fn modelfile_checks(cfg: &PolicyConfig, text: &str, out: &mut Vec<Verdict>) {
-    let before = out.len();
     for command in modelfile::commands(text) {
-        match command.name.as_str() {
-            "from" if !command.value.trim().is_empty() => {
-                base(cfg, "modelfile", &command.value, command.text, out);
-            }
-            "adapter" if !command.value.starts_with('@') => out.push(verdict(
-                "policy.create_from_path",
-                "modelfile",
-                command.text,
-                Severity::High,
-            )),
-            _ => {}
-        }
-    }
-    let parsed = out.len();
-    let mut lines = Vec::new();
-    for line in text.split(['\r', '\n']) {
-        // A byte-order mark is whitespace to the check (a stricter reading than a parser
-        // that would take `\u{feff}FROM` for an unknown command refuses nothing it accepts).
-        let line = line.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
-        // The command ends at a space or a tab, as Ollama's Modelfile parser reads it.
-        let Some((command, arg)) = line.split_once([' ', '\t']) else {
-            continue;
+        let rule = match command.name.as_str() {
+            "from" if !command.value.trim().is_empty() => from_rule(cfg, command.value.trim()),
+            "adapter" if !is_blob(&command.value) => Some("policy.create_from_path"),
+            _ => None,
         };
-        let arg = arg.trim();
-        let arg = arg
-            .strip_prefix('"')
-            .and_then(|a| a.strip_suffix('"'))
-            .unwrap_or(arg)
-            .trim_matches('"');
-        if arg.is_empty() {
-            continue;
-        }
-        if command.eq_ignore_ascii_case("from") {
-            base(cfg, "modelfile", arg, line, &mut lines);
-        } else if command.eq_ignore_ascii_case("adapter") && is_path(arg) {
-            lines.push(verdict(
-                "policy.create_from_path",
-                "modelfile",
-                line,
-                Severity::High,
-            ));
+        if let Some(rule) = rule {
+            let v = verdict(rule, "modelfile", &command.text, Severity::High);
+            if !out.iter().any(|o| o.rule == v.rule && o.value == v.value) {
+                out.push(v);
+            }
         }
     }
-    for v in lines {
-        if !out[before..parsed]
+}
+
+/// What a Modelfile's `FROM value` breaks. A file read from the server's disk: a path; a blob
+/// reference that is not a digest (up to 0.1.33 it was joined to the blob directory
+/// unchecked: `@../../etc/passwd`); anything that is not a valid model name (0.1.34 to 0.5.4
+/// open it as a file); a name whose first part is a top-level directory of a Unix or macOS
+/// system (up to 0.1.33 every `FROM` was opened as a file first, relative to the server's
+/// working directory, which is `/` for a system service or a container: `FROM etc/shadow`).
+/// Otherwise a model pulled when the server does not have it: its registry must be allowed.
+fn from_rule(cfg: &PolicyConfig, value: &str) -> Option<&'static str> {
+    if let Some(digest) = value.strip_prefix('@') {
+        return (!is_digest(digest)).then_some("policy.create_from_path");
+    }
+    let first = value.split('/').next().unwrap_or_default();
+    if is_path(value)
+        || !model::is_valid_name(value)
+        || ROOT_DIRECTORIES
             .iter()
-            .any(|seen| seen.value.contains(&v.value))
-        {
-            out.push(v);
-        }
+            .any(|d| d.eq_ignore_ascii_case(first))
+    {
+        Some("policy.create_from_path")
+    } else if !pull_allowed(cfg, value) {
+        Some("policy.registry_pull")
+    } else {
+        None
     }
+}
+
+/// Top-level directories of Linux and macOS systems, as a model name's first part. Not
+/// `library`: it is the default registry's own namespace (`library/llama3.2`).
+const ROOT_DIRECTORIES: [&str; 28] = [
+    "applications",
+    "bin",
+    "boot",
+    "cores",
+    "dev",
+    "etc",
+    "home",
+    "lib",
+    "lib32",
+    "lib64",
+    "libx32",
+    "lost+found",
+    "media",
+    "mnt",
+    "opt",
+    "private",
+    "proc",
+    "root",
+    "run",
+    "sbin",
+    "snap",
+    "srv",
+    "sys",
+    "system",
+    "tmp",
+    "users",
+    "usr",
+    "var",
+];
+
+/// A blob reference: `@` and a digest.
+fn is_blob(value: &str) -> bool {
+    value.strip_prefix('@').is_some_and(is_digest)
+}
+
+/// `sha256:` or `sha256-` and 64 hexadecimal digits, as Ollama's blob paths require.
+fn is_digest(text: &str) -> bool {
+    text.strip_prefix("sha256")
+        .and_then(|t| t.strip_prefix([':', '-']))
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// The host of a `remote_host` as Ollama reads it (Go's `url.Parse`, `http://` added when

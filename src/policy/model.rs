@@ -44,6 +44,60 @@ pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
     })
 }
 
+/// The parts of a model name, for their validity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Host,
+    Namespace,
+    Model,
+    Tag,
+}
+
+/// Whether Ollama reads `name` as a model name, as its `model.ParseName(name).IsValid()` does
+/// (0.1.34 to 0.5.4 open a Modelfile's `FROM` that is not one as a file): `[scheme://][host/]
+/// [namespace/]model[:tag]`, missing parts defaulted, each part present one or more letters,
+/// digits, `_`, `-`, `.` (not in a namespace) and `:` (in a host only), starting with a letter,
+/// a digit or `_`; at most 350 bytes for a host, 80 for the others.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    let (rest, tag) = if name.rfind(':') > name.rfind('/') {
+        name.rsplit_once(':').unwrap_or((name, ""))
+    } else {
+        (name, "latest")
+    };
+    let (mut host, mut namespace, model) = (DEFAULT_REGISTRY, "library", rest);
+    let model = match rest.rsplit_once('/') {
+        None => model,
+        Some((before, model)) => {
+            match before.rsplit_once('/') {
+                None => namespace = before,
+                Some((h, ns)) => {
+                    namespace = ns;
+                    host = h.split_once("://").map_or(h, |(_, after)| after);
+                }
+            }
+            model
+        }
+    };
+    valid_part(Part::Host, host)
+        && valid_part(Part::Namespace, namespace)
+        && valid_part(Part::Model, model)
+        && valid_part(Part::Tag, tag)
+}
+
+fn valid_part(kind: Part, s: &str) -> bool {
+    let most = if kind == Part::Host { 350 } else { 80 };
+    !s.is_empty()
+        && s.len() <= most
+        && s.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_alphanumeric()
+                || b == b'_'
+                || (i > 0
+                    && (b == b'-'
+                        || (b == b'.' && kind != Part::Namespace)
+                        || (b == b':' && kind == Part::Host)))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +136,43 @@ mod tests {
         for n in ["a/b/c/d", "", "/x/y", "evil host/ns/m", "a//b"] {
             assert_eq!(registry_host(n), None, "{n}");
         }
+    }
+
+    #[test]
+    fn valid_names_are_those_ollama_does_not_open_as_files() {
+        for n in [
+            "llama3.2",
+            "llama3.2:1b",
+            "library/llama3.2",
+            "user/model:tag",
+            "_x/m_1",
+            "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M",
+            "https://registry.ollama.ai/library/llama3:latest",
+            "localhost:5000/ns/m",
+            "etc/shadow",
+        ] {
+            assert!(is_valid_name(n), "{n}");
+        }
+        for n in [
+            "root/.bashrc",
+            "etc/.pwd.lock",
+            ".hidden",
+            "m:",
+            ":tag",
+            "a/b/c/d",
+            "ns.x/m",
+            "my model",
+            "\u{378}/x",
+            "m@sha256:00",
+            "/etc/passwd",
+            "-m",
+            "m:a:b",
+            "",
+        ] {
+            assert!(!is_valid_name(n), "{n}");
+        }
+        assert!(is_valid_name(&"m".repeat(80)));
+        assert!(!is_valid_name(&"m".repeat(81)));
     }
 
     #[test]

@@ -93,109 +93,133 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
             "FROM ../../secret.gguf".to_owned()
         )]
     );
-    // An adapter by blob reference, FROM a library model, and a line that is no command pass.
-    assert_eq!(
-        rules(
-            Route::Create,
-            r#"{"model":"x","modelfile":"FROM llama3.2\nADAPTER @sha256:abc\nFROMAGE x\nFROM"}"#
-        ),
-        []
-    );
-    // A tab separates the command as a space does, whatever the case; a byte-order mark
-    // hides nothing; an adapter read from a server path is that path read. What Ollama's
-    // parser reads: a lone `\r` ends a line, quotes come off, a relative adapter is read from
-    // the server's working directory, a character it drops hides nothing, and a `FROM` line
-    // inside a quoted `SYSTEM` is still a `FROM` to a line-by-line reading.
-    for (modelfile, rule, shown) in [
-        (
-            r"FROM\t/etc/passwd",
-            "policy.create_from_path",
-            "FROM\t/etc/passwd",
-        ),
-        (
-            r"from \t attacker.example/x/y",
-            "policy.registry_pull",
-            "from \t attacker.example/x/y",
-        ),
-        (
-            r"\ufeffFROM /etc/passwd",
-            "policy.create_from_path",
-            "FROM /etc/passwd",
-        ),
-        (
-            r"FROM llama3.2\nADAPTER\t./lora.gguf",
-            "policy.create_from_path",
-            "ADAPTER\t./lora.gguf",
-        ),
-        (
-            r"FROM llama3.2\rFROM /etc/passwd",
-            "policy.create_from_path",
-            "FROM /etc/passwd",
-        ),
-        (
-            r#"FROM llama3.2\rADAPTER \"/etc/shadow\""#,
-            "policy.create_from_path",
-            r#"ADAPTER "/etc/shadow""#,
-        ),
-        (
-            r#"FROM llama3.2\nADAPTER \"\"\"\n/etc/shadow\"\"\""#,
-            "policy.create_from_path",
-            "ADAPTER \"\"\"\n/etc/shadow\"\"\"",
-        ),
-        (
-            r"FROM llama3.2\nADAPTER lora.gguf",
-            "policy.create_from_path",
-            "ADAPTER lora.gguf",
-        ),
-        (
-            r"FROM llama3.2\nADAPTER sha256-abc",
-            "policy.create_from_path",
-            "ADAPTER sha256-abc",
-        ),
-        (
-            r"\u200bADAPTER x\nFROM llama3.2",
-            "policy.create_from_path",
-            "\u{200b}ADAPTER x",
-        ),
-        (
-            r"FROM \u0001/etc/passwd",
-            "policy.create_from_path",
-            "FROM \u{1}/etc/passwd",
-        ),
-        (
-            r#"FROM \"attacker.example/x/y\""#,
-            "policy.registry_pull",
-            r#"FROM "attacker.example/x/y""#,
-        ),
-        (
-            r#"FROM llama3.2\nSYSTEM \"\"\"\nFROM /etc/passwd\n\"\"\""#,
-            "policy.create_from_path",
-            "FROM /etc/passwd",
-        ),
+    // Innocent Modelfiles pass: an adapter by blob reference, a library model, a line that is
+    // no command, a prompt whose lines start with "From" or "Adapter", a template.
+    const BLOB: &str = "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    for modelfile in [
+        format!(r"FROM llama3.2\nADAPTER {BLOB}\nFROMAGE x\nFROM"),
+        r#"FROM llama3.2\nPARAMETER temperature 1\nSYSTEM \"\"\"\nFrom https://docs.example.com/guide/intro you may quote.\nFrom the docs at example.com/docs/intro, answer.\nFrom ~/notes, nothing.\nAdapter ./style is a word.\n\"\"\"\n"#.to_owned(),
+        r"FROM hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M\nTEMPLATE {{ .Prompt }}\n".to_owned(),
+        format!(r"FROM {BLOB}\n"),
     ] {
         assert_eq!(
             rules(
                 Route::Create,
                 &format!(r#"{{"model":"x","modelfile":"{modelfile}"}}"#)
             ),
-            [(rule, shown.to_owned())],
+            [],
             "{modelfile}"
         );
     }
-    // A `FROM` path both readings see is one verdict, as the parser shows it.
-    assert_eq!(
-        rules(
-            Route::Create,
-            r#"{"model":"x","modelfile":"FROM \"/etc/passwd\"\nFROM /etc/hosts"}"#
+    // Whatever reads as a `FROM` or `ADAPTER` file read to one of Ollama's Modelfile parsers
+    // (see `modelfile`): a tab separates the command as a space does, whatever the case; a
+    // byte-order mark hides nothing; a lone `\r` ends a line to the state machines (and is part
+    // of a value to the line scanner); quotes come off; a relative adapter is read from the
+    // server's working directory; a character the parser drops hides nothing; a name that is
+    // not one, a blob reference that is not a digest and a top-level directory are files; the
+    // line scanner ends a token at its closing quote, and before 0.2 a value was not trimmed.
+    let path = "policy.create_from_path";
+    for (modelfile, want) in [
+        (r"FROM\t/etc/passwd", vec![(path, "FROM\t/etc/passwd")]),
+        (
+            r"from \t attacker.example/x/y",
+            vec![("policy.registry_pull", "from \t attacker.example/x/y")],
         ),
-        [
-            (
-                "policy.create_from_path",
-                r#"FROM "/etc/passwd""#.to_owned()
+        (r"\ufeffFROM /etc/passwd", vec![(path, "FROM /etc/passwd")]),
+        (
+            r"FROM llama3.2\nADAPTER\t./lora.gguf",
+            vec![(path, "ADAPTER\t./lora.gguf")],
+        ),
+        (
+            r"FROM llama3.2\rFROM /etc/passwd",
+            vec![
+                (path, "FROM /etc/passwd"),
+                (path, "FROM llama3.2\rFROM /etc/passwd"),
+            ],
+        ),
+        (
+            r#"FROM llama3.2\rADAPTER \"/etc/shadow\""#,
+            vec![
+                (path, r#"ADAPTER "/etc/shadow""#),
+                (path, "FROM llama3.2\rADAPTER \"/etc/shadow\""),
+            ],
+        ),
+        (
+            r#"FROM llama3.2\nADAPTER \"\"\"\n/etc/shadow\"\"\""#,
+            vec![
+                (path, "ADAPTER \"\"\"\n/etc/shadow\"\"\""),
+                (path, "ADAPTER \n/etc/shadow"),
+            ],
+        ),
+        (
+            r"FROM llama3.2\nADAPTER lora.gguf",
+            vec![(path, "ADAPTER lora.gguf")],
+        ),
+        (
+            r"FROM llama3.2\nADAPTER sha256-abc",
+            vec![(path, "ADAPTER sha256-abc")],
+        ),
+        (
+            r"\u200bADAPTER x\nFROM llama3.2",
+            vec![(path, "\u{200b}ADAPTER x")],
+        ),
+        (
+            r"FROM \u0001/etc/passwd",
+            vec![(path, "FROM \u{1}/etc/passwd")],
+        ),
+        (r"FROM \u0378/x\n", vec![(path, "FROM \u{378}/x")]),
+        (
+            r#"FROM \"attacker.example/x/y\""#,
+            vec![
+                ("policy.registry_pull", r#"FROM "attacker.example/x/y""#),
+                (path, r#"FROM "attacker.example/x/y""#),
+            ],
+        ),
+        (
+            r#"FROM \"/etc/passwd\"\nFROM /etc/hosts"#,
+            vec![
+                (path, r#"FROM "/etc/passwd""#),
+                (path, "FROM /etc/hosts"),
+                (path, "FROM /etc/passwd"),
+            ],
+        ),
+        (r"FROM etc/shadow\n", vec![(path, "FROM etc/shadow")]),
+        (
+            r"FROM proc/self/environ\n",
+            vec![(path, "FROM proc/self/environ")],
+        ),
+        (r"FROM root/.bashrc\n", vec![(path, "FROM root/.bashrc")]),
+        (
+            r"FROM @../../../../etc/passwd\n",
+            vec![(path, "FROM @../../../../etc/passwd")],
+        ),
+        (
+            r"ADAPTER @../../etc/passwd\nFROM m\n",
+            vec![(path, "ADAPTER @../../etc/passwd")],
+        ),
+        (
+            r#"FROM llama3.2\nSYSTEM \"x\"FROM /etc/passwd\n"#,
+            vec![(path, "FROM /etc/passwd")],
+        ),
+        (
+            r#"#\"\"FROM /etc/passwd\n"#,
+            vec![(path, "FROM /etc/passwd")],
+        ),
+        (
+            r#"FROM m\nSYSTEM  \"x\n\u200bFROM /etc/passwd\n"#,
+            vec![(path, "\u{200b}FROM /etc/passwd")],
+        ),
+    ] {
+        let want: Vec<(&str, String)> = want.into_iter().map(|(r, v)| (r, v.to_owned())).collect();
+        assert_eq!(
+            rules(
+                Route::Create,
+                &format!(r#"{{"model":"x","modelfile":"{modelfile}"}}"#)
             ),
-            ("policy.create_from_path", "FROM /etc/hosts".to_owned()),
-        ]
-    );
+            want,
+            "{modelfile}"
+        );
+    }
     assert_eq!(
         rules(
             Route::Create,
