@@ -5,21 +5,24 @@
 //! to `policy.max_body`, 1 MiB) before forwarding it. A client that sends a body's first
 //! megabyte and then waits holds that megabyte for `timeouts.body_idle`; a few thousand such
 //! connections held gigabytes, and an out-of-memory kill ends every client's access. So:
-//! - everything the stage holds counts toward [`TOTAL`] (256 MiB; or four sources' shares,
-//!   when that is more);
-//! - beyond each body's first [`FREE`] bytes (a chat request's JSON: a source's small bodies
-//!   are bounded by its connection limit), one source holds at most [`PER_SOURCE`] (32 MiB; or
-//!   one body of `max_body` and [`SLACK`], when that is more): an IPv4 address, an IPv6 /48;
-//! - a body that would go over either is answered `503` with `Retry-After` at once, before
+//! - the first [`FREE`] bytes of each body (a chat request's JSON, most bodies) count toward
+//!   their own pool of [`FREE_TOTAL`] (64 MiB: 4 096 such bodies being read at one moment), and
+//!   nothing else: no one who fills the rest can refuse a small body;
+//! - the bytes beyond them count toward [`TOTAL`] (256 MiB; or four sources' shares, when that
+//!   is more), and one source holds at most [`PER_SOURCE`] of them (32 MiB; or one body of
+//!   `max_body` and [`SLACK`], when that is more): an IPv4 address, an IPv6 /48;
+//! - a body that would go over any of them is answered `503` with `Retry-After` at once, before
 //!   anything is forwarded, and what it held is given back. It does not wait: waiting would let
 //!   whoever holds the bytes hold the waiting clients too;
 //! - a source's only body is never refused by the source's share: a body the stage reads is
 //!   bounded by the limit it reads to (`max_body` and the one read that crosses it).
 //!
-//! What a body's buffer takes is counted, not what it holds, and it is counted before it is
-//! taken: the reader sizes the buffer to a declared `Content-Length` (within the limit) at once,
-//! and otherwise doubles it up to the limit and no further. The bytes are given back once the
-//! body's read part has been handed to the upstream connection, or the request is answered.
+//! What a body's buffer takes is counted, not only what it holds, and it is counted before it
+//! is taken; the buffer grows with what arrives (at least a kilobyte, then doubling), never past
+//! a declared `Content-Length` or the limit and one byte, so a body is counted at most twice
+//! what its client has sent: a client that declares a megabyte and sends a byte is counted a
+//! kilobyte. The bytes are given back once the body's read part has been handed to the
+//! upstream connection and the rest, if any, has ended, or once the request is answered.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,11 +33,13 @@ use dashmap::DashMap;
 
 use super::decoders::source_key;
 
-/// The bytes of a body not counted toward its source's share (they count toward the total).
+/// The bytes of each body counted in the pool of free parts, not toward [`TOTAL`] or a share.
 pub(crate) const FREE: u64 = 16 << 10;
-/// The bytes held at once by everyone, at least.
+/// The bytes of free parts held at once by everyone.
+pub(crate) const FREE_TOTAL: u64 = 64 << 20;
+/// The bytes beyond the free parts held at once by everyone, at least.
 pub(crate) const TOTAL: u64 = 256 << 20;
-/// The bytes held at once by one source (beyond each body's free part), at least.
+/// The bytes beyond the free parts held at once by one source, at least.
 pub(crate) const PER_SOURCE: u64 = 32 << 20;
 /// What a source may hold beside one body of `max_body`, when that is above [`PER_SOURCE`]:
 /// more than one read of the server's connection buffer (about 400 KiB at most), by which a
@@ -48,15 +53,12 @@ pub(crate) fn limits(max_body: u64) -> (u64, u64) {
 }
 
 /// The capacity to give a body's buffer that holds `cap` bytes and must take `need`, reading
-/// to `limit` (a body is read until it is over the limit by one byte or more) with `exact`
-/// declared: the declared length at once, else double, but never past the limit.
-pub(crate) fn capacity(cap: usize, need: usize, exact: Option<u64>, limit: u64) -> usize {
-    if let Some(n) = exact.and_then(|n| usize::try_from(n).ok()) {
-        if n >= need {
-            return n;
-        }
-    }
-    let most = usize::try_from(limit.saturating_add(1)).unwrap_or(usize::MAX);
+/// to `limit` (a body is read until it is over the limit by one byte or more), `declared` its
+/// `Content-Length`: at least a kilobyte, else double, but never past the declared length or
+/// the limit and one byte, unless a read needs it.
+pub(crate) fn capacity(cap: usize, need: usize, declared: Option<u64>, limit: u64) -> usize {
+    let most = limit.saturating_add(1).min(declared.unwrap_or(u64::MAX));
+    let most = usize::try_from(most).unwrap_or(usize::MAX);
     need.max(cap.saturating_mul(2).max(1024).min(most))
 }
 
@@ -65,17 +67,32 @@ pub(crate) fn capacity(cap: usize, need: usize, exact: Option<u64>, limit: u64) 
 pub(crate) enum Over {
     /// The source holds its share (this many bytes).
     Source(u64),
-    /// Everyone together holds this many bytes, the most.
+    /// Everyone together holds this many bytes, the most (of free parts, or beyond them).
     All(u64),
 }
 
 /// The counts (shared by every worker).
 #[derive(Debug, Default)]
 pub(crate) struct Buffered {
-    /// Every byte held, by everyone.
+    /// The free parts held, by everyone.
+    free: AtomicU64,
+    /// The bytes beyond the free parts held, by everyone.
     used: AtomicU64,
     /// The bytes beyond the free parts, by source (no entry: none).
     held: DashMap<IpAddr, u64>,
+}
+
+/// Adds `n` to `count` unless that takes it past `most`.
+fn take(count: &AtomicU64, n: u64, most: u64) -> bool {
+    if n == 0 {
+        return true;
+    }
+    let now = count.fetch_add(n, Ordering::AcqRel) + n;
+    if now > most {
+        count.fetch_sub(n, Ordering::AcqRel);
+        return false;
+    }
+    true
 }
 
 impl Buffered {
@@ -84,10 +101,10 @@ impl Buffered {
         Arc::new(Buffered::default())
     }
 
-    /// The bytes held now, by everyone.
+    /// Every byte held now, by everyone (free parts included).
     #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
-        self.used.load(Ordering::Acquire)
+        self.free.load(Ordering::Acquire) + self.used.load(Ordering::Acquire)
     }
 
     /// The sources holding bytes beyond their free parts now.
@@ -123,20 +140,14 @@ impl Charge {
             return Ok(());
         }
         let (share, total) = limits(max_body);
-        let all = len - self.bytes;
+        let free = len.min(FREE) - self.bytes.min(FREE);
         let mine = self.bytes.saturating_sub(FREE);
         let more = len.saturating_sub(FREE) - mine;
-        let take_all = || {
-            let now = self.pool.used.fetch_add(all, Ordering::AcqRel) + all;
-            if now > total {
-                self.pool.used.fetch_sub(all, Ordering::AcqRel);
-                return Err(Over::All(total));
-            }
-            Ok(())
-        };
-        if more == 0 {
-            take_all()?;
-        } else {
+        if !take(&self.pool.free, free, FREE_TOTAL) {
+            return Err(Over::All(FREE_TOTAL));
+        }
+        let beyond = || {
+            let all = Err(Over::All(total));
             match self.pool.held.entry(self.key) {
                 Entry::Occupied(mut held) => {
                     // Only what the source's other bodies hold can refuse this one.
@@ -144,13 +155,24 @@ impl Charge {
                     if others > 0 && *held.get() + more > share {
                         return Err(Over::Source(share));
                     }
-                    take_all()?;
+                    if !take(&self.pool.used, more, total) {
+                        return all;
+                    }
                     *held.get_mut() += more;
                 }
                 Entry::Vacant(vacant) => {
-                    take_all()?;
+                    if !take(&self.pool.used, more, total) {
+                        return all;
+                    }
                     vacant.insert(more);
                 }
+            }
+            Ok(())
+        };
+        if more > 0 {
+            if let Err(over) = beyond() {
+                self.pool.free.fetch_sub(free, Ordering::AcqRel);
+                return Err(over);
             }
         }
         self.bytes = len;
@@ -162,9 +184,12 @@ impl Charge {
         if self.bytes == 0 {
             return;
         }
-        self.pool.used.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.pool
+            .free
+            .fetch_sub(self.bytes.min(FREE), Ordering::AcqRel);
         let mine = self.bytes.saturating_sub(FREE);
         if mine > 0 {
+            self.pool.used.fetch_sub(mine, Ordering::AcqRel);
             self.pool.held.remove_if_mut(&self.key, |_, held| {
                 *held -= mine;
                 *held == 0
@@ -191,7 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn the_free_part_counts_toward_the_total_not_the_share_and_growth_counts_the_difference() {
+    fn the_free_part_counts_in_its_own_pool_and_growth_counts_the_difference() {
         let pool = Buffered::new();
         let mut c = pool.charge(ip("192.0.2.1"));
         c.grow(FREE, MIB).unwrap();
@@ -248,32 +273,49 @@ mod tests {
     }
 
     #[test]
-    fn everyone_together_stops_at_the_total_free_parts_included() {
+    fn everyone_together_stops_at_the_total_and_small_bodies_still_pass() {
         let pool = Buffered::new();
         let mut held = Vec::new();
-        for i in 0..7u8 {
+        for i in 0..8u8 {
             let mut c = pool.charge(IpAddr::from([198, 51, 100, i]));
             c.grow(PER_SOURCE + FREE, MIB).unwrap();
             held.push(c);
         }
-        // The rest of the total in free parts: 2 041 bodies of 16 KiB from 8 sources.
-        let mut free = Vec::new();
-        for i in 0..2041u32 {
-            let mut c = pool.charge(IpAddr::from([203, 0, 113, (i % 8) as u8]));
-            c.grow(FREE, MIB).unwrap();
-            free.push(c);
-        }
-        assert_eq!(pool.used(), TOTAL);
+        assert_eq!(pool.used.load(Ordering::Acquire), TOTAL);
+        let before = pool.used();
         let mut late = pool.charge(ip("203.0.113.9"));
-        assert_eq!(late.grow(1, MIB), Err(Over::All(TOTAL)));
         assert_eq!(late.grow(FREE + 1, MIB), Err(Over::All(TOTAL)));
-        // The refused growth took nothing, and left no entry for its source.
-        assert_eq!(pool.used(), TOTAL);
+        // The refused growth took nothing, not even its free part, and left no entry.
+        assert_eq!(pool.used(), before);
         assert!(pool.held.get(&ip("203.0.113.9")).is_none());
-        free.pop();
+        // A small body is not refused for what others hold beyond their free parts.
         late.grow(FREE, MIB).unwrap();
         assert_eq!(late.grow(FREE + 1, MIB), Err(Over::All(TOTAL)));
-        drop((held, free, late));
+        held.pop();
+        late.grow(FREE + MIB, MIB).unwrap();
+        drop((held, late));
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
+    }
+
+    #[test]
+    fn free_parts_stop_at_their_own_pool() {
+        let pool = Buffered::new();
+        let n = FREE_TOTAL / FREE;
+        let free: Vec<Charge> = (0..n)
+            .map(|i| {
+                let mut c = pool.charge(IpAddr::from((0xc000_0200 + i as u32).to_be_bytes()));
+                c.grow(FREE, MIB).unwrap();
+                c
+            })
+            .collect();
+        assert_eq!(pool.used(), FREE_TOTAL);
+        let mut late = pool.charge(ip("203.0.113.9"));
+        assert_eq!(late.grow(1, MIB), Err(Over::All(FREE_TOTAL)));
+        assert_eq!(late.grow(FREE + 1, MIB), Err(Over::All(FREE_TOTAL)));
+        assert_eq!(pool.used(), FREE_TOTAL);
+        drop(free);
+        late.grow(FREE + 1, MIB).unwrap();
+        drop(late);
         assert_eq!((pool.used(), pool.sources()), (0, 0));
     }
 
@@ -318,9 +360,10 @@ mod tests {
             held.push(c);
         }
         let mut last = pool.charge(ip("192.0.2.9"));
-        last.grow(total - pool.used(), max_body).unwrap();
+        let left = total - pool.used.load(Ordering::Acquire);
+        last.grow(FREE + left, max_body).unwrap();
         let mut fifth = pool.charge(ip("192.0.2.10"));
-        assert_eq!(fifth.grow(1, max_body), Err(Over::All(total)));
+        assert_eq!(fifth.grow(FREE + 1, max_body), Err(Over::All(total)));
     }
 
     #[test]
@@ -338,13 +381,18 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_takes_the_declared_length_at_once_else_doubles_up_to_the_limit() {
+    fn a_buffer_grows_with_what_arrives_never_past_the_declared_length_or_the_limit() {
         const K: usize = 1024;
         let limit = (1 << 20) as u64;
-        // A declared length within the limit: exactly it, at the first frame.
-        assert_eq!(capacity(0, 100, Some(5000), limit), 5000);
-        // A declared length the body has outgrown (never with hyper): doubling as below.
-        assert_eq!(capacity(5000, 5001, Some(5000), limit), 10_000);
+        // A megabyte declared and a byte sent: a kilobyte.
+        assert_eq!(capacity(0, 1, Some(limit), limit), K);
+        // A body that arrives whole in its first read: exactly it.
+        assert_eq!(capacity(0, 5000, Some(5000), limit), 5000);
+        // Doubling, up to the declared length.
+        assert_eq!(capacity(K, K + 1, Some(5000), limit), 2 * K);
+        assert_eq!(capacity(4 * K, 4 * K + 1, Some(5000), limit), 5000);
+        // A declared length the body has outgrown (never with hyper): what the read needs.
+        assert_eq!(capacity(5000, 5001, Some(5000), limit), 5001);
         // None declared: at least a kilobyte, then doubling.
         assert_eq!(capacity(0, 100, None, limit), K);
         assert_eq!(capacity(K, K + 1, None, limit), 2 * K);

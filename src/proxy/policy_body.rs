@@ -262,7 +262,8 @@ pin_project! {
             #[pin] rest: Option<B>,
             exact: Option<u64>,
             guard: Option<Box<Guard>>,
-            // What the prefix holds of the stage's count, given back once it is handed on.
+            // What the prefix holds of the stage's count, given back once it is handed on and
+            // the rest has ended.
             charge: Option<Charge>,
         },
     }
@@ -298,8 +299,10 @@ impl<B> PolicyBody<B> {
     }
 
     /// The body, holding `held` (the prefix's part of the stage's count) until the prefix is
-    /// handed on: the upstream connection has it then, and a body queued behind a busy model
-    /// holds nothing of the count while it waits.
+    /// handed on and the rest, if any, has ended: the upstream has the whole body then, and a
+    /// body queued behind a busy model holds nothing of the count while it waits. A body whose
+    /// rest still streams keeps the count: a client stalling its rest would otherwise leave the
+    /// prefix in the upstream connection's buffers, counted nowhere.
     pub(crate) fn holding(mut self, held: Charge) -> Self {
         if let PolicyBody::Replay {
             prefix: Some(_),
@@ -335,7 +338,9 @@ where
                 ..
             } => {
                 if let Some(p) = prefix.take() {
-                    *charge = None;
+                    if rest.is_none() {
+                        *charge = None;
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
                 if let Some(g) = guard.as_mut().filter(|g| g.paused.is_some()) {
@@ -351,6 +356,7 @@ where
                     return Poll::Ready(Some(Err(Box::new(TooSlow))));
                 }
                 let Some(r) = rest.as_pin_mut() else {
+                    *charge = None;
                     return Poll::Ready(None);
                 };
                 let frame = match r.poll_frame(cx) {
@@ -378,7 +384,12 @@ where
                             Poll::Pending
                         }
                     },
-                    (frame, _) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+                    (frame, _) => {
+                        if frame.is_none() {
+                            *charge = None;
+                        }
+                        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+                    }
                 }
             }
         }

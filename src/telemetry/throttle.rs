@@ -85,7 +85,8 @@ const PER_MINUTE_MAX_KEYS: usize = 10_000;
 /// finds the table full, the keys with no line this minute are forgotten (once a minute at
 /// most, so a flood of new keys does not sweep the table on every call; a forgotten key loses
 /// only a count of lines not written, its next line is due anyway); if every key had a line
-/// this minute, the new keys share one more: one line a minute for all of them together.
+/// this minute, the new keys share one more: one line a minute for all of them together (a
+/// forced line of a new key is written on its own, with a count of 0).
 #[derive(Debug)]
 pub(crate) struct PerMinute<K> {
     state: Mutex<Seen<K>>,
@@ -159,6 +160,10 @@ impl<K: std::hash::Hash + Eq + Clone> PerMinute<K> {
             seen.keys.retain(|_, (last, _)| *last == minute);
         }
         if seen.keys.len() >= PER_MINUTE_MAX_KEYS {
+            // A line written anyway is its own: it does not carry the shared count.
+            if forced {
+                return Some(0);
+            }
             return match &mut seen.overflow {
                 Some(entry) => due_in(entry, minute, forced),
                 None => {
@@ -236,5 +241,12 @@ mod per_minute_tests {
         // Minute 21: every key spoke this minute, so the sweep forgets none.
         assert_eq!(full.due(&(u32::MAX - 3), 21), Some(2));
         assert_eq!(full.len(), super::PER_MINUTE_MAX_KEYS);
+        // A forced line of a new key neither carries nor resets the shared count.
+        assert_eq!(full.due(&(u32::MAX - 4), 21), None);
+        assert_eq!(full.due_or_forced(&(u32::MAX - 5), 21, true), Some(0));
+        for k in 0..super::PER_MINUTE_MAX_KEYS as u32 {
+            full.due(&k, 22);
+        }
+        assert_eq!(full.due(&(u32::MAX - 6), 22), Some(1));
     }
 }

@@ -40,7 +40,7 @@ async fn a_body_waiting_upstream_holds_nothing_of_the_count_once_its_prefix_is_h
     let len = prompt.len();
     let req = framed(Route::Chat, "/api/chat", prompt.as_bytes(), 4096, true);
     let answer = tokio::spawn(svc.oneshot(req));
-    // The stage read the whole body (into one buffer of its declared length) and handed it on
+    // The stage read the whole body (into one buffer, grown up to its declared length) and handed it on
     // in one frame; the upstream holds it now, and the stage's count is back to nothing.
     assert_eq!(told.await.unwrap(), len);
     assert_eq!((pool.used(), pool.sources()), (0, 0));
@@ -110,5 +110,119 @@ async fn a_chunked_body_of_a_large_max_body_passes_whole_and_its_bytes_come_back
     assert_eq!(sent.len(), 2);
     assert_eq!((sent[1].0.len(), sent[1].1), (body.len(), None));
     assert_eq!(sent[1].0, body.as_bytes());
+    assert_eq!((pool.used(), pool.sources()), (0, 0));
+}
+
+/// A body that sends its first byte and then nothing, for ever.
+struct Trickle(Option<Bytes>);
+
+impl Body for Trickle {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[tokio::test]
+async fn bodies_declaring_a_megabyte_and_sending_a_byte_are_counted_a_kilobyte_and_refuse_no_one() {
+    const MIB: u64 = 1 << 20;
+    let pool = Buffered::new();
+    // 8 sources, 40 connections each: each declares a megabyte and sends one byte.
+    let mut stalled = Vec::new();
+    for i in 0..320u32 {
+        let pool = pool.clone();
+        stalled.push(tokio::spawn(async move {
+            let mut charge = pool.charge(IpAddr::from([198, 51, 100, (i % 8) as u8]));
+            let _ = read_prefix(
+                Trickle(Some(Bytes::from_static(b"{"))),
+                MIB,
+                Some(MIB),
+                Duration::from_secs(60),
+                &mut charge,
+            )
+            .await;
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while pool.used() < 320 * 1024 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("counted {} bytes", pool.used()));
+    assert_eq!((pool.used(), pool.sources()), (320 * 1024, 0));
+    // Another client's chat, small or of 100 KiB, passes meanwhile.
+    let (svc, _, up) = service_full(
+        true,
+        PolicyConfig::default(),
+        Decoders::standard(),
+        pool.clone(),
+    );
+    for size in [64, 100 << 10] {
+        let prompt = format!(r#"{{"model":"m","prompt":"{}"}}"#, "a".repeat(size));
+        let req = framed(Route::Chat, "/api/chat", prompt.as_bytes(), 16 << 10, true);
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
+    }
+    assert_eq!(up.0.lock().unwrap().len(), 2);
+    for task in &stalled {
+        task.abort();
+    }
+    for task in stalled {
+        let _ = task.await;
+    }
+    assert_eq!((pool.used(), pool.sources()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_body_whose_rest_still_streams_keeps_its_count_until_the_rest_has_ended() {
+    let max_body: u64 = 64 << 10;
+    let pool = Buffered::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // An upstream that notes the stage's count when the first frame arrives and after the end.
+    let up = tower::service_fn({
+        let (pool, seen) = (pool.clone(), seen.clone());
+        move |req: Request<PolicyBody<Frames>>| {
+            let (pool, seen) = (pool.clone(), seen.clone());
+            async move {
+                let mut body = req.into_body();
+                let mut frames = 0;
+                while let Some(frame) = body.frame().await {
+                    frame.unwrap();
+                    if frames == 0 {
+                        seen.lock().unwrap().push(pool.used());
+                    }
+                    frames += 1;
+                }
+                seen.lock().unwrap().push(pool.used());
+                let answer: Answer<http_body_util::Empty<Bytes>> =
+                    http_body_util::Either::Left(http_body_util::Empty::new());
+                Ok::<_, Infallible>(Response::new(answer))
+            }
+        }
+    });
+    let cfg = PolicyConfig {
+        max_body,
+        ..PolicyConfig::default()
+    };
+    let (layer, _) = layer_full(true, cfg, Decoders::standard(), pool.clone());
+    let prompt = format!(r#"{{"model":"m","prompt":"{}"}}"#, "a".repeat(200 << 10));
+    let req = framed(
+        Route::Generate,
+        "/api/generate",
+        prompt.as_bytes(),
+        4096,
+        false,
+    );
+    assert_eq!(layer.layer(up).oneshot(req).await.unwrap().status(), 200);
+    // The prefix read to the limit and over it by one frame (17 frames of 4 KiB), counted
+    // while the rest streamed, given back at its end.
+    assert_eq!(*seen.lock().unwrap(), [17 * 4096, 0]);
     assert_eq!((pool.used(), pool.sources()), (0, 0));
 }
