@@ -40,7 +40,7 @@ async fn a_body_waiting_upstream_holds_nothing_of_the_count_once_its_prefix_is_h
     let len = prompt.len();
     let req = framed(Route::Chat, "/api/chat", prompt.as_bytes(), 4096, true);
     let answer = tokio::spawn(svc.oneshot(req));
-    // The stage read the whole body (into one buffer, grown up to its declared length) and handed it on
+    // The stage read the whole body (into one buffer of its declared length) and handed it on
     // in one frame; the upstream holds it now, and the stage's count is back to nothing.
     assert_eq!(told.await.unwrap(), len);
     assert_eq!((pool.used(), pool.sources()), (0, 0));
@@ -131,16 +131,18 @@ impl Body for Trickle {
 }
 
 #[tokio::test]
-async fn bodies_declaring_a_megabyte_and_sending_a_byte_are_counted_a_kilobyte_and_refuse_no_one() {
+async fn bodies_declaring_a_megabyte_and_sending_a_byte_reserve_it_and_small_bodies_still_pass() {
     const MIB: u64 = 1 << 20;
     let pool = Buffered::new();
-    // 8 sources, 40 connections each: each declares a megabyte and sends one byte.
+    // 8 sources, 40 connections each: each declares a megabyte and sends one byte. Each is
+    // counted its declared megabyte (beyond its free part) until its source's share is full.
     let mut stalled = Vec::new();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for i in 0..320u32 {
-        let pool = pool.clone();
+        let (pool, refused) = (pool.clone(), refused.clone());
         stalled.push(tokio::spawn(async move {
             let mut charge = pool.charge(IpAddr::from([198, 51, 100, (i % 8) as u8]));
-            let _ = read_prefix(
+            let read = read_prefix(
                 Trickle(Some(Bytes::from_static(b"{"))),
                 MIB,
                 Some(MIB),
@@ -148,27 +150,38 @@ async fn bodies_declaring_a_megabyte_and_sending_a_byte_are_counted_a_kilobyte_a
                 &mut charge,
             )
             .await;
+            if let Err(Unread::Over(Over::Source(_))) = read {
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }));
     }
+    let each = MIB - FREE;
+    let held = 8 * (crate::proxy::buffered::PER_SOURCE / each);
     tokio::time::timeout(Duration::from_secs(10), async {
-        while pool.used() < 320 * 1024 {
+        while refused.load(std::sync::atomic::Ordering::Relaxed) < 320 - held as usize {
             tokio::task::yield_now().await;
         }
     })
     .await
     .unwrap_or_else(|_| panic!("counted {} bytes", pool.used()));
-    assert_eq!((pool.used(), pool.sources()), (320 * 1024, 0));
-    // Another client's chat, small or of 100 KiB, passes meanwhile.
+    assert_eq!(held, 256);
+    assert_eq!((pool.used(), pool.sources()), (held * MIB, 8));
+    // Another client's chats pass meanwhile: a small one, and one of 100 KiB in the 4 MiB of
+    // the total that 8 sources' shares of 1 008 KiB bodies leave.
     let (svc, _, up) = service_full(
         true,
         PolicyConfig::default(),
         Decoders::standard(),
         pool.clone(),
     );
-    for size in [64, 100 << 10] {
+    for (size, status) in [(64, 200), (100 << 10, 200)] {
         let prompt = format!(r#"{{"model":"m","prompt":"{}"}}"#, "a".repeat(size));
         let req = framed(Route::Chat, "/api/chat", prompt.as_bytes(), 16 << 10, true);
-        assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
+        assert_eq!(
+            svc.clone().oneshot(req).await.unwrap().status(),
+            status,
+            "{size}"
+        );
     }
     assert_eq!(up.0.lock().unwrap().len(), 2);
     for task in &stalled {
