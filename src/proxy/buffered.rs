@@ -6,8 +6,10 @@
 //! megabyte and then waits holds that megabyte for `timeouts.body_idle`; a few thousand such
 //! connections held gigabytes, and an out-of-memory kill ends every client's access. So:
 //! - the first [`FREE`] bytes of each body (a chat request's JSON, most bodies) count toward
-//!   their own pool of [`FREE_TOTAL`] (64 MiB: 4 096 such bodies being read at one moment), and
-//!   nothing else: no one who fills the rest can refuse a small body;
+//!   their own pool of [`FREE_TOTAL`] (64 MiB: 4 096 such bodies being read at one moment),
+//!   one source holding at most [`FREE_PER_SOURCE`] of it (1 MiB: 64 such bodies), and
+//!   nothing else: no one who fills the rest can refuse a small body, and it takes 64 sources
+//!   holding small bodies open to fill this pool;
 //! - the bytes beyond them count toward [`TOTAL`] (256 MiB; or four sources' shares, when that
 //!   is more), and one source holds at most [`PER_SOURCE`] of them (32 MiB; or one body of
 //!   `max_body` and [`SLACK`], when that is more): an IPv4 address, an IPv6 /48;
@@ -43,6 +45,8 @@ use super::decoders::source_key;
 pub(crate) const FREE: u64 = 16 << 10;
 /// The bytes of free parts held at once by everyone.
 pub(crate) const FREE_TOTAL: u64 = 64 << 20;
+/// The bytes of free parts held at once by one source.
+pub(crate) const FREE_PER_SOURCE: u64 = 1 << 20;
 /// The bytes beyond the free parts held at once by everyone, at least.
 pub(crate) const TOTAL: u64 = 256 << 20;
 /// The bytes beyond the free parts held at once by one source, at least.
@@ -88,21 +92,28 @@ pub(crate) struct Buffered {
     free: AtomicU64,
     /// The bytes beyond the free parts held, by everyone.
     used: AtomicU64,
-    /// The bytes beyond the free parts, by source (no entry: none).
-    held: DashMap<IpAddr, u64>,
+    /// What each source holds (no entry: nothing).
+    held: DashMap<IpAddr, Held>,
 }
 
-/// Adds `n` to `count` unless that takes it past `most`.
+/// What one source holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    /// Of its bodies' free parts.
+    free: u64,
+    /// Beyond them.
+    beyond: u64,
+}
+
+/// Adds `n` to `count` unless that takes it past `most` (never past it, not even for a moment:
+/// a growth that fails does not refuse a concurrent one).
 fn take(count: &AtomicU64, n: u64, most: u64) -> bool {
-    if n == 0 {
-        return true;
-    }
-    let now = count.fetch_add(n, Ordering::AcqRel) + n;
-    if now > most {
-        count.fetch_sub(n, Ordering::AcqRel);
-        return false;
-    }
-    true
+    n == 0
+        || count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                now.checked_add(n).filter(|&then| then <= most)
+            })
+            .is_ok()
 }
 
 impl Buffered {
@@ -117,7 +128,7 @@ impl Buffered {
         self.free.load(Ordering::Acquire) + self.used.load(Ordering::Acquire)
     }
 
-    /// The sources holding bytes beyond their free parts now.
+    /// The sources holding anything now.
     #[cfg(test)]
     pub(crate) fn sources(&self) -> usize {
         self.held.len()
@@ -153,36 +164,35 @@ impl Charge {
         let free = len.min(FREE) - self.bytes.min(FREE);
         let mine = self.bytes.saturating_sub(FREE);
         let more = len.saturating_sub(FREE) - mine;
-        if !take(&self.pool.free, free, FREE_TOTAL) {
-            return Err(Over::All(FREE_TOTAL));
-        }
-        let beyond = || {
-            let all = Err(Over::All(total));
-            match self.pool.held.entry(self.key) {
-                Entry::Occupied(mut held) => {
-                    // Only what the source's other bodies hold can refuse this one.
-                    let others = *held.get() - mine;
-                    if others > 0 && *held.get() + more > share {
-                        return Err(Over::Source(share));
-                    }
-                    if !take(&self.pool.used, more, total) {
-                        return all;
-                    }
-                    *held.get_mut() += more;
-                }
-                Entry::Vacant(vacant) => {
-                    if !take(&self.pool.used, more, total) {
-                        return all;
-                    }
-                    vacant.insert(more);
-                }
+        let pool = &*self.pool;
+        let take_both = || {
+            if !take(&pool.free, free, FREE_TOTAL) {
+                return Err(Over::All(FREE_TOTAL));
+            }
+            if !take(&pool.used, more, total) {
+                pool.free.fetch_sub(free, Ordering::AcqRel);
+                return Err(Over::All(total));
             }
             Ok(())
         };
-        if more > 0 {
-            if let Err(over) = beyond() {
-                self.pool.free.fetch_sub(free, Ordering::AcqRel);
-                return Err(over);
+        match pool.held.entry(self.key) {
+            Entry::Occupied(mut held) => {
+                let h = *held.get();
+                if h.free + free > FREE_PER_SOURCE {
+                    return Err(Over::Source(FREE_PER_SOURCE));
+                }
+                // Only what the source's other bodies hold can refuse this one.
+                if more > 0 && h.beyond > mine && h.beyond + more > share {
+                    return Err(Over::Source(share));
+                }
+                take_both()?;
+                let h = held.get_mut();
+                h.free += free;
+                h.beyond += more;
+            }
+            Entry::Vacant(vacant) => {
+                take_both()?;
+                vacant.insert(Held { free, beyond: more });
             }
         }
         self.bytes = len;
@@ -194,17 +204,15 @@ impl Charge {
         if self.bytes == 0 {
             return;
         }
-        self.pool
-            .free
-            .fetch_sub(self.bytes.min(FREE), Ordering::AcqRel);
-        let mine = self.bytes.saturating_sub(FREE);
-        if mine > 0 {
-            self.pool.used.fetch_sub(mine, Ordering::AcqRel);
-            self.pool.held.remove_if_mut(&self.key, |_, held| {
-                *held -= mine;
-                *held == 0
-            });
-        }
+        let free = self.bytes.min(FREE);
+        let mine = self.bytes - free;
+        self.pool.free.fetch_sub(free, Ordering::AcqRel);
+        self.pool.used.fetch_sub(mine, Ordering::AcqRel);
+        self.pool.held.remove_if_mut(&self.key, |_, held| {
+            held.free -= free;
+            held.beyond -= mine;
+            *held == Held::default()
+        });
         self.bytes = 0;
     }
 }
@@ -230,10 +238,13 @@ mod tests {
         let pool = Buffered::new();
         let mut c = pool.charge(ip("192.0.2.1"));
         c.grow(FREE, MIB).unwrap();
-        assert_eq!((pool.used(), pool.sources()), (FREE, 0));
+        assert_eq!((pool.used(), pool.sources()), (FREE, 1));
         c.grow(FREE + 100, MIB).unwrap();
         assert_eq!(
-            (pool.used(), pool.held.get(&ip("192.0.2.1")).map(|h| *h)),
+            (
+                pool.used(),
+                pool.held.get(&ip("192.0.2.1")).map(|h| h.beyond)
+            ),
             (FREE + 100, Some(100))
         );
         c.grow(FREE + 1000, MIB).unwrap();
@@ -308,6 +319,31 @@ mod tests {
     }
 
     #[test]
+    fn one_source_holds_at_most_its_share_of_free_parts() {
+        let pool = Buffered::new();
+        // 16 sources with 256 connections each, every one holding a body's free part: each
+        // source stops at 64, and another client's small body passes.
+        let mut held = Vec::new();
+        for i in 0..16u8 {
+            for n in 0..256 {
+                let mut c = pool.charge(IpAddr::from([198, 51, 100, i]));
+                let grown = c.grow(FREE, MIB);
+                if n < 64 {
+                    grown.unwrap();
+                    held.push(c);
+                } else {
+                    assert_eq!(grown, Err(Over::Source(FREE_PER_SOURCE)));
+                }
+            }
+        }
+        assert_eq!(pool.used(), 16 * FREE_PER_SOURCE);
+        let mut chat = pool.charge(ip("203.0.113.9"));
+        chat.grow(FREE, MIB).unwrap();
+        drop((held, chat));
+        assert_eq!((pool.used(), pool.sources()), (0, 0));
+    }
+
+    #[test]
     fn free_parts_stop_at_their_own_pool() {
         let pool = Buffered::new();
         let n = FREE_TOTAL / FREE;
@@ -336,7 +372,7 @@ mod tests {
         a.grow(PER_SOURCE + FREE, MIB).unwrap();
         let mut b = pool.charge(ip("192.0.2.1"));
         assert_eq!(b.grow(FREE + 1, MIB), Err(Over::Source(PER_SOURCE)));
-        assert_eq!(*pool.held.get(&ip("192.0.2.1")).unwrap(), PER_SOURCE);
+        assert_eq!(pool.held.get(&ip("192.0.2.1")).unwrap().beyond, PER_SOURCE);
         drop(a);
         assert_eq!((pool.used(), pool.sources()), (0, 0));
         drop(b);
@@ -387,7 +423,13 @@ mod tests {
         other.grow(MIB, MIB).unwrap();
         drop(c);
         assert_eq!(pool.used(), MIB);
-        assert_eq!(*pool.held.get(&ip("192.0.2.1")).unwrap(), MIB - FREE);
+        assert_eq!(
+            *pool.held.get(&ip("192.0.2.1")).unwrap(),
+            Held {
+                free: FREE,
+                beyond: MIB - FREE
+            }
+        );
     }
 
     #[test]

@@ -84,7 +84,8 @@ const PER_MINUTE_MAX_KEYS: usize = 10_000;
 /// Memory is bounded: at most [`PER_MINUTE_MAX_KEYS`] keys are remembered. When a new key
 /// finds the table full, the keys with no line this minute are forgotten (once a minute at
 /// most, so a flood of new keys does not sweep the table on every call; a forgotten key loses
-/// only a count of lines not written, its next line is due anyway); if every key had a line
+/// only a count of lines not written, its next line is due anyway, and so does the shared one
+/// below, whose keys are not known); if every key had a line
 /// this minute, the new keys share one more: one line a minute for all of them together (a
 /// forced line of a new key is written on its own, with a count of 0).
 #[derive(Debug)]
@@ -158,6 +159,10 @@ impl<K: std::hash::Hash + Eq + Clone> PerMinute<K> {
         if seen.keys.len() >= PER_MINUTE_MAX_KEYS && seen.swept != minute {
             seen.swept = minute;
             seen.keys.retain(|_, (last, _)| *last == minute);
+            // Room made: the shared count belongs to no key that could carry it later.
+            if seen.keys.len() < PER_MINUTE_MAX_KEYS {
+                seen.overflow = None;
+            }
         }
         if seen.keys.len() >= PER_MINUTE_MAX_KEYS {
             // A line written anyway is its own: it does not carry the shared count.
@@ -248,5 +253,14 @@ mod per_minute_tests {
             full.due(&k, 22);
         }
         assert_eq!(full.due(&(u32::MAX - 6), 22), Some(1));
+        assert_eq!(full.due(&(u32::MAX - 7), 22), None);
+        // Minute 23: the sweep makes room, and the shared count is forgotten with the quiet
+        // keys; the shared line starts over when the table is full again.
+        assert_eq!(full.due(&(u32::MAX - 8), 23), Some(0));
+        assert_eq!(full.len(), 1);
+        for k in 0..super::PER_MINUTE_MAX_KEYS as u32 - 1 {
+            full.due(&k, 23);
+        }
+        assert_eq!(full.due(&(u32::MAX - 9), 23), Some(0));
     }
 }
