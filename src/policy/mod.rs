@@ -381,19 +381,31 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
 /// themselves, read as any of their parsers reads it ([`modelfile`]): a `FROM` that one of
 /// them would read from the server's disk, or that names a registry not allowed, and every
 /// `ADAPTER` that is not a blob reference (a relative adapter path is read from the server's
-/// working directory). One verdict per rule and command text.
+/// working directory). The first command that breaks a rule is that rule's verdict: a
+/// Modelfile of a hundred thousand `FROM /x` lines is one verdict, not a hundred thousand.
 fn modelfile_checks(cfg: &PolicyConfig, text: &str, out: &mut Vec<Verdict>) {
-    for command in modelfile::commands(text) {
-        let rule = match command.name.as_str() {
+    let commands = modelfile::commands(text, MODELFILE_COMMANDS);
+    if commands.len() > MODELFILE_COMMANDS {
+        // No Modelfile a person writes has that many; checking each would cost about a
+        // microsecond apiece, so many that a megabyte of them holds a worker for 0.1 s.
+        out.push(verdict(
+            "policy.create_from_path",
+            "modelfile",
+            &format!("more than {MODELFILE_COMMANDS} FROM and ADAPTER commands"),
+            Severity::High,
+        ));
+        return;
+    }
+    let mut broken: Vec<&'static str> = Vec::new();
+    for command in commands {
+        let rule = match command.name {
             "from" if !command.value.trim().is_empty() => from_rule(cfg, command.value.trim()),
             "adapter" if !is_blob(&command.value) => Some("policy.create_from_path"),
             _ => None,
         };
-        if let Some(rule) = rule {
-            let v = verdict(rule, "modelfile", &command.text, Severity::High);
-            if !out.iter().any(|o| o.rule == v.rule && o.value == v.value) {
-                out.push(v);
-            }
+        if let Some(rule) = rule.filter(|r| !broken.contains(r)) {
+            broken.push(rule);
+            out.push(verdict(rule, "modelfile", &command.text, Severity::High));
         }
     }
 }
@@ -402,19 +414,28 @@ fn modelfile_checks(cfg: &PolicyConfig, text: &str, out: &mut Vec<Verdict>) {
 /// reference that is not a digest (up to 0.1.33 it was joined to the blob directory
 /// unchecked: `@../../etc/passwd`); anything that is not a valid model name (0.1.34 to 0.5.4
 /// open it as a file); a name whose first part is a top-level directory of a Unix or macOS
-/// system (up to 0.1.33 every `FROM` was opened as a file first, relative to the server's
-/// working directory, which is `/` for a system service or a container: `FROM etc/shadow`).
+/// system (up to 0.1.34 every `FROM` was opened as a file first, relative to the server's
+/// working directory, which is `/` for a system service or a container: `FROM etc/shadow`),
+/// or whose last part ends in a model file's extension (`FROM Downloads/x.gguf`, from a server
+/// started in a home directory).
 /// Otherwise a model pulled when the server does not have it: its registry must be allowed.
 fn from_rule(cfg: &PolicyConfig, value: &str) -> Option<&'static str> {
     if let Some(digest) = value.strip_prefix('@') {
         return (!is_digest(digest)).then_some("policy.create_from_path");
     }
     let first = value.split('/').next().unwrap_or_default();
+    let last = value.rsplit('/').next().unwrap_or_default();
+    let last = last
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if is_path(value)
         || !model::is_valid_name(value)
         || ROOT_DIRECTORIES
             .iter()
             .any(|d| d.eq_ignore_ascii_case(first))
+        || MODEL_FILES.iter().any(|e| last.ends_with(e))
     {
         Some("policy.create_from_path")
     } else if !pull_allowed(cfg, value) {
@@ -455,6 +476,21 @@ const ROOT_DIRECTORIES: [&str; 28] = [
     "users",
     "usr",
     "var",
+];
+
+/// The `FROM` and `ADAPTER` commands a Modelfile may hold, as all of Ollama's parsers read it
+/// together (each command read by the three of them counts three times).
+const MODELFILE_COMMANDS: usize = 256;
+
+/// The extensions of model and adapter files.
+const MODEL_FILES: [&str; 7] = [
+    ".gguf",
+    ".ggml",
+    ".bin",
+    ".safetensors",
+    ".pth",
+    ".pt",
+    ".onnx",
 ];
 
 /// A blob reference: `@` and a digest.

@@ -16,18 +16,22 @@
 //!   two differ in one point: from 0.2.0 the value is trimmed before its quotes are looked at
 //!   (`SYSTEM  "x` with two spaces is an open quote there, a finished value before).
 //!
+//! (0.1.39 to 0.1.42 also read a text starting with U+FFFD as UTF-16, dropping every NUL.)
+//!
 //! A Modelfile a parser rejects (an unknown command, a stray character in a command) creates
 //! nothing; what came before the rejected command is still returned, so the check never reads
 //! less.
 
+use std::borrow::Cow;
+
 /// One command: its name in lower case (`from`, `adapter`, ...), its value as the server
 /// reads it, and its text as sent (for the detection log; quotes taken out by the line
 /// scanner).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Command {
-    pub(super) name: String,
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Command<'a> {
+    pub(super) name: &'static str,
     pub(super) value: String,
-    pub(super) text: String,
+    pub(super) text: Cow<'a, str>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -44,28 +48,55 @@ enum State {
     Comment,
 }
 
-/// The commands of `text` as any of the parsers reads them: each reading's in order, one
-/// after the other, each command once.
-pub(super) fn commands(text: &str) -> Vec<Command> {
-    let mut out = machine(text, true);
-    for c in machine(text, false).into_iter().chain(scanned(text)) {
-        if !out.contains(&c) {
-            out.push(c);
+/// The `FROM` and `ADAPTER` commands of `text` as any of the parsers reads them: each
+/// reading's in order, one after the other (a command several read is there several times),
+/// each reading stopped once it has more than `most`.
+/// The work is linear in the text: no command but these allocates, and a quoted scanner token
+/// is put together only when it starts with one of them.
+pub(super) fn commands(text: &str, most: usize) -> Vec<Command<'_>> {
+    // 0.1.39 to 0.1.42 took a text starting with U+FFFD for UTF-16: they dropped the U+FFFDs
+    // in front and every NUL after.
+    let utf16: Vec<Command<'static>> = text
+        .strip_prefix('\u{fffd}')
+        .map(|rest| rest.trim_start_matches('\u{fffd}').replace('\0', ""))
+        .map(|rest| {
+            machine(&rest, false, false, most)
+                .into_iter()
+                .map(Command::into_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut all = machine(text, true, false, most);
+    all.extend(machine(text, false, false, most));
+    all.extend(utf16);
+    all.extend(scanned(text, most));
+    all
+}
+
+impl Command<'_> {
+    fn into_owned(self) -> Command<'static> {
+        Command {
+            name: self.name,
+            value: self.value,
+            text: Cow::Owned(self.text.into_owned()),
         }
     }
-    out
 }
 
 /// The commands of `text` as the state machine reads them; `trim`: the value is trimmed
-/// before its quotes are looked at (0.2.0 on).
-fn machine(text: &str, trim: bool) -> Vec<Command> {
+/// before its quotes are looked at (0.2.0 on); `every`: every command, else only `FROM` and
+/// `ADAPTER`.
+fn machine(text: &str, trim: bool, every: bool, most: usize) -> Vec<Command<'_>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let mut state = State::Nil;
     let mut buf = String::new();
-    let mut name = String::new();
+    let mut name = "";
     let mut start = 0;
     for (i, c) in text.char_indices() {
+        if out.len() > most {
+            break;
+        }
         match state {
             State::Nil => match c {
                 '#' => state = State::Comment,
@@ -90,12 +121,12 @@ fn machine(text: &str, trim: bool) -> Vec<Command> {
                 if c.is_ascii_alphabetic() {
                     buf.push(c);
                 } else if space(c) {
-                    name = buf.to_ascii_lowercase();
-                    if !COMMANDS.contains(&name.as_str()) {
+                    let Some(known) = COMMANDS.iter().find(|k| k.eq_ignore_ascii_case(&buf)) else {
                         break;
-                    }
+                    };
+                    name = known;
                     buf.clear();
-                    state = if matches!(name.as_str(), "parameter" | "message") {
+                    state = if matches!(name, "parameter" | "message") {
                         State::Word
                     } else {
                         State::Value
@@ -118,11 +149,13 @@ fn machine(text: &str, trim: bool) -> Vec<Command> {
                 if newline(c) {
                     let seen = if trim { buf.trim_matches(blank) } else { &buf };
                     if let Some(value) = unquote(seen) {
-                        out.push(Command {
-                            name: name.clone(),
-                            value: value.to_owned(),
-                            text: text[start..i].trim_matches(space).to_owned(),
-                        });
+                        if every || matches!(name, "from" | "adapter") {
+                            out.push(Command {
+                                name,
+                                value: value.to_owned(),
+                                text: Cow::Borrowed(text[start..i].trim_matches(space)),
+                            });
+                        }
                         buf.clear();
                         state = State::Nil;
                         continue;
@@ -137,67 +170,205 @@ fn machine(text: &str, trim: bool) -> Vec<Command> {
     }
     if state == State::Value {
         let seen = if trim { buf.trim_matches(blank) } else { &buf };
-        if let Some(value) = unquote(seen) {
+        if let Some(value) = unquote(seen).filter(|_| every || matches!(name, "from" | "adapter")) {
             out.push(Command {
                 name,
                 value: value.to_owned(),
-                text: text[start..].trim_matches(space).to_owned(),
+                text: Cow::Borrowed(text[start..].trim_matches(space)),
             });
         }
     }
     out
 }
 
-/// The `FROM` and `ADAPTER` commands of `text` as the line scanner (up to 0.1.33) reads them.
-fn scanned(text: &str) -> Vec<Command> {
+/// The buffer of the line scanner (Go's `bufio.Scanner`, given `MaxScanTokenSize`): the bytes
+/// one call of its split function sees at most.
+const SCAN_BUFFER: usize = 64 << 10;
+
+/// The `FROM` and `ADAPTER` commands of `text` as the line scanner (up to 0.1.33) reads them:
+/// Go's `bufio.Scanner` over the text with a buffer of [`SCAN_BUFFER`] bytes, filled as Go fills
+/// it from a `strings.Reader`, so that a quote whose close lies past what the buffer holds, or
+/// that never closes, is read as Go reads it (not as a quote).
+fn scanned(text: &str, most: usize) -> Vec<Command<'_>> {
+    let data = text.as_bytes();
+    let positions = Positions::of(data);
+    let mut marks = positions.marks();
     let mut out = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (token, advance) = match token(rest) {
-            Some(t) => t,
-            // A quote never closed: the scanner fails, and nothing is created.
-            None => break,
-        };
-        rest = &rest[advance..];
-        let Some((command, arg)) = token.split_once(' ') else {
+    // The buffer holds data[base..base + end]; the split function sees [start, end).
+    let (mut base, mut start, mut end, mut eof) = (0, 0, 0, false);
+    while out.len() <= most {
+        if end > start || eof {
+            match split(data, &mut marks, base + start, base + end, eof) {
+                Split::Token(advance, token) => {
+                    start += advance;
+                    command_of(token, &mut out);
+                    continue;
+                }
+                // The scanner fails: nothing is created; what came before stands.
+                Split::Failed => break,
+                Split::More if eof => break,
+                Split::More => {}
+            }
+        }
+        if start > 0 && (end == SCAN_BUFFER || start > SCAN_BUFFER / 2) {
+            base += start;
+            end -= start;
+            start = 0;
+        }
+        if end == SCAN_BUFFER {
+            // A token longer than the buffer: the scanner fails.
+            break;
+        }
+        let n = (data.len() - (base + end)).min(SCAN_BUFFER - end);
+        if n == 0 {
+            eof = true;
+        }
+        end += n;
+    }
+    out
+}
+
+/// Where the text's line breaks, `"` and `"""` are, so that each call of the split function
+/// costs a step along these lists, not a scan of the buffer (a megabyte of short lines would
+/// otherwise be a scan of 64 KiB per line). The scanner only moves forward, so each list is
+/// walked by cursors that only move forward: one for where a token starts, one for where a
+/// quote opened after it.
+struct Marks<'a> {
+    newlines: Cursor<'a>,
+    quotes: [Cursor<'a>; 2],
+    triples: [Cursor<'a>; 2],
+}
+
+/// The positions [`Marks`] walks.
+struct Positions {
+    newlines: Vec<usize>,
+    quotes: Vec<usize>,
+    triples: Vec<usize>,
+}
+
+impl Positions {
+    fn of(data: &[u8]) -> Positions {
+        let at = |b: u8| -> Vec<usize> { (0..data.len()).filter(|&i| data[i] == b).collect() };
+        let quotes = at(b'"');
+        let triples = quotes
+            .iter()
+            .copied()
+            .filter(|&i| data.get(i..i + 3) == Some(&b"\"\"\""[..]))
+            .collect();
+        Positions {
+            newlines: at(b'\n'),
+            quotes,
+            triples,
+        }
+    }
+
+    fn marks(&self) -> Marks<'_> {
+        fn cursor(list: &[usize]) -> Cursor<'_> {
+            Cursor { list, at: 0 }
+        }
+        Marks {
+            newlines: cursor(&self.newlines),
+            quotes: [cursor(&self.quotes), cursor(&self.quotes)],
+            triples: [cursor(&self.triples), cursor(&self.triples)],
+        }
+    }
+}
+
+/// Positions in order, and how far they have been walked.
+struct Cursor<'a> {
+    list: &'a [usize],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    /// The first position at or after `from`; `from` never goes back.
+    fn first(&mut self, from: usize) -> Option<usize> {
+        while self.list.get(self.at).is_some_and(|&p| p < from) {
+            self.at += 1;
+        }
+        self.list.get(self.at).copied()
+    }
+}
+
+/// What the scanner's split function answers.
+enum Split<'a> {
+    /// A token, and how far the scanner moves.
+    Token(usize, Cow<'a, [u8]>),
+    /// It needs more bytes (or, at the end, there are none).
+    More,
+    /// An error: a quote still open at the end.
+    Failed,
+}
+
+/// The split function on `data[lo..hi]`: a token between quotes (`"""`, else `"`) when one
+/// opens before the first line break, else a line.
+fn split<'a>(data: &'a [u8], marks: &mut Marks<'_>, lo: usize, hi: usize, eof: bool) -> Split<'a> {
+    let newline = marks.newlines.first(lo).filter(|&nl| nl < hi);
+    for (cursors, len) in [(&mut marks.triples, 3), (&mut marks.quotes, 1)] {
+        let [opens, closes] = cursors;
+        let Some(open) = opens
+            .first(lo)
+            .filter(|&at| newline.is_some_and(|nl| at < nl))
+        else {
             continue;
         };
-        let name = command.to_ascii_lowercase();
-        if matches!(name.as_str(), "from" | "adapter") {
-            out.push(Command {
-                name,
-                value: arg.trim().to_owned(),
-                text: token.trim().to_owned(),
-            });
+        let inner = open + len;
+        match closes.first(inner).filter(|&close| close + len <= hi) {
+            Some(close) => {
+                let advance = close + len - lo;
+                // Put together only a token that can be a command the check reads.
+                let mut head = [0u8; 8];
+                for (h, b) in head
+                    .iter_mut()
+                    .zip(data[lo..open].iter().chain(&data[inner..close]))
+                {
+                    *h = b.to_ascii_lowercase();
+                }
+                if !(head.starts_with(b"from ") || head.starts_with(b"adapter ")) {
+                    return Split::Token(advance, Cow::Borrowed(&[]));
+                }
+                let mut token = data[lo..open].to_vec();
+                token.extend_from_slice(&data[inner..close]);
+                return Split::Token(advance, Cow::Owned(token));
+            }
+            None if eof => return Split::Failed,
+            // Go tries the next quote, then a line.
+            None => {}
         }
     }
-    out
+    let line = |to: usize| {
+        let l = &data[lo..to];
+        Cow::Borrowed(l.strip_suffix(b"\r").unwrap_or(l))
+    };
+    match newline {
+        Some(nl) => Split::Token(nl + 1 - lo, line(nl)),
+        None if eof && hi > lo => Split::Token(hi - lo, line(hi)),
+        None => Split::More,
+    }
 }
 
-/// The scanner's next token of `data` and how far it reaches; `None` for an unclosed quote.
-fn token(data: &str) -> Option<(String, usize)> {
-    if let Some(newline) = data.find('\n') {
-        for quote in ["\"\"\"", "\""] {
-            let Some(open) = data.find(quote).filter(|&at| at < newline) else {
-                continue;
-            };
-            let inner = open + quote.len();
-            let close = inner + data[inner..].find(quote)?;
-            return Some((
-                format!("{}{}", &data[..open], &data[inner..close]),
-                close + quote.len(),
-            ));
-        }
-        let line = &data[..newline];
-        return Some((
-            line.strip_suffix('\r').unwrap_or(line).to_owned(),
-            newline + 1,
-        ));
-    }
-    Some((
-        data.strip_suffix('\r').unwrap_or(data).to_owned(),
-        data.len(),
-    ))
+/// A scanner token's command, when it is a `FROM` or an `ADAPTER` with a value.
+fn command_of<'a>(token: Cow<'a, [u8]>, out: &mut Vec<Command<'a>>) {
+    let Some(space) = token.iter().position(|&b| b == b' ') else {
+        return;
+    };
+    let Some(name) = ["from", "adapter"]
+        .into_iter()
+        .find(|n| token[..space].eq_ignore_ascii_case(n.as_bytes()))
+    else {
+        return;
+    };
+    // Cut at ASCII bytes, a token of the (UTF-8) text is UTF-8.
+    let text: Cow<'a, str> = match token {
+        Cow::Borrowed(b) => String::from_utf8_lossy(b),
+        Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
+    };
+    let value = text[space + 1..].trim().to_owned();
+    let text = match text {
+        Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
+        Cow::Owned(t) => Cow::Owned(t.trim().to_owned()),
+    };
+    out.push(Command { name, value, text });
 }
 
 /// The commands the parser knows; any other ends the Modelfile.
@@ -285,13 +456,21 @@ mod tests {
     fn listed(commands: Vec<Command>) -> Vec<(String, String, String)> {
         commands
             .into_iter()
-            .map(|c| (c.name, c.value, c.text))
+            .map(|c| (c.name.to_owned(), c.value, c.text.into_owned()))
             .collect()
     }
 
     /// As 0.2.0 on reads `text`.
     fn read(text: &str) -> Vec<(String, String, String)> {
-        listed(machine(text, true))
+        listed(machine(text, true, true, usize::MAX))
+    }
+
+    /// Each command once, in the order first read.
+    fn distinct(commands: Vec<Command>) -> Vec<(String, String, String)> {
+        let mut out = listed(commands);
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|c| seen.insert(c.clone()));
+        out
     }
 
     fn one(name: &str, value: &str, text: &str) -> (String, String, String) {
@@ -379,18 +558,15 @@ mod tests {
         let text = "SYSTEM  \"x\n\u{200b}FROM /etc/passwd\n";
         assert_eq!(read(text), []);
         assert_eq!(
-            listed(machine(text, false)),
+            listed(machine(text, false, true, usize::MAX)),
             [
                 one("system", " \"x", "SYSTEM  \"x"),
                 one("from", "/etc/passwd", "\u{200b}FROM /etc/passwd"),
             ]
         );
         assert_eq!(
-            listed(commands(text)),
-            [
-                one("system", " \"x", "SYSTEM  \"x"),
-                one("from", "/etc/passwd", "\u{200b}FROM /etc/passwd"),
-            ]
+            distinct(commands(text, usize::MAX)),
+            [one("from", "/etc/passwd", "\u{200b}FROM /etc/passwd")]
         );
     }
 
@@ -402,7 +578,7 @@ mod tests {
             "SYSTEM \"\"\"x\"\"\"FROM /etc/passwd\n",
         ] {
             assert_eq!(
-                listed(scanned(text)),
+                listed(scanned(text, usize::MAX)),
                 [one("from", "/etc/passwd", "FROM /etc/passwd")],
                 "{text:?}"
             );
@@ -413,17 +589,52 @@ mod tests {
         assert_eq!(
             listed(scanned(
                 "SYSTEM \"\"\"a\nFROM /etc/passwd\n\"\"\"\nFROM\t/x\r\nFROM m\r\nADAPTER a\rb\nFROM \"q\""
-            )),
+            , usize::MAX)),
             [
                 one("from", "m", "FROM m"),
                 one("adapter", "a\rb", "ADAPTER a\rb"),
                 one("from", "\"q\"", "FROM \"q\""),
             ]
         );
-        // A quote never closed fails the scanner: what came before it stands.
+        // A quote not closed before the end is no quote while a line break follows it (Go's
+        // scanner asks for more bytes, then reads a line); `"""` never closed is `""` and the
+        // rest.
+        for text in [
+            "FROM m\nSYSTEM \"x\nFROM /etc/passwd\n",
+            "FROM m\nSYSTEM \"\"\"x\nFROM /etc/passwd\n",
+        ] {
+            assert_eq!(
+                listed(scanned(text, usize::MAX)),
+                [
+                    one("from", "m", "FROM m"),
+                    one("from", "/etc/passwd", "FROM /etc/passwd"),
+                ],
+                "{text:?}"
+            );
+        }
+        // Only on the last line, at the end, is an open quote an error: what came before
+        // stands.
         assert_eq!(
-            listed(scanned("FROM m\nSYSTEM \"x\nFROM /etc/passwd\n")),
+            listed(scanned("FROM m\nSYSTEM \"x", usize::MAX)),
             [one("from", "m", "FROM m")]
+        );
+        // A `"""` whose close lies past the scanner's 64 KiB is read as `""` and lines.
+        let long = format!(
+            "FROM llama3.2\nSYSTEM \"\"\"be brief\nFROM /etc/passwd\n{}\"\"\"\n",
+            format!("{}\n", "b".repeat(100)).repeat(700)
+        );
+        assert_eq!(
+            listed(scanned(&long, usize::MAX)),
+            [
+                one("from", "llama3.2", "FROM llama3.2"),
+                one("from", "/etc/passwd", "FROM /etc/passwd"),
+            ]
+        );
+        // Within the buffer, the same block is one token.
+        let short = long.replace(&format!("{}\n", "b".repeat(100)).repeat(700), "b");
+        assert_eq!(
+            listed(scanned(&short, usize::MAX)),
+            [one("from", "llama3.2", "FROM llama3.2")]
         );
     }
 
@@ -431,8 +642,34 @@ mod tests {
     fn every_reading_counts_and_each_command_once() {
         // The state machines see an open quote that never closes; the scanner two commands.
         assert_eq!(
-            listed(commands("FROM m\nSYSTEM \"x\"FROM /a\n")),
+            distinct(commands("FROM m\nSYSTEM \"x\"FROM /a\n", usize::MAX)),
             [one("from", "m", "FROM m"), one("from", "/a", "FROM /a")]
+        );
+    }
+
+    #[test]
+    fn a_text_starting_with_a_replacement_character_is_read_as_0_1_39_read_utf_16() {
+        assert_eq!(
+            distinct(commands("\u{fffd}FROM /etc/passwd", usize::MAX)),
+            [one("from", "/etc/passwd", "FROM /etc/passwd")]
+        );
+        assert_eq!(
+            distinct(commands(
+                "\u{fffd}\u{fffd}FROM llama3.2\nA\0DAPTER /etc/shadow\n",
+                usize::MAX
+            )),
+            [
+                one("from", "llama3.2", "FROM llama3.2"),
+                one("adapter", "/etc/shadow", "ADAPTER /etc/shadow"),
+            ]
+        );
+        // Without it, a NUL in a command ends the reading.
+        assert_eq!(
+            distinct(commands(
+                "FROM llama3.2\nA\0DAPTER /etc/shadow\n",
+                usize::MAX
+            )),
+            [one("from", "llama3.2", "FROM llama3.2")]
         );
     }
 }

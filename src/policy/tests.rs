@@ -111,6 +111,28 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
             "{modelfile}"
         );
     }
+    // A Modelfile of more FROM and ADAPTER commands than any person writes is refused whole
+    // (each read by three parsers counts three times): 85 lines pass, 86 do not.
+    for (lines, want) in [
+        (85, vec![]),
+        (
+            86,
+            vec![(
+                "policy.create_from_path",
+                "more than 256 FROM and ADAPTER commands".to_owned(),
+            )],
+        ),
+    ] {
+        let modelfile = r"FROM llama3.2\n".repeat(lines);
+        assert_eq!(
+            rules(
+                Route::Create,
+                &format!(r#"{{"model":"x","modelfile":"{modelfile}"}}"#)
+            ),
+            want,
+            "{lines}"
+        );
+    }
     // Whatever reads as a `FROM` or `ADAPTER` file read to one of Ollama's Modelfile parsers
     // (see `modelfile`): a tab separates the command as a space does, whatever the case; a
     // byte-order mark hides nothing; a lone `\r` ends a line to the state machines (and is part
@@ -132,24 +154,15 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
         ),
         (
             r"FROM llama3.2\rFROM /etc/passwd",
-            vec![
-                (path, "FROM /etc/passwd"),
-                (path, "FROM llama3.2\rFROM /etc/passwd"),
-            ],
+            vec![(path, "FROM /etc/passwd")],
         ),
         (
             r#"FROM llama3.2\rADAPTER \"/etc/shadow\""#,
-            vec![
-                (path, r#"ADAPTER "/etc/shadow""#),
-                (path, "FROM llama3.2\rADAPTER \"/etc/shadow\""),
-            ],
+            vec![(path, r#"ADAPTER "/etc/shadow""#)],
         ),
         (
             r#"FROM llama3.2\nADAPTER \"\"\"\n/etc/shadow\"\"\""#,
-            vec![
-                (path, "ADAPTER \"\"\"\n/etc/shadow\"\"\""),
-                (path, "ADAPTER \n/etc/shadow"),
-            ],
+            vec![(path, "ADAPTER \"\"\"\n/etc/shadow\"\"\"")],
         ),
         (
             r"FROM llama3.2\nADAPTER lora.gguf",
@@ -177,11 +190,7 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
         ),
         (
             r#"FROM \"/etc/passwd\"\nFROM /etc/hosts"#,
-            vec![
-                (path, r#"FROM "/etc/passwd""#),
-                (path, "FROM /etc/hosts"),
-                (path, "FROM /etc/passwd"),
-            ],
+            vec![(path, r#"FROM "/etc/passwd""#)],
         ),
         (r"FROM etc/shadow\n", vec![(path, "FROM etc/shadow")]),
         (
@@ -189,6 +198,18 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
             vec![(path, "FROM proc/self/environ")],
         ),
         (r"FROM root/.bashrc\n", vec![(path, "FROM root/.bashrc")]),
+        (
+            r"FROM Downloads/x.GGUF:latest\n",
+            vec![(path, "FROM Downloads/x.GGUF:latest")],
+        ),
+        (
+            r#"FROM llama3.2\nSYSTEM \"x\nFROM /etc/passwd\n"#,
+            vec![(path, "FROM /etc/passwd")],
+        ),
+        (
+            r"\ufffdFROM llama3.2\nA\u0000DAPTER /etc/shadow\n",
+            vec![(path, "ADAPTER /etc/shadow")],
+        ),
         (
             r"FROM @../../../../etc/passwd\n",
             vec![(path, "FROM @../../../../etc/passwd")],
