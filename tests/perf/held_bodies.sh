@@ -13,37 +13,21 @@
 # the connections were answered (503 split by the "everyone" / "this client" message, other
 # statuses, reset without answer, still held), refused_requests_total{reason="busy"}, and the
 # status of an ordinary `POST /api/chat` sent meanwhile from 127.0.0.99.
-# Ports: PORT_BASE (default 42310) for the simulator, +1 the guard, +2 its admin listener.
 # env GUARD_BIN=path measures that build instead of building the work tree.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 conns=${1:-2040}
 addrs=${2:-40}
 settle=${SETTLE:-3}
-base=${PORT_BASE:-42310}
-sim=$base guard=$((base + 1)) admin=$((base + 2))
-if [ -n "${GUARD_BIN:-}" ]; then
-  bin=$GUARD_BIN
-else
-  cargo build --release --quiet
-  bin=${CARGO_TARGET_DIR:-target}/release/ollama-guard
-fi
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
-command -v curl >/dev/null || { echo "curl is required" >&2; exit 1; }
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. tests/perf/common.sh
+need python3 curl
+start_simulator
+guard=$(free_port)
+admin=$(free_port)
 
 # Each source holds ceil(CONNECTIONS / ADDRESSES) connections: keep them under its limit.
 per=$(( (conns + addrs - 1) / addrs ))
 [ "$per" -lt 256 ] && per=256
-"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" &
-pids+=($!)
 "$bin" --listen "127.0.0.1:$guard" --upstream "http://127.0.0.1:$sim" --admin-listen "127.0.0.1:$admin" \
   --max-connections-per-source "$per" --detection-log /dev/null --log-level warn 2>"$work/guard.err" &
 gpid=$!

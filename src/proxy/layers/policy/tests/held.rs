@@ -113,21 +113,12 @@ async fn a_chunked_body_of_a_large_max_body_passes_whole_and_its_bytes_come_back
     assert_eq!((pool.used(), pool.sources()), (0, 0));
 }
 
-/// A body that sends its first byte and then nothing, for ever.
-struct Trickle(Option<Bytes>);
-
-impl Body for Trickle {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.0.take() {
-            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
-            None => Poll::Pending,
-        }
-    }
+/// A body that sends `first` and then nothing, for ever.
+fn trickle(first: &'static [u8]) -> impl Body<Data = Bytes, Error = Infallible> + Unpin {
+    use futures_util::stream::{self, StreamExt};
+    http_body_util::StreamBody::new(
+        stream::iter([Ok(Frame::data(Bytes::from_static(first)))]).chain(stream::pending()),
+    )
 }
 
 #[tokio::test]
@@ -143,7 +134,7 @@ async fn bodies_declaring_a_megabyte_and_sending_a_byte_reserve_it_and_small_bod
         stalled.push(tokio::spawn(async move {
             let mut charge = pool.charge(IpAddr::from([198, 51, 100, (i % 8) as u8]));
             let read = read_prefix(
-                Trickle(Some(Bytes::from_static(b"{"))),
+                trickle(b"{"),
                 MIB,
                 Some(MIB),
                 Duration::from_secs(60),
