@@ -101,6 +101,10 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
         r#"FROM llama3.2\nPARAMETER temperature 1\nSYSTEM \"\"\"\nFrom https://docs.example.com/guide/intro you may quote.\nFrom the docs at example.com/docs/intro, answer.\nFrom ~/notes, nothing.\nAdapter ./style is a word.\n\"\"\"\n"#.to_owned(),
         r"FROM hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M\nTEMPLATE {{ .Prompt }}\n".to_owned(),
         format!(r"FROM {BLOB}\n"),
+        r"FROM library/llama3.2:1b\r\nFROM user/model:tag\r\nFROM registry.ollama.ai/library/qwen3\r\n"
+            .to_owned(),
+        r#"\ufeffFROM llama3.2\nLICENSE \"\"\"\nFrom /etc/passwd the rights are yours.\n\"\"\"\nMESSAGE user From where?\n"#
+            .to_owned(),
     ] {
         assert_eq!(
             rules(
