@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use chrono::Utc;
 
 use super::DetectionStage;
-use crate::proxy::decoders::source_key;
+use crate::proxy::client_ip::source_key;
 use crate::proxy::layers::auth::{AuthNote, AuthSink};
 use crate::telemetry::log_event::{AuthEvent, LogEvent};
 use crate::telemetry::throttle::PerMinute;

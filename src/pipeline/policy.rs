@@ -16,7 +16,7 @@ use super::verdict::{decide, Decision, Verdicts};
 use super::DetectionStage;
 use crate::enforce::BanOutcome;
 use crate::policy::{classify, Verdict};
-use crate::proxy::decoders::source_key;
+use crate::proxy::client_ip::source_key;
 use crate::proxy::layers::policy::PolicySink;
 use crate::telemetry::log_event::{Action, LogEvent, PolicyFinding};
 

@@ -24,8 +24,8 @@
 //! first frame, counted whole: the body is admitted only if it can be held whole, and it is
 //! never copied. Counting only what has arrived was tried and measured worse: in a burst of
 //! 2 040 such bodies every one was admitted, each wrote into its own buffer until the count
-//! filled, and the refused ones' pages stayed with the allocator (RSS 580–900 MB, against
-//! 340 MB). A client may so reserve a body it does not send, for `timeouts.body_idle`: that
+//! filled, and the refused ones' pages stayed with the allocator (RSS 385–903 MB in five runs,
+//! against 334–335 MB in three; `tests/perf/held_bodies.sh`). A client may so reserve a body it does not send, for `timeouts.body_idle`: that
 //! holds what sending it would (a source's share at most, everyone's 256 MiB with eight
 //! sources), and small bodies have their own pool. A body without one (chunked) grows with what
 //! arrives (at least a kilobyte, then doubling, never past the limit and one byte), counted by
@@ -39,7 +39,7 @@ use std::sync::Arc;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use super::decoders::source_key;
+use super::client_ip::source_key;
 
 /// The bytes of each body counted in the pool of free parts, not toward [`TOTAL`] or a share.
 pub(crate) const FREE: u64 = 16 << 10;
@@ -199,8 +199,8 @@ impl Charge {
         Ok(())
     }
 
-    /// Gives back what the body holds (now rather than on drop).
-    pub(crate) fn release(&mut self) {
+    /// Gives back what the body holds.
+    fn release(&mut self) {
         if self.bytes == 0 {
             return;
         }

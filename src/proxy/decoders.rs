@@ -43,6 +43,7 @@ use dashmap::DashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::policy::inflate::{Inflate, InflateError};
+use crate::proxy::client_ip::source_key;
 
 /// How many zstd bodies are decoded at once, process-wide: about 260 MiB of windows at most.
 pub(crate) const DECODERS: usize = 32;
@@ -208,18 +209,6 @@ pub(crate) fn scratch<R>(f: impl FnOnce(&mut Inflate) -> R) -> Result<R, Inflate
         SCRATCH.with(|cell| *cell.borrow_mut() = Some(inflate));
     }
     Ok(out)
-}
-
-/// One source's key: the address, or an IPv6 address's /48 (a site's allocation: one
-/// subscriber's /56 holds 256 /64s, each of which would otherwise have its own share).
-pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into()),
-        },
-    }
 }
 
 /// A decoder slot and its decoder, freed on drop (the decoder kept for reuse first, then the
