@@ -1343,6 +1343,18 @@ async fn cuttable_a_and_b() -> (Redis, Stack, Stack) {
     (redis, a, b)
 }
 
+/// `HGET key field`, polled every 20 ms for up to 1 s until the field exists (a replica
+/// publishes its ban changes after the admin API has answered).
+async fn hget_within_1s(redis: &Redis, key: &str, field: &str) -> Vec<String> {
+    for _ in 0..50 {
+        if redis.cli(&["HEXISTS", key, field]) == ["1"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.cli(&["HGET", key, field])
+}
+
 fn unbans_in(s: &Stack) -> Vec<Value> {
     events(&s.detection_log())
         .into_iter()
@@ -1396,7 +1408,8 @@ async fn an_unban_c_missed_survives_a_data_loss(before: bool) {
     if before {
         cut_off(&redis, &c, "guard-c").await;
         unban_through(&b, "127.0.0.24").await;
-        let tomb = redis.cli(&["HGET", "ollama-guard:unbans", "127.0.0.24"]);
+        // B publishes its unban after answering the admin call: wait for its tombstone.
+        let tomb = hget_within_1s(&redis, "ollama-guard:unbans", "127.0.0.24").await;
         assert_eq!(tomb.len(), 1, "{tomb:?}");
         assert!(tomb[0].contains(':'), "{tomb:?}");
     }
