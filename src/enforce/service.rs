@@ -55,6 +55,10 @@ pub(crate) struct Enforcement {
     identity_blocked: PerMinute<String>,
     /// Identity bans changed since they were last written to `state_dir`.
     identities_dirty: AtomicBool,
+    /// Held across one save of the identity bans (flag taken, file written): a second save
+    /// waits for the first, so "saved" means on disk for every caller, and two writers never
+    /// share the temporary file.
+    identities_saving: tokio::sync::Mutex<()>,
     /// `[cluster]`: where local ban changes are published (unset in single-instance mode).
     pub(super) sync: std::sync::OnceLock<Arc<dyn super::remote::BanSync>>,
     /// `[cluster]`: bans in the table that another replica made.
@@ -113,6 +117,7 @@ impl Enforcement {
             identities: IdentityBans::default(),
             identity_blocked: PerMinute::default(),
             identities_dirty: AtomicBool::new(false),
+            identities_saving: tokio::sync::Mutex::new(()),
             sync: std::sync::OnceLock::new(),
             origins: super::remote::Origins::default(),
         }
@@ -378,6 +383,9 @@ impl Enforcement {
         let Some(persister) = &self.persister else {
             return Ok(());
         };
+        // A save in progress may have taken the flag after this caller's change, and be
+        // writing it still: waiting for it is waiting for the change to be on disk.
+        let _saving = self.identities_saving.lock().await;
         if !self.identities_dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }

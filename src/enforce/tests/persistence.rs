@@ -291,3 +291,51 @@ fn saved_state_records_bans_and_offence_history() {
         vec![("10.0.0.0/8".into(), 1), ("192.0.2.7/32".into(), 1)]
     );
 }
+
+/// Admin calls that ban identities at the same time, on a multi-thread runtime: each one's
+/// ban is in `identity-bans.json` when its call returns (a call never answers while another
+/// one's write of its change is still running), and no call fails on the other's file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_identity_bans_are_each_on_disk_when_their_call_returns() {
+    use std::sync::Arc;
+
+    use crate::config::LogTarget;
+    use crate::enforce::identity::FILE;
+    use crate::enforce::Enforcement;
+    use crate::telemetry::{DetectionLog, LogWriter, Metrics};
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let metrics = Arc::new(Metrics::new(&[]).unwrap());
+    let dropped = metrics.log_lines_dropped.with_label_values(&["detection"]);
+    let target = LogTarget::File(dir.path().join("detection.log"));
+    let writer = LogWriter::spawn("detection", &target, 64, dropped).unwrap();
+    let enforcement = Arc::new(Enforcement::new(
+        Arc::new(table()),
+        DetectionLog::new(writer),
+        metrics,
+        Some(state.clone()),
+    ));
+    for round in 0..20 {
+        let calls: Vec<_> = (0..8)
+            .map(|i| {
+                let (enforcement, state) = (enforcement.clone(), state.clone());
+                tokio::spawn(async move {
+                    let name = format!("key-{round}-{i}");
+                    enforcement
+                        .admin_add_identity(&name, Duration::from_secs(3600), "test".into())
+                        .await
+                        .unwrap();
+                    let file = fs::read_to_string(state.join(FILE)).unwrap_or_default();
+                    file.contains(&format!("\"{name}\""))
+                })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert!(call.await.unwrap(), "round {round}, call {i}");
+        }
+    }
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(state.join(FILE)).unwrap()).unwrap();
+    assert_eq!(file["bans"].as_array().unwrap().len(), 160);
+}
