@@ -139,7 +139,11 @@ async fn admin_api_adds_lists_and_lifts_bans_and_validates_input() {
     )
     .await;
     assert_eq!(again.status, StatusCode::OK);
-    let ev = events(&s.detection_log());
+    // The log writer writes the unban line after the admin call has answered.
+    let ev = wait_events(&s.detection_log(), |ev| {
+        ev.iter().filter(|e| e["event"] == "unban").count() >= 2
+    })
+    .await;
     let unbans: Vec<&Value> = ev.iter().filter(|e| e["event"] == "unban").collect();
     assert_eq!(unbans.len(), 2, "{unbans:?}");
     // The ban with the longest reason first, then this one.

@@ -47,7 +47,11 @@ async fn bans_expire_on_a_timer_without_traffic() {
         admin(&s, Method::GET, "/api/bans", "", None).await.text(),
         "[]"
     );
-    assert_eq!(metric(&s.admin, "ollama_guard_active_bans").await, 0.0);
+    // The sweep writes the unban line before it refreshes the gauge.
+    assert_eq!(
+        metric_eventually(&s.admin, "ollama_guard_active_bans", 0.0).await,
+        0.0
+    );
     let log = s.detection_log();
     s.server.shutdown().await;
     assert_detection_log_valid(&log);

@@ -172,7 +172,11 @@ async fn an_attacker_spread_over_three_replicas_is_detected_once_at_the_threshol
     for s in &stacks {
         assert!(version_status_within_1s(s, "127.0.0.7", StatusCode::FORBIDDEN).await);
     }
-    let bans = all_events(&stacks, "ban");
+    let ev = wait_all(&stacks, |ev| {
+        ev.iter().filter(|e| e["event"] == "ban").count() >= 3
+    })
+    .await;
+    let bans: Vec<&Value> = ev.iter().filter(|e| e["event"] == "ban").collect();
     assert_eq!(bans.len(), 3, "{bans:#?}");
     assert_eq!(bans.iter().filter(|b| b.get("origin").is_none()).count(), 1);
     for s in &stacks {
@@ -516,6 +520,15 @@ fn window_secs(e: &Value) -> i64 {
     t("window_end") - t("window_start")
 }
 
+/// The sum of a sliding key's sub-bucket counts (its numeric fields) in an `HGETALL` reply.
+fn sub_bucket_sum(fields: &[String]) -> u64 {
+    fields
+        .chunks(2)
+        .filter(|p| p.len() == 2 && p[0].parse::<u64>().is_ok())
+        .map(|p| p[1].parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_one_instance() {
     // One instance, no cluster: the sixth request is detected, count 6.
@@ -555,17 +568,21 @@ async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_on
     // open episode and its run, expiring one window (plus the 2 × 5 s grace) from now.
     // (`group_by` defaults to source and path.)
     let key = "ollama-guard:w:240000:tags_slide:127.0.0.52/32:/api/tags";
-    let fields = redis.cli(&["HGETALL", key]);
+    // The replicas merge their counts every 100 ms: polled until the 9 are in (or 2 s).
+    let mut fields = Vec::new();
+    for _ in 0..100 {
+        fields = redis.cli(&["HGETALL", key]);
+        if fields.len() > 1 && sub_bucket_sum(&fields) == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(fields.len() > 1, "{:?}", redis.cli(&["KEYS", "*"]));
     let pairs: Vec<(&str, u64)> = fields
         .chunks(2)
         .map(|p| (p[0].as_str(), p[1].parse().unwrap()))
         .collect();
-    let subs: u64 = pairs
-        .iter()
-        .filter(|(f, _)| f.parse::<u64>().is_ok())
-        .map(|(_, v)| v)
-        .sum();
+    let subs = sub_bucket_sum(&fields);
     let state = |name: &str| pairs.iter().find(|(f, _)| *f == name).map(|(_, v)| *v);
     assert_eq!(
         (subs, state("f"), state("rc")),
@@ -940,6 +957,13 @@ async fn an_identity_ban_made_by_a_rule_on_one_replica_applies_on_the_others() {
         assert_eq!(v[0]["identity"], "alice");
         assert_eq!(v[0]["rule"], "per_key_show");
     }
+    // A replica applies a ban it hears of before its log writer writes the line.
+    for s in &stacks[1..] {
+        wait_events(&s.detection_log(), |e| {
+            e.iter().any(|v| v["event"] == "ban")
+        })
+        .await;
+    }
     let detections = all_events(&stacks, "detection");
     assert_eq!(detections.len(), 1, "{detections:#?}");
     assert_eq!(detections[0]["identity"], "alice");
@@ -1117,6 +1141,8 @@ async fn a_counter_that_is_no_number_in_redis_breaks_no_other_sources_detection(
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     assert!(version_status_within_1s(&stacks[0], "127.0.0.6", StatusCode::FORBIDDEN).await);
+    // The detection line is written by the log writer, maybe after the ban is in force.
+    wait_all(&stacks, |ev| ev.iter().any(|e| e["event"] == "detection")).await;
     let detections = all_events(&stacks, "detection");
     assert_eq!(detections.len(), 1, "{detections:#?}");
     assert_eq!(detections[0]["src"], "127.0.0.6");

@@ -66,11 +66,12 @@ mod tests {
 
     #[test]
     fn the_next_report_carries_the_suppressed_count() {
-        let t = Throttle::new(Duration::from_millis(30));
+        // A period long enough that a test thread preempted between two calls stays in it.
+        let t = Throttle::new(Duration::from_millis(500));
         assert_eq!(t.allow(), Some(0));
         assert_eq!(t.allow(), None);
         assert_eq!(t.allow(), None);
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(550));
         assert_eq!(t.allow(), Some(2));
     }
 }
