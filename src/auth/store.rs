@@ -256,7 +256,9 @@ impl KeyStore {
             return Err(StoreError::BadName(name.to_owned()));
         }
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        // The file, not the index, is the truth: an edit since the last reload is kept.
+        let _shared = FileLock::take(&self.path)?;
+        // The file, not the index, is the truth: an edit since the last reload (or another
+        // replica's change) is kept.
         let mut entries = read(&self.path)?;
         if entries.iter().any(|e| &*e.name == name) {
             return Err(StoreError::Exists(name.to_owned()));
@@ -279,6 +281,7 @@ impl KeyStore {
     /// no such key.
     pub(crate) fn revoke(&self, name: &str) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        let _shared = FileLock::take(&self.path)?;
         let mut entries = read(&self.path)?;
         let Some(pos) = entries.iter().position(|e| &*e.name == name) else {
             return Ok(None);
@@ -288,6 +291,65 @@ impl KeyStore {
         self.index.store(Arc::new(Index::new(entries)));
         Ok(Some(gone))
     }
+}
+
+/// An exclusive `flock` on `.NAME.lock` beside the key file, held across one change (read,
+/// modify, write): replicas that share the file (a shared volume) take turns, so none writes
+/// back a list that misses another's new key. Released when dropped. Where the file system
+/// has no `flock` (and off Linux), a change goes without it, as before.
+struct FileLock(#[allow(dead_code)] Option<fs::File>);
+
+impl FileLock {
+    fn take(path: &Path) -> Result<FileLock, StoreError> {
+        let lock_path = beside(path, "lock");
+        let io_err = |source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        if let Some(dir) = lock_path.parent() {
+            fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // A lock file another user left (a `sudo` run) is locked read-only: flock needs no
+        // write access.
+        let file = match options.open(&lock_path) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => fs::File::open(&lock_path),
+            other => other,
+        }
+        .map_err(io_err)?;
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::fs::{flock, FlockOperation};
+            // Blocking: another replica holds it for one read-modify-write, milliseconds.
+            match flock(&file, FlockOperation::LockExclusive) {
+                Ok(()) => Ok(FileLock(Some(file))),
+                Err(e) if e == rustix::io::Errno::NOLCK || e == rustix::io::Errno::OPNOTSUPP => {
+                    Ok(FileLock(None))
+                }
+                Err(e) => Err(io_err(e.into())),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            drop(file);
+            Ok(FileLock(None))
+        }
+    }
+}
+
+/// `DIR/.NAME.SUFFIX` for the key file `DIR/NAME`.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "keys.json".into(), |n| n.to_string_lossy().into_owned());
+    dir.join(format!(".{name}.{suffix}"))
 }
 
 fn read(path: &Path) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
@@ -363,10 +425,12 @@ fn write(path: &Path, entries: &[Arc<KeyEntry>]) -> Result<(), StoreError> {
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir).map_err(io_err)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "keys.json".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique even between replicas in containers that all run as pid 1 (where `flock` is
+    // missing, two writers must not share a temporary file).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let tmp = beside(path, &format!("{}.{nanos}.tmp", std::process::id()));
     let written = write_private(&tmp, &bytes).and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = written {
         // Best effort: the temp file is useless now; the error that matters is `e`.
@@ -394,6 +458,56 @@ mod tests {
 
     fn now() -> DateTime<Utc> {
         "2026-11-29T12:00:00Z".parse().unwrap()
+    }
+
+    /// Two stores on one file, as two replicas on a shared volume: every key either adds
+    /// (or revokes) is in the file afterwards; none is lost to the other's write.
+    #[test]
+    fn two_stores_sharing_a_file_lose_none_of_each_others_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let stores = [
+            Arc::new(KeyStore::open(&path).unwrap()),
+            Arc::new(KeyStore::open(&path).unwrap()),
+        ];
+        let threads: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(s, store)| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        store
+                            .add(&format!("k{s}-{i}"), Role::User, None, now())
+                            .unwrap();
+                    }
+                    for i in 0..10 {
+                        assert!(store.revoke(&format!("k{s}-{i}")).unwrap().is_some());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let mut names: Vec<String> = read(&path)
+            .unwrap()
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (0..2)
+            .flat_map(|s| (10..40).map(move |i| format!("k{s}-{i}")))
+            .collect();
+        want.sort();
+        assert_eq!(names, want);
+        // No temporary file is left behind; the lock file stays (it is reused).
+        let mut files: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, [".keys.json.lock", "keys.json"]);
     }
 
     #[test]
