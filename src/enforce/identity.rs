@@ -169,6 +169,7 @@ impl IdentityBans {
         length: std::time::Duration,
         reason: String,
         now: DateTime<Utc>,
+        announce: impl FnOnce(&IdentityBan),
     ) -> IdentityBan {
         let mut offences = self.lock();
         let name: Arc<str> = Arc::from(identity);
@@ -182,6 +183,8 @@ impl IdentityBans {
             rule: Arc::from(ADMIN_RULE),
             since: now,
         };
+        // Before the request path can see it: its `ban` line comes before any `blocked` one.
+        announce(&ban);
         let mut map = (**self.active.load()).clone();
         map.insert(name, ban.clone());
         self.publish(map);
@@ -449,12 +452,31 @@ mod tests {
         assert_eq!(b.offence, 2);
     }
 
+    /// An operator's identity ban is announced before the request path can see it.
+    #[test]
+    fn an_admin_identity_ban_is_announced_before_a_request_can_see_it() {
+        let now = t("2026-11-29T12:00:00Z");
+        let bans = IdentityBans::default();
+        let mut seen = None;
+        let ban = bans.add_manual("ci", Duration::from_secs(3600), "x".into(), now, |b| {
+            seen = Some((b.identity.to_string(), bans.check("ci", now).is_some()));
+        });
+        assert_eq!(seen, Some(("ci".to_owned(), false)));
+        assert_eq!(bans.check("ci", now), Some(ban));
+    }
+
     #[test]
     fn bans_survive_a_restart_through_the_state_dir() {
         let dir = tempfile::tempdir().unwrap();
         let now = t("2026-11-29T12:00:00Z");
         let bans = IdentityBans::default();
-        bans.add_manual("ci", Duration::from_secs(3600), "leaked".into(), now);
+        bans.add_manual(
+            "ci",
+            Duration::from_secs(3600),
+            "leaked".into(),
+            now,
+            |_| {},
+        );
         bans.ban_offender("app", "r", "x".into(), &policy(), now, |_| {});
         bans.save(dir.path()).unwrap();
         let again = IdentityBans::default();

@@ -261,8 +261,11 @@ impl Enforcement {
         force: bool,
     ) -> Result<Ban, EnforceError> {
         let now = Utc::now();
-        let ban = self.bans.add_manual(src, duration, reason, force, now)?;
-        self.log_ban(now, &ban, false);
+        let ban = self
+            .bans
+            .add_manual_announced(src, duration, reason, force, now, |ban| {
+                self.log_ban(now, ban, false);
+            })?;
         self.publish_ban(&ban);
         self.changed();
         self.acknowledge().await?;
@@ -345,9 +348,12 @@ impl Enforcement {
         reason: String,
     ) -> Result<IdentityBan, EnforceError> {
         let now = Utc::now();
-        let ban = self.identities.add_manual(identity, duration, reason, now);
-        self.log
-            .write(now, &LogEvent::Ban(identity_event(&ban, false)));
+        let ban = self
+            .identities
+            .add_manual(identity, duration, reason, now, |ban| {
+                self.log
+                    .write(now, &LogEvent::Ban(identity_event(ban, false)));
+            });
         self.publish_identity_ban(&ban);
         self.identities_changed();
         self.changed();

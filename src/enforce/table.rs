@@ -318,6 +318,7 @@ impl Bans {
     /// clamped to [`MAX_UNTIL`], as the returned ban shows). It counts as an offence of `src`
     /// (the number is reported) and replaces any ban of the same `src`. A source overlapping
     /// the allowlist is refused unless `force`. Not subject to [`MAX_BANS`].
+    #[cfg(test)]
     pub(crate) fn add_manual(
         &self,
         src: IpNet,
@@ -325,6 +326,20 @@ impl Bans {
         reason: String,
         force: bool,
         now: DateTime<Utc>,
+    ) -> Result<Ban, EnforceError> {
+        self.add_manual_announced(src, duration, reason, force, now, |_| {})
+    }
+
+    /// [`Bans::add_manual`], `announce` called with the ban before the request path can see
+    /// it (its `ban` line is written before any `blocked` line of it, as for a rule's ban).
+    pub(crate) fn add_manual_announced(
+        &self,
+        src: IpNet,
+        duration: Duration,
+        reason: String,
+        force: bool,
+        now: DateTime<Utc>,
+        announce: impl FnOnce(&Ban),
     ) -> Result<Ban, EnforceError> {
         if duration.is_zero() {
             return Err(EnforceError::ZeroDuration);
@@ -346,6 +361,7 @@ impl Bans {
             rule: Arc::from(ADMIN_RULE),
             since: now,
         };
+        announce(&ban);
         self.install(&mut inner, ban.clone());
         Ok(ban)
     }

@@ -76,6 +76,26 @@ fn admin_cidr_ban_matches_addresses_inside_it() {
     assert_eq!(bans.check(ip("2001:db8:ab::5"), t0()), None);
 }
 
+/// An operator's ban is announced (its `ban` line written) before the request path can see
+/// it: no request is refused by a ban whose line is not written yet.
+#[test]
+fn an_admin_ban_is_announced_before_a_request_can_see_it() {
+    let bans = table();
+    let hour = Duration::from_secs(3600);
+    let mut seen = None;
+    let ban = bans
+        .add_manual_announced(net("203.0.113.0/24"), hour, "x".into(), false, t0(), |b| {
+            seen = Some((
+                b.src_display(),
+                bans.check(ip("203.0.113.77"), t0()).is_some(),
+            ));
+        })
+        .unwrap();
+    assert_eq!(seen, Some(("203.0.113.0/24".to_owned(), false)));
+    assert_eq!(ban.src_display(), "203.0.113.0/24");
+    assert!(bans.check(ip("203.0.113.77"), t0()).is_some());
+}
+
 #[test]
 fn ipv4_mapped_client_is_the_ipv4_source() {
     let bans = table();
