@@ -694,3 +694,79 @@ async fn two_identities_behind_one_address_are_counted_apart_and_only_the_offend
     assert_eq!(v[0]["rule"], "per_key_show");
     assert_detection_log_valid(&s.detection_log());
 }
+
+/// A rule bans a key for a request that finishes during the shutdown drain: the ban is
+/// saved with the last writes, and the next start keeps refusing the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_ban_made_during_the_shutdown_drain_survives_the_restart() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServeArgs {
+        state_dir: Some(dir.path().join("state")),
+        ..ServeArgs::default()
+    };
+    let toml = format!(
+        "mode = \"block\"\n{}\n[[rule]]\nname = \"per_key_show\"\npaths = [\"/api/show\"]\ngroup_by = \"identity\"\nthreshold = 1\n",
+        auth_toml("required", dir.path())
+    );
+    let config = common::config(&sim.url(), &dir, args.clone(), &toml);
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let s = Stack {
+        proxy: format!("http://{}", server.proxy_addr),
+        admin: format!("http://{}", server.admin_addr),
+        sim,
+        server,
+        dir,
+    };
+    let alice = bearer(&add_key(&s, "alice", "user").await);
+    // A request that takes 1.5 s: it is still running when the shutdown starts.
+    let show = format!("{}/api/show", s.proxy);
+    let slow = {
+        let alice = alice.clone();
+        tokio::spawn(async move {
+            call(
+                &client_from("127.0.0.93"),
+                Method::POST,
+                &show,
+                &[("authorization", &alice), ("x-sim-delay-ms", "1500")],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let Stack {
+        sim, server, dir, ..
+    } = s;
+    server.shutdown().await;
+    assert_eq!(slow.await.unwrap().status, 200);
+    let ev = events(&dir.path().join("detection.log"));
+    let bans: Vec<&Value> = ev.iter().filter(|v| v["event"] == "ban").collect();
+    assert_eq!(bans.len(), 1, "{ev:#?}");
+    assert_eq!(bans[0]["identity"], "alice");
+    // The next start: the ban is back, the key refused.
+    let config = common::config(&sim.url(), &dir, args, &toml);
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let r = call(
+        &client_from("127.0.0.93"),
+        Method::GET,
+        &format!("http://{}/api/tags", server.proxy_addr),
+        &[("authorization", &alice)],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let list = send(
+        Method::GET,
+        &format!("http://{}/api/bans", server.admin_addr),
+        &[],
+        "",
+    )
+    .await;
+    let v: Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v[0]["identity"], "alice");
+    server.shutdown().await;
+}

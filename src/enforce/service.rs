@@ -426,9 +426,13 @@ impl Enforcement {
     }
 
     /// Appends the changes queued since the last write to the journal (compacting when due),
-    /// if there are any. A failure is logged; the next write compacts from the table.
+    /// if there are any, and writes the identity bans if they changed. A failure is logged;
+    /// the next write compacts from the table. `serve` calls it once more after the shutdown
+    /// drain: a ban a rule made for a request that finished then is saved too.
     pub(crate) async fn persist(&self) {
         self.write(Flush::Pending).await;
+        // A failure is logged and retried on the next change.
+        let _ = self.save_identities().await;
     }
 
     async fn write(&self, what: Flush) {
@@ -447,8 +451,6 @@ impl Enforcement {
         loop {
             self.sweep(Utc::now());
             self.persist().await;
-            // A failure is logged and retried on the next change.
-            let _ = self.save_identities().await;
             let sleep = [self.bans.next_expiry(), self.identities.next_expiry()]
                 .into_iter()
                 .flatten()
@@ -463,6 +465,7 @@ impl Enforcement {
             }
         }
         self.write(Flush::Compact).await;
+        let _ = self.save_identities().await;
     }
 }
 
