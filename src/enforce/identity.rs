@@ -193,8 +193,23 @@ impl IdentityBans {
 
     /// Lifts the ban of `identity` (`None`: there was none).
     pub(crate) fn remove(&self, identity: &str) -> Option<IdentityBan> {
+        self.remove_started_by(identity, None)
+    }
+
+    /// Lifts the ban of `identity` if it started by `upto` (ms precision; `None`: whenever),
+    /// decided under the table's lock: a ban made since (a newer one) stays.
+    pub(crate) fn remove_started_by(
+        &self,
+        identity: &str,
+        upto: Option<DateTime<Utc>>,
+    ) -> Option<IdentityBan> {
         let _offences = self.lock();
-        let mut map = (**self.active.load()).clone();
+        let active = self.active.load();
+        let ban = active.get(identity)?;
+        if upto.is_some_and(|upto| ban.since.timestamp_millis() > upto.timestamp_millis()) {
+            return None;
+        }
+        let mut map = (**active).clone();
         let gone = map.remove(identity)?;
         self.publish(map);
         Some(gone)
@@ -274,11 +289,6 @@ impl IdentityBans {
     /// Whether `identity` has a ban in the table (ended or not yet swept).
     pub(crate) fn holds(&self, identity: &str) -> bool {
         self.active.load().contains_key(identity)
-    }
-
-    /// When the ban of `identity` in the table started.
-    pub(crate) fn since_of(&self, identity: &str) -> Option<DateTime<Utc>> {
-        self.active.load().get(identity).map(|b| b.since)
     }
 
     /// The earliest end of a ban in force.
@@ -450,6 +460,19 @@ mod tests {
             panic!("not banned")
         };
         assert_eq!(b.offence, 2);
+    }
+
+    /// A remote unban lifts the ban it names (or an older one), never a newer one.
+    #[test]
+    fn a_removal_up_to_a_start_keeps_a_newer_identity_ban() {
+        let now = t("2026-11-29T12:00:00Z");
+        let bans = IdentityBans::default();
+        let ban = bans.add_manual("ci", Duration::from_secs(3600), "x".into(), now, |_| {});
+        let before = now - chrono::TimeDelta::milliseconds(1);
+        assert_eq!(bans.remove_started_by("ci", Some(before)), None);
+        assert!(bans.check("ci", now).is_some());
+        assert_eq!(bans.remove_started_by("ci", Some(now)), Some(ban));
+        assert_eq!(bans.check("ci", now), None);
     }
 
     /// An operator's identity ban is announced before the request path can see it.

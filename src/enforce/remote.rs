@@ -161,11 +161,6 @@ impl Bans {
         self.lock().bans.contains_key(&canonical_net(*src))
     }
 
-    /// When the ban of exactly `src` in the table started.
-    pub(crate) fn since_of(&self, src: &IpNet) -> Option<DateTime<Utc>> {
-        self.lock().bans.get(&canonical_net(*src)).map(|b| b.since)
-    }
-
     /// The offence times of `src` within the ban memory (published with its ban), the
     /// latest [`MAX_SHARED_OFFENCES`].
     pub(crate) fn offences_of(&self, src: &IpNet) -> Vec<DateTime<Utc>> {
@@ -296,16 +291,21 @@ impl Enforcement {
     /// Lifts the ban of `who` because another replica lifted it: logged as an `unban`
     /// (`"ended": "admin"`). `false` when there was none.
     pub(crate) fn apply_remote_unban(&self, who: &Subject) -> bool {
+        self.lift_remote(who, None)
+    }
+
+    /// [`Enforcement::apply_remote_unban`] of the ban that started by `upto`, or none.
+    fn lift_remote(&self, who: &Subject, upto: Option<DateTime<Utc>>) -> bool {
         let now = Utc::now();
         match who {
             Subject::Address(src) => {
-                let Some(ban) = self.bans.remove(src, now) else {
+                let Some(ban) = self.bans.remove_started_by(src, upto, now) else {
                     return false;
                 };
                 self.log_unban(now, &ban, Ended::Admin);
             }
             Subject::Identity(name) => {
-                let Some(mut ban) = self.identities.remove(name) else {
+                let Some(mut ban) = self.identities.remove_started_by(name, upto) else {
                     return false;
                 };
                 ban.until = ban.until.min(now);
@@ -320,17 +320,10 @@ impl Enforcement {
     /// Lifts the ban of `who` because another replica lifted the one that started at `upto`
     /// (or before): a ban here that started later is another, and stays. `false` when none
     /// went.
+    /// Decided under the table's lock: a ban made here between the check and the removal
+    /// (an admin or rule ban racing the message) is not lifted.
     pub(crate) fn apply_remote_unban_upto(&self, who: &Subject, upto: DateTime<Utc>) -> bool {
-        let started = match who {
-            Subject::Address(src) => self.bans.since_of(src),
-            Subject::Identity(name) => self.identities.since_of(name),
-        };
-        match started {
-            Some(since) if since.timestamp_millis() <= upto.timestamp_millis() => {
-                self.apply_remote_unban(who)
-            }
-            _ => false,
-        }
+        self.lift_remote(who, Some(upto))
     }
 
     /// The subjects whose ban in force here was made by another replica.

@@ -370,8 +370,23 @@ impl Bans {
     /// none (404). The returned ban's `until` is when it actually ended (at most `now`), for
     /// the `unban` event. The offence history is kept: a re-offence still escalates.
     pub(crate) fn remove(&self, src: &IpNet, now: DateTime<Utc>) -> Option<Ban> {
+        self.remove_started_by(src, None, now)
+    }
+
+    /// [`Bans::remove`] if the ban started by `upto` (ms precision; `None`: whenever),
+    /// decided under the table's lock: a ban made since (a newer one) stays.
+    pub(crate) fn remove_started_by(
+        &self,
+        src: &IpNet,
+        upto: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<Ban> {
         let src = canonical_net(*src);
         let mut inner = self.lock();
+        let since = inner.bans.get(&src)?.since;
+        if upto.is_some_and(|upto| since.timestamp_millis() > upto.timestamp_millis()) {
+            return None;
+        }
         let mut ban = inner.take(&src)?;
         self.forget_narrowed(&src);
         inner.changes.push(Change::Unban { src, at: now });

@@ -319,3 +319,27 @@ fn parse_source_accepts_addresses_and_networks_and_refuses_host_bits() {
         Err(EnforceError::BadSource { .. })
     ));
 }
+
+/// A remote unban names the ban it lifted by its start: a ban here that started later (made
+/// while the message travelled) stays; the one it names, or an older one, goes.
+#[test]
+fn a_removal_up_to_a_start_keeps_a_newer_ban() {
+    let bans = table();
+    let hour = Duration::from_secs(3600);
+    bans.add_manual(net("10.9.0.0/16"), hour, "ops".into(), false, t0())
+        .unwrap();
+    let before = t0() - TimeDelta::milliseconds(1);
+    assert_eq!(
+        bans.remove_started_by(&net("10.9.0.0/16"), Some(before), t0()),
+        None
+    );
+    assert!(bans.check(ip("10.9.1.1"), t0()).is_some());
+    let gone = bans
+        .remove_started_by(&net("10.9.0.0/16"), Some(t0()), t0() + mins(1))
+        .unwrap();
+    assert_eq!(
+        (gone.src_display(), gone.until),
+        ("10.9.0.0/16".to_owned(), t0() + mins(1))
+    );
+    assert!(bans.check(ip("10.9.1.1"), t0() + mins(1)).is_none());
+}
