@@ -241,7 +241,19 @@ impl IdentityBans {
     /// `[cluster]`: puts a ban made by another replica in the table: `false` when it changes
     /// nothing (ended, the same ban, or a newer ban of the same identity here). Its start is
     /// recorded as an offence of the identity (escalation counts it), not as a new one here.
+    #[cfg(test)]
     pub(crate) fn apply_remote(&self, ban: IdentityBan, now: DateTime<Utc>) -> bool {
+        self.apply_remote_announced(ban, now, |_| {})
+    }
+
+    /// [`IdentityBans::apply_remote`], `announce` called with the ban before the request path
+    /// can see it (under the table's lock).
+    pub(crate) fn apply_remote_announced(
+        &self,
+        ban: IdentityBan,
+        now: DateTime<Utc>,
+        announce: impl FnOnce(&IdentityBan),
+    ) -> bool {
         if ban.until <= now {
             return false;
         }
@@ -254,6 +266,7 @@ impl IdentityBans {
         let times = offences.entry(ban.identity.clone()).or_default();
         times.push(ban.since);
         super::remote::same_offences_once(times);
+        announce(&ban);
         let mut map = (**self.active.load()).clone();
         map.insert(ban.identity.clone(), ban);
         self.publish(map);

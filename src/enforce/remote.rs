@@ -132,7 +132,19 @@ impl Bans {
     /// allowlist here overlaps (a rule never bans an allowlisted source, whatever another
     /// replica or the shared store says; an operator's forced ban is applied). Its start is
     /// recorded as an offence of its source (escalation counts it), not as a new one here.
+    #[cfg(test)]
     pub(crate) fn apply_remote(&self, ban: Ban, now: DateTime<Utc>) -> bool {
+        self.apply_remote_announced(ban, now, |_| {})
+    }
+
+    /// [`Bans::apply_remote`], `announce` called with the ban before the request path can
+    /// see it (under the table's lock: its origin and `ban` line come first).
+    pub(crate) fn apply_remote_announced(
+        &self,
+        ban: Ban,
+        now: DateTime<Utc>,
+        announce: impl FnOnce(&Ban),
+    ) -> bool {
         if ban.until <= now {
             return false;
         }
@@ -152,6 +164,7 @@ impl Bans {
         let times = inner.history(ban.src, now);
         times.push(ban.since);
         same_offences_once(times);
+        announce(&ban);
         self.install(&mut inner, ban);
         true
     }
@@ -210,8 +223,9 @@ impl Enforcement {
         let _ = self.sync.set(sync);
     }
 
+    /// Hands a local ban to the cluster. (Its subject's origin was forgotten when it was
+    /// announced, under the table's lock.)
     pub(super) fn publish_ban(&self, ban: &Ban) {
-        self.origins.forget(&Subject::Address(ban.src));
         if let Some(sync) = self.sync.get() {
             sync.banned(
                 SharedBan::Address(ban.clone()),
@@ -221,8 +235,6 @@ impl Enforcement {
     }
 
     pub(super) fn publish_identity_ban(&self, ban: &IdentityBan) {
-        self.origins
-            .forget(&Subject::Identity(ban.identity.clone()));
         if let Some(sync) = self.sync.get() {
             sync.banned(
                 SharedBan::Identity(ban.clone()),
@@ -260,27 +272,34 @@ impl Enforcement {
         let now = Utc::now();
         let origin: Arc<str> = Arc::from(origin);
         match ban {
+            // The origin and the `ban` line are set under the table's lock, before the
+            // request path sees the ban: a local ban racing it cannot end up with its origin,
+            // and no `blocked` line comes before the `ban`.
             SharedBan::Address(ban) => {
-                if !self.bans.apply_remote(ban.clone(), now) {
+                let applied = self.bans.apply_remote_announced(ban, now, |ban| {
+                    self.origins
+                        .set(Subject::Address(ban.src), Some(origin.clone()));
+                    let mut event = super::service::ban_event(ban, false);
+                    event.origin = Some(&origin);
+                    self.log.write(now, &LogEvent::Ban(event));
+                });
+                if !applied {
                     return false;
                 }
-                self.origins
-                    .set(Subject::Address(ban.src), Some(origin.clone()));
-                let mut event = super::service::ban_event(&ban, false);
-                event.origin = Some(&origin);
-                self.log.write(now, &LogEvent::Ban(event));
             }
             SharedBan::Identity(ban) => {
-                if !self.identities.apply_remote(ban.clone(), now) {
+                let applied = self.identities.apply_remote_announced(ban, now, |ban| {
+                    self.origins.set(
+                        Subject::Identity(ban.identity.clone()),
+                        Some(origin.clone()),
+                    );
+                    let mut event = super::service::identity_event(ban, false);
+                    event.origin = Some(&origin);
+                    self.log.write(now, &LogEvent::Ban(event));
+                });
+                if !applied {
                     return false;
                 }
-                self.origins.set(
-                    Subject::Identity(ban.identity.clone()),
-                    Some(origin.clone()),
-                );
-                let mut event = super::service::identity_event(&ban, false);
-                event.origin = Some(&origin);
-                self.log.write(now, &LogEvent::Ban(event));
                 self.identities_changed();
             }
         }

@@ -236,6 +236,7 @@ impl Enforcement {
             .bans
             .ban_offender_announced(ip, rule, reason, now, |ban| {
                 announce();
+                self.origins.forget(&Subject::Address(ban.src));
                 self.log_ban(now, ban, false);
             });
         match &outcome {
@@ -264,6 +265,7 @@ impl Enforcement {
         let ban = self
             .bans
             .add_manual_announced(src, duration, reason, force, now, |ban| {
+                self.origins.forget(&Subject::Address(ban.src));
                 self.log_ban(now, ban, false);
             })?;
         self.publish_ban(&ban);
@@ -329,6 +331,8 @@ impl Enforcement {
             .identities
             .ban_offender(identity, rule, reason, &policy, now, |ban| {
                 announce();
+                self.origins
+                    .forget(&Subject::Identity(ban.identity.clone()));
                 self.log
                     .write(now, &LogEvent::Ban(identity_event(ban, false)));
             });
@@ -351,6 +355,8 @@ impl Enforcement {
         let ban = self
             .identities
             .add_manual(identity, duration, reason, now, |ban| {
+                self.origins
+                    .forget(&Subject::Identity(ban.identity.clone()));
                 self.log
                     .write(now, &LogEvent::Ban(identity_event(ban, false)));
             });
