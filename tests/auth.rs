@@ -46,6 +46,29 @@ async fn add_key(s: &Stack, name: &str, role: &str) -> String {
     v["key"].as_str().unwrap().to_owned()
 }
 
+/// A stack configured by `toml` with a `state_dir` (the key file defaults into it); returns
+/// the arguments too, for a restart on the same directory.
+async fn stack_with_state_dir(toml: &str) -> (Stack, ServeArgs) {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServeArgs {
+        state_dir: Some(dir.path().join("state")),
+        ..ServeArgs::default()
+    };
+    let config = common::config(&sim.url(), &dir, args.clone(), toml);
+    let server = Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let s = Stack {
+        proxy: format!("http://{}", server.proxy_addr),
+        admin: format!("http://{}", server.admin_addr),
+        sim,
+        server,
+        dir,
+    };
+    (s, args)
+}
+
 fn bearer(key: &str) -> String {
     format!("Bearer {key}")
 }
@@ -405,24 +428,8 @@ async fn an_auth_mode_without_a_key_file_is_a_config_error_naming_the_key() {
 
 #[tokio::test]
 async fn an_identity_ban_locks_out_the_key_not_the_address_and_survives_a_restart() {
-    let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let args = ServeArgs {
-        state_dir: Some(dir.path().join("state")),
-        ..ServeArgs::default()
-    };
     let toml = "mode = \"block\"\n[auth]\nmode = \"required\"\n";
-    let config = common::config(&sim.url(), &dir, args.clone(), toml);
-    let server = Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
-    let s = Stack {
-        proxy: format!("http://{}", server.proxy_addr),
-        admin: format!("http://{}", server.admin_addr),
-        sim,
-        server,
-        dir,
-    };
+    let (s, args) = stack_with_state_dir(toml).await;
     let alice = bearer(&add_key(&s, "alice", "user").await);
     let bob = bearer(&add_key(&s, "bob", "user").await);
     let tags = format!("{}/api/tags", s.proxy);
@@ -699,27 +706,8 @@ async fn two_identities_behind_one_address_are_counted_apart_and_only_the_offend
 /// saved with the last writes, and the next start keeps refusing the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_ban_made_during_the_shutdown_drain_survives_the_restart() {
-    let sim = simulator().await;
-    let dir = tempfile::tempdir().unwrap();
-    let args = ServeArgs {
-        state_dir: Some(dir.path().join("state")),
-        ..ServeArgs::default()
-    };
-    let toml = format!(
-        "mode = \"block\"\n{}\n[[rule]]\nname = \"per_key_show\"\npaths = [\"/api/show\"]\ngroup_by = \"identity\"\nthreshold = 1\n",
-        auth_toml("required", dir.path())
-    );
-    let config = common::config(&sim.url(), &dir, args.clone(), &toml);
-    let server = Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
-    let s = Stack {
-        proxy: format!("http://{}", server.proxy_addr),
-        admin: format!("http://{}", server.admin_addr),
-        sim,
-        server,
-        dir,
-    };
+    let toml = "mode = \"block\"\n[auth]\nmode = \"required\"\n[[rule]]\nname = \"per_key_show\"\npaths = [\"/api/show\"]\ngroup_by = \"identity\"\nthreshold = 1\n";
+    let (s, args) = stack_with_state_dir(toml).await;
     let alice = bearer(&add_key(&s, "alice", "user").await);
     // A request that takes 1.5 s: it is still running when the shutdown starts.
     let show = format!("{}/api/show", s.proxy);
@@ -746,7 +734,7 @@ async fn an_identity_ban_made_during_the_shutdown_drain_survives_the_restart() {
     assert_eq!(bans.len(), 1, "{ev:#?}");
     assert_eq!(bans[0]["identity"], "alice");
     // The next start: the ban is back, the key refused.
-    let config = common::config(&sim.url(), &dir, args, &toml);
+    let config = common::config(&sim.url(), &dir, args, toml);
     let server = Server::start(config, loopback().await, loopback().await)
         .await
         .unwrap();
