@@ -338,8 +338,7 @@ impl Enforcement {
 
     /// Lifts the ban of `who` because another replica lifted the one that started at `upto`
     /// (or before): a ban here that started later is another, and stays. `false` when none
-    /// went.
-    /// Decided under the table's lock: a ban made here between the check and the removal
+    /// went. Decided under the table's lock: a ban made here between the check and the removal
     /// (an admin or rule ban racing the message) is not lifted.
     pub(crate) fn apply_remote_unban_upto(&self, who: &Subject, upto: DateTime<Utc>) -> bool {
         self.lift_remote(who, Some(upto))
