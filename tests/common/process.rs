@@ -22,13 +22,27 @@ const PORTS: u16 = 10_000;
 /// kernel, and a test then talked to the wrong server (it happened once in CI, with nginx).
 /// These ports are outside the kernel's range, and this process never hands one out twice
 /// (a counter from a start that differs between test binaries).
+/// Whether `port` can be bound on loopback: a socket is bound (with `SO_REUSEADDR`, as every
+/// server the tests start binds) but never listens. A listening probe could be inherited by a
+/// child another test spawns at that moment and live until the child's `exec`; a client of
+/// this port then connected to it and was reset when it closed (a test flaked that way).
+/// Bound only, an inherited probe accepts nothing and the real server's bind still succeeds.
+fn probe(port: u16) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+        return false;
+    };
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    socket.set_reuse_address(true).is_ok() && socket.bind(&addr.into()).is_ok()
+}
+
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let start = (std::process::id() % u32::from(PORTS)) as u16;
     for _ in 0..PORTS {
         let port = PORTS_FROM + (start + NEXT.fetch_add(1, Ordering::Relaxed) % PORTS) % PORTS;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if probe(port) {
             return port;
         }
     }
