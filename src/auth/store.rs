@@ -297,7 +297,9 @@ impl KeyStore {
 /// modify, write): replicas that share the file (a shared volume) take turns, so none writes
 /// back a list that misses another's new key. Released when dropped. Where the file system
 /// has no `flock` (and off Linux), a change goes without it, as before.
-struct FileLock(#[allow(dead_code)] Option<fs::File>);
+struct FileLock {
+    _held: Option<fs::File>,
+}
 
 impl FileLock {
     fn take(path: &Path) -> Result<FileLock, StoreError> {
@@ -325,9 +327,9 @@ impl FileLock {
             use rustix::fs::{flock, FlockOperation};
             // Blocking: another replica holds it for one read-modify-write, milliseconds.
             match flock(&file, FlockOperation::LockExclusive) {
-                Ok(()) => Ok(FileLock(Some(file))),
+                Ok(()) => Ok(FileLock { _held: Some(file) }),
                 Err(e) if e == rustix::io::Errno::NOLCK || e == rustix::io::Errno::OPNOTSUPP => {
-                    Ok(FileLock(None))
+                    Ok(FileLock { _held: None })
                 }
                 Err(e) => Err(io_err(e.into())),
             }
@@ -335,17 +337,22 @@ impl FileLock {
         #[cfg(not(target_os = "linux"))]
         {
             drop(file);
-            Ok(FileLock(None))
+            Ok(FileLock { _held: None })
         }
+    }
+}
+
+/// The directory of the key file (`.` for a bare file name).
+fn dir_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
     }
 }
 
 /// `DIR/.NAME.SUFFIX` for the key file `DIR/NAME`.
 fn beside(path: &Path, suffix: &str) -> PathBuf {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = dir_of(path);
     let name = path
         .file_name()
         .map_or_else(|| "keys.json".into(), |n| n.to_string_lossy().into_owned());
@@ -420,10 +427,7 @@ fn write(path: &Path, entries: &[Arc<KeyEntry>]) -> Result<(), StoreError> {
     };
     let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| io_err(io::Error::other(e)))?;
     bytes.push(b'\n');
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
+    let dir = dir_of(path);
     fs::create_dir_all(&dir).map_err(io_err)?;
     // Unique even between replicas in containers that all run as pid 1 (where `flock` is
     // missing, two writers must not share a temporary file).
