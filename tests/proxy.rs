@@ -477,3 +477,46 @@ async fn a_reason_phrase_that_is_not_hyper_s_is_passed_on_as_the_upstream_wrote_
         ]
     );
 }
+
+/// The routes Ollama added after 0.19 (its cloud status, web tools, recommendations and audio
+/// transcription) are counted under their own labels, not `other`. The simulator does not serve
+/// them (it answers 404), which is what the status class shows.
+#[tokio::test]
+async fn ollamas_newer_routes_are_counted_under_their_own_labels() {
+    let s = stack().await;
+    let cases = [
+        ("GET", "/api/status"),
+        ("POST", "/api/experimental/web_search"),
+        ("POST", "/api/experimental/web_fetch"),
+        ("GET", "/api/experimental/model-recommendations"),
+        ("POST", "/v1/audio/transcriptions"),
+    ];
+    for (method, path) in cases {
+        let reply = send(
+            method.parse().unwrap(),
+            &format!("{}{path}", s.proxy),
+            &[],
+            r#"{"query":"x"}"#.to_owned(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{method} {path}");
+    }
+    for (method, path) in cases {
+        let series = format!(
+            "ollama_guard_requests_total{{method=\"{method}\",outcome=\"forwarded\",route=\"{path}\",status_class=\"4xx\"}}"
+        );
+        assert_eq!(
+            metric_eventually(&s.admin, &series, 1.0).await,
+            1.0,
+            "{series}"
+        );
+    }
+    // Nothing was counted as `other`.
+    let text = get(&format!("{}/metrics", s.admin)).await.text();
+    let other: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ollama_guard_requests_total{") && l.contains("route=\"other\""))
+        .filter(|l| !l.ends_with(" 0"))
+        .collect();
+    assert_eq!(other, Vec::<&str>::new());
+}

@@ -241,7 +241,8 @@ pub(crate) fn endpoint_scan() -> RuleConfig {
 ///
 /// - `metric = "bytes_out"`: response body bytes written to the client.
 /// - `paths`: every generation route — `/api/generate`, `/api/chat`, `/v1/chat/completions`,
-///   `/v1/completions`, `/v1/responses`, `/v1/messages`.
+///   `/v1/completions`, `/v1/responses`, `/v1/messages`, `/v1/audio/transcriptions` (Ollama
+///   answers a transcription with its chat handler: the text is generated output too).
 /// - `group_by = "src"`: a harvest spreads over routes and prompts; the source is the actor.
 /// - `window = "15m"`, sliding: long enough to integrate a harvest, sliding so a run across
 ///   a quarter-hour boundary is not split in two.
@@ -274,6 +275,7 @@ pub(crate) fn bulk_generation() -> RuleConfig {
             "/v1/completions",
             "/v1/responses",
             "/v1/messages",
+            "/v1/audio/transcriptions",
         ]),
         group_by: "src".into(),
         window_kind: "sliding".into(),

@@ -29,6 +29,8 @@ pub(crate) enum Route {
     Root,
     /// `/api/version`
     Version,
+    /// `/api/status` (whether the server's cloud features are disabled, and by what)
+    Status,
     /// `/api/tags`
     Tags,
     /// `/api/show`
@@ -55,6 +57,13 @@ pub(crate) enum Route {
     Delete,
     /// `/api/blobs/:digest`
     Blobs,
+    /// `/api/experimental/model-recommendations` (a list of models to pull)
+    ModelRecommendations,
+    /// `/api/experimental/web_search` (a search on ollama.com, signed as the server's account)
+    WebSearch,
+    /// `/api/experimental/web_fetch` (a page fetched by ollama.com, signed as the server's
+    /// account)
+    WebFetch,
     /// `/v1/chat/completions`
     OpenAiChat,
     /// `/v1/completions`
@@ -67,6 +76,8 @@ pub(crate) enum Route {
     OpenAiModel,
     /// `/v1/responses`
     OpenAiResponses,
+    /// `/v1/audio/transcriptions` (a multipart audio upload, answered by the chat handler)
+    OpenAiTranscriptions,
     /// `/v1/messages`
     AnthropicMessages,
     /// Ollama's ollama.com account routes: `/api/me` (who the server is signed in as),
@@ -78,9 +89,10 @@ pub(crate) enum Route {
 
 impl Route {
     /// Every route, in label-table order.
-    pub(crate) const ALL: [Route; 24] = [
+    pub(crate) const ALL: [Route; 29] = [
         Route::Root,
         Route::Version,
+        Route::Status,
         Route::Tags,
         Route::Show,
         Route::Ps,
@@ -94,12 +106,16 @@ impl Route {
         Route::Copy,
         Route::Delete,
         Route::Blobs,
+        Route::ModelRecommendations,
+        Route::WebSearch,
+        Route::WebFetch,
         Route::OpenAiChat,
         Route::OpenAiCompletions,
         Route::OpenAiEmbeddings,
         Route::OpenAiModels,
         Route::OpenAiModel,
         Route::OpenAiResponses,
+        Route::OpenAiTranscriptions,
         Route::AnthropicMessages,
         Route::Account,
         Route::Other,
@@ -110,6 +126,7 @@ impl Route {
         match self {
             Route::Root => "/",
             Route::Version => "/api/version",
+            Route::Status => "/api/status",
             Route::Tags => "/api/tags",
             Route::Show => "/api/show",
             Route::Ps => "/api/ps",
@@ -123,12 +140,16 @@ impl Route {
             Route::Copy => "/api/copy",
             Route::Delete => "/api/delete",
             Route::Blobs => "/api/blobs/:digest",
+            Route::ModelRecommendations => "/api/experimental/model-recommendations",
+            Route::WebSearch => "/api/experimental/web_search",
+            Route::WebFetch => "/api/experimental/web_fetch",
             Route::OpenAiChat => "/v1/chat/completions",
             Route::OpenAiCompletions => "/v1/completions",
             Route::OpenAiEmbeddings => "/v1/embeddings",
             Route::OpenAiModels => "/v1/models",
             Route::OpenAiModel => "/v1/models/:model",
             Route::OpenAiResponses => "/v1/responses",
+            Route::OpenAiTranscriptions => "/v1/audio/transcriptions",
             Route::AnthropicMessages => "/v1/messages",
             Route::Account => "account",
             Route::Other => "other",
@@ -153,6 +174,7 @@ impl Route {
         if let Some(rest) = path.strip_prefix("/api/") {
             return match rest {
                 "version" => Route::Version,
+                "status" => Route::Status,
                 "tags" => Route::Tags,
                 "show" => Route::Show,
                 "ps" => Route::Ps,
@@ -165,6 +187,9 @@ impl Route {
                 "create" => Route::Create,
                 "copy" => Route::Copy,
                 "delete" => Route::Delete,
+                "experimental/model-recommendations" => Route::ModelRecommendations,
+                "experimental/web_search" => Route::WebSearch,
+                "experimental/web_fetch" => Route::WebFetch,
                 r if r.starts_with("blobs/") && r.len() > "blobs/".len() => Route::Blobs,
                 "me" | "signout" => Route::Account,
                 r if r.starts_with("user/keys/") => Route::Account,
@@ -179,6 +204,7 @@ impl Route {
                 "models" => Route::OpenAiModels,
                 "responses" => Route::OpenAiResponses,
                 "messages" => Route::AnthropicMessages,
+                "audio/transcriptions" => Route::OpenAiTranscriptions,
                 r if r.starts_with("models/") && r.len() > "models/".len() => Route::OpenAiModel,
                 _ => Route::Other,
             };

@@ -270,6 +270,72 @@ mod tests {
         assert_eq!(labels.len(), Route::ALL.len());
     }
 
+    /// Every path Ollama 0.32's router registers (`server/routes.go`, `GenerateRoutes`) has a
+    /// route of its own, labelled by Ollama's pattern.
+    #[test]
+    fn every_route_ollama_registers_has_its_own_label() {
+        let registered = [
+            ("/", "/"),
+            ("/api/version", "/api/version"),
+            ("/api/status", "/api/status"),
+            ("/api/pull", "/api/pull"),
+            ("/api/push", "/api/push"),
+            ("/api/tags", "/api/tags"),
+            ("/api/show", "/api/show"),
+            ("/api/delete", "/api/delete"),
+            ("/api/me", "account"),
+            ("/api/signout", "account"),
+            ("/api/user/keys/c3NoLWVkMjU1MTk", "account"),
+            ("/api/create", "/api/create"),
+            ("/api/blobs/sha256:00", "/api/blobs/:digest"),
+            ("/api/copy", "/api/copy"),
+            (
+                "/api/experimental/web_search",
+                "/api/experimental/web_search",
+            ),
+            ("/api/experimental/web_fetch", "/api/experimental/web_fetch"),
+            (
+                "/api/experimental/model-recommendations",
+                "/api/experimental/model-recommendations",
+            ),
+            ("/api/ps", "/api/ps"),
+            ("/api/generate", "/api/generate"),
+            ("/api/chat", "/api/chat"),
+            ("/api/embed", "/api/embed"),
+            ("/api/embeddings", "/api/embeddings"),
+            ("/v1/chat/completions", "/v1/chat/completions"),
+            ("/v1/completions", "/v1/completions"),
+            ("/v1/embeddings", "/v1/embeddings"),
+            ("/v1/models", "/v1/models"),
+            ("/v1/models/llama3", "/v1/models/:model"),
+            ("/v1/responses", "/v1/responses"),
+            ("/v1/audio/transcriptions", "/v1/audio/transcriptions"),
+            ("/v1/messages", "/v1/messages"),
+        ];
+        for (path, label) in registered {
+            assert_eq!(normalize_fast(path).1.label(), label, "{path}");
+            assert_eq!(normalize_logged(path).1.label(), label, "{path}");
+        }
+        // Neighbours of the new routes are not them.
+        for path in [
+            "/api/experimental/web_search/",
+            "/api/experimental/",
+            "/api/experimental/web_searchx",
+            "/v1/audio/transcriptions/x",
+            "/v1/audio",
+            "/api/status/",
+        ] {
+            assert_eq!(normalize_fast(path).1, Route::Other, "{path}");
+        }
+        assert_eq!(
+            normalize("/api/experimental/web%5Fsearch?q=1"),
+            (
+                Cow::Borrowed("/api/experimental/web_search"),
+                Route::WebSearch
+            )
+        );
+    }
+
     #[test]
     fn fast_path_borrows_for_fixed_routes() {
         assert!(matches!(

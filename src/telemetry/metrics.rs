@@ -445,8 +445,10 @@ impl Metrics {
             let method = match route {
                 Route::Root
                 | Route::Version
+                | Route::Status
                 | Route::Tags
                 | Route::Ps
+                | Route::ModelRecommendations
                 | Route::OpenAiModels
                 | Route::OpenAiModel => Method::Get,
                 Route::Delete => Method::Delete,

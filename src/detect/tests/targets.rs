@@ -37,6 +37,7 @@ fn the_table_holds_the_fixed_routes_each_rule_matches() {
         Route::OpenAiEmbeddings,
         Route::OpenAiModels,
         Route::OpenAiResponses,
+        Route::OpenAiTranscriptions,
         Route::AnthropicMessages,
     ];
     let all_fixed: Vec<Route> = Route::ALL
@@ -48,8 +49,8 @@ fn the_table_holds_the_fixed_routes_each_rule_matches() {
         .copied()
         .filter(|r| r.label().starts_with("/api/"))
         .collect();
-    assert_eq!(all_fixed.len(), 20);
-    assert_eq!(api_fixed.len(), 13);
+    assert_eq!(all_fixed.len(), 25);
+    assert_eq!(api_fixed.len(), 17);
     assert_eq!(
         table,
         [
@@ -102,7 +103,7 @@ fn the_table_and_the_globs_agree() {
             }
         }
     }
-    assert_eq!(checked, 7 * 27 * 4 * 2);
+    assert_eq!(checked, 7 * 32 * 4 * 2);
 }
 
 /// A label that disagrees with the path (a bug elsewhere, or a hand-made record) cannot
@@ -228,5 +229,14 @@ fn the_candidates_of_the_built_in_rules() {
     assert_eq!(of("/api/generate", Route::Generate), [0, 2, 3, 4, 5, 6]);
     assert_eq!(of("/api/chat", Route::Chat), [0, 3, 4, 5, 6]);
     assert_eq!(of("/api/pull", Route::Pull), [0, 3, 4, 6]);
+    assert_eq!(
+        of("/v1/audio/transcriptions", Route::OpenAiTranscriptions),
+        [0, 3, 4, 5, 6]
+    );
+    assert_eq!(
+        of("/api/experimental/web_search", Route::WebSearch),
+        [0, 3, 4, 6]
+    );
+    assert_eq!(of("/api/status", Route::Status), [0, 3, 4, 6]);
     assert_eq!(of("/nope", Route::Other), [0, 1, 2, 3, 4, 5, 6]);
 }

@@ -171,7 +171,13 @@ async fn a_user_key_may_generate_but_not_manage_models() {
         ("POST", "/api/me", false),
         ("POST", "/api/signout", false),
         ("DELETE", "/api/user/keys/c3NoLWVkMjU1MTk", false),
+        // Ollama's web tools run on ollama.com as the server's account, as a `:cloud` model
+        // does for a user; the cloud status and the recommended models are reads.
         ("POST", "/api/experimental/web_search", true),
+        ("POST", "/api/experimental/web_fetch", true),
+        ("GET", "/api/experimental/model-recommendations", true),
+        ("GET", "/api/status", true),
+        ("POST", "/v1/audio/transcriptions", true),
     ] {
         let (inner, seen) = capture();
         let resp = AuthLayer::new(ctx(AuthMode::Required, false, notes.clone()))
