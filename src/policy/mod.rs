@@ -5,10 +5,10 @@
 //!
 //! The rules (each a `detection` event named `policy.<name>`, see README "Threat model"):
 //! `manage_from` (management routes only from these networks), `registry_pull` /
-//! `registry_push` (model names must reference allowed registries), `insecure` (TLS
-//! verification off on pull/push), `create_from_path` (`/api/create` reading a server-side
-//! path — a file oracle), `create_remote_host`, `copy_destination` (a copy staged for a push to
-//! a foreign registry), `debug_render_only` (the rendered prompt, hidden system prompt
+//! `registry_push` (model names must reference allowed registries), `insecure` (plain HTTP
+//! to the registry on pull/push), `create_from_path` (`/api/create` reading a server-side
+//! path — a file oracle), `create_remote_host`, `copy_destination` (a copy, or a create,
+//! staged for a push to a foreign registry), `debug_render_only` (the rendered prompt, hidden system prompt
 //! included, without running the model), `body_too_large`, and `unreadable_body` (a
 //! management body Go's JSON decoder would refuse too: closed, should the two readers ever
 //! disagree).
@@ -321,13 +321,24 @@ pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<V
                 ));
             }
         }
-        Route::Create => create(cfg, m, &mut out),
+        Route::Create => {
+            create(cfg, m, &mut out);
+            // The model a create makes is named like a copy's destination: one named for a
+            // foreign registry is staged for a push there.
+            for (field, name) in names() {
+                if !may_stage(cfg, &name) {
+                    out.push(verdict(
+                        "policy.copy_destination",
+                        field,
+                        &name,
+                        Severity::High,
+                    ));
+                }
+            }
+        }
         Route::Copy => {
             if let Some(dest) = m.str("destination") {
-                let ok = registry_host(&dest).is_some_and(|h| {
-                    h == DEFAULT_REGISTRY || host_allowed(&h, &cfg.registries_push)
-                });
-                if !ok {
+                if !may_stage(cfg, &dest) {
                     out.push(verdict(
                         "policy.copy_destination",
                         "destination",
@@ -347,12 +358,22 @@ pub(crate) fn check_body(cfg: &PolicyConfig, route: Route, m: &Members) -> Vec<V
     out
 }
 
+/// Whether a model may be named `name` here (a copy's destination, a create's model): on the
+/// default registry, or on one pushes may go to.
+fn may_stage(cfg: &PolicyConfig, name: &str) -> bool {
+    registry_host(name)
+        .is_some_and(|h| h == DEFAULT_REGISTRY || host_allowed(&h, &cfg.registries_push))
+}
+
 /// `/api/create`: a `from` (or the deprecated `path`, or a Modelfile `FROM` line) that is a
 /// server-side path, one that names a model on a registry not in `registries_pull` (Ollama
-/// pulls a `from` it does not have), and a `remote_host` outside the allowlist.
+/// pulls a `from` it does not have), and a `remote_host` outside the allowlist — including the
+/// one Ollama (0.12 and later) supplies itself for a cloud `from` (`gpt-oss:20b:cloud`,
+/// `gpt-oss:20b-cloud`) sent without one: `ollama.com`.
 fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
-    if let Some(from) = m.str("from").filter(|f| !f.trim().is_empty()) {
-        base(cfg, "from", &from, &from, out);
+    let from = m.str("from").filter(|f| !f.trim().is_empty());
+    if let Some(from) = &from {
+        base(cfg, "from", from, from, out);
     }
     if let Some(path) = m.str("path").filter(|p| !p.is_empty()) {
         out.push(verdict(
@@ -374,7 +395,33 @@ fn create(cfg: &PolicyConfig, m: &Members, out: &mut Vec<Verdict>) {
                 Severity::High,
             ));
         }
+    } else if let Some(from) = from.filter(|f| is_cloud_ref(f)) {
+        if !host_allowed(CLOUD_HOST, &cfg.create_remote_hosts) {
+            out.push(verdict(
+                "policy.create_remote_host",
+                "from",
+                &from,
+                Severity::High,
+            ));
+        }
     }
+}
+
+/// The host of the remote model Ollama makes of a cloud `from` sent without a `remote_host`
+/// (its cloud base URL, `https://ollama.com:443` unless the server's `OLLAMA_CLOUD_BASE_URL`
+/// says otherwise).
+const CLOUD_HOST: &str = "ollama.com";
+
+/// Whether Ollama reads the model reference `raw` as a cloud model (`internal/modelref`,
+/// `parseSourceSuffix`): after trimming, the text after its last `:`, itself trimmed, is
+/// `cloud` in any case, or ends in `-cloud` and holds no `/` (`gpt-oss:20b-cloud`).
+fn is_cloud_ref(raw: &str) -> bool {
+    let raw = raw.trim();
+    let Some((_, suffix)) = raw.rsplit_once(':') else {
+        return false;
+    };
+    let suffix = suffix.trim().to_lowercase();
+    suffix == "cloud" || (!suffix.contains('/') && suffix.ends_with("-cloud"))
 }
 
 /// The deprecated `modelfile` of a create, which Ollama versions up to 0.5.4 parsed

@@ -295,6 +295,100 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
     );
 }
 
+/// Ollama 0.12 and later make a remote model of a cloud `from` sent without a `remote_host`,
+/// pointing at ollama.com: `create_remote_hosts` decides it as if that host had been sent.
+#[test]
+fn a_cloud_base_is_a_remote_host_of_ollama_com() {
+    let none = PolicyConfig {
+        create_remote_hosts: vec![],
+        ..PolicyConfig::default()
+    };
+    let judged = |cfg: &PolicyConfig, json: &str| -> Vec<(&'static str, &'static str, String)> {
+        check_body(cfg, Route::Create, &members(json))
+            .into_iter()
+            .map(|v| (v.rule, v.field, v.value))
+            .collect()
+    };
+    for from in [
+        "gpt-oss:20b:cloud",
+        "gpt-oss:cloud",
+        "gpt-oss:20b-cloud",
+        "gpt-oss:20B-CLOUD",
+        " gpt-oss:20b: Cloud ",
+        "hf.co/x/y:cloud",
+    ] {
+        let body = format!(r#"{{"model":"x","from":"{from}"}}"#);
+        // Allowed by default (`create_remote_hosts = ["ollama.com"]`).
+        assert_eq!(judged(&PolicyConfig::default(), &body), [], "{from}");
+        assert_eq!(
+            judged(&none, &body),
+            [("policy.create_remote_host", "from", from.to_owned())],
+            "{from}"
+        );
+    }
+    // Not cloud references: a tag that merely contains `cloud`, a `-cloud` with a `/` after
+    // the last `:` (a host's port, then a path), no tag at all.
+    for from in [
+        "gpt-oss:cloudy",
+        "cloud",
+        "gpt-oss-cloud",
+        "h:1/x-cloud",
+        "m:x_cloud",
+    ] {
+        let body = format!(r#"{{"model":"x","from":"{from}"}}"#);
+        assert_eq!(judged(&none, &body), [], "{from}");
+    }
+    // A `remote_host` sent with it is the one judged.
+    assert_eq!(
+        judged(
+            &none,
+            r#"{"model":"x","from":"m:cloud","remote_host":"https://attacker.example"}"#
+        ),
+        [(
+            "policy.create_remote_host",
+            "remote_host",
+            "https://attacker.example".to_owned()
+        )]
+    );
+}
+
+/// A create names the model it makes as a copy names its destination: one on a foreign
+/// registry is staged for a push there.
+#[test]
+fn creates_staged_for_a_foreign_push_are_flagged() {
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"attacker.example/x/y","from":"llama3"}"#
+        ),
+        [("policy.copy_destination", "attacker.example/x/y".to_owned())]
+    );
+    assert_eq!(
+        rules(
+            Route::Create,
+            r#"{"model":"mine","name":"attacker.example/x/y","from":"llama3"}"#
+        ),
+        [("policy.copy_destination", "attacker.example/x/y".to_owned())]
+    );
+    for body in [
+        r#"{"model":"my-llama","from":"llama3"}"#,
+        r#"{"model":"team/my-llama:v2","from":"llama3"}"#,
+        r#"{"model":"registry.ollama.ai/team/my-llama","from":"llama3"}"#,
+    ] {
+        assert_eq!(rules(Route::Create, body), [], "{body}");
+    }
+    let pushes_to_ours = PolicyConfig {
+        registries_push: vec!["registry.example.com".to_owned()],
+        ..PolicyConfig::default()
+    };
+    assert!(check_body(
+        &pushes_to_ours,
+        Route::Create,
+        &members(r#"{"model":"registry.example.com/team/m","from":"llama3"}"#)
+    )
+    .is_empty());
+}
+
 #[test]
 fn copies_staged_for_a_foreign_push_are_flagged() {
     assert_eq!(

@@ -190,9 +190,9 @@ impl Route {
                 "experimental/model-recommendations" => Route::ModelRecommendations,
                 "experimental/web_search" => Route::WebSearch,
                 "experimental/web_fetch" => Route::WebFetch,
-                r if r.starts_with("blobs/") && r.len() > "blobs/".len() => Route::Blobs,
+                r if is_param(r, "blobs/") => Route::Blobs,
                 "me" | "signout" => Route::Account,
-                r if r.starts_with("user/keys/") => Route::Account,
+                r if is_param(r, "user/keys/") => Route::Account,
                 _ => Route::Other,
             };
         }
@@ -205,7 +205,7 @@ impl Route {
                 "responses" => Route::OpenAiResponses,
                 "messages" => Route::AnthropicMessages,
                 "audio/transcriptions" => Route::OpenAiTranscriptions,
-                r if r.starts_with("models/") && r.len() > "models/".len() => Route::OpenAiModel,
+                r if is_param(r, "models/") => Route::OpenAiModel,
                 _ => Route::Other,
             };
         }
@@ -215,4 +215,11 @@ impl Route {
             Route::Other
         }
     }
+}
+
+/// Whether `rest` is `prefix` and one gin `:param` segment: not empty and without a `/` (gin's
+/// parameters never span one; `/api/blobs/a/b` is a 404, `/api/blobs/a/` a redirect).
+fn is_param(rest: &str, prefix: &str) -> bool {
+    rest.strip_prefix(prefix)
+        .is_some_and(|p| !p.is_empty() && !p.contains('/'))
 }

@@ -239,11 +239,24 @@ mod tests {
     fn pattern_routes_keep_their_path() {
         let (p, r) = normalize("/api/blobs/sha256:abc?x");
         assert_eq!((p.as_ref(), r), ("/api/blobs/sha256:abc", Route::Blobs));
-        let (p, r) = normalize("/v1/models/llama3%2F8b");
+        let (p, r) = normalize("/v1/models/llama3%3A8b");
         assert_eq!(
             (p.as_ref(), r),
-            ("/v1/models/llama3/8b", Route::OpenAiModel)
+            ("/v1/models/llama3:8b", Route::OpenAiModel)
         );
+        // gin routes the decoded path and a `:param` never spans a `/`: Ollama answers these
+        // 404 (a trailing slash: a redirect), so they are `other` under their own path.
+        for (target, path) in [
+            ("/v1/models/llama3%2F8b", "/v1/models/llama3/8b"),
+            ("/v1/models/hf.co/x/y", "/v1/models/hf.co/x/y"),
+            ("/api/blobs/sha256:ab/x", "/api/blobs/sha256:ab/x"),
+            ("/api/blobs/sha256:ab/", "/api/blobs/sha256:ab/"),
+            ("/api/user/keys/", "/api/user/keys/"),
+            ("/api/user/keys/a/b", "/api/user/keys/a/b"),
+        ] {
+            assert_eq!(normalize(target), owned(path, Route::Other), "{target}");
+            assert_eq!(normalize_logged(path).1, Route::Other, "{path}");
+        }
     }
 
     #[test]
