@@ -520,3 +520,41 @@ async fn ollamas_newer_routes_are_counted_under_their_own_labels() {
         .collect();
     assert_eq!(other, Vec::<&str>::new());
 }
+
+/// A page served on the guard's own origin (a web UI behind a front proxy that passes `Host`):
+/// Ollama's CORS layer lets a request whose `Origin` is `http(s)://` + its `Host` through
+/// unchecked, and the guard rewrites `Host`, so it does not forward such an `Origin`; a
+/// cross-origin one reaches Ollama as sent.
+#[tokio::test]
+async fn a_same_origin_origin_is_not_forwarded_and_a_cross_origin_one_is() {
+    let s = stack().await;
+    for (id, origin, forwarded) in [
+        ("same-http", "http://localhost:11434", None),
+        ("same-https", "https://localhost:11434", None),
+        (
+            "cross",
+            "http://localhost:3000",
+            Some("http://localhost:3000"),
+        ),
+    ] {
+        let reply = send(
+            Method::GET,
+            &format!("{}/api/tags", s.proxy),
+            &[
+                ("host", "localhost:11434"),
+                ("origin", origin),
+                ("x-sim-id", id),
+            ],
+            String::new(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{id}");
+        assert!(sim_saw(&s, id), "{id}");
+        assert_eq!(sim_header(&s, id, "origin").as_deref(), forwarded, "{id}");
+        assert_eq!(
+            sim_header(&s, id, "x-forwarded-host").as_deref(),
+            Some("localhost:11434"),
+            "{id}"
+        );
+    }
+}

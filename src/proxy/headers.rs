@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, ORIGIN};
 #[cfg(test)]
 use http::header::{
     PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
@@ -49,9 +49,12 @@ const EXPECT_BIT: u16 = 1 << (HOP_COUNT + 2);
 const XFF_BIT: u16 = 1 << (HOP_COUNT + 3);
 const XFP_BIT: u16 = 1 << (HOP_COUNT + 4);
 const XFH_BIT: u16 = 1 << (HOP_COUNT + 5);
+/// `Origin`, written after the walk: dropped when it names the client's own host
+/// ([`same_origin`]).
+const ORIGIN_BIT: u16 = 1 << (HOP_COUNT + 6);
 
-/// Bit `i` for `HOP_BY_HOP[i]`, [`CONN`] for `Connection`, a bit each for `Host`, `Expect` and
-/// the three `X-Forwarded-*` names, 0 for any other name.
+/// Bit `i` for `HOP_BY_HOP[i]`, [`CONN`] for `Connection`, a bit each for `Host`, `Expect`,
+/// the three `X-Forwarded-*` names and `Origin`, 0 for any other name.
 ///
 /// A match on the name's text (a length switch, then one comparison): comparing against the
 /// `HeaderName` constants instead builds and drops one per comparison, and a `static` array of
@@ -72,6 +75,7 @@ fn name_bit(name: &HeaderName) -> u16 {
         "x-forwarded-for" => XFF_BIT,
         "x-forwarded-proto" => XFP_BIT,
         "x-forwarded-host" => XFH_BIT,
+        "origin" => ORIGIN_BIT,
         _ => 0,
     }
 }
@@ -208,6 +212,7 @@ fn forwarded_lines(
     let mut names_others = false;
     let mut has_length = false;
     let mut original_host = None;
+    let mut origin = false;
     for (name, value) in headers {
         let bit = name_bit(name);
         if bit == 0 {
@@ -220,14 +225,38 @@ fn forwarded_lines(
             names_others = names_others || connection_tokens(value.as_bytes()).next().is_some();
         } else if bit == HOST_BIT && original_host.is_none() {
             original_host = Some(value);
+        } else if bit == ORIGIN_BIT {
+            origin = true;
         }
     }
     header_line(out, b"x-forwarded-for", fwd.forwarded_for.as_bytes());
     header_line(out, b"x-forwarded-proto", fwd.forwarded_proto.as_bytes());
-    if let Some(host) = fwd.forwarded_host.as_ref().or(original_host) {
+    let client_host = fwd.forwarded_host.as_ref().or(original_host);
+    if let Some(host) = client_host {
         header_line(out, b"x-forwarded-host", host.as_bytes());
     }
+    if origin && !named.contains(&ORIGIN) {
+        let mut origins = headers.get_all(ORIGIN).iter().peekable();
+        let first = origins.peek().map(|v| v.as_bytes());
+        if !first.is_some_and(|o| same_origin(o, client_host.map_or(&[], |h| h.as_bytes()))) {
+            for value in origins {
+                header_line(out, b"origin", value.as_bytes());
+            }
+        }
+    }
     (has_length, names_others)
+}
+
+/// Whether `origin` is `http://` or `https://` and then `host` exactly: the request Ollama's CORS
+/// layer (gin-contrib/cors) takes for a same-origin one and lets through without a CORS check,
+/// comparing the `Origin` with its own `Host`. The proxy rewrites `Host`, so that comparison
+/// would fail and a page served on the guard's own origin (a web UI behind a front proxy that
+/// passes `Host`) would get Ollama's `403` unless its origin were in `OLLAMA_ORIGINS`: such an
+/// `Origin` is not forwarded, which is what Ollama does with it — nothing.
+fn same_origin(origin: &[u8], host: &[u8]) -> bool {
+    [&b"http://"[..], b"https://"]
+        .into_iter()
+        .any(|scheme| origin.strip_prefix(scheme) == Some(host))
 }
 
 /// Appends `name: value\r\n`.
@@ -371,6 +400,15 @@ mod tests {
     fn edited(mut h: HeaderMap, fwd: &Forwarding) -> HeaderMap {
         let original_host = h.remove(http::header::HOST);
         strip_hop_by_hop(&mut h);
+        let host = original_host.as_ref().map_or(&b""[..], |v| v.as_bytes());
+        if let Some(origin) = h.get(ORIGIN) {
+            let origin = origin.as_bytes();
+            if origin.strip_prefix(b"http://") == Some(host)
+                || origin.strip_prefix(b"https://") == Some(host)
+            {
+                h.remove(ORIGIN);
+            }
+        }
         h.remove(http::header::EXPECT);
         h.insert(http::header::HOST, fwd.host.clone());
         h.insert("x-forwarded-for", fwd.forwarded_for.clone());
@@ -388,17 +426,17 @@ mod tests {
         /// value for value; `Content-Length` is reported exactly when it is written.
         #[test]
         fn forwarded_lines_are_the_edited_maps_headers(
-            pairs in proptest::collection::vec((0usize..16, 0usize..6), 0..14)
+            pairs in proptest::collection::vec((0usize..17, 0usize..9), 0..14)
         ) {
-            const NAMES: [&str; 16] = [
+            const NAMES: [&str; 17] = [
                 "host", "connection", "x-forwarded-for", "x-forwarded-host",
                 "x-forwarded-proto", "expect", "te", "transfer-encoding", "keep-alive",
                 "content-length", "content-type", "x-secret-hop", "authorization", "upgrade",
-                "proxy-connection", "accept",
+                "proxy-connection", "accept", "origin",
             ];
-            const VALUES: [&str; 6] = [
+            const VALUES: [&str; 9] = [
                 "keep-alive", "x-secret-hop", "close, content-length", "host, accept",
-                "Keep-Alive, X-Forwarded-For", "1",
+                "Keep-Alive, X-Forwarded-For", "1", "http://1", "https://1", "origin",
             ];
             let mut h = HeaderMap::new();
             for (n, v) in pairs {
@@ -421,6 +459,76 @@ mod tests {
             proptest::prop_assert_eq!(&written, &expected);
             proptest::prop_assert_eq!(has_length, want.contains_key(CONTENT_LENGTH));
         }
+    }
+
+    /// An `Origin` that is the client's own host behind `http://` or `https://`, byte for byte,
+    /// is not forwarded (Ollama's CORS layer would have let it through unchecked, comparing it
+    /// with the `Host` the proxy rewrites); any other is, every value of it.
+    #[test]
+    fn a_same_origin_origin_is_not_forwarded_and_any_other_is() {
+        let forwarded_origins = |host: Option<&'static str>,
+                                 authority: Option<&'static str>,
+                                 origins: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            if let Some(host) = host {
+                h.insert(http::header::HOST, HeaderValue::from_static(host));
+            }
+            for o in origins {
+                h.append(ORIGIN, HeaderValue::from_static(o));
+            }
+            let fwd = Forwarding {
+                host: HeaderValue::from_static("127.0.0.1:11435"),
+                forwarded_for: HeaderValue::from_static("198.51.100.7"),
+                forwarded_proto: HeaderValue::from_static("https"),
+                forwarded_host: authority.map(HeaderValue::from_static),
+            };
+            let mut out = Vec::new();
+            write_forwarded(&mut out, &h, &fwd);
+            lines_by_name(&out).remove("origin").unwrap_or_default()
+        };
+        let host = Some("ai.example.com");
+        assert!(forwarded_origins(host, None, &["http://ai.example.com"]).is_empty());
+        assert!(forwarded_origins(host, None, &["https://ai.example.com"]).is_empty());
+        // The first value decides, as Go's `Header.Get`; the others go with it.
+        assert!(forwarded_origins(host, None, &["https://ai.example.com", "http://x"]).is_empty());
+        assert_eq!(
+            forwarded_origins(host, None, &["http://x", "https://ai.example.com"]),
+            [b"http://x".to_vec(), b"https://ai.example.com".to_vec()]
+        );
+        for other in [
+            "https://ai.example.com:443",
+            "HTTPS://ai.example.com",
+            "https://AI.example.com",
+            "https://evil.example",
+            "null",
+        ] {
+            assert_eq!(
+                forwarded_origins(host, None, &[other]),
+                [other.as_bytes().to_vec()],
+                "{other}"
+            );
+        }
+        // An absolute-form target's authority is Go's `Request.Host`, not the header.
+        assert!(forwarded_origins(
+            host,
+            Some("api.example.com:8443"),
+            &["https://api.example.com:8443"]
+        )
+        .is_empty());
+        assert_eq!(
+            forwarded_origins(
+                host,
+                Some("api.example.com:8443"),
+                &["https://ai.example.com"]
+            ),
+            [b"https://ai.example.com".to_vec()]
+        );
+        // No `Host` at all (HTTP/1.0): Go compares with the empty host.
+        assert!(forwarded_origins(None, None, &["http://"]).is_empty());
+        assert_eq!(
+            forwarded_origins(None, None, &["http://a"]),
+            [b"http://a".to_vec()]
+        );
     }
 
     #[test]
