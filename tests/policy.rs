@@ -490,3 +490,78 @@ async fn a_compressed_body_stalling_in_a_decoder_slot_is_cut_with_408() {
     assert_ne!(passed.status, 403);
     assert_ne!(passed.status, 503);
 }
+
+/// A trusted proxy that names its client by something that is not an address (`unix:` from an
+/// nginx on a Unix socket, or one element a client sent through a proxy that appends nothing)
+/// does not pass its own `manage_from` rights on; a link-local client that Go's reverse proxy
+/// writes with its zone id is its address (a review found both taken for the proxy itself).
+#[tokio::test]
+async fn manage_from_is_not_granted_to_a_client_the_trusted_proxy_could_not_name() {
+    let s = stack_with(
+        block_mode(),
+        "trusted_proxies = [\"127.0.0.1/32\"]\n[policy]\nmanage_from = [\"127.0.0.1/32\"]\n",
+    )
+    .await;
+    let pull = |id: &'static str, xff: Option<&'static str>| {
+        let url = format!("{}/api/pull", s.proxy);
+        async move {
+            let mut headers = vec![("x-sim-id", id), ("content-type", "application/json")];
+            if let Some(xff) = xff {
+                headers.push(("x-forwarded-for", xff));
+            }
+            send(
+                http::Method::POST,
+                &url,
+                &headers,
+                r#"{"model":"llama3.2","stream":false}"#.to_owned(),
+            )
+            .await
+            .status
+        }
+    };
+    // The proxy's own host (no header) manages, as before.
+    assert_eq!(pull("own", None).await, http::StatusCode::OK);
+    for (id, xff) in [
+        ("unix", "unix:"),
+        ("unknown", "198.51.100.7, unknown"),
+        ("zone", "fe80::2%lo"),
+        ("zone-bracketed", "[fe80::2%25eth0]:51234"),
+    ] {
+        assert_eq!(
+            pull(id, Some(xff)).await,
+            http::StatusCode::FORBIDDEN,
+            "{id}"
+        );
+        assert!(!sim_saw(&s, id), "{id} reached the upstream");
+    }
+    assert!(sim_saw(&s, "own"));
+    let events = wait_events(&s.detection_log(), |ev| {
+        ev.iter()
+            .filter(|e| e["rule"] == "policy.manage_from")
+            .count()
+            >= 2
+    })
+    .await;
+    let mut seen: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["rule"] == "policy.manage_from")
+        .map(|e| {
+            (
+                e["src"].as_str().unwrap().to_owned(),
+                e["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    // One line per source and rule a minute: the two unknown clients share the proxy's.
+    assert_eq!(
+        seen,
+        [
+            (
+                "127.0.0.1".to_owned(),
+                "unknown client via 127.0.0.1".to_owned()
+            ),
+            ("fe80::2".to_owned(), "fe80::2".to_owned()),
+        ]
+    );
+}

@@ -277,9 +277,22 @@ pub(crate) fn debug_render_only() -> Verdict {
     )
 }
 
-/// `manage_from`: the verdict for a management request from `src`, if it may not manage.
-pub(crate) fn check_source(cfg: &PolicyConfig, src: IpAddr) -> Option<Verdict> {
-    if cfg.manage_from.is_empty() || cfg.manage_from.iter().any(|n| n.contains(&src)) {
+/// `manage_from`: the verdict for a management request from `src`, if it may not manage. An
+/// `unknown` client (a trusted proxy named it by something that is not an address, and `src` is
+/// the last address vouched for) may not: the rights of that address are not its own.
+pub(crate) fn check_source(cfg: &PolicyConfig, src: IpAddr, unknown: bool) -> Option<Verdict> {
+    if cfg.manage_from.is_empty() {
+        return None;
+    }
+    if unknown {
+        return Some(verdict(
+            "policy.manage_from",
+            "source",
+            &format!("unknown client via {src}"),
+            Severity::High,
+        ));
+    }
+    if cfg.manage_from.iter().any(|n| n.contains(&src)) {
         return None;
     }
     Some(verdict(

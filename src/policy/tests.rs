@@ -429,14 +429,29 @@ fn manage_from_restricts_management_to_listed_networks() {
         manage_from: vec!["10.0.0.0/8".parse().unwrap()],
         ..PolicyConfig::default()
     };
-    assert_eq!(check_source(&cfg, "10.1.2.3".parse().unwrap()), None);
-    let v = check_source(&cfg, "192.0.2.7".parse().unwrap()).unwrap();
+    assert_eq!(check_source(&cfg, "10.1.2.3".parse().unwrap(), false), None);
+    let v = check_source(&cfg, "192.0.2.7".parse().unwrap(), false).unwrap();
     assert_eq!(
         (v.rule, v.value.as_str()),
         ("policy.manage_from", "192.0.2.7")
     );
     assert_eq!(
-        check_source(&PolicyConfig::default(), "192.0.2.7".parse().unwrap()),
+        check_source(
+            &PolicyConfig::default(),
+            "192.0.2.7".parse().unwrap(),
+            false
+        ),
+        None
+    );
+    // A client a trusted proxy named by something not an address does not get the rights of
+    // the address it is counted under; without `manage_from` nothing is checked.
+    let v = check_source(&cfg, "10.1.2.3".parse().unwrap(), true).unwrap();
+    assert_eq!(
+        (v.rule, v.value.as_str()),
+        ("policy.manage_from", "unknown client via 10.1.2.3")
+    );
+    assert_eq!(
+        check_source(&PolicyConfig::default(), "10.1.2.3".parse().unwrap(), true),
         None
     );
 }

@@ -14,6 +14,15 @@
 //! the answer is the last valid hop to the right of it (an untrusted one ends the walk
 //! earlier, as usual). A bad hop can only sit to the left of what a trusted proxy appended,
 //! so stopping there never lets the client choose its own address.
+//!
+//! When the walk stops at a bad hop before it found an untrusted address, the client is
+//! *unknown*: a trusted proxy forwarded the request for someone it did not name by address
+//! (nginx on a Unix socket writes `unix:`, Squid `unknown`; a proxy that appends nothing leaves
+//! the client's own text last). The request is still counted under the last address vouched
+//! for, as before, but it is not that address's own: it gets none of the rights an address can
+//! hold (`manage_from`), or a client could claim a trusted proxy's rights by sending one bad
+//! element. An IPv6 hop with a zone id (`fe80::2%eth0`, which Go's reverse proxy writes for a
+//! link-local client) is its address: the zone only says which link.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -39,25 +48,43 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// Parses one `X-Forwarded-For` element: a bare IP, `[v6]`, `[v6]:port` or `v4:port`.
-/// Anything else (a name, `unknown`, a zone id, a non-ASCII byte) is not an address.
+/// Parses one `X-Forwarded-For` element: a bare IP, `[v6]`, `[v6]:port` or `v4:port`, an IPv6
+/// address with a zone id (`fe80::2%eth0`, `[fe80::2%25eth0]:80`) as its address. Anything else
+/// (a name, `unknown`, `unix:`, a non-ASCII byte) is not an address.
 fn parse_hop(raw: &[u8]) -> Option<IpAddr> {
     let text = std::str::from_utf8(trim_ows(raw)).ok()?;
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Some(ip);
+    }
+    if let Some(v6) = zoned_v6(text) {
+        return Some(IpAddr::V6(v6));
     }
     if let Some(rest) = text.strip_prefix('[') {
         let (v6, after) = rest.split_once(']')?;
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
             return None;
         }
-        return v6.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+        return v6
+            .parse::<Ipv6Addr>()
+            .ok()
+            .or_else(|| zoned_v6(v6))
+            .map(IpAddr::V6);
     }
     let (host, port) = text.rsplit_once(':')?;
     if !is_port(port) {
         return None;
     }
     host.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// An IPv6 address followed by `%` and a non-empty zone id (Go's `fe80::2%eth0`, or the URI
+/// form `%25eth0`): the address.
+fn zoned_v6(text: &str) -> Option<Ipv6Addr> {
+    let (addr, zone) = text.split_once('%')?;
+    if zone.is_empty() {
+        return None;
+    }
+    addr.parse::<Ipv6Addr>().ok()
 }
 
 fn is_port(text: &str) -> bool {
@@ -69,14 +96,28 @@ enum Step {
     /// Keep walking left (a trusted address, or an empty element).
     Continue,
     /// The answer.
-    Stop(IpAddr),
+    Stop(Resolved),
 }
 
-/// Resolves the client address of a request from its socket peer and headers.
-pub(crate) fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+/// A request's client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    /// The address the request is counted under.
+    pub(crate) src: IpAddr,
+    /// A trusted proxy named the client with something that is not an address: `src` is the
+    /// last address vouched for, not the client's own (see the module doc).
+    pub(crate) unknown: bool,
+}
+
+/// Resolves the client of a request from its socket peer and headers.
+pub(crate) fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Resolved {
     let peer = canonical(peer);
+    let known = |src| Resolved {
+        src,
+        unknown: false,
+    };
     if trusted.is_empty() || !is_trusted(peer, trusted) {
-        return peer;
+        return known(peer);
     }
     // The last address a trusted hop vouched for: the answer if the walk runs out.
     let mut current = peer;
@@ -85,25 +126,28 @@ pub(crate) fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
             return Step::Continue;
         }
         let Some(ip) = parse_hop(hop) else {
-            return Step::Stop(current);
+            return Step::Stop(Resolved {
+                src: current,
+                unknown: true,
+            });
         };
         current = canonical(ip);
         if is_trusted(current, trusted) {
             Step::Continue
         } else {
-            Step::Stop(current)
+            Step::Stop(known(current))
         }
     };
     // Later header lines were appended by later hops (HAProxy adds a line of its own), so
     // the lines are walked in reverse too: together they are one list.
     for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
         for hop in value.as_bytes().rsplit(|&b| b == b',') {
-            if let Step::Stop(ip) = step(hop) {
-                return ip;
+            if let Step::Stop(found) = step(hop) {
+                return found;
             }
         }
     }
-    current
+    known(current)
 }
 
 /// One source's key for every per-source budget and count (decoder slots, held body bytes,

@@ -17,6 +17,16 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// The address a request is counted under.
+fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    super::resolve(peer, headers, trusted).src
+}
+
+/// Whether the client is unknown (a trusted proxy named it by something not an address).
+fn unknown(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> bool {
+    super::resolve(peer, headers, trusted).unknown
+}
+
 #[test]
 fn spoofed_xff_from_untrusted_peer_is_ignored() {
     let h = headers(&["6.6.6.6"]);
@@ -162,8 +172,11 @@ fn malformed_ports_and_names_are_not_addresses() {
         "[2001:db8::7]x",
         "[2001:db8::7",
         "2001:db8::7:80:1:2:3:4:5",
-        "fe80::1%eth0",
+        "fe80::1%",
+        "[fe80::1%]:80",
+        "203.0.113.5%eth0",
         "unknown",
+        "unix:",
         "example.com",
         "127.000.000.001",
         "\"203.0.113.5\"",
@@ -211,4 +224,60 @@ fn client_forged_trusted_address_cannot_frame_or_evade() {
         resolve(ip("127.0.0.1"), &h, &nets(&["127.0.0.1/32", "10.0.0.0/8"])),
         ip("198.51.100.7")
     );
+}
+
+/// Go's reverse proxy (`net/http/httputil`) appends a link-local client with its zone id: the
+/// address is the client, the zone only the link (a helper's review found such a client taken
+/// for the trusted proxy itself, with its `manage_from` rights and never banned).
+#[test]
+fn a_zone_id_is_dropped_and_the_address_is_the_client() {
+    let trusted = nginx();
+    for (text, want) in [
+        ("fe80::2%lo", "fe80::2"),
+        ("fe80::2%eth0", "fe80::2"),
+        ("fe80::2%25eth0", "fe80::2"),
+        ("[fe80::2%eth0]:51234", "fe80::2"),
+        ("[fe80::2%25eth0]", "fe80::2"),
+        ("10.9.9.9, fe80::2%lo", "fe80::2"),
+    ] {
+        let h = headers(&[text]);
+        assert_eq!(resolve(ip("127.0.0.1"), &h, &trusted), ip(want), "{text}");
+        assert!(!unknown(ip("127.0.0.1"), &h, &trusted), "{text}");
+    }
+}
+
+/// A walk that stops at something not an address before it found an untrusted one: the
+/// request is counted under the last address vouched for, and marked unknown, so that address's
+/// rights do not pass to whoever sent the element.
+#[test]
+fn a_client_named_by_something_not_an_address_is_unknown() {
+    let tenet = nets(&["10.0.0.0/8"]);
+    for (peer, text, trusted, src) in [
+        ("127.0.0.1", "unix:", nginx(), "127.0.0.1"),
+        ("127.0.0.1", "198.51.100.7, unknown", nginx(), "127.0.0.1"),
+        ("127.0.0.1", "127.0.0.1:99999", nginx(), "127.0.0.1"),
+        ("127.0.0.1", "0177.0.0.1", nginx(), "127.0.0.1"),
+        (
+            "10.0.0.1",
+            "6.6.6.6, not-an-ip, 10.0.0.2",
+            tenet.clone(),
+            "10.0.0.2",
+        ),
+    ] {
+        let h = headers(&[text]);
+        assert_eq!(resolve(ip(peer), &h, &trusted), ip(src), "{text}");
+        assert!(unknown(ip(peer), &h, &trusted), "{text}");
+    }
+    // Known: an address found, nothing said (no header, empty elements), or a chain of
+    // trusted hops that runs out (a trusted host is the client), or an untrusted peer.
+    for (peer, values, trusted) in [
+        ("127.0.0.1", vec!["caf\u{e9}, 198.51.100.7"], nginx()),
+        ("127.0.0.1", vec![], nginx()),
+        ("127.0.0.1", vec![", ,"], nginx()),
+        ("10.0.0.1", vec!["10.9.9.9, 10.0.0.2"], tenet.clone()),
+        ("203.0.113.9", vec!["garbage"], tenet.clone()),
+    ] {
+        let h = headers(&values);
+        assert!(!unknown(ip(peer), &h, &trusted), "{values:?}");
+    }
 }

@@ -323,7 +323,11 @@ fn stack(sink: Arc<dyn RecordSink>, gate: Arc<dyn Gate>, deferred: Option<Arc<De
     let svc = ServiceBuilder::new()
         .map_request(|mut req: Request<hyper::body::Incoming>| {
             let ip = "192.0.2.7".parse().unwrap();
-            req.extensions_mut().insert(Client { src: ip, peer: ip });
+            req.extensions_mut().insert(Client {
+                src: ip,
+                peer: ip,
+                unknown: false,
+            });
             req
         })
         .map_response(|resp: Response<Answered>| resp.map(|b| b.map_err(Into::into).boxed_unsync()))

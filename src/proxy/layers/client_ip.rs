@@ -59,10 +59,11 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> S::Future {
         let peer = self.layer.peer.ip();
-        let src = resolve(peer, req.headers(), &self.layer.trusted.load());
+        let client = resolve(peer, req.headers(), &self.layer.trusted.load());
         req.extensions_mut().insert(Client {
-            src,
+            src: client.src,
             peer: canonical(peer),
+            unknown: client.unknown,
         });
         self.inner.call(req)
     }

@@ -220,6 +220,7 @@ mod tests {
         req.extensions_mut().insert(Client {
             src: "192.0.2.66".parse().unwrap(),
             peer: "10.0.0.1".parse().unwrap(),
+            unknown: false,
         });
         let resp = svc.oneshot(req).await.unwrap();
         assert_eq!(resp.status(), 403);

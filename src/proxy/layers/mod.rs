@@ -43,13 +43,17 @@ pub(crate) struct Client {
     pub(crate) src: IpAddr,
     /// The socket peer.
     pub(crate) peer: IpAddr,
+    /// A trusted proxy named the client by something that is not an address: `src` is the
+    /// last address vouched for, and its rights (`manage_from`) are not the request's.
+    pub(crate) unknown: bool,
 }
 
 impl Client {
     /// Whether a trusted proxy vouched for the client: the connection is then the proxy's,
-    /// shared by every client behind it, not the client's own.
+    /// shared by every client behind it, not the client's own. So it is when the proxy named
+    /// its client by something that is not an address.
     pub(crate) fn vouched(&self) -> bool {
-        self.src != self.peer
+        self.src != self.peer || self.unknown
     }
 }
 
@@ -214,18 +218,29 @@ mod tests {
             Client {
                 src: "192.0.2.1".parse().unwrap(),
                 peer: "192.0.2.1".parse().unwrap(),
+                unknown: false,
             },
             Client {
                 src: "192.0.2.1".parse().unwrap(),
                 peer: "10.0.0.1".parse().unwrap(),
+                unknown: false,
             },
         );
+        // A client the trusted proxy named by something not an address: the connection is
+        // the proxy's too, though the request is counted under its address.
+        let unnamed = Client {
+            src: "10.0.0.1".parse().unwrap(),
+            peer: "10.0.0.1".parse().unwrap(),
+            unknown: true,
+        };
         for (client, body_done, closes) in [
             (None, true, true),
             (Some(&direct), true, true),
             (Some(&direct), false, true),
             (Some(&behind), false, true),
             (Some(&behind), true, false),
+            (Some(&unnamed), false, true),
+            (Some(&unnamed), true, false),
         ] {
             let resp: Response<Answer<Full<Bytes>>> = refusal_of(
                 Response::new(Full::new(Bytes::new())),

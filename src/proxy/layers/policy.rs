@@ -191,6 +191,7 @@ fn request_info<B>(req: &Request<B>) -> (Client, Meta) {
     let client = req.extensions().get::<Client>().copied().unwrap_or(Client {
         src: unknown,
         peer: unknown,
+        unknown: false,
     });
     // `unwrap_or_else`: the fallback allocates (two strings and a cell), so it is built only
     // when there is no meta.
@@ -239,7 +240,7 @@ where
         matches!(action, Action::Blocked | Action::Banned)
     };
     if matches!(scope, Scope::Manage | Scope::ManageWithBody) {
-        if let Some(v) = policy::check_source(&cfg, src) {
+        if let Some(v) = policy::check_source(&cfg, src, client.unknown) {
             if judge(&v) {
                 let done = declares_no_body(req.headers());
                 return Ok(refused(

@@ -85,6 +85,7 @@ fn start_record<B>(req: &Request<B>) -> RequestRecord {
     let client = req.extensions().get::<Client>().copied().unwrap_or(Client {
         src: unknown,
         peer: unknown,
+        unknown: false,
     });
     let target = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
     // The target as forwarded: an absolute-form one with an empty path goes as `/?query`.

@@ -60,7 +60,11 @@ pub(crate) fn empty_request(target: &str) -> Request<Empty<Bytes>> {
 pub(crate) fn request_from(src: &str, target: &str) -> Request<Empty<Bytes>> {
     let mut req = empty_request(target);
     let ip = src.parse().unwrap();
-    req.extensions_mut().insert(Client { src: ip, peer: ip });
+    req.extensions_mut().insert(Client {
+        src: ip,
+        peer: ip,
+        unknown: false,
+    });
     req
 }
 

@@ -135,6 +135,7 @@ async fn a_refusal_behind_a_trusted_proxy_leaves_its_connection_open_unless_a_bo
         req.extensions_mut().insert(Client {
             src: "192.0.2.9".parse().unwrap(),
             peer: "10.0.0.1".parse().unwrap(),
+            unknown: false,
         });
         if let Some(n) = length {
             req.headers_mut()

@@ -185,6 +185,7 @@ fn with_meta<B>(route: Route, path: &'static str, length: Option<usize>, body: B
     req.extensions_mut().insert(Client {
         src: "192.0.2.9".parse().unwrap(),
         peer: "192.0.2.9".parse().unwrap(),
+        unknown: false,
     });
     req
 }

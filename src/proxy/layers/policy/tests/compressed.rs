@@ -291,6 +291,7 @@ async fn a_client_holding_its_share_of_decoders_gets_503_and_another_client_does
     req.extensions_mut().insert(Client {
         src: "192.0.2.10".parse().unwrap(),
         peer: "192.0.2.10".parse().unwrap(),
+        unknown: false,
     });
     assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 403);
     drop(held);
