@@ -565,3 +565,56 @@ async fn manage_from_is_not_granted_to_a_client_the_trusted_proxy_could_not_name
         ]
     );
 }
+
+/// With `[policy] ban = true`, a neighbour's pull refused by `manage_from` bans its IPv6 /64
+/// narrowed to itself: the management host in the same /64 keeps managing, the group's other
+/// addresses are refused while the ban lasts (a review saw the admin locked out for 15 minutes).
+#[tokio::test]
+async fn a_neighbours_manage_from_ban_does_not_lock_out_the_management_host() {
+    let s = stack_with(
+        block_mode(),
+        "trusted_proxies = [\"127.0.0.1/32\"]\n[policy]\nban = true\nmanage_from = [\"2001:db8::10/128\"]\n",
+    )
+    .await;
+    let pull = |id: &'static str, xff: &'static str| {
+        let url = format!("{}/api/pull", s.proxy);
+        async move {
+            send(
+                http::Method::POST,
+                &url,
+                &[
+                    ("x-sim-id", id),
+                    ("x-forwarded-for", xff),
+                    ("content-type", "application/json"),
+                ],
+                r#"{"model":"llama3.2","stream":false}"#.to_owned(),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(
+        pull("neighbour", "2001:db8::11").await,
+        http::StatusCode::FORBIDDEN
+    );
+    let bans: Value = serde_json::from_str(
+        &admin(&s, http::Method::GET, "/api/bans", "", None)
+            .await
+            .text(),
+    )
+    .unwrap();
+    let banned: Vec<&str> = bans
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["src"].as_str().unwrap())
+        .collect();
+    assert_eq!(banned, ["2001:db8::11"]);
+    assert_eq!(pull("admin", "2001:db8::10").await, http::StatusCode::OK);
+    assert!(sim_saw(&s, "admin"));
+    assert_eq!(
+        pull("other", "2001:db8::12").await,
+        http::StatusCode::FORBIDDEN
+    );
+    assert!(!sim_saw(&s, "other"));
+}

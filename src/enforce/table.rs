@@ -65,7 +65,8 @@ struct NarrowedGroup {
     rule: Arc<str>,
     /// When the narrowed ban ends.
     until: DateTime<Utc>,
-    allowlisted: Vec<IpNet>,
+    /// The allowlisted and `manage_from` networks inside the group (never refused).
+    exempt: Vec<IpNet>,
 }
 
 /// The mutable state behind the lock.
@@ -73,6 +74,10 @@ struct NarrowedGroup {
 pub(super) struct Inner {
     pub(super) policy: BanPolicy,
     allowlist: Vec<IpNet>,
+    /// The `manage_from` networks: a group ban of another address never covers them (it
+    /// narrows, as for the allowlist), though they are counted and banned for their own
+    /// offences.
+    spared: Vec<IpNet>,
     ipv6_prefix: u8,
     /// The cap on rule bans ([`MAX_BANS`]; lowered by tests).
     pub(super) max_bans: usize,
@@ -98,6 +103,7 @@ impl Bans {
             inner: Mutex::new(Inner {
                 policy,
                 allowlist: allowlist.into_iter().map(canonical_net).collect(),
+                spared: Vec::new(),
                 ipv6_prefix,
                 max_bans: MAX_BANS,
                 max_offenders: MAX_OFFENDERS,
@@ -154,6 +160,16 @@ impl Bans {
         lifted
     }
 
+    /// The `manage_from` networks (start and reload): a rule's ban of an IPv6 group holding
+    /// one narrows to the offending address, as for an allowlisted one, so a neighbour's
+    /// offence (an ordinary pull refused by `manage_from`, with `[policy] ban = true`) cannot
+    /// lock the management hosts out. Applies to later bans; forgets the narrowed groups.
+    pub(crate) fn set_spared(&self, spared: Vec<IpNet>) {
+        let mut inner = self.lock();
+        inner.spared = spared.into_iter().map(canonical_net).collect();
+        self.narrowed.store(Arc::new(Narrowed::default()));
+    }
+
     /// Hot reload of `ipv6_prefix`: later rule bans use the new grouping; existing group bans
     /// keep their network and still match.
     pub(crate) fn set_ipv6_prefix(&self, ipv6_prefix: u8) {
@@ -178,7 +194,7 @@ impl Bans {
 
     /// Acts on a rule's `block` verdict against the source `ip`. The ban covers the source
     /// group (IPv4 address, IPv6 /`ipv6_prefix`), narrowed to the single address when the
-    /// group would cover an allowlisted address. Repeat offences within the ban memory
+    /// group would cover an allowlisted or `manage_from` address. Repeat offences within the ban memory
     /// escalate: `duration * increment^(offence-1)`, capped at `max`; the end is clamped to
     /// [`MAX_UNTIL`]. A source already under an active ban is left alone: no new offence, no
     /// extension.
@@ -259,7 +275,7 @@ impl Bans {
                 offender: ban.src,
                 rule: ban.rule.clone(),
                 until: ban.until,
-                allowlisted: (inner.allowlist.iter())
+                exempt: (inner.allowlist.iter().chain(&inner.spared))
                     .filter(|a| overlaps(a, &group))
                     .copied()
                     .collect(),
@@ -308,7 +324,7 @@ impl Bans {
         }
         let group = SourceKey::new(ip, narrowed.ipv6_prefix).network();
         let g = narrowed.groups.get(&group)?;
-        if g.until <= now || g.allowlisted.iter().any(|a| a.contains(&ip)) {
+        if g.until <= now || g.exempt.iter().any(|a| a.contains(&ip)) {
             return None;
         }
         Some((g.rule.clone(), self.blocked.note(g.offender, now)))
@@ -504,6 +520,12 @@ impl Inner {
         self.allowlist.iter().any(|a| overlaps(a, src))
     }
 
+    /// Whether a ban of `src` would cover an address a ban of another never covers: an
+    /// allowlisted one or one of `manage_from`.
+    pub(super) fn shelters(&self, src: &IpNet) -> bool {
+        self.allowlisted(src) || self.spared.iter().any(|a| overlaps(a, src))
+    }
+
     /// The sources of rule (not admin) bans that the allowlist overlaps.
     fn rule_bans_allowlisted(&self) -> Vec<IpNet> {
         (self.bans.values())
@@ -523,7 +545,7 @@ impl Inner {
             return None;
         }
         let group = SourceKey::new(ip, self.ipv6_prefix).network();
-        if self.allowlisted(&group) {
+        if self.shelters(&group) {
             return Some(IpNet::from(ip));
         }
         Some(group)

@@ -468,6 +468,7 @@ fn start_enforcement(
         live.allowlist.clone(),
         live.ipv6_prefix,
     ));
+    bans.set_spared(live.policy.manage_from.clone());
     let enforcement = Arc::new(Enforcement::new(bans, log, metrics.clone(), state_dir));
     enforcement.set_abort_in_flight(live.abort_in_flight);
     enforcement.restore(chrono::Utc::now());

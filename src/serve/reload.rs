@@ -157,6 +157,7 @@ impl Reloader {
         let bans = self.enforcement.bans();
         bans.set_policy(new.ban.clone());
         self.enforcement.set_allowlist(new.allowlist.clone());
+        bans.set_spared(new.policy.manage_from.clone());
         bans.set_ipv6_prefix(new.ipv6_prefix);
         self.admin
             .token
