@@ -65,12 +65,10 @@ pub(crate) fn classify(rule: &str) -> (&'static str, &'static str) {
         "policy.registry_push" | "policy.copy_destination" => {
             ("T1048", "Model Theft via Push to Foreign Registry")
         }
-        "policy.registry_pull" | "policy.insecure" => {
-            ("T1195", "Model Supply Chain: Untrusted Registry")
-        }
-        "policy.create_from_path" | "policy.create_remote_host" => {
-            ("T1005", "Server File Access via Model Create")
-        }
+        "policy.registry_pull" => ("T1195", "Model Supply Chain: Untrusted Registry"),
+        "policy.insecure" => ("T1195", "Model Supply Chain: Plain-HTTP Registry Transfer"),
+        "policy.create_from_path" => ("T1005", "Server File Access via Model Create"),
+        "policy.create_remote_host" => ("T1090", "Model Create Pointing at a Remote Host"),
         "policy.debug_render_only" => ("T1552", "Prompt Disclosure via _debug_render_only"),
         "policy.manage_from" => ("T1078", "Model Management from Unauthorised Network"),
         "policy.unreadable_body" => ("T1027", "Unreadable Request Body"),
@@ -95,15 +93,23 @@ pub(crate) fn risk(rule: &str) -> (u32, &'static str) {
         ),
         "policy.copy_destination" => (
             80,
-            "Model copy to a foreign registry name refused: $src$ asked $http_method$ $uri_path$ with $field$ = $value$",
+            "Model named for a foreign registry refused (staged for a push): $src$ asked $http_method$ $uri_path$ with $field$ = $value$",
         ),
-        "policy.create_from_path" | "policy.create_remote_host" => (
+        "policy.create_from_path" => (
             70,
             "Server file access via model create from $src$: $http_method$ $uri_path$ with $field$ = $value$",
         ),
-        "policy.registry_pull" | "policy.insecure" => (
+        "policy.create_remote_host" => (
+            70,
+            "Model create pointing at a remote host refused: $src$ asked $http_method$ $uri_path$ with $field$ = $value$",
+        ),
+        "policy.registry_pull" => (
             60,
             "Model pull from an untrusted registry by $src$: $http_method$ $uri_path$ with $field$ = $value$",
+        ),
+        "policy.insecure" => (
+            60,
+            "Plain-HTTP model transfer refused: $src$ asked $http_method$ $uri_path$ with $field$ = $value$",
         ),
         "policy.manage_from" => (
             60,
