@@ -557,4 +557,46 @@ async fn a_same_origin_origin_is_not_forwarded_and_a_cross_origin_one_is() {
             "{id}"
         );
     }
+    // The case it is for: a UI on `https://ai.example.com` whose front proxy passes `Host`, the
+    // name in `allowed_hosts`. Ollama (the simulator) would refuse that origin had it seen it
+    // against the rewritten `Host`.
+    let named = stack_with(
+        ServeArgs::default(),
+        r#"allowed_hosts = ["ai.example.com"]"#,
+    )
+    .await;
+    let reply = send(
+        Method::POST,
+        &format!("{}/api/generate", named.proxy),
+        &[
+            ("host", "ai.example.com"),
+            ("origin", "https://ai.example.com"),
+            ("x-sim-id", "ui"),
+        ],
+        r#"{"model":"llama3.2","prompt":"hi","stream":false}"#.to_owned(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(sim_header(&named, "ui", "origin"), None);
+    // A listener that takes every `Host` (`allowed_hosts = ["*"]`, or one on 0.0.0.0 without
+    // it) keeps even a same-origin `Origin`: there a page on a rebound name matches its own
+    // `Host`, and Ollama's CORS check is what refuses it.
+    let open = stack_with(ServeArgs::default(), r#"allowed_hosts = ["*"]"#).await;
+    let reply = send(
+        Method::POST,
+        &format!("{}/api/generate", open.proxy),
+        &[
+            ("host", "rebind.attacker.example"),
+            ("origin", "http://rebind.attacker.example"),
+            ("x-sim-id", "rebind"),
+        ],
+        r#"{"model":"llama3.2","prompt":"hi","stream":false}"#.to_owned(),
+    )
+    .await;
+    // The simulator, like Ollama, refuses an origin it does not allow: `403`, empty body.
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        sim_header(&open, "rebind", "origin").as_deref(),
+        Some("http://rebind.attacker.example")
+    );
 }

@@ -152,6 +152,12 @@ pub(crate) struct Forwarding {
     /// ignored, and so it must not be passed on as the original host). `None`: the client's
     /// first `Host`.
     pub(crate) forwarded_host: Option<HeaderValue>,
+    /// Whether an `Origin` naming the client's own host is dropped ([`same_origin`]): only
+    /// where the listener checks the `Host` (a loopback listener's Ollama rule, or
+    /// `allowed_hosts`). On a listener that takes every `Host`, a page on a rebound name
+    /// (`Host: rebind.attacker.example`, `Origin: http://rebind.attacker.example`) would
+    /// match too; there the `Origin` goes on, and Ollama's CORS check refuses that page.
+    pub(crate) same_origin: bool,
 }
 
 /// Writes the header lines (`name: value\r\n`) of a forwarded request: `Host` from `fwd`, the
@@ -238,7 +244,8 @@ fn forwarded_lines(
     if origin && !named.contains(&ORIGIN) {
         let mut origins = headers.get_all(ORIGIN).iter().peekable();
         let first = origins.peek().map(|v| v.as_bytes());
-        if !first.is_some_and(|o| same_origin(o, client_host.map_or(&[], |h| h.as_bytes()))) {
+        let client_host = client_host.map_or(&[][..], |h| h.as_bytes());
+        if !(fwd.same_origin && first.is_some_and(|o| same_origin(o, client_host))) {
             for value in origins {
                 header_line(out, b"origin", value.as_bytes());
             }
@@ -447,6 +454,7 @@ mod tests {
                 forwarded_for: HeaderValue::from_static("198.51.100.7"),
                 forwarded_proto: HeaderValue::from_static("http"),
                 forwarded_host: None,
+                same_origin: true,
             };
             let mut out = b"GET / HTTP/1.1\r\n".to_vec();
             let has_length = write_forwarded(&mut out, &h, &fwd);
@@ -481,6 +489,7 @@ mod tests {
                 forwarded_for: HeaderValue::from_static("198.51.100.7"),
                 forwarded_proto: HeaderValue::from_static("https"),
                 forwarded_host: authority.map(HeaderValue::from_static),
+                same_origin: true,
             };
             let mut out = Vec::new();
             write_forwarded(&mut out, &h, &fwd);
@@ -522,6 +531,29 @@ mod tests {
                 &["https://ai.example.com"]
             ),
             [b"https://ai.example.com".to_vec()]
+        );
+        // A listener that takes every `Host` keeps it: there a rebound name would match.
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::HOST,
+            HeaderValue::from_static("rebind.attacker.example"),
+        );
+        h.insert(
+            ORIGIN,
+            HeaderValue::from_static("http://rebind.attacker.example"),
+        );
+        let open = Forwarding {
+            host: HeaderValue::from_static("127.0.0.1:11435"),
+            forwarded_for: HeaderValue::from_static("198.51.100.7"),
+            forwarded_proto: HeaderValue::from_static("http"),
+            forwarded_host: None,
+            same_origin: false,
+        };
+        let mut out = Vec::new();
+        write_forwarded(&mut out, &h, &open);
+        assert_eq!(
+            lines_by_name(&out).remove("origin"),
+            Some(vec![b"http://rebind.attacker.example".to_vec()])
         );
         // No `Host` at all (HTTP/1.0): Go compares with the empty host.
         assert!(forwarded_origins(None, None, &["http://"]).is_empty());

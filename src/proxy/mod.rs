@@ -294,6 +294,7 @@ impl Proxy {
                     "http"
                 }),
                 body_idle: self.timeouts.body_idle,
+                hosts: self.hosts.clone(),
             }))
             .service(client)
     }

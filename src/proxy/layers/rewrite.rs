@@ -27,9 +27,12 @@ use std::borrow::Cow;
 use http::{Request, Response, Uri, Version};
 use tower::{Layer, Service};
 
+use arc_swap::ArcSwap;
+
 use super::{Client, Meta};
 use crate::proxy::fault::{ClientBody, FaultCell};
 use crate::proxy::headers::{self, Forwarding};
+use crate::proxy::host_guard::HostPolicy;
 
 /// Where requests go.
 pub(crate) struct Target {
@@ -39,6 +42,9 @@ pub(crate) struct Target {
     pub(crate) forwarded_proto: HeaderValue,
     /// `timeouts.body_idle`.
     pub(crate) body_idle: Duration,
+    /// The listener's `Host` rule: whether a same-origin `Origin` may be dropped (see
+    /// [`Forwarding::same_origin`]).
+    pub(crate) hosts: Arc<ArcSwap<HostPolicy>>,
 }
 
 /// Points requests at the upstream.
@@ -118,6 +124,7 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
         forwarded_for: headers::forwarded_for(src),
         forwarded_proto: t.forwarded_proto.clone(),
         forwarded_host,
+        same_origin: !t.hosts.load().is_open(),
     });
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, ClientBody::new(body, t.body_idle, fault))
@@ -177,6 +184,10 @@ mod tests {
             host: HeaderValue::from_static("127.0.0.1:11435"),
             forwarded_proto: HeaderValue::from_static("http"),
             body_idle: Duration::from_secs(300),
+            hosts: Arc::new(ArcSwap::from_pointee(HostPolicy::new(
+                "127.0.0.1:11434".parse().unwrap(),
+                None,
+            ))),
         }
     }
 

@@ -77,6 +77,7 @@ fn forwarding() -> Forwarding {
         forwarded_for: HeaderValue::from_static("198.51.100.7"),
         forwarded_proto: HeaderValue::from_static("http"),
         forwarded_host: None,
+        same_origin: true,
     }
 }
 
