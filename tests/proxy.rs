@@ -560,43 +560,42 @@ async fn a_same_origin_origin_is_not_forwarded_and_a_cross_origin_one_is() {
     // The case it is for: a UI on `https://ai.example.com` whose front proxy passes `Host`, the
     // name in `allowed_hosts`. Ollama (the simulator) would refuse that origin had it seen it
     // against the rewritten `Host`.
-    let named = stack_with(
-        ServeArgs::default(),
+    let (status, upstream_origin) = generate_from(
         r#"allowed_hosts = ["ai.example.com"]"#,
+        "ai.example.com",
+        "https",
     )
     .await;
-    let reply = send(
-        Method::POST,
-        &format!("{}/api/generate", named.proxy),
-        &[
-            ("host", "ai.example.com"),
-            ("origin", "https://ai.example.com"),
-            ("x-sim-id", "ui"),
-        ],
-        r#"{"model":"llama3.2","prompt":"hi","stream":false}"#.to_owned(),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(sim_header(&named, "ui", "origin"), None);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(upstream_origin, None);
     // A listener that takes every `Host` (`allowed_hosts = ["*"]`, or one on 0.0.0.0 without
     // it) keeps even a same-origin `Origin`: there a page on a rebound name matches its own
-    // `Host`, and Ollama's CORS check is what refuses it.
-    let open = stack_with(ServeArgs::default(), r#"allowed_hosts = ["*"]"#).await;
+    // `Host`, and Ollama's CORS check is what refuses it (`403`, empty body, in the simulator
+    // as in Ollama).
+    let (status, upstream_origin) = generate_from(
+        r#"allowed_hosts = ["*"]"#,
+        "rebind.attacker.example",
+        "http",
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        upstream_origin.as_deref(),
+        Some("http://rebind.attacker.example")
+    );
+}
+
+/// A generation sent to a guard configured by `file` with `Host: host` and the same-origin
+/// `Origin: scheme://host`: its status, and the `Origin` the simulator received.
+async fn generate_from(file: &str, host: &str, scheme: &str) -> (StatusCode, Option<String>) {
+    let s = stack_with(ServeArgs::default(), file).await;
+    let origin = format!("{scheme}://{host}");
     let reply = send(
         Method::POST,
-        &format!("{}/api/generate", open.proxy),
-        &[
-            ("host", "rebind.attacker.example"),
-            ("origin", "http://rebind.attacker.example"),
-            ("x-sim-id", "rebind"),
-        ],
+        &format!("{}/api/generate", s.proxy),
+        &[("host", host), ("origin", &origin), ("x-sim-id", "page")],
         r#"{"model":"llama3.2","prompt":"hi","stream":false}"#.to_owned(),
     )
     .await;
-    // The simulator, like Ollama, refuses an origin it does not allow: `403`, empty body.
-    assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        sim_header(&open, "rebind", "origin").as_deref(),
-        Some("http://rebind.attacker.example")
-    );
+    (reply.status, sim_header(&s, "page", "origin"))
 }
