@@ -521,41 +521,51 @@ async fn ollamas_newer_routes_are_counted_under_their_own_labels() {
     assert_eq!(other, Vec::<&str>::new());
 }
 
-/// A page served on the guard's own origin (a web UI behind a front proxy that passes `Host`):
-/// Ollama's CORS layer lets a request whose `Origin` is `http(s)://` + its `Host` through
-/// unchecked, and the guard rewrites `Host`, so it does not forward such an `Origin`; a
-/// cross-origin one reaches Ollama as sent.
+/// A page served on the guard's own origin (a web UI behind a front proxy that passes `Host`,
+/// its name in `allowed_hosts`): Ollama's CORS layer lets a request whose `Origin` is
+/// `http(s)://` + its `Host` through unchecked, and the guard rewrites `Host`, so there it does
+/// not forward such an `Origin`. Anywhere else (a loopback listener's Ollama rule, which admits
+/// names a LAN can spoof, or an open one) and for a cross-origin page, the `Origin` reaches
+/// Ollama as sent.
 #[tokio::test]
-async fn a_same_origin_origin_is_not_forwarded_and_a_cross_origin_one_is() {
+async fn a_same_origin_origin_is_dropped_only_for_a_listed_host_name() {
     let s = stack().await;
-    for (id, origin, forwarded) in [
-        ("same-http", "http://localhost:11434", None),
-        ("same-https", "https://localhost:11434", None),
-        (
-            "cross",
-            "http://localhost:3000",
-            Some("http://localhost:3000"),
-        ),
+    for (id, origin) in [
+        ("same-http", "http://localhost:11434"),
+        ("same-local", "http://ollama.local:11434"),
+        ("cross", "http://localhost:3000"),
     ] {
+        let host = origin.strip_prefix("http://").unwrap();
+        let host = if id == "cross" {
+            "localhost:11434"
+        } else {
+            host
+        };
         let reply = send(
             Method::GET,
             &format!("{}/api/tags", s.proxy),
-            &[
-                ("host", "localhost:11434"),
-                ("origin", origin),
-                ("x-sim-id", id),
-            ],
+            &[("host", host), ("origin", origin), ("x-sim-id", id)],
             String::new(),
         )
         .await;
-        assert_eq!(reply.status, StatusCode::OK, "{id}");
         assert!(sim_saw(&s, id), "{id}");
-        assert_eq!(sim_header(&s, id, "origin").as_deref(), forwarded, "{id}");
         assert_eq!(
-            sim_header(&s, id, "x-forwarded-host").as_deref(),
-            Some("localhost:11434"),
+            sim_header(&s, id, "origin").as_deref(),
+            Some(origin),
             "{id}"
         );
+        assert_eq!(
+            sim_header(&s, id, "x-forwarded-host").as_deref(),
+            Some(host),
+            "{id}"
+        );
+        // Ollama's default origins admit localhost on any port, not a `.local` name.
+        let want = if id == "same-local" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(reply.status, want, "{id}");
     }
     // The case it is for: a UI on `https://ai.example.com` whose front proxy passes `Host`, the
     // name in `allowed_hosts`. Ollama (the simulator) would refuse that origin had it seen it

@@ -201,7 +201,7 @@ impl Bans {
     ///
     /// When the table holds [`MAX_BANS`] bans, an IPv6 source is banned with its /48 instead
     /// (one ban for a whole rotating allocation; the reason says so), unless that /48
-    /// overlaps the allowlist or the widened bans have used up their headroom (a tenth of the
+    /// overlaps the allowlist or a `manage_from` network without the offender, or the widened bans have used up their headroom (a tenth of the
     /// cap); otherwise, and for IPv4, the answer is [`BanOutcome::TableFull`].
     #[cfg(test)]
     pub(crate) fn ban_offender(
@@ -275,8 +275,9 @@ impl Bans {
                 offender: ban.src,
                 rule: ban.rule.clone(),
                 until: ban.until,
-                exempt: (inner.allowlist.iter().chain(&inner.spared))
+                exempt: (inner.allowlist.iter())
                     .filter(|a| overlaps(a, &group))
+                    .chain(inner.spared_in(&group, ban.src.addr()))
                     .copied()
                     .collect(),
             },
@@ -520,10 +521,24 @@ impl Inner {
         self.allowlist.iter().any(|a| overlaps(a, src))
     }
 
-    /// Whether a ban of `src` would cover an address a ban of another never covers: an
-    /// allowlisted one or one of `manage_from`.
-    pub(super) fn shelters(&self, src: &IpNet) -> bool {
-        self.allowlisted(src) || self.spared.iter().any(|a| overlaps(a, src))
+    /// Whether a ban of `src` for an offence of `offender` would cover an address a ban of
+    /// another never covers: an allowlisted one, or one of a `manage_from` network that does
+    /// not hold the offender. A network that holds it shelters nothing: an offender inside a
+    /// wide `manage_from` (an office /64) has its group banned, as any other, or it could
+    /// rotate through the group's addresses.
+    pub(super) fn shelters(&self, src: &IpNet, offender: IpAddr) -> bool {
+        self.allowlisted(src) || self.spared_in(src, offender).next().is_some()
+    }
+
+    /// The `manage_from` networks overlapping `src` that do not hold `offender`.
+    fn spared_in<'a>(
+        &'a self,
+        src: &'a IpNet,
+        offender: IpAddr,
+    ) -> impl Iterator<Item = &'a IpNet> {
+        self.spared
+            .iter()
+            .filter(move |a| overlaps(a, src) && !a.contains(&offender))
     }
 
     /// The sources of rule (not admin) bans that the allowlist overlaps.
@@ -545,7 +560,7 @@ impl Inner {
             return None;
         }
         let group = SourceKey::new(ip, self.ipv6_prefix).network();
-        if self.shelters(&group) {
+        if self.shelters(&group, ip) {
             return Some(IpNet::from(ip));
         }
         Some(group)

@@ -153,10 +153,10 @@ pub(crate) struct Forwarding {
     /// first `Host`.
     pub(crate) forwarded_host: Option<HeaderValue>,
     /// Whether an `Origin` naming the client's own host is dropped ([`same_origin`]): only
-    /// where the listener checks the `Host` (a loopback listener's Ollama rule, or
-    /// `allowed_hosts`). On a listener that takes every `Host`, a page on a rebound name
-    /// (`Host: rebind.attacker.example`, `Origin: http://rebind.attacker.example`) would
-    /// match too; there the `Origin` goes on, and Ollama's CORS check refuses that page.
+    /// where the listener admits a list of names (`allowed_hosts`). Elsewhere a page on a
+    /// rebound name (`Host: rebind.attacker.example`, `Origin: http://rebind.attacker.example`,
+    /// or a spoofed `*.local` on a loopback listener) would match too; there the `Origin` goes
+    /// on, and Ollama's CORS check refuses that page.
     pub(crate) same_origin: bool,
 }
 

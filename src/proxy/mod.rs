@@ -31,6 +31,7 @@ pub(crate) mod tls;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -80,6 +81,9 @@ pub(crate) struct Proxy {
     upstream: Upstream,
     trusted: Arc<ArcSwap<Vec<IpNet>>>,
     hosts: Arc<ArcSwap<HostPolicy>>,
+    /// Whether `hosts` is a list of names (`allowed_hosts`): then a same-origin `Origin` is
+    /// not forwarded (the rewrite layer reads it per request; a reload sets it).
+    names_listed: Arc<AtomicBool>,
     listen: SocketAddr,
     /// The record pipeline, behind the queues that run each record after its response is
     /// written.
@@ -151,6 +155,9 @@ impl Proxy {
                 bound.listen,
                 live.allowed_hosts.as_deref(),
             ))),
+            names_listed: Arc::new(AtomicBool::new(
+                HostPolicy::new(bound.listen, live.allowed_hosts.as_deref()).names_listed(),
+            )),
             listen: bound.listen,
             records: deferred::Deferred::new(sink, bound.workers),
             gate,
@@ -210,8 +217,10 @@ impl Proxy {
 
     /// Replaces the `allowed_hosts` policy (config reload; the listener stays).
     pub(crate) fn set_allowed_hosts(&self, allowed: Option<&[String]>) {
-        self.hosts
-            .store(Arc::new(HostPolicy::new(self.listen, allowed)));
+        let policy = HostPolicy::new(self.listen, allowed);
+        self.names_listed
+            .store(policy.names_listed(), Ordering::Relaxed);
+        self.hosts.store(Arc::new(policy));
     }
 
     /// The request path, outermost first. The order is the design:
@@ -294,7 +303,7 @@ impl Proxy {
                     "http"
                 }),
                 body_idle: self.timeouts.body_idle,
-                hosts: self.hosts.clone(),
+                names_listed: self.names_listed.clone(),
             }))
             .service(client)
     }

@@ -133,22 +133,37 @@ fn ipv6_group_covering_an_allowlisted_address_narrows_to_the_offender() {
 
 /// A `manage_from` address in an IPv6 group is spared like an allowlisted one: a neighbour's
 /// ban narrows to the neighbour (a review banned an office /64, the admin's host with it, for
-/// one user's pull refused by `manage_from`), while the management host is still banned for
-/// its own offence.
+/// one user's pull refused by `manage_from`). A network that holds the offender spares nothing:
+/// an offender inside a wide `manage_from` (an office /64), or the management host itself, has
+/// its group banned like any other, or it could rotate through the group's addresses.
 #[test]
 fn ipv6_group_covering_a_manage_from_address_narrows_to_the_offender() {
     let bans = table();
-    bans.set_spared(vec![net("2001:db8::10/128")]);
+    bans.set_spared(vec![net("2001:db8::10/128"), net("2001:db8:5::/64")]);
     let b = ban(&bans, "2001:db8::11", t0());
     assert_eq!(b.src_display(), "2001:db8::11");
     assert_eq!(bans.check(ip("2001:db8::10"), t0()), None);
     assert_eq!(bans.check_narrowed(ip("2001:db8::10"), t0()), None);
     assert!(bans.check_narrowed(ip("2001:db8::12"), t0()).is_some());
-    // Not exempt itself: its own offence bans it, narrowed too.
-    let own = ban(&bans, "2001:db8::10", t0());
-    assert_eq!(own.src_display(), "2001:db8::10");
-    assert!(bans.check(ip("2001:db8::10"), t0()).is_some());
-    // Another group is banned whole; a reload without it bans whole groups again.
+    // The management host's own offence bans its group whole.
+    let bans = table();
+    bans.set_spared(vec![net("2001:db8::10/128")]);
+    assert_eq!(
+        ban(&bans, "2001:db8::10", t0()).src_display(),
+        "2001:db8::/64"
+    );
+    // An offender inside a wide `manage_from` network: its group, whole.
+    let bans = table();
+    bans.set_spared(vec![net("2001:db8:5::/64")]);
+    assert_eq!(
+        ban(&bans, "2001:db8:5::7", t0()).src_display(),
+        "2001:db8:5::/64"
+    );
+    assert!(bans.check(ip("2001:db8:5::8"), t0()).is_some());
+    // Another group is banned whole; a reload without the host bans whole groups again.
+    let bans = table();
+    bans.set_spared(vec![net("2001:db8::10/128")]);
+    ban(&bans, "2001:db8::11", t0());
     assert_eq!(
         ban(&bans, "2001:db8:1::5", t0()).src_display(),
         "2001:db8:1::/64"

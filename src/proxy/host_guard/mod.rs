@@ -96,6 +96,14 @@ impl HostPolicy {
             || matches!(&self.kind, Kind::Listed(p) if p.contains(&Pattern::All))
     }
 
+    /// Whether the rule is a list of names (`allowed_hosts` without `"*"`): the operator's own,
+    /// which no page can rebind. Only then is a same-origin `Origin` dropped (README, "Proxy
+    /// behaviour"): Ollama's loopback rule also admits `*.local`, `*.internal` and the host
+    /// name, which a LAN or local DNS can point anywhere.
+    pub(crate) fn names_listed(&self) -> bool {
+        matches!(&self.kind, Kind::Listed(p) if !p.contains(&Pattern::All))
+    }
+
     /// Checks the host a request addresses.
     pub(crate) fn check(
         &self,

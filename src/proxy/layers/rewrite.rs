@@ -17,6 +17,7 @@
 //! response's map (`upstream::wire`).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,12 +28,9 @@ use std::borrow::Cow;
 use http::{Request, Response, Uri, Version};
 use tower::{Layer, Service};
 
-use arc_swap::ArcSwap;
-
 use super::{Client, Meta};
 use crate::proxy::fault::{ClientBody, FaultCell};
 use crate::proxy::headers::{self, Forwarding};
-use crate::proxy::host_guard::HostPolicy;
 
 /// Where requests go.
 pub(crate) struct Target {
@@ -42,9 +40,9 @@ pub(crate) struct Target {
     pub(crate) forwarded_proto: HeaderValue,
     /// `timeouts.body_idle`.
     pub(crate) body_idle: Duration,
-    /// The listener's `Host` rule: whether a same-origin `Origin` may be dropped (see
-    /// [`Forwarding::same_origin`]).
-    pub(crate) hosts: Arc<ArcSwap<HostPolicy>>,
+    /// Whether the listener's `Host` rule is a list of names, so a same-origin `Origin` is
+    /// dropped (see [`Forwarding::same_origin`]).
+    pub(crate) names_listed: Arc<AtomicBool>,
 }
 
 /// Points requests at the upstream.
@@ -124,7 +122,7 @@ fn rewrite<B>(t: &Target, req: Request<B>) -> Request<ClientBody<B>> {
         forwarded_for: headers::forwarded_for(src),
         forwarded_proto: t.forwarded_proto.clone(),
         forwarded_host,
-        same_origin: !t.hosts.load().is_open(),
+        same_origin: t.names_listed.load(Ordering::Relaxed),
     });
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, ClientBody::new(body, t.body_idle, fault))
@@ -184,10 +182,7 @@ mod tests {
             host: HeaderValue::from_static("127.0.0.1:11435"),
             forwarded_proto: HeaderValue::from_static("http"),
             body_idle: Duration::from_secs(300),
-            hosts: Arc::new(ArcSwap::from_pointee(HostPolicy::new(
-                "127.0.0.1:11434".parse().unwrap(),
-                None,
-            ))),
+            names_listed: Arc::new(AtomicBool::new(false)),
         }
     }
 
