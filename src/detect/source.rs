@@ -24,7 +24,8 @@ pub(crate) struct SourceKey {
 
 impl SourceKey {
     /// The identity of `ip` when IPv6 sources are grouped by `ipv6_prefix` bits (clamped to
-    /// 0..=128).
+    /// 0..=128). A link-local address (`fe80::/10`) is its own: every link has the same
+    /// `fe80::/64`, so its prefix says nothing about who sent it.
     pub(crate) fn new(ip: IpAddr, ipv6_prefix: u8) -> SourceKey {
         match canonical(ip) {
             IpAddr::V4(v4) => {
@@ -37,7 +38,11 @@ impl SourceKey {
                 }
             }
             IpAddr::V6(v6) => {
-                let prefix = ipv6_prefix.min(128);
+                let prefix = if v6.is_unicast_link_local() {
+                    128
+                } else {
+                    ipv6_prefix.min(128)
+                };
                 let bits = u128::from(v6);
                 let masked = match prefix {
                     0 => 0,
@@ -304,6 +309,28 @@ mod tests {
         assert_eq!(
             key("2001:db8:1:2:aaaa::1", 48).to_string(),
             "2001:db8:1::/48"
+        );
+    }
+
+    /// Every link has the same `fe80::/64`: a link-local source is its address, whatever the
+    /// grouping (a helper's review: one link-local offender behind a Go proxy would otherwise
+    /// ban every link-local client of every link).
+    #[test]
+    fn a_link_local_address_is_its_own_source() {
+        let a = key("fe80::2", 64);
+        assert_eq!(a.to_string(), "fe80::2");
+        assert_ne!(a, key("fe80::3", 64));
+        assert_eq!(key("febf::1", 48).to_string(), "febf::1");
+        // Just outside fe80::/10, and a unique-local address: grouped as usual.
+        assert_eq!(key("fec0::1", 64).to_string(), "fec0::/64");
+        assert_eq!(key("fd00::1", 64).to_string(), "fd00::/64");
+        assert_eq!(
+            crate::proxy::client_ip::source_key("fe80::2".parse().unwrap()).to_string(),
+            "fe80::2"
+        );
+        assert_eq!(
+            crate::proxy::client_ip::source_key("fd00::1:2".parse().unwrap()).to_string(),
+            "fd00::"
         );
     }
 
