@@ -83,6 +83,12 @@ fn unmap(net: IpNet) -> IpNet {
     }
 }
 
+/// Whether `ip` is an IPv6 link-local unicast address (`fe80::/10`; the standard library's own
+/// test needs Rust 1.84).
+pub(crate) fn is_link_local_v6(ip: std::net::Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -38,7 +38,7 @@ impl SourceKey {
                 }
             }
             IpAddr::V6(v6) => {
-                let prefix = if v6.is_unicast_link_local() {
+                let prefix = if crate::ip::is_link_local_v6(v6) {
                     128
                 } else {
                     ipv6_prefix.min(128)

@@ -158,7 +158,7 @@ pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None if v6.is_unicast_link_local() => ip,
+            None if crate::ip::is_link_local_v6(v6) => ip,
             None => IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into()),
         },
     }
