@@ -58,8 +58,9 @@ fn compat_rows_are_exactly_the_tsv_lines_that_pass_gt55() {
 fn default_mode_on_synthetic_log_also_counts_what_the_spl_regex_misses() {
     let (rows, summary) = scan(&builtin("UTC"), &data_file("gin-synthetic.log"));
     // Beyond the compat rows: 1m0s (line 8), 1m5s (line 9, link-local IPv6), 29m59s (line
-    // 10) and 56.1s from an upper-case IPv6 (line 12). IPv6 sources are /64 networks,
-    // IPv4-mapped IPv6 is the IPv4 address, and the query is dropped from the path.
+    // 10) and 56.1s from an upper-case IPv6 (line 12). IPv6 sources are /64 networks but a
+    // link-local address is itself (every link has the same fe80::/64), IPv4-mapped IPv6 is
+    // the IPv4 address, and the query is dropped from the path.
     // 55s exactly (line 6) is not > 55 s.
     assert_eq!(
         rows,
@@ -68,7 +69,14 @@ fn default_mode_on_synthetic_log_also_counts_what_the_spl_regex_misses() {
             exfil(BIN_1445, "10.0.0.7", "/api/chat", 1, 60.0, 60.0),
             exfil(BIN_1445, "192.168.1.50", "/api/generate", 1, 57.2, 57.2),
             exfil(BIN_1445, "2001:db8::/64", "/api/chat", 1, 60.0, 60.0),
-            exfil(BIN_1445, "fe80::/64", "/v1/chat/completions", 1, 65.0, 65.0),
+            exfil(
+                BIN_1445,
+                "fe80::1ff:fe23:4567:890a",
+                "/v1/chat/completions",
+                1,
+                65.0,
+                65.0,
+            ),
             exfil(BIN_1500, "192.0.2.10", "/api/tags", 1, 58.0, 58.0),
             exfil(BIN_1500, "2001:db8::/64", "/api/generate", 1, 56.1, 56.1),
         ]
