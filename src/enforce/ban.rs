@@ -78,8 +78,7 @@ pub(crate) enum BanOutcome {
     /// The source is allowlisted and is never banned by a rule.
     Allowlisted,
     /// The table holds [`MAX_BANS`](super::MAX_BANS) bans and this source could not be
-    /// widened into a ban that fits (IPv4, an IPv6 /48 holding an allowlisted or spared
-    /// `manage_from` address, or no headroom left): no ban,
+    /// widened into a ban that fits (IPv4, allowlisted IPv6 /48, or no headroom left): no ban,
     /// no offence recorded. Log it: detection goes on, enforcement of this source does not.
     TableFull,
 }

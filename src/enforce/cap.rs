@@ -34,7 +34,7 @@ impl Inner {
         let wide = widened(v6)?;
         let headroom = self.max_bans / 10;
         let room = self.bans.len() < self.max_bans + headroom || self.bans.contains_key(&wide);
-        if key.prefix_len() <= WIDENED_PREFIX || self.shelters(&wide, ip) || !room {
+        if key.prefix_len() <= WIDENED_PREFIX || self.allowlisted(&wide) || !room {
             return None;
         }
         let reason = format!(

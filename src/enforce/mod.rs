@@ -21,9 +21,9 @@
 //!   kept. Ban ends are clamped to [`MAX_UNTIL`] so every ban can be written and read back.
 //! - **The allowlist is absolute for rule bans.** An allowlisted address is never banned by a
 //!   rule; when an IPv6 group would cover an allowlisted address, the ban narrows to the
-//!   offending address alone (so it does for a `manage_from` address, which is not exempt
-//!   itself); rule bans the allowlist covers are not restored and are lifted when a reload
-//!   extends it. Admin bans overlapping the allowlist need `force`.
+//!   offending address alone; rule bans the allowlist covers are not restored and are lifted
+//!   when a reload extends it. Admin bans overlapping the allowlist need `force`. A rule's ban
+//!   of a network wider than a `manage_from` one never refuses an address in it.
 //! - **Bounded.** At most [`MAX_BANS`] rule bans (then IPv6 offenders are banned by /48), and
 //!   a change costs the hot path's publisher one shard copy, not a rebuild of the table.
 //!

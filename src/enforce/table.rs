@@ -44,6 +44,9 @@ pub(crate) struct Bans {
     /// The source groups whose rule ban was narrowed to one address because the group holds an
     /// allowlisted one, read by the hot path like `snapshot` (see [`Bans::check_narrowed`]).
     narrowed: ArcSwap<Narrowed>,
+    /// The `manage_from` networks, read by [`Bans::check`] on a hit only (see
+    /// [`Bans::set_spared`]).
+    spared: ArcSwap<Vec<IpNet>>,
     /// Serialises [`Bans::save`] (the whole-table snapshot the tests write) so the last
     /// write always holds the latest table.
     #[cfg(test)]
@@ -65,8 +68,7 @@ struct NarrowedGroup {
     rule: Arc<str>,
     /// When the narrowed ban ends.
     until: DateTime<Utc>,
-    /// The allowlisted and `manage_from` networks inside the group (never refused).
-    exempt: Vec<IpNet>,
+    allowlisted: Vec<IpNet>,
 }
 
 /// The mutable state behind the lock.
@@ -74,10 +76,6 @@ struct NarrowedGroup {
 pub(super) struct Inner {
     pub(super) policy: BanPolicy,
     allowlist: Vec<IpNet>,
-    /// The `manage_from` networks: a group ban of another address never covers them (it
-    /// narrows, as for the allowlist), though they are counted and banned for their own
-    /// offences.
-    spared: Vec<IpNet>,
     ipv6_prefix: u8,
     /// The cap on rule bans ([`MAX_BANS`]; lowered by tests).
     pub(super) max_bans: usize,
@@ -103,7 +101,6 @@ impl Bans {
             inner: Mutex::new(Inner {
                 policy,
                 allowlist: allowlist.into_iter().map(canonical_net).collect(),
-                spared: Vec::new(),
                 ipv6_prefix,
                 max_bans: MAX_BANS,
                 max_offenders: MAX_OFFENDERS,
@@ -117,6 +114,7 @@ impl Bans {
             count: AtomicUsize::new(0),
             blocked: BlockedLimiter::default(),
             narrowed: ArcSwap::from_pointee(Narrowed::default()),
+            spared: ArcSwap::from_pointee(Vec::new()),
             #[cfg(test)]
             save_lock: Mutex::new(()),
         }
@@ -160,14 +158,17 @@ impl Bans {
         lifted
     }
 
-    /// The `manage_from` networks (start and reload): a rule's ban of an IPv6 group holding
-    /// one narrows to the offending address, as for an allowlisted one, so a neighbour's
-    /// offence (an ordinary pull refused by `manage_from`, with `[policy] ban = true`) cannot
-    /// lock the management hosts out. Applies to later bans; forgets the narrowed groups.
+    /// The `manage_from` networks (start and reload): a rule's ban of a wider network never
+    /// refuses an address in one of them ([`Bans::check`]). A group's count is shared, so
+    /// whose request crossed its threshold says nothing about who sent the rest: a neighbour's
+    /// ordinary pull refused by `manage_from` (with `[policy] ban = true`), or a neighbour's
+    /// flood that the admin's next request tips over, must not lock the management hosts out.
+    /// A ban of the address itself (or of a network inside the `manage_from` one) still
+    /// applies, as do admin bans; a `manage_from` network as wide as the group spares nothing.
+    /// Applies to every ban in force, made before or after, here or on another replica.
     pub(crate) fn set_spared(&self, spared: Vec<IpNet>) {
-        let mut inner = self.lock();
-        inner.spared = spared.into_iter().map(canonical_net).collect();
-        self.narrowed.store(Arc::new(Narrowed::default()));
+        self.spared
+            .store(Arc::new(spared.into_iter().map(canonical_net).collect()));
     }
 
     /// Hot reload of `ipv6_prefix`: later rule bans use the new grouping; existing group bans
@@ -189,19 +190,25 @@ impl Bans {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.snapshot.load().lookup(canonical(ip), now).cloned()
+        let ip = canonical(ip);
+        let hit = self.snapshot.load().lookup(ip, now).cloned()?;
+        // Only on a hit: a rule's ban of a network wider than a `manage_from` one holding `ip`.
+        let spared = &*hit.rule != ADMIN_RULE
+            && (self.spared.load().iter())
+                .any(|s| s.contains(&ip) && s.prefix_len() > hit.src.prefix_len());
+        (!spared).then_some(hit)
     }
 
     /// Acts on a rule's `block` verdict against the source `ip`. The ban covers the source
     /// group (IPv4 address, IPv6 /`ipv6_prefix`), narrowed to the single address when the
-    /// group would cover an allowlisted or `manage_from` address. Repeat offences within the ban memory
+    /// group would cover an allowlisted address. Repeat offences within the ban memory
     /// escalate: `duration * increment^(offence-1)`, capped at `max`; the end is clamped to
     /// [`MAX_UNTIL`]. A source already under an active ban is left alone: no new offence, no
     /// extension.
     ///
     /// When the table holds [`MAX_BANS`] bans, an IPv6 source is banned with its /48 instead
     /// (one ban for a whole rotating allocation; the reason says so), unless that /48
-    /// overlaps the allowlist or a `manage_from` network without the offender, or the widened bans have used up their headroom (a tenth of the
+    /// overlaps the allowlist or the widened bans have used up their headroom (a tenth of the
     /// cap); otherwise, and for IPv4, the answer is [`BanOutcome::TableFull`].
     #[cfg(test)]
     pub(crate) fn ban_offender(
@@ -275,9 +282,8 @@ impl Bans {
                 offender: ban.src,
                 rule: ban.rule.clone(),
                 until: ban.until,
-                exempt: (inner.allowlist.iter())
+                allowlisted: (inner.allowlist.iter())
                     .filter(|a| overlaps(a, &group))
-                    .chain(inner.spared_in(&group, ban.src.addr()))
                     .copied()
                     .collect(),
             },
@@ -325,7 +331,7 @@ impl Bans {
         }
         let group = SourceKey::new(ip, narrowed.ipv6_prefix).network();
         let g = narrowed.groups.get(&group)?;
-        if g.until <= now || g.exempt.iter().any(|a| a.contains(&ip)) {
+        if g.until <= now || g.allowlisted.iter().any(|a| a.contains(&ip)) {
             return None;
         }
         Some((g.rule.clone(), self.blocked.note(g.offender, now)))
@@ -521,26 +527,6 @@ impl Inner {
         self.allowlist.iter().any(|a| overlaps(a, src))
     }
 
-    /// Whether a ban of `src` for an offence of `offender` would cover an address a ban of
-    /// another never covers: an allowlisted one, or one of a `manage_from` network that does
-    /// not hold the offender. A network that holds it shelters nothing: an offender inside a
-    /// wide `manage_from` (an office /64) has its group banned, as any other, or it could
-    /// rotate through the group's addresses.
-    pub(super) fn shelters(&self, src: &IpNet, offender: IpAddr) -> bool {
-        self.allowlisted(src) || self.spared_in(src, offender).next().is_some()
-    }
-
-    /// The `manage_from` networks overlapping `src` that do not hold `offender`.
-    fn spared_in<'a>(
-        &'a self,
-        src: &'a IpNet,
-        offender: IpAddr,
-    ) -> impl Iterator<Item = &'a IpNet> {
-        self.spared
-            .iter()
-            .filter(move |a| overlaps(a, src) && !a.contains(&offender))
-    }
-
     /// The sources of rule (not admin) bans that the allowlist overlaps.
     fn rule_bans_allowlisted(&self) -> Vec<IpNet> {
         (self.bans.values())
@@ -560,7 +546,7 @@ impl Inner {
             return None;
         }
         let group = SourceKey::new(ip, self.ipv6_prefix).network();
-        if self.shelters(&group, ip) {
+        if self.allowlisted(&group) {
             return Some(IpNet::from(ip));
         }
         Some(group)

@@ -80,7 +80,8 @@ fn parse_hop(raw: &[u8]) -> Option<IpAddr> {
 /// form `%25eth0`): the address.
 fn zoned_v6(text: &str) -> Option<Ipv6Addr> {
     let (addr, zone) = text.split_once('%')?;
-    if zone.is_empty() {
+    // `%25` alone is the URI form of an empty zone.
+    if zone.is_empty() || zone == "25" {
         return None;
     }
     addr.parse::<Ipv6Addr>().ok()

@@ -174,6 +174,7 @@ fn malformed_ports_and_names_are_not_addresses() {
         "2001:db8::7:80:1:2:3:4:5",
         "fe80::1%",
         "[fe80::1%]:80",
+        "[fe80::1%25]",
         "203.0.113.5%eth0",
         "unknown",
         "unix:",
