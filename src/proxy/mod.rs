@@ -148,16 +148,12 @@ impl Proxy {
         if let Some(cpus) = &cpus {
             tracing::info!(?cpus, "pinning the proxy workers, one per CPU");
         }
+        let hosts = HostPolicy::new(bound.listen, live.allowed_hosts.as_deref());
         Ok(Arc::new(Proxy {
             upstream: bound.upstream.clone(),
             trusted: Arc::new(ArcSwap::from_pointee(live.trusted_proxies.clone())),
-            hosts: Arc::new(ArcSwap::from_pointee(HostPolicy::new(
-                bound.listen,
-                live.allowed_hosts.as_deref(),
-            ))),
-            names_listed: Arc::new(AtomicBool::new(
-                HostPolicy::new(bound.listen, live.allowed_hosts.as_deref()).names_listed(),
-            )),
+            names_listed: Arc::new(AtomicBool::new(hosts.names_listed())),
+            hosts: Arc::new(ArcSwap::from_pointee(hosts)),
             listen: bound.listen,
             records: deferred::Deferred::new(sink, bound.workers),
             gate,
