@@ -44,9 +44,9 @@ pub(crate) struct Bans {
     /// The source groups whose rule ban was narrowed to one address because the group holds an
     /// allowlisted one, read by the hot path like `snapshot` (see [`Bans::check_narrowed`]).
     narrowed: ArcSwap<Narrowed>,
-    /// The `manage_from` networks, read by [`Bans::check`] on a hit only (see
-    /// [`Bans::set_spared`]).
-    spared: ArcSwap<Vec<IpNet>>,
+    /// The `manage_from` networks narrower than a source group, read by [`Bans::check`] on a
+    /// hit only (see [`Bans::set_spared`]).
+    spared: ArcSwap<Spared>,
     /// Serialises [`Bans::save`] (the whole-table snapshot the tests write) so the last
     /// write always holds the latest table.
     #[cfg(test)]
@@ -69,6 +69,28 @@ struct NarrowedGroup {
     /// When the narrowed ban ends.
     until: DateTime<Utc>,
     allowlisted: Vec<IpNet>,
+}
+
+/// The `manage_from` networks ([`Bans::set_spared`]).
+#[derive(Debug, Default)]
+struct Spared {
+    /// All of them, as configured (canonical).
+    all: Vec<IpNet>,
+    /// Those narrower than a source group (an IPv6 one longer than `ipv6_prefix`; no IPv4
+    /// one, an IPv4 source being one address): only those spare their addresses. A network
+    /// as wide as a group, or wider, holds whole groups, whose offences are their own: were
+    /// it spared, a ban widened past it (a full table bans a /48) would exempt the offender.
+    narrow: Vec<IpNet>,
+}
+
+impl Spared {
+    fn new(all: Vec<IpNet>, ipv6_prefix: u8) -> Spared {
+        let narrow = (all.iter())
+            .filter(|n| matches!(n, IpNet::V6(v6) if v6.prefix_len() > ipv6_prefix))
+            .copied()
+            .collect();
+        Spared { all, narrow }
+    }
 }
 
 /// The mutable state behind the lock.
@@ -114,7 +136,7 @@ impl Bans {
             count: AtomicUsize::new(0),
             blocked: BlockedLimiter::default(),
             narrowed: ArcSwap::from_pointee(Narrowed::default()),
-            spared: ArcSwap::from_pointee(Vec::new()),
+            spared: ArcSwap::from_pointee(Spared::default()),
             #[cfg(test)]
             save_lock: Mutex::new(()),
         }
@@ -167,14 +189,20 @@ impl Bans {
     /// applies, as do admin bans; a `manage_from` network as wide as the group spares nothing.
     /// Applies to every ban in force, made before or after, here or on another replica.
     pub(crate) fn set_spared(&self, spared: Vec<IpNet>) {
-        self.spared
-            .store(Arc::new(spared.into_iter().map(canonical_net).collect()));
+        let inner = self.lock();
+        self.spared.store(Arc::new(Spared::new(
+            spared.into_iter().map(canonical_net).collect(),
+            inner.ipv6_prefix,
+        )));
     }
 
     /// Hot reload of `ipv6_prefix`: later rule bans use the new grouping; existing group bans
     /// keep their network and still match.
     pub(crate) fn set_ipv6_prefix(&self, ipv6_prefix: u8) {
-        self.lock().ipv6_prefix = ipv6_prefix;
+        let mut inner = self.lock();
+        inner.ipv6_prefix = ipv6_prefix;
+        let nets = self.spared.load().all.clone();
+        self.spared.store(Arc::new(Spared::new(nets, ipv6_prefix)));
     }
 
     /// Whether the allowlist covers `ip`: a rule never bans it.
@@ -192,9 +220,10 @@ impl Bans {
         }
         let ip = canonical(ip);
         let hit = self.snapshot.load().lookup(ip, now).cloned()?;
-        // Only on a hit: a rule's ban of a network wider than a `manage_from` one holding `ip`.
+        // Only on a hit: a rule's ban of a network wider than a `manage_from` one holding `ip`
+        // that is itself narrower than a source group.
         let spared = &*hit.rule != ADMIN_RULE
-            && (self.spared.load().iter())
+            && (self.spared.load().narrow.iter())
                 .any(|s| s.contains(&ip) && s.prefix_len() > hit.src.prefix_len());
         (!spared).then_some(hit)
     }

@@ -69,6 +69,25 @@ fn full_table_widens_an_ipv6_rule_ban_to_its_48() {
     assert_eq!(again, BanOutcome::AlreadyBanned(b));
 }
 
+/// A `manage_from` network as wide as a source group spares nothing, also when a full table
+/// widens the ban past it (a helper's run: an office /64 in `manage_from`, the table filled,
+/// and the flooder inside it was never refused); a narrower one spares its addresses only.
+#[test]
+fn a_widened_ban_spares_only_a_manage_from_network_narrower_than_a_group() {
+    let bans = capped(10);
+    bans.set_spared(vec![net("2001:db8:1:2::/64"), net("2001:db8:1:3::10/128")]);
+    ban(&bans, "2001:db8:1:2::a", t0());
+    for refused in ["2001:db8:1:2::a", "2001:db8:1:2::b", "2001:db8:1:3::11"] {
+        assert!(bans.check(ip(refused), t0()).is_some(), "{refused}");
+    }
+    assert_eq!(bans.check(ip("2001:db8:1:3::10"), t0()), None);
+    // The group width is the live one: with /128 groups nothing is narrower.
+    bans.set_ipv6_prefix(128);
+    assert!(bans.check(ip("2001:db8:1:3::10"), t0()).is_some());
+    bans.set_ipv6_prefix(64);
+    assert_eq!(bans.check(ip("2001:db8:1:3::10"), t0()), None);
+}
+
 #[test]
 fn full_table_refuses_an_ipv6_source_whose_48_overlaps_the_allowlist() {
     let bans = capped(10);
