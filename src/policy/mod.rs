@@ -8,10 +8,10 @@
 //! `registry_push` (model names must reference allowed registries), `insecure` (plain HTTP
 //! to the registry on pull/push), `create_from_path` (`/api/create` reading a server-side
 //! path — a file oracle), `create_remote_host`, `copy_destination` (a copy, or a create,
-//! staged for a push to a foreign registry), `debug_render_only` (the rendered prompt, hidden system prompt
-//! included, without running the model), `body_too_large`, and `unreadable_body` (a
-//! management body Go's JSON decoder would refuse too: closed, should the two readers ever
-//! disagree).
+//! staged for a push to a foreign registry), `debug_render_only` (the rendered prompt, hidden
+//! system prompt included, without running the model), `body_too_large`, and
+//! `unreadable_body` (a management body Go's JSON decoder would refuse too: closed, should the
+//! two readers ever disagree).
 
 mod body;
 mod gojson;

@@ -164,8 +164,9 @@ pub(crate) struct Forwarding {
 /// client's `headers` without the hop-by-hop ones (those `Connection` names included),
 /// `Expect` and the client's own `Host` and `X-Forwarded-*`, then `X-Forwarded-For` and
 /// `X-Forwarded-Proto` from `fwd` and `X-Forwarded-Host` with the absolute-form target's
-/// authority, else the client's first `Host` when it sent one. Returns whether a `Content-Length` was written (the framing of the body
-/// depends on it).
+/// authority, else the client's first `Host` when it sent one, and last the client's `Origin`
+/// lines unless they are dropped ([`Forwarding::same_origin`]). Returns whether a
+/// `Content-Length` was written (the framing of the body depends on it).
 ///
 /// The client's map is read, not edited: removing and inserting six names in a `HeaderMap`
 /// (hashing, probing, growing the map) cost about 2 000 instructions per request, a walk

@@ -17,10 +17,10 @@
 //!
 //! When the walk stops at a bad hop before it found an untrusted address, the client is
 //! *unknown*: a trusted proxy forwarded the request for someone it did not name by address
-//! (nginx on a Unix socket writes `unix:`, Squid `unknown`). The request is still counted under the last address vouched
-//! for, as before, but it is not that address's own: it gets none of the rights an address can
-//! hold (`manage_from`), or a client could claim a trusted proxy's rights by sending one bad
-//! element. An IPv6 hop with a zone id (`fe80::2%eth0`, which Go's reverse proxy writes for a
+//! (nginx on a Unix socket writes `unix:`, Squid `unknown`). The request is still counted under
+//! the last address vouched for, as before, but it is not that address's own: it gets none of
+//! the rights an address can hold (`manage_from`), or a client could claim a trusted proxy's
+//! rights by sending one bad element. An IPv6 hop with a zone id (`fe80::2%eth0`, which Go's reverse proxy writes for a
 //! link-local client) is its address: the zone only says which link.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
