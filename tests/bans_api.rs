@@ -202,6 +202,32 @@ async fn admin_token_is_required_when_configured() {
         StatusCode::OK,
         "scrapes need no token"
     );
+    // Two Authorization headers, the right token in either: which one counts would be a
+    // guess, so neither does (as on the proxy listener).
+    let addr = s.admin.trim_start_matches("http://").to_owned();
+    for (first, second) in [
+        ("s3cret", "wrong"),
+        ("wrong", "s3cret"),
+        ("s3cret", "s3cret"),
+    ] {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(
+            format!(
+                "GET /api/bans HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {first}\r\n\
+                 Authorization: Bearer {second}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 401 ") && answer.contains("admin token required"),
+            "{first}, {second}: {answer}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,6 +283,111 @@ fn trusting_everyone_starts_with_a_loud_warning_and_env_lists_take_spaces() {
     );
 }
 
+/// What start warns about, a reload that brings it warns about: an exposed admin listener
+/// losing its token, a trust list widened to everyone, `[auth]` turned off, `required` with an
+/// empty key file; `check-config` prints the same warnings, and refuses a key file `serve`
+/// would refuse.
+#[test]
+fn a_reload_warns_like_a_start_and_check_config_reads_the_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("guard.toml");
+    let (port, admin) = (free_port(), free_port());
+    let head = format!(
+        "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"0.0.0.0:{admin}\"\n\
+         upstream = \"http://127.0.0.1:9\"\ndetection_log = \"/dev/null\"\n\
+         state_dir = \"{}\"\n",
+        state.display()
+    );
+    let token = "admin_token = \"0123456789abcdef0123456789abcdef\"\n";
+    std::fs::write(
+        &config,
+        format!("{head}{token}[auth]\nmode = \"required\"\n"),
+    )
+    .unwrap();
+    let no_key = format!(
+        "auth.mode = \"required\" and the key file {} holds no key: every request will be \
+         refused 401; add one with `ollama-guard keys add NAME`",
+        state.join("keys.json").display()
+    );
+    let (code, _, err) = run(&["check-config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches(&no_key).count(), 1, "{err}");
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    wait_for_port(admin);
+    // The token removed, everyone trusted, [auth] off: one reload.
+    std::fs::write(
+        &config,
+        format!("{head}trusted_proxies = [\"0.0.0.0/0\"]\n[auth]\nmode = \"off\"\n"),
+    )
+    .unwrap();
+    signal(&child, "HUP");
+    for _ in 0..200 {
+        if config_reloads(admin) > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    signal(&child, "TERM");
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{err}");
+    let exposed = format!(
+        "admin_listen 0.0.0.0:{admin} is not on loopback and admin_token is not set: anyone \
+         who can reach it can ban and unban, and make and revoke API keys; set admin_token"
+    );
+    let warned = |text: &str| {
+        err.lines()
+            .filter(|l| l.contains("WARN") && l.contains(text))
+            .count()
+    };
+    // At start: only the empty key file (the listener had its token).
+    assert_eq!(warned(&no_key), 1, "{err}");
+    assert_eq!(warned(&exposed), 1, "{err}");
+    assert_eq!(
+        warned("trusted_proxies contains 0.0.0.0/0: every client can forge X-Forwarded-For"),
+        1,
+        "{err}"
+    );
+    assert_eq!(
+        warned("auth.mode is now off: requests are no longer checked for API keys"),
+        1,
+        "{err}"
+    );
+    let start = err.find("ollama-guard started").expect("started line");
+    assert!(
+        err.find(&exposed).unwrap() > start,
+        "warned on the reload: {err}"
+    );
+
+    // A key file serve refuses, check-config refuses the same way.
+    std::fs::write(
+        state.join("keys.json"),
+        r#"{"version":1,"keys":[{"name":"a","role":"user","sha256":"zz","created":"2026-01-01T00:00:00Z"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!("{head}{token}[auth]\nmode = \"observe\"\n"),
+    )
+    .unwrap();
+    let (code, out, err) = run(&["check-config", config.to_str().unwrap()], &[]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "ollama-guard: config error: auth.keys_file: {}: not a valid key file: keys[0] (a): \
+             sha256 must be 64 hex digits\n",
+            state.join("keys.json").display()
+        )
+    );
+}
+
 #[test]
 fn log_format_json_prints_json_lines_on_stderr() {
     let (port, admin) = (free_port(), free_port());

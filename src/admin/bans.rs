@@ -36,13 +36,19 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<B
     crate::respond::json_error(status, message)
 }
 
+/// The `Bearer` credentials of the request's one `Authorization` header; none when there are
+/// two (which one would count is a guess: refused, as the proxy listener refuses them).
+fn given_token(req: &Request<Incoming>) -> Option<&str> {
+    let mut all = req.headers().get_all(http::header::AUTHORIZATION).iter();
+    match (all.next(), all.next()) {
+        (Some(v), None) => v.to_str().ok().and_then(bearer_credentials),
+        _ => None,
+    }
+}
+
 fn authorised(req: &Request<Incoming>, token: Option<&str>) -> bool {
     let Some(token) = token else { return true };
-    let given = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_credentials);
+    let given = given_token(req);
     // Compare without an early exit so the time taken does not reveal a matching prefix.
     given.is_some_and(|g| {
         g.len() == token.len()
@@ -95,12 +101,7 @@ pub(super) fn refuse(
     if !authorised(req, token) {
         // A `Bearer` token was sent: it is not the configured one. (Which of the two a caller
         // gets depends on its own header only, never on the token's value.)
-        let sent = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_credentials)
-            .is_some();
+        let sent = given_token(req).is_some();
         let message = if sent {
             "admin token wrong"
         } else {
@@ -264,7 +265,9 @@ async fn add(
             &ban.src_display(),
             serde_json::to_value(&ban).unwrap_or_default(),
         ),
-        Err(e @ EnforceError::Allowlisted { .. }) => error(StatusCode::CONFLICT, e),
+        Err(e @ (EnforceError::Allowlisted { .. } | EnforceError::TooWide { .. })) => {
+            error(StatusCode::CONFLICT, e)
+        }
         Err(e @ EnforceError::NotPersisted { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }

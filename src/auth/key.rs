@@ -22,6 +22,29 @@ pub(crate) fn generate() -> Result<String, getrandom::Error> {
     Ok(format!("{PREFIX}{}", hex::encode(bytes)))
 }
 
+/// `text` with the hex digits after every `ogk_` replaced by `REDACTED`: a key sent where no
+/// key belongs (a URL's query: `?api_key=ogk_...`) is not written to the logs. Borrowed when
+/// there is none.
+pub(crate) fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(PREFIX) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        let after = at + PREFIX.len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        let hex = rest.bytes().take_while(u8::is_ascii_hexdigit).count();
+        if hex > 0 {
+            out.push_str("REDACTED");
+            rest = &rest[hex..];
+        }
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
 /// The digest of `key`.
 pub(crate) fn digest(key: &[u8]) -> Digest {
     Sha256::digest(key).into()
@@ -80,6 +103,20 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn redact_replaces_the_hex_after_every_prefix() {
+        assert!(matches!(
+            redact("/api/tags?x=1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            redact("a=ogk_0aF9&b=ogk_1-ogk_"),
+            "a=ogk_REDACTED&b=ogk_REDACTED-ogk_"
+        );
+        assert_eq!(redact("ogk_ogk_12"), "ogk_ogk_REDACTED");
+        assert_eq!(redact("xogk_g1"), "xogk_g1");
+    }
 
     fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -202,16 +202,22 @@ impl KeyStore {
     /// keys in force stay. Returns the number of keys now in force.
     pub(crate) fn reload(&self) -> Result<usize, StoreError> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        // A key file that vanished (a bad deploy, a wrong mount) would otherwise revoke every
-        // key at once: refused, the keys in force kept. An empty file removes them all.
-        if !self.index.load().by_name.is_empty() && !self.path.exists() {
-            return Err(StoreError::Gone(self.path.clone()));
-        }
+        self.refuse_if_gone()?;
         let entries = read(&self.path)?;
         let index = Index::new(entries);
         let n = index.by_name.len();
         self.index.store(Arc::new(index));
         Ok(n)
+    }
+
+    /// A key file that vanished while keys are in force (a bad deploy, a wrong mount): read
+    /// as it is, it would revoke every key at once (a reload), or be written back with one
+    /// key in it (an `add`). Refused, the keys in force kept. An empty file removes them all.
+    fn refuse_if_gone(&self) -> Result<(), StoreError> {
+        if !self.index.load().by_name.is_empty() && !self.path.exists() {
+            return Err(StoreError::Gone(self.path.clone()));
+        }
+        Ok(())
     }
 
     /// HOT PATH: what `key` is at `now`. One SHA-256 of the presented bytes, one hash-map
@@ -256,6 +262,7 @@ impl KeyStore {
             return Err(StoreError::BadName(name.to_owned()));
         }
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refuse_if_gone()?;
         let _shared = FileLock::take(&self.path)?;
         // The file, not the index, is the truth: an edit since the last reload (or another
         // replica's change) is kept.
@@ -281,6 +288,7 @@ impl KeyStore {
     /// no such key.
     pub(crate) fn revoke(&self, name: &str) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
+        self.refuse_if_gone()?;
         let _shared = FileLock::take(&self.path)?;
         let mut entries = read(&self.path)?;
         let Some(pos) = entries.iter().position(|e| &*e.name == name) else {
@@ -396,6 +404,14 @@ fn read(path: &Path) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
                 k.name
             ))
         })?;
+        // Two entries with one key (a copied line): the key's role and name would depend on
+        // the order of the lines, and revoking one name would leave the key working.
+        if let Some(first) = entries.iter().find(|e| e.digest == digest) {
+            return Err(invalid(format!(
+                "keys[{i}] ({}): the same key (sha256) as {:?}",
+                k.name, first.name
+            )));
+        }
         entries.push(Arc::new(KeyEntry {
             name: Arc::from(k.name),
             role: k.role,
@@ -634,6 +650,54 @@ mod tests {
         assert_eq!(empty.reload().unwrap(), 0);
     }
 
+    /// An `add` or a `revoke` while the file is gone would write a file without the keys in
+    /// force (every client refused at the next reload or restart): refused like a reload, the
+    /// keys in force working and no file written.
+    #[test]
+    fn a_change_while_the_file_is_gone_is_refused_and_keeps_the_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("k.json");
+        let store = KeyStore::open(&path).unwrap();
+        let (_, a) = store.add("a", Role::Manager, None, now()).unwrap();
+        let (_, b) = store.add("b", Role::User, None, now()).unwrap();
+        let gone = format!("{}: the key file is gone; the keys in force are kept (revoke keys with `keys revoke`, or write a file without keys to remove them all)", path.display());
+        // The file moved away, then its whole directory (a wrong mount).
+        fs::rename(&path, dir.path().join("moved.json")).unwrap();
+        assert_eq!(
+            store
+                .add("c", Role::User, None, now())
+                .unwrap_err()
+                .to_string(),
+            gone
+        );
+        assert_eq!(store.revoke("a").unwrap_err().to_string(), gone);
+        fs::remove_dir_all(dir.path().join("state")).unwrap();
+        assert_eq!(
+            store
+                .add("c", Role::User, None, now())
+                .unwrap_err()
+                .to_string(),
+            gone
+        );
+        assert!(!path.exists());
+        for (key, name) in [(&a, "a"), (&b, "b")] {
+            assert!(matches!(
+                store.lookup(key.as_bytes(), now()),
+                Lookup::Valid(e) if &*e.name == name
+            ));
+        }
+        // The file back: changes work again.
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::rename(dir.path().join("moved.json"), &path).unwrap();
+        store.add("c", Role::User, None, now()).unwrap();
+        let names: Vec<String> = read(&path)
+            .unwrap()
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+    }
+
     #[test]
     fn bad_entries_are_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -642,6 +706,13 @@ mod tests {
             (
                 r#"{"version":1,"keys":[{"name":"a","role":"user","sha256":"zz","created":"2026-01-01T00:00:00Z"}]}"#,
                 "keys[0] (a): sha256 must be 64 hex digits",
+            ),
+            (
+                &format!(
+                    r#"{{"version":1,"keys":[{{"name":"a","role":"user","sha256":"{d}","created":"2026-01-01T00:00:00Z"}},{{"name":"a-alias","role":"manager","sha256":"{d}","created":"2026-01-01T00:00:00Z"}}]}}"#,
+                    d = "ab".repeat(32)
+                ),
+                "keys[1] (a-alias): the same key (sha256) as \"a\"",
             ),
             (
                 r#"{"version":2,"keys":[]}"#,

@@ -40,10 +40,14 @@ pub(crate) fn check_config(args: &config::CheckConfigArgs) -> ExitCode {
         config: args.file.clone().or_else(|| args.serve.config.clone()),
         ..args.serve.clone()
     };
-    match Config::load(&serve) {
-        Ok(c) => {
+    let checked = Config::load(&serve).and_then(|c| {
+        let more = ollama_guard::serve::check_key_file(&c.bound, &c.live)?;
+        Ok((c, more))
+    });
+    match checked {
+        Ok((c, more)) => {
             print!("{}", c.to_toml());
-            for warning in c.warnings() {
+            for warning in c.warnings().iter().chain(&more) {
                 eprintln!("ollama-guard: warning: {warning}");
             }
             match &serve.config {

@@ -54,6 +54,30 @@ pub(super) fn trust_warnings(trusted: &[IpNet]) -> Vec<String> {
         .collect()
 }
 
+/// Shortest `admin_token` that draws no warning: 16 bytes, a guessable length for a
+/// password, not for a random token.
+const ADMIN_TOKEN_MIN: usize = 16;
+
+/// Warnings about an admin listener reachable beyond this host: without a token (anyone who
+/// reaches it can ban, unban and make API keys), or with one too short to be random.
+pub(super) fn admin_warnings(admin_listen: SocketAddr, token: Option<&str>) -> Vec<String> {
+    if admin_listen.ip().is_loopback() {
+        return Vec::new();
+    }
+    match token {
+        None => vec![format!(
+            "admin_listen {admin_listen} is not on loopback and admin_token is not set: anyone \
+             who can reach it can ban and unban, and make and revoke API keys; set admin_token"
+        )],
+        Some(t) if t.len() < ADMIN_TOKEN_MIN => vec![format!(
+            "admin_token is {} characters long: use a long random string \
+             (`openssl rand -hex 32`)",
+            t.len()
+        )],
+        _ => Vec::new(),
+    }
+}
+
 /// Whether two listeners on the same port would claim the same connections: the same IP,
 /// or an unspecified one covering the other's family (`::` covers IPv4 too: Linux binds it
 /// dual-stack by default).

@@ -288,6 +288,40 @@ fn trusting_everyone_is_accepted_with_a_warning() {
 }
 
 #[test]
+fn an_exposed_admin_listener_without_a_token_or_with_a_short_one_is_warned_about() {
+    let warnings = |text: &str| {
+        Config::merge(&ServeArgs::default(), file(text))
+            .unwrap()
+            .warnings()
+            .to_vec()
+    };
+    assert_eq!(
+        warnings("admin_listen = \"0.0.0.0:9464\""),
+        [
+            "admin_listen 0.0.0.0:9464 is not on loopback and admin_token is not set: anyone who \
+          can reach it can ban and unban, and make and revoke API keys; set admin_token"
+        ]
+    );
+    // An empty token is no token (the documented default).
+    assert_eq!(
+        warnings("admin_listen = \"[::]:9464\"\nadmin_token = \"\""),
+        [
+            "admin_listen [::]:9464 is not on loopback and admin_token is not set: anyone who \
+          can reach it can ban and unban, and make and revoke API keys; set admin_token"
+        ]
+    );
+    assert_eq!(
+        warnings("admin_listen = \"0.0.0.0:9464\"\nadmin_token = \"hunter2\""),
+        ["admin_token is 7 characters long: use a long random string (`openssl rand -hex 32`)"]
+    );
+    assert!(
+        warnings("admin_listen = \"0.0.0.0:9464\"\nadmin_token = \"0123456789abcdef\"").is_empty()
+    );
+    assert!(warnings("admin_listen = \"127.0.0.1:9464\"").is_empty());
+    assert!(warnings("admin_listen = \"[::1]:9464\"\nadmin_token = \"hunter2\"").is_empty());
+}
+
+#[test]
 fn comma_lists_from_the_environment_are_trimmed() {
     use clap::Parser;
     let cli = Cli::try_parse_from([

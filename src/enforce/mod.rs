@@ -84,12 +84,24 @@ pub(crate) use {
     persist::{save_state, State, STATE_FILE},
 };
 
+/// The shortest IPv4 prefix a manual ban takes without `force`.
+pub(crate) const WIDEST_UNFORCED_V4: u8 = 8;
+/// The shortest IPv6 prefix a manual ban takes without `force`.
+pub(crate) const WIDEST_UNFORCED_V6: u8 = 32;
+
 /// Why an enforcement request was refused; each variant maps to a clear admin API answer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum EnforceError {
     /// The source overlaps the allowlist and the caller did not `force` the ban.
     #[error("{src} overlaps the allowlist; refusing to ban it without force")]
     Allowlisted {
+        /// The refused source, as displayed.
+        src: String,
+    },
+    /// A network wider than [`WIDEST_UNFORCED_V4`] or [`WIDEST_UNFORCED_V6`] and the caller
+    /// did not `force` it: `0.0.0.0/0` or `::/0` typed by mistake refuses every client.
+    #[error("{src} covers more than a /{WIDEST_UNFORCED_V4} of IPv4 or a /{WIDEST_UNFORCED_V6} of IPv6; refusing to ban it without force")]
+    TooWide {
         /// The refused source, as displayed.
         src: String,
     },

@@ -398,6 +398,15 @@ impl Bans {
         }
         let until = end_of(now, duration);
         let src = canonical_net(src);
+        let widest = match src {
+            IpNet::V4(_) => super::WIDEST_UNFORCED_V4,
+            IpNet::V6(_) => super::WIDEST_UNFORCED_V6,
+        };
+        if !force && src.prefix_len() < widest {
+            return Err(EnforceError::TooWide {
+                src: display_net(&src),
+            });
+        }
         let mut inner = self.lock();
         if !force && inner.allowlisted(&src) {
             return Err(EnforceError::Allowlisted {

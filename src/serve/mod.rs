@@ -191,9 +191,6 @@ impl Server {
             dlog.clone(),
             &metrics,
         );
-        if !config.bound.admin_listen.ip().is_loopback() && config.live.admin_token.is_none() {
-            tracing::warn!(admin = %config.bound.admin_listen, "the admin listener is not on loopback and has no admin_token: anyone who can reach it can ban and unban");
-        }
         let detection = Arc::new(DetectionStage::new(
             engine,
             dlog,
@@ -232,6 +229,11 @@ impl Server {
             },
             None => None,
         };
+        if let (Some(store), Some(path)) = (&keys, &config.bound.keys_file) {
+            if let Some(w) = no_key_warning(config.live.auth.mode, store.list().len(), path) {
+                tracing::warn!("{w}");
+            }
+        }
         let auth = crate::proxy::AuthParts {
             config: Arc::new(arc_swap::ArcSwap::from_pointee(config.live.auth)),
             store: keys.clone(),
@@ -473,6 +475,42 @@ fn start_enforcement(
     enforcement.set_abort_in_flight(live.abort_in_flight);
     enforcement.restore(chrono::Utc::now());
     enforcement
+}
+
+/// The warning for `auth.mode = "required"` with no key in the key file: every request is
+/// refused `401` (and in block mode every client banned by `auth_failures`).
+pub(crate) fn no_key_warning(
+    mode: crate::auth::AuthMode,
+    keys: usize,
+    path: &std::path::Path,
+) -> Option<String> {
+    (mode == crate::auth::AuthMode::Required && keys == 0).then(|| {
+        format!(
+            "auth.mode = \"required\" and the key file {} holds no key: every request will be \
+             refused 401; add one with `ollama-guard keys add NAME`",
+            path.display()
+        )
+    })
+}
+
+/// What `check-config` adds to [`crate::config::Config::load`]'s checks without touching
+/// anything: the key file a mode that reads keys would open is read (an error names
+/// `auth.keys_file`, as `serve` would exit), and its warnings. Returns the warnings.
+pub fn check_key_file(
+    bound: &Bound,
+    live: &Live,
+) -> Result<Vec<String>, crate::config::ConfigError> {
+    let (Some(path), true) = (
+        &bound.keys_file,
+        live.auth.mode != crate::auth::AuthMode::Off,
+    ) else {
+        return Ok(Vec::new());
+    };
+    let store = crate::auth::store::KeyStore::open(path)
+        .map_err(|e| crate::config::ConfigError::invalid("auth.keys_file", e.to_string()))?;
+    Ok(no_key_warning(live.auth.mode, store.list().len(), path)
+        .into_iter()
+        .collect())
 }
 
 /// Checks, before anything is bound, what would otherwise fail only later: the logs can be

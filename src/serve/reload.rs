@@ -112,11 +112,13 @@ impl Reloader {
     /// the new [`Live`] and stores it; bound keys that differ from the running ones are only
     /// reported. A bad file changes nothing.
     pub(crate) fn reload(&self, args: &ServeArgs) -> Result<ReloadReport, ConfigError> {
+        let config = Config::load(args)?;
+        let warnings = config.warnings().to_vec();
         let Config {
             bound: new_bound,
             live: new,
             ..
-        } = Config::load(args)?;
+        } = config;
         let rules = build_rules(&new.effective_rules())?;
         let _reloading = self
             .reloading
@@ -133,6 +135,9 @@ impl Reloader {
                 .reload()
                 .map_err(|e| ConfigError::invalid("auth.keys_file", e.to_string()))?;
             tracing::info!(keys = n, file = %keys.path().display(), "API keys re-read");
+            if let Some(w) = super::no_key_warning(new.auth.mode, n, keys.path()) {
+                tracing::warn!("{w}");
+            }
         } else if new.auth.mode != crate::auth::AuthMode::Off {
             // Turning [auth] on needs the key file the server started without.
             return Err(ConfigError::invalid(
@@ -163,7 +168,21 @@ impl Reloader {
             .token
             .store(new.admin_token.clone().map(Arc::new));
         self.metrics.set_mode(new.mode);
-        self.live.store(Arc::new(new));
+        // What start warns about, a reload warns about too: it is how such a setting
+        // usually changes (a token removed, a trust list widened).
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
+        let old = self.live.swap(Arc::new(new));
+        let now = self.live.load();
+        if old.auth.mode != crate::auth::AuthMode::Off
+            && now.auth.mode == crate::auth::AuthMode::Off
+        {
+            tracing::warn!(
+                was = old.auth.mode.as_str(),
+                "auth.mode is now off: requests are no longer checked for API keys"
+            );
+        }
         let names = |v: &[crate::detect::RuleKeys]| {
             v.iter().map(|r| r.name.to_string()).collect::<Vec<_>>()
         };

@@ -231,6 +231,40 @@ fn admin_ban_overlapping_allowlist_needs_force() {
     assert_eq!(&*bans.check(ip("127.0.0.1"), t0()).unwrap().rule, "admin");
 }
 
+/// `0.0.0.0/0` typed by mistake would refuse every client: a network wider than a /8 of IPv4
+/// or a /32 of IPv6 (a mapped IPv4 network counts as IPv4) needs force; one as wide does not.
+#[test]
+fn admin_ban_of_a_network_wider_than_a_slash_8_or_slash_32_needs_force() {
+    let bans = table();
+    let ten = Duration::from_secs(600);
+    for (text, shown) in [
+        ("0.0.0.0/0", "0.0.0.0/0"),
+        ("10.0.0.0/7", "10.0.0.0/7"),
+        ("::/0", "::/0"),
+        ("::ffff:0.0.0.0/96", "0.0.0.0/0"),
+        ("2001:d00::/24", "2001:d00::/24"),
+        ("2001:db8::/31", "2001:db8::/31"),
+    ] {
+        assert_eq!(
+            bans.add_manual(net(text), ten, "x".into(), false, t0()),
+            Err(EnforceError::TooWide { src: shown.into() }),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        EnforceError::TooWide { src: "::/0".into() }.to_string(),
+        "::/0 covers more than a /8 of IPv4 or a /32 of IPv6; refusing to ban it without force"
+    );
+    assert_eq!(bans.check(ip("192.0.2.1"), t0()), None);
+    for text in ["10.0.0.0/8", "2001:db8::/32"] {
+        bans.add_manual(net(text), ten, "x".into(), false, t0())
+            .unwrap();
+    }
+    bans.add_manual(net("0.0.0.0/0"), ten, "x".into(), true, t0())
+        .unwrap();
+    assert_eq!(&*bans.check(ip("192.0.2.1"), t0()).unwrap().rule, "admin");
+}
+
 #[test]
 fn admin_ban_counts_as_offence_uses_its_duration_and_replaces_same_src() {
     let bans = table();

@@ -94,7 +94,11 @@ fn start_record<B>(req: &Request<B>) -> RequestRecord {
     let raw_target = if path == target {
         path.clone()
     } else {
-        Cow::Owned(target.into_owned())
+        // A query (or a target the path was normalised from); an API key in it is not logged.
+        match crate::auth::key::redact(&target) {
+            Cow::Borrowed(_) => Cow::Owned(target.into_owned()),
+            Cow::Owned(redacted) => Cow::Owned(redacted),
+        }
     };
     let method = Method::parse(req.method().as_str());
     let method_text = match method {

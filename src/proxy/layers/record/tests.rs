@@ -194,6 +194,31 @@ fn an_absolute_form_target_is_recorded_as_forwarded() {
     }
 }
 
+/// A key sent in a query (not a way to send one, but clients do) never reaches the logs: the
+/// record every log line is written from holds it redacted.
+#[test]
+fn an_api_key_in_the_query_is_recorded_redacted() {
+    let key = format!("ogk_{}", "0a".repeat(32));
+    for (target, raw) in [
+        (
+            format!("/api/tags?api_key={key}"),
+            "/api/tags?api_key=ogk_REDACTED".to_owned(),
+        ),
+        (
+            format!("/api/%74ags?k={key}&x={key}"),
+            "/api/%74ags?k=ogk_REDACTED&x=ogk_REDACTED".to_owned(),
+        ),
+        (
+            "/api/tags?q=ogk_&r=ogk_zz".to_owned(),
+            "/api/tags?q=ogk_&r=ogk_zz".to_owned(),
+        ),
+    ] {
+        let rec = start_record(&request_from("192.0.2.1", &target));
+        assert_eq!(&*rec.raw_target, raw, "{target}");
+        assert!(!rec.raw_target.contains(&key));
+    }
+}
+
 #[tokio::test]
 async fn ollama_s_403_to_a_browser_s_cross_site_request_is_recorded_as_a_refusal() {
     // (Sec-Fetch-Site, Ollama's status) → the outcome recorded.
