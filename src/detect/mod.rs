@@ -69,7 +69,7 @@ mod identity;
 mod inflight;
 mod keytable;
 mod overrides;
-mod paths;
+pub(crate) mod paths;
 mod reload;
 pub(crate) mod rule;
 pub(crate) mod shared;

@@ -45,6 +45,15 @@ fn kept(path: &str) -> (&str, bool) {
     (&path[..end], true)
 }
 
+/// [`capped`] without a copy when `text` is short enough (the detection log's other events
+/// write a request's path and method with the same cap).
+pub(crate) fn capped_cow(text: &str) -> Cow<'_, str> {
+    match kept(text) {
+        (whole, false) => Cow::Borrowed(whole),
+        _ => Cow::Owned(capped(text)),
+    }
+}
+
 /// The text a key on `path` stands for: `path` itself, or its kept prefix and `…`.
 pub(crate) fn capped(path: &str) -> String {
     match kept(path) {

@@ -83,8 +83,10 @@ pub(crate) struct PolicyFinding<'a> {
     /// The client.
     pub(crate) src: &'a str,
     /// The normalised path.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) uri_path: &'a str,
     /// The request method.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) http_method: &'a str,
     /// The request field that carried the value (`model`, `destination`, … or `source`).
     pub(crate) field: &'a str,
@@ -384,8 +386,10 @@ pub(crate) struct BlockedEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) identity: Option<&'a str>,
     /// The refused request's path.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) uri_path: &'a str,
     /// The refused request's method.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) http_method: &'a str,
     /// Requests refused under this ban since the previous `blocked` event and not logged.
     pub(crate) blocked_since_last: u64,
@@ -402,8 +406,10 @@ pub(crate) struct AbortedEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) identity: Option<&'a str>,
     /// The request's path.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) uri_path: &'a str,
     /// The request's method.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) http_method: &'a str,
     /// The rule whose ban cut it, or `admin`.
     pub(crate) rule: &'a str,
@@ -418,8 +424,10 @@ pub(crate) struct AuthEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) identity: Option<&'a str>,
     /// The request's path.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) uri_path: &'a str,
     /// The request's method.
+    #[serde(serialize_with = "ser_capped")]
     pub(crate) http_method: &'a str,
     /// The status `required` answers: 401 (no valid key) or 403 (role).
     pub(crate) status: u16,
@@ -435,6 +443,13 @@ pub(crate) struct AuthEvent<'a> {
 /// RFC 3339 UTC with milliseconds, the one time format of the log.
 pub(super) fn stamp(t: &DateTime<Utc>) -> String {
     crate::time::rfc3339_ms(t)
+}
+
+/// A request's path or method as a client sent it, cut to its first KiB (as the rules' path
+/// texts are): one client's request must not make a line Splunk truncates, nor multiply the
+/// log's volume.
+fn ser_capped<S: Serializer>(text: &&str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::detect::paths::capped_cow(text))
 }
 
 fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

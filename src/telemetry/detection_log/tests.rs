@@ -140,6 +140,54 @@ fn every_event_kind_renders_its_documented_fields_in_order() {
     }
 }
 
+/// A client's own path and method are cut to their first KiB in the events that carry them as
+/// sent (`blocked`, `aborted`, `auth`): a 64 KiB path made a 65 KB `blocked` line and a path
+/// of control characters a 126 KB `auth` line, over what Splunk reads of one event.
+#[test]
+fn a_client_s_long_path_and_method_are_cut_to_a_kib() {
+    use crate::telemetry::log_event::{AbortedEvent, AuthEvent};
+    let path = format!("/api/{}", "\u{1}".repeat(21_000));
+    let method = "M".repeat(5_000);
+    let cut_path = format!("/api/{}…", "\u{1}".repeat(1019));
+    let cut_method = format!("{}…", "M".repeat(1024));
+    let events = [
+        LogEvent::Blocked(BlockedEvent {
+            src: "192.0.2.7",
+            identity: None,
+            uri_path: &path,
+            http_method: &method,
+            blocked_since_last: 0,
+            rule: "admin",
+        }),
+        LogEvent::Aborted(AbortedEvent {
+            src: "192.0.2.7",
+            identity: None,
+            uri_path: &path,
+            http_method: &method,
+            rule: "admin",
+        }),
+        LogEvent::Auth(AuthEvent {
+            src: "192.0.2.7",
+            identity: None,
+            uri_path: &path,
+            http_method: &method,
+            status: 401,
+            reason: "missing_key",
+            action: "refused",
+            since_last: 0,
+        }),
+    ];
+    let validator = validator();
+    for event in &events {
+        let line = render(t(0), event).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["uri_path"], Value::from(cut_path.as_str()), "{line:.200}");
+        assert_eq!(v["http_method"], Value::from(cut_method.as_str()));
+        assert!(line.len() < 8_000, "{}", line.len());
+        assert_valid(&validator, &line);
+    }
+}
+
 #[test]
 fn the_schema_refuses_unknown_fields_kinds_and_values() {
     let validator = validator();
