@@ -115,6 +115,14 @@ pub(crate) enum Message {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         since: Option<i64>,
     },
+    /// A replica checking, as it connects, that its subscription hears the channel (every
+    /// replica ignores it).
+    Probe {
+        /// The replica that published it.
+        origin: String,
+        /// Tells its probes apart.
+        nonce: i64,
+    },
 }
 
 /// The replica's side of the cluster: shared by enforcement (as its [`BanSync`]), the

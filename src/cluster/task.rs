@@ -224,6 +224,9 @@ enum Failure {
     Redis(RedisError),
     Timeout,
     Closed,
+    /// A probe published on the events channel (named) never reached this replica's
+    /// subscription.
+    Deaf(String),
 }
 
 impl From<RedisError> for Failure {
@@ -250,9 +253,21 @@ impl std::fmt::Display for Failure {
                 "Redis requires a password and none was given (put it in cluster.redis_url or {}): {e}",
                 crate::config::PASSWORD_ENV
             ),
+            Failure::Redis(e) if e.code() == Some("NOPERM") => write!(
+                f,
+                "the Redis user lacks a permission the cluster needs (see README \"Scaling out\" \
+                 for its commands, keys and channel): {e}"
+            ),
             Failure::Redis(e) => write!(f, "{e}"),
             Failure::Timeout => write!(f, "Redis did not answer within {IO_TIMEOUT:?}"),
             Failure::Closed => write!(f, "the pub/sub connection was closed"),
+            Failure::Deaf(channel) => write!(
+                f,
+                "a message published on the channel {channel:?} never reached this replica's \
+                 subscription within {IO_TIMEOUT:?}: other replicas' bans would not be heard \
+                 (check the Redis user's channel permissions, ACL &{channel}, and that nothing \
+                 between the guard and Redis drops pub/sub)"
+            ),
         }
     }
 }
@@ -268,7 +283,8 @@ impl Failure {
     /// A failure that retrying cannot heal: an error, not a warning.
     fn is_misconfiguration(&self) -> bool {
         matches!(self, Failure::Redis(e) if e.kind() == redis::ErrorKind::AuthenticationFailed
-            || e.code() == Some("NOAUTH"))
+            || matches!(e.code(), Some("NOAUTH" | "NOPERM")))
+            || matches!(self, Failure::Deaf(_))
             || self.tls_refused().is_some()
     }
 }
@@ -373,7 +389,12 @@ pub(crate) async fn run(
             if failure.is_misconfiguration() {
                 tracing::error!(redis = %url, "cluster: {failure}; running in local mode");
             } else {
-                tracing::warn!(redis = %url, error = %failure, connected_before = was, "cluster: Redis unreachable; running in local mode (local counts and bans) and reconnecting");
+                let tls = cluster.config.redis_url.as_str().starts_with("rediss://");
+                if tls && matches!(failure, Failure::Timeout) && !was {
+                    tracing::warn!(redis = %url, error = %failure, "cluster: Redis unreachable; running in local mode and reconnecting (a rediss:// URL needs a TLS port: on a plain-text port the handshake never completes)");
+                } else {
+                    tracing::warn!(redis = %url, error = %failure, connected_before = was, "cluster: Redis unreachable; running in local mode (local counts and bans) and reconnecting");
+                }
             }
         }
         if was {
@@ -401,6 +422,38 @@ async fn session(
     let channel = cluster.events_channel().to_owned();
     timed(pubsub.subscribe(&channel)).await?;
     let mut messages = pubsub.into_on_message();
+    // A subscription Redis refused (an ACL user without the channel) is not reported by the
+    // client: this replica would look connected and never hear another's ban. A probe it
+    // publishes must come back to it.
+    let nonce = Utc::now().timestamp_nanos_opt().unwrap_or(0);
+    let probe = serde_json::to_string(&Message::Probe {
+        origin: cluster.config.instance_id.clone(),
+        nonce,
+    })
+    .unwrap_or_default();
+    timed(
+        redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(&probe)
+            .query_async::<i64>(&mut conn),
+    )
+    .await?;
+    let heard = tokio::time::timeout(IO_TIMEOUT, async {
+        while let Some(msg) = messages.next().await {
+            let Ok(text) = msg.get_payload::<String>() else {
+                continue;
+            };
+            if text == probe {
+                return true;
+            }
+            apply(cluster, enforcement, &text);
+        }
+        false
+    })
+    .await;
+    if heard != Ok(true) {
+        return Err(Failure::Deaf(channel));
+    }
     let scripts = Scripts::load(&mut conn).await?;
     // Before anything is written: a key of the wrong type would fail every write.
     repair_keys(cluster, &mut conn).await?;
@@ -411,28 +464,39 @@ async fn session(
     let mut tick = tokio::time::interval(cluster.config.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_resync = Instant::now();
-    loop {
-        tokio::select! {
-            msg = messages.next() => {
-                let Some(msg) = msg else { return Err(Failure::Closed) };
-                if let Ok(text) = msg.get_payload::<String>() {
-                    apply(cluster, enforcement, &text);
-                }
+    // Other replicas' ban changes are applied as they arrive, also while a sync waits for
+    // Redis (a large merge can take up to IO_TIMEOUT): a ban made elsewhere must not wait
+    // for this replica's counters.
+    let hear = async {
+        while let Some(msg) = messages.next().await {
+            if let Ok(text) = msg.get_payload::<String>() {
+                apply(cluster, enforcement, &text);
             }
-            () = cluster.wake.notified() => publish_queued(cluster, &mut conn, &scripts).await?,
-            _ = tick.tick() => {
-                let started = Instant::now();
-                let shas = (scripts.merge.as_str(), scripts.slide.as_str());
-                let result = sync_counters(cluster, detection, &mut conn, counters, shas).await;
-                cluster.metrics.cluster.sync_duration.observe(started.elapsed().as_secs_f64());
-                result?;
-                publish_queued(cluster, &mut conn, &scripts).await?;
-                if last_resync.elapsed() >= RESYNC_EVERY {
-                    resync(cluster, enforcement, &mut conn, epoch, &scripts).await?;
-                    last_resync = Instant::now();
+        }
+        Err::<(), _>(Failure::Closed)
+    };
+    let work = async {
+        loop {
+            tokio::select! {
+                () = cluster.wake.notified() => publish_queued(cluster, &mut conn, &scripts).await?,
+                _ = tick.tick() => {
+                    let started = Instant::now();
+                    let shas = (scripts.merge.as_str(), scripts.slide.as_str());
+                    let result = sync_counters(cluster, detection, &mut conn, counters, shas).await;
+                    cluster.metrics.cluster.sync_duration.observe(started.elapsed().as_secs_f64());
+                    result?;
+                    publish_queued(cluster, &mut conn, &scripts).await?;
+                    if last_resync.elapsed() >= RESYNC_EVERY {
+                        resync(cluster, enforcement, &mut conn, epoch, &scripts).await?;
+                        last_resync = Instant::now();
+                    }
                 }
             }
         }
+    };
+    tokio::select! {
+        r = hear => r,
+        r = work => r,
     }
 }
 

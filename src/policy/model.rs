@@ -17,7 +17,13 @@ pub(crate) fn registry_host(name: &str) -> Option<String> {
         .strip_prefix("https://")
         .or_else(|| lower.strip_prefix("http://"))
         .unwrap_or(&lower);
-    let rest = rest.split('@').next().unwrap_or(rest);
+    // `@digest` ends a name. An `@` anywhere else (`registry.ollama.ai@evil.example/x/y`,
+    // which a URL parser reads as user information before a host) names no registry.
+    let rest = match rest.rsplit_once('@') {
+        None => rest,
+        Some((name, digest)) if !name.contains('@') && !digest.contains('/') => name,
+        Some(_) => return None,
+    };
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         [model] | [_, model] if !model.is_empty() => Some(DEFAULT_REGISTRY.to_owned()),
@@ -133,7 +139,16 @@ mod tests {
 
     #[test]
     fn unreadable_names_fail_closed() {
-        for n in ["a/b/c/d", "", "/x/y", "evil host/ns/m", "a//b"] {
+        for n in [
+            "a/b/c/d",
+            "",
+            "/x/y",
+            "evil host/ns/m",
+            "a//b",
+            "registry.ollama.ai@attacker.example/x/y",
+            "https://registry.ollama.ai@attacker.example/x/y:latest",
+            "hf.co/ns/m@x@sha256:00",
+        ] {
             assert_eq!(registry_host(n), None, "{n}");
         }
     }

@@ -88,6 +88,8 @@ where
                 (false, Some(conn)) => (conn, true),
                 _ => (Box::pin(pool.connect()).await?, false),
             };
+            #[cfg(test)]
+            WRITES.with(|w| w.set(w.get() + 1));
             if let Err(e) = conn.io.write_all(&first).await {
                 if reused {
                     fresh_only = true;
@@ -214,6 +216,8 @@ fn poll_answer(
 async fn write_or_answer(conn: &mut Conn, mut data: &[u8]) -> Result<bool, ExchangeError> {
     poll_fn(|cx| {
         while !data.is_empty() {
+            #[cfg(test)]
+            WRITES.with(|w| w.set(w.get() + 1));
             match Pin::new(&mut conn.io).poll_write(cx, data) {
                 Poll::Ready(Ok(0)) => {
                     let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
@@ -235,8 +239,23 @@ async fn write_or_answer(conn: &mut Conn, mut data: &[u8]) -> Result<bool, Excha
     .await
 }
 
+/// Most request-body bytes gathered into one write: the frames that are ready together (a
+/// client's many small chunks) go in one write, up to this much.
+const GATHER_MAX: usize = 64 * 1024;
+
+#[cfg(test)]
+std::thread_local! {
+    /// Writes to upstream sockets on this thread (tests count them).
+    pub(crate) static WRITES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Streams the rest of the request body; `false` when the upstream answered before the body
 /// was complete (the connection is then not reused).
+///
+/// The frames that are ready together are written together (up to [`GATHER_MAX`]): hyper
+/// hands over a chunked body one chunk at a time, and a client sending a megabyte as
+/// one-byte chunks must not cost a write and a segment to the upstream per chunk. A frame
+/// that arrives alone is written at once, as before: nothing waits for more.
 async fn send_rest<B>(
     conn: &mut Conn,
     mut body: Pin<&mut B>,
@@ -248,42 +267,65 @@ where
     let chunked = framing == ReqFraming::Chunked;
     let mut scratch = Vec::new();
     loop {
-        // The upstream first: a body that is always ready must not hide an answer.
-        let polled = poll_fn(|cx| match poll_answer(conn, cx) {
-            Poll::Ready(answer) => Poll::Ready(Err(answer)),
-            Poll::Pending => body.as_mut().poll_frame(cx).map(Ok),
+        scratch.clear();
+        // One frame gathered alone is written from its own buffer, without a copy.
+        let mut one: Option<Bytes> = None;
+        let mut end = false;
+        let polled = poll_fn(|cx| {
+            // The upstream first: a body that is always ready must not hide an answer.
+            if let Poll::Ready(answer) = poll_answer(conn, cx) {
+                return Poll::Ready(Err(answer));
+            }
+            loop {
+                let have = one.as_ref().map_or(0, Bytes::len) + scratch.len();
+                if have >= GATHER_MAX {
+                    return Poll::Ready(Ok(()));
+                }
+                let frame = match body.as_mut().poll_frame(cx) {
+                    Poll::Pending if have > 0 => return Poll::Ready(Ok(())),
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => {
+                        end = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(Err(ExchangeError::Client(e))))
+                    }
+                    Poll::Ready(Some(Ok(frame))) => frame,
+                };
+                match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) if chunked => wire::encode_chunk(&mut scratch, &data),
+                    Ok(data) if one.is_none() && scratch.is_empty() => one = Some(data),
+                    Ok(data) => {
+                        if let Some(first) = one.take() {
+                            scratch.extend_from_slice(&first);
+                        }
+                        scratch.extend_from_slice(&data);
+                    }
+                    // Trailers: not forwarded (the chunked framing ends without them).
+                    Err(_) => {}
+                }
+                if body.is_end_stream() {
+                    end = true;
+                    return Poll::Ready(Ok(()));
+                }
+            }
         })
         .await;
-        let frame = match polled {
-            Ok(frame) => frame,
+        match polled {
+            Ok(()) => {}
             Err(Ok(())) => return Ok(false),
             Err(Err(e)) => return Err(e),
+        }
+        if chunked && end {
+            scratch.extend_from_slice(wire::LAST_CHUNK);
+        }
+        let out: &[u8] = match &one {
+            Some(first) => first,
+            None => &scratch,
         };
-        let (data, end) = match frame {
-            None => (None, true),
-            Some(Err(e)) => return Err(ExchangeError::Client(e)),
-            Some(Ok(frame)) => (frame.into_data().ok(), body.is_end_stream()),
-        };
-        let out: &[u8] = match (data, chunked) {
-            (Some(data), false) => {
-                if !write_or_answer(conn, &data).await? {
-                    return Ok(false);
-                }
-                &[]
-            }
-            (data, true) => {
-                scratch.clear();
-                if let Some(data) = data {
-                    wire::encode_chunk(&mut scratch, &data);
-                }
-                if end {
-                    scratch.extend_from_slice(wire::LAST_CHUNK);
-                }
-                &scratch
-            }
-            (None, false) => &[],
-        };
-        if !write_or_answer(conn, out).await? {
+        if !out.is_empty() && !write_or_answer(conn, out).await? {
             return Ok(false);
         }
         if end {

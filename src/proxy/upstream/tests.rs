@@ -606,3 +606,165 @@ async fn the_sweeper_closes_connections_idle_for_the_idle_timeout() {
 }
 
 mod adversarial;
+
+/// An upstream that reads one request whole (its body by `content-length`, or chunked to the
+/// last chunk), hands its bytes over and answers [`TAGS`].
+async fn recording_upstream() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Vec<u8>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let addr = accept_one(move |mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let done = match head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                {
+                    Some(n) => buf.len() >= end + 4 + n.trim().parse::<usize>().unwrap(),
+                    None => buf.ends_with(b"\r\n0\r\n\r\n"),
+                };
+                if done {
+                    break;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        tx.send(buf).unwrap();
+        let _ = s.write_all(TAGS).await;
+    })
+    .await;
+    (addr, rx)
+}
+
+/// A request body that is not ready at its first poll, then has `n` one-byte frames ready
+/// at once (a client's tiny chunks arriving in one read).
+struct Burst {
+    n: usize,
+    sent: usize,
+    waited: bool,
+}
+
+impl Body for Burst {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if !self.waited {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        if self.sent == self.n {
+            return std::task::Poll::Ready(None);
+        }
+        let b = b'a' + (self.sent % 26) as u8;
+        self.sent += 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(vec![b])))))
+    }
+}
+
+/// 1 000 one-byte body frames that become ready together after the head went: gathered into
+/// one write to the upstream, not one write (and one segment) per chunk, whether the body goes
+/// by its length or chunked; the bytes and the framing arrive intact.
+#[tokio::test]
+async fn request_body_frames_ready_together_go_in_one_write() {
+    for length in [true, false] {
+        let (addr, mut seen) = recording_upstream().await;
+        let client = client_for(addr, Duration::from_secs(60));
+        let mut req = Request::post("/api/embed").header("host", "upstream");
+        if length {
+            req = req.header("content-length", "1000");
+        }
+        let body = Burst {
+            n: 1000,
+            sent: 0,
+            waited: false,
+        };
+        let req = req.body(wrap(body)).unwrap();
+        let writes = || super::exchange::WRITES.with(std::cell::Cell::get);
+        let before = writes();
+        let resp = client.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            writes() - before,
+            2,
+            "length {length}: the head alone, then the body in one write"
+        );
+        let want: String = (0..1000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let got = seen.recv().await.unwrap();
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let (_, sent) = text.split_once("\r\n\r\n").unwrap();
+        if length {
+            assert_eq!(sent, want);
+        } else {
+            assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+            let chunks: String = want.chars().map(|c| format!("1\r\n{c}\r\n")).collect();
+            assert_eq!(sent, format!("{chunks}0\r\n\r\n"));
+        }
+    }
+}
+
+/// A body frame that arrives alone is written at once: the upstream has it before the next
+/// frame exists.
+#[tokio::test]
+async fn a_lone_request_body_frame_is_written_at_once() {
+    let (tx_up, mut rx_up) = mpsc::unbounded_channel::<Vec<u8>>();
+    let addr = accept_one(move |mut s| async move {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if tx_up.send(chunk[..n].to_vec()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let client = client_for(addr, Duration::from_secs(60));
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| {
+            (
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(b)),
+                rx,
+            )
+        })
+    });
+    let body = http_body_util::StreamBody::new(frames);
+    let req = Request::post("/api/embed")
+        .header("host", "upstream")
+        .body(wrap(body))
+        .unwrap();
+    let call = tokio::spawn(client.oneshot(req));
+    async fn wait_for(
+        got: &mut Vec<u8>,
+        rx_up: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+        want: &'static str,
+    ) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !String::from_utf8_lossy(got).contains(want) {
+                got.extend(rx_up.recv().await.unwrap());
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{want:?} not written at once"));
+    }
+    let mut got = Vec::new();
+    wait_for(&mut got, &mut rx_up, "\r\n\r\n").await;
+    tx.send(Bytes::from_static(b"first-frame")).unwrap();
+    wait_for(&mut got, &mut rx_up, "first-frame").await;
+    tx.send(Bytes::from_static(b"second-frame")).unwrap();
+    wait_for(&mut got, &mut rx_up, "second-frame").await;
+    call.abort();
+}
