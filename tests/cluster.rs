@@ -1541,3 +1541,37 @@ async fn a_flushed_redis_lifts_no_ban_at_the_next_resync() {
     assert!(version_status_within_1s(&b, "127.0.0.25", StatusCode::FORBIDDEN).await);
     assert!(unbans_in(&b).is_empty());
 }
+
+/// A Redis user without the events channel (an ACL without `&...`): Redis refuses its
+/// subscription, which the client does not report, so before the connect-time probe such a
+/// replica reported connected and heard no ban (a black-box review). The probe (refused here
+/// with `NOPERM`; on a connection that drops pub/sub it would never come back) keeps it in
+/// local mode (`cluster_connected` 0, a sync error); once the user may use the channel, it
+/// connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_cannot_hear_the_channel_does_not_report_connected() {
+    let redis = Redis::start(None);
+    assert_eq!(
+        redis.cli(&[
+            "ACL",
+            "SETUSER",
+            "deaf",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "+@all"
+        ]),
+        ["OK"]
+    );
+    let s = replica_as_user(&redis, "deaf").await;
+    // The probe waits 2 s for its message; well past it, and past a second attempt.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    assert_eq!(
+        metric(&s.admin, "ollama_guard_cluster_connected").await,
+        0.0
+    );
+    assert!(metric(&s.admin, "ollama_guard_cluster_sync_errors_total").await >= 1.0);
+    assert_eq!(redis.cli(&["ACL", "SETUSER", "deaf", "&*"]), ["OK"]);
+    reconnected(&s).await;
+}
