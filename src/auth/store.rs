@@ -661,24 +661,16 @@ mod tests {
         let (_, a) = store.add("a", Role::Manager, None, now()).unwrap();
         let (_, b) = store.add("b", Role::User, None, now()).unwrap();
         let gone = format!("{}: the key file is gone; the keys in force are kept (revoke keys with `keys revoke`, or write a file without keys to remove them all)", path.display());
+        let add_refused = || {
+            let e = store.add("c", Role::User, None, now()).unwrap_err();
+            assert_eq!(e.to_string(), gone);
+        };
         // The file moved away, then its whole directory (a wrong mount).
         fs::rename(&path, dir.path().join("moved.json")).unwrap();
-        assert_eq!(
-            store
-                .add("c", Role::User, None, now())
-                .unwrap_err()
-                .to_string(),
-            gone
-        );
+        add_refused();
         assert_eq!(store.revoke("a").unwrap_err().to_string(), gone);
         fs::remove_dir_all(dir.path().join("state")).unwrap();
-        assert_eq!(
-            store
-                .add("c", Role::User, None, now())
-                .unwrap_err()
-                .to_string(),
-            gone
-        );
+        add_refused();
         assert!(!path.exists());
         for (key, name) in [(&a, "a"), (&b, "b")] {
             assert!(matches!(
