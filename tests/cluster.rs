@@ -1575,3 +1575,48 @@ async fn a_replica_that_cannot_hear_the_channel_does_not_report_connected() {
     assert_eq!(redis.cli(&["ACL", "SETUSER", "deaf", "&*"]), ["OK"]);
     reconnected(&s).await;
 }
+
+/// A sync that fails after Redis ran it (here: its writes held by `CLIENT PAUSE` past the
+/// 2 s timeout, then run) loses the answer that says this replica's crossing won the
+/// window: Redis holds the window's marker, nobody wrote the detection, and the local window
+/// counted as detected; a crossing still pending when the replica fell back to local mode
+/// waited for Redis. A black-box review made such losses at will with a spray of sources.
+/// The local window is unflagged when the merge carrying its crossing is lost or waits, so
+/// the source's next request (the replica is in local mode now) is detected and banned, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crossing_whose_merge_is_lost_is_detected_by_the_next_request() {
+    let redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 1).await;
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "6000", "WRITE"]), ["OK"]);
+    // The threshold (6) crossed here while counters are shared: the detection waits for the
+    // merge, which times out.
+    tags_round_robin(&stacks, "127.0.0.31", 0, 6).await;
+    assert_eq!(
+        metric_eventually(&stacks[0].admin, "ollama_guard_cluster_connected", 0.0).await,
+        0.0
+    );
+    assert!(detections_of(&stacks, "127.0.0.31").is_empty());
+    // In local mode, the next request crosses again: detected, banned.
+    tags_round_robin(&stacks, "127.0.0.31", 6, 1).await;
+    wait_all(&stacks, |ev| {
+        ev.iter()
+            .any(|e| e["event"] == "detection" && e["src"] == "127.0.0.31")
+    })
+    .await;
+    let d = detections_of(&stacks, "127.0.0.31");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0]["rule"].as_str(), d[0]["count"].as_u64()),
+        (Some("tags_burst"), Some(7))
+    );
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.31", StatusCode::FORBIDDEN).await);
+    // Redis did run the paused merge: the window's marker is there, set by this replica.
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let markers = redis.cli(&["KEYS", "ollama-guard:f:tags_burst:*"]);
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    // Connected again, the merges that waited write no second detection.
+    reconnected(&stacks[0]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(detections_of(&stacks, "127.0.0.31").len(), 1);
+}

@@ -381,6 +381,15 @@ pub(crate) async fn run(
         };
         let was = cluster.connected();
         cluster.set_connected(false);
+        // Crossings left to a merge that now waits for Redis: detected locally instead.
+        let (tumbling, sliding) = cluster.deltas.take_crossed();
+        let engine = detection.engine();
+        for (key, start) in &tumbling {
+            engine.unflag_withheld(key, Some(*start));
+        }
+        for key in &sliding {
+            engine.unflag_withheld(key, None);
+        }
         let Err(failure) = result else { break };
         cluster.metrics.cluster.sync_errors.inc();
         if last_warn.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
@@ -1038,6 +1047,19 @@ async fn sync_counters(
                     .flat_map(|i| i.slide.subs.iter().map(|(_, d)| d.count))
                     .sum::<u64>();
             cluster.metrics.cluster.deltas_dropped.inc_by(lost);
+            // A crossing of the threshold that this replica left to the lost merge: no
+            // replica would detect it. Its local window detects it again at its next request
+            // (in local mode now).
+            for (key, start, delta, ..) in &items {
+                if delta.crossed_here {
+                    engine.unflag_withheld(key, Some(*start));
+                }
+            }
+            for item in &slides {
+                if item.slide.crossed_here() {
+                    engine.unflag_withheld(&item.slide.key, None);
+                }
+            }
             return Err(e);
         }
     };

@@ -56,6 +56,10 @@ pub(crate) struct Delta {
     /// This replica already wrote the window's detection in local mode (an outage): when
     /// the merge decides it again, it is not written twice.
     pub(crate) fired_locally: bool,
+    /// This replica's own count crossed the threshold while counters were shared, and its
+    /// detection was left to the merge: when the merge is lost, the local window is unflagged
+    /// so that its next request detects it locally ([`Engine::unflag_withheld`]).
+    pub(crate) crossed_here: bool,
 }
 
 /// What one replica counted in one sub-bucket of one sliding key since the last sync.
@@ -77,6 +81,8 @@ pub(crate) struct SubDelta {
     /// local mode, or in flight): when the merge crosses the threshold, it is not written
     /// twice.
     pub(crate) fired_locally: bool,
+    /// As [`Delta::crossed_here`].
+    pub(crate) crossed_here: bool,
 }
 
 impl SubDelta {
@@ -86,6 +92,7 @@ impl SubDelta {
         self.sum_ms = self.sum_ms.saturating_add(d.sum_ms);
         self.max_ms = self.max_ms.max(d.max_ms);
         self.fired_locally |= d.fired_locally;
+        self.crossed_here |= d.crossed_here;
     }
 }
 
@@ -107,6 +114,12 @@ impl Slide {
     /// Whether this replica already wrote a detection for some of these requests.
     pub(crate) fn fired_locally(&self) -> bool {
         self.subs.iter().any(|(_, d)| d.fired_locally)
+    }
+
+    /// Whether this replica's own count crossed the threshold in these sub-buckets while
+    /// shared ([`Delta::crossed_here`]).
+    pub(crate) fn crossed_here(&self) -> bool {
+        self.subs.iter().any(|(_, d)| d.crossed_here)
     }
 
     /// The newest sub-bucket.
@@ -159,7 +172,8 @@ impl Deltas {
         self.shared.store(on, Ordering::Release);
     }
 
-    /// Adds one request to the delta of `key`'s window starting at `start`.
+    /// Adds one request to the delta of `key`'s window starting at `start`; `false` when it
+    /// was dropped (the pending deltas are at their cap).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &self,
@@ -170,18 +184,18 @@ impl Deltas {
         method: u8,
         fired_locally: bool,
         path: impl FnOnce() -> Option<String>,
-    ) {
+    ) -> bool {
         if let Some(mut d) = self.map.get_mut(&(key, start)) {
             d.count = d.count.saturating_add(1);
             d.sum_ns = d.sum_ns.saturating_add(latency_ns);
             d.max_ns = d.max_ns.max(latency_ns);
             d.bytes = d.bytes.saturating_add(bytes);
             d.fired_locally |= fired_locally;
-            return;
+            return true;
         }
         if self.pending() >= self.cap {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         self.map
             .entry((key, start))
@@ -200,7 +214,47 @@ impl Deltas {
                 method,
                 path: path(),
                 fired_locally,
+                crossed_here: false,
             });
+        true
+    }
+
+    /// Marks the pending delta of `key`'s window starting at `start` (just added to) as
+    /// holding this replica's own crossing of the threshold ([`Delta::crossed_here`]).
+    pub(crate) fn mark_crossed(&self, key: WindowKey, start: u32) {
+        if let Some(mut d) = self.map.get_mut(&(key, start)) {
+            d.crossed_here = true;
+        }
+    }
+
+    /// The pending deltas that hold this replica's own crossing of a threshold, their marks
+    /// cleared: tumbling `(key, window start)`s and sliding keys. When the replica falls back
+    /// to local mode, those crossings would wait for a merge until Redis is back: they are
+    /// detected locally instead ([`Engine::unflag_withheld`]), and the local detection marks
+    /// the delta `fired_locally`, so the later merge does not write it again.
+    pub(crate) fn take_crossed(&self) -> (Vec<(WindowKey, u32)>, Vec<WindowKey>) {
+        let mut tumbling = Vec::new();
+        for mut e in self.map.iter_mut() {
+            if std::mem::take(&mut e.value_mut().crossed_here) {
+                tumbling.push(*e.key());
+            }
+        }
+        let mut sliding = Vec::new();
+        for mut e in self.slides.iter_mut() {
+            if std::mem::take(&mut e.value_mut().crossed_here) {
+                sliding.push(e.key().0);
+            }
+        }
+        // A key with several marked sub-buckets is listed once per sub-bucket: unflagging is
+        // idempotent.
+        (tumbling, sliding)
+    }
+
+    /// [`Deltas::mark_crossed`] for sliding `key`'s sub-bucket `idx`.
+    pub(crate) fn mark_crossed_slide(&self, key: WindowKey, idx: u32) {
+        if let Some(mut d) = self.slides.get_mut(&(key, idx)) {
+            d.crossed_here = true;
+        }
     }
 
     /// Takes every pending delta (the sync sends them).
@@ -226,7 +280,7 @@ impl Deltas {
         method: u8,
         fired_locally: bool,
         path: impl FnOnce() -> Option<String>,
-    ) {
+    ) -> bool {
         let one = SubDelta {
             count: 1,
             bytes,
@@ -235,14 +289,15 @@ impl Deltas {
             method,
             path: None,
             fired_locally,
+            crossed_here: false,
         };
         if let Some(mut d) = self.slides.get_mut(&(key, idx)) {
             d.absorb(&one);
-            return;
+            return true;
         }
         if self.pending() >= self.cap {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         self.slides
             .entry((key, idx))
@@ -251,6 +306,7 @@ impl Deltas {
                 path: path(),
                 ..one.clone()
             });
+        true
     }
 
     /// Takes every pending sliding delta, grouped by key, sub-buckets oldest first.
@@ -397,7 +453,7 @@ impl<M: super::engine::Maps> Engine<M> {
             .checked_shl(u32::from(key.rule))
             .is_some_and(|bit| rec.in_flight_reported & bit != 0);
         let fired_locally = (crossed && !shared) || in_flight;
-        deltas.add_slide(
+        let kept = deltas.add_slide(
             (key, idx),
             u64::from(latency_ms),
             rule.metric.bytes(rec),
@@ -405,7 +461,11 @@ impl<M: super::engine::Maps> Engine<M> {
             fired_locally,
             || (key.path() != NO_PATH).then(|| capped(&rec.path)),
         );
-        shared
+        // A crossing whose delta was dropped (the cap) would reach no merge: detected here.
+        if crossed && shared && kept {
+            deltas.mark_crossed_slide(key, idx);
+        }
+        shared && kept
     }
 
     /// `[cluster]`: the sliding rule of a delta key (`None`: not a sliding rule, or gone).
@@ -529,7 +589,8 @@ mod tests {
                 bytes: 11,
                 method: 1,
                 path: None,
-                fired_locally: true
+                fired_locally: true,
+                crossed_here: false
             }
         );
         assert_eq!(all[1].1.path.as_deref(), Some("/api/x"));
@@ -540,6 +601,25 @@ mod tests {
         d.discard_all();
         assert_eq!(d.len(), 0);
         assert_eq!(d.take_dropped(), 3);
+    }
+
+    /// A crossing marked on its pending delta is listed once by `take_crossed`, its mark
+    /// cleared; a delta dropped for the cap reports `false`, so the engine keeps that
+    /// crossing's detection local.
+    #[test]
+    fn crossings_are_marked_taken_once_and_a_dropped_delta_says_so() {
+        let d = Deltas::with_cap(3);
+        assert!(d.add(key(1), 60, 1, 0, 1, false, || None));
+        d.mark_crossed(key(1), 60);
+        assert!(d.add(key(2), 60, 1, 0, 1, false, || None));
+        assert!(d.add_slide((key(3), 100), 1, 0, 1, false, || None));
+        d.mark_crossed_slide(key(3), 100);
+        assert!(!d.add(key(4), 60, 1, 0, 1, false, || None), "over the cap");
+        assert!(!d.add_slide((key(5), 100), 1, 0, 1, false, || None));
+        assert_eq!(d.take_crossed(), (vec![(key(1), 60)], vec![key(3)]));
+        assert_eq!(d.take_crossed(), (vec![], vec![]));
+        // The deltas themselves stay for the merge.
+        assert_eq!(d.pending(), 3);
     }
 
     #[test]
@@ -573,7 +653,8 @@ mod tests {
                         max_ms: 10,
                         method: 1,
                         path: None,
-                        fired_locally: false
+                        fired_locally: false,
+                        crossed_here: false
                     }
                 ),
                 (
@@ -585,7 +666,8 @@ mod tests {
                         max_ms: 50,
                         method: 2,
                         path: Some("/a".into()),
-                        fired_locally: true
+                        fired_locally: true,
+                        crossed_here: false
                     }
                 ),
             ]
