@@ -567,16 +567,32 @@ async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_on
     // Redis holds the key's sub-buckets (4-minute ones: all 9 requests in one or two), its
     // open episode and its run, expiring one window (plus the 2 × 5 s grace) from now.
     // (`group_by` defaults to source and path.)
-    let key = "ollama-guard:w:240000:tags_slide:127.0.0.52/32:/api/tags";
+    // The rule is named with the digest of its configuration (16 hex digits), the same on
+    // every replica that runs it.
+    let pattern = "ollama-guard:w:240000:tags_slide#*:127.0.0.52/32:/api/tags";
     // The replicas merge their counts every 100 ms: polled until the 9 are in (or 2 s).
     let mut fields = Vec::new();
+    let mut key = String::new();
     for _ in 0..100 {
-        fields = redis.cli(&["HGETALL", key]);
-        if fields.len() > 1 && sub_bucket_sum(&fields) == 9 {
-            break;
+        if let [one] = redis.cli(&["KEYS", pattern]).as_slice() {
+            key = one.clone();
+            fields = redis.cli(&["HGETALL", &key]);
+            if fields.len() > 1 && sub_bucket_sum(&fields) == 9 {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let digest = key
+        .trim_start_matches("ollama-guard:w:240000:tags_slide#")
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    assert!(
+        digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{key}"
+    );
+    let key = key.as_str();
     assert!(fields.len() > 1, "{:?}", redis.cli(&["KEYS", "*"]));
     let pairs: Vec<(&str, u64)> = fields
         .chunks(2)
@@ -1613,10 +1629,54 @@ async fn a_crossing_whose_merge_is_lost_is_detected_by_the_next_request() {
     assert!(version_status_within_1s(&stacks[0], "127.0.0.31", StatusCode::FORBIDDEN).await);
     // Redis did run the paused merge: the window's marker is there, set by this replica.
     tokio::time::sleep(Duration::from_millis(4000)).await;
-    let markers = redis.cli(&["KEYS", "ollama-guard:f:tags_burst:*"]);
+    let markers = redis.cli(&["KEYS", "ollama-guard:f:tags_burst#*"]);
     assert_eq!(markers.len(), 1, "{markers:?}");
     // Connected again, the merges that waited write no second detection.
     reconnected(&stacks[0]).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(detections_of(&stacks, "127.0.0.31").len(), 1);
+}
+
+/// Replicas running one rule name with different settings (a canary with a lower threshold
+/// and `action = "log"`) count apart: the rule's Redis name carries a digest of its settings.
+/// Before, the canary's merge set the window's detection marker with its own verdict (logged),
+/// and the others, whose rule bans, never banned in that window (a black-box review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_replica_with_other_rule_settings_does_not_disarm_the_others() {
+    let redis = Redis::start(None);
+    let main = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "main")).await;
+    let canary_file = cluster_file(&redis.url(), "canary")
+        .replace("threshold = 6", "threshold = 5\naction = \"log\"");
+    let canary = stack_with(ServeArgs::default(), &canary_file).await;
+    for s in [&main, &canary] {
+        assert_eq!(
+            metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
+            1.0
+        );
+    }
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
+    let stacks = [main, canary];
+    // 4 on the main replica, merged; 1 on the canary (5 together: the canary's threshold);
+    // then 2 more on the main one (7 together, 6 its own: its threshold).
+    tags_round_robin(&stacks[..1], "127.0.0.33", 0, 4).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    tags_round_robin(&stacks[1..], "127.0.0.33", 0, 1).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    tags_round_robin(&stacks[..1], "127.0.0.33", 4, 2).await;
+    wait_all(&stacks[..1], |ev| {
+        ev.iter()
+            .any(|e| e["event"] == "detection" && e["src"] == "127.0.0.33")
+    })
+    .await;
+    let d = detections_of(&stacks[..1], "127.0.0.33");
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0]["count"].as_u64(), d[0]["action"].as_str()),
+        (Some(6), Some("banned"))
+    );
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.33", StatusCode::FORBIDDEN).await);
+    // The canary counted its one request alone: no detection of its own.
+    assert!(detections_of(&stacks[1..], "127.0.0.33").is_empty());
+    let windows = redis.cli(&["KEYS", "ollama-guard:c:tags_burst#*127.0.0.33*"]);
+    assert_eq!(windows.len(), 2, "one window per rule setting: {windows:?}");
 }

@@ -48,6 +48,10 @@
 //!   newest sub-bucket merged, `f` 1 while an episode is open (the detection marker, cleared
 //!   when it ends), `rs rc rt rx rb rm` the run (first sub-bucket, requests, latency sum and
 //!   max in ms, bytes, method). Expires one window (plus a grace) after its last merge.
+//!
+//! `RULE` in both is `NAME#DIGEST` (`Rule::make_shared_id`: 16 hex digits of the SHA-256 of
+//! the rule's validated settings), so replicas running one name with different settings
+//! count apart.
 
 mod task;
 

@@ -661,7 +661,7 @@ impl<M: Maps> Engine<M> {
         };
         Some(format!(
             "{}:{start}:{subject}:{}",
-            rule.name,
+            rule.shared_id,
             path.unwrap_or("")
         ))
     }

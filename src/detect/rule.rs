@@ -261,6 +261,9 @@ pub(crate) struct Rule {
     #[cfg(test)]
     pub(super) config: RuleConfig,
     pub(super) name: Arc<str>,
+    /// `[cluster]`: the rule's name in Redis keys, with a digest of its configuration
+    /// (`validate::shared_id`).
+    pub(super) shared_id: Arc<str>,
     pub(super) escu_id: Option<Arc<str>>,
     pub(super) mitre: Option<Arc<str>>,
     pub(super) attack_type: Arc<str>,
@@ -329,6 +332,50 @@ impl Rule {
         self.severity
     }
 
+    /// `[cluster]`: the name the rule's counters and markers have in Redis: its name and the
+    /// first 8 bytes (hex) of the SHA-256 of its validated values (so `"15m"` and `"900s"`
+    /// give one name, as [`Rule::same_effective_config`] compares them). Replicas share a
+    /// rule's windows only when they run the same rule: one with another threshold, window,
+    /// action or paths (a canary, a rolling change) counts apart instead of setting the
+    /// others' detection markers with its own verdicts.
+    pub(super) fn make_shared_id(&self) -> Arc<str> {
+        use sha2::Digest as _;
+        // Destructured so that a new field cannot be forgotten here.
+        let Rule {
+            #[cfg(test)]
+                config: _,
+            name,
+            shared_id: _,
+            escu_id,
+            mitre,
+            attack_type,
+            paths,
+            // Derived from `paths`.
+            any_path: _,
+            fixed_routes: _,
+            methods,
+            statuses,
+            min_latency,
+            max_latency,
+            latency_ns: _,
+            group_by,
+            window,
+            window_kind,
+            metric,
+            threshold,
+            severity,
+            action,
+            risk_score,
+        } = self;
+        let text = format!(
+            "{escu_id:?}|{mitre:?}|{attack_type:?}|{paths:?}|{methods:?}|{statuses:?}|\
+             {min_latency:?}|{max_latency:?}|{group_by:?}|{window:?}|{window_kind:?}|\
+             {metric:?}|{threshold}|{severity:?}|{action:?}|{risk_score}"
+        );
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        Arc::from(format!("{name}#{}", hex::encode(&digest[..8])))
+    }
+
     /// Whether `other` is the same rule in effect: every validated value equal, so `"15m"`
     /// and `"900s"`, or `"50s"` and `"50000ms"`, compare equal while any real change (even
     /// of a label or the action) does not. Hot reload keeps the counters of such rules only.
@@ -338,6 +385,8 @@ impl Rule {
             #[cfg(test)]
                 config: _,
             name,
+            // Derived from the others.
+            shared_id: _,
             escu_id,
             mitre,
             attack_type,

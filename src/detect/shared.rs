@@ -419,7 +419,8 @@ impl SlideAnswer {
 /// A sliding rule as the cluster task needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SlideRule {
-    /// The rule's name (a reload that moves rules must not mix keys up).
+    /// The rule's name in Redis, with its configuration's digest (a reload that moves or
+    /// changes rules must not mix keys up).
     pub(crate) name: std::sync::Arc<str>,
     /// Sub-bucket length, milliseconds.
     pub(crate) sub_ms: u64,
@@ -472,7 +473,7 @@ impl<M: super::engine::Maps> Engine<M> {
     pub(crate) fn slide_rule(&self, key: &WindowKey) -> Option<SlideRule> {
         let rule = self.rules.get(usize::from(key.rule))?;
         (rule.window_kind == WindowKind::Sliding).then(|| SlideRule {
-            name: rule.name.clone(),
+            name: rule.shared_id.clone(),
             sub_ms: sub_bucket_ms(rule),
             threshold: rule.threshold,
             by_bytes: rule.metric.is_bytes(),
@@ -487,7 +488,11 @@ impl<M: super::engine::Maps> Engine<M> {
             Some(id) => format!("id={}", self.identities.name(id)?),
             None => key.src.network().to_string(),
         };
-        Some(format!("{}:{subject}:{}", rule.name, path.unwrap_or("")))
+        Some(format!(
+            "{}:{subject}:{}",
+            rule.shared_id,
+            path.unwrap_or("")
+        ))
     }
 
     /// `[cluster]`: the detection of a merge that crossed the threshold, as the local ring

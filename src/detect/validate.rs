@@ -70,11 +70,13 @@ fn build(cfg: &RuleConfig, position: usize) -> Result<Rule, RuleError> {
     if cfg.name.trim().is_empty() {
         return Err(RuleError::EmptyName { position });
     }
-    parse(cfg).map_err(|(key, problem)| RuleError::Invalid {
+    let mut rule = parse(cfg).map_err(|(key, problem)| RuleError::Invalid {
         rule: cfg.name.clone(),
         key,
         problem,
-    })
+    })?;
+    rule.shared_id = rule.make_shared_id();
+    Ok(rule)
 }
 
 fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
@@ -142,6 +144,7 @@ fn parse(cfg: &RuleConfig) -> Result<Rule, Problem> {
     let any_path = paths.iter().any(|g| g.as_str().bytes().all(|b| b == b'*'));
     Ok(Rule {
         name: Arc::from(cfg.name.as_str()),
+        shared_id: Arc::from(""),
         escu_id: non_empty(cfg.escu_id.as_deref()),
         mitre: non_empty(cfg.mitre.as_deref()),
         attack_type: Arc::from(attack_type),

@@ -297,3 +297,44 @@ fn group_by_accepts_the_identity_groupings() {
     let b = Rule::from_config(&rule("r", |r| r.group_by = "src".into())).unwrap();
     assert!(!a.same_effective_config(&b));
 }
+
+/// `[cluster]`: a rule's name in Redis carries a digest of its validated values: the same for
+/// the same rule however it is spelled (`15m` and `900s`), another for another threshold,
+/// action, window or name (a canary replica must not share the others' windows and markers).
+#[test]
+fn the_shared_id_names_the_rule_and_its_effective_configuration() {
+    let id = |f: &dyn Fn(&mut RuleConfig)| {
+        let cfg = rule("burst", |r| {
+            r.window = "15m".into();
+            f(r);
+        });
+        Rule::from_config(&cfg).unwrap().shared_id.to_string()
+    };
+    let base = id(&|_| {});
+    let digest = base.strip_prefix("burst#").unwrap();
+    assert!(
+        digest.len() == 16 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{base}"
+    );
+    assert_eq!(id(&|r| r.window = "900s".into()), base);
+    assert_eq!(
+        id(&|r| r.status = vec![401, 200]),
+        id(&|r| r.status = vec![200, 401])
+    );
+    for other in [
+        id(&|r| r.threshold = 99),
+        id(&|r| r.window = "16m".into()),
+        id(&|r| r.action = "log".into()),
+        id(&|r| r.window_kind = "sliding".into()),
+        id(&|r| r.paths = vec!["/api/show".into()]),
+    ] {
+        assert_ne!(other, base);
+        assert!(other.starts_with("burst#"), "{other}");
+    }
+    let renamed = Rule::from_config(&rule("other", |r| r.window = "15m".into())).unwrap();
+    assert!(
+        renamed.shared_id.starts_with("other#"),
+        "{}",
+        renamed.shared_id
+    );
+}
