@@ -1680,3 +1680,42 @@ async fn a_canary_replica_with_other_rule_settings_does_not_disarm_the_others() 
     let windows = redis.cli(&["KEYS", "ollama-guard:c:tags_burst#*127.0.0.33*"]);
     assert_eq!(windows.len(), 2, "one window per rule setting: {windows:?}");
 }
+
+/// A ban message whose ban starts more than an hour from now (a replica's clock far ahead,
+/// or a forged message) is ignored, as such a tombstone is: it would have lasted that much
+/// longer everywhere than it was made for. One starting a few minutes ahead is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_from_a_clock_far_ahead_is_ignored() {
+    let redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 1).await;
+    let message = |src: &str, ahead: chrono::TimeDelta| {
+        let since = chrono::Utc::now() + ahead;
+        let until = since + chrono::TimeDelta::minutes(1);
+        let t = |d: chrono::DateTime<chrono::Utc>| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        format!(
+            r#"{{"op":"ban","ban":{{"src":"{src}","until":"{}","reason":"skewed","offence":1,"rule":"tags_burst","since":"{}"}},"origin":"skewed","offences":["{}"]}}"#,
+            t(until),
+            t(since),
+            t(since)
+        )
+    };
+    redis.cli(&[
+        "PUBLISH",
+        "ollama-guard:events",
+        &message("127.0.0.34", chrono::TimeDelta::hours(3)),
+    ]);
+    redis.cli(&[
+        "PUBLISH",
+        "ollama-guard:events",
+        &message("127.0.0.35", chrono::TimeDelta::minutes(5)),
+    ]);
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.35", StatusCode::FORBIDDEN).await);
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.34", StatusCode::OK).await);
+    let bans = admin(&stacks[0], Method::GET, "/api/bans", "", None)
+        .await
+        .text();
+    assert!(
+        bans.contains("127.0.0.35") && !bans.contains("127.0.0.34"),
+        "{bans}"
+    );
+}

@@ -270,6 +270,13 @@ impl Enforcement {
     /// `"origin"`, never published again. `false` when it changed nothing.
     pub(crate) fn apply_remote_ban(&self, ban: SharedBan, origin: &str) -> bool {
         let now = Utc::now();
+        // A ban that starts more than the tolerated clock skew from now (a replica's clock far
+        // ahead, or a forged entry) would last that much longer here than it was made for:
+        // ignored, as such a tombstone is.
+        if ban.since() > now + crate::cluster::CLOCK_SKEW {
+            tracing::warn!(subject = ?ban.subject(), origin, since = %ban.since(), "cluster: a ban that starts more than an hour in the future was ignored (a replica's clock far ahead, or a forged entry)");
+            return false;
+        }
         let origin: Arc<str> = Arc::from(origin);
         match ban {
             // The origin and the `ban` line are set under the table's lock, before the
