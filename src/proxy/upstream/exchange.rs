@@ -119,6 +119,15 @@ where
                     // 9110 §2.5); hyper writes HTTP/1.0 to an HTTP/1.0 client itself.
                     *resp.version_mut() = Version::HTTP_11;
                     *resp.headers_mut() = head.headers;
+                    if !complete {
+                        // Answered before the body was all sent: the client's connection
+                        // closes after this answer (the rest of its body is never read), and
+                        // says so, as Go's server does (RFC 9112 §9.6).
+                        resp.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     return Ok(resp);
                 }
                 Err(Unanswered::Before(_)) if reused && replayable => fresh_only = true,

@@ -391,6 +391,8 @@ async fn an_early_answer_ends_the_upload_and_the_connection_is_not_reused() {
         .unwrap();
     assert_eq!(resp.status(), 413);
     assert!(resp.body().is_end_stream());
+    // The client's connection closes after it, and the answer says so.
+    assert_eq!(resp.headers()[http::header::CONNECTION], "close");
     drop(resp);
     assert_eq!(client.pool.idle_count(), 0);
     drop(tx);
