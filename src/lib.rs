@@ -55,6 +55,7 @@ pub(crate) mod route;
 pub mod scan;
 pub mod serve;
 pub(crate) mod telemetry;
+pub(crate) mod text;
 pub(crate) mod time;
 
 /// The package version (`Cargo.toml`), as `ollama_guard_build_info{version}` reports it.

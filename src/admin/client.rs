@@ -117,38 +117,14 @@ pub fn remaining(until: &str, now: DateTime<Utc>) -> String {
 }
 
 /// Who a ban is on, as `bans remove` takes it: the `src`, or `identity:NAME`.
+use crate::text::printable;
+
 fn ban_subject(b: &serde_json::Value) -> String {
     match (&b["identity"], &b["src"]) {
         (serde_json::Value::String(name), _) => format!("identity:{}", printable(name)),
         (_, serde_json::Value::String(src)) => printable(src),
         (_, v) => v.to_string(),
     }
-}
-
-/// A value's text for a terminal: control characters (a newline, an escape sequence given as
-/// a ban's reason through the API) and the invisible marks that reorder or hide text (Unicode
-/// bidirectional overrides and isolates, zero-width characters: a reason could make the table
-/// show another source than the one banned) are shown escaped, `\n`, `\u{1b}`, `\u{202e}`,
-/// never sent as they are.
-fn printable(s: &str) -> String {
-    fn hidden(c: char) -> bool {
-        c.is_control()
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{061c}' | '\u{feff}')
-    }
-    if !s.chars().any(hidden) {
-        return s.to_owned();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else if hidden(c) {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }
 
 /// The `bans list` table of `bans` (the API's objects) at `now`.
@@ -597,7 +573,10 @@ mod tests {
             Some("192.0.2.9                    2026-11-29T14:01:00.000Z     1m00s       1 admin                x\\u{202e}1.2.0.291\\u{2066}y\\u{200b}z\\u{feff}")
         );
         // Letters of other scripts are shown as they are.
-        assert_eq!(super::printable("señal ошибка 错误"), "señal ошибка 错误");
+        assert_eq!(
+            crate::text::printable("señal ошибка 错误"),
+            "señal ошибка 错误"
+        );
     }
 
     #[test]

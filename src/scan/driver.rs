@@ -88,6 +88,8 @@ pub(super) struct Counters {
     pub(super) lines_parsed: u64,
     pub(super) late: u64,
     pub(super) time_breaks: u64,
+    /// Keys the key cap (`max_tracked_keys`) evicted.
+    pub(super) evicted: u64,
     skipped: [u64; SLOTS],
 }
 
@@ -102,6 +104,7 @@ impl Counters {
         self.lines_parsed += other.lines_parsed;
         self.late += other.late;
         self.time_breaks += other.time_breaks;
+        self.evicted += other.evicted;
         for (mine, theirs) in self.skipped.iter_mut().zip(other.skipped) {
             *mine += theirs;
         }
@@ -127,6 +130,9 @@ pub struct ScanSummary {
     /// Times the log's time jumped back by more than the longest window (default mode):
     /// every window was closed there and counting started afresh, so no line was dropped.
     pub time_breaks: u64,
+    /// Counter keys the key cap (`max_tracked_keys`) evicted: their windows' rows may be
+    /// missing or undercounted.
+    pub keys_evicted: u64,
     /// Rows written.
     pub rows_emitted: u64,
     /// Rules not run because they are proxy-only (volume rules: a `[GIN]` line has no sizes).
@@ -165,6 +171,14 @@ impl fmt::Display for ScanSummary {
                  window, all windows were closed there (inputs out of time order? give rotated \
                  files oldest first)",
                 self.time_breaks
+            )?;
+        }
+        if self.keys_evicted > 0 {
+            write!(
+                f,
+                "\nscan: {} counter keys evicted at max_tracked_keys: rows of their windows may \
+                 be missing or undercounted (raise max_tracked_keys)",
+                self.keys_evicted
             )?;
         }
         if !self.proxy_only_rules.is_empty() {
@@ -314,6 +328,7 @@ fn collect_rows(
         skipped,
         late_records: counters.late,
         time_breaks: counters.time_breaks,
+        keys_evicted: counters.evicted,
         rows_emitted: runs.iter().map(Run::len).sum::<usize>() as u64,
         proxy_only_rules: opts.proxy_only_rules.clone(),
     };

@@ -241,10 +241,12 @@ impl Counting {
     }
 
     /// End of input: closes everything; the rows in engine order and the late records.
-    pub(super) fn finish(mut self) -> (Rows, u64) {
+    /// The rows, the late records and the keys the key cap evicted.
+    pub(super) fn finish(mut self) -> (Rows, u64, u64) {
         self.time_break();
         let late = self.engine.late_records();
-        (self.rows, late)
+        let evicted = self.engine.evictions();
+        (self.rows, late, evicted)
     }
 
     /// Turns the pending engine events into rows (tumbling summaries, sliding detections).
@@ -399,8 +401,9 @@ impl Scanner for FixedScan {
     }
 
     fn finish(self, counters: &mut Counters) -> Rows {
-        let (rows, late) = self.counting.finish();
+        let (rows, late, evicted) = self.counting.finish();
         counters.late += late;
+        counters.evicted += evicted;
         rows
     }
 }

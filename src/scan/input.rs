@@ -52,7 +52,8 @@ impl Input {
         }
     }
 
-    /// Wraps a raw stream, decompressing it when it starts with the gzip magic bytes.
+    /// Wraps a raw stream, decompressing it when it starts with the gzip or the zstd magic
+    /// bytes.
     /// Reads the first buffer to look, so errors here mean the input cannot be read.
     pub(crate) fn sniffed(name: impl Into<String>, raw: Box<dyn Read + Send>) -> io::Result<Input> {
         let mut buffered = BufReader::with_capacity(BUF_BYTES, raw);
@@ -60,12 +61,20 @@ impl Input {
         let reader: Box<dyn BufRead + Send> = if head.starts_with(&[0x1f, 0x8b]) {
             let decoder = GzMembers::new(buffered);
             Box::new(BufReader::with_capacity(BUF_BYTES, decoder))
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            // zstd frames one after the other (`cat a.zst b.zst`), as `zstd -d` reads them
+            // (journald's and logrotate's `compresscmd zstd` files).
+            let decoder = zstd::stream::read::Decoder::with_buffer(buffered)?;
+            Box::new(BufReader::with_capacity(BUF_BYTES, decoder))
         } else {
             Box::new(buffered)
         };
         Ok(Input::new(name, reader))
     }
 }
+
+/// The first bytes of a zstd frame.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// gzip members one after the other (`cat a.gz b.gz`), as `gzip -d` reads them: zero bytes
 /// after the last member (the padding of tape archives and some log shippers) end the input

@@ -438,12 +438,11 @@ fn write_csv(r: &Row, buf: &mut Vec<u8>) {
     buf.push(b'\n');
 }
 
-/// Control characters (a crafted log line may carry escape sequences) are shown as U+FFFD so
-/// the table cannot drive the terminal.
+/// A crafted log line may carry escape sequences or marks that reorder text: shown escaped
+/// ([`crate::text::printable`]), so the table cannot drive the terminal or show another path
+/// than the one logged.
 fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-        .collect()
+    crate::text::printable(text)
 }
 
 fn human_time(secs: i64) -> String {

@@ -608,7 +608,9 @@ impl Shared {
                 }
             }
         }
-        let (rows, late) = counting.finish();
+        // A shard that evicted is thrown away (its peak says so): the single engine's scan
+        // counts evictions.
+        let (rows, late, _evicted) = counting.finish();
         self.sort_rows(shard, rows);
         (late, peak)
     }

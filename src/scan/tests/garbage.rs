@@ -121,6 +121,28 @@ fn gzip_input_is_recognised_by_its_magic_bytes_and_may_have_several_members() {
     assert_eq!(summary, plain);
 }
 
+/// zstd input (`compresscmd zstd` in logrotate) is read too, frames one after the other, as
+/// `zstd -d` reads them; a truncated one is a read error like a truncated gzip.
+#[test]
+fn zstd_input_is_recognised_by_its_magic_bytes_and_may_have_several_frames() {
+    let log = data_file("gin-synthetic.log");
+    let (plain_rows, plain) = scan(&builtin("UTC"), &log);
+    let (half_a, half_b) = log.split_at(log.len() / 2);
+    let mut two_frames = zstd::stream::encode_all(half_a, 3).unwrap();
+    two_frames.extend(zstd::stream::encode_all(half_b, 3).unwrap());
+    let (rows, summary) = scan(&builtin("UTC"), &two_frames);
+    assert_eq!(rows, plain_rows);
+    assert_eq!(summary, plain);
+    let whole = zstd::stream::encode_all(&log[..], 3).unwrap();
+    let cut = whole[..whole.len() - 12].to_vec();
+    let err = scan_rows(&builtin("UTC"), vec![input(cut)]).unwrap_err();
+    assert!(
+        matches!(&err, ScanError::Read { input, .. } if input == "test"),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 1);
+}
+
 #[test]
 fn truncated_gzip_is_a_read_error_with_exit_code_1() {
     let log = data_file("gin-synthetic.log");

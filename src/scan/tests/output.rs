@@ -140,10 +140,20 @@ model_exfiltration  2025-10-02 15:00:00  10.0.0.123    /api/chat         12  179
 
 #[test]
 fn table_shows_a_dash_for_no_path_and_neutralises_control_characters() {
-    let mut row = exfil(BIN_1445, "10.0.0.1", "/x\u{1b}[2J", 1, 56.0, 56.0);
+    let mut row = exfil(
+        BIN_1445,
+        "10.0.0.1",
+        "/x\u{1b}[2J\u{7}/\u{202e}gpj.exe\u{200b}",
+        1,
+        56.0,
+        56.0,
+    );
     let text = render(OutputFormat::Table, &[row.clone(), grouped_by_src()]);
-    assert!(!text.contains('\u{1b}'));
-    assert!(text.contains("/x\u{fffd}[2J"));
+    assert!(!text.contains(['\u{1b}', '\u{7}', '\u{202e}', '\u{200b}']));
+    assert!(
+        text.contains("/x\\u{1b}[2J\\u{7}/\\u{202e}gpj.exe\\u{200b}"),
+        "{text}"
+    );
     row.uri_path = None;
     let text = render(OutputFormat::Table, &[row]);
     let data_line = text.lines().nth(1).unwrap();

@@ -157,6 +157,16 @@ fn a_key_cap_the_shards_reach_starts_the_scan_over_with_one_engine() {
     };
     let (_, want) = run_counted(1);
     assert_eq!(reopened(), 0);
+    // The summary says that rows may be missing.
+    assert!(want.keys_evicted > 0, "{want}");
+    assert!(
+        want.to_string().contains(&format!(
+            "scan: {} counter keys evicted at max_tracked_keys: rows of their windows may be \
+             missing or undercounted (raise max_tracked_keys)",
+            want.keys_evicted
+        )),
+        "{want}"
+    );
     for threads in [2, 3] {
         let (out, got) = run_counted(threads);
         assert_eq!(
@@ -180,7 +190,17 @@ fn a_key_cap_the_shards_reach_starts_the_scan_over_with_one_engine() {
             "--threads {threads}"
         );
         assert!(got.rows_emitted > 1_000 && !out.is_empty(), "{got}");
+        assert!(got.keys_evicted > 0, "{got}");
     }
+    // Under the default cap nothing is evicted, and the summary says nothing of it.
+    let (_, fine) = {
+        let (_, input) = counted_input(row_heavy(20_000).into());
+        let mut out = Vec::new();
+        let summary = run(&builtin("UTC"), vec![input()], &mut out).unwrap();
+        (out, summary)
+    };
+    assert_eq!(fine.keys_evicted, 0);
+    assert!(!fine.to_string().contains("evicted"), "{fine}");
 }
 
 /// An input over `bytes` that can be opened again, and how often it was: `(count, open)`.
