@@ -65,8 +65,17 @@ impl Pki {
 
     /// A leaf for `localhost` and `127.0.0.1`, serial `serial`.
     fn leaf(&self, serial: u8) -> Leaf {
+        self.leaf_until(serial, None)
+    }
+
+    /// [`Pki::leaf`], valid until `until` (year, month, day) when given (rcgen's default:
+    /// the year 4096).
+    fn leaf_until(&self, serial: u8, until: Option<(i32, u8, u8)>) -> Leaf {
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        if let Some((y, m, d)) = until {
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+        }
         params.distinguished_name.push(
             DnType::CommonName,
             format!("ollama-guard test leaf {serial}"),
@@ -495,10 +504,15 @@ async fn sighup_swaps_the_certificate_for_new_connections_and_keeps_open_ones() 
         StatusCode::OK
     );
 
-    let second = pki.leaf(2);
+    // The expiry metric is the leaf's notAfter: rcgen's default, 4096-01-01.
+    let expiry = "ollama_guard_tls_certificate_expiration_timestamp_seconds";
+    let admin_url = format!("http://{admin}");
+    assert_eq!(common::metric(&admin_url, expiry).await, 67_090_118_400.0);
+    let second = pki.leaf_until(2, Some((2099, 1, 1)));
     pki.install(&second);
     guard.signal("HUP");
     guard.wait_stderr("TLS certificate reloaded").await;
+    assert_eq!(common::metric(&admin_url, expiry).await, 4_070_908_800.0);
     let after = tls_connect(addr, config()).await.unwrap();
     assert_eq!(
         presented(&after),

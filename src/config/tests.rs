@@ -538,3 +538,104 @@ fn tls_keys_are_both_or_neither_and_the_command_line_wins() {
     let text = c.to_toml();
     assert!(text.contains(&format!("tls_cert = {:?}", cert_path.display().to_string())));
 }
+
+/// The leaf's validity is read from the certificate (UTCTime before 2050, GeneralizedTime
+/// after): an expired certificate is valid config, warned about at start, by `check-config`
+/// and on reload (all print the config's warnings), and its end is the metric's value.
+#[test]
+fn a_certificate_s_validity_is_read_and_an_expired_or_ending_one_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, from: (i32, u8, u8), to: (i32, u8, u8)| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+        let want = (
+            params.not_before.unix_timestamp(),
+            params.not_after.unix_timestamp(),
+        );
+        let cert = params.self_signed(&key).unwrap();
+        let (c, k) = (
+            dir.path().join(format!("{name}.pem")),
+            dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k, cert, want)
+    };
+    let (c, k, cert, want) = make("old", (2020, 1, 1), (2021, 1, 1));
+    assert_eq!(want, (1_577_836_800, 1_609_459_200));
+    assert_eq!(super::tls::validity(cert.der()), Some(want));
+    let args = ServeArgs {
+        tls_cert: Some(c.clone()),
+        tls_key: Some(k),
+        ..ServeArgs::default()
+    };
+    let config = Config::merge(&args, FileConfig::default()).unwrap();
+    assert_eq!(config.live.tls.as_ref().unwrap().validity, Some(want));
+    assert_eq!(
+        config.warnings(),
+        [format!(
+            "tls_cert: {} expired at 2021-01-01T00:00:00+00:00: clients will refuse it",
+            c.display()
+        )]
+    );
+    let (_, _, cert, want) = make("far", (2024, 2, 29), (2060, 6, 1));
+    assert_eq!(super::tls::validity(cert.der()), Some(want));
+    assert_eq!(want.1, 2_853_273_600, "2060-06-01");
+    assert_eq!(super::tls::validity(b"not a certificate"), None);
+    let path = std::path::Path::new("c.pem");
+    let day = 86_400;
+    let now = 1_900_000_000;
+    assert_eq!(
+        super::tls::validity_warning(path, (now - day, now + 3 * day), now),
+        Some("tls_cert: c.pem expires at 2030-03-20T17:46:40+00:00, in less than 14 days".into())
+    );
+    assert_eq!(
+        super::tls::validity_warning(path, (now + day, now + 90 * day), now),
+        Some(
+            "tls_cert: c.pem is not valid before 2030-03-18T17:46:40+00:00: clients will refuse \
+             it until then"
+                .into()
+        )
+    );
+    assert_eq!(
+        super::tls::validity_warning(path, (now - day, now + 15 * day), now),
+        None
+    );
+}
+
+/// An encrypted private key (which rustls cannot read, and reports only as "no items found")
+/// is named as such, with the fix.
+#[test]
+fn an_encrypted_private_key_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(
+        &k,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let args = ServeArgs {
+        tls_cert: Some(c),
+        tls_key: Some(k.clone()),
+        ..ServeArgs::default()
+    };
+    let e = Config::merge(&args, FileConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "config error: tls_key: {} is an encrypted private key: give the key unencrypted \
+             (`openssl pkey -in KEY -out KEY.plain`, readable by the guard's user only)",
+            k.display()
+        )
+    );
+}

@@ -503,6 +503,13 @@ pub(super) fn merge(args: &ServeArgs, file: FileConfig) -> Result<Config, Config
     addrs::check_listeners(listen, admin_listen, &upstream)?;
     let mut warnings = addrs::trust_warnings(&trusted_proxies);
     warnings.extend(addrs::admin_warnings(admin_listen, admin_token.as_deref()));
+    if let Some(t) = &tls {
+        let now = chrono::Utc::now().timestamp();
+        warnings.extend(
+            t.validity
+                .and_then(|v| super::tls::validity_warning(&t.cert, v, now)),
+        );
+    }
     let (splunk_hec, sink_warnings) = super::sinks::splunk_hec(
         file.sinks.as_ref(),
         std::env::var(super::SPLUNK_HEC_TOKEN_ENV).ok(),

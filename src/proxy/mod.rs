@@ -123,6 +123,7 @@ impl Proxy {
             Some(t) => Some(tls::TlsListener::new(t.certified.clone(), &metrics)?),
             None => None,
         };
+        metrics.set_tls_expiry(live.tls.as_ref().and_then(|t| t.validity));
         let max_connections = match bound.max_connections {
             0 => {
                 let (max, nofile) = limits::derived_max_connections();
@@ -176,6 +177,7 @@ impl Proxy {
     pub(crate) fn set_tls(&self, tls: Option<&crate::config::Tls>) {
         if let (Some(listener), Some(tls)) = (&self.tls, tls) {
             listener.set_certificate(tls.certified.clone());
+            self.metrics.set_tls_expiry(tls.validity);
             tracing::info!(tls_cert = %tls.cert.display(), tls_key = %tls.key.display(), "TLS certificate reloaded: new connections use it");
         }
     }

@@ -146,6 +146,8 @@ pub(crate) struct Metrics {
     pub(crate) cluster: super::cluster_metrics::ClusterMetrics,
     /// 1 when the upstream answered the last readiness probe (what `/readyz` reports).
     pub(crate) upstream_up: IntGauge,
+    /// The listener certificate's notAfter (seconds since the epoch); 0 without TLS.
+    tls_expiry: IntGauge,
     /// `mode{mode}`: 1 for the mode in force, 0 for the other.
     mode: IntGaugeVec,
     /// Unix time of the last successful config load (start or SIGHUP reload).
@@ -372,6 +374,13 @@ impl Metrics {
                     "1 when the upstream Ollama answered the last readiness probe (/readyz 200), else 0.",
                 )?,
             )?,
+            tls_expiry: reg(
+                &r,
+                IntGauge::new(
+                    "tls_certificate_expiration_timestamp_seconds",
+                    "When the proxy listener's TLS certificate expires (its notAfter, seconds since the epoch); 0 without TLS.",
+                )?,
+            )?,
             mode: reg(
                 &r,
                 IntGaugeVec::new(
@@ -419,6 +428,13 @@ impl Metrics {
         ))?;
         m.preinitialise(rules);
         Ok(m)
+    }
+
+    /// Sets `tls_certificate_expiration_timestamp_seconds` from a certificate's validity
+    /// (start and every reload; 0 when unknown).
+    pub(crate) fn set_tls_expiry(&self, validity: Option<(i64, i64)>) {
+        self.tls_expiry
+            .set(validity.map_or(0, |(_, not_after)| not_after));
     }
 
     /// Sets `mode{mode}`: 1 for `mode`, 0 for the other (at start and on every reload).
@@ -602,6 +618,7 @@ mod tests {
             "ollama_guard_tracked_key_evictions_total 0",
             "ollama_guard_build_info{revision=\"",
             "ollama_guard_upstream_up 0",
+            "ollama_guard_tls_certificate_expiration_timestamp_seconds 0",
             "ollama_guard_mode{mode=\"monitor\"} 0",
             "ollama_guard_mode{mode=\"block\"} 0",
             "ollama_guard_config_last_reload_successful 0",
