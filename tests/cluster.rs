@@ -569,7 +569,7 @@ async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_on
     // (`group_by` defaults to source and path.)
     // The rule is named with the digest of its configuration (16 hex digits), the same on
     // every replica that runs it.
-    let pattern = "ollama-guard:w:240000:tags_slide#*:127.0.0.52/32:/api/tags";
+    let pattern = "ollama-guard:w:240000:*:tags_slide#*:127.0.0.52/32:/api/tags";
     // The replicas merge their counts every 100 ms: polled until the 9 are in (or 2 s).
     let mut fields = Vec::new();
     let mut key = String::new();
@@ -583,8 +583,9 @@ async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_on
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // `w:SUB_MS:MODE:RULE#DIGEST:SUBJECT:PATH`: the replicas run in monitor mode.
     let digest = key
-        .trim_start_matches("ollama-guard:w:240000:tags_slide#")
+        .trim_start_matches("ollama-guard:w:240000:monitor:tags_slide#")
         .split(':')
         .next()
         .unwrap_or_default();
@@ -1594,27 +1595,20 @@ async fn a_replica_that_cannot_hear_the_channel_does_not_report_connected() {
 
 /// A sync that fails after Redis ran it (here: its writes held by `CLIENT PAUSE` past the
 /// 2 s timeout, then run) loses the answer that says this replica's crossing won the
-/// window: Redis holds the window's marker, nobody wrote the detection, and the local window
-/// counted as detected; a crossing still pending when the replica fell back to local mode
-/// waited for Redis. A black-box review made such losses at will with a spray of sources.
-/// The local window is unflagged when the merge carrying its crossing is lost or waits, so
-/// the source's next request (the replica is in local mode now) is detected and banned, once.
+/// window: Redis holds the window's marker, and nobody would write the detection (a
+/// black-box review made such losses at will with a spray of sources). The replica writes
+/// the detection it withheld for the merge as soon as the merge is lost, with the figures of
+/// the crossing, and bans; no further request is needed, and none after the reconnect makes a
+/// second detection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crossing_whose_merge_is_lost_is_detected_by_the_next_request() {
+async fn a_crossing_whose_merge_is_lost_is_detected_at_once() {
     let redis = Redis::start(None);
     let stacks = replicas(&redis.url(), 1).await;
     clear_of_window_end(HOUR, Duration::from_secs(60)).await;
-    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "6000", "WRITE"]), ["OK"]);
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "3000", "WRITE"]), ["OK"]);
     // The threshold (6) crossed here while counters are shared: the detection waits for the
     // merge, which times out.
     tags_round_robin(&stacks, "127.0.0.31", 0, 6).await;
-    assert_eq!(
-        metric_eventually(&stacks[0].admin, "ollama_guard_cluster_connected", 0.0).await,
-        0.0
-    );
-    assert!(detections_of(&stacks, "127.0.0.31").is_empty());
-    // In local mode, the next request crosses again: detected, banned.
-    tags_round_robin(&stacks, "127.0.0.31", 6, 1).await;
     wait_all(&stacks, |ev| {
         ev.iter()
             .any(|e| e["event"] == "detection" && e["src"] == "127.0.0.31")
@@ -1623,31 +1617,62 @@ async fn a_crossing_whose_merge_is_lost_is_detected_by_the_next_request() {
     let d = detections_of(&stacks, "127.0.0.31");
     assert_eq!(d.len(), 1, "{d:#?}");
     assert_eq!(
-        (d[0]["rule"].as_str(), d[0]["count"].as_u64()),
-        (Some("tags_burst"), Some(7))
+        (
+            d[0]["rule"].as_str(),
+            d[0]["count"].as_u64(),
+            d[0]["action"].as_str()
+        ),
+        (Some("tags_burst"), Some(6), Some("banned"))
     );
     assert!(version_status_within_1s(&stacks[0], "127.0.0.31", StatusCode::FORBIDDEN).await);
-    // Redis did run the paused merge: the window's marker is there, set by this replica.
-    tokio::time::sleep(Duration::from_millis(4000)).await;
-    let markers = redis.cli(&["KEYS", "ollama-guard:f:tags_burst#*"]);
-    assert_eq!(markers.len(), 1, "{markers:?}");
-    // Connected again, the merges that waited write no second detection.
+    // Redis did run the paused merge: the window's marker is there.
     reconnected(&stacks[0]).await;
+    let markers = redis.cli(&["KEYS", "ollama-guard:f:block:tags_burst#*"]);
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    // Connected again: the source stays banned, and no merge writes a second detection.
+    tags_from_status(&stacks[0], "127.0.0.31", StatusCode::FORBIDDEN).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(detections_of(&stacks, "127.0.0.31").len(), 1);
 }
 
-/// Replicas running one rule name with different settings (a canary with a lower threshold
-/// and `action = "log"`) count apart: the rule's Redis name carries a digest of its settings.
-/// Before, the canary's merge set the window's detection marker with its own verdict (logged),
-/// and the others, whose rule bans, never banned in that window (a black-box review).
+/// `GET /api/tags` from `who` through `s`, answered `want`.
+async fn tags_from_status(s: &Stack, who: &str, want: StatusCode) {
+    let r = call(
+        &client_from(who),
+        Method::GET,
+        &format!("{}/api/tags", s.proxy),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, want);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_replica_with_other_rule_settings_does_not_disarm_the_others() {
     let redis = Redis::start(None);
-    let main = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "main")).await;
     let canary_file = cluster_file(&redis.url(), "canary")
         .replace("threshold = 6", "threshold = 5\naction = \"log\"");
-    let canary = stack_with(ServeArgs::default(), &canary_file).await;
+    canary_does_not_disarm(&redis, &canary_file, "127.0.0.33", 4).await;
+}
+
+/// The same for a canary in monitor mode, the same rule: the global mode is part of a shared
+/// window's name (a review found the monitor canary's merge winning the marker and logging).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_mode_canary_does_not_disarm_the_block_mode_replicas() {
+    let redis = Redis::start(None);
+    let canary_file =
+        cluster_file(&redis.url(), "canary").replace("mode = \"block\"", "mode = \"monitor\"");
+    canary_does_not_disarm(&redis, &canary_file, "127.0.0.36", 5).await;
+}
+
+/// A replica of `RULE` (threshold 6) in block mode and a canary of `canary_file`: `first`
+/// requests of `src` on the main one, 1 on the canary (together the canary's threshold: its
+/// merge would win the shared window's marker and only log), then the main one's rest to its
+/// own sixth. The main one detects and bans at its own sixth; the canary detects nothing (it
+/// counted 1).
+async fn canary_does_not_disarm(redis: &Redis, canary_file: &str, src: &str, first: usize) {
+    let main = stack_with(ServeArgs::default(), &cluster_file(&redis.url(), "main")).await;
+    let canary = stack_with(ServeArgs::default(), canary_file).await;
     for s in [&main, &canary] {
         assert_eq!(
             metric_eventually(&s.admin, "ollama_guard_cluster_connected", 1.0).await,
@@ -1656,29 +1681,31 @@ async fn a_canary_replica_with_other_rule_settings_does_not_disarm_the_others() 
     }
     clear_of_window_end(HOUR, Duration::from_secs(60)).await;
     let stacks = [main, canary];
-    // 4 on the main replica, merged; 1 on the canary (5 together: the canary's threshold);
-    // then 2 more on the main one (7 together, 6 its own: its threshold).
-    tags_round_robin(&stacks[..1], "127.0.0.33", 0, 4).await;
+    tags_round_robin(&stacks[..1], src, 0, first).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    tags_round_robin(&stacks[1..], "127.0.0.33", 0, 1).await;
+    tags_round_robin(&stacks[1..], src, 0, 1).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    tags_round_robin(&stacks[..1], "127.0.0.33", 4, 2).await;
+    tags_round_robin(&stacks[..1], src, first, 6 - first).await;
     wait_all(&stacks[..1], |ev| {
         ev.iter()
-            .any(|e| e["event"] == "detection" && e["src"] == "127.0.0.33")
+            .any(|e| e["event"] == "detection" && e["src"] == src)
     })
     .await;
-    let d = detections_of(&stacks[..1], "127.0.0.33");
+    let d = detections_of(&stacks[..1], src);
     assert_eq!(d.len(), 1, "{d:#?}");
     assert_eq!(
         (d[0]["count"].as_u64(), d[0]["action"].as_str()),
         (Some(6), Some("banned"))
     );
-    assert!(version_status_within_1s(&stacks[0], "127.0.0.33", StatusCode::FORBIDDEN).await);
+    assert!(version_status_within_1s(&stacks[0], src, StatusCode::FORBIDDEN).await);
     // The canary counted its one request alone: no detection of its own.
-    assert!(detections_of(&stacks[1..], "127.0.0.33").is_empty());
-    let windows = redis.cli(&["KEYS", "ollama-guard:c:tags_burst#*127.0.0.33*"]);
-    assert_eq!(windows.len(), 2, "one window per rule setting: {windows:?}");
+    assert!(detections_of(&stacks[1..], src).is_empty());
+    let windows = redis.cli(&["KEYS", &format!("ollama-guard:c:*tags_burst#*{src}*")]);
+    assert_eq!(
+        windows.len(),
+        2,
+        "one window per rule and mode: {windows:?}"
+    );
 }
 
 /// A ban message whose ban starts more than an hour from now (a replica's clock far ahead,
@@ -1717,5 +1744,38 @@ async fn a_ban_from_a_clock_far_ahead_is_ignored() {
     assert!(
         bans.contains("127.0.0.35") && !bans.contains("127.0.0.34"),
         "{bans}"
+    );
+}
+
+/// The pub/sub connection ending while a merge waits for Redis does not drop the merge half
+/// way (it has taken the deltas): the merge finishes, its detection is written, then the
+/// replica reconnects (a review's repro: the split loop had lost the six counts, the
+/// detection and the ban).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubsub_connection_lost_during_a_merge_loses_no_count() {
+    let redis = Redis::start(None);
+    let stacks = replicas(&redis.url(), 1).await;
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]), ["OK"]);
+    tags_round_robin(&stacks, "127.0.0.32", 0, 6).await;
+    // The next sync's merge is held by the pause; the pub/sub connection goes meanwhile.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    wait_all(&stacks, |ev| {
+        ev.iter()
+            .any(|e| e["event"] == "detection" && e["src"] == "127.0.0.32")
+    })
+    .await;
+    let d = detections_of(&stacks, "127.0.0.32");
+    assert_eq!((d.len(), d[0]["count"].as_u64()), (1, Some(6)), "{d:#?}");
+    assert!(version_status_within_1s(&stacks[0], "127.0.0.32", StatusCode::FORBIDDEN).await);
+    reconnected(&stacks[0]).await;
+    assert_eq!(
+        metric(
+            &stacks[0].admin,
+            "ollama_guard_cluster_deltas_dropped_total"
+        )
+        .await,
+        0.0
     );
 }

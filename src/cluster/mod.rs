@@ -49,9 +49,10 @@
 //!   when it ends), `rs rc rt rx rb rm` the run (first sub-bucket, requests, latency sum and
 //!   max in ms, bytes, method). Expires one window (plus a grace) after its last merge.
 //!
-//! `RULE` in both is `NAME#DIGEST` (`Rule::make_shared_id`: 16 hex digits of the SHA-256 of
-//! the rule's validated settings), so replicas running one name with different settings
-//! count apart.
+//! `RULE` in both is `MODE:NAME#DIGEST`: the global mode (`block` or `monitor`) and
+//! `Rule::make_shared_id` (16 hex digits of the SHA-256 of the settings that decide what the
+//! rule counts and does), so replicas running one name with other settings, or in the other
+//! mode, count apart.
 
 mod task;
 

@@ -338,6 +338,42 @@ struct Watch {
 struct Counters {
     summaries: Vec<PendingSummary>,
     watch: HashMap<WindowKey, Watch>,
+    /// Windows whose detection this replica wrote itself after their merge was lost or
+    /// had to wait ([`detect_withheld`]): `(key, window start)` of a tumbling window (kept
+    /// until it ends), `(key, None)` of a sliding key (until its merged episode ends). A
+    /// later merge that wins the window writes no second detection.
+    detected_here: HashMap<(WindowKey, Option<u32>), Instant>,
+}
+
+/// Writes the detections this replica left to merges that are lost or must wait (see
+/// [`Engine::withheld_detection`]), and notes their windows in `counters`.
+fn detect_withheld(
+    detection: &DetectionStage,
+    counters: &mut Counters,
+    withheld: Vec<crate::detect::shared::Withheld>,
+) {
+    if withheld.is_empty() {
+        return;
+    }
+    let engine = detection.engine();
+    for (key, start, snap, path) in withheld {
+        if counters
+            .detected_here
+            .insert((key, start), Instant::now())
+            .is_some()
+        {
+            continue;
+        }
+        let Some(ev) = engine.withheld_detection(&key, path, snap) else {
+            continue;
+        };
+        let src = key
+            .src
+            .identity_id()
+            .is_none()
+            .then(|| key.src.network().addr());
+        detection.handle(std::slice::from_ref(&Event::Detection(ev)), src);
+    }
 }
 
 /// One sliding merge (or episode check, `slide.subs` empty) of a sync.
@@ -381,15 +417,8 @@ pub(crate) async fn run(
         };
         let was = cluster.connected();
         cluster.set_connected(false);
-        // Crossings left to a merge that now waits for Redis: detected locally instead.
-        let (tumbling, sliding) = cluster.deltas.take_crossed();
-        let engine = detection.engine();
-        for (key, start) in &tumbling {
-            engine.unflag_withheld(key, Some(*start));
-        }
-        for key in &sliding {
-            engine.unflag_withheld(key, None);
-        }
+        // Crossings left to a merge that now waits for Redis: detected here instead.
+        detect_withheld(&detection, &mut counters, cluster.deltas.take_crossed());
         let Err(failure) = result else { break };
         cluster.metrics.cluster.sync_errors.inc();
         if last_warn.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
@@ -473,39 +502,53 @@ async fn session(
     let mut tick = tokio::time::interval(cluster.config.sync_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_resync = Instant::now();
-    // Other replicas' ban changes are applied as they arrive, also while a sync waits for
-    // Redis (a large merge can take up to IO_TIMEOUT): a ban made elsewhere must not wait
-    // for this replica's counters.
-    let hear = async {
-        while let Some(msg) = messages.next().await {
-            if let Ok(text) = msg.get_payload::<String>() {
-                apply(cluster, enforcement, &text);
+    loop {
+        tokio::select! {
+            msg = messages.next() => {
+                let Some(msg) = msg else { return Err(Failure::Closed) };
+                if let Ok(text) = msg.get_payload::<String>() {
+                    apply(cluster, enforcement, &text);
+                }
             }
-        }
-        Err::<(), _>(Failure::Closed)
-    };
-    let work = async {
-        loop {
-            tokio::select! {
-                () = cluster.wake.notified() => publish_queued(cluster, &mut conn, &scripts).await?,
-                _ = tick.tick() => {
-                    let started = Instant::now();
-                    let shas = (scripts.merge.as_str(), scripts.slide.as_str());
-                    let result = sync_counters(cluster, detection, &mut conn, counters, shas).await;
-                    cluster.metrics.cluster.sync_duration.observe(started.elapsed().as_secs_f64());
-                    result?;
-                    publish_queued(cluster, &mut conn, &scripts).await?;
-                    if last_resync.elapsed() >= RESYNC_EVERY {
-                        resync(cluster, enforcement, &mut conn, epoch, &scripts).await?;
-                        last_resync = Instant::now();
+            () = cluster.wake.notified() => publish_queued(cluster, &mut conn, &scripts).await?,
+            _ = tick.tick() => {
+                let started = Instant::now();
+                let shas = (scripts.merge.as_str(), scripts.slide.as_str());
+                // Other replicas' ban changes are applied while the merge waits for Redis
+                // (a large one can take up to IO_TIMEOUT): a ban made elsewhere must not wait
+                // for this replica's counters. The merge itself is never dropped half-way (it
+                // has taken the deltas): a pub/sub connection that ends meanwhile ends the
+                // session once the merge is done.
+                let mut hearing = true;
+                let result = {
+                    let sync = sync_counters(cluster, detection, &mut conn, counters, shas);
+                    tokio::pin!(sync);
+                    loop {
+                        tokio::select! {
+                            r = &mut sync => break r,
+                            msg = messages.next(), if hearing => match msg {
+                                Some(msg) => {
+                                    if let Ok(text) = msg.get_payload::<String>() {
+                                        apply(cluster, enforcement, &text);
+                                    }
+                                }
+                                None => hearing = false,
+                            },
+                        }
                     }
+                };
+                cluster.metrics.cluster.sync_duration.observe(started.elapsed().as_secs_f64());
+                result?;
+                if !hearing {
+                    return Err(Failure::Closed);
+                }
+                publish_queued(cluster, &mut conn, &scripts).await?;
+                if last_resync.elapsed() >= RESYNC_EVERY {
+                    resync(cluster, enforcement, &mut conn, epoch, &scripts).await?;
+                    last_resync = Instant::now();
                 }
             }
         }
-    };
-    tokio::select! {
-        r = hear => r,
-        r = work => r,
     }
 }
 
@@ -965,9 +1008,25 @@ async fn sync_counters(
         cluster.metrics.cluster.deltas_dropped.inc_by(dropped);
     }
     let engine = detection.engine();
+    // Replicas in another global mode (a monitor-mode canary) count apart: a window's marker
+    // set by one that only logs would keep the others from banning.
+    let mode = if detection.blocking() {
+        "block"
+    } else {
+        "monitor"
+    };
     let now = Utc::now();
     let now_s = now.timestamp();
     let grace = summary_grace(cluster);
+    // A window detected here after a lost merge is remembered for as long as it lasts.
+    counters.detected_here.retain(|(key, _), at| {
+        let window = match (engine.shared_rule(key), engine.slide_rule(key)) {
+            (Some((secs, ..)), _) => Duration::from_secs(u64::from(secs)),
+            (_, Some(rule)) => Duration::from_millis(rule.sub_ms * u64::from(SUB_BUCKETS)),
+            _ => return false,
+        };
+        at.elapsed() < window + grace * 2
+    });
     let mut items = Vec::new();
     for ((key, start), delta) in cluster.deltas.drain() {
         let Some((window, threshold, by_bytes)) = engine.shared_rule(&key) else {
@@ -985,6 +1044,7 @@ async fn sync_counters(
             cluster.metrics.cluster.deltas_dropped.inc_by(delta.count);
             continue;
         };
+        let name = format!("{mode}:{name}");
         let ttl_ms = ((end - now_s).max(0) as u64 * 1000) + grace.as_millis() as u64 * 2;
         items.push((
             key,
@@ -1013,7 +1073,7 @@ async fn sync_counters(
             .arg(if *by_bytes { "1" } else { "0" })
             .arg(&cluster.config.instance_id);
     }
-    let slides = slide_items(cluster, &engine, &mut counters.watch, now);
+    let slides = slide_items(cluster, &engine, mode, &mut counters.watch, now);
     for item in &slides {
         let window_ms = item.rule.sub_ms * u64::from(SUB_BUCKETS);
         let cmd = pipe
@@ -1048,18 +1108,23 @@ async fn sync_counters(
                     .sum::<u64>();
             cluster.metrics.cluster.deltas_dropped.inc_by(lost);
             // A crossing of the threshold that this replica left to the lost merge: no
-            // replica would detect it. Its local window detects it again at its next request
-            // (in local mode now).
-            for (key, start, delta, ..) in &items {
-                if delta.crossed_here {
-                    engine.unflag_withheld(key, Some(*start));
-                }
-            }
-            for item in &slides {
-                if item.slide.crossed_here() {
-                    engine.unflag_withheld(&item.slide.key, None);
-                }
-            }
+            // replica would detect it (the merge that would have is lost, or its answer is).
+            // Detected here, now, as local mode would have at the crossing.
+            let withheld: Vec<_> = items
+                .iter()
+                .filter_map(|(key, start, delta, ..)| {
+                    Some((*key, Some(*start), delta.crossed?, delta.path.clone()))
+                })
+                .chain(slides.iter().filter_map(|item| {
+                    Some((
+                        item.slide.key,
+                        None,
+                        item.slide.crossed()?,
+                        item.path.clone(),
+                    ))
+                }))
+                .collect();
+            detect_withheld(detection, counters, withheld);
             return Err(e);
         }
     };
@@ -1073,9 +1138,11 @@ async fn sync_counters(
         if won != 1 {
             continue;
         }
-        // A window this replica already detected in local mode (an outage) is not detected
-        // again, but its summary is still due: the engine leaves summaries to the merge.
-        let ev = if delta.fired_locally {
+        // A window this replica already detected in local mode (an outage), or after a lost
+        // merge, is not detected again, but its summary is still due: the engine leaves
+        // summaries to the merge.
+        let ev = if delta.fired_locally || counters.detected_here.contains_key(&(key, Some(start)))
+        {
             None
         } else {
             let Some(ev) =
@@ -1122,12 +1189,16 @@ async fn sync_counters(
                 found.push((Event::WindowSummary(ev), src));
             }
         }
-        if a.won && !item.slide.fired_locally() {
+        if a.won
+            && !item.slide.fired_locally()
+            && !counters.detected_here.contains_key(&(key, None))
+        {
             if let Some(ev) = engine.slide_detection(&key, &a, item.path.clone()) {
                 found.push((Event::Detection(ev), src));
             }
         }
         if !a.flagged {
+            counters.detected_here.remove(&(key, None));
             counters.watch.remove(&key);
         } else if counters.watch.len() < MAX_WATCHED || counters.watch.contains_key(&key) {
             counters.watch.insert(
@@ -1152,6 +1223,7 @@ async fn sync_counters(
 fn slide_items(
     cluster: &Cluster,
     engine: &Engine,
+    mode: &str,
     watch: &mut HashMap<WindowKey, Watch>,
     now: chrono::DateTime<Utc>,
 ) -> Vec<SlideItem> {
@@ -1183,6 +1255,7 @@ fn slide_items(
             dropped += slide.count();
             continue;
         };
+        let name = format!("{mode}:{name}");
         merged.insert(slide.key);
         items.push(SlideItem {
             rule,

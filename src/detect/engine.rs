@@ -85,8 +85,6 @@ pub(crate) trait KeyStore<V>: Default {
     fn put(&self, key: WindowKey, value: V) -> bool;
     /// Removes `key`.
     fn drop_key(&self, key: &WindowKey);
-    /// Runs `f` on `key`'s value, when present.
-    fn modify(&self, key: &WindowKey, f: impl FnOnce(&mut V));
     /// A copy of `key`'s value.
     fn copied(&self, key: &WindowKey) -> Option<V>
     where
@@ -123,9 +121,6 @@ impl<V> KeyStore<V> for KeyMap<V> {
     }
     fn drop_key(&self, key: &WindowKey) {
         self.remove(key);
-    }
-    fn modify(&self, key: &WindowKey, f: impl FnOnce(&mut V)) {
-        self.update(key, f);
     }
     fn copied(&self, key: &WindowKey) -> Option<V>
     where
@@ -169,11 +164,6 @@ impl<V> KeyStore<V> for RefCell<LocalTable<V>> {
     }
     fn drop_key(&self, key: &WindowKey) {
         self.borrow_mut().remove(key);
-    }
-    fn modify(&self, key: &WindowKey, f: impl FnOnce(&mut V)) {
-        if let Some(v) = self.borrow_mut().get_mut(key) {
-            f(v);
-        }
     }
     fn copied(&self, key: &WindowKey) -> Option<V>
     where
@@ -598,40 +588,20 @@ impl<M: Maps> Engine<M> {
             return;
         };
         let shared = deltas.is_shared();
-        let fired_locally = !shared && pending[1].is_some();
-        let kept = deltas.add(key, start, latency, bytes, method, fired_locally, || {
-            (key.path() != NO_PATH).then(|| capped(&rec.path))
-        });
+        let crossed = pending[1].map(|(_, snap)| snap);
+        let fired_locally = !shared && crossed.is_some();
+        let kept = deltas.add(
+            key,
+            start,
+            latency,
+            bytes,
+            method,
+            (fired_locally, crossed.filter(|_| shared)),
+            || (key.path() != NO_PATH).then(|| capped(&rec.path)),
+        );
         // A delta dropped for the cap reaches no merge: its window's events stay local.
         if shared && kept {
-            if pending[1].is_some() {
-                deltas.mark_crossed(key, start);
-            }
             *pending = [None, None];
-        }
-    }
-
-    /// `[cluster]`: a merge that carried this replica's own crossing of the threshold was
-    /// lost (a failed sync drops its deltas): the local window (tumbling: the one starting at
-    /// `start`; sliding: `None`) is unflagged, so the key's next request here crosses again
-    /// and is detected locally (the replica is in local mode after a failed sync). Without
-    /// it, no replica would detect the window: the merge that would have was lost, and the
-    /// local window counts as detected.
-    pub(crate) fn unflag_withheld(&self, key: &WindowKey, start: Option<u32>) {
-        let Some(rule) = self.rules.get(usize::from(key.rule)) else {
-            return;
-        };
-        match (rule.window_kind, start) {
-            (WindowKind::Tumbling, Some(start)) => self.tumbling.modify(key, |st| {
-                if st.window_start == start {
-                    st.flagged = false;
-                }
-            }),
-            (WindowKind::Sliding, None) if rule.metric.is_bytes() => {
-                self.sliding_bytes.modify(key, Sliding::unflag);
-            }
-            (WindowKind::Sliding, None) => self.sliding.modify(key, Sliding::unflag),
-            _ => {}
         }
     }
 
@@ -753,7 +723,8 @@ impl<M: Maps> Engine<M> {
         if !counted {
             return self.note_late(pending);
         }
-        if self.share_slide(rule, (key, idx), latency, method, rec, pending[1].is_some()) {
+        let crossed = pending[1].map(|(_, snap)| snap);
+        if self.share_slide(rule, (key, idx), latency, method, rec, crossed) {
             pending = [None, None];
         }
         pending

@@ -401,12 +401,6 @@ impl<V> LocalTable<V> {
         self.slab.get(self.hash(key), key)
     }
 
-    /// The value of `key`, to change.
-    pub(crate) fn get_mut(&mut self, key: &WindowKey) -> Option<&mut V> {
-        let hash = self.hash(key);
-        self.slab.get_mut(hash, key)
-    }
-
     /// Keeps the entries for which `f` is true.
     pub(crate) fn retain(&mut self, f: impl FnMut(&WindowKey, &mut V) -> bool) {
         let hasher = &self.hasher;

@@ -333,11 +333,14 @@ impl Rule {
     }
 
     /// `[cluster]`: the name the rule's counters and markers have in Redis: its name and the
-    /// first 8 bytes (hex) of the SHA-256 of its validated values (so `"15m"` and `"900s"`
-    /// give one name, as [`Rule::same_effective_config`] compares them). Replicas share a
-    /// rule's windows only when they run the same rule: one with another threshold, window,
-    /// action or paths (a canary, a rolling change) counts apart instead of setting the
-    /// others' detection markers with its own verdicts.
+    /// first 8 bytes (hex) of the SHA-256 of the validated values that decide what it counts
+    /// and what it does (paths, methods and statuses as sets, so their order and repeats do
+    /// not matter; `"15m"` and `"900s"` alike). Labels (severity, MITRE, ESCU id, attack type,
+    /// risk score) are left out: a change of a label does not split the counting. Replicas
+    /// share a rule's windows only when they run the same rule: one with another threshold,
+    /// window, action or paths (a canary, a rolling change) counts apart instead of setting
+    /// the others' detection markers with its own verdicts. (The global mode is added to the
+    /// key by the cluster task.)
     pub(super) fn make_shared_id(&self) -> Arc<str> {
         use sha2::Digest as _;
         // Destructured so that a new field cannot be forgotten here.
@@ -346,9 +349,12 @@ impl Rule {
                 config: _,
             name,
             shared_id: _,
-            escu_id,
-            mitre,
-            attack_type,
+            // Labels.
+            escu_id: _,
+            mitre: _,
+            attack_type: _,
+            severity: _,
+            risk_score: _,
             paths,
             // Derived from `paths`.
             any_path: _,
@@ -363,14 +369,23 @@ impl Rule {
             window_kind,
             metric,
             threshold,
-            severity,
             action,
-            risk_score,
         } = self;
+        let set = |items: Vec<String>| {
+            let mut items = items;
+            items.sort_unstable();
+            items.dedup();
+            items.join(",")
+        };
         let text = format!(
-            "{escu_id:?}|{mitre:?}|{attack_type:?}|{paths:?}|{methods:?}|{statuses:?}|\
-             {min_latency:?}|{max_latency:?}|{group_by:?}|{window:?}|{window_kind:?}|\
-             {metric:?}|{threshold}|{severity:?}|{action:?}|{risk_score}"
+            "paths={}|methods={}|statuses={statuses:?}|latency={}..{:?}|group_by={group_by:?}|\
+             window={}|kind={window_kind:?}|metric={metric:?}|threshold={threshold}|\
+             action={action:?}",
+            set(paths.iter().map(|g| g.as_str().to_owned()).collect()),
+            set(methods.iter().map(ToString::to_string).collect()),
+            min_latency.as_nanos(),
+            max_latency.map(|d| d.as_nanos()),
+            window.as_millis(),
         );
         let digest = sha2::Sha256::digest(text.as_bytes());
         Arc::from(format!("{name}#{}", hex::encode(&digest[..8])))

@@ -39,7 +39,7 @@ use crate::record::RequestRecord;
 pub(crate) const MAX_PENDING: usize = 100_000;
 
 /// What one replica counted in one window of one key since the last sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Delta {
     /// Requests counted.
     pub(crate) count: u64,
@@ -57,13 +57,13 @@ pub(crate) struct Delta {
     /// the merge decides it again, it is not written twice.
     pub(crate) fired_locally: bool,
     /// This replica's own count crossed the threshold while counters were shared, and its
-    /// detection was left to the merge: when the merge is lost, the local window is unflagged
-    /// so that its next request detects it locally ([`Engine::unflag_withheld`]).
-    pub(crate) crossed_here: bool,
+    /// detection (these figures) was left to the merge: when the merge is lost, it is written
+    /// here after all ([`Engine::withheld_detection`]).
+    pub(crate) crossed: Option<Snapshot>,
 }
 
 /// What one replica counted in one sub-bucket of one sliding key since the last sync.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct SubDelta {
     /// Requests counted.
     pub(crate) count: u64,
@@ -81,8 +81,8 @@ pub(crate) struct SubDelta {
     /// local mode, or in flight): when the merge crosses the threshold, it is not written
     /// twice.
     pub(crate) fired_locally: bool,
-    /// As [`Delta::crossed_here`].
-    pub(crate) crossed_here: bool,
+    /// As [`Delta::crossed`].
+    pub(crate) crossed: Option<Snapshot>,
 }
 
 impl SubDelta {
@@ -92,12 +92,18 @@ impl SubDelta {
         self.sum_ms = self.sum_ms.saturating_add(d.sum_ms);
         self.max_ms = self.max_ms.max(d.max_ms);
         self.fired_locally |= d.fired_locally;
-        self.crossed_here |= d.crossed_here;
+        if self.crossed.is_none() {
+            self.crossed = d.crossed;
+        }
     }
 }
 
+/// A crossing of a threshold left to a merge: the key, its window start (tumbling; `None`
+/// for sliding), the crossing's figures and the key's path text.
+pub(crate) type Withheld = (WindowKey, Option<u32>, Snapshot, Option<String>);
+
 /// One sliding key's pending sub-bucket deltas, as one merge sends them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Slide {
     /// The key.
     pub(crate) key: WindowKey,
@@ -116,10 +122,10 @@ impl Slide {
         self.subs.iter().any(|(_, d)| d.fired_locally)
     }
 
-    /// Whether this replica's own count crossed the threshold in these sub-buckets while
-    /// shared ([`Delta::crossed_here`]).
-    pub(crate) fn crossed_here(&self) -> bool {
-        self.subs.iter().any(|(_, d)| d.crossed_here)
+    /// This replica's own crossing of the threshold in these sub-buckets while shared, with
+    /// its figures ([`Delta::crossed`]).
+    pub(crate) fn crossed(&self) -> Option<Snapshot> {
+        self.subs.iter().find_map(|(_, d)| d.crossed)
     }
 
     /// The newest sub-bucket.
@@ -182,7 +188,7 @@ impl Deltas {
         latency_ns: u64,
         bytes: u64,
         method: u8,
-        fired_locally: bool,
+        (fired_locally, crossed): (bool, Option<Snapshot>),
         path: impl FnOnce() -> Option<String>,
     ) -> bool {
         if let Some(mut d) = self.map.get_mut(&(key, start)) {
@@ -191,6 +197,9 @@ impl Deltas {
             d.max_ns = d.max_ns.max(latency_ns);
             d.bytes = d.bytes.saturating_add(bytes);
             d.fired_locally |= fired_locally;
+            if d.crossed.is_none() {
+                d.crossed = crossed;
+            }
             return true;
         }
         if self.pending() >= self.cap {
@@ -205,6 +214,9 @@ impl Deltas {
                 d.max_ns = d.max_ns.max(latency_ns);
                 d.bytes = d.bytes.saturating_add(bytes);
                 d.fired_locally |= fired_locally;
+                if d.crossed.is_none() {
+                    d.crossed = crossed;
+                }
             })
             .or_insert_with(|| Delta {
                 count: 1,
@@ -214,47 +226,33 @@ impl Deltas {
                 method,
                 path: path(),
                 fired_locally,
-                crossed_here: false,
+                crossed,
             });
         true
     }
 
-    /// Marks the pending delta of `key`'s window starting at `start` (just added to) as
-    /// holding this replica's own crossing of the threshold ([`Delta::crossed_here`]).
-    pub(crate) fn mark_crossed(&self, key: WindowKey, start: u32) {
-        if let Some(mut d) = self.map.get_mut(&(key, start)) {
-            d.crossed_here = true;
-        }
-    }
-
-    /// The pending deltas that hold this replica's own crossing of a threshold, their marks
-    /// cleared: tumbling `(key, window start)`s and sliding keys. When the replica falls back
-    /// to local mode, those crossings would wait for a merge until Redis is back: they are
-    /// detected locally instead ([`Engine::unflag_withheld`]), and the local detection marks
-    /// the delta `fired_locally`, so the later merge does not write it again.
-    pub(crate) fn take_crossed(&self) -> (Vec<(WindowKey, u32)>, Vec<WindowKey>) {
-        let mut tumbling = Vec::new();
+    /// The crossings of a threshold that this replica left to a merge and that are still
+    /// pending, their marks cleared: `(key, window start (tumbling) or None (sliding), the
+    /// crossing's figures, the key's path text)`. When the replica falls back to local mode,
+    /// their merges wait for Redis: their detections are written here instead
+    /// ([`Engine::withheld_detection`]).
+    pub(crate) fn take_crossed(&self) -> Vec<Withheld> {
+        let mut out = Vec::new();
         for mut e in self.map.iter_mut() {
-            if std::mem::take(&mut e.value_mut().crossed_here) {
-                tumbling.push(*e.key());
+            let key = *e.key();
+            let d = e.value_mut();
+            if let Some(snap) = d.crossed.take() {
+                out.push((key.0, Some(key.1), snap, d.path.clone()));
             }
         }
-        let mut sliding = Vec::new();
         for mut e in self.slides.iter_mut() {
-            if std::mem::take(&mut e.value_mut().crossed_here) {
-                sliding.push(e.key().0);
+            let key = e.key().0;
+            let d = e.value_mut();
+            if let Some(snap) = d.crossed.take() {
+                out.push((key, None, snap, d.path.clone()));
             }
         }
-        // A key with several marked sub-buckets is listed once per sub-bucket: unflagging is
-        // idempotent.
-        (tumbling, sliding)
-    }
-
-    /// [`Deltas::mark_crossed`] for sliding `key`'s sub-bucket `idx`.
-    pub(crate) fn mark_crossed_slide(&self, key: WindowKey, idx: u32) {
-        if let Some(mut d) = self.slides.get_mut(&(key, idx)) {
-            d.crossed_here = true;
-        }
+        out
     }
 
     /// Takes every pending delta (the sync sends them).
@@ -278,7 +276,7 @@ impl Deltas {
         latency_ms: u64,
         bytes: u64,
         method: u8,
-        fired_locally: bool,
+        (fired_locally, crossed): (bool, Option<Snapshot>),
         path: impl FnOnce() -> Option<String>,
     ) -> bool {
         let one = SubDelta {
@@ -289,7 +287,7 @@ impl Deltas {
             method,
             path: None,
             fired_locally,
-            crossed_here: false,
+            crossed,
         };
         if let Some(mut d) = self.slides.get_mut(&(key, idx)) {
             d.absorb(&one);
@@ -443,7 +441,7 @@ impl<M: super::engine::Maps> Engine<M> {
         latency_ms: u32,
         method: u8,
         rec: &RequestRecord,
-        crossed: bool,
+        crossed: Option<Snapshot>,
     ) -> bool {
         let Some(deltas) = self.shared.get() else {
             return false;
@@ -453,20 +451,31 @@ impl<M: super::engine::Maps> Engine<M> {
         let in_flight = 1u64
             .checked_shl(u32::from(key.rule))
             .is_some_and(|bit| rec.in_flight_reported & bit != 0);
-        let fired_locally = (crossed && !shared) || in_flight;
+        let fired_locally = (crossed.is_some() && !shared) || in_flight;
         let kept = deltas.add_slide(
             (key, idx),
             u64::from(latency_ms),
             rule.metric.bytes(rec),
             method,
-            fired_locally,
+            (fired_locally, crossed.filter(|_| shared)),
             || (key.path() != NO_PATH).then(|| capped(&rec.path)),
         );
         // A crossing whose delta was dropped (the cap) would reach no merge: detected here.
-        if crossed && shared && kept {
-            deltas.mark_crossed_slide(key, idx);
-        }
         shared && kept
+    }
+
+    /// `[cluster]`: the detection this replica withheld for a merge (`snap`, the crossing's
+    /// figures as the local window had them) when that merge is lost (a failed sync drops its
+    /// deltas) or waits for Redis (the replica fell back to local mode): written here after
+    /// all, as local mode would have written it at the crossing.
+    pub(crate) fn withheld_detection(
+        &self,
+        key: &WindowKey,
+        path: Option<String>,
+        snap: Snapshot,
+    ) -> Option<DetectionEvent> {
+        let rule = self.rules.get(usize::from(key.rule))?;
+        Some(self.event(rule, key, &self.merged_src(key), None, path, snap))
     }
 
     /// `[cluster]`: the sliding rule of a delta key (`None`: not a sliding rule, or gone).
@@ -577,10 +586,10 @@ mod tests {
     #[test]
     fn deltas_sum_drain_restore_and_cap() {
         let d = Deltas::with_cap(2);
-        d.add(key(1), 60, 5, 10, 1, false, || None);
-        d.add(key(1), 60, 9, 1, 2, true, || None);
-        d.add(key(2), 60, 1, 0, 1, false, || Some("/api/x".into()));
-        d.add(key(3), 60, 1, 0, 1, false, || None);
+        d.add(key(1), 60, 5, 10, 1, (false, None), || None);
+        d.add(key(1), 60, 9, 1, 2, (true, None), || None);
+        d.add(key(2), 60, 1, 0, 1, (false, None), || Some("/api/x".into()));
+        d.add(key(3), 60, 1, 0, 1, (false, None), || None);
         assert_eq!(d.take_dropped(), 1);
         let mut all = d.drain();
         all.sort_by_key(|((k, _), _)| k.src.network());
@@ -595,50 +604,70 @@ mod tests {
                 method: 1,
                 path: None,
                 fired_locally: true,
-                crossed_here: false
+                crossed: None
             }
         );
         assert_eq!(all[1].1.path.as_deref(), Some("/api/x"));
         // A reload that changes the rules drops what is pending, counted by requests.
-        d.add(key(1), 60, 1, 0, 1, false, || None);
-        d.add(key(2), 60, 1, 0, 1, false, || None);
-        d.add(key(2), 60, 1, 0, 1, false, || None);
+        d.add(key(1), 60, 1, 0, 1, (false, None), || None);
+        d.add(key(2), 60, 1, 0, 1, (false, None), || None);
+        d.add(key(2), 60, 1, 0, 1, (false, None), || None);
         d.discard_all();
         assert_eq!(d.len(), 0);
         assert_eq!(d.take_dropped(), 3);
     }
 
-    /// A crossing marked on its pending delta is listed once by `take_crossed`, its mark
-    /// cleared; a delta dropped for the cap reports `false`, so the engine keeps that
-    /// crossing's detection local.
+    /// A crossing left to the merge rides on its pending delta, with its figures, and is
+    /// taken once by `take_crossed` (the deltas stay for the merge); a delta dropped for the
+    /// cap reports `false`, so the engine keeps that crossing's detection local.
     #[test]
-    fn crossings_are_marked_taken_once_and_a_dropped_delta_says_so() {
+    fn crossings_ride_on_their_deltas_are_taken_once_and_a_dropped_delta_says_so() {
+        let snap = Snapshot {
+            start_ms: 60_000,
+            end_ms: 120_000,
+            count: 6,
+            bytes: 0,
+            avg_secs: 1.5,
+            max_secs: 2.0,
+            method: 1,
+        };
         let d = Deltas::with_cap(3);
-        assert!(d.add(key(1), 60, 1, 0, 1, false, || None));
-        d.mark_crossed(key(1), 60);
-        assert!(d.add(key(2), 60, 1, 0, 1, false, || None));
-        assert!(d.add_slide((key(3), 100), 1, 0, 1, false, || None));
-        d.mark_crossed_slide(key(3), 100);
-        assert!(!d.add(key(4), 60, 1, 0, 1, false, || None), "over the cap");
-        assert!(!d.add_slide((key(5), 100), 1, 0, 1, false, || None));
-        assert_eq!(d.take_crossed(), (vec![(key(1), 60)], vec![key(3)]));
-        assert_eq!(d.take_crossed(), (vec![], vec![]));
-        // The deltas themselves stay for the merge.
+        assert!(d.add(key(1), 60, 1, 0, 1, (false, None), || None));
+        assert!(d.add(key(1), 60, 1, 0, 1, (false, Some(snap)), || None));
+        assert!(d.add(key(2), 60, 1, 0, 1, (false, None), || None));
+        assert!(
+            d.add_slide((key(3), 100), 1, 0, 1, (false, Some(snap)), || Some(
+                "/p".into()
+            ))
+        );
+        assert!(
+            !d.add(key(4), 60, 1, 0, 1, (false, Some(snap)), || None),
+            "over the cap"
+        );
+        assert!(!d.add_slide((key(5), 100), 1, 0, 1, (false, None), || None));
+        assert_eq!(
+            d.take_crossed(),
+            vec![
+                (key(1), Some(60), snap, None),
+                (key(3), None, snap, Some("/p".to_owned()))
+            ]
+        );
+        assert_eq!(d.take_crossed(), vec![]);
         assert_eq!(d.pending(), 3);
     }
 
     #[test]
     fn sliding_deltas_sum_per_sub_bucket_group_by_key_and_share_the_cap() {
         let d = Deltas::with_cap(4);
-        d.add_slide((key(1), 101), 30, 0, 2, false, || Some("/a".into()));
-        d.add_slide((key(1), 100), 10, 0, 1, false, || None);
-        d.add_slide((key(1), 101), 50, 7, 3, true, || None);
-        d.add_slide((key(2), 100), 5, 0, 1, false, || None);
+        d.add_slide((key(1), 101), 30, 0, 2, (false, None), || Some("/a".into()));
+        d.add_slide((key(1), 100), 10, 0, 1, (false, None), || None);
+        d.add_slide((key(1), 101), 50, 7, 3, (true, None), || None);
+        d.add_slide((key(2), 100), 5, 0, 1, (false, None), || None);
         // A tumbling window takes the last place of the cap (4): the next new sub-bucket is
         // dropped, an existing one still counts.
-        d.add(key(3), 60, 1, 0, 1, false, || None);
-        d.add_slide((key(2), 102), 5, 0, 1, false, || None);
-        d.add_slide((key(2), 100), 6, 0, 1, false, || None);
+        d.add(key(3), 60, 1, 0, 1, (false, None), || None);
+        d.add_slide((key(2), 102), 5, 0, 1, (false, None), || None);
+        d.add_slide((key(2), 100), 6, 0, 1, (false, None), || None);
         assert_eq!(d.take_dropped(), 1);
         let mut slides = d.drain_slides();
         slides.sort_by_key(|s| s.key.src.network());
@@ -659,7 +688,7 @@ mod tests {
                         method: 1,
                         path: None,
                         fired_locally: false,
-                        crossed_here: false
+                        crossed: None
                     }
                 ),
                 (
@@ -672,7 +701,7 @@ mod tests {
                         method: 2,
                         path: Some("/a".into()),
                         fired_locally: true,
-                        crossed_here: false
+                        crossed: None
                     }
                 ),
             ]
@@ -692,8 +721,8 @@ mod tests {
             (1, 2, 11, false)
         );
         // A reload that changes the rules drops what is pending, sliding and tumbling alike.
-        d.add_slide((key(1), 101), 1, 0, 1, false, || None);
-        d.add_slide((key(1), 102), 1, 0, 1, false, || None);
+        d.add_slide((key(1), 101), 1, 0, 1, (false, None), || None);
+        d.add_slide((key(1), 102), 1, 0, 1, (false, None), || None);
         d.discard_all();
         assert_eq!(d.pending(), 0);
         assert_eq!(

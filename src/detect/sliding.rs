@@ -195,12 +195,6 @@ impl<R: Ring> Sliding<R> {
         self.meta(FLAGGED) != 0
     }
 
-    /// Ends the flag without a summary (`[cluster]`: the crossing's merge was lost, and the
-    /// next request over the threshold detects the key again).
-    pub(crate) fn unflag(&mut self) {
-        self.set_meta(FLAGGED, 0);
-    }
-
     /// The newest sub-bucket index.
     pub(crate) fn head(&self) -> u32 {
         self.head

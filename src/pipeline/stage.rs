@@ -72,6 +72,11 @@ impl DetectionStage {
         self.engine.load_full()
     }
 
+    /// Whether the global mode is `block` (the cluster task names shared windows with it).
+    pub(crate) fn blocking(&self) -> bool {
+        self.enforcement.block_mode()
+    }
+
     fn sweep_lock(&self) -> MutexGuard<'_, ()> {
         self.sweep.lock().unwrap_or_else(PoisonError::into_inner)
     }

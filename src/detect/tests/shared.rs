@@ -136,12 +136,11 @@ fn in_local_mode_the_engine_decides_and_marks_the_delta_that_fired() {
     assert_eq!(fired, vec![(I0, true), (I0 + 1, false)]);
 }
 
-/// A crossing withheld for the merge (shared) is marked on its delta; when that merge is lost
-/// and the replica is local again, the unflagged key's next request detects it here, and the
-/// delta it adds to says so (the merge, if it comes, does not write it again). Sliding and
-/// tumbling alike.
+/// A crossing withheld for the merge (shared) rides on its delta with the local window's
+/// figures; when that merge is lost, the detection written from them is the one local mode
+/// would have written at the crossing, request for request. Sliding and tumbling alike.
 #[test]
-fn a_withheld_crossing_whose_merge_is_lost_is_detected_by_the_next_request() {
+fn a_withheld_crossing_becomes_the_detection_local_mode_writes() {
     let rules = || {
         [
             sliding(2),
@@ -153,37 +152,23 @@ fn a_withheld_crossing_whose_merge_is_lost_is_detected_by_the_next_request() {
     };
     for (i, config) in rules().into_iter().enumerate() {
         let name = config.name.clone();
-        let e = engine(&[config]);
-        let deltas = Arc::new(Deltas::default());
-        deltas.set_shared(true);
-        e.attach_deltas(deltas.clone());
-        let burst = burst();
-        assert!(feed(&e, &burst[..2]).is_empty(), "{name}: withheld");
-        let (tumbled, slid) = deltas.take_crossed();
-        assert_eq!(tumbled.len() + slid.len(), 1, "{name}: one crossing marked");
-        // The merge is lost; local mode.
-        deltas.set_shared(false);
-        for (key, start) in &tumbled {
-            e.unflag_withheld(key, Some(*start));
-        }
-        for key in &slid {
-            e.unflag_withheld(key, None);
-        }
-        assert_eq!(
-            kinds(&feed(&e, &burst[2..])),
-            [("detection", 3)],
-            "{name}: detected by the next request"
-        );
-        let fired = deltas.drain().iter().any(|(_, d)| d.fired_locally)
-            || deltas.drain_slides().iter().any(|s| s.fired_locally());
-        assert!(fired, "{name}");
-        // Without the unflag, the next request is only counted.
+        let local = engine(&[config]);
+        let want = feed(&local, &burst()[..2]);
+        assert_eq!(kinds(&want), [("detection", 2)], "{name}");
+
         let e = engine(&[rules()[i].clone()]);
         let deltas = Arc::new(Deltas::default());
         deltas.set_shared(true);
         e.attach_deltas(deltas.clone());
-        assert!(feed(&e, &burst[..2]).is_empty());
-        deltas.set_shared(false);
-        assert!(feed(&e, &burst[2..]).is_empty(), "{name}");
+        assert!(feed(&e, &burst()[..2]).is_empty(), "{name}: withheld");
+        let withheld = deltas.take_crossed();
+        assert_eq!(withheld.len(), 1, "{name}: one crossing");
+        let (key, _, snap, path) = withheld.into_iter().next().unwrap();
+        assert_eq!(
+            e.withheld_detection(&key, path, snap).unwrap(),
+            *want[0].detail(),
+            "{name}"
+        );
+        assert!(deltas.take_crossed().is_empty());
     }
 }

@@ -298,9 +298,10 @@ fn group_by_accepts_the_identity_groupings() {
     assert!(!a.same_effective_config(&b));
 }
 
-/// `[cluster]`: a rule's name in Redis carries a digest of its validated values: the same for
-/// the same rule however it is spelled (`15m` and `900s`), another for another threshold,
-/// action, window or name (a canary replica must not share the others' windows and markers).
+/// `[cluster]`: a rule's name in Redis carries a digest of the validated values that decide
+/// what it counts and does: the same for the same rule however it is spelled (`15m` and
+/// `900s`, lists in another order) or labelled, another for another threshold, action, window
+/// or name (a canary replica must not share the others' windows and markers).
 #[test]
 fn the_shared_id_names_the_rule_and_its_effective_configuration() {
     let id = |f: &dyn Fn(&mut RuleConfig)| {
@@ -321,6 +322,17 @@ fn the_shared_id_names_the_rule_and_its_effective_configuration() {
         id(&|r| r.status = vec![401, 200]),
         id(&|r| r.status = vec![200, 401])
     );
+    // Sets, not lists; labels are not the rule's effect.
+    assert_eq!(
+        id(&|r| r.paths = vec!["/api/show".into(), "/api/tags".into(), "/api/show".into()]),
+        id(&|r| r.paths = vec!["/api/tags".into(), "/api/show".into()])
+    );
+    assert_eq!(
+        id(&|r| r.methods = vec!["POST".into(), "GET".into()]),
+        id(&|r| r.methods = vec!["GET".into(), "POST".into()])
+    );
+    assert_eq!(id(&|r| r.attack_type = "Another label".into()), base);
+    assert_eq!(id(&|r| r.mitre = Some("T1048".into())), base);
     for other in [
         id(&|r| r.threshold = 99),
         id(&|r| r.window = "16m".into()),
