@@ -264,7 +264,8 @@ std::thread_local! {
 /// The frames that are ready together are written together (up to [`GATHER_MAX`]): hyper
 /// hands over a chunked body one chunk at a time, and a client sending a megabyte as
 /// one-byte chunks must not cost a write and a segment to the upstream per chunk. A frame
-/// that arrives alone is written at once, as before: nothing waits for more.
+/// that arrives alone is written after one scheduler turn (in which hyper finds no further
+/// chunk): nothing waits for a timer.
 async fn send_rest<B>(
     conn: &mut Conn,
     mut body: Pin<&mut B>,
@@ -280,6 +281,8 @@ where
         // One frame gathered alone is written from its own buffer, without a copy.
         let mut one: Option<Bytes> = None;
         let mut end = false;
+        // Whether the last turn given up for more frames brought none (see below).
+        let mut turned_in_vain = false;
         let polled = poll_fn(|cx| {
             // The upstream first: a body that is always ready must not hide an answer.
             if let Poll::Ready(answer) = poll_answer(conn, cx) {
@@ -291,6 +294,15 @@ where
                     return Poll::Ready(Ok(()));
                 }
                 let frame = match body.as_mut().poll_frame(cx) {
+                    // hyper hands a body over one frame at a time: its connection (this same
+                    // task) decodes the next chunk only once the last one is taken. One turn
+                    // given up lets it decode what already arrived; a turn that brings nothing
+                    // more ends the gathering. No timer: a lone frame waits one turn.
+                    Poll::Pending if have > 0 && !turned_in_vain => {
+                        turned_in_vain = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                     Poll::Pending if have > 0 => return Poll::Ready(Ok(())),
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(None) => {
@@ -302,6 +314,7 @@ where
                     }
                     Poll::Ready(Some(Ok(frame))) => frame,
                 };
+                turned_in_vain = false;
                 match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
                     Ok(data) if chunked => wire::encode_chunk(&mut scratch, &data),

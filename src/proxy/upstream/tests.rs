@@ -770,3 +770,55 @@ async fn a_lone_request_body_frame_is_written_at_once() {
     wait_for(&mut got, &mut rx_up, "second-frame").await;
     call.abort();
 }
+
+/// Through hyper's server, as in `serve`: a client's chunked body of 1 000 one-byte chunks,
+/// sent in one piece, goes upstream in two writes, not one per chunk (hyper hands
+/// the body over one chunk at a time; a turn given up lets it decode the next); the bytes
+/// arrive intact.
+#[tokio::test]
+async fn through_hyper_a_body_of_tiny_chunks_goes_upstream_in_few_writes() {
+    let (addr, mut seen) = recording_upstream().await;
+    let client = client_for(addr, Duration::from_secs(60));
+    let (mut near, far) = tokio::io::duplex(1 << 20);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let req = req.map(wrap);
+        client.clone().oneshot(req)
+    });
+    tokio::spawn(
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(far), svc),
+    );
+    let want: String = (0..1000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let mut request =
+        b"POST /api/embed HTTP/1.1\r\nhost: g\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    for c in want.bytes() {
+        request.extend_from_slice(b"1\r\n");
+        request.push(c);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let writes = || super::exchange::WRITES.with(std::cell::Cell::get);
+    let before = writes();
+    near.write_all(&request).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the body is forwarded")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (_, sent) = text.split_once("\r\n\r\n").unwrap();
+    let body: String = sent
+        .split("\r\n")
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .filter_map(|c| match c {
+            [size, data] if *size != "0" => Some(*data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(body, want);
+    let n = writes() - before;
+    // The head with the first chunk, then the other 999 in one write (1 001 before).
+    assert_eq!(n, 2, "{n} writes upstream for 1 000 chunks");
+}
