@@ -577,6 +577,12 @@ mod tests {
             crate::text::printable("señal ошибка 错误"),
             "señal ошибка 错误"
         );
+        // Line and paragraph separators break a line in some viewers; tag characters hide
+        // text.
+        assert_eq!(
+            crate::text::printable("a\u{2028}b\u{2029}c\u{e0041}d"),
+            "a\\u{2028}b\\u{2029}c\\u{e0041}d"
+        );
     }
 
     #[test]

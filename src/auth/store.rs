@@ -89,7 +89,7 @@ pub(crate) enum StoreError {
         source: io::Error,
     },
     /// The key file vanished while keys were in force (a reload refuses it).
-    #[error("{path}: the key file is gone; the keys in force are kept (revoke keys with `keys revoke`, or write a file without keys to remove them all)", path = .0.display())]
+    #[error("{path}: the key file is gone; the keys in force are kept (`keys add` or `keys revoke` writes it again from them; a file without keys removes them all)", path = .0.display())]
     Gone(PathBuf),
     /// The file is not a key file.
     #[error("{path}: not a valid key file: {problem}")]
@@ -202,7 +202,9 @@ impl KeyStore {
     /// keys in force stay. Returns the number of keys now in force.
     pub(crate) fn reload(&self) -> Result<usize, StoreError> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refuse_if_gone()?;
+        if self.gone() {
+            return Err(StoreError::Gone(self.path.clone()));
+        }
         let entries = read(&self.path)?;
         let index = Index::new(entries);
         let n = index.by_name.len();
@@ -210,14 +212,23 @@ impl KeyStore {
         Ok(n)
     }
 
-    /// A key file that vanished while keys are in force (a bad deploy, a wrong mount): read
-    /// as it is, it would revoke every key at once (a reload), or be written back with one
-    /// key in it (an `add`). Refused, the keys in force kept. An empty file removes them all.
-    fn refuse_if_gone(&self) -> Result<(), StoreError> {
-        if !self.index.load().by_name.is_empty() && !self.path.exists() {
-            return Err(StoreError::Gone(self.path.clone()));
+    /// Whether the key file vanished while keys are in force (a bad deploy, a wrong mount):
+    /// read as it is, it would revoke every key at once. A reload refuses it and keeps the
+    /// keys in force; an `add` or a `revoke` works on the keys in force and writes the file
+    /// again (see [`KeyStore::base`]). An empty file removes them all.
+    fn gone(&self) -> bool {
+        !self.index.load().by_name.is_empty() && !self.path.exists()
+    }
+
+    /// What a change starts from: the file (an edit since the last reload, or another
+    /// replica's change, is kept), or, when it is [gone](KeyStore::gone), the keys in force
+    /// (a revocation must work then too; writing only the new key would revoke the others).
+    fn base(&self) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
+        if self.gone() {
+            tracing::warn!(file = %self.path.display(), "the API key file is gone: it is written again from the keys in force");
+            return Ok(self.list());
         }
-        Ok(())
+        read(&self.path)
     }
 
     /// HOT PATH: what `key` is at `now`. One SHA-256 of the presented bytes, one hash-map
@@ -262,11 +273,8 @@ impl KeyStore {
             return Err(StoreError::BadName(name.to_owned()));
         }
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refuse_if_gone()?;
         let _shared = FileLock::take(&self.path)?;
-        // The file, not the index, is the truth: an edit since the last reload (or another
-        // replica's change) is kept.
-        let mut entries = read(&self.path)?;
+        let mut entries = self.base()?;
         if entries.iter().any(|e| &*e.name == name) {
             return Err(StoreError::Exists(name.to_owned()));
         }
@@ -288,9 +296,8 @@ impl KeyStore {
     /// no such key.
     pub(crate) fn revoke(&self, name: &str) -> Result<Option<Arc<KeyEntry>>, StoreError> {
         let _w = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        self.refuse_if_gone()?;
         let _shared = FileLock::take(&self.path)?;
-        let mut entries = read(&self.path)?;
+        let mut entries = self.base()?;
         let Some(pos) = entries.iter().position(|e| &*e.name == name) else {
             return Ok(None);
         };
@@ -390,6 +397,7 @@ fn read(path: &Path) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
         )));
     }
     let mut entries: Vec<Arc<KeyEntry>> = Vec::with_capacity(file.keys.len());
+    let mut digests: HashMap<Digest, usize> = HashMap::with_capacity(file.keys.len());
     for (i, k) in file.keys.into_iter().enumerate() {
         if !valid_name(&k.name) {
             return Err(invalid(format!("keys[{i}]: bad name {:?}", k.name)));
@@ -406,10 +414,10 @@ fn read(path: &Path) -> Result<Vec<Arc<KeyEntry>>, StoreError> {
         })?;
         // Two entries with one key (a copied line): the key's role and name would depend on
         // the order of the lines, and revoking one name would leave the key working.
-        if let Some(first) = entries.iter().find(|e| e.digest == digest) {
+        if let Some(first) = digests.insert(digest, i) {
             return Err(invalid(format!(
                 "keys[{i}] ({}): the same key (sha256) as {:?}",
-                k.name, first.name
+                k.name, entries[first].name
             )));
         }
         entries.push(Arc::new(KeyEntry {
@@ -640,7 +648,7 @@ mod tests {
         let e = store.reload().unwrap_err().to_string();
         assert_eq!(
             e,
-            format!("{}: the key file is gone; the keys in force are kept (revoke keys with `keys revoke`, or write a file without keys to remove them all)", path.display())
+            format!("{}: the key file is gone; the keys in force are kept (`keys add` or `keys revoke` writes it again from them; a file without keys removes them all)", path.display())
         );
         assert!(matches!(
             store.lookup(key2.as_bytes(), now()),
@@ -650,44 +658,45 @@ mod tests {
         assert_eq!(empty.reload().unwrap(), 0);
     }
 
-    /// An `add` or a `revoke` while the file is gone would write a file without the keys in
-    /// force (every client refused at the next reload or restart): refused like a reload, the
-    /// keys in force working and no file written.
+    /// An `add` or a `revoke` while the file is gone (a wrong mount) works on the keys in
+    /// force and writes the file again with them: an `add` had written a file with only the
+    /// new key (every other client refused at the next reload), and refusing would leave a
+    /// leaked key unrevokable.
     #[test]
-    fn a_change_while_the_file_is_gone_is_refused_and_keeps_the_keys() {
+    fn a_change_while_the_file_is_gone_starts_from_the_keys_in_force() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state").join("k.json");
         let store = KeyStore::open(&path).unwrap();
         let (_, a) = store.add("a", Role::Manager, None, now()).unwrap();
         let (_, b) = store.add("b", Role::User, None, now()).unwrap();
-        let gone = format!("{}: the key file is gone; the keys in force are kept (revoke keys with `keys revoke`, or write a file without keys to remove them all)", path.display());
-        let add_refused = || {
-            let e = store.add("c", Role::User, None, now()).unwrap_err();
-            assert_eq!(e.to_string(), gone);
+        let names = || -> Vec<String> {
+            read(&path)
+                .unwrap()
+                .iter()
+                .map(|e| e.name.to_string())
+                .collect()
         };
-        // The file moved away, then its whole directory (a wrong mount).
-        fs::rename(&path, dir.path().join("moved.json")).unwrap();
-        add_refused();
-        assert_eq!(store.revoke("a").unwrap_err().to_string(), gone);
+        // The whole directory gone (a wrong mount).
         fs::remove_dir_all(dir.path().join("state")).unwrap();
-        add_refused();
-        assert!(!path.exists());
-        for (key, name) in [(&a, "a"), (&b, "b")] {
+        store.revoke("a").unwrap().unwrap();
+        assert_eq!(names(), ["b"]);
+        assert_eq!(store.lookup(a.as_bytes(), now()), Lookup::Unknown);
+        fs::remove_file(&path).unwrap();
+        let (_, c) = store.add("c", Role::User, None, now()).unwrap();
+        assert_eq!(names(), ["b", "c"]);
+        for (key, name) in [(&b, "b"), (&c, "c")] {
             assert!(matches!(
                 store.lookup(key.as_bytes(), now()),
                 Lookup::Valid(e) if &*e.name == name
             ));
         }
-        // The file back: changes work again.
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::rename(dir.path().join("moved.json"), &path).unwrap();
-        store.add("c", Role::User, None, now()).unwrap();
-        let names: Vec<String> = read(&path)
-            .unwrap()
-            .iter()
-            .map(|e| e.name.to_string())
-            .collect();
-        assert_eq!(names, ["a", "b", "c"]);
+        // A reload still refuses a file that is gone.
+        fs::remove_file(&path).unwrap();
+        assert!(matches!(store.reload(), Err(StoreError::Gone(_))));
+        assert!(matches!(
+            store.lookup(b.as_bytes(), now()),
+            Lookup::Valid(_)
+        ));
     }
 
     #[test]

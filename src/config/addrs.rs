@@ -60,7 +60,7 @@ const ADMIN_TOKEN_MIN: usize = 16;
 
 /// Warnings about an admin listener reachable beyond this host: without a token (anyone who
 /// reaches it can ban, unban and make API keys), or with one too short to be random.
-pub(super) fn admin_warnings(admin_listen: SocketAddr, token: Option<&str>) -> Vec<String> {
+pub(crate) fn admin_warnings(admin_listen: SocketAddr, token: Option<&str>) -> Vec<String> {
     if admin_listen.ip().is_loopback() {
         return Vec::new();
     }
@@ -70,8 +70,7 @@ pub(super) fn admin_warnings(admin_listen: SocketAddr, token: Option<&str>) -> V
              who can reach it can ban and unban, and make and revoke API keys; set admin_token"
         )],
         Some(t) if t.len() < ADMIN_TOKEN_MIN => vec![format!(
-            "admin_token is {} characters long: use a long random string \
-             (`openssl rand -hex 32`)",
+            "admin_token is {} bytes long: use a long random string (`openssl rand -hex 32`)",
             t.len()
         )],
         _ => Vec::new(),

@@ -340,7 +340,7 @@ pub enum BansAction {
         /// Why (copied into the detection log)
         #[arg(long, default_value = "manual")]
         reason: String,
-        /// Ban even an allowlisted source
+        /// Ban even an allowlisted source, or a network wider than a /8 (IPv4) or a /32 (IPv6)
         #[arg(long)]
         force: bool,
     },

@@ -21,6 +21,7 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use addrs::admin_warnings;
 pub use cli::{
     BansAction, BansArgs, CheckConfigArgs, Cli, Command, DemoArgs, HealthcheckArgs, KeysAction,
     KeysArgs, Output, ScanArgs, ServeArgs, SimulatorArgs, StatusArgs,

@@ -312,7 +312,7 @@ fn an_exposed_admin_listener_without_a_token_or_with_a_short_one_is_warned_about
     );
     assert_eq!(
         warnings("admin_listen = \"0.0.0.0:9464\"\nadmin_token = \"hunter2\""),
-        ["admin_token is 7 characters long: use a long random string (`openssl rand -hex 32`)"]
+        ["admin_token is 7 bytes long: use a long random string (`openssl rand -hex 32`)"]
     );
     assert!(
         warnings("admin_listen = \"0.0.0.0:9464\"\nadmin_token = \"0123456789abcdef\"").is_empty()

@@ -274,7 +274,12 @@ impl Enforcement {
         // ahead, or a forged entry) would last that much longer here than it was made for:
         // ignored, as such a tombstone is.
         if ban.since() > now + crate::cluster::CLOCK_SKEW {
-            tracing::warn!(subject = ?ban.subject(), origin, since = %ban.since(), "cluster: a ban that starts more than an hour in the future was ignored (a replica's clock far ahead, or a forged entry)");
+            // At most one line a minute: such an entry left in Redis comes back at every resync.
+            static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+            let minute = now.timestamp() / 60;
+            if LAST.swap(minute, std::sync::atomic::Ordering::Relaxed) != minute {
+                tracing::warn!(subject = ?ban.subject(), origin, since = %ban.since(), "cluster: a ban that starts more than an hour in the future was ignored (a replica's clock far ahead; more such bans this minute are ignored without a line)");
+            }
             return false;
         }
         let origin: Arc<str> = Arc::from(origin);

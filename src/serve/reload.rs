@@ -113,7 +113,22 @@ impl Reloader {
     /// reported. A bad file changes nothing.
     pub(crate) fn reload(&self, args: &ServeArgs) -> Result<ReloadReport, ConfigError> {
         let config = Config::load(args)?;
-        let warnings = config.warnings().to_vec();
+        // The admin listener's warnings are about the listener that runs (a changed
+        // `admin_listen` waits for a restart), with the token this reload brings.
+        let admin_listen = config.bound.admin_listen;
+        let mut warnings: Vec<String> = config
+            .warnings()
+            .iter()
+            .filter(|w| {
+                !crate::config::admin_warnings(admin_listen, config.live.admin_token.as_deref())
+                    .contains(w)
+            })
+            .cloned()
+            .collect();
+        warnings.extend(crate::config::admin_warnings(
+            self.bound.admin_listen,
+            config.live.admin_token.as_deref(),
+        ));
         let Config {
             bound: new_bound,
             live: new,
