@@ -1779,3 +1779,60 @@ async fn a_pubsub_connection_lost_during_a_merge_loses_no_count() {
         0.0
     );
 }
+
+/// A reload that changes the rules drops the pending deltas (their rule indexes may now name
+/// other rules): a crossing one of them carried for its merge is detected first, by the
+/// engine it was counted with (a review's repro: six requests, then a rule added, and no
+/// replica ever detected them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_drops_pending_deltas_detects_their_crossings() {
+    let redis = Redis::start(None);
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guard.toml");
+    // A sync every 3 s: the crossing's delta is still pending when the reload comes.
+    let text = cluster_file(&redis.url(), "r").replace("100ms", "3s");
+    std::fs::write(&file, &text).unwrap();
+    let (args, server) = common::serve_file(&sim.url(), dir.path(), &file).await;
+    let admin = format!("http://{}", server.admin_addr);
+    assert_eq!(
+        metric_eventually(&admin, "ollama_guard_cluster_connected", 1.0).await,
+        1.0
+    );
+    clear_of_window_end(HOUR, Duration::from_secs(60)).await;
+    let c = client_from("127.0.0.37");
+    for _ in 0..6 {
+        let r = call(
+            &c,
+            Method::GET,
+            &format!("http://{}/api/tags", server.proxy_addr),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    std::fs::write(
+        &file,
+        format!("{text}\n[[rule]]\nname = \"other\"\npaths = [\"/api/ps\"]\nthreshold = 9\n"),
+    )
+    .unwrap();
+    let report = server.reload(&args).unwrap();
+    assert_eq!(report.kept_rules, ["tags_burst"]);
+    let log = dir.path().join("detection.log");
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found = events(&log)
+            .into_iter()
+            .filter(|e| e["event"] == "detection" && e["src"] == "127.0.0.37")
+            .collect();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(
+        (found[0]["count"].as_u64(), found[0]["action"].as_str()),
+        (Some(6), Some("banned"))
+    );
+}

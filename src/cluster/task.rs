@@ -339,15 +339,19 @@ struct Counters {
     summaries: Vec<PendingSummary>,
     watch: HashMap<WindowKey, Watch>,
     /// Windows whose detection this replica wrote itself after their merge was lost or
-    /// had to wait ([`detect_withheld`]): `(key, window start)` of a tumbling window (kept
-    /// until it ends), `(key, None)` of a sliding key (until its merged episode ends). A
-    /// later merge that wins the window writes no second detection.
-    detected_here: HashMap<(WindowKey, Option<u32>), Instant>,
+    /// had to wait ([`detect_withheld`]), by their Redis name (mode, rule and its digest,
+    /// window start for a tumbling rule, subject, path: a reload that moves or changes rules
+    /// cannot make another rule's window match), with when and for how long: a tumbling window
+    /// until it ends (and the summary grace), a sliding key for one window length (a later
+    /// episode is another detection) or until its merged episode ends. A later merge of this
+    /// replica that wins such a window writes no second detection.
+    detected_here: HashMap<String, (Instant, Duration)>,
 }
 
 /// Writes the detections this replica left to merges that are lost or must wait (see
 /// [`Engine::withheld_detection`]), and notes their windows in `counters`.
 fn detect_withheld(
+    cluster: &Cluster,
     detection: &DetectionStage,
     counters: &mut Counters,
     withheld: Vec<crate::detect::shared::Withheld>,
@@ -356,23 +360,48 @@ fn detect_withheld(
         return;
     }
     let engine = detection.engine();
+    let mode = mode_of(detection);
+    let grace = summary_grace(cluster);
     for (key, start, snap, path) in withheld {
+        let (name, keep) = match start {
+            Some(start) => (
+                engine.shared_name(&key, start, path.as_deref()),
+                engine
+                    .shared_rule(&key)
+                    .map(|(secs, ..)| Duration::from_secs(u64::from(secs)) + grace * 2),
+            ),
+            None => (
+                engine.slide_name(&key, path.as_deref()),
+                engine
+                    .slide_rule(&key)
+                    .map(|r| Duration::from_millis(r.sub_ms * u64::from(SUB_BUCKETS))),
+            ),
+        };
+        let (Some(name), Some(keep)) = (name, keep) else {
+            continue;
+        };
+        let name = format!("{mode}:{name}");
         if counters
             .detected_here
-            .insert((key, start), Instant::now())
+            .insert(name, (Instant::now(), keep))
             .is_some()
         {
             continue;
         }
-        let Some(ev) = engine.withheld_detection(&key, path, snap) else {
-            continue;
-        };
-        let src = key
-            .src
-            .identity_id()
-            .is_none()
-            .then(|| key.src.network().addr());
-        detection.handle(std::slice::from_ref(&Event::Detection(ev)), src);
+        for (event, src) in engine.withheld_detections(vec![(key, start, snap, path)]) {
+            detection.handle(std::slice::from_ref(&event), src);
+        }
+    }
+}
+
+/// The global mode's part of a shared window's Redis name: replicas in another mode (a
+/// monitor-mode canary) count apart, as a window's marker set by one that only logs would
+/// keep the others from banning.
+fn mode_of(detection: &DetectionStage) -> &'static str {
+    if detection.blocking() {
+        "block"
+    } else {
+        "monitor"
     }
 }
 
@@ -410,15 +439,22 @@ pub(crate) async fn run(
             r = session => r,
             () = &mut shutdown => {
                 // Counters stay shared: the closing engine must not write local summaries
-                // of windows the cluster decides.
+                // of windows the cluster decides. A crossing still waiting for its merge
+                // would be detected by no one: written here.
                 cluster.metrics.cluster.connected.set(0);
+                detect_withheld(&cluster, &detection, &mut counters, cluster.deltas.take_crossed());
                 return;
             }
         };
         let was = cluster.connected();
         cluster.set_connected(false);
         // Crossings left to a merge that now waits for Redis: detected here instead.
-        detect_withheld(&detection, &mut counters, cluster.deltas.take_crossed());
+        detect_withheld(
+            &cluster,
+            &detection,
+            &mut counters,
+            cluster.deltas.take_crossed(),
+        );
         let Err(failure) = result else { break };
         cluster.metrics.cluster.sync_errors.inc();
         if last_warn.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
@@ -1008,25 +1044,13 @@ async fn sync_counters(
         cluster.metrics.cluster.deltas_dropped.inc_by(dropped);
     }
     let engine = detection.engine();
-    // Replicas in another global mode (a monitor-mode canary) count apart: a window's marker
-    // set by one that only logs would keep the others from banning.
-    let mode = if detection.blocking() {
-        "block"
-    } else {
-        "monitor"
-    };
+    let mode = mode_of(detection);
     let now = Utc::now();
     let now_s = now.timestamp();
     let grace = summary_grace(cluster);
-    // A window detected here after a lost merge is remembered for as long as it lasts.
-    counters.detected_here.retain(|(key, _), at| {
-        let window = match (engine.shared_rule(key), engine.slide_rule(key)) {
-            (Some((secs, ..)), _) => Duration::from_secs(u64::from(secs)),
-            (_, Some(rule)) => Duration::from_millis(rule.sub_ms * u64::from(SUB_BUCKETS)),
-            _ => return false,
-        };
-        at.elapsed() < window + grace * 2
-    });
+    counters
+        .detected_here
+        .retain(|_, (at, keep)| at.elapsed() < *keep);
     let mut items = Vec::new();
     for ((key, start), delta) in cluster.deltas.drain() {
         let Some((window, threshold, by_bytes)) = engine.shared_rule(&key) else {
@@ -1124,7 +1148,7 @@ async fn sync_counters(
                     ))
                 }))
                 .collect();
-            detect_withheld(detection, counters, withheld);
+            detect_withheld(cluster, detection, counters, withheld);
             return Err(e);
         }
     };
@@ -1141,8 +1165,7 @@ async fn sync_counters(
         // A window this replica already detected in local mode (an outage), or after a lost
         // merge, is not detected again, but its summary is still due: the engine leaves
         // summaries to the merge.
-        let ev = if delta.fired_locally || counters.detected_here.contains_key(&(key, Some(start)))
-        {
+        let ev = if delta.fired_locally || counters.detected_here.contains_key(&name) {
             None
         } else {
             let Some(ev) =
@@ -1189,16 +1212,14 @@ async fn sync_counters(
                 found.push((Event::WindowSummary(ev), src));
             }
         }
-        if a.won
-            && !item.slide.fired_locally()
-            && !counters.detected_here.contains_key(&(key, None))
+        if a.won && !item.slide.fired_locally() && !counters.detected_here.contains_key(&item.name)
         {
             if let Some(ev) = engine.slide_detection(&key, &a, item.path.clone()) {
                 found.push((Event::Detection(ev), src));
             }
         }
         if !a.flagged {
-            counters.detected_here.remove(&(key, None));
+            counters.detected_here.remove(&item.name);
             counters.watch.remove(&key);
         } else if counters.watch.len() < MAX_WATCHED || counters.watch.contains_key(&key) {
             counters.watch.insert(

@@ -464,6 +464,26 @@ impl<M: super::engine::Maps> Engine<M> {
         shared && kept
     }
 
+    /// [`Engine::withheld_detection`] of each of `withheld`, with the address it is about
+    /// (none for an identity's key), as [`Event`]s for the verdicts.
+    pub(crate) fn withheld_detections(
+        &self,
+        withheld: Vec<Withheld>,
+    ) -> Vec<(super::Event, Option<std::net::IpAddr>)> {
+        withheld
+            .into_iter()
+            .filter_map(|(key, _, snap, path)| {
+                let ev = self.withheld_detection(&key, path, snap)?;
+                let src = key
+                    .src
+                    .identity_id()
+                    .is_none()
+                    .then(|| key.src.network().addr());
+                Some((super::Event::Detection(ev), src))
+            })
+            .collect()
+    }
+
     /// `[cluster]`: the detection this replica withheld for a merge (`snap`, the crossing's
     /// figures as the local window had them) when that merge is lost (a failed sync drops its
     /// deltas) or waits for Redis (the replica fell back to local mode): written here after

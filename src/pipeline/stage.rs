@@ -105,6 +105,7 @@ impl DetectionStage {
         options: EngineOptions,
         mode: Mode,
     ) -> Result<ReloadReport, EngineError> {
+        let mut withheld = Vec::new();
         let report = {
             let _sweep = self.sweep_lock();
             let old = self.engine.load();
@@ -113,7 +114,10 @@ impl DetectionStage {
             if let Some(deltas) = self.deltas.get() {
                 // Pending deltas are keyed by rule index: when the rules changed, an index may
                 // now name another rule, so they are dropped (counted), never merged into it.
+                // A crossing one of them carried for a merge is detected here first, by the
+                // engine it was counted with: dropped, it would be detected by no one.
                 if !old.same_rules(&engine) {
+                    withheld = old.withheld_detections(deltas.take_crossed());
                     deltas.discard_all();
                 }
                 engine.attach_deltas(deltas.clone());
@@ -122,6 +126,9 @@ impl DetectionStage {
             self.engine.store(Arc::new(engine));
             report
         };
+        for (event, src) in withheld {
+            self.handle(std::slice::from_ref(&event), src);
+        }
         self.enforcement.set_mode(mode);
         self.handle(&report.summaries, None);
         Ok(report)
