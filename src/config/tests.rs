@@ -512,14 +512,7 @@ fn tls_keys_are_both_or_neither_and_the_command_line_wins() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (cert, cert_path, key_path) = self_signed_files(dir.path());
     let args = ServeArgs {
         tls_cert: Some(cert_path.clone()),
         tls_key: Some(key_path.clone()),
@@ -610,13 +603,7 @@ fn a_certificate_s_validity_is_read_and_an_expired_or_ending_one_warned_about() 
 #[test]
 fn an_encrypted_private_key_is_named_as_one() {
     let dir = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let (c, k) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&c, cert.pem()).unwrap();
+    let (_, c, k) = self_signed_files(dir.path());
     std::fs::write(
         &k,
         "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
@@ -638,4 +625,20 @@ fn an_encrypted_private_key_is_named_as_one() {
             k.display()
         )
     );
+}
+
+/// A self-signed certificate for `localhost` and its key, written as `c.pem` and `k.pem` in
+/// `dir`: the certificate and the two paths.
+fn self_signed_files(
+    dir: &std::path::Path,
+) -> (rcgen::Certificate, std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (cert, c, k)
 }
