@@ -362,6 +362,7 @@ fn detect_withheld(
     let engine = detection.engine();
     let mode = mode_of(detection);
     let grace = summary_grace(cluster);
+    let mut new = Vec::with_capacity(withheld.len());
     for (key, start, snap, path) in withheld {
         let (name, keep) = match start {
             Some(start) => (
@@ -380,17 +381,17 @@ fn detect_withheld(
         let (Some(name), Some(keep)) = (name, keep) else {
             continue;
         };
-        let name = format!("{mode}:{name}");
-        if counters
+        // Once per window: a crossing taken at a fallback may come again from a lost merge.
+        let fresh = counters
             .detected_here
-            .insert(name, (Instant::now(), keep))
-            .is_some()
-        {
-            continue;
+            .insert(format!("{mode}:{name}"), (Instant::now(), keep))
+            .is_none();
+        if fresh {
+            new.push((key, start, snap, path));
         }
-        for (event, src) in engine.withheld_detections(vec![(key, start, snap, path)]) {
-            detection.handle(std::slice::from_ref(&event), src);
-        }
+    }
+    for (event, src) in engine.withheld_detections(new) {
+        detection.handle(std::slice::from_ref(&event), src);
     }
 }
 
@@ -423,6 +424,8 @@ pub(crate) async fn run(
 ) {
     tokio::pin!(shutdown);
     let mut backoff = MIN_BACKOFF;
+    // Whether a session ever connected: the `rediss://` hint is for a first connection only.
+    let mut ever_connected = false;
     let mut last_warn: Option<Instant> = None;
     let mut counters = Counters::default();
     // What Redis's data was at the last resync (see `resync`).
@@ -447,6 +450,7 @@ pub(crate) async fn run(
             }
         };
         let was = cluster.connected();
+        ever_connected |= was;
         cluster.set_connected(false);
         // Crossings left to a merge that now waits for Redis: detected here instead.
         detect_withheld(
@@ -464,7 +468,7 @@ pub(crate) async fn run(
                 tracing::error!(redis = %url, "cluster: {failure}; running in local mode");
             } else {
                 let tls = cluster.config.redis_url.as_str().starts_with("rediss://");
-                if tls && matches!(failure, Failure::Timeout) && !was {
+                if tls && matches!(failure, Failure::Timeout) && !ever_connected {
                     tracing::warn!(redis = %url, error = %failure, "cluster: Redis unreachable; running in local mode and reconnecting (a rediss:// URL needs a TLS port: on a plain-text port the handshake never completes)");
                 } else {
                     tracing::warn!(redis = %url, error = %failure, connected_before = was, "cluster: Redis unreachable; running in local mode (local counts and bans) and reconnecting");
