@@ -297,8 +297,13 @@ struct At {
     ms: u64,
 }
 
-/// Up to two events per rule and request (a summary of the old window, then a detection).
-type Pending = [Option<(bool, Snapshot)>; 2];
+/// Up to two events per rule and request (a summary of the old window, then a detection),
+/// and a third slot for a request counted in a key that is already flagged, when the caller
+/// asked for those ([`Engine::observe_rearming`]).
+type Pending = [Option<(bool, Snapshot)>; 3];
+
+/// The slot of [`Pending`] for a request counted in an already flagged key.
+const SUSTAINED: usize = 2;
 
 impl Engine {
     /// An engine running `rules` (in order; the position is the rule's index in keys).
@@ -439,6 +444,36 @@ impl<M: Maps> Engine<M> {
     /// 2106-02-07). A record outside it is not counted, never clamped into the first or last
     /// window; it is counted in [`Engine::out_of_range_records`] instead.
     pub(crate) fn observe(&self, rec: &RequestRecord, out: &mut Vec<Event>) {
+        self.observe_inner(rec, out, None);
+    }
+
+    /// [`Engine::observe`], and for each rule whose action bans in block mode that counts
+    /// `rec` in a key already flagged in its window (no new crossing), the window's figures
+    /// as a detection in `sustained`.
+    ///
+    /// Why: a detection fires when a key crosses its threshold, once per window (sliding: per
+    /// episode above it). A source whose ban expired or was lifted, or that was flagged in
+    /// monitor mode before block mode was turned on, would otherwise go on above the
+    /// threshold unbanned until its key fell below it, which an attacker keeping up the rate
+    /// never lets happen. A request from a banned source is refused and never counted, so
+    /// such a request comes from a source that is not banned now; the caller bans it again
+    /// ([`crate::pipeline::verdict::Verdicts::sustained`]). Not while counters are shared
+    /// (`[cluster]`): the merged totals decide there.
+    pub(crate) fn observe_rearming(
+        &self,
+        rec: &RequestRecord,
+        out: &mut Vec<Event>,
+        sustained: &mut Vec<DetectionEvent>,
+    ) {
+        self.observe_inner(rec, out, Some(sustained));
+    }
+
+    fn observe_inner(
+        &self,
+        rec: &RequestRecord,
+        out: &mut Vec<Event>,
+        mut sustained: Option<&mut Vec<DetectionEvent>>,
+    ) {
         if rec.outcome.is_refusal() {
             return;
         }
@@ -477,13 +512,23 @@ impl<M: Maps> Engine<M> {
             };
             let who = self.subject(rule.group_by, src, rec, &mut ident);
             let key = WindowKey::new(path, who, rule_ix);
+            let rearm = sustained.is_some() && rule.action.bans(true);
             let mut pending = match rule.window_kind {
-                WindowKind::Tumbling => self.count_tumbling(rule, key, rec, at, out),
+                WindowKind::Tumbling => self.count_tumbling(rule, key, (rec, at, rearm), out),
                 WindowKind::Sliding if rule.metric.is_bytes() => {
-                    self.count_sliding(&self.sliding_bytes, rule, key, (rec, at), out)
+                    self.count_sliding(&self.sliding_bytes, rule, key, (rec, at, rearm), out)
                 }
-                WindowKind::Sliding => self.count_sliding(&self.sliding, rule, key, (rec, at), out),
+                WindowKind::Sliding => {
+                    self.count_sliding(&self.sliding, rule, key, (rec, at, rearm), out)
+                }
             };
+            if let Some(snap) = pending[SUSTAINED].take().map(|(_, snap)| snap) {
+                if let Some(sustained) = sustained.as_deref_mut() {
+                    let text = (path != NO_PATH).then(|| capped(&rec.path));
+                    let identity = rec.identity.as_ref();
+                    sustained.push(self.event(rule, &key, &src, identity, text, snap));
+                }
+            }
             if self.rows_only {
                 // pending[0] is a summary, pending[1] a detection.
                 let unused = usize::from(rule.window_kind == WindowKind::Tumbling);
@@ -519,8 +564,7 @@ impl<M: Maps> Engine<M> {
         &self,
         rule: &Rule,
         key: WindowKey,
-        rec: &RequestRecord,
-        at: At,
+        (rec, at, rearm): (&RequestRecord, At, bool),
         out: &mut Vec<Event>,
     ) -> Pending {
         let window = window_secs(rule);
@@ -530,7 +574,7 @@ impl<M: Maps> Engine<M> {
         let method = method_code(rec.method);
         let bytes = (rule.metric.bytes(rec), rule.metric.is_bytes());
         self.make_room(&self.tumbling, &key, out);
-        let mut pending: Pending = [None, None];
+        let mut pending: Pending = [None, None, None];
         let counted = self.tumbling.upsert(
             key,
             &mut pending,
@@ -545,6 +589,9 @@ impl<M: Maps> Engine<M> {
                 match st.add(start, now, latency, bytes, rule.threshold) {
                     Added::Crossed => pending[1] = Some((true, st.snapshot(window))),
                     Added::Late => return false,
+                    Added::Counted if rearm && st.flagged => {
+                        pending[SUSTAINED] = Some((true, st.snapshot(window)));
+                    }
                     Added::Counted => {}
                 }
                 self.note_src(&key, rec.src);
@@ -601,7 +648,7 @@ impl<M: Maps> Engine<M> {
         );
         // A delta dropped for the cap reaches no merge: its window's events stay local.
         if shared && kept {
-            *pending = [None, None];
+            *pending = [None, None, None];
         }
     }
 
@@ -677,7 +724,7 @@ impl<M: Maps> Engine<M> {
         map: &M::Map<Sliding<R>>,
         rule: &Rule,
         key: WindowKey,
-        (rec, at): (&RequestRecord, At),
+        (rec, at, rearm): (&RequestRecord, At, bool),
         out: &mut Vec<Event>,
     ) -> Pending {
         let sub = sub_bucket_ms(rule);
@@ -694,6 +741,9 @@ impl<M: Maps> Engine<M> {
             match st.add(idx, latency, bytes, rule.threshold, method) {
                 Added::Crossed => pending[1] = Some((true, st.window_snapshot(sub))),
                 Added::Late => return false,
+                Added::Counted if rearm && st.flagged() => {
+                    pending[SUSTAINED] = Some((true, st.window_snapshot(sub)));
+                }
                 Added::Counted => {}
             }
             // The request leaves the ring at `idx + SUB_BUCKETS`. One that added nothing (no
@@ -708,7 +758,7 @@ impl<M: Maps> Engine<M> {
             self.note_src(&key, rec.src);
             true
         };
-        let mut pending: Pending = [None, None];
+        let mut pending: Pending = [None, None, None];
         let counted = map.upsert(key, &mut pending, count, |pending| {
             self.paths.acquire(key.path(), &rec.path);
             self.keys.fetch_add(1, Ordering::Relaxed);
@@ -725,7 +775,7 @@ impl<M: Maps> Engine<M> {
         }
         let crossed = pending[1].map(|(_, snap)| snap);
         if self.share_slide(rule, (key, idx), latency, method, rec, crossed) {
-            pending = [None, None];
+            pending = [None, None, None];
         }
         pending
     }

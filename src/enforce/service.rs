@@ -29,7 +29,7 @@ use super::{load_state, Ban, BanOutcome, Bans, EnforceError, LoadReport};
 use crate::config::Mode;
 use crate::proxy::refusal::Gate;
 use crate::telemetry::log_event::{BanEvent, BlockedEvent, Ended, LogEvent};
-use crate::telemetry::throttle::PerMinute;
+use crate::telemetry::throttle::{PerMinute, Throttle};
 use crate::telemetry::{DetectionLog, Metrics};
 
 /// Longest sleep of the background task when no ban is due (it also wakes on every change).
@@ -245,7 +245,12 @@ impl Enforcement {
                 self.changed();
             }
             BanOutcome::TableFull => {
-                tracing::warn!(%ip, %rule, "ban table full; source not banned");
+                // Every request of a flagged source tries again (see `Verdicts::sustained`):
+                // one warning a minute.
+                static FULL: Throttle = Throttle::new(Duration::from_secs(60));
+                if let Some(repeats) = FULL.allow() {
+                    tracing::warn!(%ip, %rule, repeats, "ban table full; source not banned");
+                }
             }
             BanOutcome::AlreadyBanned(_) | BanOutcome::Allowlisted => {}
         }

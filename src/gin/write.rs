@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 
-use super::duration::{format_go_duration, gin_latency};
+use super::duration::{gin_latency, GoDurationText};
 use super::quote::go_quote;
 
 /// What one access line says about a finished request, borrowed from the caller.
@@ -48,39 +48,42 @@ pub fn write_gin_after_time(f: &GinFields<'_>, out: &mut String) {
     // One reservation instead of a capacity check growing the line piece by piece.
     out.reserve(64 + f.client_ip.len() + f.method.len() + f.path.len());
     out.push_str(" | ");
-    push_padded_left(out, 3, |out| push_status(f.status, out));
+    push_right(out, 3, itoa::Buffer::new().format(f.status));
     out.push_str(" | ");
-    push_padded_left(out, 13, |out| {
-        format_go_duration(gin_latency(f.latency), out)
-    });
+    push_right(
+        out,
+        13,
+        GoDurationText::new(gin_latency(f.latency)).as_str(),
+    );
     out.push_str(" | ");
-    push_padded_left(out, 15, |out| out.push_str(f.client_ip));
+    push_right(out, 15, f.client_ip);
     out.push_str(" | ");
     out.push_str(f.method);
-    push_spaces(out, 7usize.saturating_sub(f.method.chars().count()));
+    push_spaces(out, 7usize.saturating_sub(runes(f.method)));
     out.push_str("  ");
     go_quote(f.path, out);
     out.push('\n');
 }
 
-/// Runs `write`, then right-aligns what it appended to `width` runes (Go's `%Nv`).
-fn push_padded_left(out: &mut String, width: usize, write: impl FnOnce(&mut String)) {
-    let start = out.len();
-    write(out);
-    let runes = out[start..].chars().count();
-    if runes < width {
-        const SPACES: &str = "                ";
-        let pad = width - runes;
-        out.insert_str(start, &SPACES[..pad.min(SPACES.len())]);
-    }
+/// Appends `text` right-aligned to `width` runes (Go's `%Nv`).
+fn push_right(out: &mut String, width: usize, text: &str) {
+    push_spaces(out, width.saturating_sub(runes(text)));
+    out.push_str(text);
 }
 
+/// Appends `count` spaces (at most 16: no column of the line is wider).
 fn push_spaces(out: &mut String, count: usize) {
-    out.extend(std::iter::repeat(' ').take(count));
+    const SPACES: &str = "                ";
+    out.push_str(&SPACES[..count.min(SPACES.len())]);
 }
 
-fn push_status(status: u16, out: &mut String) {
-    super::duration::push_uint(out, u64::from(status));
+/// The number of runes in `text`, as Go counts them for padding.
+fn runes(text: &str) -> usize {
+    if text.is_ascii() {
+        text.len()
+    } else {
+        text.chars().count()
+    }
 }
 
 /// Appends the time column of an access line, `2006/01/02 - 15:04:05`, as

@@ -203,7 +203,21 @@ impl RecordSink for DetectionStage {
 
     fn record(&self, record: RequestRecord) {
         let mut events = Vec::new();
-        self.engine.load().observe(&record, &mut events);
+        let engine = self.engine.load();
+        if self.enforcement.block_mode() {
+            // A source counted in a key its rule has already flagged is banned again when it
+            // is not banned now (an expired or lifted ban, a switch from monitor mode).
+            let mut sustained = Vec::new();
+            engine.observe_rearming(&record, &mut events, &mut sustained);
+            if !events.is_empty() {
+                self.handle(&events, Some(record.src));
+            }
+            if !sustained.is_empty() {
+                self.verdicts.sustained(&sustained, record.src);
+            }
+            return;
+        }
+        engine.observe(&record, &mut events);
         if !events.is_empty() {
             self.handle(&events, Some(record.src));
         }

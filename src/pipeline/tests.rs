@@ -555,3 +555,98 @@ async fn policy_verdicts_write_one_line_per_source_and_rule_a_minute_and_count_t
         ]
     );
 }
+
+/// One rule, per source, in a 10-minute sliding window, flagging at `threshold` requests.
+fn sliding_every(threshold: i64) -> Vec<RuleConfig> {
+    vec![RuleConfig {
+        name: "every".into(),
+        group_by: "src".into(),
+        window: "10m".into(),
+        window_kind: "sliding".into(),
+        threshold,
+        ..RuleConfig::default()
+    }]
+}
+
+#[tokio::test]
+async fn a_source_still_above_the_threshold_after_its_ban_is_lifted_is_banned_again() {
+    let f = fixture_with(Mode::Block, Vec::new(), sliding_every(3));
+    for _ in 0..3 {
+        f.stage.record(record("192.0.2.50", "/api/tags"));
+    }
+    let ip: IpAddr = "192.0.2.50".parse().unwrap();
+    let src: IpNet = "192.0.2.50/32".parse().unwrap();
+    // A request that passed the gate before the ban: counted, nothing new.
+    f.stage.record(record("192.0.2.50", "/api/tags"));
+    assert!(f.enforcement.admin_remove(&src).await.unwrap().is_some());
+    // The key is still flagged (4 requests in the window): the next request bans again.
+    f.stage.record(record("192.0.2.50", "/api/tags"));
+    assert!(f.enforcement.bans().check(ip, Utc::now()).is_some());
+    let lines = f.lines().await;
+    assert_eq!(
+        kinds(&lines),
+        ["detection", "ban", "unban", "detection", "ban"]
+    );
+    assert_eq!(
+        (lines[3]["count"].as_u64(), lines[3]["action"].as_str()),
+        (Some(5), Some("banned"))
+    );
+    assert_eq!(lines[4]["offence"].as_u64(), Some(2));
+    assert_eq!(f.detections("banned"), 2.0);
+}
+
+#[tokio::test]
+async fn a_tumbling_window_already_flagged_bans_again_after_an_unban() {
+    let f = fixture(Mode::Block, Vec::new());
+    f.stage.record(record("192.0.2.51", "/api/show"));
+    let src: IpNet = "192.0.2.51/32".parse().unwrap();
+    assert!(f.enforcement.admin_remove(&src).await.unwrap().is_some());
+    f.stage.record(record("192.0.2.51", "/api/show"));
+    let lines = f.lines().await;
+    assert_eq!(
+        kinds(&lines),
+        ["detection", "ban", "unban", "detection", "ban"]
+    );
+    assert_eq!(lines[3]["count"].as_u64(), Some(2));
+}
+
+#[tokio::test]
+async fn a_source_flagged_in_monitor_mode_is_banned_at_its_next_request_in_block_mode() {
+    let f = fixture_with(Mode::Monitor, Vec::new(), sliding_every(3));
+    for _ in 0..6 {
+        f.stage.record(record("192.0.2.52", "/api/tags"));
+    }
+    assert!(f.enforcement.list().is_empty());
+    f.enforcement.set_mode(Mode::Block);
+    f.stage.record(record("192.0.2.52", "/api/tags"));
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "detection", "ban"]);
+    assert_eq!(
+        (lines[0]["count"].as_u64(), lines[0]["action"].as_str()),
+        (Some(3), Some("logged"))
+    );
+    assert_eq!(
+        (lines[1]["count"].as_u64(), lines[1]["action"].as_str()),
+        (Some(7), Some("banned"))
+    );
+    assert_eq!(f.enforcement.list().len(), 1);
+}
+
+#[tokio::test]
+async fn a_flagged_source_that_is_never_banned_writes_one_detection_however_many_requests_follow() {
+    // Monitor mode, and a trusted proxy in block mode: the first crossing is logged, the
+    // requests after it write nothing and ban nothing.
+    for mode in [Mode::Monitor, Mode::Block] {
+        let f = fixture_with(mode, Vec::new(), sliding_every(3));
+        f.stage
+            .set_trusted_proxies(vec!["192.0.2.53/32".parse().unwrap()]);
+        for _ in 0..20 {
+            f.stage.record(record("192.0.2.53", "/api/tags"));
+        }
+        let lines = f.lines().await;
+        assert_eq!(kinds(&lines), ["detection"], "{mode:?}");
+        assert_eq!(lines[0]["action"], "logged");
+        assert!(f.enforcement.list().is_empty());
+        assert_eq!(f.detections("logged"), 1.0);
+    }
+}

@@ -191,6 +191,64 @@ impl Verdicts {
         }
     }
 
+    /// Requests counted in keys already flagged in their window, from `src`, which is not
+    /// banned (its requests would be refused and not counted): each verdict that bans now
+    /// bans again, with a `detection` line of the window's figures written before the new
+    /// `ban` line. Nothing is written when nothing new is banned (an exempt source, a full
+    /// table, a ban that started meanwhile), so an exempt source's requests write no line.
+    ///
+    /// Why: a detection fires once per window (sliding: per episode above the threshold); a
+    /// source that keeps its rate up after its ban expired or was lifted, or after block mode
+    /// was turned on, would otherwise stay unbanned while its key stays flagged.
+    pub(crate) fn sustained(&self, verdicts: &[DetectionEvent], src: IpAddr) {
+        if !self.enforcement.block_mode() {
+            return;
+        }
+        let now = Utc::now();
+        for d in verdicts {
+            if !d.action.bans(true) {
+                continue;
+            }
+            let mut written = false;
+            let write = |action| {
+                self.log
+                    .write(now, &LogEvent::Detection(Finding::detection(d, action)));
+                written = true;
+            };
+            match ban_target(d, Some(src)) {
+                Some(BanTarget::Identity(name)) => {
+                    let Some(bans) = self.identity_bans.get() else {
+                        continue;
+                    };
+                    let mut write = write;
+                    bans.ban(&name, &d.rule, &reason(d), now, &mut || {
+                        write(Action::Banned)
+                    });
+                }
+                Some(BanTarget::Addr(ip)) => {
+                    if self.enforcement.bans().check(ip, now).is_some() {
+                        continue;
+                    }
+                    let trusted = self.trusted.load();
+                    let allowlisted = |ip| self.enforcement.allowlisted(ip);
+                    if decide(true, true, ip, &trusted, allowlisted) != Decision::Ban {
+                        continue;
+                    }
+                    let mut write = write;
+                    self.enforcement
+                        .ban(ip, &d.rule, reason(d), now, || write(Action::Banned));
+                }
+                None => continue,
+            }
+            if written {
+                self.metrics
+                    .detections
+                    .with_label_values(&[&*d.rule, d.severity.as_str(), "banned"])
+                    .inc();
+            }
+        }
+    }
+
     /// A `detection`: decide, ban if so, log the detection before the ban, count it.
     fn detection(&self, now: DateTime<Utc>, d: &DetectionEvent, src: Option<IpAddr>) {
         let block_mode = self.enforcement.block_mode();
