@@ -293,6 +293,11 @@ impl Enforcement {
         Ok(Some(ban))
     }
 
+    /// The trusted proxies (start and reload): see [`Bans::set_trusted_proxies`].
+    pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+        self.bans.set_trusted_proxies(trusted);
+    }
+
     /// Replaces the allowlist (reload); rule bans the new allowlist covers are lifted and
     /// logged as `unban` with `"ended": "allowlist"`.
     pub(crate) fn set_allowlist(&self, allowlist: Vec<IpNet>) {

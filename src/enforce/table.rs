@@ -71,7 +71,8 @@ struct NarrowedGroup {
     allowlisted: Vec<IpNet>,
 }
 
-/// The `manage_from` networks ([`Bans::set_spared`]).
+/// The `manage_from` networks ([`Bans::set_spared`]) and the trusted proxies
+/// ([`Bans::set_trusted_proxies`]).
 #[derive(Debug, Default)]
 struct Spared {
     /// All of them, as configured (canonical).
@@ -81,15 +82,27 @@ struct Spared {
     /// as wide as a group, or wider, holds whole groups, whose offences are their own: were
     /// it spared, a ban widened past it (a full table bans a /48) would exempt the offender.
     narrow: Vec<IpNet>,
+    /// The trusted proxies (canonical): a rule's ban never refuses an address in one.
+    trusted: Vec<IpNet>,
 }
 
 impl Spared {
-    fn new(all: Vec<IpNet>, ipv6_prefix: u8) -> Spared {
+    fn new(all: Vec<IpNet>, ipv6_prefix: u8, trusted: Vec<IpNet>) -> Spared {
         let narrow = (all.iter())
             .filter(|n| matches!(n, IpNet::V6(v6) if v6.prefix_len() > ipv6_prefix))
             .copied()
             .collect();
-        Spared { all, narrow }
+        Spared {
+            all,
+            narrow,
+            trusted,
+        }
+    }
+
+    /// Whether a rule's ban of `banned` spares `ip` (canonical), an address inside it.
+    fn spares(&self, ip: IpAddr, banned: &IpNet) -> bool {
+        self.trusted.iter().any(|t| t.contains(&ip))
+            || (self.narrow.iter()).any(|s| s.contains(&ip) && s.prefix_len() > banned.prefix_len())
     }
 }
 
@@ -190,9 +203,27 @@ impl Bans {
     /// Applies to every ban in force, made before or after, here or on another replica.
     pub(crate) fn set_spared(&self, spared: Vec<IpNet>) {
         let inner = self.lock();
+        let trusted = self.spared.load().trusted.clone();
         self.spared.store(Arc::new(Spared::new(
             spared.into_iter().map(canonical_net).collect(),
             inner.ipv6_prefix,
+            trusted,
+        )));
+    }
+
+    /// The trusted proxies (start and reload): a rule's ban never refuses an address in one,
+    /// as a rule never bans one. A source group (an IPv6 /`ipv6_prefix`) holding a proxy may
+    /// be banned for a neighbour's offence, or by another replica; the proxy's own requests,
+    /// and those of clients it forwards without a readable address (counted under its
+    /// address), must not then be refused, or one neighbour locks out everyone behind it.
+    /// Admin bans still apply.
+    pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+        let inner = self.lock();
+        let all = self.spared.load().all.clone();
+        self.spared.store(Arc::new(Spared::new(
+            all,
+            inner.ipv6_prefix,
+            trusted.into_iter().map(canonical_net).collect(),
         )));
     }
 
@@ -201,8 +232,9 @@ impl Bans {
     pub(crate) fn set_ipv6_prefix(&self, ipv6_prefix: u8) {
         let mut inner = self.lock();
         inner.ipv6_prefix = ipv6_prefix;
-        let nets = self.spared.load().all.clone();
-        self.spared.store(Arc::new(Spared::new(nets, ipv6_prefix)));
+        let old = self.spared.load();
+        let spared = Spared::new(old.all.clone(), ipv6_prefix, old.trusted.clone());
+        self.spared.store(Arc::new(spared));
     }
 
     /// Whether the allowlist covers `ip`: a rule never bans it.
@@ -221,10 +253,9 @@ impl Bans {
         let ip = canonical(ip);
         let hit = self.snapshot.load().lookup(ip, now).cloned()?;
         // Only on a hit: a rule's ban of a network wider than a `manage_from` one holding `ip`
-        // that is itself narrower than a source group.
-        let spared = &*hit.rule != ADMIN_RULE
-            && (self.spared.load().narrow.iter())
-                .any(|s| s.contains(&ip) && s.prefix_len() > hit.src.prefix_len());
+        // that is itself narrower than a source group; a rule's ban of a group holding a
+        // trusted proxy (a neighbour in its IPv6 /64 offended, or another replica banned it).
+        let spared = &*hit.rule != ADMIN_RULE && self.spared.load().spares(ip, &hit.src);
         (!spared).then_some(hit)
     }
 
@@ -360,7 +391,10 @@ impl Bans {
         }
         let group = SourceKey::new(ip, narrowed.ipv6_prefix).network();
         let g = narrowed.groups.get(&group)?;
-        if g.until <= now || g.allowlisted.iter().any(|a| a.contains(&ip)) {
+        if g.until <= now
+            || g.allowlisted.iter().any(|a| a.contains(&ip))
+            || self.spared.load().trusted.iter().any(|t| t.contains(&ip))
+        {
             return None;
         }
         Some((g.rule.clone(), self.blocked.note(g.offender, now)))

@@ -158,6 +158,7 @@ impl Verdicts {
 
     /// The trusted proxies (start-up and reload): a rule never bans one.
     pub(crate) fn set_trusted_proxies(&self, trusted: Vec<IpNet>) {
+        self.enforcement.set_trusted_proxies(trusted.clone());
         self.trusted.store(Arc::new(trusted));
     }
 

@@ -419,3 +419,36 @@ fn a_removal_up_to_a_start_keeps_a_newer_ban() {
     );
     assert!(bans.check(ip("10.9.1.1"), t0() + mins(1)).is_none());
 }
+
+#[test]
+fn a_rule_ban_of_a_group_never_refuses_a_trusted_proxy_inside_it() {
+    let bans = table();
+    bans.set_trusted_proxies(vec![net("2001:db8:a::1/128")]);
+    // A neighbour of the proxy offends: its /64 is banned, the proxy (and whoever it forwards
+    // without a readable address, counted under its address) is not refused.
+    assert_eq!(
+        ban(&bans, "2001:db8:a::2", t0()).src_display(),
+        "2001:db8:a::/64"
+    );
+    assert_eq!(bans.check(ip("2001:db8:a::1"), t0()), None);
+    assert!(bans.check(ip("2001:db8:a::2"), t0()).is_some());
+    assert!(bans.check(ip("2001:db8:a::3"), t0()).is_some());
+    // A group narrowed for an allowlisted address spares the proxy too.
+    bans.set_allowlist(vec![net("2001:db8:b::5/128")]);
+    bans.set_trusted_proxies(vec![net("2001:db8:b::1/128")]);
+    assert_eq!(
+        ban(&bans, "2001:db8:b::2", t0()).src_display(),
+        "2001:db8:b::2"
+    );
+    assert!(bans.check_narrowed(ip("2001:db8:b::3"), t0()).is_some());
+    assert_eq!(bans.check_narrowed(ip("2001:db8:b::1"), t0()), None);
+    // The list in force decides (reload), and an admin ban still applies.
+    bans.set_trusted_proxies(vec![]);
+    assert!(bans.check(ip("2001:db8:a::1"), t0()).is_some());
+    assert!(bans.check_narrowed(ip("2001:db8:b::1"), t0()).is_some());
+    bans.set_trusted_proxies(vec![net("2001:db8:c::1/128")]);
+    let hour = Duration::from_secs(3600);
+    bans.add_manual(net("2001:db8:c::/64"), hour, "ops".into(), false, t0())
+        .unwrap();
+    assert!(bans.check(ip("2001:db8:c::1"), t0()).is_some());
+}
