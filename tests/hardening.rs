@@ -295,6 +295,102 @@ async fn a_slow_but_steady_upload_is_not_cut_by_body_idle() {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }
 
+/// An upstream answering `POST /api/generate` with an NDJSON stream that never ends; sends on
+/// `closed` once the guard has closed a stream's connection (a write to it failed).
+async fn endless_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let listener = loopback().await;
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut c, _) = listener.accept().await.unwrap();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !head.starts_with(b"POST /api/generate ") {
+                    // The guard's readiness probe, say.
+                    let _ = c
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+                let start = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n";
+                let frame = b"{\"model\":\"m\",\"response\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\",\"done\":false}\n";
+                let chunk = [format!("{:x}\r\n", frame.len()).as_bytes(), frame, b"\r\n"].concat();
+                if c.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                while c.write_all(&chunk).await.is_ok() {}
+                let _ = closed.send(());
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_stream_is_closed_after_send_idle() {
+    let (upstream, mut closed) = endless_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        &upstream,
+        &dir,
+        ServeArgs::default(),
+        "[timeouts]\nsend_idle = \"500ms\"",
+    );
+    let server = ollama_guard::serve::Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    let proxy = server.proxy_addr;
+    // A client that reads its stream for a second, then stops reading without closing.
+    let mut reader = connect_from("127.0.0.1", proxy).await;
+    let request = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}";
+    reader.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < until {
+        got += reader.read(&mut buf).await.unwrap();
+    }
+    assert!(got > 1024 * 1024, "{got}");
+    // It was never closed while it read; once it stops, the guard closes it (and its
+    // upstream stream) after send_idle, with no end of its own.
+    assert!(closed.try_recv().is_err());
+    tokio::time::timeout(Duration::from_secs(20), closed.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // What was buffered is still delivered, then the connection ends.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while reader.read(&mut buf).await.unwrap_or(0) > 0 {}
+    })
+    .await
+    .unwrap();
+    let log = dir.path().join("access.log");
+    let generate = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        (text.lines())
+            .filter(|l| l.contains("/api/generate"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    eventually(|| generate().len() == 1).await;
+    assert!(generate()[0].contains("| 200 |"), "{:?}", generate());
+    // Counted as the client's doing, not the upstream's.
+    let admin = format!("http://{}", server.admin_addr);
+    let series = "ollama_guard_requests_total{method=\"POST\",outcome=\"client_cancelled\",route=\"/api/generate\",status_class=\"2xx\"}";
+    assert_eq!(metric_eventually(&admin, series, 1.0).await, 1.0);
+}
+
 #[tokio::test]
 async fn per_source_limit_answers_503_with_retry_after_and_spares_other_sources() {
     let s = stack_with(ServeArgs::default(), "max_connections_per_source = 2").await;

@@ -108,6 +108,8 @@ pub struct TimeoutsFile {
     pub upstream_idle: Option<String>,
     /// Longest pause between two reads of a request body.
     pub body_idle: Option<String>,
+    /// Longest wait of a write to a client for progress.
+    pub send_idle: Option<String>,
 }
 
 /// `[policy]`: what the model-management routes may be asked (README, "Policy").

@@ -100,6 +100,10 @@ pub struct Timeouts {
     /// Longest pause between two reads of a request body: a trickling upload cannot hold
     /// an upstream connection for ever.
     pub body_idle: Duration,
+    /// Longest time a write to a client may wait for progress: a client that stops reading
+    /// a response cannot hold its connection, its upstream connection and Ollama's work for
+    /// ever (nginx's `send_timeout`).
+    pub send_idle: Duration,
 }
 
 /// The effective, validated configuration of `serve`, in the two parts `serve` treats

@@ -82,6 +82,7 @@ pub(super) fn to_toml(c: &Config) -> String {
             readiness_probe: Some(human(b.timeouts.readiness_probe)),
             upstream_idle: Some(human(b.timeouts.upstream_idle)),
             body_idle: Some(human(b.timeouts.body_idle)),
+            send_idle: Some(human(b.timeouts.send_idle)),
         }),
         ban: Some(BanFile {
             duration: Some(human(l.ban.duration)),

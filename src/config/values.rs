@@ -368,6 +368,10 @@ fn timeouts(file: &TimeoutsFile) -> Result<Timeouts, ConfigError> {
             "timeouts.body_idle",
             file.body_idle.as_deref().unwrap_or("5m"),
         )?,
+        send_idle: positive_duration(
+            "timeouts.send_idle",
+            file.send_idle.as_deref().unwrap_or("60s"),
+        )?,
     })
 }
 

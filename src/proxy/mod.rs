@@ -23,6 +23,7 @@ pub(crate) mod layers;
 pub(crate) mod limits;
 pub(crate) mod policy_body;
 pub(crate) mod refusal;
+pub(crate) mod send_idle;
 mod server;
 #[cfg(test)]
 pub(crate) mod test_io;

@@ -21,6 +21,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::head_timer::{self, HeadTimer};
 use super::layers::client_ip::{ClientIp, ClientIpLayer};
+use super::send_idle::SendIdle;
 use super::{limits, upstream, Proxy};
 use crate::telemetry::throttle::Throttle;
 
@@ -255,6 +256,7 @@ impl Worker {
         // Records of this connection's requests run after each poll of it, that is after
         // hyper wrote their responses (see `super::deferred`).
         let records = proxy.records.clone();
+        let send_idle = proxy.timeouts.send_idle;
         // Boxed here, once: the connection's future (hyper's codec state, both the plain and
         // the TLS variant) is kilobytes, and every move on its way into the task (the accept
         // loop, `JoinSet::spawn`, tokio's task cell and its stage changes) would copy it whole.
@@ -263,12 +265,14 @@ impl Worker {
             Box::pin(async move {
                 let result = match &proxy.tls {
                     None => {
+                        let stream = SendIdle::new(stream, send_idle);
                         watcher
                             .watch(builder.serve_connection(TokioIo::new(stream), service))
                             .await
                     }
                     Some(tls) => match tls.accept(stream, proxy.timeouts.header_read).await {
                         Some(stream) => {
+                            let stream = SendIdle::new(stream, send_idle);
                             watcher
                                 .watch(builder.serve_connection(TokioIo::new(stream), service))
                                 .await
