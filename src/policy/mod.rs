@@ -571,20 +571,63 @@ fn is_digest(text: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The host of a `remote_host` as Ollama reads it (Go's `url.Parse`, `http://` added when
-/// there is no scheme, a bare path meaning the local server): the authority runs to the first
-/// `/`, `?` or `#`, its user information to the **last** `@` (so `ollama.com:443@attacker.example`
-/// is `attacker.example`), and a port or an IPv6 literal's brackets are not part of the host.
+/// The host of a `remote_host` as Ollama reads it (`remoteURL`: `http://` added when the text
+/// holds no `://`, a leading `/` meaning the local server, then Go's `url.Parse`): the fragment
+/// is cut at the first `#`; the scheme is the text before the first `:` when every byte before
+/// it may be in a scheme (a letter first, then letters, digits, `+`, `-`, `.`), and without
+/// one, or without `//` after it, the text is a path and the host is the local server
+/// (`evil.example?x://ollama.com` is `localhost`, not `ollama.com`); the query is cut at the
+/// first `?`; the authority runs to the first `/`, its user information to the **last** `@`
+/// (so `ollama.com:443@attacker.example` is `attacker.example`). A port or an IPv6 literal's
+/// brackets are not part of the host; a host with several `:` and no brackets, which no
+/// server answers, is returned whole (so it matches no allowed host).
 fn url_host(text: &str) -> &str {
     if text.starts_with('/') {
         return "localhost";
     }
-    let rest = text.find("://").map_or(text, |i| &text[i + 3..]);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let no_fragment = text.split('#').next().unwrap_or_default();
+    let after_scheme = if text.contains("://") {
+        match go_scheme_rest(no_fragment) {
+            Some(rest) => rest,
+            None => return "localhost",
+        }
+    } else {
+        // Ollama's `"http://" + raw`: the authority is the text itself.
+        return authority_host(no_fragment.split('?').next().unwrap_or_default());
+    };
+    let no_query = after_scheme.split('?').next().unwrap_or_default();
+    match no_query.strip_prefix("//") {
+        Some(rest) => authority_host(rest),
+        // An opaque URL (`evil.example:80://x`): no host.
+        None => "localhost",
+    }
+}
+
+/// What follows `scheme:` in `text` when it starts with a scheme as Go's `getScheme` reads
+/// one; `None` without one.
+fn go_scheme_rest(text: &str) -> Option<&str> {
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' => {}
+            b'0'..=b'9' | b'+' | b'-' | b'.' if i > 0 => {}
+            b':' if i > 0 => return Some(&text[i + 1..]),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// The host of an authority (and whatever path follows it): user information runs to the
+/// last `@`, the authority ends at the first `/`.
+fn authority_host(text: &str) -> &str {
+    let authority = text.split('/').next().unwrap_or_default();
     let host_port = authority.rsplit('@').next().unwrap_or_default();
-    match host_port.strip_prefix('[') {
-        Some(literal) => literal.split(']').next().unwrap_or_default(),
-        None => host_port.split(':').next().unwrap_or_default(),
+    if let Some(literal) = host_port.strip_prefix('[') {
+        return literal.split(']').next().unwrap_or_default();
+    }
+    match host_port.split_once(':') {
+        Some((host, port)) if !port.contains(':') => host,
+        _ => host_port,
     }
 }
 

@@ -12,7 +12,15 @@ pub(crate) const DEFAULT_REGISTRY: &str = "registry.ollama.ai";
 /// name cannot be read (treated as foreign by the policy).
 pub(crate) fn registry_host(name: &str) -> Option<String> {
     let name = name.trim();
-    let lower = name.to_ascii_lowercase();
+    // Ollama up to 0.1.39 on Windows read `\` as `/` (`ParseModelPath` replaced the path
+    // separator): `evil.example\ns\m` named `evil.example` there. Read so everywhere; later
+    // versions refuse such a name.
+    let lower: String = (name.chars())
+        .map(|c| match c {
+            '\\' => '/',
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
     let rest = lower
         .strip_prefix("https://")
         .or_else(|| lower.strip_prefix("http://"))
@@ -132,6 +140,8 @@ mod tests {
             ("http://10.0.0.5/x/y", "10.0.0.5"),
             ("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", "hf.co"),
             ("registry.ollama.ai/library/llama3", "registry.ollama.ai"),
+            ("evil.example\\ns\\m", "evil.example"),
+            ("evil.example/ns\\m", "evil.example"),
         ] {
             assert_eq!(registry_host(n).as_deref(), Some(h), "{n}");
         }

@@ -266,6 +266,14 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
         ("HTTPS://attacker.example#@ollama.com", "attacker.example"),
         ("http://[fd00::1]:11434", "fd00::1"),
         ("/var/models", "localhost"),
+        // No valid scheme before the first `:` (or a `?`, `#` before it): Go reads a path,
+        // and Ollama the local server, whatever follows the `://`.
+        ("evil.example?x://ollama.com", "localhost"),
+        ("evil.example#://ollama.com", "localhost"),
+        ("ollama.com?x://a", "localhost"),
+        ("evil.example:80://ollama.com", "localhost"),
+        ("1http://ollama.com", "localhost"),
+        ("ollama.com:x:443", "ollama.com:x:443"),
     ] {
         assert_eq!(super::url_host(remote), host, "{remote}");
         let body = format!(r#"{{"model":"x","remote_host":"{remote}"}}"#);
@@ -279,6 +287,8 @@ fn create_from_a_server_path_and_foreign_remote_hosts_are_flagged() {
         "ollama.com",
         "https://user@ollama.com:443/",
         "https://ollama.com?x=@a",
+        "ollama.com:443",
+        "git+https://ollama.com/x",
     ] {
         assert_eq!(super::url_host(remote), "ollama.com", "{remote}");
     }
