@@ -89,6 +89,17 @@ pub(crate) fn is_link_local_v6(ip: std::net::Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
+/// Whether an IPv6 address is a source of its own, never grouped with its prefix: a
+/// link-local one (`fe80::/10`: every link has the same `fe80::/64`) or an IPv4 client's
+/// address translated by NAT64/SIIT into the well-known prefix `64:ff9b::/96` or the local-use
+/// `64:ff9b:1::/48` (RFC 6052, RFC 8215), where each address is one IPv4 client and a /64
+/// would hold every IPv4 client of the translator.
+pub(crate) fn is_own_source_v6(ip: std::net::Ipv6Addr) -> bool {
+    let s = ip.segments();
+    is_link_local_v6(ip)
+        || (s[0] == 0x64 && s[1] == 0xff9b && (s[2] == 1 || s[2..6] == [0, 0, 0, 0]))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

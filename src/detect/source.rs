@@ -25,7 +25,8 @@ pub(crate) struct SourceKey {
 impl SourceKey {
     /// The identity of `ip` when IPv6 sources are grouped by `ipv6_prefix` bits (clamped to
     /// 0..=128). A link-local address (`fe80::/10`) is its own: every link has the same
-    /// `fe80::/64`, so its prefix says nothing about who sent it.
+    /// `fe80::/64`, so its prefix says nothing about who sent it; so is an IPv4 client's
+    /// address translated into a NAT64 prefix ([`crate::ip::is_own_source_v6`]).
     pub(crate) fn new(ip: IpAddr, ipv6_prefix: u8) -> SourceKey {
         match canonical(ip) {
             IpAddr::V4(v4) => {
@@ -38,7 +39,7 @@ impl SourceKey {
                 }
             }
             IpAddr::V6(v6) => {
-                let prefix = if crate::ip::is_link_local_v6(v6) {
+                let prefix = if crate::ip::is_own_source_v6(v6) {
                     128
                 } else {
                     ipv6_prefix.min(128)
@@ -332,6 +333,30 @@ mod tests {
             crate::proxy::client_ip::source_key("fd00::1:2".parse().unwrap()).to_string(),
             "fd00::"
         );
+    }
+
+    /// Behind a NAT64/SIIT translator each IPv4 client is one address of the translation
+    /// prefix: one abusive client must not get the others counted and banned with it.
+    #[test]
+    fn an_ipv4_client_translated_into_a_nat64_prefix_is_its_own_source() {
+        for (ip, text) in [
+            ("64:ff9b::198.51.100.7", "64:ff9b::c633:6407"),
+            ("64:ff9b:1::c633:6407", "64:ff9b:1::c633:6407"),
+        ] {
+            assert_eq!(key(ip, 64).to_string(), text);
+            assert_eq!(key(ip, 48).to_string(), text);
+            assert_eq!(
+                crate::proxy::client_ip::source_key(ip.parse().unwrap()).to_string(),
+                text
+            );
+        }
+        assert_ne!(
+            key("64:ff9b::198.51.100.7", 64),
+            key("64:ff9b::203.0.113.200", 64)
+        );
+        // Next to the prefixes: grouped as usual.
+        assert_eq!(key("64:ff9b:0:1::1", 64).to_string(), "64:ff9b:0:1::/64");
+        assert_eq!(key("64:ff9b:2::1", 64).to_string(), "64:ff9b:2::/64");
     }
 
     #[test]

@@ -138,6 +138,7 @@ impl ConnLimits {
         }
         let source = if self.per_source > 0 && !exempt {
             let peer = match peer {
+                IpAddr::V6(v6) if crate::ip::is_own_source_v6(v6) => peer,
                 IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, self.v6_prefix)
                     .map_or(peer, |n| IpAddr::V6(n.network())),
                 v4 => v4,

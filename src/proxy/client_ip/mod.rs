@@ -153,13 +153,14 @@ pub(crate) fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> R
 /// One source's key for every per-source budget and count (decoder slots, held body bytes,
 /// log throttles): the address, or an IPv6 address's /48 (a site's allocation: one
 /// subscriber's /56 holds 256 /64s, each of which would otherwise have its own share). A
-/// link-local address is its own key: every link shares `fe80::/48`.
+/// link-local address is its own key: every link shares `fe80::/48`; so is an IPv4 client's
+/// address in a NAT64 prefix ([`crate::ip::is_own_source_v6`]).
 pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None if crate::ip::is_link_local_v6(v6) => ip,
+            None if crate::ip::is_own_source_v6(v6) => ip,
             None => IpAddr::V6((u128::from(v6) & !((1u128 << 80) - 1)).into()),
         },
     }
