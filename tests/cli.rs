@@ -1093,6 +1093,7 @@ fn check_config_merges_env_and_options_like_serve() {
         "memory = \"7d\"".to_owned(),
         "upstream_idle = \"90s\"".to_owned(),
         "body_idle = \"5m\"".to_owned(),
+        "send_idle = \"1m\"".to_owned(),
         "attack_type = \"Potential Data Exfiltration\"".to_owned(),
     ] {
         assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");

@@ -214,9 +214,7 @@ fn json_line(rec: &RequestRecord) -> String {
             obj.insert("identity".into(), identity.as_ref().into());
         }
     }
-    let mut s = String::with_capacity(256);
-    let _ = write!(s, "{v}");
-    s
+    crate::text::json_line(&v).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -353,6 +351,18 @@ mod tests {
         // The gin format is Ollama's line: no identity in it.
         let gin = format_line(AccessLogFormat::Gin, &keyed);
         assert!(!gin.contains("ci-runner"), "{gin}");
+    }
+
+    #[test]
+    fn the_json_line_escapes_marks_that_reorder_text() {
+        let rec = RequestRecord {
+            raw_target: Cow::Borrowed("/api/\u{202e}wohs"),
+            ..tags_request()
+        };
+        let line = format_line(AccessLogFormat::Json, &rec);
+        assert!(line.contains(r#""uri":"/api/\u202ewohs""#), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["uri"], "/api/\u{202e}wohs");
     }
 
     #[test]

@@ -42,7 +42,7 @@ pub(crate) fn render(
     now: DateTime<Utc>,
     event: &LogEvent<'_>,
 ) -> Result<String, serde_json::Error> {
-    serde_json::to_string(&Envelope {
+    crate::text::json_line(&Envelope {
         schema: SCHEMA,
         time: now,
         event,

@@ -451,3 +451,33 @@ fn templates_fill_known_names_and_leave_the_rest() {
         "from 1.2.3.4 on - costs $5 $x$ $"
     );
 }
+
+/// A client's path with marks that reorder or hide text is logged with them escaped; a JSON
+/// reader gets the same value.
+#[test]
+fn marks_that_reorder_or_hide_text_are_written_as_escapes() {
+    use crate::telemetry::log_event::BlockedEvent;
+    let path = "/api/\u{202e}wohs\u{200b}\u{85}\u{7f}\u{e0041}\u{2028}é/\u{1}";
+    let event = LogEvent::Blocked(BlockedEvent {
+        src: "192.0.2.7",
+        identity: None,
+        uri_path: path,
+        http_method: "GET",
+        blocked_since_last: 0,
+        rule: "admin",
+    });
+    let line = render(t(0), &event).unwrap();
+    assert!(
+        line.contains(
+            r#""uri_path":"/api/\u202ewohs\u200b\u0085\u007f\udb40\udc41\u2028é/\u0001""#
+        ),
+        "{line}"
+    );
+    assert!(
+        line.is_ascii() || line.chars().all(|c| !crate::text::hidden(c)),
+        "{line}"
+    );
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["uri_path"], Value::from(path));
+    assert_valid(&validator(), &line);
+}
