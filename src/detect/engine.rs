@@ -299,7 +299,7 @@ struct At {
 
 /// Up to two events per rule and request (a summary of the old window, then a detection),
 /// and a third slot for a request counted in a key that is already flagged, when the caller
-/// asked for those ([`Engine::observe_rearming`]).
+/// asked for those ([`Engine::observe_with`]).
 type Pending = [Option<(bool, Snapshot)>; 3];
 
 /// The slot of [`Pending`] for a request counted in an already flagged key.
@@ -444,12 +444,12 @@ impl<M: Maps> Engine<M> {
     /// 2106-02-07). A record outside it is not counted, never clamped into the first or last
     /// window; it is counted in [`Engine::out_of_range_records`] instead.
     pub(crate) fn observe(&self, rec: &RequestRecord, out: &mut Vec<Event>) {
-        self.observe_inner(rec, out, None);
+        self.observe_with(rec, out, None);
     }
 
-    /// [`Engine::observe`], and for each rule whose action bans in block mode that counts
-    /// `rec` in a key already flagged in its window (no new crossing), the window's figures
-    /// as a detection in `sustained`.
+    /// [`Engine::observe`], and with `sustained`, for each rule whose action bans in block
+    /// mode that counts `rec` in a key already flagged in its window (no new crossing), the
+    /// window's figures as a detection in `sustained`.
     ///
     /// Why: a detection fires when a key crosses its threshold, once per window (sliding: per
     /// episode above it). A source whose ban expired or was lifted, or that was flagged in
@@ -459,16 +459,7 @@ impl<M: Maps> Engine<M> {
     /// such a request comes from a source that is not banned now; the caller bans it again
     /// ([`crate::pipeline::verdict::Verdicts::sustained`]). Not while counters are shared
     /// (`[cluster]`): the merged totals decide there.
-    pub(crate) fn observe_rearming(
-        &self,
-        rec: &RequestRecord,
-        out: &mut Vec<Event>,
-        sustained: &mut Vec<DetectionEvent>,
-    ) {
-        self.observe_inner(rec, out, Some(sustained));
-    }
-
-    fn observe_inner(
+    pub(crate) fn observe_with(
         &self,
         rec: &RequestRecord,
         out: &mut Vec<Event>,

@@ -201,25 +201,20 @@ impl RecordSink for DetectionStage {
         self.running.end(ticket)
     }
 
+    #[inline]
     fn record(&self, record: RequestRecord) {
         let mut events = Vec::new();
-        let engine = self.engine.load();
-        if self.enforcement.block_mode() {
-            // A source counted in a key its rule has already flagged is banned again when it
-            // is not banned now (an expired or lifted ban, a switch from monitor mode).
-            let mut sustained = Vec::new();
-            engine.observe_rearming(&record, &mut events, &mut sustained);
-            if !events.is_empty() {
-                self.handle(&events, Some(record.src));
-            }
-            if !sustained.is_empty() {
-                self.verdicts.sustained(&sustained, record.src);
-            }
-            return;
-        }
-        engine.observe(&record, &mut events);
+        // In block mode, a source counted in a key its rule has already flagged is banned
+        // again when it is not banned now (an expired or lifted ban, a switch from monitor
+        // mode).
+        let mut sustained = Vec::new();
+        let rearm = self.enforcement.block_mode().then_some(&mut sustained);
+        self.engine.load().observe_with(&record, &mut events, rearm);
         if !events.is_empty() {
             self.handle(&events, Some(record.src));
+        }
+        if !sustained.is_empty() {
+            self.verdicts.sustained(&sustained, record.src);
         }
     }
 }
