@@ -392,6 +392,36 @@ async fn a_client_that_stops_reading_a_stream_is_closed_after_send_idle() {
 }
 
 #[tokio::test]
+async fn a_client_reading_a_stream_slowly_but_steadily_is_never_cut_by_send_idle() {
+    let (upstream, mut closed) = endless_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        &upstream,
+        &dir,
+        ServeArgs::default(),
+        "[timeouts]\nsend_idle = \"2s\"",
+    );
+    let server = ollama_guard::serve::Server::start(config, loopback().await, loopback().await)
+        .await
+        .unwrap();
+    // 8 000 bytes every 40 ms (200 KB/s) for 8 s: far slower than the upstream writes, so the
+    // guard's writes wait all along; each wait ends as the reader frees its receive buffer.
+    let mut reader = connect_from("127.0.0.1", server.proxy_addr).await;
+    let request = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}";
+    reader.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 8000];
+    let mut got = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let n = reader.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+    }
+    assert!(closed.try_recv().is_err(), "closed after {got} bytes");
+    assert!(got > 1_000_000, "{got}");
+}
+
+#[tokio::test]
 async fn per_source_limit_answers_503_with_retry_after_and_spares_other_sources() {
     let s = stack_with(ServeArgs::default(), "max_connections_per_source = 2").await;
     let to = addr(&s.proxy);

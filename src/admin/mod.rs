@@ -123,6 +123,10 @@ pub(crate) const ADMIN_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long admin connections may finish after the stop.
 const ADMIN_GRACE: Duration = Duration::from_secs(5);
 
+/// Longest wait of a write to an admin client for progress (the proxy's `timeouts.send_idle`
+/// default).
+const ADMIN_SEND_IDLE: Duration = Duration::from_secs(60);
+
 /// Serves the admin endpoints until `shutdown` resolves.
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -164,6 +168,10 @@ pub(crate) async fn serve(
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&state, req).await) }
             });
+            // A client that stops reading (`/metrics`, `/api/bans`) gives its slot back after
+            // a minute (the proxy's `send_idle` default).
+            crate::proxy::send_idle::limit_unsent(&stream);
+            let stream = crate::proxy::send_idle::SendIdle::new(stream, ADMIN_SEND_IDLE);
             let conn = drain.watch(builder.serve_connection(TokioIo::new(stream), service));
             Some(async move {
                 if let Err(e) = conn.await {

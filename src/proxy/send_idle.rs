@@ -9,9 +9,20 @@
 //! generation: `OLLAMA_NUM_PARALLEL` such clients would freeze every generation for everyone.
 //!
 //! The deadline is per connection and measures the time since the last write that made
-//! progress, not the response's length: a client reading a stream of any length at any pace
-//! never trips it. It costs nothing while writes complete at once; the timer is created the
-//! first time a write has to wait, and reset (not re-created) after.
+//! progress, not the response's length. It costs nothing while writes complete at once; the
+//! timer is created the first time a write has to wait, and reset (not re-created) after.
+//!
+//! A write "makes progress" when the kernel takes bytes, which it does only once the socket is
+//! writable again. By default Linux reports a TCP socket writable only when a third of its
+//! send buffer is free, and that buffer grows to megabytes: a client reading a few kilobytes a
+//! second would have to read a megabyte between two writes, and would be cut though it never
+//! stopped. So client sockets get `TCP_NOTSENT_LOWAT` ([`limit_unsent`]): the kernel keeps at
+//! most [`UNSENT`] bytes that it has not sent yet, and reports the socket writable when fewer
+//! than half of them are left. A client that reads opens its receive window, the kernel sends,
+//! and the write goes on: a reader of any pace that frees one segment's worth of its receive
+//! buffer within `send_idle` (64 KiB on loopback, 1.5 KiB on an Ethernet path) is never cut.
+//! It also bounds what a stalled client holds in the kernel to a receive window plus
+//! [`UNSENT`].
 
 use std::future::Future;
 use std::io;
@@ -34,6 +45,22 @@ pin_project_lite::pin_project! {
         // Whether `timer` runs for the write waiting now.
         armed: bool,
     }
+}
+
+/// The most bytes a client socket holds that the kernel has not sent yet (see the module
+/// documentation): below one loopback segment (64 KiB) twice over, so that one window update
+/// of a slow reader wakes the writer.
+pub(crate) const UNSENT: u32 = 32 * 1024;
+
+/// Sets `TCP_NOTSENT_LOWAT` to [`UNSENT`] on a client socket (Linux; elsewhere a no-op). A
+/// failure leaves the kernel's default: only slow readers would be cut sooner.
+pub(crate) fn limit_unsent(stream: &tokio::net::TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
 }
 
 impl<S> SendIdle<S> {

@@ -245,6 +245,7 @@ impl Worker {
             }
         };
         let _ = stream.set_nodelay(true);
+        super::send_idle::limit_unsent(&stream);
         let service = ConnService {
             stack: std::cell::RefCell::new(
                 ClientIpLayer::new(peer, proxy.trusted.clone()).layer(self.stack.clone()),
