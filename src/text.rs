@@ -2,10 +2,17 @@
 
 /// Whether `c` is a control character or one of the invisible marks that reorder, break or
 /// hide text: Unicode bidirectional overrides and isolates, zero-width characters, the line and
-/// paragraph separators, tag characters.
+/// paragraph separators, tag characters, and the characters that show as nothing or as blank
+/// (soft hyphen, combining grapheme joiner, Hangul fillers, interlinear annotation marks,
+/// variation selectors).
 pub(crate) fn hidden(c: char) -> bool {
     c.is_control()
-        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{061c}' | '\u{feff}' | '\u{e0000}'..='\u{e007f}')
+        || matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}'
+            | '\u{061c}' | '\u{feff}' | '\u{e0000}'..='\u{e007f}'
+            | '\u{00ad}' | '\u{034f}' | '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}'
+            | '\u{fff9}'..='\u{fffb}' | '\u{fe00}'..='\u{fe0f}' | '\u{e0100}'..='\u{e01ef}'
+            | '\u{180e}')
 }
 
 /// A value's text for a terminal: control characters (a newline, an escape sequence given as

@@ -25,12 +25,17 @@ const WIDENED_PREFIX: u8 = 48;
 impl Inner {
     /// Where a rule ban of `key` (for `ip`) goes given [`MAX_BANS`]: `key` while there is
     /// room or it replaces an (ended) ban of the same source; when full, `ip`'s /48 with the
-    /// reason saying so; `None` when there is no room.
+    /// reason saying so; `None` when there is no room. An IPv4 client's address in a NAT64
+    /// prefix is never widened, like an IPv4 address: its /48 holds every IPv4 client of the
+    /// translator.
     pub(super) fn fit(&self, key: IpNet, ip: IpAddr, reason: String) -> Option<(IpNet, String)> {
         if self.bans.len() < self.max_bans || self.bans.contains_key(&key) {
             return Some((key, reason));
         }
         let IpAddr::V6(v6) = ip else { return None };
+        if crate::ip::is_own_source_v6(v6) {
+            return None;
+        }
         let wide = widened(v6)?;
         let headroom = self.max_bans / 10;
         let room = self.bans.len() < self.max_bans + headroom || self.bans.contains_key(&wide);

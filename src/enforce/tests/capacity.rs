@@ -69,6 +69,16 @@ fn full_table_widens_an_ipv6_rule_ban_to_its_48() {
     assert_eq!(again, BanOutcome::AlreadyBanned(b));
 }
 
+/// A translated IPv4 client is one address of its NAT64 prefix: a full table refuses its ban,
+/// as an IPv4 address's, instead of banning the translator's every client with a /48.
+#[test]
+fn full_table_never_widens_a_nat64_source() {
+    let bans = capped(10);
+    let outcome = bans.ban_offender(ip("64:ff9b::198.51.100.7"), "r", "x".into(), t0());
+    assert_eq!((outcome, bans.len()), (BanOutcome::TableFull, 10));
+    assert_eq!(bans.check(ip("64:ff9b::203.0.113.9"), t0()), None);
+}
+
 /// A `manage_from` network as wide as a source group spares nothing, also when a full table
 /// widens the ban past it (a helper's run: an office /64 in `manage_from`, the table filled,
 /// and the flooder inside it was never refused); a narrower one spares its addresses only.
