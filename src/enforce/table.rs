@@ -127,7 +127,13 @@ pub(super) struct Inner {
     pub(super) offences: HashMap<IpNet, Vec<DateTime<Utc>>>,
     /// Changes not yet taken by the journal writer, queued in the order they were applied.
     pub(super) changes: ChangeLog,
+    /// When an operator (here or on another replica) last lifted the ban of each source, for
+    /// [`Bans::may_ban_again`]; at most [`MAX_PARDONS`], none older than a day.
+    pardons: HashMap<IpNet, DateTime<Utc>>,
 }
+
+/// The most lifted bans remembered for [`Bans::may_ban_again`].
+const MAX_PARDONS: usize = 1024;
 
 impl Bans {
     /// An empty table with the configured policy, allowlist and IPv6 grouping.
@@ -144,6 +150,7 @@ impl Bans {
                 index: Index::default(),
                 offences: HashMap::new(),
                 changes: ChangeLog::default(),
+                pardons: HashMap::new(),
             }),
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             count: AtomicUsize::new(0),
@@ -484,11 +491,39 @@ impl Bans {
         }
         let mut ban = inner.take(&src)?;
         self.forget_narrowed(&src);
+        inner.pardon(src, now);
         inner.changes.push(Change::Unban { src, at: now });
         self.blocked.forget(&src);
         self.publish(&inner);
         ban.until = ban.until.min(now);
         Some(ban)
+    }
+
+    /// Whether a request from `ip` that started at `started`, counted in a window (from
+    /// `window_start`) that its rule had already flagged, may ban `ip` again (in block mode a
+    /// flagged key bans a source that is not banned now, see `Verdicts::sustained`). Not when
+    /// the request started before the source's last ban did: it was sent before that ban, in
+    /// flight when it began, and is not a new offence. Not when an operator lifted a ban of
+    /// the source since the window began: lifting it lets the source go for the rest of the
+    /// window, as before the flag re-banned (its next window that crosses bans it again).
+    pub(crate) fn may_ban_again(
+        &self,
+        ip: IpAddr,
+        started: DateTime<Utc>,
+        window_start: DateTime<Utc>,
+    ) -> bool {
+        let ip = canonical(ip);
+        let inner = self.lock();
+        let group = SourceKey::new(ip, inner.ipv6_prefix).network();
+        let banned_since = |net: &IpNet| {
+            (inner.offences.get(net))
+                .and_then(|times| times.last())
+                .is_some_and(|last| *last >= started)
+        };
+        if banned_since(&group) || banned_since(&IpNet::from(ip)) {
+            return false;
+        }
+        !(inner.pardons.iter()).any(|(net, at)| net.contains(&ip) && *at >= window_start)
     }
 
     /// Sweeps bans that have ended (`until <= now`) and returns them, sorted by source, for
@@ -622,6 +657,25 @@ impl Inner {
             return Some(IpNet::from(ip));
         }
         Some(group)
+    }
+
+    /// Remembers that an operator lifted the ban of `src` at `now` ([`Bans::may_ban_again`]).
+    fn pardon(&mut self, src: IpNet, now: DateTime<Utc>) {
+        if self.pardons.len() >= MAX_PARDONS {
+            let day = chrono::Duration::days(1);
+            self.pardons.retain(|_, at| now - *at < day);
+            if self.pardons.len() >= MAX_PARDONS {
+                // The oldest goes: at worst, a source lifted long ago is banned again one
+                // window early, as without this memory.
+                let oldest = (self.pardons.iter())
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(n, _)| *n);
+                if let Some(net) = oldest {
+                    self.pardons.remove(&net);
+                }
+            }
+        }
+        self.pardons.insert(src, now);
     }
 
     /// Records an offence of `src` at `now`; returns its number within the ban memory.

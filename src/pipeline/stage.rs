@@ -214,7 +214,9 @@ impl RecordSink for DetectionStage {
             self.handle(&events, Some(record.src));
         }
         if !sustained.is_empty() {
-            self.verdicts.sustained(&sustained, record.src);
+            let ran = chrono::Duration::from_std(record.total).unwrap_or_default();
+            let started = record.completed_at - ran;
+            self.verdicts.sustained(&sustained, record.src, started);
         }
     }
 }

@@ -568,46 +568,84 @@ fn sliding_every(threshold: i64) -> Vec<RuleConfig> {
     }]
 }
 
+/// `record(src, path)` as a request that ran for 1 ms and completed 10 ms from now: it
+/// started after whatever happened before this call.
+async fn fresh(src: &str, path: &str) -> RequestRecord {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    RequestRecord {
+        total: Duration::from_millis(1),
+        completed_at: Utc::now(),
+        ..record(src, path)
+    }
+}
+
+/// Sweeps every ban as if its end had passed.
+fn expire_all(f: &Fixture) {
+    let later = Utc::now() + chrono::Duration::days(2);
+    assert!(!f.enforcement.bans().expire(later).is_empty());
+}
+
 #[tokio::test]
-async fn a_source_still_above_the_threshold_after_its_ban_is_lifted_is_banned_again() {
+async fn a_source_still_above_the_threshold_when_its_ban_ends_is_banned_again() {
     let f = fixture_with(Mode::Block, Vec::new(), sliding_every(3));
     for _ in 0..3 {
         f.stage.record(record("192.0.2.50", "/api/tags"));
     }
     let ip: IpAddr = "192.0.2.50".parse().unwrap();
-    let src: IpNet = "192.0.2.50/32".parse().unwrap();
     // A request that passed the gate before the ban: counted, nothing new.
     f.stage.record(record("192.0.2.50", "/api/tags"));
-    assert!(f.enforcement.admin_remove(&src).await.unwrap().is_some());
-    // The key is still flagged (4 requests in the window): the next request bans again.
-    f.stage.record(record("192.0.2.50", "/api/tags"));
+    expire_all(&f);
+    // A request that started before the ban and ends after it: not a new offence.
+    f.stage.record(RequestRecord {
+        total: Duration::from_secs(60),
+        ..fresh("192.0.2.50", "/api/tags").await
+    });
+    assert!(f.enforcement.bans().check(ip, Utc::now()).is_none());
+    // The key is still flagged: the next request sent after the ban bans again.
+    f.stage.record(fresh("192.0.2.50", "/api/tags").await);
     assert!(f.enforcement.bans().check(ip, Utc::now()).is_some());
     let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "ban", "detection", "ban"]);
     assert_eq!(
-        kinds(&lines),
-        ["detection", "ban", "unban", "detection", "ban"]
+        (lines[2]["count"].as_u64(), lines[2]["action"].as_str()),
+        (Some(6), Some("banned"))
     );
-    assert_eq!(
-        (lines[3]["count"].as_u64(), lines[3]["action"].as_str()),
-        (Some(5), Some("banned"))
-    );
-    assert_eq!(lines[4]["offence"].as_u64(), Some(2));
+    assert_eq!(lines[3]["offence"].as_u64(), Some(2));
     assert_eq!(f.detections("banned"), 2.0);
 }
 
 #[tokio::test]
-async fn a_tumbling_window_already_flagged_bans_again_after_an_unban() {
+async fn a_tumbling_window_already_flagged_bans_again_when_the_ban_ends() {
     let f = fixture(Mode::Block, Vec::new());
     f.stage.record(record("192.0.2.51", "/api/show"));
-    let src: IpNet = "192.0.2.51/32".parse().unwrap();
-    assert!(f.enforcement.admin_remove(&src).await.unwrap().is_some());
-    f.stage.record(record("192.0.2.51", "/api/show"));
+    expire_all(&f);
+    f.stage.record(fresh("192.0.2.51", "/api/show").await);
     let lines = f.lines().await;
-    assert_eq!(
-        kinds(&lines),
-        ["detection", "ban", "unban", "detection", "ban"]
-    );
-    assert_eq!(lines[3]["count"].as_u64(), Some(2));
+    assert_eq!(kinds(&lines), ["detection", "ban", "detection", "ban"]);
+    assert_eq!(lines[2]["count"].as_u64(), Some(2));
+}
+
+#[tokio::test]
+async fn a_source_whose_ban_an_operator_lifted_goes_free_for_the_rest_of_its_window() {
+    let f = fixture_with(Mode::Block, Vec::new(), sliding_every(3));
+    for _ in 0..3 {
+        f.stage.record(record("192.0.2.54", "/api/tags"));
+    }
+    let src: IpNet = "192.0.2.54/32".parse().unwrap();
+    assert!(f.enforcement.admin_remove(&src).await.unwrap().is_some());
+    for _ in 0..5 {
+        f.stage.record(fresh("192.0.2.54", "/api/tags").await);
+    }
+    let ip: IpAddr = "192.0.2.54".parse().unwrap();
+    assert!(f.enforcement.bans().check(ip, Utc::now()).is_none());
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "ban", "unban"]);
+    // A window that begins after the lift bans again (the ban memory keeps the offence).
+    assert!(f.enforcement.bans().may_ban_again(
+        ip,
+        Utc::now(),
+        Utc::now() + chrono::Duration::seconds(1)
+    ));
 }
 
 #[tokio::test]

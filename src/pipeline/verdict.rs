@@ -201,7 +201,16 @@ impl Verdicts {
     /// Why: a detection fires once per window (sliding: per episode above the threshold); a
     /// source that keeps its rate up after its ban expired or was lifted, or after block mode
     /// was turned on, would otherwise stay unbanned while its key stays flagged.
-    pub(crate) fn sustained(&self, verdicts: &[DetectionEvent], src: IpAddr) {
+    ///
+    /// A request that started before the source's last ban began (in flight when it was
+    /// banned), or a window that began before an operator lifted the source's ban, bans
+    /// nothing ([`crate::enforce::Bans::may_ban_again`]).
+    pub(crate) fn sustained(
+        &self,
+        verdicts: &[DetectionEvent],
+        src: IpAddr,
+        started: DateTime<Utc>,
+    ) {
         if !self.enforcement.block_mode() {
             return;
         }
@@ -227,7 +236,10 @@ impl Verdicts {
                     });
                 }
                 Some(BanTarget::Addr(ip)) => {
-                    if self.enforcement.bans().check(ip, now).is_some() {
+                    let bans = self.enforcement.bans();
+                    if bans.check(ip, now).is_some()
+                        || !bans.may_ban_again(ip, started, d.window_start)
+                    {
                         continue;
                     }
                     let trusted = self.trusted.load();
