@@ -337,24 +337,43 @@ async fn endless_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>
     (url, rx)
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_a_stream_is_closed_after_send_idle() {
-    let (upstream, mut closed) = endless_upstream().await;
+/// A guard with `send_idle` in front of [`endless_upstream`], and a client connection that has
+/// asked it for an endless stream.
+struct Streaming {
+    server: ollama_guard::serve::Server,
+    dir: tempfile::TempDir,
+    closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+    reader: TcpStream,
+}
+
+async fn streaming(send_idle: &str) -> Streaming {
+    let (upstream, closed) = endless_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        &upstream,
-        &dir,
-        ServeArgs::default(),
-        "[timeouts]\nsend_idle = \"500ms\"",
-    );
+    let file = format!("[timeouts]\nsend_idle = \"{send_idle}\"");
+    let config = config(&upstream, &dir, ServeArgs::default(), &file);
     let server = ollama_guard::serve::Server::start(config, loopback().await, loopback().await)
         .await
         .unwrap();
-    let proxy = server.proxy_addr;
-    // A client that reads its stream for a second, then stops reading without closing.
-    let mut reader = connect_from("127.0.0.1", proxy).await;
+    let mut reader = connect_from("127.0.0.1", server.proxy_addr).await;
     let request = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}";
     reader.write_all(request).await.unwrap();
+    Streaming {
+        server,
+        dir,
+        closed,
+        reader,
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_stream_is_closed_after_send_idle() {
+    // A client that reads its stream for a second, then stops reading without closing.
+    let Streaming {
+        server,
+        dir,
+        mut closed,
+        mut reader,
+    } = streaming("500ms").await;
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = 0;
     let until = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -393,22 +412,14 @@ async fn a_client_that_stops_reading_a_stream_is_closed_after_send_idle() {
 
 #[tokio::test]
 async fn a_client_reading_a_stream_slowly_but_steadily_is_never_cut_by_send_idle() {
-    let (upstream, mut closed) = endless_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(
-        &upstream,
-        &dir,
-        ServeArgs::default(),
-        "[timeouts]\nsend_idle = \"2s\"",
-    );
-    let server = ollama_guard::serve::Server::start(config, loopback().await, loopback().await)
-        .await
-        .unwrap();
     // 8 000 bytes every 40 ms (200 KB/s) for 8 s: far slower than the upstream writes, so the
     // guard's writes wait all along; each wait ends as the reader frees its receive buffer.
-    let mut reader = connect_from("127.0.0.1", server.proxy_addr).await;
-    let request = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}";
-    reader.write_all(request).await.unwrap();
+    let Streaming {
+        server: _server,
+        mut closed,
+        mut reader,
+        ..
+    } = streaming("2s").await;
     let mut buf = vec![0u8; 8000];
     let mut got = 0;
     for _ in 0..200 {
