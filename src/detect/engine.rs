@@ -452,7 +452,7 @@ impl<M: Maps> Engine<M> {
     /// window's figures as a detection in `sustained`.
     ///
     /// Why: a detection fires when a key crosses its threshold, once per window (sliding: per
-    /// episode above it). A source whose ban expired or was lifted, or that was flagged in
+    /// episode above it). A source whose ban expired, or that was flagged in
     /// monitor mode before block mode was turned on, would otherwise go on above the
     /// threshold unbanned until its key fell below it, which an attacker keeping up the rate
     /// never lets happen. A request from a banned source is refused and never counted, so

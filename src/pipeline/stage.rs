@@ -205,8 +205,8 @@ impl RecordSink for DetectionStage {
     fn record(&self, record: RequestRecord) {
         let mut events = Vec::new();
         // In block mode, a source counted in a key its rule has already flagged is banned
-        // again when it is not banned now (an expired or lifted ban, a switch from monitor
-        // mode).
+        // again when it is not banned now (its ban expired, or block mode was turned on since;
+        // not after an operator lifted its ban: see `Bans::may_ban_again`).
         let mut sustained = Vec::new();
         let rearm = self.enforcement.block_mode().then_some(&mut sustained);
         self.engine.load().observe_with(&record, &mut events, rearm);

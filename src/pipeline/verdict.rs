@@ -199,8 +199,8 @@ impl Verdicts {
     /// table, a ban that started meanwhile), so an exempt source's requests write no line.
     ///
     /// Why: a detection fires once per window (sliding: per episode above the threshold); a
-    /// source that keeps its rate up after its ban expired or was lifted, or after block mode
-    /// was turned on, would otherwise stay unbanned while its key stays flagged.
+    /// source that keeps its rate up after its ban expired, or after block mode was turned on,
+    /// would otherwise stay unbanned while its key stays flagged.
     ///
     /// A request that started before the source's last ban began (in flight when it was
     /// banned), or a window that began before an operator lifted the source's ban, bans
