@@ -236,13 +236,16 @@ impl Verdicts {
                     });
                 }
                 Some(BanTarget::Addr(ip)) => {
+                    // Lock-free checks first: a busy trusted proxy's every request may come
+                    // here, and must not take the ban table's lock.
+                    let trusted = self.trusted.load();
                     let bans = self.enforcement.bans();
-                    if bans.check(ip, now).is_some()
+                    if trusted.iter().any(|n| n.contains(&ip))
+                        || bans.check(ip, now).is_some()
                         || !bans.may_ban_again(ip, started, d.window_start)
                     {
                         continue;
                     }
-                    let trusted = self.trusted.load();
                     let allowlisted = |ip| self.enforcement.allowlisted(ip);
                     if decide(true, true, ip, &trusted, allowlisted) != Decision::Ban {
                         continue;
