@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +44,10 @@ pub(crate) struct Enforcement {
     persister: Option<Persister>,
     wake: Notify,
     block_mode: AtomicBool,
+    /// When a reload last turned block mode on (epoch milliseconds; `i64::MIN`: never).
+    block_since_ms: AtomicI64,
+    /// Whether the mode was set once (the start's mode is no switch).
+    mode_set: AtomicBool,
     /// `enforcement.abort_in_flight`: a ban cuts the source's running requests.
     abort_in_flight: AtomicBool,
     /// One per proxy worker: woken on every ban change, so requests still waiting for their
@@ -112,6 +116,8 @@ impl Enforcement {
             persister: state_dir.map(Persister::new),
             wake: Notify::new(),
             block_mode: AtomicBool::new(false),
+            block_since_ms: AtomicI64::new(i64::MIN),
+            mode_set: AtomicBool::new(false),
             abort_in_flight: AtomicBool::new(true),
             listeners: std::sync::Mutex::default(),
             identities: IdentityBans::default(),
@@ -125,8 +131,22 @@ impl Enforcement {
 
     /// Sets the global mode: only in block mode is any request refused.
     pub(crate) fn set_mode(&self, mode: Mode) {
-        self.block_mode
-            .store(mode == Mode::Block, Ordering::Relaxed);
+        let block = mode == Mode::Block;
+        let was = self.block_mode.swap(block, Ordering::Relaxed);
+        let first = !self.mode_set.swap(true, Ordering::Relaxed);
+        if block && !was && !first {
+            let now = Utc::now().timestamp_millis();
+            self.block_since_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// When a reload last turned block mode on (not the mode the process started in): keys
+    /// flagged before it were flagged in monitor mode, and their sources never banned.
+    pub(crate) fn switched_to_block(&self) -> Option<DateTime<Utc>> {
+        match self.block_since_ms.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        }
     }
 
     /// Sets `enforcement.abort_in_flight` (start-up and reload).

@@ -506,24 +506,31 @@ impl Bans {
     /// flight when it began, and is not a new offence. Not when an operator lifted a ban of
     /// the source since the window began: lifting it lets the source go for the rest of the
     /// window, as before the flag re-banned (its next window that crosses bans it again).
+    ///
+    /// And only when the flag predates the source's state now: a ban of the source began in
+    /// this window (and has ended), or block mode was turned on (`switched_to_block`) in it.
+    /// Otherwise the key was flagged by a crossing in block mode that bans by itself, perhaps
+    /// on another worker this very moment: banning here too would write its detection twice.
     pub(crate) fn may_ban_again(
         &self,
         ip: IpAddr,
         started: DateTime<Utc>,
         window_start: DateTime<Utc>,
+        switched_to_block: Option<DateTime<Utc>>,
     ) -> bool {
         let ip = canonical(ip);
         let inner = self.lock();
         let group = SourceKey::new(ip, inner.ipv6_prefix).network();
-        let banned_since = |net: &IpNet| {
-            (inner.offences.get(net))
-                .and_then(|times| times.last())
-                .is_some_and(|last| *last >= started)
-        };
-        if banned_since(&group) || banned_since(&IpNet::from(ip)) {
+        let last = |net: &IpNet| (inner.offences.get(net)).and_then(|times| times.last().copied());
+        let last = last(&group).max(last(&IpNet::from(ip)));
+        if last.is_some_and(|last| last >= started) {
             return false;
         }
-        !(inner.pardons.iter()).any(|(net, at)| net.contains(&ip) && *at >= window_start)
+        if (inner.pardons.iter()).any(|(net, at)| net.contains(&ip) && *at >= window_start) {
+            return false;
+        }
+        last.is_some_and(|last| last >= window_start)
+            || switched_to_block.is_some_and(|at| at >= window_start)
     }
 
     /// Sweeps bans that have ended (`until <= now`) and returns them, sorted by source, for

@@ -215,6 +215,7 @@ impl Verdicts {
             return;
         }
         let now = Utc::now();
+        let switched = self.enforcement.switched_to_block();
         for d in verdicts {
             if !d.action.bans(true) {
                 continue;
@@ -242,7 +243,7 @@ impl Verdicts {
                     let bans = self.enforcement.bans();
                     if trusted.iter().any(|n| n.contains(&ip))
                         || bans.check(ip, now).is_some()
-                        || !bans.may_ban_again(ip, started, d.window_start)
+                        || !bans.may_ban_again(ip, started, d.window_start, switched)
                     {
                         continue;
                     }
