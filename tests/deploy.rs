@@ -306,7 +306,7 @@ fn the_pgo_training_run_fails_at_once_when_the_binary_does_not_start() {
     let (code, err) = pgo_script("train.sh", &["/bin/false", "30"], &[]);
     assert_eq!(code, 1);
     assert!(
-        err.starts_with("train.sh: /bin/false exited before http://127.0.0.1:"),
+        err.starts_with("train.sh: the simulator did not start"),
         "{err}"
     );
     let (code, err) = pgo_script("train.sh", &["/nonexistent/ollama-guard"], &[]);

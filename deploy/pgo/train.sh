@@ -39,31 +39,46 @@ free_port() {
     (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
   done
 }
-wait_up() { # URL PID: fails at once when the process has exited
+up() { # URL PID: whether URL answers; fails at once when the process has exited
   for _ in $(seq 200); do
-    curl -fs -o /dev/null "$1" && return
-    kill -0 "$2" 2>/dev/null || { echo "train.sh: $bin exited before $1 answered" >&2; exit 1; }
+    curl -fs -o /dev/null "$1" && return 0
+    kill -0 "$2" 2>/dev/null || return 1
     sleep 0.05
   done
   echo "train.sh: $1 did not answer" >&2
   exit 1
 }
 
-sim=$(free_port)
-"$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" &
-pids+=($!)
-wait_up "http://127.0.0.1:$sim/api/version" "$!"
+# Another process may take a probed port before the server binds it (the test suite runs this
+# beside other servers): a server that exits at once is started again on new ports.
+start_sim() {
+  for _ in 1 2 3 4 5; do
+    sim=$(free_port)
+    "$bin" simulator --listen "127.0.0.1:$sim" --fast --no-host-check 2>"$work/sim.err" &
+    pids+=($!)
+    up "http://127.0.0.1:$sim/api/version" "$!" && return
+  done
+  echo "train.sh: the simulator did not start: $(tail -n 3 "$work/sim.err")" >&2
+  exit 1
+}
+start_guard() { # ARGS...: sets port, admin, guard and front
+  for _ in 1 2 3 4 5; do
+    port=$(free_port)
+    admin=$(free_port)
+    "$bin" "$@" --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$sim" \
+      --admin-listen "127.0.0.1:$admin" --workers 2 --access-log "$work/access.log" \
+      --detection-log "$work/detections.jsonl" --log-level warn 2>"$work/guard.err" &
+    guard=$!
+    pids+=("$guard")
+    front="http://127.0.0.1:$port"
+    up "$front/api/version" "$guard" && return
+  done
+  echo "train.sh: $bin did not start: $(tail -n 3 "$work/guard.err")" >&2
+  exit 1
+}
 
-port=$(free_port)
-admin=$(free_port)
-"$bin" --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$sim" \
-  --admin-listen "127.0.0.1:$admin" --workers 2 --access-log "$work/access.log" \
-  --detection-log "$work/detections.jsonl" --log-level warn 2>"$work/guard.err" &
-guard=$!
-pids+=("$guard")
-wait_up "http://127.0.0.1:$port/api/version" "$guard"
-
-front="http://127.0.0.1:$port"
+start_sim
+start_guard
 range="[1-$n]"
 gen='{"model":"llama3.2","prompt":"hi"}'
 chat='{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}'
@@ -109,12 +124,7 @@ trusted_proxies = ["127.0.0.1/32"]
 [rules.excessive_requests]
 window_kind = "sliding"
 TOML
-"$bin" --config "$work/block.toml" --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$sim" \
-  --admin-listen "127.0.0.1:$admin" --workers 2 --access-log "$work/access.log" \
-  --detection-log "$work/detections.jsonl" --log-level warn 2>"$work/guard.err" &
-guard=$!
-pids+=("$guard")
-wait_up "http://127.0.0.1:$port/api/version" "$guard"
+start_guard --config "$work/block.toml"
 calls() { # KIND COUNT PATH [JSON]: a curl config of COUNT calls; KIND names their sources
   awk -v kind="$1" -v n="$2" -v url="$front$3" -v json="${4:-}" 'BEGIN {
     gsub(/"/, "\\\"", json) # a double-quoted curl config value escapes its quotes
