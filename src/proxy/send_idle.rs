@@ -88,14 +88,14 @@ fn after<T>(
         *armed = false;
         return polled;
     }
-    let deadline = Instant::now() + idle;
+    // The clock is read only when the wait starts, not at every wake-up during it.
     let sleep = match timer {
         Some(sleep) if *armed => sleep,
         Some(sleep) => {
-            sleep.as_mut().reset(deadline);
+            sleep.as_mut().reset(Instant::now() + idle);
             sleep
         }
-        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        None => timer.insert(Box::pin(tokio::time::sleep(idle))),
     };
     *armed = true;
     match sleep.as_mut().poll(cx) {
