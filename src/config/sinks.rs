@@ -210,7 +210,8 @@ pub(super) fn splunk_hec(
             "is not a valid HEC token (printable characters, no spaces)",
         ));
     }
-    let index = match &f.index {
+    // `index = ""` is the token's default index, as leaving the key out.
+    let index = match f.index.as_deref().filter(|i| !i.is_empty()) {
         Some(i) => Some(label("index", Some(i), "")?),
         None => None,
     };
@@ -376,6 +377,20 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_index_and_token_are_unset() {
+        // The README's commented example: `token = ""` with the token in the environment,
+        // `index = ""` for the token's default index.
+        let text = "[splunk_hec]\nurl = \"https://s:8088/services/collector/event\"\ntoken = \"\"\nindex = \"\"";
+        let s = parse(text, Some("from-env")).unwrap();
+        assert_eq!(s.index, None);
+        assert_eq!(s.token, "from-env");
+        assert_eq!(
+            parse(text, None).unwrap_err(),
+            "config error: sinks.splunk_hec.token: required (or set OLLAMA_GUARD_SPLUNK_HEC_TOKEN)"
+        );
+    }
+
+    #[test]
     fn defaults_fill_every_key_but_url_and_token() {
         let s = parse(
             "[splunk_hec]\nurl = \"https://splunk.example:8088/services/collector/event\"\ntoken = \"abc-123\"",
@@ -452,7 +467,7 @@ mod tests {
                 "config error: sinks.splunk_hec.token: is not a valid HEC token",
             ),
             (
-                "[splunk_hec]\nurl = \"https://s:8088\"\ntoken = \"t\"\nindex = \"\"",
+                "[splunk_hec]\nurl = \"https://s:8088\"\ntoken = \"t\"\nindex = \" \"",
                 "config error: sinks.splunk_hec.index: must be a non-empty text",
             ),
             (
