@@ -1124,6 +1124,83 @@ fn check_config_merges_env_and_options_like_serve() {
 }
 
 #[test]
+fn the_file_keys_are_read_from_the_environment_over_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.toml");
+    std::fs::write(
+        &path,
+        "[timeouts]\nbody_idle = \"5m\"\n[policy]\nmax_body = \"1MiB\"\n",
+    )
+    .unwrap();
+    let file = path.to_str().unwrap();
+    let (code, out, err) = run(
+        &["check-config", file],
+        &[
+            ("OLLAMA_GUARD_TIMEOUTS_BODY_IDLE", "2m"),
+            ("OLLAMA_GUARD_MAX_BODY", "2MiB"),
+            ("OLLAMA_GUARD_ENFORCEMENT_ABORT_IN_FLIGHT", "false"),
+            ("OLLAMA_GUARD_MAX_TRACKED_KEYS", "5000"),
+            ("OLLAMA_GUARD_BAN_DURATION", "1h"),
+            ("OLLAMA_GUARD_ALLOWLIST", "10.9.0.0/16, 10.8.0.1"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    for line in [
+        "body_idle = \"2m\"",
+        "max_body = \"2MiB\"",
+        "abort_in_flight = false",
+        "max_tracked_keys = 5000",
+        "duration = \"1h\"",
+        "allowlist = [\"10.9.0.0/16\", \"10.8.0.1/32\"]",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+    // A bad value is refused like the file's, naming the variable that set it.
+    let (code, out, err) = run(
+        &["check-config", file],
+        &[("OLLAMA_GUARD_BODY_IDLE", "soon")],
+    );
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(
+        err,
+        "ollama-guard: config error: timeouts.body_idle: 'soon' is not a duration like 250ms, 55s, 15m \
+         (expected number at 0) (from OLLAMA_GUARD_BODY_IDLE)\n"
+    );
+    let (code, _, err) = run(
+        &["check-config", file],
+        &[("OLLAMA_GUARD_POLICY_BAN", "perhaps")],
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "ollama-guard: config error: policy.ban: OLLAMA_GUARD_POLICY_BAN: 'perhaps' is not true or false\n"
+    );
+}
+
+#[test]
+fn the_sink_example_with_empty_token_and_index_takes_the_token_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[sinks.splunk_hec]\nurl = \"https://splunk.example:8088/services/collector/event\"\n\
+                token = \"\"\nindex = \"\"\nsourcetype = \"ollama:guard:detection\"\nrequests = false\n";
+    let path = dir.path().join("hec.toml");
+    std::fs::write(&path, text).unwrap();
+    let file = path.to_str().unwrap();
+    let (code, out, err) = run(
+        &["check-config", file],
+        &[("OLLAMA_GUARD_SPLUNK_HEC_TOKEN", "abc")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("abc"), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("index")), "{out}");
+    let (code, _, err) = run(&["check-config", file], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "ollama-guard: config error: sinks.splunk_hec.token: required (or set OLLAMA_GUARD_SPLUNK_HEC_TOKEN)\n"
+    );
+}
+
+#[test]
 fn man_prints_a_manual_page_naming_every_command() {
     let (code, out, err) = run(&["man"], &[]);
     assert_eq!((code, err.as_str()), (0, ""));

@@ -10,6 +10,7 @@
 mod addrs;
 mod cli;
 mod cluster;
+mod env;
 mod file;
 mod parts;
 mod policy;
@@ -181,13 +182,16 @@ fn key_at(text: &str, at: usize) -> Option<String> {
 }
 
 impl Config {
-    /// Loads the file named by `--config` (if any) and merges it under the command line.
+    /// Loads the file named by `--config` (if any), puts the environment's values of its
+    /// keys over it (README, "Configuration file": `OLLAMA_GUARD_<SECTION>_<KEY>`) and merges
+    /// it under the command line.
     pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Config::merge(args, file)
+        let applied = env::overlay(&mut file, |name| std::env::var_os(name))?;
+        Config::merge(args, file).map_err(|e| env::annotate(e, &applied))
     }
 
     /// Merges command-line/env values over file values over defaults, and validates all.
