@@ -388,7 +388,7 @@ async fn the_window_summary_of_a_shared_detection_is_written_once_with_merged_fi
     assert_eq!(summaries.len(), 1, "{summaries:#?}");
     assert_eq!(summaries[0]["count"], 4);
     assert_eq!(summaries[0]["window_start"], detections[0]["window_start"]);
-    assert_eq!(summaries[0]["action"], "logged");
+    assert_eq!(summaries[0]["action"], "would_block");
 }
 
 /// A Redis that wants a password when none is configured answers `NOAUTH`: the message says
@@ -561,7 +561,7 @@ async fn a_sliding_attacker_spread_over_three_replicas_is_detected_once_as_by_on
     }
     assert_eq!(d[0]["rule"], "tags_slide");
     assert_eq!(d[0]["count"], 6);
-    assert_eq!(d[0]["action"], "logged");
+    assert_eq!(d[0]["action"], "would_block");
     assert_eq!((window_secs(&d[0]), window_secs(alone[0])), (3600, 3600));
     assert!(all_events(&stacks, "window_summary").is_empty());
     // Redis holds the key's sub-buckets (4-minute ones: all 9 requests in one or two), its

@@ -98,7 +98,7 @@ async fn slow_requests_of_one_source_give_one_detection_then_a_window_summary() 
     assert_eq!(det["http_method"], "POST");
     assert_eq!(det["count"], 2);
     assert_eq!(det["severity"], "low");
-    assert_eq!(det["action"], "logged");
+    assert_eq!(det["action"], "would_block");
     assert_eq!(sum["event"], "window_summary");
     assert_eq!(sum["count"], 3);
     assert_eq!(sum["src"], "127.0.0.1");
@@ -140,7 +140,7 @@ async fn detections_are_counted_in_metrics_by_rule_severity_and_action() {
             .unwrap();
     }
     let series =
-        r#"ollama_guard_detections_total{action="logged",rule="slow_show",severity="low"}"#;
+        r#"ollama_guard_detections_total{action="would_block",rule="slow_show",severity="low"}"#;
     assert_eq!(metric_eventually(&s.admin, series, 1.0).await, 1.0);
     // The ticker publishes the engine's size: one key (127.0.0.3, /api/tags).
     assert_eq!(

@@ -60,10 +60,10 @@ async fn monitor_mode_flags_but_never_changes_a_response() {
     .await;
     assert_eq!(after[0].body, direct.body);
     let ev = events(&s.detection_log());
-    assert_eq!(ev[0]["action"], "logged");
+    assert_eq!(ev[0]["action"], "would_block");
     assert!(ev.iter().all(|e| e["event"] != "ban"));
     let logged =
-        r#"ollama_guard_detections_total{action="logged",rule="slow_meta",severity="low"}"#;
+        r#"ollama_guard_detections_total{action="would_block",rule="slow_meta",severity="low"}"#;
     assert_eq!(
         metric(&s.admin, logged).await,
         1.0,

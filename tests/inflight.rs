@@ -105,7 +105,7 @@ async fn slow_stream_detected_once(rule: &str) {
     );
     assert_eq!(
         (d["count"].as_u64(), d["action"].as_str()),
-        (Some(1), Some("logged"))
+        (Some(1), Some("would_block"))
     );
     // The upstream is still generating: the detection came before the end.
     let sim = s.sim.log.requests();

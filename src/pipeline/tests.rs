@@ -170,15 +170,41 @@ async fn a_source_already_banned_is_reported_banned_without_a_second_ban() {
 }
 
 #[tokio::test]
-async fn monitor_mode_only_logs() {
+async fn monitor_mode_bans_nothing_and_says_would_block_where_block_mode_would_ban() {
     let f = fixture(Mode::Monitor, Vec::new());
     f.stage.record(record("192.0.2.9", "/api/show"));
     f.stage.finish();
     let lines = f.lines().await;
     assert_eq!(kinds(&lines), ["detection", "window_summary"]);
-    assert!(lines.iter().all(|l| l["action"] == "logged"));
-    assert_eq!((f.detections("logged"), f.detections("banned")), (1.0, 0.0));
+    assert!(
+        lines.iter().all(|l| l["action"] == "would_block"),
+        "{lines:?}"
+    );
+    assert_eq!(
+        (
+            f.detections("would_block"),
+            f.detections("logged"),
+            f.detections("banned")
+        ),
+        (1.0, 0.0, 0.0)
+    );
     assert!(f.enforcement.list().is_empty());
+    // A log-only rule would not ban in block mode either: `logged`.
+    let log_only = RuleConfig {
+        name: "every".into(),
+        action: "log".into(),
+        ..RuleConfig::default()
+    };
+    let f = fixture_with(Mode::Monitor, Vec::new(), vec![log_only]);
+    f.stage.record(record("192.0.2.9", "/api/show"));
+    f.stage.finish();
+    let lines = f.lines().await;
+    assert_eq!(kinds(&lines), ["detection", "window_summary"]);
+    assert!(lines.iter().all(|l| l["action"] == "logged"), "{lines:?}");
+    assert_eq!(
+        (f.detections("would_block"), f.detections("logged")),
+        (0.0, 1.0)
+    );
 }
 
 #[tokio::test]
@@ -676,7 +702,7 @@ async fn a_source_flagged_in_monitor_mode_is_banned_at_its_next_request_in_block
     assert_eq!(kinds(&lines), ["detection", "detection", "ban"]);
     assert_eq!(
         (lines[0]["count"].as_u64(), lines[0]["action"].as_str()),
-        (Some(3), Some("logged"))
+        (Some(3), Some("would_block"))
     );
     assert_eq!(
         (lines[1]["count"].as_u64(), lines[1]["action"].as_str()),

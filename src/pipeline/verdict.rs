@@ -176,14 +176,15 @@ impl Verdicts {
             match event {
                 Event::Detection(d) => self.detection(now, d, src),
                 Event::WindowSummary(d) => {
-                    // A summary bans nothing: it says what the rule does in the current mode.
+                    // A summary bans nothing: it says what the rule does in the current mode
+                    // (in monitor mode, whether block mode would ban).
                     let block_mode = self.enforcement.block_mode();
                     // An identity's verdict bans only where identity bans are wired in.
                     let can_ban = !d.by_identity || self.identity_bans.get().is_some();
-                    let action = if block_mode && d.action.bans(block_mode) && can_ban {
-                        Action::Banned
-                    } else {
-                        Action::Logged
+                    let action = match (block_mode, d.action.bans(true) && can_ban) {
+                        (true, true) => Action::Banned,
+                        (false, true) => Action::WouldBlock,
+                        (_, false) => Action::Logged,
                     };
                     self.log
                         .write(now, &LogEvent::WindowSummary(Finding::new(d, action)));
@@ -266,10 +267,14 @@ impl Verdicts {
         }
     }
 
-    /// A `detection`: decide, ban if so, log the detection before the ban, count it.
+    /// A `detection`: decide, ban if so, log the detection before the ban, count it. In
+    /// monitor mode the line says `would_block` where block mode would ban (the rule's action
+    /// bans there and the source is not exempt), `logged` otherwise.
     fn detection(&self, now: DateTime<Utc>, d: &DetectionEvent, src: Option<IpAddr>) {
         let block_mode = self.enforcement.block_mode();
         let rule_bans = d.action.bans(block_mode);
+        // Monitor mode, and block mode would ban.
+        let would = !block_mode && d.action.bans(true);
         let write = |action| {
             self.log
                 .write(now, &LogEvent::Detection(Finding::detection(d, action)));
@@ -278,11 +283,24 @@ impl Verdicts {
         let action = match ban_target(d, src) {
             // Without a request there is no one to ban; the line says what the rule does.
             None if block_mode && rule_bans => write(Action::Banned),
+            None if would => write(Action::WouldBlock),
             None => write(Action::Logged),
             Some(BanTarget::Identity(name)) if block_mode && rule_bans => {
                 self.ban_identity(now, d, &name, write)
             }
+            Some(BanTarget::Identity(_)) if would && self.identity_bans.get().is_some() => {
+                write(Action::WouldBlock)
+            }
             Some(BanTarget::Identity(_)) => write(Action::Logged),
+            Some(BanTarget::Addr(ip)) if would => {
+                let trusted = self.trusted.load();
+                match decide(true, true, ip, &trusted, |ip| {
+                    self.enforcement.allowlisted(ip)
+                }) {
+                    Decision::Ban => write(Action::WouldBlock),
+                    Decision::Log(_) => write(Action::Logged),
+                }
+            }
             Some(BanTarget::Addr(ip)) => {
                 let trusted = self.trusted.load();
                 match decide(block_mode, rule_bans, ip, &trusted, |ip| {

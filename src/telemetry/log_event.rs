@@ -48,9 +48,10 @@ pub(crate) enum LogEvent<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Action {
-    /// Logged only (monitor mode, a log-only rule, or an exempt source).
+    /// Logged only (a log-only rule, or a source block mode would not ban either).
     Logged,
-    /// Monitor mode: block mode would have refused the request (policy verdicts).
+    /// Monitor mode: block mode would have refused the request (policy verdicts) or banned
+    /// the source (rule verdicts).
     #[serde(rename = "would_block")]
     WouldBlock,
     /// The request was refused, the source not banned (policy verdicts).

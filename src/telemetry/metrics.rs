@@ -73,8 +73,9 @@ impl UpstreamErrorKind {
 
 /// Severity labels pre-initialised for `detections_total`.
 pub(crate) const SEVERITIES: [&str; 3] = ["low", "medium", "high"];
-/// Action labels of `detections_total`.
-pub(crate) const ACTIONS: [&str; 2] = ["logged", "banned"];
+/// Action labels of `detections_total` (`would_block`: monitor mode, where block mode would
+/// ban).
+pub(crate) const ACTIONS: [&str; 3] = ["logged", "would_block", "banned"];
 /// Action labels of policy verdicts in `detections_total`.
 pub(crate) const POLICY_ACTIONS: [&str; 3] = ["would_block", "blocked", "banned"];
 
